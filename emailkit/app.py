@@ -1,0 +1,84 @@
+"""create_app(settings) -> Starlette: the composition root of the HTTP process."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+
+from emailkit.domain.db import Database
+from emailkit.domain.runtime import Runtime
+from emailkit.schema import SchemaLimits, build_schema
+from emailkit.settings import Settings
+from emailkit.web.graphql import GraphQLView
+from emailkit.web.health import health_routes
+
+log = logging.getLogger("emailkit")
+
+
+def build_runtime(settings: Settings, db: Database | None = None) -> Runtime:
+    return Runtime(
+        db=db or Database(settings.database_url, pool_size=settings.database_pool_size),
+        secret_key=settings.resolved_secret_key(),
+        public_url=settings.public_url,
+        max_page_size=settings.max_page_size,
+        debug=settings.debug,
+    )
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
+    runtime = runtime or build_runtime(settings)
+    schema = build_schema(
+        SchemaLimits(
+            max_depth=settings.max_query_depth,
+            max_aliases=settings.max_aliases,
+            max_tokens=settings.max_query_tokens,
+            debug=settings.debug,
+        )
+    )
+    graphql = GraphQLView(
+        runtime,
+        schema=schema,
+        graphql_ide="graphiql",
+        allowed_origins=settings.cors_origins,
+    )
+    healthz, readyz = health_routes(runtime)
+    static_dir = Path(str(resources.files("emailkit.web") / "static"))
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await runtime.db.dispose()
+
+    middleware = []
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type"],
+            )
+        )
+
+    # Route + WebSocketRoute rather than Mount: a Mount redirects POST /graphql and breaks WebSockets.
+    routes = [
+        Route("/graphql", graphql, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", graphql),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Mount("/static", StaticFiles(directory=static_dir, check_dir=False), name="static"),
+    ]
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app.state.runtime = runtime
+    return app

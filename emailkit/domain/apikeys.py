@@ -1,0 +1,94 @@
+"""API keys: generated once, shown once, stored as a SHA-256 hash.
+
+Keys carry 256 bits of randomness, so a fast unsalted hash is enough: there is nothing to brute-force,
+and a lookup by hash keeps authentication to one indexed read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from emailkit.domain.errors import ErrorCode, FieldError, NotFound
+from emailkit.domain.models import ApiKey, Role
+from emailkit.domain.pagination import Page, keyset_page
+from emailkit.domain.types import utcnow
+from emailkit.domain.validation import check_length, raise_if, require
+
+KEY_PREFIX = "ek_"
+LAST_USED_GRANULARITY = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the API key's identity and role."""
+
+    key_id: int
+    name: str
+    role: Role
+
+    @property
+    def can_write(self) -> bool:
+        return self.role in (Role.ADMIN, Role.EDITOR)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+
+def hash_key(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def generate_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+async def create_api_key(session: AsyncSession, name: str, role: Role) -> tuple[ApiKey, str]:
+    """Create a key; returns the row and the plaintext key, which is never stored."""
+    errors: list[FieldError] = []
+    require(errors, "name", name, "Name")
+    check_length(errors, "name", name, 255)
+    raise_if(errors)
+    raw = generate_key()
+    row = ApiKey(name=name.strip(), role=role, prefix=raw[:10], key_hash=hash_key(raw))
+    session.add(row)
+    await session.flush()
+    return row, raw
+
+
+async def authenticate(session: AsyncSession, raw: str) -> Principal | None:
+    if not raw.startswith(KEY_PREFIX) or len(raw) > 200:
+        return None
+    row = (
+        await session.execute(
+            select(ApiKey).where(ApiKey.key_hash == hash_key(raw), ApiKey.revoked_at.is_(None))
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        return None
+    now = utcnow()
+    # Coarse last-use tracking: at most one write per key every few minutes, not one per request.
+    if row.last_used_at is None or now - row.last_used_at > LAST_USED_GRANULARITY:
+        await session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
+        await session.commit()
+    return Principal(key_id=row.id, name=row.name, role=row.role)
+
+
+async def revoke_api_key(session: AsyncSession, key_id: int) -> ApiKey:
+    row = await session.get(ApiKey, key_id)
+    if row is None:
+        raise NotFound("API key", code=ErrorCode.NOT_FOUND)
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        await session.flush()
+    return row
+
+
+async def find_api_keys(session: AsyncSession, *, first: int, after: int | None) -> Page[ApiKey]:
+    return await keyset_page(session, select(ApiKey), ApiKey.id, first=first, after=after)

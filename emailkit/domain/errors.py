@@ -1,0 +1,51 @@
+"""Errors with stable codes that the API surfaces as ``userErrors``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    INVALID_INPUT = "INVALID_INPUT"
+    INVALID_EMAIL = "INVALID_EMAIL"
+    DUPLICATE_EMAIL = "DUPLICATE_EMAIL"
+    DUPLICATE_NAME = "DUPLICATE_NAME"
+    NOT_FOUND = "NOT_FOUND"
+    LIST_NOT_FOUND = "LIST_NOT_FOUND"
+    TEMPLATE_NOT_FOUND = "TEMPLATE_NOT_FOUND"
+    SUBSCRIBER_NOT_FOUND = "SUBSCRIBER_NOT_FOUND"
+    TEMPLATE_SYNTAX = "TEMPLATE_SYNTAX"
+    TEMPLATE_RENDER = "TEMPLATE_RENDER"
+    TEMPLATE_SECURITY = "TEMPLATE_SECURITY"
+    MJML_INVALID = "MJML_INVALID"
+    TOO_LONG = "TOO_LONG"
+    REQUIRED = "REQUIRED"
+    IN_USE = "IN_USE"
+    INVALID_STATE = "INVALID_STATE"
+    FORBIDDEN = "FORBIDDEN"
+    INVALID_ID = "INVALID_ID"
+
+
+@dataclass(frozen=True)
+class FieldError:
+    field: str | None
+    message: str
+    code: ErrorCode
+
+
+class DomainError(Exception):
+    """One or more problems with the caller's input; nothing was changed."""
+
+    def __init__(self, errors: list[FieldError] | FieldError) -> None:
+        self.errors = errors if isinstance(errors, list) else [errors]
+        super().__init__("; ".join(e.message for e in self.errors))
+
+    @classmethod
+    def single(cls, code: ErrorCode, message: str, field: str | None = None) -> DomainError:
+        return cls(FieldError(field=field, message=message, code=code))
+
+
+class NotFound(DomainError):
+    def __init__(self, what: str, field: str | None = "id", code: ErrorCode = ErrorCode.NOT_FOUND) -> None:
+        super().__init__(FieldError(field=field, message=f"{what} not found", code=code))

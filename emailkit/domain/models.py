@@ -1,0 +1,208 @@
+"""ORM tables. One metadata for the whole application; Alembic autogenerates against it."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Enum,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from emailkit.domain.types import BigIntPK, JSONDoc, UTCDateTime, utcnow
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def _enum(cls: type[enum.Enum]) -> Enum:
+    # Stored as VARCHAR (no native PG enum) so adding a value never needs an ALTER TYPE migration.
+    return Enum(
+        cls,
+        native_enum=False,
+        create_constraint=False,
+        length=24,
+        values_callable=lambda members: [m.value for m in members],
+    )
+
+
+class SubscriberStatus(enum.StrEnum):
+    ENABLED = "ENABLED"
+    BLOCKLISTED = "BLOCKLISTED"
+
+
+class OptIn(enum.StrEnum):
+    SINGLE = "SINGLE"
+    DOUBLE = "DOUBLE"
+
+
+class Visibility(enum.StrEnum):
+    PUBLIC = "PUBLIC"
+    PRIVATE = "PRIVATE"
+
+
+class SubscriptionStatus(enum.StrEnum):
+    UNCONFIRMED = "UNCONFIRMED"
+    CONFIRMED = "CONFIRMED"
+    UNSUBSCRIBED = "UNSUBSCRIBED"
+
+
+class TemplateKind(enum.StrEnum):
+    CAMPAIGN = "CAMPAIGN"
+    TRANSACTIONAL = "TRANSACTIONAL"
+
+
+class ContentFormat(enum.StrEnum):
+    MJML = "MJML"
+    HTML = "HTML"
+
+
+class CampaignStatus(enum.StrEnum):
+    DRAFT = "DRAFT"
+    SCHEDULED = "SCHEDULED"
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    FINISHED = "FINISHED"
+    CANCELLED = "CANCELLED"
+    FAILED = "FAILED"
+
+
+class Role(enum.StrEnum):
+    ADMIN = "ADMIN"
+    EDITOR = "EDITOR"
+    VIEWER = "VIEWER"
+
+
+class TimestampMixin:
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), default=utcnow, onupdate=utcnow, nullable=False
+    )
+
+
+class Subscriber(TimestampMixin, Base):
+    __tablename__ = "subscribers"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    # Stored lower-cased so uniqueness is case-insensitive on every backend with a plain index.
+    email: Mapped[str] = mapped_column(String(320), nullable=False, unique=True)
+    name: Mapped[str] = mapped_column(String(255), nullable=False, default="")
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONDoc, nullable=False, default=dict)
+    status: Mapped[SubscriberStatus] = mapped_column(
+        _enum(SubscriberStatus), nullable=False, default=SubscriberStatus.ENABLED
+    )
+
+    subscriptions: Mapped[list[Subscription]] = relationship(
+        back_populates="subscriber", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class MailingList(TimestampMixin, Base):
+    __tablename__ = "lists"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    description: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    optin: Mapped[OptIn] = mapped_column(_enum(OptIn), nullable=False, default=OptIn.SINGLE)
+    visibility: Mapped[Visibility] = mapped_column(
+        _enum(Visibility), nullable=False, default=Visibility.PRIVATE
+    )
+    tags: Mapped[list[str]] = mapped_column(JSONDoc, nullable=False, default=list)
+
+
+class Subscription(TimestampMixin, Base):
+    __tablename__ = "subscriptions"
+
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
+    )
+    list_id: Mapped[int] = mapped_column(ForeignKey("lists.id", ondelete="CASCADE"), primary_key=True)
+    status: Mapped[SubscriptionStatus] = mapped_column(
+        _enum(SubscriptionStatus), nullable=False, default=SubscriptionStatus.CONFIRMED
+    )
+
+    subscriber: Mapped[Subscriber] = relationship(back_populates="subscriptions")
+
+    __table_args__ = (Index("ix_subscriptions_list_id_status", "list_id", "status", "subscriber_id"),)
+
+
+class Template(TimestampMixin, Base):
+    __tablename__ = "templates"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    kind: Mapped[TemplateKind] = mapped_column(_enum(TemplateKind), nullable=False)
+    format: Mapped[ContentFormat] = mapped_column(_enum(ContentFormat), nullable=False)
+    subject: Mapped[str] = mapped_column(String(998), nullable=False, default="")
+    body: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+class Campaign(TimestampMixin, Base):
+    __tablename__ = "campaigns"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    subject: Mapped[str] = mapped_column(String(998), nullable=False)
+    status: Mapped[CampaignStatus] = mapped_column(
+        _enum(CampaignStatus), nullable=False, default=CampaignStatus.DRAFT, index=True
+    )
+    status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    from_email: Mapped[str] = mapped_column(String(320), nullable=False)
+    from_name: Mapped[str] = mapped_column(String(255), nullable=False, default="")
+    reply_to: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    # Either a template reference or an inline body; the template wins when both are present.
+    template_id: Mapped[int | None] = mapped_column(
+        ForeignKey("templates.id", ondelete="RESTRICT"), nullable=True, index=True
+    )
+    body: Mapped[str | None] = mapped_column(Text, nullable=True)
+    format: Mapped[ContentFormat | None] = mapped_column(_enum(ContentFormat), nullable=True)
+    plain_text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    track_opens: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    track_clicks: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    send_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class CampaignList(Base):
+    __tablename__ = "campaign_lists"
+
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True)
+    # Deleting a list keeps the campaign (its history matters) and drops the link.
+    list_id: Mapped[int] = mapped_column(
+        ForeignKey("lists.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    role: Mapped[Role] = mapped_column(_enum(Role), nullable=False)
+    # First characters of the key, shown in listings so people can tell keys apart.
+    prefix: Mapped[str] = mapped_column(String(16), nullable=False)
+    key_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    __table_args__ = (UniqueConstraint("key_hash"),)

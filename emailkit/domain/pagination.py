@@ -1,0 +1,45 @@
+"""Keyset pagination: pages are cut on the primary key, never with OFFSET."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.ext.asyncio import AsyncSession
+
+T = TypeVar("T")
+
+
+@dataclass
+class Page(Generic[T]):
+    items: list[T]
+    keys: list[int]
+    has_next: bool
+    # The filtered statement without ordering/limits, so totalCount is computed only when asked for.
+    count_stmt: Select[Any]
+
+    async def total(self, session: AsyncSession) -> int:
+        stmt = select(func.count()).select_from(self.count_stmt.order_by(None).subquery())
+        return int((await session.execute(stmt)).scalar_one())
+
+
+async def keyset_page(
+    session: AsyncSession,
+    stmt: Select[Any],
+    key: InstrumentedAttribute[int],
+    *,
+    first: int,
+    after: int | None,
+    descending: bool = False,
+) -> Page[Any]:
+    """Fetch ``first`` rows after key ``after``; ``stmt`` selects ORM entities filtered as wanted."""
+    page_stmt = stmt
+    if after is not None:
+        page_stmt = page_stmt.where(key < after if descending else key > after)
+    page_stmt = page_stmt.order_by(key.desc() if descending else key.asc()).limit(first + 1)
+    rows = list((await session.execute(page_stmt)).scalars().all())
+    has_next = len(rows) > first
+    rows = rows[:first]
+    return Page(items=rows, keys=[r.id for r in rows], has_next=has_next, count_stmt=stmt)

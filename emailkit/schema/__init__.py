@@ -1,0 +1,53 @@
+"""The GraphQL schema, built by a factory (no module-level schema object, no I/O at import)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import (
+    MaskErrors,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    QueryDepthLimiter,
+    SchemaExtension,
+)
+from strawberry.tools import merge_types
+
+from emailkit.schema import lists, node, viewer
+
+QUERIES = (node.Query, viewer.Query, lists.Query)
+MUTATIONS = (lists.Mutation,)
+
+
+@dataclass(frozen=True)
+class SchemaLimits:
+    max_depth: int = 12
+    max_aliases: int = 30
+    max_tokens: int = 3000
+    debug: bool = False
+
+
+def _should_mask(error: GraphQLError) -> bool:
+    # Our own GraphQLErrors (permissions, bad cursors) carry codes meant for clients; anything else is a bug
+    # whose details must not leak outside debug mode.
+    return error.original_error is not None and not isinstance(error.original_error, GraphQLError)
+
+
+def build_schema(limits: SchemaLimits | None = None) -> strawberry.Schema:
+    limits = limits or SchemaLimits()
+    # Factories, so each operation gets fresh extension instances.
+    extensions: list[Callable[[], SchemaExtension]] = [
+        lambda: QueryDepthLimiter(max_depth=limits.max_depth),
+        lambda: MaxAliasesLimiter(max_alias_count=limits.max_aliases),
+        lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
+    ]
+    if not limits.debug:
+        extensions.append(lambda: MaskErrors(should_mask_error=_should_mask))
+    return strawberry.Schema(
+        query=merge_types("Query", QUERIES),
+        mutation=merge_types("Mutation", MUTATIONS),
+        extensions=extensions,
+    )

@@ -1,0 +1,68 @@
+"""Per-request GraphQL context: the runtime, the caller and the request's DataLoaders."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import Request
+from starlette.websockets import WebSocket
+from strawberry.types import Info as StrawberryInfo
+
+from emailkit.domain.apikeys import Principal
+from emailkit.domain.db import Database
+from emailkit.domain.pagination import Page
+from emailkit.domain.runtime import Runtime
+from emailkit.schema.loaders import Loaders
+from emailkit.schema.relay import Connection, check_first, decode_cursor
+
+M = TypeVar("M")
+T = TypeVar("T")
+
+
+@dataclass
+class Context:
+    runtime: Runtime
+    principal: Principal | None
+    request: Request | WebSocket | None = None
+    connection_params: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def db(self) -> Database:
+        return self.runtime.db
+
+    @cached_property
+    def loaders(self) -> Loaders:
+        return Loaders(self.runtime.db)
+
+    async def connection(
+        self,
+        fetch: Callable[[AsyncSession, int, int | None], Awaitable[Page[M]]],
+        convert: Callable[[M], T],
+        first: int,
+        after: str | None,
+    ) -> Connection[T]:
+        """Run a keyset page query and wrap it as a connection; totalCount is computed only if selected."""
+        first = check_first(first, self.runtime.max_page_size)
+        after_key = decode_cursor(after)
+        async with self.db.session() as session:
+            page = await fetch(session, first, after_key)
+
+        async def count() -> int:
+            async with self.db.session() as session:
+                return await page.total(session)
+
+        return Connection.build(
+            [convert(item) for item in page.items],
+            page.keys,
+            has_next=page.has_next,
+            has_previous=after_key is not None,
+            count=count,
+        )
+
+
+Info = StrawberryInfo[Context, None]

@@ -1,0 +1,48 @@
+"""userErrors: the domain's validation problems as data, never as exceptions."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import strawberry
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from emailkit.domain.errors import DomainError
+from emailkit.schema.context import Info
+from emailkit.schema.enums import ErrorCode
+
+R = TypeVar("R")
+
+
+@strawberry.type(description="A problem with the input; nothing was changed.")
+class UserError:
+    field: str | None = strawberry.field(description="The input field at fault (camelCase), if any.")
+    message: str
+    code: ErrorCode
+
+
+def to_user_errors(exc: DomainError) -> list[UserError]:
+    return [UserError(field=e.field, message=e.message, code=e.code) for e in exc.errors]
+
+
+@dataclass
+class Outcome(Generic[R]):
+    value: R | None = None
+    errors: list[UserError] = field(default_factory=list)
+
+
+async def mutate(info: Info, work: Callable[[AsyncSession], Awaitable[R]]) -> Outcome[R]:
+    """Run one service call in one transaction; a DomainError rolls it back and becomes userErrors."""
+    try:
+        async with info.context.db.transaction() as session:
+            return Outcome(value=await work(session))
+    except DomainError as exc:
+        return Outcome(errors=to_user_errors(exc))
+
+
+@strawberry.type
+class DeletePayload:
+    deleted_id: strawberry.ID | None
+    user_errors: list[UserError]

@@ -1,0 +1,31 @@
+"""`node(id)`: fetch any object by its global ID."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import strawberry
+
+from emailkit.schema.context import Info
+from emailkit.schema.lists import MailingListType
+from emailkit.schema.relay import Node, parse_global_id
+
+
+async def _list(info: Info, pk: int) -> Node | None:
+    row = await info.context.loaders.list_by_id.load(pk)
+    return MailingListType.from_model(row) if row else None
+
+
+RESOLVERS: dict[str, Callable[[Info, int], Awaitable[Node | None]]] = {
+    "MailingList": _list,
+}
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="Any object by its global ID; null when it does not exist.")
+    async def node(self, info: Info, id: strawberry.ID) -> Node | None:
+        parsed = parse_global_id(id)
+        if parsed is None or parsed[0] not in RESOLVERS:
+            return None
+        return await RESOLVERS[parsed[0]](info, parsed[1])

@@ -1,0 +1,120 @@
+"""Global IDs, opaque keyset cursors and the generic connection types."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+import strawberry
+from graphql import GraphQLError
+
+from emailkit.domain.errors import DomainError, ErrorCode
+
+T = TypeVar("T")
+
+
+@strawberry.interface(description="An object with a globally unique ID.")
+class Node:
+    id: strawberry.ID
+
+
+def to_global_id(type_name: str, pk: int) -> strawberry.ID:
+    return strawberry.ID(base64.urlsafe_b64encode(f"{type_name}:{pk}".encode()).decode().rstrip("="))
+
+
+def parse_global_id(value: str) -> tuple[str, int] | None:
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+        type_name, _, pk = raw.partition(":")
+        return (type_name, int(pk)) if type_name and pk.isdigit() else None
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+
+
+def decode_id(value: str, expected: str, field: str = "id") -> int:
+    """Decode a global ID of the expected type, or raise a userError-shaped DomainError."""
+    parsed = parse_global_id(value)
+    if parsed is None or parsed[0] != expected:
+        raise DomainError.single(ErrorCode.INVALID_ID, f"Not a valid {expected} ID: {value!r}", field)
+    return parsed[1]
+
+
+def decode_ids(values: Sequence[str], expected: str, field: str) -> list[int]:
+    return [decode_id(v, expected, field) for v in values]
+
+
+def decode_id_or_none(value: str, expected: str) -> int | None:
+    parsed = parse_global_id(value)
+    return parsed[1] if parsed is not None and parsed[0] == expected else None
+
+
+def encode_cursor(key: int) -> str:
+    return base64.urlsafe_b64encode(f"k:{key}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        prefix, _, key = raw.partition(":")
+        if prefix == "k" and key.lstrip("-").isdigit():
+            return int(key)
+    except (binascii.Error, UnicodeDecodeError):
+        pass
+    raise GraphQLError("Invalid cursor", extensions={"code": "INVALID_CURSOR"})
+
+
+def check_first(first: int, cap: int) -> int:
+    if first < 0 or first > cap:
+        raise GraphQLError(f"`first` must be between 0 and {cap}", extensions={"code": "INVALID_ARGUMENT"})
+    return first
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    has_previous_page: bool
+    start_cursor: str | None
+    end_cursor: str | None
+
+
+@strawberry.type
+class Edge(Generic[T]):
+    cursor: str
+    node: T
+
+
+@strawberry.type
+class Connection(Generic[T]):
+    edges: list[Edge[T]]
+    page_info: PageInfo
+    count: strawberry.Private[Callable[[], Awaitable[int]]]
+
+    @strawberry.field(description="Number of items matching the filters, across all pages.")
+    async def total_count(self) -> int:
+        return await self.count()
+
+    @classmethod
+    def build(
+        cls,
+        nodes: Sequence[T],
+        keys: Sequence[int],
+        *,
+        has_next: bool,
+        has_previous: bool,
+        count: Callable[[], Awaitable[int]],
+    ) -> Connection[T]:
+        edges = [Edge(cursor=encode_cursor(k), node=n) for n, k in zip(nodes, keys, strict=True)]
+        return cls(
+            edges=edges,
+            page_info=PageInfo(
+                has_next_page=has_next,
+                has_previous_page=has_previous,
+                start_cursor=edges[0].cursor if edges else None,
+                end_cursor=edges[-1].cursor if edges else None,
+            ),
+            count=count,
+        )

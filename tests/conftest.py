@@ -1,0 +1,132 @@
+"""Shared fixtures.
+
+The database suites run on SQLite always, and on PostgreSQL too when EMAILKIT_TEST_DATABASE_URL is set
+(CI sets it; an unreachable server there is an error, never a skip).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from emailkit import migrate
+from emailkit.app import create_app
+from emailkit.domain import apikeys
+from emailkit.domain.db import Database
+from emailkit.domain.models import Base, Role
+from emailkit.domain.runtime import Runtime
+from emailkit.settings import Settings
+
+TEST_SECRET = "test-secret-key-0123456789abcdef"
+PG_URL = os.environ.get("EMAILKIT_TEST_DATABASE_URL")
+REDIS_URL = os.environ.get("EMAILKIT_TEST_REDIS_URL")
+
+BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
+
+
+def _pg_async_url(url: str) -> str:
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    return url
+
+
+async def _fresh_database(backend: str, tmp: Path) -> Database:
+    if backend == "sqlite":
+        db = Database(f"sqlite+aiosqlite:///{tmp / 'test.db'}")
+    else:
+        assert PG_URL is not None
+        db = Database(_pg_async_url(PG_URL), pool_size=5)
+        async with db.engine.begin() as conn:
+            await conn.execute(text("DROP SCHEMA public CASCADE"))
+            await conn.execute(text("CREATE SCHEMA public"))
+    await migrate.upgrade(db)
+    return db
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+async def database(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Database]:
+    db = await _fresh_database(request.param, tmp_path_factory.mktemp(request.param))
+    yield db
+    await db.dispose()
+
+
+async def truncate_all(db: Database) -> None:
+    tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+    async with db.engine.begin() as conn:
+        if db.dialect == "postgresql":
+            await conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for name in tables:
+                await conn.execute(text(f"DELETE FROM {name}"))
+
+
+@pytest.fixture
+async def db(database: Database) -> AsyncIterator[Database]:
+    await truncate_all(database)
+    yield database
+
+
+@pytest.fixture
+def settings(db: Database) -> Settings:
+    return Settings(database_url=db.url, secret_key=TEST_SECRET, public_url="http://testserver")  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def runtime(db: Database, settings: Settings) -> Runtime:
+    return Runtime(db=db, secret_key=TEST_SECRET, public_url=settings.public_url, max_page_size=250)
+
+
+@pytest.fixture
+async def client(settings: Settings, runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, runtime)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c:
+        yield c
+
+
+async def make_key(db: Database, role: Role = Role.ADMIN, name: str = "test") -> str:
+    async with db.transaction() as session:
+        _, raw = await apikeys.create_api_key(session, name, role)
+    return raw
+
+
+@pytest.fixture
+async def admin_key(db: Database) -> str:
+    return await make_key(db, Role.ADMIN, "admin")
+
+
+GQL = Callable[..., Awaitable[dict[str, Any]]]
+
+
+@pytest.fixture
+def gql(client: httpx.AsyncClient, admin_key: str) -> GQL:
+    """Run an operation as ADMIN (or with `key=`); returns the decoded body, asserting HTTP 200."""
+
+    async def run(
+        query: str, variables: dict[str, Any] | None = None, *, key: str | None = None
+    ) -> dict[str, Any]:
+        resp = await client.post(
+            "/graphql",
+            json={"query": query, "variables": variables or {}},
+            headers={"Authorization": f"Bearer {key or admin_key}"},
+        )
+        assert resp.status_code == 200, resp.text
+        body: dict[str, Any] = resp.json()
+        return body
+
+    return run
+
+
+def data(body: dict[str, Any]) -> dict[str, Any]:
+    """The `data` of a response that must have no top-level errors."""
+    assert not body.get("errors"), body.get("errors")
+    result: dict[str, Any] = body["data"]
+    return result
