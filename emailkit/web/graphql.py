@@ -100,7 +100,8 @@ class GraphQLView(GraphQL[Context, None]):
                 # The IDE runs only our own scripts; nothing is loaded from elsewhere.
                 "Content-Security-Policy": (
                     "default-src 'self'; script-src 'self' 'unsafe-inline'; "
-                    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self' ws: wss:; font-src 'self' data:"
+                    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+                    "connect-src 'self' ws: wss:; font-src 'self' data:"
                 ),
                 "X-Frame-Options": "DENY",
                 "Cache-Control": "no-store",
