@@ -15,22 +15,36 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from emailkit.domain.db import Database
+from emailkit.domain.ports import JobQueue, PubSub
 from emailkit.domain.runtime import Runtime
 from emailkit.schema import SchemaLimits, build_schema
 from emailkit.settings import Settings
+from emailkit.tasks.broker import build_job_queue
+from emailkit.tasks.pubsub import build_pubsub
+from emailkit.tasks.worker import close_runtime, embedded_worker
 from emailkit.web.graphql import GraphQLView
 from emailkit.web.health import health_routes
 
 log = logging.getLogger("emailkit")
 
 
-def build_runtime(settings: Settings, db: Database | None = None) -> Runtime:
+def build_runtime(
+    settings: Settings,
+    db: Database | None = None,
+    *,
+    jobs: JobQueue | None = None,
+    pubsub: PubSub | None = None,
+) -> Runtime:
+    """The Runtime of an API or worker process (workers pass their broker's queue, embedded ones the
+    API's pub/sub)."""
     return Runtime(
         db=db or Database(settings.database_url, pool_size=settings.database_pool_size),
         secret_key=settings.resolved_secret_key(),
         public_url=settings.public_url,
         max_page_size=settings.max_page_size,
         debug=settings.debug,
+        jobs=jobs or build_job_queue(settings),
+        pubsub=pubsub or build_pubsub(settings),
     )
 
 
@@ -55,10 +69,16 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        # In-process queue: this process runs the jobs too.
+        worker = embedded_worker(settings, runtime, build_runtime)
+        if worker is not None:
+            worker.start()
         try:
             yield
         finally:
-            await runtime.db.dispose()
+            if worker is not None:
+                await worker.stop()
+            await close_runtime(runtime)
 
     middleware = []
     if settings.cors_origins:

@@ -24,6 +24,9 @@ def _settings() -> Settings:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.log_level != "DEBUG":
+        # Alembic narrates its plugin set-up at INFO; _migrate_if_needed logs what was applied.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     return settings
 
 
@@ -38,7 +41,13 @@ async def _migrate_if_needed(settings: Settings, *, migrate: bool) -> None:
             raise typer.Exit(2)
         if await migrations.pending(db):
             if settings.is_sqlite or migrate:
+                before = await migrations.current_revision(db)
                 await migrations.upgrade(db)
+                logging.getLogger("emailkit").info(
+                    "database migrated from %s to %s",
+                    before or "an empty schema",
+                    await migrations.current_revision(db),
+                )
             else:
                 typer.echo(
                     "error: the database has pending migrations; run `emailkit migrate` "
@@ -65,6 +74,38 @@ def serve(
     asyncio.run(_migrate_if_needed(settings, migrate=migrate))
     typer.echo(f"emailkit listening on http://{host}:{port}  (GraphiQL at /graphql)", err=True)
     uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
+
+
+@app.command()
+def worker(
+    processes: Annotated[int, typer.Option(min=1, help="Worker processes to run.")] = 1,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="Threads per process [default: EMAILKIT_WORKER_THREADS].")
+    ] = None,
+) -> None:
+    """Run jobs from EMAILKIT_BROKER_URL until SIGTERM/SIGINT (in-flight jobs finish first)."""
+    from emailkit.app import build_runtime
+    from emailkit.tasks.broker import BrokerUnreachable, ping_broker
+    from emailkit.tasks.worker import run_workers
+
+    settings = _settings()
+    if settings.broker_url is None:
+        typer.echo(
+            "error: EMAILKIT_BROKER_URL is not set: without a broker, `emailkit serve` runs the jobs "
+            "itself; set a redis:// or amqp:// URL to run separate workers",
+            err=True,
+        )
+        raise typer.Exit(2)
+    try:
+        ping_broker(settings.broker_url)
+    except BrokerUnreachable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    asyncio.run(_migrate_if_needed(settings, migrate=False))
+    code = run_workers(
+        settings, build_runtime, processes=processes, threads=threads or settings.worker_threads
+    )
+    raise typer.Exit(code)
 
 
 @app.command("migrate")

@@ -12,7 +12,7 @@ from sqlalchemy import Connection
 
 from emailkit.domain.db import Database
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
 def alembic_config(url: str) -> Config:
@@ -46,3 +46,15 @@ async def upgrade(db: Database, revision: str = "head") -> None:
 
     async with db.engine.begin() as conn:
         await conn.run_sync(_upgrade)
+
+
+async def downgrade(db: Database, revision: str) -> None:
+    """Step the schema back to ``revision`` (``"base"`` drops every table the history created)."""
+
+    def _downgrade(conn: Connection) -> None:
+        cfg = alembic_config(db.url)
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
+
+    async with db.engine.begin() as conn:
+        await conn.run_sync(_downgrade)

@@ -6,13 +6,17 @@ else receives the values it needs as arguments.
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import secrets
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
 
 DEFAULT_DATA_DIR = Path(".emailkit")
 DEFAULT_DATABASE_URL = f"sqlite+aiosqlite:///{DEFAULT_DATA_DIR}/emailkit.db"
@@ -33,6 +37,26 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8000"
     provider: ProviderName = "outbox"
     outbox_dir: Path = DEFAULT_DATA_DIR / "outbox"
+    # Sending providers: switching is EMAILKIT_PROVIDER plus that provider's credential (see
+    # emailkit/providers/registry.py, which reports a missing one by its variable name).
+    # smtp://user:password@host:587?tls=starttls (options: tls, verify, cafile, timeout, helo, pipelining)
+    smtp_url: SecretStr | None = None
+    smtp_pool_size: int = Field(default=5, ge=1, le=200)
+    # Optional DKIM signing of smtp/outbox messages: domain + selector + key (PEM, inline or as a file).
+    dkim_domain: str | None = None
+    dkim_selector: str | None = None
+    dkim_private_key: SecretStr | None = None
+    dkim_private_key_file: Path | None = None
+    # Without the key pair, botocore's default chain (AWS_* variables, profile, instance role) applies.
+    ses_region: str = "us-east-1"
+    ses_access_key_id: str | None = None
+    ses_secret_access_key: SecretStr | None = None
+    ses_endpoint_url: str | None = None
+    ses_configuration_set: str | None = None
+    sendgrid_api_key: SecretStr | None = None
+    sendgrid_base_url: str = "https://api.sendgrid.com"
+    # Concurrent HTTP requests per process for the ses and sendgrid providers.
+    provider_concurrency: int = Field(default=10, ge=1, le=500)
     data_dir: Path = DEFAULT_DATA_DIR
     debug: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -42,13 +66,58 @@ class Settings(BaseSettings):
     max_query_depth: int = Field(default=12, ge=2, le=100)
     max_aliases: int = Field(default=30, ge=1, le=1000)
     max_query_tokens: int = Field(default=3000, ge=50, le=100_000)
-    cors_origins: list[str] = Field(default_factory=list)
+    # Comma-separated in the environment (a JSON list works too).
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Database pool (PostgreSQL)
     database_pool_size: int = Field(default=10, ge=1, le=500)
 
     # Worker
     worker_threads: int = Field(default=4, ge=1, le=256)
+    # A Redis-broker worker silent this long counts as dead and its unacknowledged jobs are redelivered:
+    # crash recovery takes about this long (a worker frozen for longer sees its jobs run again elsewhere).
+    # Idle workers poll every second, so a few seconds is the floor.
+    worker_heartbeat_seconds: float = Field(default=30, ge=5, le=3600)
+    # Redis for live updates (pub/sub) and shared rate limits; defaults to a redis:// EMAILKIT_BROKER_URL.
+    # Required with an amqp:// broker; unset with the in-process queue means in-process pub/sub.
+    redis_url: str | None = Field(default=None, validate_default=True)
+
+    # Provider webhooks. Verification is on for a provider whenever its key is configured;
+    # webhook_verify=false turns every check off (local testing only).
+    webhook_verify: bool = True
+    # Age limit of signed webhook timestamps in seconds; 0 turns the age check off.
+    webhook_tolerance_seconds: int = Field(default=300, ge=0, le=86_400)
+    # Public, so not a secret: the base64 DER key SendGrid shows, or PEM.
+    sendgrid_webhook_public_key: str | None = None
+    mailgun_webhook_signing_key: SecretStr | None = None
+    resend_webhook_secret: SecretStr | None = None
+    postmark_webhook_username: str | None = None
+    postmark_webhook_password: SecretStr | None = None
+    brevo_webhook_username: str | None = None
+    brevo_webhook_password: SecretStr | None = None
+    # Comma-separated; empty accepts any topic.
+    sns_topic_arns: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # PEM files named like the last path segment of SigningCertURL, consulted before any download.
+    sns_cert_dir: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_under_data_dir(cls, data: Any) -> Any:
+        # The embedded database and outbox follow EMAILKIT_DATA_DIR unless set explicitly.
+        if isinstance(data, dict):
+            base = Path(data.get("data_dir") or DEFAULT_DATA_DIR)
+            if not data.get("database_url"):
+                data = {**data, "database_url": f"sqlite+aiosqlite:///{base}/emailkit.db"}
+            if not data.get("outbox_dir"):
+                data = {**data, "outbox_dir": base / "outbox"}
+        return data
+
+    @field_validator("sns_topic_arns", mode="before")
+    @classmethod
+    def _split_topic_arns(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -74,6 +143,20 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value:
+            if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+                raise ValueError("must be a redis://, rediss:// or unix:// URL")
+            return value
+        broker = info.data.get("broker_url")
+        if broker and urlsplit(broker).scheme in ("amqp", "amqps"):
+            raise ValueError(
+                "required with an amqp:// EMAILKIT_BROKER_URL (workers publish live progress through Redis)"
+            )
+        return None
+
     @field_validator("public_url")
     @classmethod
     def _check_public_url(cls, value: str) -> str:
@@ -82,11 +165,34 @@ class Settings(BaseSettings):
             raise ValueError("must be an absolute http(s) URL such as https://mail.example.com")
         return value.rstrip("/")
 
-    @model_validator(mode="after")
-    def _check_secret(self) -> Settings:
-        if self.secret_key is not None and len(self.secret_key.get_secret_value()) < 16:
-            raise ValueError("EMAILKIT_SECRET_KEY must be at least 16 characters")
-        return self
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    return json.loads(text)
+                except json.JSONDecodeError:
+                    raise ValueError("must be comma-separated origins or a JSON list") from None
+            return [part.strip().rstrip("/") for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _check_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
+    @property
+    def resolved_redis_url(self) -> str | None:
+        """Redis for pub/sub and shared state: EMAILKIT_REDIS_URL, else a redis:// broker, else None."""
+        if self.redis_url:
+            return self.redis_url
+        if self.broker_url and urlsplit(self.broker_url).scheme in ("redis", "rediss"):
+            return self.broker_url
+        return None
 
     @property
     def is_sqlite(self) -> bool:
@@ -111,13 +217,52 @@ class Settings(BaseSettings):
                 "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
             )
         path = self.data_dir / "secret.key"
-        if path.exists():
-            return path.read_text().strip()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_urlsafe(48)
-        path.write_text(key)
-        path.chmod(0o600)
-        return key
+        try:
+            return _read_or_create_secret(path)
+        except OSError as exc:
+            raise SettingsError(
+                f"EMAILKIT_DATA_DIR: cannot keep the generated secret key in {path}: {exc.strerror}"
+            ) from None
+
+
+def _read_or_create_secret(path: Path) -> str:
+    if path.exists():
+        key = path.read_text().strip()
+        if key:
+            return key
+        path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    # Created with mode 0600 in one step (never readable by others, not even briefly); O_EXCL makes a
+    # concurrent first start keep whichever key was written first.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as out:
+        out.write(key)
+    return key
+
+
+_URL_PASSWORD = re.compile(r"(?<=://)([^/@:]*):[^/@]*@")
+_SECRET_WORDS = ("secret", "password", "token", "key")
+
+
+def _is_secret(field: str) -> bool:
+    info = Settings.model_fields.get(field)
+    annotation = info.annotation if info is not None else None
+    return (
+        annotation is SecretStr
+        or SecretStr in get_args(annotation)
+        or any(word in field for word in _SECRET_WORDS)
+    )
+
+
+def _shown(field: str, value: object) -> str:
+    """The rejected value as it may appear in an error message: secrets and URL passwords hidden."""
+    if _is_secret(field) or not isinstance(value, str | int | float):
+        return ""
+    return " (got {!r})".format(_URL_PASSWORD.sub(r"\1:***@", str(value)))
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -127,8 +272,12 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = err["loc"]
-        name = f"EMAILKIT_{str(loc[0]).upper()}" if loc else "configuration"
+        field = str(loc[0]) if loc else ""
+        name = f"EMAILKIT_{field.upper()}" if field else "configuration"
         msg = err["msg"].removeprefix("Value error, ")
-        if name in msg:
-            raise SettingsError(msg) from None
-        raise SettingsError(f"{name}: {msg} (got {err.get('input')!r})") from None
+        raise SettingsError(f"{name}: {msg}{_shown(field, err.get('input'))}") from None
+    except SourceError as exc:
+        # Raised before validation when a list/dict value is not valid JSON.
+        found = re.search(r'field "(\w+)"', str(exc))
+        name = f"EMAILKIT_{found.group(1).upper()}" if found else "configuration"
+        raise SettingsError(f"{name}: cannot parse the value") from None

@@ -25,6 +25,7 @@ class ErrorCode(StrEnum):
     INVALID_STATE = "INVALID_STATE"
     FORBIDDEN = "FORBIDDEN"
     INVALID_ID = "INVALID_ID"
+    CAMPAIGN_NOT_FOUND = "CAMPAIGN_NOT_FOUND"
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from sqlalchemy import (
     Enum,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     String,
     Text,
@@ -18,7 +19,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from emailkit.domain.types import BigIntPK, JSONDoc, UTCDateTime, utcnow
+from emailkit.domain.types import BigInt, BigIntPK, JSONDoc, UTCDateTime, utcnow
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -27,6 +28,11 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+# SQLite otherwise reuses the id of a deleted last row; global IDs and keyset cursors must never repeat.
+AUTOINCREMENT = {"sqlite_autoincrement": True}
+AUTOINCREMENT_ONLY = (AUTOINCREMENT,)
 
 
 class Base(DeclarativeBase):
@@ -85,6 +91,21 @@ class CampaignStatus(enum.StrEnum):
     FAILED = "FAILED"
 
 
+class DeliveryStatus(enum.StrEnum):
+    QUEUED = "QUEUED"
+    # Committed to the provider: the send was handed over (or was about to be when a worker died).
+    SENDING = "SENDING"
+    SENT = "SENT"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+
+
+class BatchStatus(enum.StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    DONE = "DONE"
+
+
 class Role(enum.StrEnum):
     ADMIN = "ADMIN"
     EDITOR = "EDITOR"
@@ -100,6 +121,8 @@ class TimestampMixin:
 
 class Subscriber(TimestampMixin, Base):
     __tablename__ = "subscribers"
+
+    __table_args__ = AUTOINCREMENT_ONLY
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     # Stored lower-cased so uniqueness is case-insensitive on every backend with a plain index.
@@ -117,6 +140,8 @@ class Subscriber(TimestampMixin, Base):
 
 class MailingList(TimestampMixin, Base):
     __tablename__ = "lists"
+
+    __table_args__ = AUTOINCREMENT_ONLY
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), nullable=False)
@@ -147,6 +172,8 @@ class Subscription(TimestampMixin, Base):
 class Template(TimestampMixin, Base):
     __tablename__ = "templates"
 
+    __table_args__ = AUTOINCREMENT_ONLY
+
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), nullable=False)
     kind: Mapped[TemplateKind] = mapped_column(_enum(TemplateKind), nullable=False)
@@ -157,6 +184,8 @@ class Template(TimestampMixin, Base):
 
 class Campaign(TimestampMixin, Base):
     __tablename__ = "campaigns"
+
+    __table_args__ = AUTOINCREMENT_ONLY
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), nullable=False)
@@ -178,6 +207,13 @@ class Campaign(TimestampMixin, Base):
     track_opens: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     track_clicks: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     send_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Snapshot taken at start: subscribers with a higher id joined later and are not part of this send.
+    audience_max_id: Mapped[int | None] = mapped_column(BigInt, nullable=True)
+    # Counters maintained by the send pipeline (never COUNT(*) over deliveries on a hot path).
+    recipients_count: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
+    sent_count: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
+    failed_count: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
+    skipped_count: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
@@ -205,4 +241,58 @@ class ApiKey(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
-    __table_args__ = (UniqueConstraint("key_hash"),)
+    __table_args__ = (UniqueConstraint("key_hash"), AUTOINCREMENT)
+
+
+class CampaignBatch(Base):
+    """A keyset range of subscriber ids of one campaign: the unit of work a worker claims."""
+
+    __tablename__ = "campaign_batches"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False)
+    lo_id: Mapped[int] = mapped_column(BigInt, nullable=False)
+    hi_id: Mapped[int] = mapped_column(BigInt, nullable=False)
+    status: Mapped[BatchStatus] = mapped_column(_enum(BatchStatus), nullable=False, default=BatchStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # A worker holds a batch until lease_until; an expired lease means the worker died and the batch is free.
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow, nullable=False)
+
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "lo_id"),
+        Index("ix_campaign_batches_campaign_id_status", "campaign_id", "status"),
+        AUTOINCREMENT,
+    )
+
+
+class Delivery(Base):
+    """The ledger: one row per (campaign, subscriber); its uniqueness is what makes sending exactly-once."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=True)
+    # Kept when the subscriber is erased (SET NULL) so campaign totals stay intact.
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    email: Mapped[str] = mapped_column(String(320), nullable=False)
+    status: Mapped[DeliveryStatus] = mapped_column(
+        _enum(DeliveryStatus), nullable=False, default=DeliveryStatus.QUEUED
+    )
+    skip_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    provider: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    provider_message_id: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow, nullable=False)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "subscriber_id"),
+        Index("ix_deliveries_campaign_id_status", "campaign_id", "status", "id"),
+        AUTOINCREMENT,
+    )

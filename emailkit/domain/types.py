@@ -10,7 +10,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
 
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
-BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
+BigInt = BigInteger().with_variant(Integer(), "sqlite")
+BigIntPK = BigInt
 
 # JSONB on PostgreSQL (indexable, containment operators), plain JSON text on SQLite.
 JSONDoc = JSON().with_variant(JSONB(), "postgresql")

@@ -16,10 +16,10 @@ from strawberry.extensions import (
 )
 from strawberry.tools import merge_types
 
-from emailkit.schema import lists, node, viewer
+from emailkit.schema import apikeys, lists, node, subscribers, viewer
 
-QUERIES = (node.Query, viewer.Query, lists.Query)
-MUTATIONS = (lists.Mutation,)
+QUERIES = (node.Query, viewer.Query, lists.Query, apikeys.Query, subscribers.Query)
+MUTATIONS = (lists.Mutation, apikeys.Mutation, subscribers.Mutation)
 
 
 @dataclass(frozen=True)

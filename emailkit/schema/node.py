@@ -9,6 +9,7 @@ import strawberry
 from emailkit.schema.context import Info
 from emailkit.schema.lists import MailingListType
 from emailkit.schema.relay import Node, parse_global_id
+from emailkit.schema.subscribers import SubscriberType
 
 
 async def _list(info: Info, pk: int) -> Node | None:
@@ -16,8 +17,14 @@ async def _list(info: Info, pk: int) -> Node | None:
     return MailingListType.from_model(row) if row else None
 
 
+async def _subscriber(info: Info, pk: int) -> Node | None:
+    row = await info.context.loaders.subscriber_by_id.load(pk)
+    return SubscriberType.from_model(row) if row else None
+
+
 RESOLVERS: dict[str, Callable[[Info, int], Awaitable[Node | None]]] = {
     "MailingList": _list,
+    "Subscriber": _subscriber,
 }
 
 

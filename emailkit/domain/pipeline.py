@@ -1,0 +1,537 @@
+"""The send pipeline: one worker run over one batch of one campaign.
+
+Exactly-once rests on three things:
+
+* the deliveries ledger is unique per (campaign, subscriber), so materialising a batch twice adds nobody twice;
+* a delivery is marked SENDING, and committed, right before the provider is given the final go for it (for SMTP:
+  before the terminating ``.`` of DATA, so a worker killed earlier leaves only an unfinished transaction that the
+  server discards); SENDING rows found by a later run are counted as sent and never handed over again;
+* batches are claimed with a lease in the database; a worker that dies simply lets its lease expire.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from emailkit.domain import audience
+from emailkit.domain.db import Database
+from emailkit.domain.models import (
+    BatchStatus,
+    Campaign,
+    CampaignBatch,
+    CampaignList,
+    CampaignStatus,
+    ContentFormat,
+    Delivery,
+    DeliveryStatus,
+    Subscriber,
+    Template,
+)
+from emailkit.domain.ratelimit import RateLimiter
+from emailkit.domain.progress import ProgressReporter
+from emailkit.domain.rendering import CompiledContent, compile_content
+from emailkit.domain.sending import DELIVERY_TAG, Address, EmailProvider, OutgoingMessage, SendResult
+from emailkit.domain.tracking import TrackingUrls, add_open_pixel, rewrite_links
+from emailkit.domain.types import utcnow
+
+log = logging.getLogger(__name__)
+
+CAMPAIGN_TAG = "emailkit_campaign"
+IN_DOUBT_NOTE = "outcome unknown: the worker stopped while handing this message to the provider"
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    lease_seconds: float = 120.0
+    chunk_size: int = 200
+    max_attempts: int = 5
+    retry_base_seconds: float = 2.0
+    retry_max_seconds: float = 300.0
+    # Pause the campaign when more than this share of attempted recipients failed permanently.
+    error_budget_ratio: float = 0.25
+    error_budget_min_sample: int = 50
+    unsubscribe_mailto: str | None = None
+
+
+@dataclass
+class BatchOutcome:
+    claimed: bool
+    done: bool = False
+    sent: int = 0
+    failed: int = 0
+    skipped: int = 0
+    # Transient failures remain: run the batch again after this many seconds.
+    retry_after: float | None = None
+    campaign_finished: bool = False
+
+
+@dataclass
+class _Compiled:
+    updated_at: datetime
+    content: CompiledContent
+    campaign: dict[str, Any]
+    from_: Address
+    reply_to: Address | None
+    track_opens: bool
+    track_clicks: bool
+    list_id_header: str
+
+
+@dataclass
+class _Pending:
+    delivery_id: int
+    subscriber_id: int | None
+    email: str
+    name: str
+    attributes: dict[str, Any]
+    attempts: int
+
+
+@dataclass
+class _Tally:
+    sent: int = 0
+    failed: int = 0
+    retry_after: float | None = None
+    retry_ids: list[int] = field(default_factory=list)
+
+
+def backoff(attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff with full jitter."""
+    return float(random.uniform(0, min(cap, base * (2 ** max(0, attempt - 1)))))
+
+
+def _insert(dialect: str) -> Any:
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+class CampaignSender:
+    """Runs batches. One instance per worker process (it caches compiled campaigns)."""
+
+    def __init__(
+        self,
+        db: Database,
+        provider: EmailProvider,
+        provider_name: str,
+        urls: TrackingUrls,
+        *,
+        limiter: RateLimiter | None = None,
+        progress: ProgressReporter | None = None,
+        config: PipelineConfig | None = None,
+    ) -> None:
+        self.db = db
+        self.provider = provider
+        self.provider_name = provider_name
+        self.urls = urls
+        self.limiter = limiter
+        self.progress = progress
+        self.config = config or PipelineConfig()
+        self._compiled: dict[int, _Compiled] = {}
+        self._host = urlsplit(urls.base).hostname or "localhost"
+
+    # -- claiming -----------------------------------------------------------------------------------------
+
+    async def _claim(self, batch_id: int) -> CampaignBatch | None:
+        now = utcnow()
+        async with self.db.transaction() as s:
+            stmt = (
+                update(CampaignBatch)
+                .where(
+                    CampaignBatch.id == batch_id,
+                    or_(
+                        CampaignBatch.status == BatchStatus.PENDING,
+                        and_(CampaignBatch.status == BatchStatus.RUNNING, CampaignBatch.lease_until < now),
+                    ),
+                    exists().where(Campaign.id == CampaignBatch.campaign_id, Campaign.status == CampaignStatus.RUNNING),
+                )
+                .values(
+                    status=BatchStatus.RUNNING,
+                    lease_until=now + timedelta(seconds=self.config.lease_seconds),
+                    attempts=CampaignBatch.attempts + 1,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if (await s.execute(stmt)).rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            return await s.get(CampaignBatch, batch_id)
+
+    async def _extend_lease(self, batch_id: int) -> None:
+        async with self.db.transaction() as s:
+            await s.execute(
+                update(CampaignBatch)
+                .where(CampaignBatch.id == batch_id)
+                .values(lease_until=utcnow() + timedelta(seconds=self.config.lease_seconds))
+            )
+
+    async def _release(self, batch_id: int, *, done: bool) -> None:
+        async with self.db.transaction() as s:
+            await s.execute(
+                update(CampaignBatch)
+                .where(CampaignBatch.id == batch_id)
+                .values(status=BatchStatus.DONE if done else BatchStatus.PENDING, lease_until=None)
+            )
+
+    # -- compiling ----------------------------------------------------------------------------------------
+
+    async def _content(self, s: AsyncSession, campaign: Campaign) -> _Compiled:
+        cached = self._compiled.get(campaign.id)
+        if cached is not None and cached.updated_at == campaign.updated_at:
+            return cached
+        body, fmt = campaign.body, campaign.format
+        if campaign.template_id is not None:
+            tpl = await s.get(Template, campaign.template_id)
+            if tpl is not None:
+                body, fmt = tpl.body, tpl.format
+        content = compile_content(
+            body or "", fmt or ContentFormat.HTML, subject=campaign.subject, plain_text=campaign.plain_text
+        )
+        compiled = _Compiled(
+            updated_at=campaign.updated_at,
+            content=content,
+            campaign={"id": campaign.id, "name": campaign.name, "subject": campaign.subject},
+            from_=Address(campaign.from_email, campaign.from_name or ""),
+            reply_to=Address(campaign.reply_to) if campaign.reply_to else None,
+            track_opens=campaign.track_opens,
+            track_clicks=campaign.track_clicks,
+            list_id_header=f'"{_header_safe(campaign.name)}" <campaign-{campaign.id}.{self._host}>',
+        )
+        self._compiled[campaign.id] = compiled
+        return compiled
+
+    # -- the ledger ---------------------------------------------------------------------------------------
+
+    async def _materialise(self, s: AsyncSession, batch: CampaignBatch) -> int:
+        """Insert this batch's ledger rows (idempotent); returns how many new SKIPPED rows were added."""
+        list_ids = list(
+            (await s.execute(select(CampaignList.list_id).where(CampaignList.campaign_id == batch.campaign_id)))
+            .scalars()
+            .all()
+        )
+        rows = []
+        for sid, email, status, sendable, unconfirmed in await s.execute(
+            audience.recipients_stmt(list_ids, batch.lo_id, batch.hi_id)
+        ):
+            reason = audience.skip_reason(status, int(sendable or 0), int(unconfirmed or 0))
+            rows.append(
+                {
+                    "campaign_id": batch.campaign_id,
+                    "subscriber_id": sid,
+                    "email": email,
+                    "status": DeliveryStatus.SKIPPED if reason else DeliveryStatus.QUEUED,
+                    "skip_reason": reason,
+                    "created_at": utcnow(),
+                    "updated_at": utcnow(),
+                }
+            )
+        skipped = 0
+        insert = _insert(self.db.dialect)
+        for start in range(0, len(rows), 500):
+            stmt = (
+                insert(Delivery)
+                .values(rows[start : start + 500])
+                .on_conflict_do_nothing(index_elements=["campaign_id", "subscriber_id"])
+                .returning(Delivery.status)
+            )
+            skipped += sum(1 for st in (await s.execute(stmt)).scalars() if st == DeliveryStatus.SKIPPED)
+        if skipped:
+            await self._bump(s, batch.campaign_id, skipped=skipped)
+        return skipped
+
+    async def _settle_in_doubt(self, s: AsyncSession, batch: CampaignBatch) -> int:
+        """SENDING rows left by a dead worker were handed over: count them as sent, never send them again."""
+        stmt = (
+            update(Delivery)
+            .where(
+                Delivery.campaign_id == batch.campaign_id,
+                Delivery.subscriber_id.between(batch.lo_id, batch.hi_id),
+                Delivery.status == DeliveryStatus.SENDING,
+            )
+            .values(status=DeliveryStatus.SENT, last_error=IN_DOUBT_NOTE, sent_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        n = int((await s.execute(stmt)).rowcount or 0)  # type: ignore[attr-defined]
+        if n:
+            await self._bump(s, batch.campaign_id, sent=n)
+        return n
+
+    @staticmethod
+    async def _bump(s: AsyncSession, campaign_id: int, *, sent: int = 0, failed: int = 0, skipped: int = 0) -> None:
+        await s.execute(
+            update(Campaign)
+            .where(Campaign.id == campaign_id)
+            .values(
+                sent_count=Campaign.sent_count + sent,
+                failed_count=Campaign.failed_count + failed,
+                skipped_count=Campaign.skipped_count + skipped,
+            )
+            .execution_options(synchronize_session=False)
+        )
+
+    async def _queued(self, batch: CampaignBatch, after_id: int, limit: int) -> list[_Pending]:
+        stmt = (
+            select(
+                Delivery.id,
+                Delivery.subscriber_id,
+                Delivery.email,
+                Delivery.attempts,
+                Subscriber.name,
+                Subscriber.attributes,
+            )
+            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+            .where(
+                Delivery.campaign_id == batch.campaign_id,
+                Delivery.subscriber_id.between(batch.lo_id, batch.hi_id),
+                Delivery.status == DeliveryStatus.QUEUED,
+                Delivery.id > after_id,
+            )
+            .order_by(Delivery.id)
+            .limit(limit)
+        )
+        async with self.db.session() as s:
+            return [
+                _Pending(did, sid, email, name or "", dict(attrs or {}), attempts)
+                for did, sid, email, attempts, name, attrs in await s.execute(stmt)
+            ]
+
+    # -- rendering ----------------------------------------------------------------------------------------
+
+    def _message(self, c: _Compiled, p: _Pending) -> OutgoingMessage:
+        unsubscribe = self.urls.unsubscribe(p.delivery_id)
+        rendered = c.content.render(
+            {
+                "subscriber": {"email": p.email, "name": p.name, "attributes": p.attributes},
+                "campaign": c.campaign,
+                "unsubscribe_url": unsubscribe,
+            }
+        )
+        html = rendered.html
+        if html is not None:
+            if c.track_clicks:
+                did = p.delivery_id
+                html = rewrite_links(html, lambda url: self.urls.click(did, url), skip=frozenset({unsubscribe}))
+            if c.track_opens:
+                html = add_open_pixel(html, self.urls.open_pixel(p.delivery_id))
+        list_unsubscribe = f"<{unsubscribe}>"
+        if self.config.unsubscribe_mailto:
+            subject = quote(f"unsubscribe {p.delivery_id}")
+            list_unsubscribe += f", <mailto:{self.config.unsubscribe_mailto}?subject={subject}>"
+        did_str = str(p.delivery_id)
+        return OutgoingMessage(
+            delivery_id=did_str,
+            sender=c.from_.email,
+            to=Address(p.email, p.name),
+            from_=c.from_,
+            reply_to=c.reply_to,
+            subject=rendered.subject,
+            html=html,
+            text=rendered.text,
+            headers={
+                "List-Unsubscribe": list_unsubscribe,
+                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+                "List-Id": c.list_id_header,
+                "Precedence": "bulk",
+            },
+            tags={DELIVERY_TAG: did_str, CAMPAIGN_TAG: str(c.campaign["id"])},
+        )
+
+    # -- sending ------------------------------------------------------------------------------------------
+
+    async def _mark_sending(self, delivery_ids: Sequence[str]) -> None:
+        if not delivery_ids:
+            return
+        async with self.db.transaction() as s:
+            await s.execute(
+                update(Delivery)
+                .where(Delivery.id.in_([int(d) for d in delivery_ids]), Delivery.status == DeliveryStatus.QUEUED)
+                .values(status=DeliveryStatus.SENDING, provider=self.provider_name)
+                .execution_options(synchronize_session=False)
+            )
+
+    async def _record(self, campaign_id: int, pending: dict[int, _Pending], results: list[SendResult]) -> _Tally:
+        tally = _Tally()
+        now = utcnow()
+        cfg = self.config
+        async with self.db.transaction() as s:
+            sent_rows = []
+            for r in results:
+                did = int(r.delivery_id)
+                attempts = pending[did].attempts + 1
+                if r.ok:
+                    sent_rows.append({"b_id": did, "b_pid": r.provider_message_id, "b_att": attempts})
+                    continue
+                error = (r.error or "unknown error")[:2000]
+                if r.transient and attempts < cfg.max_attempts:
+                    status = DeliveryStatus.QUEUED
+                    wait = r.retry_after if r.retry_after is not None else backoff(
+                        attempts, cfg.retry_base_seconds, cfg.retry_max_seconds
+                    )
+                    tally.retry_after = max(tally.retry_after or 0.0, wait)
+                    tally.retry_ids.append(did)
+                else:
+                    status = DeliveryStatus.FAILED
+                    tally.failed += 1
+                    if r.transient:
+                        error = f"gave up after {attempts} attempts: {error}"
+                # Failures are rare: one statement each keeps the code plain.
+                await s.execute(
+                    update(Delivery)
+                    .where(Delivery.id == did)
+                    .values(status=status, attempts=attempts, last_error=error, updated_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+            if sent_rows:
+                from sqlalchemy import bindparam
+
+                await s.execute(
+                    update(Delivery.__table__)  # type: ignore[arg-type]
+                    .where(Delivery.__table__.c.id == bindparam("b_id"))
+                    .values(
+                        status=DeliveryStatus.SENT,
+                        provider_message_id=bindparam("b_pid"),
+                        attempts=bindparam("b_att"),
+                        sent_at=now,
+                        updated_at=now,
+                        last_error=None,
+                    ),
+                    sent_rows,
+                )
+                tally.sent = len(sent_rows)
+            if tally.sent or tally.failed:
+                await self._bump(s, campaign_id, sent=tally.sent, failed=tally.failed)
+        return tally
+
+    async def _campaign_state(self, campaign_id: int) -> Campaign | None:
+        async with self.db.session() as s:
+            return await s.get(Campaign, campaign_id)
+
+    async def _over_budget(self, campaign: Campaign) -> bool:
+        attempted = campaign.sent_count + campaign.failed_count
+        return (
+            campaign.failed_count >= self.config.error_budget_min_sample
+            and attempted > 0
+            and campaign.failed_count / attempted > self.config.error_budget_ratio
+        )
+
+    async def _pause_for_budget(self, campaign: Campaign) -> None:
+        reason = (
+            f"Paused automatically: {campaign.failed_count} of {campaign.sent_count + campaign.failed_count} "
+            f"recipients failed (error budget {self.config.error_budget_ratio:.0%}); check the failed deliveries, "
+            "fix the cause, then resume"
+        )
+        async with self.db.transaction() as s:
+            await s.execute(
+                update(Campaign)
+                .where(Campaign.id == campaign.id, Campaign.status == CampaignStatus.RUNNING)
+                .values(status=CampaignStatus.PAUSED, status_reason=reason)
+            )
+        log.warning("campaign %s: %s", campaign.id, reason)
+
+    async def _fail_campaign(self, campaign_id: int, reason: str) -> None:
+        async with self.db.transaction() as s:
+            await s.execute(
+                update(Campaign)
+                .where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.RUNNING)
+                .values(status=CampaignStatus.FAILED, status_reason=reason, finished_at=utcnow())
+            )
+
+    async def _finish_if_complete(self, campaign_id: int) -> bool:
+        async with self.db.transaction() as s:
+            open_batches = exists().where(
+                CampaignBatch.campaign_id == campaign_id, CampaignBatch.status != BatchStatus.DONE
+            )
+            stmt = (
+                update(Campaign)
+                .where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.RUNNING, ~open_batches)
+                .values(status=CampaignStatus.FINISHED, finished_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+            return bool((await s.execute(stmt)).rowcount)  # type: ignore[attr-defined]
+
+    async def _report(self, campaign_id: int, *, final: bool = False) -> None:
+        if self.progress is None:
+            return
+        campaign = await self._campaign_state(campaign_id)
+        if campaign is not None:
+            await self.progress.report(campaign, final=final)
+
+    async def run_batch(self, batch_id: int) -> BatchOutcome:
+        batch = await self._claim(batch_id)
+        if batch is None:
+            return BatchOutcome(claimed=False)
+        outcome = BatchOutcome(claimed=True)
+        campaign_id = batch.campaign_id
+        async with self.db.transaction() as s:
+            campaign = await s.get(Campaign, campaign_id)
+            assert campaign is not None
+            try:
+                compiled = await self._content(s, campaign)
+            except Exception as exc:  # a template that no longer renders must stop the campaign, visibly
+                log.exception("campaign %s: content does not compile", campaign_id)
+                compiled = None
+                failure = f"The campaign content could not be compiled: {exc}"
+            if compiled is not None:
+                outcome.skipped = await self._materialise(s, batch)
+                outcome.sent += await self._settle_in_doubt(s, batch)
+        if compiled is None:
+            await self._fail_campaign(campaign_id, failure)
+            await self._release(batch_id, done=False)
+            await self._report(campaign_id, final=True)
+            return outcome
+
+        after = 0
+        retry_after: float | None = None
+        while True:
+            chunk = await self._queued(batch, after, self.config.chunk_size)
+            if not chunk:
+                break
+            after = chunk[-1].delivery_id
+            campaign = await self._campaign_state(campaign_id)
+            if campaign is None or campaign.status is not CampaignStatus.RUNNING:
+                await self._release(batch_id, done=False)
+                await self._report(campaign_id, final=campaign is None or campaign.status is not CampaignStatus.PAUSED)
+                return outcome
+            if await self._over_budget(campaign):
+                await self._pause_for_budget(campaign)
+                await self._release(batch_id, done=False)
+                await self._report(campaign_id)
+                return outcome
+            await self._extend_lease(batch_id)
+            pending = {p.delivery_id: p for p in chunk}
+            messages = [self._message(compiled, p) for p in chunk]
+            results: list[SendResult] = []
+            step = max(1, self.provider.max_batch_size)
+            for start in range(0, len(messages), step):
+                part = messages[start : start + step]
+                if self.limiter is not None:
+                    await self.limiter.acquire(len(part))
+                results.extend(await self.provider.send_batch(part, on_commit=self._mark_sending))
+            tally = await self._record(campaign_id, pending, results)
+            outcome.sent += tally.sent
+            outcome.failed += tally.failed
+            if tally.retry_after is not None:
+                retry_after = max(retry_after or 0.0, tally.retry_after)
+            await self._report(campaign_id)
+
+        if retry_after is not None:
+            # Transient failures left some recipients QUEUED: give the batch back and come again later.
+            await self._release(batch_id, done=False)
+            outcome.retry_after = retry_after
+            return outcome
+        await self._release(batch_id, done=True)
+        outcome.done = True
+        outcome.campaign_finished = await self._finish_if_complete(campaign_id)
+        await self._report(campaign_id, final=outcome.campaign_finished)
+        return outcome
+
+
+def _header_safe(text: str) -> str:
+    return "".join(ch for ch in text if ch.isprintable() and ch not in '"\\')[:100]

@@ -1,0 +1,63 @@
+"""Send-rate limits shared by every worker: messages per second and per hour, per provider.
+
+`RateLimiter` is the port the pipeline awaits; the in-process implementation serves the embedded mode and tests,
+the Redis one (emailkit.tasks.ratelimit) makes all workers on all machines share one budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import Protocol
+
+
+class RateLimiter(Protocol):
+    async def acquire(self, n: int = 1) -> None:
+        """Wait until `n` more messages may go out without breaking any configured limit."""
+        ...
+
+
+class LocalRateLimiter:
+    """Token bucket per second plus a sliding one-hour window, for one process."""
+
+    def __init__(self, per_second: float | None, per_hour: int | None = None) -> None:
+        self.per_second = per_second
+        self.per_hour = per_hour
+        self._tokens = float(per_second or 0)
+        self._stamp = time.monotonic()
+        self._hour: deque[tuple[float, int]] = deque()
+        self._hour_total = 0
+        self._lock = asyncio.Lock()
+
+    def _wait_for(self, n: int, now: float) -> float:
+        wait = 0.0
+        if self.per_second:
+            self._tokens = min(float(self.per_second), self._tokens + (now - self._stamp) * self.per_second)
+            self._stamp = now
+            # A request larger than the bucket goes into debt rather than waiting forever.
+            need = min(float(n), float(self.per_second))
+            if self._tokens < need:
+                wait = (need - self._tokens) / self.per_second
+        if self.per_hour:
+            while self._hour and now - self._hour[0][0] >= 3600:
+                self._hour_total -= self._hour.popleft()[1]
+            if self._hour_total + n > self.per_hour and self._hour:
+                wait = max(wait, 3600 - (now - self._hour[0][0]))
+        return wait
+
+    async def acquire(self, n: int = 1) -> None:
+        if n <= 0 or (not self.per_second and not self.per_hour):
+            return
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                wait = self._wait_for(n, now)
+                if wait <= 0:
+                    break
+                await asyncio.sleep(wait)
+            if self.per_second:
+                self._tokens -= n
+            if self.per_hour:
+                self._hour.append((now, n))
+                self._hour_total += n

@@ -1,0 +1,40 @@
+"""Content rendering: MJML compiled once, Jinja2 in an immutable sandbox, a plain-text alternative, links.
+
+The send pipeline calls ``compile_content`` once per campaign and ``CompiledContent.render`` per recipient;
+the API validates with ``validate_content`` and previews with ``compile_content(...).render(sample_context())``.
+"""
+
+from emailkit.domain.rendering.content import (
+    CompiledContent,
+    RenderedContent,
+    compile_content,
+    validate_content,
+    validate_plain_text,
+)
+from emailkit.domain.rendering.context import (
+    campaign_vars,
+    sample_campaign,
+    sample_context,
+    sample_subscriber,
+    subscriber_vars,
+    template_context,
+)
+from emailkit.domain.rendering.jinja import RenderError
+from emailkit.domain.rendering.text import extract_links, html_to_text
+
+__all__ = [
+    "CompiledContent",
+    "RenderError",
+    "RenderedContent",
+    "campaign_vars",
+    "compile_content",
+    "extract_links",
+    "html_to_text",
+    "sample_campaign",
+    "sample_context",
+    "sample_subscriber",
+    "subscriber_vars",
+    "template_context",
+    "validate_content",
+    "validate_plain_text",
+]

@@ -1,0 +1,212 @@
+"""Compile content once, render it per recipient; validate it the way it will be compiled."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import Template, TemplateSyntaxError, nodes
+
+from emailkit.domain.errors import DomainError, ErrorCode, FieldError
+from emailkit.domain.models import ContentFormat
+from emailkit.domain.rendering.context import sample_context
+from emailkit.domain.rendering.jinja import (
+    HTML_ENV,
+    TEXT_ENV,
+    RenderError,
+    compile_template,
+    probe_render,
+    render_failure,
+)
+from emailkit.domain.rendering.mjml import compile_mjml
+from emailkit.domain.rendering.text import html_to_text, text_template_source, tidy_plain_text, tidy_text
+
+_LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedContent:
+    subject: str
+    html: str
+    text: str
+
+
+class CompiledContent:
+    """Subject, HTML and text templates compiled once; ``render`` is the only per-recipient work.
+
+    Thread-safe and immutable, so one instance can serve every batch of a campaign in a process.
+    """
+
+    __slots__ = ("_html", "_subject", "_text", "body", "format", "html_source", "text_derived")
+
+    def __init__(
+        self,
+        *,
+        body: str,
+        fmt: ContentFormat,
+        html_source: str,
+        subject: Template,
+        html: Template,
+        text: Template | None,
+        text_derived: bool,
+    ) -> None:
+        self.body = body
+        self.format = fmt
+        # The HTML after MJML compilation, Jinja placeholders intact (what ``_html`` was compiled from).
+        self.html_source = html_source
+        self.text_derived = text_derived
+        self._subject = subject
+        self._html = html
+        self._text = text
+
+    def render(self, context: Mapping[str, Any]) -> RenderedContent:
+        """Render for one recipient; a failing template raises RenderError (TEMPLATE_RENDER/TEMPLATE_SECURITY)."""
+        try:
+            subject = self._subject.render(context)
+        except Exception as exc:
+            raise render_failure(exc, "subject") from None
+        try:
+            html = self._html.render(context)
+        except Exception as exc:
+            raise self._body_failure(exc, context) from None
+        if self._text is None:
+            text = html_to_text(html)
+        else:
+            try:
+                raw = self._text.render(context)
+                text = tidy_text(raw) if self.text_derived else tidy_plain_text(raw)
+            except Exception as exc:
+                raise render_failure(exc, "body" if self.text_derived else "plainText") from None
+        # A header must stay one line whatever the data holds (no header injection through a subscriber name).
+        return RenderedContent(subject=_LINE_BREAKS.sub(" ", subject).strip(), html=html, text=text)
+
+    def _body_failure(self, exc: Exception, context: Mapping[str, Any]) -> RenderError:
+        if self.format is not ContentFormat.MJML:
+            return render_failure(exc, "body")
+        # Lines of the compiled HTML mean nothing to the author; the MJML source fails at the same expression.
+        try:
+            compile_template(self.body, HTML_ENV, "body").render(context)
+        except Exception as source_exc:
+            if not isinstance(source_exc, DomainError):
+                return render_failure(source_exc, "body")
+        return render_failure(exc, "body", locate=False)
+
+
+def _text_alternative_needs_html(ast: nodes.Template) -> bool:
+    # Markup injected with |safe or with autoescaping switched off reads differently once it is text.
+    unsafe_filter = any(f.name == "safe" for f in ast.find_all(nodes.Filter))
+    return unsafe_filter or any(True for _ in ast.find_all(nodes.ScopedEvalContextModifier))
+
+
+def _derived_text(html_source: str, html: Template) -> Template | None:
+    """The text template derived from the HTML once, if it renders exactly what html_to_text would."""
+    if _text_alternative_needs_html(HTML_ENV.parse(html_source)):
+        return None
+    try:
+        text = TEXT_ENV.from_string(text_template_source(html_source))
+        sample = sample_context()
+        agrees = tidy_text(text.render(sample)) == html_to_text(html.render(sample))
+    except Exception:
+        # Unusual markup or a template that cannot render the sample: convert every rendered HTML instead.
+        return None
+    return text if agrees else None
+
+
+def _body_html(body: str, fmt: ContentFormat) -> str:
+    if fmt is not ContentFormat.MJML:
+        return body
+    html = compile_mjml(body, "body")
+    try:
+        HTML_ENV.parse(html)
+    except TemplateSyntaxError as exc:
+        raise DomainError.single(
+            ErrorCode.MJML_INVALID,
+            f"MJML compilation changed the Jinja code ({exc.message}); keep Jinja tags inside text, "
+            "attribute values or around whole elements",
+            "body",
+        ) from None
+    return html
+
+
+@lru_cache(maxsize=32)
+def _compile(body: str, fmt: ContentFormat, subject: str, plain_text: str | None) -> CompiledContent:
+    errors: list[FieldError] = []
+    subject_template = _collect(errors, lambda: compile_template(subject, TEXT_ENV, "subject"))
+    text_template = None
+    if plain_text is not None:
+        text_template = _collect(errors, lambda: compile_template(plain_text, TEXT_ENV, "plainText"))
+    body_template = _collect(errors, lambda: compile_template(body, HTML_ENV, "body"))
+    html_source = body
+    if body_template is not None and fmt is ContentFormat.MJML:
+        compiled = _collect(errors, lambda: _body_html(body, fmt))
+        if compiled is not None:
+            html_source = compiled
+            body_template = compile_template(html_source, HTML_ENV, "body")
+    if errors:
+        raise DomainError(errors)
+    assert subject_template is not None and body_template is not None
+    derived = _derived_text(html_source, body_template) if plain_text is None else None
+    return CompiledContent(
+        body=body,
+        fmt=fmt,
+        html_source=html_source,
+        subject=subject_template,
+        html=body_template,
+        text=text_template if plain_text is not None else derived,
+        text_derived=plain_text is None,
+    )
+
+
+def compile_content(
+    body: str, fmt: ContentFormat, *, subject: str, plain_text: str | None = None
+) -> CompiledContent:
+    """Compile MJML once to HTML and every Jinja template once, for any number of renders.
+
+    Raises DomainError (TEMPLATE_SYNTAX, TEMPLATE_SECURITY, MJML_INVALID) when the content cannot compile.
+    Recent results are cached, so every batch of a campaign handled by one process shares the compilation.
+    """
+    return _compile(body, ContentFormat(fmt), subject, plain_text)
+
+
+def _collect(errors: list[FieldError], work: Callable[[], Any]) -> Any:
+    try:
+        return work()
+    except DomainError as exc:
+        errors.extend(exc.errors)
+        return None
+
+
+def _validate_body(body: str, fmt: ContentFormat, field: str) -> None:
+    compile_template(body, HTML_ENV, field)
+    if fmt is ContentFormat.MJML:
+        try:
+            _body_html(body, fmt)
+        except DomainError as exc:
+            raise DomainError([FieldError(field, e.message, e.code) for e in exc.errors]) from None
+    # The source (not the compiled HTML) is rendered so that errors point at the author's own lines.
+    probe_render(body, HTML_ENV, sample_context(), field)
+
+
+def validate_content(body: str, fmt: ContentFormat, *, subject: str | None = None, field: str = "body") -> None:
+    """Raise DomainError listing every problem of the subject and the body, each with its line.
+
+    Codes: TEMPLATE_SYNTAX (Jinja syntax, unknown filters, include/extends), MJML_INVALID (MJML that does not
+    compile or that mjml-python would silently mangle), TEMPLATE_SECURITY (sandbox escapes, found statically
+    and by a sample render), TEMPLATE_RENDER (the sample render fails). Values the sample context lacks
+    (custom attributes, transactional data) do not count as failures here.
+    """
+    errors: list[FieldError] = []
+    if subject is not None:
+        _collect(errors, lambda: probe_render(subject, TEXT_ENV, sample_context(), "subject"))
+    _collect(errors, lambda: _validate_body(body, ContentFormat(fmt), field))
+    if errors:
+        raise DomainError(errors)
+
+
+def validate_plain_text(text: str, *, field: str = "plainText") -> None:
+    """Check a hand-written text alternative (a Jinja template rendered without HTML escaping)."""
+    probe_render(text, TEXT_ENV, sample_context(), field)
+

@@ -1,0 +1,204 @@
+"""Jinja2 under an immutable sandbox: environments, error reporting with lines, and a static safety check.
+
+Undefined policy (documented for template authors): a missing variable or attribute renders as an empty string,
+and so does a chain of lookups on it (``{{ subscriber.attributes.plan.name }}``); ``None`` renders empty too.
+Operations that need a real value (arithmetic, calls, comparisons) on something missing fail that render with
+TEMPLATE_RENDER; guard them with ``default``: ``{{ (subscriber.attributes.points | default(0)) + 10 }}``.
+"""
+
+from __future__ import annotations
+
+import operator
+import traceback
+from collections.abc import Iterator, Mapping
+from typing import Any, NoReturn
+
+from jinja2 import ChainableUndefined, Template, TemplateSyntaxError, UndefinedError, nodes
+from jinja2.runtime import Context
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+
+from emailkit.domain.errors import DomainError, ErrorCode, FieldError
+
+# Bounds that keep one render cheap: a template is run once per recipient, hundreds of thousands of times.
+MAX_RANGE = 10_000
+MAX_SEQUENCE = 100_000
+MAX_EXPONENT = 64
+
+TEMPLATE_FILENAME = "<template>"
+
+
+class RenderError(DomainError):
+    """A template failed while rendering (a per-recipient failure when it happens while sending)."""
+
+
+def _bounded_range(*args: int) -> range:
+    rng = range(*args)
+    if len(rng) > MAX_RANGE:
+        raise OverflowError(f"range() is limited to {MAX_RANGE} items in templates")
+    return rng
+
+
+def _finalize(value: Any) -> Any:
+    return "" if value is None else value
+
+
+def _sized(value: Any) -> int | None:
+    return len(value) if isinstance(value, str | bytes | list | tuple) else None
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    # Only the operators whose results can explode in size are checked; the rest stay on the fast path.
+    intercepted_binops = frozenset({"*", "**"})
+
+    def unsafe_undefined(self, obj: Any, attribute: str) -> NoReturn:  # type: ignore[override]
+        # The stock sandbox returns an Undefined that prints as "" and so hides the attempt; fail loudly.
+        raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__} is not allowed")
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # Keys first for plain dicts (the context is made of them): `subscriber.attributes.items` is the
+        # subscriber's "items" attribute rather than dict.items, and a hit skips a raised AttributeError.
+        if type(obj) is dict:
+            try:
+                return obj[attribute]
+            except KeyError:
+                pass
+        return super().getattr(obj, attribute)
+
+    def call_binop(self, context: Context, operator_name: str, left: Any, right: Any) -> Any:
+        if operator_name == "**":
+            if isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
+                raise SecurityError(f"exponents above {MAX_EXPONENT} are not allowed in templates")
+            return operator.pow(left, right)
+        for seq, times in ((left, right), (right, left)):
+            size = _sized(seq)
+            if size is not None and isinstance(times, int) and size * times > MAX_SEQUENCE:
+                raise SecurityError(f"repeating a sequence beyond {MAX_SEQUENCE} items is not allowed")
+        return operator.mul(left, right)
+
+
+class _ProbeUndefined(ChainableUndefined):
+    """Stands in, during validation only, for values that real recipients or callers may provide.
+
+    The sample context cannot know every custom attribute or transactional variable, so a missing value
+    must not make a sound template look broken; it behaves like a neutral value instead.
+    """
+
+    __slots__ = ()
+
+    def _self(self, *_: Any, **__: Any) -> _ProbeUndefined:
+        return self
+
+    def _false(self, *_: Any) -> bool:
+        return False
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _self
+    __truediv__ = __rtruediv__ = __floordiv__ = __rfloordiv__ = __mod__ = __rmod__ = _self
+    __pos__ = __neg__ = __pow__ = __rpow__ = __call__ = _self
+    __lt__ = __le__ = __gt__ = __ge__ = _false
+
+    def __int__(self) -> int:
+        return 0
+
+    def __float__(self) -> float:
+        return 0.0
+
+    def __hash__(self) -> int:
+        return id(type(self))
+
+
+def _environment(*, autoescape: bool, undefined: type[ChainableUndefined]) -> _Sandbox:
+    env = _Sandbox(autoescape=autoescape, undefined=undefined, finalize=_finalize, auto_reload=False)
+    # lipsum() can produce unbounded text and no template has a use for it in a real email.
+    env.globals.pop("lipsum", None)
+    env.globals["range"] = _bounded_range
+    return env
+
+
+HTML_ENV = _environment(autoescape=True, undefined=ChainableUndefined)
+TEXT_ENV = _environment(autoescape=False, undefined=ChainableUndefined)
+_PROBE_HTML_ENV = _environment(autoescape=True, undefined=_ProbeUndefined)
+_PROBE_TEXT_ENV = _environment(autoescape=False, undefined=_ProbeUndefined)
+
+
+def probe_env(env: _Sandbox) -> _Sandbox:
+    return _PROBE_HTML_ENV if env.autoescape else _PROBE_TEXT_ENV
+
+
+def at_line(line: int | None, message: str) -> str:
+    return f"Line {line}: {message}" if line else message
+
+
+def syntax_error(exc: TemplateSyntaxError, field: str) -> DomainError:
+    return DomainError.single(ErrorCode.TEMPLATE_SYNTAX, at_line(exc.lineno, exc.message or str(exc)), field)
+
+
+_UNSUPPORTED: dict[type[nodes.Node], str] = {
+    nodes.Extends: "extends",
+    nodes.Include: "include",
+    nodes.Import: "import",
+    nodes.FromImport: "from ... import",
+}
+
+
+def _static_problems(ast: nodes.Template, field: str) -> Iterator[FieldError]:
+    for node in ast.find_all(tuple(_UNSUPPORTED)):
+        yield FieldError(
+            field,
+            at_line(node.lineno, f"{{% {_UNSUPPORTED[type(node)]} %}} is not supported: templates are self-contained"),
+            ErrorCode.TEMPLATE_SYNTAX,
+        )
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        name = node.attr if isinstance(node, nodes.Getattr) else None
+        if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+            name = node.arg.value if isinstance(node.arg.value, str) else None
+        if name is not None and name.startswith("_"):
+            yield FieldError(
+                field,
+                at_line(node.lineno, f"access to {name!r} is not allowed (the template sandbox blocks it)"),
+                ErrorCode.TEMPLATE_SECURITY,
+            )
+
+
+def compile_template(source: str, env: _Sandbox, field: str) -> Template:
+    """Parse and compile once; syntax problems and unsupported tags become field errors with the line."""
+    try:
+        ast = env.parse(source)
+    except TemplateSyntaxError as exc:
+        raise syntax_error(exc, field) from None
+    problems = list(_static_problems(ast, field))
+    if problems:
+        raise DomainError(problems)
+    try:
+        return env.from_string(ast)
+    except TemplateSyntaxError as exc:
+        # Unknown filters and tests are only found when the parsed tree is compiled.
+        raise syntax_error(exc, field) from None
+
+
+def _template_line(exc: BaseException) -> int | None:
+    # Jinja rewrites tracebacks so that frames inside a template carry the template's own line numbers.
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == TEMPLATE_FILENAME]
+    return frames[-1].lineno if frames else None
+
+
+def render_failure(exc: Exception, field: str, *, locate: bool = True) -> RenderError:
+    """The error for a failed render, at the template line where it happened when ``locate`` is set."""
+    line = _template_line(exc) if locate else None
+    if isinstance(exc, SecurityError):
+        return RenderError(FieldError(field, at_line(line, str(exc)), ErrorCode.TEMPLATE_SECURITY))
+    detail = str(exc) if isinstance(exc, UndefinedError) else f"{type(exc).__name__}: {exc}"
+    return RenderError(FieldError(field, at_line(line, detail), ErrorCode.TEMPLATE_RENDER))
+
+
+def render_checked(template: Template, context: Mapping[str, Any], field: str) -> str:
+    try:
+        return template.render(context)
+    except Exception as exc:
+        raise render_failure(exc, field) from None
+
+
+def probe_render(source: str, env: _Sandbox, context: Mapping[str, Any], field: str) -> None:
+    """Compile and run ``source`` once against ``context`` with missing values tolerated."""
+    template = compile_template(source, probe_env(env), field)
+    render_checked(template, context, field)
+

@@ -1,0 +1,106 @@
+"""The port between the send pipeline and the email providers.
+
+The pipeline renders each recipient's message into an :class:`OutgoingMessage`, hands a batch of them to an
+:class:`EmailProvider`, and gets back one :class:`SendResult` per message, in the same order. Providers never
+raise for something that went wrong with one recipient or with the provider's service: they classify it as
+transient (retry later) or permanent (give up on that recipient), so a batch always yields a full set of
+results the ledger can record. They raise only for programming errors.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+#: Header that ties a message (and bounces quoting it) back to its delivery.
+DELIVERY_HEADER = "X-Emailkit-Delivery"
+#: Name of the provider metadata field carrying the delivery id (SES tag, SendGrid custom_args key).
+DELIVERY_TAG = "emailkit_delivery"
+
+# Delivery ids end up in file names (outbox), SES tag values and headers; this alphabet is safe in all three.
+_DELIVERY_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    email: str
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """One fully rendered message for one recipient.
+
+    ``headers`` holds the extra header fields (List-Unsubscribe, List-Unsubscribe-Post, List-Id, ...); the
+    structural ones (From, To, Subject, Date, Message-ID, MIME, ``X-Emailkit-Delivery``) are derived from the
+    other fields. ``tags`` is metadata the provider echoes back in its events.
+    """
+
+    delivery_id: str
+    sender: str
+    to: Address
+    from_: Address
+    subject: str
+    html: str | None = None
+    text: str | None = None
+    reply_to: Address | None = None
+    message_id: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not _DELIVERY_ID.fullmatch(self.delivery_id):
+            raise ValueError(f"delivery_id must match {_DELIVERY_ID.pattern}, got {self.delivery_id!r}")
+        if self.html is None and self.text is None:
+            raise ValueError("a message needs an HTML part, a text part, or both")
+
+    @property
+    def recipient(self) -> str:
+        return self.to.email
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    delivery_id: str
+    ok: bool
+    provider_message_id: str | None = None
+    error: str | None = None
+    #: Worth retrying later (rate limits, 4xx SMTP, 5xx HTTP, timeouts, dropped connections).
+    transient: bool = False
+    #: Seconds the provider asked us to wait before retrying, when it said so.
+    retry_after: float | None = None
+
+    @classmethod
+    def sent(cls, delivery_id: str, provider_message_id: str | None) -> SendResult:
+        return cls(delivery_id, True, provider_message_id=provider_message_id)
+
+    @classmethod
+    def failed(
+        cls, delivery_id: str, error: str, *, transient: bool, retry_after: float | None = None
+    ) -> SendResult:
+        return cls(delivery_id, False, error=error, transient=transient, retry_after=retry_after)
+
+
+class EmailProvider(Protocol):
+    #: Largest batch worth handing to one ``send_batch`` call.
+    max_batch_size: int
+
+    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        """Send each message; return one result per message, in order."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections; the provider is unusable afterwards."""
+        ...
+
+
+def smtp_code_is_transient(code: int) -> bool:
+    """4xx replies are temporary by definition (RFC 5321 4.2.1); anything else that is not 2xx/3xx is not."""
+    return 400 <= code < 500
+
+
+def http_status_is_transient(status: int) -> bool:
+    """Rate limiting, request timeouts and server-side errors are worth retrying; other 4xx are not."""
+    return status in (408, 429) or status >= 500

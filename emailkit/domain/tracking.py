@@ -1,0 +1,59 @@
+"""Tracked URLs and the per-recipient HTML rewrite (click links and the open pixel)."""
+
+from __future__ import annotations
+
+import html as htmllib
+import re
+from collections.abc import Callable
+
+from emailkit.domain.tokens import TokenSigner
+
+PURPOSE_OPEN = "o"
+PURPOSE_CLICK = "c"
+PURPOSE_UNSUBSCRIBE = "u"
+
+# href of <a> tags only: images, stylesheets and <base> must not be rewritten.
+_A_HREF = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE | re.DOTALL)
+_BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
+
+
+class TrackingUrls:
+    def __init__(self, public_url: str, signer: TokenSigner) -> None:
+        self.base = public_url.rstrip("/")
+        self.signer = signer
+
+    def open_pixel(self, delivery_id: int) -> str:
+        return f"{self.base}/t/o/{self.signer.sign(PURPOSE_OPEN, delivery_id)}.gif"
+
+    def click(self, delivery_id: int, url: str) -> str:
+        return f"{self.base}/t/c/{self.signer.sign(PURPOSE_CLICK, delivery_id, url)}"
+
+    def unsubscribe(self, delivery_id: int) -> str:
+        return f"{self.base}/u/{self.signer.sign(PURPOSE_UNSUBSCRIBE, delivery_id)}"
+
+
+def trackable(url: str) -> bool:
+    lowered = url.strip().lower()
+    return lowered.startswith(("http://", "https://"))
+
+
+def rewrite_links(html: str, make_url: Callable[[str], str], *, skip: frozenset[str] = frozenset()) -> str:
+    """Replace every trackable <a href> with ``make_url(original)``; links in ``skip`` stay as they are."""
+
+    def repl(m: re.Match[str]) -> str:
+        original = htmllib.unescape(m.group(3)).strip()
+        if not trackable(original) or original in skip:
+            return m.group(0)
+        return f"{m.group(1)}{m.group(2)}{htmllib.escape(make_url(original), quote=True)}{m.group(2)}"
+
+    return _A_HREF.sub(repl, html)
+
+
+def add_open_pixel(html: str, pixel_url: str) -> str:
+    tag = f'<img src="{htmllib.escape(pixel_url)}" width="1" height="1" alt="" style="display:block;border:0">'
+    m = None
+    for m in _BODY_END.finditer(html):
+        pass
+    if m is None:
+        return html + tag
+    return html[: m.start()] + tag + html[m.start() :]

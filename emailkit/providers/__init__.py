@@ -1,0 +1,1 @@
+"""Email providers implementing :class:`emailkit.domain.sending.EmailProvider`; see ``registry``."""

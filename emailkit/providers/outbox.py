@@ -1,0 +1,77 @@
+"""``outbox``: every message becomes ``<outbox_dir>/<delivery id>.eml`` (the embedded default).
+
+Each file is written under a temporary name and renamed into place, so a reader (or a crash) never sees a
+half-written message; re-sending a delivery replaces its file rather than adding a second one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from emailkit.domain.mime import MimeBuilder, MimeError
+from emailkit.domain.sending import OutgoingMessage, SendResult
+from emailkit.providers.dkim import DkimSigner
+
+
+class OutboxProvider:
+    max_batch_size = 1000
+
+    def __init__(
+        self, directory: Path, *, signer: DkimSigner | None = None, builder: MimeBuilder | None = None
+    ) -> None:
+        self.directory = Path(directory)
+        self._signer = signer
+        self._builder = builder or MimeBuilder()
+
+    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        rendered: list[tuple[OutgoingMessage, bytes | None, str]] = []
+        for message in messages:
+            try:
+                mime = self._builder.build(message)
+            except MimeError as exc:
+                rendered.append((message, None, str(exc)))
+                continue
+            data = self._signer.sign(mime.data) if self._signer else mime.data
+            rendered.append((message, data, mime.message_id))
+        # One hop to a thread per batch keeps file I/O off the event loop without a hop per message.
+        return await asyncio.to_thread(self._write_all, rendered)
+
+    def _write_all(self, rendered: list[tuple[OutgoingMessage, bytes | None, str]]) -> list[SendResult]:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return [
+                SendResult.failed(m.delivery_id, f"outbox unavailable: {exc}", transient=True)
+                for m, _, _ in rendered
+            ]
+        results: list[SendResult] = []
+        for message, data, detail in rendered:
+            if data is None:
+                results.append(SendResult.failed(message.delivery_id, detail, transient=False))
+                continue
+            try:
+                self._write(message.delivery_id, data)
+            except OSError as exc:
+                results.append(
+                    SendResult.failed(message.delivery_id, f"outbox write failed: {exc}", transient=True)
+                )
+            else:
+                results.append(SendResult.sent(message.delivery_id, detail.strip("<>")))
+        return results
+
+    def _write(self, delivery_id: str, data: bytes) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=f".{delivery_id}.", suffix=".tmp", dir=self.directory)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, self.directory / f"{delivery_id}.eml")
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    async def close(self) -> None:
+        return None

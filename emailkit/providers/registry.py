@@ -1,0 +1,96 @@
+"""Build the configured :class:`EmailProvider`; composition roots call :func:`build_provider` once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from botocore.credentials import Credentials
+
+from emailkit.domain.sending import EmailProvider
+from emailkit.providers.dkim import DkimKeyError, DkimSigner
+from emailkit.providers.outbox import OutboxProvider
+from emailkit.providers.sendgrid import SendGridProvider
+from emailkit.providers.ses import SesProvider
+from emailkit.providers.smtp import SmtpProvider, parse_smtp_url
+from emailkit.settings import Settings, SettingsError
+
+
+def dkim_signer(settings: Settings) -> DkimSigner | None:
+    """The DKIM signer when EMAILKIT_DKIM_* is configured; a half-configured one is an error."""
+    key = settings.dkim_private_key.get_secret_value().encode() if settings.dkim_private_key else None
+    configured = {
+        "EMAILKIT_DKIM_DOMAIN": settings.dkim_domain,
+        "EMAILKIT_DKIM_SELECTOR": settings.dkim_selector,
+        "EMAILKIT_DKIM_PRIVATE_KEY": key or settings.dkim_private_key_file,
+    }
+    if not any(configured.values()):
+        return None
+    missing = [name for name, value in configured.items() if not value]
+    if missing:
+        raise SettingsError(f"{missing[0]}: required when DKIM signing is configured")
+    if key is None:
+        assert settings.dkim_private_key_file is not None
+        try:
+            key = settings.dkim_private_key_file.read_bytes()
+        except OSError as exc:
+            raise SettingsError(f"EMAILKIT_DKIM_PRIVATE_KEY_FILE: cannot read it: {exc.strerror}") from None
+    assert settings.dkim_domain is not None and settings.dkim_selector is not None
+    try:
+        return DkimSigner(settings.dkim_domain, settings.dkim_selector, key)
+    except DkimKeyError as exc:
+        raise SettingsError(f"EMAILKIT_DKIM_PRIVATE_KEY: {exc}") from None
+
+
+def _outbox(settings: Settings) -> EmailProvider:
+    return OutboxProvider(settings.outbox_dir, signer=dkim_signer(settings))
+
+
+def _smtp(settings: Settings) -> EmailProvider:
+    if settings.smtp_url is None:
+        raise SettingsError(
+            "EMAILKIT_SMTP_URL: required with EMAILKIT_PROVIDER=smtp "
+            "(e.g. smtp://user:password@mail.example.com:587?tls=starttls)"
+        )
+    try:
+        config = parse_smtp_url(settings.smtp_url.get_secret_value())
+    except ValueError as exc:
+        raise SettingsError(f"EMAILKIT_SMTP_URL: {exc}") from None
+    return SmtpProvider(config, pool_size=settings.smtp_pool_size, signer=dkim_signer(settings))
+
+
+def _ses(settings: Settings) -> EmailProvider:
+    key_id, secret = settings.ses_access_key_id, settings.ses_secret_access_key
+    if bool(key_id) != bool(secret):
+        name = "EMAILKIT_SES_SECRET_ACCESS_KEY" if key_id else "EMAILKIT_SES_ACCESS_KEY_ID"
+        raise SettingsError(f"{name}: required together with the other half of the SES key pair")
+    credentials = Credentials(key_id, secret.get_secret_value()) if key_id and secret else None
+    return SesProvider(
+        region=settings.ses_region,
+        credentials=credentials,
+        endpoint_url=settings.ses_endpoint_url,
+        configuration_set=settings.ses_configuration_set,
+        concurrency=settings.provider_concurrency,
+    )
+
+
+def _sendgrid(settings: Settings) -> EmailProvider:
+    if settings.sendgrid_api_key is None:
+        raise SettingsError("EMAILKIT_SENDGRID_API_KEY: required with EMAILKIT_PROVIDER=sendgrid")
+    return SendGridProvider(
+        api_key=settings.sendgrid_api_key.get_secret_value(),
+        base_url=settings.sendgrid_base_url,
+        concurrency=settings.provider_concurrency,
+    )
+
+
+PROVIDERS: dict[str, Callable[[Settings], EmailProvider]] = {
+    "outbox": _outbox,
+    "smtp": _smtp,
+    "ses": _ses,
+    "sendgrid": _sendgrid,
+}
+
+
+def build_provider(settings: Settings) -> EmailProvider:
+    """The provider named by EMAILKIT_PROVIDER; raises SettingsError naming a missing or bad variable."""
+    return PROVIDERS[settings.provider](settings)

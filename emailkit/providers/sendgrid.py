@@ -1,0 +1,196 @@
+"""``sendgrid``: Twilio SendGrid v3 ``POST /v3/mail/send`` over httpx.
+
+Messages whose rendered content is identical (same From, Reply-To, HTML and text, e.g. a test send to a
+group) share one request with one personalization each (up to 1000); personalised messages go one per
+request with bounded concurrency. Per-recipient headers, subject and ``custom_args`` (the delivery id and
+the message's metadata, echoed back in SendGrid's events) travel in each personalization.
+
+Classification: 202 is success (``X-Message-Id`` is the provider id); 429 is transient with ``retry_after``
+from ``X-RateLimit-Reset`` (or ``Retry-After``); 5xx, timeouts and dropped connections are transient;
+401/403 mean the API key is wrong or lacks the ``mail.send`` scope, which no recipient can fix, so they are
+transient too (the campaign's error budget pauses it with the reason); every other 4xx is permanent. When a
+shared request is refused with 400, its messages are retried one per request so one bad address does not
+fail the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from emailkit.domain.sending import (
+    DELIVERY_TAG,
+    Address,
+    OutgoingMessage,
+    SendResult,
+    http_status_is_transient,
+)
+
+MAX_PERSONALIZATIONS = 1000
+# Headers SendGrid builds itself and refuses in the "headers" object.
+RESERVED_HEADERS = frozenset(
+    {
+        "x-sg-id",
+        "x-sg-eid",
+        "received",
+        "dkim-signature",
+        "content-type",
+        "content-transfer-encoding",
+        "to",
+        "from",
+        "subject",
+        "reply-to",
+        "cc",
+        "bcc",
+    }
+)
+
+
+def _address(address: Address) -> dict[str, str]:
+    return {"email": address.email, "name": address.name} if address.name else {"email": address.email}
+
+
+def _content(message: OutgoingMessage) -> list[dict[str, str]]:
+    # SendGrid requires text/plain first, then text/html.
+    content: list[dict[str, str]] = []
+    if message.text:
+        content.append({"type": "text/plain", "value": message.text})
+    if message.html:
+        content.append({"type": "text/html", "value": message.html})
+    return content
+
+
+def _personalization(message: OutgoingMessage) -> dict[str, Any]:
+    headers = {k: v for k, v in message.headers.items() if k.lower() not in RESERVED_HEADERS}
+    if message.message_id:
+        headers["Message-ID"] = message.message_id
+    custom_args = {str(k): str(v) for k, v in message.tags.items()}
+    custom_args[DELIVERY_TAG] = message.delivery_id
+    personalization: dict[str, Any] = {
+        "to": [_address(message.to)],
+        "subject": message.subject,
+        "custom_args": custom_args,
+    }
+    if headers:
+        personalization["headers"] = headers
+    return personalization
+
+
+def _group_key(message: OutgoingMessage) -> tuple[object, ...]:
+    return (message.from_, message.reply_to, message.html, message.text)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    reset = response.headers.get("x-ratelimit-reset")
+    if reset:
+        try:
+            return max(0.0, float(reset) - time.time())
+        except ValueError:
+            pass
+    retry = response.headers.get("retry-after")
+    if retry:
+        try:
+            return max(0.0, float(retry))
+        except ValueError:
+            return None
+    return None
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        errors = response.json().get("errors")
+    except (ValueError, AttributeError):
+        errors = None
+    if isinstance(errors, list) and errors:
+        parts = []
+        for err in errors:
+            if isinstance(err, dict):
+                field = f" ({err['field']})" if err.get("field") else ""
+                parts.append(f"{err.get('message', '')}{field}")
+        if parts:
+            return "; ".join(parts)
+    return response.text[:300] or response.reason_phrase
+
+
+class SendGridProvider:
+    max_batch_size = MAX_PERSONALIZATIONS
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str = "https://api.sendgrid.com",
+        concurrency: int = 10,
+        timeout: float = 30.0,
+        categories: Sequence[str] = (),
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.url = base_url.rstrip("/") + "/v3/mail/send"
+        self._headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+        self._categories = list(categories)
+        self._semaphore = asyncio.Semaphore(concurrency)
+        self._client = client or httpx.AsyncClient(
+            timeout=timeout, limits=httpx.Limits(max_connections=concurrency)
+        )
+        self._owns_client = client is None
+
+    def _payload(self, messages: Sequence[OutgoingMessage]) -> bytes:
+        first = messages[0]
+        payload: dict[str, Any] = {
+            "personalizations": [_personalization(m) for m in messages],
+            "from": _address(first.from_),
+            "subject": first.subject,
+            "content": _content(first),
+        }
+        if first.reply_to is not None:
+            payload["reply_to"] = _address(first.reply_to)
+        if self._categories:
+            payload["categories"] = self._categories
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+    async def _post(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        body = self._payload(messages)
+        async with self._semaphore:
+            try:
+                response = await self._client.post(self.url, content=body, headers=self._headers)
+            except httpx.TransportError as exc:
+                error = f"SendGrid request failed: {type(exc).__name__}: {exc}"
+                return [SendResult.failed(m.delivery_id, error, transient=True) for m in messages]
+        status = response.status_code
+        if 200 <= status < 300:
+            message_id = response.headers.get("x-message-id")
+            return [SendResult.sent(m.delivery_id, message_id) for m in messages]
+        if status == 400 and len(messages) > 1:
+            # Find out which personalization was the problem instead of failing all of them.
+            singles = await asyncio.gather(*(self._post([m]) for m in messages))
+            return [result for single in singles for result in single]
+        error = f"SendGrid {status}: {_error_text(response)}"
+        transient = http_status_is_transient(status) or status in (401, 403)
+        retry_after = _retry_after(response) if transient else None
+        return [
+            SendResult.failed(m.delivery_id, error, transient=transient, retry_after=retry_after)
+            for m in messages
+        ]
+
+    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        groups: dict[tuple[object, ...], list[int]] = {}
+        for index, message in enumerate(messages):
+            groups.setdefault(_group_key(message), []).append(index)
+        requests: list[list[int]] = []
+        for indexes in groups.values():
+            for start in range(0, len(indexes), MAX_PERSONALIZATIONS):
+                requests.append(indexes[start : start + MAX_PERSONALIZATIONS])
+        outcomes = await asyncio.gather(*(self._post([messages[i] for i in chunk]) for chunk in requests))
+        by_index: dict[int, SendResult] = {}
+        for chunk, outcome in zip(requests, outcomes, strict=True):
+            by_index.update(zip(chunk, outcome, strict=True))
+        return [by_index[i] for i in range(len(messages))]
+
+    async def close(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()

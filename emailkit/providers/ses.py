@@ -1,0 +1,193 @@
+"""``ses``: Amazon SES v2 ``SendEmail`` with raw MIME content, over httpx, signed with botocore's SigV4.
+
+Each message is one request (its content is personal), sent with bounded concurrency. The delivery id and
+the message's metadata travel as EmailTags, so SES event notifications name the delivery they are about.
+
+Error classification beyond the generic HTTP rule: SES answers account-level problems (sending paused,
+daily quota exhausted, unverified MAIL FROM domain, unknown configuration set, rejected credentials:
+401/403) with 4xx codes, but they say nothing about the recipient and clear up once the account is fixed,
+so they count as transient: the campaign's error budget pauses it with the reason instead of failing
+every recipient for good. MessageRejected and other request errors are permanent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials, ReadOnlyCredentials
+from botocore.session import get_session
+
+from emailkit.domain.mime import MimeBuilder, MimeError, ascii_email
+from emailkit.domain.sending import (
+    DELIVERY_TAG,
+    OutgoingMessage,
+    SendResult,
+    http_status_is_transient,
+)
+
+_TAG_INVALID = re.compile(r"[^A-Za-z0-9_-]")
+_XML_CODE = re.compile(r"<Code>([^<]*)</Code>")
+_XML_MESSAGE = re.compile(r"<Message>([^<]*)</Message>")
+_ACCOUNT_LEVEL_ERRORS = frozenset(
+    {
+        "AccountSuspendedException",
+        "SendingPausedException",
+        "LimitExceededException",
+        "MailFromDomainNotVerifiedException",
+        "NotFoundException",
+        "TooManyRequestsException",
+        "ThrottlingException",
+    }
+)
+
+
+def _tag(value: str) -> str:
+    """SES tag names and values allow only ASCII letters, digits, '_' and '-', at most 256 characters."""
+    return _TAG_INVALID.sub("_", value)[:256] or "_"
+
+
+def _error_details(response: httpx.Response) -> tuple[str, str]:
+    """(error type, message) from a JSON error, the x-amzn-ErrorType header, or an XML ErrorResponse."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        raw = response.headers.get("x-amzn-errortype") or str(body.get("__type") or body.get("code") or "")
+        message = str(body.get("message") or body.get("Message") or "")
+    else:
+        code = _XML_CODE.search(response.text)
+        text = _XML_MESSAGE.search(response.text)
+        raw = response.headers.get("x-amzn-errortype") or (code.group(1) if code else "")
+        message = text.group(1) if text else response.text[:300]
+    # "MessageRejected:http://internal.amazon.com/..." or "com.amazonaws...#MessageRejected"
+    return raw.split(":", 1)[0].rsplit("#", 1)[-1], message.strip()
+
+
+class SesProvider:
+    max_batch_size = 200
+
+    def __init__(
+        self,
+        *,
+        region: str,
+        credentials: Credentials | None = None,
+        endpoint_url: str | None = None,
+        configuration_set: str | None = None,
+        concurrency: int = 10,
+        timeout: float = 30.0,
+        client: httpx.AsyncClient | None = None,
+        builder: MimeBuilder | None = None,
+    ) -> None:
+        self.region = region
+        base = (endpoint_url or f"https://email.{region}.amazonaws.com").rstrip("/")
+        self.url = f"{base}/v2/email/outbound-emails"
+        self._credentials = credentials
+        self._configuration_set = configuration_set
+        self._semaphore = asyncio.Semaphore(concurrency)
+        self._client = client or httpx.AsyncClient(
+            timeout=timeout, limits=httpx.Limits(max_connections=concurrency)
+        )
+        self._owns_client = client is None
+        self._builder = builder or MimeBuilder()
+
+    def _frozen_credentials(self) -> ReadOnlyCredentials:
+        if self._credentials is None:
+            # The default chain: AWS_* variables, shared config, container or instance role.
+            self._credentials = get_session().get_credentials()
+            if self._credentials is None:
+                raise RuntimeError(
+                    "no AWS credentials: set EMAILKIT_SES_ACCESS_KEY_ID and EMAILKIT_SES_SECRET_ACCESS_KEY "
+                    "or provide a role"
+                )
+        # Refreshable (role) credentials rotate; freezing per request picks up the current ones.
+        return self._credentials.get_frozen_credentials()
+
+    def _request_body(self, message: OutgoingMessage, raw: bytes) -> bytes:
+        tags = [{"Name": DELIVERY_TAG, "Value": message.delivery_id}]
+        tags += [{"Name": _tag(k), "Value": _tag(v)} for k, v in message.tags.items() if k != DELIVERY_TAG]
+        payload: dict[str, Any] = {
+            "FromEmailAddress": ascii_email(message.from_.email),
+            "Destination": {"ToAddresses": [ascii_email(message.to.email)]},
+            "Content": {"Raw": {"Data": base64.b64encode(raw).decode("ascii")}},
+            "EmailTags": tags,
+        }
+        if self._configuration_set:
+            payload["ConfigurationSetName"] = self._configuration_set
+        return json.dumps(payload, separators=(",", ":")).encode()
+
+    def _signed_headers(self, body: bytes, credentials: ReadOnlyCredentials) -> dict[str, str]:
+        request = AWSRequest(
+            method="POST", url=self.url, data=body, headers={"Content-Type": "application/json"}
+        )
+        SigV4Auth(credentials, "ses", self.region).add_auth(request)
+        return dict(request.headers.items())
+
+    async def _send_one(self, message: OutgoingMessage, credentials: ReadOnlyCredentials) -> SendResult:
+        try:
+            mime = self._builder.build(message)
+            body = self._request_body(message, mime.data)
+        except MimeError as exc:
+            return SendResult.failed(message.delivery_id, str(exc), transient=False)
+        async with self._semaphore:
+            try:
+                response = await self._client.post(
+                    self.url, content=body, headers=self._signed_headers(body, credentials)
+                )
+            except httpx.TransportError as exc:
+                return SendResult.failed(
+                    message.delivery_id, f"SES request failed: {type(exc).__name__}: {exc}", transient=True
+                )
+        return self._result(message, response)
+
+    def _result(self, message: OutgoingMessage, response: httpx.Response) -> SendResult:
+        if response.status_code == 200:
+            try:
+                message_id = response.json().get("MessageId")
+            except (ValueError, AttributeError):
+                message_id = None
+            if message_id:
+                return SendResult.sent(message.delivery_id, str(message_id))
+        kind, detail = _error_details(response)
+        transient = (
+            http_status_is_transient(response.status_code)
+            or response.status_code in (401, 403)
+            or kind in _ACCOUNT_LEVEL_ERRORS
+        )
+        retry_after = _retry_after(response.headers.get("retry-after"))
+        return SendResult.failed(
+            message.delivery_id,
+            f"SES {response.status_code} {kind or 'error'}: {detail}",
+            transient=transient,
+            retry_after=retry_after,
+        )
+
+    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        if not messages:
+            return []
+        try:
+            credentials = await asyncio.to_thread(self._frozen_credentials)
+        except RuntimeError as exc:
+            return [SendResult.failed(m.delivery_id, str(exc), transient=True) for m in messages]
+        return list(await asyncio.gather(*(self._send_one(m, credentials) for m in messages)))
+
+    async def close(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None

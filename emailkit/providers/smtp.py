@@ -1,0 +1,232 @@
+"""``smtp``: any SMTP relay, through a pool of reused, pipelined sessions (see ``smtp_pool``).
+
+Configured by one URL, ``EMAILKIT_SMTP_URL``::
+
+    smtp://user:password@host:587?tls=starttls      STARTTLS required, then AUTH
+    smtps://user:password@host                      implicit TLS (port 465)
+    smtp://relay.internal:25?tls=none               plain, no AUTH
+
+Query options: ``tls`` = starttls | ssl | none | auto (default: ssl for smtps:// or port 465, otherwise
+auto = STARTTLS when the server offers it); ``verify=false`` skips certificate checks (private relays
+with self-signed certificates); ``cafile=/path.pem`` trusts a private CA; ``timeout`` seconds per reply
+(default 30); ``helo`` the name to greet with (default: this host's FQDN); ``pipelining=false`` never
+pipelines even when the server offers it. User and password are percent-decoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from emailkit.domain.mime import MimeBuilder, MimeError, ascii_email
+from emailkit.domain.sending import OutgoingMessage, SendResult
+from emailkit.providers.dkim import DkimSigner
+from emailkit.providers.smtp_pool import SessionOptions, SmtpConnectError, SmtpJob, SmtpPool
+
+_TLS_MODES = ("starttls", "ssl", "none", "auto")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    tls: str = "auto"
+    verify: bool = True
+    cafile: str | None = None
+    timeout: float = 30.0
+    helo: str | None = None
+    pipelining: bool = True
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        if self.tls == "none":
+            return None
+        context = ssl.create_default_context(cafile=self.cafile)
+        if not self.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+
+def _flag(name: str, value: str) -> bool:
+    if value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
+def parse_smtp_url(url: str) -> SmtpConfig:
+    """Parse ``smtp[s]://[user[:password]@]host[:port][?options]``; raise ValueError naming the problem."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("smtp", "smtps"):
+        raise ValueError("must start with smtp:// or smtps://")
+    if not parts.hostname:
+        raise ValueError("needs a host, e.g. smtp://user:password@mail.example.com:587")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    unknown = set(options) - {"tls", "verify", "cafile", "timeout", "helo", "pipelining"}
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(sorted(unknown))}")
+    tls = options.get("tls", "").lower() or ("ssl" if parts.scheme == "smtps" or port == 465 else "auto")
+    if tls not in _TLS_MODES:
+        raise ValueError(f"tls must be one of {', '.join(_TLS_MODES)}, got {tls!r}")
+    if port is None:
+        port = 465 if tls == "ssl" else 587 if tls == "starttls" else 25
+    try:
+        timeout = float(options.get("timeout", "30"))
+    except ValueError:
+        raise ValueError("timeout must be a number of seconds") from None
+    if not 0 < timeout <= 600:
+        raise ValueError("timeout must be between 0 and 600 seconds")
+    return SmtpConfig(
+        host=parts.hostname,
+        port=port,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password is not None else None,
+        tls=tls,
+        verify=_flag("verify", options.get("verify", "true")),
+        cafile=options.get("cafile") or None,
+        timeout=timeout,
+        helo=options.get("helo") or None,
+        pipelining=_flag("pipelining", options.get("pipelining", "true")),
+    )
+
+
+class SmtpProvider:
+    max_batch_size = 500
+
+    def __init__(
+        self,
+        config: SmtpConfig,
+        *,
+        pool_size: int = 5,
+        signer: DkimSigner | None = None,
+        builder: MimeBuilder | None = None,
+        tls_context: ssl.SSLContext | None = None,
+        idle_timeout: float = 50.0,
+    ) -> None:
+        self.config = config
+        self._signer = signer
+        self._builder = builder or MimeBuilder()
+        self._tls_context = tls_context
+        self._idle_timeout = idle_timeout
+        self._pool_size = pool_size
+        self._pool: SmtpPool | None = None
+        self._pool_lock = asyncio.Lock()
+        self._senders: dict[str, bytes] = {}
+
+    @property
+    def connections_opened(self) -> int:
+        return self._pool.connections_opened if self._pool is not None else 0
+
+    async def _get_pool(self) -> SmtpPool:
+        if self._pool is None:
+            async with self._pool_lock:
+                if self._pool is None:
+                    helo = self.config.helo or await asyncio.to_thread(socket.getfqdn)
+                    options = SessionOptions(
+                        host=self.config.host,
+                        port=self.config.port,
+                        username=self.config.username,
+                        password=self.config.password,
+                        tls=self.config.tls,
+                        tls_context=self._tls_context or self.config.tls_context(),
+                        timeout=self.config.timeout,
+                        local_hostname=helo,
+                        pipelining=self.config.pipelining,
+                        idle_timeout=self._idle_timeout,
+                    )
+                    self._pool = SmtpPool(options, self._pool_size)
+        return self._pool
+
+    def _sender(self, address: str) -> bytes:
+        # One envelope sender per campaign: its conversion is worth caching.
+        cached = self._senders.get(address)
+        if cached is None:
+            cached = ascii_email(address).encode("ascii") if address else b""
+            if len(self._senders) > 64:
+                self._senders.clear()
+            self._senders[address] = cached
+        return cached
+
+    def _prepare(self, job: SmtpJob, finish: _Finisher) -> bool:
+        message = job.message
+        try:
+            sender = self._sender(message.sender)
+            recipient = ascii_email(message.to.email).encode("ascii")
+            mime = self._builder.build(message)
+        except MimeError as exc:
+            finish(job, SendResult.failed(message.delivery_id, str(exc), transient=False))
+            return False
+        data = self._signer.sign(mime.data) if self._signer is not None else mime.data
+        # DATA transparency (RFC 5321 4.5.2): a line starting with "." gets another one.
+        if data.startswith(b"."):
+            data = b"." + data
+        if b"\r\n." in data:
+            data = data.replace(b"\r\n.", b"\r\n..")
+        job.payload = data
+        job.message_id = mime.message_id
+        job.envelope = b"MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\nDATA\r\n" % (sender, recipient)
+        return True
+
+    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        if not messages:
+            return []
+        pool = await self._get_pool()
+        finisher = _Finisher(len(messages))
+        queue = deque(SmtpJob(i, m) for i, m in enumerate(messages))
+        connect_errors: list[str] = []
+
+        async def sender() -> None:
+            session = await pool.acquire()
+            try:
+                while queue:
+                    if not session.connected:
+                        try:
+                            await session.connect()
+                        except SmtpConnectError as exc:
+                            connect_errors.append(str(exc))
+                            return
+                    await session.run(queue, lambda job: self._prepare(job, finisher), finisher)
+            finally:
+                pool.release(session)
+
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(pool.size, len(messages))):
+                group.create_task(sender())
+        # Whatever is left could not be attempted because no session could be opened.
+        reason = connect_errors[-1] if connect_errors else "no SMTP session available"
+        for job in queue:
+            finisher(job, SendResult.failed(job.message.delivery_id, reason, transient=True))
+        return finisher.results(messages)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+
+class _Finisher:
+    def __init__(self, size: int) -> None:
+        self._results: list[SendResult | None] = [None] * size
+
+    def __call__(self, job: SmtpJob, result: SendResult) -> None:
+        self._results[job.index] = result
+
+    def results(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        return [
+            r if r is not None else SendResult.failed(m.delivery_id, "not attempted", transient=True)
+            for r, m in zip(self._results, messages, strict=True)
+        ]

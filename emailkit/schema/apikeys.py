@@ -1,0 +1,108 @@
+"""API keys: listing, creation (the plaintext is returned once) and revocation. ADMIN keys only."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+
+from emailkit.domain import apikeys
+from emailkit.domain.models import ApiKey as ApiKeyRow
+from emailkit.schema.context import Info
+from emailkit.schema.enums import Role
+from emailkit.schema.errors import UserError, mutate
+from emailkit.schema.permissions import admin_field, admin_mutation
+from emailkit.schema.relay import Connection, decode_id, to_global_id
+
+
+@strawberry.type(
+    name="ApiKey",
+    description="A credential for this API. Only a hash of the key is stored; `prefix` tells keys apart.",
+)
+class ApiKeyType:
+    # Deliberately not a Node: `node(id)` is open to every role and must not disclose keys.
+    id: strawberry.ID
+    name: str
+    role: Role
+    prefix: str = strawberry.field(description="The first characters of the key.")
+    created_at: datetime
+    last_used_at: datetime | None = strawberry.field(
+        description="Approximate: updated at most every few minutes."
+    )
+    revoked_at: datetime | None
+
+    @classmethod
+    def from_model(cls, row: ApiKeyRow) -> ApiKeyType:
+        return cls(
+            id=to_global_id("ApiKey", row.id),
+            name=row.name,
+            role=row.role,
+            prefix=row.prefix,
+            created_at=row.created_at,
+            last_used_at=row.last_used_at,
+            revoked_at=row.revoked_at,
+        )
+
+
+@strawberry.input
+class CreateApiKeyInput:
+    name: str
+    role: Role
+
+
+@strawberry.input
+class RevokeApiKeyInput:
+    id: strawberry.ID
+
+
+@strawberry.type
+class CreateApiKeyPayload:
+    api_key: ApiKeyType | None
+    key: str | None = strawberry.field(
+        description="The key itself, for `Authorization: Bearer <key>`. Shown only in this response."
+    )
+    user_errors: list[UserError]
+
+
+@strawberry.type
+class RevokeApiKeyPayload:
+    api_key: ApiKeyType | None
+    user_errors: list[UserError]
+
+
+@strawberry.type
+class Query:
+    @admin_field(description="All API keys, revoked ones included, oldest first.")
+    async def api_keys(self, info: Info, first: int = 50, after: str | None = None) -> Connection[ApiKeyType]:
+        return await info.context.connection(
+            lambda s, n, a: apikeys.find_api_keys(s, first=n, after=a),
+            ApiKeyType.from_model,
+            first,
+            after,
+        )
+
+
+@strawberry.type
+class Mutation:
+    @admin_mutation(description="Create a key. Store `key` from the payload: it cannot be retrieved later.")
+    async def create_api_key(self, info: Info, input: CreateApiKeyInput) -> CreateApiKeyPayload:
+        out = await mutate(info, lambda s: apikeys.create_api_key(s, input.name, input.role))
+        if out.value is None:
+            return CreateApiKeyPayload(api_key=None, key=None, user_errors=out.errors)
+        row, raw = out.value
+        return CreateApiKeyPayload(api_key=ApiKeyType.from_model(row), key=raw, user_errors=[])
+
+    @admin_mutation(
+        description=(
+            "Revoke a key; requests made with it are refused from then on. Revoking the key making this "
+            "request is allowed: this request completes and the next one gets HTTP 401. Revoking an "
+            "already revoked key changes nothing."
+        )
+    )
+    async def revoke_api_key(self, info: Info, input: RevokeApiKeyInput) -> RevokeApiKeyPayload:
+        """Revoke a key, the caller's own included (locking yourself out is the caller's choice)."""
+        out = await mutate(info, lambda s: apikeys.revoke_api_key(s, decode_id(input.id, "ApiKey")))
+        return RevokeApiKeyPayload(
+            api_key=ApiKeyType.from_model(out.value) if out.value is not None else None,
+            user_errors=out.errors,
+        )

@@ -1,0 +1,284 @@
+"""Subscribers and their subscriptions: types, queries and mutations."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.scalars import JSON
+
+from emailkit.domain import subscribers
+from emailkit.domain.models import Subscriber as SubscriberRow
+from emailkit.domain.models import Subscription as SubscriptionRow
+from emailkit.schema.context import Info
+from emailkit.schema.enums import SubscriberStatus, SubscriptionStatus
+from emailkit.schema.errors import DeletePayload, UserError, mutate
+from emailkit.schema.lists import MailingListType
+from emailkit.schema.permissions import write_mutation
+from emailkit.schema.relay import (
+    Connection,
+    Node,
+    decode_id,
+    decode_id_or_none,
+    decode_ids,
+    parse_global_id,
+    to_global_id,
+)
+
+
+@strawberry.type(name="ListSubscription", description="A subscriber's membership of one list.")
+class SubscriptionType:
+    list_pk: strawberry.Private[int]
+    status: SubscriptionStatus
+    created_at: datetime
+    updated_at: datetime
+
+    @strawberry.field(name="list")
+    async def mailing_list(self, info: Info) -> MailingListType:
+        row = await info.context.loaders.list_by_id.load(self.list_pk)
+        if row is None:
+            # Only when the list is deleted between the two batched reads of this request.
+            raise GraphQLError("The list was deleted", extensions={"code": "NOT_FOUND"})
+        return MailingListType.from_model(row)
+
+    @classmethod
+    def from_model(cls, row: SubscriptionRow) -> SubscriptionType:
+        return cls(
+            list_pk=row.list_id, status=row.status, created_at=row.created_at, updated_at=row.updated_at
+        )
+
+
+@strawberry.type(name="Subscriber")
+class SubscriberType(Node):
+    pk: strawberry.Private[int]
+    email: str
+    name: str
+    attributes: JSON = strawberry.field(description="Free-form JSON object, available to templates.")
+    status: SubscriberStatus
+    created_at: datetime
+    updated_at: datetime
+
+    @strawberry.field(description="Subscriptions in every state, including UNSUBSCRIBED, by list id.")
+    async def subscriptions(self, info: Info) -> list[SubscriptionType]:
+        rows = await info.context.loaders.subscriptions_by_subscriber.load(self.pk)
+        return [SubscriptionType.from_model(r) for r in rows]
+
+    @classmethod
+    def from_model(cls, row: SubscriberRow) -> SubscriberType:
+        return cls(
+            id=to_global_id("Subscriber", row.id),
+            pk=row.id,
+            email=row.email,
+            name=row.name,
+            attributes=JSON(dict(row.attributes)),
+            status=row.status,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+
+@strawberry.input
+class CreateSubscriberInput:
+    email: str
+    name: str | None = None
+    attributes: JSON | None = strawberry.field(default=None, description="A JSON object.")
+    list_ids: list[strawberry.ID] | None = None
+    status: SubscriberStatus | None = strawberry.field(default=None, description="Default ENABLED.")
+    subscription_status: SubscriptionStatus | None = strawberry.field(
+        default=None,
+        description=(
+            "Status of the new subscriptions; default UNCONFIRMED on DOUBLE opt-in lists, else CONFIRMED."
+        ),
+    )
+
+
+@strawberry.input
+class UpdateSubscriberInput:
+    id: strawberry.ID
+    email: str | None = None
+    name: str | None = None
+    attributes: JSON | None = strawberry.field(
+        default=None, description="Replaces all attributes; omit to keep them."
+    )
+    status: SubscriberStatus | None = strawberry.field(
+        default=None, description="BLOCKLISTED also unsubscribes from every list."
+    )
+
+
+@strawberry.input
+class DeleteSubscriberInput:
+    id: strawberry.ID
+
+
+@strawberry.input
+class SubscribeToListsInput:
+    subscriber_ids: list[strawberry.ID]
+    list_ids: list[strawberry.ID]
+    status: SubscriptionStatus | None = strawberry.field(
+        default=None,
+        description=(
+            "Set on every pair. Default: new or UNSUBSCRIBED subscriptions become UNCONFIRMED on DOUBLE "
+            "opt-in lists and CONFIRMED on SINGLE ones; live subscriptions keep their status."
+        ),
+    )
+
+
+@strawberry.input
+class UnsubscribeFromListsInput:
+    subscriber_ids: list[strawberry.ID]
+    list_ids: list[strawberry.ID]
+
+
+@strawberry.type
+class SubscriberPayload:
+    subscriber: SubscriberType | None
+    user_errors: list[UserError]
+
+
+@strawberry.type
+class SubscribersPayload:
+    subscribers: list[SubscriberType] = strawberry.field(description="The subscribers the call was about.")
+    user_errors: list[UserError]
+
+
+def _payload(row: SubscriberRow | None, errors: list[UserError]) -> SubscriberPayload:
+    return SubscriberPayload(
+        subscriber=SubscriberType.from_model(row) if row is not None else None, user_errors=errors
+    )
+
+
+def _many(rows: list[SubscriberRow] | None, errors: list[UserError]) -> SubscribersPayload:
+    return SubscribersPayload(
+        subscribers=[SubscriberType.from_model(r) for r in rows or []], user_errors=errors
+    )
+
+
+def _list_filter(value: strawberry.ID | None) -> int | None:
+    if value is None:
+        return None
+    parsed = parse_global_id(value)
+    if parsed is None or parsed[0] != "MailingList":
+        raise GraphQLError(f"Not a valid MailingList ID: {value!r}", extensions={"code": "INVALID_ID"})
+    return parsed[1]
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(
+        description=(
+            "Subscribers, oldest first. `search` matches email and name (case-insensitive); `listId` keeps "
+            "subscribers of that list in any subscription state, narrowed by `subscriptionStatus`; `status` "
+            "filters on the subscriber's own status."
+        )
+    )
+    async def subscribers(
+        self,
+        info: Info,
+        first: int = 50,
+        after: str | None = None,
+        search: str | None = None,
+        list_id: strawberry.ID | None = None,
+        status: SubscriberStatus | None = None,
+        subscription_status: SubscriptionStatus | None = None,
+    ) -> Connection[SubscriberType]:
+        list_pk = _list_filter(list_id)
+        return await info.context.connection(
+            lambda s, n, a: subscribers.find_subscribers(
+                s,
+                first=n,
+                after=a,
+                search=search,
+                list_id=list_pk,
+                status=status,
+                subscription_status=subscription_status,
+            ),
+            SubscriberType.from_model,
+            first,
+            after,
+        )
+
+    @strawberry.field(description="One subscriber by global ID or by email address (give exactly one).")
+    async def subscriber(
+        self, info: Info, id: strawberry.ID | None = None, email: str | None = None
+    ) -> SubscriberType | None:
+        if (id is None) == (email is None):
+            raise GraphQLError(
+                "Give exactly one of `id` and `email`", extensions={"code": "INVALID_ARGUMENT"}
+            )
+        if id is not None:
+            pk = decode_id_or_none(id, "Subscriber")
+            row = await info.context.loaders.subscriber_by_id.load(pk) if pk is not None else None
+        else:
+            assert email is not None
+            async with info.context.db.session() as session:
+                row = await subscribers.get_by_email(session, email)
+        return SubscriberType.from_model(row) if row is not None else None
+
+
+@strawberry.type
+class Mutation:
+    @write_mutation
+    async def create_subscriber(self, info: Info, input: CreateSubscriberInput) -> SubscriberPayload:
+        out = await mutate(
+            info,
+            lambda s: subscribers.create_subscriber(
+                s,
+                input.email,
+                name=input.name,
+                attributes=input.attributes,
+                list_ids=decode_ids(input.list_ids or [], "MailingList", "listIds"),
+                status=input.status,
+                subscription_status=input.subscription_status,
+            ),
+        )
+        return _payload(out.value, out.errors)
+
+    @write_mutation
+    async def update_subscriber(self, info: Info, input: UpdateSubscriberInput) -> SubscriberPayload:
+        out = await mutate(
+            info,
+            lambda s: subscribers.update_subscriber(
+                s,
+                decode_id(input.id, "Subscriber"),
+                email=input.email,
+                name=input.name,
+                attributes=input.attributes,
+                status=input.status,
+            ),
+        )
+        return _payload(out.value, out.errors)
+
+    @write_mutation
+    async def delete_subscriber(self, info: Info, input: DeleteSubscriberInput) -> DeletePayload:
+        out = await mutate(
+            info, lambda s: subscribers.delete_subscriber(s, decode_id(input.id, "Subscriber"))
+        )
+        return DeletePayload(deleted_id=input.id if out.value is not None else None, user_errors=out.errors)
+
+    @write_mutation
+    async def subscribe_to_lists(self, info: Info, input: SubscribeToListsInput) -> SubscribersPayload:
+        out = await mutate(
+            info,
+            lambda s: subscribers.subscribe_to_lists(
+                s,
+                decode_ids(input.subscriber_ids, "Subscriber", "subscriberIds"),
+                decode_ids(input.list_ids, "MailingList", "listIds"),
+                status=input.status,
+            ),
+        )
+        return _many(out.value, out.errors)
+
+    @write_mutation
+    async def unsubscribe_from_lists(
+        self, info: Info, input: UnsubscribeFromListsInput
+    ) -> SubscribersPayload:
+        out = await mutate(
+            info,
+            lambda s: subscribers.unsubscribe_from_lists(
+                s,
+                decode_ids(input.subscriber_ids, "Subscriber", "subscriberIds"),
+                decode_ids(input.list_ids, "MailingList", "listIds"),
+            ),
+        )
+        return _many(out.value, out.errors)

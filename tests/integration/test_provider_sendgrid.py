@@ -1,0 +1,296 @@
+"""The sendgrid provider against a local server that checks SendGrid's documented v3 mail/send request shape
+and answers the way SendGrid does (202 + X-Message-Id, 400 error JSON, 401, 429 with rate-limit headers)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from emailkit.domain.sending import DELIVERY_TAG, Address, OutgoingMessage
+from emailkit.providers.registry import build_provider
+from emailkit.providers.sendgrid import SendGridProvider
+from emailkit.settings import Settings
+
+API_KEY = "SG.test-key.0123456789"
+PERSONALIZATION_KEYS = {
+    "to",
+    "cc",
+    "bcc",
+    "subject",
+    "headers",
+    "substitutions",
+    "dynamic_template_data",
+    "custom_args",
+    "send_at",
+    "from",
+}
+TOP_LEVEL_KEYS = {
+    "personalizations", "from", "reply_to", "reply_to_list", "subject", "content", "attachments", "template_id",
+    "headers", "categories", "custom_args", "send_at", "batch_id", "asm", "ip_pool_name", "mail_settings",
+    "tracking_settings",
+}  # fmt: skip
+RESERVED_HEADERS = {"x-sg-id", "x-sg-eid", "received", "dkim-signature", "content-type", "content-transfer-encoding", "to", "from", "subject", "reply-to", "cc", "bcc"}  # fmt: skip
+
+
+def sg_error(message: str, field: str | None = None, status: int = 400, **headers: str) -> JSONResponse:
+    help_url = "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html" if status == 400 else None
+    body = {"errors": [{"message": message, "field": field, "help": help_url}]}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def validate(body: Any) -> tuple[str, str | None] | None:
+    """The first documented-rule violation in a request body, as (message, field)."""
+    if not isinstance(body, dict):
+        return "Bad Request", None
+    unknown = set(body) - TOP_LEVEL_KEYS
+    if unknown:
+        return f"Unknown field {sorted(unknown)[0]}", sorted(unknown)[0]
+    personalizations = body.get("personalizations")
+    if not isinstance(personalizations, list) or not personalizations:
+        return (
+            "The personalizations field is required and must have at least one personalization.",
+            "personalizations",
+        )
+    if len(personalizations) > 1000:
+        return "The personalizations field must have no more than 1000 items.", "personalizations"
+    recipients = 0
+    for i, p in enumerate(personalizations):
+        if set(p) - PERSONALIZATION_KEYS:
+            return "Unknown personalization field", f"personalizations.{i}"
+        if not p.get("to"):
+            return "The to array is required for all personalization objects", f"personalizations.{i}.to"
+        for j, to in enumerate(p["to"]):
+            recipients += 1
+            if not isinstance(to, dict) or "@" not in str(to.get("email", "")):
+                return "Does not contain a valid address.", f"personalizations.{i}.to.{j}.email"
+        for name, value in (p.get("headers") or {}).items():
+            if name.lower() in RESERVED_HEADERS or not isinstance(value, str):
+                return "Invalid type or reserved header", f"personalizations.{i}.headers"
+        args = p.get("custom_args") or {}
+        if not all(isinstance(v, str) for v in args.values()) or len(json.dumps(args)) > 10_000:
+            return "Custom args must be strings and under 10000 bytes", f"personalizations.{i}.custom_args"
+        if "subject" not in p and not body.get("subject"):
+            return "The subject is required.", "subject"
+    if recipients > 1000:
+        return "The total number of recipients must be no more than 1000.", "personalizations"
+    if not isinstance(body.get("from"), dict) or "@" not in str(body["from"].get("email", "")):
+        return "The from object must be provided for every email send.", "from.email"
+    content = body.get("content")
+    if not isinstance(content, list) or not content:
+        return "Unless a valid template_id is provided, the content parameter is required.", "content"
+    types = [c.get("type") for c in content]
+    if any(not c.get("value") for c in content):
+        return "The content value must be a string at least one character in length.", "content.0.value"
+    if "text/plain" in types and types.index("text/plain") != 0:
+        return "If present, text/plain content must be first.", "content.0.type"
+    return None
+
+
+@dataclass
+class FakeSendGridState:
+    accepted: list[dict[str, Any]] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    reset_at: int = 0
+
+
+def sendgrid_app(state: FakeSendGridState) -> Starlette:
+    async def mail_send(request: Request) -> Response:
+        state.in_flight += 1
+        state.max_in_flight = max(state.max_in_flight, state.in_flight)
+        try:
+            # Yield so concurrent requests overlap the way they do against the real API.
+            await asyncio.sleep(0.005)
+            if request.headers.get("authorization") != f"Bearer {API_KEY}":
+                return sg_error(
+                    "The provided authorization grant is invalid, expired, or revoked", status=401
+                )
+            if request.headers.get("content-type") != "application/json":
+                return sg_error("Content-Type should be application/json.", status=415)
+            try:
+                body = json.loads(await request.body())
+            except ValueError:
+                return sg_error("Bad Request")
+            problem = validate(body)
+            if problem is not None:
+                return sg_error(*problem)
+            emails = [to["email"] for p in body["personalizations"] for to in p["to"]]
+            if any(e.startswith("limited@") for e in emails):
+                state.reset_at = int(time.time()) + 30
+                return sg_error(
+                    "too many requests",
+                    status=429,
+                    **{
+                        "X-RateLimit-Limit": "600",
+                        "X-RateLimit-Remaining": "0",
+                        "X-RateLimit-Reset": str(state.reset_at),
+                    },
+                )
+            if any(e.startswith("broken@") for e in emails):
+                return sg_error("Internal server error", status=500)
+            state.accepted.append(body)
+            return Response(status_code=202, headers={"X-Message-Id": secrets.token_urlsafe(16)})
+        finally:
+            state.in_flight -= 1
+
+    return Starlette(routes=[Route("/v3/mail/send", mail_send, methods=["POST"])])
+
+
+@asynccontextmanager
+async def sendgrid_server() -> AsyncIterator[tuple[str, FakeSendGridState]]:
+    state = FakeSendGridState()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(sendgrid_app(state), log_level="warning", lifespan="off"))
+    # Listening before uvicorn takes over: early connections wait in the backlog instead of being refused.
+    sock.listen(128)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", state
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+@asynccontextmanager
+async def provider(url: str, **kwargs: Any) -> AsyncIterator[SendGridProvider]:
+    p = SendGridProvider(api_key=kwargs.pop("api_key", API_KEY), base_url=url, **kwargs)
+    try:
+        yield p
+    finally:
+        await p.close()
+
+
+def message(i: int, *, personal: bool = True, **overrides: Any) -> OutgoingMessage:
+    fields: dict[str, Any] = {
+        "delivery_id": f"c9-s{i}",
+        "sender": "bounces@news.example.com",
+        "to": Address(f"user{i}@example.org", f"User {i}"),
+        "from_": Address("news@news.example.com", "Example News"),
+        "reply_to": Address("replies@news.example.com"),
+        "subject": f"Hello {i}",
+        "html": f"<p>Hello user {i}</p>" if personal else "<p>Hello everyone</p>",
+        "text": f"Hello user {i}" if personal else "Hello everyone",
+        "headers": {
+            "List-Unsubscribe": f"<https://mail.example.com/u/{i}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            "List-Id": "News <news.example.com>",
+        },
+        "tags": {"campaign": "9"},
+    }
+    fields.update(overrides)
+    return OutgoingMessage(**fields)
+
+
+async def test_personalised_messages_go_one_per_request_with_bounded_concurrency() -> None:
+    async with sendgrid_server() as (url, state), provider(url, concurrency=3) as p:
+        results = await p.send_batch([message(i) for i in range(12)])
+    assert all(r.ok and r.provider_message_id for r in results), [r.error for r in results]
+    assert len({r.provider_message_id for r in results}) == 12
+    assert len(state.accepted) == 12
+    assert 1 < state.max_in_flight <= 3
+    body = next(
+        b for b in state.accepted if b["personalizations"][0]["to"][0]["email"] == "user4@example.org"
+    )
+    assert body["from"] == {"email": "news@news.example.com", "name": "Example News"}
+    assert body["reply_to"] == {"email": "replies@news.example.com"}
+    assert body["content"] == [
+        {"type": "text/plain", "value": "Hello user 4"},
+        {"type": "text/html", "value": "<p>Hello user 4</p>"},
+    ]
+    (personalization,) = body["personalizations"]
+    assert personalization["to"] == [{"email": "user4@example.org", "name": "User 4"}]
+    assert personalization["subject"] == "Hello 4"
+    assert personalization["custom_args"] == {"campaign": "9", DELIVERY_TAG: "c9-s4"}
+    assert personalization["headers"] == {
+        "List-Unsubscribe": "<https://mail.example.com/u/4>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        "List-Id": "News <news.example.com>",
+    }
+
+
+async def test_identical_content_shares_requests_of_at_most_1000() -> None:
+    messages = [message(i, personal=False) for i in range(1005)]
+    async with sendgrid_server() as (url, state), provider(url) as p:
+        results = await p.send_batch(messages)
+    assert all(r.ok for r in results)
+    assert sorted(len(b["personalizations"]) for b in state.accepted) == [5, 1000]
+    delivered = [p["custom_args"][DELIVERY_TAG] for b in state.accepted for p in b["personalizations"]]
+    assert sorted(delivered) == sorted(m.delivery_id for m in messages)
+    # One request, one X-Message-Id for all its personalizations.
+    assert len({r.provider_message_id for r in results}) == 2
+
+
+async def test_rate_limit_is_transient_with_retry_after_from_reset_header() -> None:
+    async with sendgrid_server() as (url, _), provider(url) as p:
+        results = await p.send_batch([message(1), message(2, to=Address("limited@example.org"))])
+    assert results[0].ok
+    limited = results[1]
+    assert not limited.ok and limited.transient
+    assert limited.retry_after is not None and 25 <= limited.retry_after <= 30
+    assert limited.error == "SendGrid 429: too many requests"
+
+
+async def test_bad_address_in_a_shared_request_fails_only_that_recipient() -> None:
+    messages = [message(i, personal=False) for i in range(4)]
+    messages[2] = message(2, personal=False, to=Address("not-an-address"))
+    async with sendgrid_server() as (url, state), provider(url) as p:
+        results = await p.send_batch(messages)
+    assert [r.ok for r in results] == [True, True, False, True]
+    bad = results[2]
+    assert not bad.transient
+    assert bad.error == "SendGrid 400: Does not contain a valid address. (personalizations.0.to.0.email)"
+    assert sorted(p["to"][0]["email"] for b in state.accepted for p in b["personalizations"]) == [
+        "user0@example.org",
+        "user1@example.org",
+        "user3@example.org",
+    ]
+
+
+async def test_server_errors_and_bad_keys_are_transient() -> None:
+    async with sendgrid_server() as (url, _):
+        async with provider(url) as p:
+            (broken,) = await p.send_batch([message(1, to=Address("broken@example.org"))])
+        async with provider(url, api_key="SG.wrong") as p:
+            unauthorized = await p.send_batch([message(2), message(3)])
+    assert not broken.ok and broken.transient and broken.error == "SendGrid 500: Internal server error"
+    for result in unauthorized:
+        assert not result.ok and result.transient
+        assert (
+            result.error == "SendGrid 401: The provided authorization grant is invalid, expired, or revoked"
+        )
+
+
+async def test_unreachable_api_is_transient() -> None:
+    async with sendgrid_server() as (url, _):
+        pass
+    async with provider(url) as p:
+        results = await p.send_batch([message(1), message(2)])
+    assert all(not r.ok and r.transient and "SendGrid request failed" in (r.error or "") for r in results)
+
+
+async def test_categories_and_settings_switch() -> None:
+    async with sendgrid_server() as (url, state):
+        async with provider(url, categories=["newsletter"]) as p:
+            assert (await p.send_batch([message(1)]))[0].ok
+        built = build_provider(Settings(provider="sendgrid", sendgrid_api_key=API_KEY, sendgrid_base_url=url))
+        try:
+            assert (await built.send_batch([message(2)]))[0].ok
+        finally:
+            await built.close()
+    assert state.accepted[0]["categories"] == ["newsletter"]
+    assert "categories" not in state.accepted[1]
