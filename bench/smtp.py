@@ -92,7 +92,10 @@ def run_smtp_source(port: int, messages: int, sessions: int, size: int) -> tuple
 
 
 def html_body(size: int) -> str:
-    row = '<tr><td style="padding:8px">Hello {i}, <a href="https://mail.example.com/c/{i}/tok">read more</a></td></tr>\n'
+    row = (
+        '<tr><td style="padding:8px">Hello {i}, '
+        '<a href="https://mail.example.com/c/{i}/tok">read more</a></td></tr>\n'
+    )
     rows, total, i = [], 0, 0
     while total < size:
         line = row.format(i=i)
@@ -145,7 +148,9 @@ async def run_provider(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--sessions", type=int, default=10)
     parser.add_argument("--size", type=int, default=20_480, help="body bytes per message")

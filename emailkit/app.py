@@ -16,7 +16,9 @@ from starlette.staticfiles import StaticFiles
 
 from emailkit.domain.db import Database
 from emailkit.domain.ports import JobQueue, PubSub
-from emailkit.domain.runtime import Runtime
+from emailkit.domain.runtime import Runtime, SendingSetup
+from emailkit.providers.registry import build_provider
+from emailkit.tasks.ratelimit import build_rate_limiter
 from emailkit.schema import SchemaLimits, build_schema
 from emailkit.settings import Settings
 from emailkit.tasks.broker import build_job_queue
@@ -45,6 +47,22 @@ def build_runtime(
         debug=settings.debug,
         jobs=jobs or build_job_queue(settings),
         pubsub=pubsub or build_pubsub(settings),
+        sending=sending_setup(settings),
+    )
+
+
+def sending_setup(settings: Settings) -> SendingSetup:
+    return SendingSetup(
+        provider_name=settings.provider,
+        provider_factory=lambda: build_provider(settings),
+        limiter_factory=lambda: build_rate_limiter(settings),
+        batch_size=settings.batch_size,
+        lease_seconds=settings.batch_lease_seconds,
+        max_attempts=settings.send_max_attempts,
+        error_budget_ratio=settings.error_budget,
+        error_budget_min_sample=settings.error_budget_min_sample,
+        unsubscribe_mailto=settings.unsubscribe_mailto,
+        default_from=(settings.from_email, settings.from_name),
     )
 
 

@@ -57,6 +57,24 @@ class Settings(BaseSettings):
     sendgrid_base_url: str = "https://api.sendgrid.com"
     # Concurrent HTTP requests per process for the ses and sendgrid providers.
     provider_concurrency: int = Field(default=10, ge=1, le=500)
+
+    # Sending pipeline. Rate limits are shared by every worker (through Redis when one is configured).
+    send_rate_per_second: float | None = Field(default=None, gt=0)
+    send_rate_per_hour: int | None = Field(default=None, gt=0)
+    # Recipients per batch: the unit of work one worker claims.
+    batch_size: int = Field(default=1000, ge=10, le=100_000)
+    # A worker that has not touched its batch for this long is presumed dead and the batch is taken over.
+    batch_lease_seconds: float = Field(default=120, ge=5, le=86_400)
+    # Attempts per recipient for transient errors (4xx SMTP, 429/5xx HTTP, timeouts) before FAILED.
+    send_max_attempts: int = Field(default=5, ge=1, le=50)
+    # Pause a campaign when more than this share of attempted recipients failed (after the minimum sample).
+    error_budget: float = Field(default=0.25, gt=0, le=1)
+    error_budget_min_sample: int = Field(default=50, ge=1)
+    # Adds a mailto: to List-Unsubscribe (e.g. unsubscribe@mail.example.com).
+    unsubscribe_mailto: str | None = None
+    # Sender of transactional messages (double opt-in confirmations, sendTransactional without fromEmail).
+    from_email: str | None = None
+    from_name: str = ""
     data_dir: Path = DEFAULT_DATA_DIR
     debug: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -99,6 +117,18 @@ class Settings(BaseSettings):
     sns_topic_arns: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # PEM files named like the last path segment of SigningCertURL, consulted before any download.
     sns_cert_dir: Path | None = None
+    # Feedback policy: this many soft bounces of one address within the window suppress it.
+    soft_bounce_limit: int = Field(default=3, ge=1, le=1000)
+    soft_bounce_window_days: int = Field(default=7, ge=1, le=365)
+    # A RUNNING campaign pauses itself once complaints / delivered (or sent, when the provider reports
+    # no deliveries) exceeds this rate, counted once that base reaches the minimum sample.
+    complaint_pause_rate: float = Field(default=0.003, ge=0, le=1)
+    complaint_min_sample: int = Field(default=1000, ge=1)
+    # Record opens and clicks without tying them to a subscriber (no subscriber, address, ip, user agent).
+    tracking_anonymous: bool = False
+    # Opens and clicks wait in memory for their batched write; beyond this many (a long database outage)
+    # new ones are dropped and the count is logged.
+    tracking_buffer_limit: int = Field(default=100_000, ge=1000, le=10_000_000)
 
     @model_validator(mode="before")
     @classmethod

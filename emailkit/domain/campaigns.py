@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from emailkit.domain import segments
 from emailkit.domain.errors import DomainError, ErrorCode, FieldError, NotFound
 from emailkit.domain.lists import require_lists
 from emailkit.domain.models import (
@@ -40,6 +41,7 @@ class CampaignInput:
     # An empty string clears the optional texts on update.
     reply_to: str | None = None
     list_ids: Sequence[int] | None = None
+    segment_ids: Sequence[int] | None = None
     template_id: int | None = None
     body: str | None = None
     format: ContentFormat | None = None
@@ -79,7 +81,7 @@ def _validate_fields(data: CampaignInput, *, creating: bool) -> list[FieldError]
         )
     if creating and data.template_id is None and data.body is None:
         errors.append(FieldError("templateId", "Give either templateId or body", ErrorCode.REQUIRED))
-    if data.body is not None and data.format is None and creating:
+    if creating and data.body is not None and data.template_id is None and data.format is None:
         errors.append(FieldError("format", "format is required with body", ErrorCode.REQUIRED))
     return errors
 
@@ -171,6 +173,7 @@ async def create_campaign(session: AsyncSession, data: CampaignInput) -> Campaig
     raise_if(errors)
     assert data.name is not None and data.subject is not None and from_email is not None
     await require_lists(session, sorted(set(data.list_ids or [])))
+    await segments.require_segments(session, data.segment_ids or [])
     if data.template_id is not None:
         await _require_campaign_template(session, data.template_id)
     row = Campaign(
@@ -191,6 +194,7 @@ async def create_campaign(session: AsyncSession, data: CampaignInput) -> Campaig
     session.add(row)
     await session.flush()
     await _replace_lists(session, row.id, data.list_ids or [])
+    await segments.replace_campaign_segments(session, row.id, data.segment_ids or [])
     return row
 
 
@@ -213,6 +217,13 @@ async def update_campaign(session: AsyncSession, campaign_id: int, data: Campaig
         )
     if data.list_ids is not None:
         await require_lists(session, sorted(set(data.list_ids)))
+    if data.segment_ids is not None:
+        if row.started_at is not None:
+            # The segment definitions were recorded at start; the running send keeps using them.
+            raise DomainError.single(
+                ErrorCode.INVALID_STATE, "The segments of a started campaign cannot change", "segmentIds"
+            )
+        await segments.require_segments(session, data.segment_ids)
     if data.template_id is not None:
         await _require_campaign_template(session, data.template_id)
         row.template_id, row.body, row.format = data.template_id, None, None
@@ -244,6 +255,8 @@ async def update_campaign(session: AsyncSession, campaign_id: int, data: Campaig
         await _validate_content(session, row)
     if data.list_ids is not None:
         await _replace_lists(session, row.id, data.list_ids)
+    if data.segment_ids is not None:
+        await segments.replace_campaign_segments(session, row.id, data.segment_ids)
     await session.flush()
     return row
 

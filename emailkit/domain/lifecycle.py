@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from emailkit.domain import audience
+from emailkit.domain import audience, segments
 from emailkit.domain.errors import DomainError, ErrorCode, NotFound
 from emailkit.domain.models import BatchStatus, Campaign, CampaignBatch, CampaignList, CampaignStatus
 from emailkit.domain.types import utcnow
@@ -47,23 +47,31 @@ def _check(row: Campaign, allowed: set[CampaignStatus], action: str) -> None:
         )
 
 
-async def _list_ids(session: AsyncSession, campaign_id: int) -> list[int]:
-    stmt = select(CampaignList.list_id).where(CampaignList.campaign_id == campaign_id)
-    return [int(x) for x in (await session.execute(stmt)).scalars()]
+async def _require_targets(session: AsyncSession, campaign_id: int) -> None:
+    lists = select(CampaignList.list_id).where(CampaignList.campaign_id == campaign_id).limit(1)
+    if (await session.execute(lists)).first() is None and not (
+        await segments.segment_ids_by_campaign(session, [campaign_id])
+    )[campaign_id]:
+        raise DomainError.single(ErrorCode.INVALID_STATE, "The campaign targets no lists or segments", "id")
 
 
 async def start_campaign(
-    session: AsyncSession, campaign_id: int, *, batch_size: int = DEFAULT_BATCH_SIZE, now: datetime | None = None
+    session: AsyncSession,
+    campaign_id: int,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    now: datetime | None = None,
 ) -> tuple[Campaign, list[int]]:
     """Move to RUNNING and plan the batches; returns the campaign and the batch ids to enqueue after commit."""
     row = await _locked(session, campaign_id)
     _check(row, CAN_START, "start")
-    list_ids = await _list_ids(session, campaign_id)
-    if not list_ids:
-        raise DomainError.single(ErrorCode.INVALID_STATE, "The campaign targets no lists", "id")
+    await _require_targets(session, campaign_id)
     now = now or utcnow()
-    max_id, count = await audience.snapshot(session, list_ids)
-    bounds = await audience.batch_boundaries(session, list_ids, max_id, batch_size) if count else []
+    # From here on the send uses these copies of the segment filters, evaluated as of `now`.
+    await segments.record_definitions(session, campaign_id)
+    target = await audience.load_target(session, campaign_id, as_of=now)
+    max_id, count = await audience.snapshot(session, target)
+    bounds = await audience.batch_boundaries(session, target, max_id, batch_size) if count else []
     for i, lo in enumerate(bounds):
         hi = bounds[i + 1] - 1 if i + 1 < len(bounds) else max_id
         session.add(CampaignBatch(campaign_id=campaign_id, lo_id=lo, hi_id=hi, enqueued_at=now))
@@ -75,7 +83,7 @@ async def start_campaign(
         # Nothing to send: finishing at once is more honest than a RUNNING campaign nobody will complete.
         row.status = S.FINISHED
         row.finished_at = now
-        row.status_reason = "The target lists have no subscribers"
+        row.status_reason = "The campaign's audience is empty"
     else:
         row.status = S.RUNNING
     await session.flush()
@@ -134,8 +142,7 @@ async def schedule_campaign(
         raise DomainError.single(ErrorCode.INVALID_INPUT, "sendAt is in the past", "sendAt")
     row = await _locked(session, campaign_id)
     _check(row, CAN_SCHEDULE, "schedule")
-    if not await _list_ids(session, campaign_id):
-        raise DomainError.single(ErrorCode.INVALID_STATE, "The campaign targets no lists", "id")
+    await _require_targets(session, campaign_id)
     row.status = S.SCHEDULED
     row.send_at = send_at
     row.status_reason = None

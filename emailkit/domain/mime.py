@@ -38,6 +38,8 @@ _LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^
 _DOMAIN = re.compile(
     r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
 )
+# The common case in one match: dot-atom local part @ ASCII hostname, nothing to convert.
+_PLAIN_ADDRESS = re.compile(_LOCAL.pattern + "@" + _DOMAIN.pattern)
 _DOMAIN_LITERAL = re.compile(r"\[[0-9A-Fa-f:.IPv]+\]")
 _HEADER_NAME = re.compile(r"[!-9;-~]+")
 _PHRASE_SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
@@ -176,6 +178,8 @@ def unstructured_header(name: str, value: str) -> str:
 
 def ascii_email(address: str) -> str:
     """The address as it goes on the wire: IDNA domain, ASCII dot-atom local part."""
+    if _PLAIN_ADDRESS.fullmatch(address):
+        return address
     local, at, domain = address.strip().rpartition("@")
     if not at or not local:
         raise MimeError(f"not an email address: {address!r}")
@@ -201,6 +205,9 @@ def address_header(name: str, address: Address) -> str:
     if display.isascii():
         if _PHRASE_SPECIALS.search(display):
             display = '"' + display.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        line = f"{name}: {display} <{email}>"
+        if len(line) <= _FOLD_AT:
+            return line
         return _fold_words(f"{name}: ", [*display.split(" "), f"<{email}>"])
     return _fold_words(f"{name}: ", [*encoded_words(display), f"<{email}>"])
 
@@ -227,6 +234,9 @@ class MimeBuilder:
         self._date_line = ""
         self._address_lines: dict[tuple[str, Address], str] = {}
         self._checked_names: set[str] = set()
+        self._domains: dict[str, str] = {}
+        self._nonce = secrets.token_hex(5)
+        self._sequence = 0
 
     def _date(self) -> str:
         now = int(self._clock())
@@ -262,8 +272,16 @@ class MimeBuilder:
         if message.message_id:
             mid = _clean(message.message_id).strip()
             return mid if mid.startswith("<") else f"<{mid}>"
-        domain = ascii_email(message.sender or message.from_.email).rpartition("@")[2]
-        return f"<{message.delivery_id}.{secrets.token_hex(6)}@{domain}>"
+        address = message.sender or message.from_.email
+        domain = self._domains.get(address)
+        if domain is None:
+            domain = ascii_email(address).rpartition("@")[2]
+            if len(self._domains) >= 256:
+                self._domains.clear()
+            self._domains[address] = domain
+        # A random per-builder prefix plus a counter: unique without a syscall per message.
+        self._sequence += 1
+        return f"<{message.delivery_id}.{self._nonce}{self._sequence:x}@{domain}>"
 
     def build(self, message: OutgoingMessage) -> MimeMessage:
         message_id = self.message_id(message)

@@ -279,6 +279,11 @@ class Delivery(Base):
         ForeignKey("subscribers.id", ondelete="SET NULL"), nullable=True, index=True
     )
     email: Mapped[str] = mapped_column(String(320), nullable=False)
+    # Transactional sends (campaign_id NULL): the template and the data it is rendered with.
+    template_id: Mapped[int | None] = mapped_column(
+        ForeignKey("templates.id", ondelete="SET NULL"), nullable=True
+    )
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc, nullable=True)
     status: Mapped[DeliveryStatus] = mapped_column(
         _enum(DeliveryStatus), nullable=False, default=DeliveryStatus.QUEUED
     )
@@ -296,3 +301,7 @@ class Delivery(Base):
         Index("ix_deliveries_campaign_id_status", "campaign_id", "status", "id"),
         AUTOINCREMENT,
     )
+
+
+# Tables of other areas live in their own modules; importing them here puts them on the one metadata.
+from emailkit.domain import models_audience, models_feedback  # noqa: E402, F401

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import random
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -25,11 +26,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.domain import audience
 from emailkit.domain.db import Database
+from emailkit.domain.errors import ErrorCode, NotFound
+from emailkit.domain.events import META_CAMPAIGN, META_SUBSCRIBER
 from emailkit.domain.models import (
     BatchStatus,
     Campaign,
     CampaignBatch,
-    CampaignList,
     CampaignStatus,
     ContentFormat,
     Delivery,
@@ -37,16 +39,17 @@ from emailkit.domain.models import (
     Subscriber,
     Template,
 )
-from emailkit.domain.ratelimit import RateLimiter
 from emailkit.domain.progress import ProgressReporter
-from emailkit.domain.rendering import CompiledContent, compile_content
+from emailkit.domain.ratelimit import RateLimiter
+from emailkit.domain.rendering import CompiledContent, campaign_vars, compile_content, template_context
+from emailkit.domain.runtime import Runtime
 from emailkit.domain.sending import DELIVERY_TAG, Address, EmailProvider, OutgoingMessage, SendResult
+from emailkit.domain.tokens import TokenSigner
 from emailkit.domain.tracking import TrackingUrls, add_open_pixel, rewrite_links
 from emailkit.domain.types import utcnow
 
 log = logging.getLogger(__name__)
 
-CAMPAIGN_TAG = "emailkit_campaign"
 IN_DOUBT_NOTE = "outcome unknown: the worker stopped while handing this message to the provider"
 
 
@@ -135,7 +138,6 @@ class CampaignSender:
         self.limiter = limiter
         self.progress = progress
         self.config = config or PipelineConfig()
-        self._compiled: dict[int, _Compiled] = {}
         self._host = urlsplit(urls.base).hostname or "localhost"
 
     # -- claiming -----------------------------------------------------------------------------------------
@@ -151,7 +153,9 @@ class CampaignSender:
                         CampaignBatch.status == BatchStatus.PENDING,
                         and_(CampaignBatch.status == BatchStatus.RUNNING, CampaignBatch.lease_until < now),
                     ),
-                    exists().where(Campaign.id == CampaignBatch.campaign_id, Campaign.status == CampaignStatus.RUNNING),
+                    exists().where(
+                        Campaign.id == CampaignBatch.campaign_id, Campaign.status == CampaignStatus.RUNNING
+                    ),
                 )
                 .values(
                     status=BatchStatus.RUNNING,
@@ -183,9 +187,7 @@ class CampaignSender:
     # -- compiling ----------------------------------------------------------------------------------------
 
     async def _content(self, s: AsyncSession, campaign: Campaign) -> _Compiled:
-        cached = self._compiled.get(campaign.id)
-        if cached is not None and cached.updated_at == campaign.updated_at:
-            return cached
+        # Rebuilt every run (compile_content keeps its own cache by content), so an edited template is used.
         body, fmt = campaign.body, campaign.format
         if campaign.template_id is not None:
             tpl = await s.get(Template, campaign.template_id)
@@ -197,28 +199,23 @@ class CampaignSender:
         compiled = _Compiled(
             updated_at=campaign.updated_at,
             content=content,
-            campaign={"id": campaign.id, "name": campaign.name, "subject": campaign.subject},
+            campaign=campaign_vars(campaign),
             from_=Address(campaign.from_email, campaign.from_name or ""),
             reply_to=Address(campaign.reply_to) if campaign.reply_to else None,
             track_opens=campaign.track_opens,
             track_clicks=campaign.track_clicks,
             list_id_header=f'"{_header_safe(campaign.name)}" <campaign-{campaign.id}.{self._host}>',
         )
-        self._compiled[campaign.id] = compiled
         return compiled
 
     # -- the ledger ---------------------------------------------------------------------------------------
 
     async def _materialise(self, s: AsyncSession, batch: CampaignBatch) -> int:
         """Insert this batch's ledger rows (idempotent); returns how many new SKIPPED rows were added."""
-        list_ids = list(
-            (await s.execute(select(CampaignList.list_id).where(CampaignList.campaign_id == batch.campaign_id)))
-            .scalars()
-            .all()
-        )
+        target = await audience.load_target(s, batch.campaign_id)
         rows = []
         for sid, email, status, sendable, unconfirmed in await s.execute(
-            audience.recipients_stmt(list_ids, batch.lo_id, batch.hi_id)
+            audience.recipients_stmt(target, batch.lo_id, batch.hi_id)
         ):
             reason = audience.skip_reason(status, int(sendable or 0), int(unconfirmed or 0))
             rows.append(
@@ -264,7 +261,9 @@ class CampaignSender:
         return n
 
     @staticmethod
-    async def _bump(s: AsyncSession, campaign_id: int, *, sent: int = 0, failed: int = 0, skipped: int = 0) -> None:
+    async def _bump(
+        s: AsyncSession, campaign_id: int, *, sent: int = 0, failed: int = 0, skipped: int = 0
+    ) -> None:
         await s.execute(
             update(Campaign)
             .where(Campaign.id == campaign_id)
@@ -304,34 +303,43 @@ class CampaignSender:
 
     # -- rendering ----------------------------------------------------------------------------------------
 
-    def _message(self, c: _Compiled, p: _Pending) -> OutgoingMessage:
-        unsubscribe = self.urls.unsubscribe(p.delivery_id)
+    def _message(self, c: _Compiled, p: _Pending, *, test: bool = False) -> OutgoingMessage:
+        """One recipient's message. Test sends carry no tracking and a marked subject, and touch no ledger."""
+        did_str = f"test-{secrets.token_hex(8)}" if test else str(p.delivery_id)
+        unsubscribe = f"{self.urls.base}/u/test" if test else self.urls.unsubscribe(p.delivery_id)
         rendered = c.content.render(
-            {
-                "subscriber": {"email": p.email, "name": p.name, "attributes": p.attributes},
-                "campaign": c.campaign,
-                "unsubscribe_url": unsubscribe,
-            }
+            template_context(
+                subscriber={
+                    "id": p.subscriber_id,
+                    "email": p.email,
+                    "name": p.name,
+                    "attributes": p.attributes,
+                    "status": "ENABLED",
+                },
+                campaign=c.campaign,
+                unsubscribe_url=unsubscribe,
+            )
         )
         html = rendered.html
-        if html is not None:
+        if html is not None and not test:
             if c.track_clicks:
                 did = p.delivery_id
-                html = rewrite_links(html, lambda url: self.urls.click(did, url), skip=frozenset({unsubscribe}))
+                html = rewrite_links(
+                    html, lambda url: self.urls.click(did, url), skip=frozenset({unsubscribe})
+                )
             if c.track_opens:
                 html = add_open_pixel(html, self.urls.open_pixel(p.delivery_id))
         list_unsubscribe = f"<{unsubscribe}>"
         if self.config.unsubscribe_mailto:
-            subject = quote(f"unsubscribe {p.delivery_id}")
+            subject = quote(f"unsubscribe {did_str}")
             list_unsubscribe += f", <mailto:{self.config.unsubscribe_mailto}?subject={subject}>"
-        did_str = str(p.delivery_id)
         return OutgoingMessage(
             delivery_id=did_str,
             sender=c.from_.email,
             to=Address(p.email, p.name),
             from_=c.from_,
             reply_to=c.reply_to,
-            subject=rendered.subject,
+            subject=f"[Test] {rendered.subject}" if test else rendered.subject,
             html=html,
             text=rendered.text,
             headers={
@@ -340,8 +348,37 @@ class CampaignSender:
                 "List-Id": c.list_id_header,
                 "Precedence": "bulk",
             },
-            tags={DELIVERY_TAG: did_str, CAMPAIGN_TAG: str(c.campaign["id"])},
+            tags={
+                DELIVERY_TAG: did_str,
+                META_CAMPAIGN: str(c.campaign["id"]),
+                META_SUBSCRIBER: str(p.subscriber_id or ""),
+            },
         )
+
+    async def send_test(self, campaign_id: int, emails: Sequence[str]) -> list[SendResult]:
+        """Render the campaign for each address (with that subscriber's data when known) and send it now."""
+        async with self.db.session() as s:
+            campaign = await s.get(Campaign, campaign_id)
+            if campaign is None:
+                raise NotFound("Campaign", field="campaignId", code=ErrorCode.CAMPAIGN_NOT_FOUND)
+            compiled = await self._content(s, campaign)
+            known = {
+                row.email: row
+                for row in (await s.execute(select(Subscriber).where(Subscriber.email.in_(emails)))).scalars()
+            }
+        messages = []
+        for email in emails:
+            sub = known.get(email)
+            pending = _Pending(
+                0,
+                sub.id if sub else None,
+                email,
+                sub.name if sub else "",
+                dict(sub.attributes or {}) if sub else {},
+                0,
+            )
+            messages.append(self._message(compiled, pending, test=True))
+        return await self.provider.send_batch(messages)
 
     # -- sending ------------------------------------------------------------------------------------------
 
@@ -351,12 +388,16 @@ class CampaignSender:
         async with self.db.transaction() as s:
             await s.execute(
                 update(Delivery)
-                .where(Delivery.id.in_([int(d) for d in delivery_ids]), Delivery.status == DeliveryStatus.QUEUED)
+                .where(
+                    Delivery.id.in_([int(d) for d in delivery_ids]), Delivery.status == DeliveryStatus.QUEUED
+                )
                 .values(status=DeliveryStatus.SENDING, provider=self.provider_name)
                 .execution_options(synchronize_session=False)
             )
 
-    async def _record(self, campaign_id: int, pending: dict[int, _Pending], results: list[SendResult]) -> _Tally:
+    async def _record(
+        self, campaign_id: int, pending: dict[int, _Pending], results: list[SendResult]
+    ) -> _Tally:
         tally = _Tally()
         now = utcnow()
         cfg = self.config
@@ -371,8 +412,10 @@ class CampaignSender:
                 error = (r.error or "unknown error")[:2000]
                 if r.transient and attempts < cfg.max_attempts:
                     status = DeliveryStatus.QUEUED
-                    wait = r.retry_after if r.retry_after is not None else backoff(
-                        attempts, cfg.retry_base_seconds, cfg.retry_max_seconds
+                    wait = (
+                        r.retry_after
+                        if r.retry_after is not None
+                        else backoff(attempts, cfg.retry_base_seconds, cfg.retry_max_seconds)
                     )
                     tally.retry_after = max(tally.retry_after or 0.0, wait)
                     tally.retry_ids.append(did)
@@ -497,7 +540,9 @@ class CampaignSender:
             campaign = await self._campaign_state(campaign_id)
             if campaign is None or campaign.status is not CampaignStatus.RUNNING:
                 await self._release(batch_id, done=False)
-                await self._report(campaign_id, final=campaign is None or campaign.status is not CampaignStatus.PAUSED)
+                await self._report(
+                    campaign_id, final=campaign is None or campaign.status is not CampaignStatus.PAUSED
+                )
                 return outcome
             if await self._over_budget(campaign):
                 await self._pause_for_budget(campaign)
@@ -535,3 +580,31 @@ class CampaignSender:
 
 def _header_safe(text: str) -> str:
     return "".join(ch for ch in text if ch.isprintable() and ch not in '"\\')[:100]
+
+
+def sender_for(runtime: Runtime) -> CampaignSender:
+    """The process-wide sender of a runtime (compiled campaigns and provider connections are reused)."""
+    setup = runtime.sending
+    if setup is None:
+        raise RuntimeError("this process was not configured to send mail")
+    if isinstance(setup.cached_sender, CampaignSender):
+        return setup.cached_sender
+    progress = ProgressReporter(runtime.live) if runtime.live is not None else None
+    sender = CampaignSender(
+        runtime.db,
+        setup.provider,
+        setup.provider_name,
+        TrackingUrls(runtime.public_url, TokenSigner(runtime.secret_key)),
+        limiter=setup.limiter,
+        progress=progress,
+        config=PipelineConfig(
+            lease_seconds=setup.lease_seconds,
+            chunk_size=setup.chunk_size,
+            max_attempts=setup.max_attempts,
+            error_budget_ratio=setup.error_budget_ratio,
+            error_budget_min_sample=setup.error_budget_min_sample,
+            unsubscribe_mailto=setup.unsubscribe_mailto,
+        ),
+    )
+    setup.cached_sender = sender
+    return sender

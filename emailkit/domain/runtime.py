@@ -2,11 +2,58 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from emailkit.domain.db import Database
 from emailkit.domain.ports import JobQueue, PubSub
+from emailkit.domain.ratelimit import RateLimiter
+from emailkit.domain.sending import EmailProvider
 from emailkit.domain.throttle import CoalescingPublisher
+
+
+@dataclass
+class SendingSetup:
+    """How this process sends mail; the provider is built lazily, on the event loop that will use it."""
+
+    provider_name: str
+    provider_factory: Callable[[], EmailProvider]
+    limiter_factory: Callable[[], RateLimiter | None] = lambda: None
+    batch_size: int = 1000
+    lease_seconds: float = 120.0
+    chunk_size: int = 200
+    max_attempts: int = 5
+    error_budget_ratio: float = 0.25
+    error_budget_min_sample: int = 50
+    unsubscribe_mailto: str | None = None
+    # (address, display name) of transactional mail when the caller names no sender.
+    default_from: tuple[str | None, str] = (None, "")
+    # PENDING batches nobody has picked up for this long are enqueued again (lost queue messages).
+    requeue_after_seconds: float = 60.0
+    tick_seconds: float = 1.0
+    _provider: EmailProvider | None = field(default=None, repr=False)
+    _limiter: RateLimiter | None = field(default=None, repr=False)
+    _limiter_built: bool = field(default=False, repr=False)
+    # The process's CampaignSender (emailkit.domain.pipeline.sender_for); typed loosely to keep imports one-way.
+    cached_sender: object | None = field(default=None, repr=False)
+
+    @property
+    def provider(self) -> EmailProvider:
+        if self._provider is None:
+            self._provider = self.provider_factory()
+        return self._provider
+
+    @property
+    def limiter(self) -> RateLimiter | None:
+        if not self._limiter_built:
+            self._limiter = self.limiter_factory()
+            self._limiter_built = True
+        return self._limiter
+
+    async def close(self) -> None:
+        if self._provider is not None:
+            provider, self._provider = self._provider, None
+            await provider.close()
 
 
 @dataclass
@@ -22,6 +69,8 @@ class Runtime:
     # because it schedules its flushes on the runtime's event loop.
     pubsub: PubSub | None = None
     live: CoalescingPublisher | None = None
+    # Sending; None in processes that never send (and in API-only tests).
+    sending: SendingSetup | None = None
 
     def __post_init__(self) -> None:
         if self.live is None and self.pubsub is not None:

@@ -10,7 +10,7 @@ results the ledger can record. They raise only for programming errors.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -83,12 +83,25 @@ class SendResult:
         return cls(delivery_id, False, error=error, transient=transient, retry_after=retry_after)
 
 
+#: Called with the delivery ids a provider is about to hand over (see :meth:`EmailProvider.send_batch`).
+CommitHook = Callable[[Sequence[str]], Awaitable[None]]
+
+
 class EmailProvider(Protocol):
     #: Largest batch worth handing to one ``send_batch`` call.
     max_batch_size: int
 
-    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
-        """Send each message; return one result per message, in order."""
+    async def send_batch(
+        self, messages: Sequence[OutgoingMessage], *, on_commit: CommitHook | None = None
+    ) -> list[SendResult]:
+        """Send each message; return one result per message, in order.
+
+        ``on_commit`` is awaited once, after every message was validated and serialised and before the
+        first one can reach the provider, with the ids of the messages that will be attempted (those that
+        failed validation are absent and come back as permanent failures). Past that point a crash may
+        leave any of them delivered, which is what the hook lets the caller record. If it raises, nothing
+        was sent and the exception propagates.
+        """
         ...
 
     async def close(self) -> None:

@@ -50,10 +50,11 @@ def rewrite_links(html: str, make_url: Callable[[str], str], *, skip: frozenset[
 
 
 def add_open_pixel(html: str, pixel_url: str) -> str:
-    tag = f'<img src="{htmllib.escape(pixel_url)}" width="1" height="1" alt="" style="display:block;border:0">'
-    m = None
-    for m in _BODY_END.finditer(html):
-        pass
-    if m is None:
+    tag = (
+        f'<img src="{htmllib.escape(pixel_url)}" width="1" height="1" alt="" style="display:block;border:0">'
+    )
+    # The last </body>: an earlier one could sit inside a comment or a quoted example.
+    at = html.lower().rfind("</body")
+    if at < 0 or not _BODY_END.match(html, at):
         return html + tag
-    return html[: m.start()] + tag + html[m.start() :]
+    return html[:at] + tag + html[at:]

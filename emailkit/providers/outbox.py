@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from emailkit.domain.mime import MimeBuilder, MimeError
-from emailkit.domain.sending import OutgoingMessage, SendResult
+from emailkit.domain.sending import CommitHook, OutgoingMessage, SendResult
 from emailkit.providers.dkim import DkimSigner
 
 
@@ -27,7 +27,9 @@ class OutboxProvider:
         self._signer = signer
         self._builder = builder or MimeBuilder()
 
-    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+    async def send_batch(
+        self, messages: Sequence[OutgoingMessage], *, on_commit: CommitHook | None = None
+    ) -> list[SendResult]:
         rendered: list[tuple[OutgoingMessage, bytes | None, str]] = []
         for message in messages:
             try:
@@ -37,6 +39,9 @@ class OutboxProvider:
                 continue
             data = self._signer.sign(mime.data) if self._signer else mime.data
             rendered.append((message, data, mime.message_id))
+        committed = [m.delivery_id for m, data, _ in rendered if data is not None]
+        if committed and on_commit is not None:
+            await on_commit(committed)
         # One hop to a thread per batch keeps file I/O off the event loop without a hop per message.
         return await asyncio.to_thread(self._write_all, rendered)
 

@@ -1,23 +1,24 @@
-"""Build the configured :class:`EmailProvider`; composition roots call :func:`build_provider` once."""
+"""Build the configured :class:`EmailProvider`; composition roots call :func:`build_provider` once.
+
+Provider modules are imported only when chosen, so e.g. botocore is loaded only by processes that use SES.
+"""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
-
-from botocore.credentials import Credentials
 
 from emailkit.domain.sending import EmailProvider
 from emailkit.providers.dkim import DkimKeyError, DkimSigner
-from emailkit.providers.outbox import OutboxProvider
-from emailkit.providers.sendgrid import SendGridProvider
-from emailkit.providers.ses import SesProvider
-from emailkit.providers.smtp import SmtpProvider, parse_smtp_url
 from emailkit.settings import Settings, SettingsError
 
 
 def dkim_signer(settings: Settings) -> DkimSigner | None:
     """The DKIM signer when EMAILKIT_DKIM_* is configured; a half-configured one is an error."""
     key = settings.dkim_private_key.get_secret_value().encode() if settings.dkim_private_key else None
+    if key is not None and b"\n" not in key:
+        # A PEM squeezed into one environment line usually carries its line breaks as literal "\n".
+        key = key.replace(b"\\n", b"\n")
     configured = {
         "EMAILKIT_DKIM_DOMAIN": settings.dkim_domain,
         "EMAILKIT_DKIM_SELECTOR": settings.dkim_selector,
@@ -42,10 +43,14 @@ def dkim_signer(settings: Settings) -> DkimSigner | None:
 
 
 def _outbox(settings: Settings) -> EmailProvider:
+    from emailkit.providers.outbox import OutboxProvider
+
     return OutboxProvider(settings.outbox_dir, signer=dkim_signer(settings))
 
 
 def _smtp(settings: Settings) -> EmailProvider:
+    from emailkit.providers.smtp import SmtpProvider, parse_smtp_url
+
     if settings.smtp_url is None:
         raise SettingsError(
             "EMAILKIT_SMTP_URL: required with EMAILKIT_PROVIDER=smtp "
@@ -55,10 +60,18 @@ def _smtp(settings: Settings) -> EmailProvider:
         config = parse_smtp_url(settings.smtp_url.get_secret_value())
     except ValueError as exc:
         raise SettingsError(f"EMAILKIT_SMTP_URL: {exc}") from None
-    return SmtpProvider(config, pool_size=settings.smtp_pool_size, signer=dkim_signer(settings))
+    signer = dkim_signer(settings)
+    try:
+        return SmtpProvider(config, pool_size=settings.smtp_pool_size, signer=signer)
+    except (OSError, ssl.SSLError) as exc:
+        raise SettingsError(f"EMAILKIT_SMTP_URL: cannot load the cafile: {exc}") from None
 
 
 def _ses(settings: Settings) -> EmailProvider:
+    from botocore.credentials import Credentials
+
+    from emailkit.providers.ses import SesProvider
+
     key_id, secret = settings.ses_access_key_id, settings.ses_secret_access_key
     if bool(key_id) != bool(secret):
         name = "EMAILKIT_SES_SECRET_ACCESS_KEY" if key_id else "EMAILKIT_SES_ACCESS_KEY_ID"
@@ -74,6 +87,8 @@ def _ses(settings: Settings) -> EmailProvider:
 
 
 def _sendgrid(settings: Settings) -> EmailProvider:
+    from emailkit.providers.sendgrid import SendGridProvider
+
     if settings.sendgrid_api_key is None:
         raise SettingsError("EMAILKIT_SENDGRID_API_KEY: required with EMAILKIT_PROVIDER=sendgrid")
     return SendGridProvider(

@@ -26,6 +26,7 @@ import httpx
 from emailkit.domain.sending import (
     DELIVERY_TAG,
     Address,
+    CommitHook,
     OutgoingMessage,
     SendResult,
     http_status_is_transient,
@@ -177,7 +178,11 @@ class SendGridProvider:
             for m in messages
         ]
 
-    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+    async def send_batch(
+        self, messages: Sequence[OutgoingMessage], *, on_commit: CommitHook | None = None
+    ) -> list[SendResult]:
+        if messages and on_commit is not None:
+            await on_commit([m.delivery_id for m in messages])
         groups: dict[tuple[object, ...], list[int]] = {}
         for index, message in enumerate(messages):
             groups.setdefault(_group_key(message), []).append(index)

@@ -28,6 +28,7 @@ from botocore.session import get_session
 from emailkit.domain.mime import MimeBuilder, MimeError, ascii_email
 from emailkit.domain.sending import (
     DELIVERY_TAG,
+    CommitHook,
     OutgoingMessage,
     SendResult,
     http_status_is_transient,
@@ -131,12 +132,9 @@ class SesProvider:
         SigV4Auth(credentials, "ses", self.region).add_auth(request)
         return dict(request.headers.items())
 
-    async def _send_one(self, message: OutgoingMessage, credentials: ReadOnlyCredentials) -> SendResult:
-        try:
-            mime = self._builder.build(message)
-            body = self._request_body(message, mime.data)
-        except MimeError as exc:
-            return SendResult.failed(message.delivery_id, str(exc), transient=False)
+    async def _post(
+        self, message: OutgoingMessage, body: bytes, credentials: ReadOnlyCredentials
+    ) -> SendResult:
         async with self._semaphore:
             try:
                 response = await self._client.post(
@@ -170,14 +168,30 @@ class SesProvider:
             retry_after=retry_after,
         )
 
-    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
-        if not messages:
-            return []
-        try:
-            credentials = await asyncio.to_thread(self._frozen_credentials)
-        except RuntimeError as exc:
-            return [SendResult.failed(m.delivery_id, str(exc), transient=True) for m in messages]
-        return list(await asyncio.gather(*(self._send_one(m, credentials) for m in messages)))
+    async def send_batch(
+        self, messages: Sequence[OutgoingMessage], *, on_commit: CommitHook | None = None
+    ) -> list[SendResult]:
+        results: dict[int, SendResult] = {}
+        bodies: dict[int, bytes] = {}
+        for index, message in enumerate(messages):
+            try:
+                bodies[index] = self._request_body(message, self._builder.build(message).data)
+            except MimeError as exc:
+                results[index] = SendResult.failed(message.delivery_id, str(exc), transient=False)
+        if bodies:
+            try:
+                credentials = await asyncio.to_thread(self._frozen_credentials)
+            except RuntimeError as exc:
+                for index in bodies:
+                    results[index] = SendResult.failed(messages[index].delivery_id, str(exc), transient=True)
+            else:
+                if on_commit is not None:
+                    await on_commit([messages[index].delivery_id for index in bodies])
+                sent = await asyncio.gather(
+                    *(self._post(messages[index], body, credentials) for index, body in bodies.items())
+                )
+                results.update(zip(bodies, sent, strict=True))
+        return [results[index] for index in range(len(messages))]
 
     async def close(self) -> None:
         if self._owns_client:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from emailkit.domain.mime import MimeBuilder, MimeError, ascii_email
-from emailkit.domain.sending import OutgoingMessage, SendResult
+from emailkit.domain.sending import CommitHook, OutgoingMessage, SendResult
 from emailkit.providers.dkim import DkimSigner
 from emailkit.providers.smtp_pool import SessionOptions, SmtpConnectError, SmtpJob, SmtpPool
 
@@ -120,7 +120,8 @@ class SmtpProvider:
         self.config = config
         self._signer = signer
         self._builder = builder or MimeBuilder()
-        self._tls_context = tls_context
+        # Built now so a missing or unreadable cafile surfaces at start-up, not at the first send.
+        self._tls_context = tls_context or config.tls_context()
         self._idle_timeout = idle_timeout
         self._pool_size = pool_size
         self._pool: SmtpPool | None = None
@@ -142,7 +143,7 @@ class SmtpProvider:
                         username=self.config.username,
                         password=self.config.password,
                         tls=self.config.tls,
-                        tls_context=self._tls_context or self.config.tls_context(),
+                        tls_context=self._tls_context,
                         timeout=self.config.timeout,
                         local_hostname=helo,
                         pipelining=self.config.pipelining,
@@ -161,15 +162,15 @@ class SmtpProvider:
             self._senders[address] = cached
         return cached
 
-    def _prepare(self, job: SmtpJob, finish: _Finisher) -> bool:
+    def _prepare(self, job: SmtpJob) -> SendResult | None:
+        """Fill the job's payload and envelope; a message that cannot be expressed fails for good."""
         message = job.message
         try:
             sender = self._sender(message.sender)
             recipient = ascii_email(message.to.email).encode("ascii")
             mime = self._builder.build(message)
         except MimeError as exc:
-            finish(job, SendResult.failed(message.delivery_id, str(exc), transient=False))
-            return False
+            return SendResult.failed(message.delivery_id, str(exc), transient=False)
         data = self._signer.sign(mime.data) if self._signer is not None else mime.data
         # DATA transparency (RFC 5321 4.5.2): a line starting with "." gets another one.
         if data.startswith(b"."):
@@ -179,14 +180,25 @@ class SmtpProvider:
         job.payload = data
         job.message_id = mime.message_id
         job.envelope = b"MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\nDATA\r\n" % (sender, recipient)
-        return True
+        return None
 
-    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+    async def send_batch(
+        self, messages: Sequence[OutgoingMessage], *, on_commit: CommitHook | None = None
+    ) -> list[SendResult]:
         if not messages:
             return []
-        pool = await self._get_pool()
         finisher = _Finisher(len(messages))
-        queue = deque(SmtpJob(i, m) for i, m in enumerate(messages))
+        queue: deque[SmtpJob] = deque()
+        for index, message in enumerate(messages):
+            job = SmtpJob(index, message)
+            failure = self._prepare(job)
+            if failure is None:
+                queue.append(job)
+            else:
+                finisher(job, failure)
+        if queue and on_commit is not None:
+            await on_commit([job.message.delivery_id for job in queue])
+        pool = await self._get_pool()
         connect_errors: list[str] = []
 
         async def sender() -> None:
@@ -199,12 +211,12 @@ class SmtpProvider:
                         except SmtpConnectError as exc:
                             connect_errors.append(str(exc))
                             return
-                    await session.run(queue, lambda job: self._prepare(job, finisher), finisher)
+                    await session.run(queue, finisher)
             finally:
                 pool.release(session)
 
         async with asyncio.TaskGroup() as group:
-            for _ in range(min(pool.size, len(messages))):
+            for _ in range(min(pool.size, len(queue))):
                 group.create_task(sender())
         # Whatever is left could not be attempted because no session could be opened.
         reason = connect_errors[-1] if connect_errors else "no SMTP session available"

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import cast
 
 import aiosmtplib
 
@@ -97,7 +98,6 @@ class SmtpJob:
         self.empty_body = False
 
 
-Prepare = Callable[[SmtpJob], bool]
 Finish = Callable[[SmtpJob, SendResult], None]
 
 
@@ -122,35 +122,47 @@ def _envelope_failure(job: SmtpJob) -> SendResult:
 
 
 class _ReplyReader(asyncio.Protocol):
-    """Splits the server's byte stream into replies (multi-line ones joined) and reports each in order."""
+    """Splits the server's byte stream into replies (multi-line ones joined) and reports each in order.
+
+    One reader per connection; :meth:`detach` silences it so a late callback from a closed connection
+    never reaches the session's next one.
+    """
 
     def __init__(self, on_reply: Callable[[int, bytes], None], on_lost: Callable[[str], None]) -> None:
         self._on_reply = on_reply
         self._on_lost = on_lost
-        self._buf = bytearray()
+        self._partial = b""
         self._continued: list[bytes] = []
 
+    def detach(self) -> None:
+        self._on_reply = _ignore_reply
+        self._on_lost = _ignore_lost
+
     def data_received(self, data: bytes) -> None:
-        buf = self._buf
-        buf += data
-        pos = 0
-        while (nl := buf.find(b"\n", pos)) >= 0:
-            line = bytes(buf[pos:nl]).rstrip(b"\r")
-            pos = nl + 1
+        if self._partial:
+            data = self._partial + data
+            self._partial = b""
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            self._partial = data[end:]
+            if len(self._partial) > _MAX_REPLY_BUFFER:
+                self._on_lost("the server sent an over-long reply line")
+                return
+        if not end:
+            return
+        on_reply = self._on_reply
+        for line in data[: end - 1].split(b"\n"):
+            if line.endswith(b"\r"):
+                line = line[:-1]
             if line[3:4] == b"-":
                 self._continued.append(line[4:])
                 continue
             head = line[:3]
-            code = int(head) if head.isdigit() else 0
             text = line[4:]
             if self._continued:
                 text = b"\n".join([*self._continued, text])
                 self._continued = []
-            self._on_reply(code, text)
-        if pos:
-            del buf[:pos]
-        if len(buf) > _MAX_REPLY_BUFFER:
-            self._on_lost("the server sent an over-long reply line")
+            on_reply(int(head) if head.isdigit() else 0, text)
 
     def eof_received(self) -> bool:
         return False
@@ -159,18 +171,31 @@ class _ReplyReader(asyncio.Protocol):
         self._on_lost(f"connection lost: {exc}" if exc else "the server closed the connection")
 
 
+def _ignore_reply(code: int, text: bytes) -> None:
+    return None
+
+
+def _ignore_lost(reason: str) -> None:
+    return None
+
+
 class SmtpSession:
     def __init__(self, options: SessionOptions, on_connect: Callable[[], None] | None = None) -> None:
         self.options = options
         self._on_connect = on_connect
-        self._transport: asyncio.BaseTransport | None = None
+        self._transport: asyncio.Transport | None = None
         self._lost: str | None = None
         self._closing: str | None = None
         self._expect: deque[tuple[_Kind, SmtpJob | None]] = deque()
         self._active: list[SmtpJob] = []
+        self._reader: _ReplyReader | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._deadline = 0.0
+        self._timed_out = False
+        self._watchdog: asyncio.TimerHandle | None = None
         self._finish: Finish = lambda job, result: None
         self._last_used = 0.0
+        self._tick = 1.0
         self.pipelining = False
         #: Messages accepted on the current connection.
         self.delivered = 0
@@ -208,38 +233,60 @@ class SmtpSession:
         except (aiosmtplib.SMTPException, OSError, TimeoutError, ssl.SSLError) as exc:
             client.close()
             raise SmtpConnectError(f"cannot open an SMTP session with {o.host}:{o.port}: {exc}") from None
-        transport = client.transport
-        assert transport is not None
+        # uvloop's transports do not subclass asyncio's, hence a cast rather than an isinstance check.
+        transport = cast(asyncio.Transport, client.transport)
         reader = _ReplyReader(self._on_reply, self._on_lost)
         # From here on the replies are ours; aiosmtplib's protocol object is never called again.
         transport.set_protocol(reader)
+        self._reader = reader
         self._transport = transport
         self._lost = None
         self._closing = None
         self._expect.clear()
         self.pipelining = o.pipelining and client.supports_extension("pipelining")
         self.delivered = 0
-        self._last_used = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        self._last_used = loop.time()
+        # One timer per session instead of one per reply: it checks the current wait's deadline.
+        self._tick = min(1.0, o.timeout / 4)
+        self._watchdog = loop.call_later(self._tick, self._watch)
         if self._on_connect is not None:
             self._on_connect()
 
+    def _detach(self) -> asyncio.Transport | None:
+        if self._reader is not None:
+            self._reader.detach()
+            self._reader = None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        transport, self._transport = self._transport, None
+        return transport
+
     def close(self) -> None:
         """Say QUIT without waiting and let the transport flush and close."""
-        transport, self._transport = self._transport, None
+        clean = self._lost is None and not self._expect
+        transport = self._detach()
         if transport is None or transport.is_closing():
             return
-        if self._lost is None and not self._expect:
-            assert isinstance(transport, asyncio.WriteTransport)
+        if clean:
             transport.write(b"QUIT\r\n")
         transport.close()
 
     def abort(self, reason: str) -> None:
         if self._lost is None:
             self._lost = reason
-        transport, self._transport = self._transport, None
+        transport = self._detach()
         if transport is not None:
-            assert isinstance(transport, asyncio.WriteTransport)
             transport.abort()
+
+    def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done() and loop.time() >= self._deadline:
+            self._timed_out = True
+            waiter.set_result(None)
+        self._watchdog = loop.call_later(self._tick, self._watch)
 
     # -- replies ---------------------------------------------------------------------------------------
 
@@ -289,52 +336,51 @@ class SmtpSession:
         transport = self._transport
         if transport is None or self._lost is not None:
             raise _Lost(self._lost or "not connected")
-        assert isinstance(transport, asyncio.WriteTransport)
         self._expect.extend(expect)
         transport.write(b"".join(chunks) if len(chunks) > 1 else chunks[0])
 
     async def _wait_idle(self) -> None:
         if self._expect and self._lost is None:
-            waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            waiter = loop.create_future()
             self._waiter = waiter
+            self._deadline = loop.time() + self.options.timeout
             try:
-                async with asyncio.timeout(self.options.timeout):
-                    await waiter
-            except TimeoutError:
-                raise _Lost(f"no reply from the server within {self.options.timeout:g}s") from None
+                await waiter
             finally:
                 self._waiter = None
+            if self._timed_out:
+                self._timed_out = False
+                raise _Lost(f"no reply from the server within {self.options.timeout:g}s")
         if self._lost is not None:
             raise _Lost(self._lost)
         if self._closing is not None:
             raise _Lost(self._closing)
 
-    def _next(self, queue: deque[SmtpJob], prepare: Prepare) -> SmtpJob | None:
-        while queue:
-            job = queue.popleft()
-            if job.payload is None and not prepare(job):
-                continue
-            job.reset()
-            self._active.append(job)
-            return job
-        return None
+    def _next(self, queue: deque[SmtpJob]) -> SmtpJob | None:
+        if not queue:
+            return None
+        job = queue.popleft()
+        job.reset()
+        self._active.append(job)
+        return job
 
-    async def run(self, queue: deque[SmtpJob], prepare: Prepare, finish: Finish) -> bool:
+    async def run(self, queue: deque[SmtpJob], finish: Finish) -> bool:
         """Send jobs from ``queue`` until it is empty (True) or the session is lost (False).
 
-        ``prepare`` fills a job's payload (returning False after finishing the job itself when the message
-        cannot be built); ``finish`` receives every result. After a loss, jobs whose body went out are
-        finished as transient failures (they may have been delivered); the others go back to ``queue``.
+        Jobs arrive with payload and envelope filled in; ``finish`` receives every result. After a loss,
+        jobs whose body went out are finished as transient failures (they may have been delivered); the
+        others go back to ``queue``.
         """
         self._finish = finish
-        job = self._next(queue, prepare)
+        job = self._next(queue)
         if job is None:
             return True
         try:
             if self.pipelining:
-                await self._run_pipelined(job, queue, prepare)
+                await self._run_pipelined(job, queue)
             else:
-                await self._run_lockstep(job, queue, prepare)
+                await self._run_lockstep(job, queue)
         except _Lost as exc:
             self._settle_after_loss(str(exc), queue)
             return False
@@ -375,12 +421,12 @@ class SmtpSession:
         self._active.clear()
         queue.extendleft(reversed(requeue))
 
-    async def _run_pipelined(self, job: SmtpJob, queue: deque[SmtpJob], prepare: Prepare) -> None:
+    async def _run_pipelined(self, job: SmtpJob, queue: deque[SmtpJob]) -> None:
         self._send([job.envelope], [(_Kind.MAIL, job), (_Kind.RCPT, job), (_Kind.DATA, job)])
         current: SmtpJob | None = job
         while current is not None:
             await self._wait_idle()
-            nxt = self._next(queue, prepare)
+            nxt = self._next(queue)
             chunks: list[bytes] = []
             expect: list[tuple[_Kind, SmtpJob | None]] = []
             data_reply = current.data_reply
@@ -405,7 +451,7 @@ class SmtpSession:
             current = nxt
         await self._wait_idle()
 
-    async def _run_lockstep(self, job: SmtpJob, queue: deque[SmtpJob], prepare: Prepare) -> None:
+    async def _run_lockstep(self, job: SmtpJob, queue: deque[SmtpJob]) -> None:
         current: SmtpJob | None = job
         while current is not None:
             mail, rcpt, data = current.envelope.split(b"\r\n")[:3]
@@ -421,12 +467,12 @@ class SmtpSession:
                         current.body_sent = True
                         self._send([current.payload or b"", b".\r\n"], [(_Kind.BODY, current)])
                         await self._wait_idle()
-                        current = self._next(queue, prepare)
+                        current = self._next(queue)
                         continue
             self._done(current, _envelope_failure(current))
             self._send([b"RSET\r\n"], [(_Kind.RSET, None)])
             await self._wait_idle()
-            current = self._next(queue, prepare)
+            current = self._next(queue)
 
 
 def _ok_rcpt(job: SmtpJob) -> bool:

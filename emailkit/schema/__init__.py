@@ -16,10 +16,27 @@ from strawberry.extensions import (
 )
 from strawberry.tools import merge_types
 
-from emailkit.schema import apikeys, lists, node, subscribers, viewer
+from emailkit.schema import apikeys, campaigns, lists, node, sending, subscribers, templates, viewer
 
-QUERIES = (node.Query, viewer.Query, lists.Query, apikeys.Query, subscribers.Query)
-MUTATIONS = (lists.Mutation, apikeys.Mutation, subscribers.Mutation)
+QUERIES = (
+    node.Query,
+    viewer.Query,
+    lists.Query,
+    apikeys.Query,
+    subscribers.Query,
+    templates.Query,
+    campaigns.Query,
+    sending.Query,
+)
+MUTATIONS = (
+    lists.Mutation,
+    apikeys.Mutation,
+    subscribers.Mutation,
+    templates.Mutation,
+    campaigns.Mutation,
+    sending.Mutation,
+)
+SUBSCRIPTIONS = (sending.Subscription,)
 
 
 @dataclass(frozen=True)
@@ -49,5 +66,6 @@ def build_schema(limits: SchemaLimits | None = None) -> strawberry.Schema:
     return strawberry.Schema(
         query=merge_types("Query", QUERIES),
         mutation=merge_types("Mutation", MUTATIONS),
+        subscription=merge_types("Subscription", SUBSCRIPTIONS),
         extensions=extensions,
     )

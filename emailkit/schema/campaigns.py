@@ -14,6 +14,12 @@ from emailkit.schema.errors import DeletePayload, UserError, mutate
 from emailkit.schema.lists import MailingListType
 from emailkit.schema.permissions import write_mutation
 from emailkit.schema.relay import Connection, Node, decode_id, decode_id_or_none, decode_ids, to_global_id
+from emailkit.schema.sending import (
+    CampaignProgress,
+    DeliveryType,
+    campaign_deliveries,
+    campaign_progress_field,
+)
 from emailkit.schema.templates import TemplateType
 
 
@@ -46,6 +52,9 @@ class CampaignType(Node):
         loaders = info.context.loaders
         rows = await loaders.list_by_id.load_many(await loaders.campaign_list_ids.load(self.pk))
         return [MailingListType.from_model(r) for r in rows if r is not None]
+
+    deliveries: Connection[DeliveryType] = strawberry.field(resolver=campaign_deliveries)
+    progress: CampaignProgress = strawberry.field(resolver=campaign_progress_field)
 
     @strawberry.field(description="The template providing the body; null when the body is inline.")
     async def template(self, info: Info) -> TemplateType | None:

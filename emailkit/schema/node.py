@@ -6,10 +6,13 @@ from collections.abc import Awaitable, Callable
 
 import strawberry
 
+from emailkit.domain.models import Delivery as DeliveryRow
+from emailkit.schema.campaigns import CampaignType
 from emailkit.schema.context import Info
 from emailkit.schema.lists import MailingListType
 from emailkit.schema.relay import Node, parse_global_id
 from emailkit.schema.subscribers import SubscriberType
+from emailkit.schema.templates import TemplateType
 
 
 async def _list(info: Info, pk: int) -> Node | None:
@@ -22,9 +25,30 @@ async def _subscriber(info: Info, pk: int) -> Node | None:
     return SubscriberType.from_model(row) if row else None
 
 
+async def _template(info: Info, pk: int) -> Node | None:
+    row = await info.context.loaders.template_by_id.load(pk)
+    return TemplateType.from_model(row) if row else None
+
+
+async def _campaign(info: Info, pk: int) -> Node | None:
+    row = await info.context.loaders.campaign_by_id.load(pk)
+    return CampaignType.from_model(row) if row else None
+
+
+async def _delivery(info: Info, pk: int) -> Node | None:
+    from emailkit.schema.sending import DeliveryType
+
+    async with info.context.db.session() as s:
+        row = await s.get(DeliveryRow, pk)
+    return DeliveryType.from_model(row) if row is not None else None
+
+
 RESOLVERS: dict[str, Callable[[Info, int], Awaitable[Node | None]]] = {
     "MailingList": _list,
     "Subscriber": _subscriber,
+    "Template": _template,
+    "Campaign": _campaign,
+    "Delivery": _delivery,
 }
 
 

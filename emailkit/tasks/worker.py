@@ -35,8 +35,12 @@ from emailkit.tasks.broker import (
     job_modules,
     redact_url,
 )
+from emailkit.tasks.ticker import Ticker
 
 log = logging.getLogger(__name__)
+
+# Scheduled campaigns start, and lost batches are found again, within about this long.
+TICK_SECONDS = 1.0
 
 # Embedded workers poll their in-memory queues this often (ms), which bounds how long shutdown waits.
 EMBEDDED_POLL_MS = 250
@@ -62,6 +66,8 @@ async def close_runtime(runtime: Runtime, *, close_pubsub: bool = True) -> None:
     """Release what a runtime holds; `close_pubsub=False` when the pub/sub is shared with another."""
     if runtime.live is not None:
         await runtime.live.aclose()
+    if runtime.sending is not None:
+        await runtime.sending.close()
     if close_pubsub and runtime.pubsub is not None:
         await runtime.pubsub.close()
     await runtime.db.dispose()
@@ -120,6 +126,7 @@ class EmbeddedWorker:
 
     def start(self) -> None:
         WorkerRuntime.install(self.broker, self.scope)
+        Ticker.install(self.broker, TICK_SECONDS)
         _boot(self.broker)
         worker = dramatiq.Worker(
             self.broker, queues=self.queues, worker_threads=self.threads, worker_timeout=self.poll_ms
@@ -181,6 +188,7 @@ def run_worker_process(
     assert settings.broker_url is not None
     broker = broker_from_settings(settings)
     WorkerRuntime.install(broker, runtime_scope(build, settings, jobs=DramatiqJobQueue(broker)))
+    Ticker.install(broker, TICK_SECONDS)
     signals = _Signals(
         "finishing in-flight jobs, then exiting",
         "exiting now; unfinished jobs will be redelivered to other workers",

@@ -230,7 +230,7 @@ async def test_bad_subject_is_checked_with_a_template_too(gql: GQL, db: Database
 
 
 async def test_update_fields_lists_and_content(gql: GQL, db: Database) -> None:
-    a, b, c = (await make_list(gql, n) for n in "ABC")
+    a, b, c = [await make_list(gql, n) for n in "ABC"]
     camp = (await create(gql, base_input([a, b], replyTo="r@example.com")))["campaign"]
 
     upd = data(
@@ -267,7 +267,7 @@ async def test_update_fields_lists_and_content(gql: GQL, db: Database) -> None:
     assert upd["userErrors"] == []
     assert (upd["campaign"]["template"], upd["campaign"]["format"]) == (None, "MJML")
 
-    # Changing the format alone re-checks the stored body against it.
+    # A bad body is refused and leaves the stored one alone.
     upd = data(await gql(UPDATE, {"input": {"id": camp["id"], "body": "{{ oops", "format": "HTML"}}))[
         "updateCampaign"
     ]
@@ -275,6 +275,23 @@ async def test_update_fields_lists_and_content(gql: GQL, db: Database) -> None:
     assert [e["code"] for e in upd["userErrors"]] == ["TEMPLATE_SYNTAX"]
     still = data(await gql("query($id: ID!) { campaign(id: $id) { format body } }", {"id": camp["id"]}))
     assert still["campaign"] == {"format": "MJML", "body": MJML_BODY}
+
+
+async def test_changing_format_alone_rechecks_the_stored_body(gql: GQL) -> None:
+    a = await make_list(gql, "A")
+    camp = (await create(gql, base_input([a])))["campaign"]
+    upd = data(await gql(UPDATE, {"input": {"id": camp["id"], "format": "MJML"}}))["updateCampaign"]
+    assert upd["campaign"] is None
+    assert [(e["field"], e["code"]) for e in upd["userErrors"]] == [("body", "MJML_INVALID")]
+
+
+async def test_format_without_body_on_a_template_campaign_is_refused(gql: GQL, db: Database) -> None:
+    a = await make_list(gql, "A")
+    tpl = await make_template(db, "T")
+    camp = (await create(gql, base_input([a], templateId=tpl, body=None, format=None)))["campaign"]
+    upd = data(await gql(UPDATE, {"input": {"id": camp["id"], "format": "HTML"}}))["updateCampaign"]
+    assert upd["campaign"] is None
+    assert [(e["field"], e["code"]) for e in upd["userErrors"]] == [("body", "REQUIRED")]
 
 
 async def test_update_with_unknown_list_changes_nothing(gql: GQL) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from email.parser import BytesParser
 from email.policy import default
 from pathlib import Path
@@ -136,6 +137,7 @@ def test_registry_switches_provider_with_two_variables(tmp_path: Path) -> None:
     [
         ({"provider": "smtp"}, "EMAILKIT_SMTP_URL"),
         ({"provider": "smtp", "smtp_url": "smtp://h?tls=sometimes"}, "EMAILKIT_SMTP_URL"),
+        ({"provider": "smtp", "smtp_url": "smtp://h?cafile=/nonexistent/ca.pem"}, "EMAILKIT_SMTP_URL"),
         ({"provider": "sendgrid"}, "EMAILKIT_SENDGRID_API_KEY"),
         ({"provider": "ses", "ses_access_key_id": "AKIA"}, "EMAILKIT_SES_SECRET_ACCESS_KEY"),
         ({"dkim_domain": "example.com"}, "EMAILKIT_DKIM_SELECTOR"),
@@ -154,3 +156,41 @@ def test_smtp_url_password_is_not_echoed() -> None:
     with pytest.raises(SettingsError) as info:
         build_provider(Settings(provider="smtp", smtp_url="smtp://user:hunter2@h?tls=sometimes"))
     assert "hunter2" not in str(info.value)
+
+
+async def test_commit_hook_runs_once_before_anything_is_written(tmp_path: Path) -> None:
+    seen: list[tuple[list[str], list[str]]] = []
+
+    async def on_commit(ids: Sequence[str]) -> None:
+        seen.append((list(ids), names(tmp_path)))
+
+    provider = OutboxProvider(tmp_path)
+    results = await provider.send_batch(
+        [message(1), message(2, to=Address("jörg@example.org")), message(3)], on_commit=on_commit
+    )
+    assert [r.ok for r in results] == [True, False, True]
+    assert seen == [(["c1-s1", "c1-s3"], [])]
+
+
+async def test_failing_commit_hook_sends_nothing(tmp_path: Path) -> None:
+    async def on_commit(ids: Sequence[str]) -> None:
+        raise RuntimeError("database unavailable")
+
+    with pytest.raises(RuntimeError, match="database unavailable"):
+        await OutboxProvider(tmp_path).send_batch([message(1)], on_commit=on_commit)
+    assert names(tmp_path) == []
+
+
+async def test_inline_dkim_key_with_escaped_line_breaks(tmp_path: Path) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    one_line = pem.replace("\n", "\\n")
+    provider = build_provider(
+        Settings(
+            outbox_dir=tmp_path, dkim_domain="news.example.com", dkim_selector="s", dkim_private_key=one_line
+        )
+    )
+    assert (await provider.send_batch([message(1)]))[0].ok
+    assert (tmp_path / "c1-s1.eml").read_bytes().startswith(b"DKIM-Signature: ")

@@ -8,11 +8,12 @@ import json
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -294,3 +295,22 @@ async def test_categories_and_settings_switch() -> None:
             await built.close()
     assert state.accepted[0]["categories"] == ["newsletter"]
     assert "categories" not in state.accepted[1]
+
+
+async def test_commit_hook_runs_before_any_request() -> None:
+    seen: list[tuple[list[str], int]] = []
+    async with sendgrid_server() as (url, state), provider(url) as p:
+
+        async def on_commit(ids: Sequence[str]) -> None:
+            seen.append((list(ids), len(state.accepted)))
+
+        results = await p.send_batch([message(1), message(2)], on_commit=on_commit)
+
+        async def refuse(ids: Sequence[str]) -> None:
+            raise RuntimeError("ledger unavailable")
+
+        with pytest.raises(RuntimeError, match="ledger unavailable"):
+            await p.send_batch([message(3)], on_commit=refuse)
+    assert all(r.ok for r in results)
+    assert seen == [(["c9-s1", "c9-s2"], 0)]
+    assert len(state.accepted) == 2

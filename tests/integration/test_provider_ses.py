@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from email.parser import BytesParser
 from email.policy import default
@@ -270,3 +270,24 @@ async def test_built_from_settings(moto_url: str) -> None:
         await provider.close()
     assert all(r.ok for r in results)
     assert {r.provider_message_id for r in results} <= set(moto_raw_messages(moto_url))
+
+
+async def test_commit_hook_runs_before_any_request(moto_url: str) -> None:
+    seen: list[tuple[list[str], int]] = []
+    async with recording_provider(moto_url) as (provider, requests):
+
+        async def on_commit(ids: Sequence[str]) -> None:
+            seen.append((list(ids), len(requests)))
+
+        results = await provider.send_batch(
+            [message(20), message(21, to=Address("jörg@example.org"))], on_commit=on_commit
+        )
+
+        async def refuse(ids: Sequence[str]) -> None:
+            raise RuntimeError("ledger unavailable")
+
+        with pytest.raises(RuntimeError, match="ledger unavailable"):
+            await provider.send_batch([message(22)], on_commit=refuse)
+        assert len(requests) == 1
+    assert results[0].ok and not results[1].ok and not results[1].transient
+    assert seen == [(["c3-s20"], 0)]

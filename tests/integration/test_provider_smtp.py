@@ -9,7 +9,7 @@ import asyncio
 import datetime
 import ipaddress
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.parser import BytesParser
@@ -386,8 +386,13 @@ async def test_dkim_signature_verifies_and_covers_list_unsubscribe() -> None:
         provider_for(f"smtp://127.0.0.1:{port}?tls=none", pool_size=1, signer=signer) as p,
     ):
         html = "<p>Grüße   with  spaces \t and tabs</p>\n" * 50
-        results = await p.send_batch([message(0), message(1, html=html, subject="Café ☕")])
+        # ASCII bodies go out 7bit, so relaxed body canonicalisation meets the white space itself.
+        spaced = "<p>runs   of  spaces\tand\t\ttabs </p>  \n\t\n\n\n"
+        results = await p.send_batch(
+            [message(0), message(1, html=html, subject="Café ☕"), message(2, html=spaced, text=" a  b \n\n")]
+        )
     assert all(r.ok for r in results)
+    assert b"runs   of  spaces\tand" in sink.delivered[2][2]
     for _, _, raw in sink.delivered:
         assert dkim.verify(raw, dnsfunc=dns), raw[:600]
         tags = dict(
@@ -441,3 +446,25 @@ def test_url_parsing() -> None:
 def test_connection_tries_bound() -> None:
     # A message is retried on fresh connections a bounded number of times within one batch.
     assert 1 < MAX_CONNECTION_TRIES <= 5
+
+
+async def test_commit_hook_runs_before_the_first_byte_reaches_the_server() -> None:
+    sink = Sink()
+    seen: list[tuple[list[str], int, int]] = []
+
+    async def on_commit(ids: Sequence[str]) -> None:
+        seen.append((list(ids), sink.connections, len(sink.delivered)))
+
+    async with smtp_server(sink) as port, provider_for(f"smtp://127.0.0.1:{port}?tls=none", pool_size=2) as p:
+        results = await p.send_batch(
+            [message(0), message(1, to=Address("jörg@example.org")), message(2)], on_commit=on_commit
+        )
+
+        async def refuse(ids: Sequence[str]) -> None:
+            raise RuntimeError("ledger unavailable")
+
+        with pytest.raises(RuntimeError, match="ledger unavailable"):
+            await p.send_batch([message(3)], on_commit=refuse)
+    assert [r.ok for r in results] == [True, False, True]
+    assert seen == [(["d0", "d2"], 0, 0)]
+    assert sink.recipients() == ["user0@example.org", "user2@example.org"]

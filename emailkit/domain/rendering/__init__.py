@@ -1,7 +1,8 @@
 """Content rendering: MJML compiled once, Jinja2 in an immutable sandbox, a plain-text alternative, links.
 
 The send pipeline calls ``compile_content`` once per campaign and ``CompiledContent.render`` per recipient;
-the API validates with ``validate_content`` and previews with ``compile_content(...).render(sample_context())``.
+the API validates with ``validate_content`` and previews with
+``compile_content(...).render(sample_context())``.
 """
 
 from emailkit.domain.rendering.content import (

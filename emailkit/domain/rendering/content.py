@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 from jinja2 import Template, TemplateSyntaxError, nodes
 
@@ -17,14 +17,19 @@ from emailkit.domain.rendering.jinja import (
     HTML_ENV,
     TEXT_ENV,
     RenderError,
+    compile_ast,
     compile_template,
+    parse_template,
+    probe_env,
     probe_render,
+    render_checked,
     render_failure,
 )
 from emailkit.domain.rendering.mjml import compile_mjml
 from emailkit.domain.rendering.text import html_to_text, text_template_source, tidy_plain_text, tidy_text
 
 _LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
+TextStrategy = Literal["plain_text", "derived_template", "per_render"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +67,15 @@ class CompiledContent:
         self._html = html
         self._text = text
 
+    @property
+    def text_strategy(self) -> TextStrategy:
+        """How the text alternative is made: given, derived once from the HTML, or converted per render."""
+        if not self.text_derived:
+            return "plain_text"
+        return "per_render" if self._text is None else "derived_template"
+
     def render(self, context: Mapping[str, Any]) -> RenderedContent:
-        """Render for one recipient; a failing template raises RenderError (TEMPLATE_RENDER/TEMPLATE_SECURITY)."""
+        """Render for one recipient; a failing template raises RenderError (TEMPLATE_RENDER or _SECURITY)."""
         try:
             subject = self._subject.render(context)
         except Exception as exc:
@@ -101,9 +113,9 @@ def _text_alternative_needs_html(ast: nodes.Template) -> bool:
     return unsafe_filter or any(True for _ in ast.find_all(nodes.ScopedEvalContextModifier))
 
 
-def _derived_text(html_source: str, html: Template) -> Template | None:
+def _derived_text(html_source: str, html_ast: nodes.Template, html: Template) -> Template | None:
     """The text template derived from the HTML once, if it renders exactly what html_to_text would."""
-    if _text_alternative_needs_html(HTML_ENV.parse(html_source)):
+    if _text_alternative_needs_html(html_ast):
         return None
     try:
         text = TEXT_ENV.from_string(text_template_source(html_source))
@@ -115,12 +127,13 @@ def _derived_text(html_source: str, html: Template) -> Template | None:
     return text if agrees else None
 
 
-def _body_html(body: str, fmt: ContentFormat) -> str:
-    if fmt is not ContentFormat.MJML:
-        return body
+def _compiled_html(body: str) -> tuple[str, nodes.Template]:
+    """MJML to HTML, parsed as the Jinja template it still is."""
+    # Jinja first: the MJML checks rely on balanced Jinja delimiters.
+    parse_template(body, HTML_ENV, "body")
     html = compile_mjml(body, "body")
     try:
-        HTML_ENV.parse(html)
+        return html, HTML_ENV.parse(html)
     except TemplateSyntaxError as exc:
         raise DomainError.single(
             ErrorCode.MJML_INVALID,
@@ -128,7 +141,14 @@ def _body_html(body: str, fmt: ContentFormat) -> str:
             "attribute values or around whole elements",
             "body",
         ) from None
-    return html
+
+
+def _body(body: str, fmt: ContentFormat) -> tuple[str, nodes.Template, Template]:
+    if fmt is ContentFormat.MJML:
+        html, ast = _compiled_html(body)
+    else:
+        html, ast = body, parse_template(body, HTML_ENV, "body")
+    return html, ast, compile_ast(ast, HTML_ENV, "body")
 
 
 @lru_cache(maxsize=32)
@@ -138,24 +158,17 @@ def _compile(body: str, fmt: ContentFormat, subject: str, plain_text: str | None
     text_template = None
     if plain_text is not None:
         text_template = _collect(errors, lambda: compile_template(plain_text, TEXT_ENV, "plainText"))
-    body_template = _collect(errors, lambda: compile_template(body, HTML_ENV, "body"))
-    html_source = body
-    if body_template is not None and fmt is ContentFormat.MJML:
-        compiled = _collect(errors, lambda: _body_html(body, fmt))
-        if compiled is not None:
-            html_source = compiled
-            body_template = compile_template(html_source, HTML_ENV, "body")
+    compiled = _collect(errors, lambda: _body(body, fmt))
     if errors:
         raise DomainError(errors)
-    assert subject_template is not None and body_template is not None
-    derived = _derived_text(html_source, body_template) if plain_text is None else None
+    html_source, html_ast, html_template = compiled
     return CompiledContent(
         body=body,
         fmt=fmt,
         html_source=html_source,
         subject=subject_template,
-        html=body_template,
-        text=text_template if plain_text is not None else derived,
+        html=html_template,
+        text=text_template if plain_text is not None else _derived_text(html_source, html_ast, html_template),
         text_derived=plain_text is None,
     )
 
@@ -180,17 +193,19 @@ def _collect(errors: list[FieldError], work: Callable[[], Any]) -> Any:
 
 
 def _validate_body(body: str, fmt: ContentFormat, field: str) -> None:
-    compile_template(body, HTML_ENV, field)
+    template = compile_template(body, probe_env(HTML_ENV), field)
     if fmt is ContentFormat.MJML:
         try:
-            _body_html(body, fmt)
+            _compiled_html(body)
         except DomainError as exc:
             raise DomainError([FieldError(field, e.message, e.code) for e in exc.errors]) from None
     # The source (not the compiled HTML) is rendered so that errors point at the author's own lines.
-    probe_render(body, HTML_ENV, sample_context(), field)
+    render_checked(template, sample_context(), field)
 
 
-def validate_content(body: str, fmt: ContentFormat, *, subject: str | None = None, field: str = "body") -> None:
+def validate_content(
+    body: str, fmt: ContentFormat, *, subject: str | None = None, field: str = "body"
+) -> None:
     """Raise DomainError listing every problem of the subject and the body, each with its line.
 
     Codes: TEMPLATE_SYNTAX (Jinja syntax, unknown filters, include/extends), MJML_INVALID (MJML that does not
@@ -209,4 +224,3 @@ def validate_content(body: str, fmt: ContentFormat, *, subject: str | None = Non
 def validate_plain_text(text: str, *, field: str = "plainText") -> None:
     """Check a hand-written text alternative (a Jinja template rendered without HTML escaping)."""
     probe_render(text, TEXT_ENV, sample_context(), field)
-

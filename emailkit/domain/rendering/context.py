@@ -1,4 +1,4 @@
-"""The variables templates see: ``subscriber``, ``campaign``, ``unsubscribe_url`` and whatever the caller adds.
+"""The variables templates see: ``subscriber``, ``campaign``, ``unsubscribe_url`` and what the caller adds.
 
 Plain dicts, built once per recipient. In templates a key wins over a dict method of the same name, so
 ``subscriber.attributes.items`` is the subscriber's ``items`` attribute (see ``jinja._Sandbox.getattr``).
@@ -52,7 +52,13 @@ def sample_subscriber() -> dict[str, Any]:
         "id": 0,
         "email": "ada.lovelace@example.com",
         "name": "Ada Lovelace",
-        "attributes": {"first_name": "Ada", "last_name": "Lovelace", "city": "London", "plan": "pro", "points": 120},
+        "attributes": {
+            "first_name": "Ada",
+            "last_name": "Lovelace",
+            "city": "London",
+            "plan": "pro",
+            "points": 120,
+        },
         "status": "ENABLED",
     }
 

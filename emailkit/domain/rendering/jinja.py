@@ -1,7 +1,8 @@
 """Jinja2 under an immutable sandbox: environments, error reporting with lines, and a static safety check.
 
-Undefined policy (documented for template authors): a missing variable or attribute renders as an empty string,
-and so does a chain of lookups on it (``{{ subscriber.attributes.plan.name }}``); ``None`` renders empty too.
+Undefined policy (documented for template authors): a missing variable or attribute renders as an empty
+string, and so does a chain of lookups on it (``{{ subscriber.attributes.plan.name }}``); ``None`` renders
+empty too.
 Operations that need a real value (arithmetic, calls, comparisons) on something missing fail that render with
 TEMPLATE_RENDER; guard them with ``default``: ``{{ (subscriber.attributes.points | default(0)) + 10 }}``.
 """
@@ -14,8 +15,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any, NoReturn
 
 from jinja2 import ChainableUndefined, Template, TemplateSyntaxError, UndefinedError, nodes
+from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from emailkit.domain.errors import DomainError, ErrorCode, FieldError
 
@@ -50,7 +52,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     # Only the operators whose results can explode in size are checked; the rest stay on the fast path.
     intercepted_binops = frozenset({"*", "**"})
 
-    def unsafe_undefined(self, obj: Any, attribute: str) -> NoReturn:  # type: ignore[override]
+    def unsafe_undefined(self, obj: Any, attribute: str) -> NoReturn:
         # The stock sandbox returns an Undefined that prints as "" and so hides the attempt; fail loudly.
         raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__} is not allowed")
 
@@ -85,22 +87,27 @@ class _ProbeUndefined(ChainableUndefined):
 
     __slots__ = ()
 
-    def _self(self, *_: Any, **__: Any) -> _ProbeUndefined:
+    def _self(self, *_: Any, **__: Any) -> Any:
         return self
 
-    def _false(self, *_: Any) -> bool:
+    def _false(self, *_: Any, **__: Any) -> Any:
         return False
 
-    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _self
-    __truediv__ = __rtruediv__ = __floordiv__ = __rfloordiv__ = __mod__ = __rmod__ = _self
-    __pos__ = __neg__ = __pow__ = __rpow__ = __call__ = _self
-    __lt__ = __le__ = __gt__ = __ge__ = _false
-
-    def __int__(self) -> int:
+    def _zero(self, *_: Any, **__: Any) -> Any:
         return 0
 
-    def __float__(self) -> float:
+    # Undefined makes these operators raise; here they return a neutral value instead.
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _self
+    __truediv__ = __rtruediv__ = __floordiv__ = __rfloordiv__ = _self
+    __mod__ = __rmod__ = __pos__ = __neg__ = __pow__ = __rpow__ = __call__ = _self
+    __lt__ = __le__ = __gt__ = __ge__ = _false
+    __int__ = __index__ = __round__ = __abs__ = _zero
+
+    def __float__(self, *_: Any, **__: Any) -> Any:
         return 0.0
+
+    def __format__(self, spec: str) -> str:
+        return ""
 
     def __hash__(self) -> int:
         return id(type(self))
@@ -140,39 +147,67 @@ _UNSUPPORTED: dict[type[nodes.Node], str] = {
 }
 
 
-def _static_problems(ast: nodes.Template, field: str) -> Iterator[FieldError]:
+def _static_problems(ast: nodes.Template, source: str, env: _Sandbox, field: str) -> Iterator[FieldError]:
     for node in ast.find_all(tuple(_UNSUPPORTED)):
         yield FieldError(
             field,
-            at_line(node.lineno, f"{{% {_UNSUPPORTED[type(node)]} %}} is not supported: templates are self-contained"),
+            at_line(
+                node.lineno,
+                f"{{% {_UNSUPPORTED[type(node)]} %}} is not supported: templates are self-contained",
+            ),
             ErrorCode.TEMPLATE_SYNTAX,
         )
+    # Jinja itself only notices these while generating code; checked here so that a parse is enough.
+    for node in ast.find_all((nodes.Filter, nodes.Test)):
+        known = env.filters if isinstance(node, nodes.Filter) else env.tests
+        if node.name not in known:
+            what = "filter" if isinstance(node, nodes.Filter) else "test"
+            yield FieldError(
+                field, at_line(node.lineno, f"No {what} named {node.name!r}."), ErrorCode.TEMPLATE_SYNTAX
+            )
+    blocked: dict[int, list[str]] = {}
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
         name = node.attr if isinstance(node, nodes.Getattr) else None
         if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
             name = node.arg.value if isinstance(node.arg.value, str) else None
         if name is not None and name.startswith("_"):
-            yield FieldError(
-                field,
-                at_line(node.lineno, f"access to {name!r} is not allowed (the template sandbox blocks it)"),
-                ErrorCode.TEMPLATE_SECURITY,
-            )
+            blocked.setdefault(node.lineno, []).append(name)
+    lines = source.splitlines()
+    for line, names in sorted(blocked.items()):
+        # In the order written, so `''.__class__.__mro__` reads as one problem: '__class__', '__mro__'.
+        text = lines[line - 1] if line <= len(lines) else ""
+        listed = ", ".join(repr(n) for n in sorted(set(names), key=lambda n: (text.find(n), n)))
+        yield FieldError(
+            field,
+            at_line(
+                line,
+                f"access to {listed} is not allowed (the template sandbox blocks names starting with '_')",
+            ),
+            ErrorCode.TEMPLATE_SECURITY,
+        )
 
 
-def compile_template(source: str, env: _Sandbox, field: str) -> Template:
-    """Parse and compile once; syntax problems and unsupported tags become field errors with the line."""
+def parse_template(source: str, env: _Sandbox, field: str) -> nodes.Template:
+    """Parse and check statically; syntax problems and unsupported code become field errors with the line."""
     try:
         ast = env.parse(source)
     except TemplateSyntaxError as exc:
         raise syntax_error(exc, field) from None
-    problems = list(_static_problems(ast, field))
+    problems = list(_static_problems(ast, source, env, field))
     if problems:
         raise DomainError(problems)
+    return ast
+
+
+def compile_ast(ast: nodes.Template, env: _Sandbox, field: str) -> Template:
     try:
         return env.from_string(ast)
     except TemplateSyntaxError as exc:
-        # Unknown filters and tests are only found when the parsed tree is compiled.
         raise syntax_error(exc, field) from None
+
+
+def compile_template(source: str, env: _Sandbox, field: str) -> Template:
+    return compile_ast(parse_template(source, env, field), env, field)
 
 
 def _template_line(exc: BaseException) -> int | None:
@@ -186,7 +221,10 @@ def render_failure(exc: Exception, field: str, *, locate: bool = True) -> Render
     line = _template_line(exc) if locate else None
     if isinstance(exc, SecurityError):
         return RenderError(FieldError(field, at_line(line, str(exc)), ErrorCode.TEMPLATE_SECURITY))
-    detail = str(exc) if isinstance(exc, UndefinedError) else f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, UndefinedError):
+        detail = f"{exc} (guard values that may be missing with the default filter)"
+    else:
+        detail = f"{type(exc).__name__}: {exc}"
     return RenderError(FieldError(field, at_line(line, detail), ErrorCode.TEMPLATE_RENDER))
 
 
@@ -201,4 +239,3 @@ def probe_render(source: str, env: _Sandbox, context: Mapping[str, Any], field: 
     """Compile and run ``source`` once against ``context`` with missing values tolerated."""
     template = compile_template(source, probe_env(env), field)
     render_checked(template, context, field)
-

@@ -1,15 +1,16 @@
 """MJML to HTML with Jinja placeholders kept, and errors that point at a line.
 
-mjml-python (a binding of the Rust ``mrml``) keeps ``{{ }}`` and ``{% %}`` intact in text, in attribute values and
-around sections, so the MJML is compiled once per template and Jinja renders the result per recipient. Its
+mjml-python (a binding of the Rust ``mrml``) keeps ``{{ }}`` and ``{% %}`` intact in text, in attribute values
+and around sections, so the MJML is compiled once per template and Jinja renders the result per recipient. Its
 errors carry no line and some constructs break silently, so the source is scanned here first:
 
 * a ``<`` inside Jinja code makes the parser see a tag (``{% if a < 3 %}``);
 * a Jinja construct between attributes (``<mj-text {% if x %}color="red"{% endif %}>``) is not markup;
 * in an attribute value, a double quote or a line break inside the placeholder is rewritten (``\\"``, ``\\n``)
   and a quote equal to the value's own delimiter ends the value early;
-* attributes that mrml computes with at compile time (``width`` of mj-image or mj-column, ``icon-size`` ...) are
-  dropped without a word when their value is a placeholder: found by checking that every placeholder survives.
+* attributes that mrml computes with at compile time (``width`` of mj-image or mj-column, ``icon-size``...)
+  are dropped without a word when their value is a placeholder: found by checking that every placeholder
+  survives.
 """
 
 from __future__ import annotations
@@ -37,9 +38,14 @@ MJML_ELEMENTS = frozenset(
 )
 _NAME = re.compile(r"[A-Za-z][\w:.-]*")
 _ATTR_NAME = re.compile(r"[^\s=>/\"']+")
-_SPACE = re.compile(r"\s*")
 _POSITION = re.compile(r"\s*in root template at position (\d+):(\d+)")
 _PROBE_VALUES = ("1px", "50%", "#010203", "https://example.com/probe", "1", "left")
+
+
+def _skip_space(text: str, i: int) -> int:
+    while i < len(text) and text[i].isspace():
+        i += 1
+    return i
 
 
 @dataclass(frozen=True)
@@ -79,7 +85,6 @@ class _Scanner:
         self.scan = Scan()
         self.stack: list[tuple[str, int]] = []
         self.root_seen = False
-        self.root_closed = False
 
     def problem(self, offset: int, message: str) -> None:
         self.scan.problems.append((offset, message))
@@ -133,8 +138,6 @@ class _Scanner:
         names = [n for n, _ in self.stack]
         if names and names[-1] == name:
             self.stack.pop()
-            if not self.stack and name == "mjml":
-                self.root_closed = True
         elif name in names:
             open_name, offset = self.stack[-1]
             self.problem(offset, f"<{open_name}> is not closed before </{name}>")
@@ -154,7 +157,7 @@ class _Scanner:
         if name == "mj-include":
             self.problem(j, "<mj-include> is not supported: put the included MJML in the template itself")
         while True:
-            i = _SPACE.match(text, i).end()
+            i = _skip_space(text, i)
             if i >= len(text):
                 self.problem(j, f"<{name}> tag is never closed with '>'")
                 return i
@@ -174,10 +177,10 @@ class _Scanner:
                 self.problem(i, f"unexpected {src[i]!r} in <{name}> tag")
                 return i + 1
             attr_name, attr_start = m.group(), i
-            i = _SPACE.match(text, m.end()).end()
+            i = _skip_space(text, m.end())
             if not text.startswith("=", i):
                 continue
-            i = _SPACE.match(text, i + 1).end()
+            i = _skip_space(text, i + 1)
             quote = text[i : i + 1]
             if quote not in ("'", '"'):
                 self.problem(i, f"the value of {attr_name!r} on <{name}> must be in quotes")
@@ -190,10 +193,6 @@ class _Scanner:
                 return len(text)
             self.scan.attributes.append(Attribute(name, attr_name, attr_start, i + 1, close, quote))
             i = close + 1
-
-
-def scan(source: str) -> Scan:
-    return _Scanner(source, constructs(source)).run()
 
 
 def _pitfalls(source: str, found: list[Construct], scanned: Scan) -> Iterator[tuple[int, str]]:
@@ -229,7 +228,7 @@ def _pitfalls(source: str, found: list[Construct], scanned: Scan) -> Iterator[tu
 def _mrml(source: str) -> str | None:
     try:
         return mjml2html(source)
-    except ValueError:
+    except Exception:  # a foreign binding: any failure means "does not compile"
         return None
 
 
@@ -253,27 +252,23 @@ def _dropped_attribute_message(source: str, attr: Attribute) -> str:
         if probed is not None and probed != removed:
             return (
                 f"mjml-python drops the templated value of {attr.name!r} on <{attr.element}>: it needs this "
-                f"value while compiling, so it must be a literal (e.g. {attr.name}=\"{value}\")"
+                f'value while compiling, so it must be a literal (e.g. {attr.name}="{value}")'
             )
     return f"<{attr.element}> has no attribute {attr.name!r}; MJML drops it together with its Jinja code"
 
 
-def _survival_problems(source: str, html: str, found: list[Construct], scanned: Scan) -> Iterator[FieldError]:
+def _survival_problems(
+    source: str, html: str, found: list[Construct], scanned: Scan
+) -> Iterator[tuple[int, str]]:
     missing = [c for c in found if c.kind is not Kind.COMMENT and c.text not in html]
     reported: set[int] = set()
     for c in missing:
         attr = next((a for a in scanned.attributes if a.value_start <= c.start < a.value_end), None)
-        if attr is not None:
-            if attr.name_start in reported:
-                continue
+        if attr is None:
+            yield c.start, f"MJML drops the Jinja code {c.text[:40]!r}: it sits where MJML outputs nothing"
+        elif attr.name_start not in reported:
             reported.add(attr.name_start)
-            message = _dropped_attribute_message(source, attr)
-        else:
-            message = (
-                f"MJML drops the Jinja code {c.text[:40]!r}: it sits where MJML renders nothing "
-                "(directly inside <mj-body>, <mj-section> or <mj-column> text, or in an unknown element)"
-            )
-        yield FieldError(None, at_line(line_of(source, c.start), message), ErrorCode.MJML_INVALID)
+            yield c.start, _dropped_attribute_message(source, attr)
 
 
 def compile_mjml(source: str, field_name: str) -> str:
@@ -284,15 +279,19 @@ def compile_mjml(source: str, field_name: str) -> str:
     pitfalls = {(line_of(source, off), msg) for off, msg in _pitfalls(source, found, scanned)}
     if pitfalls:
         raise DomainError(
-            [FieldError(field_name, at_line(line, msg), ErrorCode.MJML_INVALID) for line, msg in sorted(pitfalls)]
+            [
+                FieldError(field_name, at_line(line, msg), ErrorCode.MJML_INVALID)
+                for line, msg in sorted(pitfalls)
+            ]
         )
     try:
         html = mjml2html(source)
-    except ValueError as exc:
+    except Exception as exc:  # mjml-python raises ValueError; any failure of the binding is invalid MJML
         line, message = _mrml_failure(source, str(exc), scanned)
         raise DomainError.single(ErrorCode.MJML_INVALID, at_line(line, message), field_name) from None
     dropped = [
-        FieldError(field_name, e.message, e.code) for e in _survival_problems(source, html, found, scanned)
+        FieldError(field_name, at_line(line_of(source, offset), message), ErrorCode.MJML_INVALID)
+        for offset, message in _survival_problems(source, html, found, scanned)
     ]
     if dropped:
         raise DomainError(dropped)

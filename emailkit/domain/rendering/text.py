@@ -2,14 +2,15 @@
 
 Converting every recipient's rendered HTML with ``html.parser`` costs milliseconds per newsletter; instead the
 text alternative is derived once from the *unrendered* HTML, with each Jinja construct swapped for a sentinel
-that the converter carries through, then turned back into Jinja. Statements (``{% if %}``, ``{% for %}``) are kept
-wherever they were, even inside attributes, comments or the head, so the block structure stays intact;
+that the converter carries through, then turned back into Jinja. Statements (``{% if %}``, ``{% for %}``) are
+kept wherever they were, even inside attributes, comments or the head, so the block structure stays intact;
 expressions survive where their text would be visible (body text and shown link targets).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from html.parser import HTMLParser
 
 from emailkit.domain.rendering.constructs import Construct, Kind, Literal, escape_literal, segments
@@ -17,14 +18,15 @@ from emailkit.domain.rendering.constructs import Construct, Kind, Literal, escap
 _EXPR_OPEN, _EXPR_CLOSE, _STMT_OPEN, _STMT_CLOSE = "\ue000", "\ue001", "\ue002", "\ue003"
 _STATEMENT = re.compile(f"{_STMT_OPEN}\\d+{_STMT_CLOSE}")
 _SENTINEL = re.compile(f"([{_EXPR_OPEN}{_STMT_OPEN}])(\\d+)[{_EXPR_CLOSE}{_STMT_CLOSE}]")
-# Spacing is written as markers and resolved only after rendering, so spacing around Jinja code merges the way a
-# browser merges it: an {% if %} that renders nothing or the seam between two loop iterations adds no blank
-# line, and an empty placeholder at the start of a line leaves no indent.
-_HARD_SPACE, _HARD_BREAK, _LINE_MARK, _PARA_MARK = "\x1b", "\x1c", "\x1e", "\x1f"
+# Spacing is written as markers and resolved only after rendering, so spacing around Jinja code merges the way
+# a browser merges it: an {% if %} that renders nothing or the seam between two loop iterations adds no blank
+# line, and an empty placeholder at the start of a line leaves no indent. Private-use characters, not
+# whitespace, so Jinja's whitespace control ("{{-") cannot strip them.
+_HARD_SPACE, _HARD_BREAK, _LINE_MARK, _PARA_MARK = "\ue010", "\ue011", "\ue012", "\ue013"
+_INTERNAL = re.compile("[\ue000-\ue013]")
 # Every whitespace character but the plain space; checked with `in`, which is far cheaper than a regex scan.
-_ODD_SPACES = tuple(ch for ch in map(chr, range(0x3001)) if ch.isspace() and ch not in " \x1c\x1d\x1e\x1f")
-_ODD_WHITESPACE = re.compile(r"[^\S \x1b-\x1f][^\S\x1b-\x1f]*")
-_CONTROL = re.compile("[\x1b-\x1f]")
+_ODD_SPACES = tuple(ch for ch in map(chr, range(0x3001)) if ch.isspace() and ch != " ")
+_ODD_WHITESPACE = re.compile(r"[^\S ]\s*")
 _SPACES = re.compile(r"\s+")
 _TRAILING = re.compile(r"[ \t]+(?=\n|$)")
 _BLANK_LINES = re.compile(r"\n{3,}")
@@ -33,9 +35,7 @@ _WS_CONTROL_OPEN = re.compile(r"^\{%[-+]?")
 _WS_CONTROL_CLOSE = re.compile(r"[-+]?%\}$")
 
 _SKIPPED = frozenset({"head", "style", "script", "title", "template", "noscript"})
-_VOID = frozenset(
-    "area base br col embed hr img input link meta param source track wbr keygen".split()
-)
+_VOID = frozenset("area base br col embed hr img input link meta param source track wbr keygen".split())
 _PARAGRAPH = frozenset({"p", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre", "dl", "figure"})
 _LINE = frozenset(
     """div tr table li dt dd section article header footer nav address center form fieldset
@@ -73,6 +73,13 @@ def tidy_plain_text(text: str) -> str:
     return _BLANK_LINES.sub("\n\n", _TRAILING.sub("", text)).strip()
 
 
+@dataclass
+class _OpenLink:
+    href: str
+    start: int  # where the link's text starts in the writer's output
+    has_image: bool = False
+
+
 class _TextWriter(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -82,7 +89,7 @@ class _TextWriter(HTMLParser):
         self.line_start = True
         self.skip: list[str] = []
         self.lists: list[list[int | str]] = []
-        self.links: list[tuple[str, int]] = []
+        self.links: list[_OpenLink] = []
         self.pre = 0
 
     # Output primitives ------------------------------------------------------------------------------------
@@ -165,8 +172,10 @@ class _TextWriter(HTMLParser):
             self._write("-" * 20)
             self._block(2)
         elif tag == "a":
-            self.links.append((attributes.get("href") or "", len(self.out)))
+            self.links.append(_OpenLink(attributes.get("href") or "", len(self.out)))
         elif tag == "img":
+            if self.links:
+                self.links[-1].has_image = True
             if self.links and attributes.get("alt"):
                 self._text(attributes["alt"] or "")
         elif tag in _CELL:
@@ -215,14 +224,17 @@ class _TextWriter(HTMLParser):
             self._block(1)
 
     def _close_link(self) -> None:
-        href, start = self.links.pop()
-        label = _CONTROL.sub(" ", _STATEMENT.sub("", "".join(self.out[start:]))).strip()
-        target = href.strip()
-        if target and not target.lower().startswith(_NO_TARGET) and label != _STATEMENT.sub("", target):
+        link = self.links.pop()
+        label = _INTERNAL.sub(" ", _STATEMENT.sub("", "".join(self.out[link.start :]))).strip()
+        target = link.href.strip()
+        shown = target and not target.lower().startswith(_NO_TARGET) and label != _STATEMENT.sub("", target)
+        # An image without alt text is decoration (a social icon next to its labelled link): no bare URL.
+        if shown and (label or not link.has_image):
             self.pending_space = self.pending_space or bool(label)
             self._write(f"({target})" if label else target)
+            self.pending_space = True
         else:
-            self._keep_statements(href)
+            self._keep_statements(link.href)
 
     def handle_data(self, data: str) -> None:
         if self.skip:
@@ -244,7 +256,7 @@ class _TextWriter(HTMLParser):
 
 def _convert(html: str) -> str:
     writer = _TextWriter()
-    writer.feed(_CONTROL.sub(" ", html))
+    writer.feed(html)
     writer.close()
     return writer.text()
 
@@ -256,7 +268,7 @@ def html_to_text(html: str) -> str:
     separated by a blank line; head, style, script and hidden elements (such as a preheader) are dropped and
     whitespace is collapsed as a browser would.
     """
-    return tidy_text(_convert(html))
+    return tidy_text(_convert(_INTERNAL.sub("", html)))
 
 
 def text_template_source(html: str) -> str:
@@ -273,7 +285,7 @@ def text_template_source(html: str) -> str:
 
     for seg in segments(html):
         if isinstance(seg, Literal):
-            parts.append(seg.text)
+            parts.append(_INTERNAL.sub("", seg.text))
         elif seg.kind is Kind.EXPRESSION:
             parts.append(sentinel(seg.text, _EXPR_OPEN, _EXPR_CLOSE))
         elif seg.kind is Kind.STATEMENT:
@@ -308,7 +320,7 @@ class _LinkCollector(HTMLParser):
 
 
 def extract_links(html: str) -> list[str]:
-    """Unique http(s) link targets of ``<a>`` and ``<area>`` in document order (mailto:, tel:, anchors skipped)."""
+    """Unique http(s) targets of ``<a>`` and ``<area>`` in document order (mailto:, tel:, anchors skipped)."""
     collector = _LinkCollector()
     collector.feed(html)
     collector.close()

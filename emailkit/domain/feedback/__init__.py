@@ -1,0 +1,59 @@
+"""The feedback loop: provider and tracking events recorded, counted and acted upon.
+
+Public API (stable; the tracking routes and the webhook route code against it)::
+
+    from emailkit.domain.feedback import IncomingEvent, RecordSummary, FeedbackPolicy, record_events
+
+    @dataclass(frozen=True, slots=True)
+    class IncomingEvent:                      # one of our own tracking hits
+        type: EventType                       # OPEN, CLICK or UNSUBSCRIBE (any EventType is accepted)
+        delivery_id: int | None = None        # from the signed token; campaign and subscriber follow from it
+        occurred_at: datetime | None = None   # aware UTC; None = when recorded
+        url: str | None = None                # CLICK: the original (un-tracked) URL
+        ip: str | None = None
+        user_agent: str | None = None
+        email: str | None = None              # only when there is no delivery (e.g. a list-level unsubscribe)
+        subscriber_id: int | None = None      # idem
+        campaign_id: int | None = None        # idem
+        dedupe_key: str | None = None         # 32 hex chars; a repeat with the same key stores nothing
+        anonymous: bool = False               # privacy mode: counted for the campaign, but no subscriber,
+                                              # delivery, email, ip or user agent is kept
+        metadata: Mapping[str, str] = {}
+
+    async def record_events(
+        db: Database,
+        events: Sequence[IncomingEvent | NormalizedEvent],
+        *,
+        policy: FeedbackPolicy | None = None,        # soft-bounce and complaint thresholds (defaults below)
+        live: CoalescingPublisher | None = None,     # runtime.live: live campaignStats are published after commit
+        now: datetime | None = None,
+    ) -> RecordSummary                               # stored, duplicates, uncorrelated, campaigns, ...
+
+One call is one transaction: events are correlated with deliveries (our metadata, else the provider
+message id, else the latest delivery to that address), deduplicated, stored, counted into the per-campaign
+counters, and the suppression / unsubscribe / complaint-guard policy is applied. A batch of 1,000 costs a
+handful of statements, independent of its size.
+
+Other entry points: :func:`is_suppressed` (transactional sends), the suppression services, the analytics
+readers, and :func:`ensure_event_partitions` (periodic partition maintenance on PostgreSQL).
+"""
+
+from emailkit.domain.feedback.partitions import ensure_event_partitions, maintain_event_partitions
+from emailkit.domain.feedback.recording import Recorded, publish, record, record_events
+from emailkit.domain.feedback.suppressions import is_suppressed, suppressed_among
+from emailkit.domain.feedback.types import FeedbackPolicy, IncomingEvent, RecordSummary, email_hash
+
+__all__ = [
+    "FeedbackPolicy",
+    "IncomingEvent",
+    "RecordSummary",
+    "Recorded",
+    "email_hash",
+    "ensure_event_partitions",
+    "is_suppressed",
+    "maintain_event_partitions",
+    "publish",
+    "record",
+    "record_events",
+    "suppressed_among",
+]

@@ -1,0 +1,237 @@
+"""What recorded events change beyond the counters: suppression, blocklisting, unsubscribes, pausing.
+
+* a hard bounce or a complaint suppresses the address at once and blocklists its subscriber;
+* ``soft_bounce_limit`` soft bounces of one address within ``soft_bounce_window`` do the same;
+* an unsubscribe marks the subscriber's subscriptions to the campaign's lists UNSUBSCRIBED (every list
+  when the event belongs to no campaign);
+* a RUNNING campaign whose complaint rate passes ``complaint_pause_rate`` (once ``complaint_min_sample``
+  messages were delivered, or sent when the provider reports no deliveries) is PAUSED, with the reason.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import BigInteger, String, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from emailkit.domain.events import BounceType, EventType
+from emailkit.domain.feedback.sql import one_of, upsert
+from emailkit.domain.feedback.types import FeedbackPolicy, Pending, email_hash
+from emailkit.domain.models import (
+    Campaign,
+    CampaignList,
+    CampaignStatus,
+    Subscriber,
+    SubscriberStatus,
+    Subscription,
+    SubscriptionStatus,
+)
+from emailkit.domain.models_feedback import Event, Suppression, SuppressionReason
+
+
+@dataclass(frozen=True, slots=True)
+class SuppressionEntry:
+    email: str
+    reason: SuppressionReason
+    source: str
+    detail: str | None = None
+    campaign_id: int | None = None
+
+
+async def suppress(session: AsyncSession, entries: Sequence[SuppressionEntry], now: datetime) -> int:
+    """Add the addresses to the suppression list (an existing entry is kept as it is) and blocklist their
+    subscribers, which also ends their list subscriptions. Returns how many addresses were new."""
+    if not entries:
+        return 0
+    unique: dict[str, SuppressionEntry] = {}
+    for entry in entries:
+        unique.setdefault(entry.email, entry)
+    stmt = upsert(session)(Suppression).on_conflict_do_nothing().returning(Suppression.id)
+    result = await session.execute(
+        stmt,
+        [
+            {
+                "email": e.email,
+                "email_hash": email_hash(e.email),
+                "reason": e.reason,
+                "source": e.source[:32],
+                "detail": e.detail,
+                "campaign_id": e.campaign_id,
+                "created_at": now,
+            }
+            for e in sorted(unique.values(), key=lambda e: e.email)
+        ],
+    )
+    added = len(result.all())
+    await blocklist(session, unique, now)
+    return added
+
+
+async def blocklist(session: AsyncSession, emails: Iterable[str], now: datetime) -> list[int]:
+    wanted = sorted(set(emails))
+    if not wanted:
+        return []
+    ids = list(
+        (
+            await session.execute(
+                update(Subscriber)
+                .where(
+                    one_of(session, Subscriber.email, wanted, String()),
+                    Subscriber.status != SubscriberStatus.BLOCKLISTED,
+                )
+                .values(status=SubscriberStatus.BLOCKLISTED, updated_at=now)
+                .returning(Subscriber.id)
+                .execution_options(synchronize_session=False)
+            )
+        ).scalars()
+    )
+    if ids:
+        await session.execute(
+            update(Subscription)
+            .where(
+                one_of(session, Subscription.subscriber_id, ids, BigInteger()),
+                Subscription.status != SubscriptionStatus.UNSUBSCRIBED,
+            )
+            .values(status=SubscriptionStatus.UNSUBSCRIBED, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    return ids
+
+
+def _immediate(rows: Sequence[Pending]) -> list[SuppressionEntry]:
+    out = []
+    for r in rows:
+        if r.email is None:
+            continue
+        if r.type is EventType.BOUNCE and r.bounce_type is BounceType.HARD:
+            out.append(SuppressionEntry(r.email, SuppressionReason.HARD_BOUNCE, r.provider, r.reason, r.campaign_id))
+        elif r.type is EventType.COMPLAINT:
+            out.append(SuppressionEntry(r.email, SuppressionReason.COMPLAINT, r.provider, r.reason, r.campaign_id))
+    return out
+
+
+async def _soft_bounce_limit_reached(
+    session: AsyncSession, rows: Sequence[Pending], policy: FeedbackPolicy
+) -> list[SuppressionEntry]:
+    """Addresses whose newest soft bounce completes ``soft_bounce_limit`` of them within the window (the
+    window is anchored on the bounces' own times, so late or replayed batches are judged fairly)."""
+    latest: dict[str, Pending] = {}
+    for r in rows:
+        if r.email and r.type is EventType.BOUNCE and r.bounce_type is BounceType.SOFT:
+            if r.email not in latest or r.occurred_at > latest[r.email].occurred_at:
+                latest[r.email] = r
+    if not latest:
+        return []
+    since = min(r.occurred_at for r in latest.values()) - policy.soft_bounce_window
+    stmt = select(Event.email, Event.occurred_at).where(
+        one_of(session, Event.email, list(latest), String()),
+        Event.type == EventType.BOUNCE,
+        Event.bounce_type == BounceType.SOFT,
+        Event.occurred_at >= since,
+    )
+    times: dict[str, list[datetime]] = defaultdict(list)
+    for email, at in await session.execute(stmt):
+        times[email].append(at)
+    out = []
+    for email, r in latest.items():
+        window_start = r.occurred_at - policy.soft_bounce_window
+        recent = sum(1 for at in times.get(email, ()) if window_start <= at <= r.occurred_at)
+        if recent >= policy.soft_bounce_limit:
+            detail = f"{recent} soft bounces within {policy.soft_bounce_window.days} days"
+            if r.reason:
+                detail += f"; last: {r.reason}"
+            out.append(SuppressionEntry(email, SuppressionReason.SOFT_BOUNCE, r.provider, detail, r.campaign_id))
+    return out
+
+
+async def suppressions_for(
+    session: AsyncSession, rows: Sequence[Pending], policy: FeedbackPolicy
+) -> list[SuppressionEntry]:
+    """Run after the batch is stored, so its own soft bounces are counted."""
+    return _immediate(rows) + await _soft_bounce_limit_reached(session, rows, policy)
+
+
+async def unsubscribe(session: AsyncSession, rows: Sequence[Pending], now: datetime) -> int:
+    """Apply unsubscribe events; returns how many subscriptions changed."""
+    by_campaign: dict[int | None, set[int]] = defaultdict(set)
+    for r in rows:
+        if r.type is EventType.UNSUBSCRIBE and r.subscriber_id is not None:
+            by_campaign[r.campaign_id].add(r.subscriber_id)
+    changed = 0
+    for campaign_id, subscriber_ids in sorted(by_campaign.items(), key=lambda kv: kv[0] or 0):
+        stmt = (
+            update(Subscription)
+            .where(
+                one_of(session, Subscription.subscriber_id, sorted(subscriber_ids), BigInteger()),
+                Subscription.status != SubscriptionStatus.UNSUBSCRIBED,
+            )
+            .values(status=SubscriptionStatus.UNSUBSCRIBED, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if campaign_id is not None:
+            lists = select(CampaignList.list_id).where(CampaignList.campaign_id == campaign_id)
+            stmt = stmt.where(Subscription.list_id.in_(lists.scalar_subquery()))
+        result = await session.execute(stmt)
+        changed += int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return changed
+
+
+def complaint_rate_base(delivered: int, sent: int) -> int:
+    """What rates are relative to: delivered messages when the provider reports deliveries, else sent."""
+    return delivered if delivered > 0 else sent
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignCounts:
+    status: CampaignStatus
+    recipients: int
+    sent: int
+
+
+async def campaign_counts(session: AsyncSession, campaign_ids: set[int]) -> dict[int, CampaignCounts]:
+    if not campaign_ids:
+        return {}
+    stmt = select(Campaign.id, Campaign.status, Campaign.recipients_count, Campaign.sent_count).where(
+        one_of(session, Campaign.id, campaign_ids, BigInteger())
+    )
+    return {
+        cid: CampaignCounts(status, int(recipients), int(sent))
+        for cid, status, recipients, sent in await session.execute(stmt)
+    }
+
+
+async def complaint_guard(
+    session: AsyncSession,
+    counters: Mapping[int, Mapping[str, int]],
+    campaigns: Mapping[int, CampaignCounts],
+    complained_in_batch: Iterable[int],
+    policy: FeedbackPolicy,
+    now: datetime,
+) -> list[int]:
+    """Pause RUNNING campaigns whose complaint rate passed the threshold; returns the paused ids."""
+    paused = []
+    for cid in sorted(set(complained_in_batch)):
+        stats, campaign = counters.get(cid), campaigns.get(cid)
+        if stats is None or campaign is None or campaign.status is not CampaignStatus.RUNNING:
+            continue
+        base = complaint_rate_base(stats["delivered"], campaign.sent)
+        complained = stats["complained"]
+        if base < policy.complaint_min_sample or complained / base <= policy.complaint_pause_rate:
+            continue
+        reason = (
+            f"Paused automatically: complaint rate {complained / base:.2%} ({complained} of {base}) "
+            f"is above the {policy.complaint_pause_rate:.2%} limit"
+        )
+        result = await session.execute(
+            update(Campaign)
+            .where(Campaign.id == cid, Campaign.status == CampaignStatus.RUNNING)
+            .values(status=CampaignStatus.PAUSED, status_reason=reason, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount:  # type: ignore[attr-defined]
+            paused.append(cid)
+    return paused

@@ -1,0 +1,132 @@
+"""Recording a batch of events: the one write path of the feedback loop (webhooks and tracking hits)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from emailkit.domain.db import Database
+from emailkit.domain.events import NormalizedEvent
+from emailkit.domain.feedback import policy as rules
+from emailkit.domain.feedback import storage
+from emailkit.domain.feedback.correlation import correlate
+from emailkit.domain.feedback.live import StatsSnapshot, stats_channel
+from emailkit.domain.feedback.types import (
+    FeedbackPolicy,
+    IncomingEvent,
+    Pending,
+    RecordSummary,
+    from_incoming,
+    from_normalized,
+)
+from emailkit.domain.models import Campaign
+from emailkit.domain.progress import ProgressReporter
+from emailkit.domain.throttle import CoalescingPublisher
+from emailkit.domain.types import utcnow
+
+log = logging.getLogger(__name__)
+
+# SQLite lets one writer in at a time and refuses (rather than waits) when a reading transaction tries to
+# become a writer after another one committed: such a batch is simply run again.
+_SQLITE_ATTEMPTS = 5
+
+
+@dataclass
+class Recorded:
+    summary: RecordSummary
+    snapshots: dict[int, StatsSnapshot] = field(default_factory=dict)
+
+
+def to_pending(events: Sequence[IncomingEvent | NormalizedEvent], now: datetime) -> list[Pending]:
+    return [from_normalized(e) if isinstance(e, NormalizedEvent) else from_incoming(e, now) for e in events]
+
+
+async def record(
+    session: AsyncSession,
+    events: Sequence[IncomingEvent | NormalizedEvent],
+    policy: FeedbackPolicy,
+    now: datetime,
+) -> Recorded:
+    """Everything :func:`record_events` does inside the caller's transaction, except publishing (which
+    must wait for the commit: call :func:`publish` afterwards)."""
+    summary = RecordSummary(received=len(events))
+    rows = to_pending(events, now)
+    if not rows:
+        return Recorded(summary)
+    await correlate(session, rows)
+    for r in rows:
+        if r.anonymous:
+            r.strip_identity()
+    new = await storage.keep_new(session, rows, now)
+    summary.duplicates = len(rows) - len(new)
+    summary.stored = len(new)
+    summary.uncorrelated = sum(1 for r in new if r.delivery_id is None)
+    if not new:
+        return Recorded(summary)
+    await storage.insert_events(session, new, now)
+    deltas = await storage.count(session, new)
+    summary.suppressed = await rules.suppress(session, await rules.suppressions_for(session, new, policy), now)
+    summary.unsubscribed = await rules.unsubscribe(session, new, now)
+    await storage.apply_links_and_timeline(session, deltas)
+    counters = await storage.apply_stats(session, deltas, now)
+    campaigns = await rules.campaign_counts(session, set(counters))
+    complained = {cid for cid, d in deltas.stats.items() if d.get("complained")}
+    summary.paused = await rules.complaint_guard(session, counters, campaigns, complained, policy, now)
+    summary.campaigns = set(counters)
+    snapshots = {
+        cid: StatsSnapshot(campaign_id=cid, recipients=c.recipients, sent=c.sent, **counters[cid])
+        for cid, c in campaigns.items()
+    }
+    return Recorded(summary, snapshots)
+
+
+async def publish(db: Database, recorded: Recorded, live: CoalescingPublisher | None) -> None:
+    """Push the new stats (throttled per campaign), and the status of campaigns the guard paused."""
+    if live is None:
+        return
+    for cid, snapshot in recorded.snapshots.items():
+        await live.publish(stats_channel(cid), snapshot.message())
+    if recorded.summary.paused:
+        reporter = ProgressReporter(live)
+        async with db.session() as session:
+            for cid in recorded.summary.paused:
+                campaign = await session.get(Campaign, cid)
+                if campaign is not None:
+                    await reporter.report(campaign, final=True)
+
+
+async def record_events(
+    db: Database,
+    events: Sequence[IncomingEvent | NormalizedEvent],
+    *,
+    policy: FeedbackPolicy | None = None,
+    live: CoalescingPublisher | None = None,
+    now: datetime | None = None,
+) -> RecordSummary:
+    """Correlate, deduplicate, store and count ``events`` and apply the policy, in one transaction; then
+    publish the changed campaigns' live stats. Safe to call again with the same events (retries)."""
+    if not events:
+        return RecordSummary()
+    policy = policy or FeedbackPolicy()
+    now = now or utcnow()
+    attempts = _SQLITE_ATTEMPTS if db.dialect == "sqlite" else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            async with db.transaction() as session:
+                recorded = await record(session, events, policy, now)
+            break
+        except OperationalError as exc:
+            if attempt == attempts or "locked" not in str(exc):
+                raise
+            await asyncio.sleep(0.05 * attempt)
+    await publish(db, recorded, live)
+    if recorded.summary.paused:
+        log.warning("complaint guard paused campaigns %s", recorded.summary.paused)
+    return recorded.summary
+

@@ -1,0 +1,144 @@
+"""ORM tables of audience management (segments, imports)."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from emailkit.domain.models import (
+    AUTOINCREMENT,
+    AUTOINCREMENT_ONLY,
+    Base,
+    Delivery,
+    DeliveryStatus,
+    Subscriber,
+    TimestampMixin,
+    _enum,
+)
+from emailkit.domain.types import BigInt, BigIntPK, JSONDoc, UTCDateTime
+
+# --- segments ---------------------------------------------------------------------------------------------
+
+
+class Segment(TimestampMixin, Base):
+    """A saved subscriber filter, evaluated whenever it is used (never a stored member list)."""
+
+    __tablename__ = "segments"
+
+    __table_args__ = AUTOINCREMENT_ONLY
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    description: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    # The canonical filter tree of emailkit.domain.segments (camelCase keys, internal ids).
+    filter: Mapped[dict[str, Any]] = mapped_column(JSONDoc, nullable=False)
+
+
+class CampaignSegment(Base):
+    __tablename__ = "campaign_segments"
+
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True)
+    segment_id: Mapped[int] = mapped_column(
+        ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    # The segment's filter as it stood when the campaign started: the send evaluates this copy, so editing the
+    # segment later never changes who a running campaign reaches. Null until the campaign starts.
+    definition: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc, nullable=True)
+
+
+# Indexes the segment compiler relies on. They belong to tables defined in models.py and are declared here so
+# that this area's schema lives in one place. SQLite cannot use them: an always-false partial index keeps
+# models and migrations identical on both backends while costing SQLite nothing.
+SQLITE_NEVER = text("0")
+
+# Serves attribute EQ / IN / CONTAINS (array element) conditions, which compile to `attributes @> ...`.
+Index(
+    "ix_subscribers_attributes_path_ops",
+    Subscriber.__table__.c.attributes,
+    postgresql_using="gin",
+    postgresql_ops={"attributes": "jsonb_path_ops"},
+    sqlite_where=SQLITE_NEVER,
+)
+
+# Serves "received any campaign within N days": SENT ledger rows by time, without touching the heap.
+Index(
+    "ix_deliveries_sent_at_subscriber_id",
+    Delivery.__table__.c.sent_at,
+    Delivery.__table__.c.subscriber_id,
+    postgresql_where=Delivery.__table__.c.status == DeliveryStatus.SENT.value,
+    sqlite_where=SQLITE_NEVER,
+)
+
+
+# --- imports ----------------------------------------------------------------------------------------------
+
+
+class ImportStatus(enum.StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+
+
+class ImportMode(enum.StrEnum):
+    # New addresses are added; existing subscribers get the file's name and attributes merged in.
+    UPSERT = "UPSERT"
+    # Existing subscribers are left entirely alone (profile and subscriptions); only new ones are added.
+    SKIP_EXISTING = "SKIP_EXISTING"
+
+
+class Import(TimestampMixin, Base):
+    """A CSV import: its settings, where it stands, and the counters of its outcome."""
+
+    __tablename__ = "imports"
+
+    __table_args__ = AUTOINCREMENT_ONLY
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    status: Mapped[ImportStatus] = mapped_column(
+        _enum(ImportStatus), nullable=False, default=ImportStatus.QUEUED, index=True
+    )
+    source_name: Mapped[str] = mapped_column(String(255), nullable=False, default="")
+    source_bytes: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
+    # columnMap, subscriptionStatus, and once parsed the sniffed encoding and delimiter.
+    options: Mapped[dict[str, Any]] = mapped_column(JSONDoc, nullable=False, default=dict)
+    list_ids: Mapped[list[int]] = mapped_column(JSONDoc, nullable=False, default=list)
+    mode: Mapped[ImportMode] = mapped_column(_enum(ImportMode), nullable=False, default=ImportMode.UPSERT)
+    total: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
+    processed: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
+    inserted: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
+    updated: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
+    skipped: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
+    failed: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Bumped by every run; a run whose number is no longer current must not commit (a redelivered job won).
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class ImportChunk(Base):
+    """The uploaded file, in order, until its import ends: any worker on any machine can read it."""
+
+    __tablename__ = "import_chunks"
+
+    import_id: Mapped[int] = mapped_column(ForeignKey("imports.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+
+
+class ImportRowError(Base):
+    """A row of the file that was not imported, and why (bounded per import; the counters stay exact)."""
+
+    __tablename__ = "import_errors"
+
+    __table_args__ = (Index("ix_import_errors_import_id_row", "import_id", "row"), AUTOINCREMENT)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    import_id: Mapped[int] = mapped_column(ForeignKey("imports.id", ondelete="CASCADE"), nullable=False)
+    row: Mapped[int] = mapped_column(BigInt, nullable=False)
+    message: Mapped[str] = mapped_column(Text, nullable=False)

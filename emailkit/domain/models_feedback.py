@@ -1,0 +1,158 @@
+"""ORM tables of the feedback loop (events, suppressions, per-campaign stats).
+
+On PostgreSQL ``events`` is partitioned by month on ``occurred_at`` (see
+:mod:`emailkit.domain.feedback.partitions`); the partitions live in their own schema so that schema
+comparisons of the application's tables are not cluttered by them. It has no foreign keys on purpose: it
+is an append-only log written in bulk, and its rows outlive the campaigns and subscribers they mention.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from emailkit.domain.events import BounceType, EventType
+from emailkit.domain.models import AUTOINCREMENT, Base, _enum
+from emailkit.domain.types import BigInt, BigIntPK, JSONDoc, UTCDateTime, utcnow
+
+
+class SuppressionReason(enum.StrEnum):
+    HARD_BOUNCE = "HARD_BOUNCE"
+    SOFT_BOUNCE = "SOFT_BOUNCE"
+    COMPLAINT = "COMPLAINT"
+    MANUAL = "MANUAL"
+
+
+class Event(Base):
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    # Part of the key because PostgreSQL requires the partition key in every unique constraint.
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+    type: Mapped[EventType] = mapped_column(_enum(EventType), nullable=False)
+    bounce_type: Mapped[BounceType | None] = mapped_column(_enum(BounceType), nullable=True)
+    provider: Mapped[str] = mapped_column(String(32), nullable=False)
+    provider_message_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # Null for anonymous tracking hits.
+    email: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    campaign_id: Mapped[int | None] = mapped_column(BigInt, nullable=True)
+    delivery_id: Mapped[int | None] = mapped_column(BigInt, nullable=True)
+    subscriber_id: Mapped[int | None] = mapped_column(BigInt, nullable=True)
+    url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    user_agent: Mapped[str | None] = mapped_column(Text, nullable=True)
+    ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # `metadata` is reserved on declarative classes.
+    meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONDoc, nullable=True)
+    dedupe_key: Mapped[str | None] = mapped_column(Uuid(as_uuid=False), nullable=True)
+
+    __table_args__ = (
+        Index("ix_events_campaign_id_id", "campaign_id", "id"),
+        Index("ix_events_subscriber_id_id", "subscriber_id", "id"),
+        Index("ix_events_email_id", "email", "id"),
+    )
+
+
+class EventKey(Base):
+    """Dedupe keys of stored events: a provider retry inserts nothing new (unique across partitions)."""
+
+    __tablename__ = "event_keys"
+
+    key: Mapped[str] = mapped_column(Uuid(as_uuid=False), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+
+    # BRIN: rows arrive in seen_at order, so pruning old keys is cheap and the index costs nearly nothing.
+    __table_args__ = (Index("ix_event_keys_seen_at", "seen_at", postgresql_using="brin"),)
+
+
+class Suppression(Base):
+    """An address no message may be sent to. ``email`` is cleared on erasure; the hash stays."""
+
+    __tablename__ = "suppressions"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    email: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    # sha256 hex of the lower-cased address.
+    email_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    reason: Mapped[SuppressionReason] = mapped_column(_enum(SuppressionReason), nullable=False)
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The provider that reported it, or "api" for manual entries.
+    source: Mapped[str] = mapped_column(String(32), nullable=False)
+    campaign_id: Mapped[int | None] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="SET NULL"), nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+
+    __table_args__ = (UniqueConstraint("email_hash"), UniqueConstraint("email"), AUTOINCREMENT)
+
+
+class CampaignStats(Base):
+    """Counters maintained as events are recorded (never computed with COUNT(*) over events)."""
+
+    __tablename__ = "campaign_stats"
+
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    delivered: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
+    bounced: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
+    complained: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
+    opens: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
+    unique_opens: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
+    clicks: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
+    unique_clicks: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
+    unsubscribed: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+
+
+class CampaignLink(Base):
+    __tablename__ = "campaign_links"
+
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True)
+    # sha256 hex prefix of the URL: URLs can exceed what a btree key may hold.
+    url_hash: Mapped[str] = mapped_column(String(32), primary_key=True)
+    url: Mapped[str] = mapped_column(Text, nullable=False)
+    clicks: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
+    unique_clicks: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
+
+
+class CampaignFirst(Base):
+    """First-seen markers behind the unique counters: one row per (campaign, what, recipient).
+
+    ``kind`` is a counter name (``open``, ``click``, ``delivered`` ...) or ``link:<url_hash>``; ``recipient``
+    is ``d<delivery id>``, else ``s<subscriber id>``, else ``e<hash of the address>``.
+    """
+
+    __tablename__ = "campaign_firsts"
+
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40), primary_key=True)
+    recipient: Mapped[str] = mapped_column(String(40), primary_key=True)
+
+
+class CampaignTimeline(Base):
+    """Events per campaign, hour and type, maintained like the other counters."""
+
+    __tablename__ = "campaign_timeline"
+
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True)
+    bucket: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    type: Mapped[EventType] = mapped_column(_enum(EventType), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
+
+
+__all__ = [
+    "CampaignFirst",
+    "CampaignLink",
+    "CampaignStats",
+    "CampaignTimeline",
+    "Event",
+    "EventKey",
+    "Suppression",
+    "SuppressionReason",
+]

@@ -1,0 +1,98 @@
+"""Periodic upkeep that keeps sends moving with no external cron.
+
+Every worker process (and the embedded one) runs :func:`tick` every second or so. Each step is an atomic,
+idempotent database update, so any number of processes may tick at once: starting a due campaign locks its row,
+and re-enqueueing a batch first moves its ``enqueued_at`` forward so only one ticker wins.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, or_, select, update
+
+from emailkit.domain import lifecycle
+from emailkit.domain.errors import DomainError
+from emailkit.domain.models import BatchStatus, Campaign, CampaignBatch, CampaignStatus
+from emailkit.domain.runtime import Runtime
+from emailkit.domain.types import utcnow
+
+log = logging.getLogger(__name__)
+
+SEND_BATCH_JOB = "send_campaign_batch"
+
+
+async def enqueue_batches(runtime: Runtime, batch_ids: Sequence[int], *, delay: float | None = None) -> None:
+    """Hand batches to the queue; a lost message is harmless (the reaper below enqueues it again)."""
+    if runtime.jobs is None:
+        return
+    for batch_id in batch_ids:
+        await runtime.jobs.enqueue(SEND_BATCH_JOB, {"batch_id": batch_id}, delay=delay)
+
+
+async def start_due_campaigns(runtime: Runtime, now: datetime) -> list[int]:
+    batch_size = runtime.sending.batch_size if runtime.sending else lifecycle.DEFAULT_BATCH_SIZE
+    async with runtime.db.session() as s:
+        due = await lifecycle.due_scheduled(s, now)
+    started = []
+    for campaign_id in due:
+        try:
+            async with runtime.db.transaction() as s:
+                _, batch_ids = await lifecycle.start_campaign(s, campaign_id, batch_size=batch_size, now=now)
+        except DomainError as exc:
+            # Another ticker started it first, or it can no longer start: say why on the campaign.
+            log.info("scheduled campaign %s not started: %s", campaign_id, exc)
+            async with runtime.db.transaction() as s:
+                await s.execute(
+                    update(Campaign)
+                    .where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.SCHEDULED)
+                    .values(status=CampaignStatus.FAILED, status_reason=f"Could not start at sendAt: {exc}")
+                )
+            continue
+        started.append(campaign_id)
+        await enqueue_batches(runtime, batch_ids)
+    return started
+
+
+async def requeue_stale_batches(runtime: Runtime, now: datetime, requeue_after: float) -> list[int]:
+    """Batches of running campaigns that no worker holds and no queue message seems to carry."""
+    cutoff = now - timedelta(seconds=requeue_after)
+    stale = and_(
+        or_(CampaignBatch.enqueued_at.is_(None), CampaignBatch.enqueued_at < cutoff),
+        or_(
+            CampaignBatch.status == BatchStatus.PENDING,
+            and_(CampaignBatch.status == BatchStatus.RUNNING, CampaignBatch.lease_until < now),
+        ),
+    )
+    running = select(Campaign.id).where(Campaign.status == CampaignStatus.RUNNING)
+    async with runtime.db.transaction() as s:
+        ids = list(
+            (
+                await s.execute(
+                    select(CampaignBatch.id).where(stale, CampaignBatch.campaign_id.in_(running)).limit(500)
+                )
+            ).scalars()
+        )
+        if not ids:
+            return []
+        # Claim the right to re-enqueue: only rows still stale are moved forward, so two tickers never both win.
+        result = await s.execute(
+            update(CampaignBatch)
+            .where(CampaignBatch.id.in_(ids), stale)
+            .values(enqueued_at=now)
+            .returning(CampaignBatch.id)
+        )
+        won = [int(x) for x in result.scalars()]
+    if won:
+        log.info("re-enqueueing %d stale batch(es)", len(won))
+        await enqueue_batches(runtime, won)
+    return won
+
+
+async def tick(runtime: Runtime, now: datetime | None = None) -> None:
+    now = now or utcnow()
+    await start_due_campaigns(runtime, now)
+    requeue_after = runtime.sending.requeue_after_seconds if runtime.sending else 60.0
+    await requeue_stale_batches(runtime, now, requeue_after)

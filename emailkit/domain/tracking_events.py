@@ -1,0 +1,147 @@
+"""Our own tracking hits (opens, clicks, unsubscribes) turned into feedback events.
+
+Opens and clicks arrive as compact tuples from the tracking routes and are written in bulk by the hit
+buffer through :func:`hit_recorder`. An unsubscribe is written at once by :func:`unsubscribe_delivery`: it
+must have taken effect before the page (or the mailbox provider's one-click POST) gets its answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from emailkit.domain.db import Database
+from emailkit.domain.events import EventType
+from emailkit.domain.feedback import IncomingEvent, record_events
+from emailkit.domain.hitbuffer import Sink
+from emailkit.domain.models import CampaignList, Delivery, Subscription, SubscriptionStatus
+from emailkit.domain.throttle import CoalescingPublisher
+from emailkit.domain.types import utcnow
+
+# (type, delivery id, unix time, url, ip, user agent): a plain tuple because building it is on the hot path
+# of every pixel and redirect, and a dataclass costs several times more.
+Hit = tuple[EventType, int, float, str | None, str | None, str | None]
+
+
+def hit_recorder(
+    db: Database, *, anonymous: bool, live: CoalescingPublisher | None = None
+) -> Sink[Hit]:
+    """The hit buffer's sink: one batch of hits, one ``record_events`` call (one transaction)."""
+
+    async def record(batch: Sequence[Hit]) -> None:
+        events = [
+            IncomingEvent(
+                type=kind,
+                delivery_id=delivery_id,
+                occurred_at=datetime.fromtimestamp(at, UTC),
+                url=url,
+                ip=ip,
+                user_agent=agent,
+                anonymous=anonymous,
+            )
+            for kind, delivery_id, at, url, ip, agent in batch
+        ]
+        await record_events(db, events, live=live)
+
+    return record
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    email: str
+    # Nothing left to unsubscribe from: every subscription to the campaign's lists is UNSUBSCRIBED already.
+    unsubscribed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class UnsubscribeOutcome:
+    email: str
+    # Subscriptions this call moved to UNSUBSCRIBED (0 when repeated).
+    changed: int
+
+
+def _campaign_subscriptions(subscriber_id: int, campaign_id: int):  # type: ignore[no-untyped-def]
+    lists = select(CampaignList.list_id).where(CampaignList.campaign_id == campaign_id)
+    return (
+        Subscription.subscriber_id == subscriber_id,
+        Subscription.list_id.in_(lists.scalar_subquery()),
+        Subscription.status != SubscriptionStatus.UNSUBSCRIBED,
+    )
+
+
+async def recipient_of(session: AsyncSession, delivery_id: int) -> Recipient | None:
+    """Who a delivery went to and whether they are still subscribed through its campaign; None if unknown."""
+    row = (
+        await session.execute(
+            select(Delivery.email, Delivery.subscriber_id, Delivery.campaign_id).where(Delivery.id == delivery_id)
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    email, subscriber_id, campaign_id = row
+    if subscriber_id is None or campaign_id is None:
+        return Recipient(email, unsubscribed=True)
+    active = await session.scalar(
+        select(func.count()).select_from(Subscription).where(*_campaign_subscriptions(subscriber_id, campaign_id))
+    )
+    return Recipient(email, unsubscribed=not active)
+
+
+def unsubscribe_key(delivery_id: int) -> str:
+    """Dedupe key of the UNSUBSCRIBE event of a delivery: repeating the request counts it once."""
+    return hashlib.sha256(f"emailkit-unsubscribe\x1f{delivery_id}".encode()).hexdigest()[:32]
+
+
+async def unsubscribe_delivery(
+    db: Database,
+    delivery_id: int,
+    *,
+    ip: str | None = None,
+    user_agent: str | None = None,
+    live: CoalescingPublisher | None = None,
+) -> UnsubscribeOutcome | None:
+    """Unsubscribe a delivery's recipient from the lists of its campaign and record the UNSUBSCRIBE event.
+
+    Idempotent: a repeat changes nothing and records no second event. None when the delivery is unknown.
+    """
+    async with db.transaction() as session:
+        row = (
+            await session.execute(
+                select(Delivery.email, Delivery.subscriber_id, Delivery.campaign_id).where(
+                    Delivery.id == delivery_id
+                )
+            )
+        ).one_or_none()
+        if row is None:
+            return None
+        email, subscriber_id, campaign_id = row
+        changed = 0
+        if subscriber_id is not None and campaign_id is not None:
+            result = await session.execute(
+                update(Subscription)
+                .where(*_campaign_subscriptions(subscriber_id, campaign_id))
+                .values(status=SubscriptionStatus.UNSUBSCRIBED, updated_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+            changed = result.rowcount  # type: ignore[attr-defined]
+    # Recorded after the unsubscribe is committed: the opt-out must never depend on the event log. The dedupe
+    # key makes a retry after a failure here (or a repeated POST) safe.
+    await record_events(
+        db,
+        [
+            IncomingEvent(
+                type=EventType.UNSUBSCRIBE,
+                delivery_id=delivery_id,
+                ip=ip,
+                user_agent=user_agent,
+                dedupe_key=unsubscribe_key(delivery_id),
+            )
+        ],
+        live=live,
+    )
+    return UnsubscribeOutcome(email, changed)

@@ -1,0 +1,99 @@
+"""Sending one transactional delivery (queued by sendTransactional or a double opt-in confirmation)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+
+from emailkit.domain.deliveries import render_context
+from emailkit.domain.models import Delivery, DeliveryStatus, Subscriber, Template
+from emailkit.domain.rendering import compile_content
+from emailkit.domain.runtime import Runtime
+from emailkit.domain.sending import DELIVERY_TAG, Address, OutgoingMessage, SendResult
+from emailkit.domain.types import utcnow
+
+SEND_TRANSACTIONAL_JOB = "send_transactional_message"
+
+
+class TransientSendFailure(Exception):
+    """Raised so the job is retried later (with the queue's backoff)."""
+
+    def __init__(self, error: str, retry_after: float | None) -> None:
+        super().__init__(error)
+        self.retry_after = retry_after
+
+
+async def send_transactional(runtime: Runtime, delivery_id: int, *, max_attempts: int) -> SendResult | None:
+    setup = runtime.sending
+    if setup is None:
+        raise RuntimeError("this process was not configured to send mail")
+    async with runtime.db.session() as s:
+        delivery = await s.get(Delivery, delivery_id)
+        if delivery is None or delivery.status is not DeliveryStatus.QUEUED or delivery.template_id is None:
+            return None  # already handled by an earlier run of this job
+        template = await s.get(Template, delivery.template_id)
+        subscriber = (
+            await s.get(Subscriber, delivery.subscriber_id) if delivery.subscriber_id is not None else None
+        )
+    payload = dict(delivery.data or {})
+    if template is None:
+        result = SendResult.failed(
+            str(delivery_id), "the template was deleted before sending", transient=False
+        )
+    else:
+        content = compile_content(template.body, template.format, subject=template.subject)
+        rendered = content.render(render_context(subscriber, delivery.email, dict(payload.get("vars") or {})))
+        sender = Address(str(payload.get("from_email")), str(payload.get("from_name") or ""))
+        message = OutgoingMessage(
+            delivery_id=str(delivery_id),
+            sender=sender.email,
+            to=Address(delivery.email, subscriber.name if subscriber else ""),
+            from_=sender,
+            subject=rendered.subject,
+            html=rendered.html,
+            text=rendered.text,
+            tags={DELIVERY_TAG: str(delivery_id)},
+        )
+
+        async def mark_sending(ids: object) -> None:
+            async with runtime.db.transaction() as tx:
+                await tx.execute(
+                    update(Delivery)
+                    .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.QUEUED)
+                    .values(status=DeliveryStatus.SENDING, provider=setup.provider_name)
+                )
+
+        if setup.limiter is not None:
+            await setup.limiter.acquire(1)
+        [result] = await setup.provider.send_batch([message], on_commit=mark_sending)
+    attempts = delivery.attempts + 1
+    async with runtime.db.transaction() as s:
+        if result.ok:
+            values = {
+                "status": DeliveryStatus.SENT,
+                "provider_message_id": result.provider_message_id,
+                "sent_at": utcnow(),
+                "last_error": None,
+            }
+        elif result.transient and attempts < max_attempts:
+            values = {"status": DeliveryStatus.QUEUED, "last_error": result.error}
+        else:
+            values = {"status": DeliveryStatus.FAILED, "last_error": result.error}
+        await s.execute(
+            update(Delivery)
+            .where(Delivery.id == delivery_id)
+            .values(attempts=attempts, updated_at=utcnow(), provider=setup.provider_name, **values)
+        )
+    if not result.ok and result.transient and attempts < max_attempts:
+        raise TransientSendFailure(result.error or "transient failure", result.retry_after)
+    return result
+
+
+async def queued_transactional_ids(runtime: Runtime, limit: int = 500) -> list[int]:
+    async with runtime.db.session() as s:
+        stmt = (
+            select(Delivery.id)
+            .where(Delivery.campaign_id.is_(None), Delivery.status == DeliveryStatus.QUEUED)
+            .order_by(Delivery.id)
+            .limit(limit)
+        )
+        return [int(x) for x in (await s.execute(stmt)).scalars()]

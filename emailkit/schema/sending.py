@@ -1,0 +1,388 @@
+"""Sending: campaign lifecycle mutations, the deliveries ledger, live progress, test and transactional sends."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.scalars import JSON
+
+from emailkit.domain import deliveries, lifecycle, progress, scheduler, transactional
+from emailkit.domain.errors import DomainError, ErrorCode
+from emailkit.domain.models import Campaign as CampaignRow
+from emailkit.domain.models import Delivery as DeliveryRow
+from emailkit.domain.models import DeliveryStatus
+from emailkit.domain.pipeline import sender_for
+from emailkit.domain.validation import normalize_email
+from emailkit.schema.context import Info
+from emailkit.schema.enums import CampaignStatus
+from emailkit.schema.errors import UserError, mutate, to_user_errors
+from emailkit.schema.permissions import write_mutation
+from emailkit.schema.relay import Connection, Node, decode_id, decode_id_or_none, to_global_id
+
+if TYPE_CHECKING:
+    from emailkit.schema.campaigns import CampaignType
+
+strawberry.enum(DeliveryStatus, name="DeliveryStatus")
+
+CampaignRef = Annotated["CampaignType", strawberry.lazy("emailkit.schema.campaigns")]
+MAX_TEST_RECIPIENTS = 10
+
+
+@strawberry.type(name="Delivery", description="One recipient of one campaign or transactional message.")
+class DeliveryType(Node):
+    pk: strawberry.Private[int]
+    campaign_pk: strawberry.Private[int | None]
+    email: str
+    status: DeliveryStatus
+    skip_reason: str | None
+    provider: str | None
+    provider_message_id: str | None
+    attempts: int
+    last_error: str | None = strawberry.field(description="The provider's error for the last failed attempt.")
+    created_at: datetime
+    updated_at: datetime
+    sent_at: datetime | None
+
+    @strawberry.field
+    async def campaign(self, info: Info) -> CampaignRef | None:
+        from emailkit.schema.campaigns import CampaignType
+
+        if self.campaign_pk is None:
+            return None
+        row = await info.context.loaders.campaign_by_id.load(self.campaign_pk)
+        return CampaignType.from_model(row) if row is not None else None
+
+    @classmethod
+    def from_model(cls, row: DeliveryRow) -> DeliveryType:
+        return cls(
+            id=to_global_id("Delivery", row.id),
+            pk=row.id,
+            campaign_pk=row.campaign_id,
+            email=row.email,
+            status=row.status,
+            skip_reason=row.skip_reason,
+            provider=row.provider,
+            provider_message_id=row.provider_message_id,
+            attempts=row.attempts,
+            last_error=row.last_error,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            sent_at=row.sent_at,
+        )
+
+
+@strawberry.type
+class CampaignProgress:
+    status: CampaignStatus
+    status_reason: str | None
+    recipients: int
+    sent: int
+    failed: int
+    skipped: int
+    rate_per_second: float = strawberry.field(description="Recipients processed per second, recently.")
+    eta_seconds: float | None = strawberry.field(
+        description="Estimated seconds to completion; null if unknown."
+    )
+
+
+def progress_of(campaign: CampaignRow, estimate: progress.Estimate | None = None) -> CampaignProgress:
+    return CampaignProgress(
+        status=campaign.status,
+        status_reason=campaign.status_reason,
+        recipients=campaign.recipients_count,
+        sent=campaign.sent_count,
+        failed=campaign.failed_count,
+        skipped=campaign.skipped_count,
+        rate_per_second=estimate.rate_per_second if estimate else 0.0,
+        eta_seconds=estimate.eta_seconds if estimate else None,
+    )
+
+
+async def campaign_deliveries(
+    root: CampaignRef,
+    info: Info,
+    first: int = 50,
+    after: str | None = None,
+    status: DeliveryStatus | None = None,
+) -> Connection[DeliveryType]:
+    """The ledger of this campaign: one row per recipient, with the provider's error for failures."""
+    return await info.context.connection(
+        lambda s, n, a: deliveries.find_deliveries(s, campaign_id=root.pk, first=n, after=a, status=status),
+        DeliveryType.from_model,
+        first,
+        after,
+    )
+
+
+async def campaign_progress_field(root: CampaignRef, info: Info) -> CampaignProgress:
+    row = await info.context.loaders.campaign_by_id.load(root.pk)
+    if row is None:
+        raise GraphQLError("Campaign not found", extensions={"code": "NOT_FOUND"})
+    return progress_of(row)
+
+
+@strawberry.input
+class CampaignIdInput:
+    id: strawberry.ID
+
+
+@strawberry.input
+class ScheduleCampaignInput:
+    id: strawberry.ID
+    send_at: datetime = strawberry.field(description="When to start; an ISO 8601 time with an offset.")
+
+
+@strawberry.input
+class RetryFailedDeliveriesInput:
+    campaign_id: strawberry.ID
+
+
+@strawberry.input
+class SendTestEmailInput:
+    campaign_id: strawberry.ID
+    emails: list[str]
+
+
+@strawberry.input
+class SendTransactionalInput:
+    template_id: strawberry.ID
+    to: str
+    data: JSON | None = None
+    from_email: str | None = strawberry.field(default=None, description="Default: EMAILKIT_FROM_EMAIL.")
+    from_name: str | None = None
+
+
+@strawberry.type
+class CampaignLifecyclePayload:
+    campaign: CampaignRef | None
+    user_errors: list[UserError]
+
+
+@strawberry.type
+class RetryFailedDeliveriesPayload:
+    campaign: CampaignRef | None
+    retried: int
+    user_errors: list[UserError]
+
+
+@strawberry.type
+class TestEmailResult:
+    email: str
+    ok: bool
+    error: str | None
+
+
+@strawberry.type
+class SendTestEmailPayload:
+    results: list[TestEmailResult]
+    user_errors: list[UserError]
+
+
+@strawberry.type
+class SendTransactionalPayload:
+    delivery: DeliveryType | None
+    user_errors: list[UserError]
+
+
+def _campaign_payload(row: CampaignRow | None, errors: list[UserError]) -> CampaignLifecyclePayload:
+    from emailkit.schema.campaigns import CampaignType
+
+    return CampaignLifecyclePayload(
+        campaign=CampaignType.from_model(row) if row is not None else None, user_errors=errors
+    )
+
+
+def _batch_size(info: Info) -> int:
+    setup = info.context.runtime.sending
+    return setup.batch_size if setup is not None else lifecycle.DEFAULT_BATCH_SIZE
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="A delivery (campaign recipient or transactional message) by ID.")
+    async def delivery(self, info: Info, id: strawberry.ID) -> DeliveryType | None:
+        pk = decode_id_or_none(id, "Delivery")
+        if pk is None:
+            return None
+        async with info.context.db.session() as s:
+            row = await s.get(DeliveryRow, pk)
+        return DeliveryType.from_model(row) if row is not None else None
+
+
+@strawberry.type
+class Mutation:
+    @write_mutation(description="DRAFT or SCHEDULED → RUNNING: snapshot the audience and start sending.")
+    async def start_campaign(self, info: Info, input: CampaignIdInput) -> CampaignLifecyclePayload:
+        out = await mutate(
+            info,
+            lambda s: lifecycle.start_campaign(
+                s, decode_id(input.id, "Campaign"), batch_size=_batch_size(info)
+            ),
+        )
+        if out.value is None:
+            return _campaign_payload(None, out.errors)
+        campaign, batch_ids = out.value
+        await scheduler.enqueue_batches(info.context.runtime, batch_ids)
+        return _campaign_payload(campaign, [])
+
+    @write_mutation(description="RUNNING → PAUSED: workers stop after their current chunk.")
+    async def pause_campaign(self, info: Info, input: CampaignIdInput) -> CampaignLifecyclePayload:
+        out = await mutate(info, lambda s: lifecycle.pause_campaign(s, decode_id(input.id, "Campaign")))
+        return _campaign_payload(out.value, out.errors)
+
+    @write_mutation(description="PAUSED → RUNNING: continue where the campaign stopped.")
+    async def resume_campaign(self, info: Info, input: CampaignIdInput) -> CampaignLifecyclePayload:
+        out = await mutate(info, lambda s: lifecycle.resume_campaign(s, decode_id(input.id, "Campaign")))
+        if out.value is None:
+            return _campaign_payload(None, out.errors)
+        campaign, batch_ids = out.value
+        await scheduler.enqueue_batches(info.context.runtime, batch_ids)
+        return _campaign_payload(campaign, [])
+
+    @write_mutation(description="Stop for good; recipients not yet sent to are never sent to.")
+    async def cancel_campaign(self, info: Info, input: CampaignIdInput) -> CampaignLifecyclePayload:
+        out = await mutate(info, lambda s: lifecycle.cancel_campaign(s, decode_id(input.id, "Campaign")))
+        return _campaign_payload(out.value, out.errors)
+
+    @write_mutation(description="Start automatically at sendAt (within a few seconds).")
+    async def schedule_campaign(self, info: Info, input: ScheduleCampaignInput) -> CampaignLifecyclePayload:
+        out = await mutate(
+            info, lambda s: lifecycle.schedule_campaign(s, decode_id(input.id, "Campaign"), input.send_at)
+        )
+        return _campaign_payload(out.value, out.errors)
+
+    @write_mutation(description="Queue every FAILED delivery of the campaign again.")
+    async def retry_failed_deliveries(
+        self, info: Info, input: RetryFailedDeliveriesInput
+    ) -> RetryFailedDeliveriesPayload:
+        from emailkit.schema.campaigns import CampaignType
+
+        out = await mutate(
+            info,
+            lambda s: deliveries.retry_failed_deliveries(
+                s, decode_id(input.campaign_id, "Campaign", "campaignId")
+            ),
+        )
+        if out.value is None:
+            return RetryFailedDeliveriesPayload(campaign=None, retried=0, user_errors=out.errors)
+        campaign, batch_ids, count = out.value
+        await scheduler.enqueue_batches(info.context.runtime, batch_ids)
+        return RetryFailedDeliveriesPayload(
+            campaign=CampaignType.from_model(campaign), retried=count, user_errors=[]
+        )
+
+    @write_mutation(
+        description="Send the campaign now to up to 10 addresses, marked [Test], without tracking."
+    )
+    async def send_test_email(self, info: Info, input: SendTestEmailInput) -> SendTestEmailPayload:
+        try:
+            campaign_id = decode_id(input.campaign_id, "Campaign", "campaignId")
+            if not input.emails or len(input.emails) > MAX_TEST_RECIPIENTS:
+                raise DomainError.single(
+                    ErrorCode.INVALID_INPUT, f"Give 1 to {MAX_TEST_RECIPIENTS} addresses", "emails"
+                )
+            emails = [normalize_email(e, "emails") for e in input.emails]
+            if info.context.runtime.sending is None:
+                raise DomainError.single(ErrorCode.SEND_FAILED, "Sending is not configured in this process")
+            results = await sender_for(info.context.runtime).send_test(campaign_id, emails)
+        except DomainError as exc:
+            return SendTestEmailPayload(results=[], user_errors=to_user_errors(exc))
+        return SendTestEmailPayload(
+            results=[
+                TestEmailResult(email=e, ok=r.ok, error=r.error) for e, r in zip(emails, results, strict=True)
+            ],
+            user_errors=[],
+        )
+
+    @write_mutation(description="Render a TRANSACTIONAL template with `data` and send it through the queue.")
+    async def send_transactional(self, info: Info, input: SendTransactionalInput) -> SendTransactionalPayload:
+        setup = info.context.runtime.sending
+        default_from = setup.default_from if setup is not None else (None, "")
+        out = await mutate(
+            info,
+            lambda s: deliveries.create_transactional(
+                s,
+                template_id=decode_id(input.template_id, "Template", "templateId"),
+                to=input.to,
+                data=_data_object(input.data),
+                from_email=input.from_email or default_from[0],
+                from_name=input.from_name if input.from_name is not None else default_from[1],
+            ),
+        )
+        if out.value is None:
+            return SendTransactionalPayload(delivery=None, user_errors=out.errors)
+        jobs = info.context.runtime.jobs
+        if jobs is not None:
+            await jobs.enqueue(transactional.SEND_TRANSACTIONAL_JOB, {"delivery_id": out.value.id})
+        return SendTransactionalPayload(delivery=DeliveryType.from_model(out.value), user_errors=[])
+
+
+def _data_object(value: object) -> dict[str, object] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise DomainError.single(ErrorCode.INVALID_INPUT, "data must be a JSON object", "data")
+    return value
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(description="Live counters of a campaign until it reaches a final state.")
+    async def campaign_progress(
+        self, info: Info, id: strawberry.ID
+    ) -> AsyncGenerator[CampaignProgress, None]:
+        pk = decode_id_or_none(id, "Campaign")
+        runtime = info.context.runtime
+        if pk is None:
+            raise GraphQLError("Not a Campaign ID", extensions={"code": "INVALID_ID"})
+        estimator = progress.RateEstimator()
+        pubsub = runtime.pubsub
+        if pubsub is None:
+            raise GraphQLError("Live updates are not configured", extensions={"code": "UNAVAILABLE"})
+        # Subscribe before reading the current state so no update between the two is missed.
+        async with pubsub.subscribe(progress.progress_channel(pk)) as updates:
+            async with runtime.db.session() as s:
+                row = await s.get(CampaignRow, pk)
+            if row is None:
+                raise GraphQLError("Campaign not found", extensions={"code": "NOT_FOUND"})
+            yield _estimated(progress_of(row), estimator, progress.snapshot(row))
+            if row.status in progress.FINAL_STATUSES:
+                return
+            async for message in updates:
+                current = _from_message(message)
+                yield _estimated(current, estimator, message)
+                if current.status in progress.FINAL_STATUSES:
+                    return
+
+
+def _from_message(message: dict[str, object]) -> CampaignProgress:
+    return CampaignProgress(
+        status=CampaignStatus(str(message["status"])),
+        status_reason=message.get("statusReason") if isinstance(message.get("statusReason"), str) else None,  # type: ignore[arg-type]
+        recipients=int(message["recipients"]),  # type: ignore[call-overload]
+        sent=int(message["sent"]),  # type: ignore[call-overload]
+        failed=int(message["failed"]),  # type: ignore[call-overload]
+        skipped=int(message["skipped"]),  # type: ignore[call-overload]
+        rate_per_second=0.0,
+        eta_seconds=None,
+    )
+
+
+def _estimated(
+    p: CampaignProgress, estimator: progress.RateEstimator, message: dict[str, object]
+) -> CampaignProgress:
+    processed = p.sent + p.failed + p.skipped
+    at = message.get("at")
+    estimate = estimator.add(
+        float(at) if isinstance(at, int | float) else 0.0,
+        processed,
+        max(0, p.recipients - processed),
+        p.status is CampaignStatus.RUNNING,
+    )
+    p.rate_per_second = estimate.rate_per_second
+    p.eta_seconds = estimate.eta_seconds
+    return p

@@ -1,0 +1,186 @@
+"""Templates: type, queries, mutations and previews."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+
+from emailkit.domain import templates
+from emailkit.domain.models import Template as TemplateRow
+from emailkit.schema.context import Info
+from emailkit.schema.enums import ContentFormat, TemplateKind
+from emailkit.schema.errors import DeletePayload, UserError, mutate
+from emailkit.schema.permissions import write_mutation
+from emailkit.schema.relay import Connection, Node, decode_id, decode_id_or_none, to_global_id
+
+
+@strawberry.type(
+    name="Template",
+    description="An MJML or HTML body and a subject, both Jinja2 templates rendered in a sandbox.",
+)
+class TemplateType(Node):
+    pk: strawberry.Private[int]
+    name: str
+    kind: TemplateKind
+    format: ContentFormat
+    subject: str
+    body: str
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_model(cls, row: TemplateRow) -> TemplateType:
+        return cls(
+            id=to_global_id("Template", row.id),
+            pk=row.id,
+            name=row.name,
+            kind=row.kind,
+            format=row.format,
+            subject=row.subject,
+            body=row.body,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+
+@strawberry.input
+class CreateTemplateInput:
+    name: str
+    kind: TemplateKind
+    format: ContentFormat
+    body: str
+    subject: str | None = strawberry.field(
+        default=None, description="Required for TRANSACTIONAL templates; campaigns bring their own."
+    )
+
+
+@strawberry.input
+class UpdateTemplateInput:
+    id: strawberry.ID
+    name: str | None = None
+    kind: TemplateKind | None = None
+    format: ContentFormat | None = None
+    subject: str | None = None
+    body: str | None = None
+
+
+@strawberry.input
+class DeleteTemplateInput:
+    id: strawberry.ID
+
+
+@strawberry.input(
+    description="A saved template (fields given here override it, unsaved) or a body with its format."
+)
+class PreviewTemplateInput:
+    template_id: strawberry.ID | None = None
+    body: str | None = None
+    format: ContentFormat | None = None
+    subject: str | None = None
+    subscriber_id: strawberry.ID | None = strawberry.field(
+        default=None, description="Render with this subscriber's data instead of a sample subscriber."
+    )
+
+
+@strawberry.type
+class TemplatePayload:
+    template: TemplateType | None
+    user_errors: list[UserError]
+
+
+@strawberry.type
+class PreviewTemplatePayload:
+    subject: str | None
+    html: str | None
+    text: str | None = strawberry.field(description="The plain-text alternative derived from the HTML.")
+    user_errors: list[UserError]
+
+
+def _payload(row: TemplateRow | None, errors: list[UserError]) -> TemplatePayload:
+    return TemplatePayload(
+        template=TemplateType.from_model(row) if row is not None else None, user_errors=errors
+    )
+
+
+def _input(
+    name: str | None,
+    kind: TemplateKind | None,
+    fmt: ContentFormat | None,
+    subject: str | None,
+    body: str | None,
+) -> templates.TemplateInput:
+    return templates.TemplateInput(name=name, kind=kind, format=fmt, subject=subject, body=body)
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="Templates, oldest first, optionally of one kind.")
+    async def templates(
+        self, info: Info, first: int = 50, after: str | None = None, kind: TemplateKind | None = None
+    ) -> Connection[TemplateType]:
+        return await info.context.connection(
+            lambda s, n, a: templates.find_templates(s, first=n, after=a, kind=kind),
+            TemplateType.from_model,
+            first,
+            after,
+        )
+
+    @strawberry.field
+    async def template(self, info: Info, id: strawberry.ID) -> TemplateType | None:
+        pk = decode_id_or_none(id, "Template")
+        row = await info.context.loaders.template_by_id.load(pk) if pk is not None else None
+        return TemplateType.from_model(row) if row is not None else None
+
+
+@strawberry.type
+class Mutation:
+    @write_mutation
+    async def create_template(self, info: Info, input: CreateTemplateInput) -> TemplatePayload:
+        data = _input(input.name, input.kind, input.format, input.subject, input.body)
+        out = await mutate(info, lambda s: templates.create_template(s, data))
+        return _payload(out.value, out.errors)
+
+    @write_mutation
+    async def update_template(self, info: Info, input: UpdateTemplateInput) -> TemplatePayload:
+        data = _input(input.name, input.kind, input.format, input.subject, input.body)
+        out = await mutate(
+            info, lambda s: templates.update_template(s, decode_id(input.id, "Template"), data)
+        )
+        return _payload(out.value, out.errors)
+
+    @write_mutation
+    async def delete_template(self, info: Info, input: DeleteTemplateInput) -> DeletePayload:
+        out = await mutate(info, lambda s: templates.delete_template(s, decode_id(input.id, "Template")))
+        return DeletePayload(deleted_id=input.id if out.value is not None else None, user_errors=out.errors)
+
+    # Changes nothing, so any authenticated key (VIEWER included) may preview.
+    @strawberry.mutation(
+        description="Render a template or a body for a subscriber (or a sample one): subject, HTML and text, "
+        "or userErrors that point at the MJML/Jinja problem and its line."
+    )
+    async def preview_template(self, info: Info, input: PreviewTemplateInput) -> PreviewTemplatePayload:
+        out = await mutate(
+            info,
+            lambda s: templates.preview_template(
+                s,
+                templates.PreviewInput(
+                    template_id=decode_id(input.template_id, "Template", "templateId")
+                    if input.template_id is not None
+                    else None,
+                    body=input.body,
+                    format=input.format,
+                    subject=input.subject,
+                    subscriber_id=decode_id(input.subscriber_id, "Subscriber", "subscriberId")
+                    if input.subscriber_id is not None
+                    else None,
+                ),
+            ),
+        )
+        rendered = out.value
+        return PreviewTemplatePayload(
+            subject=rendered.subject if rendered else None,
+            html=rendered.html if rendered else None,
+            text=rendered.text if rendered else None,
+            user_errors=out.errors,
+        )

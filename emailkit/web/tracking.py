@@ -1,0 +1,285 @@
+"""Public tracking routes: open pixel, click redirect and unsubscribe. No API key: signed tokens are the
+authentication.
+
+``/t/o/<token>.gif`` and ``/t/c/<token>`` are the hottest paths of the service (every open and every click of
+every campaign), so they are answered by a raw ASGI handler placed in front of Starlette's routing and
+middleware: verify the token, queue the hit in memory, answer. The database write happens later, in batches
+(:class:`emailkit.domain.hitbuffer.HitBuffer`). Unsubscribes are rare and must take effect before the answer,
+so they are ordinary Starlette routes that write synchronously.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from emailkit.domain.events import EventType
+from emailkit.domain.hitbuffer import HitBuffer
+from emailkit.domain.runtime import Runtime
+from emailkit.domain.tokens import TokenSigner
+from emailkit.domain.tracking import PURPOSE_CLICK, PURPOSE_OPEN, PURPOSE_UNSUBSCRIBE
+from emailkit.domain.tracking_events import (
+    Hit,
+    hit_recorder,
+    recipient_of,
+    unsubscribe_delivery,
+)
+
+# A 1×1 transparent GIF89a: 2-colour palette, graphic control extension marking index 0 transparent.
+PIXEL_GIF = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff"
+    b"!\xf9\x04\x01\x00\x00\x00\x00"
+    b",\x00\x00\x00\x00\x01\x00\x01\x00\x00"
+    b"\x02\x02D\x01\x00;"
+)
+_NO_CACHE = b"no-store, no-cache, must-revalidate, private"
+_PIXEL_START = {
+    "type": "http.response.start",
+    "status": 200,
+    "headers": [
+        (b"content-type", b"image/gif"),
+        (b"content-length", str(len(PIXEL_GIF)).encode()),
+        (b"cache-control", _NO_CACHE),
+        (b"pragma", b"no-cache"),
+        (b"expires", b"0"),
+    ],
+}
+_PIXEL_BODY = {"type": "http.response.body", "body": PIXEL_GIF}
+_NOT_FOUND_BODY = b"Not found\n"
+_NOT_FOUND_START = {
+    "type": "http.response.start",
+    "status": 404,
+    "headers": [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(_NOT_FOUND_BODY)).encode()),
+        (b"cache-control", _NO_CACHE),
+    ],
+}
+_NOT_FOUND = {"type": "http.response.body", "body": _NOT_FOUND_BODY}
+_NOT_ALLOWED_START = {
+    "type": "http.response.start",
+    "status": 405,
+    "headers": [(b"allow", b"GET, HEAD"), (b"content-length", b"0")],
+}
+_EMPTY = {"type": "http.response.body", "body": b""}
+
+# User agents beyond this are cut: they are stored per hit and nothing legitimate is longer.
+MAX_USER_AGENT = 512
+# Printable ASCII stays as it is in a Location header; anything else (spaces, controls, non-ASCII) is
+# percent-encoded, so a signed URL can never inject a header or break the response.
+_LOCATION_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
+
+
+def redirect_target(url: str) -> bytes | None:
+    """The Location header value for a signed click URL, or None when it is not an absolute http(s) URL."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return None
+    return quote(url.strip(), safe=_LOCATION_SAFE).encode("ascii")
+
+
+class TrackingHits:
+    """The raw ASGI handler of ``/t/...``: open pixel and click redirect."""
+
+    def __init__(self, signer: TokenSigner, hits: HitBuffer[Hit], *, anonymous: bool) -> None:
+        self.signer = signer
+        self.hits = hits
+        self.anonymous = anonymous
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if path.startswith("/t/o/"):
+            if method != "GET" and method != "HEAD":
+                await _not_allowed(send)
+                return
+            # Every token, valid or not, gets the same pixel: the answer never reveals validity.
+            if method == "GET" and path.endswith(".gif"):
+                parts = self.signer.verify(PURPOSE_OPEN, path[5:-4])
+                if parts is not None and len(parts) == 1 and parts[0].isdigit():
+                    self._record(EventType.OPEN, int(parts[0]), None, scope)
+            await send(_PIXEL_START)
+            await send(_PIXEL_BODY)
+            return
+        if path.startswith("/t/c/"):
+            if method != "GET" and method != "HEAD":
+                await _not_allowed(send)
+                return
+            parts = self.signer.verify(PURPOSE_CLICK, path[5:])
+            location = None
+            if parts is not None and len(parts) == 2 and parts[0].isdigit():
+                location = redirect_target(parts[1])
+            if location is None:
+                await _not_found(send)
+                return
+            if method == "GET":
+                self._record(EventType.CLICK, int(parts[0]), parts[1], scope)  # type: ignore[index]
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 302,
+                    "headers": [
+                        (b"location", location),
+                        (b"content-length", b"0"),
+                        (b"cache-control", _NO_CACHE),
+                        (b"referrer-policy", b"no-referrer"),
+                    ],
+                }
+            )
+            await send(_EMPTY)
+            return
+        await _not_found(send)
+
+    def _record(self, kind: EventType, delivery_id: int, url: str | None, scope: Scope) -> None:
+        if self.anonymous:
+            self.hits.add((kind, delivery_id, time.time(), url, None, None))
+            return
+        client = scope.get("client")
+        user_agent = None
+        for name, value in scope["headers"]:
+            if name == b"user-agent":
+                user_agent = value[:MAX_USER_AGENT].decode("latin-1")
+                break
+        self.hits.add((kind, delivery_id, time.time(), url, client[0] if client else None, user_agent))
+
+
+async def _not_found(send: Send) -> None:
+    await send(_NOT_FOUND_START)
+    await send(_NOT_FOUND)
+
+
+async def _not_allowed(send: Send) -> None:
+    await send(_NOT_ALLOWED_START)
+    await send(_EMPTY)
+
+
+class TrackingMiddleware:
+    """Sends ``/t/...`` straight to the tracking handler, skipping routing and the other middleware."""
+
+    def __init__(self, app: ASGIApp, handler: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self.app = app
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/t/"):
+            await self.handler(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+# -- unsubscribe ---------------------------------------------------------------------------------------
+
+_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    # The page's URL is the credential: never leak it, never frame the button, load nothing from elsewhere.
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; "
+        "base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Robots-Tag": "noindex",
+}
+_TITLES = {
+    "confirm": "Unsubscribe",
+    "done": "You are unsubscribed",
+    "already": "You are unsubscribed",
+    "invalid": "Link not valid",
+}
+
+
+def mask_email(email: str) -> str:
+    """``jane.doe@example.com`` -> ``j…e@example.com``: enough to recognise, little to a forwardee."""
+    local, at, domain = email.partition("@")
+    if not at:
+        return "…"
+    shown = local[0] + "…" + local[-1] if len(local) > 2 else local[:1] + "…"
+    return f"{shown}@{domain}"
+
+
+class UnsubscribePages:
+    def __init__(self, runtime: Runtime, signer: TokenSigner, *, anonymous: bool) -> None:
+        self.runtime = runtime
+        self.signer = signer
+        self.anonymous = anonymous
+        env = Environment(
+            loader=PackageLoader("emailkit.web", "templates"),
+            autoescape=select_autoescape(default=True),
+            auto_reload=False,
+        )
+        self.template = env.get_template("unsubscribe.html")
+
+    def _page(self, state: str, email: str = "", status: int = 200) -> HTMLResponse:
+        body = self.template.render(state=state, title=_TITLES[state], email=mask_email(email) if email else "")
+        return HTMLResponse(body, status_code=status, headers=_PAGE_HEADERS)
+
+    def _delivery_id(self, request: Request) -> int | None:
+        parts = self.signer.verify(PURPOSE_UNSUBSCRIBE, request.path_params["token"])
+        if parts is None or len(parts) != 1 or not parts[0].isdigit():
+            return None
+        return int(parts[0])
+
+    async def handle(self, request: Request) -> Response:
+        delivery_id = self._delivery_id(request)
+        if delivery_id is None:
+            return self._page("invalid", status=404)
+        if request.method == "POST":
+            # RFC 8058 one-click (body `List-Unsubscribe=One-Click`) and the page's own form both land here;
+            # the signed URL is the credential, so the body is not needed to decide.
+            ip = None if self.anonymous or request.client is None else request.client.host
+            agent = None if self.anonymous else request.headers.get("user-agent", "")[:MAX_USER_AGENT] or None
+            outcome = await unsubscribe_delivery(
+                self.runtime.db, delivery_id, ip=ip, user_agent=agent, live=self.runtime.live
+            )
+            if outcome is None:
+                return self._page("invalid", status=404)
+            return self._page("done", outcome.email)
+        async with self.runtime.db.session() as session:
+            recipient = await recipient_of(session, delivery_id)
+        if recipient is None:
+            return self._page("invalid", status=404)
+        return self._page("already" if recipient.unsubscribed else "confirm", recipient.email)
+
+
+@dataclass
+class Tracking:
+    """Everything the app mounts for the public routes, plus the hit buffer its lifespan starts and stops."""
+
+    handler: TrackingHits
+    routes: list[Route]
+    hits: HitBuffer[Hit]
+
+    def start(self) -> None:
+        self.hits.start()
+
+    async def stop(self) -> None:
+        await self.hits.stop()
+
+
+def build_tracking(
+    runtime: Runtime,
+    *,
+    anonymous: bool = False,
+    max_pending: int = 100_000,
+    flush_interval: float = 0.1,
+) -> Tracking:
+    signer = TokenSigner(runtime.secret_key)
+    hits: HitBuffer[Hit] = HitBuffer(
+        hit_recorder(runtime.db, anonymous=anonymous, live=runtime.live),
+        flush_interval=flush_interval,
+        max_pending=max_pending,
+    )
+    pages = UnsubscribePages(runtime, signer, anonymous=anonymous)
+    routes = [Route("/u/{token}", pages.handle, methods=["GET", "POST"])]
+    return Tracking(TrackingHits(signer, hits, anonymous=anonymous), routes, hits)
