@@ -26,6 +26,7 @@ from emailkit.tasks.pubsub import build_pubsub
 from emailkit.tasks.worker import close_runtime, embedded_worker
 from emailkit.web.graphql import GraphQLView
 from emailkit.web.health import health_routes
+from emailkit.web.tracking import TrackingMiddleware, build_tracking
 
 log = logging.getLogger("emailkit")
 
@@ -83,6 +84,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         allowed_origins=settings.cors_origins,
     )
     healthz, readyz = health_routes(runtime)
+    tracking = build_tracking(
+        runtime, anonymous=settings.tracking_anonymous, max_pending=settings.tracking_buffer_limit
+    )
     static_dir = Path(str(resources.files("emailkit.web") / "static"))
 
     @asynccontextmanager
@@ -91,14 +95,18 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         worker = embedded_worker(settings, runtime, build_runtime)
         if worker is not None:
             worker.start()
+        tracking.start()
         try:
             yield
         finally:
+            # Before the database closes: buffered opens and clicks are written, none lost.
+            await tracking.stop()
             if worker is not None:
                 await worker.stop()
             await close_runtime(runtime)
 
-    middleware = []
+    # Outermost: the open pixel and click redirect skip routing and the other middleware (hot path).
+    middleware = [Middleware(TrackingMiddleware, handler=tracking.handler)]
     if settings.cors_origins:
         middleware.append(
             Middleware(
@@ -115,8 +123,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         WebSocketRoute("/graphql", graphql),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        *tracking.routes,
         Mount("/static", StaticFiles(directory=static_dir, check_dir=False), name="static"),
     ]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.runtime = runtime
+    app.state.tracking = tracking
     return app

@@ -27,14 +27,19 @@ class SentDelivery:
     list_ids: tuple[int, ...]
 
 
-async def make_deliveries(db: Database, count: int, *, lists: int = 1, prefix: str = "reader") -> list[SentDelivery]:
+async def make_deliveries(
+    db: Database, count: int, *, lists: int = 1, prefix: str = "reader"
+) -> list[SentDelivery]:
     """One FINISHED campaign sent to `count` subscribers, each CONFIRMED on the campaign's `lists` lists and
     on one more list the campaign does not use."""
     async with db.transaction() as s:
         used = [MailingList(name=f"{prefix} list {i}") for i in range(lists)]
         other = MailingList(name=f"{prefix} other list")
         campaign = Campaign(
-            name=f"{prefix} campaign", subject="Hello", from_email="news@example.com", status=CampaignStatus.FINISHED
+            name=f"{prefix} campaign",
+            subject="Hello",
+            from_email="news@example.com",
+            status=CampaignStatus.FINISHED,
         )
         s.add_all([*used, other, campaign])
         await s.flush()
@@ -48,7 +53,9 @@ async def make_deliveries(db: Database, count: int, *, lists: int = 1, prefix: s
             for lst in [*used, other]
         )
         deliveries = [
-            Delivery(campaign_id=campaign.id, subscriber_id=sub.id, email=sub.email, status=DeliveryStatus.SENT)
+            Delivery(
+                campaign_id=campaign.id, subscriber_id=sub.id, email=sub.email, status=DeliveryStatus.SENT
+            )
             for sub in subscribers
         ]
         s.add_all(deliveries)

@@ -37,7 +37,9 @@ Sink = Callable[[Sequence[T]], Awaitable[None]]
 
 def is_transient(exc: BaseException) -> bool:
     """Whether retrying the same batch later can succeed (the database was unreachable, not the data bad)."""
-    if isinstance(exc, OSError | TimeoutError | ConnectionError | PoolTimeout | OperationalError | InterfaceError):
+    if isinstance(
+        exc, OSError | TimeoutError | ConnectionError | PoolTimeout | OperationalError | InterfaceError
+    ):
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True

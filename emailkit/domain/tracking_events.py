@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.domain.db import Database
 from emailkit.domain.events import EventType
-from emailkit.domain.feedback import IncomingEvent, record_events
+from emailkit.domain.feedback import FeedbackPolicy, IncomingEvent, publish, record, record_events
 from emailkit.domain.hitbuffer import Sink
 from emailkit.domain.models import CampaignList, Delivery, Subscription, SubscriptionStatus
 from emailkit.domain.throttle import CoalescingPublisher
@@ -28,9 +28,7 @@ from emailkit.domain.types import utcnow
 Hit = tuple[EventType, int, float, str | None, str | None, str | None]
 
 
-def hit_recorder(
-    db: Database, *, anonymous: bool, live: CoalescingPublisher | None = None
-) -> Sink[Hit]:
+def hit_recorder(db: Database, *, anonymous: bool, live: CoalescingPublisher | None = None) -> Sink[Hit]:
     """The hit buffer's sink: one batch of hits, one ``record_events`` call (one transaction)."""
 
     async def record(batch: Sequence[Hit]) -> None:
@@ -65,7 +63,7 @@ class UnsubscribeOutcome:
     changed: int
 
 
-def _campaign_subscriptions(subscriber_id: int, campaign_id: int):  # type: ignore[no-untyped-def]
+def _campaign_subscriptions(subscriber_id: int, campaign_id: int) -> tuple[ColumnElement[bool], ...]:
     lists = select(CampaignList.list_id).where(CampaignList.campaign_id == campaign_id)
     return (
         Subscription.subscriber_id == subscriber_id,
@@ -78,7 +76,9 @@ async def recipient_of(session: AsyncSession, delivery_id: int) -> Recipient | N
     """Who a delivery went to and whether they are still subscribed through its campaign; None if unknown."""
     row = (
         await session.execute(
-            select(Delivery.email, Delivery.subscriber_id, Delivery.campaign_id).where(Delivery.id == delivery_id)
+            select(Delivery.email, Delivery.subscriber_id, Delivery.campaign_id).where(
+                Delivery.id == delivery_id
+            )
         )
     ).one_or_none()
     if row is None:
@@ -87,7 +87,9 @@ async def recipient_of(session: AsyncSession, delivery_id: int) -> Recipient | N
     if subscriber_id is None or campaign_id is None:
         return Recipient(email, unsubscribed=True)
     active = await session.scalar(
-        select(func.count()).select_from(Subscription).where(*_campaign_subscriptions(subscriber_id, campaign_id))
+        select(func.count())
+        .select_from(Subscription)
+        .where(*_campaign_subscriptions(subscriber_id, campaign_id))
     )
     return Recipient(email, unsubscribed=not active)
 
@@ -105,9 +107,11 @@ async def unsubscribe_delivery(
     user_agent: str | None = None,
     live: CoalescingPublisher | None = None,
 ) -> UnsubscribeOutcome | None:
-    """Unsubscribe a delivery's recipient from the lists of its campaign and record the UNSUBSCRIBE event.
+    """Unsubscribe a delivery's recipient from the lists of its campaign and record the UNSUBSCRIBE event,
+    in one transaction. None when the delivery is unknown.
 
-    Idempotent: a repeat changes nothing and records no second event. None when the delivery is unknown.
+    Idempotent: a repeat records no second event (the dedupe key is the delivery's). It still unsubscribes,
+    so an old link keeps working for someone who subscribed again since.
     """
     async with db.transaction() as session:
         row = (
@@ -128,20 +132,14 @@ async def unsubscribe_delivery(
                 .values(status=SubscriptionStatus.UNSUBSCRIBED, updated_at=utcnow())
                 .execution_options(synchronize_session=False)
             )
-            changed = result.rowcount  # type: ignore[attr-defined]
-    # Recorded after the unsubscribe is committed: the opt-out must never depend on the event log. The dedupe
-    # key makes a retry after a failure here (or a repeated POST) safe.
-    await record_events(
-        db,
-        [
-            IncomingEvent(
-                type=EventType.UNSUBSCRIBE,
-                delivery_id=delivery_id,
-                ip=ip,
-                user_agent=user_agent,
-                dedupe_key=unsubscribe_key(delivery_id),
-            )
-        ],
-        live=live,
-    )
-    return UnsubscribeOutcome(email, changed)
+            changed = int(result.rowcount or 0)  # type: ignore[attr-defined]
+        event = IncomingEvent(
+            type=EventType.UNSUBSCRIBE,
+            delivery_id=delivery_id,
+            ip=ip,
+            user_agent=user_agent,
+            dedupe_key=unsubscribe_key(delivery_id),
+        )
+        recorded = await record(session, [event], FeedbackPolicy(), utcnow())
+    await publish(db, recorded, live)
+    return UnsubscribeOutcome(email, changed + recorded.summary.unsubscribed)

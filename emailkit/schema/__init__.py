@@ -16,7 +16,20 @@ from strawberry.extensions import (
 )
 from strawberry.tools import merge_types
 
-from emailkit.schema import apikeys, campaigns, lists, node, sending, subscribers, templates, viewer
+from emailkit.schema import (
+    analytics,
+    apikeys,
+    campaigns,
+    events,
+    lists,
+    node,
+    segments,
+    sending,
+    subscribers,
+    suppressions,
+    templates,
+    viewer,
+)
 
 QUERIES = (
     node.Query,
@@ -27,6 +40,9 @@ QUERIES = (
     templates.Query,
     campaigns.Query,
     sending.Query,
+    segments.Query,
+    events.Query,
+    suppressions.Query,
 )
 MUTATIONS = (
     lists.Mutation,
@@ -35,8 +51,10 @@ MUTATIONS = (
     templates.Mutation,
     campaigns.Mutation,
     sending.Mutation,
+    segments.Mutation,
+    suppressions.Mutation,
 )
-SUBSCRIPTIONS = (sending.Subscription,)
+SUBSCRIPTIONS = (sending.Subscription, analytics.Subscription)
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,21 @@ import strawberry
 
 from emailkit.domain import campaigns
 from emailkit.domain.models import Campaign as CampaignRow
+from emailkit.schema.analytics import (
+    CampaignLinkStats,
+    CampaignStats,
+    TimelinePoint,
+    campaign_links,
+    campaign_stats,
+    campaign_timeline,
+)
 from emailkit.schema.context import Info
 from emailkit.schema.enums import CampaignStatus, ContentFormat
 from emailkit.schema.errors import DeletePayload, UserError, mutate
 from emailkit.schema.lists import MailingListType
 from emailkit.schema.permissions import write_mutation
 from emailkit.schema.relay import Connection, Node, decode_id, decode_id_or_none, decode_ids, to_global_id
+from emailkit.schema.segments import SegmentType, segment_loaders
 from emailkit.schema.sending import (
     CampaignProgress,
     DeliveryType,
@@ -53,8 +62,17 @@ class CampaignType(Node):
         rows = await loaders.list_by_id.load_many(await loaders.campaign_list_ids.load(self.pk))
         return [MailingListType.from_model(r) for r in rows if r is not None]
 
+    @strawberry.field(description="The segments whose matches this campaign is sent to, besides its lists.")
+    async def segments(self, info: Info) -> list[SegmentType]:
+        loaders = segment_loaders(info)
+        rows = await loaders.by_id.load_many(await loaders.ids_by_campaign.load(self.pk))
+        return [SegmentType.from_model(r) for r in rows if r is not None]
+
     deliveries: Connection[DeliveryType] = strawberry.field(resolver=campaign_deliveries)
     progress: CampaignProgress = strawberry.field(resolver=campaign_progress_field)
+    stats: CampaignStats = strawberry.field(resolver=campaign_stats)
+    links: list[CampaignLinkStats] = strawberry.field(resolver=campaign_links)
+    timeline: list[TimelinePoint] = strawberry.field(resolver=campaign_timeline)
 
     @strawberry.field(description="The template providing the body; null when the body is inline.")
     async def template(self, info: Info) -> TemplateType | None:
@@ -97,6 +115,9 @@ class CreateCampaignInput:
     from_name: str | None = None
     reply_to: str | None = None
     list_ids: list[strawberry.ID] | None = None
+    segment_ids: list[strawberry.ID] | None = strawberry.field(
+        default=None, description="Resolved when the campaign starts; a campaign needs a list or a segment."
+    )
     template_id: strawberry.ID | None = None
     body: str | None = None
     format: ContentFormat | None = None
@@ -107,7 +128,8 @@ class CreateCampaignInput:
 
 @strawberry.input(
     description=(
-        "Omitted fields keep their value; an empty replyTo or plainText clears it; listIds replaces the set. "
+        "Omitted fields keep their value; an empty replyTo or plainText clears it; listIds and segmentIds "
+        "replace their sets (segmentIds only until the campaign starts). "
         "Only DRAFT, SCHEDULED and PAUSED campaigns can be edited."
     )
 )
@@ -119,6 +141,9 @@ class UpdateCampaignInput:
     from_name: str | None = None
     reply_to: str | None = None
     list_ids: list[strawberry.ID] | None = None
+    segment_ids: list[strawberry.ID] | None = strawberry.field(
+        default=None, description="Resolved when the campaign starts; a campaign needs a list or a segment."
+    )
     template_id: strawberry.ID | None = None
     body: str | None = None
     format: ContentFormat | None = None
@@ -153,6 +178,9 @@ def _to_domain(input: CreateCampaignInput | UpdateCampaignInput) -> campaigns.Ca
         from_name=input.from_name,
         reply_to=input.reply_to,
         list_ids=decode_ids(input.list_ids, "MailingList", "listIds") if input.list_ids is not None else None,
+        segment_ids=(
+            decode_ids(input.segment_ids, "Segment", "segmentIds") if input.segment_ids is not None else None
+        ),
         template_id=(
             decode_id(input.template_id, "Template", "templateId") if input.template_id is not None else None
         ),

@@ -9,9 +9,12 @@ import strawberry
 from emailkit.domain.models import Delivery as DeliveryRow
 from emailkit.schema.campaigns import CampaignType
 from emailkit.schema.context import Info
+from emailkit.schema.events import event_node
 from emailkit.schema.lists import MailingListType
 from emailkit.schema.relay import Node, parse_global_id
+from emailkit.schema.segments import SegmentType, segment_loaders
 from emailkit.schema.subscribers import SubscriberType
+from emailkit.schema.suppressions import suppression_node
 from emailkit.schema.templates import TemplateType
 
 
@@ -43,12 +46,20 @@ async def _delivery(info: Info, pk: int) -> Node | None:
     return DeliveryType.from_model(row) if row is not None else None
 
 
+async def _segment(info: Info, pk: int) -> Node | None:
+    row = await segment_loaders(info).by_id.load(pk)
+    return SegmentType.from_model(row) if row else None
+
+
 RESOLVERS: dict[str, Callable[[Info, int], Awaitable[Node | None]]] = {
     "MailingList": _list,
     "Subscriber": _subscriber,
     "Template": _template,
     "Campaign": _campaign,
     "Delivery": _delivery,
+    "Segment": _segment,
+    "Event": event_node,
+    "Suppression": suppression_node,
 }
 
 

@@ -38,7 +38,7 @@ strawberry.enum(
     FilterOp,
     name="FilterOp",
     description=(
-        "EQ / NE / IN compare typed values (5 never equals \"5\"; NE needs the attribute to be present). "
+        'EQ / NE / IN compare typed values (5 never equals "5"; NE needs the attribute to be present). '
         "GT / GTE / LT / LTE compare numbers with numbers and strings with strings (byte order). CONTAINS is "
         "a case-insensitive substring for strings and element membership for arrays. EXISTS takes true "
         "(default) or false."
@@ -70,7 +70,7 @@ class DateTimeFilter:
     after: datetime | None = None
 
 
-@strawberry.input(description="A condition on a subscriber attribute, e.g. path \"address.city\".")
+@strawberry.input(description='A condition on a subscriber attribute, e.g. path "address.city".')
 class AttributeFilter:
     path: str = strawberry.field(description="Keys separated by dots.")
     op: FilterOp
@@ -80,13 +80,15 @@ class AttributeFilter:
     )
 
 
-@strawberry.input(description="Membership of a list; without status, any subscription that is not UNSUBSCRIBED.")
+@strawberry.input(
+    description="Membership of a list; without status, any subscription that is not UNSUBSCRIBED."
+)
 class ListMembershipFilter:
     list_id: strawberry.ID
     status: SubscriptionStatus | None = None
 
 
-@strawberry.input(description="Received / opened / clicked a given campaign, or any campaign when campaignId is absent.")
+@strawberry.input(description="Received / opened / clicked one campaign, or any campaign without campaignId.")
 class EngagementFilter:
     event: EngagementEvent
     campaign_id: strawberry.ID | None = None
@@ -134,7 +136,9 @@ class _ToDomain:
     def node(self, f: SubscriberFilterInput, path: str, depth: int) -> dict[str, Any]:
         if depth > segments.MAX_DEPTH:
             self.errors.append(
-                FieldError(path, f"Filters may nest at most {segments.MAX_DEPTH} levels", ErrorCode.INVALID_FILTER)
+                FieldError(
+                    path, f"Filters may nest at most {segments.MAX_DEPTH} levels", ErrorCode.INVALID_FILTER
+                )
             )
             return {}
         out: dict[str, Any] = {}
@@ -168,7 +172,11 @@ class _ToDomain:
                 if e.campaign_id is not None
                 else None
             )
-            out["engagement"] = {"event": e.event.value, "campaignId": campaign_id, "withinDays": e.within_days}
+            out["engagement"] = {
+                "event": e.event.value,
+                "campaignId": campaign_id,
+                "withinDays": e.within_days,
+            }
         return out
 
 
@@ -323,7 +331,9 @@ class SegmentPayload:
 
 
 def _payload(row: SegmentRow | None, errors: list[UserError]) -> SegmentPayload:
-    return SegmentPayload(segment=SegmentType.from_model(row) if row is not None else None, user_errors=errors)
+    return SegmentPayload(
+        segment=SegmentType.from_model(row) if row is not None else None, user_errors=errors
+    )
 
 
 def _to_domain(input: CreateSegmentInput | UpdateSegmentInput) -> segments.SegmentInput:
@@ -337,7 +347,9 @@ def _to_domain(input: CreateSegmentInput | UpdateSegmentInput) -> segments.Segme
 @strawberry.type
 class Query:
     @strawberry.field(description="Saved segments, oldest first.")
-    async def segments(self, info: Info, first: int = 50, after: str | None = None) -> Connection[SegmentType]:
+    async def segments(
+        self, info: Info, first: int = 50, after: str | None = None
+    ) -> Connection[SegmentType]:
         return await info.context.connection(
             lambda s, n, a: segments.find_segments(s, first=n, after=a), SegmentType.from_model, first, after
         )
@@ -348,7 +360,9 @@ class Query:
         row = await segment_loaders(info).by_id.load(pk) if pk is not None else None
         return SegmentType.from_model(row) if row is not None else None
 
-    @strawberry.field(description="How many subscribers a filter matches now, with a sample; nothing is saved.")
+    @strawberry.field(
+        description="How many subscribers a filter matches now, with a sample; nothing is saved."
+    )
     async def segment_preview(self, info: Info, filter: SubscriberFilterInput) -> SegmentPreviewType:
         try:
             raw = filter_to_domain(filter)

@@ -13,6 +13,7 @@ from emailkit.domain.models import Subscriber as SubscriberRow
 from emailkit.domain.models import Subscription as SubscriptionRow
 from emailkit.schema.context import Info
 from emailkit.schema.enums import SubscriberStatus, SubscriptionStatus
+from emailkit.schema.events import EventNode, subscriber_events
 from emailkit.schema.errors import DeletePayload, UserError, mutate
 from emailkit.schema.lists import MailingListType
 from emailkit.schema.permissions import write_mutation
@@ -25,6 +26,7 @@ from emailkit.schema.relay import (
     parse_global_id,
     to_global_id,
 )
+from emailkit.schema.segments import SubscriberFilterInput, subscriber_connection
 
 
 @strawberry.type(name="ListSubscription", description="A subscriber's membership of one list.")
@@ -58,6 +60,8 @@ class SubscriberType(Node):
     status: SubscriberStatus
     created_at: datetime
     updated_at: datetime
+
+    events: Connection[EventNode] = strawberry.field(resolver=subscriber_events)
 
     @strawberry.field(description="Subscriptions in every state, including UNSUBSCRIBED, by list id.")
     async def subscriptions(self, info: Info) -> list[SubscriptionType]:
@@ -169,7 +173,8 @@ class Query:
         description=(
             "Subscribers, oldest first. `search` matches email and name (case-insensitive); `listId` keeps "
             "subscribers of that list in any subscription state, narrowed by `subscriptionStatus`; `status` "
-            "filters on the subscriber's own status."
+            "filters on the subscriber's own status. `filter` is the typed segment filter; it replaces the "
+            "other filter arguments (an invalid one is a GraphQL error with code INVALID_FILTER)."
         )
     )
     async def subscribers(
@@ -181,7 +186,15 @@ class Query:
         list_id: strawberry.ID | None = None,
         status: SubscriberStatus | None = None,
         subscription_status: SubscriptionStatus | None = None,
+        filter: SubscriberFilterInput | None = None,
     ) -> Connection[SubscriberType]:
+        if filter is not None:
+            if any(arg is not None for arg in (search, list_id, status, subscription_status)):
+                raise GraphQLError(
+                    "Give either `filter` or search/listId/status/subscriptionStatus, not both",
+                    extensions={"code": "INVALID_ARGUMENT"},
+                )
+            return await subscriber_connection(info, filter, first, after, SubscriberType.from_model)
         list_pk = _list_filter(list_id)
         return await info.context.connection(
             lambda s, n, a: subscribers.find_subscribers(

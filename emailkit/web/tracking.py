@@ -33,7 +33,7 @@ from emailkit.domain.tracking_events import (
     unsubscribe_delivery,
 )
 
-# A 1×1 transparent GIF89a: 2-colour palette, graphic control extension marking index 0 transparent.
+# A 1x1 transparent GIF89a: 2-colour palette, graphic control extension marking index 0 transparent.
 PIXEL_GIF = (
     b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff"
     b"!\xf9\x04\x01\x00\x00\x00\x00"
@@ -221,7 +221,9 @@ class UnsubscribePages:
         self.template = env.get_template("unsubscribe.html")
 
     def _page(self, state: str, email: str = "", status: int = 200) -> HTMLResponse:
-        body = self.template.render(state=state, title=_TITLES[state], email=mask_email(email) if email else "")
+        body = self.template.render(
+            state=state, title=_TITLES[state], email=mask_email(email) if email else ""
+        )
         return HTMLResponse(body, status_code=status, headers=_PAGE_HEADERS)
 
     def _delivery_id(self, request: Request) -> int | None:

@@ -54,7 +54,9 @@ async def _site(db: Database, **settings_overrides: object) -> AsyncIterator[Sit
     signer = TokenSigner(TEST_SECRET)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
-        async with httpx.AsyncClient(transport=transport, base_url=BASE, headers={"User-Agent": UA}) as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url=BASE, headers={"User-Agent": UA}
+        ) as client:
             yield Site(app, client, db, TrackingUrls(BASE, signer), signer)
 
 
@@ -86,7 +88,9 @@ def tamper(token: str) -> str:
 async def statuses(db: Database, delivery: SentDelivery) -> dict[int, SubscriptionStatus]:
     async with db.session() as s:
         rows = await s.execute(
-            select(Subscription.list_id, Subscription.status).where(Subscription.subscriber_id == delivery.subscriber_id)
+            select(Subscription.list_id, Subscription.status).where(
+                Subscription.subscriber_id == delivery.subscriber_id
+            )
         )
         return {list_id: status for list_id, status in rows}
 
@@ -107,10 +111,14 @@ async def test_open_pixel_is_an_uncacheable_gif_and_records_the_open(site: Site)
     (d,) = await make_deliveries(site.db, 1)
     resp = await site.client.get(path(site.urls.open_pixel(d.id)))
     assert_pixel(resp)
-    # A well-formed 1×1 GIF with a transparent colour.
+    # A well-formed 1x1 GIF with a transparent colour.
     assert PIXEL_GIF[:6] == b"GIF89a" and PIXEL_GIF[6:10] == b"\x01\x00\x01\x00" and PIXEL_GIF.endswith(b";")
     (event,) = await site.events(EventType.OPEN)
-    assert (event.delivery_id, event.campaign_id, event.subscriber_id) == (d.id, d.campaign_id, d.subscriber_id)
+    assert (event.delivery_id, event.campaign_id, event.subscriber_id) == (
+        d.id,
+        d.campaign_id,
+        d.subscriber_id,
+    )
     assert event.ip == "203.0.113.7"
     assert event.user_agent == UA
 
@@ -143,7 +151,11 @@ async def test_click_redirects_to_the_signed_url_and_records_the_click(site: Sit
     assert resp.headers["location"] == target
     (event,) = await site.events(EventType.CLICK)
     assert event.url == target
-    assert (event.delivery_id, event.campaign_id, event.subscriber_id) == (d.id, d.campaign_id, d.subscriber_id)
+    assert (event.delivery_id, event.campaign_id, event.subscriber_id) == (
+        d.id,
+        d.campaign_id,
+        d.subscriber_id,
+    )
     assert event.ip == "203.0.113.7"
     assert event.user_agent == UA
 
@@ -165,7 +177,13 @@ async def test_a_tampered_click_token_is_404_and_never_redirects(site: Site) -> 
 
 @pytest.mark.parametrize(
     "target",
-    ["javascript:alert(1)", "data:text/html,<script>alert(1)</script>", "//evil.example/", "/relative", "https://"],
+    [
+        "javascript:alert(1)",
+        "data:text/html,<script>alert(1)</script>",
+        "//evil.example/",
+        "/relative",
+        "https://",
+    ],
 )
 async def test_a_signed_non_http_target_is_refused(site: Site, target: str) -> None:
     (d,) = await make_deliveries(site.db, 1)
@@ -236,12 +254,18 @@ async def test_one_click_post_unsubscribes_from_the_campaign_lists_and_is_idempo
         assert after[other_list] is SubscriptionStatus.CONFIRMED
     assert set((await statuses(site.db, neighbour)).values()) == {SubscriptionStatus.CONFIRMED}
     (event,) = await site.events(EventType.UNSUBSCRIBE)
-    assert (event.delivery_id, event.campaign_id, event.subscriber_id) == (d.id, d.campaign_id, d.subscriber_id)
+    assert (event.delivery_id, event.campaign_id, event.subscriber_id) == (
+        d.id,
+        d.campaign_id,
+        d.subscriber_id,
+    )
 
 
 async def test_multipart_one_click_post_is_accepted(site: Site) -> None:
     (d,) = await make_deliveries(site.db, 1)
-    resp = await site.client.post(path(site.urls.unsubscribe(d.id)), files={"List-Unsubscribe": (None, "One-Click")})
+    resp = await site.client.post(
+        path(site.urls.unsubscribe(d.id)), files={"List-Unsubscribe": (None, "One-Click")}
+    )
     assert resp.status_code == 200
     assert set((await statuses(site.db, d)).values()) >= {SubscriptionStatus.UNSUBSCRIBED}
 
@@ -287,7 +311,12 @@ async def test_the_page_escapes_what_it_shows(site: Site) -> None:
 async def test_a_forged_or_unknown_unsubscribe_token_is_404(site: Site) -> None:
     (d,) = await make_deliveries(site.db, 1)
     token = site.urls.unsubscribe(d.id).rsplit("/", 1)[1]
-    forged = [tamper(token), "nope", site.signer.sign(PURPOSE_CLICK, d.id, "https://x.example/"), site.signer.sign(PURPOSE_OPEN, d.id)]
+    forged = [
+        tamper(token),
+        "nope",
+        site.signer.sign(PURPOSE_CLICK, d.id, "https://x.example/"),
+        site.signer.sign(PURPOSE_OPEN, d.id),
+    ]
     unknown = site.signer.sign(PURPOSE_UNSUBSCRIBE, d.id + 1000)
     for bad in [*forged, unknown]:
         got = await site.client.get(f"/u/{bad}")
@@ -303,5 +332,7 @@ async def test_no_api_key_is_needed_and_none_is_looked_at(site: Site) -> None:
     (d,) = await make_deliveries(site.db, 1)
     headers = {"Authorization": "Bearer not-a-real-key"}
     assert (await site.client.get(path(site.urls.open_pixel(d.id)), headers=headers)).status_code == 200
-    assert (await site.client.get(path(site.urls.click(d.id, "https://e.example/")), headers=headers)).status_code == 302
+    assert (
+        await site.client.get(path(site.urls.click(d.id, "https://e.example/")), headers=headers)
+    ).status_code == 302
     assert (await site.client.get(path(site.urls.unsubscribe(d.id)), headers=headers)).status_code == 200

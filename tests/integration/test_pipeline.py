@@ -318,3 +318,26 @@ async def test_content_that_no_longer_compiles_fails_the_campaign(
     assert row.status is CampaignStatus.FAILED
     assert row.status_reason is not None and "could not be compiled" in row.status_reason
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_retry_failed_deliveries_sends_only_the_failed_ones(db: Database, tmp_path: Path) -> None:
+    from emailkit.domain.deliveries import retry_failed_deliveries
+
+    campaign_id, _ = await seed(db, n=6)
+    provider = FailingProvider(OutboxProvider(tmp_path), {"user001@example.com", "user002@example.com"})
+    sender = make_sender(db, provider)
+    [batch_id] = await start(db, campaign_id, batch_size=100)
+    await sender.run_batch(batch_id)
+    row = await campaign_row(db, campaign_id)
+    assert (row.status, row.sent_count, row.failed_count) == (CampaignStatus.FINISHED, 2, 2)
+
+    provider.reject.clear()
+    counting = CountingProvider(provider)
+    sender = make_sender(db, counting)
+    async with db.transaction() as s:
+        campaign, batch_ids, count = await retry_failed_deliveries(s, campaign_id)
+    assert (campaign.status, count, batch_ids) == (CampaignStatus.RUNNING, 2, [batch_id])
+    await sender.run_batch(batch_id)
+    assert sorted(counting.sent_to) == ["user001@example.com", "user002@example.com"]
+    row = await campaign_row(db, campaign_id)
+    assert (row.status, row.sent_count, row.failed_count) == (CampaignStatus.FINISHED, 4, 0)

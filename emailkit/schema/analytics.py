@@ -1,0 +1,183 @@
+"""Campaign analytics: `Campaign.stats`, `Campaign.links`, `Campaign.timeline`, and live `campaignStats`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Sequence
+from datetime import datetime
+from typing import Protocol
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.dataloader import DataLoader
+
+from emailkit.domain.feedback import analytics
+from emailkit.domain.feedback.live import StatsSnapshot, stats_channel
+from emailkit.domain.models_feedback import CampaignLink
+from emailkit.schema.context import Info
+from emailkit.schema.relay import decode_id_or_none, to_global_id
+
+strawberry.enum(analytics.TimelineBucket, name="TimelineBucket", description="UTC hours or UTC days.")
+
+RATES_DOC = (
+    "Rates are fractions (0.25 = 25%). openRate, clickRate and complaintRate are relative to `delivered` when "
+    "the provider reports deliveries, else to `sent`; bounceRate is relative to `sent`. Opens and clicks "
+    "count unique recipients."
+)
+
+
+@strawberry.type(description="A campaign's outcome counters, maintained as events arrive. " + RATES_DOC)
+class CampaignStats:
+    campaign_id: strawberry.ID
+    recipients: int
+    sent: int
+    delivered: int
+    bounced: int = strawberry.field(description="Recipients with a bounce (hard or soft).")
+    complained: int
+    opens: int = strawberry.field(description="Every open, repeats included.")
+    unique_opens: int
+    clicks: int = strawberry.field(description="Every click, repeats included.")
+    unique_clicks: int
+    unsubscribed: int
+    open_rate: float
+    click_rate: float
+    bounce_rate: float
+    complaint_rate: float
+
+    @classmethod
+    def from_snapshot(cls, s: StatsSnapshot) -> CampaignStats:
+        r = analytics.rates(s)
+        return cls(
+            campaign_id=to_global_id("Campaign", s.campaign_id),
+            recipients=s.recipients,
+            sent=s.sent,
+            delivered=s.delivered,
+            bounced=s.bounced,
+            complained=s.complained,
+            opens=s.opens,
+            unique_opens=s.unique_opens,
+            clicks=s.clicks,
+            unique_clicks=s.unique_clicks,
+            unsubscribed=s.unsubscribed,
+            open_rate=r.open_rate,
+            click_rate=r.click_rate,
+            bounce_rate=r.bounce_rate,
+            complaint_rate=r.complaint_rate,
+        )
+
+
+@strawberry.type(name="CampaignLinkStats", description="Clicks on one tracked link of a campaign.")
+class CampaignLinkStats:
+    url: str
+    clicks: int
+    unique_clicks: int
+
+    @classmethod
+    def from_model(cls, row: CampaignLink) -> CampaignLinkStats:
+        return cls(url=row.url, clicks=row.clicks, unique_clicks=row.unique_clicks)
+
+
+@strawberry.type(description="Events of one campaign in one time bucket, by type.")
+class TimelinePoint:
+    start: datetime = strawberry.field(description="Start of the bucket (UTC).")
+    delivered: int
+    bounced: int
+    complained: int
+    opens: int
+    clicks: int
+    unsubscribed: int
+    dropped: int
+    deferred: int
+
+    @classmethod
+    def from_point(cls, p: analytics.TimelinePoint) -> TimelinePoint:
+        c = {t.value: n for t, n in p.counts.items()}
+        return cls(
+            start=p.start,
+            delivered=c.get("DELIVERED", 0),
+            bounced=c.get("BOUNCE", 0),
+            complained=c.get("COMPLAINT", 0),
+            opens=c.get("OPEN", 0),
+            clicks=c.get("CLICK", 0),
+            unsubscribed=c.get("UNSUBSCRIBE", 0),
+            dropped=c.get("DROPPED", 0),
+            deferred=c.get("DEFERRED", 0),
+        )
+
+
+class _Loaders:
+    def __init__(self, info: Info) -> None:
+        db = info.context.db
+
+        async def stats(ids: Sequence[int]) -> list[StatsSnapshot | None]:
+            async with db.session() as session:
+                found = await analytics.stats_by_campaign(session, ids)
+            return [found.get(i) for i in ids]
+
+        async def links(ids: Sequence[int]) -> list[list[CampaignLink]]:
+            async with db.session() as session:
+                found = await analytics.links_by_campaign(session, ids)
+            return [found.get(i, []) for i in ids]
+
+        self.stats: DataLoader[int, StatsSnapshot | None] = DataLoader(load_fn=stats)  # type: ignore[arg-type]
+        self.links: DataLoader[int, list[CampaignLink]] = DataLoader(load_fn=links)  # type: ignore[arg-type]
+
+
+def _loaders(info: Info) -> _Loaders:
+    loaders = info.context.extra.get("analytics")
+    if not isinstance(loaders, _Loaders):
+        loaders = info.context.extra["analytics"] = _Loaders(info)
+    return loaders
+
+
+class _HasPk(Protocol):
+    pk: int
+
+
+async def campaign_stats(root: _HasPk, info: Info) -> CampaignStats:
+    snapshot = await _loaders(info).stats.load(root.pk)
+    return CampaignStats.from_snapshot(snapshot or StatsSnapshot(campaign_id=root.pk))
+
+
+async def campaign_links(root: _HasPk, info: Info) -> list[CampaignLinkStats]:
+    """Clicked links, most clicked first."""
+    return [CampaignLinkStats.from_model(row) for row in await _loaders(info).links.load(root.pk)]
+
+
+async def campaign_timeline(
+    root: _HasPk,
+    info: Info,
+    bucket: analytics.TimelineBucket = analytics.TimelineBucket.HOUR,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[TimelinePoint]:
+    """Events per bucket and type, oldest first; buckets without events are left out."""
+    async with info.context.db.session() as session:
+        points = await analytics.timeline(session, root.pk, bucket, since=since, until=until)
+    return [TimelinePoint.from_point(p) for p in points]
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(
+        description="A campaign's stats: the current value at once, then again as events arrive (a few per second at most)."
+    )
+    async def campaign_stats(self, info: Info, id: strawberry.ID) -> AsyncGenerator[CampaignStats, None]:
+        pk = decode_id_or_none(id, "Campaign")
+        if pk is None:
+            raise GraphQLError("Not a Campaign ID", extensions={"code": "INVALID_ID"})
+        runtime = info.context.runtime
+        if runtime.pubsub is None:
+            raise GraphQLError("Live updates are not configured", extensions={"code": "UNAVAILABLE"})
+        # Subscribed before reading, so nothing committed in between is missed.
+        async with runtime.pubsub.subscribe(stats_channel(pk)) as updates:
+            async with runtime.db.session() as session:
+                current = (await analytics.stats_by_campaign(session, [pk])).get(pk)
+            if current is None:
+                raise GraphQLError("Campaign not found", extensions={"code": "NOT_FOUND"})
+            yield CampaignStats.from_snapshot(current)
+            async for message in updates:
+                update = StatsSnapshot.from_message(message)
+                # Counters only grow: an update older than what was already sent is skipped.
+                if update.total > current.total:
+                    current = update
+                    yield CampaignStats.from_snapshot(current)
