@@ -27,6 +27,7 @@ from emailkit.tasks.worker import close_runtime, embedded_worker
 from emailkit.web.graphql import GraphQLView
 from emailkit.web.health import health_routes
 from emailkit.web.tracking import TrackingMiddleware, build_tracking
+from emailkit.web.webhooks import build_webhooks
 
 log = logging.getLogger("emailkit")
 
@@ -59,6 +60,7 @@ def sending_setup(settings: Settings) -> SendingSetup:
         limiter_factory=lambda: build_rate_limiter(settings),
         batch_size=settings.batch_size,
         lease_seconds=settings.batch_lease_seconds,
+        requeue_after_seconds=settings.requeue_after_seconds,
         max_attempts=settings.send_max_attempts,
         error_budget_ratio=settings.error_budget,
         error_budget_min_sample=settings.error_budget_min_sample,
@@ -87,6 +89,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
     tracking = build_tracking(
         runtime, anonymous=settings.tracking_anonymous, max_pending=settings.tracking_buffer_limit
     )
+    webhooks = build_webhooks(settings, runtime)
     static_dir = Path(str(resources.files("emailkit.web") / "static"))
 
     @asynccontextmanager
@@ -101,6 +104,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         finally:
             # Before the database closes: buffered opens and clicks are written, none lost.
             await tracking.stop()
+            await webhooks.aclose()
             if worker is not None:
                 await worker.stop()
             await close_runtime(runtime)
@@ -124,9 +128,11 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         *tracking.routes,
+        *webhooks.routes,
         Mount("/static", StaticFiles(directory=static_dir, check_dir=False), name="static"),
     ]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.runtime = runtime
     app.state.tracking = tracking
+    app.state.webhooks = webhooks
     return app

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=1000, ge=10, le=100_000)
     # A worker that has not touched its batch for this long is presumed dead and the batch is taken over.
     batch_lease_seconds: float = Field(default=120, ge=5, le=86_400)
+    # Batches nobody has picked up (or whose lease expired) this long after they were last enqueued are
+    # enqueued again: queue messages lost with a broker restart are found within about this long.
+    requeue_after_seconds: float = Field(default=60, ge=1, le=86_400)
     # Attempts per recipient for transient errors (4xx SMTP, 429/5xx HTTP, timeouts) before FAILED.
     send_max_attempts: int = Field(default=5, ge=1, le=50)
     # Pause a campaign when more than this share of attempted recipients failed (after the minimum sample).

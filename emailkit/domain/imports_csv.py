@@ -13,10 +13,10 @@ import codecs
 import csv
 import hashlib
 import io
-import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import IO, Any, Final
 
 from emailkit.domain.errors import DomainError, ErrorCode, FieldError
@@ -84,14 +84,11 @@ def sniff_encoding(sample: bytes) -> str:
     return "utf-8"
 
 
-def sniff_delimiter(text: str, *, complete: bool) -> str:
+def sniff_delimiter(text: str) -> str:
     """The delimiter among comma, semicolon, tab and pipe that splits the sample most consistently.
 
-    Scored on whole records (quoted fields may hold delimiters and line breaks): the header must split into
-    several columns, and as many following rows as possible must have the header's column count."""
-    if not complete:
-        cut = max(text.rfind("\n"), text.rfind("\r"))
-        text = text[: cut + 1] if cut >= 0 else text
+    Scored on whole records of `text` (quoted fields may hold delimiters and line breaks): the header must
+    split into several columns, and as many following rows as possible must have the header's column count."""
     best: tuple[int, float, int] | None = None
     choice = ","
     for delimiter in DELIMITERS:
@@ -125,15 +122,21 @@ class Dialect:
         return ENCODING_LABELS.get(self.encoding, self.encoding)
 
 
+def sample_text(sample: bytes, encoding: str, *, complete: bool) -> str:
+    """The first bytes of a file as text, cut after the last line break unless they are the whole file."""
+    _register_fallback()
+    text = codecs.getincrementaldecoder(encoding)(errors=_FALLBACK_HANDLER).decode(sample, final=complete)
+    text = text.lstrip("\ufeff")
+    if not complete:
+        cut = max(text.rfind("\n"), text.rfind("\r"))
+        text = text[: cut + 1] if cut >= 0 else ""
+    return text
+
+
 def sniff(sample: bytes, *, complete: bool) -> Dialect:
     """Encoding and delimiter of a file from its first bytes (`complete` when that is the whole file)."""
     encoding = sniff_encoding(sample)
-    _register_fallback()
-    decoder = codecs.getincrementaldecoder(encoding)(errors=_FALLBACK_HANDLER)
-    text = decoder.decode(sample, final=complete)
-    if encoding == "utf-16":
-        text = text.lstrip("\ufeff")
-    return Dialect(encoding, sniff_delimiter(text, complete=complete))
+    return Dialect(encoding, sniff_delimiter(sample_text(sample, encoding, complete=complete)))
 
 
 def open_text(binary: IO[bytes], dialect: Dialect) -> io.TextIOWrapper:
@@ -142,17 +145,39 @@ def open_text(binary: IO[bytes], dialect: Dialect) -> io.TextIOWrapper:
     return io.TextIOWrapper(binary, encoding=dialect.encoding, errors=_FALLBACK_HANDLER, newline="")
 
 
-def read_header(sample: bytes, dialect: Dialect) -> list[str] | None:
-    """The header record of a file from its first bytes, or None when the sample holds no full record."""
-    text = open_text(io.BytesIO(sample), dialect)
-    reader = csv.reader(text, delimiter=dialect.delimiter)
+def _is_blank(record: list[str]) -> bool:
+    return not any(cell.strip() for cell in record)
+
+
+def read_header(text: str, dialect: Dialect) -> list[str] | None:
+    """The header (the first non-blank record) of a file's sample text, if the sample holds one."""
     try:
-        for record in reader:
-            if record and any(cell.strip() for cell in record):
+        for record in csv.reader(io.StringIO(text, newline=""), delimiter=dialect.delimiter):
+            if not _is_blank(record):
                 return record
     except csv.Error:
         return None
     return None
+
+
+def inspect_sample(
+    sample: bytes, *, complete: bool, column_map: Mapping[str, str], source_field: str
+) -> tuple[Dialect, ColumnPlan]:
+    """Dialect and column plan of a file from its first `SAMPLE_BYTES` (the whole file if `complete`).
+
+    Raises DomainError for an empty file, a missing header, or a header the column map cannot use."""
+    sample = sample[:SAMPLE_BYTES]
+    if not sample.strip(b" \t\r\n\x00\xef\xbb\xbf\xff\xfe"):
+        raise DomainError(FieldError(source_field, "The file is empty", ErrorCode.REQUIRED))
+    dialect = sniff(sample, complete=complete)
+    header = read_header(sample_text(sample, dialect.encoding, complete=complete), dialect)
+    if header is None:
+        raise _error(
+            f"No header row found in the first {SAMPLE_BYTES // 1024} KiB of the file; the first row must "
+            "name the columns",
+            source_field,
+        )
+    return dialect, plan_columns(header, column_map, source_field=source_field)
 
 
 # --- header mapping ---------------------------------------------------------------------------------------
@@ -293,50 +318,38 @@ def _check_paths(attributes: list[tuple[int, tuple[str, ...]]], headers: list[st
 
 # --- values -----------------------------------------------------------------------------------------------
 
-# Integers that survive a round trip through JSON and JavaScript unchanged; a leading zero keeps the value a
-# string (ZIP codes, phone numbers, ids).
-_INT = re.compile(r"-?(?:0|[1-9][0-9]{0,14})")
-_FLOAT = re.compile(r"-?(?:0|[1-9][0-9]{0,14})\.[0-9]{1,15}")
+# Integers that survive a round trip through JSON and JavaScript unchanged, and plain decimals; a leading zero
+# keeps the value a string (ZIP codes, phone numbers, ids). Every match is valid JSON as it stands.
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]{0,14})(?:\.[0-9]{1,15})?")
 
 
-def typed_value(text: str) -> Any:
-    """A cell as JSON: integers and decimals as numbers, true/false as booleans, anything else as text."""
+def json_cell(text: str) -> str:
+    """A non-empty cell as a JSON value: numbers and true/false typed (case-insensitive), else a string."""
     first = text[0]
-    if first.isdigit() or first == "-":
-        if _INT.fullmatch(text):
-            return int(text)
-        if _FLOAT.fullmatch(text):
-            return float(text)
+    if (first.isdigit() or first == "-") and _NUMBER.fullmatch(text):
         return text
-    if len(text) in (4, 5):
+    if len(text) in (4, 5) and first in "tTfF":
         folded = text.lower()
-        if folded == "true":
-            return True
-        if folded == "false":
-            return False
-    return text
+        if folded in ("true", "false"):
+            return folded
+    return encode_basestring(text)
 
 
-# An ASCII address every validator accepts: dot-atom local part, hostname labels, a letters-only TLD. What
-# it rejects goes through the full validator, so it only has to be a strict subset of what that accepts.
+# An ASCII address every validator accepts: local part of at most 64 characters in dot-atom form, hostname
+# labels without "--", a letters-only TLD that is not special-use. Anything else goes through the full
+# validator, so this only has to be a strict subset of what that accepts (with the same normal form).
 _SIMPLE_EMAIL = re.compile(
+    r"(?=[^@]{1,64}@)"
     r"[A-Za-z0-9_!#$%&'*+/=?^`{|}~-]+(?:\.[A-Za-z0-9_!#$%&'*+/=?^`{|}~-]+)*"
-    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
+    r"@(?!.*--)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+    r"(?!(?i:arpa|invalid|local|localhost|onion|test)\Z)[A-Za-z]{2,63}"
 )
-_SPECIAL_USE_TLDS = frozenset({"arpa", "invalid", "local", "localhost", "onion", "test"})
 
 
 def fast_normalize_email(raw: str) -> str:
     """The same result as `normalize_email`, about a hundred times faster for ordinary addresses."""
     value = raw.strip()
-    if (
-        len(value) <= 254
-        and value.isascii()
-        and _SIMPLE_EMAIL.fullmatch(value)
-        and "--" not in value.partition("@")[2]
-        and value.rpartition(".")[2].lower() not in _SPECIAL_USE_TLDS
-        and value.index("@") <= 64
-    ):
+    if len(value) <= 254 and _SIMPLE_EMAIL.fullmatch(value):
         return value.lower()
     return normalize_email(value)
 
@@ -346,10 +359,43 @@ def email_hash(email: str) -> str:
     return hashlib.sha256(email.encode()).hexdigest()
 
 
+def _object_json(pairs: list[tuple[tuple[str, ...], str]]) -> str:
+    """JSON object text from (key path, JSON value) pairs whose paths never conflict (see plan_columns)."""
+    tree: dict[str, Any] = {}
+    for path, value in pairs:
+        node = tree
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+
+    def emit(node: dict[str, Any]) -> str:
+        return (
+            "{"
+            + ",".join(
+                encode_basestring(k) + ":" + (emit(v) if isinstance(v, dict) else v) for k, v in node.items()
+            )
+            + "}"
+        )
+
+    return emit(tree)
+
+
+class _CellCache(dict[str, str]):
+    """Cell text -> JSON value, remembered: attribute columns repeat the same few values row after row."""
+
+    LIMIT = 50_000
+
+    def __missing__(self, text: str) -> str:
+        if len(self) >= self.LIMIT:
+            self.clear()
+        value = self[text] = json_cell(text)
+        return value
+
+
 # --- rows -------------------------------------------------------------------------------------------------
 
-# (row number, email, email hash, name, attributes JSON, error); email and hash are None on error rows.
-StagedRow = tuple[int, str | None, str | None, str, str, str | None]
+# (row number, email, name, attributes as JSON text, error); email is None exactly on error rows.
+StagedRow = tuple[int, str | None, str, str, str | None]
 
 
 @dataclass
@@ -358,27 +404,28 @@ class ParseStats:
     invalid: int = 0
 
 
-def _set_path(target: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
-    node = target
-    for key in path[:-1]:
-        child = node.get(key)
-        if not isinstance(child, dict):
-            child = node[key] = {}
-        node = child
-    node[path[-1]] = value
-
-
 def parse_rows(text: IO[str], dialect: Dialect, plan: ColumnPlan, stats: ParseStats) -> Iterator[StagedRow]:
-    """Every data record of `text` (header already consumed) as a staged row, valid or with its error.
+    """Every data record of `text` as a staged row, valid or with its error; the header (the first non-blank
+    record) is read and skipped here, blank records are skipped and not counted.
 
-    Blank records are skipped and not counted."""
+    This is the hot loop of an import: keep it lean."""
     reader = csv.reader(text, delimiter=dialect.delimiter)
+    row_no = 0
+    for record in reader:
+        row_no += 1
+        if not _is_blank(record):
+            break
+    else:
+        return
     email_at = plan.email
     name_at = plan.name
-    attribute_columns = plan.attributes
     width = plan.width
-    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
-    row_no = 1
+    nested = any(len(path) > 1 for _, path in plan.attributes)
+    # Flat attributes are written as text directly: '"key":' + value, no dict and no json.dumps per row.
+    flat = tuple((index, encode_basestring(path[0]) + ":") for index, path in plan.attributes)
+    paths = plan.attributes
+    max_attributes = ATTRIBUTES_MAX_BYTES
+    cells = _CellCache()
     while True:
         row_no += 1
         try:
@@ -388,21 +435,20 @@ def parse_rows(text: IO[str], dialect: Dialect, plan: ColumnPlan, stats: ParseSt
         except csv.Error as exc:
             stats.rows += 1
             stats.invalid += 1
-            yield (row_no, None, None, "", "{}", f"unreadable row: {exc}")
+            yield (row_no, None, "", "{}", f"unreadable row: {exc}")
             continue
         size = len(record)
         if size == 0 or (size == 1 and not record[0].strip()):
             continue
         stats.rows += 1
         error = None
-        if size > width:
-            # Trailing empty cells (a delimiter at the end of the line) are harmless.
-            if any(cell.strip() for cell in record[width:]):
-                error = f"{size} columns, but the header has {width}"
         email = None
         name = ""
         attributes = "{}"
-        if error is None:
+        # Trailing empty cells (a delimiter at the end of the line) are harmless.
+        if size > width and any(cell.strip() for cell in record[width:]):
+            error = f"{size} columns, but the header has {width}"
+        else:
             try:
                 email = fast_normalize_email(record[email_at] if email_at < size else "")
             except DomainError as exc:
@@ -411,30 +457,30 @@ def parse_rows(text: IO[str], dialect: Dialect, plan: ColumnPlan, stats: ParseSt
             name = record[name_at].strip()
             if len(name) > NAME_MAX:
                 error = f"name: must be at most {NAME_MAX} characters"
-            elif "\x00" in name:
-                error = "name contains a NUL character"
-        if error is None and attribute_columns:
-            values: dict[str, Any] = {}
-            for index, path in attribute_columns:
-                if index < size:
-                    cell = record[index].strip()
-                    if cell:
-                        if "\x00" in cell:
-                            error = "a cell contains a NUL character"
-                            break
-                        if len(path) == 1:
-                            values[path[0]] = typed_value(cell)
-                        else:
-                            _set_path(values, path, typed_value(cell))
-            if error is None and values:
-                attributes = dumps(values)
-                if (
-                    len(attributes) > ATTRIBUTES_MAX_BYTES // 4
-                    and len(attributes.encode()) > ATTRIBUTES_MAX_BYTES
-                ):
-                    error = f"attributes: must be at most {ATTRIBUTES_MAX_BYTES} bytes in total"
-        if error is not None or email is None:
+        if error is None and flat:
+            if nested:
+                pairs = [
+                    (path, cells[cell])
+                    for index, path in paths
+                    if index < size and (cell := record[index].strip())
+                ]
+                if pairs:
+                    attributes = _object_json(pairs)
+            else:
+                parts = [
+                    key + json_cell(cell)
+                    for index, key in flat
+                    if index < size and (cell := record[index].strip())
+                ]
+                if parts:
+                    attributes = "{" + ",".join(parts) + "}"
+            if len(attributes) > max_attributes // 4 and len(attributes.encode()) > max_attributes:
+                error = f"attributes: must be at most {max_attributes} bytes in total"
+        # PostgreSQL text cannot hold NUL; JSON escapes it as \u0000, which jsonb rejects as well.
+        if error is None and ("\x00" in name or "\\u0000" in attributes):
+            error = "contains a NUL character"
+        if error is not None:
             stats.invalid += 1
-            yield (row_no, None, None, "", "{}", error or "Email is required")
+            yield (row_no, None, "", "{}", error)
         else:
-            yield (row_no, email, email_hash(email), name, attributes, None)
+            yield (row_no, email, name, attributes, None)

@@ -191,21 +191,19 @@ def _parse_string_match(raw: object, path: str, ctx: _Parse) -> StringMatch | No
     obj = _object(raw, path, ctx)
     if obj is None or not _keys(obj, list(STRING_KEYS), path, ctx):
         return None
+    given = {key: value for key, value in obj.items() if value is not None}
+    if not given:
+        ctx.error(path, "Give at least one of eq, contains, startsWith, endsWith")
+        return None
     values: dict[str, str] = {}
-    for key, attr in STRING_KEYS.items():
-        value = obj.get(key)
-        if value is None:
-            continue
+    for key, value in given.items():
         if not isinstance(value, str) or not value:
             ctx.error(f"{path}.{key}", "Must be a non-empty string")
         elif len(value) > MAX_STRING:
             ctx.error(f"{path}.{key}", f"Must be at most {MAX_STRING} characters")
         else:
-            values[attr] = value
-    if not values:
-        ctx.error(path, "Give at least one of eq, contains, startsWith, endsWith")
-        return None
-    return StringMatch(**values)
+            values[STRING_KEYS[key]] = value
+    return StringMatch(**values) if len(values) == len(given) else None
 
 
 def _parse_datetime(raw: object, path: str, ctx: _Parse) -> datetime | None:
@@ -300,12 +298,12 @@ def _check_value(op: FilterOp, has_value: bool, value: object, path: str, ctx: _
                 ctx.error(f"{vpath}[{i}]", problem)
                 return False
         return True
+    if op in ORDERING and not (_is_number(value) or isinstance(value, str)):
+        ctx.error(vpath, f"{op.value} compares numbers or strings")
+        return False
     problem = _scalar_problem(value)
     if problem:
         ctx.error(vpath, f"{op.value}: {problem}")
-        return False
-    if op in ORDERING and not (_is_number(value) or isinstance(value, str)):
-        ctx.error(vpath, f"{op.value} compares numbers or strings")
         return False
     if op is FilterOp.CONTAINS and (value is None or value == ""):
         ctx.error(vpath, "CONTAINS needs a non-empty string, a number or a boolean")

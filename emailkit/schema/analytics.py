@@ -118,8 +118,8 @@ class _Loaders:
                 found = await analytics.links_by_campaign(session, ids)
             return [found.get(i, []) for i in ids]
 
-        self.stats: DataLoader[int, StatsSnapshot | None] = DataLoader(load_fn=stats)  # type: ignore[arg-type]
-        self.links: DataLoader[int, list[CampaignLink]] = DataLoader(load_fn=links)  # type: ignore[arg-type]
+        self.stats: DataLoader[int, StatsSnapshot | None] = DataLoader(load_fn=stats)
+        self.links: DataLoader[int, list[CampaignLink]] = DataLoader(load_fn=links)
 
 
 def _loaders(info: Info) -> _Loaders:
@@ -159,7 +159,10 @@ async def campaign_timeline(
 @strawberry.type
 class Subscription:
     @strawberry.subscription(
-        description="A campaign's stats: the current value at once, then again as events arrive (a few per second at most)."
+        description=(
+            "A campaign's stats: the current value at once, then again as events arrive (a few per second "
+            "at most)."
+        )
     )
     async def campaign_stats(self, info: Info, id: strawberry.ID) -> AsyncGenerator[CampaignStats, None]:
         pk = decode_id_or_none(id, "Campaign")

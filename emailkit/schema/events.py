@@ -31,7 +31,9 @@ class EventNode(Node):
     type: EventType
     bounce_type: BounceType | None
     email: str | None = strawberry.field(description="Null for anonymous opens and clicks.")
-    provider: str = strawberry.field(description="Who reported it: a provider name, or `emailkit` for tracking.")
+    provider: str = strawberry.field(
+        description="Who reported it: a provider name, or `emailkit` for tracking."
+    )
     provider_message_id: str | None
     occurred_at: datetime
     recorded_at: datetime

@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 strawberry.enum(SuppressionReason, name="SuppressionReason")
 
 
-@strawberry.type(name="Suppression", description="An address that is never sent to, by any campaign or message.")
+@strawberry.type(
+    name="Suppression", description="An address that is never sent to, by any campaign or message."
+)
 class SuppressionType(Node):
     pk: strawberry.Private[int]
     campaign_pk: strawberry.Private[int | None]

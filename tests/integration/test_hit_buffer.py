@@ -179,7 +179,7 @@ async def count_events(db: Database, kind: EventType) -> int:
 
 async def test_every_hit_is_recorded_when_the_app_stops_cleanly(db: Database) -> None:
     deliveries = await make_deliveries(db, 20)
-    settings = Settings(database_url=db.url, secret_key=TEST_SECRET, public_url="http://testserver")  # type: ignore[arg-type]
+    settings = Settings(database_url=db.url, secret_key=TEST_SECRET, public_url="http://testserver")
     runtime = Runtime(db=db, secret_key=TEST_SECRET, public_url=settings.public_url)
     app = create_app(settings, runtime)
     hits = app.state.tracking.hits

@@ -59,7 +59,9 @@ async def stats_by_campaign(session: AsyncSession, campaign_ids: Sequence[int]) 
     return await stats_snapshots(session, set(campaign_ids))
 
 
-async def links_by_campaign(session: AsyncSession, campaign_ids: Sequence[int]) -> dict[int, list[CampaignLink]]:
+async def links_by_campaign(
+    session: AsyncSession, campaign_ids: Sequence[int]
+) -> dict[int, list[CampaignLink]]:
     """Each campaign's clicked links, most clicked first (at most MAX_LINKS)."""
     stmt = (
         select(CampaignLink)

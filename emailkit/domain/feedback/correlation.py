@@ -47,7 +47,9 @@ async def _by_ids(session: AsyncSession, ids: Iterable[int]) -> dict[int, _Deliv
     if not wanted:
         return {}
     stmt = select(*_COLUMNS).where(one_of(session, Delivery.id, wanted, BigInteger()))
-    return {r.id: _Delivery(r.id, r.campaign_id, r.subscriber_id, r.email) for r in await session.execute(stmt)}
+    return {
+        r.id: _Delivery(r.id, r.campaign_id, r.subscriber_id, r.email) for r in await session.execute(stmt)
+    }
 
 
 async def _by_message_ids(session: AsyncSession, ids: Iterable[str]) -> dict[str, list[_Delivery]]:
@@ -71,7 +73,9 @@ async def _subscribers_by_email(session: AsyncSession, emails: Iterable[str]) ->
     return {r.email: r.id for r in await session.execute(stmt)}
 
 
-async def _existing(session: AsyncSession, model: type[Campaign] | type[Subscriber], ids: set[int]) -> set[int]:
+async def _existing(
+    session: AsyncSession, model: type[Campaign] | type[Subscriber], ids: set[int]
+) -> set[int]:
     if not ids:
         return set()
     stmt = select(model.id).where(one_of(session, model.id, ids, BigInteger()))
@@ -86,7 +90,9 @@ async def _latest_for_subscribers(
         return {}
     latest = (
         select(func.max(Delivery.id).label("id"))
-        .where(one_of(session, Delivery.subscriber_id, wanted, BigInteger()), Delivery.status.in_(_HANDED_OVER))
+        .where(
+            one_of(session, Delivery.subscriber_id, wanted, BigInteger()), Delivery.status.in_(_HANDED_OVER)
+        )
         .group_by(Delivery.subscriber_id)
         .subquery()
     )
@@ -128,7 +134,11 @@ async def correlate(session: AsyncSession, rows: Sequence[Pending]) -> None:
         session, (r.provider_message_id for r in rows if r.delivery_id is None and r.provider_message_id)
     )
     for r in rows:
-        if r.delivery_id is None and r.provider_message_id and (found := by_message.get(r.provider_message_id)):
+        if (
+            r.delivery_id is None
+            and r.provider_message_id
+            and (found := by_message.get(r.provider_message_id))
+        ):
             same_address = [d for d in found if d.email == r.email]
             if same_address:
                 _attach(r, same_address[0])
@@ -153,27 +163,23 @@ async def correlate(session: AsyncSession, rows: Sequence[Pending]) -> None:
     )
 
     # A campaign and a subscriber name exactly one delivery; otherwise the latest one sent to them.
-    pairs = {
-        (r.campaign_ref, r.subscriber_id)
-        for r in rows
-        if r.delivery_id is None and r.campaign_ref in claimed_campaigns and r.subscriber_id is not None
-    }
-    by_pair = await _for_campaign_and_subscriber(session, pairs)  # type: ignore[arg-type]
+    pairs: set[tuple[int, int]] = set()
+    for r in rows:
+        if r.delivery_id is None and r.campaign_ref in claimed_campaigns and r.subscriber_id is not None:
+            assert r.campaign_ref is not None
+            pairs.add((r.campaign_ref, r.subscriber_id))
+    by_pair = await _for_campaign_and_subscriber(session, pairs)
     for r in rows:
         if r.delivery_id is None and r.subscriber_id is not None and r.campaign_ref is not None:
             if (d := by_pair.get((r.campaign_ref, r.subscriber_id))) is not None:
                 _attach(r, d)
-    latest = await _latest_for_subscribers(
-        session,
-        (
-            r.subscriber_id
-            for r in rows
-            if r.delivery_id is None and r.subscriber_id is not None and r.campaign_ref is None
-        ),
-    )
+    # Without a (valid) campaign claim, the latest delivery sent to the subscriber.
+    def unclaimed(r: Pending) -> bool:
+        return r.delivery_id is None and r.subscriber_id is not None and r.campaign_ref not in claimed_campaigns
+
+    latest = await _latest_for_subscribers(session, (r.subscriber_id for r in rows if unclaimed(r)))  # type: ignore[misc]
     for r in rows:
-        if r.delivery_id is None and r.subscriber_id is not None and r.campaign_ref is None:
-            if (d := latest.get(r.subscriber_id)) is not None:
-                _attach(r, d)
+        if unclaimed(r) and (d := latest.get(r.subscriber_id)) is not None:  # type: ignore[arg-type]
+            _attach(r, d)
         if r.delivery_id is None and r.campaign_id is None and r.campaign_ref in claimed_campaigns:
             r.campaign_id = r.campaign_ref

@@ -115,11 +115,18 @@ async def ensure_event_partitions(
 
 async def _create(conn: AsyncConnection, part: MonthPartition) -> None:
     default = f'"{PARTITION_SCHEMA}"."{DEFAULT_PARTITION}"'
-    in_range = f"occurred_at >= '{part.start.isoformat()} 00:00:00+00' AND occurred_at < '{part.end.isoformat()} 00:00:00+00'"
-    stray = (await conn.execute(text(f"SELECT EXISTS (SELECT 1 FROM {default} WHERE {in_range})"))).scalar()
+    # Only constants and dates are interpolated here, never outside input.
+    in_range = (
+        f"occurred_at >= '{part.start.isoformat()} 00:00:00+00' "
+        f"AND occurred_at < '{part.end.isoformat()} 00:00:00+00'"
+    )
+    exists = f"SELECT EXISTS (SELECT 1 FROM {default} WHERE {in_range})"  # noqa: S608
+    stray = (await conn.execute(text(exists))).scalar()
     if not stray:
         await conn.execute(
-            text(f"CREATE TABLE IF NOT EXISTS {part.qualified} PARTITION OF {PARENT} FOR VALUES {part.bounds}")
+            text(
+                f"CREATE TABLE IF NOT EXISTS {part.qualified} PARTITION OF {PARENT} FOR VALUES {part.bounds}"
+            )
         )
         return
     await conn.execute(
@@ -127,11 +134,13 @@ async def _create(conn: AsyncConnection, part: MonthPartition) -> None:
     )
     await conn.execute(
         text(
-            f"WITH moved AS (DELETE FROM {default} WHERE {in_range} RETURNING *) "
+            f"WITH moved AS (DELETE FROM {default} WHERE {in_range} RETURNING *) "  # noqa: S608
             f"INSERT INTO {part.qualified} SELECT * FROM moved"
         )
     )
-    await conn.execute(text(f"ALTER TABLE {PARENT} ATTACH PARTITION {part.qualified} FOR VALUES {part.bounds}"))
+    await conn.execute(
+        text(f"ALTER TABLE {PARENT} ATTACH PARTITION {part.qualified} FOR VALUES {part.bounds}")
+    )
 
 
 async def maintain_event_partitions(db: Database, now: datetime | None = None) -> list[str]:

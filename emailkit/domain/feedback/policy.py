@@ -108,9 +108,13 @@ def _immediate(rows: Sequence[Pending]) -> list[SuppressionEntry]:
         if r.email is None:
             continue
         if r.type is EventType.BOUNCE and r.bounce_type is BounceType.HARD:
-            out.append(SuppressionEntry(r.email, SuppressionReason.HARD_BOUNCE, r.provider, r.reason, r.campaign_id))
+            out.append(
+                SuppressionEntry(r.email, SuppressionReason.HARD_BOUNCE, r.provider, r.reason, r.campaign_id)
+            )
         elif r.type is EventType.COMPLAINT:
-            out.append(SuppressionEntry(r.email, SuppressionReason.COMPLAINT, r.provider, r.reason, r.campaign_id))
+            out.append(
+                SuppressionEntry(r.email, SuppressionReason.COMPLAINT, r.provider, r.reason, r.campaign_id)
+            )
     return out
 
 
@@ -135,7 +139,8 @@ async def _soft_bounce_limit_reached(
     )
     times: dict[str, list[datetime]] = defaultdict(list)
     for email, at in await session.execute(stmt):
-        times[email].append(at)
+        if email is not None:
+            times[email].append(at)
     out = []
     for email, r in latest.items():
         window_start = r.occurred_at - policy.soft_bounce_window
@@ -144,7 +149,9 @@ async def _soft_bounce_limit_reached(
             detail = f"{recent} soft bounces within {policy.soft_bounce_window.days} days"
             if r.reason:
                 detail += f"; last: {r.reason}"
-            out.append(SuppressionEntry(email, SuppressionReason.SOFT_BOUNCE, r.provider, detail, r.campaign_id))
+            out.append(
+                SuppressionEntry(email, SuppressionReason.SOFT_BOUNCE, r.provider, detail, r.campaign_id)
+            )
     return out
 
 

@@ -71,7 +71,9 @@ async def record(
         return Recorded(summary)
     await storage.insert_events(session, new, now)
     deltas = await storage.count(session, new)
-    summary.suppressed = await rules.suppress(session, await rules.suppressions_for(session, new, policy), now)
+    summary.suppressed = await rules.suppress(
+        session, await rules.suppressions_for(session, new, policy), now
+    )
     summary.unsubscribed = await rules.unsubscribe(session, new, now)
     await storage.apply_links_and_timeline(session, deltas)
     counters = await storage.apply_stats(session, deltas, now)
@@ -129,4 +131,3 @@ async def record_events(
     if recorded.summary.paused:
         log.warning("complaint guard paused campaigns %s", recorded.summary.paused)
     return recorded.summary
-

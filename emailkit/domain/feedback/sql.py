@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import ColumnElement, any_, bindparam
+from sqlalchemy import ColumnElement, SQLColumnExpression, any_, bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import TypeEngine
@@ -21,7 +21,10 @@ def upsert(session: AsyncSession) -> Any:
 
 
 def one_of(
-    session: AsyncSession, column: ColumnElement[Any], values: Collection[Any], item_type: TypeEngine[Any]
+    session: AsyncSession,
+    column: SQLColumnExpression[Any],
+    values: Collection[Any],
+    item_type: TypeEngine[Any],
 ) -> ColumnElement[bool]:
     """``column IN values``. On PostgreSQL one array parameter (``= ANY($1)``), so the prepared statement
     is the same for every batch size instead of one per size."""

@@ -39,7 +39,12 @@ FIRST_KIND = {
     EventType.UNSUBSCRIBE: "unsubscribed",
 }
 # Counted once per recipient, whatever the number of events.
-_ONCE = {"delivered": "delivered", "bounced": "bounced", "complained": "complained", "unsubscribed": "unsubscribed"}
+_ONCE = {
+    "delivered": "delivered",
+    "bounced": "bounced",
+    "complained": "complained",
+    "unsubscribed": "unsubscribed",
+}
 _UNIQUE = {"open": "unique_opens", "click": "unique_clicks"}
 _TOTAL = {EventType.OPEN: "opens", EventType.CLICK: "clicks"}
 COUNTERS = (
@@ -181,9 +186,7 @@ def _markers(row: Pending) -> list[str]:
     return [kind]
 
 
-async def _first_seen(
-    session: AsyncSession, wanted: set[tuple[int, str, str]]
-) -> set[tuple[int, str, str]]:
+async def _first_seen(session: AsyncSession, wanted: set[tuple[int, str, str]]) -> set[tuple[int, str, str]]:
     if not wanted:
         return set()
     ordered = sorted(wanted)
@@ -230,7 +233,7 @@ async def count(session: AsyncSession, rows: Sequence[Pending]) -> Deltas:
             # Anonymous hits have no recipient: they count in totals, never as unique.
             first = recipient is not None and (cid, kind, recipient) in fresh
             if first:
-                fresh.discard((cid, kind, recipient))  # type: ignore[arg-type]
+                fresh.discard((cid, kind, recipient))
             if kind in _ONCE:
                 # Without a recipient there is nothing to deduplicate on, so the event counts.
                 stats[_ONCE[kind]] += 1 if first or recipient is None else 0
@@ -258,7 +261,13 @@ async def apply_links_and_timeline(session: AsyncSession, deltas: Deltas) -> Non
         await session.execute(
             stmt,
             [
-                {"campaign_id": cid, "url_hash": h, "url": d.url, "clicks": d.clicks, "unique_clicks": d.unique_clicks}
+                {
+                    "campaign_id": cid,
+                    "url_hash": h,
+                    "url": d.url,
+                    "clicks": d.clicks,
+                    "unique_clicks": d.unique_clicks,
+                }
                 for (cid, h), d in sorted(deltas.links.items())
             ],
         )

@@ -1,0 +1,414 @@
+"""Loading parsed import rows: a temporary staging table, set-based checks, and the upserts.
+
+All of it runs on one connection inside one transaction, so a failure anywhere leaves nothing behind. On
+PostgreSQL the rows stream into the staging table through COPY and each load step is one
+``INSERT ... SELECT ... ON CONFLICT`` feeding the subscriptions insert in the same statement; SQLite gets the
+same checks with chunked executemany and plain statements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ColumnElement,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    case,
+    cast,
+    exists,
+    false,
+    func,
+    insert,
+    literal,
+    literal_column,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from emailkit.domain.imports_csv import StagedRow, email_hash
+from emailkit.domain.models import (
+    MailingList,
+    OptIn,
+    Subscriber,
+    SubscriberStatus,
+    Subscription,
+    SubscriptionStatus,
+)
+from emailkit.domain.models_audience import ImportMode, ImportRowError
+from emailkit.domain.models_feedback import Suppression
+from emailkit.domain.types import UTCDateTime
+
+STAGING_NAME: Final = "emailkit_import_staging"
+SQLITE_BATCH: Final = 2000
+SUPPRESSED: Final = "suppressed"
+
+_staging_metadata = MetaData()
+
+# Kept off the application's metadata: it exists only inside an import's transaction.
+STAGING = Table(
+    STAGING_NAME,
+    _staging_metadata,
+    # INTEGER PRIMARY KEY is SQLite's rowid, so row ranges cost nothing there; on PostgreSQL rows arrive in
+    # order, which keeps this index cheap to build.
+    Column("row_no", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=False),
+    Column("email", String),
+    Column("name", String, nullable=False),
+    # JSON text as parsed; typed JSONB on PostgreSQL so it reaches subscribers unchanged.
+    Column("attributes", Text().with_variant(JSONB(), "postgresql"), nullable=False),
+    Column("error", Text),
+    Column("skipped", Boolean, nullable=False, server_default=false()),
+    Column("existing", Boolean, nullable=False, server_default=false()),
+    prefixes=["TEMPORARY"],
+    postgresql_on_commit="DROP",
+)
+COLUMNS: Final = ("row_no", "email", "name", "attributes", "error")
+
+ProgressHook = Callable[[int], Awaitable[None]]
+
+
+@dataclass
+class LoadOptions:
+    import_id: int
+    mode: ImportMode
+    list_ids: Sequence[int]
+    subscription_status: SubscriptionStatus | None
+    now: datetime
+    max_errors: int
+    chunk_rows: int
+
+
+@dataclass
+class Outcome:
+    inserted: int = 0
+    updated: int = 0
+    existing_skipped: int = 0
+
+
+def _dialect(conn: AsyncConnection) -> str:
+    return conn.dialect.name
+
+
+async def create_staging(conn: AsyncConnection) -> None:
+    await conn.execute(text(f"DROP TABLE IF EXISTS {STAGING_NAME}"))
+    await conn.run_sync(lambda sync: STAGING.create(sync))
+
+
+async def drop_staging(conn: AsyncConnection) -> None:
+    await conn.execute(text(f"DROP TABLE IF EXISTS {STAGING_NAME}"))
+
+
+async def stage_rows(
+    conn: AsyncConnection, rows: Iterable[StagedRow], every: int, hook: ProgressHook
+) -> None:
+    """Write every parsed row into the staging table, calling `hook(rows so far)` every `every` rows."""
+    if _dialect(conn) == "postgresql":
+        await _copy_rows(conn, rows, every, hook)
+    else:
+        await _insert_rows(conn, rows, every, hook)
+
+
+async def _copy_rows(
+    conn: AsyncConnection, rows: Iterable[StagedRow], every: int, hook: ProgressHook
+) -> None:
+    raw = await conn.get_raw_connection()
+    driver: Any = raw.driver_connection
+
+    async def records() -> AsyncIterator[StagedRow]:
+        count = 0
+        for row in rows:
+            yield row
+            count += 1
+            if count % every == 0:
+                await hook(count)
+
+    # The transaction was begun through SQLAlchemy (creating the staging table), so COPY runs inside it.
+    await driver.copy_records_to_table(STAGING_NAME, records=records(), columns=list(COLUMNS))
+
+
+async def _insert_rows(
+    conn: AsyncConnection, rows: Iterable[StagedRow], every: int, hook: ProgressHook
+) -> None:
+    batch: list[dict[str, Any]] = []
+    count = 0
+    statement = insert(STAGING)
+    for row in rows:
+        batch.append(dict(zip(COLUMNS, row, strict=True)))
+        count += 1
+        if len(batch) >= SQLITE_BATCH:
+            await conn.execute(statement, batch)
+            batch = []
+        if count % every == 0:
+            await hook(count)
+    if batch:
+        await conn.execute(statement, batch)
+
+
+# --- checks -----------------------------------------------------------------------------------------------
+
+
+async def mark_duplicates(conn: AsyncConnection) -> int:
+    """Every repeat of an address within the file fails, naming the row that keeps it."""
+    firsts = (
+        select(STAGING.c.email, func.min(STAGING.c.row_no).label("first_row"))
+        .where(STAGING.c.error.is_(None))
+        .group_by(STAGING.c.email)
+        .having(func.count() > 1)
+        .subquery("firsts")
+    )
+    result = await conn.execute(
+        update(STAGING)
+        .values(error=literal("duplicate email: already in row ") + cast(firsts.c.first_row, String))
+        .where(
+            STAGING.c.email == firsts.c.email,
+            STAGING.c.row_no > firsts.c.first_row,
+            STAGING.c.error.is_(None),
+        )
+    )
+    return int(result.rowcount)
+
+
+def _sha256_hex(conn: AsyncConnection, column: ColumnElement[Any]) -> ColumnElement[Any]:
+    if _dialect(conn) == "postgresql":
+        return func.encode(func.sha256(func.convert_to(column, "UTF8")), "hex")
+    return func.emailkit_sha256(column)
+
+
+async def _register_sqlite_sha256(conn: AsyncConnection) -> None:
+    raw = await conn.get_raw_connection()
+    await conn.run_sync(
+        lambda _: raw.dbapi_connection.create_function(  # type: ignore[union-attr]
+            "emailkit_sha256",
+            1,
+            lambda value: email_hash(value) if value is not None else None,
+            deterministic=True,
+        )
+    )
+
+
+async def mark_suppressed(conn: AsyncConnection) -> int:
+    """Rows whose address is suppressed, or was erased (only its hash is kept), are skipped."""
+    condition: ColumnElement[bool] = STAGING.c.email.in_(
+        select(Suppression.email).where(Suppression.email.is_not(None))
+    )
+    erased = select(Suppression.email_hash).where(Suppression.email.is_(None))
+    if (await conn.execute(select(exists(erased)))).scalar():
+        if _dialect(conn) == "sqlite":
+            await _register_sqlite_sha256(conn)
+        condition = or_(condition, _sha256_hex(conn, STAGING.c.email).in_(erased))
+    result = await conn.execute(
+        update(STAGING).values(error=SUPPRESSED, skipped=True).where(STAGING.c.error.is_(None), condition)
+    )
+    return int(result.rowcount)
+
+
+async def row_range(conn: AsyncConnection) -> tuple[int, int]:
+    lo, hi = (await conn.execute(select(func.min(STAGING.c.row_no), func.max(STAGING.c.row_no)))).one()
+    return (int(lo), int(hi)) if lo is not None else (0, -1)
+
+
+# --- load -------------------------------------------------------------------------------------------------
+
+
+def _new_subscription_status(options: LoadOptions) -> ColumnElement[Any]:
+    if options.subscription_status is not None:
+        return literal(options.subscription_status.value)
+    # As for subscribeToLists: DOUBLE opt-in lists wait for confirmation.
+    return case(
+        (MailingList.optin == OptIn.DOUBLE, literal(SubscriptionStatus.UNCONFIRMED.value)),
+        else_=literal(SubscriptionStatus.CONFIRMED.value),
+    )
+
+
+def _eligible(status: ColumnElement[Any], options: LoadOptions) -> ColumnElement[bool]:
+    # Blocklisted people are never subscribed, though recording that they are unsubscribed is fine.
+    if options.subscription_status is SubscriptionStatus.UNSUBSCRIBED:
+        return literal(True)
+    return status == SubscriberStatus.ENABLED.value
+
+
+def _subscriptions_insert(dialect_insert: Any, source: Any, options: LoadOptions) -> Any:
+    table = Subscription.__table__
+    stmt = dialect_insert(table).from_select(
+        ["subscriber_id", "list_id", "status", "created_at", "updated_at"], source
+    )
+    if options.mode is ImportMode.UPSERT and options.subscription_status is not None:
+        # An explicit status may only move a subscription towards less mail or a confirmed opt-in: an import
+        # never re-subscribes someone who unsubscribed.
+        return stmt.on_conflict_do_update(
+            index_elements=[table.c.subscriber_id, table.c.list_id],
+            set_={"status": stmt.excluded.status, "updated_at": stmt.excluded.updated_at},
+            where=or_(
+                and_(
+                    stmt.excluded.status == SubscriptionStatus.UNSUBSCRIBED.value,
+                    table.c.status != SubscriptionStatus.UNSUBSCRIBED.value,
+                ),
+                and_(
+                    stmt.excluded.status == SubscriptionStatus.CONFIRMED.value,
+                    table.c.status == SubscriptionStatus.UNCONFIRMED.value,
+                ),
+            ),
+        )
+    return stmt.on_conflict_do_nothing(index_elements=[table.c.subscriber_id, table.c.list_id])
+
+
+def _subscribers_insert(dialect_insert: Any, source: Any, options: LoadOptions, merge: Any) -> Any:
+    table = Subscriber.__table__
+    stmt = dialect_insert(table).from_select(
+        ["email", "name", "attributes", "status", "created_at", "updated_at"], source
+    )
+    if options.mode is ImportMode.SKIP_EXISTING:
+        return stmt.on_conflict_do_nothing(index_elements=[table.c.email])
+    return stmt.on_conflict_do_update(
+        index_elements=[table.c.email],
+        set_={
+            # An empty name cell leaves the name alone; attributes are merged, the file winning.
+            "name": case((stmt.excluded.name == "", table.c.name), else_=stmt.excluded.name),
+            "attributes": merge(table.c.attributes, stmt.excluded.attributes),
+            "updated_at": stmt.excluded.updated_at,
+        },
+    )
+
+
+def _staged_subscribers(options: LoadOptions, lo: int, hi: int) -> Any:
+    now = literal(options.now, UTCDateTime())
+    return select(
+        STAGING.c.email,
+        STAGING.c.name,
+        STAGING.c.attributes,
+        literal(SubscriberStatus.ENABLED.value),
+        now,
+        now,
+    ).where(STAGING.c.error.is_(None), STAGING.c.row_no.between(lo, hi))
+
+
+async def load(
+    conn: AsyncConnection, options: LoadOptions, hook: Callable[[Outcome], Awaitable[None]]
+) -> Outcome:
+    """Upsert the staged rows in row-number chunks (`hook` after each); returns what happened to them."""
+    lo, hi = await row_range(conn)
+    if _dialect(conn) == "postgresql":
+        return await _load_postgresql(conn, options, lo, hi, hook)
+    return await _load_sqlite(conn, options, lo, hi, hook)
+
+
+async def _load_postgresql(
+    conn: AsyncConnection,
+    options: LoadOptions,
+    lo: int,
+    hi: int,
+    hook: Callable[[Outcome], Awaitable[None]],
+) -> Outcome:
+    outcome = Outcome()
+    ok_rows = int((await conn.execute(select(func.count()).where(STAGING.c.error.is_(None)))).scalar_one())
+    table = Subscriber.__table__
+    now = literal(options.now, UTCDateTime())
+    for start in range(lo, hi + 1, options.chunk_rows):
+        end = min(hi, start + options.chunk_rows - 1)
+        upsert = _subscribers_insert(
+            postgresql.insert, _staged_subscribers(options, start, end), options, func.emailkit_json_merge
+        ).returning(
+            table.c.id,
+            table.c.status,
+            # xmax is 0 on a freshly inserted row version and set on one that ON CONFLICT updated.
+            literal_column("(xmax = 0)").label("fresh"),
+        )
+        imported = upsert.cte("imported")
+        counts = select(
+            func.count().filter(imported.c.fresh).label("fresh"), func.count().label("all")
+        ).select_from(imported)
+        if options.list_ids:
+            pairs = (
+                select(imported.c.id, MailingList.id, _new_subscription_status(options), now, now)
+                .select_from(imported)
+                .join(MailingList, MailingList.id.in_(list(options.list_ids)))
+                .where(_eligible(imported.c.status, options))
+            )
+            counts = counts.add_cte(
+                _subscriptions_insert(postgresql.insert, pairs, options).cte("subscribed")
+            )
+        fresh, touched = (await conn.execute(counts)).one()
+        outcome.inserted += int(fresh)
+        outcome.updated += int(touched) - int(fresh)
+        await hook(outcome)
+    # With DO NOTHING the existing rows return nothing: whatever was valid and not inserted was skipped.
+    if options.mode is ImportMode.SKIP_EXISTING:
+        outcome.existing_skipped = ok_rows - outcome.inserted
+    return outcome
+
+
+async def _load_sqlite(
+    conn: AsyncConnection,
+    options: LoadOptions,
+    lo: int,
+    hi: int,
+    hook: Callable[[Outcome], Awaitable[None]],
+) -> Outcome:
+    outcome = Outcome()
+    await conn.execute(
+        update(STAGING)
+        .values(existing=True)
+        .where(STAGING.c.error.is_(None), STAGING.c.email.in_(select(Subscriber.email)))
+    )
+    skip_existing = options.mode is ImportMode.SKIP_EXISTING
+    now = literal(options.now, UTCDateTime())
+    for start in range(lo, hi + 1, options.chunk_rows):
+        end = min(hi, start + options.chunk_rows - 1)
+        in_chunk = and_(STAGING.c.error.is_(None), STAGING.c.row_no.between(start, end))
+        valid, existing = (
+            await conn.execute(
+                select(func.count(), func.coalesce(func.sum(cast(STAGING.c.existing, Integer)), 0)).where(
+                    in_chunk
+                )
+            )
+        ).one()
+        source = _staged_subscribers(options, start, end)
+        if skip_existing:
+            source = source.where(STAGING.c.existing.is_(False))
+        await conn.execute(_subscribers_insert(sqlite.insert, source, options, func.json_patch))
+        if options.list_ids:
+            pairs = (
+                select(Subscriber.id, MailingList.id, _new_subscription_status(options), now, now)
+                .select_from(STAGING)
+                .join(Subscriber, Subscriber.email == STAGING.c.email)
+                .join(MailingList, MailingList.id.in_(list(options.list_ids)))
+                .where(in_chunk, _eligible(Subscriber.status, options))
+            )
+            if skip_existing:
+                pairs = pairs.where(STAGING.c.existing.is_(False))
+            await conn.execute(_subscriptions_insert(sqlite.insert, pairs, options))
+        outcome.inserted += int(valid) - int(existing)
+        if skip_existing:
+            outcome.existing_skipped += int(existing)
+        else:
+            outcome.updated += int(existing)
+        await hook(outcome)
+    return outcome
+
+
+async def store_errors(conn: AsyncConnection, import_id: int, limit: int) -> None:
+    """Keep the first `limit` failed or skipped rows, in row order, as the import's report."""
+    await conn.execute(
+        insert(ImportRowError).from_select(
+            ["import_id", "row", "message"],
+            select(literal(import_id), STAGING.c.row_no, STAGING.c.error)
+            .where(STAGING.c.error.is_not(None))
+            .order_by(STAGING.c.row_no)
+            .limit(limit),
+        )
+    )

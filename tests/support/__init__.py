@@ -1,0 +1,1 @@
+"""Real peers for tests: a counting SMTP sink, a private redis-server, `emailkit worker` processes."""
