@@ -30,6 +30,20 @@ def _settings() -> Settings:
     return settings
 
 
+def _check_provider(settings: Settings) -> None:
+    """Build the configured provider once so a missing credential stops start-up, not the first send."""
+    from emailkit.providers.registry import build_provider
+
+    async def build_and_close() -> None:
+        await build_provider(settings).close()
+
+    try:
+        asyncio.run(build_and_close())
+    except SettingsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 async def _migrate_if_needed(settings: Settings, *, migrate: bool) -> None:
     from emailkit import migrate as migrations
     from emailkit.domain.db import Database
@@ -71,6 +85,7 @@ def serve(
     from emailkit.app import create_app
 
     settings = _settings()
+    _check_provider(settings)
     asyncio.run(_migrate_if_needed(settings, migrate=migrate))
     typer.echo(f"emailkit listening on http://{host}:{port}  (GraphiQL at /graphql)", err=True)
     uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
@@ -96,6 +111,7 @@ def worker(
             err=True,
         )
         raise typer.Exit(2)
+    _check_provider(settings)
     try:
         ping_broker(settings.broker_url)
     except BrokerUnreachable as exc:

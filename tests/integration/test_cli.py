@@ -160,6 +160,14 @@ def test_a_bad_setting_stops_start_up_with_one_line(tmp_path: Path, variable: st
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.parametrize(
+    ("provider", "variable"), [("smtp", "EMAILKIT_SMTP_URL"), ("sendgrid", "EMAILKIT_SENDGRID_API_KEY")]
+)
+def test_serve_refuses_a_provider_without_its_credentials(tmp_path: Path, provider: str, variable: str) -> None:
+    result = emailkit(tmp_path, {**_base_env(tmp_path), "EMAILKIT_PROVIDER": provider}, "serve")
+    assert_one_line_error(result, variable)
+
+
 @pytest.mark.parametrize("command", [["migrate"], ["create-api-key", "--name", "x"]])
 def test_every_command_checks_the_settings(tmp_path: Path, command: list[str]) -> None:
     result = emailkit(tmp_path, {**_base_env(tmp_path), "EMAILKIT_PUBLIC_URL": "foo"}, *command)

@@ -1,0 +1,15 @@
+"""The import job: runs one CSV import (see emailkit.domain.imports)."""
+
+from __future__ import annotations
+
+from emailkit.domain import imports
+from emailkit.domain.runtime import Runtime
+from emailkit.tasks.broker import job
+
+# An import commits once, at the end; retries only matter when a run dies without recording its failure.
+IMPORT_TIME_LIMIT_MS = 3 * 60 * 60_000
+
+
+@job(imports.IMPORT_JOB, queue="imports", time_limit=IMPORT_TIME_LIMIT_MS, max_retries=3)
+async def import_subscribers(runtime: Runtime, *, import_id: int) -> None:
+    await imports.run_import(runtime.db, import_id, publisher=runtime.live)
