@@ -339,7 +339,8 @@ def main() -> None:
         )
     print()
     print(f"server stopped cleanly in {stopped_in:.2f}s (exit code {code})")
-    ok = code == 0
+    # uvicorn re-raises the SIGTERM it handled once the graceful shutdown is complete.
+    ok = code in (0, -signal.SIGTERM)
     for kind, event_type in (("click", EventType.CLICK), ("open", EventType.OPEN)):
         sent = sum(r.requests for r in runs if r.kind == kind)
         recorded = after.get(event_type.value, 0) - before.get(event_type.value, 0)

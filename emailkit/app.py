@@ -24,9 +24,12 @@ from emailkit.settings import Settings
 from emailkit.tasks.broker import build_job_queue
 from emailkit.tasks.pubsub import build_pubsub
 from emailkit.tasks.worker import close_runtime, embedded_worker
+from emailkit.web.export import export_routes
+from emailkit.web.public import public_routes
 from emailkit.web.graphql import GraphQLView
 from emailkit.web.health import health_routes
 from emailkit.web.tracking import TrackingMiddleware, build_tracking
+from emailkit.web.uploads import PREFLIGHT_HEADERS, UploadGuard
 from emailkit.web.webhooks import build_webhooks
 
 log = logging.getLogger("emailkit")
@@ -84,10 +87,15 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         schema=schema,
         graphql_ide="graphiql",
         allowed_origins=settings.cors_origins,
+        # File uploads (CSV imports); UploadGuard below bounds their size and requires a preflight header.
+        multipart_uploads_enabled=True,
     )
     healthz, readyz = health_routes(runtime)
     tracking = build_tracking(
-        runtime, anonymous=settings.tracking_anonymous, max_pending=settings.tracking_buffer_limit
+        runtime,
+        anonymous=settings.tracking_anonymous,
+        max_pending=settings.tracking_buffer_limit,
+        flush_interval=settings.tracking_flush_seconds,
     )
     webhooks = build_webhooks(settings, runtime)
     static_dir = Path(str(resources.files("emailkit.web") / "static"))
@@ -117,18 +125,20 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
                 CORSMiddleware,
                 allow_origins=settings.cors_origins,
                 allow_methods=["GET", "POST"],
-                allow_headers=["Authorization", "Content-Type"],
+                allow_headers=["Authorization", "Content-Type", *(h.decode() for h in PREFLIGHT_HEADERS)],
             )
         )
 
     # Route + WebSocketRoute rather than Mount: a Mount redirects POST /graphql and breaks WebSockets.
     routes = [
-        Route("/graphql", graphql, methods=["GET", "POST"]),
+        Route("/graphql", UploadGuard(graphql, max_bytes=settings.max_upload_bytes), methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         *tracking.routes,
         *webhooks.routes,
+        *export_routes(runtime),
+        *public_routes(settings, runtime),
         Mount("/static", StaticFiles(directory=static_dir, check_dir=False), name="static"),
     ]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

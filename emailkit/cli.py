@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -177,6 +178,136 @@ def export_schema(
         sys.stdout.write(sdl)
     else:
         output.write_text(sdl)
+
+
+class ImportModeOption(StrEnum):
+    upsert = "upsert"
+    skip_existing = "skip-existing"
+
+
+class ImportStatusOption(StrEnum):
+    confirmed = "confirmed"
+    unconfirmed = "unconfirmed"
+    unsubscribed = "unsubscribed"
+
+
+@app.command("import")
+def import_cmd(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="The CSV file.")],
+    list_names: Annotated[
+        list[str] | None, typer.Option("--list", help="Subscribe to this list (by name; repeatable).")
+    ] = None,
+    mode: Annotated[ImportModeOption, typer.Option(help="What to do with existing subscribers.")] = (
+        ImportModeOption.upsert
+    ),
+    status: Annotated[
+        ImportStatusOption | None,
+        typer.Option(help="Subscription status [default: by the list's opt-in].", show_default=False),
+    ] = None,
+    column_map: Annotated[
+        str | None, typer.Option("--map", help='Column map as JSON, e.g. \'{"E-Mail": "email"}\'.')
+    ] = None,
+    errors_shown: Annotated[
+        int, typer.Option("--errors", min=0, max=1000, help="Rows of the report to print.")
+    ] = 20,
+) -> None:
+    """Import subscribers from a CSV file, here and now (the same import as the API's importSubscribers)."""
+    import json
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from emailkit.domain import imports, imports_csv
+    from emailkit.domain.db import Database
+    from emailkit.domain.errors import DomainError
+    from emailkit.domain.models import SubscriptionStatus
+    from emailkit.domain.models_audience import Import, ImportMode, ImportRowError, ImportStatus
+    from emailkit.domain.throttle import CoalescingPublisher
+    from emailkit.tasks.pubsub import build_pubsub
+
+    settings = _settings()
+    console = Console(stderr=True)
+    try:
+        mapping = json.loads(column_map) if column_map else None
+    except json.JSONDecodeError as exc:
+        typer.echo(f"error: --map is not valid JSON ({exc})", err=True)
+        raise typer.Exit(2) from None
+
+    async def run() -> tuple[Import | None, list[ImportRowError]]:
+        await _migrate_if_needed(settings, migrate=False)
+        db = Database(settings.database_url)
+        pubsub = build_pubsub(settings)
+        publisher = CoalescingPublisher(pubsub)
+        try:
+            size = file.stat().st_size
+            with file.open("rb") as source:
+                sample = source.read(imports_csv.SAMPLE_BYTES)
+                source.seek(0)
+                async with db.transaction() as session:
+                    request = imports.ImportRequest(
+                        source_name=file.name,
+                        list_ids=await imports.list_ids_by_name(session, list_names or []),
+                        mode=ImportMode.SKIP_EXISTING
+                        if mode is ImportModeOption.skip_existing
+                        else ImportMode.UPSERT,
+                        subscription_status=SubscriptionStatus(status.upper()) if status else None,
+                        column_map=mapping,
+                    )
+                    row = await imports.create_local_import(session, request, sample, size)
+                columns = (
+                    TextColumn("{task.description}"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                )
+                with Progress(*columns, console=console) as bar:
+                    task = bar.add_task("Reading", total=None)
+
+                    async def show(state: imports.ImportState) -> None:
+                        if state.phase == "loading" or state.final:
+                            done = state.inserted + state.updated + state.skipped + state.failed
+                            bar.update(task, description="Loading", total=state.total, completed=done)
+                        else:
+                            bar.update(
+                                task,
+                                description="Reading",
+                                total=state.total or None,
+                                completed=state.processed,
+                            )
+
+                    result = await imports.run_import(
+                        db, row.id, publisher=publisher, source=source, on_progress=show
+                    )
+            async with db.session() as session:
+                report = await imports.import_errors(session, row.id, errors_shown)
+            return result, report
+        finally:
+            await publisher.aclose()
+            await pubsub.close()
+            await db.dispose()
+
+    try:
+        result, report = asyncio.run(run())
+    except DomainError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if result is None:
+        typer.echo("error: the import was taken over by another run", err=True)
+        raise typer.Exit(1)
+    encoding, delimiter = result.options.get("encoding"), result.options.get("delimiter")
+    detected = f" ({encoding}, delimiter {delimiter!r})" if encoding else ""
+    typer.echo(
+        f"Import {result.id} {result.status.value}{detected}: {result.total} rows, {result.inserted} inserted, "
+        f"{result.updated} updated, {result.skipped} skipped, {result.failed} failed"
+    )
+    if result.error:
+        typer.echo(f"error: {result.error}", err=True)
+    if report:
+        more = result.failed + result.skipped - len(report)
+        typer.echo("Rows not imported:" if more <= 0 else f"First {len(report)} rows not imported:")
+        for entry in report:
+            typer.echo(f"  row {entry.row}: {entry.message}")
+    raise typer.Exit(0 if result.status is ImportStatus.FINISHED else 1)
 
 
 def main() -> None:

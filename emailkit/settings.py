@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     # Sender of transactional messages (double opt-in confirmations, sendTransactional without fromEmail).
     from_email: str | None = None
     from_name: str = ""
+    # Public POST /subscribe: requests per client IP (a `limits` expression such as "5/minute;50/day").
+    subscribe_rate_limit: str = "5/minute;50/day"
     data_dir: Path = DEFAULT_DATA_DIR
     debug: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -89,6 +91,8 @@ class Settings(BaseSettings):
     max_query_tokens: int = Field(default=3000, ge=50, le=100_000)
     # Comma-separated in the environment (a JSON list works too).
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Largest multipart (file upload) request, e.g. a CSV import; bigger ones are refused with 413.
+    max_upload_bytes: int = Field(default=512 * 1024 * 1024, ge=1024 * 1024)
 
     # Database pool (PostgreSQL)
     database_pool_size: int = Field(default=10, ge=1, le=500)
@@ -132,6 +136,8 @@ class Settings(BaseSettings):
     # Opens and clicks wait in memory for their batched write; beyond this many (a long database outage)
     # new ones are dropped and the count is logged.
     tracking_buffer_limit: int = Field(default=100_000, ge=1000, le=10_000_000)
+    # Buffered hits are written at least this often (and at once when 1,000 are waiting).
+    tracking_flush_seconds: float = Field(default=0.1, gt=0, le=60)
 
     @model_validator(mode="before")
     @classmethod

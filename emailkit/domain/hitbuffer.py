@@ -35,18 +35,34 @@ T = TypeVar("T")
 Sink = Callable[[Sequence[T]], Awaitable[None]]
 
 
+# SQLSTATE classes that condemn the rows of a batch rather than the moment: data exceptions (22) and integrity
+# violations (23). Everything else the database says (connection failures, too many clients, shutdown, lock
+# and serialization conflicts, even a missing database or table an operator can fix) is worth retrying.
+_BAD_DATA_STATES = ("22", "23")
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    orig = exc.orig
+    for source in (orig, getattr(orig, "__cause__", None)):
+        state = getattr(source, "sqlstate", None) or getattr(source, "pgcode", None)
+        if isinstance(state, str) and state:
+            return state
+    return None
+
+
 def is_transient(exc: BaseException) -> bool:
-    """Whether retrying the same batch later can succeed (the database was unreachable, not the data bad)."""
-    if isinstance(
-        exc, OSError | TimeoutError | ConnectionError | PoolTimeout | OperationalError | InterfaceError
-    ):
+    """Whether retrying the same batch later can succeed (the database was unavailable, not the data bad)."""
+    if isinstance(exc, OSError | TimeoutError | PoolTimeout):
         return True
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
         return True
-    # asyncpg raises its own connection errors, which SQLAlchemy wraps as DBAPIError with the original inside.
-    orig = getattr(exc, "orig", None)
-    cause = getattr(orig, "__cause__", None) or orig
-    return isinstance(cause, OSError | ConnectionError | TimeoutError)
+    state = _sqlstate(exc)
+    if state is not None:
+        return not state.startswith(_BAD_DATA_STATES)
+    # SQLite has no SQLSTATE: "database is locked", disk I/O and the like are OperationalErrors.
+    return isinstance(exc, OperationalError | InterfaceError)
 
 
 class HitBuffer(Generic[T]):

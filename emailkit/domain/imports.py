@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.domain import imports_load
 from emailkit.domain.db import Database
-from emailkit.domain.errors import DomainError, ErrorCode, FieldError, NotFound
+from emailkit.domain.errors import DomainError, ErrorCode, NotFound
 from emailkit.domain.imports_csv import (
     SAMPLE_BYTES,
     Dialect,
@@ -32,7 +32,7 @@ from emailkit.domain.imports_csv import (
     parse_rows,
 )
 from emailkit.domain.lists import require_lists
-from emailkit.domain.models import SubscriptionStatus
+from emailkit.domain.models import MailingList, SubscriptionStatus
 from emailkit.domain.models_audience import Import, ImportChunk, ImportMode, ImportRowError, ImportStatus
 from emailkit.domain.pagination import Page, keyset_page
 from emailkit.domain.ports import JobQueue
@@ -72,6 +72,8 @@ class ImportState:
     skipped: int = 0
     failed: int = 0
     error: str | None = None
+    # "reading" the file, "loading" it into the database; live messages only (not stored).
+    phase: str = ""
 
     @classmethod
     def of(cls, row: Import) -> ImportState:
@@ -99,6 +101,7 @@ class ImportState:
             skipped=int(message["skipped"]),
             failed=int(message["failed"]),
             error=message.get("error") if isinstance(message.get("error"), str) else None,
+            phase=str(message.get("phase") or ""),
         )
 
     def message(self) -> dict[str, Any]:
@@ -112,6 +115,7 @@ class ImportState:
             "skipped": self.skipped,
             "failed": self.failed,
             "error": self.error,
+            "phase": self.phase,
         }
 
     @property
@@ -231,6 +235,28 @@ async def enqueue_import(jobs: JobQueue | None, db: Database, import_id: int) ->
         await _finish_failed(db, import_id, None, f"The import could not be queued: {exc}", None)
 
 
+async def list_ids_by_name(session: AsyncSession, names: Sequence[str]) -> list[int]:
+    """The ids of the lists with these exact names (for the CLI); unknown or ambiguous names raise."""
+    wanted = list(dict.fromkeys(n.strip() for n in names if n.strip()))
+    rows = (
+        await session.execute(select(MailingList.name, MailingList.id).where(MailingList.name.in_(wanted)))
+    ).all()
+    by_name: dict[str, list[int]] = {}
+    for name, list_id in rows:
+        by_name.setdefault(name, []).append(list_id)
+    missing = [n for n in wanted if n not in by_name]
+    if missing:
+        raise DomainError.single(
+            ErrorCode.LIST_NOT_FOUND, "No list named " + ", ".join(map(repr, missing)), "list"
+        )
+    ambiguous = [n for n in wanted if len(by_name[n]) > 1]
+    if ambiguous:
+        raise DomainError.single(
+            ErrorCode.INVALID_INPUT, "Several lists are named " + ", ".join(map(repr, ambiguous)), "list"
+        )
+    return [by_name[n][0] for n in wanted]
+
+
 # --- reads ------------------------------------------------------------------------------------------------
 
 
@@ -340,7 +366,7 @@ async def _claim(db: Database, import_id: int) -> Import | None:
 
 async def _spool(db: Database, import_id: int) -> IO[bytes]:
     """The stored file, copied to a local temporary file chunk by chunk (the parser wants a file)."""
-    spooled = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the caller
+    spooled = tempfile.TemporaryFile()
     last = -1
     try:
         while True:
@@ -467,6 +493,7 @@ async def _execute(run: _Run, row: Import, binary: IO[bytes]) -> None:
         source_field="file",
     )
     state = run.state
+    state.phase = "reading"
     state.total = max(0, _count_lines(binary) - 1)
     await run.report(force=True)
     status = options.get("subscriptionStatus")
@@ -497,6 +524,7 @@ async def _execute(run: _Run, row: Import, binary: IO[bytes]) -> None:
             )
             state.total = state.processed = stats.rows
             state.failed = stats.invalid
+            state.phase = "loading"
             await run.report(force=True)
             state.failed += await imports_load.mark_duplicates(conn)
             state.skipped += await imports_load.mark_suppressed(conn)
@@ -535,4 +563,5 @@ async def _execute(run: _Run, row: Import, binary: IO[bytes]) -> None:
                 with contextlib.suppress(Exception):
                     await imports_load.drop_staging(conn)
     state.status = ImportStatus.FINISHED
+    state.phase = ""
     await run.publish()

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import codecs
 import csv
-import hashlib
 import io
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from json.encoder import encode_basestring
 from typing import IO, Any, Final
 
 from emailkit.domain.errors import DomainError, ErrorCode, FieldError
@@ -235,36 +234,41 @@ def plan_columns(header: list[str], column_map: Mapping[str, str], *, source_fie
             f"The file has {len(stripped)} columns; at most {MAX_COLUMNS} are supported", source_field
         )
     by_folded: dict[str, int] = {}
-    for index, name in enumerate(stripped):
-        if not name:
+    for position, header_name in enumerate(stripped):
+        if not header_name:
             continue
-        folded = name.casefold()
+        folded = header_name.casefold()
         if folded in by_folded:
             raise _error(
-                f"Column {name!r} appears more than once in the header; rename one of them", source_field
+                f"Column {header_name!r} appears more than once in the header; rename one of them",
+                source_field,
             )
-        by_folded[folded] = index
+        by_folded[folded] = position
 
     targets: dict[int, str] = {}
     for key, target in column_map.items():
-        index = by_folded.get(key.strip().casefold())
-        if index is None:
+        found = by_folded.get(key.strip().casefold())
+        if found is None:
             raise _error(f"columnMap names {key!r}, which is not a column of the file")
-        targets[index] = target
+        targets[found] = target
+    # A column the map names as email (or name) replaces the one that would be picked by its header.
+    claimed = set(targets.values())
 
     email: int | None = None
     name: int | None = None
     attributes: list[tuple[int, tuple[str, ...]]] = []
     ignored: list[str] = []
     for index, header_name in enumerate(stripped):
-        target = targets.get(index)
-        if target is None:
+        mapped = targets.get(index)
+        if mapped is not None:
+            target = mapped
+        else:
             if not header_name:
                 continue
             folded = header_name.casefold()
-            if folded in EMAIL_HEADERS and email is None:
+            if folded in EMAIL_HEADERS and email is None and "email" not in claimed:
                 target = "email"
-            elif folded in NAME_HEADERS and name is None:
+            elif folded in NAME_HEADERS and name is None and "name" not in claimed:
                 target = "name"
             else:
                 target = ATTRIBUTES_PREFIX + header_name
@@ -352,11 +356,6 @@ def fast_normalize_email(raw: str) -> str:
     if len(value) <= 254 and _SIMPLE_EMAIL.fullmatch(value):
         return value.lower()
     return normalize_email(value)
-
-
-def email_hash(email: str) -> str:
-    """How suppressions remember an address after erasure: sha256 hex of the normalised address."""
-    return hashlib.sha256(email.encode()).hexdigest()
 
 
 def _object_json(pairs: list[tuple[tuple[str, ...], str]]) -> str:

@@ -41,7 +41,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from emailkit.domain.imports_csv import StagedRow, email_hash
+from emailkit.domain.feedback.types import email_hash
+from emailkit.domain.imports_csv import StagedRow
 from emailkit.domain.models import (
     MailingList,
     OptIn,
@@ -235,11 +236,12 @@ def _new_subscription_status(options: LoadOptions) -> ColumnElement[Any]:
     )
 
 
-def _eligible(status: ColumnElement[Any], options: LoadOptions) -> ColumnElement[bool]:
+def _eligible(status: Any, options: LoadOptions) -> ColumnElement[bool]:
     # Blocklisted people are never subscribed, though recording that they are unsubscribed is fine.
     if options.subscription_status is SubscriptionStatus.UNSUBSCRIBED:
         return literal(True)
-    return status == SubscriberStatus.ENABLED.value
+    enabled: ColumnElement[bool] = status == SubscriberStatus.ENABLED.value
+    return enabled
 
 
 def _subscriptions_insert(dialect_insert: Any, source: Any, options: LoadOptions) -> Any:

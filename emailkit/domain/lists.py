@@ -9,7 +9,15 @@ from sqlalchemy import delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.domain.errors import ErrorCode, FieldError, NotFound
-from emailkit.domain.models import MailingList, OptIn, Subscription, SubscriptionStatus, Visibility
+from emailkit.domain.models import (
+    MailingList,
+    OptIn,
+    Subscription,
+    SubscriptionStatus,
+    Template,
+    TemplateKind,
+    Visibility,
+)
 from emailkit.domain.pagination import Page, keyset_page
 from emailkit.domain.validation import check_length, raise_if, require
 
@@ -21,6 +29,8 @@ class ListInput:
     optin: OptIn | None = None
     visibility: Visibility | None = None
     tags: list[str] | None = None
+    # None keeps the current one; 0 resets to the built-in confirmation mail.
+    optin_template_id: int | None = None
 
 
 def _validate(data: ListInput, *, creating: bool) -> list[FieldError]:
@@ -43,8 +53,27 @@ def _clean_tags(tags: list[str]) -> list[str]:
     return sorted({t.strip() for t in tags})
 
 
+async def _check_optin_template(session: AsyncSession, template_id: int | None) -> None:
+    if not template_id:
+        return
+    template = await session.get(Template, template_id)
+    if template is None:
+        raise_if([FieldError("optinTemplateId", "Template not found", ErrorCode.TEMPLATE_NOT_FOUND)])
+    elif template.kind is not TemplateKind.TRANSACTIONAL:
+        raise_if(
+            [
+                FieldError(
+                    "optinTemplateId",
+                    "The opt-in mail needs a TRANSACTIONAL template",
+                    ErrorCode.INVALID_INPUT,
+                )
+            ]
+        )
+
+
 async def create_list(session: AsyncSession, data: ListInput) -> MailingList:
     raise_if(_validate(data, creating=True))
+    await _check_optin_template(session, data.optin_template_id)
     assert data.name is not None
     row = MailingList(
         name=data.name.strip(),
@@ -52,6 +81,7 @@ async def create_list(session: AsyncSession, data: ListInput) -> MailingList:
         optin=data.optin or OptIn.SINGLE,
         visibility=data.visibility or Visibility.PRIVATE,
         tags=_clean_tags(data.tags or []),
+        optin_template_id=data.optin_template_id or None,
     )
     session.add(row)
     await session.flush()
@@ -67,6 +97,7 @@ async def get_list(session: AsyncSession, list_id: int) -> MailingList:
 
 async def update_list(session: AsyncSession, list_id: int, data: ListInput) -> MailingList:
     raise_if(_validate(data, creating=False))
+    await _check_optin_template(session, data.optin_template_id)
     row = await get_list(session, list_id)
     if data.name is not None:
         row.name = data.name.strip()
@@ -78,6 +109,8 @@ async def update_list(session: AsyncSession, list_id: int, data: ListInput) -> M
         row.visibility = data.visibility
     if data.tags is not None:
         row.tags = _clean_tags(data.tags)
+    if data.optin_template_id is not None:
+        row.optin_template_id = data.optin_template_id or None
     await session.flush()
     return row
 

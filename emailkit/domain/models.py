@@ -151,6 +151,10 @@ class MailingList(TimestampMixin, Base):
         _enum(Visibility), nullable=False, default=Visibility.PRIVATE
     )
     tags: Mapped[list[str]] = mapped_column(JSONDoc, nullable=False, default=list)
+    # The TRANSACTIONAL template of this list's double opt-in mail; NULL uses the built-in one.
+    optin_template_id: Mapped[int | None] = mapped_column(
+        ForeignKey("templates.id", ondelete="SET NULL"), nullable=True
+    )
 
 
 class Subscription(TimestampMixin, Base):

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from emailkit.domain.db import Database
+from emailkit.domain.optin import OptinSender, sender_of
 from emailkit.domain.ports import JobQueue, PubSub
 from emailkit.domain.ratelimit import RateLimiter
 from emailkit.domain.sending import EmailProvider
@@ -75,3 +76,8 @@ class Runtime:
     def __post_init__(self) -> None:
         if self.live is None and self.pubsub is not None:
             self.live = CoalescingPublisher(self.pubsub)
+
+
+def optin_sender(runtime: Runtime) -> OptinSender:
+    default_from = runtime.sending.default_from if runtime.sending is not None else (None, "")
+    return sender_of(runtime.public_url, runtime.secret_key, default_from)

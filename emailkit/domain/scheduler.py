@@ -22,6 +22,7 @@ from emailkit.domain.types import utcnow
 log = logging.getLogger(__name__)
 
 SEND_BATCH_JOB = "send_campaign_batch"
+SEND_TRANSACTIONAL_JOB = "send_transactional_message"
 
 
 async def enqueue_batches(runtime: Runtime, batch_ids: Sequence[int], *, delay: float | None = None) -> None:
@@ -30,6 +31,14 @@ async def enqueue_batches(runtime: Runtime, batch_ids: Sequence[int], *, delay: 
         return
     for batch_id in batch_ids:
         await runtime.jobs.enqueue(SEND_BATCH_JOB, {"batch_id": batch_id}, delay=delay)
+
+
+async def enqueue_transactional(runtime: Runtime, delivery_ids: Sequence[int]) -> None:
+    """Hand transactional deliveries (e.g. confirmation mails) to the queue after their rows are committed."""
+    if runtime.jobs is None:
+        return
+    for delivery_id in delivery_ids:
+        await runtime.jobs.enqueue(SEND_TRANSACTIONAL_JOB, {"delivery_id": delivery_id})
 
 
 async def start_due_campaigns(runtime: Runtime, now: datetime) -> list[int]:

@@ -96,11 +96,13 @@ class EmailProvider(Protocol):
     ) -> list[SendResult]:
         """Send each message; return one result per message, in order.
 
-        ``on_commit`` is awaited once, after every message was validated and serialised and before the
-        first one can reach the provider, with the ids of the messages that will be attempted (those that
-        failed validation are absent and come back as permanent failures). Past that point a crash may
-        leave any of them delivered, which is what the hook lets the caller record. If it raises, nothing
-        was sent and the exception propagates.
+        ``on_commit`` is awaited with the ids of messages about to be handed over, before any of them can
+        reach the provider (messages that failed validation are never passed and come back as permanent
+        failures). Past that point a crash may leave them delivered, which is what the hook lets the caller
+        record. A provider calls it once for the whole batch, or once per group right before that group's
+        final hand-over (smtp: per message, before the terminating "." of DATA), which narrows what a
+        crash leaves in doubt; an id is passed again when its hand-over is retried on a new connection.
+        If it raises, the messages it was called for are not sent and the exception propagates.
         """
         ...
 

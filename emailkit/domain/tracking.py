@@ -15,6 +15,8 @@ PURPOSE_UNSUBSCRIBE = "u"
 # href of <a> tags only: images, stylesheets and <base> must not be rewritten.
 _A_HREF = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE | re.DOTALL)
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
+_BODY_CLOSE = re.compile(r"</body", re.IGNORECASE)
+_BODY_SEARCH_TAIL = 4096
 
 
 class TrackingUrls:
@@ -54,7 +56,24 @@ def add_open_pixel(html: str, pixel_url: str) -> str:
         f'<img src="{htmllib.escape(pixel_url)}" width="1" height="1" alt="" style="display:block;border:0">'
     )
     # The last </body>: an earlier one could sit inside a comment or a quoted example.
-    at = html.lower().rfind("</body")
+    at = _last_body_close(html)
     if at < 0 or not _BODY_END.match(html, at):
         return html + tag
     return html[:at] + tag + html[at:]
+
+
+def _last_body_close(html: str) -> int:
+    """Index of the last "</body" in any letter case, or -1.
+
+    Runs per recipient on the whole message: the end of the document is searched first, so the usual case
+    never lower-cases or scans the full HTML.
+    """
+    start = max(0, len(html) - _BODY_SEARCH_TAIL)
+    found = -1
+    for m in _BODY_CLOSE.finditer(html, start):
+        found = m.start()
+    if found < 0 and start:
+        # Not in the tail: look before it, including a match that straddles the tail's first character.
+        for m in _BODY_CLOSE.finditer(html, 0, start + len("</body") - 1):
+            found = m.start()
+    return found

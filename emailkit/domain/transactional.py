@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from sqlalchemy import select, update
 
+from emailkit.domain import optin
 from emailkit.domain.deliveries import render_context
-from emailkit.domain.models import Delivery, DeliveryStatus, Subscriber, Template
+from emailkit.domain.models import ContentFormat, Delivery, DeliveryStatus, Subscriber, Template
 from emailkit.domain.rendering import compile_content
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.sending import DELIVERY_TAG, Address, OutgoingMessage, SendResult
 from emailkit.domain.types import utcnow
-
-SEND_TRANSACTIONAL_JOB = "send_transactional_message"
 
 
 class TransientSendFailure(Exception):
@@ -28,19 +27,24 @@ async def send_transactional(runtime: Runtime, delivery_id: int, *, max_attempts
         raise RuntimeError("this process was not configured to send mail")
     async with runtime.db.session() as s:
         delivery = await s.get(Delivery, delivery_id)
-        if delivery is None or delivery.status is not DeliveryStatus.QUEUED or delivery.template_id is None:
+        if delivery is None or delivery.status is not DeliveryStatus.QUEUED:
             return None  # already handled by an earlier run of this job
-        template = await s.get(Template, delivery.template_id)
+        template = await s.get(Template, delivery.template_id) if delivery.template_id is not None else None
         subscriber = (
             await s.get(Subscriber, delivery.subscriber_id) if delivery.subscriber_id is not None else None
         )
     payload = dict(delivery.data or {})
-    if template is None:
+    source: tuple[str, ContentFormat, str] | None = None
+    if template is not None:
+        source = (template.body, template.format, template.subject)
+    elif payload.get("builtin") == optin.BUILTIN_OPTIN:
+        source = (optin.DEFAULT_HTML, ContentFormat.HTML, optin.DEFAULT_SUBJECT)
+    if source is None:
         result = SendResult.failed(
             str(delivery_id), "the template was deleted before sending", transient=False
         )
     else:
-        content = compile_content(template.body, template.format, subject=template.subject)
+        content = compile_content(source[0], source[1], subject=source[2])
         rendered = content.render(render_context(subscriber, delivery.email, dict(payload.get("vars") or {})))
         sender = Address(str(payload.get("from_email")), str(payload.get("from_name") or ""))
         message = OutgoingMessage(

@@ -26,7 +26,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from emailkit.domain.mime import MimeBuilder, MimeError, ascii_email
 from emailkit.domain.sending import CommitHook, OutgoingMessage, SendResult
 from emailkit.providers.dkim import DkimSigner
-from emailkit.providers.smtp_pool import SessionOptions, SmtpConnectError, SmtpJob, SmtpPool
+from emailkit.providers.smtp_pool import Admit, SessionOptions, SmtpConnectError, SmtpJob, SmtpPool
 
 _TLS_MODES = ("starttls", "ssl", "none", "auto")
 _TRUE = ("1", "true", "yes", "on")
@@ -196,12 +196,10 @@ class SmtpProvider:
                 queue.append(job)
             else:
                 finisher(job, failure)
-        if queue and on_commit is not None:
-            await on_commit([job.message.delivery_id for job in queue])
         pool = await self._get_pool()
         connect_errors: list[str] = []
 
-        async def sender() -> None:
+        async def sender(admit: Admit | None) -> None:
             session = await pool.acquire()
             try:
                 while queue:
@@ -211,13 +209,21 @@ class SmtpProvider:
                         except SmtpConnectError as exc:
                             connect_errors.append(str(exc))
                             return
-                    await session.run(queue, finisher)
+                    await session.run(queue, finisher, admit)
             finally:
                 pool.release(session)
 
-        async with asyncio.TaskGroup() as group:
-            for _ in range(min(pool.size, len(queue))):
-                group.create_task(sender())
+        gate: _CommitGate | None = None
+        try:
+            async with asyncio.TaskGroup() as group:
+                gate = _CommitGate(on_commit, group) if on_commit is not None else None
+                for _ in range(min(pool.size, len(queue))):
+                    group.create_task(sender(gate))
+        except BaseExceptionGroup:
+            # The hook's own error, not the group it came wrapped in (the pipeline expects it as raised).
+            if gate is not None and gate.error is not None:
+                raise gate.error from None
+            raise
         # Whatever is left could not be attempted because no session could be opened.
         reason = connect_errors[-1] if connect_errors else "no SMTP session available"
         for job in queue:
@@ -228,6 +234,53 @@ class SmtpProvider:
         if self._pool is not None:
             self._pool.close()
             self._pool = None
+
+
+class _CommitGate:
+    """Runs the commit hook for each message right before its final hand-over, many messages per call.
+
+    Committing each message just before its body and terminating "." are written keeps what a crash can
+    leave in doubt to the messages in that instant (at most one per session), where one commit for the
+    whole batch up front would leave every message not yet sent recorded as handed over. Sessions whose
+    server is ready while one hook call runs are committed together by the next.
+    """
+
+    def __init__(self, hook: CommitHook, group: asyncio.TaskGroup) -> None:
+        self._hook = hook
+        self._group = group
+        self._waiting: list[tuple[str, asyncio.Future[None]]] = []
+        self._running = False
+        self.error: Exception | None = None
+
+    async def __call__(self, job: SmtpJob) -> None:
+        if self.error is not None:
+            raise self.error
+        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((job.message.delivery_id, ready))
+        if not self._running:
+            self._running = True
+            self._group.create_task(self._drain())
+        await ready
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                group, self._waiting = self._waiting, []
+                try:
+                    await self._hook([delivery_id for delivery_id, _ in group])
+                except Exception as exc:
+                    self.error = exc
+                    group += self._waiting
+                    self._waiting = []
+                    for _, ready in group:
+                        if not ready.done():
+                            ready.set_exception(exc)
+                    return
+                for _, ready in group:
+                    if not ready.done():
+                        ready.set_result(None)
+        finally:
+            self._running = False
 
 
 class _Finisher:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import cast
@@ -99,6 +99,8 @@ class SmtpJob:
 
 
 Finish = Callable[[SmtpJob, SendResult], None]
+#: Awaited right before a job's body and final "." are written (the provider records the hand-over there).
+Admit = Callable[[SmtpJob], Awaitable[None]]
 
 
 def _reply_text(reply: Reply) -> str:
@@ -194,6 +196,7 @@ class SmtpSession:
         self._timed_out = False
         self._watchdog: asyncio.TimerHandle | None = None
         self._finish: Finish = lambda job, result: None
+        self._admit: Admit | None = None
         self._last_used = 0.0
         self._tick = 1.0
         self.pipelining = False
@@ -365,14 +368,16 @@ class SmtpSession:
         self._active.append(job)
         return job
 
-    async def run(self, queue: deque[SmtpJob], finish: Finish) -> bool:
+    async def run(self, queue: deque[SmtpJob], finish: Finish, admit: Admit | None = None) -> bool:
         """Send jobs from ``queue`` until it is empty (True) or the session is lost (False).
 
-        Jobs arrive with payload and envelope filled in; ``finish`` receives every result. After a loss,
-        jobs whose body went out are finished as transient failures (they may have been delivered); the
-        others go back to ``queue``.
+        Jobs arrive with payload and envelope filled in; ``finish`` receives every result; ``admit`` is
+        awaited for each job once the server waits for its body, before any of it is written. After a
+        loss, jobs whose body went out are finished as transient failures (they may have been delivered);
+        the others go back to ``queue``.
         """
         self._finish = finish
+        self._admit = admit
         job = self._next(queue)
         if job is None:
             return True
@@ -426,12 +431,16 @@ class SmtpSession:
         current: SmtpJob | None = job
         while current is not None:
             await self._wait_idle()
+            data_reply = current.data_reply
+            opened = data_reply is not None and data_reply[0] == 354
+            accepted = current.mail_reply is not None and current.mail_reply[0] == 250 and _ok_rcpt(current)
+            if opened and accepted and self._admit is not None:
+                await self._admit(current)
             nxt = self._next(queue)
             chunks: list[bytes] = []
             expect: list[tuple[_Kind, SmtpJob | None]] = []
-            data_reply = current.data_reply
-            if data_reply is not None and data_reply[0] == 354:
-                if current.mail_reply is not None and current.mail_reply[0] == 250 and _ok_rcpt(current):
+            if opened:
+                if accepted:
                     chunks += (current.payload or b"", b".\r\n")
                     current.body_sent = True
                     expect.append((_Kind.BODY, current))
@@ -464,6 +473,8 @@ class SmtpSession:
                     self._send([data + b"\r\n"], [(_Kind.DATA, current)])
                     await self._wait_idle()
                     if current.data_reply is not None and current.data_reply[0] == 354:
+                        if self._admit is not None:
+                            await self._admit(current)
                         current.body_sent = True
                         self._send([current.payload or b"", b".\r\n"], [(_Kind.BODY, current)])
                         await self._wait_idle()

@@ -21,6 +21,8 @@ from emailkit.schema import (
     apikeys,
     campaigns,
     events,
+    gdpr,
+    imports,
     lists,
     node,
     segments,
@@ -43,6 +45,8 @@ QUERIES = (
     segments.Query,
     events.Query,
     suppressions.Query,
+    imports.Query,
+    gdpr.Query,
 )
 MUTATIONS = (
     lists.Mutation,
@@ -53,8 +57,10 @@ MUTATIONS = (
     sending.Mutation,
     segments.Mutation,
     suppressions.Mutation,
+    imports.Mutation,
+    gdpr.Mutation,
 )
-SUBSCRIPTIONS = (sending.Subscription, analytics.Subscription)
+SUBSCRIPTIONS = (sending.Subscription, analytics.Subscription, imports.Subscription)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 
@@ -13,6 +14,11 @@ from emailkit.schema.enums import OptIn, Visibility
 from emailkit.schema.errors import DeletePayload, UserError, mutate
 from emailkit.schema.permissions import write_mutation
 from emailkit.schema.relay import Connection, Node, decode_id, decode_id_or_none, to_global_id
+
+if TYPE_CHECKING:
+    from emailkit.schema.templates import TemplateType
+
+TemplateRef = Annotated["TemplateType", strawberry.lazy("emailkit.schema.templates")]
 
 
 @strawberry.type(name="MailingList")
@@ -25,6 +31,17 @@ class MailingListType(Node):
     tags: list[str]
     created_at: datetime
     updated_at: datetime
+
+    optin_template_pk: strawberry.Private[int | None]
+
+    @strawberry.field(description="The TRANSACTIONAL template of the double opt-in mail; null = built-in.")
+    async def optin_template(self, info: Info) -> TemplateRef | None:
+        from emailkit.schema.templates import TemplateType
+
+        if self.optin_template_pk is None:
+            return None
+        row = await info.context.loaders.template_by_id.load(self.optin_template_pk)
+        return TemplateType.from_model(row) if row is not None else None
 
     @strawberry.field(description="Subscribers whose subscription is not UNSUBSCRIBED.")
     async def subscriber_count(self, info: Info) -> int:
@@ -40,6 +57,7 @@ class MailingListType(Node):
             optin=row.optin,
             visibility=row.visibility,
             tags=list(row.tags),
+            optin_template_pk=row.optin_template_id,
             created_at=row.created_at,
             updated_at=row.updated_at,
         )
@@ -52,6 +70,9 @@ class CreateListInput:
     optin: OptIn | None = None
     visibility: Visibility | None = None
     tags: list[str] | None = None
+    optin_template_id: strawberry.ID | None = strawberry.field(
+        default=None, description="A TRANSACTIONAL template for the double opt-in mail (default: built-in)."
+    )
 
 
 @strawberry.input
@@ -62,6 +83,10 @@ class UpdateListInput:
     optin: OptIn | None = None
     visibility: Visibility | None = None
     tags: list[str] | None = None
+    optin_template_id: strawberry.ID | None = strawberry.field(
+        default=None,
+        description='A TRANSACTIONAL template for the opt-in mail; "" returns to the built-in one.',
+    )
 
 
 @strawberry.input
@@ -79,6 +104,12 @@ def _payload(row: ListRow | None, errors: list[UserError]) -> MailingListPayload
     return MailingListPayload(
         mailing_list=MailingListType.from_model(row) if row is not None else None, user_errors=errors
     )
+
+
+def _template_pk(value: str | None) -> int | None:
+    if value is None:
+        return None
+    return 0 if value == "" else decode_id(value, "Template", "optinTemplateId")
 
 
 @strawberry.type
@@ -115,6 +146,7 @@ class Mutation:
                     optin=input.optin,
                     visibility=input.visibility,
                     tags=input.tags,
+                    optin_template_id=_template_pk(input.optin_template_id),
                 ),
             ),
         )
@@ -133,6 +165,7 @@ class Mutation:
                     optin=input.optin,
                     visibility=input.visibility,
                     tags=input.tags,
+                    optin_template_id=_template_pk(input.optin_template_id),
                 ),
             ),
         )

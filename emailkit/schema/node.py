@@ -10,6 +10,7 @@ from emailkit.domain.models import Delivery as DeliveryRow
 from emailkit.schema.campaigns import CampaignType
 from emailkit.schema.context import Info
 from emailkit.schema.events import event_node
+from emailkit.schema.imports import import_node
 from emailkit.schema.lists import MailingListType
 from emailkit.schema.relay import Node, parse_global_id
 from emailkit.schema.segments import SegmentType, segment_loaders
@@ -60,6 +61,7 @@ RESOLVERS: dict[str, Callable[[Info, int], Awaitable[Node | None]]] = {
     "Segment": _segment,
     "Event": event_node,
     "Suppression": suppression_node,
+    "Import": import_node,
 }
 
 

@@ -10,6 +10,7 @@ from typing import Generic, TypeVar
 import strawberry
 from graphql import GraphQLError
 
+from emailkit import globalid
 from emailkit.domain.errors import DomainError, ErrorCode
 
 T = TypeVar("T")
@@ -21,16 +22,10 @@ class Node:
 
 
 def to_global_id(type_name: str, pk: int) -> strawberry.ID:
-    return strawberry.ID(base64.urlsafe_b64encode(f"{type_name}:{pk}".encode()).decode().rstrip("="))
+    return strawberry.ID(globalid.encode(type_name, pk))
 
 
-def parse_global_id(value: str) -> tuple[str, int] | None:
-    try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
-        type_name, _, pk = raw.partition(":")
-        return (type_name, int(pk)) if type_name and pk.isdigit() else None
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return None
+parse_global_id = globalid.parse
 
 
 def decode_id(value: str, expected: str, field: str = "id") -> int:
@@ -45,9 +40,7 @@ def decode_ids(values: Sequence[str], expected: str, field: str) -> list[int]:
     return [decode_id(v, expected, field) for v in values]
 
 
-def decode_id_or_none(value: str, expected: str) -> int | None:
-    parsed = parse_global_id(value)
-    return parsed[1] if parsed is not None and parsed[0] == expected else None
+decode_id_or_none = globalid.pk_of
 
 
 def encode_cursor(key: int) -> str:

@@ -10,7 +10,7 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.scalars import JSON
 
-from emailkit.domain import deliveries, lifecycle, progress, scheduler, transactional
+from emailkit.domain import deliveries, lifecycle, progress, scheduler
 from emailkit.domain.errors import DomainError, ErrorCode
 from emailkit.domain.models import Campaign as CampaignRow
 from emailkit.domain.models import Delivery as DeliveryRow
@@ -315,9 +315,7 @@ class Mutation:
         )
         if out.value is None:
             return SendTransactionalPayload(delivery=None, user_errors=out.errors)
-        jobs = info.context.runtime.jobs
-        if jobs is not None:
-            await jobs.enqueue(transactional.SEND_TRANSACTIONAL_JOB, {"delivery_id": out.value.id})
+        await scheduler.enqueue_transactional(info.context.runtime, [out.value.id])
         return SendTransactionalPayload(delivery=DeliveryType.from_model(out.value), user_errors=[])
 
 

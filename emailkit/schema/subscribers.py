@@ -6,15 +6,18 @@ from datetime import datetime
 
 import strawberry
 from graphql import GraphQLError
+from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.scalars import JSON
 
-from emailkit.domain import subscribers
+from emailkit.domain import optin, subscribers
 from emailkit.domain.models import Subscriber as SubscriberRow
 from emailkit.domain.models import Subscription as SubscriptionRow
+from emailkit.domain.runtime import optin_sender
+from emailkit.domain.scheduler import enqueue_transactional
 from emailkit.schema.context import Info
 from emailkit.schema.enums import SubscriberStatus, SubscriptionStatus
-from emailkit.schema.events import EventNode, subscriber_events
 from emailkit.schema.errors import DeletePayload, UserError, mutate
+from emailkit.schema.events import EventNode, subscriber_events
 from emailkit.schema.lists import MailingListType
 from emailkit.schema.permissions import write_mutation
 from emailkit.schema.relay import (
@@ -233,19 +236,27 @@ class Query:
 class Mutation:
     @write_mutation
     async def create_subscriber(self, info: Info, input: CreateSubscriberInput) -> SubscriberPayload:
-        out = await mutate(
-            info,
-            lambda s: subscribers.create_subscriber(
+        sender = optin_sender(info.context.runtime)
+
+        async def work(s: AsyncSession) -> tuple[SubscriberRow, list[int]]:
+            list_ids = decode_ids(input.list_ids or [], "MailingList", "listIds")
+            row = await subscribers.create_subscriber(
                 s,
                 input.email,
                 name=input.name,
                 attributes=input.attributes,
-                list_ids=decode_ids(input.list_ids or [], "MailingList", "listIds"),
+                list_ids=list_ids,
                 status=input.status,
                 subscription_status=input.subscription_status,
-            ),
-        )
-        return _payload(out.value, out.errors)
+            )
+            return row, await optin.queue_confirmations(s, sender, [row.id], list_ids)
+
+        out = await mutate(info, work)
+        if out.value is None:
+            return _payload(None, out.errors)
+        row, confirmations = out.value
+        await enqueue_transactional(info.context.runtime, confirmations)
+        return _payload(row, [])
 
     @write_mutation
     async def update_subscriber(self, info: Info, input: UpdateSubscriberInput) -> SubscriberPayload:
@@ -271,16 +282,20 @@ class Mutation:
 
     @write_mutation
     async def subscribe_to_lists(self, info: Info, input: SubscribeToListsInput) -> SubscribersPayload:
-        out = await mutate(
-            info,
-            lambda s: subscribers.subscribe_to_lists(
-                s,
-                decode_ids(input.subscriber_ids, "Subscriber", "subscriberIds"),
-                decode_ids(input.list_ids, "MailingList", "listIds"),
-                status=input.status,
-            ),
-        )
-        return _many(out.value, out.errors)
+        sender = optin_sender(info.context.runtime)
+
+        async def work(s: AsyncSession) -> tuple[list[SubscriberRow], list[int]]:
+            subscriber_ids = decode_ids(input.subscriber_ids, "Subscriber", "subscriberIds")
+            list_ids = decode_ids(input.list_ids, "MailingList", "listIds")
+            rows = await subscribers.subscribe_to_lists(s, subscriber_ids, list_ids, status=input.status)
+            return rows, await optin.queue_confirmations(s, sender, subscriber_ids, list_ids)
+
+        out = await mutate(info, work)
+        if out.value is None:
+            return _many(None, out.errors)
+        rows, confirmations = out.value
+        await enqueue_transactional(info.context.runtime, confirmations)
+        return _many(rows, [])
 
     @write_mutation
     async def unsubscribe_from_lists(

@@ -37,7 +37,7 @@ async def send_campaign_batch(runtime: Runtime, *, batch_id: int) -> None:
         )
 
 
-@job(transactional.SEND_TRANSACTIONAL_JOB, queue="transactional", max_retries=8, min_backoff=5_000)
+@job(scheduler.SEND_TRANSACTIONAL_JOB, queue="transactional", max_retries=8, min_backoff=5_000)
 async def send_transactional_message(runtime: Runtime, *, delivery_id: int) -> None:
     setup = runtime.sending
     attempts = setup.max_attempts if setup is not None else 5

@@ -10,15 +10,18 @@ from collections.abc import Callable, Sequence
 import httpx
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
 
 from emailkit.app import create_app
 from emailkit.domain.db import Database
 from emailkit.domain.events import EventType
-from emailkit.domain.hitbuffer import HitBuffer
+from emailkit.domain.hitbuffer import HitBuffer, is_transient
+from emailkit.domain.models import Subscriber
 from emailkit.domain.models_feedback import Event
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.tokens import TokenSigner
 from emailkit.domain.tracking import TrackingUrls
+from emailkit.domain.tracking_events import Hit, hit_recorder
 from emailkit.settings import Settings
 from tests.conftest import TEST_SECRET
 from tests.tracking_data import make_deliveries
@@ -207,3 +210,53 @@ async def test_every_hit_is_recorded_when_the_app_stops_cleanly(db: Database) ->
     # The lifespan has ended: everything must be in the database now, with no waiting.
     assert await count_events(db, EventType.OPEN) == 200
     assert await count_events(db, EventType.CLICK) == 200
+
+
+# -- telling a database outage from bad data ---------------------------------------------------------------
+
+
+async def test_hits_wait_through_an_unreachable_database() -> None:
+    # Port 1 on loopback: nothing listens, the connection is refused at once.
+    down = Database("postgresql+asyncpg://postgres@127.0.0.1:1/x", pool_size=1)
+    record = hit_recorder(down, anonymous=False)
+    attempts = asyncio.Event()
+
+    async def sink(batch: Sequence[Hit]) -> None:
+        try:
+            await record(batch)
+        finally:
+            attempts.set()
+
+    buf: HitBuffer[Hit] = HitBuffer(
+        sink, flush_interval=0.01, retry_initial=0.01, retry_max=0.02, shutdown_timeout=0.1
+    )
+    try:
+        for i in range(5):
+            buf.add((EventType.OPEN, i + 1, 0.0, None, None, None))
+        async with asyncio.timeout(10):
+            while buf.failures < 2:
+                attempts.clear()
+                await attempts.wait()
+        assert buf.dropped == 0
+        assert buf.pending == 5
+    finally:
+        await buf.stop()
+        await down.dispose()
+
+
+async def test_constraint_violations_are_bad_data_and_outages_are_transient(db: Database) -> None:
+    async with db.transaction() as s:
+        s.add(Subscriber(email="same@example.com"))
+    with pytest.raises(DBAPIError) as duplicate:
+        async with db.transaction() as s:
+            s.add(Subscriber(email="same@example.com"))
+    assert not is_transient(duplicate.value)
+
+    refused = Database("postgresql+asyncpg://postgres@127.0.0.1:1/x", pool_size=1)
+    try:
+        with pytest.raises(Exception) as outage:
+            async with refused.session() as s:
+                await s.execute(select(1))
+    finally:
+        await refused.dispose()
+    assert is_transient(outage.value)

@@ -448,23 +448,31 @@ def test_connection_tries_bound() -> None:
     assert 1 < MAX_CONNECTION_TRIES <= 5
 
 
-async def test_commit_hook_runs_before_the_first_byte_reaches_the_server() -> None:
+@pytest.mark.parametrize("pipelining", ["true", "false"])
+async def test_commit_hook_runs_for_each_message_right_before_its_body_is_sent(pipelining: str) -> None:
     sink = Sink()
-    seen: list[tuple[list[str], int, int]] = []
+    seen: list[tuple[list[str], list[str]]] = []
 
     async def on_commit(ids: Sequence[str]) -> None:
-        seen.append((list(ids), sink.connections, len(sink.delivered)))
+        seen.append((list(ids), sink.recipients()))
 
-    async with smtp_server(sink) as port, provider_for(f"smtp://127.0.0.1:{port}?tls=none", pool_size=2) as p:
-        results = await p.send_batch(
-            [message(0), message(1, to=Address("jörg@example.org")), message(2)], on_commit=on_commit
-        )
+    url = f"smtp://127.0.0.1:{{port}}?tls=none&pipelining={pipelining}"
+    async with smtp_server(sink) as port, provider_for(url.format(port=port), pool_size=1) as p:
+        messages = [message(0), message(1, to=Address("jörg@example.org")), message(2), message(3)]
+        results = await p.send_batch(messages, on_commit=on_commit)
 
         async def refuse(ids: Sequence[str]) -> None:
             raise RuntimeError("ledger unavailable")
 
         with pytest.raises(RuntimeError, match="ledger unavailable"):
-            await p.send_batch([message(3)], on_commit=refuse)
-    assert [r.ok for r in results] == [True, False, True]
-    assert seen == [(["d0", "d2"], 0, 0)]
-    assert sink.recipients() == ["user0@example.org", "user2@example.org"]
+            await p.send_batch([message(4)], on_commit=refuse)
+    assert [r.ok for r in results] == [True, False, True, True]
+    # Each message is committed on its own, once the server waits for its body (the earlier ones are
+    # delivered by then, it is not); the one that cannot be expressed never is.
+    assert seen == [
+        (["d0"], []),
+        (["d2"], ["user0@example.org"]),
+        (["d3"], ["user0@example.org", "user2@example.org"]),
+    ]
+    # A hook that fails stops that message before any of its body went out.
+    assert sorted(sink.recipients()) == ["user0@example.org", "user2@example.org", "user3@example.org"]

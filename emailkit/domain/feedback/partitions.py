@@ -6,19 +6,21 @@ want of a partition. Partitions live in their own schema, :data:`PARTITION_SCHEM
 application's schema with its models (``alembic compare_metadata``) sees only the parent table.
 
 :func:`ensure_event_partitions` is idempotent and cheap when nothing is missing: the migration calls it
-(through :func:`partition_statements`) and a periodic task should call it, e.g. daily.
+(through :func:`partition_statements`) and a periodic task should call :func:`maintain_event_partitions`,
+e.g. daily, which also prunes old dedupe keys.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import text
+from sqlalchemy import delete, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from emailkit.domain.db import Database
+from emailkit.domain.models_feedback import EventKey
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,7 @@ PARENT = "events"
 PARTITION_SCHEMA = "emailkit_events"
 DEFAULT_PARTITION = "events_default"
 MONTHS_AHEAD = 3
+KEY_RETENTION = timedelta(days=30)
 
 
 @dataclass(frozen=True)
@@ -143,8 +146,20 @@ async def _create(conn: AsyncConnection, part: MonthPartition) -> None:
     )
 
 
+async def prune_event_keys(conn: AsyncConnection, now: datetime, keep: timedelta = KEY_RETENTION) -> int:
+    """Forget dedupe keys older than ``keep``: providers stop retrying long before (SendGrid after 3 days,
+    SNS within a day by default). Returns how many were removed."""
+    result = await conn.execute(delete(EventKey).where(EventKey.seen_at < now - keep))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
 async def maintain_event_partitions(db: Database, now: datetime | None = None) -> list[str]:
-    """Periodic entry point (a scheduler tick, daily is plenty): partitions for this month and the next
-    three, in their own transaction."""
+    """Periodic entry point (a scheduler tick; daily is plenty): the partitions of this month and the next
+    three, and old dedupe keys pruned. Returns the partitions created."""
+    now = now or datetime.now(UTC)
     async with db.engine.begin() as conn:
-        return await ensure_event_partitions(conn, now or datetime.now(UTC))
+        created = await ensure_event_partitions(conn, now)
+        pruned = await prune_event_keys(conn, now)
+    if pruned:
+        log.info("pruned %d event dedupe keys", pruned)
+    return created

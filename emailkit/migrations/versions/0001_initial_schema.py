@@ -39,29 +39,6 @@ def upgrade() -> None:
         sqlite_autoincrement=True,
     )
     op.create_table(
-        "lists",
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("name", sa.String(length=255), nullable=False),
-        sa.Column("description", sa.Text(), nullable=False),
-        sa.Column(
-            "optin", sa.Enum("SINGLE", "DOUBLE", name="optin", native_enum=False, length=24), nullable=False
-        ),
-        sa.Column(
-            "visibility",
-            sa.Enum("PUBLIC", "PRIVATE", name="visibility", native_enum=False, length=24),
-            nullable=False,
-        ),
-        sa.Column(
-            "tags",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=False,
-        ),
-        sa.Column("created_at", emailkit.domain.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", emailkit.domain.types.UTCDateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_lists")),
-        sqlite_autoincrement=True,
-    )
-    op.create_table(
         "subscribers",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("email", sa.String(length=320), nullable=False),
@@ -101,6 +78,36 @@ def upgrade() -> None:
         sa.Column("created_at", emailkit.domain.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", emailkit.domain.types.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_templates")),
+        sqlite_autoincrement=True,
+    )
+    op.create_table(
+        "lists",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("name", sa.String(length=255), nullable=False),
+        sa.Column("description", sa.Text(), nullable=False),
+        sa.Column(
+            "optin", sa.Enum("SINGLE", "DOUBLE", name="optin", native_enum=False, length=24), nullable=False
+        ),
+        sa.Column(
+            "visibility",
+            sa.Enum("PUBLIC", "PRIVATE", name="visibility", native_enum=False, length=24),
+            nullable=False,
+        ),
+        sa.Column(
+            "tags",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("created_at", emailkit.domain.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", emailkit.domain.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("optin_template_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["optin_template_id"],
+            ["templates.id"],
+            name=op.f("fk_lists_optin_template_id_templates"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_lists")),
         sqlite_autoincrement=True,
     )
     op.create_table(
@@ -333,7 +340,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_campaigns_status"))
 
     op.drop_table("campaigns")
+    op.drop_table("lists")
     op.drop_table("templates")
     op.drop_table("subscribers")
-    op.drop_table("lists")
     op.drop_table("api_keys")

@@ -1,0 +1,219 @@
+"""CSV export of subscribers (all, a list, a segment), streamed in keyset pages at constant memory.
+
+Columns: email, name, status, created_at, then one per attribute key path (nested keys joined with dots),
+discovered in a first pass over the same selection. Cells that a spreadsheet would run as a formula are
+prefixed with a quote (CSV injection).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import ColumnElement, Row, and_, exists, func, select, true
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from emailkit.domain import segments
+from emailkit.domain.db import Database
+from emailkit.domain.lists import require_lists
+from emailkit.domain.models import Subscriber, Subscription, SubscriptionStatus
+from emailkit.domain.types import utcnow
+
+FIXED_COLUMNS: Final = ("email", "name", "status", "created_at")
+PAGE_SIZE: Final = 5000
+# Spreadsheet programs evaluate cells starting with these (OWASP "CSV injection").
+FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
+# Joins the parts of a key path while keys are collected, where a dot may be part of a key.
+_SEP: Final = "\x1f"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which subscribers to export: all of them, or those on a list and/or matching a segment."""
+
+    list_id: int | None = None
+    segment_id: int | None = None
+    subscription_status: SubscriptionStatus | None = None
+
+
+async def selection_clause(session: AsyncSession, selection: Selection) -> ColumnElement[bool]:
+    """The WHERE clause over subscribers; unknown lists and segments raise NotFound."""
+    parts: list[ColumnElement[bool]] = []
+    if selection.list_id is not None:
+        await require_lists(session, [selection.list_id])
+        conditions = [
+            Subscription.subscriber_id == Subscriber.id,
+            Subscription.list_id == selection.list_id,
+        ]
+        if selection.subscription_status is not None:
+            conditions.append(Subscription.status == selection.subscription_status)
+        parts.append(exists().where(*conditions))
+    if selection.segment_id is not None:
+        segment = await segments.get_segment(session, selection.segment_id)
+        spec = segments.parse_filter(segment.filter)
+        parts.append(segments.compile_filter(spec, segments.dialect_of(session), now=utcnow()))
+    return and_(true(), *parts)
+
+
+def flatten(attributes: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key path, value) for every leaf; lists and empty objects' siblings are leaves as they are."""
+    for key, value in attributes.items():
+        path = f"{prefix}{_SEP}{key}" if prefix else key
+        if isinstance(value, dict):
+            yield from flatten(value, path)
+        else:
+            yield path, value
+
+
+def cell(value: Any) -> str:
+    """A value as CSV text, made inert for spreadsheets."""
+    if value is None:
+        text = ""
+    elif isinstance(value, str):
+        text = value
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, int | float):
+        text = json.dumps(value)
+    elif isinstance(value, datetime):
+        text = value.isoformat()
+    else:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    if text.startswith(FORMULA_STARTS):
+        return "'" + text
+    return text
+
+
+def column_name(path: str) -> str:
+    """The header of an attribute column; one that would clash with a fixed column is prefixed."""
+    name = path.replace(_SEP, ".")
+    return f"attributes.{name}" if name in FIXED_COLUMNS else name
+
+
+async def attribute_paths(db: Database, where: ColumnElement[bool]) -> list[str]:
+    """Every attribute key path used in the selection, sorted (first pass of an export)."""
+    if db.dialect == "postgresql":
+        async with db.session() as session:
+            return sorted(await _postgresql_paths(session, where))
+    paths: set[str] = set()
+    after = 0
+    while True:
+        async with db.session() as session:
+            rows = (
+                await session.execute(
+                    select(Subscriber.id, Subscriber.attributes)
+                    .where(where, Subscriber.id > after)
+                    .order_by(Subscriber.id)
+                    .limit(PAGE_SIZE)
+                )
+            ).all()
+        if not rows:
+            break
+        for _, attributes in rows:
+            paths.update(path for path, _ in flatten(attributes or {}))
+        after = rows[-1][0]
+    return sorted(paths)
+
+
+async def _postgresql_paths(session: AsyncSession, where: ColumnElement[bool]) -> set[str]:
+    # Walks the JSONB documents in the database: only the distinct paths come back, not the documents.
+    top = func.jsonb_each(Subscriber.attributes).table_valued("key", "value").render_derived("top")
+    anchor = (
+        select(top.c.key.label("path"), top.c.value.label("value"))
+        .select_from(Subscriber)
+        .join(top, true())
+        .where(where)
+    )
+    tree = anchor.cte("tree", recursive=True)
+    child = func.jsonb_each(tree.c.value).table_valued("key", "value").render_derived("child")
+    tree = tree.union_all(
+        select((tree.c.path + _SEP + child.c.key).label("path"), child.c.value.label("value"))
+        .select_from(tree)
+        .join(child, true())
+        .where(func.jsonb_typeof(tree.c.value) == "object")
+    )
+    stmt = select(tree.c.path).where(func.jsonb_typeof(tree.c.value) != "object").distinct()
+    return set((await session.execute(stmt)).scalars())
+
+
+async def subscriber_pages(db: Database, where: ColumnElement[bool]) -> AsyncIterator[list[Row[Any]]]:
+    """The selection in id order, a page at a time, each page read in its own short session."""
+    after = 0
+    while True:
+        async with db.session() as session:
+            rows = list(
+                (
+                    await session.execute(
+                        select(
+                            Subscriber.id,
+                            Subscriber.email,
+                            Subscriber.name,
+                            Subscriber.status,
+                            Subscriber.created_at,
+                            Subscriber.attributes,
+                        )
+                        .where(where, Subscriber.id > after)
+                        .order_by(Subscriber.id)
+                        .limit(PAGE_SIZE)
+                    )
+                ).all()
+            )
+        if not rows:
+            return
+        yield rows
+        after = rows[-1].id
+
+
+@dataclass(frozen=True)
+class Export:
+    where: ColumnElement[bool]
+    paths: list[str]
+
+    @property
+    def header(self) -> list[str]:
+        return [*FIXED_COLUMNS, *(cell(column_name(p)) for p in self.paths)]
+
+
+async def prepare_export(db: Database, selection: Selection) -> Export:
+    """Resolve the selection and discover its attribute columns; unknown lists or segments raise NotFound
+    (before anything is streamed)."""
+    async with db.session() as session:
+        where = await selection_clause(session, selection)
+    return Export(where=where, paths=await attribute_paths(db, where))
+
+
+async def csv_chunks(db: Database, export: Export) -> AsyncIterator[str]:
+    """The export as text: the header, then one chunk per page of subscribers."""
+    where, paths = export.where, export.paths
+    index = {path: i for i, path in enumerate(paths, start=len(FIXED_COLUMNS))}
+    width = len(FIXED_COLUMNS) + len(paths)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+
+    def take() -> str:
+        text = buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        return text
+
+    writer.writerow(export.header)
+    yield take()
+    async for rows in subscriber_pages(db, where):
+        for row in rows:
+            line = [""] * width
+            line[0] = cell(row.email)
+            line[1] = cell(row.name)
+            line[2] = row.status.value
+            line[3] = cell(row.created_at)
+            for path, value in flatten(row.attributes or {}):
+                position = index.get(path)
+                # A key added after the first pass has no column; it is in the next export.
+                if position is not None:
+                    line[position] = cell(value)
+            writer.writerow(line)
+        yield take()

@@ -1,0 +1,85 @@
+"""`GET /export/subscribers.csv`: a streaming CSV export of all subscribers, a list or a segment.
+
+Authenticated like the GraphQL API (``Authorization: Bearer <key>``, any role). Query parameters:
+``listId`` and ``segmentId`` (global IDs, both optional, combined with AND) and ``subscriptionStatus``
+(with ``listId``: only subscriptions in that state).
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from emailkit import globalid
+from emailkit.domain import exports
+from emailkit.domain.apikeys import authenticate
+from emailkit.domain.errors import DomainError
+from emailkit.domain.models import SubscriptionStatus
+from emailkit.domain.runtime import Runtime
+from emailkit.web.graphql import bearer_token
+
+
+class BadRequest(Exception):
+    pass
+
+
+def _global_id(value: str | None, expected: str, param: str) -> int | None:
+    """The primary key inside a global ID (base64 of "Type:pk") of the expected type."""
+    if value is None or value == "":
+        return None
+    pk = globalid.pk_of(value, expected)
+    if pk is None:
+        raise BadRequest(f"{param}: not a valid {expected} ID")
+    return pk
+
+
+def _selection(request: Request) -> exports.Selection:
+    params = request.query_params
+    status = params.get("subscriptionStatus")
+    if status is not None and status not in SubscriptionStatus.__members__:
+        raise BadRequest("subscriptionStatus: must be one of " + ", ".join(SubscriptionStatus.__members__))
+    list_id = _global_id(params.get("listId"), "MailingList", "listId")
+    if status is not None and list_id is None:
+        raise BadRequest("subscriptionStatus: only with listId")
+    return exports.Selection(
+        list_id=list_id,
+        segment_id=_global_id(params.get("segmentId"), "Segment", "segmentId"),
+        subscription_status=SubscriptionStatus(status) if status is not None else None,
+    )
+
+
+def _error(status: int, message: str, code: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": 'Bearer realm="emailkit"'} if status == 401 else None
+    return JSONResponse({"error": {"message": message, "code": code}}, status_code=status, headers=headers)
+
+
+def export_routes(runtime: Runtime) -> list[Route]:
+    async def subscribers_csv(request: Request) -> Response:
+        token = bearer_token(request.headers.get("authorization"))
+        if token is None:
+            return _error(401, "Missing API key: send 'Authorization: Bearer <key>'", "UNAUTHENTICATED")
+        async with runtime.db.session() as session:
+            principal = await authenticate(session, token)
+        if principal is None:
+            return _error(401, "Unknown or revoked API key", "UNAUTHENTICATED")
+        try:
+            selection = _selection(request)
+        except BadRequest as exc:
+            return _error(400, str(exc), "INVALID_ID" if "ID" in str(exc) else "INVALID_ARGUMENT")
+        try:
+            export = await exports.prepare_export(runtime.db, selection)
+        except DomainError as exc:
+            problem = exc.errors[0]
+            return _error(404, problem.message, problem.code.value)
+        return StreamingResponse(
+            exports.csv_chunks(runtime.db, export),
+            media_type="text/csv; charset=utf-8",
+            headers={
+                "Content-Disposition": 'attachment; filename="subscribers.csv"',
+                "Cache-Control": "no-store",
+                "X-Content-Type-Options": "nosniff",
+            },
+        )
+
+    return [Route("/export/subscribers.csv", subscribers_csv, methods=["GET"])]

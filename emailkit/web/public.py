@@ -1,0 +1,153 @@
+"""Public, unauthenticated pages: the website subscribe form endpoint and double opt-in confirmation."""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from limits import RateLimitItem, parse_many
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+from sqlalchemy import select
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from emailkit import globalid
+from emailkit.domain import optin
+from emailkit.domain.models import MailingList
+from emailkit.domain.runtime import Runtime, optin_sender
+from emailkit.domain.scheduler import enqueue_transactional
+from emailkit.domain.tokens import TokenSigner
+from emailkit.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_FORM_BYTES = 16 * 1024
+# Bots fill every field; people never see this one.
+HONEYPOT = "website"
+_HEADERS = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex", "Referrer-Policy": "no-referrer"}
+_TITLES = {
+    "confirm": "Confirm your subscription",
+    "confirmed": "Subscription confirmed",
+    "subscribed": "Almost done",
+    "invalid": "Link not valid",
+}
+
+
+def _ids(value: Any) -> list[int]:
+    """List ids from a form (repeated `lists` fields or comma-separated) or JSON (array); global or numeric."""
+    items = value if isinstance(value, list) else str(value or "").split(",")
+    out = []
+    for item in items:
+        text = str(item).strip()
+        pk = int(text) if text.isdigit() else globalid.pk_of(text, "MailingList")
+        if pk is None:
+            raise ValueError(f"not a list id: {item!r}")
+        out.append(pk)
+    return out
+
+
+class PublicPages:
+    def __init__(self, runtime: Runtime, limiter_storage: Storage, limits: list[RateLimitItem]) -> None:
+        self.runtime = runtime
+        self.signer = TokenSigner(runtime.secret_key)
+        self.limiter = MovingWindowRateLimiter(limiter_storage)
+        self.limits = limits
+        env = Environment(
+            loader=PackageLoader("emailkit.web", "templates"), autoescape=select_autoescape(default=True)
+        )
+        self.template = env.get_template("public.html")
+
+    def _page(self, state: str, lists: list[str] | None = None, status: int = 200) -> HTMLResponse:
+        html = self.template.render(state=state, title=_TITLES[state], lists=lists or [])
+        return HTMLResponse(html, status_code=status, headers=_HEADERS)
+
+    async def confirm(self, request: Request) -> Response:
+        parsed = optin.parse_confirm_token(self.signer, request.path_params["token"])
+        if parsed is None:
+            return self._page("invalid", status=404)
+        subscriber_id, list_ids = parsed
+        async with self.runtime.db.transaction() as session:
+            names = list(
+                (
+                    await session.execute(
+                        select(MailingList.name).where(MailingList.id.in_(list_ids)).order_by(MailingList.id)
+                    )
+                ).scalars()
+            )
+            if not names:
+                return self._page("invalid", status=404)
+            if request.method == "POST":
+                await optin.confirm(session, subscriber_id, list_ids)
+                return self._page("confirmed", names)
+        return self._page("confirm", names)
+
+    async def _allowed(self, request: Request) -> bool:
+        ip = request.client.host if request.client is not None else "unknown"
+        for item in self.limits:
+            if not await self.limiter.hit(item, "subscribe", ip):
+                return False
+        return True
+
+    async def subscribe(self, request: Request) -> Response:
+        wants_json = "application/json" in request.headers.get("content-type", "")
+        if not await self._allowed(request):
+            return self._answer(wants_json, 429, "Too many requests; try again later")
+        body = await request.body()
+        if len(body) > MAX_FORM_BYTES:
+            return self._answer(wants_json, 413, "Request too large")
+        try:
+            if wants_json:
+                data: dict[str, Any] = json.loads(body or b"{}")
+                if not isinstance(data, dict):
+                    raise ValueError("expected a JSON object")
+                raw_lists = data.get("lists", data.get("listIds"))
+            else:
+                form = await request.form()
+                data = {k: form.get(k) for k in form.keys()}
+                raw_lists = form.getlist("lists") or form.getlist("listIds")
+                if len(raw_lists) == 1:
+                    raw_lists = raw_lists[0]
+            list_ids = _ids(raw_lists)
+        except (ValueError, TypeError) as exc:
+            return self._answer(wants_json, 400, str(exc) or "Malformed request")
+        if str(data.get(HONEYPOT) or "").strip():
+            # Same answer as a real signup: a bot learns nothing from the response.
+            return self._answer(wants_json, 200, None)
+        try:
+            async with self.runtime.db.transaction() as session:
+                deliveries = await optin.public_subscribe(
+                    session,
+                    optin_sender(self.runtime),
+                    email=str(data.get("email") or ""),
+                    name=str(data.get("name") or ""),
+                    list_ids=list_ids,
+                )
+        except optin.SubscribeRefused as exc:
+            return self._answer(wants_json, 400, str(exc))
+        await enqueue_transactional(self.runtime, deliveries)
+        return self._answer(wants_json, 200, None)
+
+    def _answer(self, wants_json: bool, status: int, error: str | None) -> Response:
+        if wants_json:
+            payload = {"ok": True} if error is None else {"ok": False, "error": error}
+            return JSONResponse(payload, status_code=status, headers=_HEADERS)
+        if error is None:
+            return self._page("subscribed")
+        return HTMLResponse(f"<p>{html.escape(error)}</p>", status_code=status, headers=_HEADERS)
+
+
+def public_routes(settings: Settings, runtime: Runtime) -> list[Route]:
+    redis_url = settings.resolved_redis_url
+    storage: Storage = (
+        RedisStorage(f"async+{redis_url}", implementation="redispy") if redis_url else MemoryStorage()
+    )
+    pages = PublicPages(runtime, storage, parse_many(settings.subscribe_rate_limit))
+    return [
+        Route("/confirm/{token}", pages.confirm, methods=["GET", "POST"]),
+        Route("/subscribe", pages.subscribe, methods=["POST"]),
+    ]

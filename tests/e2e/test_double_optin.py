@@ -1,0 +1,202 @@
+"""Double opt-in and the public subscribe form, end to end on the embedded default (outbox provider)."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from emailkit import migrate
+from emailkit.app import create_app
+from emailkit.domain.db import Database
+from emailkit.domain.models import Role
+from emailkit.settings import Settings
+from tests.conftest import TEST_SECRET, make_key
+
+
+class Api:
+    def __init__(self, client: TestClient, key: str, outbox: Path) -> None:
+        self.client = client
+        self.key = key
+        self.outbox = outbox
+
+    def __call__(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        resp = self.client.post(
+            "/graphql",
+            json={"query": query, "variables": variables or {}},
+            headers={"Authorization": f"Bearer {self.key}"},
+        )
+        body = resp.json()
+        assert not body.get("errors"), body["errors"]
+        data: dict[str, Any] = body["data"]
+        return data
+
+    def create_list(self, name: str, optin: str, visibility: str = "PUBLIC", **extra: Any) -> str:
+        out = self(
+            "mutation($i: CreateListInput!) { createList(input: $i) { list { id } userErrors { code } } }",
+            {"i": {"name": name, "optin": optin, "visibility": visibility, **extra}},
+        )["createList"]
+        assert out["userErrors"] == []
+        list_id: str = out["list"]["id"]
+        return list_id
+
+    def subscription_status(self, email_address: str) -> dict[str, str]:
+        sub = self(
+            "query($e: String!) { subscriber(email: $e) { subscriptions { list { name } status } } }",
+            {"e": email_address},
+        )["subscriber"]
+        return {s["list"]["name"]: s["status"] for s in sub["subscriptions"]} if sub else {}
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Api]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'emailkit.db'}"
+
+    async def prepare() -> str:
+        db = Database(url)
+        try:
+            await migrate.upgrade(db)
+            return await make_key(db, Role.EDITOR, "optin")
+        finally:
+            await db.dispose()
+
+    key = asyncio.run(prepare())
+    outbox = tmp_path / "outbox"
+    settings = Settings(  # type: ignore[call-arg]
+        database_url=url,
+        secret_key=TEST_SECRET,
+        public_url="https://news.example.com",
+        outbox_dir=outbox,
+        data_dir=tmp_path,
+        from_email="hello@example.com",
+        subscribe_rate_limit="5/minute",
+    )
+    with TestClient(create_app(settings)) as client:
+        yield Api(client, key, outbox)
+
+
+def wait_for_mail(outbox: Path, count: int, timeout: float = 20.0) -> list[email.message.EmailMessage]:
+    deadline = time.monotonic() + timeout
+    while len(list(outbox.glob("*.eml"))) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"expected {count} messages in the outbox")
+        time.sleep(0.05)
+    return [
+        email.message_from_bytes(p.read_bytes(), policy=email.policy.default)  # type: ignore[misc]
+        for p in sorted(outbox.glob("*.eml"))
+    ]
+
+
+def confirm_link(msg: email.message.EmailMessage) -> str:
+    html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    match = re.search(r'href="(https://news\.example\.com/confirm/[^"]+)"', html)
+    assert match, html
+    return match.group(1).replace("https://news.example.com", "")
+
+
+def test_double_list_signup_gets_a_confirmation_and_counts_only_once_confirmed(api: Api) -> None:
+    double = api.create_list("Weekly", "DOUBLE")
+    single = api.create_list("Offers", "SINGLE")
+    created = api(
+        "mutation($i: CreateSubscriberInput!) { createSubscriber(input: $i) { subscriber { id } userErrors { code } } }",
+        {"i": {"email": "ada@example.com", "name": "Ada", "listIds": [double, single]}},
+    )["createSubscriber"]
+    assert created["userErrors"] == []
+    assert api.subscription_status("ada@example.com") == {"Weekly": "UNCONFIRMED", "Offers": "CONFIRMED"}
+    counts = "query($id: ID!) { list(id: $id) { subscriberCount } }"
+
+    [msg] = wait_for_mail(api.outbox, 1)
+    assert msg["To"] == "Ada <ada@example.com>"
+    assert msg["From"] == "hello@example.com"
+    assert msg["Subject"] == "Please confirm your subscription"
+    link = confirm_link(msg)
+
+    # Following the link shows a page; scanners that only GET confirm nothing.
+    page = api.client.get(link)
+    assert page.status_code == 200 and "Confirm my subscription" in page.text and "Weekly" in page.text
+    assert api.subscription_status("ada@example.com")["Weekly"] == "UNCONFIRMED"
+    done = api.client.post(link)
+    assert done.status_code == 200 and "is confirmed" in done.text
+    assert api.subscription_status("ada@example.com")["Weekly"] == "CONFIRMED"
+    assert api(counts, {"id": double})["list"]["subscriberCount"] == 1
+    # Idempotent.
+    assert api.client.post(link).status_code == 200
+
+    tampered = link[:-3] + ("AAA" if not link.endswith("AAA") else "BBB")
+    assert api.client.get(tampered).status_code == 404
+    assert api.client.post(tampered).status_code == 404
+
+
+def test_list_can_use_its_own_transactional_template(api: Api) -> None:
+    template = api(
+        "mutation($i: CreateTemplateInput!) { createTemplate(input: $i) { template { id } userErrors { code } } }",
+        {
+            "i": {
+                "name": "Our opt-in",
+                "kind": "TRANSACTIONAL",
+                "format": "HTML",
+                "subject": "Say yes to {{ lists | join(', ') }}",
+                "body": '<p>Hi {{ subscriber.email }}: <a href="{{ confirm_url }}">yes please</a></p>',
+            }
+        },
+    )["createTemplate"]["template"]["id"]
+    lst = api.create_list("Digest", "DOUBLE", optinTemplateId=template)
+    got = api("query($id: ID!) { list(id: $id) { optinTemplate { name } } }", {"id": lst})["list"]
+    assert got == {"optinTemplate": {"name": "Our opt-in"}}
+    api(
+        "mutation($i: CreateSubscriberInput!) { createSubscriber(input: $i) { userErrors { code } } }",
+        {"i": {"email": "bob@example.com", "listIds": [lst]}},
+    )
+    [msg] = wait_for_mail(api.outbox, 1)
+    assert msg["Subject"] == "Say yes to Digest"
+    api.client.post(confirm_link(msg))
+    assert api.subscription_status("bob@example.com") == {"Digest": "CONFIRMED"}
+
+    campaign_template = api(
+        "mutation($i: CreateTemplateInput!) { createTemplate(input: $i) { template { id } } }",
+        {"i": {"name": "C", "kind": "CAMPAIGN", "format": "HTML", "subject": "s", "body": "<p>x</p>"}},
+    )["createTemplate"]["template"]["id"]
+    bad = api(
+        "mutation($i: UpdateListInput!) { updateList(input: $i) { userErrors { field code } } }",
+        {"i": {"id": lst, "optinTemplateId": campaign_template}},
+    )["updateList"]
+    assert bad["userErrors"] == [{"field": "optinTemplateId", "code": "INVALID_INPUT"}]
+
+
+def test_public_subscribe_form(api: Api) -> None:
+    public = api.create_list("Public news", "DOUBLE")
+    private = api.create_list("Staff", "SINGLE", visibility="PRIVATE")
+    post: Callable[..., Any] = api.client.post
+
+    ok = post("/subscribe", data={"email": "new@example.com", "name": "New", "lists": public})
+    assert ok.status_code == 200 and "Almost done" in ok.text
+    [msg] = wait_for_mail(api.outbox, 1)
+    assert api.subscription_status("new@example.com") == {"Public news": "UNCONFIRMED"}
+
+    # An address that already exists gets exactly the same answer (no enumeration).
+    again = post("/subscribe", json={"email": "new@example.com", "lists": [public]})
+    assert again.status_code == 200 and again.json() == {"ok": True}
+
+    # Honeypot filled: same answer, nothing stored.
+    bot = post("/subscribe", data={"email": "bot@example.com", "lists": public, "website": "http://spam"})
+    assert bot.status_code == 200
+    assert api.subscription_status("bot@example.com") == {}
+
+    # Private lists and bad addresses are refused.
+    assert post("/subscribe", json={"email": "x@example.com", "lists": [private]}).status_code == 400
+    assert post("/subscribe", json={"email": "not-an-email", "lists": [public]}).status_code == 400
+    assert api.subscription_status("x@example.com") == {}
+
+    # Per-IP rate limit (5 per minute in this test): the sixth request from this client is refused.
+    limited = post("/subscribe", json={"email": "late@example.com", "lists": [public]})
+    assert limited.status_code == 429
+    assert api.subscription_status("late@example.com") == {}
+    assert msg["Subject"] == "Please confirm your subscription"
