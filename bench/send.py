@@ -463,7 +463,7 @@ async def send_campaign(
                     flush=True,
                 )
                 next_report += 5
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.05)
         seconds = time.perf_counter() - start
         counts = await conn.fetch(
             "SELECT status, count(*) AS n FROM deliveries WHERE campaign_id = $1 GROUP BY status", campaign_id
@@ -559,6 +559,8 @@ def main() -> None:
                     "--output",
                     str(args.profile),
                     "--nonblocking",
+                    # CPU only: samples of threads holding the GIL.
+                    "--gil",
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

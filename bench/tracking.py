@@ -96,6 +96,7 @@ class Run:
     max_ms: float
     errors: int
     server_cpu_s: float
+    warm_up: bool = False
 
     @property
     def rate(self) -> float:
@@ -219,6 +220,90 @@ def run_wrk(
     return result
 
 
+def write_paths(work: Path, base: str, secret: str, delivery_ids: list[int]) -> dict[str, Path]:
+    """One request path per delivery and route, for wrk to cycle through."""
+    urls = TrackingUrls(base, TokenSigner(secret))
+    clicks = work / "clicks.txt"
+    opens = work / "opens.txt"
+    target = "https://example.com/articles/{}?utm_source=newsletter&utm_medium=email"
+    clicks.write_text("".join(urls.click(d, target.format(d % 25))[len(base) :] + "\n" for d in delivery_ids))
+    opens.write_text("".join(urls.open_pixel(d)[len(base) :] + "\n" for d in delivery_ids))
+    return {"click": clicks, "open": opens}
+
+
+def measure(
+    wrk: str, script: Path, paths: dict[str, Path], base: str, pid: int, args: argparse.Namespace
+) -> list[Run]:
+    def one(kind: str, conns: int, threads: int, seconds: int, warm_up: bool = False) -> Run:
+        r = run_wrk(wrk, script, paths[kind], base, conns, threads, seconds, pid)
+        return Run(
+            kind,
+            conns,
+            int(r["requests"]),
+            float(r["duration_us"]) / 1e6,
+            float(r["p50_us"]) / 1000,
+            float(r["p99_us"]) / 1000,
+            float(r["max_us"]) / 1000,
+            sum(int(r[k]) for k in ("connect", "read", "write", "status", "timeout")),
+            float(r["server_cpu_s"]),
+            warm_up,
+        )
+
+    # Warm up (imports, connection pools, prepared statements) before measuring; these hits count too.
+    runs = [one("click", 10, 1, 2, warm_up=True), one("open", 10, 1, 2, warm_up=True)]
+    for kind in ("click", "open"):
+        for conns in [int(c) for c in args.connections.split(",")]:
+            # Let the buffer drain so one run's writes do not slow the next one's answers.
+            time.sleep(1)
+            runs.append(one(kind, conns, args.wrk_threads, args.duration))
+    return runs
+
+
+def stop(server: subprocess.Popen[bytes]) -> tuple[int, float]:
+    """SIGTERM (a clean stop: uvicorn finishes, the lifespan flushes the hit buffer); exit code and seconds."""
+    started = time.monotonic()
+    server.send_signal(signal.SIGTERM)
+    try:
+        code = server.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        code = server.wait()
+    return code, time.monotonic() - started
+
+
+def print_runs(runs: list[Run]) -> None:
+    print(
+        f"{'route':<16}{'conns':>6}{'requests':>10}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
+        f"{'errors':>8}{'server CPU µs/req':>19}"
+    )
+    for run in runs:
+        if run.warm_up:
+            continue
+        label = "click redirect" if run.kind == "click" else "open pixel"
+        print(
+            f"{label:<16}{run.connections:>6}{run.requests:>10}{run.rate:>10.0f}{run.p50_ms:>9.2f}"
+            f"{run.p99_ms:>9.2f}{run.max_ms:>9.1f}{run.errors:>8}"
+            f"{1e6 * run.server_cpu_s / max(run.requests, 1):>19.0f}"
+        )
+
+
+def check_recorded(runs: list[Run], before: dict[str, int], after: dict[str, int]) -> bool:
+    ok = True
+    for kind, event_type in (("click", EventType.CLICK), ("open", EventType.OPEN)):
+        counted = sum(run.requests for run in runs if run.kind == kind)
+        recorded = after.get(event_type.value, 0) - before.get(event_type.value, 0)
+        # wrk counts completed responses; a request in flight when a run ended was answered (and recorded)
+        # without being counted, so up to one extra per connection and run is expected.
+        slack = sum(run.connections for run in runs if run.kind == kind)
+        verdict = "ok" if counted <= recorded <= counted + slack else "MISMATCH"
+        ok = ok and verdict == "ok"
+        print(
+            f"{kind:>5}: wrk counted {counted}, events recorded {recorded} "
+            f"(lost: {max(counted - recorded, 0)}) {verdict}"
+        )
+    return ok
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -238,41 +323,25 @@ def main() -> None:
         sys.exit("the tracking benchmark runs on PostgreSQL")
     wrk = shutil.which("wrk") or sys.exit("wrk not found: apt-get install -y wrk")
     emailkit = shutil.which("emailkit") or str(Path(sys.executable).with_name("emailkit"))
-    connections = [int(c) for c in args.connections.split(",")]
 
     campaign_id, delivery_ids = asyncio.run(prepare(url, args.deliveries))
+    before = asyncio.run(count_events(url, campaign_id))
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     secret = secrets.token_urlsafe(32)
-    urls = TrackingUrls(base, TokenSigner(secret))
-
+    env = {
+        **os.environ,
+        "EMAILKIT_DATABASE_URL": url,
+        "EMAILKIT_SECRET_KEY": secret,
+        "EMAILKIT_PUBLIC_URL": base,
+        "EMAILKIT_LOG_LEVEL": "WARNING",
+        "EMAILKIT_TRACKING_ANONYMOUS": "true" if args.anonymous else "false",
+    }
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         script = work / "tracking.lua"
         script.write_text(WRK_SCRIPT)
-        paths = {
-            "click": work / "clicks.txt",
-            "open": work / "opens.txt",
-        }
-        paths["click"].write_text(
-            "\n".join(
-                urls.click(
-                    d, f"https://example.com/articles/{d % 25}?utm_source=newsletter&utm_medium=email"
-                )[len(base) :]
-                for d in delivery_ids
-            )
-            + "\n"
-        )
-        paths["open"].write_text("\n".join(urls.open_pixel(d)[len(base) :] for d in delivery_ids) + "\n")
-
-        env = {
-            **os.environ,
-            "EMAILKIT_DATABASE_URL": url,
-            "EMAILKIT_SECRET_KEY": secret,
-            "EMAILKIT_PUBLIC_URL": base,
-            "EMAILKIT_LOG_LEVEL": "WARNING",
-            "EMAILKIT_TRACKING_ANONYMOUS": "true" if args.anonymous else "false",
-        }
+        paths = write_paths(work, base, secret, delivery_ids)
         log_path = work / "server.log"
         with log_path.open("wb") as log:
             server = subprocess.Popen(
@@ -287,71 +356,19 @@ def main() -> None:
                     f"emailkit serve on {base} (pid {server.pid}); campaign {campaign_id} with "
                     f"{len(delivery_ids)} deliveries; wrk {args.duration}s per run, {args.wrk_threads} thread(s)"
                 )
-                # Warm up (imports, connection pool, prepared statements) before measuring.
-                run_wrk(wrk, script, paths["click"], base, 10, 1, 2, server.pid)
-                run_wrk(wrk, script, paths["open"], base, 10, 1, 2, server.pid)
-                time.sleep(1)
-                before = asyncio.run(count_events(url, campaign_id))
-                runs: list[Run] = []
-                for kind in ("click", "open"):
-                    for conns in connections:
-                        r = run_wrk(
-                            wrk, script, paths[kind], base, conns, args.wrk_threads, args.duration, server.pid
-                        )
-                        errors = sum(int(r[k]) for k in ("connect", "read", "write", "status", "timeout"))
-                        runs.append(
-                            Run(
-                                kind,
-                                conns,
-                                int(r["requests"]),
-                                float(r["duration_us"]) / 1e6,
-                                float(r["p50_us"]) / 1000,
-                                float(r["p99_us"]) / 1000,
-                                float(r["max_us"]) / 1000,
-                                errors,
-                                float(r["server_cpu_s"]),
-                            )
-                        )
-                        # Let the buffer drain so one run's writes do not slow the next one's answers.
-                        time.sleep(1)
+                runs = measure(wrk, script, paths, base, server.pid, args)
             finally:
-                stop_started = time.monotonic()
-                server.send_signal(signal.SIGTERM)
-                try:
-                    code = server.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    server.kill()
-                    code = server.wait()
-                stopped_in = time.monotonic() - stop_started
+                code, stopped_in = stop(server)
         server_log = log_path.read_text(errors="replace")
 
     after = asyncio.run(count_events(url, campaign_id))
     print()
-    print(
-        f"{'route':<16}{'conns':>6}{'requests':>10}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
-        f"{'errors':>8}{'CPU µs/req':>12}"
-    )
-    for r in runs:
-        label = "click redirect" if r.kind == "click" else "open pixel"
-        print(
-            f"{label:<16}{r.connections:>6}{r.requests:>10}{r.rate:>10.0f}{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}"
-            f"{r.max_ms:>9.1f}{r.errors:>8}{1e6 * r.server_cpu_s / max(r.requests, 1):>12.0f}"
-        )
+    print_runs(runs)
     print()
-    print(f"server stopped cleanly in {stopped_in:.2f}s (exit code {code})")
-    # uvicorn re-raises the SIGTERM it handled once the graceful shutdown is complete.
-    ok = code in (0, -signal.SIGTERM)
-    for kind, event_type in (("click", EventType.CLICK), ("open", EventType.OPEN)):
-        sent = sum(r.requests for r in runs if r.kind == kind)
-        recorded = after.get(event_type.value, 0) - before.get(event_type.value, 0)
-        # wrk counts completed responses; a request in flight when a run ended was answered (and recorded)
-        # without being counted, so up to one extra per connection is expected.
-        slack = sum(r.connections for r in runs if r.kind == kind)
-        verdict = "ok" if sent <= recorded <= sent + slack else "MISMATCH"
-        ok = ok and verdict == "ok"
-        print(
-            f"{kind:>5}: wrk counted {sent}, events recorded {recorded} (lost: {max(sent - recorded, 0)}) {verdict}"
-        )
+    # uvicorn re-raises the SIGTERM it handled once its graceful shutdown is complete.
+    clean = code in (0, -signal.SIGTERM)
+    print(f"server stopped {'cleanly' if clean else 'with an error'} in {stopped_in:.2f}s (exit code {code})")
+    ok = check_recorded(runs, before, after) and clean
     problems = [ln for ln in server_log.splitlines() if "dropped" in ln or "Traceback" in ln or "ERROR" in ln]
     if problems:
         print("server log:\n  " + "\n  ".join(problems[:20]))

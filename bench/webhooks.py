@@ -36,7 +36,7 @@ from pathlib import Path
 import httpx
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 
 from emailkit import migrate
 from emailkit.domain.db import Database
@@ -79,18 +79,36 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def postgres_cpu() -> float:
-    """CPU seconds of every postgres process so far (the server shares the machine)."""
-    total = 0.0
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
+def postgres_cpu(pids: set[int]) -> dict[int, float]:
+    """CPU seconds so far of the given postgres backends."""
+    out: dict[int, float] = {}
+    for pid in pids:
         try:
-            if Path(f"/proc/{pid}/comm").read_text().strip() == "postgres":
-                total += process_cpu(int(pid))
+            out[pid] = process_cpu(pid)
         except OSError:
             continue
-    return total
+    return out
+
+
+async def backends(url: str) -> set[int]:
+    """The server's connections to the benchmark database (other databases' work is not counted)."""
+    db = Database(url)
+    try:
+        async with db.session() as s:
+            rows = await s.execute(
+                text(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+                )
+            )
+            return {int(pid) for pid in rows.scalars()}
+    finally:
+        await db.dispose()
+
+
+def cpu_since(before: dict[int, float], after: dict[int, float]) -> float:
+    # Backends that exited in between are lost; those that started count in full.
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
 
 
 async def prepare(url: str, deliveries: int) -> tuple[int, list[tuple[int, str]]]:
@@ -118,7 +136,9 @@ async def prepare(url: str, deliveries: int) -> tuple[int, list[tuple[int, str]]
                 select(Subscriber.email, Subscriber.id).where(Subscriber.email.like(f"%.{tag}@example.com"))
             )
             ids = {str(e): int(i) for e, i in found}
-            await s.execute(insert(Subscription), [{"subscriber_id": i, "list_id": lst.id} for i in ids.values()])
+            await s.execute(
+                insert(Subscription), [{"subscriber_id": i, "list_id": lst.id} for i in ids.values()]
+            )
             await s.execute(
                 insert(Delivery),
                 [
@@ -135,7 +155,9 @@ async def prepare(url: str, deliveries: int) -> tuple[int, list[tuple[int, str]]
             )
             rows = (
                 await s.execute(
-                    select(Delivery.id, Delivery.email).where(Delivery.campaign_id == campaign.id).order_by(Delivery.id)
+                    select(Delivery.id, Delivery.email)
+                    .where(Delivery.campaign_id == campaign.id)
+                    .order_by(Delivery.id)
                 )
             ).all()
         return campaign.id, [(int(i), str(e)) for i, e in rows]
@@ -212,7 +234,7 @@ class Pass:
 
 
 async def post_all(
-    base: str, requests: list[tuple[bytes, dict[str, str]]], concurrency: int, pid: int
+    base: str, requests: list[tuple[bytes, dict[str, str]]], concurrency: int, pid: int, db_url: str
 ) -> Pass:
     queue: asyncio.Queue[tuple[bytes, dict[str, str]]] = asyncio.Queue()
     for r in requests:
@@ -236,11 +258,12 @@ async def post_all(
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as client:
-        cpu0, pg0 = process_cpu(pid), postgres_cpu()
+        pids = await backends(db_url)
+        cpu0, pg0 = process_cpu(pid), postgres_cpu(pids)
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         seconds = time.perf_counter() - t0
-        cpu1, pg1 = process_cpu(pid), postgres_cpu()
+        cpu1, pg1 = process_cpu(pid), postgres_cpu(pids | await backends(db_url))
     return Pass(
         totals["received"],
         totals["stored"],
@@ -248,7 +271,7 @@ async def post_all(
         seconds,
         latencies,
         cpu1 - cpu0,
-        pg1 - pg0,
+        cpu_since(pg0, pg1),
         totals["failures"],
     )
 
@@ -281,7 +304,9 @@ def report(label: str, p: Pass) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--database-url", default=os.environ.get("EMAILKIT_BENCH_DATABASE_URL"))
     parser.add_argument("--deliveries", type=int, default=50_000)
     parser.add_argument("--batches", type=int, default=60)
@@ -301,7 +326,9 @@ def main() -> None:
     campaign_id, deliveries = asyncio.run(prepare(url, args.deliveries))
     key = ec.generate_private_key(ec.SECP256R1())
     public = base64.b64encode(
-        key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
     ).decode()
     rng = random.Random(args.seed)
     now = int(time.time())
@@ -336,10 +363,10 @@ def main() -> None:
                     f"deliveries; {args.batches} signed SendGrid batches of {args.batch_size} events, "
                     f"{args.concurrency} concurrent clients"
                 )
-                report("warm-up", asyncio.run(post_all(base, warmup, args.concurrency, server.pid)))
+                report("warm-up", asyncio.run(post_all(base, warmup, args.concurrency, server.pid, url)))
                 stored = 0
                 for n in range(args.repeat):
-                    p = asyncio.run(post_all(base, requests, args.concurrency, server.pid))
+                    p = asyncio.run(post_all(base, requests, args.concurrency, server.pid, url))
                     report("pass 1" if n == 0 else f"retry pass {n + 1}", p)
                     stored += p.stored
             finally:

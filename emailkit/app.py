@@ -18,16 +18,16 @@ from emailkit.domain.db import Database
 from emailkit.domain.ports import JobQueue, PubSub
 from emailkit.domain.runtime import Runtime, SendingSetup
 from emailkit.providers.registry import build_provider
-from emailkit.tasks.ratelimit import build_rate_limiter
 from emailkit.schema import SchemaLimits, build_schema
 from emailkit.settings import Settings
 from emailkit.tasks.broker import build_job_queue
 from emailkit.tasks.pubsub import build_pubsub
+from emailkit.tasks.ratelimit import build_rate_limiter
 from emailkit.tasks.worker import close_runtime, embedded_worker
 from emailkit.web.export import export_routes
-from emailkit.web.public import public_routes
 from emailkit.web.graphql import GraphQLView
 from emailkit.web.health import health_routes
+from emailkit.web.public import public_routes
 from emailkit.web.tracking import TrackingMiddleware, build_tracking
 from emailkit.web.uploads import PREFLIGHT_HEADERS, UploadGuard
 from emailkit.web.webhooks import build_webhooks

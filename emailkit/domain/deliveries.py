@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.domain import lifecycle
 from emailkit.domain.errors import DomainError, ErrorCode, NotFound
+from emailkit.domain.feedback.suppressions import is_suppressed
 from emailkit.domain.models import (
     BatchStatus,
     Campaign,
@@ -140,6 +141,8 @@ async def create_transactional(
     ).scalar_one_or_none()
     if subscriber is not None and subscriber.status is SubscriberStatus.BLOCKLISTED:
         raise DomainError.single(ErrorCode.SUPPRESSED, f"{email} is blocklisted", "to")
+    if await is_suppressed(session, email):
+        raise DomainError.single(ErrorCode.SUPPRESSED, f"{email} is on the suppression list", "to")
     # Render once now so a template that cannot render with this data fails here, not silently in a worker.
     content = compile_content(template.body, template.format, subject=template.subject)
     content.render(render_context(subscriber, email, data))

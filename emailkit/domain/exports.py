@@ -7,6 +7,7 @@ prefixed with a quote (CSV injection).
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, Row, and_, exists, func, select, true
+from sqlalchemy import ARRAY, ColumnElement, Select, Text, and_, case, exists, func, literal, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.domain import segments
@@ -83,7 +84,8 @@ def cell(value: Any) -> str:
     elif isinstance(value, datetime):
         text = value.isoformat()
     else:
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        # The layout PostgreSQL prints JSON in, so both backends export lists alike.
+        text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
     if text.startswith(FORMULA_STARTS):
         return "'" + text
     return text
@@ -141,32 +143,69 @@ async def _postgresql_paths(session: AsyncSession, where: ColumnElement[bool]) -
     return set((await session.execute(stmt)).scalars())
 
 
-async def subscriber_pages(db: Database, where: ColumnElement[bool]) -> AsyncIterator[list[Row[Any]]]:
-    """The selection in id order, a page at a time, each page read in its own short session."""
-    after = 0
-    while True:
-        async with db.session() as session:
-            rows = list(
-                (
-                    await session.execute(
-                        select(
-                            Subscriber.id,
-                            Subscriber.email,
-                            Subscriber.name,
-                            Subscriber.status,
-                            Subscriber.created_at,
-                            Subscriber.attributes,
-                        )
-                        .where(where, Subscriber.id > after)
-                        .order_by(Subscriber.id)
-                        .limit(PAGE_SIZE)
-                    )
-                ).all()
-            )
-        if not rows:
-            return
-        yield rows
-        after = rows[-1].id
+def _pg_attribute_text(path: str) -> ColumnElement[Any]:
+    """The value at a key path as text, computed by PostgreSQL (no JSON decoding in Python): strings
+    unquoted, numbers and booleans as JSON writes them, lists as JSON; objects are not leaves, so empty."""
+    keys = literal(path.split(_SEP), ARRAY(Text))
+    node = Subscriber.attributes.op("#>")(keys)
+    return case((func.jsonb_typeof(node) == "object", None), else_=Subscriber.attributes.op("#>>")(keys))
+
+
+async def _page(db: Database, stmt: Select[Any], after: int) -> list[Any]:
+    async with db.engine.connect() as conn:
+        page_stmt = stmt.where(Subscriber.id > after).order_by(Subscriber.id).limit(PAGE_SIZE)
+        return list((await conn.execute(page_stmt)).all())
+
+
+async def _pages(db: Database, columns: list[Any], where: ColumnElement[bool]) -> AsyncIterator[list[Any]]:
+    """The selection in id order, a page at a time, each page read on its own short connection; the next
+    page is already being fetched while the caller formats this one."""
+    stmt = select(Subscriber.id, *columns).where(where)
+    rows = await _page(db, stmt, 0)
+    while rows:
+        upcoming = asyncio.ensure_future(_page(db, stmt, rows[-1][0]))
+        try:
+            yield rows
+        except BaseException:
+            upcoming.cancel()
+            raise
+        rows = await upcoming
+
+
+_FIXED = (Subscriber.email, Subscriber.name, Subscriber.status, Subscriber.created_at)
+
+
+def _text(value: str | None) -> str:
+    """A text cell, inert for spreadsheets (see FORMULA_STARTS)."""
+    if not value:
+        return ""
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
+
+
+async def csv_lines(db: Database, export: Export) -> AsyncIterator[list[list[str]]]:
+    """The export's data rows as lists of cells, a page at a time."""
+    paths = export.paths
+    if db.dialect == "postgresql":
+        # PostgreSQL hands over every attribute as text already: per row only the formula check is left.
+        async for rows in _pages(db, [*_FIXED, *map(_pg_attribute_text, paths)], export.where):
+            yield [
+                [_text(row[1]), _text(row[2]), row[3].value, row[4].isoformat(), *map(_text, row[5:])]
+                for row in rows
+            ]
+        return
+    index = {path: i for i, path in enumerate(paths, start=len(FIXED_COLUMNS))}
+    width = len(FIXED_COLUMNS) + len(paths)
+    async for rows in _pages(db, [*_FIXED, Subscriber.attributes], export.where):
+        page = []
+        for row in rows:
+            line = [_text(row[1]), _text(row[2]), row[3].value, row[4].isoformat(), *([""] * (width - 4))]
+            for path, value in flatten(row[5] or {}):
+                position = index.get(path)
+                # A key added after the first pass has no column; it is in the next export.
+                if position is not None:
+                    line[position] = cell(value)
+            page.append(line)
+        yield page
 
 
 @dataclass(frozen=True)
@@ -189,9 +228,6 @@ async def prepare_export(db: Database, selection: Selection) -> Export:
 
 async def csv_chunks(db: Database, export: Export) -> AsyncIterator[str]:
     """The export as text: the header, then one chunk per page of subscribers."""
-    where, paths = export.where, export.paths
-    index = {path: i for i, path in enumerate(paths, start=len(FIXED_COLUMNS))}
-    width = len(FIXED_COLUMNS) + len(paths)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
 
@@ -203,17 +239,6 @@ async def csv_chunks(db: Database, export: Export) -> AsyncIterator[str]:
 
     writer.writerow(export.header)
     yield take()
-    async for rows in subscriber_pages(db, where):
-        for row in rows:
-            line = [""] * width
-            line[0] = cell(row.email)
-            line[1] = cell(row.name)
-            line[2] = row.status.value
-            line[3] = cell(row.created_at)
-            for path, value in flatten(row.attributes or {}):
-                position = index.get(path)
-                # A key added after the first pass has no column; it is in the next export.
-                if position is not None:
-                    line[position] = cell(value)
-            writer.writerow(line)
+    async for lines in csv_lines(db, export):
+        writer.writerows(lines)
         yield take()

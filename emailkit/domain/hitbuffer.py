@@ -7,10 +7,10 @@ written before :meth:`HitBuffer.stop` returns.
 
 When storage fails:
 
-* a transient error (connection refused or lost, timeout) keeps the batch and retries it with exponential
-  backoff; new hits keep queueing meanwhile;
-* any other error means something in the batch cannot be stored: the batch is split and retried in halves, so
-  only the offending hits are dropped (and counted), never their neighbours;
+* an outage (connection refused or lost, timeouts, a server restarting or overloaded, locks; see
+  :func:`is_transient`) keeps the batch and retries it with exponential backoff; new hits keep queueing;
+* an error about the data itself means something in the batch can never be stored: the batch is split and
+  retried in halves, so only the offending hits are dropped (and counted), never their neighbours;
 * memory is bounded by ``max_pending``: once that many hits wait, new ones are dropped, counted, and the count
   is logged (at most every ``log_every`` seconds) so an outage that outlasts the buffer is visible.
 """
@@ -135,8 +135,8 @@ class HitBuffer(Generic[T]):
             self._task = asyncio.get_running_loop().create_task(self._run(), name="tracking-hit-flusher")
 
     async def stop(self) -> None:
-        """Write everything pending, then stop the flusher. Gives up after ``shutdown_timeout`` seconds of
-        failing storage, logging how many hits were lost."""
+        """Write everything pending, then stop the flusher. Gives up after ``shutdown_timeout`` seconds (storage
+        still failing), logging how many hits were lost."""
         task = self._task
         if task is None:
             return

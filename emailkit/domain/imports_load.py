@@ -58,6 +58,7 @@ from emailkit.domain.types import UTCDateTime
 STAGING_NAME: Final = "emailkit_import_staging"
 SQLITE_BATCH: Final = 2000
 SUPPRESSED: Final = "suppressed"
+WORK_MEM: Final = "64MB"
 
 _staging_metadata = MetaData()
 
@@ -106,6 +107,10 @@ def _dialect(conn: AsyncConnection) -> str:
 
 
 async def create_staging(conn: AsyncConnection) -> None:
+    if _dialect(conn) == "postgresql":
+        # For this transaction only: the duplicate check groups every staged row, which spills to disk
+        # in many batches at the default 4 MB.
+        await conn.execute(text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
     await conn.execute(text(f"DROP TABLE IF EXISTS {STAGING_NAME}"))
     await conn.run_sync(lambda sync: STAGING.create(sync))
 

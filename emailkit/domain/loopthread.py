@@ -43,13 +43,25 @@ class LoopThread:
         future = asyncio.run_coroutine_threadsafe(coro, self._ensure())
         return await asyncio.wrap_future(future)
 
-    async def close(self) -> None:
-        """Stop the loop and join the thread (waiting in an executor, not on the caller's loop)."""
+    async def close(self, timeout: float = 5.0) -> None:
+        """Cancel what still runs there (waiting up to ``timeout`` seconds for it to unwind), stop the loop and
+        join the thread (waiting in an executor, not on the caller's loop)."""
         with self._lock:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
         if loop is None or thread is None:
             return
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_cancel_others(timeout), loop))
         loop.call_soon_threadsafe(loop.stop)
         await asyncio.get_running_loop().run_in_executor(None, thread.join)
         loop.close()
+
+
+async def _cancel_others(timeout: float) -> None:
+    """Cancel every other task of the running loop, as ``asyncio.run`` does before closing one."""
+    current = asyncio.current_task()
+    tasks = [t for t in asyncio.all_tasks() if t is not current]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=timeout)

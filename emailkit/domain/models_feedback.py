@@ -122,17 +122,20 @@ class CampaignLink(Base):
 
 
 class CampaignFirst(Base):
-    """First-seen markers behind the unique counters: one row per (campaign, what, recipient).
+    """First-seen markers behind the unique counters: one row per (campaign, recipient, marker).
 
-    ``kind`` is a counter name (``open``, ``click``, ``delivered`` ...) or ``link:<url_hash>``; ``recipient``
-    is ``d<delivery id>``, else ``s<subscriber id>``, else ``e<hash of the address>``.
+    Integers only, so the index stays small and cheap to search. ``recipient`` is the delivery id, else minus
+    the subscriber id, else a number below -2**62 derived from the address. ``marker`` is a small code per
+    counter, or for a clicked link a 63-bit hash of its URL with the low three bits set
+    (see :mod:`emailkit.domain.feedback.types`). No foreign key: its per-row check doubled the database's
+    cost of writing a marker; markers of deleted campaigns are pruned by the periodic maintenance.
     """
 
     __tablename__ = "campaign_firsts"
 
-    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(40), primary_key=True)
-    recipient: Mapped[str] = mapped_column(String(40), primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=False)
+    recipient: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=False)
+    marker: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=False)
 
 
 class CampaignTimeline(Base):

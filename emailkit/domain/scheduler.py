@@ -15,6 +15,7 @@ from sqlalchemy import and_, or_, select, update
 
 from emailkit.domain import lifecycle
 from emailkit.domain.errors import DomainError
+from emailkit.domain.feedback.partitions import maintain_event_partitions
 from emailkit.domain.models import BatchStatus, Campaign, CampaignBatch, CampaignStatus
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.types import utcnow
@@ -98,6 +99,24 @@ async def requeue_stale_batches(runtime: Runtime, now: datetime, requeue_after: 
         log.info("re-enqueueing %d stale batch(es)", len(won))
         await enqueue_batches(runtime, won)
     return won
+
+
+class Upkeep:
+    """Runs the per-tick steps, plus hourly maintenance (event partitions ahead, pruning) once per process."""
+
+    MAINTENANCE_EVERY = timedelta(hours=1)
+
+    def __init__(self) -> None:
+        self._last_maintenance: datetime | None = None
+
+    async def tick(self, runtime: Runtime, now: datetime | None = None) -> None:
+        now = now or utcnow()
+        await tick(runtime, now)
+        if self._last_maintenance is None or now - self._last_maintenance >= self.MAINTENANCE_EVERY:
+            self._last_maintenance = now
+            created = await maintain_event_partitions(runtime.db, now)
+            if created:
+                log.info("created event partitions: %s", ", ".join(created))
 
 
 async def tick(runtime: Runtime, now: datetime | None = None) -> None:

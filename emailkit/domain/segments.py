@@ -605,10 +605,13 @@ def _pg_attribute(c: AttributeCondition) -> ColumnElement[bool]:
     return _when(kind == "string", _cmp(c.op, text_value.collate("C"), value))
 
 
-def _sqlite_path(path: tuple[str, ...]) -> str:
-    # SQLite matches keys against the stored JSON text without decoding escapes, and the JSON serializer
-    # escapes non-ASCII characters, so each key is written in that same escaped form.
-    return "$" + "".join(f'."{json.dumps(key)[1:-1]}"' for key in path)
+def _sqlite_paths(path: tuple[str, ...]) -> list[str]:
+    """JSON paths for the key path. SQLite matches keys against the stored JSON text without decoding escapes;
+    SQLAlchemy's serializer stores non-ASCII characters escaped, other writers may store them as they are,
+    so a key with such characters is looked up in both forms."""
+    escaped = "$" + "".join(f'."{json.dumps(key)[1:-1]}"' for key in path)
+    verbatim = "$" + "".join(f'."{key}"' for key in path)
+    return [escaped] if escaped == verbatim else [escaped, verbatim]
 
 
 SQLITE_NUMBER = ("integer", "real")
@@ -624,10 +627,23 @@ def _sqlite_equals(kind: Any, value_expr: Any, value: Scalar) -> ColumnElement[b
     return _when(kind.in_(SQLITE_NUMBER), value_expr == value)
 
 
+def _sqlite_has_item(path: str, value: Scalar) -> ColumnElement[bool]:
+    items = func.json_each(Subscriber.attributes, path).table_valued("value", "type")
+    if isinstance(value, bool):
+        item_match = items.c.type == ("true" if value else "false")
+    elif isinstance(value, str):
+        item_match = and_(items.c.type == "text", items.c.value == value)
+    else:
+        item_match = and_(items.c.type.in_(SQLITE_NUMBER), items.c.value == value)
+    return exists().select_from(items).where(item_match)
+
+
 def _sqlite_attribute(c: AttributeCondition) -> ColumnElement[bool]:
-    path = _sqlite_path(c.path)
-    kind = func.coalesce(func.json_type(Subscriber.attributes, path), "missing")
-    value_expr = func.json_extract(Subscriber.attributes, path)
+    doc = Subscriber.attributes
+    paths = _sqlite_paths(c.path)
+    kind = func.coalesce(*(func.json_type(doc, p) for p in paths), "missing")
+    extracted = [func.json_extract(doc, p) for p in paths]
+    value_expr = extracted[0] if len(extracted) == 1 else func.coalesce(*extracted)
     value = c.value
     if c.op is FilterOp.EXISTS:
         return kind != "missing" if value else kind == "missing"
@@ -638,14 +654,7 @@ def _sqlite_attribute(c: AttributeCondition) -> ColumnElement[bool]:
     if c.op is FilterOp.IN:
         return or_(*(_sqlite_equals(kind, value_expr, v) for v in value))
     if c.op is FilterOp.CONTAINS:
-        items = func.json_each(Subscriber.attributes, path).table_valued("value", "type")
-        if isinstance(value, bool):
-            item_match = items.c.type == ("true" if value else "false")
-        elif isinstance(value, str):
-            item_match = and_(items.c.type == "text", items.c.value == value)
-        else:
-            item_match = and_(items.c.type.in_(SQLITE_NUMBER), items.c.value == value)
-        member = _when(kind == "array", exists().select_from(items).where(item_match))
+        member = _when(kind == "array", or_(*(_sqlite_has_item(p, value) for p in paths)))
         if isinstance(value, str):
             return or_(_when(kind == "text", value_expr.icontains(value, autoescape=True)), member)
         return member

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html as htmllib
 import re
 from collections.abc import Callable
+from functools import lru_cache
 
 from emailkit.domain.tokens import TokenSigner
 
@@ -43,12 +44,22 @@ def rewrite_links(html: str, make_url: Callable[[str], str], *, skip: frozenset[
     """Replace every trackable <a href> with ``make_url(original)``; links in ``skip`` stay as they are."""
 
     def repl(m: re.Match[str]) -> str:
-        original = htmllib.unescape(m.group(3)).strip()
-        if not trackable(original) or original in skip:
+        original = _link_target(m.group(3))
+        if original is None or original in skip:
             return m.group(0)
         return f"{m.group(1)}{m.group(2)}{htmllib.escape(make_url(original), quote=True)}{m.group(2)}"
 
     return _A_HREF.sub(repl, html)
+
+
+@lru_cache(maxsize=4096)
+def _link_target(href: str) -> str | None:
+    """The URL an href attribute's text points to when it is trackable, else None.
+
+    Cached because a campaign's messages repeat the same few hrefs for every recipient.
+    """
+    original = htmllib.unescape(href).strip()
+    return original if trackable(original) else None
 
 
 def add_open_pixel(html: str, pixel_url: str) -> str:
@@ -65,15 +76,23 @@ def add_open_pixel(html: str, pixel_url: str) -> str:
 def _last_body_close(html: str) -> int:
     """Index of the last "</body" in any letter case, or -1.
 
-    Runs per recipient on the whole message: the end of the document is searched first, so the usual case
-    never lower-cases or scans the full HTML.
+    Runs per recipient on the whole message, so the end of the document is searched first and lower-cased
+    with str methods (a case-insensitive regex scan costs several times more).
     """
     start = max(0, len(html) - _BODY_SEARCH_TAIL)
+    if start:
+        at = _rfind_body(html[start:])
+        if at >= 0:
+            return start + at
+    return _rfind_body(html)
+
+
+def _rfind_body(html: str) -> int:
+    lowered = html.lower()
+    if len(lowered) == len(html):
+        # lower() never shortens a character, so equal lengths mean equal offsets.
+        return lowered.rfind("</body")
     found = -1
-    for m in _BODY_CLOSE.finditer(html, start):
+    for m in _BODY_CLOSE.finditer(html):
         found = m.start()
-    if found < 0 and start:
-        # Not in the tail: look before it, including a match that straddles the tail's first character.
-        for m in _BODY_CLOSE.finditer(html, 0, start + len("</body") - 1):
-            found = m.start()
     return found

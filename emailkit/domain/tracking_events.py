@@ -1,13 +1,14 @@
 """Our own tracking hits (opens, clicks, unsubscribes) turned into feedback events.
 
 Opens and clicks arrive as compact tuples from the tracking routes and are written in bulk by the hit
-buffer through :func:`hit_recorder`. An unsubscribe is written at once by :func:`unsubscribe_delivery`: it
+buffer through :class:`HitWriter`. An unsubscribe is written at once by :func:`unsubscribe_delivery`: it
 must have taken effect before the page (or the mailbox provider's one-click POST) gets its answer.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,36 +18,77 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.domain.db import Database
 from emailkit.domain.events import EventType
-from emailkit.domain.feedback import FeedbackPolicy, IncomingEvent, publish, record, record_events
-from emailkit.domain.hitbuffer import Sink
+from emailkit.domain.feedback import FeedbackPolicy, IncomingEvent, Recorded, publish, record
+from emailkit.domain.loopthread import LoopThread
 from emailkit.domain.models import CampaignList, Delivery, Subscription, SubscriptionStatus
 from emailkit.domain.throttle import CoalescingPublisher
 from emailkit.domain.types import utcnow
+
+log = logging.getLogger("emailkit.tracking")
 
 # (type, delivery id, unix time, url, ip, user agent): a plain tuple because building it is on the hot path
 # of every pixel and redirect, and a dataclass costs several times more.
 Hit = tuple[EventType, int, float, str | None, str | None, str | None]
 
 
-def hit_recorder(db: Database, *, anonymous: bool, live: CoalescingPublisher | None = None) -> Sink[Hit]:
-    """The hit buffer's sink: one batch of hits, one ``record_events`` call (one transaction)."""
+def _events(batch: Sequence[Hit], anonymous: bool) -> list[IncomingEvent]:
+    return [
+        IncomingEvent(
+            type=kind,
+            delivery_id=delivery_id,
+            occurred_at=datetime.fromtimestamp(at, UTC),
+            url=url,
+            ip=ip,
+            user_agent=agent,
+            anonymous=anonymous,
+        )
+        for kind, delivery_id, at, url, ip, agent in batch
+    ]
 
-    async def record(batch: Sequence[Hit]) -> None:
-        events = [
-            IncomingEvent(
-                type=kind,
-                delivery_id=delivery_id,
-                occurred_at=datetime.fromtimestamp(at, UTC),
-                url=url,
-                ip=ip,
-                user_agent=agent,
-                anonymous=anonymous,
-            )
-            for kind, delivery_id, at, url, ip, agent in batch
-        ]
-        await record_events(db, events, live=live)
 
-    return record
+class HitWriter:
+    """The hit buffer's sink: one batch of hits, one transaction of the feedback recorder.
+
+    The recording runs on a :class:`LoopThread` with an engine of its own, so its Python work never stalls
+    the loop answering pixel and redirect requests; the live stats it produces are published from the
+    caller's loop, where ``live`` belongs.
+    """
+
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        anonymous: bool,
+        live: CoalescingPublisher | None = None,
+        live_db: Database | None = None,
+        pool_size: int = 2,
+    ) -> None:
+        self.anonymous = anonymous
+        self.live = live
+        self.live_db = live_db
+        self.policy = FeedbackPolicy()
+        self.db = Database(database_url, pool_size=pool_size)
+        self.thread = LoopThread("emailkit-tracking-writer")
+
+    async def __call__(self, batch: Sequence[Hit]) -> None:
+        recorded = await self.thread.run(self._record(batch))
+        if self.live is None or self.live_db is None:
+            return
+        try:
+            await publish(self.live_db, recorded, self.live)
+        except Exception:
+            # The hits are committed: failing here must not make the buffer write them a second time.
+            log.exception("publishing live stats after %d tracking hits failed", len(batch))
+
+    async def _record(self, batch: Sequence[Hit]) -> Recorded:
+        events = _events(batch, self.anonymous)
+        async with self.db.transaction() as session:
+            return await record(session, events, self.policy, utcnow())
+
+    async def close(self) -> None:
+        if self.thread.running:
+            await self.thread.run(self.db.dispose())
+        await self.thread.close()
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,8 @@ from emailkit.domain.sending import CommitHook, OutgoingMessage, SendResult
 from emailkit.providers.dkim import DkimSigner
 from emailkit.providers.smtp_pool import Admit, SessionOptions, SmtpConnectError, SmtpJob, SmtpPool
 
+# Messages serialised between two yields to the event loop.
+_PREPARE_SLICE = 8
 _TLS_MODES = ("starttls", "ssl", "none", "auto")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -196,6 +198,9 @@ class SmtpProvider:
                 queue.append(job)
             else:
                 finisher(job, failure)
+            if index % _PREPARE_SLICE == _PREPARE_SLICE - 1:
+                # Serialising a batch takes tens of ms of CPU: let other batches' sessions run meanwhile.
+                await asyncio.sleep(0)
         pool = await self._get_pool()
         connect_errors: list[str] = []
 

@@ -30,14 +30,14 @@ class CampaignStats:
     campaign_id: strawberry.ID
     recipients: int
     sent: int
-    delivered: int
+    delivered: int = strawberry.field(description="Delivery reports (providers send one per message).")
     bounced: int = strawberry.field(description="Recipients with a bounce (hard or soft).")
-    complained: int
+    complained: int = strawberry.field(description="Recipients who reported the message as spam.")
     opens: int = strawberry.field(description="Every open, repeats included.")
     unique_opens: int
     clicks: int = strawberry.field(description="Every click, repeats included.")
     unique_clicks: int
-    unsubscribed: int
+    unsubscribed: int = strawberry.field(description="Recipients who unsubscribed from this campaign.")
     open_rate: float
     click_rate: float
     bounce_rate: float

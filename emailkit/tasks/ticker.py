@@ -35,10 +35,11 @@ class Ticker(Middleware):
 
     async def _loop(self, broker: dramatiq.Broker) -> None:
         holder = WorkerRuntime.of(broker)
+        upkeep = scheduler.Upkeep()
         while True:
             try:
                 runtime = await holder.get()
-                await scheduler.tick(runtime)
+                await upkeep.tick(runtime)
             except asyncio.CancelledError:
                 raise
             except Exception:

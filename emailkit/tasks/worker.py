@@ -181,6 +181,21 @@ class _Signals:
         os._exit(128 + signum)
 
 
+def use_uvloop() -> bool:
+    """Make event loops created from now on uvloop's, where it is installed; whether it is.
+
+    Jobs run on the loop that Dramatiq's AsyncIO middleware creates with ``asyncio.new_event_loop()`` when
+    the worker boots, so the policy must be in place before that. uvloop roughly halves the CPU that a
+    worker spends on socket I/O (SMTP sessions, PostgreSQL, Redis) per message.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
 def run_worker_process(
     settings: Settings, build: RuntimeBuilder, *, threads: int, supervisor_pid: int | None = None
 ) -> int:
@@ -194,6 +209,7 @@ def run_worker_process(
         "exiting now; unfinished jobs will be redelivered to other workers",
     )
     signals.install()
+    use_uvloop()
     _boot(broker)
     worker = dramatiq.Worker(broker, worker_threads=threads)
     worker.start()

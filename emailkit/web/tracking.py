@@ -2,7 +2,7 @@
 authentication.
 
 ``/t/o/<token>.gif`` and ``/t/c/<token>`` are the hottest paths of the service (every open and every click of
-every campaign), so they are answered by a raw ASGI handler placed in front of Starlette's routing and
+every campaign), so they are answered by a raw ASGI handler ahead of Starlette's routing and the other
 middleware: verify the token, queue the hit in memory, answer. The database write happens later, in batches
 (:class:`emailkit.domain.hitbuffer.HitBuffer`). Unsubscribes are rare and must take effect before the answer,
 so they are ordinary Starlette routes that write synchronously.
@@ -26,12 +26,7 @@ from emailkit.domain.hitbuffer import HitBuffer
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.tokens import TokenSigner
 from emailkit.domain.tracking import PURPOSE_CLICK, PURPOSE_OPEN, PURPOSE_UNSUBSCRIBE
-from emailkit.domain.tracking_events import (
-    Hit,
-    hit_recorder,
-    recipient_of,
-    unsubscribe_delivery,
-)
+from emailkit.domain.tracking_events import Hit, HitWriter, recipient_of, unsubscribe_delivery
 
 # A 1x1 transparent GIF89a: 2-colour palette, graphic control extension marking index 0 transparent.
 PIXEL_GIF = (
@@ -104,46 +99,51 @@ class TrackingHits:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         method: str = scope["method"]
-        if path.startswith("/t/o/"):
-            if method != "GET" and method != "HEAD":
-                await _not_allowed(send)
-                return
-            # Every token, valid or not, gets the same pixel: the answer never reveals validity.
-            if method == "GET" and path.endswith(".gif"):
-                parts = self.signer.verify(PURPOSE_OPEN, path[5:-4])
-                if parts is not None and len(parts) == 1 and parts[0].isdigit():
-                    self._record(EventType.OPEN, int(parts[0]), None, scope)
-            await send(_PIXEL_START)
-            await send(_PIXEL_BODY)
+        if method != "GET" and method != "HEAD":
+            await _not_allowed(send)
+        elif path.startswith("/t/o/"):
+            await self._open(path, method, scope, send)
+        elif path.startswith("/t/c/"):
+            await self._click(path, method, scope, send)
+        else:
+            await _not_found(send)
+
+    async def _open(self, path: str, method: str, scope: Scope, send: Send) -> None:
+        # Every token, valid or not, gets the same pixel: the answer never reveals validity. HEAD (link
+        # checkers, proxies probing) is answered but is not an open.
+        if method == "GET" and path.endswith(".gif"):
+            parts = self.signer.verify(PURPOSE_OPEN, path[5:-4])
+            if parts is not None and len(parts) == 1 and _is_id(parts[0]):
+                self._record(EventType.OPEN, int(parts[0]), None, scope)
+        await send(_PIXEL_START)
+        await send(_PIXEL_BODY)
+
+    async def _click(self, path: str, method: str, scope: Scope, send: Send) -> None:
+        parts = self.signer.verify(PURPOSE_CLICK, path[5:])
+        if parts is None or len(parts) != 2 or not _is_id(parts[0]):
+            await _not_found(send)
             return
-        if path.startswith("/t/c/"):
-            if method != "GET" and method != "HEAD":
-                await _not_allowed(send)
-                return
-            parts = self.signer.verify(PURPOSE_CLICK, path[5:])
-            location = None
-            if parts is not None and len(parts) == 2 and parts[0].isdigit():
-                location = redirect_target(parts[1])
-            if location is None:
-                await _not_found(send)
-                return
-            if method == "GET":
-                self._record(EventType.CLICK, int(parts[0]), parts[1], scope)  # type: ignore[index]
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 302,
-                    "headers": [
-                        (b"location", location),
-                        (b"content-length", b"0"),
-                        (b"cache-control", _NO_CACHE),
-                        (b"referrer-policy", b"no-referrer"),
-                    ],
-                }
-            )
-            await send(_EMPTY)
+        delivery_id, url = parts
+        location = redirect_target(url)
+        if location is None:
+            await _not_found(send)
             return
-        await _not_found(send)
+        if method == "GET":
+            self._record(EventType.CLICK, int(delivery_id), url, scope)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 302,
+                "headers": [
+                    (b"location", location),
+                    (b"content-length", b"0"),
+                    (b"cache-control", _NO_CACHE),
+                    # The tracking URL carries a token: the destination has no business seeing it.
+                    (b"referrer-policy", b"no-referrer"),
+                ],
+            }
+        )
+        await send(_EMPTY)
 
     def _record(self, kind: EventType, delivery_id: int, url: str | None, scope: Scope) -> None:
         if self.anonymous:
@@ -156,6 +156,10 @@ class TrackingHits:
                 user_agent = value[:MAX_USER_AGENT].decode("latin-1")
                 break
         self.hits.add((kind, delivery_id, time.time(), url, client[0] if client else None, user_agent))
+
+
+def _is_id(text: str) -> bool:
+    return text.isascii() and text.isdigit()
 
 
 async def _not_found(send: Send) -> None:
@@ -232,7 +236,7 @@ class UnsubscribePages:
 
     def _delivery_id(self, request: Request) -> int | None:
         parts = self.signer.verify(PURPOSE_UNSUBSCRIBE, request.path_params["token"])
-        if parts is None or len(parts) != 1 or not parts[0].isdigit():
+        if parts is None or len(parts) != 1 or not _is_id(parts[0]):
             return None
         return int(parts[0])
 
@@ -265,12 +269,17 @@ class Tracking:
     handler: TrackingHits
     routes: list[Route]
     hits: HitBuffer[Hit]
+    writer: HitWriter
 
     def start(self) -> None:
         self.hits.start()
 
     async def stop(self) -> None:
-        await self.hits.stop()
+        """Write every buffered hit, then release the writer's thread and connections."""
+        try:
+            await self.hits.stop()
+        finally:
+            await self.writer.close()
 
 
 def build_tracking(
@@ -281,11 +290,8 @@ def build_tracking(
     flush_interval: float = 0.1,
 ) -> Tracking:
     signer = TokenSigner(runtime.secret_key)
-    hits: HitBuffer[Hit] = HitBuffer(
-        hit_recorder(runtime.db, anonymous=anonymous, live=runtime.live),
-        flush_interval=flush_interval,
-        max_pending=max_pending,
-    )
+    writer = HitWriter(runtime.db.url, anonymous=anonymous, live=runtime.live, live_db=runtime.db)
+    hits: HitBuffer[Hit] = HitBuffer(writer, flush_interval=flush_interval, max_pending=max_pending)
     pages = UnsubscribePages(runtime, signer, anonymous=anonymous)
     routes = [Route("/u/{token}", pages.handle, methods=["GET", "POST"])]
-    return Tracking(TrackingHits(signer, hits, anonymous=anonymous), routes, hits)
+    return Tracking(TrackingHits(signer, hits, anonymous=anonymous), routes, hits, writer)

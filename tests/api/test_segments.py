@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 
 from emailkit.domain import audience, lifecycle
 from emailkit.domain.db import Database
@@ -29,6 +30,10 @@ from emailkit.domain.models import (
 )
 from emailkit.domain.models_audience import CampaignSegment as CampaignSegmentRow
 from emailkit.domain.models_feedback import Event
+from emailkit.domain.pipeline import CampaignSender
+from emailkit.domain.tokens import TokenSigner
+from emailkit.domain.tracking import TrackingUrls
+from emailkit.providers.outbox import OutboxProvider
 from emailkit.schema.relay import parse_global_id, to_global_id
 from tests.conftest import GQL, data
 
@@ -250,6 +255,22 @@ async def test_attribute_operators(gql: GQL, people: People) -> None:
         if got != expected:
             wrong.append((condition["attribute"], expected, got))
     assert wrong == []
+
+
+async def test_keys_stored_without_escapes_are_found(gql: GQL, db: Database) -> None:
+    # Written by something other than the ORM: non-ASCII characters kept as they are in the JSON text.
+    async with db.transaction() as s:
+        cast = ":a" if db.dialect == "sqlite" else "CAST(:a AS JSONB)"
+        await s.execute(
+            text(
+                "INSERT INTO subscribers (email, name, attributes, status, created_at, updated_at) "
+                f"VALUES ('raw@example.com', '', {cast}, 'ENABLED', :now, :now)"
+            ),
+            {"a": '{"Straße": "Ring 1", "Länder": ["AT"]}', "now": datetime.now(UTC).replace(tzinfo=None)},
+        )
+    assert await matches(gql, attr("Straße", "EQ", "Ring 1")) == {"raw"}
+    assert await matches(gql, attr("Länder", "CONTAINS", "AT")) == {"raw"}
+    assert await matches(gql, attr("Straße", "EXISTS")) == {"raw"}
 
 
 async def test_not_includes_missing_attributes(gql: GQL, people: People) -> None:
@@ -677,3 +698,43 @@ async def test_segment_with_no_matches_finishes_at_once(gql: GQL, db: Database, 
     async with db.transaction() as s:
         row, batch_ids = await lifecycle.start_campaign(s, pk(created["campaign"]["id"]))
     assert (row.status, row.recipients_count, batch_ids) == (CampaignStatus.FINISHED, 0, [])
+
+
+async def test_the_send_pipeline_mails_segment_matches(
+    gql: GQL, db: Database, people: People, tmp_path: Path
+) -> None:
+    seg = (await create_segment(gql, "Berliners", attr("city", "EQ", "Berlin")))["segment"]
+    created = data(
+        await gql(
+            CREATE_CAMPAIGN,
+            {"i": campaign_input(listIds=[people.list_gid("newsletter")], segmentIds=[seg["id"]])},
+        )
+    )["createCampaign"]
+    campaign_id = pk(created["campaign"]["id"])
+    async with db.transaction() as s:
+        _, batch_ids = await lifecycle.start_campaign(s, campaign_id, batch_size=1)
+    # Edited after the start: the send still uses the definition recorded then.
+    await gql(UPDATE_SEGMENT, {"i": {"id": seg["id"], "filter": attr("city", "EQ", "Paris")}})
+
+    sender = CampaignSender(
+        db, OutboxProvider(tmp_path), "outbox", TrackingUrls("https://m.example.com", TokenSigner("s" * 32))
+    )
+    for batch_id in batch_ids:
+        assert (await sender.run_batch(batch_id)).done
+    async with db.session() as s:
+        rows = (
+            await s.execute(
+                select(Delivery.email, Delivery.status, Delivery.skip_reason).where(
+                    Delivery.campaign_id == campaign_id
+                )
+            )
+        ).all()
+        campaign = await s.get(Campaign, campaign_id)
+    assert sorted((e, st.value, r) for e, st, r in rows) == [
+        ("ana@example.com", "SENT", None),
+        ("bob@example.com", "SKIPPED", "unsubscribed"),
+        ("cem@example.com", "SKIPPED", "blocklisted"),
+        ("eve@example.com", "SENT", None),
+    ]
+    assert campaign is not None and campaign.status is CampaignStatus.FINISHED
+    assert len(list(tmp_path.glob("*.eml"))) == 2

@@ -257,3 +257,21 @@ def test_send_test_email_and_transactional(embedded: tuple[Api, Path]) -> None:
         {"i": {"templateId": template["id"], "to": "x@example.com", "data": {"subscriber": 1}}},
     )["sendTransactional"]
     assert refused == {"delivery": None, "userErrors": [{"field": "data", "code": "INVALID_INPUT"}]}
+
+
+def test_transactional_mail_is_never_sent_to_a_suppressed_address(embedded: tuple[Api, Path]) -> None:
+    api, outbox = embedded
+    added = api(
+        'mutation { addSuppression(input: {email: "gone@example.com"}) { userErrors { code } } }'
+    )["addSuppression"]
+    assert added["userErrors"] == []
+    template = api(
+        "mutation($i: CreateTemplateInput!) { createTemplate(input: $i) { template { id } } }",
+        {"i": {"name": "T", "kind": "TRANSACTIONAL", "format": "HTML", "subject": "Hi", "body": "<p>Hi</p>"}},
+    )["createTemplate"]["template"]["id"]
+    refused = api(
+        "mutation($i: SendTransactionalInput!) { sendTransactional(input: $i) { delivery { id } userErrors { field code } } }",
+        {"i": {"templateId": template, "to": "Gone@Example.com"}},
+    )["sendTransactional"]
+    assert refused == {"delivery": None, "userErrors": [{"field": "to", "code": "SUPPRESSED"}]}
+    assert list(outbox.glob("*.eml")) == []

@@ -18,32 +18,27 @@ only says that Redis tests are wanted: each test runs its own redis-server so it
 from __future__ import annotations
 
 import asyncio
+import itertools
+import statistics
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import select
 
 from emailkit.app import create_app, sending_setup
 from emailkit.domain.db import Database
 from emailkit.domain.models import (
     Campaign,
     CampaignBatch,
-    CampaignList,
     CampaignStatus,
-    ContentFormat,
     Delivery,
     DeliveryStatus,
-    MailingList,
-    OptIn,
-    Subscriber,
-    Subscription,
-    SubscriptionStatus,
 )
 from emailkit.domain.pipeline import IN_DOUBT_NOTE
 from emailkit.domain.runtime import Runtime
@@ -51,6 +46,7 @@ from emailkit.schema.relay import to_global_id
 from emailkit.settings import Settings
 from emailkit.tasks.broker import DramatiqJobQueue, configure_broker
 from tests.conftest import PG_URL, REDIS_URL, TEST_SECRET, make_key
+from tests.support.audience import seed_campaign
 from tests.support.redis_server import RedisServer
 from tests.support.smtp_sink import CountingSink
 from tests.support.workers import WorkerProcess
@@ -66,49 +62,7 @@ REQUEUE_AFTER_SECONDS = 4
 SMTP_POOL_SIZE = 5
 WORKER_THREADS = 4
 
-BODY = """<p>Hello {{ subscriber.name }},</p>
-<p>This month: <a href="https://example.com/news">the news</a>.</p>
-<p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>"""
-
-
-def address(i: int) -> str:
-    return f"reader{i:05d}@crash.test"
-
-
 # -- set-up ------------------------------------------------------------------------------------------
-
-
-async def seed(db: Database, n: int) -> tuple[int, list[str]]:
-    """n confirmed subscribers on one list (bulk inserts) and a draft campaign to that list."""
-    emails = [address(i) for i in range(n)]
-    async with db.transaction() as s:
-        lst = MailingList(name="Readers", optin=OptIn.SINGLE)
-        campaign = Campaign(
-            name="Crash test",
-            subject="News for {{ subscriber.name }}",
-            from_email="news@crash.test",
-            from_name="News",
-            body=BODY,
-            format=ContentFormat.HTML,
-        )
-        s.add_all([lst, campaign])
-        await s.flush()
-        ids: list[int] = []
-        for start in range(0, n, 5000):
-            rows = [
-                {"email": e, "name": f"Reader {e[6:11]}", "attributes": {}}
-                for e in emails[start : start + 5000]
-            ]
-            ids += (await s.execute(insert(Subscriber).returning(Subscriber.id), rows)).scalars().all()
-        await s.execute(
-            insert(Subscription),
-            [
-                {"subscriber_id": sid, "list_id": lst.id, "status": SubscriptionStatus.CONFIRMED}
-                for sid in ids
-            ],
-        )
-        s.add(CampaignList(campaign_id=campaign.id, list_id=lst.id))
-        return campaign.id, emails
 
 
 @dataclass
@@ -121,6 +75,7 @@ class Stack:
     api: httpx.AsyncClient
     api_key: str
     tmp: Path
+    started: list[WorkerProcess] = field(default_factory=list, init=False)
 
     def worker_env(self) -> dict[str, str]:
         assert PG_URL is not None
@@ -141,18 +96,18 @@ class Stack:
             "EMAILKIT_LOG_LEVEL": "INFO",
         }
 
-    async def workers(self, count: int, first: int = 1) -> list[WorkerProcess]:
+    def spawn_workers(self, count: int) -> list[WorkerProcess]:
+        """Start `emailkit worker` processes (they boot while the test goes on; see `ready`)."""
+        first = len(self.started) + 1
         started = [WorkerProcess(self.worker_env(), name=f"worker-{first + i}") for i in range(count)]
-        self._started.extend(started)
-        for worker in started:
-            await worker.wait_for_log("worker ready")
+        self.started.extend(started)
         return started
 
-    def __post_init__(self) -> None:
-        self._started: list[WorkerProcess] = []
+    async def workers(self, count: int) -> list[WorkerProcess]:
+        return await ready(self.spawn_workers(count))
 
     def stop_workers(self) -> None:
-        for worker in self._started:
+        for worker in self.started:
             worker.kill()
 
     async def gql(self, query: str, **variables: Any) -> dict[str, Any]:
@@ -173,6 +128,12 @@ class Stack:
         )
         assert out["startCampaign"]["userErrors"] == []
         assert out["startCampaign"]["campaign"]["status"] == "RUNNING"
+
+
+async def ready(workers: list[WorkerProcess]) -> list[WorkerProcess]:
+    for worker in workers:
+        await worker.wait_for_log("worker ready")
+    return workers
 
 
 @pytest.fixture
@@ -320,15 +281,16 @@ async def assert_everyone_exactly_once(
 
 
 async def _sigkill_a_worker_mid_campaign(stack: Stack) -> None:
-    campaign_id, emails = await seed(stack.db, 20_000)
-    first, second = await stack.workers(2)
+    booting = stack.spawn_workers(2)
+    campaign_id, emails = await seed_campaign(stack.db, 20_000)
+    first, second = await ready(booting)
     await stack.start_campaign(campaign_id)
     await stack.sink.wait_until(lambda s: s.accepted_total >= 3000, within=60, what="3000 accepted")
     assert first.alive() and second.alive()
     first.kill()
     killed_at = stack.sink.accepted_total
-    await stack.workers(1, first=3)
-    row = await wait_for_status(stack.db, campaign_id, CampaignStatus.FINISHED, 120, stack._started)
+    await stack.workers(1)
+    row = await wait_for_status(stack.db, campaign_id, CampaignStatus.FINISHED, 120, stack.started)
     assert row.status_reason is None
     # The killed worker held batches that others took over once its leases had expired.
     assert max(await batch_attempts(stack.db, campaign_id)) >= 2
@@ -339,15 +301,23 @@ async def _sigkill_a_worker_mid_campaign(stack: Stack) -> None:
 
 
 async def _redis_restart_mid_campaign(stack: Stack) -> None:
-    campaign_id, emails = await seed(stack.db, 20_000)
-    workers = await stack.workers(2)
+    booting = stack.spawn_workers(2)
+    campaign_id, emails = await seed_campaign(stack.db, 20_000)
+    workers = await ready(booting)
     await stack.start_campaign(campaign_id)
     await stack.sink.wait_until(lambda s: s.accepted_total >= 2000, within=60, what="2000 accepted")
+    # Batches wait in the queue (beyond what the workers hold): they are lost with the server.
+    assert stack.redis.queued("sending") > 0
     stack.redis.kill()
-    # Both workers notice the broker is gone before it comes back (empty: nothing was persisted).
+    # Both workers notice the broker is gone, and go on sending the batches they hold meanwhile.
     for worker in workers:
         await worker.wait_for_log("connection error", within=30)
+    down = stack.sink.accepted_total
+    await stack.sink.wait_until(
+        lambda s: s.accepted_total >= down + 1000, within=60, what="1000 more sent while Redis is down"
+    )
     marks = [len(w.lines) for w in workers]
+    # Back on the same port, empty: nothing was persisted.
     stack.redis.start()
     await wait_for_status(stack.db, campaign_id, CampaignStatus.FINISHED, 120, workers)
     # The queue messages were lost with Redis: the scheduler tick found the batches and enqueued them again.
@@ -360,11 +330,12 @@ async def _redis_restart_mid_campaign(stack: Stack) -> None:
 
 
 async def _transient_smtp_errors_are_retried(stack: Stack) -> None:
-    campaign_id, emails = await seed(stack.db, 1000)
+    booting = stack.spawn_workers(2)
+    campaign_id, emails = await seed_campaign(stack.db, 1000)
     # More refusals than recipients: the first pass fails entirely and some retries fail again.
     stack.sink.fail_next(100, "421 4.7.0 sink.test Service busy, closing transmission channel", stage="RCPT")
     stack.sink.fail_next(1200, "451 4.3.0 Temporary local problem, try again later", stage="DATA")
-    workers = await stack.workers(2)
+    workers = await ready(booting)
     await stack.start_campaign(campaign_id)
     await wait_for_status(stack.db, campaign_id, CampaignStatus.FINISHED, 90, workers)
     assert stack.sink.faults_left() == 0
@@ -374,14 +345,18 @@ async def _transient_smtp_errors_are_retried(stack: Stack) -> None:
     # Each attempt is on record: one per refusal plus the one that went through.
     assert {e: book.attempts[e] for e in emails} == {e: 1 + transient[e] for e in emails}
     assert max(transient.values()) >= 2
+    # With backoff: a refused batch comes back after a delay (≈2 s at first), not at once.
+    gaps = [b - a for times in stack.sink.attempt_times().values() for a, b in itertools.pairwise(times)]
+    assert len(gaps) == 1300 and statistics.median(gaps) >= 1.0
 
 
 async def _permanent_rejections_fail_only_those(stack: Stack) -> None:
-    campaign_id, emails = await seed(stack.db, 1000)
+    booting = stack.spawn_workers(1)
+    campaign_id, emails = await seed_campaign(stack.db, 1000)
     rejected = set(emails[7::25])
     reply = "550 5.1.1 Recipient address rejected: User unknown in virtual mailbox table"
     stack.sink.reject(rejected, reply)
-    workers = await stack.workers(1)
+    workers = await ready(booting)
     await stack.start_campaign(campaign_id)
     row = await wait_for_status(stack.db, campaign_id, CampaignStatus.FINISHED, 60, workers)
     assert (row.sent_count, row.failed_count) == (len(emails) - len(rejected), len(rejected))

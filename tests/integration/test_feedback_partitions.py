@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, text
+from sqlalchemy import delete, func, select, text
 
 from emailkit.domain.db import Database
 from emailkit.domain.events import EventType
@@ -17,7 +17,9 @@ from emailkit.domain.feedback.partitions import (
     existing_partitions,
     months_from,
 )
-from emailkit.domain.models_feedback import Event, EventKey
+from emailkit.domain.models import Campaign
+from emailkit.domain.models_feedback import CampaignFirst, Event, EventKey
+from tests.integration.test_feedback_recording import seed_campaign
 
 
 def test_month_arithmetic() -> None:
@@ -99,3 +101,21 @@ async def test_old_dedupe_keys_are_pruned(db: Database) -> None:
     async with db.session() as s:
         keys = {str(k).replace("-", "") for k in (await s.execute(select(EventKey.key))).scalars()}
     assert keys == {recent}
+
+
+async def test_markers_of_deleted_campaigns_are_pruned(db: Database) -> None:
+    gone = await seed_campaign(db, ["a@x.test"])
+    kept = await seed_campaign(db, ["b@x.test"])
+    await record_events(
+        db,
+        [
+            IncomingEvent(EventType.OPEN, delivery_id=gone.deliveries["a@x.test"]),
+            IncomingEvent(EventType.OPEN, delivery_id=kept.deliveries["b@x.test"]),
+        ],
+    )
+    async with db.transaction() as s:
+        await s.execute(delete(Campaign).where(Campaign.id == gone.campaign_id))
+    await maintain_event_partitions(db)
+    async with db.session() as s:
+        left = (await s.execute(select(CampaignFirst.campaign_id))).scalars().all()
+    assert left == [kept.campaign_id]

@@ -107,8 +107,9 @@ def ev(
     bounce: BounceType | None = None,
     url: str | None = None,
     provider: str = "sendgrid",
+    custom: dict[str, str] | None = None,
 ) -> NormalizedEvent:
-    metadata = {}
+    metadata = dict(custom or {})
     if delivery is not None:
         metadata["emailkit_delivery"] = str(delivery)
     if campaign is not None:
@@ -212,7 +213,7 @@ async def test_provider_retries_store_nothing_and_change_no_counter(db: Database
     ]
     first = await record_events(db, batch)
     before = await stats(db, seeded.campaign_id)
-    again = await record_events(db, batch + [batch[0]])
+    again = await record_events(db, [*batch, batch[0]])
     assert (first.stored, again.stored, again.duplicates) == (3, 0, 4)
     assert await stats(db, seeded.campaign_id) == before
     assert len(await events(db)) == 3

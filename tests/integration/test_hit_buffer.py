@@ -21,7 +21,7 @@ from emailkit.domain.models_feedback import Event
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.tokens import TokenSigner
 from emailkit.domain.tracking import TrackingUrls
-from emailkit.domain.tracking_events import Hit, hit_recorder
+from emailkit.domain.tracking_events import Hit, HitWriter
 from emailkit.settings import Settings
 from tests.conftest import TEST_SECRET
 from tests.tracking_data import make_deliveries
@@ -217,13 +217,12 @@ async def test_every_hit_is_recorded_when_the_app_stops_cleanly(db: Database) ->
 
 async def test_hits_wait_through_an_unreachable_database() -> None:
     # Port 1 on loopback: nothing listens, the connection is refused at once.
-    down = Database("postgresql+asyncpg://postgres@127.0.0.1:1/x", pool_size=1)
-    record = hit_recorder(down, anonymous=False)
+    writer = HitWriter("postgresql+asyncpg://postgres@127.0.0.1:1/x", anonymous=False)
     attempts = asyncio.Event()
 
     async def sink(batch: Sequence[Hit]) -> None:
         try:
-            await record(batch)
+            await writer(batch)
         finally:
             attempts.set()
 
@@ -241,7 +240,7 @@ async def test_hits_wait_through_an_unreachable_database() -> None:
         assert buf.pending == 5
     finally:
         await buf.stop()
-        await down.dispose()
+        await writer.close()
 
 
 async def test_constraint_violations_are_bad_data_and_outages_are_transient(db: Database) -> None:

@@ -75,9 +75,10 @@ class RedisServer:
             self.proc.wait()
         self.proc = None
 
-    def keys(self, pattern: str = "*") -> list[bytes]:
+    def queued(self, queue: str, namespace: str = "emailkit") -> int:
+        """Messages waiting in a Dramatiq queue (not those a worker has fetched)."""
         client = redis.Redis.from_url(self.url)
         try:
-            return list(client.keys(pattern))
+            return int(client.llen(f"{namespace}:{queue}"))
         finally:
             client.close()

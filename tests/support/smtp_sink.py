@@ -53,6 +53,8 @@ class CountingSink:
         # Replies other than 250 given, per address (a fault is given only once the address is known).
         self._transient: Counter[str] = Counter()
         self._permanent: Counter[str] = Counter()
+        # When each address met a transient refusal or was accepted (monotonic clock).
+        self._attempts: dict[str, list[float]] = {}
         self._reject: dict[str, str] = {}
         self._faults: list[_Fault] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -136,6 +138,10 @@ class CountingSink:
         with self._lock:
             return Counter(self._permanent)
 
+    def attempt_times(self) -> dict[str, list[float]]:
+        with self._lock:
+            return {address: list(times) for address, times in self._attempts.items()}
+
     def faults_left(self) -> int:
         with self._lock:
             return sum(f.remaining for f in self._faults)
@@ -152,7 +158,11 @@ class CountingSink:
     # -- decisions (sink thread) --------------------------------------------------------------------
 
     def _count(self, address: str, reply: str) -> None:
-        (self._transient if reply.startswith("4") else self._permanent)[address] += 1
+        if reply.startswith("4"):
+            self._transient[address] += 1
+            self._attempts.setdefault(address, []).append(time.monotonic())
+        else:
+            self._permanent[address] += 1
 
     def _fault(self, stage: str, address: str) -> str | None:
         for fault in self._faults:
@@ -181,6 +191,9 @@ class CountingSink:
                 return fault
             self._accepted.update(recipients)
             self._accepted_total += len(recipients)
+            now = time.monotonic()
+            for address in recipients:
+                self._attempts.setdefault(address, []).append(now)
             return f"250 2.0.0 Ok: queued as S{self._accepted_total}"
 
 

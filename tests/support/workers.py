@@ -44,10 +44,6 @@ class WorkerProcess:
                 self.lines.append(line.rstrip())
                 self._cond.notify_all()
 
-    def count(self, text: str) -> int:
-        with self._cond:
-            return sum(text in line for line in self.lines)
-
     async def wait_for_log(self, text: str, within: float = 60) -> None:
         def wait() -> bool:
             with self._cond:
@@ -71,13 +67,3 @@ class WorkerProcess:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
-
-    def stop(self, within: float = 30) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(within)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._reader.join(5)

@@ -31,7 +31,9 @@ from emailkit.domain.validation import normalize_email
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 
 
-def parse(data: bytes, column_map: dict[str, str] | None = None) -> tuple[Dialect, list[StagedRow], ParseStats]:
+def parse(
+    data: bytes, column_map: dict[str, str] | None = None
+) -> tuple[Dialect, list[StagedRow], ParseStats]:
     dialect, plan = inspect_sample(data, complete=True, column_map=column_map or {}, source_field="file")
     stats = ParseStats()
     rows = list(parse_rows(open_text(io.BytesIO(data), dialect), dialect, plan, stats))

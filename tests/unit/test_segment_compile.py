@@ -10,15 +10,19 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from emailkit.domain import segments
 from emailkit.domain.errors import DomainError
 from emailkit.domain.models import Subscriber
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
-DIALECTS: dict[str, Dialect] = {"postgresql": postgresql.dialect(), "sqlite": sqlite.dialect()}
+# The drivers the application runs on (no connection is made).
+DIALECTS: dict[str, Dialect] = {
+    "postgresql": create_async_engine("postgresql+asyncpg://").dialect,
+    "sqlite": create_async_engine("sqlite+aiosqlite://").dialect,
+}
 
 
 def errors_of(raw: object) -> list[tuple[str | None, str, str]]:
@@ -94,7 +98,7 @@ def test_every_problem_is_reported_with_its_path() -> None:
         "attribute": {"path": "a", "op": "LIKE"},
         "status": "GONE",
     }
-    assert sorted(fields_of(raw)) == [
+    assert sorted(str(f) for f in fields_of(raw)) == [
         "filter.and[0].colour",
         "filter.and[1].attribute.value",
         "filter.attribute.op",
@@ -223,7 +227,7 @@ def test_values_are_always_bound(dialect: str, raw: dict[str, Any]) -> None:
 def test_postgresql_equality_uses_containment() -> None:
     # `@>` on the jsonb_path_ops GIN index: EQ, IN and array CONTAINS never read attributes row by row.
     text, params = sql(attr("address.city", "EQ", "Berlin"), "postgresql")
-    assert "subscribers.attributes @> %(param_1)s::JSONB" in text
+    assert text.endswith("WHERE subscribers.attributes @> $1::JSONB")
     assert params["param_1"] == {"address": {"city": "Berlin"}}
 
     text, params = sql(attr("plan", "IN", ["pro", "team"]), "postgresql")
@@ -237,8 +241,11 @@ def test_postgresql_equality_uses_containment() -> None:
 
 def test_postgresql_ordering_is_guarded_by_the_json_type() -> None:
     text, params = sql(attr("age", "GTE", 30), "postgresql")
-    assert "CASE WHEN (coalesce(jsonb_typeof((subscribers.attributes #> %(param_1)s))" in text
-    assert "CAST((subscribers.attributes #>> %(param_1)s) AS NUMERIC) >= %(param_2)s" in text
+    assert (
+        "CASE WHEN (coalesce(jsonb_typeof((subscribers.attributes #> $1)), $2::VARCHAR) = $3::VARCHAR)"
+        in text
+    )
+    assert "THEN CAST((subscribers.attributes #>> $1) AS NUMERIC) >= $4::NUMERIC ELSE false END" in text
     assert params["param_1"] == ("age",) and params["param_2"] == 30
     text, _ = sql(attr("signup", "LT", "2024"), "postgresql")
     assert 'COLLATE "C"' in text

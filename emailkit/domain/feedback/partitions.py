@@ -20,7 +20,7 @@ from sqlalchemy import delete, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from emailkit.domain.db import Database
-from emailkit.domain.models_feedback import EventKey
+from emailkit.domain.models_feedback import CampaignFirst, EventKey
 
 log = logging.getLogger(__name__)
 
@@ -150,16 +150,42 @@ async def prune_event_keys(conn: AsyncConnection, now: datetime, keep: timedelta
     """Forget dedupe keys older than ``keep``: providers stop retrying long before (SendGrid after 3 days,
     SNS within a day by default). Returns how many were removed."""
     result = await conn.execute(delete(EventKey).where(EventKey.seen_at < now - keep))
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return int(result.rowcount or 0)
+
+
+# Distinct campaign ids of the markers by a loose index scan (one index probe per campaign, not a table
+# scan), keeping those whose campaign is gone.
+_ORPHAN_MARKERS = text(
+    """
+    WITH RECURSIVE ids(campaign_id) AS (
+        SELECT min(campaign_id) FROM campaign_firsts
+        UNION ALL
+        SELECT (SELECT min(f.campaign_id) FROM campaign_firsts f WHERE f.campaign_id > ids.campaign_id)
+        FROM ids WHERE ids.campaign_id IS NOT NULL
+    )
+    SELECT campaign_id FROM ids
+    WHERE campaign_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM campaigns c WHERE c.id = ids.campaign_id)
+    """
+)
+
+
+async def prune_orphan_markers(conn: AsyncConnection) -> int:
+    """Remove the first-seen markers of deleted campaigns (the table has no foreign key to cascade)."""
+    orphans = [int(cid) for cid in (await conn.execute(_ORPHAN_MARKERS)).scalars()]
+    if not orphans:
+        return 0
+    result = await conn.execute(delete(CampaignFirst).where(CampaignFirst.campaign_id.in_(orphans)))
+    return int(result.rowcount or 0)
 
 
 async def maintain_event_partitions(db: Database, now: datetime | None = None) -> list[str]:
     """Periodic entry point (a scheduler tick; daily is plenty): the partitions of this month and the next
-    three, and old dedupe keys pruned. Returns the partitions created."""
+    three; old dedupe keys and the markers of deleted campaigns pruned. Returns the partitions created."""
     now = now or datetime.now(UTC)
     async with db.engine.begin() as conn:
         created = await ensure_event_partitions(conn, now)
         pruned = await prune_event_keys(conn, now)
-    if pruned:
-        log.info("pruned %d event dedupe keys", pruned)
+        orphans = await prune_orphan_markers(conn)
+    if pruned or orphans:
+        log.info("pruned %d event dedupe keys and %d markers of deleted campaigns", pruned, orphans)
     return created

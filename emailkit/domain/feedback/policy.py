@@ -19,7 +19,7 @@ from sqlalchemy import BigInteger, String, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.domain.events import BounceType, EventType
-from emailkit.domain.feedback.sql import one_of, upsert
+from emailkit.domain.feedback.sql import dialect_of, one_of, pg_driver, upsert
 from emailkit.domain.feedback.types import FeedbackPolicy, Pending, email_hash
 from emailkit.domain.models import (
     Campaign,
@@ -31,6 +31,34 @@ from emailkit.domain.models import (
     SubscriptionStatus,
 )
 from emailkit.domain.models_feedback import Event, Suppression, SuppressionReason
+
+_PG_SUPPRESS = """
+INSERT INTO suppressions (email, email_hash, reason, source, detail, campaign_id, created_at)
+SELECT u.email, u.hash, u.reason, u.source, u.detail, c.id, $7
+FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[], $5::text[], $6::bigint[])
+    AS u(email, hash, reason, source, detail, campaign_id)
+-- The campaign may have been deleted meanwhile: keep the entry, drop the reference.
+LEFT JOIN campaigns c ON c.id = u.campaign_id
+ON CONFLICT DO NOTHING
+RETURNING id
+"""
+_PG_BLOCKLIST = (
+    "UPDATE subscribers SET status = 'BLOCKLISTED', updated_at = $2 "
+    "WHERE email = ANY($1::varchar[]) AND status <> 'BLOCKLISTED' RETURNING id"
+)
+_PG_UNSUBSCRIBE_ALL = (
+    "UPDATE subscriptions SET status = 'UNSUBSCRIBED', updated_at = $2 "
+    "WHERE subscriber_id = ANY($1::bigint[]) AND status <> 'UNSUBSCRIBED'"
+)
+_PG_UNSUBSCRIBE_LISTS = (
+    "UPDATE subscriptions SET status = 'UNSUBSCRIBED', updated_at = $2 "
+    "WHERE subscriber_id = ANY($1::bigint[]) AND status <> 'UNSUBSCRIBED' "
+    "AND list_id IN (SELECT list_id FROM campaign_lists WHERE campaign_id = $3)"
+)
+_PG_SOFT_BOUNCES = (
+    "SELECT email, occurred_at FROM events WHERE email = ANY($1::varchar[]) "
+    "AND type = 'BOUNCE' AND bounce_type = 'SOFT' AND occurred_at >= $2"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,23 +78,37 @@ async def suppress(session: AsyncSession, entries: Sequence[SuppressionEntry], n
     unique: dict[str, SuppressionEntry] = {}
     for entry in entries:
         unique.setdefault(entry.email, entry)
-    stmt = upsert(session)(Suppression).on_conflict_do_nothing().returning(Suppression.id)
-    result = await session.execute(
-        stmt,
-        [
-            {
-                "email": e.email,
-                "email_hash": email_hash(e.email),
-                "reason": e.reason,
-                "source": e.source[:32],
-                "detail": e.detail,
-                "campaign_id": e.campaign_id,
-                "created_at": now,
-            }
-            for e in sorted(unique.values(), key=lambda e: e.email)
-        ],
-    )
-    added = len(result.all())
+    ordered = sorted(unique.values(), key=lambda e: e.email)
+    if dialect_of(session) == "postgresql":
+        rows = await (await pg_driver(session)).fetch(
+            _PG_SUPPRESS,
+            [e.email for e in ordered],
+            [email_hash(e.email) for e in ordered],
+            [e.reason.value for e in ordered],
+            [e.source[:32] for e in ordered],
+            [e.detail for e in ordered],
+            [e.campaign_id for e in ordered],
+            now,
+        )
+        added = len(rows)
+    else:
+        stmt = upsert(session)(Suppression.__table__).on_conflict_do_nothing().returning(Suppression.id)
+        result = await session.execute(
+            stmt,
+            [
+                {
+                    "email": e.email,
+                    "email_hash": email_hash(e.email),
+                    "reason": e.reason,
+                    "source": e.source[:32],
+                    "detail": e.detail,
+                    "campaign_id": e.campaign_id,
+                    "created_at": now,
+                }
+                for e in ordered
+            ],
+        )
+        added = len(result.all())
     await blocklist(session, unique, now)
     return added
 
@@ -75,6 +117,12 @@ async def blocklist(session: AsyncSession, emails: Iterable[str], now: datetime)
     wanted = sorted(set(emails))
     if not wanted:
         return []
+    if dialect_of(session) == "postgresql":
+        driver = await pg_driver(session)
+        ids = [r[0] for r in await driver.fetch(_PG_BLOCKLIST, wanted, now)]
+        if ids:
+            await driver.execute(_PG_UNSUBSCRIBE_ALL, ids, now)
+        return ids
     ids = list(
         (
             await session.execute(
@@ -131,16 +179,26 @@ async def _soft_bounce_limit_reached(
     if not latest:
         return []
     since = min(r.occurred_at for r in latest.values()) - policy.soft_bounce_window
+    times: dict[str, list[datetime]] = defaultdict(list)
+    if dialect_of(session) == "postgresql":
+        for email, at in await (await pg_driver(session)).fetch(_PG_SOFT_BOUNCES, list(latest), since):
+            times[email].append(at)
+        return _soft_bounce_entries(latest, times, policy)
     stmt = select(Event.email, Event.occurred_at).where(
         one_of(session, Event.email, list(latest), String()),
         Event.type == EventType.BOUNCE,
         Event.bounce_type == BounceType.SOFT,
         Event.occurred_at >= since,
     )
-    times: dict[str, list[datetime]] = defaultdict(list)
     for email, at in await session.execute(stmt):
         if email is not None:
             times[email].append(at)
+    return _soft_bounce_entries(latest, times, policy)
+
+
+def _soft_bounce_entries(
+    latest: dict[str, Pending], times: dict[str, list[datetime]], policy: FeedbackPolicy
+) -> list[SuppressionEntry]:
     out = []
     for email, r in latest.items():
         window_start = r.occurred_at - policy.soft_bounce_window
@@ -170,6 +228,14 @@ async def unsubscribe(session: AsyncSession, rows: Sequence[Pending], now: datet
             by_campaign[r.campaign_id].add(r.subscriber_id)
     changed = 0
     for campaign_id, subscriber_ids in sorted(by_campaign.items(), key=lambda kv: kv[0] or 0):
+        if dialect_of(session) == "postgresql":
+            driver = await pg_driver(session)
+            if campaign_id is None:
+                status = await driver.execute(_PG_UNSUBSCRIBE_ALL, sorted(subscriber_ids), now)
+            else:
+                status = await driver.execute(_PG_UNSUBSCRIBE_LISTS, sorted(subscriber_ids), now, campaign_id)
+            changed += int(status.rsplit(" ", 1)[-1])
+            continue
         stmt = (
             update(Subscription)
             .where(
@@ -199,9 +265,17 @@ class CampaignCounts:
     sent: int
 
 
+_PG_CAMPAIGN_COUNTS = (
+    "SELECT id, status, recipients_count, sent_count FROM campaigns WHERE id = ANY($1::bigint[])"
+)
+
+
 async def campaign_counts(session: AsyncSession, campaign_ids: set[int]) -> dict[int, CampaignCounts]:
     if not campaign_ids:
         return {}
+    if dialect_of(session) == "postgresql":
+        rows = await (await pg_driver(session)).fetch(_PG_CAMPAIGN_COUNTS, list(campaign_ids))
+        return {r[0]: CampaignCounts(CampaignStatus(r[1]), int(r[2]), int(r[3])) for r in rows}
     stmt = select(Campaign.id, Campaign.status, Campaign.recipients_count, Campaign.sent_count).where(
         one_of(session, Campaign.id, campaign_ids, BigInteger())
     )

@@ -59,16 +59,17 @@ async def record(
     rows = to_pending(events, now)
     if not rows:
         return Recorded(summary)
-    await correlate(session, rows)
-    for r in rows:
-        if r.anonymous:
-            r.strip_identity()
+    # Duplicates first: a provider's retry of a whole batch then costs one statement.
     new = await storage.keep_new(session, rows, now)
     summary.duplicates = len(rows) - len(new)
     summary.stored = len(new)
-    summary.uncorrelated = sum(1 for r in new if r.delivery_id is None)
     if not new:
         return Recorded(summary)
+    await correlate(session, new)
+    for r in new:
+        if r.anonymous:
+            r.strip_identity()
+    summary.uncorrelated = sum(1 for r in new if r.delivery_id is None)
     await storage.insert_events(session, new, now)
     deltas = await storage.count(session, new)
     summary.suppressed = await rules.suppress(

@@ -8,18 +8,27 @@ per-campaign rows stay locked for as short a time as possible.
 from __future__ import annotations
 
 import json
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, text
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.domain.events import EventType
-from emailkit.domain.feedback.sql import dialect_of, upsert
-from emailkit.domain.feedback.types import Pending, url_hash
+from emailkit.domain.feedback.sql import dialect_of, pg_driver, upsert
+from emailkit.domain.feedback.types import (
+    MARKER_BOUNCED,
+    MARKER_CLICK,
+    MARKER_COMPLAINED,
+    MARKER_OPEN,
+    MARKER_UNSUBSCRIBED,
+    Pending,
+    link_marker,
+    url_hash,
+)
 from emailkit.domain.models_feedback import (
     CampaignFirst,
     CampaignLink,
@@ -29,24 +38,19 @@ from emailkit.domain.models_feedback import (
     EventKey,
 )
 
-# Which counter a first-seen marker of each event type feeds.
-FIRST_KIND = {
-    EventType.DELIVERED: "delivered",
-    EventType.BOUNCE: "bounced",
-    EventType.COMPLAINT: "complained",
-    EventType.OPEN: "open",
-    EventType.CLICK: "click",
-    EventType.UNSUBSCRIBE: "unsubscribed",
+# Which counter a first-seen marker of each event type feeds. Deliveries need none: a provider reports one
+# per message and retries are already deduplicated, and they are a third of all events.
+FIRST_MARKER = {
+    EventType.BOUNCE: MARKER_BOUNCED,
+    EventType.COMPLAINT: MARKER_COMPLAINED,
+    EventType.OPEN: MARKER_OPEN,
+    EventType.CLICK: MARKER_CLICK,
+    EventType.UNSUBSCRIBE: MARKER_UNSUBSCRIBED,
 }
 # Counted once per recipient, whatever the number of events.
-_ONCE = {
-    "delivered": "delivered",
-    "bounced": "bounced",
-    "complained": "complained",
-    "unsubscribed": "unsubscribed",
-}
-_UNIQUE = {"open": "unique_opens", "click": "unique_clicks"}
-_TOTAL = {EventType.OPEN: "opens", EventType.CLICK: "clicks"}
+_ONCE = {MARKER_BOUNCED: "bounced", MARKER_COMPLAINED: "complained", MARKER_UNSUBSCRIBED: "unsubscribed"}
+_UNIQUE = {MARKER_OPEN: "unique_opens", MARKER_CLICK: "unique_clicks"}
+_TOTAL = {EventType.OPEN: "opens", EventType.CLICK: "clicks", EventType.DELIVERED: "delivered"}
 COUNTERS = (
     "delivered",
     "bounced",
@@ -68,9 +72,17 @@ class LinkDelta:
 
 @dataclass
 class Deltas:
-    stats: dict[int, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    stats: dict[int, dict[str, int]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
     links: dict[tuple[int, str], LinkDelta] = field(default_factory=dict)
-    timeline: Counter[tuple[int, datetime, EventType]] = field(default_factory=Counter)
+    timeline: dict[tuple[int, datetime, EventType], int] = field(default_factory=lambda: defaultdict(int))
+
+
+# Lists travel as one comma-joined text parameter: encoding a thousand-element array parameter costs the
+# driver far more than splitting one string costs the server. (Keys, ids and marker parts hold no commas.)
+_PG_KEEP_NEW = (
+    "INSERT INTO event_keys (key, seen_at) SELECT k, $2 FROM unnest(string_to_array($1, ',')::uuid[]) AS k "
+    "ON CONFLICT DO NOTHING RETURNING replace(key::text, '-', '')"
+)
 
 
 async def keep_new(session: AsyncSession, rows: Sequence[Pending], now: datetime) -> list[Pending]:
@@ -79,17 +91,12 @@ async def keep_new(session: AsyncSession, rows: Sequence[Pending], now: datetime
     fresh: set[str] = set()
     if keys:
         if dialect_of(session) == "postgresql":
-            result = await session.execute(
-                text(
-                    "INSERT INTO event_keys (key, seen_at) SELECT k, :now FROM unnest(CAST(:keys AS uuid[])) AS k "
-                    "ON CONFLICT DO NOTHING RETURNING replace(key::text, '-', '')"
-                ),
-                {"keys": keys, "now": now},
-            )
+            driver = await pg_driver(session)
+            fresh = {r[0] for r in await driver.fetch(_PG_KEEP_NEW, ",".join(keys), now)}
         else:
-            stmt = upsert(session)(EventKey).on_conflict_do_nothing().returning(EventKey.key)
+            stmt = upsert(session)(EventKey.__table__).on_conflict_do_nothing().returning(EventKey.key)
             result = await session.execute(stmt, [{"key": k, "seen_at": now} for k in keys])
-        fresh = {str(k).replace("-", "") for k in result.scalars()}
+            fresh = {str(k).replace("-", "") for k in result.scalars()}
     new: list[Pending] = []
     for r in rows:
         if r.dedupe_key is None:
@@ -101,23 +108,24 @@ async def keep_new(session: AsyncSession, rows: Sequence[Pending], now: datetime
     return new
 
 
-_PG_INSERT_EVENTS = text(
-    """
-    INSERT INTO events (occurred_at, recorded_at, type, bounce_type, provider, provider_message_id, email,
-                        campaign_id, delivery_id, subscriber_id, url, user_agent, ip, reason, metadata, dedupe_key)
-    SELECT t.occurred_at, :now, t.type, t.bounce_type, t.provider, t.provider_message_id, t.email,
-           t.campaign_id, t.delivery_id, t.subscriber_id, t.url, t.user_agent, t.ip, t.reason,
-           CAST(t.metadata AS jsonb), t.dedupe_key
-    FROM unnest(
-        CAST(:occurred_at AS timestamptz[]), CAST(:type AS varchar[]), CAST(:bounce_type AS varchar[]),
-        CAST(:provider AS varchar[]), CAST(:provider_message_id AS varchar[]), CAST(:email AS varchar[]),
-        CAST(:campaign_id AS bigint[]), CAST(:delivery_id AS bigint[]), CAST(:subscriber_id AS bigint[]),
-        CAST(:url AS text[]), CAST(:user_agent AS text[]), CAST(:ip AS varchar[]), CAST(:reason AS text[]),
-        CAST(:metadata AS text[]), CAST(:dedupe_key AS uuid[])
-    ) AS t(occurred_at, type, bounce_type, provider, provider_message_id, email, campaign_id, delivery_id,
-           subscriber_id, url, user_agent, ip, reason, metadata, dedupe_key)
-    """
-)
+_EVENT_COLUMNS = [
+    "occurred_at",
+    "recorded_at",
+    "type",
+    "bounce_type",
+    "provider",
+    "provider_message_id",
+    "email",
+    "campaign_id",
+    "delivery_id",
+    "subscriber_id",
+    "url",
+    "user_agent",
+    "ip",
+    "reason",
+    "metadata",
+    "dedupe_key",
+]
 
 
 def _clip(value: str | None, limit: int) -> str | None:
@@ -128,28 +136,40 @@ async def insert_events(session: AsyncSession, rows: Sequence[Pending], now: dat
     if not rows:
         return
     if dialect_of(session) == "postgresql":
-        # One statement with one array per column: far cheaper than a row-per-parameter-set executemany.
-        await session.execute(
-            _PG_INSERT_EVENTS,
-            {
-                "now": now,
-                "occurred_at": [r.occurred_at for r in rows],
-                "type": [r.type.value for r in rows],
-                "bounce_type": [r.bounce_type.value if r.bounce_type else None for r in rows],
-                "provider": [r.provider[:32] for r in rows],
-                "provider_message_id": [_clip(r.provider_message_id, 255) for r in rows],
-                "email": [_clip(r.email, 320) for r in rows],
-                "campaign_id": [r.campaign_id for r in rows],
-                "delivery_id": [r.delivery_id for r in rows],
-                "subscriber_id": [r.subscriber_id for r in rows],
-                "url": [r.url for r in rows],
-                "user_agent": [r.user_agent for r in rows],
-                "ip": [_clip(r.ip, 64) for r in rows],
-                "reason": [r.reason for r in rows],
-                "metadata": [json.dumps(r.metadata) if r.metadata else None for r in rows],
-                "dedupe_key": [r.dedupe_key for r in rows],
-            },
-        )
+        # Binary COPY (PostgreSQL routes each row to its month's partition).
+        driver = await pg_driver(session)
+        dumps = json.dumps
+        records = []
+        for r in rows:
+            email, pmid, ip = r.email, r.provider_message_id, r.ip
+            # The columns are bounded; providers' strings are not (one long value must not fail a batch).
+            if email is not None and len(email) > 320:
+                email = email[:320]
+            if pmid is not None and len(pmid) > 255:
+                pmid = pmid[:255]
+            if ip is not None and len(ip) > 64:
+                ip = ip[:64]
+            records.append(
+                (
+                    r.occurred_at,
+                    now,
+                    r.type,  # a StrEnum: the driver sends it as text
+                    r.bounce_type,
+                    r.provider[:32],
+                    pmid,
+                    email,
+                    r.campaign_id,
+                    r.delivery_id,
+                    r.subscriber_id,
+                    r.url,
+                    r.user_agent,
+                    ip,
+                    r.reason,
+                    dumps(r.metadata) if r.metadata else None,
+                    r.dedupe_key,
+                )
+            )
+        await driver.copy_records_to_table("events", columns=_EVENT_COLUMNS, records=records)
         return
     await session.execute(
         insert(Event),
@@ -177,78 +197,148 @@ async def insert_events(session: AsyncSession, rows: Sequence[Pending], now: dat
     )
 
 
-def _markers(row: Pending) -> list[str]:
-    kind = FIRST_KIND.get(row.type)
-    if kind is None:
-        return []
-    if row.type is EventType.CLICK and row.url:
-        return [kind, "link:" + url_hash(row.url)]
-    return [kind]
+_PG_FIRST_SEEN = (
+    "INSERT INTO campaign_firsts (campaign_id, recipient, marker) "
+    "SELECT * FROM unnest(string_to_array($1, ',')::bigint[], string_to_array($2, ',')::bigint[], "
+    "string_to_array($3, ',')::bigint[]) "
+    "ON CONFLICT DO NOTHING RETURNING campaign_id, recipient, marker"
+)
+
+Marker = tuple[int, int, int]
 
 
-async def _first_seen(session: AsyncSession, wanted: set[tuple[int, str, str]]) -> set[tuple[int, str, str]]:
+async def _first_seen(session: AsyncSession, wanted: set[Marker]) -> set[Marker]:
+    """Record the (campaign, recipient, marker) triples; returns those that were not recorded before."""
     if not wanted:
         return set()
     ordered = sorted(wanted)
     if dialect_of(session) == "postgresql":
-        result = await session.execute(
-            text(
-                "INSERT INTO campaign_firsts (campaign_id, kind, recipient) "
-                "SELECT * FROM unnest(CAST(:c AS bigint[]), CAST(:k AS varchar[]), CAST(:r AS varchar[])) "
-                "ON CONFLICT DO NOTHING RETURNING campaign_id, kind, recipient"
-            ),
-            {"c": [m[0] for m in ordered], "k": [m[1] for m in ordered], "r": [m[2] for m in ordered]},
-        )
-    else:
-        stmt = (
-            upsert(session)(CampaignFirst)
-            .on_conflict_do_nothing()
-            .returning(CampaignFirst.campaign_id, CampaignFirst.kind, CampaignFirst.recipient)
-        )
-        result = await session.execute(
-            stmt, [{"campaign_id": c, "kind": k, "recipient": r} for c, k, r in ordered]
-        )
-    return {(int(c), str(k), str(r)) for c, k, r in result.all()}
+        driver = await pg_driver(session)
+        c, r, m = (",".join(map(str, column)) for column in zip(*ordered, strict=True))
+        return {(row[0], row[1], row[2]) for row in await driver.fetch(_PG_FIRST_SEEN, c, r, m)}
+    table = CampaignFirst.__table__
+    stmt = (
+        upsert(session)(table)
+        .on_conflict_do_nothing()
+        .returning(table.c.campaign_id, table.c.recipient, table.c.marker)
+    )
+    result = await session.execute(
+        stmt, [{"campaign_id": c, "recipient": r, "marker": m} for c, r, m in ordered]
+    )
+    return {(int(c), int(r), int(m)) for c, r, m in result.all()}
 
 
 async def count(session: AsyncSession, rows: Sequence[Pending]) -> Deltas:
     """Work out what the stored rows add to each campaign's counters (marking first sightings)."""
     deltas = Deltas()
-    counted = [r for r in rows if r.campaign_id is not None]
-    wanted: set[tuple[int, str, str]] = set()
-    for r in counted:
-        recipient = r.recipient
-        if recipient is not None:
-            assert r.campaign_id is not None
-            wanted.update((r.campaign_id, kind, recipient) for kind in _markers(r))
-    fresh = await _first_seen(session, wanted)
-    for r in counted:
+    # (row, campaign, recipient, link hash, markers), computed once per row.
+    plan = []
+    wanted: set[Marker] = set()
+    hashes: dict[str, str] = {}
+    hours: dict[datetime, datetime] = {}
+    click = EventType.CLICK
+    for r in rows:
         cid = r.campaign_id
-        assert cid is not None
-        stats = deltas.stats[cid]
-        recipient = r.recipient
-        if (total := _TOTAL.get(r.type)) is not None:
+        if cid is None:
+            continue
+        link = None
+        if r.type is click and r.url:
+            link = hashes.get(r.url)
+            if link is None:
+                link = hashes[r.url] = url_hash(r.url)
+        code = FIRST_MARKER.get(r.type)
+        markers: tuple[int, ...] = () if code is None else (code, link_marker(link)) if link else (code,)
+        recipient = r.recipient if markers else None
+        if recipient is not None:
+            for m in markers:
+                wanted.add((cid, recipient, m))
+        plan.append((r, cid, recipient, link, markers))
+    fresh = await _first_seen(session, wanted)
+    stats_by_campaign = deltas.stats
+    for r, cid, recipient, link, markers in plan:
+        stats = stats_by_campaign[cid]
+        total = _TOTAL.get(r.type)
+        if total is not None:
             stats[total] += 1
-        for kind in _markers(r):
+        for marker in markers:
             # Anonymous hits have no recipient: they count in totals, never as unique.
-            first = recipient is not None and (cid, kind, recipient) in fresh
-            if first:
-                fresh.discard((cid, kind, recipient))
-            if kind in _ONCE:
+            first = False
+            if recipient is not None:
+                key = (cid, recipient, marker)
+                if key in fresh:
+                    fresh.discard(key)
+                    first = True
+            if marker in _ONCE:
                 # Without a recipient there is nothing to deduplicate on, so the event counts.
-                stats[_ONCE[kind]] += 1 if first or recipient is None else 0
-            elif kind in _UNIQUE:
-                stats[_UNIQUE[kind]] += 1 if first else 0
-            elif r.url:
-                link = deltas.links.setdefault((cid, url_hash(r.url)), LinkDelta(url=r.url))
-                link.clicks += 1
-                link.unique_clicks += 1 if first else 0
-        deltas.timeline[(cid, r.occurred_at.replace(minute=0, second=0, microsecond=0), r.type)] += 1
+                if first or recipient is None:
+                    stats[_ONCE[marker]] += 1
+            elif marker in _UNIQUE:
+                if first:
+                    stats[_UNIQUE[marker]] += 1
+            elif link is not None and r.url:
+                delta = deltas.links.get((cid, link))
+                if delta is None:
+                    delta = deltas.links[(cid, link)] = LinkDelta(url=r.url)
+                delta.clicks += 1
+                if first:
+                    delta.unique_clicks += 1
+        at = r.occurred_at
+        hour = hours.get(at)
+        if hour is None:
+            hour = hours[at] = at.replace(minute=0, second=0, microsecond=0)
+        deltas.timeline[(cid, hour, r.type)] += 1
     return deltas
 
 
+_PG_LINKS = """
+INSERT INTO campaign_links AS l (campaign_id, url_hash, url, clicks, unique_clicks)
+SELECT * FROM unnest($1::bigint[], $2::varchar[], $3::text[], $4::bigint[], $5::bigint[])
+ON CONFLICT (campaign_id, url_hash)
+DO UPDATE SET clicks = l.clicks + excluded.clicks, unique_clicks = l.unique_clicks + excluded.unique_clicks
+"""
+_PG_TIMELINE = """
+INSERT INTO campaign_timeline AS t (campaign_id, bucket, type, count)
+SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::varchar[], $4::bigint[])
+ON CONFLICT (campaign_id, bucket, type) DO UPDATE SET count = t.count + excluded.count
+"""
+# Parameters: $1 campaign ids, $2 now, then one array per counter in COUNTERS order.
+_PG_STATS = """
+INSERT INTO campaign_stats AS s (campaign_id, updated_at, delivered, bounced, complained, opens, unique_opens,
+                                 clicks, unique_clicks, unsubscribed)
+SELECT u.c, $2, u.delivered, u.bounced, u.complained, u.opens, u.unique_opens, u.clicks, u.unique_clicks,
+       u.unsubscribed
+FROM unnest($1::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[],
+            $9::bigint[], $10::bigint[])
+    AS u(c, delivered, bounced, complained, opens, unique_opens, clicks, unique_clicks, unsubscribed)
+ON CONFLICT (campaign_id) DO UPDATE SET
+    updated_at = excluded.updated_at,
+    delivered = s.delivered + excluded.delivered,
+    bounced = s.bounced + excluded.bounced,
+    complained = s.complained + excluded.complained,
+    opens = s.opens + excluded.opens,
+    unique_opens = s.unique_opens + excluded.unique_opens,
+    clicks = s.clicks + excluded.clicks,
+    unique_clicks = s.unique_clicks + excluded.unique_clicks,
+    unsubscribed = s.unsubscribed + excluded.unsubscribed
+RETURNING campaign_id, delivered, bounced, complained, opens, unique_opens, clicks, unique_clicks, unsubscribed
+"""
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
 async def apply_links_and_timeline(session: AsyncSession, deltas: Deltas) -> None:
-    if deltas.links:
+    links = [(cid, h, d.url, d.clicks, d.unique_clicks) for (cid, h), d in sorted(deltas.links.items())]
+    timeline = [(cid, bucket, type_, n) for (cid, bucket, type_), n in sorted(deltas.timeline.items())]
+    if dialect_of(session) == "postgresql":
+        driver = await pg_driver(session)
+        if links:
+            await driver.execute(_PG_LINKS, *_columns(links))
+        if timeline:
+            await driver.execute(_PG_TIMELINE, *_columns(timeline))
+        return
+    if links:
         table = CampaignLink.__table__
         stmt = upsert(session)(table)
         stmt = stmt.on_conflict_do_update(
@@ -258,40 +348,32 @@ async def apply_links_and_timeline(session: AsyncSession, deltas: Deltas) -> Non
                 "unique_clicks": table.c.unique_clicks + stmt.excluded.unique_clicks,
             },
         )
-        await session.execute(
-            stmt,
-            [
-                {
-                    "campaign_id": cid,
-                    "url_hash": h,
-                    "url": d.url,
-                    "clicks": d.clicks,
-                    "unique_clicks": d.unique_clicks,
-                }
-                for (cid, h), d in sorted(deltas.links.items())
-            ],
-        )
-    if deltas.timeline:
+        link_names = ("campaign_id", "url_hash", "url", "clicks", "unique_clicks")
+        await session.execute(stmt, [dict(zip(link_names, row, strict=True)) for row in links])
+    if timeline:
         table = CampaignTimeline.__table__
         stmt = upsert(session)(table)
         stmt = stmt.on_conflict_do_update(
             index_elements=[table.c.campaign_id, table.c.bucket, table.c.type],
             set_={"count": table.c.count + stmt.excluded["count"]},
         )
-        await session.execute(
-            stmt,
-            [
-                {"campaign_id": cid, "bucket": bucket, "type": type_, "count": n}
-                for (cid, bucket, type_), n in sorted(deltas.timeline.items())
-            ],
-        )
+        bucket_names = ("campaign_id", "bucket", "type", "count")
+        await session.execute(stmt, [dict(zip(bucket_names, row, strict=True)) for row in timeline])
 
 
 async def apply_stats(session: AsyncSession, deltas: Deltas, now: datetime) -> dict[int, dict[str, int]]:
     """Add the deltas to each campaign's counters; returns the counters after the update."""
+    campaigns = sorted(deltas.stats)
+    if not campaigns:
+        return {}
+    if dialect_of(session) == "postgresql":
+        driver = await pg_driver(session)
+        per_counter = [[deltas.stats[cid].get(name, 0) for cid in campaigns] for name in COUNTERS]
+        rows = await driver.fetch(_PG_STATS, campaigns, now, *per_counter)
+        return {row[0]: {name: int(row[i + 1]) for i, name in enumerate(COUNTERS)} for row in rows}
     after: dict[int, dict[str, int]] = {}
     table = CampaignStats.__table__
-    for cid in sorted(deltas.stats):
+    for cid in campaigns:
         delta = deltas.stats[cid]
         values: dict[str, Any] = {name: delta.get(name, 0) for name in COUNTERS}
         stmt = upsert(session)(table).values(campaign_id=cid, updated_at=now, **values)

@@ -8,7 +8,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from emailkit.domain.events import BounceType, EventType, NormalizedEvent
+from emailkit.domain.events import (
+    META_CAMPAIGN,
+    META_DELIVERY,
+    META_SUBSCRIBER,
+    BounceType,
+    EventType,
+    NormalizedEvent,
+)
 
 OUR_PROVIDER = "emailkit"
 # Opens and clicks may be recorded anonymously; the other types need the recipient for their policy.
@@ -27,6 +34,20 @@ def url_hash(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()[:32]
 
 
+# First-seen markers (campaign_firsts.marker): one code per counter; a link's marker is a hash of its URL
+# with the low three bits set, so it never equals a code.
+MARKER_BOUNCED = 1
+MARKER_COMPLAINED = 2
+MARKER_OPEN = 3
+MARKER_CLICK = 4
+MARKER_UNSUBSCRIBED = 5
+_ADDRESS_BASE = 2**62
+
+
+def link_marker(hashed_url: str) -> int:
+    return (int(hashed_url[:16], 16) >> 1) | 7
+
+
 def as_dedupe_key(value: str) -> str:
     """Any caller-chosen key as the 32 hex digits the key column stores."""
     lowered = value.lower()
@@ -37,8 +58,14 @@ def as_id(value: str | None) -> int | None:
     """A database id carried as text in provider metadata, or None when it is not one."""
     if value is None:
         return None
-    value = value.strip()
-    return int(value) if _DIGITS.match(value) and int(value) > 0 else None
+    if not (value.isascii() and value.isdigit()):
+        value = value.strip()
+        if not _DIGITS.match(value):
+            return None
+    if len(value) > 18:
+        return None
+    number = int(value)
+    return number if number > 0 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,14 +139,15 @@ class Pending:
     subscriber_ref: int | None = None
 
     @property
-    def recipient(self) -> str | None:
-        """Who, for the unique counters: the delivery, else the subscriber, else the address."""
+    def recipient(self) -> int | None:
+        """Who, for the unique counters: the delivery, else the subscriber, else the address (three
+        disjoint ranges of one integer; see :class:`~emailkit.domain.models_feedback.CampaignFirst`)."""
         if self.delivery_id is not None:
-            return f"d{self.delivery_id}"
+            return self.delivery_id
         if self.subscriber_id is not None:
-            return f"s{self.subscriber_id}"
+            return -self.subscriber_id
         if self.email:
-            return "e" + email_hash(self.email)[:32]
+            return -(_ADDRESS_BASE + int(email_hash(self.email)[:15], 16))
         return None
 
     def strip_identity(self) -> None:
@@ -129,7 +157,18 @@ class Pending:
         self.metadata = None
 
 
+# Our correlation keys are kept as columns (delivery, campaign, subscriber), not repeated in the metadata.
+_OURS = frozenset({META_DELIVERY, META_CAMPAIGN, META_SUBSCRIBER})
+
+
+def _custom(metadata: Mapping[str, str]) -> dict[str, str] | None:
+    if not metadata or metadata.keys() <= _OURS:
+        return None
+    return {k: v for k, v in metadata.items() if k not in _OURS} or None
+
+
 def from_normalized(event: NormalizedEvent) -> Pending:
+    metadata = event.metadata
     return Pending(
         type=event.type,
         occurred_at=event.occurred_at,
@@ -141,11 +180,11 @@ def from_normalized(event: NormalizedEvent) -> Pending:
         user_agent=event.user_agent,
         ip=event.ip,
         reason=event.reason,
-        metadata=dict(event.metadata) or None,
+        metadata=_custom(metadata),
         dedupe_key=event.dedupe_key,
-        delivery_ref=as_id(event.delivery_ref),
-        campaign_ref=as_id(event.campaign_ref),
-        subscriber_ref=as_id(event.subscriber_ref),
+        delivery_ref=as_id(metadata.get(META_DELIVERY)),
+        campaign_ref=as_id(metadata.get(META_CAMPAIGN)),
+        subscriber_ref=as_id(metadata.get(META_SUBSCRIBER)),
     )
 
 

@@ -13,6 +13,7 @@ from jinja2 import Template, TemplateSyntaxError, nodes
 from emailkit.domain.errors import DomainError, ErrorCode, FieldError
 from emailkit.domain.models import ContentFormat
 from emailkit.domain.rendering.context import sample_context
+from emailkit.domain.rendering.folding import fold_lines
 from emailkit.domain.rendering.jinja import (
     HTML_ENV,
     TEXT_ENV,
@@ -45,7 +46,18 @@ class CompiledContent:
     Thread-safe and immutable, so one instance can serve every batch of a campaign in a process.
     """
 
-    __slots__ = ("_html", "_subject", "_text", "body", "format", "html_source", "text_derived")
+    __slots__ = (
+        "_html",
+        "_render_html",
+        "_render_subject",
+        "_render_text",
+        "_subject",
+        "_text",
+        "body",
+        "format",
+        "html_source",
+        "text_derived",
+    )
 
     def __init__(
         self,
@@ -66,6 +78,9 @@ class CompiledContent:
         self._subject = subject
         self._html = html
         self._text = text
+        self._render_subject = fast_render(subject)
+        self._render_html = fast_render(html)
+        self._render_text = fast_render(text) if text is not None else None
 
     @property
     def text_strategy(self) -> TextStrategy:
@@ -77,18 +92,18 @@ class CompiledContent:
     def render(self, context: Mapping[str, Any]) -> RenderedContent:
         """Render for one recipient; a failing template raises RenderError (TEMPLATE_RENDER or _SECURITY)."""
         try:
-            subject = self._subject.render(context)
+            subject = self._render_subject(context)
         except Exception as exc:
             raise render_failure(exc, "subject") from None
         try:
-            html = self._html.render(context)
+            html = self._render_html(context)
         except Exception as exc:
             raise self._body_failure(exc, context) from None
-        if self._text is None:
+        if self._render_text is None:
             text = html_to_text(html)
         else:
             try:
-                raw = self._text.render(context)
+                raw = self._render_text(context)
                 text = tidy_text(raw) if self.text_derived else tidy_plain_text(raw)
             except Exception as exc:
                 raise render_failure(exc, "body" if self.text_derived else "plainText") from None
@@ -105,6 +120,31 @@ class CompiledContent:
             if not isinstance(source_exc, DomainError):
                 return render_failure(source_exc, "body")
         return render_failure(exc, "body", locate=False)
+
+
+def fast_render(template: Template) -> Callable[[Mapping[str, Any]], str]:
+    """``template.render`` for a mapping, minus its per-call ``dict()`` of the template's globals.
+
+    Jinja walks the template's globals, a ``ChainMap``, twice per render (copying them into the context and
+    listing their names) at a Python-level call per global: measured at ≈40% of rendering a recipient's
+    subject, HTML and text. Here the globals are flattened once and merged with the variables in C; the
+    context (built as ``jinja2.runtime.new_context`` builds it), the output and the rewritten traceback of
+    a failure are those of ``render``.
+    """
+    flat_globals = dict(template.globals)
+    environment = template.environment
+    make_context = environment.context_class
+    root = template.root_render_func
+    name, blocks = template.name, template.blocks
+
+    def render(context: Mapping[str, Any]) -> str:
+        ctx = make_context(environment, {**flat_globals, **context}, name, blocks, globals=flat_globals)
+        try:
+            return environment.concat(root(ctx))
+        except Exception:
+            return environment.handle_exception()
+
+    return render
 
 
 def _text_alternative_needs_html(ast: nodes.Template) -> bool:
@@ -162,13 +202,19 @@ def _compile(body: str, fmt: ContentFormat, subject: str, plain_text: str | None
     if errors:
         raise DomainError(errors)
     html_source, html_ast, html_template = compiled
+    text = text_template if plain_text is not None else _derived_text(html_source, html_ast, html_template)
+    if fmt is ContentFormat.MJML:
+        # MJML's multi-KB lines would send every message base64; its authors never see these lines.
+        folded = fold_lines(html_source)
+        if folded is not html_source:
+            html_source, html_template = folded, compile_template(folded, HTML_ENV, "body")
     return CompiledContent(
         body=body,
         fmt=fmt,
         html_source=html_source,
         subject=subject_template,
         html=html_template,
-        text=text_template if plain_text is not None else _derived_text(html_source, html_ast, html_template),
+        text=text,
         text_derived=plain_text is None,
     )
 

@@ -170,16 +170,10 @@ def upgrade() -> None:
     )
     op.create_table(
         "campaign_firsts",
-        sa.Column("campaign_id", BIGINT, nullable=False),
-        sa.Column("kind", sa.String(length=40), nullable=False),
-        sa.Column("recipient", sa.String(length=40), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["campaign_id"],
-            ["campaigns.id"],
-            name=op.f("fk_campaign_firsts_campaign_id_campaigns"),
-            ondelete="CASCADE",
-        ),
-        sa.PrimaryKeyConstraint("campaign_id", "kind", "recipient", name=op.f("pk_campaign_firsts")),
+        sa.Column("campaign_id", BIGINT, autoincrement=False, nullable=False),
+        sa.Column("recipient", BIGINT, autoincrement=False, nullable=False),
+        sa.Column("marker", BIGINT, autoincrement=False, nullable=False),
+        sa.PrimaryKeyConstraint("campaign_id", "recipient", "marker", name=op.f("pk_campaign_firsts")),
     )
     op.create_table(
         "campaign_timeline",

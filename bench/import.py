@@ -1,0 +1,154 @@
+"""CSV import on PostgreSQL: time and peak memory for a generated file (prints figures; not a test).
+
+Generates a CSV of N subscribers (email, name and five attribute columns, ~56 bytes a row) into a temporary
+file, then imports it into an emptied database the two ways the product does:
+
+* local: the file read directly, as `emailkit import FILE` does;
+* upload: the file stored in the database in 1 MiB chunks (what importSubscribers does with an upload),
+  then the background job reading it back.
+
+Each run reports the phases (reading + COPY into staging, checks, upserts) and the peak RSS of this
+process during the run, sampled at every progress report. Runs at two sizes show that memory does not
+grow with the file.
+
+    python bench/import.py --url postgresql://postgres@127.0.0.1:5432/bench [--rows 1000000] [--small 200000]
+
+The database's schema is DROPPED and re-created: point it at a scratch database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import text
+
+from emailkit import migrate
+from emailkit.domain import imports, lists
+from emailkit.domain.db import Database
+from emailkit.domain.imports import ImportRequest, ImportState
+from emailkit.domain.imports_csv import SAMPLE_BYTES
+from emailkit.domain.models_audience import Import
+
+CITIES = ("Berlin", "Paris", "London", "Madrid", "Rome", "Wien", "Zürich", "København")
+PLANS = ("free", "pro", "team")
+
+
+def generate(path: Path, rows: int) -> None:
+    with path.open("w", encoding="utf-8", newline="") as out:
+        out.write("email,name,city,age,vip,plan,signup\n")
+        for i in range(rows):
+            out.write(
+                f"user{i}@example{i % 997}.com,User {i},{CITIES[i % 8]},{18 + i % 60},"
+                f"{'true' if i % 3 == 0 else 'false'},{PLANS[i % 3]},2024-{1 + i % 12:02d}-{1 + i % 28:02d}\n"
+            )
+
+
+def rss_mib() -> float:
+    with open("/proc/self/statm") as statm:
+        pages = int(statm.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / (1 << 20)
+
+
+@dataclass
+class Probe:
+    started: float = field(default_factory=time.perf_counter)
+    peak_rss: float = 0.0
+    loading_at: float | None = None
+
+    async def __call__(self, state: ImportState) -> None:
+        self.peak_rss = max(self.peak_rss, rss_mib())
+        if state.phase == "loading" and self.loading_at is None:
+            self.loading_at = time.perf_counter()
+
+
+async def reset(url: str) -> Database:
+    db = Database(url)
+    async with db.engine.begin() as conn:
+        await conn.execute(text("DROP SCHEMA public CASCADE"))
+        await conn.execute(text("CREATE SCHEMA public"))
+    await migrate.upgrade(db)
+    async with db.transaction() as s:
+        await lists.create_list(s, lists.ListInput(name="Bench"))
+    return db
+
+
+async def file_chunks(path: Path) -> AsyncIterator[bytes]:
+    with path.open("rb") as source:
+        while block := source.read(imports.CHUNK_BYTES):
+            yield block
+
+
+async def run_once(url: str, path: Path, size: int, rows: int, how: str) -> None:
+    db = await reset(url)
+    try:
+        request = ImportRequest(path.name, [1])
+        stored = 0.0
+        t0 = time.perf_counter()
+        async with db.transaction() as s:
+            if how == "upload":
+                row = await imports.create_import(s, request, file_chunks(path))
+            else:
+                with path.open("rb") as source:
+                    sample = source.read(SAMPLE_BYTES)
+                row = await imports.create_local_import(s, request, sample, size)
+        stored = time.perf_counter() - t0
+        before = rss_mib()
+        probe = Probe()
+        if how == "upload":
+            result = await imports.run_import(db, row.id, on_progress=probe)
+        else:
+            with path.open("rb") as source:
+                result = await imports.run_import(db, row.id, source=source, on_progress=probe)
+        done = time.perf_counter()
+        assert isinstance(result, Import)
+        if result.inserted != rows:
+            raise SystemExit(f"unexpected result: {result.status} {result.error} inserted={result.inserted}")
+        loading = (probe.loading_at or done) - probe.started
+        total = done - probe.started + (stored if how == "upload" else 0.0)
+        print(
+            f"  {how:6} {rows:>9,} rows: total {total:6.2f} s ({rows / total:>9,.0f} rows/s)"
+            + (f"  [store upload {stored:5.2f} s]" if how == "upload" else "")
+            + f"  read+COPY+checks {loading:6.2f} s  upserts {done - probe.started - loading:6.2f} s"
+            + f"  RSS before {before:6.1f} MiB, peak {probe.peak_rss:6.1f} MiB"
+        )
+    finally:
+        await db.dispose()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--url", required=True, help="postgresql+asyncpg:// URL of a scratch database")
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--small", type=int, default=200_000, help="a second, smaller size (0 to skip)")
+    parser.add_argument("--ways", default="local,upload", help="local, upload or both (comma-separated)")
+    args = parser.parse_args()
+    url = args.url.replace("postgresql://", "postgresql+asyncpg://", 1)
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for rows in [r for r in (args.small, args.rows) if r]:
+            path = Path(tmp) / f"subscribers-{rows}.csv"
+            t0 = time.perf_counter()
+            generate(path, rows)
+            size = path.stat().st_size
+            print(f"{rows:,} rows, {size / (1 << 20):.1f} MiB generated in {time.perf_counter() - t0:.1f} s")
+            for how in args.ways.split(","):
+                await run_once(url, path, size, rows, how.strip())
+            path.unlink()
+    print(
+        f"peak RSS of the whole process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MiB"
+    )
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,102 @@
+"""A worker presumed dead (its lease ran out) while it is in fact still sending: the batch is taken over,
+and the old worker hands over nothing more, so nobody is mailed twice and the counters stay right.
+
+Two CampaignSenders in this process stand for the two workers, each with its own SMTP connections to a
+counting sink. The first one stalls inside the hand-over of a message (as a worker stuck in a long GC
+pause or cut off from the database would); the test expires its lease and lets the second one take over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select, update
+
+from emailkit.domain import lifecycle
+from emailkit.domain.db import Database
+from emailkit.domain.models import Campaign, CampaignBatch, CampaignStatus, Delivery, DeliveryStatus
+from emailkit.domain.pipeline import CampaignSender, PipelineConfig
+from emailkit.domain.tokens import TokenSigner
+from emailkit.domain.tracking import TrackingUrls
+from emailkit.domain.types import utcnow
+from emailkit.providers.smtp import SmtpProvider, parse_smtp_url
+from tests.support.audience import seed_campaign
+from tests.support.smtp_sink import CountingSink
+
+pytestmark = pytest.mark.crash
+
+RECIPIENTS = 120
+
+
+def sender(db: Database, sink: CountingSink) -> CampaignSender:
+    provider = SmtpProvider(parse_smtp_url(sink.url), pool_size=2)
+    urls = TrackingUrls("https://mail.crash.test", TokenSigner("lease-test-secret-0123456789"))
+    return CampaignSender(db, provider, "smtp", urls, config=PipelineConfig(lease_seconds=60, chunk_size=50))
+
+
+async def test_a_worker_whose_batch_was_taken_over_hands_over_nothing_more(db: Database) -> None:
+    sink = CountingSink()
+    sink.start()
+    old, new = sender(db, sink), sender(db, sink)
+    try:
+        campaign_id, emails = await seed_campaign(db, RECIPIENTS)
+        async with db.transaction() as s:
+            _, [batch_id] = await lifecycle.start_campaign(s, campaign_id, batch_size=1000)
+
+        stalled, resume = asyncio.Event(), asyncio.Event()
+        hand_overs = 0
+        mark_sending = old._mark_sending
+
+        async def stalling(batch: CampaignBatch, ids: list[str]) -> None:
+            nonlocal hand_overs
+            hand_overs += 1
+            if hand_overs == 10:
+                stalled.set()
+                await resume.wait()
+            await mark_sending(batch, ids)
+
+        old._mark_sending = stalling  # type: ignore[method-assign]
+        running = asyncio.create_task(old.run_batch(batch_id))
+        await asyncio.wait_for(stalled.wait(), 30)
+        sent_before = sink.accepted_total
+        assert 0 < sent_before < RECIPIENTS
+
+        # Presumed dead: the lease runs out and another worker claims the batch and completes it.
+        async with db.transaction() as s:
+            await s.execute(
+                update(CampaignBatch)
+                .where(CampaignBatch.id == batch_id)
+                .values(lease_until=utcnow() - timedelta(seconds=1))
+            )
+        taken_over = await new.run_batch(batch_id)
+        assert taken_over.claimed and taken_over.done and taken_over.campaign_finished
+
+        # The old worker wakes up: it may not hand over the messages it was about to.
+        resume.set()
+        outcome = await asyncio.wait_for(running, 30)
+        assert outcome.claimed and not outcome.done
+
+        accepted = sink.accepted()
+        assert set(accepted) == set(emails)
+        assert max(accepted.values()) == 1
+        async with db.session() as s:
+            campaign = await s.get(Campaign, campaign_id)
+            assert campaign is not None
+            statuses = dict(
+                (
+                    await s.execute(
+                        select(Delivery.status, func.count())
+                        .where(Delivery.campaign_id == campaign_id)
+                        .group_by(Delivery.status)
+                    )
+                ).all()
+            )
+        assert statuses == {DeliveryStatus.SENT: RECIPIENTS}
+        assert campaign.status is CampaignStatus.FINISHED
+        assert (campaign.sent_count, campaign.failed_count) == (RECIPIENTS, 0)
+    finally:
+        await old.provider.close()
+        await new.provider.close()
+        sink.stop()
