@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+# How long tasks still running at close get to unwind after being cancelled.
+_CLOSE_GRACE = 5.0
 
 
 class LoopThread:
@@ -33,35 +36,34 @@ class LoopThread:
                 self._loop, self._thread = loop, thread
             return self._loop
 
-    @property
-    def running(self) -> bool:
-        return self._loop is not None
-
     async def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the thread's loop and wait for it without blocking the caller's loop. Cancelling
         the caller cancels the coroutine."""
         future = asyncio.run_coroutine_threadsafe(coro, self._ensure())
         return await asyncio.wrap_future(future)
 
-    async def close(self, timeout: float = 5.0) -> None:
-        """Cancel what still runs there (waiting up to ``timeout`` seconds for it to unwind), stop the loop and
-        join the thread (waiting in an executor, not on the caller's loop)."""
+    async def close(self, final: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Cancel what still runs there (giving it a few seconds to unwind), run ``final`` there (e.g. close
+        that loop's connections), stop the loop and join the thread (waiting in an executor, not on the
+        caller's loop)."""
         with self._lock:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
         if loop is None or thread is None:
             return
-        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_cancel_others(timeout), loop))
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_wind_down(final), loop))
         loop.call_soon_threadsafe(loop.stop)
         await asyncio.get_running_loop().run_in_executor(None, thread.join)
         loop.close()
 
 
-async def _cancel_others(timeout: float) -> None:
-    """Cancel every other task of the running loop, as ``asyncio.run`` does before closing one."""
+async def _wind_down(final: Callable[[], Awaitable[None]] | None) -> None:
+    """Cancel every other task of the running loop, as ``asyncio.run`` does before closing one; then ``final``."""
     current = asyncio.current_task()
     tasks = [t for t in asyncio.all_tasks() if t is not current]
     for task in tasks:
         task.cancel()
     if tasks:
-        await asyncio.wait(tasks, timeout=timeout)
+        await asyncio.wait(tasks, timeout=_CLOSE_GRACE)
+    if final is not None:
+        await final()

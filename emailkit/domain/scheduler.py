@@ -11,7 +11,8 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy.orm import aliased
 
 from emailkit.domain import lifecycle
 from emailkit.domain.errors import DomainError
@@ -69,10 +70,18 @@ async def start_due_campaigns(runtime: Runtime, now: datetime) -> list[int]:
 async def requeue_stale_batches(runtime: Runtime, now: datetime, requeue_after: float) -> list[int]:
     """Batches of running campaigns that no worker holds and no queue message seems to carry."""
     cutoff = now - timedelta(seconds=requeue_after)
+    # A PENDING batch of a campaign that a worker is busy with is most likely just waiting its turn in the
+    # queue; only when nobody holds a live lease on the campaign are its queue messages presumed lost.
+    busy = aliased(CampaignBatch)
+    campaign_busy = exists().where(
+        busy.campaign_id == CampaignBatch.campaign_id,
+        busy.status == BatchStatus.RUNNING,
+        busy.lease_until >= now,
+    )
     stale = and_(
         or_(CampaignBatch.enqueued_at.is_(None), CampaignBatch.enqueued_at < cutoff),
         or_(
-            CampaignBatch.status == BatchStatus.PENDING,
+            and_(CampaignBatch.status == BatchStatus.PENDING, ~campaign_busy),
             and_(CampaignBatch.status == BatchStatus.RUNNING, CampaignBatch.lease_until < now),
         ),
     )

@@ -86,9 +86,7 @@ class HitWriter:
             return await record(session, events, self.policy, utcnow())
 
     async def close(self) -> None:
-        if self.thread.running:
-            await self.thread.run(self.db.dispose())
-        await self.thread.close()
+        await self.thread.close(final=self.db.dispose)
 
 
 @dataclass(frozen=True, slots=True)

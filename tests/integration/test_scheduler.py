@@ -1,0 +1,135 @@
+"""The scheduler's upkeep: due campaigns start, batches whose queue messages were lost are enqueued again."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, update
+
+from emailkit.domain import lifecycle, scheduler
+from emailkit.domain.db import Database
+from emailkit.domain.models import (
+    BatchStatus,
+    Campaign,
+    CampaignBatch,
+    CampaignList,
+    CampaignStatus,
+    ContentFormat,
+    MailingList,
+    Subscriber,
+    Subscription,
+)
+from emailkit.domain.ports import JobArg
+from emailkit.domain.runtime import Runtime
+from tests.conftest import TEST_SECRET
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+
+
+class RecordingQueue:
+    """A JobQueue that keeps what was enqueued, so a test can see exactly which batches were handed over."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[str, dict[str, JobArg]]] = []
+
+    async def enqueue(
+        self, job: str, args: Mapping[str, JobArg] | None = None, *, delay: float | None = None
+    ) -> None:
+        self.jobs.append((job, dict(args or {})))
+
+    def batch_ids(self) -> list[int]:
+        return sorted(int(a["batch_id"]) for j, a in self.jobs if j == scheduler.SEND_BATCH_JOB)  # type: ignore[arg-type]
+
+
+async def make_campaign(db: Database, subscribers: int = 25) -> int:
+    async with db.transaction() as s:
+        lst = MailingList(name="L")
+        s.add(lst)
+        await s.flush()
+        for i in range(subscribers):
+            sub = Subscriber(email=f"s{i}@example.com")
+            s.add(sub)
+            await s.flush()
+            s.add(Subscription(subscriber_id=sub.id, list_id=lst.id))
+        campaign = Campaign(
+            name="C", subject="S", from_email="a@example.com", body="<p>x</p>", format=ContentFormat.HTML
+        )
+        s.add(campaign)
+        await s.flush()
+        s.add(CampaignList(campaign_id=campaign.id, list_id=lst.id))
+        return campaign.id
+
+
+def runtime_for(db: Database, queue: RecordingQueue) -> Runtime:
+    return Runtime(db=db, secret_key=TEST_SECRET, public_url="http://testserver", jobs=queue)
+
+
+async def test_a_due_scheduled_campaign_starts_and_its_batches_are_enqueued(db: Database) -> None:
+    campaign_id = await make_campaign(db)
+    async with db.transaction() as s:
+        await lifecycle.schedule_campaign(s, campaign_id, NOW + timedelta(seconds=30), now=NOW)
+    queue = RecordingQueue()
+    runtime = runtime_for(db, queue)
+
+    await scheduler.tick(runtime, NOW)  # not yet due
+    assert queue.jobs == []
+    await scheduler.tick(runtime, NOW + timedelta(seconds=31))
+    async with db.session() as s:
+        campaign = await s.get(Campaign, campaign_id)
+        batches = list((await s.execute(select(CampaignBatch.id))).scalars())
+    assert campaign is not None and campaign.status is CampaignStatus.RUNNING
+    assert queue.batch_ids() == sorted(batches) and len(batches) == 1
+
+
+async def test_lost_batches_are_enqueued_again_once_per_interval(db: Database) -> None:
+    campaign_id = await make_campaign(db, subscribers=30)
+    async with db.transaction() as s:
+        _, batch_ids = await lifecycle.start_campaign(s, campaign_id, batch_size=10, now=NOW)
+    queue = RecordingQueue()
+    runtime = runtime_for(db, queue)
+
+    await scheduler.requeue_stale_batches(runtime, NOW + timedelta(seconds=30), requeue_after=60)
+    assert queue.jobs == []  # enqueued at start, not stale yet
+    later = NOW + timedelta(seconds=61)
+    assert sorted(await scheduler.requeue_stale_batches(runtime, later, requeue_after=60)) == sorted(
+        batch_ids
+    )
+    # The winner moved enqueued_at forward: a second ticker right after finds nothing to do.
+    assert await scheduler.requeue_stale_batches(runtime, later, requeue_after=60) == []
+    assert queue.batch_ids() == sorted(batch_ids)
+
+
+async def test_waiting_batches_of_a_busy_campaign_are_left_alone_but_dead_leases_are_taken_over(
+    db: Database,
+) -> None:
+    campaign_id = await make_campaign(db, subscribers=30)
+    async with db.transaction() as s:
+        _, batch_ids = await lifecycle.start_campaign(s, campaign_id, batch_size=10, now=NOW)
+    first, *waiting = batch_ids
+    later = NOW + timedelta(minutes=5)
+    async with db.transaction() as s:
+        await s.execute(
+            update(CampaignBatch)
+            .where(CampaignBatch.id == first)
+            .values(status=BatchStatus.RUNNING, lease_until=later + timedelta(seconds=60))
+        )
+    queue = RecordingQueue()
+    runtime = runtime_for(db, queue)
+    # A worker holds a live lease: the others are just queued behind it.
+    assert await scheduler.requeue_stale_batches(runtime, later, requeue_after=60) == []
+
+    # The worker died: its lease expired, so its batch and the waiting ones are enqueued again.
+    dead = later + timedelta(seconds=61)
+    assert sorted(await scheduler.requeue_stale_batches(runtime, dead, requeue_after=60)) == sorted(
+        [first, *waiting]
+    )
+
+
+async def test_paused_campaigns_are_not_requeued(db: Database) -> None:
+    campaign_id = await make_campaign(db)
+    async with db.transaction() as s:
+        await lifecycle.start_campaign(s, campaign_id, batch_size=10, now=NOW)
+        await lifecycle.pause_campaign(s, campaign_id)
+    queue = RecordingQueue()
+    assert await scheduler.requeue_stale_batches(runtime_for(db, queue), NOW + timedelta(hours=1), 60) == []
