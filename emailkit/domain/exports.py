@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from sqlalchemy import ARRAY, ColumnElement, Select, Text, and_, case, exists, func, literal, select, true
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.domain import segments
@@ -123,24 +124,34 @@ async def attribute_paths(db: Database, where: ColumnElement[bool]) -> list[str]
 
 
 async def _postgresql_paths(session: AsyncSession, where: ColumnElement[bool]) -> set[str]:
-    # Walks the JSONB documents in the database: only the distinct paths come back, not the documents.
-    top = func.jsonb_each(Subscriber.attributes).table_valued("key", "value").render_derived("top")
-    anchor = (
-        select(top.c.key.label("path"), top.c.value.label("value"))
-        .select_from(Subscriber)
-        .join(top, true())
-        .where(where)
-    )
-    tree = anchor.cte("tree", recursive=True)
-    child = func.jsonb_each(tree.c.value).table_valued("key", "value").render_derived("child")
-    tree = tree.union_all(
-        select((tree.c.path + _SEP + child.c.key).label("path"), child.c.value.label("value"))
-        .select_from(tree)
-        .join(child, true())
-        .where(func.jsonb_typeof(tree.c.value) == "object")
-    )
-    stmt = select(tree.c.path).where(func.jsonb_typeof(tree.c.value) != "object").distinct()
-    return set((await session.execute(stmt)).scalars())
+    """Key paths found by the database, one level per query: only the documents' keys come back.
+
+    The first query lists the top-level keys and whether each holds scalars, objects or both; only keys
+    holding objects are looked into, so flat attributes (the usual case) cost a single pass."""
+    found: set[str] = set()
+    pending: list[tuple[str, ...]] = [()]
+    while pending:
+        prefix = pending.pop()
+        document: Any = Subscriber.attributes
+        if prefix:
+            node = Subscriber.attributes.op("#>")(literal(list(prefix), ARRAY(Text)))
+            document = case((func.jsonb_typeof(node) == "object", node), else_=literal({}, JSONB()))
+        each = func.jsonb_each(document).table_valued("key", "value").render_derived("each")
+        kind = func.jsonb_typeof(each.c.value)
+        stmt = (
+            select(each.c.key, func.bool_or(kind == "object"), func.bool_or(kind != "object"))
+            .select_from(Subscriber)
+            .join(each, true())
+            .where(where)
+            .group_by(each.c.key)
+        )
+        for key, holds_objects, holds_values in (await session.execute(stmt)).all():
+            path = (*prefix, key)
+            if holds_values:
+                found.add(_SEP.join(path))
+            if holds_objects:
+                pending.append(path)
+    return found
 
 
 def _pg_attribute_text(path: str) -> ColumnElement[Any]:

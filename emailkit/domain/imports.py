@@ -526,6 +526,7 @@ async def _execute(run: _Run, row: Import, binary: IO[bytes]) -> None:
             state.failed = stats.invalid
             state.phase = "loading"
             await run.report(force=True)
+            await imports_load.analyze_staging(conn)
             state.failed += await imports_load.mark_duplicates(conn)
             state.skipped += await imports_load.mark_suppressed(conn)
             base_skipped = state.skipped

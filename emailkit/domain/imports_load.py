@@ -168,6 +168,12 @@ async def _insert_rows(
 # --- checks -----------------------------------------------------------------------------------------------
 
 
+async def analyze_staging(conn: AsyncConnection) -> None:
+    """Give PostgreSQL's planner statistics on the staged rows (autovacuum never looks at temporary tables)."""
+    if _dialect(conn) == "postgresql":
+        await conn.execute(text(f"ANALYZE {STAGING_NAME}"))
+
+
 async def mark_duplicates(conn: AsyncConnection) -> int:
     """Every repeat of an address within the file fails, naming the row that keeps it."""
     firsts = (
