@@ -149,6 +149,7 @@ async def main() -> None:
     try:
         await ensure_rows(db, args.rows)
         selection = exports.Selection(list_id=args.list_id)
+        print(f"RSS before exporting: {rss_mib():.1f} MiB")
         rows, size, discovery, total, peak = await direct(db, selection)
         print(
             f"direct: {rows:,} rows, {size / (1 << 20):.1f} MiB in {total:.2f} s = {rows / total:,.0f} rows/s "

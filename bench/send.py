@@ -4,7 +4,7 @@ postfix's smtp-sink, timed from `startCampaign` to FINISHED, next to postfix's s
 Prints figures (not a test). Needs PostgreSQL, Redis and the Debian package postfix (smtp-sink and
 smtp-source; the postfix daemon itself stays stopped). The database named by --database-url is wiped.
 
-    python bench/send.py [--subscribers 100000] [--processes 2] [--threads 4] [--pool-size 5]
+    python bench/send.py [--subscribers 100000] [--processes 2] [--threads 4] [--pool-size 40]
                          [--database-url postgresql://postgres@127.0.0.1:5432/ek_h14]
                          [--redis-url redis://127.0.0.1:6379/14] [--profile worker.txt]
 
@@ -494,7 +494,12 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=100_000)
     parser.add_argument("--processes", type=int, default=2, help="emailkit worker --processes")
     parser.add_argument("--threads", type=int, default=4, help="emailkit worker --threads")
-    parser.add_argument("--pool-size", type=int, default=5, help="EMAILKIT_SMTP_POOL_SIZE per worker process")
+    parser.add_argument(
+        "--pool-size",
+        type=int,
+        default=40,
+        help="EMAILKIT_SMTP_POOL_SIZE per worker process (the setting's default of 5 leaves a worker waiting)",
+    )
     parser.add_argument("--batch-size", type=int, default=1000, help="EMAILKIT_BATCH_SIZE")
     parser.add_argument("--source-messages", type=int, default=30_000, help="messages smtp-source sends")
     parser.add_argument("--source-sessions", type=int, default=10)

@@ -192,6 +192,13 @@ async def _flush_unique_email(session: AsyncSession, email: str) -> None:
         raise _duplicate(email) from exc
 
 
+async def _refuse_erased(session: AsyncSession, email: str) -> None:
+    # Imported here: gdpr builds on this module.
+    from emailkit.domain.gdpr import ensure_not_erased
+
+    await ensure_not_erased(session, email)
+
+
 async def create_subscriber(
     session: AsyncSession,
     email: str,
@@ -221,6 +228,7 @@ async def create_subscriber(
     await require_lists(session, list_ids)
     if await _email_taken(session, normalized):
         raise _duplicate(normalized)
+    await _refuse_erased(session, normalized)
 
     row = Subscriber(
         email=normalized,
@@ -257,6 +265,7 @@ async def update_subscriber(
     if normalized is not None and normalized != row.email:
         if await _email_taken(session, normalized, exclude_id=row.id):
             raise _duplicate(normalized)
+        await _refuse_erased(session, normalized)
         row.email = normalized
     if name is not None:
         row.name = name.strip()

@@ -185,8 +185,9 @@ def use_uvloop() -> bool:
     """Make event loops created from now on uvloop's, where it is installed; whether it is.
 
     Jobs run on the loop that Dramatiq's AsyncIO middleware creates with ``asyncio.new_event_loop()`` when
-    the worker boots, so the policy must be in place before that. uvloop roughly halves the CPU that a
-    worker spends on socket I/O (SMTP sessions, PostgreSQL, Redis) per message.
+    the worker boots, so the policy must be in place before that. A send waits on many round trips per
+    message (SMTP replies, ledger commits), and uvloop answers each sooner: bench/send.py measured ≈20%
+    more emails per second with it.
     """
     try:
         import uvloop

@@ -237,6 +237,18 @@ async def test_an_erased_address_is_not_imported_again(gql: GQL, db: Database) -
         assert await subscribers.get_by_email(s, "anna@example.com") is None
 
 
+async def test_an_erased_address_cannot_be_created_or_assigned_again(gql: GQL, db: Database) -> None:
+    world = await build(db)
+    data(await gql(ERASE, {"i": {"id": to_global_id("Subscriber", world.anna)}}))
+    create = "mutation($i: CreateSubscriberInput!) { createSubscriber(input: $i) { subscriber { id } userErrors { field code } } }"
+    refused = data(await gql(create, {"i": {"email": "Anna@Example.com"}}))["createSubscriber"]
+    assert refused == {"subscriber": None, "userErrors": [{"field": "email", "code": "ERASED"}]}
+    other = data(await gql(create, {"i": {"email": "someone@example.com"}}))["createSubscriber"]["subscriber"]
+    update = "mutation($i: UpdateSubscriberInput!) { updateSubscriber(input: $i) { userErrors { field code } } }"
+    moved = data(await gql(update, {"i": {"id": other["id"], "email": "anna@example.com"}}))["updateSubscriber"]
+    assert moved["userErrors"] == [{"field": "email", "code": "ERASED"}]
+
+
 async def test_erasing_a_suppressed_address_keeps_the_suppression_without_the_address(
     gql: GQL, db: Database
 ) -> None:
