@@ -244,8 +244,12 @@ async def test_an_erased_address_cannot_be_created_or_assigned_again(gql: GQL, d
     refused = data(await gql(create, {"i": {"email": "Anna@Example.com"}}))["createSubscriber"]
     assert refused == {"subscriber": None, "userErrors": [{"field": "email", "code": "ERASED"}]}
     other = data(await gql(create, {"i": {"email": "someone@example.com"}}))["createSubscriber"]["subscriber"]
-    update = "mutation($i: UpdateSubscriberInput!) { updateSubscriber(input: $i) { userErrors { field code } } }"
-    moved = data(await gql(update, {"i": {"id": other["id"], "email": "anna@example.com"}}))["updateSubscriber"]
+    update = (
+        "mutation($i: UpdateSubscriberInput!) { updateSubscriber(input: $i) { userErrors { field code } } }"
+    )
+    moved = data(await gql(update, {"i": {"id": other["id"], "email": "anna@example.com"}}))[
+        "updateSubscriber"
+    ]
     assert moved["userErrors"] == [{"field": "email", "code": "ERASED"}]
 
 

@@ -261,9 +261,9 @@ def test_send_test_email_and_transactional(embedded: tuple[Api, Path]) -> None:
 
 def test_transactional_mail_is_never_sent_to_a_suppressed_address(embedded: tuple[Api, Path]) -> None:
     api, outbox = embedded
-    added = api(
-        'mutation { addSuppression(input: {email: "gone@example.com"}) { userErrors { code } } }'
-    )["addSuppression"]
+    added = api('mutation { addSuppression(input: {email: "gone@example.com"}) { userErrors { code } } }')[
+        "addSuppression"
+    ]
     assert added["userErrors"] == []
     template = api(
         "mutation($i: CreateTemplateInput!) { createTemplate(input: $i) { template { id } } }",

@@ -163,7 +163,9 @@ def test_a_bad_setting_stops_start_up_with_one_line(tmp_path: Path, variable: st
 @pytest.mark.parametrize(
     ("provider", "variable"), [("smtp", "EMAILKIT_SMTP_URL"), ("sendgrid", "EMAILKIT_SENDGRID_API_KEY")]
 )
-def test_serve_refuses_a_provider_without_its_credentials(tmp_path: Path, provider: str, variable: str) -> None:
+def test_serve_refuses_a_provider_without_its_credentials(
+    tmp_path: Path, provider: str, variable: str
+) -> None:
     result = emailkit(tmp_path, {**_base_env(tmp_path), "EMAILKIT_PROVIDER": provider}, "serve")
     assert_one_line_error(result, variable)
 
