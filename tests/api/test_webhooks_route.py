@@ -31,7 +31,8 @@ from emailkit.settings import Settings
 from tests.conftest import TEST_SECRET
 from tests.integration.test_feedback_recording import seed_campaign, stats, subscriber
 
-FIXTURES = Path(__file__).parents[2] / ".." / "shared" / "fixtures" / "webhooks"
+# Copies of ../shared/fixtures/webhooks (real provider payloads), so a fresh clone tests on its own.
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "webhooks"
 SNS_CERT = "SimpleNotificationService-7ff5318490ec183fbaddaa2a969abfda.pem"
 
 

@@ -23,7 +23,8 @@ from emailkit.providers.webhooks import MemorySeenTokens, WebhookDeps, build_par
 from emailkit.providers.webhooks.mailgun import MailgunWebhookParser
 from emailkit.settings import Settings
 
-FIXTURES = Path(__file__).parents[2] / ".." / "shared" / "fixtures" / "webhooks"
+# Copies of ../shared/fixtures/webhooks (real provider payloads), so a fresh clone tests on its own.
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "webhooks"
 SYMFONY_KEY = "key-0p6mqbf74lb20gzq9f4dhpn9rg3zyk26"
 
 

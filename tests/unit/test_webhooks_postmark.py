@@ -15,7 +15,8 @@ from emailkit.providers.webhooks import build_parser, receive
 from emailkit.providers.webhooks.postmark import PostmarkWebhookParser
 from emailkit.settings import Settings
 
-FIXTURES = Path(__file__).parents[2] / ".." / "shared" / "fixtures" / "webhooks"
+# Copies of ../shared/fixtures/webhooks (real provider payloads), so a fresh clone tests on its own.
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "webhooks"
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 
 

@@ -25,7 +25,8 @@ from emailkit.providers.webhooks import WebhookConfigError, build_parser, receiv
 from emailkit.providers.webhooks.resend import ResendWebhookParser
 from emailkit.settings import Settings
 
-FIXTURES = Path(__file__).parents[2] / ".." / "shared" / "fixtures" / "webhooks"
+# Copies of ../shared/fixtures/webhooks (real provider payloads), so a fresh clone tests on its own.
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "webhooks"
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 
 

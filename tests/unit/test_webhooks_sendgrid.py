@@ -30,7 +30,8 @@ from emailkit.providers.webhooks.sendgrid import (
 )
 from emailkit.settings import Settings
 
-FIXTURES = Path(__file__).parents[2] / ".." / "shared" / "fixtures" / "webhooks"
+# Copies of ../shared/fixtures/webhooks (real provider payloads), so a fresh clone tests on its own.
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "webhooks"
 OFFICIAL_SIGNED_AT = 1600112502
 
 

@@ -30,7 +30,8 @@ from emailkit.providers.webhooks.ses import SesWebhookParser
 from emailkit.providers.webhooks.sns import canonical_string, is_sns_url
 from emailkit.settings import Settings
 
-FIXTURES = Path(__file__).parents[2] / ".." / "shared" / "fixtures" / "webhooks"
+# Copies of ../shared/fixtures/webhooks (real provider payloads), so a fresh clone tests on its own.
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "webhooks"
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 CERT_NAME = "SimpleNotificationService-0123456789abcdef.pem"
 CERT_URL = f"https://sns.eu-west-1.amazonaws.com/{CERT_NAME}"
