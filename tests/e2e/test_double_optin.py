@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import email
 import email.policy
 import re
@@ -12,33 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from starlette.testclient import TestClient
 
-from emailkit import migrate
-from emailkit.app import create_app
-from emailkit.domain.db import Database
-from emailkit.domain.models import Role
-from emailkit.settings import Settings
-from tests.conftest import TEST_SECRET, make_key
+from tests.e2e.embedded import Api, embedded_app
 
 
-class Api:
-    def __init__(self, client: TestClient, key: str, outbox: Path) -> None:
-        self.client = client
-        self.key = key
-        self.outbox = outbox
-
-    def __call__(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-        resp = self.client.post(
-            "/graphql",
-            json={"query": query, "variables": variables or {}},
-            headers={"Authorization": f"Bearer {self.key}"},
-        )
-        body = resp.json()
-        assert not body.get("errors"), body["errors"]
-        data: dict[str, Any] = body["data"]
-        return data
-
+class OptinApi(Api):
     def create_list(self, name: str, optin: str, visibility: str = "PUBLIC", **extra: Any) -> str:
         out = self(
             "mutation($i: CreateListInput!) { createList(input: $i) { list { id } userErrors { code } } }",
@@ -57,30 +34,11 @@ class Api:
 
 
 @pytest.fixture
-def api(tmp_path: Path) -> Iterator[Api]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'emailkit.db'}"
-
-    async def prepare() -> str:
-        db = Database(url)
-        try:
-            await migrate.upgrade(db)
-            return await make_key(db, Role.EDITOR, "optin")
-        finally:
-            await db.dispose()
-
-    key = asyncio.run(prepare())
-    outbox = tmp_path / "outbox"
-    settings = Settings(  # type: ignore[call-arg]
-        database_url=url,
-        secret_key=TEST_SECRET,
-        public_url="https://news.example.com",
-        outbox_dir=outbox,
-        data_dir=tmp_path,
-        from_email="hello@example.com",
-        subscribe_rate_limit="5/minute",
-    )
-    with TestClient(create_app(settings)) as client:
-        yield Api(client, key, outbox)
+def api(tmp_path: Path) -> Iterator[OptinApi]:
+    with embedded_app(
+        tmp_path, public_url="https://news.example.com", subscribe_rate_limit="5/minute"
+    ) as base:
+        yield OptinApi(base.client, base.key, base.outbox)
 
 
 def wait_for_mail(outbox: Path, count: int, timeout: float = 20.0) -> list[email.message.EmailMessage]:
@@ -102,7 +60,7 @@ def confirm_link(msg: email.message.EmailMessage) -> str:
     return match.group(1).replace("https://news.example.com", "")
 
 
-def test_double_list_signup_gets_a_confirmation_and_counts_only_once_confirmed(api: Api) -> None:
+def test_double_list_signup_gets_a_confirmation_and_counts_only_once_confirmed(api: OptinApi) -> None:
     double = api.create_list("Weekly", "DOUBLE")
     single = api.create_list("Offers", "SINGLE")
     created = api(
@@ -135,7 +93,7 @@ def test_double_list_signup_gets_a_confirmation_and_counts_only_once_confirmed(a
     assert api.client.post(tampered).status_code == 404
 
 
-def test_list_can_use_its_own_transactional_template(api: Api) -> None:
+def test_list_can_use_its_own_transactional_template(api: OptinApi) -> None:
     template = api(
         "mutation($i: CreateTemplateInput!) { createTemplate(input: $i) { template { id } userErrors { code } } }",
         {
@@ -171,7 +129,7 @@ def test_list_can_use_its_own_transactional_template(api: Api) -> None:
     assert bad["userErrors"] == [{"field": "optinTemplateId", "code": "INVALID_INPUT"}]
 
 
-def test_public_subscribe_form(api: Api) -> None:
+def test_public_subscribe_form(api: OptinApi) -> None:
     public = api.create_list("Public news", "DOUBLE")
     private = api.create_list("Staff", "SINGLE", visibility="PRIVATE")
     post: Callable[..., Any] = api.client.post

@@ -6,24 +6,16 @@ speaks WebSocket; the database is a SQLite file of the test's own.
 
 from __future__ import annotations
 
-import asyncio
 import email
 import email.policy
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-from starlette.testclient import TestClient
 
-from emailkit import migrate
-from emailkit.app import create_app
-from emailkit.domain.db import Database
-from emailkit.domain.models import Role
-from emailkit.settings import Settings
-from tests.conftest import TEST_SECRET, make_key
+from tests.e2e.embedded import Api, embedded_app
 
 BODY = (
     "<mjml><mj-body><mj-section><mj-column><mj-text>Hi {{ subscriber.name }}! "
@@ -31,49 +23,10 @@ BODY = (
 )
 
 
-class Api:
-    def __init__(self, client: TestClient, key: str) -> None:
-        self.client = client
-        self.key = key
-
-    def __call__(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-        resp = self.client.post(
-            "/graphql",
-            json={"query": query, "variables": variables or {}},
-            headers={"Authorization": f"Bearer {self.key}"},
-        )
-        assert resp.status_code == 200, resp.text
-        body = resp.json()
-        assert not body.get("errors"), body["errors"]
-        data: dict[str, Any] = body["data"]
-        return data
-
-
 @pytest.fixture
 def embedded(tmp_path: Path) -> Iterator[tuple[Api, Path]]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'emailkit.db'}"
-
-    async def prepare() -> str:
-        db = Database(url)
-        try:
-            await migrate.upgrade(db)
-            return await make_key(db, Role.EDITOR, "e2e")
-        finally:
-            await db.dispose()
-
-    key = asyncio.run(prepare())
-    outbox = tmp_path / "outbox"
-    settings = Settings(  # type: ignore[call-arg]
-        database_url=url,
-        secret_key=TEST_SECRET,
-        public_url="https://mail.example.com",
-        outbox_dir=outbox,
-        data_dir=tmp_path,
-        batch_size=10,
-        from_email="hello@example.com",
-    )
-    with TestClient(create_app(settings)) as client:
-        yield Api(client, key), outbox
+    with embedded_app(tmp_path, public_url="https://mail.example.com", batch_size=10) as api:
+        yield api, api.outbox
 
 
 def wait_until(check: Callable[[], bool], timeout: float = 30.0) -> None:

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from emailkit.domain.events import BounceType, EventType, NormalizedEvent
 from emailkit.providers.webhooks.common import (
-    ParserBase,
+    BasicAuthJsonParser,
     address,
-    as_objects,
-    check_basic_auth,
     derive_event_id,
     items,
-    load_json,
     parse_time,
     received_now,
     string_map,
@@ -48,28 +44,9 @@ _TYPES: dict[str, tuple[EventType, BounceType | None]] = {
 }
 
 
-class BrevoWebhookParser(ParserBase):
+class BrevoWebhookParser(BasicAuthJsonParser):
     provider = PROVIDER
-
-    def __init__(self, *, username: str | None, password: str | None, verify: bool = True) -> None:
-        super().__init__(verify=verify)
-        self._username = username or ""
-        self._password = password or ""
-
-    def _has_credentials(self) -> bool:
-        return bool(self._username or self._password)
-
-    async def verify(self, headers: Mapping[str, str], body: bytes, now: datetime) -> None:
-        if self.authenticates:
-            check_basic_auth(headers, self._username, self._password)
-
-    def parse(self, headers: Mapping[str, str], body: bytes) -> list[NormalizedEvent]:
-        events = []
-        for item in as_objects(load_json(body), what="Brevo"):
-            event = _event(item)
-            if event is not None:
-                events.append(event)
-        return events
+    label = "Brevo"
 
 
 def _occurred_at(item: dict[str, Any]) -> datetime | None:
@@ -145,3 +122,6 @@ def _event(item: dict[str, Any]) -> NormalizedEvent | None:
         metadata=_metadata(item),
         tags=_tags(item),
     )
+
+
+BrevoWebhookParser.to_event = staticmethod(_event)

@@ -10,7 +10,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from email.utils import parseaddr
 from typing import Any
@@ -19,6 +19,7 @@ from emailkit.domain.events import (
     DELIVERY_HEADER,
     META_DELIVERY,
     MalformedPayload,
+    NormalizedEvent,
     SignatureInvalid,
     SubscriptionConfirmation,
 )
@@ -53,6 +54,35 @@ class ParserBase:
 
     def confirmation(self, headers: Mapping[str, str], body: bytes) -> SubscriptionConfirmation | None:
         return None
+
+
+class BasicAuthJsonParser(ParserBase):
+    """Providers that authenticate with HTTP basic auth and post one JSON object or an array of them."""
+
+    #: The provider's name in "malformed payload" messages.
+    label: str = ""
+    #: One posted object to an event, or None for types that yield none.
+    to_event: Callable[[dict[str, Any]], NormalizedEvent | None]
+
+    def __init__(self, *, username: str | None, password: str | None, verify: bool = True) -> None:
+        super().__init__(verify=verify)
+        self._username = username or ""
+        self._password = password or ""
+
+    def _has_credentials(self) -> bool:
+        return bool(self._username or self._password)
+
+    async def verify(self, headers: Mapping[str, str], body: bytes, now: datetime) -> None:
+        if self.authenticates:
+            check_basic_auth(headers, self._username, self._password)
+
+    def parse(self, headers: Mapping[str, str], body: bytes) -> list[NormalizedEvent]:
+        events = []
+        for item in as_objects(load_json(body), what=self.label):
+            event = type(self).to_event(item)
+            if event is not None:
+                events.append(event)
+        return events
 
 
 def load_json(body: bytes) -> Any:

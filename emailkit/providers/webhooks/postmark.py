@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 from emailkit.domain.events import BounceType, EventType, NormalizedEvent
 from emailkit.providers.webhooks.common import (
-    ParserBase,
+    BasicAuthJsonParser,
     address,
-    as_objects,
-    check_basic_auth,
     derive_event_id,
     first_time,
-    load_json,
     obj,
     received_now,
     string_map,
@@ -56,28 +51,9 @@ _SUPPRESSIONS: dict[str, _Outcome] = {
 }
 
 
-class PostmarkWebhookParser(ParserBase):
+class PostmarkWebhookParser(BasicAuthJsonParser):
     provider = PROVIDER
-
-    def __init__(self, *, username: str | None, password: str | None, verify: bool = True) -> None:
-        super().__init__(verify=verify)
-        self._username = username or ""
-        self._password = password or ""
-
-    def _has_credentials(self) -> bool:
-        return bool(self._username or self._password)
-
-    async def verify(self, headers: Mapping[str, str], body: bytes, now: datetime) -> None:
-        if self.authenticates:
-            check_basic_auth(headers, self._username, self._password)
-
-    def parse(self, headers: Mapping[str, str], body: bytes) -> list[NormalizedEvent]:
-        events = []
-        for record in as_objects(load_json(body), what="Postmark"):
-            event = _event(record)
-            if event is not None:
-                events.append(event)
-        return events
+    label = "Postmark"
 
 
 def _classify(raw: str, record: dict[str, Any]) -> _Outcome | None:
@@ -136,3 +112,6 @@ def _reason(record: dict[str, Any]) -> str | None:
     if record.get("RecordType") == "SubscriptionChange":
         return text(record.get("SuppressionReason"))
     return text(record.get("Details")) or text(record.get("Description"))
+
+
+PostmarkWebhookParser.to_event = staticmethod(_event)
