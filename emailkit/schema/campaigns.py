@@ -22,7 +22,7 @@ from emailkit.schema.errors import DeletePayload, UserError, mutate
 from emailkit.schema.lists import MailingListType
 from emailkit.schema.permissions import write_mutation
 from emailkit.schema.relay import Connection, Node, decode_id, decode_id_or_none, decode_ids, to_global_id
-from emailkit.schema.segments import SegmentType, segment_loaders
+from emailkit.schema.segments import SegmentType
 from emailkit.schema.sending import (
     CampaignProgress,
     DeliveryType,
@@ -64,8 +64,8 @@ class CampaignType(Node):
 
     @strawberry.field(description="The segments whose matches this campaign is sent to, besides its lists.")
     async def segments(self, info: Info) -> list[SegmentType]:
-        loaders = segment_loaders(info)
-        rows = await loaders.by_id.load_many(await loaders.ids_by_campaign.load(self.pk))
+        loaders = info.context.loaders
+        rows = await loaders.segment_by_id.load_many(await loaders.segment_ids_by_campaign.load(self.pk))
         return [SegmentType.from_model(r) for r in rows if r is not None]
 
     deliveries: Connection[DeliveryType] = strawberry.field(resolver=campaign_deliveries)

@@ -8,9 +8,10 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.dataloader import DataLoader
 
-from emailkit.domain import campaigns, lists, subscribers, templates
+from emailkit.domain import campaigns, lists, segments, subscribers, templates
 from emailkit.domain.db import Database
 from emailkit.domain.models import Campaign, MailingList, Subscriber, Subscription, Template
+from emailkit.domain.models_audience import Segment
 
 V = TypeVar("V")
 
@@ -41,3 +42,8 @@ class Loaders:
         self.template_by_id: DataLoader[int, Template | None] = _loader(db, templates.templates_by_ids)
         self.campaign_by_id: DataLoader[int, Campaign | None] = _loader(db, campaigns.campaigns_by_ids)
         self.campaign_list_ids: DataLoader[int, list[int]] = _loader(db, campaigns.list_ids_by_campaign, list)
+        self.segment_by_id: DataLoader[int, Segment | None] = _loader(db, segments.segments_by_ids)
+        self.segment_subscriber_count: DataLoader[int, int] = _loader(db, segments.subscriber_counts, int)
+        self.segment_ids_by_campaign: DataLoader[int, list[int]] = _loader(
+            db, segments.segment_ids_by_campaign, list
+        )

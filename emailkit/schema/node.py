@@ -13,7 +13,7 @@ from emailkit.schema.events import event_node
 from emailkit.schema.imports import import_node
 from emailkit.schema.lists import MailingListType
 from emailkit.schema.relay import Node, parse_global_id
-from emailkit.schema.segments import SegmentType, segment_loaders
+from emailkit.schema.segments import SegmentType
 from emailkit.schema.subscribers import SubscriberType
 from emailkit.schema.suppressions import suppression_node
 from emailkit.schema.templates import TemplateType
@@ -48,7 +48,7 @@ async def _delivery(info: Info, pk: int) -> Node | None:
 
 
 async def _segment(info: Info, pk: int) -> Node | None:
-    row = await segment_loaders(info).by_id.load(pk)
+    row = await info.context.loaders.segment_by_id.load(pk)
     return SegmentType.from_model(row) if row else None
 
 

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import strawberry
 from graphql import GraphQLError
-from sqlalchemy.ext.asyncio import AsyncSession
-from strawberry.dataloader import DataLoader
 from strawberry.scalars import JSON
 
 from emailkit.domain import segments
-from emailkit.domain.db import Database
 from emailkit.domain.errors import DomainError, ErrorCode, FieldError
 from emailkit.domain.models import Subscriber as SubscriberRow
 from emailkit.domain.models_audience import Segment as SegmentRow
@@ -230,37 +227,6 @@ async def subscriber_connection(
         raise invalid_filter(exc) from None
 
 
-# --- loaders ----------------------------------------------------------------------------------------------
-
-
-def _loader(
-    db: Database,
-    fetch: Callable[[AsyncSession, Sequence[int]], Awaitable[Mapping[int, V]]],
-    default: Callable[[], Any] = lambda: None,
-) -> DataLoader[int, Any]:
-    async def load(keys: list[int]) -> list[Any]:
-        async with db.session() as session:
-            found = await fetch(session, keys)
-        return [found.get(k, default()) for k in keys]
-
-    return DataLoader(load_fn=load)
-
-
-class SegmentLoaders:
-    def __init__(self, db: Database) -> None:
-        self.by_id: DataLoader[int, SegmentRow | None] = _loader(db, segments.segments_by_ids)
-        self.subscriber_count: DataLoader[int, int] = _loader(db, segments.subscriber_counts, int)
-        self.ids_by_campaign: DataLoader[int, list[int]] = _loader(db, segments.segment_ids_by_campaign, list)
-
-
-def segment_loaders(info: Info) -> SegmentLoaders:
-    """This request's segment loaders (kept in the context's spare slot)."""
-    loaders = info.context.extra.get("segment_loaders")
-    if not isinstance(loaders, SegmentLoaders):
-        loaders = info.context.extra["segment_loaders"] = SegmentLoaders(info.context.db)
-    return loaders
-
-
 # --- types ------------------------------------------------------------------------------------------------
 
 
@@ -275,7 +241,7 @@ class SegmentType(Node):
 
     @strawberry.field(description="Subscribers matching right now.")
     async def subscriber_count(self, info: Info) -> int:
-        return await segment_loaders(info).subscriber_count.load(self.pk)
+        return await info.context.loaders.segment_subscriber_count.load(self.pk)
 
     @classmethod
     def from_model(cls, row: SegmentRow) -> SegmentType:
@@ -357,7 +323,7 @@ class Query:
     @strawberry.field
     async def segment(self, info: Info, id: strawberry.ID) -> SegmentType | None:
         pk = decode_id_or_none(id, "Segment")
-        row = await segment_loaders(info).by_id.load(pk) if pk is not None else None
+        row = await info.context.loaders.segment_by_id.load(pk) if pk is not None else None
         return SegmentType.from_model(row) if row is not None else None
 
     @strawberry.field(
