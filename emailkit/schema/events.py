@@ -13,6 +13,7 @@ from emailkit.domain.events import BounceType, EventType
 from emailkit.domain.feedback import analytics
 from emailkit.domain.models_feedback import Event as EventRow
 from emailkit.schema.context import Info
+from emailkit.schema.refs import campaign_by_pk, subscriber_by_pk
 from emailkit.schema.relay import Connection, Node, parse_global_id, to_global_id
 
 if TYPE_CHECKING:
@@ -47,23 +48,13 @@ class EventNode(Node):
     async def campaign(
         self, info: Info
     ) -> Annotated[CampaignType, strawberry.lazy("emailkit.schema.campaigns")] | None:
-        from emailkit.schema.campaigns import CampaignType
-
-        if self.campaign_pk is None:
-            return None
-        row = await info.context.loaders.campaign_by_id.load(self.campaign_pk)
-        return CampaignType.from_model(row) if row is not None else None
+        return await campaign_by_pk(info, self.campaign_pk)
 
     @strawberry.field
     async def subscriber(
         self, info: Info
     ) -> Annotated[SubscriberType, strawberry.lazy("emailkit.schema.subscribers")] | None:
-        from emailkit.schema.subscribers import SubscriberType
-
-        if self.subscriber_pk is None:
-            return None
-        row = await info.context.loaders.subscriber_by_id.load(self.subscriber_pk)
-        return SubscriberType.from_model(row) if row is not None else None
+        return await subscriber_by_pk(info, self.subscriber_pk)
 
     @classmethod
     def from_model(cls, row: EventRow) -> EventNode:

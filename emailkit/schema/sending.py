@@ -21,6 +21,7 @@ from emailkit.schema.context import Info
 from emailkit.schema.enums import CampaignStatus
 from emailkit.schema.errors import UserError, mutate, to_user_errors
 from emailkit.schema.permissions import write_mutation
+from emailkit.schema.refs import campaign_by_pk
 from emailkit.schema.relay import Connection, Node, decode_id, decode_id_or_none, to_global_id
 
 if TYPE_CHECKING:
@@ -49,12 +50,7 @@ class DeliveryType(Node):
 
     @strawberry.field
     async def campaign(self, info: Info) -> CampaignRef | None:
-        from emailkit.schema.campaigns import CampaignType
-
-        if self.campaign_pk is None:
-            return None
-        row = await info.context.loaders.campaign_by_id.load(self.campaign_pk)
-        return CampaignType.from_model(row) if row is not None else None
+        return await campaign_by_pk(info, self.campaign_pk)
 
     @classmethod
     def from_model(cls, row: DeliveryRow) -> DeliveryType:

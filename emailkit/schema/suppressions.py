@@ -13,6 +13,7 @@ from emailkit.domain.models_feedback import SuppressionReason
 from emailkit.schema.context import Info
 from emailkit.schema.errors import UserError, mutate
 from emailkit.schema.permissions import write_mutation
+from emailkit.schema.refs import campaign_by_pk
 from emailkit.schema.relay import Connection, Node, decode_id, to_global_id
 
 if TYPE_CHECKING:
@@ -38,12 +39,7 @@ class SuppressionType(Node):
     async def campaign(
         self, info: Info
     ) -> Annotated[CampaignType, strawberry.lazy("emailkit.schema.campaigns")] | None:
-        from emailkit.schema.campaigns import CampaignType
-
-        if self.campaign_pk is None:
-            return None
-        row = await info.context.loaders.campaign_by_id.load(self.campaign_pk)
-        return CampaignType.from_model(row) if row is not None else None
+        return await campaign_by_pk(info, self.campaign_pk)
 
     @classmethod
     def from_model(cls, row: SuppressionRow) -> SuppressionType:
