@@ -57,7 +57,15 @@ from emailkit.domain.models import (
 )
 from emailkit.domain.progress import ProgressReporter
 from emailkit.domain.ratelimit import RateLimiter
-from emailkit.domain.rendering import CompiledContent, campaign_vars, compile_content, template_context
+from emailkit.domain.rendering import (
+    CLICK_CALL,
+    PIXEL_CALL,
+    CompiledContent,
+    TrackedTemplate,
+    campaign_vars,
+    compile_content,
+    template_context,
+)
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.sending import DELIVERY_TAG, Address, EmailProvider, OutgoingMessage, SendResult
 from emailkit.domain.tokens import TokenSigner
@@ -111,6 +119,7 @@ class _Compiled:
     track_opens: bool
     track_clicks: bool
     list_id_header: str
+    tracked: TrackedTemplate
 
 
 @dataclass
@@ -322,6 +331,7 @@ class CampaignSender:
             track_opens=campaign.track_opens,
             track_clicks=campaign.track_clicks,
             list_id_header=f'"{_header_safe(campaign.name)}" <campaign-{campaign.id}.{self._host}>',
+            tracked=content.tracked(clicks=campaign.track_clicks, opens=campaign.track_opens),
         )
         return compiled
 
@@ -450,6 +460,12 @@ class CampaignSender:
         """One recipient's message. Test sends carry no tracking and a marked subject, and touch no ledger."""
         did_str = f"test-{secrets.token_hex(8)}" if test else str(p.delivery_id)
         unsubscribe = f"{self.urls.base}/u/test" if test else self.urls.unsubscribe(p.delivery_id)
+        tracking: dict[str, Any] = {}
+        tracked = None if test else c.tracked
+        if tracked is not None and tracked.render is not None:
+            did, links, urls = p.delivery_id, tracked.links, self.urls
+            tracking[CLICK_CALL] = lambda i: urls.click(did, links[i])
+            tracking[PIXEL_CALL] = lambda: urls.open_pixel(did)
         rendered = c.content.render(
             template_context(
                 subscriber={
@@ -461,16 +477,19 @@ class CampaignSender:
                 },
                 campaign=c.campaign,
                 unsubscribe_url=unsubscribe,
-            )
+                **tracking,
+            ),
+            tracked=tracked,
         )
         html = rendered.html
-        if html is not None and not test:
-            if c.track_clicks:
+        if html is not None and tracked is not None:
+            # What could not be compiled into the template is rewritten per message.
+            if c.track_clicks and not tracked.clicks:
                 did = p.delivery_id
                 html = rewrite_links(
                     html, lambda url: self.urls.click(did, url), skip=frozenset({unsubscribe})
                 )
-            if c.track_opens:
+            if c.track_opens and not tracked.pixel:
                 html = add_open_pixel(html, self.urls.open_pixel(p.delivery_id))
         list_unsubscribe = f"<{unsubscribe}>"
         if self.config.unsubscribe_mailto:

@@ -14,7 +14,7 @@ PURPOSE_CLICK = "c"
 PURPOSE_UNSUBSCRIBE = "u"
 
 # href of <a> tags only: images, stylesheets and <base> must not be rewritten.
-_A_HREF = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE | re.DOTALL)
+A_HREF = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE | re.DOTALL)
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 _BODY_CLOSE = re.compile(r"</body", re.IGNORECASE)
 _BODY_SEARCH_TAIL = 4096
@@ -44,16 +44,16 @@ def rewrite_links(html: str, make_url: Callable[[str], str], *, skip: frozenset[
     """Replace every trackable <a href> with ``make_url(original)``; links in ``skip`` stay as they are."""
 
     def repl(m: re.Match[str]) -> str:
-        original = _link_target(m.group(3))
+        original = link_target(m.group(3))
         if original is None or original in skip:
             return m.group(0)
         return f"{m.group(1)}{m.group(2)}{htmllib.escape(make_url(original), quote=True)}{m.group(2)}"
 
-    return _A_HREF.sub(repl, html)
+    return A_HREF.sub(repl, html)
 
 
 @lru_cache(maxsize=4096)
-def _link_target(href: str) -> str | None:
+def link_target(href: str) -> str | None:
     """The URL an href attribute's text points to when it is trackable, else None.
 
     Cached because a campaign's messages repeat the same few hrefs for every recipient.
@@ -62,10 +62,14 @@ def _link_target(href: str) -> str | None:
     return original if trackable(original) else None
 
 
-def add_open_pixel(html: str, pixel_url: str) -> str:
-    tag = (
+def pixel_tag(pixel_url: str) -> str:
+    return (
         f'<img src="{htmllib.escape(pixel_url)}" width="1" height="1" alt="" style="display:block;border:0">'
     )
+
+
+def add_open_pixel(html: str, pixel_url: str) -> str:
+    tag = pixel_tag(pixel_url)
     # The last </body>: an earlier one could sit inside a comment or a quoted example.
     at = _last_body_close(html)
     if at < 0 or not _BODY_END.match(html, at):

@@ -22,11 +22,15 @@ from emailkit.domain.rendering.context import (
 )
 from emailkit.domain.rendering.jinja import RenderError
 from emailkit.domain.rendering.text import extract_links, html_to_text
+from emailkit.domain.rendering.tracked import CLICK_CALL, PIXEL_CALL, TrackedTemplate
 
 __all__ = [
+    "CLICK_CALL",
+    "PIXEL_CALL",
     "CompiledContent",
     "RenderError",
     "RenderedContent",
+    "TrackedTemplate",
     "campaign_vars",
     "compile_content",
     "extract_links",

@@ -28,6 +28,7 @@ from emailkit.domain.rendering.jinja import (
 )
 from emailkit.domain.rendering.mjml import compile_mjml
 from emailkit.domain.rendering.text import html_to_text, text_template_source, tidy_plain_text, tidy_text
+from emailkit.domain.rendering.tracked import TrackedTemplate, emits_raw_markup, track_template
 
 _LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
 TextStrategy = Literal["plain_text", "derived_template", "per_render"]
@@ -53,6 +54,7 @@ class CompiledContent:
         "_render_text",
         "_subject",
         "_text",
+        "_tracked",
         "body",
         "format",
         "html_source",
@@ -81,6 +83,7 @@ class CompiledContent:
         self._render_subject = fast_render(subject)
         self._render_html = fast_render(html)
         self._render_text = fast_render(text) if text is not None else None
+        self._tracked: dict[tuple[bool, bool], TrackedTemplate] = {}
 
     @property
     def text_strategy(self) -> TextStrategy:
@@ -89,14 +92,31 @@ class CompiledContent:
             return "plain_text"
         return "per_render" if self._text is None else "derived_template"
 
-    def render(self, context: Mapping[str, Any]) -> RenderedContent:
-        """Render for one recipient; a failing template raises RenderError (TEMPLATE_RENDER or _SECURITY)."""
+    def tracked(self, *, clicks: bool, opens: bool) -> TrackedTemplate:
+        """The HTML template with click tracking and/or the open pixel compiled in (computed once)."""
+        key = (clicks, opens)
+        found = self._tracked.get(key)
+        if found is None:
+            found = track_template(self.html_source, clicks=clicks, opens=opens, render_with=fast_render)
+            self._tracked[key] = found
+        return found
+
+    def render(
+        self, context: Mapping[str, Any], *, tracked: TrackedTemplate | None = None
+    ) -> RenderedContent:
+        """Render for one recipient; a failing template raises RenderError (TEMPLATE_RENDER or _SECURITY).
+
+        With ``tracked``, the HTML comes from its template; the context must then hold the tracking calls.
+        """
         try:
             subject = self._render_subject(context)
         except Exception as exc:
             raise render_failure(exc, "subject") from None
+        render_html = self._render_html
+        if tracked is not None and tracked.render is not None:
+            render_html = tracked.render
         try:
-            html = self._render_html(context)
+            html = render_html(context)
         except Exception as exc:
             raise self._body_failure(exc, context) from None
         if self._render_text is None:
@@ -147,15 +167,10 @@ def fast_render(template: Template) -> Callable[[Mapping[str, Any]], str]:
     return render
 
 
-def _text_alternative_needs_html(ast: nodes.Template) -> bool:
-    # Markup injected with |safe or with autoescaping switched off reads differently once it is text.
-    unsafe_filter = any(f.name == "safe" for f in ast.find_all(nodes.Filter))
-    return unsafe_filter or any(True for _ in ast.find_all(nodes.ScopedEvalContextModifier))
-
-
 def _derived_text(html_source: str, html_ast: nodes.Template, html: Template) -> Template | None:
     """The text template derived from the HTML once, if it renders exactly what html_to_text would."""
-    if _text_alternative_needs_html(html_ast):
+    # Markup injected unescaped reads differently once it is text.
+    if emits_raw_markup(html_ast):
         return None
     try:
         text = TEXT_ENV.from_string(text_template_source(html_source))
