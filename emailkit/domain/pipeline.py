@@ -55,6 +55,7 @@ from emailkit.domain.models import (
     Subscriber,
     Template,
 )
+from emailkit.domain.pipeline_pg import BatchConnection
 from emailkit.domain.progress import ProgressReporter
 from emailkit.domain.ratelimit import RateLimiter
 from emailkit.domain.rendering import (
@@ -138,23 +139,6 @@ class _Tally:
     failed: int = 0
     retry_after: float | None = None
     retry_ids: list[int] = field(default_factory=list)
-
-
-# Data-modifying CTEs run to completion whether or not the outer query reads them; the outer query says
-# whether the lease was still held (when it was not, the update matched nothing).
-# Sent straight through asyncpg ($n parameters): SQLAlchemy's execute machinery costs more CPU than the
-# statement, which runs every few messages.
-_MARK_SENDING_PG = """
-    WITH held AS (
-        SELECT id FROM campaign_batches
-        WHERE id = $1 AND status = $2 AND attempts = $3
-        FOR SHARE
-    ), marked AS (
-        UPDATE deliveries SET status = $4, provider = $5
-        WHERE id = ANY($6::bigint[]) AND status = $7 AND EXISTS (SELECT 1 FROM held)
-    )
-    SELECT count(*) FROM held
-"""
 
 
 async def _driver_connection(conn: AsyncConnection) -> Any:
@@ -251,7 +235,7 @@ class CampaignSender:
         self._host = urlsplit(urls.base).hostname or "localhost"
         # Single statements committed on their own (no BEGIN/COMMIT round trips); same pool as `db`.
         self._autocommit = db.engine.execution_options(isolation_level="AUTOCOMMIT")
-        self._hook_connections: dict[int, tuple[Any, asyncio.Lock]] = {}
+        self._batch_connections: dict[int, BatchConnection] = {}
 
     # -- claiming -----------------------------------------------------------------------------------------
 
@@ -445,6 +429,21 @@ class CampaignSender:
             .order_by(Delivery.id)
             .limit(limit)
         )
+        lent = self._batch_connections.get(batch.id)
+        if lent is not None:
+            campaign, rows = await lent.next_chunk(
+                campaign_id=batch.campaign_id,
+                batch_id=batch.id,
+                lease_until=utcnow() + timedelta(seconds=self.config.lease_seconds),
+                lo_id=batch.lo_id,
+                hi_id=batch.hi_id,
+                after_id=after_id,
+                limit=limit,
+            )
+            return campaign, [
+                _Pending(r.delivery_id, r.subscriber_id, r.email, r.name, r.attributes, r.attempts)
+                for r in rows
+            ]
         async with self.db.transaction() as s:
             await s.execute(self._lease_stmt(batch.id))
             campaign = await s.get(Campaign, batch.campaign_id, populate_existing=True)
@@ -570,8 +569,8 @@ class CampaignSender:
             )
 
     @contextlib.asynccontextmanager
-    async def _hook_connection(self, batch_id: int) -> AsyncIterator[None]:
-        """Lend the batch's commit hooks one connection while it hands over a chunk (PostgreSQL).
+    async def _batch_connection(self, batch_id: int) -> AsyncIterator[None]:
+        """Lend a running batch one connection for its per-chunk statements and commit hooks (PostgreSQL).
 
         Every pool checkout pings the server (SQLAlchemy's asyncpg ping is BEGIN, a query and ROLLBACK):
         three round trips that, per hook call, cost more than the hook's own statement.
@@ -580,44 +579,51 @@ class CampaignSender:
             yield
             return
         async with self._autocommit.connect() as conn:
-            self._hook_connections[batch_id] = (await _driver_connection(conn), asyncio.Lock())
+            self._batch_connections[batch_id] = BatchConnection(await _driver_connection(conn))
             try:
                 yield
             finally:
-                del self._hook_connections[batch_id]
+                del self._batch_connections[batch_id]
 
     async def _mark_sending_pg(self, batch: CampaignBatch, ids: list[int]) -> None:
         # The same check, lock and update as the transaction above, as one statement committed on its own:
         # one round trip instead of four (BEGIN, SELECT ... FOR SHARE, UPDATE, COMMIT). The smtp provider
         # calls this for every few messages, so it is on the hot path of a send.
-        args = (
-            batch.id,
-            BatchStatus.RUNNING.value,
-            batch.attempts,
-            DeliveryStatus.SENDING.value,
-            self.provider_name,
-            ids,
-            DeliveryStatus.QUEUED.value,
-        )
-        lent = self._hook_connections.get(batch.id)
+        lent = self._batch_connections.get(batch.id)
         if lent is not None:
-            driver, lock = lent
-            async with lock:
-                held = await driver.fetchval(_MARK_SENDING_PG, *args)
+            held = await lent.mark_sending(batch.id, batch.attempts, self.provider_name, ids)
         else:
             async with self._autocommit.connect() as conn:
-                held = await (await _driver_connection(conn)).fetchval(_MARK_SENDING_PG, *args)
+                once = BatchConnection(await _driver_connection(conn))
+                held = await once.mark_sending(batch.id, batch.attempts, self.provider_name, ids)
         if not held:
             raise LeaseLost(f"batch {batch.id} was taken over by another worker")
 
     async def _record(
-        self, campaign_id: int, pending: dict[int, _Pending], results: list[SendResult]
+        self,
+        campaign_id: int,
+        pending: dict[int, _Pending],
+        results: list[SendResult],
+        batch_id: int | None = None,
     ) -> tuple[_Tally, Campaign | None]:
         """Store the results and bump the counters; returns the tally and, for the progress report, the
         campaign as this transaction leaves it (read here rather than in a session of its own)."""
         tally = _Tally()
         now = utcnow()
         cfg = self.config
+        lent = self._batch_connections.get(batch_id) if batch_id is not None else None
+        if lent is not None and results and all(r.ok for r in results):
+            # The usual chunk: everyone sent. One statement records them and returns the counters.
+            ids = [int(r.delivery_id) for r in results]
+            campaign = await lent.record_sent(
+                campaign_id=campaign_id,
+                ids=ids,
+                provider_ids=[r.provider_message_id for r in results],
+                attempts=[pending[i].attempts + 1 for i in ids],
+                now=now,
+            )
+            tally.sent = len(ids)
+            return tally, campaign
         async with self.db.transaction() as s:
             sent_rows = []
             for r in results:
@@ -748,6 +754,63 @@ class CampaignSender:
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
 
+    async def _send_chunks(
+        self, batch: CampaignBatch, compiled: _Compiled, outcome: BatchOutcome
+    ) -> tuple[bool, float | None]:
+        """Render, send and record the batch chunk by chunk.
+
+        Returns (stopped, retry_after): stopped when the batch was given back or taken over part-way.
+        """
+        batch_id, campaign_id = batch.id, batch.campaign_id
+        after = 0
+        retry_after: float | None = None
+        while True:
+            campaign, chunk = await self._next_chunk(batch, after, self.config.chunk_size)
+            if not chunk:
+                break
+            after = chunk[-1].delivery_id
+            if campaign is None or campaign.status is not CampaignStatus.RUNNING:
+                await self._release(batch_id, done=False)
+                await self._report(
+                    campaign_id, final=campaign is None or campaign.status is not CampaignStatus.PAUSED
+                )
+                return True, None
+            if await self._over_budget(campaign):
+                await self._pause_for_budget(campaign)
+                await self._release(batch_id, done=False)
+                await self._report(campaign_id)
+                return True, None
+            pending = {p.delivery_id: p for p in chunk}
+            messages = []
+            for i, p in enumerate(chunk, 1):
+                messages.append(self._message(compiled, p))
+                if i % RENDER_SLICE == 0:
+                    # Rendering a chunk takes tens of ms of CPU; let the other batches' SMTP sessions and
+                    # commits run meanwhile instead of stalling them all.
+                    await asyncio.sleep(0)
+            results: list[SendResult] = []
+            step = max(1, self.provider.max_batch_size)
+            on_commit = functools.partial(self._mark_sending, batch)
+            try:
+                for start in range(0, len(messages), step):
+                    part = messages[start : start + step]
+                    if self.limiter is not None:
+                        await self.limiter.acquire(len(part))
+                    results.extend(await self.provider.send_batch(part, on_commit=on_commit))
+            except LeaseLost:
+                # The new owner counts what this worker handed over (as in doubt); recording it here too
+                # would count it twice.
+                log.warning("batch %s: taken over by another worker; stopping", batch_id)
+                return True, None
+            tally, campaign = await self._record(campaign_id, pending, results, batch_id)
+            outcome.sent += tally.sent
+            outcome.failed += tally.failed
+            if tally.retry_after is not None:
+                retry_after = max(retry_after or 0.0, tally.retry_after)
+            await self._report(campaign_id, campaign=campaign)
+
+        return False, retry_after
+
     async def _run_claimed(self, batch: CampaignBatch) -> BatchOutcome:
         batch_id = batch.id
         outcome = BatchOutcome(claimed=True)
@@ -770,54 +833,10 @@ class CampaignSender:
             await self._report(campaign_id, final=True)
             return outcome
 
-        after = 0
-        retry_after: float | None = None
-        while True:
-            campaign, chunk = await self._next_chunk(batch, after, self.config.chunk_size)
-            if not chunk:
-                break
-            after = chunk[-1].delivery_id
-            if campaign is None or campaign.status is not CampaignStatus.RUNNING:
-                await self._release(batch_id, done=False)
-                await self._report(
-                    campaign_id, final=campaign is None or campaign.status is not CampaignStatus.PAUSED
-                )
-                return outcome
-            if await self._over_budget(campaign):
-                await self._pause_for_budget(campaign)
-                await self._release(batch_id, done=False)
-                await self._report(campaign_id)
-                return outcome
-            pending = {p.delivery_id: p for p in chunk}
-            messages = []
-            for i, p in enumerate(chunk, 1):
-                messages.append(self._message(compiled, p))
-                if i % RENDER_SLICE == 0:
-                    # Rendering a chunk takes tens of ms of CPU; let the other batches' SMTP sessions and
-                    # commits run meanwhile instead of stalling them all.
-                    await asyncio.sleep(0)
-            results: list[SendResult] = []
-            step = max(1, self.provider.max_batch_size)
-            on_commit = functools.partial(self._mark_sending, batch)
-            try:
-                async with self._hook_connection(batch_id):
-                    for start in range(0, len(messages), step):
-                        part = messages[start : start + step]
-                        if self.limiter is not None:
-                            await self.limiter.acquire(len(part))
-                        results.extend(await self.provider.send_batch(part, on_commit=on_commit))
-            except LeaseLost:
-                # The new owner counts what this worker handed over (as in doubt); recording it here too
-                # would count it twice.
-                log.warning("batch %s: taken over by another worker; stopping", batch_id)
-                return outcome
-            tally, campaign = await self._record(campaign_id, pending, results)
-            outcome.sent += tally.sent
-            outcome.failed += tally.failed
-            if tally.retry_after is not None:
-                retry_after = max(retry_after or 0.0, tally.retry_after)
-            await self._report(campaign_id, campaign=campaign)
-
+        async with self._batch_connection(batch_id):
+            stopped, retry_after = await self._send_chunks(batch, compiled, outcome)
+        if stopped:
+            return outcome
         if retry_after is not None:
             # Transient failures left some recipients QUEUED: give the batch back and come again later.
             await self._release(batch_id, done=False)

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select, update
 
 from emailkit.domain.db import Database
-from emailkit.domain.models import BatchStatus, CampaignBatch, Delivery, DeliveryStatus
+from emailkit.domain.models import BatchStatus, Campaign, CampaignBatch, Delivery, DeliveryStatus
 from emailkit.domain.pipeline import CampaignSender, LeaseLost
 from emailkit.providers.outbox import OutboxProvider
 from tests.integration.test_pipeline import make_sender, seed, start
@@ -44,7 +44,7 @@ async def test_hand_over_marks_queued_rows_and_stops_once_the_batch_is_taken_ove
 
     async def hand_over(delivery_ids: list[int]) -> None:
         if lent:
-            async with sender._hook_connection(batch.id):
+            async with sender._batch_connection(batch.id):
                 await sender._mark_sending(batch, [str(i) for i in delivery_ids])
         else:
             await sender._mark_sending(batch, [str(i) for i in delivery_ids])
@@ -101,3 +101,7 @@ async def test_sent_rows_carry_the_provider_id_attempt_and_time(db: Database, tm
     assert rows["user005@example.com"].skip_reason == "unsubscribed"
     assert rows["pending@example.com"].skip_reason == "unconfirmed"
     assert ids.keys() == rows.keys()
+    async with db.session() as s:
+        campaign = await s.get(Campaign, batch.campaign_id)
+    assert campaign is not None
+    assert (campaign.sent_count, campaign.failed_count, campaign.skipped_count) == (4, 0, 3)
