@@ -79,6 +79,18 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and all its descendants (`serve --workers N` runs N children)."""
+    total = process_cpu(pid)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                total += tree_cpu(int(child))
+            except OSError:
+                continue
+    return total
+
+
 def postgres_cpu(pids: set[int]) -> dict[int, float]:
     """CPU seconds so far of the given postgres backends."""
     out: dict[int, float] = {}
@@ -259,11 +271,11 @@ async def post_all(
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as client:
         pids = await backends(db_url)
-        cpu0, pg0 = process_cpu(pid), postgres_cpu(pids)
+        cpu0, pg0 = tree_cpu(pid), postgres_cpu(pids)
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         seconds = time.perf_counter() - t0
-        cpu1, pg1 = process_cpu(pid), postgres_cpu(pids | await backends(db_url))
+        cpu1, pg1 = tree_cpu(pid), postgres_cpu(pids | await backends(db_url))
     return Pass(
         totals["received"],
         totals["stored"],
@@ -309,11 +321,24 @@ def main() -> None:
     )
     parser.add_argument("--database-url", default=os.environ.get("EMAILKIT_BENCH_DATABASE_URL"))
     parser.add_argument("--deliveries", type=int, default=50_000)
-    parser.add_argument("--batches", type=int, default=60)
+    parser.add_argument(
+        "--batches", type=int, default=200, help="batches in the timed pass (long enough for a steady state)"
+    )
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=1, help="post every batch this many times")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--server-workers",
+        type=int,
+        default=2,
+        help="API processes (`emailkit serve --workers N`; more than one runs in production mode with Redis)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("EMAILKIT_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"),
+        help="broker and pub/sub for production mode (when --server-workers > 1)",
+    )
     args = parser.parse_args()
 
     if not args.database_url:
@@ -332,7 +357,8 @@ def main() -> None:
     ).decode()
     rng = random.Random(args.seed)
     now = int(time.time())
-    warmup = [(b, sign(key, b, str(now))) for b in make_batches(deliveries, 3, args.batch_size, now, rng)]
+    # Enough to reach every API process (each opens its pool and loads the key on its first request).
+    warmup = [(b, sign(key, b, str(now))) for b in make_batches(deliveries, 8, args.batch_size, now, rng)]
     bodies = make_batches(deliveries, args.batches, args.batch_size, now, rng)
     requests = [(b, sign(key, b, str(now))) for b in bodies]
 
@@ -347,11 +373,22 @@ def main() -> None:
         "EMAILKIT_SENDGRID_WEBHOOK_PUBLIC_KEY": public,
         "EMAILKIT_WEBHOOK_VERIFY": "true",
     }
+    if args.server_workers > 1:
+        env["EMAILKIT_BROKER_URL"] = args.redis_url
     with tempfile.TemporaryDirectory() as tmp:
         log_path = Path(tmp) / "server.log"
         with log_path.open("wb") as log:
             server = subprocess.Popen(
-                [emailkit, "serve", "--host", "127.0.0.1", "--port", str(port)],
+                [
+                    emailkit,
+                    "serve",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--workers",
+                    str(args.server_workers),
+                ],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -359,7 +396,8 @@ def main() -> None:
             try:
                 wait_ready(base, server)
                 print(
-                    f"emailkit serve on {base} (pid {server.pid}); campaign {campaign_id} with {len(deliveries)} "
+                    f"emailkit serve --workers {args.server_workers} on {base} (pid {server.pid}); "
+                    f"campaign {campaign_id} with {len(deliveries)} "
                     f"deliveries; {args.batches} signed SendGrid batches of {args.batch_size} events, "
                     f"{args.concurrency} concurrent clients"
                 )
@@ -378,7 +416,7 @@ def main() -> None:
                     server.wait()
         tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
     in_db = asyncio.run(count_events(url, campaign_id))
-    warm = 3 * args.batch_size
+    warm = len(warmup) * args.batch_size
     print(f"events of the campaign in the database: {in_db} (reported stored: {stored} + warm-up <= {warm})")
     if tail:
         print("server log tail:\n  " + "\n  ".join(tail))

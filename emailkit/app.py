@@ -19,7 +19,7 @@ from emailkit.domain.ports import JobQueue, PubSub
 from emailkit.domain.runtime import Runtime, SendingSetup
 from emailkit.providers.registry import build_provider
 from emailkit.schema import SchemaLimits, build_schema
-from emailkit.settings import Settings
+from emailkit.settings import Settings, configure_logging, load_settings
 from emailkit.tasks.broker import build_job_queue
 from emailkit.tasks.pubsub import build_pubsub
 from emailkit.tasks.ratelimit import build_rate_limiter
@@ -146,3 +146,11 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
     app.state.tracking = tracking
     app.state.webhooks = webhooks
     return app
+
+
+def app_from_environment() -> Starlette:
+    """The app of one API process when `emailkit serve --workers N` runs several (settings from the
+    environment, as the parent read them)."""
+    settings = load_settings()
+    configure_logging(settings)
+    return create_app(settings)

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from emailkit.domain.models import Role
-from emailkit.settings import Settings, SettingsError, load_settings
+from emailkit.settings import Settings, SettingsError, configure_logging, load_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Self-hosted email marketing backend.")
 
@@ -24,10 +24,7 @@ def _settings() -> Settings:
     except SettingsError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if settings.log_level != "DEBUG":
-        # Alembic narrates its plugin set-up at INFO; _migrate_if_needed logs what was applied.
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+    configure_logging(settings)
     return settings
 
 
@@ -82,6 +79,14 @@ def serve(
     access_log: Annotated[
         bool, typer.Option("--access-log/--no-access-log", help="Log every HTTP request (tracking hits too).")
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="API processes sharing the port (production mode: needs EMAILKIT_BROKER_URL; jobs then run "
+            "in `emailkit worker`).",
+        ),
+    ] = 1,
 ) -> None:
     """Run the API (and, in embedded mode, the worker) in this process."""
     import uvicorn
@@ -90,16 +95,22 @@ def serve(
 
     settings = _settings()
     _check_provider(settings)
+    if workers > 1 and settings.broker_url is None:
+        typer.echo(
+            "error: --workers needs EMAILKIT_BROKER_URL: without a broker each API process would run its own "
+            "in-process queue; set a redis:// or amqp:// URL and run `emailkit worker` for the jobs",
+            err=True,
+        )
+        raise typer.Exit(2)
     asyncio.run(_migrate_if_needed(settings, migrate=migrate))
     typer.echo(f"emailkit listening on http://{host}:{port}  (GraphiQL at /graphql)", err=True)
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_level=settings.log_level.lower(),
-        # Off by default: one line per open pixel is noise, and building it costs ~15 µs a request.
-        access_log=access_log,
-    )
+    # Off by default: one line per open pixel is noise, and building it costs ~15 µs a request.
+    options = {"host": host, "port": port, "log_level": settings.log_level.lower(), "access_log": access_log}
+    if workers == 1:
+        uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
+    else:
+        # Each process builds its own app (and connection pools) from the same environment.
+        uvicorn.run("emailkit.app:app_from_environment", factory=True, workers=workers, **options)  # type: ignore[arg-type]
 
 
 @app.command()

@@ -7,6 +7,7 @@ else receives the values it needs as arguments.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import secrets
@@ -320,3 +321,11 @@ def load_settings(**overrides: object) -> Settings:
         found = re.search(r'field "(\w+)"', str(exc))
         name = f"EMAILKIT_{found.group(1).upper()}" if found else "configuration"
         raise SettingsError(f"{name}: cannot parse the value") from None
+
+
+def configure_logging(settings: Settings) -> None:
+    """Root logging at the configured level (the CLI and every API worker process call this)."""
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.log_level != "DEBUG":
+        # Alembic narrates its plugin set-up at INFO; migrations log what was applied themselves.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
