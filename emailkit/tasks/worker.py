@@ -7,6 +7,7 @@ the worker's own event loop; in embedded mode they share the API's job queue and
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import logging
 import multiprocessing
@@ -212,6 +213,8 @@ def run_worker_process(
     signals.install()
     use_uvloop()
     _boot(broker)
+    # Modules, the broker and the actors live as long as the process: keep full collections off them.
+    gc.freeze()
     worker = dramatiq.Worker(broker, worker_threads=threads)
     worker.start()
     log.info(
