@@ -144,6 +144,10 @@ class SeenTokenStore(Protocol):
         """Record ``token``; return False if it was already recorded and has not expired."""
         ...
 
+    async def forget(self, token: str) -> None:
+        """Drop ``token`` again (its request was verified but not stored, so the provider's retry must pass)."""
+        ...
+
 
 class WebhookParser(Protocol):
     provider: str
@@ -164,4 +168,8 @@ class WebhookParser(Protocol):
 
     def parse(self, headers: Mapping[str, str], body: bytes) -> list[NormalizedEvent]:
         """The events in the body; unknown event types and control messages yield none."""
+        ...
+
+    async def not_stored(self, headers: Mapping[str, str], body: bytes) -> None:
+        """A verified request could not be stored: undo what :meth:`verify` recorded (one-time tokens)."""
         ...

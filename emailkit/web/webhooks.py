@@ -152,9 +152,14 @@ class Webhooks:
             return _error(exc.status_code, str(exc))
         if result.confirmation is not None:
             return await self._confirm(name, result.confirmation)
-        summary = await record_events(
-            self.runtime.db, result.events, policy=self.policy, live=self.runtime.live
-        )
+        try:
+            summary = await record_events(
+                self.runtime.db, result.events, policy=self.policy, live=self.runtime.live
+            )
+        except Exception:
+            # Answered with a 500, so the provider will retry: its retry must be accepted.
+            await parser.not_stored(request.headers, body)
+            raise
         return JSONResponse(
             {"received": summary.received, "stored": summary.stored, "duplicates": summary.duplicates}
         )

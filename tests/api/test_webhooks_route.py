@@ -28,6 +28,7 @@ from emailkit.domain.models import SubscriberStatus
 from emailkit.domain.models_feedback import Event, EventKey, Suppression
 from emailkit.domain.runtime import Runtime
 from emailkit.settings import Settings
+from emailkit.web import webhooks as webhooks_route
 from tests.conftest import TEST_SECRET
 from tests.integration.test_feedback_recording import seed_campaign, stats, subscriber
 
@@ -229,6 +230,37 @@ async def test_mailgun_signed_examples(make_client: MakeClient, db: Database) ->
         assert replay.status_code == 401, case["name"]
     assert stored_total >= 7
     assert len(await stored(db)) == stored_total
+
+
+async def test_a_mailgun_delivery_that_could_not_be_stored_is_accepted_on_retry(
+    make_client: MakeClient, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    case = next(c for c in signed("mailgun") if c["expected_valid"])
+    client, app = await make_client(mailgun_webhook_signing_key=case["key"]["webhook_signing_key"])
+    body = case["body"].encode()
+    freeze(app, int(json.loads(body)["signature"]["timestamp"]))
+    real = webhooks_route.record_events
+    calls = 0
+
+    async def failing_once(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("database went away")
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(webhooks_route, "record_events", failing_once)
+    # The app answers 500 (the test transport re-raises the error behind it) and stores nothing.
+    with pytest.raises(ConnectionError):
+        await client.post("/webhooks/mailgun", content=body, headers=case["headers"])
+    assert await nothing_stored(db)
+    # Mailgun retries with the same token: accepted this time, since nothing was stored before.
+    resp = await client.post("/webhooks/mailgun", content=body, headers=case["headers"])
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["stored"] >= 1
+    # Once stored, the same token is a replay again.
+    replay = await client.post("/webhooks/mailgun", content=body, headers=case["headers"])
+    assert replay.status_code == 401
 
 
 async def test_resend_signed_examples(make_client: MakeClient, db: Database) -> None:

@@ -55,6 +55,9 @@ class ParserBase:
     def confirmation(self, headers: Mapping[str, str], body: bytes) -> SubscriptionConfirmation | None:
         return None
 
+    async def not_stored(self, headers: Mapping[str, str], body: bytes) -> None:
+        return None
+
 
 class BasicAuthJsonParser(ParserBase):
     """Providers that authenticate with HTTP basic auth and post one JSON object or an array of them."""
@@ -283,6 +286,9 @@ class MemorySeenTokens:
             self._prune(now)
         self._expires[token] = now + ttl_seconds
         return True
+
+    async def forget(self, token: str) -> None:
+        self._expires.pop(token, None)
 
     def _prune(self, now: float) -> None:
         self._expires = {t: e for t, e in self._expires.items() if e > now}

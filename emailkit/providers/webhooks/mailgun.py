@@ -87,6 +87,16 @@ class MailgunWebhookParser(ParserBase):
             if not await self._seen.remember(token, ttl):
                 raise SignatureInvalid("Mailgun token already used")
 
+    async def not_stored(self, headers: Mapping[str, str], body: bytes) -> None:
+        # Mailgun retries a failed delivery with the same token: refusing it as a replay would lose the events.
+        if self._seen is None:
+            return
+        payload = load_json(body)
+        block = obj(payload.get("signature")) if isinstance(payload, dict) else {}
+        token = text(block.get("token"))
+        if token is not None:
+            await self._seen.forget(token)
+
     def parse(self, headers: Mapping[str, str], body: bytes) -> list[NormalizedEvent]:
         payload = load_json(body)
         if not isinstance(payload, dict):
