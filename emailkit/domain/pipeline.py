@@ -286,11 +286,16 @@ class CampaignSender:
             except Exception:
                 log.warning("batch %s: lease not renewed", batch_id, exc_info=True)
 
-    async def _release(self, batch_id: int, *, done: bool) -> None:
+    async def _release(self, batch: CampaignBatch, *, done: bool) -> None:
+        """Give the batch back (or mark it done), unless another worker has taken it over meanwhile."""
         async with self.db.transaction() as s:
             await s.execute(
                 update(CampaignBatch)
-                .where(CampaignBatch.id == batch_id)
+                .where(
+                    CampaignBatch.id == batch.id,
+                    CampaignBatch.status == BatchStatus.RUNNING,
+                    CampaignBatch.attempts == batch.attempts,
+                )
                 .values(status=BatchStatus.DONE if done else BatchStatus.PENDING, lease_until=None)
             )
 
@@ -770,14 +775,14 @@ class CampaignSender:
                 break
             after = chunk[-1].delivery_id
             if campaign is None or campaign.status is not CampaignStatus.RUNNING:
-                await self._release(batch_id, done=False)
+                await self._release(batch, done=False)
                 await self._report(
                     campaign_id, final=campaign is None or campaign.status is not CampaignStatus.PAUSED
                 )
                 return True, None
             if await self._over_budget(campaign):
                 await self._pause_for_budget(campaign)
-                await self._release(batch_id, done=False)
+                await self._release(batch, done=False)
                 await self._report(campaign_id)
                 return True, None
             pending = {p.delivery_id: p for p in chunk}
@@ -829,7 +834,7 @@ class CampaignSender:
                 outcome.sent += await self._settle_in_doubt(s, batch)
         if compiled is None:
             await self._fail_campaign(campaign_id, failure)
-            await self._release(batch_id, done=False)
+            await self._release(batch, done=False)
             await self._report(campaign_id, final=True)
             return outcome
 
@@ -839,10 +844,10 @@ class CampaignSender:
             return outcome
         if retry_after is not None:
             # Transient failures left some recipients QUEUED: give the batch back and come again later.
-            await self._release(batch_id, done=False)
+            await self._release(batch, done=False)
             outcome.retry_after = retry_after
             return outcome
-        await self._release(batch_id, done=True)
+        await self._release(batch, done=True)
         outcome.done = True
         outcome.campaign_finished = await self._finish_if_complete(campaign_id)
         await self._report(campaign_id, final=outcome.campaign_finished)

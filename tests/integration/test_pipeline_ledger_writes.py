@@ -67,6 +67,12 @@ async def test_hand_over_marks_queued_rows_and_stops_once_the_batch_is_taken_ove
         )
     with pytest.raises(LeaseLost):
         await hand_over([third])
+    # Nor may it give the batch back or mark it done under the new owner.
+    for done in (False, True):
+        await sender._release(batch, done=done)
+        async with db.session() as s:
+            row = await s.get(CampaignBatch, batch.id)
+        assert row is not None and row.status is BatchStatus.RUNNING
     async with db.session() as s:
         statuses = {d.id: d.status for d in (await s.execute(select(Delivery))).scalars()}
     assert (statuses[first], statuses[second], statuses[third]) == (
