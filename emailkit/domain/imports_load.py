@@ -39,6 +39,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from emailkit.domain.feedback.types import email_hash
@@ -320,6 +321,118 @@ async def load(
     return await _load_sqlite(conn, options, lo, hi, hook)
 
 
+async def mark_existing(conn: AsyncConnection) -> None:
+    """Flag staged rows whose address is already a subscriber (one join, instead of a conflict per row)."""
+    await conn.execute(
+        update(STAGING)
+        .values(existing=True)
+        .where(STAGING.c.error.is_(None), STAGING.c.email == Subscriber.email)
+    )
+
+
+class _StaleFlags(Exception):
+    """A staged row's ``existing`` flag no longer holds (another writer added or removed that address)."""
+
+
+def _staged_in(options: LoadOptions, start: int, end: int) -> ColumnElement[bool]:
+    return and_(STAGING.c.error.is_(None), STAGING.c.row_no.between(start, end))
+
+
+def _pairs(source: Any, options: LoadOptions) -> Any:
+    """(subscriber, list) pairs to subscribe for the rows a CTE returned (id, status)."""
+    now = literal(options.now, UTCDateTime())
+    return (
+        select(source.c.id, MailingList.id, _new_subscription_status(options), now, now)
+        .select_from(source)
+        .join(MailingList, MailingList.id.in_(list(options.list_ids)))
+        .where(_eligible(source.c.status, options))
+    )
+
+
+async def _load_chunk_flagged(
+    conn: AsyncConnection, options: LoadOptions, start: int, end: int
+) -> tuple[int, int]:
+    """One chunk by the ``existing`` flags: a plain INSERT of new addresses (and of their subscriptions, which
+    cannot exist yet) and an UPDATE of known ones, skipping ``ON CONFLICT``'s speculative insertion (≈30% of
+    the subscriber insert). Returns (inserted, updated); raises _StaleFlags, or the unique violation of a
+    concurrent insert, when the flags are out of date."""
+    table = Subscriber.__table__
+    now = literal(options.now, UTCDateTime())
+    in_chunk = _staged_in(options, start, end)
+    new_rows = _staged_subscribers(options, start, end).where(STAGING.c.existing.is_(False))
+    inserted = (
+        postgresql.insert(table)  # type: ignore[arg-type]
+        .from_select(["email", "name", "attributes", "status", "created_at", "updated_at"], new_rows)
+        .returning(table.c.id, table.c.status)
+        .cte("inserted")
+    )
+    ctes: list[Any] = [inserted]
+    updated = None
+    if options.mode is ImportMode.UPSERT:
+        updated = (
+            update(table)  # type: ignore[arg-type]
+            .where(in_chunk, STAGING.c.existing.is_(True), table.c.email == STAGING.c.email)
+            .values(
+                name=case((STAGING.c.name == "", table.c.name), else_=STAGING.c.name),
+                attributes=func.emailkit_json_merge(table.c.attributes, STAGING.c.attributes),
+                updated_at=now,
+            )
+            .returning(table.c.id, table.c.status)
+            .cte("updated")
+        )
+        ctes.append(updated)
+    if options.list_ids:
+        subscriptions = Subscription.__table__
+        columns = ["subscriber_id", "list_id", "status", "created_at", "updated_at"]
+        ctes.append(
+            postgresql.insert(subscriptions)  # type: ignore[arg-type]
+            .from_select(columns, _pairs(inserted, options))
+            .cte("subscribed_new")
+        )
+        if updated is not None:
+            ctes.append(
+                _subscriptions_insert(postgresql.insert, _pairs(updated, options), options).cte("subscribed")
+            )
+    flagged = select(func.count()).where(in_chunk, STAGING.c.existing.is_(True)).scalar_subquery()
+    counts = select(
+        select(func.count()).select_from(inserted).scalar_subquery(),
+        select(func.count()).select_from(updated).scalar_subquery() if updated is not None else literal(0),
+        flagged,
+    )
+    for cte in ctes:
+        counts = counts.add_cte(cte)
+    fresh, touched, expected_existing = (await conn.execute(counts)).one()
+    if updated is not None and touched != expected_existing:
+        # A known subscriber vanished meanwhile: the row must be inserted after all, not dropped.
+        raise _StaleFlags()
+    return int(fresh), int(touched)
+
+
+async def _load_chunk_upsert(
+    conn: AsyncConnection, options: LoadOptions, start: int, end: int
+) -> tuple[int, int]:
+    """One chunk with ``INSERT ... ON CONFLICT``: right whatever other writers do meanwhile."""
+    table = Subscriber.__table__
+    upsert = _subscribers_insert(
+        postgresql.insert, _staged_subscribers(options, start, end), options, func.emailkit_json_merge
+    ).returning(
+        table.c.id,
+        table.c.status,
+        # xmax is 0 on a freshly inserted row version and set on one that ON CONFLICT updated.
+        literal_column("(xmax = 0)").label("fresh"),
+    )
+    imported = upsert.cte("imported")
+    counts = select(
+        func.count().filter(imported.c.fresh).label("fresh"), func.count().label("all")
+    ).select_from(imported)
+    if options.list_ids:
+        counts = counts.add_cte(
+            _subscriptions_insert(postgresql.insert, _pairs(imported, options), options).cte("subscribed")
+        )
+    fresh, touched = (await conn.execute(counts)).one()
+    return int(fresh), int(touched) - int(fresh)
+
+
 async def _load_postgresql(
     conn: AsyncConnection,
     options: LoadOptions,
@@ -329,38 +442,22 @@ async def _load_postgresql(
 ) -> Outcome:
     outcome = Outcome()
     ok_rows = int((await conn.execute(select(func.count()).where(STAGING.c.error.is_(None)))).scalar_one())
-    table = Subscriber.__table__
-    now = literal(options.now, UTCDateTime())
+    await mark_existing(conn)
     for start in range(lo, hi + 1, options.chunk_rows):
         end = min(hi, start + options.chunk_rows - 1)
-        upsert = _subscribers_insert(
-            postgresql.insert, _staged_subscribers(options, start, end), options, func.emailkit_json_merge
-        ).returning(
-            table.c.id,
-            table.c.status,
-            # xmax is 0 on a freshly inserted row version and set on one that ON CONFLICT updated.
-            literal_column("(xmax = 0)").label("fresh"),
-        )
-        imported = upsert.cte("imported")
-        counts = select(
-            func.count().filter(imported.c.fresh).label("fresh"), func.count().label("all")
-        ).select_from(imported)
-        if options.list_ids:
-            pairs = (
-                select(imported.c.id, MailingList.id, _new_subscription_status(options), now, now)
-                .select_from(imported)
-                .join(MailingList, MailingList.id.in_(list(options.list_ids)))
-                .where(_eligible(imported.c.status, options))
-            )
-            counts = counts.add_cte(
-                _subscriptions_insert(postgresql.insert, pairs, options).cte("subscribed")
-            )
-        fresh, touched = (await conn.execute(counts)).one()
-        outcome.inserted += int(fresh)
-        outcome.updated += int(touched) - int(fresh)
+        try:
+            async with conn.begin_nested():
+                fresh, updated = await _load_chunk_flagged(conn, options, start, end)
+        except (_StaleFlags, IntegrityError) as exc:
+            if isinstance(exc, IntegrityError) and "uq_subscribers_email" not in str(exc.orig):
+                raise
+            # Another writer changed these addresses since they were flagged: this chunk again, conflict-safe.
+            fresh, updated = await _load_chunk_upsert(conn, options, start, end)
+        outcome.inserted += fresh
+        outcome.updated += updated
         await hook(outcome)
-    # With DO NOTHING the existing rows return nothing: whatever was valid and not inserted was skipped.
     if options.mode is ImportMode.SKIP_EXISTING:
+        # Whatever was valid and not inserted already existed, and was skipped.
         outcome.existing_skipped = ok_rows - outcome.inserted
     return outcome
 

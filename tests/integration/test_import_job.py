@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
-from emailkit.domain import imports, lists, subscribers
+from emailkit.domain import imports, imports_load, lists, subscribers
 from emailkit.domain.db import Database
 from emailkit.domain.feedback import suppressions
 from emailkit.domain.feedback.types import email_hash
@@ -374,3 +374,58 @@ async def test_a_large_upload_is_stored_in_chunks_and_streamed(db: Database) -> 
         errors = (await s.execute(select(func.count()).select_from(ImportRowError))).scalar_one()
     assert (total, errors) == (count, 1)
     assert (sample.name, sample.attributes) == ("User 69999", {"group": 69999 % 7})
+
+
+async def _flag_then(db: Database, monkeypatch: pytest.MonkeyPatch, change: Any) -> None:
+    """Let another writer change the subscribers right after the import flagged the known addresses."""
+    real = imports_load.mark_existing
+
+    async def flag_then_change(conn: Any) -> None:
+        await real(conn)
+        async with db.transaction() as s:
+            await change(s)
+
+    monkeypatch.setattr(imports_load, "mark_existing", flag_then_change)
+
+
+async def test_an_address_added_by_another_writer_meanwhile_is_updated_not_lost(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if db.dialect != "postgresql":
+        pytest.skip("the flagged fast path and its fallback are PostgreSQL's")
+    newsletter = await make_list(db)
+    await add_subscriber(db, "anna@example.com", name="Old Name")
+
+    async def add_new(s: Any) -> None:
+        await subscribers.create_subscriber(s, "new@example.com", name="Signed up meanwhile")
+
+    await _flag_then(db, monkeypatch, add_new)
+    row = await run(db, await start(db, UPDATE_CSV, list_ids=[newsletter]))
+    # The plain INSERT met the new address (a unique violation): that chunk ran again with ON CONFLICT.
+    assert (row.status, row.inserted, row.updated, row.failed) == (ImportStatus.FINISHED, 0, 2, 0)
+    found = await people(db)
+    assert found["new@example.com"].name == "New"
+    assert found["new@example.com"].attributes == {"City": "Paris"}
+    assert await memberships(db) == {
+        ("anna@example.com", newsletter): SubscriptionStatus.CONFIRMED,
+        ("new@example.com", newsletter): SubscriptionStatus.CONFIRMED,
+    }
+
+
+async def test_a_known_address_deleted_meanwhile_is_inserted_again(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if db.dialect != "postgresql":
+        pytest.skip("the flagged fast path and its fallback are PostgreSQL's")
+    newsletter = await make_list(db)
+    await add_subscriber(db, "anna@example.com", name="Old Name", attributes={"keep": 1})
+
+    async def delete_anna(s: Any) -> None:
+        await s.execute(delete(Subscriber).where(Subscriber.email == "anna@example.com"))
+
+    await _flag_then(db, monkeypatch, delete_anna)
+    row = await run(db, await start(db, UPDATE_CSV, list_ids=[newsletter]))
+    assert (row.status, row.inserted, row.updated, row.failed) == (ImportStatus.FINISHED, 2, 0, 0)
+    found = await people(db)
+    assert found["anna@example.com"].attributes == {"City": "Berlin", "address": {"zip": 10115}}
+    assert set(await memberships(db)) == {("anna@example.com", newsletter), ("new@example.com", newsletter)}
