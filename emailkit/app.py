@@ -90,6 +90,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         allowed_origins=settings.cors_origins,
         # File uploads (CSV imports); UploadGuard below bounds their size and requires a preflight header.
         multipart_uploads_enabled=True,
+        key_recheck_seconds=settings.ws_key_recheck_seconds,
     )
     healthz, readyz = health_routes(runtime)
     tracking = build_tracking(

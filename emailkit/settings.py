@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Largest multipart (file upload) request, e.g. a CSV import; bigger ones are refused with 413.
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, ge=1024 * 1024)
+    # Open GraphQL WebSocket connections re-check their API key this often; a revoked key's are closed (4403).
+    ws_key_recheck_seconds: float = Field(default=30.0, gt=0, le=3600)
 
     # Database pool (PostgreSQL)
     database_pool_size: int = Field(default=10, ge=1, le=500)

@@ -80,6 +80,12 @@ async def authenticate(session: AsyncSession, raw: str) -> Principal | None:
     return Principal(key_id=row.id, name=row.name, role=row.role)
 
 
+async def is_active(session: AsyncSession, key_id: int) -> bool:
+    """Whether the key still exists and is not revoked."""
+    found = await session.execute(select(ApiKey.id).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None)))
+    return found.first() is not None
+
+
 async def revoke_api_key(session: AsyncSession, key_id: int) -> ApiKey:
     row = await session.get(ApiKey, key_id)
     if row is None:

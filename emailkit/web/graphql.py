@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from importlib import resources
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import Receive, Scope, Send
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketState
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http.types import HTTPMethod
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UnsetType
 
-from emailkit.domain.apikeys import Principal, authenticate
+from emailkit.domain.apikeys import Principal, authenticate, is_active
 from emailkit.domain.runtime import Runtime
 from emailkit.schema.context import Context
+
+log = logging.getLogger(__name__)
+
+# graphql-transport-ws's close code for a refused or withdrawn authorisation.
+CLOSE_FORBIDDEN = 4403
 
 
 class Unauthenticated(Exception):
@@ -36,11 +43,13 @@ def graphiql_page() -> str:
 
 
 class GraphQLView(GraphQL[Context, None]):
-    def __init__(self, runtime: Runtime, **kwargs: Any) -> None:
+    def __init__(self, runtime: Runtime, *, key_recheck_seconds: float = 30.0, **kwargs: Any) -> None:
         # Only graphql-transport-ws: the legacy graphql-ws protocol has no connection_init gate we trust.
         super().__init__(subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,), **kwargs)
         self.runtime = runtime
         self._ide_html: str | None = None
+        self._key_recheck_seconds = key_recheck_seconds
+        self._watchers: set[asyncio.Task[None]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -89,7 +98,29 @@ class GraphQLView(GraphQL[Context, None]):
         if principal is None:
             raise ConnectionRejectionError({"message": "Missing or unknown API key"})
         context.principal = principal
+        if isinstance(context.request, WebSocket):
+            watcher = asyncio.create_task(self._watch_key(context.request, principal.key_id))
+            self._watchers.add(watcher)
+            watcher.add_done_callback(self._watchers.discard)
         return await super().on_ws_connect(context)
+
+    async def _watch_key(self, websocket: WebSocket, key_id: int) -> None:
+        """Close the connection once its API key is revoked: a subscription can stream for hours."""
+        while True:
+            await asyncio.sleep(self._key_recheck_seconds)
+            if WebSocketState.DISCONNECTED in (websocket.client_state, websocket.application_state):
+                return
+            try:
+                async with self.runtime.db.session() as session:
+                    active = await is_active(session, key_id)
+            except Exception:
+                # The database being away is no reason to drop a live connection; check again later.
+                log.warning("could not re-check the API key of a WebSocket connection", exc_info=True)
+                continue
+            if not active:
+                if websocket.application_state is not WebSocketState.DISCONNECTED:
+                    await websocket.close(code=CLOSE_FORBIDDEN, reason="API key revoked")
+                return
 
     async def render_graphql_ide(self, request: Request) -> HTMLResponse:
         if self._ide_html is None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -12,7 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
 from emailkit.app import create_app
@@ -26,6 +24,7 @@ from emailkit.settings import Settings
 from emailkit.tasks.pubsub import InProcessPubSub, RedisPubSub
 from tests.conftest import GQL, REDIS_URL, TEST_SECRET, data
 from tests.integration.test_feedback_recording import T0, ev, seed_campaign
+from tests.support.live_server import live_server
 
 STATS_FIELDS = (
     "recipients sent delivered bounced complained opens uniqueOpens clicks uniqueClicks unsubscribed "
@@ -240,18 +239,8 @@ async def server(db: Database, live_pubsub: PubSub) -> AsyncIterator[str]:
         database_url=db.url, secret_key=TEST_SECRET, public_url="http://127.0.0.1", webhook_verify=False
     )
     runtime = Runtime(db=db, secret_key=TEST_SECRET, public_url=settings.public_url, pubsub=live_pubsub)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(
-        create_app(settings, runtime), lifespan="off", log_level="warning", ws="websockets-sansio"
-    )
-    srv = uvicorn.Server(config)
-    # What `serve()` does, minus its signal handling and idle loop: listening once startup returns.
-    config.load()
-    srv.lifespan = config.lifespan_class(config)
-    await srv.startup(sockets=[sock])
-    yield f"127.0.0.1:{sock.getsockname()[1]}"
-    await srv.shutdown(sockets=[sock])
+    async with live_server(create_app(settings, runtime)) as address:
+        yield address
 
 
 async def next_stats(ws: ClientConnection, until: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
