@@ -309,10 +309,11 @@ async def _redis_restart_mid_campaign(stack: Stack) -> None:
     # Batches wait in the queue (beyond what the workers hold): they are lost with the server.
     assert stack.redis.queued("sending") > 0
     stack.redis.kill()
-    # Both workers notice the broker is gone, and go on sending the batches they hold meanwhile.
+    down = stack.sink.accepted_total
+    # Both workers notice the broker is gone, and go on sending the batches they hold meanwhile (counted from
+    # the kill: a fast worker may be well into them by the time its log says so).
     for worker in workers:
         await worker.wait_for_log("connection error", within=30)
-    down = stack.sink.accepted_total
     await stack.sink.wait_until(
         lambda s: s.accepted_total >= down + 1000, within=60, what="1000 more sent while Redis is down"
     )
