@@ -55,7 +55,7 @@ from emailkit.domain.models import (
     Subscriber,
     Template,
 )
-from emailkit.domain.pipeline_pg import BatchConnection
+from emailkit.domain.pipeline_pg import BatchConnection, Pending
 from emailkit.domain.progress import ProgressReporter
 from emailkit.domain.ratelimit import RateLimiter
 from emailkit.domain.rendering import (
@@ -121,16 +121,6 @@ class _Compiled:
     track_clicks: bool
     list_id_header: str
     tracked: TrackedTemplate
-
-
-@dataclass
-class _Pending:
-    delivery_id: int
-    subscriber_id: int | None
-    email: str
-    name: str
-    attributes: dict[str, Any]
-    attempts: int
 
 
 @dataclass
@@ -412,7 +402,7 @@ class CampaignSender:
 
     async def _next_chunk(
         self, batch: CampaignBatch, after_id: int, limit: int
-    ) -> tuple[Campaign | None, list[_Pending]]:
+    ) -> tuple[Campaign | None, list[Pending]]:
         """Extend the lease, then read the campaign's state and the next QUEUED deliveries: one transaction
         per chunk instead of three."""
         stmt = (
@@ -436,7 +426,7 @@ class CampaignSender:
         )
         lent = self._batch_connections.get(batch.id)
         if lent is not None:
-            campaign, rows = await lent.next_chunk(
+            return await lent.next_chunk(
                 campaign_id=batch.campaign_id,
                 batch_id=batch.id,
                 lease_until=utcnow() + timedelta(seconds=self.config.lease_seconds),
@@ -445,22 +435,18 @@ class CampaignSender:
                 after_id=after_id,
                 limit=limit,
             )
-            return campaign, [
-                _Pending(r.delivery_id, r.subscriber_id, r.email, r.name, r.attributes, r.attempts)
-                for r in rows
-            ]
         async with self.db.transaction() as s:
             await s.execute(self._lease_stmt(batch.id))
             campaign = await s.get(Campaign, batch.campaign_id, populate_existing=True)
             chunk = [
-                _Pending(did, sid, email, name or "", dict(attrs or {}), attempts)
+                Pending(did, sid, email, name or "", dict(attrs or {}), attempts)
                 for did, sid, email, attempts, name, attrs in await s.execute(stmt)
             ]
         return campaign, chunk
 
     # -- rendering ----------------------------------------------------------------------------------------
 
-    def _message(self, c: _Compiled, p: _Pending, *, test: bool = False) -> OutgoingMessage:
+    def _message(self, c: _Compiled, p: Pending, *, test: bool = False) -> OutgoingMessage:
         """One recipient's message. Test sends carry no tracking and a marked subject, and touch no ledger."""
         did_str = f"test-{secrets.token_hex(8)}" if test else str(p.delivery_id)
         unsubscribe = f"{self.urls.base}/u/test" if test else self.urls.unsubscribe(p.delivery_id)
@@ -535,7 +521,7 @@ class CampaignSender:
         messages = []
         for email in emails:
             sub = known.get(email)
-            pending = _Pending(
+            pending = Pending(
                 0,
                 sub.id if sub else None,
                 email,
@@ -607,7 +593,7 @@ class CampaignSender:
     async def _record(
         self,
         campaign_id: int,
-        pending: dict[int, _Pending],
+        pending: dict[int, Pending],
         results: list[SendResult],
         batch_id: int | None = None,
     ) -> tuple[_Tally, Campaign | None]:

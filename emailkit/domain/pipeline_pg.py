@@ -62,7 +62,9 @@ _RECORD_SENT = """
 
 
 @dataclass
-class ChunkRow:
+class Pending:
+    """A QUEUED delivery of the chunk being sent, with what its render needs."""
+
     delivery_id: int
     subscriber_id: int | None
     email: str
@@ -126,13 +128,13 @@ class BatchConnection:
         hi_id: int,
         after_id: int,
         limit: int,
-    ) -> tuple[Campaign | None, list[ChunkRow]]:
+    ) -> tuple[Campaign | None, list[Pending]]:
         async with self._lock:
             state = await self._driver.fetchrow(_STATE_AND_LEASE, batch_id, lease_until, campaign_id)
             rows = await self._driver.fetch(
                 _CHUNK, campaign_id, lo_id, hi_id, DeliveryStatus.QUEUED.value, after_id, limit
             )
-        chunk = [ChunkRow(r[0], r[1], r[2], r[4] or "", _attributes(r[5]), r[3]) for r in rows]
+        chunk = [Pending(r[0], r[1], r[2], r[4] or "", _attributes(r[5]), r[3]) for r in rows]
         return _campaign(state), chunk
 
     async def record_sent(
