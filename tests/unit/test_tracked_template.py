@@ -145,6 +145,8 @@ def test_markup_emitted_unescaped_is_never_compiled_in() -> None:
         "<html><body><p>x</p></body>\n<!-- </body> in a comment --></html>",
         "<html><body>{% if subscriber.attributes.plan %}<p>pro</p></body>{% else %}<p>free</p></body>{% endif %}</html>",
         "<html><BODY><p>x</p></BODY ></html>",
+        # The same text twice in one output: the pixel goes before the last one.
+        "<html><body>{{ subscriber.name }}</body>{{ subscriber.name }}</body>",
     ],
 )
 @pytest.mark.parametrize("plan", ["pro", ""])

@@ -156,7 +156,8 @@ def _inline_pixel(ast: nodes.Template) -> bool:
     at = lowered.rfind("</body")
     if len(lowered) != len(last.data) or not _BODY_CLOSE.match(last.data, at):
         return False
-    pos = top.nodes.index(last)
+    # By identity: Jinja nodes compare equal by content, and the same text can appear twice.
+    pos = next(i for i, n in enumerate(top.nodes) if n is last)
     before = nodes.TemplateData(last.data[:at], lineno=last.lineno)
     after = nodes.TemplateData(last.data[at:], lineno=last.lineno)
     top.nodes[pos : pos + 1] = [before, *_pixel_nodes(last.lineno), after]
