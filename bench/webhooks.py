@@ -7,7 +7,11 @@ prints events stored per second, request latency, and the server's CPU per event
 database holds exactly the events the server reported as stored. Prints figures; not a test.
 
     EMAILKIT_BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/bench python bench/webhooks.py \\
-        [--deliveries 50000] [--batches 60] [--batch-size 1000] [--concurrency 4] [--repeat 1]
+        [--deliveries 50000] [--batches 200] [--batch-size 1000] [--concurrency 4] [--repeat 1] \\
+        [--server-workers 2] [--redis-url redis://127.0.0.1:6379/14]
+
+With --server-workers above 1 the server runs in production mode (`serve --workers N` needs a broker): the Redis
+database given is its broker and pub/sub. Use a fresh database per run for comparable figures: events accumulate.
 
 `--repeat 2` posts every batch a second time after the first pass (provider retries): the second pass
 must store nothing. Data is added next to whatever the database holds.
