@@ -370,7 +370,8 @@ async def message_size(url: str, campaign_id: int, secret: str, samples: int = 5
     from emailkit.domain.db import Database
     from emailkit.domain.mime import MimeBuilder
     from emailkit.domain.models import Campaign
-    from emailkit.domain.pipeline import CampaignSender, _Pending
+    from emailkit.domain.pipeline import CampaignSender
+    from emailkit.domain.pipeline_pg import Pending
     from emailkit.domain.tokens import TokenSigner
     from emailkit.domain.tracking import TrackingUrls
     from emailkit.providers.outbox import OutboxProvider
@@ -395,7 +396,7 @@ async def message_size(url: str, campaign_id: int, secret: str, samples: int = 5
                 "city": CITIES[i % 8],
                 "plan": "pro",
             }
-            pending = _Pending(10_000 + i, i, f"reader{i}@example.org", f"Reader {i}", attributes, 0)
+            pending = Pending(10_000 + i, i, f"reader{i}@example.org", f"Reader {i}", attributes, 0)
             sizes.append(len(builder.build(sender._message(compiled, pending)).data))
         return sum(sizes) // len(sizes)
     finally:

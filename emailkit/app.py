@@ -111,7 +111,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         tracking.start()
         # Everything built so far (schema, templates, SQLAlchemy metadata) lives as long as the process: out
         # of the collector's sight, full collections stop re-scanning it (they stalled requests by tens of ms).
-        gc.collect()  # garbage of the set-up is freed, not frozen
         gc.freeze()
         try:
             yield

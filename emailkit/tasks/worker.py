@@ -214,7 +214,6 @@ def run_worker_process(
     use_uvloop()
     _boot(broker)
     # Modules, the broker and the actors live as long as the process: keep full collections off them.
-    gc.collect()  # garbage of the set-up is freed, not frozen
     gc.freeze()
     worker = dramatiq.Worker(broker, worker_threads=threads)
     worker.start()
