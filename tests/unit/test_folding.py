@@ -10,7 +10,7 @@ from typing import Any
 from emailkit.domain.mime import MimeBuilder
 from emailkit.domain.models import ContentFormat
 from emailkit.domain.rendering import compile_content, sample_context
-from emailkit.domain.rendering.folding import FOLD_AFTER, fold_lines
+from emailkit.domain.rendering.folding import FOLD_AFTER, fold_lines, indent_style_dots
 from emailkit.domain.sending import Address, OutgoingMessage
 
 CELL = '<td align="left" class="cell" style="font-size:0px;padding:10px 25px;word-break:break-word;">x</td>'
@@ -111,3 +111,31 @@ def test_compiled_mjml_is_folded_renders_the_same_and_goes_out_7bit() -> None:
     assert html_part["Content-Transfer-Encoding"] == "7bit"
     # 7bit parts end with a line break, added when the HTML has none.
     assert html_part.get_content().replace("\r\n", "\n").rstrip("\n") == rendered.html.rstrip("\n")
+
+
+def test_style_lines_starting_with_a_dot_are_indented_and_nothing_else() -> None:
+    source = (
+        "<html><head><style>\n.a { color: red; }\n  .b { color: blue; }\n.c{}</style>"
+        "<style>{% if x %}\n.d {}{% endif %}</style></head>"
+        "<body><pre>\n.kept as written</pre></body></html>"
+    )
+    spaced = indent_style_dots(source)
+    assert spaced.count("\n .a") == 1 and spaced.count("\n .c{}") == 1
+    assert "\n  .b" in spaced  # already indented
+    assert "\n.d {}" in spaced  # a style block with Jinja code in it is left alone
+    assert "\n.kept as written" in spaced  # outside <style>, a leading dot is content
+    assert indent_style_dots("<p>no style</p>\n.x") == "<p>no style</p>\n.x"
+
+
+def test_compiled_content_has_no_style_line_that_smtp_must_dot_stuff() -> None:
+    for fmt, body in [
+        (ContentFormat.HTML, "<html><head><style>\n.x { color: red }\n</style></head><body>Hi</body></html>"),
+        (
+            ContentFormat.MJML,
+            "<mjml><mj-head><mj-style>\n.x { color: red }\n</mj-style></mj-head>"
+            "<mj-body><mj-section><mj-column><mj-text>Hi</mj-text></mj-column></mj-section></mj-body></mjml>",
+        ),
+    ]:
+        content = compile_content(body, fmt, subject="s")
+        assert not [line for line in content.html_source.split("\n") if line.startswith(".")], fmt
+        assert ".x { color: red }" in content.render(sample_context()).html

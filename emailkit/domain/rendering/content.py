@@ -13,7 +13,7 @@ from jinja2 import Template, TemplateSyntaxError, nodes
 from emailkit.domain.errors import DomainError, ErrorCode, FieldError
 from emailkit.domain.models import ContentFormat
 from emailkit.domain.rendering.context import sample_context
-from emailkit.domain.rendering.folding import fold_lines
+from emailkit.domain.rendering.folding import fold_lines, indent_style_dots
 from emailkit.domain.rendering.jinja import (
     HTML_ENV,
     TEXT_ENV,
@@ -218,11 +218,11 @@ def _compile(body: str, fmt: ContentFormat, subject: str, plain_text: str | None
         raise DomainError(errors)
     html_source, html_ast, html_template = compiled
     text = text_template if plain_text is not None else _derived_text(html_source, html_ast, html_template)
-    if fmt is ContentFormat.MJML:
-        # MJML's multi-KB lines would send every message base64; its authors never see these lines.
-        folded = fold_lines(html_source)
-        if folded is not html_source:
-            html_source, html_template = folded, compile_template(folded, HTML_ENV, "body")
+    # MJML's multi-KB lines would send every message base64 (its authors never see these lines); a style line
+    # starting with "." would cost every message SMTP's dot-stuffing copy.
+    adjusted = indent_style_dots(fold_lines(html_source) if fmt is ContentFormat.MJML else html_source)
+    if adjusted != html_source:
+        html_source, html_template = adjusted, compile_template(adjusted, HTML_ENV, "body")
     return CompiledContent(
         body=body,
         fmt=fmt,

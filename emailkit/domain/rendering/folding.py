@@ -73,3 +73,25 @@ def fold_lines(source: str, after: int = FOLD_AFTER) -> str:
         return source
     out.append(source[copied:])
     return "".join(out)
+
+
+_STYLE = re.compile(r"(<style\b[^>]*>)(.*?)(</style\s*>)", re.IGNORECASE | re.DOTALL)
+
+
+def indent_style_dots(source: str) -> str:
+    """``source`` with a space before every ``<style>`` line that starts with ``.`` (a CSS class selector).
+
+    SMTP doubles a line's leading dot (RFC 5321 4.5.2): one such line in a template costs every message a copy
+    of its whole body. CSS ignores the space. Style blocks holding Jinja code are left alone.
+    """
+    if "\n." not in source:
+        return source
+
+    def indent(m: re.Match[str]) -> str:
+        css = m.group(2)
+        if "{{" in css or "{%" in css or "\n." not in css:
+            return m.group(0)
+        return m.group(1) + css.replace("\n.", "\n .") + m.group(3)
+
+    spaced = _STYLE.sub(indent, source)
+    return source if spaced == source else spaced
