@@ -334,7 +334,7 @@ class _StaleFlags(Exception):
     """A staged row's ``existing`` flag no longer holds (another writer added or removed that address)."""
 
 
-def _staged_in(options: LoadOptions, start: int, end: int) -> ColumnElement[bool]:
+def _staged_in(start: int, end: int) -> ColumnElement[bool]:
     return and_(STAGING.c.error.is_(None), STAGING.c.row_no.between(start, end))
 
 
@@ -358,7 +358,7 @@ async def _load_chunk_flagged(
     concurrent insert, when the flags are out of date."""
     table = Subscriber.__table__
     now = literal(options.now, UTCDateTime())
-    in_chunk = _staged_in(options, start, end)
+    in_chunk = _staged_in(start, end)
     new_rows = _staged_subscribers(options, start, end).where(STAGING.c.existing.is_(False))
     inserted = (
         postgresql.insert(table)  # type: ignore[arg-type]
