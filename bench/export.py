@@ -15,7 +15,6 @@ import asyncio
 import importlib.util
 import os
 import resource
-import socket
 import sys
 import tempfile
 import time
@@ -24,6 +23,7 @@ from types import ModuleType
 
 import httpx
 import uvicorn
+from benchlib import free_port
 from sqlalchemy import func, select
 
 from emailkit import migrate
@@ -87,13 +87,6 @@ async def direct(db: Database, selection: exports.Selection) -> tuple[int, int, 
         size += len(chunk.encode())
         peak = max(peak, rss_mib())
     return lines - 1, size, discovered, time.perf_counter() - t0, peak
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def over_http(db: Database, url: str, params: dict[str, str]) -> tuple[int, int, float, float, float]:

@@ -48,11 +48,11 @@ from pathlib import Path
 import asyncpg
 import httpx
 import redis
+from benchlib import find_tool, free_port, process_cpu
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/ek_h14"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
 PUBLIC_URL = "https://news.example.com"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 CITIES = ("Berlin", "Lisbon", "Oslo", "Toronto", "Osaka", "Lagos", "Lima", "Perth")
 FIRST_NAMES = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Ken", "Margaret", "Linus", "Radia", "Donald")
@@ -116,27 +116,11 @@ SUBJECT = "{{ subscriber.attributes.first_name | default('Hello') }}, your weekl
 # -- processes -------------------------------------------------------------------------------------------
 
 
-def find_tool(tool: str) -> str:
-    for candidate in (shutil.which(tool), f"/usr/sbin/{tool}", f"/usr/lib/postfix/sbin/{tool}"):
-        if candidate and os.path.exists(candidate):
-            return candidate
-    sys.exit(f"{tool} not found: apt-get install -y postfix (then `postfix stop` if it started)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def cpu_seconds(pid: int) -> float:
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return process_cpu(pid)
     except OSError:
         return 0.0
-    fields = stat.rpartition(")")[2].split()
-    # utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the command name.
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def peak_rss_mb(pid: int) -> float:

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import os
 import resource
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,21 +23,10 @@ import sys
 import time
 from collections.abc import Sequence
 
+from benchlib import find_tool, free_port
+
 from emailkit.domain.sending import Address, OutgoingMessage
 from emailkit.providers.smtp import SmtpProvider, parse_smtp_url
-
-
-def find(tool: str) -> str:
-    for candidate in (shutil.which(tool), f"/usr/sbin/{tool}", f"/usr/lib/postfix/sbin/{tool}"):
-        if candidate and os.path.exists(candidate):
-            return candidate
-    sys.exit(f"{tool} not found: apt-get install -y postfix (then `postfix stop` if it started)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_listening(port: int, timeout: float = 10.0) -> None:
@@ -53,7 +41,7 @@ def wait_listening(port: int, timeout: float = 10.0) -> None:
 
 
 def start_sink(port: int) -> subprocess.Popen[bytes]:
-    args = [find("smtp-sink"), "-m", "1024"]
+    args = [find_tool("smtp-sink"), "-m", "1024"]
     if os.geteuid() == 0:
         args += ["-u", "nobody"]
     sink = subprocess.Popen([*args, f"127.0.0.1:{port}", "1024"], stdout=subprocess.DEVNULL)
@@ -71,7 +59,7 @@ def run_smtp_source(port: int, messages: int, sessions: int, size: int) -> tuple
     start = time.perf_counter()
     subprocess.run(
         [
-            find("smtp-source"),
+            find_tool("smtp-source"),
             "-d",
             "-s",
             str(sessions),

@@ -22,7 +22,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+from benchlib import free_port, process_cpu, wait_ready
 from sqlalchemy import func, insert, select
 
 from emailkit import migrate
@@ -103,12 +102,6 @@ class Run:
         return self.requests / self.seconds
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def prepare(url: str, deliveries: int) -> tuple[int, list[int]]:
     """A FINISHED campaign with `deliveries` SENT deliveries; returns (campaign id, delivery ids)."""
     db = Database(url)
@@ -169,25 +162,6 @@ async def count_events(url: str, campaign_id: int) -> dict[str, int]:
             return {str(kind): int(n) for kind, n in rows}
     finally:
         await db.dispose()
-
-
-def process_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def wait_ready(base: str, server: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            sys.exit(f"emailkit serve exited with {server.returncode}")
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    sys.exit("emailkit serve did not become ready")
 
 
 def run_wrk(

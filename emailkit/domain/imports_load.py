@@ -322,11 +322,11 @@ async def load(
 
 
 async def mark_existing(conn: AsyncConnection) -> None:
-    """Flag staged rows whose address is already a subscriber (one join, instead of a conflict per row)."""
+    """Flag staged rows whose address is already a subscriber (one semi-join, instead of a conflict per row)."""
     await conn.execute(
         update(STAGING)
         .values(existing=True)
-        .where(STAGING.c.error.is_(None), STAGING.c.email == Subscriber.email)
+        .where(STAGING.c.error.is_(None), STAGING.c.email.in_(select(Subscriber.email)))
     )
 
 
@@ -470,16 +470,12 @@ async def _load_sqlite(
     hook: Callable[[Outcome], Awaitable[None]],
 ) -> Outcome:
     outcome = Outcome()
-    await conn.execute(
-        update(STAGING)
-        .values(existing=True)
-        .where(STAGING.c.error.is_(None), STAGING.c.email.in_(select(Subscriber.email)))
-    )
+    await mark_existing(conn)
     skip_existing = options.mode is ImportMode.SKIP_EXISTING
     now = literal(options.now, UTCDateTime())
     for start in range(lo, hi + 1, options.chunk_rows):
         end = min(hi, start + options.chunk_rows - 1)
-        in_chunk = and_(STAGING.c.error.is_(None), STAGING.c.row_no.between(start, end))
+        in_chunk = _staged_in(start, end)
         valid, existing = (
             await conn.execute(
                 select(func.count(), func.coalesce(func.sum(cast(STAGING.c.existing, Integer)), 0)).where(

@@ -112,8 +112,8 @@ def _campaign_subscriptions(subscriber_id: int, campaign_id: int) -> tuple[Colum
     )
 
 
-async def recipient_of(session: AsyncSession, delivery_id: int) -> Recipient | None:
-    """Who a delivery went to and whether they are still subscribed through its campaign; None if unknown."""
+async def _addressee(session: AsyncSession, delivery_id: int) -> tuple[str, int | None, int | None] | None:
+    """(email, subscriber id, campaign id) of a delivery, or None when there is no such delivery."""
     row = (
         await session.execute(
             select(Delivery.email, Delivery.subscriber_id, Delivery.campaign_id).where(
@@ -121,6 +121,12 @@ async def recipient_of(session: AsyncSession, delivery_id: int) -> Recipient | N
             )
         )
     ).one_or_none()
+    return None if row is None else (row[0], row[1], row[2])
+
+
+async def recipient_of(session: AsyncSession, delivery_id: int) -> Recipient | None:
+    """Who a delivery went to and whether they are still subscribed through its campaign; None if unknown."""
+    row = await _addressee(session, delivery_id)
     if row is None:
         return None
     email, subscriber_id, campaign_id = row
@@ -154,13 +160,7 @@ async def unsubscribe_delivery(
     so an old link keeps working for someone who subscribed again since.
     """
     async with db.transaction() as session:
-        row = (
-            await session.execute(
-                select(Delivery.email, Delivery.subscriber_id, Delivery.campaign_id).where(
-                    Delivery.id == delivery_id
-                )
-            )
-        ).one_or_none()
+        row = await _addressee(session, delivery_id)
         if row is None:
             return None
         email, subscriber_id, campaign_id = row

@@ -19,7 +19,7 @@ from emailkit.domain.pipeline import sender_for
 from emailkit.domain.validation import normalize_email
 from emailkit.schema.context import Info
 from emailkit.schema.enums import CampaignStatus
-from emailkit.schema.errors import UserError, mutate, to_user_errors
+from emailkit.schema.errors import Outcome, UserError, mutate, to_user_errors
 from emailkit.schema.permissions import write_mutation
 from emailkit.schema.refs import campaign_by_pk
 from emailkit.schema.relay import Connection, Node, decode_id, decode_id_or_none, to_global_id
@@ -192,6 +192,17 @@ def _campaign_payload(row: CampaignRow | None, errors: list[UserError]) -> Campa
     )
 
 
+async def _running_payload(
+    info: Info, out: Outcome[tuple[CampaignRow, list[int]]]
+) -> CampaignLifecyclePayload:
+    """After a start or resume committed: queue the batches it planned, then answer."""
+    if out.value is None:
+        return _campaign_payload(None, out.errors)
+    campaign, batch_ids = out.value
+    await scheduler.enqueue_batches(info.context.runtime, batch_ids)
+    return _campaign_payload(campaign, [])
+
+
 def _batch_size(info: Info) -> int:
     setup = info.context.runtime.sending
     return setup.batch_size if setup is not None else lifecycle.DEFAULT_BATCH_SIZE
@@ -219,11 +230,7 @@ class Mutation:
                 s, decode_id(input.id, "Campaign"), batch_size=_batch_size(info)
             ),
         )
-        if out.value is None:
-            return _campaign_payload(None, out.errors)
-        campaign, batch_ids = out.value
-        await scheduler.enqueue_batches(info.context.runtime, batch_ids)
-        return _campaign_payload(campaign, [])
+        return await _running_payload(info, out)
 
     @write_mutation(description="RUNNING → PAUSED: workers stop after their current chunk.")
     async def pause_campaign(self, info: Info, input: CampaignIdInput) -> CampaignLifecyclePayload:
@@ -233,11 +240,7 @@ class Mutation:
     @write_mutation(description="PAUSED → RUNNING: continue where the campaign stopped.")
     async def resume_campaign(self, info: Info, input: CampaignIdInput) -> CampaignLifecyclePayload:
         out = await mutate(info, lambda s: lifecycle.resume_campaign(s, decode_id(input.id, "Campaign")))
-        if out.value is None:
-            return _campaign_payload(None, out.errors)
-        campaign, batch_ids = out.value
-        await scheduler.enqueue_batches(info.context.runtime, batch_ids)
-        return _campaign_payload(campaign, [])
+        return await _running_payload(info, out)
 
     @write_mutation(description="Stop for good; recipients not yet sent to are never sent to.")
     async def cancel_campaign(self, info: Info, input: CampaignIdInput) -> CampaignLifecyclePayload:

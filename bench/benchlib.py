@@ -1,0 +1,54 @@
+"""What several benchmark scripts need: free ports, process CPU time, postfix's tools, a server's readiness.
+
+The scripts run as `python bench/<name>.py`, so this module is importable next to them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def process_cpu(pid: int) -> float:
+    """User plus system CPU seconds of a live process; OSError once it is gone."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    # utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the command name.
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def find_tool(tool: str) -> str:
+    """Path of one of postfix's programs (smtp-sink, smtp-source), which Debian keeps off PATH."""
+    for candidate in (shutil.which(tool), f"/usr/sbin/{tool}", f"/usr/lib/postfix/sbin/{tool}"):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    sys.exit(f"{tool} not found: apt-get install -y postfix (then `postfix stop` if it started)")
+
+
+def wait_ready(base: str, server: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """Poll `emailkit serve`'s /healthz until it answers; exit when it died or never came up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            sys.exit(f"emailkit serve exited with {server.returncode}")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    sys.exit("emailkit serve did not become ready")
