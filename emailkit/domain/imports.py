@@ -12,20 +12,21 @@ import contextlib
 import logging
 import tempfile
 import time
-from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, Final
 
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Table, delete, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from emailkit.domain import imports_load
+from emailkit.domain import imports_load, imports_pg
 from emailkit.domain.db import Database
 from emailkit.domain.errors import DomainError, ErrorCode, NotFound
 from emailkit.domain.imports_csv import (
     SAMPLE_BYTES,
     Dialect,
     ParseStats,
+    StagedRow,
     check_column_map,
     inspect_sample,
     open_text,
@@ -431,7 +432,12 @@ async def run_import(
     try:
         with contextlib.ExitStack() as stack:
             binary = source if source is not None else stack.enter_context(await _spool(db, import_id))
-            await _execute(run, row, binary)
+            try:
+                await _execute(run, row, binary, conflict_safe=False)
+            except imports_load.ConflictRetry:
+                log.info("import %s: addresses changed meanwhile; running it again, conflict-safe", import_id)
+                binary.seek(0)
+                await _execute(run, row, binary, conflict_safe=True)
     except _Superseded:
         log.info("import %s: a newer run took over", import_id)
         return None
@@ -481,7 +487,53 @@ async def _finish_failed(
         await run.publish()
 
 
-async def _execute(run: _Run, row: Import, binary: IO[bytes]) -> None:
+@dataclass
+class _Job:
+    """One pass over an import's file: what both databases' loaders need."""
+
+    run: _Run
+    options: dict[str, Any]
+    dialect: Dialect
+    rows: Iterator[StagedRow]
+    stats: ParseStats
+    load: imports_load.LoadOptions
+
+    async def parsed(self, _: int = 0) -> None:
+        state = self.run.state
+        state.processed = self.stats.rows
+        state.total = max(state.total, self.stats.rows)
+        await self.run.report()
+
+    async def finish(self, session: AsyncSession, conn: AsyncConnection, st: Table) -> None:
+        """In the import's transaction, after the load: the report, the counters, and the upload's removal."""
+        state = self.run.state
+        await imports_load.store_errors(conn, st, self.run.import_id, self.load.max_errors)
+        finished = await session.execute(
+            update(Import)
+            .where(Import.id == self.run.import_id, Import.attempts == self.run.attempt)
+            .values(
+                status=ImportStatus.FINISHED,
+                total=state.total,
+                processed=state.processed,
+                inserted=state.inserted,
+                updated=state.updated,
+                skipped=state.skipped,
+                failed=state.failed,
+                options={
+                    **self.options,
+                    "encoding": self.dialect.encoding_label,
+                    "delimiter": self.dialect.delimiter,
+                },
+                finished_at=utcnow(),
+                updated_at=utcnow(),
+            )
+        )
+        if not finished.rowcount:  # type: ignore[attr-defined]
+            raise _Superseded()
+        await session.execute(delete(ImportChunk).where(ImportChunk.import_id == self.run.import_id))
+
+
+async def _execute(run: _Run, row: Import, binary: IO[bytes], *, conflict_safe: bool) -> None:
     options = row.options or {}
     sample = binary.read(SAMPLE_BYTES)
     complete = len(sample) < SAMPLE_BYTES or not binary.read(1)
@@ -493,42 +545,57 @@ async def _execute(run: _Run, row: Import, binary: IO[bytes]) -> None:
         source_field="file",
     )
     state = run.state
+    state.processed = state.inserted = state.updated = state.skipped = state.failed = 0
     state.phase = "reading"
     state.total = max(0, _count_lines(binary) - 1)
     await run.report(force=True)
     status = options.get("subscriptionStatus")
-    load_options = imports_load.LoadOptions(
-        import_id=run.import_id,
-        mode=row.mode,
-        list_ids=list(row.list_ids or []),
-        subscription_status=SubscriptionStatus(status) if status else None,
-        now=utcnow(),
-        max_errors=MAX_STORED_ERRORS,
-        chunk_rows=LOAD_CHUNK_ROWS,
-    )
-    text = open_text(binary, dialect)
     stats = ParseStats()
+    text_file = open_text(binary, dialect)
+    job = _Job(
+        run=run,
+        options=options,
+        dialect=dialect,
+        rows=parse_rows(text_file, dialect, plan, stats),
+        stats=stats,
+        load=imports_load.LoadOptions(
+            import_id=run.import_id,
+            mode=row.mode,
+            list_ids=list(row.list_ids or []),
+            subscription_status=SubscriptionStatus(status) if status else None,
+            now=utcnow(),
+            max_errors=MAX_STORED_ERRORS,
+            chunk_rows=LOAD_CHUNK_ROWS,
+            conflict_safe=conflict_safe,
+        ),
+    )
+    try:
+        if run.db.dialect == "postgresql":
+            await _stage_and_load_postgresql(job)
+        else:
+            await _stage_and_load_sqlite(job)
+    finally:
+        # The caller owns `binary` (a retry reads it again): the text layer must not close it.
+        text_file.detach()
+    state.status = ImportStatus.FINISHED
+    state.phase = ""
+    await run.publish()
 
-    async def parsed(_: int) -> None:
-        state.processed = stats.rows
-        state.failed = stats.invalid
-        state.total = max(state.total, stats.rows)
-        await run.report()
 
+async def _stage_and_load_sqlite(job: _Job) -> None:
+    """One connection does everything: stage all rows, check them as a set, then load them in chunks."""
+    run, state, st = job.run, job.run.state, imports_load.STAGING
     async with run.db.transaction() as session:
         conn = await session.connection()
-        await imports_load.create_staging(conn)
+        await imports_load.create_staging(conn, st)
         try:
-            await imports_load.stage_rows(
-                conn, parse_rows(text, dialect, plan, stats), PROGRESS_EVERY_ROWS, parsed
-            )
-            state.total = state.processed = stats.rows
-            state.failed = stats.invalid
+            await imports_load.insert_rows(conn, st, job.rows, PROGRESS_EVERY_ROWS, job.parsed)
+            state.total = state.processed = job.stats.rows
+            state.failed = job.stats.invalid
             state.phase = "loading"
             await run.report(force=True)
-            await imports_load.analyze_staging(conn)
-            state.failed += await imports_load.mark_duplicates(conn)
-            state.skipped += await imports_load.mark_suppressed(conn)
+            state.failed += await imports_load.mark_duplicates(conn, st)
+            state.skipped += await imports_load.mark_suppressed(conn, st)
             base_skipped = state.skipped
 
             async def loaded(outcome: imports_load.Outcome) -> None:
@@ -537,32 +604,48 @@ async def _execute(run: _Run, row: Import, binary: IO[bytes]) -> None:
                 state.skipped = base_skipped + outcome.existing_skipped
                 await run.report(save=run.save_during_load)
 
-            outcome = await imports_load.load(conn, load_options, loaded)
+            outcome = await imports_load.load(conn, st, job.load, loaded)
             await loaded(outcome)
-            await imports_load.store_errors(conn, run.import_id, load_options.max_errors)
-            finished = await session.execute(
-                update(Import)
-                .where(Import.id == run.import_id, Import.attempts == run.attempt)
-                .values(
-                    status=ImportStatus.FINISHED,
-                    total=state.total,
-                    processed=state.processed,
-                    inserted=state.inserted,
-                    updated=state.updated,
-                    skipped=state.skipped,
-                    failed=state.failed,
-                    options={**options, "encoding": dialect.encoding_label, "delimiter": dialect.delimiter},
-                    finished_at=utcnow(),
-                    updated_at=utcnow(),
-                )
-            )
-            if not finished.rowcount:  # type: ignore[attr-defined]
-                raise _Superseded()
-            await session.execute(delete(ImportChunk).where(ImportChunk.import_id == run.import_id))
+            await job.finish(session, conn, st)
         finally:
-            if conn.dialect.name != "postgresql":
-                with contextlib.suppress(Exception):
-                    await imports_load.drop_staging(conn)
-    state.status = ImportStatus.FINISHED
-    state.phase = ""
-    await run.publish()
+            with contextlib.suppress(Exception):
+                await imports_load.drop_staging(conn, st)
+
+
+async def _stage_and_load_postgresql(job: _Job) -> None:
+    """Chunks are parsed and staged on a connection of their own while the import's transaction loads the
+    chunks already checked: the parse, the COPY and the load overlap instead of taking turns."""
+    run, state = job.run, job.run.state
+    st = imports_load.staging_table(f"{imports_load.STAGING_NAME}_{run.import_id}", shared=True)
+    async with run.db.engine.begin() as conn:
+        await imports_pg.sweep_staging(conn)
+        await imports_load.create_staging(conn, st)
+    try:
+        async with run.db.transaction() as session:
+            conn = await session.connection()
+            # The reference check on subscriptions groups each load's rows; keep that in memory.
+            await conn.execute(text(f"SET LOCAL work_mem = '{imports_load.WORK_MEM}'"))
+            duplicates = suppressed = existing_skipped = 0
+            chunks = imports_pg.staged_chunks(run.db, st, job.rows, job.parsed)
+            # aclosing: a failed load must stop the feeder now, not whenever the generator is collected.
+            async with contextlib.aclosing(chunks):
+                async for staged in chunks:
+                    duplicates += staged.duplicates
+                    suppressed += staged.suppressed
+                    if staged.parsed_all and state.phase != "loading":
+                        state.total = state.processed = job.stats.rows
+                        state.phase = "loading"
+                    outcome = await imports_load.load_range(conn, st, job.load, staged.lo, staged.hi)
+                    state.inserted += outcome.inserted
+                    state.updated += outcome.updated
+                    existing_skipped += outcome.existing_skipped
+                    state.failed = job.stats.invalid + duplicates
+                    state.skipped = suppressed + existing_skipped
+                    await run.report(save=run.save_during_load, force=staged.parsed_all)
+            state.phase = "loading"
+            state.total = state.processed = job.stats.rows
+            state.failed = job.stats.invalid + duplicates
+            await job.finish(session, conn, st)
+    finally:
+        async with run.db.engine.begin() as conn:
+            await imports_load.drop_staging(conn, st)

@@ -8,7 +8,7 @@ same checks with chunked executemany and plain statements.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -18,6 +18,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     ColumnElement,
+    Index,
     Integer,
     MetaData,
     String,
@@ -41,6 +42,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.schema import SchemaItem
 
 from emailkit.domain.feedback.types import email_hash
 from emailkit.domain.imports_csv import StagedRow
@@ -61,26 +63,36 @@ SQLITE_BATCH: Final = 2000
 SUPPRESSED: Final = "suppressed"
 WORK_MEM: Final = "64MB"
 
-_staging_metadata = MetaData()
-
-# Kept off the application's metadata: it exists only inside an import's transaction.
-STAGING = Table(
-    STAGING_NAME,
-    _staging_metadata,
-    # INTEGER PRIMARY KEY is SQLite's rowid, so row ranges cost nothing there; on PostgreSQL rows arrive in
-    # order, which keeps this index cheap to build.
-    Column("row_no", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=False),
-    Column("email", String),
-    Column("name", String, nullable=False),
-    # JSON text as parsed; typed JSONB on PostgreSQL so it reaches subscribers unchanged.
-    Column("attributes", Text().with_variant(JSONB(), "postgresql"), nullable=False),
-    Column("error", Text),
-    Column("skipped", Boolean, nullable=False, server_default=false()),
-    Column("existing", Boolean, nullable=False, server_default=false()),
-    prefixes=["TEMPORARY"],
-    postgresql_on_commit="DROP",
-)
 COLUMNS: Final = ("row_no", "email", "name", "attributes", "error")
+
+
+def staging_table(name: str, *, shared: bool) -> Table:
+    """The staging table's definition under `name`.
+
+    Kept off the application's metadata: it exists only while an import runs. A temporary table (SQLite, where
+    one connection does everything) lives in the import's transaction; a `shared` one (PostgreSQL) is an
+    UNLOGGED table that a second connection fills chunk by chunk while the import's transaction loads it."""
+    columns: list[SchemaItem] = [
+        # INTEGER PRIMARY KEY is SQLite's rowid, so row ranges cost nothing there; on PostgreSQL rows arrive in
+        # order, which keeps this index cheap to build.
+        Column(
+            "row_no", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=False
+        ),
+        Column("email", String),
+        Column("name", String, nullable=False),
+        # JSON text as parsed; typed JSONB on PostgreSQL so it reaches subscribers unchanged.
+        Column("attributes", Text().with_variant(JSONB(), "postgresql"), nullable=False),
+        Column("error", Text),
+        Column("skipped", Boolean, nullable=False, server_default=false()),
+        Column("existing", Boolean, nullable=False, server_default=false()),
+    ]
+    if shared:
+        # The duplicate check looks up each new row's address among the rows before it.
+        return Table(name, MetaData(), *columns, Index(f"ix_{name}_email", "email"), prefixes=["UNLOGGED"])
+    return Table(name, MetaData(), *columns, prefixes=["TEMPORARY"], postgresql_on_commit="DROP")
+
+
+STAGING = staging_table(STAGING_NAME, shared=False)
 
 ProgressHook = Callable[[int], Awaitable[None]]
 
@@ -94,6 +106,8 @@ class LoadOptions:
     now: datetime
     max_errors: int
     chunk_rows: int
+    # INSERT ... ON CONFLICT for every chunk, right whatever other writers do meanwhile.
+    conflict_safe: bool = False
 
 
 @dataclass
@@ -107,53 +121,29 @@ def _dialect(conn: AsyncConnection) -> str:
     return conn.dialect.name
 
 
-async def create_staging(conn: AsyncConnection) -> None:
-    if _dialect(conn) == "postgresql":
-        # For this transaction only: the duplicate check groups every staged row, which spills to disk
-        # in many batches at the default 4 MB.
-        await conn.execute(text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
-    await conn.execute(text(f"DROP TABLE IF EXISTS {STAGING_NAME}"))
-    await conn.run_sync(lambda sync: STAGING.create(sync))
+async def create_staging(conn: AsyncConnection, st: Table) -> None:
+    await drop_staging(conn, st)
+    await conn.run_sync(lambda sync: st.create(sync))
 
 
-async def drop_staging(conn: AsyncConnection) -> None:
-    await conn.execute(text(f"DROP TABLE IF EXISTS {STAGING_NAME}"))
+async def drop_staging(conn: AsyncConnection, st: Table) -> None:
+    await conn.execute(text(f'DROP TABLE IF EXISTS "{st.name}"'))
 
 
-async def stage_rows(
-    conn: AsyncConnection, rows: Iterable[StagedRow], every: int, hook: ProgressHook
-) -> None:
-    """Write every parsed row into the staging table, calling `hook(rows so far)` every `every` rows."""
-    if _dialect(conn) == "postgresql":
-        await _copy_rows(conn, rows, every, hook)
-    else:
-        await _insert_rows(conn, rows, every, hook)
-
-
-async def _copy_rows(
-    conn: AsyncConnection, rows: Iterable[StagedRow], every: int, hook: ProgressHook
-) -> None:
+async def copy_rows(conn: AsyncConnection, st: Table, rows: Sequence[StagedRow]) -> None:
+    """PostgreSQL: one chunk of parsed rows into the staging table with COPY, in `conn`'s transaction."""
     raw = await conn.get_raw_connection()
     driver: Any = raw.driver_connection
-
-    async def records() -> AsyncIterator[StagedRow]:
-        count = 0
-        for row in rows:
-            yield row
-            count += 1
-            if count % every == 0:
-                await hook(count)
-
-    # The transaction was begun through SQLAlchemy (creating the staging table), so COPY runs inside it.
-    await driver.copy_records_to_table(STAGING_NAME, records=records(), columns=list(COLUMNS))
+    await driver.copy_records_to_table(st.name, records=rows, columns=list(COLUMNS))
 
 
-async def _insert_rows(
-    conn: AsyncConnection, rows: Iterable[StagedRow], every: int, hook: ProgressHook
+async def insert_rows(
+    conn: AsyncConnection, st: Table, rows: Iterable[StagedRow], every: int, hook: ProgressHook
 ) -> None:
+    """Write every parsed row into the staging table, calling `hook(rows so far)` every `every` rows."""
     batch: list[dict[str, Any]] = []
     count = 0
-    statement = insert(STAGING)
+    statement = insert(st)
     for row in rows:
         batch.append(dict(zip(COLUMNS, row, strict=True)))
         count += 1
@@ -169,29 +159,38 @@ async def _insert_rows(
 # --- checks -----------------------------------------------------------------------------------------------
 
 
-async def analyze_staging(conn: AsyncConnection) -> None:
-    """Give PostgreSQL's planner statistics on the staged rows (autovacuum never looks at temporary tables)."""
-    if _dialect(conn) == "postgresql":
-        await conn.execute(text(f"ANALYZE {STAGING_NAME}"))
+def _in_range(st: Table, lo: int | None, hi: int | None) -> ColumnElement[bool]:
+    return st.c.row_no.between(lo, hi) if lo is not None and hi is not None else literal(True)
 
 
-async def mark_duplicates(conn: AsyncConnection) -> int:
-    """Every repeat of an address within the file fails, naming the row that keeps it."""
+async def mark_duplicates(conn: AsyncConnection, st: Table) -> int:
+    """Every repeat of an address within the file fails, naming the row that keeps it (whole table)."""
     firsts = (
-        select(STAGING.c.email, func.min(STAGING.c.row_no).label("first_row"))
-        .where(STAGING.c.error.is_(None))
-        .group_by(STAGING.c.email)
+        select(st.c.email, func.min(st.c.row_no).label("first_row"))
+        .where(st.c.error.is_(None))
+        .group_by(st.c.email)
         .having(func.count() > 1)
         .subquery("firsts")
     )
     result = await conn.execute(
-        update(STAGING)
+        update(st)
         .values(error=literal("duplicate email: already in row ") + cast(firsts.c.first_row, String))
-        .where(
-            STAGING.c.email == firsts.c.email,
-            STAGING.c.row_no > firsts.c.first_row,
-            STAGING.c.error.is_(None),
-        )
+        .where(st.c.email == firsts.c.email, st.c.row_no > firsts.c.first_row, st.c.error.is_(None))
+    )
+    return int(result.rowcount)
+
+
+async def mark_duplicates_in(conn: AsyncConnection, st: Table, lo: int, hi: int) -> int:
+    """As `mark_duplicates`, for rows lo..hi once every row before them is staged: each repeat is found through
+    the email index among the rows staged so far (the first of an address is never a repeat, and a row failed
+    for its address's format has none)."""
+    earlier = st.alias("earlier")
+    first_row = select(func.min(earlier.c.row_no)).where(earlier.c.email == st.c.email).scalar_subquery()
+    repeated = exists().where(earlier.c.email == st.c.email, earlier.c.row_no < st.c.row_no)
+    result = await conn.execute(
+        update(st)
+        .values(error=literal("duplicate email: already in row ") + cast(first_row, String))
+        .where(st.c.row_no.between(lo, hi), st.c.error.is_(None), repeated)
     )
     return int(result.rowcount)
 
@@ -214,24 +213,28 @@ async def _register_sqlite_sha256(conn: AsyncConnection) -> None:
     )
 
 
-async def mark_suppressed(conn: AsyncConnection) -> int:
+async def mark_suppressed(
+    conn: AsyncConnection, st: Table, lo: int | None = None, hi: int | None = None
+) -> int:
     """Rows whose address is suppressed, or was erased (only its hash is kept), are skipped."""
-    condition: ColumnElement[bool] = STAGING.c.email.in_(
+    condition: ColumnElement[bool] = st.c.email.in_(
         select(Suppression.email).where(Suppression.email.is_not(None))
     )
     erased = select(Suppression.email_hash).where(Suppression.email.is_(None))
     if (await conn.execute(select(exists(erased)))).scalar():
         if _dialect(conn) == "sqlite":
             await _register_sqlite_sha256(conn)
-        condition = or_(condition, _sha256_hex(conn, STAGING.c.email).in_(erased))
+        condition = or_(condition, _sha256_hex(conn, st.c.email).in_(erased))
     result = await conn.execute(
-        update(STAGING).values(error=SUPPRESSED, skipped=True).where(STAGING.c.error.is_(None), condition)
+        update(st)
+        .values(error=SUPPRESSED, skipped=True)
+        .where(_in_range(st, lo, hi), st.c.error.is_(None), condition)
     )
     return int(result.rowcount)
 
 
-async def row_range(conn: AsyncConnection) -> tuple[int, int]:
-    lo, hi = (await conn.execute(select(func.min(STAGING.c.row_no), func.max(STAGING.c.row_no)))).one()
+async def row_range(conn: AsyncConnection, st: Table) -> tuple[int, int]:
+    lo, hi = (await conn.execute(select(func.min(st.c.row_no), func.max(st.c.row_no)))).one()
     return (int(lo), int(hi)) if lo is not None else (0, -1)
 
 
@@ -299,43 +302,48 @@ def _subscribers_insert(dialect_insert: Any, source: Any, options: LoadOptions, 
     )
 
 
-def _staged_subscribers(options: LoadOptions, lo: int, hi: int) -> Any:
+def _staged_subscribers(st: Table, options: LoadOptions, lo: int, hi: int) -> Any:
     now = literal(options.now, UTCDateTime())
     return select(
-        STAGING.c.email,
-        STAGING.c.name,
-        STAGING.c.attributes,
+        st.c.email,
+        st.c.name,
+        st.c.attributes,
         literal(SubscriberStatus.ENABLED.value),
         now,
         now,
-    ).where(STAGING.c.error.is_(None), STAGING.c.row_no.between(lo, hi))
+    ).where(st.c.error.is_(None), st.c.row_no.between(lo, hi))
 
 
 async def load(
-    conn: AsyncConnection, options: LoadOptions, hook: Callable[[Outcome], Awaitable[None]]
+    conn: AsyncConnection, st: Table, options: LoadOptions, hook: Callable[[Outcome], Awaitable[None]]
 ) -> Outcome:
-    """Upsert the staged rows in row-number chunks (`hook` after each); returns what happened to them."""
-    lo, hi = await row_range(conn)
-    if _dialect(conn) == "postgresql":
-        return await _load_postgresql(conn, options, lo, hi, hook)
-    return await _load_sqlite(conn, options, lo, hi, hook)
+    """SQLite: upsert the staged rows in row-number chunks (`hook` after each); returns what happened to them."""
+    lo, hi = await row_range(conn, st)
+    return await _load_sqlite(conn, st, options, lo, hi, hook)
 
 
-async def mark_existing(conn: AsyncConnection) -> None:
+async def mark_existing(
+    conn: AsyncConnection, st: Table, lo: int | None = None, hi: int | None = None
+) -> None:
     """Flag staged rows whose address is already a subscriber (one semi-join, instead of a conflict per row)."""
     await conn.execute(
-        update(STAGING)
+        update(st)
         .values(existing=True)
-        .where(STAGING.c.error.is_(None), STAGING.c.email.in_(select(Subscriber.email)))
+        .where(_in_range(st, lo, hi), st.c.error.is_(None), st.c.email.in_(select(Subscriber.email)))
     )
+
+
+class ConflictRetry(Exception):
+    """Another writer changed addresses this import had flagged: roll the import back and run it again with
+    ``conflict_safe`` (rare; it costs a second pass, and a savepoint per chunk would cost every import)."""
 
 
 class _StaleFlags(Exception):
     """A staged row's ``existing`` flag no longer holds (another writer added or removed that address)."""
 
 
-def _staged_in(start: int, end: int) -> ColumnElement[bool]:
-    return and_(STAGING.c.error.is_(None), STAGING.c.row_no.between(start, end))
+def _staged_in(st: Table, start: int, end: int) -> ColumnElement[bool]:
+    return and_(st.c.error.is_(None), st.c.row_no.between(start, end))
 
 
 def _pairs(source: Any, options: LoadOptions) -> Any:
@@ -350,7 +358,7 @@ def _pairs(source: Any, options: LoadOptions) -> Any:
 
 
 async def _load_chunk_flagged(
-    conn: AsyncConnection, options: LoadOptions, start: int, end: int
+    conn: AsyncConnection, st: Table, options: LoadOptions, start: int, end: int
 ) -> tuple[int, int]:
     """One chunk by the ``existing`` flags: a plain INSERT of new addresses (and of their subscriptions, which
     cannot exist yet) and an UPDATE of known ones, skipping ``ON CONFLICT``'s speculative insertion (≈30% of
@@ -358,8 +366,8 @@ async def _load_chunk_flagged(
     concurrent insert, when the flags are out of date."""
     table = Subscriber.__table__
     now = literal(options.now, UTCDateTime())
-    in_chunk = _staged_in(start, end)
-    new_rows = _staged_subscribers(options, start, end).where(STAGING.c.existing.is_(False))
+    in_chunk = _staged_in(st, start, end)
+    new_rows = _staged_subscribers(st, options, start, end).where(st.c.existing.is_(False))
     inserted = (
         postgresql.insert(table)  # type: ignore[arg-type]
         .from_select(["email", "name", "attributes", "status", "created_at", "updated_at"], new_rows)
@@ -371,10 +379,10 @@ async def _load_chunk_flagged(
     if options.mode is ImportMode.UPSERT:
         updated = (
             update(table)  # type: ignore[arg-type]
-            .where(in_chunk, STAGING.c.existing.is_(True), table.c.email == STAGING.c.email)
+            .where(in_chunk, st.c.existing.is_(True), table.c.email == st.c.email)
             .values(
-                name=case((STAGING.c.name == "", table.c.name), else_=STAGING.c.name),
-                attributes=func.emailkit_json_merge(table.c.attributes, STAGING.c.attributes),
+                name=case((st.c.name == "", table.c.name), else_=st.c.name),
+                attributes=func.emailkit_json_merge(table.c.attributes, st.c.attributes),
                 updated_at=now,
             )
             .returning(table.c.id, table.c.status)
@@ -393,7 +401,7 @@ async def _load_chunk_flagged(
             ctes.append(
                 _subscriptions_insert(postgresql.insert, _pairs(updated, options), options).cte("subscribed")
             )
-    flagged = select(func.count()).where(in_chunk, STAGING.c.existing.is_(True)).scalar_subquery()
+    flagged = select(func.count()).where(in_chunk, st.c.existing.is_(True)).scalar_subquery()
     counts = select(
         select(func.count()).select_from(inserted).scalar_subquery(),
         select(func.count()).select_from(updated).scalar_subquery() if updated is not None else literal(0),
@@ -409,12 +417,12 @@ async def _load_chunk_flagged(
 
 
 async def _load_chunk_upsert(
-    conn: AsyncConnection, options: LoadOptions, start: int, end: int
+    conn: AsyncConnection, st: Table, options: LoadOptions, start: int, end: int
 ) -> tuple[int, int]:
     """One chunk with ``INSERT ... ON CONFLICT``: right whatever other writers do meanwhile."""
     table = Subscriber.__table__
     upsert = _subscribers_insert(
-        postgresql.insert, _staged_subscribers(options, start, end), options, func.emailkit_json_merge
+        postgresql.insert, _staged_subscribers(st, options, start, end), options, func.emailkit_json_merge
     ).returning(
         table.c.id,
         table.c.status,
@@ -433,70 +441,64 @@ async def _load_chunk_upsert(
     return int(fresh), int(touched) - int(fresh)
 
 
-async def _load_postgresql(
-    conn: AsyncConnection,
-    options: LoadOptions,
-    lo: int,
-    hi: int,
-    hook: Callable[[Outcome], Awaitable[None]],
-) -> Outcome:
-    outcome = Outcome()
-    ok_rows = int((await conn.execute(select(func.count()).where(STAGING.c.error.is_(None)))).scalar_one())
-    await mark_existing(conn)
-    for start in range(lo, hi + 1, options.chunk_rows):
-        end = min(hi, start + options.chunk_rows - 1)
+async def load_range(conn: AsyncConnection, st: Table, options: LoadOptions, lo: int, hi: int) -> Outcome:
+    """PostgreSQL: upsert the checked staged rows lo..hi; returns what happened to them."""
+    ok_rows = int((await conn.execute(select(func.count()).where(_staged_in(st, lo, hi)))).scalar_one())
+    if options.conflict_safe:
+        fresh, updated = await _load_chunk_upsert(conn, st, options, lo, hi)
+    else:
+        await mark_existing(conn, st, lo, hi)
+        # No savepoint: the rows must carry this transaction's own id, so that the reference check on
+        # subscriptions knows nobody else can delete them and skips locking them (migration 0005).
         try:
-            async with conn.begin_nested():
-                fresh, updated = await _load_chunk_flagged(conn, options, start, end)
-        except (_StaleFlags, IntegrityError) as exc:
-            if isinstance(exc, IntegrityError) and "uq_subscribers_email" not in str(exc.orig):
+            fresh, updated = await _load_chunk_flagged(conn, st, options, lo, hi)
+        except _StaleFlags as exc:
+            raise ConflictRetry() from exc
+        except IntegrityError as exc:
+            if "uq_subscribers_email" not in str(exc.orig):
                 raise
-            # Another writer changed these addresses since they were flagged: this chunk again, conflict-safe.
-            fresh, updated = await _load_chunk_upsert(conn, options, start, end)
-        outcome.inserted += fresh
-        outcome.updated += updated
-        await hook(outcome)
+            raise ConflictRetry() from exc
+    outcome = Outcome(inserted=fresh, updated=updated)
     if options.mode is ImportMode.SKIP_EXISTING:
         # Whatever was valid and not inserted already existed, and was skipped.
-        outcome.existing_skipped = ok_rows - outcome.inserted
+        outcome.existing_skipped = ok_rows - fresh
     return outcome
 
 
 async def _load_sqlite(
     conn: AsyncConnection,
+    st: Table,
     options: LoadOptions,
     lo: int,
     hi: int,
     hook: Callable[[Outcome], Awaitable[None]],
 ) -> Outcome:
     outcome = Outcome()
-    await mark_existing(conn)
+    await mark_existing(conn, st)
     skip_existing = options.mode is ImportMode.SKIP_EXISTING
     now = literal(options.now, UTCDateTime())
     for start in range(lo, hi + 1, options.chunk_rows):
         end = min(hi, start + options.chunk_rows - 1)
-        in_chunk = _staged_in(start, end)
+        in_chunk = _staged_in(st, start, end)
         valid, existing = (
             await conn.execute(
-                select(func.count(), func.coalesce(func.sum(cast(STAGING.c.existing, Integer)), 0)).where(
-                    in_chunk
-                )
+                select(func.count(), func.coalesce(func.sum(cast(st.c.existing, Integer)), 0)).where(in_chunk)
             )
         ).one()
-        source = _staged_subscribers(options, start, end)
+        source = _staged_subscribers(st, options, start, end)
         if skip_existing:
-            source = source.where(STAGING.c.existing.is_(False))
+            source = source.where(st.c.existing.is_(False))
         await conn.execute(_subscribers_insert(sqlite.insert, source, options, func.json_patch))
         if options.list_ids:
             pairs = (
                 select(Subscriber.id, MailingList.id, _new_subscription_status(options), now, now)
-                .select_from(STAGING)
-                .join(Subscriber, Subscriber.email == STAGING.c.email)
+                .select_from(st)
+                .join(Subscriber, Subscriber.email == st.c.email)
                 .join(MailingList, MailingList.id.in_(list(options.list_ids)))
                 .where(in_chunk, _eligible(Subscriber.status, options))
             )
             if skip_existing:
-                pairs = pairs.where(STAGING.c.existing.is_(False))
+                pairs = pairs.where(st.c.existing.is_(False))
             await conn.execute(_subscriptions_insert(sqlite.insert, pairs, options))
         outcome.inserted += int(valid) - int(existing)
         if skip_existing:
@@ -507,14 +509,14 @@ async def _load_sqlite(
     return outcome
 
 
-async def store_errors(conn: AsyncConnection, import_id: int, limit: int) -> None:
+async def store_errors(conn: AsyncConnection, st: Table, import_id: int, limit: int) -> None:
     """Keep the first `limit` failed or skipped rows, in row order, as the import's report."""
     await conn.execute(
         insert(ImportRowError).from_select(
             ["import_id", "row", "message"],
-            select(literal(import_id), STAGING.c.row_no, STAGING.c.error)
-            .where(STAGING.c.error.is_not(None))
-            .order_by(STAGING.c.row_no)
+            select(literal(import_id), st.c.row_no, st.c.error)
+            .where(st.c.error.is_not(None))
+            .order_by(st.c.row_no)
             .limit(limit),
         )
     )

@@ -8,18 +8,20 @@ from alembic import context
 from sqlalchemy import Connection
 
 from emailkit.domain.db import create_engine
-from emailkit.domain.models import Base
+from emailkit.domain.models import Base, declared_in_database
 
 config = context.config
 target_metadata = Base.metadata
 
 
 def _run(connection: Connection) -> None:
+    dialect = connection.dialect.name
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
-        render_as_batch=connection.dialect.name == "sqlite",
+        render_as_batch=dialect == "sqlite",
         compare_type=True,
+        include_object=lambda item, _name, _type, _reflected, _other: declared_in_database(item, dialect),
     )
     with context.begin_transaction():
         context.run_migrations()

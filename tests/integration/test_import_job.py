@@ -380,8 +380,8 @@ async def _flag_then(db: Database, monkeypatch: pytest.MonkeyPatch, change: Any)
     """Let another writer change the subscribers right after the import flagged the known addresses."""
     real = imports_load.mark_existing
 
-    async def flag_then_change(conn: Any) -> None:
-        await real(conn)
+    async def flag_then_change(*args: Any) -> None:
+        await real(*args)
         async with db.transaction() as s:
             await change(s)
 
