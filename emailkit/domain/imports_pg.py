@@ -133,12 +133,12 @@ async def staged_chunks(
     st: Table,
     rows: Iterator[StagedRow],
     parsed: Callable[[], Awaitable[None]],
-    chunk_rows: int = FEED_CHUNK_ROWS,
+    chunk_rows: int | None = None,
 ) -> AsyncGenerator[Staged, None]:
     """Staged, checked row ranges as the feeder commits them; all those ready at once come as one range, so a
     load that falls behind catches up in larger statements. Raises what the feeder raised."""
     ready: asyncio.Queue[Staged | None] = asyncio.Queue()
-    feeder = asyncio.create_task(_feed(db, st, rows, ready, parsed, chunk_rows))
+    feeder = asyncio.create_task(_feed(db, st, rows, ready, parsed, chunk_rows or FEED_CHUNK_ROWS))
     try:
         finished = False
         while not finished:

@@ -1,0 +1,136 @@
+"""The PostgreSQL import pipeline with tiny chunks: every chunk boundary is crossed, so duplicates, suppressions
+and known addresses are found across chunks exactly as within one; and the staging table never outlives the
+import.
+
+The scenarios of test_import_job run here again with two rows per chunk (on SQLite they exercise nothing new
+but cost little).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from emailkit.domain import imports_load, imports_pg
+from emailkit.domain.db import Database
+from emailkit.domain.models_audience import ImportStatus
+from tests.integration.test_import_job import (  # noqa: F401  (collected again, with two-row chunks)
+    make_list,
+    people,
+    run,
+    start,
+    test_a_failure_midway_writes_nothing,
+    test_a_known_address_deleted_meanwhile_is_inserted_again,
+    test_an_address_added_by_another_writer_meanwhile_is_updated_not_lost,
+    test_messy_file_imports_with_an_exact_report,
+    test_skip_existing_leaves_existing_subscribers_alone,
+    test_subscription_status_follows_opt_in_and_never_resubscribes,
+    test_upsert_updates_existing_subscribers_and_merges_attributes,
+)
+
+
+@pytest.fixture(autouse=True)
+def two_row_chunks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(imports_pg, "FEED_CHUNK_ROWS", 2)
+    yield
+
+
+@pytest.fixture(params=["reading", "loading"])
+def phase(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def staging_tables(db: Database) -> list[str]:
+    async with db.engine.connect() as conn:
+        return list(
+            (
+                await conn.execute(
+                    text("SELECT tablename FROM pg_tables WHERE tablename LIKE 'emailkit_import_staging%'")
+                )
+            ).scalars()
+        )
+
+
+def _postgresql_only(db: Database) -> None:
+    if db.dialect != "postgresql":
+        pytest.skip("the staged pipeline is PostgreSQL's")
+
+
+CSV = b"email,name\n" + b"".join(b"p%d@example.com,P%d\n" % (i, i) for i in range(9))
+
+
+async def test_repeats_across_chunks_name_the_first_row(db: Database) -> None:
+    _postgresql_only(db)
+    data = (
+        b"email\na@example.com\nb@example.com\nc@example.com\nA@example.com\nb@example.com\nd@example.com\n"
+    )
+    import_id = await start(db, data)
+    row = await run(db, import_id)
+    assert (row.status, row.inserted, row.failed) == (ImportStatus.FINISHED, 4, 2)
+    async with db.session() as s:
+        from emailkit.domain import imports
+
+        errors = [(e.row, e.message) for e in await imports.import_errors(s, import_id, 10)]
+    assert errors == [(5, "duplicate email: already in row 2"), (6, "duplicate email: already in row 3")]
+    assert await staging_tables(db) == []
+
+
+async def test_a_failing_load_stops_the_feeder_and_drops_the_staging_table(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _postgresql_only(db)
+    newsletter = await make_list(db)
+    real = imports_load.load_range
+    calls = 0
+
+    async def fail_on_the_second(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("lost the database")
+        return await real(*args)
+
+    monkeypatch.setattr(imports_load, "load_range", fail_on_the_second)
+    row = await run(db, await start(db, CSV, list_ids=[newsletter]))
+    assert (row.status, row.error, row.inserted) == (
+        ImportStatus.FAILED,
+        "RuntimeError: lost the database",
+        0,
+    )
+    assert await people(db) == {}
+    assert await staging_tables(db) == []
+
+
+async def test_a_failing_feeder_fails_the_import_having_written_nothing(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _postgresql_only(db)
+    real = imports_load.copy_rows
+    calls = 0
+
+    async def fail_on_the_third(*args: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise RuntimeError("COPY broke")
+        await real(*args)
+
+    monkeypatch.setattr(imports_load, "copy_rows", fail_on_the_third)
+    row = await run(db, await start(db, CSV))
+    assert (row.status, row.error) == (ImportStatus.FAILED, "RuntimeError: COPY broke")
+    assert await people(db) == {}
+    assert await staging_tables(db) == []
+
+
+async def test_a_killed_imports_staging_table_is_swept_by_the_next(db: Database) -> None:
+    _postgresql_only(db)
+    leftover = imports_load.staging_table(f"{imports_load.STAGING_NAME}_424242", shared=True)
+    async with db.engine.begin() as conn:
+        await imports_load.create_staging(conn, leftover)
+    assert await staging_tables(db) == [leftover.name]
+    row = await run(db, await start(db, CSV))
+    assert (row.status, row.inserted) == (ImportStatus.FINISHED, 9)
+    assert await staging_tables(db) == []
