@@ -380,14 +380,19 @@ def _object_json(pairs: list[tuple[tuple[str, ...], str]]) -> str:
 
 
 class _CellCache(dict[str, str]):
-    """Cell text -> JSON value, remembered: attribute columns repeat the same few values row after row."""
+    """Cell text -> `prefix` + its JSON value, remembered: attribute columns repeat the same few values row
+    after row. Cleared when full, so a column of unique values costs a little and memory stays bounded."""
 
     LIMIT = 50_000
+
+    def __init__(self, prefix: str = "") -> None:
+        super().__init__()
+        self.prefix = prefix
 
     def __missing__(self, text: str) -> str:
         if len(self) >= self.LIMIT:
             self.clear()
-        value = self[text] = json_cell(text)
+        value = self[text] = self.prefix + json_cell(text)
         return value
 
 
@@ -420,8 +425,9 @@ def parse_rows(text: IO[str], dialect: Dialect, plan: ColumnPlan, stats: ParseSt
     name_at = plan.name
     width = plan.width
     nested = any(len(path) > 1 for _, path in plan.attributes)
-    # Flat attributes are written as text directly: '"key":' + value, no dict and no json.dumps per row.
-    flat = tuple((index, encode_basestring(path[0]) + ":") for index, path in plan.attributes)
+    # Flat attributes are written as text directly: '"key":value' from each column's cache, no dict and no
+    # json.dumps per row.
+    flat = tuple((index, _CellCache(encode_basestring(path[0]) + ":")) for index, path in plan.attributes)
     paths = plan.attributes
     max_attributes = ATTRIBUTES_MAX_BYTES
     cells = _CellCache()
@@ -467,9 +473,7 @@ def parse_rows(text: IO[str], dialect: Dialect, plan: ColumnPlan, stats: ParseSt
                     attributes = _object_json(pairs)
             else:
                 parts = [
-                    key + json_cell(cell)
-                    for index, key in flat
-                    if index < size and (cell := record[index].strip())
+                    column[cell] for index, column in flat if index < size and (cell := record[index].strip())
                 ]
                 if parts:
                     attributes = "{" + ",".join(parts) + "}"

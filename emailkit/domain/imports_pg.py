@@ -94,8 +94,7 @@ async def _feed(
     async with db.engine.connect() as conn:
         # The next chunk is parsed in a thread while this one is copied and checked.
         pending = asyncio.ensure_future(asyncio.to_thread(_take, rows, chunk_rows))
-        staged_rows = 0
-        analyze_at = 1
+        analyzed = False
         try:
             while True:
                 batch = await pending
@@ -105,12 +104,11 @@ async def _feed(
                 lo, hi = batch[0][0], batch[-1][0]
                 async with conn.begin():
                     await imports_load.copy_rows(conn, st, batch)
-                    staged_rows += len(batch)
-                    if staged_rows >= analyze_at:
-                        # Without statistics the planner takes the new table for empty and checks each row
-                        # by scanning the others; refreshed as the table doubles.
+                    if not analyzed:
+                        # Without statistics the planner takes the new table for empty and checks each row by
+                        # scanning the others; the first chunk shows it what the rest looks like.
                         await conn.execute(text(f'ANALYZE "{st.name}"'))
-                        analyze_at = staged_rows * 2
+                        analyzed = True
                     duplicates = await imports_load.mark_duplicates_in(conn, st, lo, hi)
                     suppressed = await imports_load.mark_suppressed(conn, st, lo, hi)
                 del batch
