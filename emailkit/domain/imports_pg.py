@@ -27,7 +27,7 @@ from emailkit.domain.models_audience import Import, ImportStatus
 
 # Rows parsed and staged at a time: small enough that the load starts early and memory stays a few MB,
 # large enough that each COPY and check statement is worth its round trip.
-FEED_CHUNK_ROWS: Final = 50_000
+FEED_CHUNK_ROWS: Final = 25_000
 
 
 @dataclass
