@@ -34,6 +34,18 @@ BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
 collect_ignore = [] if REDIS_URL else ["integration/test_shared_ratelimit.py"]
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked postgresql_only run against PostgreSQL alone: their SQLite variants are deselected."""
+    kept, dropped = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_sqlite = callspec is not None and callspec.params.get("database") == "sqlite"
+        (dropped if on_sqlite and item.get_closest_marker("postgresql_only") else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 def _pg_async_url(url: str) -> str:
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):

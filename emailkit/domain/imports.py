@@ -616,7 +616,8 @@ async def _stage_and_load_postgresql(job: _Job) -> None:
     """Chunks are parsed and staged on a connection of their own while the import's transaction loads the
     chunks already checked: the parse, the COPY and the load overlap instead of taking turns."""
     run, state = job.run, job.run.state
-    st = imports_load.staging_table(f"{imports_load.STAGING_NAME}_{run.import_id}", shared=True)
+    # Named by attempt too: a run that lost its lease may still be winding down with its own table.
+    st = imports_load.staging_table(imports_pg.staging_name(run.import_id, run.attempt), shared=True)
     async with run.db.engine.begin() as conn:
         await imports_pg.sweep_staging(conn)
         await imports_load.create_staging(conn, st)

@@ -51,6 +51,15 @@ class Staged:
         )
 
 
+def staging_name(import_id: int, attempt: int) -> str:
+    return f"{imports_load.STAGING_NAME}_{import_id}_{attempt}"
+
+
+def _import_id(name: str, prefix: str) -> int | None:
+    import_id, _, attempt = name[len(prefix) :].partition("_")
+    return int(import_id) if import_id.isdigit() and attempt.isdigit() else None
+
+
 async def sweep_staging(conn: AsyncConnection) -> None:
     """Drop staging tables left by imports that ended without dropping theirs (a killed worker)."""
     prefix = imports_load.STAGING_NAME + "_"
@@ -62,19 +71,20 @@ async def sweep_staging(conn: AsyncConnection) -> None:
             {"pattern": prefix.replace("_", r"\_") + "%"},
         )
     ).scalars()
-    by_id = {int(name[len(prefix) :]): name for name in names if name[len(prefix) :].isdigit()}
-    if not by_id:
+    tables = [(import_id, name) for name in names if (import_id := _import_id(name, prefix)) is not None]
+    if not tables:
         return
     running = set(
         (
             await conn.execute(
                 select(Import.id).where(
-                    Import.id.in_(list(by_id)), Import.status.in_([ImportStatus.QUEUED, ImportStatus.RUNNING])
+                    Import.id.in_([import_id for import_id, _ in tables]),
+                    Import.status.in_([ImportStatus.QUEUED, ImportStatus.RUNNING]),
                 )
             )
         ).scalars()
     )
-    for import_id, name in by_id.items():
+    for import_id, name in tables:
         if import_id not in running:
             await conn.execute(text(f'DROP TABLE IF EXISTS "{name}"'))
 

@@ -388,11 +388,10 @@ async def _flag_then(db: Database, monkeypatch: pytest.MonkeyPatch, change: Any)
     monkeypatch.setattr(imports_load, "mark_existing", flag_then_change)
 
 
+@pytest.mark.postgresql_only
 async def test_an_address_added_by_another_writer_meanwhile_is_updated_not_lost(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if db.dialect != "postgresql":
-        pytest.skip("the flagged fast path and its fallback are PostgreSQL's")
     newsletter = await make_list(db)
     await add_subscriber(db, "anna@example.com", name="Old Name")
 
@@ -412,11 +411,10 @@ async def test_an_address_added_by_another_writer_meanwhile_is_updated_not_lost(
     }
 
 
+@pytest.mark.postgresql_only
 async def test_a_known_address_deleted_meanwhile_is_inserted_again(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if db.dialect != "postgresql":
-        pytest.skip("the flagged fast path and its fallback are PostgreSQL's")
     newsletter = await make_list(db)
     await add_subscriber(db, "anna@example.com", name="Old Name", attributes={"keep": 1})
 

@@ -54,16 +54,11 @@ async def staging_tables(db: Database) -> list[str]:
         )
 
 
-def _postgresql_only(db: Database) -> None:
-    if db.dialect != "postgresql":
-        pytest.skip("the staged pipeline is PostgreSQL's")
-
-
 CSV = b"email,name\n" + b"".join(b"p%d@example.com,P%d\n" % (i, i) for i in range(9))
 
 
+@pytest.mark.postgresql_only
 async def test_repeats_across_chunks_name_the_first_row(db: Database) -> None:
-    _postgresql_only(db)
     data = (
         b"email\na@example.com\nb@example.com\nc@example.com\nA@example.com\nb@example.com\nd@example.com\n"
     )
@@ -78,10 +73,10 @@ async def test_repeats_across_chunks_name_the_first_row(db: Database) -> None:
     assert await staging_tables(db) == []
 
 
+@pytest.mark.postgresql_only
 async def test_a_failing_load_stops_the_feeder_and_drops_the_staging_table(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _postgresql_only(db)
     newsletter = await make_list(db)
     real = imports_load.load_range
     calls = 0
@@ -104,10 +99,10 @@ async def test_a_failing_load_stops_the_feeder_and_drops_the_staging_table(
     assert await staging_tables(db) == []
 
 
+@pytest.mark.postgresql_only
 async def test_a_failing_feeder_fails_the_import_having_written_nothing(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _postgresql_only(db)
     real = imports_load.copy_rows
     calls = 0
 
@@ -125,9 +120,9 @@ async def test_a_failing_feeder_fails_the_import_having_written_nothing(
     assert await staging_tables(db) == []
 
 
+@pytest.mark.postgresql_only
 async def test_a_killed_imports_staging_table_is_swept_by_the_next(db: Database) -> None:
-    _postgresql_only(db)
-    leftover = imports_load.staging_table(f"{imports_load.STAGING_NAME}_424242", shared=True)
+    leftover = imports_load.staging_table(imports_pg.staging_name(424242, 1), shared=True)
     async with db.engine.begin() as conn:
         await imports_load.create_staging(conn, leftover)
     assert await staging_tables(db) == [leftover.name]

@@ -135,9 +135,8 @@ async def test_deleting_lists_and_subscribers_removes_their_subscriptions(db: Da
     assert await _count(db, Subscription.subscriber_id == people[3]) == 1
 
 
+@pytest.mark.postgresql_only
 async def test_keys_of_a_subscription_cannot_be_repointed(db: Database) -> None:
-    if db.dialect != "postgresql":
-        pytest.skip("SQLite's declared key checks a changed key instead of refusing every change")
     people = await _subscribers(db, 2)
     list_id = await _list(db)
     async with db.engine.begin() as conn:
@@ -176,9 +175,8 @@ async def _pid(conn: Any) -> int:
     return int((await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one())
 
 
+@pytest.mark.postgresql_only
 async def test_a_delete_waits_for_a_subscribing_transaction_then_removes_its_rows(db: Database) -> None:
-    if db.dialect != "postgresql":
-        pytest.skip("row locks taken by PostgreSQL's reference triggers")
     (person,) = await _subscribers(db, 1)
     list_id = await _list(db)
     async with db.engine.connect() as subscribing, db.engine.connect() as deleting:
@@ -196,11 +194,10 @@ async def test_a_delete_waits_for_a_subscribing_transaction_then_removes_its_row
     assert await _count(db) == 0
 
 
+@pytest.mark.postgresql_only
 async def test_a_subscription_to_a_subscriber_being_deleted_fails_once_the_delete_commits(
     db: Database,
 ) -> None:
-    if db.dialect != "postgresql":
-        pytest.skip("row locks taken by PostgreSQL's reference triggers")
     (person,) = await _subscribers(db, 1)
     list_id = await _list(db)
     async with db.engine.connect() as subscribing, db.engine.connect() as deleting:
@@ -216,10 +213,9 @@ async def test_a_subscription_to_a_subscriber_being_deleted_fails_once_the_delet
     assert await _count(db) == 0
 
 
+@pytest.mark.postgresql_only
 async def test_a_list_delete_waits_for_a_bulk_subscribe_of_new_subscribers(db: Database) -> None:
     """Subscribers created by the subscribing transaction itself are not locked, but the list is."""
-    if db.dialect != "postgresql":
-        pytest.skip("row locks taken by PostgreSQL's reference triggers")
     list_id = await _list(db)
     async with db.engine.connect() as subscribing, db.engine.connect() as deleting:
         await subscribing.begin()
