@@ -5,7 +5,8 @@ file, then imports it into an emptied database the two ways the product does:
 
 * local: the file read directly, as `emailkit import FILE` does;
 * upload: the file stored in the database in 1 MiB chunks (what importSubscribers does with an upload),
-  then the background job reading it back.
+  then the background job reading it back;
+* again (not by default): the same file imported a second time, so every row updates a known subscriber.
 
 Each run reports when the whole file had been parsed and staged (on PostgreSQL the load of the chunks
 already staged runs alongside, so most of the load is done by then) and the peak RSS of this process during
@@ -79,13 +80,7 @@ async def reset(url: str) -> Database:
     await migrate.upgrade(db)
     async with db.transaction() as s:
         await lists.create_list(s, lists.ListInput(name="Bench"))
-    # Start each run with no dirty pages left by the previous one (its ~1 GB of WAL would otherwise be
-    # checkpointed during this run). Needs superuser or pg_checkpoint; without them runs are just noisier.
-    try:
-        async with db.engine.connect() as conn:
-            await conn.execute(text("CHECKPOINT"))
-    except DBAPIError as exc:
-        print(f"  (no CHECKPOINT before the run: {exc.orig})")
+    await checkpoint(db)
     return db
 
 
@@ -95,31 +90,54 @@ async def file_chunks(path: Path) -> AsyncIterator[bytes]:
             yield block
 
 
-async def run_once(url: str, path: Path, size: int, rows: int, how: str) -> None:
-    db = await reset(url)
+async def checkpoint(db: Database) -> None:
+    # Start each run with no dirty pages left by the previous one (its ~1 GB of WAL would otherwise be
+    # checkpointed during this run). Needs superuser or pg_checkpoint; without them runs are just noisier.
     try:
-        request = ImportRequest(path.name, [1])
-        stored = 0.0
-        t0 = time.perf_counter()
-        async with db.transaction() as s:
-            if how == "upload":
-                row = await imports.create_import(s, request, file_chunks(path))
-            else:
-                with path.open("rb") as source:
-                    sample = source.read(SAMPLE_BYTES)
-                row = await imports.create_local_import(s, request, sample, size)
-        stored = time.perf_counter() - t0
-        before = rss_mib()
-        probe = Probe()
+        async with db.engine.connect() as conn:
+            await conn.execute(text("CHECKPOINT"))
+    except DBAPIError as exc:
+        print(f"  (no CHECKPOINT before the run: {exc.orig})")
+
+
+async def import_file(db: Database, path: Path, size: int, how: str) -> tuple[Import, Probe, float]:
+    """One import of `path` (`how`: upload, or local), with its progress probe and the upload's storing time."""
+    request = ImportRequest(path.name, [1])
+    t0 = time.perf_counter()
+    async with db.transaction() as s:
         if how == "upload":
-            result = await imports.run_import(db, row.id, on_progress=probe)
+            row = await imports.create_import(s, request, file_chunks(path))
         else:
             with path.open("rb") as source:
-                result = await imports.run_import(db, row.id, source=source, on_progress=probe)
+                sample = source.read(SAMPLE_BYTES)
+            row = await imports.create_local_import(s, request, sample, size)
+    stored = time.perf_counter() - t0
+    probe = Probe()
+    if how == "upload":
+        result = await imports.run_import(db, row.id, on_progress=probe)
+    else:
+        with path.open("rb") as source:
+            result = await imports.run_import(db, row.id, source=source, on_progress=probe)
+    assert isinstance(result, Import)
+    return result, probe, stored
+
+
+async def run_once(url: str, path: Path, size: int, rows: int, how: str) -> None:
+    """`how`: local or upload into an empty database; again: a second local import of the same file, every
+    row then an update of a known subscriber."""
+    db = await reset(url)
+    try:
+        if how == "again":
+            await import_file(db, path, size, "local")
+            await checkpoint(db)
+        before = rss_mib()
+        result, probe, stored = await import_file(db, path, size, "local" if how == "again" else how)
         done = time.perf_counter()
-        assert isinstance(result, Import)
-        if result.inserted != rows:
-            raise SystemExit(f"unexpected result: {result.status} {result.error} inserted={result.inserted}")
+        changed = result.updated if how == "again" else result.inserted
+        if changed != rows:
+            raise SystemExit(
+                f"unexpected result: {result.status} {result.error} {result.inserted=} {result.updated=}"
+            )
         loading = (probe.loading_at or done) - probe.started
         total = done - probe.started + (stored if how == "upload" else 0.0)
         print(
@@ -139,7 +157,11 @@ async def main() -> None:
     parser.add_argument("--url", required=True, help="postgresql+asyncpg:// URL of a scratch database")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--small", type=int, default=200_000, help="a second, smaller size (0 to skip)")
-    parser.add_argument("--ways", default="local,upload", help="local, upload or both (comma-separated)")
+    parser.add_argument(
+        "--ways",
+        default="local,upload",
+        help="local, upload, again (a re-import: every row an update), comma-separated",
+    )
     args = parser.parse_args()
     url = args.url.replace("postgresql://", "postgresql+asyncpg://", 1)
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
