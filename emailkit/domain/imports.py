@@ -2,8 +2,9 @@
 
 `create_import` validates the request, checks the file's header and stores the file in the database (so a
 worker on any machine can read it); the job `run_import` then parses it as a stream into a staging table,
-checks it as a set (duplicates, suppressions) and loads it in one transaction: it either finishes with every
-valid row imported or fails having written nothing. Progress is saved on the import row and published live.
+checks it (repeats within the file, suppressions) and loads it in one transaction: it either finishes with every
+valid row imported or fails having written nothing. On PostgreSQL the parse and staging run beside the load
+(imports_pg). Progress is saved on the import row and published live.
 """
 
 from __future__ import annotations

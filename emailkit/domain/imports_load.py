@@ -1,9 +1,12 @@
-"""Loading parsed import rows: a temporary staging table, set-based checks, and the upserts.
+"""Loading parsed import rows: the staging table, set-based checks, and the upserts.
 
-All of it runs on one connection inside one transaction, so a failure anywhere leaves nothing behind. On
-PostgreSQL the rows stream into the staging table through COPY and each load step is one
-``INSERT ... SELECT ... ON CONFLICT`` feeding the subscriptions insert in the same statement; SQLite gets the
-same checks with chunked executemany and plain statements.
+Subscribers and subscriptions are only ever written inside the import's one transaction, so a failure anywhere
+leaves nothing behind. On SQLite one connection stages every row (chunked executemany), checks them as a set and
+loads them in chunks. On PostgreSQL (see imports_pg) chunks arrive through COPY on a second connection into an
+UNLOGGED staging table and are checked there as they come (`mark_duplicates_in`, `mark_suppressed` with a range);
+the transaction then loads each ready range with one statement: a plain INSERT of the new addresses and an
+UPDATE of the known ones, feeding the subscriptions insert (`load_range`), or ``INSERT ... ON CONFLICT`` when
+another writer got in the way (``conflict_safe``).
 """
 
 from __future__ import annotations
