@@ -128,6 +128,8 @@ async def _feed(
             # The thread cannot be interrupted; let it finish its chunk before the file is closed or reread.
             if not pending.done():
                 await asyncio.wait([pending])
+            if not pending.cancelled():
+                pending.exception()  # retrieved: a parse that failed after the feeder stopped is of no interest
             ready.put_nowait(None)
 
 
