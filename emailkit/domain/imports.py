@@ -587,6 +587,7 @@ async def _stage_and_load_sqlite(job: _Job) -> None:
     """One connection does everything: stage all rows, check them as a set, then load them in chunks."""
     run, state, st = job.run, job.run.state, imports_load.STAGING
     async with run.db.transaction() as session:
+        await require_lists(session, job.load.list_ids)
         conn = await session.connection()
         await imports_load.create_staging(conn, st)
         try:
@@ -627,6 +628,9 @@ async def _stage_and_load_postgresql(job: _Job) -> None:
             conn = await session.connection()
             # The reference check on subscriptions groups each load's rows; keep that in memory.
             await conn.execute(text(f"SET LOCAL work_mem = '{imports_load.WORK_MEM}'"))
+            # A list deleted since the import was accepted fails it now with that reason; one deleted from
+            # here on waits for the import to end, then takes its new subscriptions with it.
+            await require_lists(session, job.load.list_ids, hold=True)
             duplicates = suppressed = existing_skipped = 0
             chunks = imports_pg.staged_chunks(run.db, st, job.rows, job.parsed)
             # aclosing: a failed load must stop the feeder now, not whenever the generator is collected.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.domain.errors import ErrorCode, FieldError, NotFound
@@ -117,7 +117,8 @@ async def update_list(session: AsyncSession, list_id: int, data: ListInput) -> M
 
 async def delete_list(session: AsyncSession, list_id: int) -> MailingList:
     row = await get_list(session, list_id)
-    await session.execute(delete(Subscription).where(Subscription.list_id == list_id))
+    # The list row goes first and its subscriptions with it (ON DELETE CASCADE; a trigger on PostgreSQL): a
+    # delete that locked subscriptions and then waited for an import holding the list could deadlock with it.
     await session.delete(row)
     await session.flush()
     return row
@@ -153,12 +154,19 @@ async def subscriber_counts(session: AsyncSession, list_ids: Sequence[int]) -> d
     return counts
 
 
-async def require_lists(session: AsyncSession, ids: Sequence[int], field: str = "listIds") -> None:
-    """Raise a LIST_NOT_FOUND field error naming the ids that do not exist."""
+async def require_lists(
+    session: AsyncSession, ids: Sequence[int], field: str = "listIds", *, hold: bool = False
+) -> None:
+    """Raise a LIST_NOT_FOUND field error naming the ids that do not exist.
+
+    `hold`: lock the lists against deletion (FOR KEY SHARE; PostgreSQL) until the transaction ends."""
     wanted = set(ids)
     if not wanted:
         return
-    found = set((await session.execute(select(MailingList.id).where(MailingList.id.in_(wanted)))).scalars())
+    query = select(MailingList.id).where(MailingList.id.in_(wanted))
+    if hold:
+        query = query.with_for_update(read=True, key_share=True)
+    found = set((await session.execute(query)).scalars())
     missing = sorted(wanted - found)
     if missing:
         raise_if(

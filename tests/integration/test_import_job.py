@@ -427,3 +427,14 @@ async def test_a_known_address_deleted_meanwhile_is_inserted_again(
     found = await people(db)
     assert found["anna@example.com"].attributes == {"City": "Berlin", "address": {"zip": 10115}}
     assert set(await memberships(db)) == {("anna@example.com", newsletter), ("new@example.com", newsletter)}
+
+
+async def test_a_list_deleted_before_the_import_runs_fails_it_cleanly(db: Database) -> None:
+    newsletter = await make_list(db)
+    kept = await make_list(db, "Kept")
+    import_id = await start(db, UPDATE_CSV, list_ids=[newsletter, kept])
+    async with db.transaction() as s:
+        await lists.delete_list(s, newsletter)
+    row = await run(db, import_id)
+    assert (row.status, row.error, row.inserted) == (ImportStatus.FAILED, "1 of the given lists do not exist", 0)
+    assert await people(db) == {}
