@@ -436,5 +436,9 @@ async def test_a_list_deleted_before_the_import_runs_fails_it_cleanly(db: Databa
     async with db.transaction() as s:
         await lists.delete_list(s, newsletter)
     row = await run(db, import_id)
-    assert (row.status, row.error, row.inserted) == (ImportStatus.FAILED, "1 of the given lists do not exist", 0)
+    assert (row.status, row.error, row.inserted) == (
+        ImportStatus.FAILED,
+        "1 of the given lists do not exist",
+        0,
+    )
     assert await people(db) == {}
