@@ -26,8 +26,10 @@ from emailkit.domain.imports_csv import StagedRow
 from emailkit.domain.models_audience import Import, ImportStatus
 
 # Rows parsed and staged at a time: small enough that the load starts early and memory stays a few MB,
-# large enough that each COPY and check statement is worth its round trip.
+# large enough that each COPY and check statement is worth its round trip. A chunk of wide rows (large
+# attribute sets) ends sooner, at FEED_CHUNK_BYTES of cell text, so memory stays bounded whatever the width.
 FEED_CHUNK_ROWS: Final = 25_000
+FEED_CHUNK_BYTES: Final = 8 << 20
 
 
 @dataclass
@@ -90,7 +92,16 @@ async def sweep_staging(conn: AsyncConnection) -> None:
 
 
 def _take(rows: Iterator[StagedRow], count: int) -> list[StagedRow]:
-    return list(itertools.islice(rows, count))
+    """The next `count` rows, or fewer once their text reaches FEED_CHUNK_BYTES characters."""
+    batch: list[StagedRow] = []
+    size = 0
+    limit = FEED_CHUNK_BYTES
+    for row in itertools.islice(rows, count):
+        batch.append(row)
+        size += len(row[2]) + len(row[3]) + len(row[1] or "")
+        if size >= limit:
+            break
+    return batch
 
 
 async def _feed(

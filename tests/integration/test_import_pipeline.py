@@ -129,3 +129,13 @@ async def test_a_killed_imports_staging_table_is_swept_by_the_next(db: Database)
     row = await run(db, await start(db, CSV))
     assert (row.status, row.inserted) == (ImportStatus.FINISHED, 9)
     assert await staging_tables(db) == []
+
+
+def test_a_chunk_of_wide_rows_ends_at_its_byte_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(imports_pg, "FEED_CHUNK_BYTES", 1000)
+    wide = iter([(i, f"p{i}@example.com", "", '{"blob":"' + "x" * 300 + '"}', None) for i in range(10)])
+    sizes = []
+    while batch := imports_pg._take(wide, 50):
+        sizes.append(len(batch))
+    # About 326 characters a row: the fourth row passes 1,000, so chunks of four (and the two rows left).
+    assert sizes == [4, 4, 2]
