@@ -381,18 +381,23 @@ def _object_json(pairs: list[tuple[tuple[str, ...], str]]) -> str:
 
 class _CellCache(dict[str, str]):
     """Cell text -> `prefix` + its JSON value, remembered: attribute columns repeat the same few values row
-    after row. Cleared when full, so a column of unique values costs a little and memory stays bounded."""
+    after row. Only short cells are kept (long text rarely repeats), at most `limit` of them, cleared when
+    full: memory stays bounded however wide or varied the file."""
 
-    LIMIT = 50_000
+    TEXT_MAX = 64
+    ENTRIES_IN_ALL = 200_000
 
-    def __init__(self, prefix: str = "") -> None:
+    def __init__(self, prefix: str = "", *, columns: int = 1) -> None:
         super().__init__()
         self.prefix = prefix
+        self.limit = max(256, self.ENTRIES_IN_ALL // max(1, columns))
 
     def __missing__(self, text: str) -> str:
-        if len(self) >= self.LIMIT:
-            self.clear()
-        value = self[text] = self.prefix + json_cell(text)
+        value = self.prefix + json_cell(text)
+        if len(text) <= self.TEXT_MAX:
+            if len(self) >= self.limit:
+                self.clear()
+            self[text] = value
         return value
 
 
@@ -427,7 +432,11 @@ def parse_rows(text: IO[str], dialect: Dialect, plan: ColumnPlan, stats: ParseSt
     nested = any(len(path) > 1 for _, path in plan.attributes)
     # Flat attributes are written as text directly: '"key":value' from each column's cache, no dict and no
     # json.dumps per row.
-    flat = tuple((index, _CellCache(encode_basestring(path[0]) + ":")) for index, path in plan.attributes)
+    columns = len(plan.attributes)
+    flat = tuple(
+        (index, _CellCache(encode_basestring(path[0]) + ":", columns=columns))
+        for index, path in plan.attributes
+    )
     paths = plan.attributes
     max_attributes = ATTRIBUTES_MAX_BYTES
     cells = _CellCache()

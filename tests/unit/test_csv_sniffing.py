@@ -15,6 +15,7 @@ from emailkit.domain.imports_csv import (
     Dialect,
     ParseStats,
     StagedRow,
+    _CellCache,
     check_column_map,
     fast_normalize_email,
     inspect_sample,
@@ -318,3 +319,15 @@ def test_attributes_over_the_size_limit_fail_the_row() -> None:
     data = ("email,a,b,c,d,e\na@example.com," + ",".join(["é" * 13_000] * 5) + "\n").encode()
     _, rows, _ = parse(data)
     assert rows[0][4] == "attributes: must be at most 65536 bytes in total"
+
+
+def test_the_cell_cache_keeps_short_repeated_cells_and_stays_bounded() -> None:
+    cache = _CellCache('"city":', columns=1000)
+    assert cache["Berlin"] == '"city":"Berlin"' and "Berlin" in cache
+    assert cache["42"] == '"city":42'
+    long_text = "x" * (_CellCache.TEXT_MAX + 1)
+    assert cache[long_text] == '"city":"' + long_text + '"'
+    assert long_text not in cache
+    for i in range(cache.limit + 5):
+        cache[f"v{i}"]
+    assert len(cache) <= cache.limit
