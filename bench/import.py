@@ -54,6 +54,14 @@ def generate(path: Path, rows: int) -> None:
             )
 
 
+def generate_wide(path: Path, rows: int) -> None:
+    """Rows of about 4 KB (two long text columns): memory must not follow the row width either."""
+    with path.open("w", encoding="utf-8", newline="") as out:
+        out.write("email,name,notes,bio\n")
+        for i in range(rows):
+            out.write(f"w{i}@example.com,W {i},{'n' * 2000}{i},{'b' * 2000}{i}\n")
+
+
 def rss_mib() -> float:
     with open("/proc/self/statm") as statm:
         pages = int(statm.read().split()[1])
@@ -162,6 +170,9 @@ async def main() -> None:
         default="local,upload",
         help="local, upload, again (a re-import: every row an update), comma-separated",
     )
+    parser.add_argument(
+        "--wide", type=int, default=0, help="also import this many rows of ~4 KB each (local)"
+    )
     args = parser.parse_args()
     url = args.url.replace("postgresql://", "postgresql+asyncpg://", 1)
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -175,6 +186,11 @@ async def main() -> None:
             for how in args.ways.split(","):
                 await run_once(url, path, size, rows, how.strip())
             path.unlink()
+        if args.wide:
+            path = Path(tmp) / "wide.csv"
+            generate_wide(path, args.wide)
+            print(f"{args.wide:,} wide rows, {path.stat().st_size / (1 << 20):.1f} MiB generated")
+            await run_once(url, path, path.stat().st_size, args.wide, "local")
     print(
         f"peak RSS of the whole process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MiB"
     )
