@@ -653,5 +653,11 @@ async def _stage_and_load_postgresql(job: _Job) -> None:
             state.failed = job.stats.invalid + duplicates
             await job.finish(session, conn, st)
     finally:
-        async with run.db.engine.begin() as conn:
-            await imports_load.drop_staging(conn, st)
+        try:
+            async with run.db.engine.begin() as conn:
+                await imports_load.drop_staging(conn, st)
+        except Exception:
+            # Never hide why the import failed (often the same lost database); the next import sweeps it.
+            log.warning(
+                "import %s: could not drop its staging table %s", run.import_id, st.name, exc_info=True
+            )
