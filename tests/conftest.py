@@ -31,7 +31,9 @@ BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
 
 # Modules about Redis-only behaviour are collected only when Redis tests are wanted, so a machine without
 # Redis never shows them as skipped and CI (which sets the variable) always runs them.
-collect_ignore = [] if REDIS_URL else ["integration/test_shared_ratelimit.py"]
+collect_ignore = ([] if REDIS_URL else ["integration/test_shared_ratelimit.py"]) + (
+    [] if REDIS_URL and PG_URL else ["integration/test_cli_production.py"]
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

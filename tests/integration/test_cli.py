@@ -26,7 +26,7 @@ from emailkit.domain.apikeys import Principal
 from emailkit.domain.db import Database
 from emailkit.domain.models import Role
 from emailkit.schema import build_schema
-from tests.conftest import BACKENDS, PG_URL, REDIS_URL, TEST_SECRET
+from tests.conftest import BACKENDS, PG_URL, TEST_SECRET
 from tests.integration.test_migrations import create_scratch_database, drop_scratch_database
 
 EMAILKIT = Path(sys.executable).with_name("emailkit")
@@ -227,6 +227,17 @@ def _wait_until_healthy(proc: subprocess.Popen[bytes], base_url: str, log: Path)
     pytest.fail(f"serve did not become healthy:\n{log.read_text()}")
 
 
+def stop_server(proc: subprocess.Popen[bytes]) -> int:
+    """SIGTERM, then the exit code (killing it and failing if it does not stop within 30 s)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+
+
 def test_serve_and_migrations(env: Env) -> None:
     port = _free_port()
     is_sqlite = env.database_url.startswith("sqlite")
@@ -256,13 +267,7 @@ def test_serve_and_migrations(env: Env) -> None:
         )
         assert resp.json() == {"data": {"viewer": {"name": "live", "role": "ADMIN"}}}
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            returncode = proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise
+        returncode = stop_server(proc)
     # A clean shutdown: uvicorn finishes serving and then re-raises the signal it caught.
     assert returncode in (0, -signal.SIGTERM), log.read_text()
 
@@ -270,59 +275,3 @@ def test_serve_and_migrations(env: Env) -> None:
 def test_several_api_processes_need_a_broker(tmp_path: Path) -> None:
     result = emailkit(tmp_path, _base_env(tmp_path), "serve", "--workers", "2")
     assert_one_line_error(result, "--workers", "EMAILKIT_BROKER_URL")
-
-
-@pytest.mark.skipif(PG_URL is None or REDIS_URL is None, reason="production mode needs PostgreSQL and Redis")
-def test_serve_runs_several_api_processes_in_production_mode(tmp_path: Path) -> None:
-    assert PG_URL is not None and REDIS_URL is not None
-    url = asyncio.run(create_scratch_database(PG_URL))
-    env = Env(
-        tmp_path,
-        {
-            **_base_env(tmp_path),
-            "EMAILKIT_DATABASE_URL": url,
-            "EMAILKIT_SECRET_KEY": TEST_SECRET,
-            "EMAILKIT_BROKER_URL": REDIS_URL,
-        },
-        url,
-    )
-    port = _free_port()
-    log = tmp_path / "serve.log"
-    try:
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [str(EMAILKIT), "serve", "--port", str(port), "--migrate", "--workers", "2"],
-                cwd=tmp_path,
-                env=env.vars,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        base_url = f"http://127.0.0.1:{port}"
-        try:
-            _wait_until_healthy(proc, base_url, log)
-            key = env.run("create-api-key", "--name", "live").stdout.splitlines()[-1]
-            # Both processes serve: each keeps its own connection to the client, so two clients in turn
-            # reach the processes the kernel hands them to; every answer must be right.
-            for _ in range(6):
-                with httpx.Client(base_url=base_url, timeout=10) as client:
-                    resp = client.post(
-                        "/graphql",
-                        json={"query": "{ viewer { name } }"},
-                        headers={"Authorization": f"Bearer {key}"},
-                    )
-                    assert resp.json() == {"data": {"viewer": {"name": "live"}}}
-            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-            # uvicorn starts its worker processes through multiprocessing's spawn.
-            workers = [pid for pid in children if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
-            assert len(workers) == 2, log.read_text()
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                returncode = proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                raise
-        assert returncode in (0, -signal.SIGTERM), log.read_text()
-    finally:
-        asyncio.run(drop_scratch_database(PG_URL, url))
