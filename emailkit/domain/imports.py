@@ -106,16 +106,22 @@ class ImportState:
             phase=str(message.get("phase") or ""),
         )
 
-    def message(self) -> dict[str, Any]:
+    def counters(self) -> dict[str, int]:
+        """The counts, by the names the import row, the live message and the API share."""
         return {
-            "id": self.id,
-            "status": self.status.value,
             "total": self.total,
             "processed": self.processed,
             "inserted": self.inserted,
             "updated": self.updated,
             "skipped": self.skipped,
             "failed": self.failed,
+        }
+
+    def message(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "status": self.status.value,
+            **self.counters(),
             "error": self.error,
             "phase": self.phase,
         }
@@ -315,15 +321,7 @@ class _Run:
                 await session.execute(
                     update(Import)
                     .where(Import.id == self.import_id, Import.attempts == self.attempt)
-                    .values(
-                        total=self.state.total,
-                        processed=self.state.processed,
-                        inserted=self.state.inserted,
-                        updated=self.state.updated,
-                        skipped=self.state.skipped,
-                        failed=self.state.failed,
-                        updated_at=utcnow(),
-                    )
+                    .values(**self.state.counters(), updated_at=utcnow())
                 )
         await self.publish()
 
@@ -514,12 +512,7 @@ class _Job:
             .where(Import.id == self.run.import_id, Import.attempts == self.run.attempt)
             .values(
                 status=ImportStatus.FINISHED,
-                total=state.total,
-                processed=state.processed,
-                inserted=state.inserted,
-                updated=state.updated,
-                skipped=state.skipped,
-                failed=state.failed,
+                **state.counters(),
                 options={
                     **self.options,
                     "encoding": self.dialect.encoding_label,

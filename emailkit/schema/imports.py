@@ -129,16 +129,7 @@ class ImportProgress:
 
     @classmethod
     def of(cls, state: imports.ImportState) -> ImportProgress:
-        return cls(
-            status=state.status,
-            total=state.total,
-            processed=state.processed,
-            inserted=state.inserted,
-            updated=state.updated,
-            skipped=state.skipped,
-            failed=state.failed,
-            error=state.error,
-        )
+        return cls(status=state.status, error=state.error, **state.counters())
 
 
 @strawberry.input

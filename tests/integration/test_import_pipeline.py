@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from emailkit.domain import imports_load, imports_pg
+from emailkit.domain import imports, imports_load, imports_pg
 from emailkit.domain.db import Database
 from emailkit.domain.models_audience import ImportStatus
 from tests.integration.test_import_job import (  # noqa: F401  (collected again, with two-row chunks)
@@ -54,6 +54,21 @@ async def staging_tables(db: Database) -> list[str]:
         )
 
 
+def fail_on_call(monkeypatch: pytest.MonkeyPatch, name: str, nth: int, message: str) -> None:
+    """Make the `nth` call of imports_load.`name` raise RuntimeError(message); the others go through."""
+    real = getattr(imports_load, name)
+    calls = 0
+
+    async def failing(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == nth:
+            raise RuntimeError(message)
+        return await real(*args)
+
+    monkeypatch.setattr(imports_load, name, failing)
+
+
 CSV = b"email,name\n" + b"".join(b"p%d@example.com,P%d\n" % (i, i) for i in range(9))
 
 
@@ -66,8 +81,6 @@ async def test_repeats_across_chunks_name_the_first_row(db: Database) -> None:
     row = await run(db, import_id)
     assert (row.status, row.inserted, row.failed) == (ImportStatus.FINISHED, 4, 2)
     async with db.session() as s:
-        from emailkit.domain import imports
-
         errors = [(e.row, e.message) for e in await imports.import_errors(s, import_id, 10)]
     assert errors == [(5, "duplicate email: already in row 2"), (6, "duplicate email: already in row 3")]
     assert await staging_tables(db) == []
@@ -78,17 +91,7 @@ async def test_a_failing_load_stops_the_feeder_and_drops_the_staging_table(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     newsletter = await make_list(db)
-    real = imports_load.load_range
-    calls = 0
-
-    async def fail_on_the_second(*args: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls == 2:
-            raise RuntimeError("lost the database")
-        return await real(*args)
-
-    monkeypatch.setattr(imports_load, "load_range", fail_on_the_second)
+    fail_on_call(monkeypatch, "load_range", 2, "lost the database")
     row = await run(db, await start(db, CSV, list_ids=[newsletter]))
     assert (row.status, row.error, row.inserted) == (
         ImportStatus.FAILED,
@@ -103,17 +106,7 @@ async def test_a_failing_load_stops_the_feeder_and_drops_the_staging_table(
 async def test_a_failing_feeder_fails_the_import_having_written_nothing(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = imports_load.copy_rows
-    calls = 0
-
-    async def fail_on_the_third(*args: Any) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 3:
-            raise RuntimeError("COPY broke")
-        await real(*args)
-
-    monkeypatch.setattr(imports_load, "copy_rows", fail_on_the_third)
+    fail_on_call(monkeypatch, "copy_rows", 3, "COPY broke")
     row = await run(db, await start(db, CSV))
     assert (row.status, row.error) == (ImportStatus.FAILED, "RuntimeError: COPY broke")
     assert await people(db) == {}

@@ -100,19 +100,10 @@ BEGIN
 END $$
 """
 
-CASCADE_FUNCTIONS = [
-    """
-CREATE OR REPLACE FUNCTION emailkit_lists_cascade_delete() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  DELETE FROM subscriptions WHERE list_id IN (SELECT id FROM old_rows);
-  RETURN NULL;
-END $$""",
-    """
-CREATE OR REPLACE FUNCTION emailkit_subscribers_cascade_delete() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  DELETE FROM subscriptions WHERE subscriber_id IN (SELECT id FROM old_rows);
-  RETURN NULL;
-END $$""",
+# The referenced tables and the column of subscriptions that names their rows.
+PARENTS: Final = (("lists", "list_id"), ("subscribers", "subscriber_id"))
+
+SHARED_FUNCTIONS = [
     """
 CREATE OR REPLACE FUNCTION emailkit_subscriptions_cascade_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -127,41 +118,50 @@ BEGIN
 END $$""",
 ]
 
-TRIGGERS = """
+SUBSCRIPTION_TRIGGERS = """
 CREATE TRIGGER emailkit_subscriptions_check_references AFTER INSERT ON subscriptions
   REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
   EXECUTE FUNCTION emailkit_subscriptions_check_references();
 CREATE TRIGGER emailkit_subscriptions_fixed_keys BEFORE UPDATE OF subscriber_id, list_id ON subscriptions
   FOR EACH ROW WHEN (OLD.subscriber_id IS DISTINCT FROM NEW.subscriber_id OR OLD.list_id IS DISTINCT FROM NEW.list_id)
   EXECUTE FUNCTION emailkit_refuse_key_change();
+"""
 
-CREATE TRIGGER emailkit_lists_cascade_delete AFTER DELETE ON lists
-  REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION emailkit_lists_cascade_delete();
-CREATE TRIGGER emailkit_lists_cascade_truncate AFTER TRUNCATE ON lists
-  FOR EACH STATEMENT EXECUTE FUNCTION emailkit_subscriptions_cascade_truncate();
-CREATE TRIGGER emailkit_lists_fixed_key BEFORE UPDATE OF id ON lists
-  FOR EACH ROW WHEN (OLD.id IS DISTINCT FROM NEW.id) EXECUTE FUNCTION emailkit_refuse_key_change();
 
-CREATE TRIGGER emailkit_subscribers_cascade_delete AFTER DELETE ON subscribers
-  REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION emailkit_subscribers_cascade_delete();
-CREATE TRIGGER emailkit_subscribers_cascade_truncate AFTER TRUNCATE ON subscribers
+def _cascade_function(table: str, column: str) -> str:
+    # table and column come from PARENTS above, never from input.
+    return f"""
+CREATE OR REPLACE FUNCTION emailkit_{table}_cascade_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  DELETE FROM subscriptions WHERE {column} IN (SELECT id FROM old_rows);
+  RETURN NULL;
+END $$"""  # noqa: S608
+
+
+def _parent_triggers(table: str) -> str:
+    return f"""
+CREATE TRIGGER emailkit_{table}_cascade_delete AFTER DELETE ON {table}
+  REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION emailkit_{table}_cascade_delete();
+CREATE TRIGGER emailkit_{table}_cascade_truncate AFTER TRUNCATE ON {table}
   FOR EACH STATEMENT EXECUTE FUNCTION emailkit_subscriptions_cascade_truncate();
-CREATE TRIGGER emailkit_subscribers_fixed_key BEFORE UPDATE OF id ON subscribers
+CREATE TRIGGER emailkit_{table}_fixed_key BEFORE UPDATE OF id ON {table}
   FOR EACH ROW WHEN (OLD.id IS DISTINCT FROM NEW.id) EXECUTE FUNCTION emailkit_refuse_key_change();
 """
 
-DROP = """
+
+def _drop_parent(table: str) -> str:
+    return f"""
+DROP TRIGGER IF EXISTS emailkit_{table}_cascade_delete ON {table};
+DROP TRIGGER IF EXISTS emailkit_{table}_cascade_truncate ON {table};
+DROP TRIGGER IF EXISTS emailkit_{table}_fixed_key ON {table};
+DROP FUNCTION IF EXISTS emailkit_{table}_cascade_delete();
+"""
+
+
+DROP_SHARED = """
 DROP TRIGGER IF EXISTS emailkit_subscriptions_check_references ON subscriptions;
 DROP TRIGGER IF EXISTS emailkit_subscriptions_fixed_keys ON subscriptions;
-DROP TRIGGER IF EXISTS emailkit_lists_cascade_delete ON lists;
-DROP TRIGGER IF EXISTS emailkit_lists_cascade_truncate ON lists;
-DROP TRIGGER IF EXISTS emailkit_lists_fixed_key ON lists;
-DROP TRIGGER IF EXISTS emailkit_subscribers_cascade_delete ON subscribers;
-DROP TRIGGER IF EXISTS emailkit_subscribers_cascade_truncate ON subscribers;
-DROP TRIGGER IF EXISTS emailkit_subscribers_fixed_key ON subscribers;
 DROP FUNCTION IF EXISTS emailkit_subscriptions_check_references();
-DROP FUNCTION IF EXISTS emailkit_lists_cascade_delete();
-DROP FUNCTION IF EXISTS emailkit_subscribers_cascade_delete();
 DROP FUNCTION IF EXISTS emailkit_subscriptions_cascade_truncate();
 DROP FUNCTION IF EXISTS emailkit_refuse_key_change();
 """
@@ -177,14 +177,20 @@ def upgrade() -> None:
         return
     op.drop_constraint(LIST_FK, "subscriptions", type_="foreignkey")
     op.drop_constraint(SUBSCRIBER_FK, "subscriptions", type_="foreignkey")
-    for statement in [CHECK_FUNCTION, *CASCADE_FUNCTIONS, *_statements(TRIGGERS)]:
+    statements = [CHECK_FUNCTION, *SHARED_FUNCTIONS, *_statements(SUBSCRIPTION_TRIGGERS)]
+    for table, column in PARENTS:
+        statements += [_cascade_function(table, column), *_statements(_parent_triggers(table))]
+    for statement in statements:
         op.execute(statement)
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
-    for statement in _statements(DROP):
+    for table, _ in PARENTS:
+        for statement in _statements(_drop_parent(table)):
+            op.execute(statement)
+    for statement in _statements(DROP_SHARED):
         op.execute(statement)
     op.create_foreign_key(LIST_FK, "subscriptions", "lists", ["list_id"], ["id"], ondelete="CASCADE")
     op.create_foreign_key(
