@@ -287,7 +287,7 @@ class RedisPubSub:
             except asyncio.CancelledError:
                 pass
         if self._conn is not None:
-            await self._conn.aclose()  # type: ignore[no-untyped-call]
+            await self._conn.aclose()
         if self._client is not None:
             await self._client.aclose()
 
