@@ -1,0 +1,139 @@
+"""Campaigns on RabbitMQ, end to end: the README offers `EMAILKIT_BROKER_URL=amqp://…`, so CI proves it.
+
+Real `emailkit worker` processes on PostgreSQL take their jobs from RabbitMQ (a private vhost on the
+machine's server) and publish live progress through a private redis-server, sending through the smtp
+provider into a counting sink:
+
+* a whole campaign through two workers;
+* a worker SIGKILLed mid-campaign and a new one started (RabbitMQ redelivers the dead worker's unacked
+  messages at once; its batches are taken over when their leases expire).
+
+Both end with every address received exactly once. Collected when EMAILKIT_TEST_AMQP_URL is set together
+with the PostgreSQL and Redis variables, as in CI.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from emailkit.app import create_app, sending_setup
+from emailkit.domain.db import Database
+from emailkit.domain.models import CampaignStatus
+from emailkit.domain.runtime import Runtime
+from emailkit.settings import Settings
+from emailkit.tasks.broker import DramatiqJobQueue, configure_broker
+from tests.conftest import PG_URL, REDIS_URL, TEST_SECRET, make_key
+from tests.integration.test_crash_safety import (
+    BATCH_SIZE,
+    PUBLIC_URL,
+    SMTP_POOL_SIZE,
+    Stack,
+    assert_everyone_exactly_once,
+    batch_attempts,
+    ready,
+    redis_server,
+    sink,
+    wait_for_status,
+)
+from tests.support.audience import seed_campaign
+from tests.support.rabbitmq import private_vhost
+from tests.support.redis_server import RedisServer
+from tests.support.smtp_sink import CountingSink
+
+AMQP_URL = os.environ.get("EMAILKIT_TEST_AMQP_URL")
+
+pytestmark = [pytest.mark.crash, pytest.mark.parametrize("database", ["postgresql"], indirect=True)]
+
+__all__ = ["redis_server", "sink"]  # fixtures used below, re-exported so pytest finds them here
+
+
+class AmqpStack(Stack):
+    """The crash-test stack with RabbitMQ as the broker; Redis carries only live updates and rate limits."""
+
+    amqp_url = ""
+
+    def worker_env(self) -> dict[str, str]:
+        return {
+            **super().worker_env(),
+            "EMAILKIT_BROKER_URL": self.amqp_url,
+            "EMAILKIT_REDIS_URL": self.redis.url,
+        }
+
+
+@pytest.fixture
+def vhost_url() -> Iterator[str]:
+    assert AMQP_URL is not None
+    with private_vhost(AMQP_URL) as url:
+        yield url
+
+
+@pytest.fixture
+async def amqp_stack(
+    db: Database, redis_server: RedisServer, sink: CountingSink, vhost_url: str, tmp_path: Path
+) -> AsyncIterator[AmqpStack]:
+    settings = Settings(
+        database_url=db.url,
+        broker_url=vhost_url,
+        redis_url=redis_server.url,
+        secret_key=TEST_SECRET,  # type: ignore[arg-type]
+        public_url=PUBLIC_URL,
+        provider="smtp",
+        smtp_url=sink.url,  # type: ignore[arg-type]
+        batch_size=BATCH_SIZE,
+        data_dir=tmp_path,
+    )
+    broker = configure_broker(vhost_url)
+    runtime = Runtime(
+        db=db,
+        secret_key=TEST_SECRET,
+        public_url=PUBLIC_URL,
+        jobs=DramatiqJobQueue(broker),
+        sending=sending_setup(settings),
+    )
+    app = create_app(settings, runtime)
+    api_key = await make_key(db)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as api:
+        stack = AmqpStack(db, redis_server, sink, api, api_key, tmp_path)
+        stack.amqp_url = vhost_url
+        try:
+            yield stack
+        finally:
+            stack.stop_workers()
+            broker.close()
+
+
+async def _campaign_through_two_workers(amqp_stack: AmqpStack) -> None:
+    booting = amqp_stack.spawn_workers(2)
+    campaign_id, emails = await seed_campaign(amqp_stack.db, 4000)
+    workers = await ready(booting)
+    await amqp_stack.start_campaign(campaign_id)
+    row = await wait_for_status(amqp_stack.db, campaign_id, CampaignStatus.FINISHED, 120, workers)
+    assert row.status_reason is None
+    await assert_everyone_exactly_once(amqp_stack, campaign_id, emails)
+    assert all(w.alive() for w in workers)
+
+
+async def _sigkill_a_worker_on_rabbitmq(amqp_stack: AmqpStack) -> None:
+    booting = amqp_stack.spawn_workers(2)
+    campaign_id, emails = await seed_campaign(amqp_stack.db, 10_000)
+    first, second = await ready(booting)
+    await amqp_stack.start_campaign(campaign_id)
+    await amqp_stack.sink.wait_until(lambda s: s.accepted_total >= 2000, within=60, what="2000 accepted")
+    first.kill()
+    await amqp_stack.workers(1)
+    row = await wait_for_status(amqp_stack.db, campaign_id, CampaignStatus.FINISHED, 120, amqp_stack.started)
+    assert row.status_reason is None
+    assert max(await batch_attempts(amqp_stack.db, campaign_id)) >= 2
+    await assert_everyone_exactly_once(amqp_stack, campaign_id, emails, in_doubt_bound=SMTP_POOL_SIZE)
+    assert second.alive()
+
+
+if AMQP_URL and PG_URL and REDIS_URL:
+    # Collected only with RabbitMQ, PostgreSQL and Redis wanted (never skipped).
+    test_campaign_through_two_workers = _campaign_through_two_workers
+    test_sigkill_a_worker_on_rabbitmq = _sigkill_a_worker_on_rabbitmq
