@@ -16,6 +16,14 @@ JobArg: TypeAlias = str | int | float | bool | list[str] | list[int] | None
 Message: TypeAlias = dict[str, Any]
 
 
+class LiveUpdatesUnavailable(Exception):
+    """The pub/sub cannot subscribe now, or lost its connection while subscribed (messages may be missed).
+
+    Raised by `subscribe` and by iterating a subscription, so that a live view is told it went stale
+    instead of waiting forever for a message that was published while the connection was down.
+    """
+
+
 class JobQueue(Protocol):
     async def enqueue(
         self, job: str, args: Mapping[str, JobArg] | None = None, *, delay: float | None = None
@@ -36,7 +44,8 @@ class PubSub(Protocol):
         """Receive the channel's messages while the context is open.
 
         Messages published after ``__aenter__`` returns are delivered; iteration ends when the pub/sub is
-        closed. A subscriber that falls far behind loses its oldest messages, never the latest.
+        closed. A subscriber that falls far behind loses its oldest messages, never the latest. When the
+        pub/sub cannot subscribe, or loses its connection, it raises :class:`LiveUpdatesUnavailable`.
         """
         ...
 

@@ -14,6 +14,7 @@ from emailkit.domain.feedback import analytics
 from emailkit.domain.feedback.live import StatsSnapshot, stats_channel
 from emailkit.domain.models_feedback import CampaignLink
 from emailkit.schema.context import Info
+from emailkit.schema.live import live_updates
 from emailkit.schema.relay import decode_id_or_none, to_global_id
 
 strawberry.enum(analytics.TimelineBucket, name="TimelineBucket", description="UTC hours or UTC days.")
@@ -169,10 +170,8 @@ class Subscription:
         if pk is None:
             raise GraphQLError("Not a Campaign ID", extensions={"code": "INVALID_ID"})
         runtime = info.context.runtime
-        if runtime.pubsub is None:
-            raise GraphQLError("Live updates are not configured", extensions={"code": "UNAVAILABLE"})
         # Subscribed before reading, so nothing committed in between is missed.
-        async with runtime.pubsub.subscribe(stats_channel(pk)) as updates:
+        async with live_updates(runtime, stats_channel(pk)) as updates:
             async with runtime.db.session() as session:
                 current = (await analytics.stats_by_campaign(session, [pk])).get(pk)
             if current is None:

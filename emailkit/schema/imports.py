@@ -18,6 +18,7 @@ from emailkit.schema.context import Info
 from emailkit.schema.enums import ErrorCode, SubscriptionStatus
 from emailkit.schema.errors import UserError, mutate
 from emailkit.schema.lists import MailingListType
+from emailkit.schema.live import live_updates
 from emailkit.schema.permissions import write_mutation
 from emailkit.schema.relay import Connection, Node, decode_id_or_none, decode_ids, to_global_id
 
@@ -258,10 +259,8 @@ class Subscription:
         if pk is None:
             raise GraphQLError("Not an Import ID", extensions={"code": "INVALID_ID"})
         runtime = info.context.runtime
-        if runtime.pubsub is None:
-            raise GraphQLError("Live updates are not configured", extensions={"code": "UNAVAILABLE"})
         # Subscribe before reading the current state so no update in between is missed.
-        async with runtime.pubsub.subscribe(imports.progress_channel(pk)) as updates:
+        async with live_updates(runtime, imports.progress_channel(pk)) as updates:
             async with runtime.db.session() as session:
                 row = await session.get(ImportRow, pk)
             if row is None:

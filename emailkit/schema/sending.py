@@ -20,6 +20,7 @@ from emailkit.domain.validation import normalize_email
 from emailkit.schema.context import Info
 from emailkit.schema.enums import CampaignStatus
 from emailkit.schema.errors import Outcome, UserError, mutate, to_user_errors
+from emailkit.schema.live import live_updates
 from emailkit.schema.permissions import write_mutation
 from emailkit.schema.refs import campaign_by_pk
 from emailkit.schema.relay import Connection, Node, decode_id, decode_id_or_none, to_global_id
@@ -337,11 +338,8 @@ class Subscription:
         if pk is None:
             raise GraphQLError("Not a Campaign ID", extensions={"code": "INVALID_ID"})
         estimator = progress.RateEstimator()
-        pubsub = runtime.pubsub
-        if pubsub is None:
-            raise GraphQLError("Live updates are not configured", extensions={"code": "UNAVAILABLE"})
         # Subscribe before reading the current state so no update between the two is missed.
-        async with pubsub.subscribe(progress.progress_channel(pk)) as updates:
+        async with live_updates(runtime, progress.progress_channel(pk)) as updates:
             async with runtime.db.session() as s:
                 row = await s.get(CampaignRow, pk)
             if row is None:

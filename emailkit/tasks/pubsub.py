@@ -18,9 +18,11 @@ from uuid import uuid4
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub as RedisPubSubConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from emailkit.domain.ports import Message, PubSub
+from emailkit.domain.ports import LiveUpdatesUnavailable, Message, PubSub
 from emailkit.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,7 @@ class Subscription:
         self.loop = loop
         self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=queue_size)
         self._done = False
+        self._broken: LiveUpdatesUnavailable | None = None
 
     def deliver(self, payload: str | bytes) -> bool:
         """Queue a raw JSON payload from any thread; False when the subscriber's loop is gone."""
@@ -58,6 +61,11 @@ class Subscription:
         except RuntimeError:
             pass
 
+    def break_off(self, reason: LiveUpdatesUnavailable) -> None:
+        """From any thread: the next read raises `reason` (whatever is still queued is stale now)."""
+        self._broken = reason
+        self.end()
+
     def _put(self, item: object) -> None:
         if self._queue.full():
             # A reader that fell behind loses the oldest message; live state is superseded anyway.
@@ -71,6 +79,9 @@ class Subscription:
         if self._done:
             raise StopAsyncIteration
         item = await self._queue.get()
+        if self._broken is not None:
+            self._done = True
+            raise self._broken
         if item is _CLOSED:
             self._done = True
             raise StopAsyncIteration
@@ -123,6 +134,14 @@ class _Fanout:
         for sub in subs:
             sub.end()
 
+    def break_off_all(self, reason: LiveUpdatesUnavailable) -> None:
+        """Tell every subscriber its stream has a gap, and forget them (their connection is gone)."""
+        with self._lock:
+            subs = [sub for group in self._subs.values() for sub in group]
+            self._subs.clear()
+        for sub in subs:
+            sub.break_off(reason)
+
 
 class InProcessPubSub:
     """Pub/sub within one process (the API and its embedded worker threads)."""
@@ -158,9 +177,11 @@ class RedisPubSub:
     """Pub/sub through Redis: one connection per process for all subscriptions, multiplexed locally.
 
     Channels are prefixed (Redis pub/sub ignores database numbers, so the prefix is what separates
-    deployments sharing a server). The client binds to the event loop it is first used on. After a lost
-    connection the reader reconnects and resubscribes; messages published meanwhile are lost, which live
-    updates tolerate because the next one carries the whole state.
+    deployments sharing a server). The client binds to the event loop it is first used on. A lost
+    connection breaks off every open subscription with :class:`LiveUpdatesUnavailable`: a message
+    published meanwhile is lost, and it may be the last one (a campaign's FINISHED), so a subscriber that
+    just waited could wait forever. The next subscribe opens a new connection; subscribing while Redis is
+    down fails at once (or within SUBSCRIBE_TIMEOUT) with the same error.
     """
 
     READ_TIMEOUT = 15.0
@@ -175,6 +196,7 @@ class RedisPubSub:
         self._fanout = _Fanout()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: aioredis.Redis | None = None
+        self._sub_client: aioredis.Redis | None = None
         self._conn: RedisPubSubConnection | None = None
         self._reader: asyncio.Task[None] | None = None
         self._lock: asyncio.Lock | None = None
@@ -187,11 +209,15 @@ class RedisPubSub:
         loop = asyncio.get_running_loop()
         if self._client is None:
             self._loop = loop
-            self._client = aioredis.Redis.from_url(
+            self._client = aioredis.Redis.from_url(self.url, socket_keepalive=True)
+            # Subscriptions get a client of their own that never reconnects behind our back: a silent
+            # reconnect would hide the gap in which messages were lost.
+            self._sub_client = aioredis.Redis.from_url(
                 self.url,
                 client_name=self.client_name,
                 socket_keepalive=True,
                 health_check_interval=int(self.READ_TIMEOUT),
+                retry=Retry(NoBackoff(), 0),
             )
             self._lock = asyncio.Lock()
         elif self._loop is not loop:
@@ -204,8 +230,9 @@ class RedisPubSub:
 
     @asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[AsyncIterator[Message]]:
-        client = self._bind()
-        assert self._lock is not None
+        self._bind()
+        client = self._sub_client
+        assert self._lock is not None and client is not None
         loop = asyncio.get_running_loop()
         sub = Subscription(channel, loop, self.queue_size)
         async with self._lock:
@@ -215,16 +242,21 @@ class RedisPubSub:
                     self._conn = client.pubsub()
                 try:
                     await self._conn.subscribe(self.prefix + channel)
-                except BaseException:
+                except BaseException as exc:
                     self._fanout.remove(sub)
                     self._ready.pop(channel, None)
+                    if isinstance(exc, RedisError | OSError):
+                        raise LiveUpdatesUnavailable(f"cannot subscribe: {exc}") from exc
                     raise
                 if self._reader is None:
                     self._reader = asyncio.create_task(self._read(self._conn), name="emailkit-pubsub")
             ready = self._ready[channel]
         try:
             # Only once Redis confirms are later publications guaranteed to reach this subscriber.
-            await asyncio.wait_for(asyncio.shield(ready), self.SUBSCRIBE_TIMEOUT)
+            try:
+                await asyncio.wait_for(asyncio.shield(ready), self.SUBSCRIBE_TIMEOUT)
+            except TimeoutError as exc:
+                raise LiveUpdatesUnavailable("Redis did not confirm the subscription") from exc
             yield sub
         finally:
             await self._unsubscribe(sub)
@@ -246,31 +278,44 @@ class RedisPubSub:
                     log.debug("unsubscribe from %r failed", sub.channel, exc_info=True)
 
     async def _read(self, conn: RedisPubSubConnection) -> None:
-        backoff = 0.1
-        while True:
-            try:
+        try:
+            while True:
                 msg = await conn.get_message(timeout=self.READ_TIMEOUT)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("pub/sub connection lost (%s); reconnecting in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            backoff = 0.1
-            if msg is None:
-                continue
-            name = msg.get("channel")
-            if not isinstance(name, bytes):
-                continue
-            channel = name.decode()[len(self.prefix) :]
-            kind = msg["type"]
-            if kind == "message":
-                self._fanout.deliver(channel, msg["data"])
-            elif kind == "subscribe":
-                ready = self._ready.get(channel)
-                if ready is not None and not ready.done():
-                    ready.set_result(None)
+                if msg is None:
+                    continue
+                name = msg.get("channel")
+                if not isinstance(name, bytes):
+                    continue
+                channel = name.decode()[len(self.prefix) :]
+                kind = msg["type"]
+                if kind == "message":
+                    self._fanout.deliver(channel, msg["data"])
+                elif kind == "subscribe":
+                    ready = self._ready.get(channel)
+                    if ready is not None and not ready.done():
+                        ready.set_result(None)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("pub/sub connection lost (%s); open live subscriptions are broken off", exc)
+            await self._drop(conn, LiveUpdatesUnavailable(f"connection to Redis lost: {exc}"))
+
+    async def _drop(self, conn: RedisPubSubConnection, reason: LiveUpdatesUnavailable) -> None:
+        """Forget a dead connection: its subscribers are told, the next subscribe opens a new one."""
+        assert self._lock is not None
+        async with self._lock:
+            if self._conn is conn:
+                self._conn = None
+                self._reader = None
+            self._fanout.break_off_all(reason)
+            for ready in self._ready.values():
+                if not ready.done():
+                    ready.set_exception(reason)
+            self._ready.clear()
+        try:
+            await conn.aclose()
+        except (RedisError, OSError):
+            log.debug("closing the lost pub/sub connection failed", exc_info=True)
 
     def subscriber_count(self, channel: str) -> int:
         return self._fanout.count(channel)
@@ -288,8 +333,9 @@ class RedisPubSub:
                 pass
         if self._conn is not None:
             await self._conn.aclose()
-        if self._client is not None:
-            await self._client.aclose()
+        for client in (self._client, self._sub_client):
+            if client is not None:
+                await client.aclose()
 
 
 def build_pubsub(settings: Settings) -> PubSub:
