@@ -14,6 +14,7 @@ from emailkit.domain.feedback import analytics
 from emailkit.domain.feedback.live import StatsSnapshot, stats_channel
 from emailkit.domain.models_feedback import CampaignLink
 from emailkit.schema.context import Info
+from emailkit.schema.loaders import TimelineArgs
 from emailkit.schema.relay import decode_id_or_none, to_global_id
 
 strawberry.enum(analytics.TimelineBucket, name="TimelineBucket", description="UTC hours or UTC days.")
@@ -151,8 +152,7 @@ async def campaign_timeline(
     until: datetime | None = None,
 ) -> list[TimelinePoint]:
     """Events per bucket and type, oldest first; buckets without events are left out."""
-    async with info.context.db.session() as session:
-        points = await analytics.timeline(session, root.pk, bucket, since=since, until=until)
+    points = await info.context.loaders.campaign_timeline.load((root.pk, TimelineArgs(bucket, since, until)))
     return [TimelinePoint.from_point(p) for p in points]
 
 

@@ -103,10 +103,11 @@ async def subscriber_events(
     root: _HasPk, info: Info, first: int = 50, after: str | None = None
 ) -> Connection[EventNode]:
     """The subscriber's events, newest first."""
-    return await info.context.connection(
-        lambda s, n, a: analytics.find_events(
-            s, first=n, after=a, filter=analytics.EventFilter(subscriber_id=root.pk)
-        ),
+    loaders = info.context.loaders
+    return await info.context.child_connection(
+        loaders.subscriber_event_page,
+        loaders.subscriber_event_count,
+        root.pk,
         EventNode.from_model,
         first,
         after,

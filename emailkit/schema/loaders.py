@@ -2,18 +2,46 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.dataloader import DataLoader
 
-from emailkit.domain import campaigns, lists, segments, subscribers, templates
+from emailkit.domain import campaigns, lists, per_parent, segments, subscribers, templates
+from emailkit.domain.child_pages import ChildPage
 from emailkit.domain.db import Database
-from emailkit.domain.models import Campaign, MailingList, Subscriber, Subscription, Template
+from emailkit.domain.feedback.analytics import TimelineBucket, TimelinePoint
+from emailkit.domain.models import (
+    Campaign,
+    Delivery,
+    DeliveryStatus,
+    MailingList,
+    Subscriber,
+    Subscription,
+    Template,
+)
 from emailkit.domain.models_audience import Segment
+from emailkit.domain.models_feedback import Event
 
 V = TypeVar("V")
+A = TypeVar("A", bound=Hashable)
+
+
+class PageArgs(NamedTuple):
+    """The arguments of a nested connection; parents asked with the same ones share a statement."""
+
+    first: int
+    after: int | None
+    filter: Hashable = None
+
+
+class TimelineArgs(NamedTuple):
+    bucket: TimelineBucket
+    since: datetime | None
+    until: datetime | None
 
 
 def _loader(
@@ -27,6 +55,54 @@ def _loader(
         return [found.get(k, default()) for k in keys]
 
     return DataLoader(load_fn=load)
+
+
+def _per_parent(
+    db: Database, fetch: Callable[[AsyncSession, list[int], A], Awaitable[Mapping[int, V]]]
+) -> DataLoader[tuple[int, A], V]:
+    """A loader keyed by (parent id, arguments): one statement per distinct arguments in a batch."""
+
+    async def load(keys: list[tuple[int, A]]) -> list[V]:
+        parents: dict[A, list[int]] = defaultdict(list)
+        for parent, args in keys:
+            parents[args].append(parent)
+        found: dict[tuple[int, A], V] = {}
+        async with db.session() as session:
+            for args, ids in parents.items():
+                for parent, value in (await fetch(session, ids, args)).items():
+                    found[(parent, args)] = value
+        return [found[k] for k in keys]
+
+    return DataLoader(load_fn=load)
+
+
+async def _delivery_pages(
+    session: AsyncSession, ids: list[int], args: PageArgs
+) -> Mapping[int, ChildPage[Delivery]]:
+    status = args.filter if isinstance(args.filter, DeliveryStatus) else None
+    return await per_parent.delivery_pages(session, ids, first=args.first, after=args.after, status=status)
+
+
+async def _delivery_counts(
+    session: AsyncSession, ids: list[int], status: DeliveryStatus | None
+) -> Mapping[int, int]:
+    return await per_parent.delivery_counts(session, ids, status)
+
+
+async def _event_pages(
+    session: AsyncSession, ids: list[int], args: PageArgs
+) -> Mapping[int, ChildPage[Event]]:
+    return await per_parent.event_pages(session, ids, first=args.first, after=args.after)
+
+
+async def _event_counts(session: AsyncSession, ids: list[int], _: None) -> Mapping[int, int]:
+    return await per_parent.event_counts(session, ids)
+
+
+async def _timelines(
+    session: AsyncSession, ids: list[int], args: TimelineArgs
+) -> Mapping[int, list[TimelinePoint]]:
+    return await per_parent.timelines(session, ids, args.bucket, since=args.since, until=args.until)
 
 
 class Loaders:
@@ -46,4 +122,18 @@ class Loaders:
         self.segment_subscriber_count: DataLoader[int, int] = _loader(db, segments.subscriber_counts, int)
         self.segment_ids_by_campaign: DataLoader[int, list[int]] = _loader(
             db, segments.segment_ids_by_campaign, list
+        )
+        self.delivery_by_id: DataLoader[int, Delivery | None] = _loader(db, per_parent.deliveries_by_ids)
+        self.campaign_delivery_page: DataLoader[tuple[int, PageArgs], ChildPage[Delivery]] = _per_parent(
+            db, _delivery_pages
+        )
+        self.campaign_delivery_count: DataLoader[tuple[int, DeliveryStatus | None], int] = _per_parent(
+            db, _delivery_counts
+        )
+        self.subscriber_event_page: DataLoader[tuple[int, PageArgs], ChildPage[Event]] = _per_parent(
+            db, _event_pages
+        )
+        self.subscriber_event_count: DataLoader[tuple[int, None], int] = _per_parent(db, _event_counts)
+        self.campaign_timeline: DataLoader[tuple[int, TimelineArgs], list[TimelinePoint]] = _per_parent(
+            db, _timelines
         )
