@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Integer, Select, column, func, select, true, values
+from sqlalchemy import BigInteger, Select, column, func, select, true, values
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, aliased
 
@@ -50,7 +50,7 @@ async def child_pages(
         stmt = stmt.where(key < after if descending else key > after)
     order = key.desc() if descending else key.asc()
     if session.get_bind().dialect.name == "postgresql":
-        wanted = values(column("parent_id", Integer), name="wanted").data([(p,) for p in parent_ids])
+        wanted = values(column("parent_id", BigInteger), name="wanted").data([(p,) for p in parent_ids])
         per_parent = (
             stmt.where(parent == wanted.c.parent_id).order_by(order).limit(first + 1).subquery().lateral()
         )
