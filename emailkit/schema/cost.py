@@ -6,6 +6,7 @@ Like GitHub's and Shopify's APIs, the cost estimates the rows an operation can t
 - any other field returning an object costs OBJECT_COST plus what is selected under it, times LIST_ESTIMATE when
   it returns a list of objects with no `first` to bound it;
 - a scalar or enum field costs SCALAR_COST;
+- a field declared with `metadata=cost(n)` costs n itself instead (a count over a whole audience, say);
 - the `edges` of a connection are only a wrapper: what they hold is counted, not the wrapper itself.
 
 Fragments and inline fragments count as if written out, aliases count once each, and `@skip`/`@include` are
@@ -25,7 +26,6 @@ from graphql import (
     GraphQLError,
     GraphQLField,
     GraphQLIncludeDirective,
-    GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLSchema,
@@ -50,8 +50,18 @@ CONNECTION_BASE = 2
 OBJECT_COST = 1
 SCALAR_COST = 1
 LIST_ESTIMATE = 10
+# A COUNT over the subscribers matching a segment filter: each is its own query plan over the whole audience.
+AUDIENCE_COUNT = 100
 
 QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"
+
+
+def cost(points: int) -> dict[str, int]:
+    """Field metadata giving a field its own cost: `@strawberry.field(metadata=cost(100))`."""
+    return {_COST_KEY: points}
+
+
+_COST_KEY = "emailkit.cost"
 
 
 @dataclass(frozen=True)
@@ -134,15 +144,16 @@ class _Counter:
         if definition is None:
             return 0
         named = get_named_type(definition.type)
+        declared = _declared_cost(definition)
         if not is_composite_type(named):
-            return SCALAR_COST
+            return SCALAR_COST if declared is None else declared
         children = self.selection_cost(node.selection_set, named)
         if "first" in definition.args:
             return CONNECTION_BASE + self._first(definition, node) * children
         if _is_connection(parent) and name == "edges":
             return children
         multiplier = LIST_ESTIMATE if _returns_list(definition.type) else 1
-        return multiplier * (OBJECT_COST + children)
+        return multiplier * ((OBJECT_COST if declared is None else declared) + children)
 
     def _first(self, definition: GraphQLField, node: FieldNode) -> int:
         try:
@@ -155,13 +166,20 @@ class _Counter:
         return max(value, 0)
 
 
+def _declared_cost(definition: GraphQLField) -> int | None:
+    field = (definition.extensions or {}).get("strawberry-definition")
+    metadata = getattr(field, "metadata", None) or {}
+    value = metadata.get(_COST_KEY)
+    return value if isinstance(value, int) else None
+
+
 def _is_connection(parent: Any) -> bool:
     return isinstance(parent, GraphQLObjectType) and parent.name.endswith("Connection")
 
 
 def _returns_list(type_: GraphQLOutputType) -> bool:
     inner = type_.of_type if isinstance(type_, GraphQLNonNull) else type_
-    return is_list_type(inner) or isinstance(inner, GraphQLList)
+    return is_list_type(inner)
 
 
 def too_complex(cost: int, limit: int) -> GraphQLError:

@@ -221,3 +221,12 @@ async def test_subscriptions_are_costed_when_they_subscribe(db: Database) -> Non
         assert message["type"] == "next", message
         assert message["payload"]["data"]["campaignStats"]["sent"] == 1
         assert message["payload"]["extensions"]["cost"] == {"requested": 2, "limit": 10}
+
+
+async def test_segment_audience_counts_cost_what_they_scan(gql: GQL) -> None:
+    # Each count is a query over the whole audience: 100 points, so a page of 250 of them is refused.
+    query = "{ segments(first: 250) { edges { node { subscriberCount } } } }"
+    refused_for_cost(await gql(query), 2 + 250 * (1 + 100), DEFAULT_LIMIT)
+    page = await gql("{ segments(first: 50) { edges { node { name subscriberCount } } } }")
+    assert data(page) == {"segments": {"edges": []}}
+    assert cost_of(page)["requested"] == 2 + 50 * (1 + 1 + 100)
