@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import event, insert, select
+from sqlalchemy import event, func, insert, select
 
 from emailkit.domain.db import Database
 from emailkit.domain.events import EventType
@@ -277,3 +277,68 @@ async def test_nested_events_page_per_subscriber_newest_first_with_cursor(gql: G
     again = data(await gql(query, {"after": cursor}))["subscribers"]["edges"][0]["node"]
     assert [e["node"]["id"] for e in again["events"]["edges"]] == ids[first_pages[0]["email"]][5:10]
     assert again["events"]["pageInfo"]["hasNextPage"] is True
+
+
+EVERY_RELATION = """query($n: Int!) {
+  campaigns(first: $n) { edges { node {
+    template { name }
+    lists { name subscriberCount optinTemplate { name } }
+    segments { name }
+    progress { sent }
+    stats { sent }
+    links { url }
+    timeline { start }
+    deliveries(first: 3) {
+      totalCount
+      edges { node {
+        campaign { name }
+        subscriber {
+          email
+          subscriptions { list { name } }
+          events(first: 2) { totalCount edges { node { campaign { name } subscriber { email } } } }
+        }
+      } }
+    }
+  } } }
+}"""
+
+
+async def test_every_relation_of_a_campaign_page_is_batched(gql: GQL, db: Database) -> None:
+    await seed(db, 50)
+    await seed_deliveries(db)
+    async with db.transaction() as session:
+        people = (await session.execute(select(Subscriber))).scalars().all()
+        # The newest campaign, on both pages: a relation already loaded on the page is not read again.
+        campaign_id = (await session.execute(select(func.max(Campaign.id)))).scalar_one()
+        await session.execute(
+            insert(Event),
+            [
+                {
+                    "occurred_at": datetime.now(UTC),
+                    "type": EventType.OPEN,
+                    "provider": "emailkit",
+                    "email": p.email,
+                    "campaign_id": campaign_id,
+                    "subscriber_id": p.id,
+                }
+                for p in people
+                for _ in range(3)
+            ],
+        )
+    data(await gql("{ viewer { name } }"))
+
+    small, _ = await page_statements(gql, db, EVERY_RELATION, 5)
+    large, page = await page_statements(gql, db, EVERY_RELATION, 50)
+
+    nodes = [e["node"] for e in page["campaigns"]["edges"]]
+    assert len(nodes) == 50
+    delivery = nodes[0]["deliveries"]["edges"][0]["node"]
+    assert delivery["campaign"]["name"].startswith("campaign ")
+    assert delivery["subscriber"]["events"]["totalCount"] == 3
+    assert len(delivery["subscriber"]["events"]["edges"]) == 2
+    assert all(n["deliveries"]["totalCount"] == DELIVERIES_PER_CAMPAIGN for n in nodes)
+    # One statement per relation, whatever the page size: the page, its templates, segment ids, stats, timelines,
+    # links, deliveries and their counts, list ids, campaigns (progress), lists and their counts, subscribers,
+    # their subscriptions, events and event counts.
+    assert len(large) == len(small), (small, large)
+    assert len(large) <= 16, large
