@@ -107,15 +107,15 @@ class TimelinePoint:
 
 class _Loaders:
     def __init__(self, info: Info) -> None:
-        db = info.context.db
+        reads = info.context.loaders.session
 
         async def stats(ids: Sequence[int]) -> list[StatsSnapshot | None]:
-            async with db.session() as session:
+            async with reads() as session:
                 found = await analytics.stats_by_campaign(session, ids)
             return [found.get(i) for i in ids]
 
         async def links(ids: Sequence[int]) -> list[list[CampaignLink]]:
-            async with db.session() as session:
+            async with reads() as session:
                 found = await analytics.links_by_campaign(session, ids)
             return [found.get(i, []) for i in ids]
 

@@ -51,11 +51,11 @@ class Context:
         """Run a keyset page query and wrap it as a connection; totalCount is computed only if selected."""
         first = check_first(first, self.runtime.max_page_size)
         after_key = decode_cursor(after)
-        async with self.db.session() as session:
+        async with self.loaders.session() as session:
             page = await fetch(session, first, after_key)
 
         async def count() -> int:
-            async with self.db.session() as session:
+            async with self.loaders.session() as session:
                 return await page.total(session)
 
         return Connection.build(

@@ -115,7 +115,7 @@ async def subscriber_events(
 
 
 async def event_node(info: Info, pk: int) -> EventNode | None:
-    async with info.context.db.session() as session:
+    async with info.context.loaders.session() as session:
         row = (await analytics.events_by_ids(session, [pk])).get(pk)
     return EventNode.from_model(row) if row is not None else None
 

@@ -334,7 +334,7 @@ class Query:
     async def segment_preview(self, info: Info, filter: SubscriberFilterInput) -> SegmentPreviewType:
         try:
             raw = filter_to_domain(filter)
-            async with info.context.db.session() as session:
+            async with info.context.loaders.session() as session:
                 result = await segments.preview(session, raw)
         except DomainError as exc:
             return SegmentPreviewType(count=None, rows=[], user_errors=to_user_errors(exc))

@@ -24,6 +24,7 @@ from emailkit.domain.models import (
     TemplateKind,
 )
 from emailkit.domain.models_feedback import Event
+from emailkit.schema.loaders import MAX_CONNECTIONS_PER_REQUEST
 from emailkit.schema.relay import to_global_id
 from tests.conftest import GQL, data
 
@@ -342,3 +343,38 @@ async def test_every_relation_of_a_campaign_page_is_batched(gql: GQL, db: Databa
     # their subscriptions, events and event counts.
     assert len(large) == len(small), (small, large)
     assert len(large) <= 16, large
+
+
+async def test_one_request_holds_few_connections_however_wide_it_is(gql: GQL, db: Database) -> None:
+    await seed(db, 5)
+    data(await gql("{ viewer { name } }"))
+    held = peak = 0
+
+    def checkout(*_: Any) -> None:
+        nonlocal held, peak
+        held += 1
+        peak = max(peak, held)
+
+    def checkin(*_: Any) -> None:
+        nonlocal held
+        held -= 1
+
+    pool = db.engine.sync_engine.pool
+    event.listen(pool, "checkout", checkout)
+    event.listen(pool, "checkin", checkin)
+    try:
+        # 30 aliases, each a page, its count and its lists' counts: without a per-request cap, 30 connections at once.
+        query = (
+            "{ "
+            + " ".join(
+                f"a{i}: lists(first: 5) {{ totalCount edges {{ node {{ name subscriberCount }} }} }}"
+                for i in range(30)
+            )
+            + " }"
+        )
+        result = data(await gql(query))
+    finally:
+        event.remove(pool, "checkout", checkout)
+        event.remove(pool, "checkin", checkin)
+    assert all(result[f"a{i}"]["totalCount"] == 6 for i in range(30))
+    assert 1 < peak <= MAX_CONNECTIONS_PER_REQUEST, peak
