@@ -378,3 +378,53 @@ async def test_one_request_holds_few_connections_however_wide_it_is(gql: GQL, db
         event.remove(pool, "checkin", checkin)
     assert all(result[f"a{i}"]["totalCount"] == 6 for i in range(30))
     assert 1 < peak <= MAX_CONNECTIONS_PER_REQUEST, peak
+
+
+# Campaign c0 failed for d0, d2 and d4; campaign c1 for d1 only.
+FAILED_FOR = {0: {0, 2, 4}, 1: {1}}
+
+
+async def test_nested_deliveries_filter_count_and_page_per_campaign(gql: GQL, db: Database) -> None:
+    """Two aliases with different arguments share a batch; each campaign gets its own page, count and cursor."""
+    async with db.transaction() as session:
+        people = [Subscriber(email=f"d{i}@example.com") for i in range(6)]
+        campaigns = [Campaign(name=f"c{k}", subject="Hi", from_email="news@example.com") for k in range(2)]
+        session.add_all([*people, *campaigns])
+        await session.flush()
+        await session.execute(
+            insert(Delivery),
+            [
+                {
+                    "campaign_id": c.id,
+                    "subscriber_id": p.id,
+                    "email": p.email,
+                    "status": DeliveryStatus.FAILED if i in FAILED_FOR[k] else DeliveryStatus.SENT,
+                }
+                for k, c in enumerate(campaigns)
+                for i, p in enumerate(people)
+            ],
+        )
+    query = """query($after: String) { campaigns(first: 2) { edges { node { name
+      all: deliveries(first: 3) { totalCount edges { node { email } } }
+      failed: deliveries(first: 2, status: FAILED, after: $after) {
+        totalCount pageInfo { hasNextPage endCursor } edges { node { email status } } }
+    } } } }"""
+    nodes = {e["node"]["name"]: e["node"] for e in data(await gql(query))["campaigns"]["edges"]}
+    assert [d["node"]["email"] for d in nodes["c0"]["all"]["edges"]] == [
+        "d0@example.com",
+        "d1@example.com",
+        "d2@example.com",
+    ]
+    assert nodes["c0"]["all"]["totalCount"] == nodes["c1"]["all"]["totalCount"] == 6
+    c0_failed = nodes["c0"]["failed"]
+    assert [d["node"]["email"] for d in c0_failed["edges"]] == ["d0@example.com", "d2@example.com"]
+    assert c0_failed["totalCount"] == 3 and c0_failed["pageInfo"]["hasNextPage"] is True
+    assert [d["node"]["email"] for d in nodes["c1"]["failed"]["edges"]] == ["d1@example.com"]
+    assert (
+        nodes["c1"]["failed"]["totalCount"] == 1 and nodes["c1"]["failed"]["pageInfo"]["hasNextPage"] is False
+    )
+
+    rest = data(await gql(query, {"after": c0_failed["pageInfo"]["endCursor"]}))["campaigns"]["edges"]
+    c0_rest = next(e["node"]["failed"] for e in rest if e["node"]["name"] == "c0")
+    assert [d["node"]["email"] for d in c0_rest["edges"]] == ["d4@example.com"]
+    assert c0_rest["pageInfo"]["hasNextPage"] is False
