@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from graphql import (
+    DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
@@ -54,14 +55,17 @@ LIST_ESTIMATE = 10
 AUDIENCE_COUNT = 100
 
 QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"
+# Selections of a document with its fragments written out. The depth and alias checks expand fragments one
+# selection at a time, so a few hundred tokens of fragments spreading fragments would keep them busy for minutes.
+MAX_EXPANDED_SELECTIONS = 10_000
+
+
+_COST_KEY = "emailkit.cost"
 
 
 def cost(points: int) -> dict[str, int]:
     """Field metadata giving a field its own cost: `@strawberry.field(metadata=cost(100))`."""
     return {_COST_KEY: points}
-
-
-_COST_KEY = "emailkit.cost"
 
 
 @dataclass(frozen=True)
@@ -100,25 +104,34 @@ class _Counter:
         self.fragments = fragments
         self.variables = variables
         self.max_page_size = max_page_size
+        self._fragment_costs: dict[tuple[str, str | None], int] = {}
 
     def selection_cost(self, selection_set: SelectionSetNode | None, parent: Any) -> int:
         if selection_set is None:
             return 0
-        return sum(self.field_cost(node, parent) for node, parent in self._fields(selection_set, parent))
-
-    def _fields(self, selection_set: SelectionSetNode, parent: Any) -> Iterator[tuple[FieldNode, Any]]:
-        """The fields of a selection set, fragments expanded, each with the type it is selected on."""
+        total = 0
         for selection in selection_set.selections:
             if not self._included(selection):
                 continue
             if isinstance(selection, FieldNode):
-                yield selection, parent
+                total += self.field_cost(selection, parent)
             elif isinstance(selection, InlineFragmentNode):
-                yield from self._fields(selection.selection_set, self._condition(selection, parent))
+                total += self.selection_cost(selection.selection_set, self._condition(selection, parent))
             elif isinstance(selection, FragmentSpreadNode):
-                fragment = self.fragments.get(selection.name.value)
-                if fragment is not None:
-                    yield from self._fields(fragment.selection_set, self._condition(fragment, parent))
+                total += self._fragment_cost(selection.name.value, parent)
+        return total
+
+    def _fragment_cost(self, name: str, parent: Any) -> int:
+        # Remembered: a fragment spread many times, by fragments spread many times, is still counted in one pass.
+        key = (name, getattr(parent, "name", None))
+        if key not in self._fragment_costs:
+            fragment = self.fragments.get(name)
+            self._fragment_costs[key] = (
+                0
+                if fragment is None
+                else self.selection_cost(fragment.selection_set, self._condition(fragment, parent))
+            )
+        return self._fragment_costs[key]
 
     def _condition(self, fragment: InlineFragmentNode | FragmentDefinitionNode, parent: Any) -> Any:
         # On an interface or union, a fragment's fields belong to its type condition.
@@ -182,6 +195,31 @@ def _returns_list(type_: GraphQLOutputType) -> bool:
     return is_list_type(inner)
 
 
+def expanded_selections(document: DocumentNode) -> int:
+    """How many selections the document's operations have once every fragment spread is written out."""
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    sizes: dict[str, int] = {}
+
+    def size(selection_set: SelectionSetNode | None) -> int:
+        total = 0
+        for selection in selection_set.selections if selection_set is not None else ():
+            total += 1
+            if isinstance(selection, FragmentSpreadNode):
+                total += fragment_size(selection.name.value)
+            elif isinstance(selection, FieldNode | InlineFragmentNode):
+                total += size(selection.selection_set)
+        return total
+
+    def fragment_size(name: str) -> int:
+        if name not in sizes:
+            sizes[name] = 0  # a cycle (refused by validation) counts as empty meanwhile
+            fragment = fragments.get(name)
+            sizes[name] = size(fragment.selection_set) if fragment is not None else 0
+        return sizes[name]
+
+    return sum(size(d.selection_set) for d in document.definitions if isinstance(d, OperationDefinitionNode))
+
+
 def too_complex(cost: int, limit: int) -> GraphQLError:
     return GraphQLError(
         f"Query cost {cost} exceeds the budget of {limit}: ask for smaller pages (`first`) or fewer nested "
@@ -196,6 +234,21 @@ class QueryCost(SchemaExtension):
     def __init__(self, limits: CostLimits) -> None:
         self.limits = limits
         self.cost: int | None = None
+
+    def on_validate(self) -> Iterator[None]:
+        ctx = self.execution_context
+        if ctx.graphql_document is not None and ctx.pre_execution_errors is None:
+            selections = expanded_selections(ctx.graphql_document)
+            if selections > MAX_EXPANDED_SELECTIONS:
+                # Set before validation runs, so it is skipped and this is the answer.
+                ctx.pre_execution_errors = [
+                    GraphQLError(
+                        f"The document expands to {selections} selections; at most {MAX_EXPANDED_SELECTIONS} "
+                        "are allowed (spread fewer fragments)",
+                        extensions={"code": QUERY_TOO_COMPLEX},
+                    )
+                ]
+        yield
 
     def on_execute(self) -> Iterator[None]:
         ctx = self.execution_context

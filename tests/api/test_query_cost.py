@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -230,3 +231,20 @@ async def test_segment_audience_counts_cost_what_they_scan(gql: GQL) -> None:
     page = await gql("{ segments(first: 50) { edges { node { name subscriberCount } } } }")
     assert data(page) == {"segments": {"edges": []}}
     assert cost_of(page)["requested"] == 2 + 50 * (1 + 1 + 100)
+
+
+async def test_a_fragment_bomb_is_refused_before_validation_expands_it(gql: GQL) -> None:
+    # Each fragment spreads the next 10 times: 10^5 selections written out, under 300 tokens as sent. The depth
+    # and alias checks expand fragments one by one: this held the event loop for a second, 10^7 for 90 s.
+    depth, width = 5, 10
+    fragments = " ".join(
+        f"fragment F{i} on Query {{ {' '.join([f'...F{i + 1}'] * width)} }}" for i in range(depth)
+    )
+    query = f"query {{ ...F0 }} {fragments} fragment F{depth} on Query {{ __typename }}"
+    started = time.monotonic()
+    body = await gql(query)
+    assert time.monotonic() - started < 5
+    assert body.get("data") is None
+    [error] = body["errors"]
+    assert error["extensions"]["code"] == "QUERY_TOO_COMPLEX"
+    assert "selections" in error["message"] and "10000" in error["message"], error["message"]
