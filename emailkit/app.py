@@ -80,6 +80,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
             max_depth=settings.max_query_depth,
             max_aliases=settings.max_aliases,
             max_tokens=settings.max_query_tokens,
+            max_cost=settings.query_cost_limit,
+            max_page_size=settings.max_page_size,
             debug=settings.debug,
         )
     )

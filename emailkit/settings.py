@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     max_query_depth: int = Field(default=12, ge=2, le=100)
     max_aliases: int = Field(default=30, ge=1, le=1000)
     max_query_tokens: int = Field(default=3000, ge=50, le=100_000)
+    # Budget of an operation's estimated cost (about one point per row or field it can return), see README.
+    query_cost_limit: int = Field(default=20_000, ge=10)
     # Comma-separated in the environment (a JSON list works too).
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Largest multipart (file upload) request, e.g. a CSV import; bigger ones are refused with 413.

@@ -32,6 +32,7 @@ from emailkit.schema import (
     templates,
     viewer,
 )
+from emailkit.schema.cost import CostLimits, QueryCost
 
 QUERIES = (
     node.Query,
@@ -68,6 +69,9 @@ class SchemaLimits:
     max_depth: int = 12
     max_aliases: int = 30
     max_tokens: int = 3000
+    max_cost: int = 20_000
+    # The resolvers' cap on `first`; the cost analysis counts a connection without a default as this many.
+    max_page_size: int = 250
     debug: bool = False
 
 
@@ -84,6 +88,7 @@ def build_schema(limits: SchemaLimits | None = None) -> strawberry.Schema:
         lambda: QueryDepthLimiter(max_depth=limits.max_depth),
         lambda: MaxAliasesLimiter(max_alias_count=limits.max_aliases),
         lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
+        lambda: QueryCost(CostLimits(limit=limits.max_cost, max_page_size=limits.max_page_size)),
     ]
     if not limits.debug:
         extensions.append(lambda: MaskErrors(should_mask_error=_should_mask))

@@ -15,6 +15,7 @@ from emailkit.domain.feedback.live import StatsSnapshot, stats_channel
 from emailkit.domain.models_feedback import CampaignLink
 from emailkit.schema.context import Info
 from emailkit.schema.live import live_updates
+from emailkit.schema.loaders import TimelineArgs
 from emailkit.schema.relay import decode_id_or_none, to_global_id
 
 strawberry.enum(analytics.TimelineBucket, name="TimelineBucket", description="UTC hours or UTC days.")
@@ -107,15 +108,15 @@ class TimelinePoint:
 
 class _Loaders:
     def __init__(self, info: Info) -> None:
-        db = info.context.db
+        reads = info.context.loaders.session
 
         async def stats(ids: Sequence[int]) -> list[StatsSnapshot | None]:
-            async with db.session() as session:
+            async with reads() as session:
                 found = await analytics.stats_by_campaign(session, ids)
             return [found.get(i) for i in ids]
 
         async def links(ids: Sequence[int]) -> list[list[CampaignLink]]:
-            async with db.session() as session:
+            async with reads() as session:
                 found = await analytics.links_by_campaign(session, ids)
             return [found.get(i, []) for i in ids]
 
@@ -152,8 +153,7 @@ async def campaign_timeline(
     until: datetime | None = None,
 ) -> list[TimelinePoint]:
     """Events per bucket and type, oldest first; buckets without events are left out."""
-    async with info.context.db.session() as session:
-        points = await analytics.timeline(session, root.pk, bucket, since=since, until=until)
+    points = await info.context.loaders.campaign_timeline.load((root.pk, TimelineArgs(bucket, since, until)))
     return [TimelinePoint.from_point(p) for p in points]
 
 

@@ -10,13 +10,15 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.websockets import WebSocket
+from strawberry.dataloader import DataLoader
 from strawberry.types import Info as StrawberryInfo
 
 from emailkit.domain.apikeys import Principal
+from emailkit.domain.child_pages import ChildPage
 from emailkit.domain.db import Database
 from emailkit.domain.pagination import Page
 from emailkit.domain.runtime import Runtime
-from emailkit.schema.loaders import Loaders
+from emailkit.schema.loaders import Loaders, PageArgs
 from emailkit.schema.relay import Connection, check_first, decode_cursor
 
 M = TypeVar("M")
@@ -49,11 +51,11 @@ class Context:
         """Run a keyset page query and wrap it as a connection; totalCount is computed only if selected."""
         first = check_first(first, self.runtime.max_page_size)
         after_key = decode_cursor(after)
-        async with self.db.session() as session:
+        async with self.loaders.session() as session:
             page = await fetch(session, first, after_key)
 
         async def count() -> int:
-            async with self.db.session() as session:
+            async with self.loaders.session() as session:
                 return await page.total(session)
 
         return Connection.build(
@@ -62,6 +64,28 @@ class Context:
             has_next=page.has_next,
             has_previous=after_key is not None,
             count=count,
+        )
+
+    async def child_connection(
+        self,
+        pages: DataLoader[tuple[int, PageArgs], ChildPage[M]],
+        counts: DataLoader[tuple[int, Any], int],
+        parent: int,
+        convert: Callable[[M], T],
+        first: int,
+        after: str | None,
+        filter: Any = None,
+    ) -> Connection[T]:
+        """A nested connection: the parents of a page are read together, and counted together if asked."""
+        first = check_first(first, self.runtime.max_page_size)
+        after_key = decode_cursor(after)
+        page = await pages.load((parent, PageArgs(first, after_key, filter)))
+        return Connection.build(
+            [convert(item) for item in page.items],
+            page.keys,
+            has_next=page.has_next,
+            has_previous=after_key is not None,
+            count=lambda: counts.load((parent, filter)),
         )
 
 

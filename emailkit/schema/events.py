@@ -103,10 +103,11 @@ async def subscriber_events(
     root: _HasPk, info: Info, first: int = 50, after: str | None = None
 ) -> Connection[EventNode]:
     """The subscriber's events, newest first."""
-    return await info.context.connection(
-        lambda s, n, a: analytics.find_events(
-            s, first=n, after=a, filter=analytics.EventFilter(subscriber_id=root.pk)
-        ),
+    loaders = info.context.loaders
+    return await info.context.child_connection(
+        loaders.subscriber_event_page,
+        loaders.subscriber_event_count,
+        root.pk,
         EventNode.from_model,
         first,
         after,
@@ -114,7 +115,7 @@ async def subscriber_events(
 
 
 async def event_node(info: Info, pk: int) -> EventNode | None:
-    async with info.context.db.session() as session:
+    async with info.context.loaders.session() as session:
         row = (await analytics.events_by_ids(session, [pk])).get(pk)
     return EventNode.from_model(row) if row is not None else None
 

@@ -40,7 +40,7 @@ class Query:
         if pk is None:
             raise GraphQLError(f"Not a valid Subscriber ID: {id!r}", extensions={"code": "INVALID_ID"})
         try:
-            async with info.context.db.session() as session:
+            async with info.context.loaders.session() as session:
                 document = await gdpr.export_subscriber_data(session, pk, global_id=to_global_id)
         except NotFound:
             return None

@@ -82,7 +82,7 @@ class ImportType(Node):
     )
     async def errors(self, info: Info, first: int = 50) -> list[ImportRowErrorType]:
         try:
-            async with info.context.db.session() as session:
+            async with info.context.loaders.session() as session:
                 rows = await imports.import_errors(session, self.pk, first)
         except DomainError as exc:
             raise GraphQLError(str(exc), extensions={"code": "INVALID_ARGUMENT"}) from None
@@ -190,7 +190,7 @@ class Query:
         pk = decode_id_or_none(id, "Import")
         if pk is None:
             return None
-        async with info.context.db.session() as session:
+        async with info.context.loaders.session() as session:
             row = await session.get(ImportRow, pk)
         return ImportType.from_model(row) if row is not None else None
 
@@ -277,6 +277,6 @@ class Subscription:
 
 
 async def import_node(info: Info, pk: int) -> Node | None:
-    async with info.context.db.session() as session:
+    async with info.context.loaders.session() as session:
         row = await session.get(ImportRow, pk)
     return ImportType.from_model(row) if row is not None else None

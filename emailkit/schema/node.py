@@ -6,7 +6,6 @@ from collections.abc import Awaitable, Callable
 
 import strawberry
 
-from emailkit.domain.models import Delivery as DeliveryRow
 from emailkit.schema.campaigns import CampaignType
 from emailkit.schema.context import Info
 from emailkit.schema.events import event_node
@@ -42,8 +41,7 @@ async def _campaign(info: Info, pk: int) -> Node | None:
 async def _delivery(info: Info, pk: int) -> Node | None:
     from emailkit.schema.sending import DeliveryType
 
-    async with info.context.db.session() as s:
-        row = await s.get(DeliveryRow, pk)
+    row = await info.context.loaders.delivery_by_id.load(pk)
     return DeliveryType.from_model(row) if row is not None else None
 
 

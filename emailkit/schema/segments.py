@@ -16,6 +16,7 @@ from emailkit.domain.models import Subscriber as SubscriberRow
 from emailkit.domain.models_audience import Segment as SegmentRow
 from emailkit.domain.segments import EngagementEvent, FilterOp
 from emailkit.schema.context import Info
+from emailkit.schema.cost import AUDIENCE_COUNT, cost
 from emailkit.schema.enums import SubscriberStatus, SubscriptionStatus
 from emailkit.schema.errors import DeletePayload, UserError, mutate, to_user_errors
 from emailkit.schema.permissions import write_mutation
@@ -239,7 +240,7 @@ class SegmentType(Node):
     created_at: datetime
     updated_at: datetime
 
-    @strawberry.field(description="Subscribers matching right now.")
+    @strawberry.field(description="Subscribers matching right now.", metadata=cost(AUDIENCE_COUNT))
     async def subscriber_count(self, info: Info) -> int:
         return await info.context.loaders.segment_subscriber_count.load(self.pk)
 
@@ -327,12 +328,13 @@ class Query:
         return SegmentType.from_model(row) if row is not None else None
 
     @strawberry.field(
-        description="How many subscribers a filter matches now, with a sample; nothing is saved."
+        description="How many subscribers a filter matches now, with a sample; nothing is saved.",
+        metadata=cost(AUDIENCE_COUNT),
     )
     async def segment_preview(self, info: Info, filter: SubscriberFilterInput) -> SegmentPreviewType:
         try:
             raw = filter_to_domain(filter)
-            async with info.context.db.session() as session:
+            async with info.context.loaders.session() as session:
                 result = await segments.preview(session, raw)
         except DomainError as exc:
             return SegmentPreviewType(count=None, rows=[], user_errors=to_user_errors(exc))

@@ -22,15 +22,17 @@ from emailkit.schema.enums import CampaignStatus
 from emailkit.schema.errors import Outcome, UserError, mutate, to_user_errors
 from emailkit.schema.live import live_updates
 from emailkit.schema.permissions import write_mutation
-from emailkit.schema.refs import campaign_by_pk
+from emailkit.schema.refs import campaign_by_pk, subscriber_by_pk
 from emailkit.schema.relay import Connection, Node, decode_id, decode_id_or_none, to_global_id
 
 if TYPE_CHECKING:
     from emailkit.schema.campaigns import CampaignType
+    from emailkit.schema.subscribers import SubscriberType
 
 strawberry.enum(DeliveryStatus, name="DeliveryStatus")
 
 CampaignRef = Annotated["CampaignType", strawberry.lazy("emailkit.schema.campaigns")]
+SubscriberRef = Annotated["SubscriberType", strawberry.lazy("emailkit.schema.subscribers")]
 MAX_TEST_RECIPIENTS = 10
 
 
@@ -38,6 +40,7 @@ MAX_TEST_RECIPIENTS = 10
 class DeliveryType(Node):
     pk: strawberry.Private[int]
     campaign_pk: strawberry.Private[int | None]
+    subscriber_pk: strawberry.Private[int | None]
     email: str
     status: DeliveryStatus
     skip_reason: str | None
@@ -53,12 +56,17 @@ class DeliveryType(Node):
     async def campaign(self, info: Info) -> CampaignRef | None:
         return await campaign_by_pk(info, self.campaign_pk)
 
+    @strawberry.field(description="The recipient; null for a transactional message or once erased.")
+    async def subscriber(self, info: Info) -> SubscriberRef | None:
+        return await subscriber_by_pk(info, self.subscriber_pk)
+
     @classmethod
     def from_model(cls, row: DeliveryRow) -> DeliveryType:
         return cls(
             id=to_global_id("Delivery", row.id),
             pk=row.id,
             campaign_pk=row.campaign_id,
+            subscriber_pk=row.subscriber_id,
             email=row.email,
             status=row.status,
             skip_reason=row.skip_reason,
@@ -107,11 +115,15 @@ async def campaign_deliveries(
     status: DeliveryStatus | None = None,
 ) -> Connection[DeliveryType]:
     """The ledger of this campaign: one row per recipient, with the provider's error for failures."""
-    return await info.context.connection(
-        lambda s, n, a: deliveries.find_deliveries(s, campaign_id=root.pk, first=n, after=a, status=status),
+    loaders = info.context.loaders
+    return await info.context.child_connection(
+        loaders.campaign_delivery_page,
+        loaders.campaign_delivery_count,
+        root.pk,
         DeliveryType.from_model,
         first,
         after,
+        status,
     )
 
 
@@ -214,10 +226,7 @@ class Query:
     @strawberry.field(description="A delivery (campaign recipient or transactional message) by ID.")
     async def delivery(self, info: Info, id: strawberry.ID) -> DeliveryType | None:
         pk = decode_id_or_none(id, "Delivery")
-        if pk is None:
-            return None
-        async with info.context.db.session() as s:
-            row = await s.get(DeliveryRow, pk)
+        row = await info.context.loaders.delivery_by_id.load(pk) if pk is not None else None
         return DeliveryType.from_model(row) if row is not None else None
 
 

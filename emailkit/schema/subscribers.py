@@ -227,7 +227,7 @@ class Query:
             row = await info.context.loaders.subscriber_by_id.load(pk) if pk is not None else None
         else:
             assert email is not None
-            async with info.context.db.session() as session:
+            async with info.context.loaders.session() as session:
                 row = await subscribers.get_by_email(session, email)
         return SubscriberType.from_model(row) if row is not None else None
 

@@ -82,7 +82,7 @@ def _payload(row: SuppressionRow | None, errors: list[UserError]) -> Suppression
 
 
 async def suppression_node(info: Info, pk: int) -> SuppressionType | None:
-    async with info.context.db.session() as session:
+    async with info.context.loaders.session() as session:
         row = (await suppressions.suppressions_by_ids(session, [pk])).get(pk)
     return SuppressionType.from_model(row) if row is not None else None
 

@@ -265,7 +265,7 @@ def test_serve_and_migrations(env: Env) -> None:
             headers={"Authorization": f"Bearer {key}"},
             timeout=10,
         )
-        assert resp.json() == {"data": {"viewer": {"name": "live", "role": "ADMIN"}}}
+        assert resp.json()["data"] == {"viewer": {"name": "live", "role": "ADMIN"}}
     finally:
         returncode = stop_server(proc)
     # A clean shutdown: uvicorn finishes serving and then re-raises the signal it caught.
