@@ -134,6 +134,7 @@ def test_the_setting_parses_cidrs_and_refuses_garbage() -> None:
 
 # -- through the app --------------------------------------------------------------------------------------
 
+
 async def _client(db: Database, peer: str, **overrides: object) -> AsyncIterator[httpx.AsyncClient]:
     settings = Settings(database_url=db.url, secret_key=TEST_SECRET, public_url=BASE, **overrides)  # type: ignore[arg-type]
     runtime = Runtime(db=db, secret_key=TEST_SECRET, public_url=BASE)
