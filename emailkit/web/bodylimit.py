@@ -1,9 +1,11 @@
 """Request body limits for every route, applied before anything is read.
 
 A pure ASGI middleware: a request whose Content-Length is over its route's limit is answered 413 at once (the
-body is never read, and the connection is closed); any other body is counted as the app receives it, and the
-read that passes the limit fails, so a chunked body without a Content-Length stops there. Nothing is buffered
-here: the app still reads the body the way it wants to.
+body is never read, and the connection is closed). A body without a Content-Length (chunked) is counted as the
+app receives it, and the read that passes the limit fails, so it stops there. Nothing is buffered here: the
+app still reads the body the way it wants to. A declared length within the limit needs no counting (the server
+delivers exactly that many bytes), nor does a GET or HEAD that declares no body: the hot tracking routes pay
+for one scan of the headers only.
 
 Limits by route:
 
@@ -42,22 +44,28 @@ class BodyLimits:
     webhook: int = WEBHOOK_BYTES
     small: int = SMALL_BYTES
 
-    def for_request(self, path: str, headers: list[tuple[bytes, bytes]]) -> tuple[int, str, bytes | None]:
-        """The limit, the setting that names it (for the answer), and the declared Content-Length."""
+    def for_request(
+        self, path: str, headers: list[tuple[bytes, bytes]]
+    ) -> tuple[int, str, bytes | None, bool]:
+        """The limit, the setting that names it (for the answer), the declared Content-Length, and whether
+        a Transfer-Encoding announces a body of unknown length."""
         declared = None
+        chunked = False
         content_type = b""
         for name, value in headers:
             if name == b"content-length":
                 declared = value
             elif name == b"content-type":
                 content_type = value
+            elif name == b"transfer-encoding":
+                chunked = True
         if path == "/graphql":
             if content_type.split(b";", 1)[0].strip().lower() == b"multipart/form-data":
-                return self.upload, "EMAILKIT_MAX_UPLOAD_BYTES", declared
-            return self.graphql, "EMAILKIT_MAX_REQUEST_BYTES", declared
+                return self.upload, "EMAILKIT_MAX_UPLOAD_BYTES", declared, chunked
+            return self.graphql, "EMAILKIT_MAX_REQUEST_BYTES", declared, chunked
         if path.startswith("/webhooks/"):
-            return self.webhook, "", declared
-        return self.small, "", declared
+            return self.webhook, "", declared, chunked
+        return self.small, "", declared, chunked
 
 
 def _size(limit: int) -> str:
@@ -103,9 +111,16 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit, setting, declared = self.limits.for_request(scope["path"], scope["headers"])
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await reply_too_large(scope, send, limit, setting)
+        limit, setting, declared, chunked = self.limits.for_request(scope["path"], scope["headers"])
+        if declared is not None and declared.isdigit():
+            if int(declared) > limit:
+                await reply_too_large(scope, send, limit, setting)
+                return
+            if not chunked:
+                await self.app(scope, receive, send)
+                return
+        elif declared is None and not chunked and scope["method"] in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
             return
         received = 0
         exceeded = False

@@ -194,17 +194,19 @@ class ProxyHeadersMiddleware:
         self._hinted = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.proxies:
+            if not self._hinted and scope["type"] != "lifespan":
+                for name, _ in scope["headers"]:
+                    if name == b"x-forwarded-for" or name == b"forwarded":
+                        self._hint(scope)
+                        break
+            await self.app(scope, receive, send)
+            return
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         client = scope.get("client")
-        peer = client[0] if client else None
-        if not self.proxies:
-            if not self._hinted:
-                self._hint(peer, scope["headers"])
-            await self.app(scope, receive, send)
-            return
-        address, proto = self.proxies.resolve(peer, scope["headers"])
+        address, proto = self.proxies.resolve(client[0] if client else None, scope["headers"])
         if address is None and proto is None:
             await self.app(scope, receive, send)
             return
@@ -218,14 +220,15 @@ class ProxyHeadersMiddleware:
                 scope["scheme"] = proto
         await self.app(scope, receive, send)
 
-    def _hint(self, peer: str | None, headers: Sequence[tuple[bytes, bytes]]) -> None:
-        if any(name in (b"x-forwarded-for", b"forwarded") for name, _ in headers):
-            self._hinted = True
-            suggestion = f"{peer}/128" if peer and ":" in peer else f"{peer}/32"
-            log.warning(
-                "a request from %s carries X-Forwarded-For/Forwarded, ignored because EMAILKIT_TRUSTED_PROXIES "
-                "is empty; if %s is your reverse proxy, trust it (e.g. EMAILKIT_TRUSTED_PROXIES=%s)",
-                peer,
-                peer,
-                suggestion,
-            )
+    def _hint(self, scope: Scope) -> None:
+        self._hinted = True
+        client = scope.get("client")
+        peer = client[0] if client else None
+        suggestion = f"{peer}/128" if peer and ":" in peer else f"{peer}/32"
+        log.warning(
+            "a request from %s carries X-Forwarded-For/Forwarded, ignored because EMAILKIT_TRUSTED_PROXIES "
+            "is empty; if %s is your reverse proxy, trust it (e.g. EMAILKIT_TRUSTED_PROXIES=%s)",
+            peer,
+            peer,
+            suggestion,
+        )

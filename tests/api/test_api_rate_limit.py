@@ -23,8 +23,9 @@ from emailkit.domain.db import Database
 from emailkit.domain.models import Role
 from emailkit.domain.runtime import Runtime
 from emailkit.schema.relay import to_global_id
-from emailkit.settings import Settings
+from emailkit.settings import Settings, SettingsError, load_settings
 from emailkit.tasks.pubsub import InProcessPubSub
+from emailkit.web.ratelimit import ApiRateLimiter
 from tests.conftest import REDIS_URL, TEST_SECRET, make_key
 from tests.integration.test_feedback_recording import seed_campaign
 from tests.support.live_server import live_server
@@ -214,3 +215,15 @@ async def test_an_unreachable_store_lets_requests_through(
     warnings = [r for r in caplog.records if "rate limit storage unreachable" in r.getMessage()]
     # Said once, not once per request.
     assert len(warnings) == 1
+
+
+def test_the_setting_is_checked_and_empty_turns_the_limit_off() -> None:
+    with pytest.raises(SettingsError, match="EMAILKIT_API_RATE_LIMIT: must be a rate"):
+        load_settings(api_rate_limit="lots")
+    assert ApiRateLimiter.from_settings(load_settings(api_rate_limit="")) is None
+    limiter = ApiRateLimiter.from_settings(load_settings(api_rate_limit="20/second;600/minute"))
+    assert limiter is not None and [str(item) for item in limiter.limits] == [
+        "20 per 1 second",
+        "600 per 1 minute",
+    ]
+    assert load_settings().api_rate_limit == "600/minute"
