@@ -98,7 +98,7 @@ class PublicPages:
         wants_json = "application/json" in request.headers.get("content-type", "")
         if not await self._allowed(request):
             return self._answer(wants_json, 429, "Too many requests; try again later")
-        # Bounded before it is read (emailkit.web.bodylimit): a larger body never gets here.
+        # Bounded by emailkit.web.bodylimit: reading past 16 KiB fails, and the answer is its 413.
         body = await request.body()
         try:
             if wants_json:
