@@ -25,10 +25,13 @@ from emailkit.tasks.broker import build_job_queue
 from emailkit.tasks.pubsub import build_pubsub
 from emailkit.tasks.ratelimit import build_rate_limiter
 from emailkit.tasks.worker import close_runtime, embedded_worker
+from emailkit.web.bodylimit import BodyLimitMiddleware, BodyLimits
 from emailkit.web.export import export_routes
 from emailkit.web.graphql import GraphQLView
 from emailkit.web.health import health_routes
+from emailkit.web.proxy import ProxyHeadersMiddleware, TrustedProxies
 from emailkit.web.public import public_routes
+from emailkit.web.ratelimit import ApiRateLimiter
 from emailkit.web.tracking import TrackingMiddleware, build_tracking
 from emailkit.web.uploads import PREFLIGHT_HEADERS, UploadGuard
 from emailkit.web.webhooks import build_webhooks
@@ -85,14 +88,17 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
             debug=settings.debug,
         )
     )
+    api_limiter = ApiRateLimiter.from_settings(settings)
     graphql = GraphQLView(
         runtime,
         schema=schema,
         graphql_ide="graphiql",
         allowed_origins=settings.cors_origins,
-        # File uploads (CSV imports); UploadGuard below bounds their size and requires a preflight header.
+        # File uploads (CSV imports): bounded by EMAILKIT_MAX_UPLOAD_BYTES (BodyLimitMiddleware); UploadGuard
+        # below requires a preflight header.
         multipart_uploads_enabled=True,
         key_recheck_seconds=settings.ws_key_recheck_seconds,
+        api_limiter=api_limiter,
     )
     healthz, readyz = health_routes(runtime)
     tracking = build_tracking(
@@ -124,8 +130,17 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
                 await worker.stop()
             await close_runtime(runtime)
 
-    # Outermost: the open pixel and click redirect skip routing and the other middleware (hot path).
-    middleware = [Middleware(TrackingMiddleware, handler=tracking.handler)]
+    middleware = [
+        # First the client's real address, for everything after (the /subscribe limit, recorded hits).
+        Middleware(ProxyHeadersMiddleware, proxies=TrustedProxies(settings.trusted_proxies)),
+        # Every body is bounded before any route reads it.
+        Middleware(
+            BodyLimitMiddleware,
+            limits=BodyLimits(graphql=settings.max_request_bytes, upload=settings.max_upload_bytes),
+        ),
+        # The open pixel and click redirect then skip routing and the other middleware (hot path).
+        Middleware(TrackingMiddleware, handler=tracking.handler),
+    ]
     if settings.cors_origins:
         middleware.append(
             Middleware(
@@ -138,13 +153,13 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
 
     # Route + WebSocketRoute rather than Mount: a Mount redirects POST /graphql and breaks WebSockets.
     routes = [
-        Route("/graphql", UploadGuard(graphql, max_bytes=settings.max_upload_bytes), methods=["GET", "POST"]),
+        Route("/graphql", UploadGuard(graphql), methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         *tracking.routes,
         *webhooks.routes,
-        *export_routes(runtime),
+        *export_routes(runtime, api_limiter),
         *public_routes(settings, runtime),
         Mount("/static", StaticFiles(directory=static_dir, check_dir=False), name="static"),
     ]

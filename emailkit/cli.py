@@ -105,7 +105,17 @@ def serve(
     asyncio.run(_migrate_if_needed(settings, migrate=migrate))
     typer.echo(f"emailkit listening on http://{host}:{port}  (GraphiQL at /graphql)", err=True)
     # Off by default: one line per open pixel is noise, and building it costs ~15 µs a request.
-    options = {"host": host, "port": port, "log_level": settings.log_level.lower(), "access_log": access_log}
+    options = {
+        "host": host,
+        "port": port,
+        "log_level": settings.log_level.lower(),
+        "access_log": access_log,
+        # Forwarding headers are read by the app alone, and only from EMAILKIT_TRUSTED_PROXIES (uvicorn would
+        # otherwise believe them from 127.0.0.1 on its own).
+        "proxy_headers": False,
+        # A GraphQL operation over WebSocket is bounded like a JSON body over HTTP.
+        "ws_max_size": settings.max_request_bytes,
+    }
     if workers == 1:
         uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
     else:

@@ -6,6 +6,7 @@ else receives the values it needs as arguments.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
+from limits import parse_many
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
@@ -96,6 +98,20 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Largest multipart (file upload) request, e.g. a CSV import; bigger ones are refused with 413.
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, ge=1024 * 1024)
+    # Largest JSON body of POST /graphql (uploads have max_upload_bytes). The biggest real ones are templates
+    # and campaign bodies of up to 1 MB of text, which JSON escaping can nearly double.
+    max_request_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024, le=1 << 30)
+    # Requests per API key (a `limits` expression, shared through Redis when configured); empty turns it off.
+    # 10 a second on average is far beyond a person in GraphiQL or a dashboard (a few queries per view) and
+    # lets one leaked or runaway key use only a small share of what the database answers.
+    api_rate_limit: str = "600/minute"
+    # Reverse proxies (comma-separated CIDRs) whose X-Forwarded-For / X-Forwarded-Proto / Forwarded headers
+    # are believed. Empty trusts nobody, loopback included: a same-host TCP forwarder (SSH tunnel, stunnel,
+    # port-forward) passes a client's own headers through, so trusting by default would let clients choose
+    # their address.
+    trusted_proxies: Annotated[list[ipaddress.IPv4Network | ipaddress.IPv6Network], NoDecode] = Field(
+        default_factory=list
+    )
     # Open GraphQL WebSocket connections re-check their API key this often; a revoked key's are closed (4403).
     ws_key_recheck_seconds: float = Field(default=30.0, gt=0, le=3600)
 
@@ -161,6 +177,32 @@ class Settings(BaseSettings):
     def _split_topic_arns(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            networks = []
+            for part in (p.strip() for p in value.split(",")):
+                if part:
+                    try:
+                        networks.append(ipaddress.ip_network(part, strict=False))
+                    except ValueError:
+                        raise ValueError(f"not an IP address or CIDR: {part!r}") from None
+            return networks
+        return value
+
+    @field_validator("api_rate_limit")
+    @classmethod
+    def _check_rate_limit(cls, value: str) -> str:
+        if value.strip():
+            try:
+                parse_many(value)
+            except ValueError:
+                raise ValueError(
+                    "must be a rate such as 600/minute (or several: 20/second;600/minute)"
+                ) from None
         return value
 
     @field_validator("database_url")

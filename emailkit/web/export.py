@@ -18,6 +18,7 @@ from emailkit.domain.errors import DomainError
 from emailkit.domain.models import SubscriptionStatus
 from emailkit.domain.runtime import Runtime
 from emailkit.web.graphql import bearer_token
+from emailkit.web.ratelimit import ApiRateLimiter, RateLimited
 
 
 class BadRequest(Exception):
@@ -49,12 +50,13 @@ def _selection(request: Request) -> exports.Selection:
     )
 
 
-def _error(status: int, message: str, code: str) -> JSONResponse:
-    headers = {"WWW-Authenticate": 'Bearer realm="emailkit"'} if status == 401 else None
+def _error(status: int, message: str, code: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    if status == 401:
+        headers = {"WWW-Authenticate": 'Bearer realm="emailkit"'}
     return JSONResponse({"error": {"message": message, "code": code}}, status_code=status, headers=headers)
 
 
-def export_routes(runtime: Runtime) -> list[Route]:
+def export_routes(runtime: Runtime, api_limiter: ApiRateLimiter | None = None) -> list[Route]:
     async def subscribers_csv(request: Request) -> Response:
         token = bearer_token(request.headers.get("authorization"))
         if token is None:
@@ -63,6 +65,11 @@ def export_routes(runtime: Runtime) -> list[Route]:
             principal = await authenticate(session, token)
         if principal is None:
             return _error(401, "Unknown or revoked API key", "UNAUTHENTICATED")
+        if api_limiter is not None:
+            try:
+                await api_limiter.check(principal.key_id)
+            except RateLimited as exc:
+                return _error(429, str(exc), "RATE_LIMITED", {"Retry-After": str(exc.retry_after)})
         try:
             selection = _selection(request)
         except BadRequest as exc:

@@ -7,6 +7,7 @@ import logging
 from importlib import resources
 from typing import Any
 
+from graphql import GraphQLError, GraphQLFormattedError
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import Receive, Scope, Send
@@ -15,11 +16,14 @@ from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http.types import HTTPMethod
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import ErrorMessage, SubscribeMessage
 from strawberry.types.unset import UnsetType
 
 from emailkit.domain.apikeys import Principal, authenticate, is_active
 from emailkit.domain.runtime import Runtime
 from emailkit.schema.context import Context
+from emailkit.web.ratelimit import ApiRateLimiter, RateLimited
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +42,53 @@ def bearer_token(value: str | None) -> str | None:
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
+def rate_limited_error(exc: RateLimited) -> GraphQLFormattedError:
+    return GraphQLError(
+        str(exc), extensions={"code": "RATE_LIMITED", "retryAfter": exc.retry_after}
+    ).formatted
+
+
+class RateLimitedTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
+    """graphql-transport-ws where every operation (query, mutation or subscription) counts against the
+    connection's API key; one over the limit gets an ``error`` message with code RATE_LIMITED."""
+
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        limiter: ApiRateLimiter | None = getattr(self.view, "api_limiter", None)
+        principal = self.context.principal
+        # Protocol violations (not yet acknowledged, duplicate id) are left to the base handler's close codes.
+        if limiter is not None and principal is not None and message["id"] not in self.operations:
+            try:
+                await limiter.check(principal.key_id)
+            except RateLimited as exc:
+                refusal: ErrorMessage = {
+                    "id": message["id"],
+                    "type": "error",
+                    "payload": [rate_limited_error(exc)],
+                }
+                await self.send_message(refusal)
+                return
+        await super().handle_subscribe(message)
+
+
 def graphiql_page() -> str:
     return (resources.files("emailkit.web") / "templates" / "graphiql.html").read_text(encoding="utf-8")
 
 
 class GraphQLView(GraphQL[Context, None]):
-    def __init__(self, runtime: Runtime, *, key_recheck_seconds: float = 30.0, **kwargs: Any) -> None:
+    graphql_transport_ws_handler_class = RateLimitedTransportWS
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        key_recheck_seconds: float = 30.0,
+        api_limiter: ApiRateLimiter | None = None,
+        **kwargs: Any,
+    ) -> None:
         # Only graphql-transport-ws: the legacy graphql-ws protocol has no connection_init gate we trust.
         super().__init__(subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,), **kwargs)
         self.runtime = runtime
+        self.api_limiter = api_limiter
         self._ide_html: str | None = None
         self._key_recheck_seconds = key_recheck_seconds
         self._watchers: set[asyncio.Task[None]] = set()
@@ -59,6 +101,13 @@ class GraphQLView(GraphQL[Context, None]):
                 {"errors": [{"message": str(exc), "extensions": {"code": "UNAUTHENTICATED"}}]},
                 status_code=401,
                 headers={"WWW-Authenticate": 'Bearer realm="emailkit"'},
+            )
+            await response(scope, receive, send)
+        except RateLimited as exc:
+            response = JSONResponse(
+                {"errors": [rate_limited_error(exc)]},
+                status_code=429,
+                headers={"Retry-After": str(exc.retry_after)},
             )
             await response(scope, receive, send)
 
@@ -80,6 +129,8 @@ class GraphQLView(GraphQL[Context, None]):
         principal = await self._principal(token)
         if principal is None:
             raise Unauthenticated("Unknown or revoked API key")
+        if self.api_limiter is not None:
+            await self.api_limiter.check(principal.key_id)
         return Context(runtime=self.runtime, principal=principal, request=request)
 
     def _wants_ide(self, request: Request) -> bool:

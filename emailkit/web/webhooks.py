@@ -30,10 +30,10 @@ from emailkit.domain.feedback import FeedbackPolicy, record_events
 from emailkit.domain.runtime import Runtime
 from emailkit.providers.webhooks import WebhookDeps, build_parsers, receive
 from emailkit.settings import Settings
+from emailkit.web.bodylimit import WEBHOOK_BYTES
 
 log = logging.getLogger("emailkit.webhooks")
 
-MAX_BODY_BYTES = 5 * 1024 * 1024
 # An SNS signing certificate is a couple of kilobytes.
 MAX_CERTIFICATE_BYTES = 64 * 1024
 HTTP_TIMEOUT = 10.0
@@ -121,7 +121,9 @@ class Webhooks:
     policy: FeedbackPolicy = field(default_factory=FeedbackPolicy)
     # EMAILKIT_WEBHOOK_VERIFY: when on, a provider without configured credentials is refused.
     verify: bool = True
-    max_body_bytes: int = MAX_BODY_BYTES
+    # The edge middleware applies the same limit before this route runs; this one holds for a Webhooks used
+    # on its own and for a lower per-instance limit.
+    max_body_bytes: int = WEBHOOK_BYTES
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     @property

@@ -119,11 +119,13 @@ async def test_body_over_the_limit_is_413(make_client: MakeClient, db: Database)
     assert await nothing_stored(db)
 
 
-async def test_the_default_limit_is_five_megabytes(make_client: MakeClient, db: Database) -> None:
+async def test_the_default_limit_is_two_mebibytes(make_client: MakeClient, db: Database) -> None:
+    # Over twice SendGrid's largest batch (768 KB); see emailkit.web.bodylimit.WEBHOOK_BYTES.
     client, _ = await make_client(webhook_verify=False)
-    resp = await client.post("/webhooks/sendgrid", content=b"[" + b" " * (5 * 1024 * 1024) + b"]")
+    resp = await client.post("/webhooks/sendgrid", content=b"[" + b" " * (2 * 1024 * 1024 - 1) + b"]")
     assert resp.status_code == 413
-    ok = await client.post("/webhooks/sendgrid", content=b"[" + b" " * (4 * 1024 * 1024) + b"]")
+    assert resp.json()["limitBytes"] == 2 * 1024 * 1024
+    ok = await client.post("/webhooks/sendgrid", content=b"[" + b" " * (2 * 1024 * 1024 - 2) + b"]")
     assert ok.status_code == 200
 
 

@@ -6,8 +6,11 @@ import asyncio
 import uuid
 
 import pytest
+from limits import parse_many
+from limits.aio.storage import RedisStorage
 
 from emailkit.tasks.ratelimit import SharedRateLimiter
+from emailkit.web.ratelimit import ApiRateLimiter, RateLimited
 from tests.conftest import REDIS_URL
 
 # tests/conftest.py collects this module only when Redis tests are wanted (CI).
@@ -36,3 +39,28 @@ async def test_requests_within_budget_pass_at_once(backend: str) -> None:
     limiter = SharedRateLimiter(REDIS_URL, per_second=1000, per_hour=10_000, key=key)
     # Larger than the per-second window: taken in window-sized pieces without deadlock.
     await asyncio.wait_for(limiter.acquire(900), timeout=5)
+
+
+@pytest.mark.parametrize("backend", CASES)
+async def test_api_processes_share_each_keys_budget(backend: str) -> None:
+    """Two API processes (two limiters on one Redis) draw one key's requests from one budget."""
+    assert REDIS_URL is not None
+    namespace = f"emailkit-test-api-{uuid.uuid4().hex}"
+    first, second = (
+        ApiRateLimiter(
+            RedisStorage(f"async+{REDIS_URL}", implementation="redispy"),
+            parse_many("3/minute"),
+            namespace=namespace,
+        )
+        for _ in range(2)
+    )
+    await first.check(7)
+    await second.check(7)
+    await first.check(7)
+    for limiter in (first, second):
+        with pytest.raises(RateLimited) as refused:
+            await limiter.check(7)
+        assert 1 <= refused.value.retry_after <= 60
+    # Another key has its own budget on both.
+    await second.check(8)
+    await first.check(8)

@@ -15,7 +15,10 @@ async def live_server(app: Starlette) -> AsyncIterator[str]:
     """Serve ``app`` until the block ends; yields ``host:port``."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, lifespan="off", log_level="warning", ws="websockets-sansio")
+    # Like `emailkit serve`: forwarding headers are the app's business (EMAILKIT_TRUSTED_PROXIES), not uvicorn's.
+    config = uvicorn.Config(
+        app, lifespan="off", log_level="warning", ws="websockets-sansio", proxy_headers=False
+    )
     srv = uvicorn.Server(config)
     # What `serve()` does, minus its signal handling and idle loop: listening once startup returns.
     config.load()
