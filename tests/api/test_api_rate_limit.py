@@ -83,7 +83,7 @@ async def test_over_the_limit_is_429_with_retry_after_and_other_keys_go_on(
     async with http(make_app("3/minute")) as client:
         for _ in range(3):
             resp = await query(client, busy)
-            assert resp.status_code == 200 and resp.json() == {"data": {"viewer": {"name": "busy"}}}
+            assert resp.status_code == 200 and resp.json()["data"] == {"viewer": {"name": "busy"}}
         refused = await query(client, busy)
         assert refused.status_code == 429
         retry_after = int(refused.headers["retry-after"])
@@ -168,11 +168,12 @@ async def test_over_websocket_each_operation_counts_and_the_excess_is_a_rate_lim
             {"campaignStats": {"sent": 1}},
         )
         await _ws_send(ws, {"id": "q1", "type": "subscribe", "payload": {"query": VIEWER}})
-        assert await _ws_recv(ws) == {
-            "id": "q1",
-            "type": "next",
-            "payload": {"data": {"viewer": {"name": "busy"}}},
-        }
+        answer = await _ws_recv(ws)
+        assert (answer["id"], answer["type"], answer["payload"]["data"]) == (
+            "q1",
+            "next",
+            {"viewer": {"name": "busy"}},
+        )
         assert await _ws_recv(ws) == {"id": "q1", "type": "complete"}
 
         for op_id, text in (("q2", VIEWER), ("s2", stats)):
