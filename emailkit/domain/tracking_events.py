@@ -13,15 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from emailkit.domain.db import Database
 from emailkit.domain.events import EventType
 from emailkit.domain.feedback import FeedbackPolicy, IncomingEvent, Recorded, publish, record
 from emailkit.domain.loopthread import LoopThread
-from emailkit.domain.models import Delivery
-from emailkit.domain.preferences import scope
+from emailkit.domain.preferences import centre, scope
 from emailkit.domain.throttle import CoalescingPublisher
 from emailkit.domain.types import utcnow
 
@@ -91,42 +87,10 @@ class HitWriter:
 
 
 @dataclass(frozen=True, slots=True)
-class Recipient:
-    email: str
-    # The subscriber, None when erased since (or never known).
-    subscriber_id: int | None
-    # Nothing left to unsubscribe from: every subscription the delivery's scope covers is UNSUBSCRIBED.
-    unsubscribed: bool
-
-
-@dataclass(frozen=True, slots=True)
 class UnsubscribeOutcome:
     email: str
     # Subscriptions this call moved to UNSUBSCRIBED (0 when repeated).
     changed: int
-
-
-async def _addressee(session: AsyncSession, delivery_id: int) -> tuple[str, int | None] | None:
-    """(email, subscriber id) of a delivery, or None when there is no such delivery."""
-    row = (
-        await session.execute(
-            select(Delivery.email, Delivery.subscriber_id).where(Delivery.id == delivery_id)
-        )
-    ).one_or_none()
-    return None if row is None else (row[0], row[1])
-
-
-async def recipient_of(session: AsyncSession, delivery_id: int) -> Recipient | None:
-    """Who a delivery went to and whether they are still subscribed through it; None if unknown."""
-    row = await _addressee(session, delivery_id)
-    if row is None:
-        return None
-    email, subscriber_id = row
-    if subscriber_id is None:
-        return Recipient(email, None, unsubscribed=True)
-    delivery_scope = (await scope.scopes_of(session, [delivery_id]))[delivery_id]
-    active = await scope.still_subscribed(session, subscriber_id, delivery_scope)
-    return Recipient(email, subscriber_id, unsubscribed=not active)
 
 
 def unsubscribe_key(delivery_id: int) -> str:
@@ -151,7 +115,7 @@ async def unsubscribe_delivery(
     so an old link keeps working for someone who subscribed again since.
     """
     async with db.transaction() as session:
-        row = await _addressee(session, delivery_id)
+        row = await centre.recipient_of(session, delivery_id)
         if row is None:
             return None
         email, subscriber_id = row
