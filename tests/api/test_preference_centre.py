@@ -17,18 +17,10 @@ from emailkit.domain.db import Database
 from emailkit.domain.events import EventType
 from emailkit.domain.gdpr import ERASED_EMAIL
 from emailkit.domain.models import (
-    Campaign,
-    CampaignList,
-    CampaignStatus,
     Delivery,
-    DeliveryStatus,
-    MailingList,
-    OptIn,
     Subscriber,
     SubscriberStatus,
-    Subscription,
     SubscriptionStatus,
-    Visibility,
 )
 from emailkit.domain.models_feedback import Event
 from emailkit.domain.runtime import Runtime
@@ -37,9 +29,9 @@ from emailkit.domain.tracking import TrackingUrls
 from emailkit.settings import Settings
 from emailkit.web.preferences import MAX_FORM_BYTES, PURPOSE_FORM
 from tests.conftest import TEST_SECRET
+from tests.support.preference_centre import C, U, X, seed, subscriptions_by_name
 
 BASE = "http://testserver"
-C, U, X = SubscriptionStatus.CONFIRMED, SubscriptionStatus.UNCONFIRMED, SubscriptionStatus.UNSUBSCRIBED
 ONE_CLICK = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
@@ -56,14 +48,7 @@ class Reader:
     nonce: str
 
     async def subscriptions(self) -> dict[str, SubscriptionStatus]:
-        names = {v: k for k, v in self.lists.items()}
-        async with self.db.session() as s:
-            rows = await s.execute(
-                select(Subscription.list_id, Subscription.status).where(
-                    Subscription.subscriber_id == self.subscriber_id
-                )
-            )
-            return {names[list_id]: status for list_id, status in rows}
+        return await subscriptions_by_name(self.db, self.subscriber_id, self.lists)
 
     async def state(self) -> tuple[object, ...]:
         """Everything a request could change: subscriptions, the subscriber, deliveries and events."""
@@ -85,41 +70,6 @@ class Reader:
         async with self.db.session() as s:
             stmt = select(func.count()).select_from(Event).where(Event.type == EventType.UNSUBSCRIBE)
             return int((await s.execute(stmt)).scalar_one())
-
-
-async def seed(db: Database) -> tuple[int, int, dict[str, int]]:
-    async with db.transaction() as s:
-        lists = {
-            "Weekly news": MailingList(
-                name="Weekly news", visibility=Visibility.PUBLIC, description="Fridays"
-            ),
-            "Offers": MailingList(name="Offers", visibility=Visibility.PUBLIC),
-            "Events": MailingList(name="Events", visibility=Visibility.PUBLIC, optin=OptIn.DOUBLE),
-            "Podcasts": MailingList(name="Podcasts", visibility=Visibility.PUBLIC),
-            "Secret VIPs": MailingList(name="Secret VIPs", visibility=Visibility.PRIVATE),
-        }
-        jane = Subscriber(email="jane.doe@example.com", name="Jane")
-        campaign = Campaign(
-            name="News", subject="News", from_email="news@example.com", status=CampaignStatus.FINISHED
-        )
-        s.add_all([*lists.values(), jane, campaign])
-        await s.flush()
-        ids = {name: row.id for name, row in lists.items()}
-        s.add(CampaignList(campaign_id=campaign.id, list_id=ids["Weekly news"]))
-        s.add_all(
-            Subscription(subscriber_id=jane.id, list_id=ids[name], status=status)
-            for name, status in [("Weekly news", C), ("Offers", C), ("Events", U), ("Secret VIPs", C)]
-        )
-        delivery = Delivery(
-            campaign_id=campaign.id,
-            subscriber_id=jane.id,
-            email=jane.email,
-            status=DeliveryStatus.SENT,
-            via_list_ids=[ids["Weekly news"]],
-        )
-        s.add(delivery)
-        await s.flush()
-        return delivery.id, jane.id, ids
 
 
 @pytest.fixture
