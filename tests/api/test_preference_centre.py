@@ -12,6 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from emailkit import globalid
 from emailkit.app import create_app
 from emailkit.domain.db import Database
 from emailkit.domain.events import EventType
@@ -230,7 +231,9 @@ async def test_download_my_data(reader: Reader) -> None:
         "Secret VIPs",
         "Weekly news",
     ]
-    assert [d["status"] for d in document["deliveries"]] == ["SENT"]
+    assert [(d["status"], d["viaLists"]) for d in document["deliveries"]] == [
+        ("SENT", [globalid.encode("MailingList", reader.lists["Weekly news"])])
+    ]
     assert await reader.state() == before
 
 
