@@ -3,6 +3,10 @@ segments, classified as sendable or skipped.
 
 A segment match is sent only while it has a sendable subscription to some list: a segment narrows who is
 mailed, it never reaches people who are not (or no longer) subscribed to anything.
+
+Each member comes with the lists through which they are sendable. The pipeline records them on the delivery,
+and an unsubscribe from that delivery leaves every one of them: a segment-only campaign reaches people
+through lists it never names, and unsubscribing them from nothing would let the next campaign mail them again.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from sqlalchemy import (
     ColumnElement,
     CompoundSelect,
     Select,
+    Text,
     and_,
     case,
     exists,
@@ -26,6 +31,9 @@ from sqlalchemy import (
     union,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import GenericFunction
 
 from emailkit.domain import segments
 from emailkit.domain.models import (
@@ -121,6 +129,28 @@ async def batch_boundaries(
     return [int(x) for x in (await session.execute(stmt)).scalars()]
 
 
+class id_list(GenericFunction[str]):
+    """Aggregate: the non-NULL ids of the group as text, comma-separated ("3,8"), or NULL when none."""
+
+    type = Text()
+    inherit_cache = True
+
+
+@compiles(id_list, "postgresql")
+def _id_list_pg(element: id_list, compiler: SQLCompiler, **kw: Any) -> str:
+    arg = compiler.process(element.clauses, **kw)
+    return f"string_agg(CAST({arg} AS TEXT), ',' ORDER BY {arg})"
+
+
+@compiles(id_list)
+def _id_list_default(element: id_list, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"group_concat({compiler.process(element.clauses, **kw)})"
+
+
+def parse_id_list(text: str | None) -> list[int]:
+    return sorted({int(x) for x in text.split(",")}) if text else []
+
+
 # Sendable: CONFIRMED, or UNCONFIRMED on a SINGLE opt-in list (nobody is asked to confirm there).
 SENDABLE = or_(
     Subscription.status == SubscriptionStatus.CONFIRMED,
@@ -130,10 +160,11 @@ SENDABLE = or_(
 
 def recipients_stmt(
     target: Target | Sequence[int], lo: int, hi: int
-) -> Select[int, str, SubscriberStatus, Any, Any]:
-    """Audience members in [lo, hi] with their subscriber status and how many relevant subscriptions are
+) -> Select[int, str, SubscriberStatus, Any, Any, str | None]:
+    """Audience members in [lo, hi] with their subscriber status, how many relevant subscriptions are
     sendable (relevant: those on target lists; for a segment match, those on any list), or
-    SUPPRESSED_SENDABLE when the address is on the suppression list."""
+    SUPPRESSED_SENDABLE when the address is on the suppression list, how many are unconfirmed, and the ids of
+    the lists of the sendable ones (an :class:`id_list`): the lists through which the member is reached."""
     t = _target(target)
     if t.segment_match is not None:
         return _with_segments_stmt(t, t.segment_match, lo, hi)
@@ -147,6 +178,7 @@ def recipients_stmt(
             Subscriber.status,
             _unless_suppressed(func.sum(sendable)).label("sendable"),
             func.sum(unconfirmed).label("unconfirmed"),
+            id_list(case((SENDABLE, Subscription.list_id))).label("via"),
         )
         .join(Subscription, Subscription.subscriber_id == Subscriber.id)
         .join(MailingList, MailingList.id == Subscription.list_id)
@@ -159,7 +191,7 @@ def recipients_stmt(
 
 def _with_segments_stmt(
     t: Target, match: ColumnElement[bool], lo: int, hi: int
-) -> Select[int, str, SubscriberStatus, Any, Any]:
+) -> Select[int, str, SubscriberStatus, Any, Any, str | None]:
     on_lists: ColumnElement[bool] = (
         exists().where(Subscription.subscriber_id == Subscriber.id, Subscription.list_id.in_(t.list_ids))
         if t.list_ids
@@ -185,6 +217,7 @@ def _with_segments_stmt(
             members.c.status,
             _unless_suppressed(func.coalesce(func.sum(sendable), 0)).label("sendable"),
             func.coalesce(func.sum(unconfirmed), 0).label("unconfirmed"),
+            id_list(case((and_(relevant, SENDABLE), Subscription.list_id))).label("via"),
         )
         .select_from(members)
         .outerjoin(Subscription, Subscription.subscriber_id == members.c.id)

@@ -115,6 +115,12 @@ async def export_subscriber_data(
                 "email": d.email,
                 "status": d.status.value,
                 "skipReason": d.skip_reason,
+                # The lists it reached them through (what its unsubscribe link leaves); null when not recorded.
+                "viaLists": (
+                    [global_id("MailingList", i) for i in d.via_list_ids]
+                    if d.via_list_ids is not None
+                    else None
+                ),
                 "provider": d.provider,
                 "providerMessageId": d.provider_message_id,
                 "attempts": d.attempts,

@@ -20,7 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from emailkit.domain.types import BigInt, BigIntPK, JSONDoc, UTCDateTime, utcnow
+from emailkit.domain.types import BigInt, BigIntPK, JSONDoc, NullableJSONDoc, UTCDateTime, utcnow
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -315,6 +315,10 @@ class Delivery(Base):
         _enum(DeliveryStatus), nullable=False, default=DeliveryStatus.QUEUED
     )
     skip_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The lists through which the recipient was sendable when this row was materialised (a JSON array of
+    # ids): an unsubscribe from this delivery leaves all of them, whatever the lists or segments look like by
+    # then. NULL on transactional rows and on rows written before it was recorded.
+    via_list_ids: Mapped[list[int] | None] = mapped_column(NullableJSONDoc, nullable=True)
     provider: Mapped[str | None] = mapped_column(String(32), nullable=True)
     provider_message_id: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)

@@ -149,15 +149,27 @@ def _materialise_pg() -> Any:
     # A batch's ledger rows as one statement with array parameters (no per-row bind processing, one
     # execution on the server); Python-side column defaults are added by from_select.
     table = Delivery.__table__
-    rows = _unnest(("sids", BigInteger), ("emails", Text), ("statuses", Text), ("reasons", Text))
+    rows = _unnest(
+        ("sids", BigInteger), ("emails", Text), ("statuses", Text), ("reasons", Text), ("vias", Text)
+    )
     now = bindparam("now", type_=table.c.created_at.type)
-    columns = ["campaign_id", "subscriber_id", "email", "status", "skip_reason", "created_at", "updated_at"]
+    columns = [
+        "campaign_id",
+        "subscriber_id",
+        "email",
+        "status",
+        "skip_reason",
+        "via_list_ids",
+        "created_at",
+        "updated_at",
+    ]
     source = select(
         bindparam("campaign_id", type_=BigInteger),
         rows.c.sids,
         rows.c.emails,
         rows.c.statuses,
         rows.c.reasons,
+        cast(rows.c.vias, postgresql.JSONB),
         now,
         now,
     )
@@ -321,23 +333,28 @@ class CampaignSender:
         target = await audience.load_target(s, batch.campaign_id)
         now = utcnow()
         recipients = []
-        for sid, email, status, sendable, unconfirmed in await s.execute(
+        for sid, email, status, sendable, unconfirmed, via in await s.execute(
             audience.recipients_stmt(target, batch.lo_id, batch.hi_id)
         ):
             reason = audience.skip_reason(status, int(sendable or 0), int(unconfirmed or 0))
+            # The lists that make a QUEUED recipient sendable: what an unsubscribe from this delivery leaves.
             recipients.append(
-                (sid, email, DeliveryStatus.SKIPPED if reason else DeliveryStatus.QUEUED, reason)
+                (sid, email, DeliveryStatus.SKIPPED, reason, None)
+                if reason
+                else (sid, email, DeliveryStatus.QUEUED, None, via)
             )
         if not recipients:
             return 0
         if self.db.dialect == "postgresql":
-            sids, emails, statuses, reasons = zip(*recipients, strict=True)
+            sids, emails, statuses, reasons, vias = zip(*recipients, strict=True)
             params = {
                 "campaign_id": batch.campaign_id,
                 "sids": list(sids),
                 "emails": list(emails),
                 "statuses": [st.value for st in statuses],
                 "reasons": list(reasons),
+                # "3,8" (ordered by the database) is the JSON array [3,8] without its brackets.
+                "vias": [None if v is None else f"[{v}]" for v in vias],
                 "now": now,
             }
             result = await s.execute(_MATERIALISE_PG, params)
@@ -355,10 +372,11 @@ class CampaignSender:
                     "email": email,
                     "status": status,
                     "skip_reason": reason,
+                    "via_list_ids": None if via is None else audience.parse_id_list(via),
                     "created_at": now,
                     "updated_at": now,
                 }
-                for sid, email, status, reason in recipients
+                for sid, email, status, reason, via in recipients
             ]
             # One executemany: compiled once (cached) and sent as multi-row pages, where a .values(rows)
             # statement per page would be compiled afresh every time (≈18% of a worker's CPU when measured).

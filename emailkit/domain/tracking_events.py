@@ -13,14 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import ColumnElement, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from emailkit.domain.db import Database
 from emailkit.domain.events import EventType
 from emailkit.domain.feedback import FeedbackPolicy, IncomingEvent, Recorded, publish, record
 from emailkit.domain.loopthread import LoopThread
-from emailkit.domain.models import CampaignList, Delivery, Subscription, SubscriptionStatus
+from emailkit.domain.preferences import centre, scope
 from emailkit.domain.throttle import CoalescingPublisher
 from emailkit.domain.types import utcnow
 
@@ -90,54 +87,10 @@ class HitWriter:
 
 
 @dataclass(frozen=True, slots=True)
-class Recipient:
-    email: str
-    # Nothing left to unsubscribe from: every subscription to the campaign's lists is UNSUBSCRIBED already.
-    unsubscribed: bool
-
-
-@dataclass(frozen=True, slots=True)
 class UnsubscribeOutcome:
     email: str
     # Subscriptions this call moved to UNSUBSCRIBED (0 when repeated).
     changed: int
-
-
-def _campaign_subscriptions(subscriber_id: int, campaign_id: int) -> tuple[ColumnElement[bool], ...]:
-    lists = select(CampaignList.list_id).where(CampaignList.campaign_id == campaign_id)
-    return (
-        Subscription.subscriber_id == subscriber_id,
-        Subscription.list_id.in_(lists.scalar_subquery()),
-        Subscription.status != SubscriptionStatus.UNSUBSCRIBED,
-    )
-
-
-async def _addressee(session: AsyncSession, delivery_id: int) -> tuple[str, int | None, int | None] | None:
-    """(email, subscriber id, campaign id) of a delivery, or None when there is no such delivery."""
-    row = (
-        await session.execute(
-            select(Delivery.email, Delivery.subscriber_id, Delivery.campaign_id).where(
-                Delivery.id == delivery_id
-            )
-        )
-    ).one_or_none()
-    return None if row is None else (row[0], row[1], row[2])
-
-
-async def recipient_of(session: AsyncSession, delivery_id: int) -> Recipient | None:
-    """Who a delivery went to and whether they are still subscribed through its campaign; None if unknown."""
-    row = await _addressee(session, delivery_id)
-    if row is None:
-        return None
-    email, subscriber_id, campaign_id = row
-    if subscriber_id is None or campaign_id is None:
-        return Recipient(email, unsubscribed=True)
-    active = await session.scalar(
-        select(func.count())
-        .select_from(Subscription)
-        .where(*_campaign_subscriptions(subscriber_id, campaign_id))
-    )
-    return Recipient(email, unsubscribed=not active)
 
 
 def unsubscribe_key(delivery_id: int) -> str:
@@ -152,27 +105,25 @@ async def unsubscribe_delivery(
     ip: str | None = None,
     user_agent: str | None = None,
     live: CoalescingPublisher | None = None,
+    every_list: bool = False,
 ) -> UnsubscribeOutcome | None:
-    """Unsubscribe a delivery's recipient from the lists of its campaign and record the UNSUBSCRIBE event,
-    in one transaction. None when the delivery is unknown.
+    """Unsubscribe a delivery's recipient from every list through which the delivery could reach them (or,
+    with ``every_list``, from every list there is) and record the UNSUBSCRIBE event, in one transaction.
+    None when the delivery is unknown.
 
     Idempotent: a repeat records no second event (the dedupe key is the delivery's). It still unsubscribes,
     so an old link keeps working for someone who subscribed again since.
     """
     async with db.transaction() as session:
-        row = await _addressee(session, delivery_id)
+        row = await centre.recipient_of(session, delivery_id)
         if row is None:
             return None
-        email, subscriber_id, campaign_id = row
+        email, subscriber_id = row
         changed = 0
-        if subscriber_id is not None and campaign_id is not None:
-            result = await session.execute(
-                update(Subscription)
-                .where(*_campaign_subscriptions(subscriber_id, campaign_id))
-                .values(status=SubscriptionStatus.UNSUBSCRIBED, updated_at=utcnow())
-                .execution_options(synchronize_session=False)
-            )
-            changed = int(result.rowcount or 0)  # type: ignore[attr-defined]
+        now = utcnow()
+        if subscriber_id is not None:
+            recipients = {None if every_list else delivery_id: [subscriber_id]}
+            changed = await scope.unsubscribe_recipients(session, recipients, now)
         event = IncomingEvent(
             type=EventType.UNSUBSCRIBE,
             delivery_id=delivery_id,
@@ -180,6 +131,6 @@ async def unsubscribe_delivery(
             user_agent=user_agent,
             dedupe_key=unsubscribe_key(delivery_id),
         )
-        recorded = await record(session, [event], FeedbackPolicy(), utcnow())
+        recorded = await record(session, [event], FeedbackPolicy(), now)
     await publish(db, recorded, live)
     return UnsubscribeOutcome(email, changed + recorded.summary.unsubscribed)

@@ -15,6 +15,8 @@ BigIntPK = BigInt
 
 # JSONB on PostgreSQL (indexable, containment operators), plain JSON text on SQLite.
 JSONDoc = JSON().with_variant(JSONB(), "postgresql")
+# The same, storing Python None as SQL NULL rather than JSON 'null' (for "not recorded").
+NullableJSONDoc = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 
 class UTCDateTime(TypeDecorator[datetime]):

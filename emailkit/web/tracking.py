@@ -5,7 +5,7 @@ authentication.
 every campaign), so they are answered by a raw ASGI handler ahead of Starlette's routing and the other
 middleware: verify the token, queue the hit in memory, answer. The database write happens later, in batches
 (:class:`emailkit.domain.hitbuffer.HitBuffer`). Unsubscribes are rare and must take effect before the answer,
-so they are ordinary Starlette routes that write synchronously.
+so ``/u/<token>`` (:mod:`emailkit.web.preferences`) is an ordinary Starlette route that writes synchronously.
 """
 
 from __future__ import annotations
@@ -15,9 +15,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
-from jinja2 import Environment, PackageLoader, select_autoescape
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -25,8 +22,9 @@ from emailkit.domain.events import EventType
 from emailkit.domain.hitbuffer import HitBuffer
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.tokens import TokenSigner
-from emailkit.domain.tracking import PURPOSE_CLICK, PURPOSE_OPEN, PURPOSE_UNSUBSCRIBE
-from emailkit.domain.tracking_events import Hit, HitWriter, recipient_of, unsubscribe_delivery
+from emailkit.domain.tracking import PURPOSE_CLICK, PURPOSE_OPEN
+from emailkit.domain.tracking_events import Hit, HitWriter
+from emailkit.web.preferences import PreferenceCentre
 
 # A 1x1 transparent GIF89a: 2-colour palette, graphic control extension marking index 0 transparent.
 PIXEL_GIF = (
@@ -186,82 +184,6 @@ class TrackingMiddleware:
         await self.app(scope, receive, send)
 
 
-# -- unsubscribe ---------------------------------------------------------------------------------------
-
-_PAGE_HEADERS = {
-    "Cache-Control": "no-store",
-    # The page's URL is the credential: never leak it, never frame the button, load nothing from elsewhere.
-    "Referrer-Policy": "no-referrer",
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; "
-        "base-uri 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "X-Robots-Tag": "noindex",
-}
-_TITLES = {
-    "confirm": "Unsubscribe",
-    "done": "You are unsubscribed",
-    "already": "You are unsubscribed",
-    "invalid": "Link not valid",
-}
-
-
-def mask_email(email: str) -> str:
-    """``jane.doe@example.com`` -> ``j…e@example.com``: enough to recognise, little to a forwardee."""
-    local, at, domain = email.partition("@")
-    if not at:
-        return "…"
-    shown = local[0] + "…" + local[-1] if len(local) > 2 else local[:1] + "…"
-    return f"{shown}@{domain}"
-
-
-class UnsubscribePages:
-    def __init__(self, runtime: Runtime, signer: TokenSigner, *, anonymous: bool) -> None:
-        self.runtime = runtime
-        self.signer = signer
-        self.anonymous = anonymous
-        env = Environment(
-            loader=PackageLoader("emailkit.web", "templates"),
-            autoescape=select_autoescape(default=True),
-            auto_reload=False,
-        )
-        self.template = env.get_template("unsubscribe.html")
-
-    def _page(self, state: str, email: str = "", status: int = 200) -> HTMLResponse:
-        body = self.template.render(
-            state=state, title=_TITLES[state], email=mask_email(email) if email else ""
-        )
-        return HTMLResponse(body, status_code=status, headers=_PAGE_HEADERS)
-
-    def _delivery_id(self, request: Request) -> int | None:
-        parts = self.signer.verify(PURPOSE_UNSUBSCRIBE, request.path_params["token"])
-        if parts is None or len(parts) != 1 or not _is_id(parts[0]):
-            return None
-        return int(parts[0])
-
-    async def handle(self, request: Request) -> Response:
-        delivery_id = self._delivery_id(request)
-        if delivery_id is None:
-            return self._page("invalid", status=404)
-        if request.method == "POST":
-            # RFC 8058 one-click (body `List-Unsubscribe=One-Click`) and the page's own form both land here;
-            # the signed URL is the credential, so the body is not needed to decide.
-            ip = None if self.anonymous or request.client is None else request.client.host
-            agent = None if self.anonymous else request.headers.get("user-agent", "")[:MAX_USER_AGENT] or None
-            outcome = await unsubscribe_delivery(
-                self.runtime.db, delivery_id, ip=ip, user_agent=agent, live=self.runtime.live
-            )
-            if outcome is None:
-                return self._page("invalid", status=404)
-            return self._page("done", outcome.email)
-        async with self.runtime.db.session() as session:
-            recipient = await recipient_of(session, delivery_id)
-        if recipient is None:
-            return self._page("invalid", status=404)
-        return self._page("already" if recipient.unsubscribed else "confirm", recipient.email)
-
-
 @dataclass
 class Tracking:
     """Everything the app mounts for the public routes, plus the hit buffer its lifespan starts and stops."""
@@ -292,6 +214,6 @@ def build_tracking(
     signer = TokenSigner(runtime.secret_key)
     writer = HitWriter(runtime.db.url, anonymous=anonymous, live=runtime.live, live_db=runtime.db)
     hits: HitBuffer[Hit] = HitBuffer(writer, flush_interval=flush_interval, max_pending=max_pending)
-    pages = UnsubscribePages(runtime, signer, anonymous=anonymous)
+    pages = PreferenceCentre(runtime, signer, anonymous=anonymous)
     routes = [Route("/u/{token}", pages.handle, methods=["GET", "POST"])]
     return Tracking(TrackingHits(signer, hits, anonymous=anonymous), routes, hits, writer)

@@ -604,7 +604,7 @@ async def recipients(db: Database, campaign_id: int) -> dict[str, str | None]:
         rows = (await s.execute(audience.recipients_stmt(target, 0, 10**9))).all()
     return {
         email: audience.skip_reason(status, int(sendable), int(unconfirmed))
-        for _, email, status, sendable, unconfirmed in rows
+        for _, email, status, sendable, unconfirmed, _via in rows
     }
 
 

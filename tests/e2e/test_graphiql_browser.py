@@ -1,11 +1,5 @@
-"""GraphiQL in a real browser against a real `emailkit serve`, with nothing loaded from another host.
-
-Chromium is Debian's (`apt-get install -y chromium`), driven through Playwright's Python package with
-`executable_path`: Playwright's own browser download is not used. A missing browser FAILS this test
-rather than skipping it, on developer machines too: a skip would let CI go green without ever proving
-the IDE works offline, and `.ci/run` installs chromium itself. EMAILKIT_E2E_CHROMIUM may point at
-another Chromium-based browser.
-"""
+"""GraphiQL in a real browser against a real `emailkit serve`, with nothing loaded from another host
+(the browser set-up is in :mod:`tests.e2e.browser`)."""
 
 from __future__ import annotations
 
@@ -22,21 +16,10 @@ import httpx
 import pytest
 from playwright.async_api import Page, Request, Route, async_playwright, expect
 
+from tests.e2e.browser import CHROMIUM_ARGS
+
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = os.environ.get("EMAILKIT_E2E_CHROMIUM", "/usr/bin/chromium")
-# As root in a container without a display, on a machine whose only network is loopback: the
-# background-networking flags stop Chromium from reaching for Google's services at start.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 STARTUP_TIMEOUT = 60.0
 UI_TIMEOUT_MS = 30_000
 
@@ -159,16 +142,6 @@ async def _run_in_ide(page: Page, operation: str) -> None:
 def _origin(url: str) -> tuple[str | None, int | None]:
     parts = urlsplit(url)
     return parts.hostname, parts.port
-
-
-@pytest.fixture
-def chromium() -> str:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(
-            f"no Chromium at {CHROMIUM}: install Debian's package with "
-            "`apt-get update && apt-get install -y chromium` (or set EMAILKIT_E2E_CHROMIUM)"
-        )
-    return CHROMIUM
 
 
 # `chromium` first: a missing browser fails before a server is started for nothing.

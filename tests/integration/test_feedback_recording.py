@@ -420,7 +420,7 @@ async def test_suppressed_addresses_are_skipped_by_the_audience(db: Database) ->
         rows = (await s.execute(audience.recipients_stmt([seeded.target_list], 0, 10**9))).all()
     reasons = {
         email: audience.skip_reason(status, int(sendable or 0), int(unconf or 0))
-        for _, email, status, sendable, unconf in rows
+        for _, email, status, sendable, unconf, _via in rows
     }
     assert reasons == {"ok@x.test": audience.SKIP_SUPPRESSED, "gone@x.test": audience.SKIP_BLOCKLISTED}
 

@@ -2,8 +2,8 @@
 
 * a hard bounce or a complaint suppresses the address at once and blocklists its subscriber;
 * ``soft_bounce_limit`` soft bounces of one address within ``soft_bounce_window`` do the same;
-* an unsubscribe marks the subscriber's subscriptions to the campaign's lists UNSUBSCRIBED (every list
-  when the event belongs to no campaign);
+* an unsubscribe marks UNSUBSCRIBED the subscriber's subscriptions to every list through which its delivery
+  could reach them (see :mod:`emailkit.domain.preferences.scope`; every list when no delivery is known);
 * a RUNNING campaign whose complaint rate passes ``complaint_pause_rate`` (once ``complaint_min_sample``
   messages were delivered, or sent when the provider reports no deliveries) is PAUSED, with the reason.
 """
@@ -23,7 +23,6 @@ from emailkit.domain.feedback.sql import dialect_of, one_of, pg_driver, upsert
 from emailkit.domain.feedback.types import FeedbackPolicy, Pending, email_hash
 from emailkit.domain.models import (
     Campaign,
-    CampaignList,
     CampaignStatus,
     Subscriber,
     SubscriberStatus,
@@ -31,6 +30,7 @@ from emailkit.domain.models import (
     SubscriptionStatus,
 )
 from emailkit.domain.models_feedback import Event, Suppression, SuppressionReason
+from emailkit.domain.preferences import scope
 
 _PG_SUPPRESS = """
 INSERT INTO suppressions (email, email_hash, reason, source, detail, campaign_id, created_at)
@@ -49,11 +49,6 @@ _PG_BLOCKLIST = (
 _PG_UNSUBSCRIBE_ALL = (
     "UPDATE subscriptions SET status = 'UNSUBSCRIBED', updated_at = $2 "
     "WHERE subscriber_id = ANY($1::bigint[]) AND status <> 'UNSUBSCRIBED'"
-)
-_PG_UNSUBSCRIBE_LISTS = (
-    "UPDATE subscriptions SET status = 'UNSUBSCRIBED', updated_at = $2 "
-    "WHERE subscriber_id = ANY($1::bigint[]) AND status <> 'UNSUBSCRIBED' "
-    "AND list_id IN (SELECT list_id FROM campaign_lists WHERE campaign_id = $3)"
 )
 _PG_SOFT_BOUNCES = (
     "SELECT email, occurred_at FROM events WHERE email = ANY($1::varchar[]) "
@@ -222,35 +217,13 @@ async def suppressions_for(
 
 async def unsubscribe(session: AsyncSession, rows: Sequence[Pending], now: datetime) -> int:
     """Apply unsubscribe events; returns how many subscriptions changed."""
-    by_campaign: dict[int | None, set[int]] = defaultdict(set)
+    recipients: dict[int | None, set[int]] = defaultdict(set)
     for r in rows:
         if r.type is EventType.UNSUBSCRIBE and r.subscriber_id is not None:
-            by_campaign[r.campaign_id].add(r.subscriber_id)
-    changed = 0
-    for campaign_id, subscriber_ids in sorted(by_campaign.items(), key=lambda kv: kv[0] or 0):
-        if dialect_of(session) == "postgresql":
-            driver = await pg_driver(session)
-            if campaign_id is None:
-                status = await driver.execute(_PG_UNSUBSCRIBE_ALL, sorted(subscriber_ids), now)
-            else:
-                status = await driver.execute(_PG_UNSUBSCRIBE_LISTS, sorted(subscriber_ids), now, campaign_id)
-            changed += int(status.rsplit(" ", 1)[-1])
-            continue
-        stmt = (
-            update(Subscription)
-            .where(
-                one_of(session, Subscription.subscriber_id, sorted(subscriber_ids), BigInteger()),
-                Subscription.status != SubscriptionStatus.UNSUBSCRIBED,
-            )
-            .values(status=SubscriptionStatus.UNSUBSCRIBED, updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        if campaign_id is not None:
-            lists = select(CampaignList.list_id).where(CampaignList.campaign_id == campaign_id)
-            stmt = stmt.where(Subscription.list_id.in_(lists.scalar_subquery()))
-        result = await session.execute(stmt)
-        changed += int(result.rowcount or 0)  # type: ignore[attr-defined]
-    return changed
+            recipients[r.delivery_id].add(r.subscriber_id)
+    if not recipients:
+        return 0
+    return await scope.unsubscribe_recipients(session, recipients, now)
 
 
 def complaint_rate_base(delivered: int, sent: int) -> int:
