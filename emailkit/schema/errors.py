@@ -10,6 +10,7 @@ import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.domain.errors import DomainError
+from emailkit.domain.transactions import run_in_transaction
 from emailkit.schema.context import Info
 from emailkit.schema.enums import ErrorCode
 
@@ -34,10 +35,10 @@ class Outcome(Generic[R]):
 
 
 async def mutate(info: Info, work: Callable[[AsyncSession], Awaitable[R]]) -> Outcome[R]:
-    """Run one service call in one transaction; a DomainError rolls it back and becomes userErrors."""
+    """Run one service call in one transaction (again if a concurrent change made the database refuse it); a
+    DomainError rolls it back and becomes userErrors."""
     try:
-        async with info.context.db.transaction() as session:
-            return Outcome(value=await work(session))
+        return Outcome(value=await run_in_transaction(info.context.db, work))
     except DomainError as exc:
         return Outcome(errors=to_user_errors(exc))
 

@@ -1,8 +1,8 @@
 """Subscriptions only ever name existing lists and subscribers, and go when either goes.
 
-SQLite declares the foreign keys; PostgreSQL enforces them with statement-level triggers (migration 0005).
-The same behaviour is asserted on both, and on PostgreSQL also under concurrency: a delete racing an insert
-never leaves a subscription behind.
+Both databases declare the foreign keys (on PostgreSQL again since migration 0006). The same behaviour is
+asserted on both, and on PostgreSQL also under concurrency: a delete racing an insert never leaves a
+subscription behind (every isolation level and interleaving: test_subscription_races).
 """
 
 from __future__ import annotations
@@ -135,24 +135,58 @@ async def test_deleting_lists_and_subscribers_removes_their_subscriptions(db: Da
     assert await _count(db, Subscription.subscriber_id == people[3]) == 1
 
 
-@pytest.mark.postgresql_only
-async def test_keys_of_a_subscription_cannot_be_repointed(db: Database) -> None:
+async def test_keys_of_a_subscription_cannot_be_repointed_at_nothing(db: Database) -> None:
     people = await _subscribers(db, 2)
     list_id = await _list(db)
     async with db.engine.begin() as conn:
         await conn.execute(INSERT, _rows([(people[0], list_id)]))
     for statement in (
-        "UPDATE subscriptions SET subscriber_id = :other",
-        "UPDATE subscribers SET id = id + 1000 WHERE id = :other",
+        "UPDATE subscriptions SET subscriber_id = :other + 1000",
+        "UPDATE subscriptions SET list_id = list_id + 1000",
         "UPDATE lists SET id = id + 1000",
+        "UPDATE subscribers SET id = id + 1000 WHERE id = :first",
     ):
-        with pytest.raises(IntegrityError, match="cannot change"):
+        with pytest.raises(IntegrityError, match=r"fk_subscriptions_|FOREIGN KEY"):
             async with db.engine.begin() as conn:
-                await conn.execute(text(statement), {"other": people[1]})
-    # Any other column is free to change.
+                await conn.execute(text(statement), {"other": people[1], "first": people[0]})
+    # Pointing at another existing subscriber, or changing any other column, is fine.
     async with db.engine.begin() as conn:
-        await conn.execute(text("UPDATE subscriptions SET status = 'UNSUBSCRIBED'"))
-    assert await _count(db, Subscription.status == "UNSUBSCRIBED") == 1
+        await conn.execute(
+            text("UPDATE subscriptions SET subscriber_id = :other, status = 'UNSUBSCRIBED'"),
+            {"other": people[1]},
+        )
+    assert (
+        await _count(db, Subscription.subscriber_id == people[1], Subscription.status == "UNSUBSCRIBED") == 1
+    )
+
+
+@pytest.mark.postgresql_only
+async def test_the_keys_are_declared_and_no_reference_triggers_remain(db: Database) -> None:
+    async with db.engine.connect() as conn:
+        keys = (
+            await conn.execute(
+                text(
+                    "SELECT conname, confrelid::regclass::text, confdeltype::text FROM pg_constraint "
+                    "WHERE conrelid = 'subscriptions'::regclass AND contype = 'f' AND convalidated ORDER BY conname"
+                )
+            )
+        ).all()
+        # What migration 0005 created.
+        pattern = r"^emailkit_(subscriptions|lists|subscribers)_|^emailkit_refuse_key_change$"
+        leftovers = (
+            await conn.execute(
+                text(
+                    "SELECT tgname FROM pg_trigger WHERE tgname ~ :pattern "
+                    "UNION ALL SELECT proname FROM pg_proc WHERE proname ~ :pattern"
+                ),
+                {"pattern": pattern},
+            )
+        ).all()
+    assert [tuple(k) for k in keys] == [
+        ("fk_subscriptions_list_id_lists", "lists", "c"),
+        ("fk_subscriptions_subscriber_id_subscribers", "subscribers", "c"),
+    ]
+    assert leftovers == []
 
 
 async def _wait_until_blocked(db: Database, pid: int) -> None:
@@ -215,7 +249,7 @@ async def test_a_subscription_to_a_subscriber_being_deleted_fails_once_the_delet
 
 @pytest.mark.postgresql_only
 async def test_a_list_delete_waits_for_a_bulk_subscribe_of_new_subscribers(db: Database) -> None:
-    """Subscribers created by the subscribing transaction itself are not locked, but the list is."""
+    """The list is held by the subscribing transaction, whose subscribers are all new."""
     list_id = await _list(db)
     async with db.engine.connect() as subscribing, db.engine.connect() as deleting:
         await subscribing.begin()
