@@ -15,8 +15,12 @@ import pytest
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from emailkit import migrate
 from emailkit.domain.db import Database
 from emailkit.domain.models import MailingList, Subscriber, Subscription
+from tests.conftest import PG_URL
+from tests.integration.test_migrations import create_scratch_database, drop_scratch_database
+from tests.support.races import orphans
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -274,3 +278,62 @@ async def test_a_list_delete_waits_for_a_bulk_subscribe_of_new_subscribers(db: D
     assert await _count(db) == 0
     async with db.engine.connect() as conn:
         assert (await conn.execute(select(func.count()).select_from(Subscriber))).scalar_one() == 500
+
+
+async def _foreign_keys(db: Database) -> list[str]:
+    async with db.engine.connect() as conn:
+        return list(
+            (
+                await conn.execute(
+                    text(
+                        "SELECT conname FROM pg_constraint WHERE conrelid = 'subscriptions'::regclass "
+                        "AND contype = 'f' ORDER BY conname"
+                    )
+                )
+            ).scalars()
+        )
+
+
+@pytest.mark.postgresql_only
+async def test_migration_0006_drops_orphans_declares_the_keys_and_downgrades_to_the_triggers(
+    db: Database,
+) -> None:
+    assert PG_URL is not None
+    url = await create_scratch_database(PG_URL)
+    scratch = Database(url, pool_size=2)
+    try:
+        await migrate.upgrade(scratch, "0005")
+        people = await _subscribers(scratch, 2)
+        kept, gone = await _list(scratch, "kept"), await _list(scratch, "gone")
+        async with scratch.engine.begin() as conn:
+            await conn.execute(INSERT, _rows([(people[0], kept), (people[0], gone), (people[1], kept)]))
+            # What 0005's races left behind: parents deleted while their subscriptions stayed.
+            await conn.execute(text("SET LOCAL session_replication_role = replica"))
+            await conn.execute(text("DELETE FROM lists WHERE id = :id"), {"id": gone})
+            await conn.execute(text("DELETE FROM subscribers WHERE id = :id"), {"id": people[1]})
+        assert await orphans(scratch) == 2
+
+        await migrate.upgrade(scratch)
+        assert await orphans(scratch) == 0
+        async with scratch.engine.connect() as conn:
+            left = (await conn.execute(select(Subscription.subscriber_id, Subscription.list_id))).all()
+        assert [tuple(row) for row in left] == [(people[0], kept)]
+        assert await _foreign_keys(scratch) == [
+            "fk_subscriptions_list_id_lists",
+            "fk_subscriptions_subscriber_id_subscribers",
+        ]
+
+        await migrate.downgrade(scratch, "0005")
+        assert await _foreign_keys(scratch) == []
+        # 0005's triggers are back: they refuse a missing list and cascade a delete.
+        with pytest.raises(IntegrityError, match="fk_subscriptions_list_id_lists"):
+            async with scratch.engine.begin() as conn:
+                await conn.execute(INSERT, _rows([(people[0], kept + 100)]))
+        async with scratch.engine.begin() as conn:
+            await conn.execute(text("DELETE FROM lists WHERE id = :id"), {"id": kept})
+        assert await _count(scratch) == 0
+        await migrate.upgrade(scratch)
+        assert len(await _foreign_keys(scratch)) == 2
+    finally:
+        await scratch.dispose()
+        await drop_scratch_database(PG_URL, url)

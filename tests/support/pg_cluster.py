@@ -1,0 +1,94 @@
+"""A throw-away PostgreSQL cluster of the test's own (initdb into a temporary directory, a free port), for tests
+that must do what the shared server never may: stop it, or rewrite its control data with pg_resetwal."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Final
+
+SERVER_PROGRAMS: Final = ("initdb", "pg_ctl", "pg_resetwal")
+
+
+def server_bin() -> Path | None:
+    """The directory of PostgreSQL's server programs: EMAILKIT_TEST_PG_BIN, `pg_config --bindir`, or the newest
+    Debian-style /usr/lib/postgresql/<version>/bin; None when none of them holds initdb, pg_ctl and pg_resetwal."""
+    candidates: list[Path] = []
+    if configured := os.environ.get("EMAILKIT_TEST_PG_BIN"):
+        candidates.append(Path(configured))
+    if pg_config := shutil.which("pg_config"):
+        found = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
+        if found.returncode == 0:
+            candidates.append(Path(found.stdout.strip()))
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name), reverse=True
+    )
+    candidates.extend(versions)
+    for directory in candidates:
+        if all((directory / program).is_file() for program in SERVER_PROGRAMS):
+            return directory
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class ThrowawayCluster:
+    """initdb'd as the `postgres` system user when run as root (the server refuses to run as root), trust
+    authentication, TCP on 127.0.0.1 only, autovacuum off so that nothing but the test assigns transaction ids."""
+
+    def __init__(self, bindir: Path) -> None:
+        self.bindir = bindir
+        self.root = Path(tempfile.mkdtemp(prefix="emailkit-pg-"))
+        self.data = self.root / "data"
+        self.port = _free_port()
+        self._as_postgres = os.geteuid() == 0
+        if self._as_postgres:
+            shutil.chown(self.root, user="postgres", group="postgres")
+        self.started = False
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def run(self, program: str, *args: str) -> str:
+        command = [str(self.bindir / program), *args]
+        if self._as_postgres:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode != 0:
+            log = self.root / "server.log"
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise RuntimeError(f"{program} {' '.join(args)} failed:\n{done.stdout}{done.stderr}{tail}")
+        return done.stdout
+
+    def init(self) -> None:
+        self.run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
+
+    def start(self) -> None:
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c autovacuum=off -c fsync=off "
+            "-c full_page_writes=off -c synchronous_commit=off"
+        )
+        self.run(
+            "pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "server.log"), "-w", "start"
+        )
+        self.started = True
+
+    def stop(self, mode: str = "fast") -> None:
+        if self.started:
+            self.run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+            self.started = False
+
+    def remove(self) -> None:
+        try:
+            self.stop("immediate")
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
