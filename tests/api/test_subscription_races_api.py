@@ -24,9 +24,11 @@ from tests.support.races import orphans, wait_until_blocked
 
 pytestmark = pytest.mark.postgresql_only
 
-CREATE_LIST = (
-    "mutation($name: String!) { createList(input: {name: $name}) { list { id } userErrors { code } } }"
-)
+CREATE_LIST = """
+mutation($name: String!, $visibility: Visibility) {
+  createList(input: {name: $name, visibility: $visibility}) { list { id } userErrors { code } }
+}
+"""
 CREATE_SUBSCRIBER = """
 mutation($email: String!, $list: ID!) {
   createSubscriber(input: {email: $email, listIds: [$list]}) {
@@ -68,11 +70,12 @@ async def api(app_db: Database) -> AsyncIterator[Any]:
             assert resp.status_code == 200, resp.text
             return data(resp.json())
 
+        run.client = client  # type: ignore[attr-defined]
         yield run
 
 
-async def _list(api: Any, name: str) -> str:
-    return str((await api(CREATE_LIST, {"name": name}))["createList"]["list"]["id"])
+async def _list(api: Any, name: str, visibility: str = "PRIVATE") -> str:
+    return str((await api(CREATE_LIST, {"name": name, "visibility": visibility}))["createList"]["list"]["id"])
 
 
 async def test_create_subscriber_waiting_on_a_deleted_list_is_list_not_found(
@@ -110,3 +113,19 @@ async def test_delete_list_waiting_on_a_new_subscription_takes_it_along(api: Any
     assert await orphans(app_db) == 0
     async with app_db.engine.connect() as conn:
         assert (await conn.execute(text("SELECT count(*) FROM subscriptions"))).scalar_one() == 0
+
+
+async def test_the_signup_form_waiting_on_a_deleted_list_answers_unknown_list(
+    api: Any, app_db: Database
+) -> None:
+    list_gid = await _list(api, "Race", "PUBLIC")
+    async with app_db.engine.begin() as conn:
+        await conn.execute(text("DELETE FROM lists WHERE name = 'Race'"))
+        posting = asyncio.ensure_future(
+            api.client.post("/subscribe", json={"email": "form@example.com", "lists": [list_gid]})
+        )
+        await wait_until_blocked(app_db, waiting=posting)
+    resp = await posting
+    assert (resp.status_code, resp.json()) == (400, {"ok": False, "error": "Unknown list"})
+    async with app_db.engine.connect() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM subscribers"))).scalar_one() == 0

@@ -60,7 +60,9 @@ async def wait_until_blocked(
                 return
             if isinstance(waiting, asyncio.Future) and waiting.done():
                 waiting.result()
-                raise AssertionError("the statement expected to wait for a lock finished without waiting")
+                raise AssertionError(
+                    f"the statement expected to wait for a lock finished without waiting: {waiting.result()!r}"
+                )
             await conn.rollback()
             await asyncio.sleep(0.005)
     raise AssertionError(f"no backend ({pid or 'any'}) waited on a lock")
