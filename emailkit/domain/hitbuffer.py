@@ -28,6 +28,8 @@ from typing import Generic, TypeVar
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from emailkit.domain.transactions import sqlstate
+
 log = logging.getLogger("emailkit.tracking")
 
 T = TypeVar("T")
@@ -41,15 +43,6 @@ Sink = Callable[[Sequence[T]], Awaitable[None]]
 _BAD_DATA_STATES = ("22", "23")
 
 
-def _sqlstate(exc: DBAPIError) -> str | None:
-    orig = exc.orig
-    for source in (orig, getattr(orig, "__cause__", None)):
-        state = getattr(source, "sqlstate", None) or getattr(source, "pgcode", None)
-        if isinstance(state, str) and state:
-            return state
-    return None
-
-
 def is_transient(exc: BaseException) -> bool:
     """Whether retrying the same batch later can succeed (the database was unavailable, not the data bad)."""
     if isinstance(exc, OSError | TimeoutError | PoolTimeout):
@@ -58,7 +51,7 @@ def is_transient(exc: BaseException) -> bool:
         return False
     if exc.connection_invalidated:
         return True
-    state = _sqlstate(exc)
+    state = sqlstate(exc)
     if state is not None:
         return not state.startswith(_BAD_DATA_STATES)
     # SQLite has no SQLSTATE: "database is locked", disk I/O and the like are OperationalErrors.

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Final
 
 from sqlalchemy import Table, delete, insert, select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from emailkit.domain import imports_load, imports_pg
+from emailkit.domain import imports_load, imports_pg, transactions
 from emailkit.domain.db import Database
 from emailkit.domain.errors import DomainError, ErrorCode, NotFound
 from emailkit.domain.imports_csv import (
@@ -431,12 +432,7 @@ async def run_import(
     try:
         with contextlib.ExitStack() as stack:
             binary = source if source is not None else stack.enter_context(await _spool(db, import_id))
-            try:
-                await _execute(run, row, binary, conflict_safe=False)
-            except imports_load.ConflictRetry:
-                log.info("import %s: addresses changed meanwhile; running it again, conflict-safe", import_id)
-                binary.seek(0)
-                await _execute(run, row, binary, conflict_safe=True)
+            await _execute_until_settled(run, row, binary)
     except _Superseded:
         log.info("import %s: a newer run took over", import_id)
         return None
@@ -450,6 +446,30 @@ async def run_import(
             raise
     async with db.session() as session:
         return await session.get(Import, import_id)
+
+
+async def _execute_until_settled(run: _Run, row: Import, binary: IO[bytes]) -> None:
+    """Run the import's pass, again when concurrent writers got in its way: conflict-safe once addresses it
+    had flagged changed, on a fresh transaction when the database refused it for a concurrent change (a list
+    deleted after its snapshot under REPEATABLE READ; a deadlock)."""
+    conflict_safe = False
+    for attempt in range(1, transactions.ATTEMPTS + 1):
+        try:
+            await _execute(run, row, binary, conflict_safe=conflict_safe)
+            return
+        except imports_load.ConflictRetry:
+            log.info("import %s: addresses changed meanwhile; running it again, conflict-safe", run.import_id)
+            conflict_safe = True
+        except DBAPIError as exc:
+            if not transactions.is_conflict(exc):
+                raise
+            if attempt == transactions.ATTEMPTS:
+                raise transactions.ConcurrentChange() from exc
+            log.info(
+                "import %s: refused for a concurrent change (%s); running it again", run.import_id, exc.orig
+            )
+        binary.seek(0)
+    raise transactions.ConcurrentChange()
 
 
 def _reason(exc: BaseException) -> str:
@@ -619,7 +639,10 @@ async def _stage_and_load_postgresql(job: _Job) -> None:
     try:
         async with run.db.transaction() as session:
             conn = await session.connection()
-            # The reference check on subscriptions groups each load's rows; keep that in memory.
+            # Committed chunks are read as the feeder commits them, so each statement needs a fresh snapshot,
+            # whatever the database's default isolation: it must be the transaction's first statement.
+            await conn.execute(text("SET TRANSACTION ISOLATION LEVEL READ COMMITTED"))
+            # Each load's checks and joins hash a whole range of staged rows; keep that in memory.
             await conn.execute(text(f"SET LOCAL work_mem = '{imports_load.WORK_MEM}'"))
             # A list deleted since the import was accepted fails it now with that reason; one deleted from
             # here on waits for the import to end, then takes its new subscriptions with it.

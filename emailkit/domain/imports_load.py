@@ -453,8 +453,7 @@ async def load_range(conn: AsyncConnection, st: Table, options: LoadOptions, lo:
         fresh, updated = await _load_chunk_upsert(conn, st, options, lo, hi)
     else:
         await mark_existing(conn, st, lo, hi)
-        # No savepoint: the rows must carry this transaction's own id, so that the reference check on
-        # subscriptions knows nobody else can delete them and skips locking them (migration 0005).
+        # No savepoint per chunk (it would cost every import): stale flags roll the whole import back.
         try:
             fresh, updated = await _load_chunk_flagged(conn, st, options, lo, hi)
         except _StaleFlags as exc:

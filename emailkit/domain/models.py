@@ -10,7 +10,6 @@ from sqlalchemy import (
     Boolean,
     Enum,
     ForeignKey,
-    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
@@ -158,29 +157,13 @@ class MailingList(TimestampMixin, Base):
     )
 
 
-TRIGGER_ENFORCED_ON_POSTGRESQL: dict[Any, Any] = {"emailkit.trigger_enforced_on": "postgresql"}
-
-
-def declared_in_database(item: Any, dialect: str) -> bool:
-    """False for a foreign key that `dialect` enforces with triggers rather than a declared constraint (so
-    schema comparison leaves it out)."""
-    if dialect != "postgresql" or not isinstance(item, ForeignKeyConstraint):
-        return True
-    return not any(element.info.get("emailkit.trigger_enforced_on") == dialect for element in item.elements)
-
-
 class Subscription(TimestampMixin, Base):
     __tablename__ = "subscriptions"
 
-    # On PostgreSQL statement-level triggers enforce these (migration 0005): a declared key costs a query per
-    # inserted row, most of a large import's time.
     subscriber_id: Mapped[int] = mapped_column(
-        ForeignKey("subscribers.id", ondelete="CASCADE", info=TRIGGER_ENFORCED_ON_POSTGRESQL),
-        primary_key=True,
+        ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
     )
-    list_id: Mapped[int] = mapped_column(
-        ForeignKey("lists.id", ondelete="CASCADE", info=TRIGGER_ENFORCED_ON_POSTGRESQL), primary_key=True
-    )
+    list_id: Mapped[int] = mapped_column(ForeignKey("lists.id", ondelete="CASCADE"), primary_key=True)
     status: Mapped[SubscriptionStatus] = mapped_column(
         _enum(SubscriptionStatus), nullable=False, default=SubscriptionStatus.CONFIRMED
     )

@@ -183,9 +183,10 @@ async def public_subscribe(
     public = set(
         (
             await session.execute(
-                select(MailingList.id).where(
-                    MailingList.id.in_(wanted), MailingList.visibility == Visibility.PUBLIC
-                )
+                # Held against deletion until commit (as subscribe_to_lists will): one being deleted is unknown.
+                select(MailingList.id)
+                .where(MailingList.id.in_(wanted), MailingList.visibility == Visibility.PUBLIC)
+                .with_for_update(read=True, key_share=True)
             )
         ).scalars()
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import ColumnElement, Insert, case, exists, literal, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -23,6 +23,7 @@ from emailkit.domain.models import (
     SubscriptionStatus,
 )
 from emailkit.domain.pagination import Page, keyset_page
+from emailkit.domain.transactions import FOREIGN_KEY_VIOLATION, constraint_name, sqlstate
 from emailkit.domain.types import UTCDateTime, utcnow
 from emailkit.domain.validation import check_length, normalize_email, raise_if
 
@@ -225,7 +226,7 @@ async def create_subscriber(
         errors.append(_blocklisted_error("listIds"))
     raise_if(errors)
     assert normalized is not None
-    await require_lists(session, list_ids)
+    await require_lists(session, list_ids, hold=True)
     if await _email_taken(session, normalized):
         raise _duplicate(normalized)
     await _refuse_erased(session, normalized)
@@ -239,7 +240,7 @@ async def create_subscriber(
     session.add(row)
     await _flush_unique_email(session, normalized)
     if list_ids:
-        await session.execute(_subscribe_statement(session, [row.id], list_ids, subscription_status))
+        await _subscribe(session, [row.id], list_ids, subscription_status)
     return row
 
 
@@ -356,6 +357,35 @@ def _subscribe_statement(
     return upsert
 
 
+# The subscriptions' foreign keys, and the input field naming what they reference.
+_REFERENCES: Final = {
+    "fk_subscriptions_list_id_lists": ("listIds", ErrorCode.LIST_NOT_FOUND, "A list was deleted meanwhile"),
+    "fk_subscriptions_subscriber_id_subscribers": (
+        "subscriberIds",
+        ErrorCode.SUBSCRIBER_NOT_FOUND,
+        "A subscriber was deleted meanwhile",
+    ),
+}
+
+
+async def _subscribe(
+    session: AsyncSession,
+    subscriber_ids: Sequence[int],
+    list_ids: Sequence[int],
+    status: SubscriptionStatus | None,
+) -> None:
+    """Run `_subscribe_statement`. The lists are locked, but a subscriber deleted after it was read and before
+    its subscription was checked (READ COMMITTED) fails the foreign key: that is the caller's error, named."""
+    try:
+        await session.execute(_subscribe_statement(session, subscriber_ids, list_ids, status))
+    except IntegrityError as exc:
+        reference = _REFERENCES.get(constraint_name(exc) or "")
+        if sqlstate(exc) != FOREIGN_KEY_VIOLATION or reference is None:
+            raise
+        field, code, message = reference
+        raise DomainError.single(code, message, field) from exc
+
+
 def _bulk_errors(subscriber_ids: Sequence[int], list_ids: Sequence[int]) -> list[FieldError]:
     errors: list[FieldError] = []
     _check_count(errors, "subscriberIds", subscriber_ids, BULK_MAX_SUBSCRIBERS, required=True)
@@ -374,13 +404,13 @@ async def subscribe_to_lists(
     An explicit ``status`` is set on every pair; without one see `_subscribe_statement`."""
     subscriber_ids, list_ids = _unique(subscriber_ids), _unique(list_ids)
     raise_if(_bulk_errors(subscriber_ids, list_ids))
-    await require_lists(session, list_ids)
+    await require_lists(session, list_ids, hold=True)
     rows = await _require_subscribers(session, subscriber_ids)
     if status is not SubscriptionStatus.UNSUBSCRIBED and any(
         r.status is SubscriberStatus.BLOCKLISTED for r in rows
     ):
         raise_if([_blocklisted_error("subscriberIds")])
-    await session.execute(_subscribe_statement(session, subscriber_ids, list_ids, status))
+    await _subscribe(session, subscriber_ids, list_ids, status)
     return rows
 
 

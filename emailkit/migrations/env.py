@@ -8,7 +8,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 from emailkit.domain.db import create_engine
-from emailkit.domain.models import Base, declared_in_database
+from emailkit.domain.models import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -21,7 +21,6 @@ def _run(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=dialect == "sqlite",
         compare_type=True,
-        include_object=lambda item, _name, _type, _reflected, _other: declared_in_database(item, dialect),
     )
     with context.begin_transaction():
         context.run_migrations()

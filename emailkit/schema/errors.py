@@ -10,6 +10,7 @@ import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.domain.errors import DomainError
+from emailkit.domain.transactions import ATTEMPTS, run_in_transaction
 from emailkit.schema.context import Info
 from emailkit.schema.enums import ErrorCode
 
@@ -33,11 +34,15 @@ class Outcome(Generic[R]):
     errors: list[UserError] = field(default_factory=list)
 
 
-async def mutate(info: Info, work: Callable[[AsyncSession], Awaitable[R]]) -> Outcome[R]:
-    """Run one service call in one transaction; a DomainError rolls it back and becomes userErrors."""
+async def mutate(
+    info: Info, work: Callable[[AsyncSession], Awaitable[R]], *, rerun: bool = True
+) -> Outcome[R]:
+    """Run one service call in one transaction (again if a concurrent change made the database refuse it,
+    unless `rerun` is off: work that consumes its input, such as an upload, runs once); a DomainError rolls it
+    back and becomes userErrors."""
     try:
-        async with info.context.db.transaction() as session:
-            return Outcome(value=await work(session))
+        attempts = ATTEMPTS if rerun else 1
+        return Outcome(value=await run_in_transaction(info.context.db, work, attempts=attempts))
     except DomainError as exc:
         return Outcome(errors=to_user_errors(exc))
 

@@ -240,6 +240,8 @@ class Mutation:
                 chunks,
                 max_bytes=limit,
             ),
+            # The upload streams through once; a refused transaction answers CONCURRENT_CHANGE instead.
+            rerun=False,
         )
         if out.value is None:
             return ImportSubscribersPayload(import_=None, user_errors=out.errors)

@@ -22,6 +22,7 @@ from emailkit.domain.models import MailingList
 from emailkit.domain.runtime import Runtime, optin_sender
 from emailkit.domain.scheduler import enqueue_transactional
 from emailkit.domain.tokens import TokenSigner
+from emailkit.domain.transactions import ConcurrentChange, run_in_transaction
 from emailkit.settings import Settings
 from emailkit.web.ratelimit import limits_storage
 
@@ -119,16 +120,20 @@ class PublicPages:
             # Same answer as a real signup: a bot learns nothing from the response.
             return self._answer(wants_json, 200, None)
         try:
-            async with self.runtime.db.transaction() as session:
-                deliveries = await optin.public_subscribe(
+            deliveries = await run_in_transaction(
+                self.runtime.db,
+                lambda session: optin.public_subscribe(
                     session,
                     optin_sender(self.runtime),
                     email=str(data.get("email") or ""),
                     name=str(data.get("name") or ""),
                     list_ids=list_ids,
-                )
+                ),
+            )
         except optin.SubscribeRefused as exc:
             return self._answer(wants_json, 400, str(exc))
+        except ConcurrentChange as exc:
+            return self._answer(wants_json, 409, str(exc))
         await enqueue_transactional(self.runtime, deliveries)
         return self._answer(wants_json, 200, None)
 

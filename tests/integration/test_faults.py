@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -49,7 +50,7 @@ from tests.integration.test_crash_safety import (
 from tests.integration.test_feedback_recording import seed_campaign as seed_sent_campaign
 from tests.support.audience import seed_campaign
 from tests.support.live_server import live_server
-from tests.support.pg_cluster import PgCluster
+from tests.support.pg_cluster import ThrowawayCluster, running_cluster
 from tests.support.redis_server import RedisServer
 from tests.support.smtp_sink import CountingSink
 
@@ -160,11 +161,19 @@ class ClusterStack(Stack):
 
 
 @pytest.fixture
-def cluster() -> AsyncIterator[PgCluster]:
-    pg = PgCluster()
-    pg.start()
-    yield pg
-    pg.remove()
+async def cluster() -> AsyncIterator[ThrowawayCluster]:
+    async with running_cluster() as made:
+        yield made
+
+
+def _up(cluster: ThrowawayCluster) -> bool:
+    return (
+        subprocess.run(
+            [str(cluster.bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(cluster.port)],
+            check=False,
+        ).returncode
+        == 0
+    )
 
 
 async def _readyz(api: httpx.AsyncClient) -> int:
@@ -178,8 +187,8 @@ async def _wait_readyz(api: httpx.AsyncClient, status: int, within: float) -> No
         await asyncio.sleep(0.2)
 
 
-async def _postgresql_restart_mid_campaign(cluster: PgCluster, tmp_path: Path) -> None:
-    url = cluster.create_database("emailkit")
+async def _postgresql_restart_mid_campaign(cluster: ThrowawayCluster, tmp_path: Path) -> None:
+    url = f"postgresql://postgres@127.0.0.1:{cluster.port}/postgres"
     db = Database(_pg_async_url(url), pool_size=5)
     await migrate.upgrade(db)
     redis_server = RedisServer(tmp_path)
@@ -218,7 +227,8 @@ async def _postgresql_restart_mid_campaign(cluster: PgCluster, tmp_path: Path) -
             await sink.wait_until(lambda s: s.accepted_total >= 2000, within=60, what="2000 accepted")
 
             marks = [len(w.lines) for w in workers]
-            cluster.stop("fast")
+            await asyncio.to_thread(cluster.stop, "fast")
+            assert not _up(cluster)
             await _wait_readyz(api, 503, within=30)
             # The workers notice (their database calls fail) before the server comes back.
             deadline = time.monotonic() + 60
@@ -228,7 +238,7 @@ async def _postgresql_restart_mid_campaign(cluster: PgCluster, tmp_path: Path) -
             ):
                 assert time.monotonic() < deadline, "\n".join(w.log(20) for w in workers)
                 await asyncio.sleep(0.2)
-            cluster.start()
+            await asyncio.to_thread(cluster.start)
             await _wait_readyz(api, 200, within=60)
 
             row = await wait_for_status(db, campaign_id, CampaignStatus.FINISHED, 180, workers)

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from emailkit import migrate
 from emailkit.domain.db import Database
-from emailkit.domain.models import Base, declared_in_database
+from emailkit.domain.models import Base
 from tests.conftest import BACKENDS, PG_URL
 
 
@@ -70,11 +70,7 @@ async def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
 
 
 def _differences(conn: Connection) -> list[Any]:
-    dialect = conn.dialect.name
-    context = MigrationContext.configure(
-        conn,
-        opts={"include_object": lambda item, *_: declared_in_database(item, dialect)},
-    )
+    context = MigrationContext.configure(conn)
     return list(compare_metadata(context, Base.metadata))
 
 

@@ -1,8 +1,8 @@
 """Subscriptions only ever name existing lists and subscribers, and go when either goes.
 
-SQLite declares the foreign keys; PostgreSQL enforces them with statement-level triggers (migration 0005).
-The same behaviour is asserted on both, and on PostgreSQL also under concurrency: a delete racing an insert
-never leaves a subscription behind.
+Both databases declare the foreign keys (on PostgreSQL again since migration 0006). The same behaviour is
+asserted on both, and on PostgreSQL also under concurrency: a delete racing an insert never leaves a
+subscription behind (every isolation level and interleaving: test_subscription_races).
 """
 
 from __future__ import annotations
@@ -15,8 +15,12 @@ import pytest
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from emailkit import migrate
 from emailkit.domain.db import Database
 from emailkit.domain.models import MailingList, Subscriber, Subscription
+from tests.conftest import PG_URL
+from tests.integration.test_migrations import create_scratch_database, drop_scratch_database
+from tests.support.races import orphans
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -135,24 +139,58 @@ async def test_deleting_lists_and_subscribers_removes_their_subscriptions(db: Da
     assert await _count(db, Subscription.subscriber_id == people[3]) == 1
 
 
-@pytest.mark.postgresql_only
-async def test_keys_of_a_subscription_cannot_be_repointed(db: Database) -> None:
+async def test_keys_of_a_subscription_cannot_be_repointed_at_nothing(db: Database) -> None:
     people = await _subscribers(db, 2)
     list_id = await _list(db)
     async with db.engine.begin() as conn:
         await conn.execute(INSERT, _rows([(people[0], list_id)]))
     for statement in (
-        "UPDATE subscriptions SET subscriber_id = :other",
-        "UPDATE subscribers SET id = id + 1000 WHERE id = :other",
+        "UPDATE subscriptions SET subscriber_id = :other + 1000",
+        "UPDATE subscriptions SET list_id = list_id + 1000",
         "UPDATE lists SET id = id + 1000",
+        "UPDATE subscribers SET id = id + 1000 WHERE id = :first",
     ):
-        with pytest.raises(IntegrityError, match="cannot change"):
+        with pytest.raises(IntegrityError, match=r"fk_subscriptions_|FOREIGN KEY"):
             async with db.engine.begin() as conn:
-                await conn.execute(text(statement), {"other": people[1]})
-    # Any other column is free to change.
+                await conn.execute(text(statement), {"other": people[1], "first": people[0]})
+    # Pointing at another existing subscriber, or changing any other column, is fine.
     async with db.engine.begin() as conn:
-        await conn.execute(text("UPDATE subscriptions SET status = 'UNSUBSCRIBED'"))
-    assert await _count(db, Subscription.status == "UNSUBSCRIBED") == 1
+        await conn.execute(
+            text("UPDATE subscriptions SET subscriber_id = :other, status = 'UNSUBSCRIBED'"),
+            {"other": people[1]},
+        )
+    assert (
+        await _count(db, Subscription.subscriber_id == people[1], Subscription.status == "UNSUBSCRIBED") == 1
+    )
+
+
+@pytest.mark.postgresql_only
+async def test_the_keys_are_declared_and_no_reference_triggers_remain(db: Database) -> None:
+    async with db.engine.connect() as conn:
+        keys = (
+            await conn.execute(
+                text(
+                    "SELECT conname, confrelid::regclass::text, confdeltype::text FROM pg_constraint "
+                    "WHERE conrelid = 'subscriptions'::regclass AND contype = 'f' AND convalidated ORDER BY conname"
+                )
+            )
+        ).all()
+        # What migration 0005 created.
+        pattern = r"^emailkit_(subscriptions|lists|subscribers)_|^emailkit_refuse_key_change$"
+        leftovers = (
+            await conn.execute(
+                text(
+                    "SELECT tgname FROM pg_trigger WHERE tgname ~ :pattern "
+                    "UNION ALL SELECT proname FROM pg_proc WHERE proname ~ :pattern"
+                ),
+                {"pattern": pattern},
+            )
+        ).all()
+    assert [tuple(k) for k in keys] == [
+        ("fk_subscriptions_list_id_lists", "lists", "c"),
+        ("fk_subscriptions_subscriber_id_subscribers", "subscribers", "c"),
+    ]
+    assert leftovers == []
 
 
 async def _wait_until_blocked(db: Database, pid: int) -> None:
@@ -215,7 +253,7 @@ async def test_a_subscription_to_a_subscriber_being_deleted_fails_once_the_delet
 
 @pytest.mark.postgresql_only
 async def test_a_list_delete_waits_for_a_bulk_subscribe_of_new_subscribers(db: Database) -> None:
-    """Subscribers created by the subscribing transaction itself are not locked, but the list is."""
+    """The list is held by the subscribing transaction, whose subscribers are all new."""
     list_id = await _list(db)
     async with db.engine.connect() as subscribing, db.engine.connect() as deleting:
         await subscribing.begin()
@@ -240,3 +278,62 @@ async def test_a_list_delete_waits_for_a_bulk_subscribe_of_new_subscribers(db: D
     assert await _count(db) == 0
     async with db.engine.connect() as conn:
         assert (await conn.execute(select(func.count()).select_from(Subscriber))).scalar_one() == 500
+
+
+async def _foreign_keys(db: Database) -> list[str]:
+    async with db.engine.connect() as conn:
+        return list(
+            (
+                await conn.execute(
+                    text(
+                        "SELECT conname FROM pg_constraint WHERE conrelid = 'subscriptions'::regclass "
+                        "AND contype = 'f' ORDER BY conname"
+                    )
+                )
+            ).scalars()
+        )
+
+
+@pytest.mark.postgresql_only
+async def test_migration_0006_drops_orphans_declares_the_keys_and_downgrades_to_the_triggers(
+    db: Database,
+) -> None:
+    assert PG_URL is not None
+    url = await create_scratch_database(PG_URL)
+    scratch = Database(url, pool_size=2)
+    try:
+        await migrate.upgrade(scratch, "0005")
+        people = await _subscribers(scratch, 2)
+        kept, gone = await _list(scratch, "kept"), await _list(scratch, "gone")
+        async with scratch.engine.begin() as conn:
+            await conn.execute(INSERT, _rows([(people[0], kept), (people[0], gone), (people[1], kept)]))
+            # What 0005's races left behind: parents deleted while their subscriptions stayed.
+            await conn.execute(text("SET LOCAL session_replication_role = replica"))
+            await conn.execute(text("DELETE FROM lists WHERE id = :id"), {"id": gone})
+            await conn.execute(text("DELETE FROM subscribers WHERE id = :id"), {"id": people[1]})
+        assert await orphans(scratch) == 2
+
+        await migrate.upgrade(scratch)
+        assert await orphans(scratch) == 0
+        async with scratch.engine.connect() as conn:
+            left = (await conn.execute(select(Subscription.subscriber_id, Subscription.list_id))).all()
+        assert [tuple(row) for row in left] == [(people[0], kept)]
+        assert await _foreign_keys(scratch) == [
+            "fk_subscriptions_list_id_lists",
+            "fk_subscriptions_subscriber_id_subscribers",
+        ]
+
+        await migrate.downgrade(scratch, "0005")
+        assert await _foreign_keys(scratch) == []
+        # 0005's triggers are back: they refuse a missing list and cascade a delete.
+        with pytest.raises(IntegrityError, match="fk_subscriptions_list_id_lists"):
+            async with scratch.engine.begin() as conn:
+                await conn.execute(INSERT, _rows([(people[0], kept + 100)]))
+        async with scratch.engine.begin() as conn:
+            await conn.execute(text("DELETE FROM lists WHERE id = :id"), {"id": kept})
+        assert await _count(scratch) == 0
+        await migrate.upgrade(scratch)
+        assert len(await _foreign_keys(scratch)) == 2
+    finally:
+        await scratch.dispose()
+        await drop_scratch_database(PG_URL, url)

@@ -1,73 +1,113 @@
-"""A throw-away PostgreSQL cluster on a free port, which a test may stop and start (never the shared one).
-
-initdb runs as the `postgres` system user (the server refuses to run as root), in a directory of its own
-under /tmp; fsync is off because nothing here must survive a power cut, only a server restart.
-"""
+"""A throw-away PostgreSQL cluster of the test's own (initdb into a temporary directory, a free port), for tests
+that must do what the shared server never may: stop it, or rewrite its control data with pg_resetwal."""
 
 from __future__ import annotations
 
-import glob
+import asyncio
 import os
-import pwd
 import shutil
+import socket
 import subprocess
 import tempfile
-import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Final
 
-from tests.support.redis_server import free_port
-
-
-def _bin_dir() -> Path:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    # Wanted (EMAILKIT_TEST_DATABASE_URL is set) but missing is an error, never a skip.
-    assert found, "PostgreSQL server binaries are not installed (apt-get install postgresql)"
-    return Path(found[-1]).parent
+SERVER_PROGRAMS: Final = ("initdb", "pg_ctl", "pg_resetwal")
 
 
-class PgCluster:
-    def __init__(self) -> None:
-        self.bin = _bin_dir()
-        self.port = free_port()
-        self.home = Path(tempfile.mkdtemp(prefix="emailkit-pg-"))
-        self.data = self.home / "data"
-        self.user = pwd.getpwnam("postgres")
-        os.chown(self.home, self.user.pw_uid, self.user.pw_gid)
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+def server_bin() -> Path | None:
+    """The directory of PostgreSQL's server programs: EMAILKIT_TEST_PG_BIN, `pg_config --bindir`, or the newest
+    Debian-style /usr/lib/postgresql/<version>/bin; None when none of them holds initdb, pg_ctl and pg_resetwal."""
+    candidates: list[Path] = []
+    if configured := os.environ.get("EMAILKIT_TEST_PG_BIN"):
+        candidates.append(Path(configured))
+    if pg_config := shutil.which("pg_config"):
+        found = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
+        if found.returncode == 0:
+            candidates.append(Path(found.stdout.strip()))
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name), reverse=True
+    )
+    candidates.extend(versions)
+    for directory in candidates:
+        if all((directory / program).is_file() for program in SERVER_PROGRAMS):
+            return directory
+    return None
 
-    def _run(self, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        command = [str(self.bin / tool), *args]
-        if os.geteuid() == 0:
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class ThrowawayCluster:
+    """initdb'd as the `postgres` system user when run as root (the server refuses to run as root), trust
+    authentication, TCP on 127.0.0.1 only, autovacuum off so that nothing but the test assigns transaction ids."""
+
+    def __init__(self, bindir: Path) -> None:
+        self.bindir = bindir
+        self.root = Path(tempfile.mkdtemp(prefix="emailkit-pg-"))
+        self.data = self.root / "data"
+        self.port = _free_port()
+        self._as_postgres = os.geteuid() == 0
+        if self._as_postgres:
+            shutil.chown(self.root, user="postgres", group="postgres")
+        self.started = False
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def run(self, program: str, *args: str) -> str:
+        command = [str(self.bindir / program), *args]
+        if self._as_postgres:
             command = ["runuser", "-u", "postgres", "--", *command]
-        return subprocess.run(command, check=check, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode != 0:
+            log = self.root / "server.log"
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise RuntimeError(f"{program} {' '.join(args)} failed:\n{done.stdout}{done.stderr}{tail}")
+        return done.stdout
 
-    def url(self, database: str = "postgres") -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+    def init(self) -> None:
+        self.run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
 
     def start(self) -> None:
-        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.home} -c fsync=off -c full_page_writes=off"
-        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.home / "log"), "-w", "start")
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c autovacuum=off -c fsync=off "
+            "-c full_page_writes=off -c synchronous_commit=off"
+        )
+        self.run(
+            "pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "server.log"), "-w", "start"
+        )
+        self.started = True
 
     def stop(self, mode: str = "fast") -> None:
-        """`fast` ends every session at once (what a restart does to clients); `immediate` is a crash."""
-        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop", check=False)
-
-    def is_up(self) -> bool:
-        return (
-            self._run("pg_isready", "-q", "-h", "127.0.0.1", "-p", str(self.port), check=False).returncode
-            == 0
-        )
-
-    def wait_down(self, within: float = 30) -> None:
-        deadline = time.monotonic() + within
-        while self.is_up():
-            assert time.monotonic() < deadline, "the cluster did not stop"
-            time.sleep(0.1)
-
-    def create_database(self, name: str) -> str:
-        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
-        return self.url(name)
+        if self.started:
+            self.run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+            self.started = False
 
     def remove(self) -> None:
-        self.stop("immediate")
-        shutil.rmtree(self.home, ignore_errors=True)
+        try:
+            self.stop("immediate")
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+@asynccontextmanager
+async def running_cluster() -> AsyncIterator[ThrowawayCluster]:
+    """A started throw-away cluster for the block, removed afterwards (whatever the block did to it)."""
+    bindir = server_bin()
+    assert bindir is not None, (
+        "PostgreSQL's server programs (initdb, pg_ctl, pg_resetwal) were not found: set EMAILKIT_TEST_PG_BIN"
+    )
+    made = ThrowawayCluster(bindir)
+    try:
+        await asyncio.to_thread(made.init)
+        await asyncio.to_thread(made.start)
+        yield made
+    finally:
+        await asyncio.to_thread(made.remove)
