@@ -35,7 +35,8 @@ _MARK_SENDING = """
 # The lease is renewed on a timer too; doing it here as well costs nothing.
 _STATE_AND_LEASE = """
     WITH lease AS (UPDATE campaign_batches SET lease_until = $2 WHERE id = $1)
-    SELECT id, status, status_reason, recipients_count, sent_count, failed_count, skipped_count
+    SELECT id, status, status_reason, recipients_count, sent_count, failed_count, skipped_count,
+        in_doubt_count
     FROM campaigns WHERE id = $3
 """
 
@@ -57,7 +58,8 @@ _RECORD_SENT = """
     )
     UPDATE campaigns SET sent_count = sent_count + $6, updated_at = $5
     WHERE id = $7
-    RETURNING id, status, status_reason, recipients_count, sent_count, failed_count, skipped_count
+    RETURNING id, status, status_reason, recipients_count, sent_count, failed_count, skipped_count,
+        in_doubt_count
 """
 
 
@@ -85,6 +87,7 @@ def _campaign(row: Any) -> Campaign | None:
         sent_count=row["sent_count"],
         failed_count=row["failed_count"],
         skipped_count=row["skipped_count"],
+        in_doubt_count=row["in_doubt_count"],
     )
 
 
