@@ -23,8 +23,9 @@ LEGACY_NOTE = "outcome unknown: the worker stopped while handing this message to
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("campaigns") as batch:
-        batch.add_column(sa.Column("in_doubt_count", BIGINT, nullable=False, server_default="0"))
+    # Plain ALTER TABLE on both databases: a batch-mode copy of `campaigns` on SQLite would cascade-delete
+    # every delivery when the old table is dropped.
+    op.add_column("campaigns", sa.Column("in_doubt_count", BIGINT, nullable=False, server_default="0"))
     note: sa.BindParameter[str] = sa.bindparam("note", LEGACY_NOTE)
     op.execute(
         sa.text(
@@ -51,5 +52,4 @@ def downgrade() -> None:
     op.execute(
         sa.text("UPDATE deliveries SET status = 'SENT', sent_at = updated_at WHERE status = 'IN_DOUBT'")
     )
-    with op.batch_alter_table("campaigns") as batch:
-        batch.drop_column("in_doubt_count")
+    op.execute("ALTER TABLE campaigns DROP COLUMN in_doubt_count")
