@@ -89,6 +89,9 @@ log = logging.getLogger(__name__)
 # Messages rendered between two yields to the event loop.
 RENDER_SLICE = 4
 
+# Rows a result may still be recorded on: not yet handed over (failed before it) or handed over by this run.
+_UNSETTLED = (DeliveryStatus.QUEUED, DeliveryStatus.SENDING)
+
 IN_DOUBT_NOTE = "outcome unknown: the worker stopped while handing this message to the provider"
 
 
@@ -189,7 +192,7 @@ def _record_sent_pg() -> Any:
     now = bindparam("now", type_=table.c.sent_at.type)
     return (
         update(table)  # type: ignore[arg-type]
-        .where(table.c.id == rows.c.ids)
+        .where(table.c.id == rows.c.ids, table.c.status == DeliveryStatus.SENDING)
         .values(
             status=DeliveryStatus.SENT,
             provider_message_id=rows.c.pids,
@@ -626,14 +629,13 @@ class CampaignSender:
         if lent is not None and results and all(r.ok for r in results):
             # The usual chunk: everyone sent. One statement records them and returns the counters.
             ids = [int(r.delivery_id) for r in results]
-            campaign = await lent.record_sent(
+            campaign, tally.sent = await lent.record_sent(
                 campaign_id=campaign_id,
                 ids=ids,
                 provider_ids=[r.provider_message_id for r in results],
                 attempts=[pending[i].attempts + 1 for i in ids],
                 now=now,
             )
-            tally.sent = len(ids)
             return tally, campaign
         async with self.db.transaction() as s:
             sent_rows = []
@@ -644,8 +646,21 @@ class CampaignSender:
                     sent_rows.append({"b_id": did, "b_pid": r.provider_message_id, "b_att": attempts})
                     continue
                 error = (r.error or "unknown error")[:2000]
-                if r.transient and attempts < cfg.max_attempts:
-                    status = DeliveryStatus.QUEUED
+                retry = r.transient and attempts < cfg.max_attempts
+                status = DeliveryStatus.QUEUED if retry else DeliveryStatus.FAILED
+                if r.transient and not retry:
+                    error = f"gave up after {attempts} attempts: {error}"
+                # Failures are rare: one statement each keeps the code plain. A row a takeover has made
+                # IN_DOUBT meanwhile stays so (see _RECORD_SENT).
+                changed = await s.execute(
+                    update(Delivery)
+                    .where(Delivery.id == did, Delivery.status.in_(_UNSETTLED))
+                    .values(status=status, attempts=attempts, last_error=error, updated_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+                if not changed.rowcount:  # type: ignore[attr-defined]
+                    continue
+                if retry:
                     wait = (
                         r.retry_after
                         if r.retry_after is not None
@@ -654,17 +669,7 @@ class CampaignSender:
                     tally.retry_after = max(tally.retry_after or 0.0, wait)
                     tally.retry_ids.append(did)
                 else:
-                    status = DeliveryStatus.FAILED
                     tally.failed += 1
-                    if r.transient:
-                        error = f"gave up after {attempts} attempts: {error}"
-                # Failures are rare: one statement each keeps the code plain.
-                await s.execute(
-                    update(Delivery)
-                    .where(Delivery.id == did)
-                    .values(status=status, attempts=attempts, last_error=error, updated_at=now)
-                    .execution_options(synchronize_session=False)
-                )
             if sent_rows and self.db.dialect == "postgresql":
                 params = {
                     "ids": [row["b_id"] for row in sent_rows],
@@ -672,12 +677,14 @@ class CampaignSender:
                     "atts": [row["b_att"] for row in sent_rows],
                     "now": now,
                 }
-                await s.execute(_RECORD_SENT_PG, params)
-                tally.sent = len(sent_rows)
+                tally.sent = int((await s.execute(_RECORD_SENT_PG, params)).rowcount or 0)  # type: ignore[attr-defined]
             elif sent_rows:
-                await s.execute(
+                recorded = await s.execute(
                     update(Delivery.__table__)  # type: ignore[arg-type]
-                    .where(Delivery.__table__.c.id == bindparam("b_id"))
+                    .where(
+                        Delivery.__table__.c.id == bindparam("b_id"),
+                        Delivery.__table__.c.status == DeliveryStatus.SENDING,
+                    )
                     .values(
                         status=DeliveryStatus.SENT,
                         provider_message_id=bindparam("b_pid"),
@@ -688,7 +695,7 @@ class CampaignSender:
                     ),
                     sent_rows,
                 )
-                tally.sent = len(sent_rows)
+                tally.sent = int(recorded.rowcount or 0)  # type: ignore[attr-defined]
             if tally.sent or tally.failed:
                 await self._bump(s, campaign_id, sent=tally.sent, failed=tally.failed)
             campaign = None
