@@ -375,3 +375,5 @@ def configure_logging(settings: Settings) -> None:
     if settings.log_level != "DEBUG":
         # Alembic narrates its plugin set-up at INFO; migrations log what was applied themselves.
         logging.getLogger("alembic").setLevel(logging.WARNING)
+        # httpx logs every request at INFO: one line per message sent through SES or SendGrid.
+        logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, exists, func, select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.domain import lifecycle
@@ -52,8 +52,13 @@ async def get_delivery(session: AsyncSession, delivery_id: int) -> Delivery:
     return row
 
 
-async def retry_failed_deliveries(session: AsyncSession, campaign_id: int) -> tuple[Campaign, list[int], int]:
+async def retry_failed_deliveries(
+    session: AsyncSession, campaign_id: int, *, include_in_doubt: bool = False
+) -> tuple[Campaign, list[int], int]:
     """Queue every FAILED delivery of a campaign again; returns the campaign, batches to enqueue, and the count.
+
+    With ``include_in_doubt``, IN_DOUBT deliveries are queued too: the operator accepts that those of them
+    that did go out before their worker died will arrive twice.
 
     A FINISHED campaign goes back to RUNNING until the retried recipients are done; a PAUSED one stays paused
     (resume sends them along with the rest).
@@ -69,13 +74,24 @@ async def retry_failed_deliveries(session: AsyncSession, campaign_id: int) -> tu
             f"Failed deliveries of a {campaign.status.value} campaign cannot be retried",
             "campaignId",
         )
-    failed = and_(Delivery.campaign_id == campaign_id, Delivery.status == DeliveryStatus.FAILED)
-    count = int((await session.execute(select(func.count()).where(failed))).scalar_one())
+    wanted = [DeliveryStatus.FAILED, DeliveryStatus.IN_DOUBT] if include_in_doubt else [DeliveryStatus.FAILED]
+    counts = dict(
+        (
+            await session.execute(
+                select(Delivery.status, func.count())
+                .where(Delivery.campaign_id == campaign_id, Delivery.status.in_(wanted))
+                .group_by(Delivery.status)
+            )
+        ).all()
+    )
+    failed_count = int(counts.get(DeliveryStatus.FAILED, 0))
+    in_doubt_count = int(counts.get(DeliveryStatus.IN_DOUBT, 0))
+    count = failed_count + in_doubt_count
     if count == 0:
         return campaign, [], 0
     await session.execute(
         update(Delivery)
-        .where(failed)
+        .where(Delivery.campaign_id == campaign_id, Delivery.status.in_(wanted))
         .values(status=DeliveryStatus.QUEUED, attempts=0, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
@@ -91,11 +107,14 @@ async def retry_failed_deliveries(session: AsyncSession, campaign_id: int) -> tu
         .values(status=BatchStatus.PENDING, lease_until=None, enqueued_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    campaign.failed_count = max(0, campaign.failed_count - count)
+    campaign.failed_count = max(0, campaign.failed_count - failed_count)
+    campaign.in_doubt_count = max(0, campaign.in_doubt_count - in_doubt_count)
     if campaign.status is CampaignStatus.FINISHED:
         campaign.status = CampaignStatus.RUNNING
         campaign.finished_at = None
-        campaign.status_reason = f"Retrying {count} failed deliveries"
+        campaign.status_reason = f"Retrying {count} failed deliveries" + (
+            f" ({in_doubt_count} of them in doubt)" if in_doubt_count else ""
+        )
     await session.flush()
     batch_ids = (
         await lifecycle.pending_batch_ids(session, campaign_id)

@@ -93,11 +93,14 @@ class CampaignStatus(enum.StrEnum):
 
 class DeliveryStatus(enum.StrEnum):
     QUEUED = "QUEUED"
-    # Committed to the provider: the send was handed over (or was about to be when a worker died).
+    # Being handed over by a live worker: its own request (or SMTP hand-over) is in flight.
     SENDING = "SENDING"
     SENT = "SENT"
     FAILED = "FAILED"
     SKIPPED = "SKIPPED"
+    # The worker stopped while this was SENDING: it may or may not have gone out. Never counted as sent and
+    # never sent again unless an operator retries it.
+    IN_DOUBT = "IN_DOUBT"
 
 
 class BatchStatus(enum.StrEnum):
@@ -218,6 +221,7 @@ class Campaign(TimestampMixin, Base):
     sent_count: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
     failed_count: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
     skipped_count: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
+    in_doubt_count: Mapped[int] = mapped_column(BigInt, nullable=False, default=0, server_default="0")
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 

@@ -5,8 +5,18 @@ Exactly-once rests on three things:
 * the deliveries ledger is unique per (campaign, subscriber), so materialising a batch twice adds nobody twice;
 * a delivery is marked SENDING, and committed, right before the provider is given the final go for it (for SMTP:
   before the terminating ``.`` of DATA, so a worker killed earlier leaves only an unfinished transaction that the
-  server discards); SENDING rows found by a later run are counted as sent and never handed over again;
-* batches are claimed with a lease in the database; a worker that dies simply lets its lease expire.
+  server discards; for SES and SendGrid: right before its own request goes out, never a whole chunk ahead);
+* batches are claimed with a lease in the database; a worker that dies simply lets its lease expire. The run
+  that takes the batch over turns the dead worker's SENDING rows into IN_DOUBT: they may have gone out, so they
+  are never handed over again, and they may not have, so they are not counted as sent either. Only an
+  operator sends them again (``retry_failed_deliveries(include_in_doubt=True)``).
+
+What a SIGKILL leaves in doubt is what was SENDING at that instant. HTTP providers report each request's
+result as it ends (``on_result``), recorded before the request's slot is reused, so that is at most the
+requests in flight: ``concurrency`` of them per process (one recipient each for SES and for personalised
+SendGrid mail). SMTP results are recorded per chunk, so there it is the current chunk of each running batch,
+of which the server can have discarded at most one message per connection (the one whose "." was not
+written); the rest were delivered.
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from emailkit.domain import audience
+from emailkit.domain.coalesce import Coalescer
 from emailkit.domain.db import Database
 from emailkit.domain.errors import ErrorCode, NotFound
 from emailkit.domain.events import META_CAMPAIGN, META_SUBSCRIBER
@@ -78,6 +89,9 @@ log = logging.getLogger(__name__)
 # Messages rendered between two yields to the event loop.
 RENDER_SLICE = 4
 
+# Rows a result may still be recorded on: not yet handed over (failed before it) or handed over by this run.
+_UNSETTLED = (DeliveryStatus.QUEUED, DeliveryStatus.SENDING)
+
 IN_DOUBT_NOTE = "outcome unknown: the worker stopped while handing this message to the provider"
 
 
@@ -105,6 +119,8 @@ class BatchOutcome:
     sent: int = 0
     failed: int = 0
     skipped: int = 0
+    # Left SENDING by a dead worker, settled by this run.
+    in_doubt: int = 0
     # Transient failures remain: run the batch again after this many seconds.
     retry_after: float | None = None
     campaign_finished: bool = False
@@ -188,7 +204,7 @@ def _record_sent_pg() -> Any:
     now = bindparam("now", type_=table.c.sent_at.type)
     return (
         update(table)  # type: ignore[arg-type]
-        .where(table.c.id == rows.c.ids)
+        .where(table.c.id == rows.c.ids, table.c.status == DeliveryStatus.SENDING)
         .values(
             status=DeliveryStatus.SENT,
             provider_message_id=rows.c.pids,
@@ -387,7 +403,7 @@ class CampaignSender:
         return skipped
 
     async def _settle_in_doubt(self, s: AsyncSession, batch: CampaignBatch) -> int:
-        """SENDING rows left by a dead worker were handed over: count them as sent, never send them again."""
+        """SENDING rows left by a dead worker may or may not have gone out: IN_DOUBT, never sent again."""
         stmt = (
             update(Delivery)
             .where(
@@ -395,17 +411,23 @@ class CampaignSender:
                 Delivery.subscriber_id.between(batch.lo_id, batch.hi_id),
                 Delivery.status == DeliveryStatus.SENDING,
             )
-            .values(status=DeliveryStatus.SENT, last_error=IN_DOUBT_NOTE, sent_at=utcnow())
+            .values(status=DeliveryStatus.IN_DOUBT, last_error=IN_DOUBT_NOTE, updated_at=utcnow())
             .execution_options(synchronize_session=False)
         )
         n = int((await s.execute(stmt)).rowcount or 0)  # type: ignore[attr-defined]
         if n:
-            await self._bump(s, batch.campaign_id, sent=n)
+            await self._bump(s, batch.campaign_id, in_doubt=n)
         return n
 
     @staticmethod
     async def _bump(
-        s: AsyncSession, campaign_id: int, *, sent: int = 0, failed: int = 0, skipped: int = 0
+        s: AsyncSession,
+        campaign_id: int,
+        *,
+        sent: int = 0,
+        failed: int = 0,
+        skipped: int = 0,
+        in_doubt: int = 0,
     ) -> None:
         await s.execute(
             update(Campaign)
@@ -414,6 +436,7 @@ class CampaignSender:
                 sent_count=Campaign.sent_count + sent,
                 failed_count=Campaign.failed_count + failed,
                 skipped_count=Campaign.skipped_count + skipped,
+                in_doubt_count=Campaign.in_doubt_count + in_doubt,
             )
             .execution_options(synchronize_session=False)
         )
@@ -624,14 +647,13 @@ class CampaignSender:
         if lent is not None and results and all(r.ok for r in results):
             # The usual chunk: everyone sent. One statement records them and returns the counters.
             ids = [int(r.delivery_id) for r in results]
-            campaign = await lent.record_sent(
+            campaign, tally.sent = await lent.record_sent(
                 campaign_id=campaign_id,
                 ids=ids,
                 provider_ids=[r.provider_message_id for r in results],
                 attempts=[pending[i].attempts + 1 for i in ids],
                 now=now,
             )
-            tally.sent = len(ids)
             return tally, campaign
         async with self.db.transaction() as s:
             sent_rows = []
@@ -642,8 +664,21 @@ class CampaignSender:
                     sent_rows.append({"b_id": did, "b_pid": r.provider_message_id, "b_att": attempts})
                     continue
                 error = (r.error or "unknown error")[:2000]
-                if r.transient and attempts < cfg.max_attempts:
-                    status = DeliveryStatus.QUEUED
+                retry = r.transient and attempts < cfg.max_attempts
+                status = DeliveryStatus.QUEUED if retry else DeliveryStatus.FAILED
+                if r.transient and not retry:
+                    error = f"gave up after {attempts} attempts: {error}"
+                # Failures are rare: one statement each keeps the code plain. A row a takeover has made
+                # IN_DOUBT meanwhile stays so (see _RECORD_SENT).
+                changed = await s.execute(
+                    update(Delivery)
+                    .where(Delivery.id == did, Delivery.status.in_(_UNSETTLED))
+                    .values(status=status, attempts=attempts, last_error=error, updated_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+                if not changed.rowcount:  # type: ignore[attr-defined]
+                    continue
+                if retry:
                     wait = (
                         r.retry_after
                         if r.retry_after is not None
@@ -652,17 +687,7 @@ class CampaignSender:
                     tally.retry_after = max(tally.retry_after or 0.0, wait)
                     tally.retry_ids.append(did)
                 else:
-                    status = DeliveryStatus.FAILED
                     tally.failed += 1
-                    if r.transient:
-                        error = f"gave up after {attempts} attempts: {error}"
-                # Failures are rare: one statement each keeps the code plain.
-                await s.execute(
-                    update(Delivery)
-                    .where(Delivery.id == did)
-                    .values(status=status, attempts=attempts, last_error=error, updated_at=now)
-                    .execution_options(synchronize_session=False)
-                )
             if sent_rows and self.db.dialect == "postgresql":
                 params = {
                     "ids": [row["b_id"] for row in sent_rows],
@@ -670,12 +695,14 @@ class CampaignSender:
                     "atts": [row["b_att"] for row in sent_rows],
                     "now": now,
                 }
-                await s.execute(_RECORD_SENT_PG, params)
-                tally.sent = len(sent_rows)
+                tally.sent = int((await s.execute(_RECORD_SENT_PG, params)).rowcount or 0)  # type: ignore[attr-defined]
             elif sent_rows:
-                await s.execute(
+                recorded = await s.execute(
                     update(Delivery.__table__)  # type: ignore[arg-type]
-                    .where(Delivery.__table__.c.id == bindparam("b_id"))
+                    .where(
+                        Delivery.__table__.c.id == bindparam("b_id"),
+                        Delivery.__table__.c.status == DeliveryStatus.SENDING,
+                    )
                     .values(
                         status=DeliveryStatus.SENT,
                         provider_message_id=bindparam("b_pid"),
@@ -686,7 +713,7 @@ class CampaignSender:
                     ),
                     sent_rows,
                 )
-                tally.sent = len(sent_rows)
+                tally.sent = int(recorded.rowcount or 0)  # type: ignore[attr-defined]
             if tally.sent or tally.failed:
                 await self._bump(s, campaign_id, sent=tally.sent, failed=tally.failed)
             campaign = None
@@ -800,18 +827,26 @@ class CampaignSender:
             results: list[SendResult] = []
             step = max(1, self.provider.max_batch_size)
             on_commit = functools.partial(self._mark_sending, batch)
+            early = _EarlyResults(self, campaign_id, pending, batch_id)
             try:
                 for start in range(0, len(messages), step):
                     part = messages[start : start + step]
                     if self.limiter is not None:
                         await self.limiter.acquire(len(part))
-                    results.extend(await self.provider.send_batch(part, on_commit=on_commit))
+                    results.extend(
+                        await self.provider.send_batch(part, on_commit=on_commit, on_result=early.submit)
+                    )
             except LeaseLost:
-                # The new owner counts what this worker handed over (as in doubt); recording it here too
+                # The new owner settles what this worker left SENDING as in doubt; recording it here too
                 # would count it twice.
                 log.warning("batch %s: taken over by another worker; stopping", batch_id)
                 return True, None
-            tally, campaign = await self._record(campaign_id, pending, results, batch_id)
+            rest = [r for r in results if r.delivery_id not in early.recorded]
+            campaign = early.campaign
+            if rest or not early.recorded:
+                late, campaign = await self._record(campaign_id, pending, rest, batch_id)
+                early.add(late)
+            tally = early.tally
             outcome.sent += tally.sent
             outcome.failed += tally.failed
             if tally.retry_after is not None:
@@ -835,7 +870,7 @@ class CampaignSender:
                 failure = f"The campaign content could not be compiled: {exc}"
             if compiled is not None:
                 outcome.skipped = await self._materialise(s, batch)
-                outcome.sent += await self._settle_in_doubt(s, batch)
+                outcome.in_doubt = await self._settle_in_doubt(s, batch)
         if compiled is None:
             await self._fail_campaign(campaign_id, failure)
             await self._release(batch, done=False)
@@ -856,6 +891,41 @@ class CampaignSender:
         outcome.campaign_finished = await self._finish_if_complete(campaign_id)
         await self._report(campaign_id, final=outcome.campaign_finished)
         return outcome
+
+
+class _EarlyResults:
+    """Records results a provider reports as each request ends, so they do not stay SENDING until the chunk
+    is done (a crash would leave them in doubt although their outcome was known); concurrent reports are
+    recorded together, one group at a time."""
+
+    def __init__(
+        self, sender: CampaignSender, campaign_id: int, pending: dict[int, Pending], batch_id: int
+    ) -> None:
+        self._sender = sender
+        self._campaign_id = campaign_id
+        self._pending = pending
+        self._batch_id = batch_id
+        self._coalescer: Coalescer[SendResult] = Coalescer(self._flush)
+        self.recorded: set[str] = set()
+        self.tally = _Tally()
+        self.campaign: Campaign | None = None
+
+    async def submit(self, results: Sequence[SendResult]) -> None:
+        await self._coalescer.submit(results)
+
+    async def _flush(self, results: list[SendResult]) -> None:
+        tally, self.campaign = await self._sender._record(
+            self._campaign_id, self._pending, results, self._batch_id
+        )
+        self.recorded.update(r.delivery_id for r in results)
+        self.add(tally)
+
+    def add(self, tally: _Tally) -> None:
+        self.tally.sent += tally.sent
+        self.tally.failed += tally.failed
+        self.tally.retry_ids.extend(tally.retry_ids)
+        if tally.retry_after is not None:
+            self.tally.retry_after = max(self.tally.retry_after or 0.0, tally.retry_after)
 
 
 def _header_safe(text: str) -> str:

@@ -35,7 +35,8 @@ _MARK_SENDING = """
 # The lease is renewed on a timer too; doing it here as well costs nothing.
 _STATE_AND_LEASE = """
     WITH lease AS (UPDATE campaign_batches SET lease_until = $2 WHERE id = $1)
-    SELECT id, status, status_reason, recipients_count, sent_count, failed_count, skipped_count
+    SELECT id, status, status_reason, recipients_count, sent_count, failed_count, skipped_count,
+        in_doubt_count
     FROM campaigns WHERE id = $3
 """
 
@@ -47,17 +48,21 @@ _CHUNK = """
     LIMIT $6
 """
 
+# Only rows still SENDING: a takeover that found this worker presumed dead has made them IN_DOUBT meanwhile,
+# and counting them as sent too would count them twice.
 _RECORD_SENT = """
     WITH sent AS (
         UPDATE deliveries AS d
         SET status = $1, provider_message_id = v.pid, attempts = v.att, sent_at = $5, updated_at = $5,
             last_error = NULL
         FROM unnest($2::bigint[], $3::text[], $4::int[]) AS v(id, pid, att)
-        WHERE d.id = v.id
+        WHERE d.id = v.id AND d.status = $6
+        RETURNING 1
     )
-    UPDATE campaigns SET sent_count = sent_count + $6, updated_at = $5
+    UPDATE campaigns SET sent_count = sent_count + (SELECT count(*) FROM sent), updated_at = $5
     WHERE id = $7
-    RETURNING id, status, status_reason, recipients_count, sent_count, failed_count, skipped_count
+    RETURNING id, status, status_reason, recipients_count, sent_count, failed_count, skipped_count,
+        in_doubt_count, (SELECT count(*) FROM sent) AS recorded
 """
 
 
@@ -85,6 +90,7 @@ def _campaign(row: Any) -> Campaign | None:
         sent_count=row["sent_count"],
         failed_count=row["failed_count"],
         skipped_count=row["skipped_count"],
+        in_doubt_count=row["in_doubt_count"],
     )
 
 
@@ -145,8 +151,9 @@ class BatchConnection:
         provider_ids: list[str | None],
         attempts: list[int],
         now: datetime,
-    ) -> Campaign | None:
-        """Mark deliveries SENT and add them to the campaign's counter in one statement."""
+    ) -> tuple[Campaign | None, int]:
+        """Mark SENDING deliveries SENT and add them to the campaign's counter in one statement; returns the
+        campaign and how many were recorded."""
         async with self._lock:
             row = await self._driver.fetchrow(
                 _RECORD_SENT,
@@ -155,7 +162,7 @@ class BatchConnection:
                 provider_ids,
                 attempts,
                 now,
-                len(ids),
+                DeliveryStatus.SENDING.value,
                 campaign_id,
             )
-        return _campaign(row)
+        return _campaign(row), int(row["recorded"]) if row is not None else 0

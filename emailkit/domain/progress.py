@@ -26,6 +26,7 @@ def snapshot(campaign: Campaign) -> dict[str, Any]:
         "sent": campaign.sent_count,
         "failed": campaign.failed_count,
         "skipped": campaign.skipped_count,
+        "inDoubt": campaign.in_doubt_count,
         "at": time.time(),
     }
 

@@ -85,6 +85,8 @@ class SendResult:
 
 #: Called with the delivery ids a provider is about to hand over (see :meth:`EmailProvider.send_batch`).
 CommitHook = Callable[[Sequence[str]], Awaitable[None]]
+#: Called with the results of messages whose hand-over has just ended (see :meth:`EmailProvider.send_batch`).
+ResultHook = Callable[[Sequence[SendResult]], Awaitable[None]]
 
 
 class EmailProvider(Protocol):
@@ -92,7 +94,11 @@ class EmailProvider(Protocol):
     max_batch_size: int
 
     async def send_batch(
-        self, messages: Sequence[OutgoingMessage], *, on_commit: CommitHook | None = None
+        self,
+        messages: Sequence[OutgoingMessage],
+        *,
+        on_commit: CommitHook | None = None,
+        on_result: ResultHook | None = None,
     ) -> list[SendResult]:
         """Send each message; return one result per message, in order.
 
@@ -103,6 +109,12 @@ class EmailProvider(Protocol):
         final hand-over (smtp: per message, before the terminating "." of DATA), which narrows what a
         crash leaves in doubt; an id is passed again when its hand-over is retried on a new connection.
         If it raises, the messages it was called for are not sent and the exception propagates.
+
+        ``on_result``, when the provider supports it, is awaited with the results of one request as soon as
+        it ends, before the request's slot goes to another one (HTTP providers: each SES or SendGrid
+        request). With ``on_commit`` called per request too, only the requests in flight are ever
+        committed-but-unrecorded, which bounds what a crash leaves in doubt. Those results are returned
+        as well; the caller records the ones it was not given through the hook.
         """
         ...
 

@@ -7,6 +7,7 @@ from sqlalchemy import select, update
 from emailkit.domain import optin
 from emailkit.domain.deliveries import render_context
 from emailkit.domain.models import ContentFormat, Delivery, DeliveryStatus, Subscriber, Template
+from emailkit.domain.pipeline import IN_DOUBT_NOTE
 from emailkit.domain.rendering import compile_content
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.sending import DELIVERY_TAG, Address, OutgoingMessage, SendResult
@@ -27,6 +28,10 @@ async def send_transactional(runtime: Runtime, delivery_id: int, *, max_attempts
         raise RuntimeError("this process was not configured to send mail")
     async with runtime.db.session() as s:
         delivery = await s.get(Delivery, delivery_id)
+        if delivery is not None and delivery.status is DeliveryStatus.SENDING:
+            # The queue hands a job over again only once its worker is gone, which died handing this one over.
+            await _settle_in_doubt(runtime, delivery_id)
+            return None
         if delivery is None or delivery.status is not DeliveryStatus.QUEUED:
             return None  # already handled by an earlier run of this job
         template = await s.get(Template, delivery.template_id) if delivery.template_id is not None else None
@@ -90,6 +95,15 @@ async def send_transactional(runtime: Runtime, delivery_id: int, *, max_attempts
     if not result.ok and result.transient and attempts < max_attempts:
         raise TransientSendFailure(result.error or "transient failure", result.retry_after)
     return result
+
+
+async def _settle_in_doubt(runtime: Runtime, delivery_id: int) -> None:
+    async with runtime.db.transaction() as s:
+        await s.execute(
+            update(Delivery)
+            .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.SENDING)
+            .values(status=DeliveryStatus.IN_DOUBT, last_error=IN_DOUBT_NOTE, updated_at=utcnow())
+        )
 
 
 async def queued_transactional_ids(runtime: Runtime, limit: int = 500) -> list[int]:

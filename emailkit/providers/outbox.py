@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from emailkit.domain.mime import MimeBuilder, MimeError
-from emailkit.domain.sending import CommitHook, OutgoingMessage, SendResult
+from emailkit.domain.sending import CommitHook, OutgoingMessage, ResultHook, SendResult
 from emailkit.providers.dkim import DkimSigner
 
 
@@ -28,7 +28,11 @@ class OutboxProvider:
         self._builder = builder or MimeBuilder()
 
     async def send_batch(
-        self, messages: Sequence[OutgoingMessage], *, on_commit: CommitHook | None = None
+        self,
+        messages: Sequence[OutgoingMessage],
+        *,
+        on_commit: CommitHook | None = None,
+        on_result: ResultHook | None = None,
     ) -> list[SendResult]:
         rendered: list[tuple[OutgoingMessage, bytes | None, str]] = []
         for message in messages:

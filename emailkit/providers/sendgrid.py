@@ -11,6 +11,12 @@ from ``X-RateLimit-Reset`` (or ``Retry-After``); 5xx, timeouts and dropped conne
 transient too (the campaign's error budget pauses it with the reason); every other 4xx is permanent. When a
 shared request is refused with 400, its messages are retried one per request so one bad address does not
 fail the others.
+
+Exactly once: a request's recipients are committed as handed over (``on_commit``) only once the request holds
+one of the ``concurrency`` slots, right before it goes out, and its results are reported (``on_result``)
+before the slot is given up. A worker killed at any moment leaves at most the recipients of the requests in
+flight in doubt (one each when personalised, up to 1000 for a shared request). Commits of requests that
+become ready together are coalesced into one.
 """
 
 from __future__ import annotations
@@ -23,11 +29,13 @@ from typing import Any
 
 import httpx
 
+from emailkit.domain.coalesce import Coalescer
 from emailkit.domain.sending import (
     DELIVERY_TAG,
     Address,
     CommitHook,
     OutgoingMessage,
+    ResultHook,
     SendResult,
     http_status_is_transient,
 )
@@ -154,22 +162,39 @@ class SendGridProvider:
             payload["categories"] = self._categories
         return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
 
-    async def _post(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+    async def _post(
+        self,
+        messages: Sequence[OutgoingMessage],
+        commits: Coalescer[str] | None = None,
+        on_result: ResultHook | None = None,
+    ) -> list[SendResult]:
         body = self._payload(messages)
         async with self._semaphore:
+            if commits is not None:
+                await commits.submit([m.delivery_id for m in messages])
+            results: list[SendResult] | None
             try:
                 response = await self._client.post(self.url, content=body, headers=self._headers)
             except httpx.TransportError as exc:
                 error = f"SendGrid request failed: {type(exc).__name__}: {exc}"
-                return [SendResult.failed(m.delivery_id, error, transient=True) for m in messages]
+                results = [SendResult.failed(m.delivery_id, error, transient=True) for m in messages]
+            else:
+                split = response.status_code == 400 and len(messages) > 1
+                results = None if split else self._results(messages, response)
+            if results is not None:
+                if on_result is not None:
+                    await on_result(results)
+                return results
+        # Find out which personalization was the problem instead of failing all of them. The request was
+        # refused whole, so these recipients stay SENDING only until their single requests are recorded.
+        singles = await asyncio.gather(*(self._post([m], commits, on_result) for m in messages))
+        return [result for single in singles for result in single]
+
+    def _results(self, messages: Sequence[OutgoingMessage], response: httpx.Response) -> list[SendResult]:
         status = response.status_code
         if 200 <= status < 300:
             message_id = response.headers.get("x-message-id")
             return [SendResult.sent(m.delivery_id, message_id) for m in messages]
-        if status == 400 and len(messages) > 1:
-            # Find out which personalization was the problem instead of failing all of them.
-            singles = await asyncio.gather(*(self._post([m]) for m in messages))
-            return [result for single in singles for result in single]
         error = f"SendGrid {status}: {_error_text(response)}"
         transient = http_status_is_transient(status) or status in (401, 403)
         retry_after = _retry_after(response) if transient else None
@@ -179,10 +204,12 @@ class SendGridProvider:
         ]
 
     async def send_batch(
-        self, messages: Sequence[OutgoingMessage], *, on_commit: CommitHook | None = None
+        self,
+        messages: Sequence[OutgoingMessage],
+        *,
+        on_commit: CommitHook | None = None,
+        on_result: ResultHook | None = None,
     ) -> list[SendResult]:
-        if messages and on_commit is not None:
-            await on_commit([m.delivery_id for m in messages])
         groups: dict[tuple[object, ...], list[int]] = {}
         for index, message in enumerate(messages):
             groups.setdefault(_group_key(message), []).append(index)
@@ -190,10 +217,20 @@ class SendGridProvider:
         for indexes in groups.values():
             for start in range(0, len(indexes), MAX_PERSONALIZATIONS):
                 requests.append(indexes[start : start + MAX_PERSONALIZATIONS])
-        outcomes = await asyncio.gather(*(self._post([messages[i] for i in chunk]) for chunk in requests))
+        commits = Coalescer(on_commit) if on_commit is not None else None
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(self._post([messages[i] for i in chunk], commits, on_result))
+                    for chunk in requests
+                ]
+        except BaseExceptionGroup as group_error:
+            # The hook's own error (the pipeline expects LeaseLost as raised); the other requests were
+            # cancelled with it.
+            raise group_error.exceptions[0] from None
         by_index: dict[int, SendResult] = {}
-        for chunk, outcome in zip(requests, outcomes, strict=True):
-            by_index.update(zip(chunk, outcome, strict=True))
+        for chunk, task in zip(requests, tasks, strict=True):
+            by_index.update(zip(chunk, task.result(), strict=True))
         return [by_index[i] for i in range(len(messages))]
 
     async def close(self) -> None:

@@ -3,6 +3,12 @@
 Each message is one request (its content is personal), sent with bounded concurrency. The delivery id and
 the message's metadata travel as EmailTags, so SES event notifications name the delivery they are about.
 
+Exactly once: a message is committed as handed over (``on_commit``) only once it holds one of the
+``concurrency`` request slots, right before its request goes out, and its result is reported
+(``on_result``) before the slot is given up. A worker killed at any moment therefore leaves at most
+``concurrency`` messages in doubt: the requests in flight. Commits of requests that become ready together
+are coalesced into one.
+
 Error classification beyond the generic HTTP rule: SES answers account-level problems (sending paused,
 daily quota exhausted, unverified MAIL FROM domain, unknown configuration set, rejected credentials:
 401/403) with 4xx codes, but they say nothing about the recipient and clear up once the account is fixed,
@@ -25,11 +31,13 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials, ReadOnlyCredentials
 from botocore.session import get_session
 
+from emailkit.domain.coalesce import Coalescer
 from emailkit.domain.mime import MimeBuilder, MimeError, ascii_email
 from emailkit.domain.sending import (
     DELIVERY_TAG,
     CommitHook,
     OutgoingMessage,
+    ResultHook,
     SendResult,
     http_status_is_transient,
 )
@@ -133,18 +141,29 @@ class SesProvider:
         return dict(request.headers.items())
 
     async def _post(
-        self, message: OutgoingMessage, body: bytes, credentials: ReadOnlyCredentials
+        self,
+        message: OutgoingMessage,
+        body: bytes,
+        credentials: ReadOnlyCredentials,
+        commits: Coalescer[str] | None,
+        on_result: ResultHook | None,
     ) -> SendResult:
         async with self._semaphore:
+            if commits is not None:
+                await commits.submit([message.delivery_id])
             try:
                 response = await self._client.post(
                     self.url, content=body, headers=self._signed_headers(body, credentials)
                 )
             except httpx.TransportError as exc:
-                return SendResult.failed(
+                result = SendResult.failed(
                     message.delivery_id, f"SES request failed: {type(exc).__name__}: {exc}", transient=True
                 )
-        return self._result(message, response)
+            else:
+                result = self._result(message, response)
+            if on_result is not None:
+                await on_result([result])
+        return result
 
     def _result(self, message: OutgoingMessage, response: httpx.Response) -> SendResult:
         if response.status_code == 200:
@@ -169,7 +188,11 @@ class SesProvider:
         )
 
     async def send_batch(
-        self, messages: Sequence[OutgoingMessage], *, on_commit: CommitHook | None = None
+        self,
+        messages: Sequence[OutgoingMessage],
+        *,
+        on_commit: CommitHook | None = None,
+        on_result: ResultHook | None = None,
     ) -> list[SendResult]:
         results: dict[int, SendResult] = {}
         bodies: dict[int, bytes] = {}
@@ -185,12 +208,20 @@ class SesProvider:
                 for index in bodies:
                     results[index] = SendResult.failed(messages[index].delivery_id, str(exc), transient=True)
             else:
-                if on_commit is not None:
-                    await on_commit([messages[index].delivery_id for index in bodies])
-                sent = await asyncio.gather(
-                    *(self._post(messages[index], body, credentials) for index, body in bodies.items())
-                )
-                results.update(zip(bodies, sent, strict=True))
+                commits = Coalescer(on_commit) if on_commit is not None else None
+                try:
+                    async with asyncio.TaskGroup() as group:
+                        tasks = {
+                            index: group.create_task(
+                                self._post(messages[index], body, credentials, commits, on_result)
+                            )
+                            for index, body in bodies.items()
+                        }
+                except BaseExceptionGroup as group_error:
+                    # The hook's own error (the pipeline expects LeaseLost as raised); the other requests
+                    # were cancelled with it.
+                    raise group_error.exceptions[0] from None
+                results.update({index: task.result() for index, task in tasks.items()})
         return [results[index] for index in range(len(messages))]
 
     async def close(self) -> None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from emailkit.domain.mime import MimeBuilder, MimeError, ascii_email
-from emailkit.domain.sending import CommitHook, OutgoingMessage, SendResult
+from emailkit.domain.sending import CommitHook, OutgoingMessage, ResultHook, SendResult
 from emailkit.providers.dkim import DkimSigner
 from emailkit.providers.smtp_pool import Admit, SessionOptions, SmtpConnectError, SmtpJob, SmtpPool
 
@@ -191,7 +191,11 @@ class SmtpProvider:
         return None
 
     async def send_batch(
-        self, messages: Sequence[OutgoingMessage], *, on_commit: CommitHook | None = None
+        self,
+        messages: Sequence[OutgoingMessage],
+        *,
+        on_commit: CommitHook | None = None,
+        on_result: ResultHook | None = None,
     ) -> list[SendResult]:
         if not messages:
             return []

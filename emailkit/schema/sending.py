@@ -88,6 +88,10 @@ class CampaignProgress:
     sent: int
     failed: int
     skipped: int
+    in_doubt: int = strawberry.field(
+        description="Recipients whose worker died while handing them over: they may or may not have received "
+        "the message. Not counted as sent, never sent again unless retried with includeInDoubt."
+    )
     rate_per_second: float = strawberry.field(description="Recipients processed per second, recently.")
     eta_seconds: float | None = strawberry.field(
         description="Estimated seconds to completion; null if unknown."
@@ -102,6 +106,7 @@ def progress_of(campaign: CampaignRow, estimate: progress.Estimate | None = None
         sent=campaign.sent_count,
         failed=campaign.failed_count,
         skipped=campaign.skipped_count,
+        in_doubt=campaign.in_doubt_count,
         rate_per_second=estimate.rate_per_second if estimate else 0.0,
         eta_seconds=estimate.eta_seconds if estimate else None,
     )
@@ -148,6 +153,11 @@ class ScheduleCampaignInput:
 @strawberry.input
 class RetryFailedDeliveriesInput:
     campaign_id: strawberry.ID
+    include_in_doubt: bool = strawberry.field(
+        default=False,
+        description="Queue the IN_DOUBT deliveries too. Some of them did reach their recipient, who then "
+        "gets the message twice.",
+    )
 
 
 @strawberry.input
@@ -264,7 +274,9 @@ class Mutation:
         )
         return _campaign_payload(out.value, out.errors)
 
-    @write_mutation(description="Queue every FAILED delivery of the campaign again.")
+    @write_mutation(
+        description="Queue every FAILED delivery of the campaign again (and the IN_DOUBT ones if asked)."
+    )
     async def retry_failed_deliveries(
         self, info: Info, input: RetryFailedDeliveriesInput
     ) -> RetryFailedDeliveriesPayload:
@@ -273,7 +285,9 @@ class Mutation:
         out = await mutate(
             info,
             lambda s: deliveries.retry_failed_deliveries(
-                s, decode_id(input.campaign_id, "Campaign", "campaignId")
+                s,
+                decode_id(input.campaign_id, "Campaign", "campaignId"),
+                include_in_doubt=input.include_in_doubt,
             ),
         )
         if out.value is None:
@@ -371,6 +385,7 @@ def _from_message(message: dict[str, object]) -> CampaignProgress:
         sent=int(message["sent"]),  # type: ignore[call-overload]
         failed=int(message["failed"]),  # type: ignore[call-overload]
         skipped=int(message["skipped"]),  # type: ignore[call-overload]
+        in_doubt=int(message.get("inDoubt", 0)),  # type: ignore[call-overload]
         rate_per_second=0.0,
         eta_seconds=None,
     )
@@ -379,7 +394,7 @@ def _from_message(message: dict[str, object]) -> CampaignProgress:
 def _estimated(
     p: CampaignProgress, estimator: progress.RateEstimator, message: dict[str, object]
 ) -> CampaignProgress:
-    processed = p.sent + p.failed + p.skipped
+    processed = p.sent + p.failed + p.skipped + p.in_doubt
     at = message.get("at")
     estimate = estimator.add(
         float(at) if isinstance(at, int | float) else 0.0,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, update
 
-from emailkit.domain import lifecycle
+from emailkit.domain import deliveries, lifecycle
 from emailkit.domain.db import Database
 from emailkit.domain.models import (
     BatchStatus,
@@ -51,7 +51,9 @@ class CountingProvider:
         self.max_batch_size = inner.max_batch_size
         self.sent_to: list[str] = []
 
-    async def send_batch(self, messages: Sequence[OutgoingMessage], *, on_commit=None) -> list[SendResult]:  # type: ignore[no-untyped-def]
+    async def send_batch(
+        self, messages: Sequence[OutgoingMessage], *, on_commit=None, on_result=None
+    ) -> list[SendResult]:  # type: ignore[no-untyped-def]
         results = await self.inner.send_batch(messages, on_commit=on_commit)
         self.sent_to.extend(m.recipient for m, r in zip(messages, results, strict=True) if r.ok)
         return results
@@ -209,12 +211,34 @@ async def test_in_doubt_rows_are_never_sent_again(db: Database, tmp_path: Path) 
     await sender.run_batch(batch_id)
     assert sorted(provider.sent_to) == [f"user{i:03d}@example.com" for i in (2, 4)]  # 3 is blocklisted
     row = await campaign_row(db, campaign_id)
-    assert (row.sent_count, row.status) == (4, CampaignStatus.FINISHED)
+    # In doubt: neither counted as sent nor sent again.
+    assert (row.sent_count, row.in_doubt_count, row.status) == (2, 2, CampaignStatus.FINISHED)
     async with db.session() as s:
-        notes = (
-            await s.execute(select(Delivery.last_error).where(Delivery.subscriber_id == ids[0]))
-        ).scalar_one()
-    assert notes is not None and "outcome unknown" in notes
+        doubtful = (
+            await s.execute(
+                select(Delivery.subscriber_id, Delivery.status, Delivery.last_error, Delivery.sent_at).where(
+                    Delivery.subscriber_id.in_(ids[:2])
+                )
+            )
+        ).all()
+    assert {r.subscriber_id for r in doubtful} == set(ids[:2])
+    assert all(r.status is DeliveryStatus.IN_DOUBT and r.sent_at is None for r in doubtful)
+    assert all(r.last_error is not None and "outcome unknown" in r.last_error for r in doubtful)
+
+    # Retrying failures leaves them alone; only the operator's explicit choice sends them again.
+    async with db.transaction() as s:
+        _, batches, count = await deliveries.retry_failed_deliveries(s, campaign_id)
+    assert (batches, count) == ([], 0)
+    async with db.transaction() as s:
+        campaign, batches, count = await deliveries.retry_failed_deliveries(
+            s, campaign_id, include_in_doubt=True
+        )
+        assert (campaign.status, campaign.in_doubt_count, count) == (CampaignStatus.RUNNING, 0, 2)
+    assert batches == [batch_id]
+    await sender.run_batch(batch_id)
+    assert sorted(provider.sent_to) == [f"user{i:03d}@example.com" for i in (0, 1, 2, 4)]
+    row = await campaign_row(db, campaign_id)
+    assert (row.sent_count, row.in_doubt_count, row.status) == (4, 0, CampaignStatus.FINISHED)
 
 
 async def test_paused_campaign_releases_its_batch_and_resume_continues(db: Database, tmp_path: Path) -> None:
@@ -243,7 +267,9 @@ class FailingProvider:
         self.reject = reject
         self.transient = transient or set()
 
-    async def send_batch(self, messages: Sequence[OutgoingMessage], *, on_commit=None) -> list[SendResult]:  # type: ignore[no-untyped-def]
+    async def send_batch(
+        self, messages: Sequence[OutgoingMessage], *, on_commit=None, on_result=None
+    ) -> list[SendResult]:  # type: ignore[no-untyped-def]
         ok = [m for m in messages if m.recipient not in self.reject | self.transient]
         sent = iter(await self.inner.send_batch(ok, on_commit=on_commit))
         out = []

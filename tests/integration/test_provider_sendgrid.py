@@ -24,6 +24,7 @@ from emailkit.domain.sending import DELIVERY_TAG, Address, OutgoingMessage
 from emailkit.providers.registry import build_provider
 from emailkit.providers.sendgrid import SendGridProvider
 from emailkit.settings import Settings
+from tests.support.handover import HandoverLog
 
 API_KEY = "SG.test-key.0123456789"
 PERSONALIZATION_KEYS = {
@@ -106,6 +107,10 @@ class FakeSendGridState:
     in_flight: int = 0
     max_in_flight: int = 0
     reset_at: int = 0
+    # Seconds each request takes to answer (so concurrent requests overlap as against the real API).
+    delay: float = 0.005
+    # Each request's delivery ids as it arrives, in the order of the client's commits and reports.
+    handover: HandoverLog | None = None
 
 
 def sendgrid_app(state: FakeSendGridState) -> Starlette:
@@ -114,7 +119,7 @@ def sendgrid_app(state: FakeSendGridState) -> Starlette:
         state.max_in_flight = max(state.max_in_flight, state.in_flight)
         try:
             # Yield so concurrent requests overlap the way they do against the real API.
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(state.delay)
             if request.headers.get("authorization") != f"Bearer {API_KEY}":
                 return sg_error(
                     "The provided authorization grant is invalid, expired, or revoked", status=401
@@ -128,6 +133,8 @@ def sendgrid_app(state: FakeSendGridState) -> Starlette:
             problem = validate(body)
             if problem is not None:
                 return sg_error(*problem)
+            if state.handover is not None:
+                state.handover.request(p["custom_args"][DELIVERY_TAG] for p in body["personalizations"])
             emails = [to["email"] for p in body["personalizations"] for to in p["to"]]
             if any(e.startswith("limited@") for e in emails):
                 state.reset_at = int(time.time()) + 30
@@ -314,3 +321,36 @@ async def test_commit_hook_runs_before_any_request() -> None:
     assert all(r.ok for r in results)
     assert seen == [(["c9-s1", "c9-s2"], 0)]
     assert len(state.accepted) == 2
+
+
+async def test_each_request_commits_only_its_own_recipients_and_reports_before_its_slot_is_reused() -> None:
+    log = HandoverLog()
+    messages = [message(i) for i in range(30)]
+    # Plus a shared request of 7 identical messages: one commit for exactly its recipients.
+    messages += [message(100 + i, personal=False) for i in range(7)]
+    async with sendgrid_server() as (url, state), provider(url, concurrency=4) as p:
+        state.handover = log
+        results = await p.send_batch(messages, on_commit=log.on_commit, on_result=log.on_result)
+    assert all(r.ok for r in results)
+    worst = log.check(all_ids={m.delivery_id for m in messages}, most_in_doubt=3 + 7)
+    assert worst >= 2  # requests did overlap
+    requests = [ids for kind, ids in log.events if kind == "request"]
+    assert len(requests) == 31 and {len(ids) for ids in requests} == {1, 7}
+    # Never the whole batch ahead: when the first request went out, at most one request per slot was committed.
+    first = next(i for i, (kind, _) in enumerate(log.events) if kind == "request")
+    assert sum(len(ids) for kind, ids in log.events[:first] if kind == "commit") <= 3 + 7
+
+
+async def test_a_refused_commit_stops_the_requests_not_yet_sent() -> None:
+    committed: list[str] = []
+
+    async def on_commit(ids: Sequence[str]) -> None:
+        if len(committed) >= 3:
+            raise RuntimeError("lease lost")
+        committed.extend(ids)
+
+    async with sendgrid_server() as (url, state), provider(url, concurrency=1) as p:
+        with pytest.raises(RuntimeError, match="lease lost"):
+            await p.send_batch([message(i) for i in range(10)], on_commit=on_commit)
+    sent = [p["custom_args"][DELIVERY_TAG] for b in state.accepted for p in b["personalizations"]]
+    assert sent == committed == ["c9-s0", "c9-s1", "c9-s2"]

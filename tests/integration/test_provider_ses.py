@@ -21,6 +21,7 @@ from emailkit.domain.sending import DELIVERY_HEADER, DELIVERY_TAG, Address, Outg
 from emailkit.providers.registry import build_provider
 from emailkit.providers.ses import SesProvider
 from emailkit.settings import Settings
+from tests.support.handover import HandoverLog
 
 REGION = "us-east-1"
 VERIFIED = "news@news.example.com"
@@ -291,3 +292,31 @@ async def test_commit_hook_runs_before_any_request(moto_url: str) -> None:
         assert len(requests) == 1
     assert results[0].ok and not results[1].ok and not results[1].transient
     assert seen == [(["c3-s20"], 0)]
+
+
+async def test_each_message_is_committed_right_before_its_own_request(moto_url: str) -> None:
+    log = HandoverLog()
+
+    async def record(request: httpx.Request) -> None:
+        tags = json.loads(request.content)["EmailTags"]
+        log.request(t["Value"] for t in tags if t["Name"] == DELIVERY_TAG)
+
+    messages = [message(i, to=Address(f"each{i}@example.org")) for i in range(40)]
+    client = httpx.AsyncClient(event_hooks={"request": [record]})
+    provider = SesProvider(
+        region=REGION,
+        credentials=Credentials("AKIDEXAMPLE", "secret"),
+        endpoint_url=moto_url,
+        client=client,
+        concurrency=5,
+    )
+    try:
+        results = await provider.send_batch(messages, on_commit=log.on_commit, on_result=log.on_result)
+    finally:
+        await provider.close()
+        await client.aclose()
+    assert all(r.ok for r in results), [r.error for r in results]
+    # At most one message per request slot is ever committed without its result recorded.
+    log.check(all_ids={m.delivery_id for m in messages}, most_in_doubt=5)
+    requests = [ids for kind, ids in log.events if kind == "request"]
+    assert len(requests) == 40 and all(len(ids) == 1 for ids in requests)

@@ -19,8 +19,9 @@ from emailkit.domain.feedback.sql import dialect_of, one_of, pg_driver
 from emailkit.domain.feedback.types import Pending
 from emailkit.domain.models import Campaign, Delivery, DeliveryStatus, Subscriber
 
-# Deliveries that actually went out; a SKIPPED or QUEUED row never reached the recipient.
-_HANDED_OVER = (DeliveryStatus.SENT, DeliveryStatus.SENDING)
+# Deliveries that went out (or may have: an event about an IN_DOUBT one shows it did); a SKIPPED or QUEUED
+# row never reached the recipient.
+_HANDED_OVER = (DeliveryStatus.SENT, DeliveryStatus.SENDING, DeliveryStatus.IN_DOUBT)
 
 
 class _Delivery(NamedTuple):
