@@ -23,7 +23,7 @@ async def counters_and_statuses(db: Database) -> tuple[tuple[int, ...], list[tup
 
 async def test_legacy_in_doubt_rows_are_moved_out_of_sent(empty_db: Database) -> None:  # noqa: F811
     db = empty_db
-    await migrate.upgrade(db, "0005")
+    await migrate.upgrade(db, "0007")
     now = datetime.now(UTC)
     async with db.engine.begin() as conn:
         await conn.execute(
@@ -47,7 +47,7 @@ async def test_legacy_in_doubt_rows_are_moved_out_of_sent(empty_db: Database) ->
         (2, 1),
         [("r0@example.com", "SENT"), ("r1@example.com", "IN_DOUBT"), ("r2@example.com", "SENT")],
     )
-    await migrate.downgrade(db, "0005")
+    await migrate.downgrade(db, "0007")
     async with db.engine.connect() as conn:
         rows = (await conn.execute(text("SELECT sent_count FROM campaigns"))).scalars().all()
         statuses = (await conn.execute(text("SELECT status FROM deliveries"))).scalars().all()

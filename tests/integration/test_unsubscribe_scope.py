@@ -32,34 +32,15 @@ from emailkit.domain.models import (
 )
 from emailkit.domain.models_audience import CampaignSegment, Segment
 from emailkit.domain.pipeline import CampaignSender
-from emailkit.domain.sending import EmailProvider, OutgoingMessage, SendResult
 from emailkit.domain.tokens import TokenSigner
 from emailkit.domain.tracking import TrackingUrls
 from emailkit.domain.tracking_events import unsubscribe_delivery
 from emailkit.providers.outbox import OutboxProvider
+from tests.integration.test_pipeline import CountingProvider
 
 BODY = '<p>Hi {{ subscriber.name }}</p><p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>'
 C, U, X = SubscriptionStatus.CONFIRMED, SubscriptionStatus.UNCONFIRMED, SubscriptionStatus.UNSUBSCRIBED
 BERLIN = {"attribute": {"path": "city", "op": "EQ", "value": "Berlin"}}
-
-
-class RecordingProvider:
-    """The outbox, remembering who each message went to."""
-
-    def __init__(self, inner: EmailProvider) -> None:
-        self.inner = inner
-        self.max_batch_size = inner.max_batch_size
-        self.sent_to: list[str] = []
-
-    async def send_batch(
-        self, messages: Sequence[OutgoingMessage], *, on_commit: Any = None
-    ) -> list[SendResult]:
-        results = await self.inner.send_batch(messages, on_commit=on_commit)
-        self.sent_to.extend(m.recipient for m, r in zip(messages, results, strict=True) if r.ok)
-        return results
-
-    async def close(self) -> None:
-        await self.inner.close()
 
 
 @dataclass
@@ -114,7 +95,7 @@ class World:
             campaign_id = campaign.id
         async with self.db.transaction() as s:
             _, batch_ids = await lifecycle.start_campaign(s, campaign_id, batch_size=2)
-        provider = RecordingProvider(OutboxProvider(self.outbox / str(campaign_id)))
+        provider = CountingProvider(OutboxProvider(self.outbox / str(campaign_id)))
         urls = TrackingUrls("https://mail.example.com", TokenSigner("scope-test-secret-0123456789"))
         sender = CampaignSender(self.db, provider, "outbox", urls)
         for batch_id in batch_ids:
