@@ -55,15 +55,16 @@ async def get_delivery(session: AsyncSession, delivery_id: int) -> Delivery:
 async def retry_failed_deliveries(session: AsyncSession, campaign_id: int) -> tuple[Campaign, list[int], int]:
     """Queue every FAILED delivery of a campaign again; returns the campaign, batches to enqueue, and the count.
 
-    A FINISHED campaign goes back to RUNNING until the retried recipients are done; a PAUSED one stays paused
-    (resume sends them along with the rest).
+    A FINISHED campaign (or one that FAILED because every attempt failed) goes back to RUNNING until the retried
+    recipients are done; a PAUSED one stays paused (resume sends them along with the rest).
     """
     campaign = (
         await session.execute(select(Campaign).where(Campaign.id == campaign_id).with_for_update())
     ).scalar_one_or_none()
     if campaign is None:
         raise NotFound("Campaign", code=ErrorCode.CAMPAIGN_NOT_FOUND)
-    if campaign.status not in (CampaignStatus.RUNNING, CampaignStatus.PAUSED, CampaignStatus.FINISHED):
+    reopen = (CampaignStatus.FINISHED, CampaignStatus.FAILED)
+    if campaign.status not in (CampaignStatus.RUNNING, CampaignStatus.PAUSED, *reopen):
         raise DomainError.single(
             ErrorCode.INVALID_STATE,
             f"Failed deliveries of a {campaign.status.value} campaign cannot be retried",
@@ -92,7 +93,7 @@ async def retry_failed_deliveries(session: AsyncSession, campaign_id: int) -> tu
         .execution_options(synchronize_session=False)
     )
     campaign.failed_count = max(0, campaign.failed_count - count)
-    if campaign.status is CampaignStatus.FINISHED:
+    if campaign.status in reopen:
         campaign.status = CampaignStatus.RUNNING
         campaign.finished_at = None
         campaign.status_reason = f"Retrying {count} failed deliveries"

@@ -40,7 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from emailkit.domain import audience
+from emailkit.domain import audience, lifecycle
 from emailkit.domain.db import Database
 from emailkit.domain.errors import ErrorCode, NotFound
 from emailkit.domain.events import META_CAMPAIGN, META_SUBSCRIBER
@@ -68,6 +68,7 @@ from emailkit.domain.rendering import (
     template_context,
 )
 from emailkit.domain.runtime import Runtime
+from emailkit.domain.send_failures import FailureLog
 from emailkit.domain.sending import DELIVERY_TAG, Address, EmailProvider, OutgoingMessage, SendResult
 from emailkit.domain.tokens import TokenSigner
 from emailkit.domain.tracking import TrackingUrls, add_open_pixel, rewrite_links
@@ -108,6 +109,8 @@ class BatchOutcome:
     # Transient failures remain: run the batch again after this many seconds.
     retry_after: float | None = None
     campaign_finished: bool = False
+    # Failed and retried attempts by reason, logged once per batch run.
+    failures: FailureLog = field(default_factory=FailureLog)
 
 
 @dataclass
@@ -712,16 +715,10 @@ class CampaignSender:
 
     async def _finish_if_complete(self, campaign_id: int) -> bool:
         async with self.db.transaction() as s:
-            open_batches = exists().where(
-                CampaignBatch.campaign_id == campaign_id, CampaignBatch.status != BatchStatus.DONE
-            )
-            stmt = (
-                update(Campaign)
-                .where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.RUNNING, ~open_batches)
-                .values(status=CampaignStatus.FINISHED, finished_at=utcnow())
-                .execution_options(synchronize_session=False)
-            )
-            return bool((await s.execute(stmt)).rowcount)  # type: ignore[attr-defined]
+            ended = await lifecycle.finish_if_complete(s, campaign_id)
+        if ended is CampaignStatus.FAILED:
+            log.warning("campaign %s: every attempted recipient failed; marked FAILED", campaign_id)
+        return ended is not None
 
     async def _report(
         self, campaign_id: int, *, final: bool = False, campaign: Campaign | None = None
@@ -796,6 +793,8 @@ class CampaignSender:
             tally, campaign = await self._record(campaign_id, pending, results, batch_id)
             outcome.sent += tally.sent
             outcome.failed += tally.failed
+            if tally.failed or tally.retry_ids:
+                outcome.failures.add(results, pending, tally.retry_ids)
             if tally.retry_after is not None:
                 retry_after = max(retry_after or 0.0, tally.retry_after)
             await self._report(campaign_id, campaign=campaign)
@@ -826,6 +825,7 @@ class CampaignSender:
 
         async with self._batch_connection(batch_id):
             stopped, retry_after = await self._send_chunks(batch, compiled, outcome)
+        outcome.failures.log(log, batch_id, retry_after)
         if stopped:
             return outcome
         if retry_after is not None:
