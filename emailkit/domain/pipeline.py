@@ -79,6 +79,10 @@ log = logging.getLogger(__name__)
 # Messages rendered between two yields to the event loop.
 RENDER_SLICE = 4
 
+# Who a test email is personalised for when its address is nobody's and no subscriber was chosen.
+SAMPLE_NAME = "Sam Sample"
+SAMPLE_ATTRIBUTES: dict[str, Any] = {}
+
 IN_DOUBT_NOTE = "outcome unknown: the worker stopped while handing this message to the provider"
 
 
@@ -510,28 +514,32 @@ class CampaignSender:
             },
         )
 
-    async def send_test(self, campaign_id: int, emails: Sequence[str]) -> list[SendResult]:
-        """Render the campaign for each address (with that subscriber's data when known) and send it now."""
+    async def send_test(
+        self, campaign_id: int, emails: Sequence[str], *, as_subscriber: int | None = None
+    ) -> list[SendResult]:
+        """Render the campaign for each address and send it now: with `as_subscriber`'s data when given, else
+        with that address's own subscriber data, else with a sample subscriber's (so personalisation shows)."""
         async with self.db.session() as s:
             campaign = await s.get(Campaign, campaign_id)
             if campaign is None:
                 raise NotFound("Campaign", field="campaignId", code=ErrorCode.CAMPAIGN_NOT_FOUND)
             compiled = await self._content(s, campaign)
+            chosen = None
+            if as_subscriber is not None:
+                chosen = await s.get(Subscriber, as_subscriber)
+                if chosen is None:
+                    raise NotFound("Subscriber", field="subscriberId", code=ErrorCode.SUBSCRIBER_NOT_FOUND)
             known = {
                 row.email: row
                 for row in (await s.execute(select(Subscriber).where(Subscriber.email.in_(emails)))).scalars()
             }
         messages = []
         for email in emails:
-            sub = known.get(email)
-            pending = Pending(
-                0,
-                sub.id if sub else None,
-                email,
-                sub.name if sub else "",
-                dict(sub.attributes or {}) if sub else {},
-                0,
-            )
+            sub = chosen or known.get(email)
+            if sub is None:
+                pending = Pending(0, None, email, SAMPLE_NAME, dict(SAMPLE_ATTRIBUTES), 0)
+            else:
+                pending = Pending(0, sub.id, email, sub.name, dict(sub.attributes or {}), 0)
             messages.append(self._message(compiled, pending, test=True))
         return await self.provider.send_batch(messages)
 
