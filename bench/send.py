@@ -508,7 +508,7 @@ def main() -> None:
         "--pool-size",
         type=int,
         default=40,
-        help="EMAILKIT_SMTP_POOL_SIZE per worker process (the setting's default of 5 leaves a worker waiting)",
+        help="EMAILKIT_SMTP_POOL_SIZE per worker process (the setting defaults to 40 too; 5 left a worker waiting)",
     )
     parser.add_argument("--batch-size", type=int, default=1000, help="EMAILKIT_BATCH_SIZE")
     parser.add_argument(
