@@ -71,7 +71,6 @@ def bind(host: str, port: int) -> socket.socket:
                 "choose another with --port"
             ) from None
         raise PortInUse(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock.set_inheritable(True)
     return sock
 
 

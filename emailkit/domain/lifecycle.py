@@ -159,7 +159,7 @@ async def due_scheduled(session: AsyncSession, now: datetime) -> list[int]:
 async def finish_if_complete(session: AsyncSession, campaign_id: int) -> CampaignStatus | None:
     """End a RUNNING campaign whose batches are all done; returns the status it ended in, or None.
 
-    A campaign whose every attempted recipient failed ended FAILED, with the commonest reason: whatever the
+    A campaign whose every attempted recipient failed ends FAILED, with the commonest reason: whatever the
     audience size, so a small campaign (under the error budget's minimum sample) does not look FINISHED
     while nobody got the mail.
     """

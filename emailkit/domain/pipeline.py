@@ -68,7 +68,7 @@ from emailkit.domain.rendering import (
     template_context,
 )
 from emailkit.domain.runtime import Runtime
-from emailkit.domain.send_failures import FailureLog
+from emailkit.domain.send_failures import FailureLog, commonest_failure
 from emailkit.domain.sending import DELIVERY_TAG, Address, EmailProvider, OutgoingMessage, SendResult
 from emailkit.domain.tokens import TokenSigner
 from emailkit.domain.tracking import TrackingUrls, add_open_pixel, rewrite_links
@@ -706,6 +706,9 @@ class CampaignSender:
             "fix the cause, then resume"
         )
         async with self.db.transaction() as s:
+            said = await commonest_failure(s, campaign.id)
+            if said is not None:
+                reason = f"{reason}. The provider said: {said}"[:2000]
             await s.execute(
                 update(Campaign)
                 .where(Campaign.id == campaign.id, Campaign.status == CampaignStatus.RUNNING)

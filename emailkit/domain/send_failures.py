@@ -105,8 +105,9 @@ class FailureLog:
             logger.warning("%s", line)
 
 
-async def all_failed_reason(session: AsyncSession, campaign_id: int, failed: int) -> str:
-    """The status reason of a campaign none of whose attempted recipients was sent: the commonest reason."""
+async def commonest_failure(session: AsyncSession, campaign_id: int) -> str | None:
+    """The commonest reason among the campaign's failed deliveries (the first of them read), as
+    "<reason>" or "(k of the first n) <reason>"; None when nobody failed."""
     stmt = (
         select(Delivery.last_error)
         .where(Delivery.campaign_id == campaign_id, Delivery.status == DeliveryStatus.FAILED)
@@ -119,11 +120,17 @@ async def all_failed_reason(session: AsyncSession, campaign_id: int, failed: int
         key = reason_key(error or "unknown error")
         counts[key] += 1
         samples.setdefault(key, error or "unknown error")
-    people = "recipient" if failed == 1 else "recipients"
-    text = f"All {failed} attempted {people} failed"
     if not counts:
-        return text
+        return None
     key, count = counts.most_common(1)[0]
     seen = sum(counts.values())
-    share = "" if count == seen else f" ({count} of the first {seen})"
-    return f"{text}; the provider said{share}: {samples[key]}"[:2000]
+    share = "" if count == seen else f"({count} of the first {seen}) "
+    return f"{share}{samples[key]}"
+
+
+async def all_failed_reason(session: AsyncSession, campaign_id: int, failed: int) -> str:
+    """The status reason of a campaign none of whose attempted recipients was sent: the commonest reason."""
+    people = "recipient" if failed == 1 else "recipients"
+    text = f"All {failed} attempted {people} failed"
+    reason = await commonest_failure(session, campaign_id)
+    return text if reason is None else f"{text}; the provider said: {reason}"[:2000]

@@ -253,3 +253,19 @@ async def test_a_campaign_with_some_recipients_sent_still_finishes(db: Database)
         3,
         None,
     )
+
+
+async def test_a_campaign_paused_by_the_error_budget_says_what_the_provider_said(db: Database) -> None:
+    campaign_id, emails = await seed_campaign(db, 60)
+    handler = Refusing()
+    for e in emails:
+        handler.rcpt_replies[e] = f"550 5.1.1 <{e}>: Recipient address rejected: User unknown"
+    async with aiosmtpd_server(handler) as port, smtp_sender(db, port, chunk_size=10) as sender:
+        await run_to_the_end(sender, await start(db, campaign_id, batch_size=100))
+    row = await campaign(db, campaign_id)
+    assert (row.status, row.sent_count, row.failed_count) == (CampaignStatus.PAUSED, 0, 50)
+    assert row.status_reason == (
+        "Paused automatically: 50 of 50 recipients failed (error budget 25%); check the failed deliveries, fix "
+        f"the cause, then resume. The provider said: 550 5.1.1 <{emails[0]}>: Recipient address rejected: "
+        "User unknown"
+    )
