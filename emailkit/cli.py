@@ -167,6 +167,9 @@ def serve(
         workers=workers,
         host=host,
         port=port,
+        # uvicorn kills a child that has not answered its health check within this; importing the app takes
+        # longer than uvicorn's 5 s default on a busy 2-core machine, and the children were killed in a loop.
+        timeout_worker_healthcheck=60,
         **options,  # type: ignore[arg-type]
     )
 
