@@ -7,6 +7,12 @@ smtp-source; the postfix daemon itself stays stopped). The database named by --d
     python bench/send.py [--subscribers 100000] [--processes 2] [--threads 4] [--pool-size 40]
                          [--database-url postgresql://postgres@127.0.0.1:5432/ek_h14]
                          [--redis-url redis://127.0.0.1:6379/14] [--profile worker.txt]
+    python bench/send.py --defaults [--subscribers 100000] ...
+
+--defaults starts the workers as the README tells a user to: a plain `emailkit worker`, no options, and no
+tuning variables (only what says where things are: database, broker, secret, public URL, provider and its
+URL; every other EMAILKIT_* variable of this shell is dropped, for the API's startCampaign too). How many
+processes and threads that gives, and the pool and batch size, are read from the worker's start-up banner.
 
 What runs:
 
@@ -53,6 +59,9 @@ from benchlib import find_tool, free_port, process_cpu
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/ek_h14"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
 PUBLIC_URL = "https://news.example.com"
+# The worker's start-up banner: "  workers     2 worker processes x 4 threads" and "smtp via ..., pool 40".
+BANNER_WORKERS = re.compile(r"^\s+workers\s+(\d+) worker process(?:es)? x (\d+) threads$", re.M)
+BANNER_POOL = re.compile(r"^\s+provider\s+smtp via .*, pool (\d+)$", re.M)
 
 CITIES = ("Berlin", "Lisbon", "Oslo", "Toronto", "Osaka", "Lagos", "Lima", "Perth")
 FIRST_NAMES = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Ken", "Margaret", "Linus", "Radia", "Donald")
@@ -207,8 +216,18 @@ def run_smtp_source(sink: Sink, messages: int, size: int, sessions: int) -> floa
 class Workers:
     proc: subprocess.Popen[bytes]
     log: Path
+    # 0 until the banner says (a plain `emailkit worker` chooses itself).
     processes: int
+    threads: int = 0
     cpu_at_start: dict[int, float] = field(default_factory=dict)
+
+    def read_banner(self) -> bool:
+        """Take the process and thread counts from the start-up banner; whether it was printed yet."""
+        found = BANNER_WORKERS.search(self.log.read_text())
+        if found is None:
+            return False
+        self.processes, self.threads = int(found.group(1)), int(found.group(2))
+        return True
 
     def pids(self) -> list[int]:
         return [self.proc.pid, *children(self.proc.pid)] if self.processes > 1 else [self.proc.pid]
@@ -220,6 +239,9 @@ class Workers:
                 sys.exit(
                     f"emailkit worker exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}"
                 )
+            if not self.processes and not self.read_banner():
+                time.sleep(0.1)
+                continue
             if self.log.read_text().count("worker ready") >= self.processes:
                 return
             time.sleep(0.1)
@@ -235,17 +257,20 @@ class Workers:
                 self.proc.wait()
 
 
-def start_workers(env: dict[str, str], processes: int, threads: int, workdir: Path) -> Workers:
+def start_workers(env: dict[str, str], processes: int | None, threads: int | None, workdir: Path) -> Workers:
+    """`emailkit worker` with these options, or with none at all when they are None (--defaults)."""
     log = workdir / "worker.log"
     emailkit = Path(sys.executable).parent / "emailkit"
+    options = []
+    if processes is not None:
+        options += ["--processes", str(processes)]
+    if threads is not None:
+        options += ["--threads", str(threads)]
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [str(emailkit), "worker", "--processes", str(processes), "--threads", str(threads)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
+            [str(emailkit), "worker", *options], env=env, stdout=out, stderr=subprocess.STDOUT
         )
-    return Workers(proc, log, processes)
+    return Workers(proc, log, processes or 0, threads or 0)
 
 
 # -- data ------------------------------------------------------------------------------------------------
@@ -483,9 +508,15 @@ def main() -> None:
         "--pool-size",
         type=int,
         default=40,
-        help="EMAILKIT_SMTP_POOL_SIZE per worker process (the setting's default of 5 leaves a worker waiting)",
+        help="EMAILKIT_SMTP_POOL_SIZE per worker process (the setting defaults to 40 too; 5 left a worker waiting)",
     )
     parser.add_argument("--batch-size", type=int, default=1000, help="EMAILKIT_BATCH_SIZE")
+    parser.add_argument(
+        "--defaults",
+        action="store_true",
+        help="a plain `emailkit worker` as the README starts it: no options, no tuning variables "
+        "(--processes, --threads, --pool-size and --batch-size are then ignored)",
+    )
     parser.add_argument("--source-messages", type=int, default=30_000, help="messages smtp-source sends")
     parser.add_argument("--source-sessions", type=int, default=10)
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL))
@@ -494,6 +525,10 @@ def main() -> None:
         "--profile", type=Path, help="py-spy record one worker process into this file (collapsed stacks)"
     )
     args = parser.parse_args()
+    if args.defaults:
+        # Nothing of this shell's tuning reaches the workers or the API that plans the batches.
+        for name in [k for k in os.environ if k.startswith("EMAILKIT_")]:
+            del os.environ[name]
 
     n = args.subscribers
     workdir = Path(tempfile.mkdtemp(prefix="emailkit-bench-"))
@@ -511,23 +546,43 @@ def main() -> None:
 
     redis.Redis.from_url(args.redis_url).flushdb()
     sink = start_sink(workdir)
+    inherited = {k: v for k, v in os.environ.items() if not (args.defaults and k.startswith("EMAILKIT_"))}
     env = {
-        **os.environ,
+        **inherited,
+        # Where things are, not how fast to go: set in both modes.
         "EMAILKIT_DATABASE_URL": args.database_url,
         "EMAILKIT_BROKER_URL": args.redis_url,
         "EMAILKIT_SECRET_KEY": secret,
         "EMAILKIT_PUBLIC_URL": PUBLIC_URL,
         "EMAILKIT_PROVIDER": "smtp",
         "EMAILKIT_SMTP_URL": f"smtp://127.0.0.1:{sink.port}?tls=none&helo=bench.example.com",
-        "EMAILKIT_SMTP_POOL_SIZE": str(args.pool_size),
-        "EMAILKIT_BATCH_SIZE": str(args.batch_size),
-        "EMAILKIT_LOG_LEVEL": "INFO",
     }
+    if not args.defaults:
+        env |= {
+            "EMAILKIT_SMTP_POOL_SIZE": str(args.pool_size),
+            "EMAILKIT_BATCH_SIZE": str(args.batch_size),
+            "EMAILKIT_LOG_LEVEL": "INFO",
+        }
     settings_env = {k: v for k, v in env.items() if k.startswith("EMAILKIT_")}
-    workers = start_workers(env, args.processes, args.threads, workdir)
+    if args.defaults:
+        workers = start_workers(env, None, None, workdir)
+    else:
+        workers = start_workers(env, args.processes, args.threads, workdir)
     profiler: subprocess.Popen[bytes] | None = None
     try:
         workers.wait_ready()
+        if args.defaults:
+            from emailkit.settings import Settings
+
+            pool = BANNER_POOL.search(workers.log.read_text())
+            args.processes, args.threads = workers.processes, workers.threads
+            args.pool_size = int(pool.group(1)) if pool else 0
+            # The API that plans the batches runs with the same (default) settings.
+            args.batch_size = Settings.model_fields["batch_size"].default
+            print(
+                f"  --defaults: `emailkit worker` chose {args.processes} process(es) x {args.threads} threads, "
+                f"SMTP pool {args.pool_size}; batches of {args.batch_size}"
+            )
         source_before = run_smtp_source(sink, args.source_messages, size, args.source_sessions)
         print(f"  smtp-source before the campaign: {source_before:,.0f} msg/s")
         pids = workers.pids()

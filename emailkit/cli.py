@@ -7,14 +7,43 @@ import logging
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperOption
 
 from emailkit.domain.models import Role
 from emailkit.settings import Settings, SettingsError, configure_logging, load_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Self-hosted email marketing backend.")
+
+_option_type = TyperOption.display_type_rich
+
+
+def _flag_without_type(self: TyperOption, ctx: Any) -> str | None:
+    # Typer's rich help labels every flag (--help, --migrate) with a "<bool>" value it never takes.
+    return None if self.is_flag else _option_type(self, ctx)
+
+
+TyperOption.display_type_rich = _flag_without_type  # type: ignore[method-assign]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from emailkit.startup import version
+
+        typer.echo(f"emailkit {version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Self-hosted email marketing backend."""
 
 
 def _settings() -> Settings:
@@ -91,10 +120,10 @@ def serve(
     """Run the API (and, in embedded mode, the worker) in this process."""
     import uvicorn
 
+    from emailkit import startup
     from emailkit.app import create_app
 
     settings = _settings()
-    _check_provider(settings)
     if workers > 1 and settings.broker_url is None:
         typer.echo(
             "error: --workers needs EMAILKIT_BROKER_URL: without a broker each API process would run its own "
@@ -102,35 +131,74 @@ def serve(
             err=True,
         )
         raise typer.Exit(2)
-    asyncio.run(_migrate_if_needed(settings, migrate=migrate))
-    typer.echo(f"emailkit listening on http://{host}:{port}  (GraphiQL at /graphql)", err=True)
-    # Off by default: one line per open pixel is noise, and building it costs ~15 µs a request.
-    options = {
-        "host": host,
-        "port": port,
-        "log_level": settings.log_level.lower(),
-        "access_log": access_log,
-        # Forwarding headers are read by the app alone, and only from EMAILKIT_TRUSTED_PROXIES (uvicorn would
-        # otherwise believe them from 127.0.0.1 on its own).
-        "proxy_headers": False,
-        # A GraphQL operation over WebSocket is bounded like a JSON body over HTTP.
-        "ws_max_size": settings.max_request_bytes,
-    }
-    if workers == 1:
-        uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
-    else:
-        # Each process builds its own app (and connection pools) from the same environment.
-        uvicorn.run("emailkit.app:app_from_environment", factory=True, workers=workers, **options)  # type: ignore[arg-type]
+    # The port first: a port in use stops start-up before any worker runs or the database is touched.
+    try:
+        sock = startup.bind(host, port)
+    except startup.PortInUse as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    with sock:
+        _check_provider(settings)
+        asyncio.run(_migrate_if_needed(settings, migrate=migrate))
+        in_process = settings.broker_url is None
+        jobs = startup.Workers(1 if in_process else 0, settings.worker_threads, in_process=True)
+        shown_host = f"[{host}]" if ":" in host else host
+        typer.echo(
+            startup.banner(
+                settings,
+                command="serve",
+                workers=jobs,
+                listening=f"http://{shown_host}:{port} (GraphiQL at /graphql)"
+                + (f", {workers} API processes" if workers > 1 else ""),
+            ),
+            err=True,
+        )
+        # Off by default: one line per open pixel is noise, and building it costs ~15 µs a request.
+        options = {
+            "log_level": settings.log_level.lower(),
+            "access_log": access_log,
+            # Forwarding headers are read by the app alone, and only from EMAILKIT_TRUSTED_PROXIES (uvicorn
+            # would otherwise believe them from 127.0.0.1 on its own).
+            "proxy_headers": False,
+            # A GraphQL operation over WebSocket is bounded like a JSON body over HTTP.
+            "ws_max_size": settings.max_request_bytes,
+        }
+        if workers == 1:
+            config = uvicorn.Config(create_app(settings), host=host, port=port, **options)  # type: ignore[arg-type]
+            uvicorn.Server(config).run(sockets=[sock])
+            return
+    # Each process builds its own app (and connection pools) from the same environment; uvicorn binds the port
+    # for them, just released (checked above).
+    uvicorn.run(
+        "emailkit.app:app_from_environment",
+        factory=True,
+        workers=workers,
+        host=host,
+        port=port,
+        # uvicorn kills a child that has not answered its health check within this; importing the app takes
+        # longer than uvicorn's 5 s default on a busy 2-core machine, and the children were killed in a loop.
+        timeout_worker_healthcheck=60,
+        **options,  # type: ignore[arg-type]
+    )
 
 
 @app.command()
 def worker(
-    processes: Annotated[int, typer.Option(min=1, help="Worker processes to run.")] = 1,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Worker processes to run.",
+            show_default="EMAILKIT_WORKER_PROCESSES, else one per CPU up to 8",
+        ),
+    ] = None,
     threads: Annotated[
-        int | None, typer.Option(min=1, help="Threads per process [default: EMAILKIT_WORKER_THREADS].")
+        int | None,
+        typer.Option(min=1, help="Threads per process.", show_default="EMAILKIT_WORKER_THREADS, else 4"),
     ] = None,
 ) -> None:
     """Run jobs from EMAILKIT_BROKER_URL until SIGTERM/SIGINT (in-flight jobs finish first)."""
+    from emailkit import startup
     from emailkit.app import build_runtime
     from emailkit.tasks.broker import BrokerUnreachable, ping_broker
     from emailkit.tasks.worker import run_workers
@@ -150,9 +218,13 @@ def worker(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     asyncio.run(_migrate_if_needed(settings, migrate=False))
-    code = run_workers(
-        settings, build_runtime, processes=processes, threads=threads or settings.worker_threads
+    jobs = startup.Workers(
+        processes or startup.default_worker_processes(settings),
+        threads or settings.worker_threads,
+        in_process=False,
     )
+    typer.echo(startup.banner(settings, command="worker", workers=jobs), err=True)
+    code = run_workers(settings, build_runtime, processes=jobs.processes, threads=jobs.threads)
     raise typer.Exit(code)
 
 

@@ -60,15 +60,16 @@ async def retry_failed_deliveries(
     With ``include_in_doubt``, IN_DOUBT deliveries are queued too: the operator accepts that those of them
     that did go out before their worker died will arrive twice.
 
-    A FINISHED campaign goes back to RUNNING until the retried recipients are done; a PAUSED one stays paused
-    (resume sends them along with the rest).
+    A FINISHED campaign (or one that FAILED because every attempt failed) goes back to RUNNING until the retried
+    recipients are done; a PAUSED one stays paused (resume sends them along with the rest).
     """
     campaign = (
         await session.execute(select(Campaign).where(Campaign.id == campaign_id).with_for_update())
     ).scalar_one_or_none()
     if campaign is None:
         raise NotFound("Campaign", code=ErrorCode.CAMPAIGN_NOT_FOUND)
-    if campaign.status not in (CampaignStatus.RUNNING, CampaignStatus.PAUSED, CampaignStatus.FINISHED):
+    reopen = (CampaignStatus.FINISHED, CampaignStatus.FAILED)
+    if campaign.status not in (CampaignStatus.RUNNING, CampaignStatus.PAUSED, *reopen):
         raise DomainError.single(
             ErrorCode.INVALID_STATE,
             f"Failed deliveries of a {campaign.status.value} campaign cannot be retried",
@@ -109,7 +110,7 @@ async def retry_failed_deliveries(
     )
     campaign.failed_count = max(0, campaign.failed_count - failed_count)
     campaign.in_doubt_count = max(0, campaign.in_doubt_count - in_doubt_count)
-    if campaign.status is CampaignStatus.FINISHED:
+    if campaign.status in reopen:
         campaign.status = CampaignStatus.RUNNING
         campaign.finished_at = None
         campaign.status_reason = f"Retrying {count} failed deliveries" + (

@@ -296,6 +296,20 @@ async def import_errors(session: AsyncSession, import_id: int, first: int) -> li
     return list((await session.execute(stmt)).scalars())
 
 
+async def import_errors_page(
+    session: AsyncSession, import_id: int, *, first: int, after_row: int | None
+) -> Page[ImportRowError]:
+    """A page of the import's report in row order, cut on the row number (one report row per file row)."""
+    stmt = select(ImportRowError).where(ImportRowError.import_id == import_id)
+    page_stmt = stmt if after_row is None else stmt.where(ImportRowError.row > after_row)
+    rows = list(
+        (await session.execute(page_stmt.order_by(ImportRowError.row).limit(first + 1))).scalars().all()
+    )
+    return Page(
+        items=rows[:first], keys=[r.row for r in rows[:first]], has_next=len(rows) > first, count_stmt=stmt
+    )
+
+
 # --- the job ----------------------------------------------------------------------------------------------
 
 

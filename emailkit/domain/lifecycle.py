@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.domain import audience, segments
 from emailkit.domain.errors import DomainError, ErrorCode, NotFound
 from emailkit.domain.models import BatchStatus, Campaign, CampaignBatch, CampaignList, CampaignStatus
+from emailkit.domain.send_failures import all_failed_reason
 from emailkit.domain.types import utcnow
 
 S = CampaignStatus
@@ -153,3 +154,33 @@ async def schedule_campaign(
 async def due_scheduled(session: AsyncSession, now: datetime) -> list[int]:
     stmt = select(Campaign.id).where(Campaign.status == S.SCHEDULED, Campaign.send_at <= now)
     return [int(x) for x in (await session.execute(stmt)).scalars()]
+
+
+async def finish_if_complete(session: AsyncSession, campaign_id: int) -> CampaignStatus | None:
+    """End a RUNNING campaign whose batches are all done; returns the status it ended in, or None.
+
+    A campaign whose every attempted recipient failed ends FAILED, with the commonest reason: whatever the
+    audience size, so a small campaign (under the error budget's minimum sample) does not look FINISHED
+    while nobody got the mail.
+    """
+    open_batches = exists().where(
+        CampaignBatch.campaign_id == campaign_id, CampaignBatch.status != BatchStatus.DONE
+    )
+    stmt = (
+        select(Campaign)
+        .where(Campaign.id == campaign_id, Campaign.status == S.RUNNING, ~open_batches)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    row = (await session.execute(stmt)).scalar_one_or_none()
+    if row is None:
+        return None
+    row.finished_at = utcnow()
+    if row.sent_count == 0 and row.failed_count > 0:
+        row.status = S.FAILED
+        row.status_reason = await all_failed_reason(session, campaign_id, row.failed_count)
+    else:
+        row.status = S.FINISHED
+        row.status_reason = None
+    await session.flush()
+    return row.status

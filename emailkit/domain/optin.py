@@ -156,6 +156,9 @@ def sender_of(public_url: str, secret_key: str, default_from: tuple[str | None, 
     )
 
 
+NOT_PUBLIC = "Unknown or non-public list: only lists whose visibility is PUBLIC accept sign-ups"
+
+
 class SubscribeRefused(Exception):
     """The form's input is unusable (bad address, unknown or private list); safe to tell the visitor."""
 
@@ -191,7 +194,8 @@ async def public_subscribe(
         ).scalars()
     )
     if public != set(wanted):
-        raise SubscribeRefused("Unknown list")
+        # The same answer for a private list as for a missing one: strangers learn nothing about private lists.
+        raise SubscribeRefused(NOT_PUBLIC)
     if await is_suppressed(session, address):
         return []
     person = (

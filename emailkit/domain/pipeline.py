@@ -50,7 +50,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from emailkit.domain import audience
+from emailkit.domain import audience, lifecycle
 from emailkit.domain.coalesce import Coalescer
 from emailkit.domain.db import Database
 from emailkit.domain.errors import ErrorCode, NotFound
@@ -79,6 +79,7 @@ from emailkit.domain.rendering import (
     template_context,
 )
 from emailkit.domain.runtime import Runtime
+from emailkit.domain.send_failures import FailureLog, commonest_failure
 from emailkit.domain.sending import DELIVERY_TAG, Address, EmailProvider, OutgoingMessage, SendResult
 from emailkit.domain.tokens import TokenSigner
 from emailkit.domain.tracking import TrackingUrls, add_open_pixel, rewrite_links
@@ -91,6 +92,10 @@ RENDER_SLICE = 4
 
 # Rows a result may still be recorded on: not yet handed over (failed before it) or handed over by this run.
 _UNSETTLED = (DeliveryStatus.QUEUED, DeliveryStatus.SENDING)
+
+# Who a test email is personalised for when its address is nobody's and no subscriber was chosen.
+SAMPLE_NAME = "Sam Sample"
+SAMPLE_ATTRIBUTES: dict[str, Any] = {}
 
 IN_DOUBT_NOTE = "outcome unknown: the worker stopped while handing this message to the provider"
 
@@ -124,6 +129,8 @@ class BatchOutcome:
     # Transient failures remain: run the batch again after this many seconds.
     retry_after: float | None = None
     campaign_finished: bool = False
+    # Failed and retried attempts by reason, logged once per batch run.
+    failures: FailureLog = field(default_factory=FailureLog)
 
 
 @dataclass
@@ -548,28 +555,32 @@ class CampaignSender:
             },
         )
 
-    async def send_test(self, campaign_id: int, emails: Sequence[str]) -> list[SendResult]:
-        """Render the campaign for each address (with that subscriber's data when known) and send it now."""
+    async def send_test(
+        self, campaign_id: int, emails: Sequence[str], *, as_subscriber: int | None = None
+    ) -> list[SendResult]:
+        """Render the campaign for each address and send it now: with `as_subscriber`'s data when given, else
+        with that address's own subscriber data, else with a sample subscriber's (so personalisation shows)."""
         async with self.db.session() as s:
             campaign = await s.get(Campaign, campaign_id)
             if campaign is None:
                 raise NotFound("Campaign", field="campaignId", code=ErrorCode.CAMPAIGN_NOT_FOUND)
             compiled = await self._content(s, campaign)
+            chosen = None
+            if as_subscriber is not None:
+                chosen = await s.get(Subscriber, as_subscriber)
+                if chosen is None:
+                    raise NotFound("Subscriber", field="subscriberId", code=ErrorCode.SUBSCRIBER_NOT_FOUND)
             known = {
                 row.email: row
                 for row in (await s.execute(select(Subscriber).where(Subscriber.email.in_(emails)))).scalars()
             }
         messages = []
         for email in emails:
-            sub = known.get(email)
-            pending = Pending(
-                0,
-                sub.id if sub else None,
-                email,
-                sub.name if sub else "",
-                dict(sub.attributes or {}) if sub else {},
-                0,
-            )
+            sub = chosen or known.get(email)
+            if sub is None:
+                pending = Pending(0, None, email, SAMPLE_NAME, dict(SAMPLE_ATTRIBUTES), 0)
+            else:
+                pending = Pending(0, sub.id, email, sub.name, dict(sub.attributes or {}), 0)
             messages.append(self._message(compiled, pending, test=True))
         return await self.provider.send_batch(messages)
 
@@ -740,6 +751,9 @@ class CampaignSender:
             "fix the cause, then resume"
         )
         async with self.db.transaction() as s:
+            said = await commonest_failure(s, campaign.id)
+            if said is not None:
+                reason = f"{reason}. The provider said: {said}"[:2000]
             await s.execute(
                 update(Campaign)
                 .where(Campaign.id == campaign.id, Campaign.status == CampaignStatus.RUNNING)
@@ -757,16 +771,10 @@ class CampaignSender:
 
     async def _finish_if_complete(self, campaign_id: int) -> bool:
         async with self.db.transaction() as s:
-            open_batches = exists().where(
-                CampaignBatch.campaign_id == campaign_id, CampaignBatch.status != BatchStatus.DONE
-            )
-            stmt = (
-                update(Campaign)
-                .where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.RUNNING, ~open_batches)
-                .values(status=CampaignStatus.FINISHED, finished_at=utcnow())
-                .execution_options(synchronize_session=False)
-            )
-            return bool((await s.execute(stmt)).rowcount)  # type: ignore[attr-defined]
+            ended = await lifecycle.finish_if_complete(s, campaign_id)
+        if ended is CampaignStatus.FAILED:
+            log.warning("campaign %s: every attempted recipient failed; marked FAILED", campaign_id)
+        return ended is not None
 
     async def _report(
         self, campaign_id: int, *, final: bool = False, campaign: Campaign | None = None
@@ -849,6 +857,8 @@ class CampaignSender:
             tally = early.tally
             outcome.sent += tally.sent
             outcome.failed += tally.failed
+            if tally.failed or tally.retry_ids:
+                outcome.failures.add(results, pending, tally.retry_ids)
             if tally.retry_after is not None:
                 retry_after = max(retry_after or 0.0, tally.retry_after)
             await self._report(campaign_id, campaign=campaign)
@@ -879,6 +889,7 @@ class CampaignSender:
 
         async with self._batch_connection(batch_id):
             stopped, retry_after = await self._send_chunks(batch, compiled, outcome)
+        outcome.failures.log(log, batch_id, retry_after)
         if stopped:
             return outcome
         if retry_after is not None:

@@ -67,7 +67,10 @@ class RateEstimator:
         span = at - t0
         rate = (processed - p0) / span if span > 0 else 0.0
         rate = max(rate, 0.0)
-        eta = remaining / rate if running and rate > 0 else (0.0 if remaining == 0 else None)
+        # Only a running campaign has a time to completion: a draft, paused or ended one has none.
+        eta = None
+        if running:
+            eta = 0.0 if remaining == 0 else remaining / rate if rate > 0 else None
         return Estimate(
             rate_per_second=round(rate, 2), eta_seconds=round(eta, 1) if eta is not None else None
         )

@@ -77,16 +77,19 @@ class ImportType(Node):
     @strawberry.field(
         description=(
             "Rows that were not imported (failed or skipped as suppressed), in row order; at most the "
-            f"first {imports.MAX_STORED_ERRORS} are kept."
+            f"first {imports.MAX_STORED_ERRORS} are kept. Page through them with `after`."
         )
     )
-    async def errors(self, info: Info, first: int = 50) -> list[ImportRowErrorType]:
-        try:
-            async with info.context.loaders.session() as session:
-                rows = await imports.import_errors(session, self.pk, first)
-        except DomainError as exc:
-            raise GraphQLError(str(exc), extensions={"code": "INVALID_ARGUMENT"}) from None
-        return [ImportRowErrorType(row=r.row, message=r.message) for r in rows]
+    async def errors(
+        self, info: Info, first: int = 50, after: str | None = None
+    ) -> Connection[ImportRowErrorType]:
+        pk = self.pk
+        return await info.context.connection(
+            lambda s, n, a: imports.import_errors_page(s, pk, first=n, after_row=a),
+            lambda r: ImportRowErrorType(row=r.row, message=r.message),
+            first,
+            after,
+        )
 
     @classmethod
     def from_model(cls, row: ImportRow) -> ImportType:

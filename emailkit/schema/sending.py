@@ -164,6 +164,11 @@ class RetryFailedDeliveriesInput:
 class SendTestEmailInput:
     campaign_id: strawberry.ID
     emails: list[str]
+    subscriber_id: strawberry.ID | None = strawberry.field(
+        default=None,
+        description="Personalise every test message with this subscriber's data. Default: the data of "
+        "the subscriber with that address, else of a sample subscriber named Sam Sample.",
+    )
 
 
 @strawberry.input
@@ -311,7 +316,14 @@ class Mutation:
             emails = [normalize_email(e, "emails") for e in input.emails]
             if info.context.runtime.sending is None:
                 raise DomainError.single(ErrorCode.SEND_FAILED, "Sending is not configured in this process")
-            results = await sender_for(info.context.runtime).send_test(campaign_id, emails)
+            as_subscriber = (
+                decode_id(input.subscriber_id, "Subscriber", "subscriberId")
+                if input.subscriber_id is not None
+                else None
+            )
+            results = await sender_for(info.context.runtime).send_test(
+                campaign_id, emails, as_subscriber=as_subscriber
+            )
         except DomainError as exc:
             return SendTestEmailPayload(results=[], user_errors=to_user_errors(exc))
         return SendTestEmailPayload(

@@ -39,7 +39,7 @@ query($id: ID!) {
   import(id: $id) {
     id status total processed inserted updated skipped failed error encoding delimiter sourceName mode
     lists { name }
-    errors(first: 2) { row message }
+    errors(first: 2) { edges { node { row message } } }
   }
 }
 """
@@ -138,10 +138,17 @@ async def test_import_from_text_runs_in_the_background(api: GQL, db: Database) -
         "sourceName": "csv",
         "mode": "UPSERT",
         "lists": [{"name": "Newsletter"}],
-        "errors": [
-            {"row": 4, "message": "Invalid email address: An email address must have an @-sign."},
-            {"row": 6, "message": "duplicate email: already in row 2"},
-        ],
+        "errors": {
+            "edges": [
+                {
+                    "node": {
+                        "row": 4,
+                        "message": "Invalid email address: An email address must have an @-sign.",
+                    }
+                },
+                {"node": {"row": 6, "message": "duplicate email: already in row 2"}},
+            ]
+        },
     }
     listed = data(await api("{ imports(first: 5) { totalCount edges { node { id status } } } }"))["imports"]
     assert listed["edges"][0]["node"] == {"id": state["id"], "status": "FINISHED"}
@@ -324,3 +331,45 @@ def test_import_progress_streams_until_the_import_ends(tmp_path: Path) -> None:
     assert seen[-1] == {"status": "FINISHED", "total": 3001, "processed": 3001, "inserted": 3000, "failed": 1}
     processed = [s["processed"] for s in seen]
     assert processed == sorted(processed)
+
+
+ERRORS_PAGE = """
+query($id: ID!, $after: String) {
+  import(id: $id) {
+    errors(first: 250, after: $after) {
+      totalCount
+      edges { cursor node { row message } }
+      pageInfo { hasNextPage hasPreviousPage endCursor }
+    }
+  }
+}
+"""
+
+
+async def test_every_stored_row_error_can_be_read_page_by_page(api: GQL) -> None:
+    n = 1_234  # more than the 1,000 a single list could once return
+    csv = (
+        "email,name\n" + "".join(f"not-an-address-{i},Person {i}\n" for i in range(n)) + "ok@example.com,Ok\n"
+    )
+    started = data(await api(IMPORT, {"input": {"csv": csv}}))["importSubscribers"]
+    assert started["userErrors"] == []
+    state = await finished(api, started["import"]["id"])
+    assert (state["status"], state["failed"], state["inserted"]) == ("FINISHED", n, 1)
+
+    rows: list[int] = []
+    after = None
+    pages = 0
+    while True:
+        page = data(await api(ERRORS_PAGE, {"id": state["id"], "after": after}))["import"]["errors"]
+        pages += 1
+        assert page["totalCount"] == n
+        assert page["pageInfo"]["hasPreviousPage"] is (after is not None)
+        rows += [edge["node"]["row"] for edge in page["edges"]]
+        assert page["pageInfo"]["endCursor"] == page["edges"][-1]["cursor"]
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    # Rows 2..n+1 (the header is row 1), each once, in order, over ceil(n / 250) pages.
+    assert rows == list(range(2, n + 2))
+    assert pages == 5
+    assert page["edges"][-1]["node"]["message"].startswith("Invalid email address")

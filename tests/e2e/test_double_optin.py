@@ -36,7 +36,7 @@ class OptinApi(Api):
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[OptinApi]:
     with embedded_app(
-        tmp_path, public_url="https://news.example.com", subscribe_rate_limit="5/minute"
+        tmp_path, public_url="https://news.example.com", subscribe_rate_limit="7/minute"
     ) as base:
         yield OptinApi(base.client, base.key, base.outbox)
 
@@ -149,11 +149,18 @@ def test_public_subscribe_form(api: OptinApi) -> None:
     assert api.subscription_status("bot@example.com") == {}
 
     # Private lists and bad addresses are refused.
-    assert post("/subscribe", json={"email": "x@example.com", "lists": [private]}).status_code == 400
+    # One answer for a private list and a missing one, so private lists stay unknown to strangers.
+    for lists in ([private], [public, private], [9_999_999]):
+        refused = post("/subscribe", json={"email": "x@example.com", "lists": lists})
+        assert refused.status_code == 400
+        assert refused.json() == {
+            "ok": False,
+            "error": "Unknown or non-public list: only lists whose visibility is PUBLIC accept sign-ups",
+        }
     assert post("/subscribe", json={"email": "not-an-email", "lists": [public]}).status_code == 400
     assert api.subscription_status("x@example.com") == {}
 
-    # Per-IP rate limit (5 per minute in this test): the sixth request from this client is refused.
+    # Per-IP rate limit (7 per minute in this test): the eighth request from this client is refused.
     limited = post("/subscribe", json={"email": "late@example.com", "lists": [public]})
     assert limited.status_code == 429
     assert api.subscription_status("late@example.com") == {}

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from emailkit.schema.relay import to_global_id
 from tests.e2e.embedded import Api, embedded_app
 
 BODY = (
@@ -87,6 +88,7 @@ def test_campaign_sends_to_the_outbox_and_progress_streams_to_the_end(embedded: 
         )
         first = ws.receive_json()
         assert first["payload"]["data"]["campaignProgress"]["status"] == "DRAFT"
+        assert first["payload"]["data"]["campaignProgress"]["etaSeconds"] is None
 
         started = api(
             "mutation($i: CampaignIdInput!) { startCampaign(input: $i) { campaign { status } userErrors { code } } }",
@@ -102,6 +104,7 @@ def test_campaign_sends_to_the_outbox_and_progress_streams_to_the_end(embedded: 
             assert message["type"] == "next", message
             updates.append(message["payload"]["data"]["campaignProgress"])
     assert updates[-1]["status"] == "FINISHED"
+    assert updates[-1]["etaSeconds"] is None  # not running: no time to completion, rather than 0
     assert updates[-1]["sent"] == 25 and updates[-1]["recipients"] == 25
     sent_counts = [u["sent"] for u in updates]
     assert sent_counts == sorted(sent_counts)  # progress never goes backwards
@@ -169,10 +172,45 @@ def test_send_test_email_and_transactional(embedded: tuple[Api, Path]) -> None:
     assert out == {"results": [{"email": "boss@example.com", "ok": True, "error": None}], "userErrors": []}
     [eml] = list(outbox.glob("test-*.eml"))
     msg = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
-    assert msg["Subject"].startswith("[Test] Hello")
-    assert "https://example.com/a" in msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    # Nobody has that address: a sample subscriber fills the personalisation rather than nothing.
+    assert msg["Subject"] == "[Test] Hello Sam Sample"
+    html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert "https://example.com/a" in html and "Hi Sam Sample!" in html
     # Nothing about a test send touches the campaign.
     assert api(STATUS, {"id": campaign_id})["campaign"]["status"] == "DRAFT"
+    eml.unlink()
+
+    # A subscriber's own address gets their data; subscriberId picks whose data every address gets.
+    subscriber_id = api("{ subscribers(first: 1) { edges { node { id } } } }")["subscribers"]["edges"][0][
+        "node"
+    ]["id"]
+    for i, extra in (
+        (0, {"emails": ["p0@example.com"]}),
+        (1, {"emails": ["boss@example.com"], "subscriberId": subscriber_id}),
+    ):
+        out = api(
+            "mutation($i: SendTestEmailInput!) { sendTestEmail(input: $i) { results { ok } userErrors { code } } }",
+            {"i": {"campaignId": campaign_id, **extra}},
+        )["sendTestEmail"]
+        assert out == {"results": [{"ok": True}], "userErrors": []}, i
+        [eml] = list(outbox.glob("test-*.eml"))
+        msg = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+        assert msg["Subject"] == "[Test] Hello P0" and msg["To"].addresses[0].addr_spec == extra["emails"][0]
+        eml.unlink()
+    unknown = api(
+        "mutation($i: SendTestEmailInput!) { sendTestEmail(input: $i) { results { ok } userErrors { field code } } }",
+        {
+            "i": {
+                "campaignId": campaign_id,
+                "emails": ["boss@example.com"],
+                "subscriberId": to_global_id("Subscriber", 9999),
+            }
+        },
+    )["sendTestEmail"]
+    assert unknown == {
+        "results": [],
+        "userErrors": [{"field": "subscriberId", "code": "SUBSCRIBER_NOT_FOUND"}],
+    }
 
     bad = api(
         "mutation($i: SendTestEmailInput!) { sendTestEmail(input: $i) { userErrors { field code } } }",

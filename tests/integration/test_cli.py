@@ -7,6 +7,7 @@ disturbs the database the other suites share.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import os
 import re
 import signal
@@ -199,7 +200,7 @@ def test_secrets_are_never_printed(tmp_path: Path) -> None:
         },
     ]
     for extra in cases:
-        result = emailkit(tmp_path, {**base, **extra}, "serve", "--port", "1")
+        result = emailkit(tmp_path, {**base, **extra}, "serve", "--port", str(_free_port()))
         assert_one_line_error(result, "EMAILKIT_")
         output = result.stdout + result.stderr
         for hidden in (password, secret, "sk-short"):
@@ -245,6 +246,9 @@ def test_serve_and_migrations(env: Env) -> None:
         refused = env.run("serve", "--port", str(port))
         assert_one_line_error(refused, "pending migrations", "emailkit migrate", "--migrate")
 
+    if not is_sqlite:
+        # Trust authentication ignores it; the banner must still hide it.
+        env.vars["EMAILKIT_DATABASE_URL"] = env.database_url.replace("postgres@", "postgres:pw-secret-7@")
     # SQLite (the embedded default) migrates itself; PostgreSQL only when asked to.
     args = ["serve", "--port", str(port)] + ([] if is_sqlite else ["--migrate"])
     log = env.cwd / "serve.log"
@@ -255,6 +259,19 @@ def test_serve_and_migrations(env: Env) -> None:
     base_url = f"http://127.0.0.1:{port}"
     try:
         _wait_until_healthy(proc, base_url, log)
+        banner = _banner(log.read_text())
+        assert banner["mode"] == ("embedded" if is_sqlite else "production")
+        assert banner["broker"] == "in-process queue (no broker)"
+        assert banner["provider"] == f"outbox, writing .eml files to {env.cwd / 'outbox'}"
+        assert banner["public URL"] == "http://127.0.0.1:8000"
+        assert banner["workers"] == "4 in-process worker threads (jobs run in this process)"
+        assert banner["listening"] == f"http://127.0.0.1:{port} (GraphiQL at /graphql)"
+        if is_sqlite:
+            assert banner["database"] == env.database_url
+        else:
+            # The password given in the URL is never shown.
+            assert banner["database"] == env.vars["EMAILKIT_DATABASE_URL"].replace(":pw-secret-7@", ":***@")
+            assert "pw-secret-7" not in log.read_text()
         assert httpx.get(f"{base_url}/readyz", timeout=5).status_code == 200
         assert httpx.post(f"{base_url}/graphql", json={"query": "{ viewer { name } }"}).status_code == 401
         # The schema is in place: a key made now works against the running server.
@@ -275,3 +292,61 @@ def test_serve_and_migrations(env: Env) -> None:
 def test_several_api_processes_need_a_broker(tmp_path: Path) -> None:
     result = emailkit(tmp_path, _base_env(tmp_path), "serve", "--workers", "2")
     assert_one_line_error(result, "--workers", "EMAILKIT_BROKER_URL")
+
+
+def _banner(log: str) -> dict[str, str]:
+    """The start-up banner's rows: the indented lines after `emailkit <version> <command>`."""
+    lines = log.splitlines()
+    [start] = [i for i, line in enumerate(lines) if re.fullmatch(r"emailkit \S+ (serve|worker)", line)]
+    rows = {}
+    for line in lines[start + 1 :]:
+        if not line.startswith("  "):
+            break
+        name, _, value = line.strip().partition("  ")
+        rows[name] = value.strip()
+    return rows
+
+
+@pytest.mark.parametrize("database", ["sqlite", "unreachable postgresql"])
+def test_serve_on_a_port_in_use_stops_at_once_without_touching_the_database(
+    tmp_path: Path, database: str
+) -> None:
+    env = _base_env(tmp_path)
+    db_file = tmp_path / "never.db"
+    if database == "sqlite":
+        env["EMAILKIT_DATABASE_URL"] = f"sqlite:///{db_file}"
+    else:
+        # Nothing listens on port 1: reaching the database would be a different error.
+        env["EMAILKIT_DATABASE_URL"] = "postgresql://postgres@127.0.0.1:1/x"
+        env["EMAILKIT_SECRET_KEY"] = TEST_SECRET
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = emailkit(tmp_path, env, "serve", "--port", str(port))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"error: port {port} on 127.0.0.1 is already in use (another emailkit serve?); stop that process or "
+        "choose another with --port"
+    )
+    assert result.stdout == ""
+    assert not db_file.exists()
+    assert not (tmp_path / "outbox").exists()
+
+
+def test_version(tmp_path: Path) -> None:
+    result = emailkit(tmp_path, _base_env(tmp_path), "--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"emailkit {importlib.metadata.version('emailkit')}\n"
+
+
+def test_help_has_no_type_placeholders_on_flags_nor_stray_spaces(tmp_path: Path) -> None:
+    env = {**_base_env(tmp_path), "COLUMNS": "200", "TERM": "dumb"}
+    for command in (["--help"], ["serve", "--help"], ["worker", "--help"]):
+        result = emailkit(tmp_path, env, *command)
+        assert result.returncode == 0, result.stderr
+        assert "<bool>" not in result.stdout
+        assert not re.search(r"\w \.", result.stdout), result.stdout
+    worker_help = emailkit(tmp_path, env, "worker", "--help").stdout
+    assert "Threads per process." in worker_help and "EMAILKIT_WORKER_THREADS" in worker_help
+    assert "--version" in emailkit(tmp_path, env, "--help").stdout

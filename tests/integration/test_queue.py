@@ -371,6 +371,11 @@ async def _sigterm_lets_in_flight_jobs_finish(tmp_path: Path, redis_sync: redis.
     try:
         await worker.wait_for_log("worker ready", count=2)
         assert sum("heartbeat timeout 7s" in line for line in worker.lines) == 2
+        # One start-up banner, from the supervisor, naming what the worker runs with.
+        assert sum(line.startswith("emailkit ") and line.endswith(" worker") for line in worker.lines) == 1
+        assert "  mode        production" in worker.lines
+        assert f"  broker      {REDIS_URL}" in worker.lines
+        assert "  workers     2 worker processes x 1 threads" in worker.lines
         await _enqueue_on_redis("test_queue_hold", {"token": token})
         pid = await _blpop(redis_sync, f"{token}:started")
         worker.proc.send_signal(signal.SIGTERM)
@@ -388,7 +393,7 @@ async def _sigterm_lets_in_flight_jobs_finish(tmp_path: Path, redis_sync: redis.
 
 async def _sigkill_loses_no_job(tmp_path: Path, redis_sync: redis.Redis, scratch_db_url: str) -> None:
     token = f"{QUEUE}:{uuid.uuid4().hex}"
-    worker = WorkerProcess(tmp_path, "--threads", "1")
+    worker = WorkerProcess(tmp_path, "--processes", "1", "--threads", "1")
     try:
         await worker.wait_for_log("worker ready")
         await _enqueue_on_redis("test_queue_hold", {"token": token})
