@@ -70,14 +70,6 @@ def worker_env(tmp: Path, redis: RedisServer, provider: dict[str, str]) -> dict[
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.kill()
-
-
-@pytest.fixture
 def moto_url() -> Iterator[str]:
     # A process of its own: in this one, moto's request handling would compete with the test for the GIL.
     with socket.socket() as probe:

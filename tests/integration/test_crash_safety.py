@@ -23,10 +23,11 @@ import itertools
 import statistics
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -132,36 +133,31 @@ class Stack:
         assert out["startCampaign"]["campaign"]["status"] == "RUNNING"
 
 
+StackT = TypeVar("StackT", bound=Stack)
+
+
 async def ready(workers: list[WorkerProcess]) -> list[WorkerProcess]:
     for worker in workers:
         await worker.wait_for_log("worker ready")
     return workers
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.kill()
-
-
-@pytest.fixture
-def sink() -> Iterator[CountingSink]:
-    server = CountingSink()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-async def stack(
-    db: Database, redis_server: RedisServer, sink: CountingSink, tmp_path: Path
-) -> AsyncIterator[Stack]:
-    assert PG_URL is not None
+@asynccontextmanager
+async def open_stack(
+    kind: type[StackT],
+    db: Database,
+    redis_server: RedisServer,
+    sink: CountingSink,
+    tmp_path: Path,
+    *,
+    broker_url: str | None = None,
+) -> AsyncIterator[StackT]:
+    """The API (in this process) of a stack whose jobs go to `broker_url` (the private Redis by default)."""
+    broker_url = broker_url or redis_server.url
     settings = Settings(
         database_url=db.url,
-        broker_url=redis_server.url,
+        broker_url=broker_url,
+        redis_url=redis_server.url,
         secret_key=TEST_SECRET,  # type: ignore[arg-type]
         public_url=PUBLIC_URL,
         provider="smtp",
@@ -169,7 +165,7 @@ async def stack(
         batch_size=BATCH_SIZE,
         data_dir=tmp_path,
     )
-    broker = configure_broker(redis_server.url)
+    broker = configure_broker(broker_url)
     runtime = Runtime(
         db=db,
         secret_key=TEST_SECRET,
@@ -180,12 +176,21 @@ async def stack(
     app = create_app(settings, runtime)
     api_key = await make_key(db)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as api:
-        stack = Stack(db, redis_server, sink, api, api_key, tmp_path)
+        stack = kind(db, redis_server, sink, api, api_key, tmp_path)
         try:
             yield stack
         finally:
             stack.stop_workers()
             broker.close()
+
+
+@pytest.fixture
+async def stack(
+    db: Database, redis_server: RedisServer, sink: CountingSink, tmp_path: Path
+) -> AsyncIterator[Stack]:
+    assert PG_URL is not None
+    async with open_stack(Stack, db, redis_server, sink, tmp_path) as opened:
+        yield opened
 
 
 # -- observing -----------------------------------------------------------------------------------------
