@@ -286,3 +286,11 @@ def validate_content(
 def validate_plain_text(text: str, *, field: str = "plainText") -> None:
     """Check a hand-written text alternative (a Jinja template rendered without HTML escaping)."""
     probe_render(text, TEXT_ENV, sample_context(), field)
+
+
+def render_failure_reason(exc: DomainError) -> str:
+    """How a render failure reads on a failed delivery: ``TEMPLATE_LIMIT in body: Line 3: ...``."""
+    return "; ".join(
+        f"{e.code.value} in {e.field}: {e.message}" if e.field else f"{e.code.value}: {e.message}"
+        for e in exc.errors
+    )
