@@ -26,7 +26,7 @@ from emailkit.domain.rendering.jinja import (
     render_checked,
     render_failure,
 )
-from emailkit.domain.rendering.limits import render_stream
+from emailkit.domain.rendering.limits import RenderBudget, render_state, render_stream
 from emailkit.domain.rendering.mjml import compile_mjml
 from emailkit.domain.rendering.text import html_to_text, text_template_source, tidy_plain_text, tidy_text
 from emailkit.domain.rendering.tracked import TrackedTemplate, emits_raw_markup, track_template
@@ -108,7 +108,20 @@ class CompiledContent:
         """Render for one recipient; a failing template raises RenderError (TEMPLATE_RENDER or _SECURITY).
 
         With ``tracked``, the HTML comes from its template; the context must then hold the tracking calls.
+        Each of the subject, HTML and text renders is held to the bounds of ``limits`` on its own.
         """
+        if render_state.budget is not None:
+            return self._render(context, tracked, None)
+        # One budget object for the three renders (restarted for each): this runs once per recipient.
+        budget = render_state.budget = RenderBudget()
+        try:
+            return self._render(context, tracked, budget)
+        finally:
+            render_state.budget = None
+
+    def _render(
+        self, context: Mapping[str, Any], tracked: TrackedTemplate | None, budget: RenderBudget | None
+    ) -> RenderedContent:
         try:
             subject = self._render_subject(context)
         except Exception as exc:
@@ -116,6 +129,8 @@ class CompiledContent:
         render_html = self._render_html
         if tracked is not None and tracked.render is not None:
             render_html = tracked.render
+        if budget is not None:
+            budget.restart()
         try:
             html = render_html(context)
         except Exception as exc:
@@ -123,6 +138,8 @@ class CompiledContent:
         if self._render_text is None:
             text = html_to_text(html)
         else:
+            if budget is not None:
+                budget.restart()
             try:
                 raw = self._render_text(context)
                 text = tidy_text(raw) if self.text_derived else tidy_plain_text(raw)

@@ -19,6 +19,7 @@ from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context, markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEscapeFormatter, SandboxedFormatter
+from markupsafe import Markup
 
 from emailkit.domain.errors import DomainError, ErrorCode, FieldError
 from emailkit.domain.rendering import limits
@@ -49,17 +50,40 @@ def _bounded_range(*args: int) -> range:
     return rng
 
 
+_render_state = limits.render_state
+_SCALARS = frozenset({int, float, bool, Markup})
+
+
+def _charge(value: str) -> None:
+    budget = _render_state.budget
+    if budget is not None:
+        budget.build(len(value))
+
+
+_LARGE_OUTPUT = limits.LARGE_OUTPUT_CHARS
+
+
 def _finalize(value: Any) -> Any:
-    """Every ``{{ expression }}`` passes here before it is output, in the root or in a captured block."""
-    if type(value) is str:
-        budget = limits.current_budget()
-        if budget is not None:
-            budget.build(len(value))
+    """Every ``{{ expression }}`` of the root passes here before it is output (once per expression on the
+    per-recipient hot path). The root's output is measured as it streams; a large value is counted now."""
+    cls = type(value)
+    if cls is str:
+        if len(value) > _LARGE_OUTPUT:
+            _charge(value)
         return value
     if value is None:
         return ""
-    check_stringify(value)
+    if cls not in _SCALARS:
+        check_stringify(value)
     return value
+
+
+def _finalize_captured(value: Any) -> Any:
+    """``_finalize`` for output captured by a macro, a call or filter block or ``{% set %}``: all counted."""
+    if type(value) is str:
+        _charge(value)
+        return value
+    return _finalize(value)
 
 
 class _BoundedCodeGenerator(CodeGenerator):
@@ -75,6 +99,12 @@ class _BoundedCodeGenerator(CodeGenerator):
             super().visit_For(node, frame)
         finally:
             node.iter = original
+
+    def _output_child_pre(self, node: nodes.Expr, frame: Frame, finalize: Any) -> None:
+        # Text appended to a buffer is not streamed, so every expression there is counted as it is produced.
+        if frame.buffer is not None and finalize.src == "environment.finalize(":
+            finalize = self._FinalizeInfo(finalize.const, "environment.finalize_captured(")
+        super()._output_child_pre(node, frame, finalize)
 
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
         if frame.eval_ctx.volatile:
@@ -111,6 +141,8 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**", "%", "+"})
     code_generator_class = _BoundedCodeGenerator
     concat = staticmethod(limits.bounded_concat)
+
+    finalize_captured = staticmethod(_finalize_captured)
 
     def bounded_loop(self, iterable: Any) -> Any:
         budget = limits.current_budget()

@@ -19,8 +19,9 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping
+from itertools import islice
+from typing import Any, NoReturn
 
 #: Characters one template render may output (a subject, an HTML body or a text alternative).
 MAX_OUTPUT_CHARS = 5_000_000
@@ -41,6 +42,13 @@ MAX_JSON_INDENT = 16
 
 # Loop iterations between two looks at the clock.
 _CLOCK_EVERY = 16
+# Output pieces taken from a render between two checks of its size: per chunk rather than per piece keeps
+# the common render (a few dozen pieces) on C-level joins. Expressions printing more than
+# ``LARGE_OUTPUT_CHARS`` are counted one by one as they are produced (see ``jinja._finalize``), so a chunk
+# holds at most this many small pieces (or literal text of the template itself) before its size is known.
+_PIECES_PER_CHECK = 32
+LARGE_OUTPUT_CHARS = 4096
+_END = object()
 
 
 class TemplateLimitExceeded(Exception):
@@ -53,6 +61,9 @@ class RenderBudget:
     __slots__ = ("built", "deadline", "iterations")
 
     def __init__(self) -> None:
+        self.restart()
+
+    def restart(self) -> None:
         self.deadline = time.monotonic() + RENDER_TIMEOUT_SECONDS
         self.iterations = 0
         self.built = 0
@@ -66,9 +77,12 @@ class RenderBudget:
     def build(self, chars: int) -> None:
         self.built += chars
         if self.built > MAX_BUILT_CHARS:
-            raise TemplateLimitExceeded(
-                f"the template built more than {MAX_BUILT_CHARS:,} characters of text in one render"
-            )
+            self.over_built()
+
+    def over_built(self) -> NoReturn:
+        raise TemplateLimitExceeded(
+            f"the template built more than {MAX_BUILT_CHARS:,} characters of text in one render"
+        )
 
     def iterate(self, iterable: Iterable[Any]) -> Iterator[Any]:
         for item in iterable:
@@ -86,29 +100,39 @@ class _State(threading.local):
     budget: RenderBudget | None = None
 
 
-_state = _State()
+#: The budget of the render running in this thread, if any.
+render_state = _State()
+_state = render_state
 
 
 def current_budget() -> RenderBudget | None:
     return _state.budget
 
 
-def render_stream(pieces: Iterable[str], start: Callable[[], RenderBudget] = RenderBudget) -> str:
-    """Join a template's output as it is produced, with a fresh budget installed for this thread.
+def render_stream(pieces: Iterable[str]) -> str:
+    """Join a template's output as it is produced, under the thread's budget (a fresh one if none is set).
 
-    Output is counted piece by piece, so a render over the bound stops there, not after building it all.
+    Output is counted as it is produced, so a render over the bound stops there, not after building it all.
     """
     previous = _state.budget
-    _state.budget = start()
+    if previous is None:
+        _state.budget = RenderBudget()
     try:
+        iterator = iter(pieces)
         out: list[str] = []
         size = 0
-        for piece in pieces:
-            size += len(piece)
+        while True:
+            part = "".join(islice(iterator, _PIECES_PER_CHECK))
+            if not part:
+                # Either the end, or a run of empty pieces: look one piece further to tell.
+                piece = next(iterator, _END)
+                if piece is _END:
+                    return "".join(out)
+                part = piece  # type: ignore[assignment]
+            size += len(part)
             if size > MAX_OUTPUT_CHARS:
                 raise TemplateLimitExceeded(f"the output is longer than {MAX_OUTPUT_CHARS:,} characters")
-            out.append(piece)
-        return "".join(out)
+            out.append(part)
     finally:
         _state.budget = previous
 
