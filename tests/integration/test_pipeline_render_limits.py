@@ -14,9 +14,13 @@ from emailkit.domain.models import (
     Delivery,
     DeliveryStatus,
     Subscriber,
+    Template,
+    TemplateKind,
 )
+from emailkit.domain.runtime import Runtime, SendingSetup
+from emailkit.domain.transactional import send_transactional
 from emailkit.providers.outbox import OutboxProvider
-from tests.integration.test_pipeline import CountingProvider, campaign_row, make_sender, seed, start
+from tests.integration.test_pipeline import SECRET, CountingProvider, campaign_row, make_sender, seed, start
 
 # The loop length comes from a subscriber attribute: harmless for everyone but the one with rows=5000.
 BODY = (
@@ -54,3 +58,45 @@ async def test_one_recipient_over_the_limit_fails_with_the_reason_and_the_others
     assert (row.status, row.sent_count, row.failed_count) == (CampaignStatus.FINISHED, len(expected), 1)
     message = next(tmp_path.glob("*.eml")).read_text()
     assert "." * 100 in message
+
+
+async def test_a_transactional_delivery_over_the_limit_fails_without_a_retry(
+    db: Database, tmp_path: Path
+) -> None:
+    # The data passed the API's check against an earlier version of the template; the template changed since.
+    async with db.transaction() as s:
+        template = Template(
+            name="Receipt",
+            kind=TemplateKind.TRANSACTIONAL,
+            format=ContentFormat.HTML,
+            subject="Receipt",
+            body=BODY,
+        )
+        s.add(template)
+        await s.flush()
+        delivery = Delivery(
+            campaign_id=None,
+            email="ada@example.com",
+            template_id=template.id,
+            data={"vars": {}, "from_email": "shop@example.com", "from_name": "Shop"},
+            status=DeliveryStatus.QUEUED,
+        )
+        s.add(delivery)
+        await s.flush()
+        delivery_id = delivery.id
+    outbox = OutboxProvider(tmp_path)
+    runtime = Runtime(
+        db=db,
+        secret_key=SECRET,
+        public_url="https://mail.example.com",
+        sending=SendingSetup(provider_name="outbox", provider_factory=lambda: outbox),
+    )
+    async with db.transaction() as s:
+        await s.execute(update(Template).values(body=BODY.replace("subscriber.attributes.rows", "5000")))
+    result = await send_transactional(runtime, delivery_id, max_attempts=5)
+    assert result is not None and not result.ok and not result.transient
+    async with db.session() as s:
+        row = await s.get(Delivery, delivery_id)
+    assert row is not None and row.status is DeliveryStatus.FAILED and row.attempts == 1
+    assert row.last_error is not None and row.last_error.startswith("TEMPLATE_LIMIT in body: ")
+    assert list(tmp_path.iterdir()) == []
