@@ -26,7 +26,7 @@ from emailkit.domain.rendering.jinja import (
     render_checked,
     render_failure,
 )
-from emailkit.domain.rendering.limits import RenderBudget, render_state, render_stream
+from emailkit.domain.rendering.limits import RenderBudget, RenderTimeout, render_state, render_stream
 from emailkit.domain.rendering.mjml import compile_mjml
 from emailkit.domain.rendering.text import html_to_text, text_template_source, tidy_plain_text, tidy_text
 from emailkit.domain.rendering.tracked import TrackedTemplate, emits_raw_markup, track_template
@@ -149,7 +149,7 @@ class CompiledContent:
         return RenderedContent(subject=_LINE_BREAKS.sub(" ", subject).strip(), html=html, text=text)
 
     def _body_failure(self, exc: Exception, context: Mapping[str, Any]) -> RenderError:
-        if self.format is not ContentFormat.MJML:
+        if self.format is not ContentFormat.MJML or isinstance(exc, RenderTimeout):
             return render_failure(exc, "body")
         # Lines of the compiled HTML mean nothing to the author; the MJML source fails at the same expression.
         try:

@@ -55,6 +55,10 @@ class TemplateLimitExceeded(Exception):
     """A render went over one of the bounds above; nothing it built is kept."""
 
 
+class RenderTimeout(TemplateLimitExceeded):
+    """A render ran out of wall time (worth no second attempt, not even to find the line)."""
+
+
 class RenderBudget:
     """What one render has spent so far; installed for the rendering thread by :func:`render_stream`."""
 
@@ -70,7 +74,7 @@ class RenderBudget:
 
     def check_time(self) -> None:
         if time.monotonic() > self.deadline:
-            raise TemplateLimitExceeded(
+            raise RenderTimeout(
                 f"rendering took longer than {RENDER_TIMEOUT_SECONDS:g} s, the limit for one template"
             )
 
