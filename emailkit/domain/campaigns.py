@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -128,21 +129,23 @@ def _collect(errors: list[FieldError], check: Callable[[], None]) -> None:
 async def _validate_content(session: AsyncSession, row: Campaign) -> None:
     """Check subject, body and text alternative as the send pipeline compiles them; report every problem."""
     errors: list[FieldError] = []
+    subject, plain_text = row.subject, row.plain_text
     if row.template_id is None:
-        body, fmt = row.body, row.format
+        body, fmt, field = row.body, row.format, "body"
         assert body is not None and fmt is not None
-        _collect(errors, lambda: validate_content(body, fmt, subject=row.subject, field="body"))
     else:
         # The subject is compiled together with the template's body, so check them as the pair they form.
         template = await session.get(Template, row.template_id)
         assert template is not None
-        _collect(
-            errors,
-            lambda: validate_content(template.body, template.format, subject=row.subject, field="templateId"),
-        )
-    plain_text = row.plain_text
-    if plain_text is not None:
-        _collect(errors, lambda: validate_plain_text(plain_text, field="plainText"))
+        body, fmt, field = template.body, template.format, "templateId"
+
+    def check() -> None:
+        _collect(errors, lambda: validate_content(body, fmt, subject=subject, field=field))
+        if plain_text is not None:
+            _collect(errors, lambda: validate_plain_text(plain_text, field="plainText"))
+
+    # Sample renders are CPU work bounded only by the render limits: keep the event loop answering meanwhile.
+    await asyncio.to_thread(check)
     raise_if(errors)
 
 

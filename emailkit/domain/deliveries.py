@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from sqlalchemy import exists, func, select, update
@@ -163,9 +164,11 @@ async def create_transactional(
         raise DomainError.single(ErrorCode.SUPPRESSED, f"{email} is blocklisted", "to")
     if await is_suppressed(session, email):
         raise DomainError.single(ErrorCode.SUPPRESSED, f"{email} is on the suppression list", "to")
-    # Render once now so a template that cannot render with this data fails here, not silently in a worker.
-    content = compile_content(template.body, template.format, subject=template.subject)
-    content.render(render_context(subscriber, email, data))
+    # Render once now so a template that cannot render with this data fails here, not silently in a worker;
+    # off the event loop, since a render may run up to its time limit.
+    context = render_context(subscriber, email, data)
+    body, fmt, subject = template.body, template.format, template.subject
+    await asyncio.to_thread(lambda: compile_content(body, fmt, subject=subject).render(context))
     row = Delivery(
         campaign_id=None,
         subscriber_id=subscriber.id if subscriber is not None else None,

@@ -73,9 +73,11 @@ from emailkit.domain.rendering import (
     CLICK_CALL,
     PIXEL_CALL,
     CompiledContent,
+    RenderError,
     TrackedTemplate,
     campaign_vars,
     compile_content,
+    render_failure_reason,
     template_context,
 )
 from emailkit.domain.runtime import Runtime
@@ -581,7 +583,10 @@ class CampaignSender:
                 pending = Pending(0, None, email, SAMPLE_NAME, dict(SAMPLE_ATTRIBUTES), 0)
             else:
                 pending = Pending(0, sub.id, email, sub.name, dict(sub.attributes or {}), 0)
-            messages.append(self._message(compiled, pending, test=True))
+            # Off the event loop: this runs in the API process, and a render may take up to its time limit.
+            messages.append(
+                await asyncio.to_thread(functools.partial(self._message, test=True), compiled, pending)
+            )
         return await self.provider.send_batch(messages)
 
     # -- sending ------------------------------------------------------------------------------------------
@@ -826,13 +831,19 @@ class CampaignSender:
                 return True, None
             pending = {p.delivery_id: p for p in chunk}
             messages = []
+            # A recipient whose data makes the template fail (or go over a render limit) fails alone.
+            unrendered: list[SendResult] = []
             for i, p in enumerate(chunk, 1):
-                messages.append(self._message(compiled, p))
+                try:
+                    messages.append(self._message(compiled, p))
+                except RenderError as exc:
+                    reason = render_failure_reason(exc)
+                    unrendered.append(SendResult.failed(str(p.delivery_id), reason, transient=False))
                 if i % RENDER_SLICE == 0:
                     # Rendering a chunk takes tens of ms of CPU; let the other batches' SMTP sessions and
                     # commits run meanwhile instead of stalling them all.
                     await asyncio.sleep(0)
-            results: list[SendResult] = []
+            results: list[SendResult] = unrendered
             step = max(1, self.provider.max_batch_size)
             on_commit = functools.partial(self._mark_sending, batch)
             early = _EarlyResults(self, campaign_id, pending, batch_id)

@@ -6,9 +6,10 @@ from sqlalchemy import select, update
 
 from emailkit.domain import optin
 from emailkit.domain.deliveries import render_context
+from emailkit.domain.errors import DomainError
 from emailkit.domain.models import ContentFormat, Delivery, DeliveryStatus, Subscriber, Template
 from emailkit.domain.pipeline import IN_DOUBT_NOTE
-from emailkit.domain.rendering import compile_content
+from emailkit.domain.rendering import compile_content, render_failure_reason
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.sending import DELIVERY_TAG, Address, OutgoingMessage, SendResult
 from emailkit.domain.types import utcnow
@@ -44,13 +45,21 @@ async def send_transactional(runtime: Runtime, delivery_id: int, *, max_attempts
         source = (template.body, template.format, template.subject)
     elif payload.get("builtin") == optin.BUILTIN_OPTIN:
         source = (optin.DEFAULT_HTML, ContentFormat.HTML, optin.DEFAULT_SUBJECT)
+    rendered = None
     if source is None:
         result = SendResult.failed(
             str(delivery_id), "the template was deleted before sending", transient=False
         )
     else:
-        content = compile_content(source[0], source[1], subject=source[2])
-        rendered = content.render(render_context(subscriber, delivery.email, dict(payload.get("vars") or {})))
+        try:
+            content = compile_content(source[0], source[1], subject=source[2])
+            rendered = content.render(
+                render_context(subscriber, delivery.email, dict(payload.get("vars") or {}))
+            )
+        except DomainError as exc:
+            # Retrying cannot help a template that does not render with this data (or goes over a limit).
+            result = SendResult.failed(str(delivery_id), render_failure_reason(exc), transient=False)
+    if rendered is not None:
         sender = Address(str(payload.get("from_email")), str(payload.get("from_name") or ""))
         message = OutgoingMessage(
             delivery_id=str(delivery_id),

@@ -154,10 +154,12 @@ class Mutation:
         out = await mutate(info, lambda s: templates.delete_template(s, decode_id(input.id, "Template")))
         return DeletePayload(deleted_id=input.id if out.value is not None else None, user_errors=out.errors)
 
-    # Changes nothing, so any authenticated key (VIEWER included) may preview.
-    @strawberry.mutation(
+    # Rendering runs code the caller wrote: only the roles that may write templates may preview them, so a
+    # read-only key cannot spend the server's CPU on arbitrary templates (renders are bounded anyway).
+    @write_mutation(
         description="Render a template or a body for a subscriber (or a sample one): subject, HTML and text, "
-        "or userErrors that point at the MJML/Jinja problem and its line."
+        "or userErrors that point at the MJML/Jinja problem and its line (TEMPLATE_LIMIT when the render goes "
+        "over a resource bound). Needs an ADMIN or EDITOR key."
     )
     async def preview_template(self, info: Info, input: PreviewTemplateInput) -> PreviewTemplatePayload:
         out = await mutate(

@@ -9,6 +9,7 @@ from emailkit.domain.rendering.content import (
     CompiledContent,
     RenderedContent,
     compile_content,
+    render_failure_reason,
     validate_content,
     validate_plain_text,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "compile_content",
     "extract_links",
     "html_to_text",
+    "render_failure_reason",
     "sample_campaign",
     "sample_context",
     "sample_subscriber",

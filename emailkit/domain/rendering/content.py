@@ -26,6 +26,7 @@ from emailkit.domain.rendering.jinja import (
     render_checked,
     render_failure,
 )
+from emailkit.domain.rendering.limits import RenderBudget, RenderTimeout, render_state, render_stream
 from emailkit.domain.rendering.mjml import compile_mjml
 from emailkit.domain.rendering.text import html_to_text, text_template_source, tidy_plain_text, tidy_text
 from emailkit.domain.rendering.tracked import TrackedTemplate, emits_raw_markup, track_template
@@ -107,7 +108,20 @@ class CompiledContent:
         """Render for one recipient; a failing template raises RenderError (TEMPLATE_RENDER or _SECURITY).
 
         With ``tracked``, the HTML comes from its template; the context must then hold the tracking calls.
+        Each of the subject, HTML and text renders is held to the bounds of ``limits`` on its own.
         """
+        if render_state.budget is not None:
+            return self._render(context, tracked, None)
+        # One budget object for the three renders (restarted for each): this runs once per recipient.
+        budget = render_state.budget = RenderBudget()
+        try:
+            return self._render(context, tracked, budget)
+        finally:
+            render_state.budget = None
+
+    def _render(
+        self, context: Mapping[str, Any], tracked: TrackedTemplate | None, budget: RenderBudget | None
+    ) -> RenderedContent:
         try:
             subject = self._render_subject(context)
         except Exception as exc:
@@ -115,6 +129,8 @@ class CompiledContent:
         render_html = self._render_html
         if tracked is not None and tracked.render is not None:
             render_html = tracked.render
+        if budget is not None:
+            budget.restart()
         try:
             html = render_html(context)
         except Exception as exc:
@@ -122,6 +138,8 @@ class CompiledContent:
         if self._render_text is None:
             text = html_to_text(html)
         else:
+            if budget is not None:
+                budget.restart()
             try:
                 raw = self._render_text(context)
                 text = tidy_text(raw) if self.text_derived else tidy_plain_text(raw)
@@ -131,7 +149,7 @@ class CompiledContent:
         return RenderedContent(subject=_LINE_BREAKS.sub(" ", subject).strip(), html=html, text=text)
 
     def _body_failure(self, exc: Exception, context: Mapping[str, Any]) -> RenderError:
-        if self.format is not ContentFormat.MJML:
+        if self.format is not ContentFormat.MJML or isinstance(exc, RenderTimeout):
             return render_failure(exc, "body")
         # Lines of the compiled HTML mean nothing to the author; the MJML source fails at the same expression.
         try:
@@ -149,7 +167,7 @@ def fast_render(template: Template) -> Callable[[Mapping[str, Any]], str]:
     listing their names) at a Python-level call per global: measured at ≈40% of rendering a recipient's
     subject, HTML and text. Here the globals are flattened once and merged with the variables in C; the
     context (built as ``jinja2.runtime.new_context`` builds it), the output and the rewritten traceback of
-    a failure are those of ``render``.
+    a failure are those of ``render``. The output is streamed under the render bounds (see ``limits``).
     """
     flat_globals = dict(template.globals)
     environment = template.environment
@@ -160,7 +178,7 @@ def fast_render(template: Template) -> Callable[[Mapping[str, Any]], str]:
     def render(context: Mapping[str, Any]) -> str:
         ctx = make_context(environment, {**flat_globals, **context}, name, blocks, globals=flat_globals)
         try:
-            return environment.concat(root(ctx))
+            return render_stream(root(ctx))
         except Exception:
             return environment.handle_exception()
 
@@ -285,3 +303,11 @@ def validate_content(
 def validate_plain_text(text: str, *, field: str = "plainText") -> None:
     """Check a hand-written text alternative (a Jinja template rendered without HTML escaping)."""
     probe_render(text, TEXT_ENV, sample_context(), field)
+
+
+def render_failure_reason(exc: DomainError) -> str:
+    """How a render failure reads on a failed delivery: ``TEMPLATE_LIMIT in body: Line 3: ...``."""
+    return "; ".join(
+        f"{e.code.value} in {e.field}: {e.message}" if e.field else f"{e.code.value}: {e.message}"
+        for e in exc.errors
+    )

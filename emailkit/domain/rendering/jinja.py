@@ -15,15 +15,25 @@ from collections.abc import Iterator, Mapping
 from typing import Any, NoReturn
 
 from jinja2 import ChainableUndefined, Template, TemplateSyntaxError, UndefinedError, nodes
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
-from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.runtime import Context, markup_join, str_join
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEscapeFormatter, SandboxedFormatter
+from markupsafe import Markup
 
 from emailkit.domain.errors import DomainError, ErrorCode, FieldError
+from emailkit.domain.rendering import limits
+from emailkit.domain.rendering.guards import (
+    BoundedFormatMixin,
+    bounded_filters,
+    bounded_method,
+    check_stringify,
+)
+from emailkit.domain.rendering.limits import TemplateLimitExceeded
 
 # Bounds that keep one render cheap: a template is run once per recipient, hundreds of thousands of times.
+# The resource bounds every render is held to are in ``limits``.
 MAX_RANGE = 10_000
-MAX_SEQUENCE = 100_000
 MAX_EXPONENT = 64
 
 TEMPLATE_FILENAME = "<template>"
@@ -36,21 +46,140 @@ class RenderError(DomainError):
 def _bounded_range(*args: int) -> range:
     rng = range(*args)
     if len(rng) > MAX_RANGE:
-        raise OverflowError(f"range() is limited to {MAX_RANGE} items in templates")
+        raise TemplateLimitExceeded(f"range() is limited to {MAX_RANGE} items in templates")
     return rng
 
 
+_render_state = limits.render_state
+_SCALARS = frozenset({int, float, bool, Markup})
+
+
+def _charge(value: str) -> None:
+    budget = _render_state.budget
+    if budget is not None:
+        budget.build(len(value))
+
+
+_LARGE_OUTPUT = limits.LARGE_OUTPUT_CHARS
+
+
 def _finalize(value: Any) -> Any:
-    return "" if value is None else value
+    """Every ``{{ expression }}`` of the root passes here before it is output (once per expression on the
+    per-recipient hot path). The root's output is measured as it streams; a large value is counted now."""
+    cls = type(value)
+    if cls is str:
+        if len(value) > _LARGE_OUTPUT:
+            _charge(value)
+        return value
+    if value is None:
+        return ""
+    if cls not in _SCALARS:
+        check_stringify(value)
+    return value
 
 
-def _sized(value: Any) -> int | None:
-    return len(value) if isinstance(value, str | bytes | list | tuple) else None
+def _finalize_captured(value: Any) -> Any:
+    """``_finalize`` for output captured by a macro, a call or filter block or ``{% set %}``: all counted."""
+    if type(value) is str:
+        _charge(value)
+        return value
+    return _finalize(value)
+
+
+class _BoundedCodeGenerator(CodeGenerator):
+    """Jinja's code generator with every loop and every ``~`` going through the render's bounds."""
+
+    def visit_For(self, node: nodes.For, frame: Frame) -> None:
+        # The iterable becomes ``environment.bounded_loop(iterable)``; put back afterwards, so that the tree
+        # can be compiled again.
+        original = node.iter
+        guard = nodes.EnvironmentAttribute("bounded_loop", lineno=original.lineno)
+        node.iter = nodes.Call(guard, [original], [], None, None, lineno=original.lineno)
+        try:
+            super().visit_For(node, frame)
+        finally:
+            node.iter = original
+
+    def _output_child_pre(self, node: nodes.Expr, frame: Frame, finalize: Any) -> None:
+        # Text appended to a buffer is not streamed, so every expression there is counted as it is produced.
+        if frame.buffer is not None and finalize.src == "environment.finalize(":
+            finalize = self._FinalizeInfo(finalize.const, "environment.finalize_captured(")
+        super()._output_child_pre(node, frame, finalize)
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        if frame.eval_ctx.volatile:
+            func = "(environment.join_markup if context.eval_ctx.volatile else environment.join_str)"
+        elif frame.eval_ctx.autoescape:
+            func = "environment.join_markup"
+        else:
+            func = "environment.join_str"
+        self.write(f"{func}((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
+def _checked_join(join: Any, values: Any) -> str:
+    values = list(values)
+    for value in values:
+        check_stringify(value)
+    limits.check_chars(sum(len(v) if isinstance(v, str) else 0 for v in values), "joining with ~")
+    return limits.charge(join(values))  # type: ignore[no-any-return]
+
+
+class _BoundedFormatter(BoundedFormatMixin, SandboxedFormatter):
+    pass
+
+
+class _BoundedEscapeFormatter(BoundedFormatMixin, SandboxedEscapeFormatter):
+    pass
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
     # Only the operators whose results can explode in size are checked; the rest stay on the fast path.
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "%", "+"})
+    code_generator_class = _BoundedCodeGenerator
+    concat = staticmethod(limits.bounded_concat)
+
+    finalize_captured = staticmethod(_finalize_captured)
+
+    def bounded_loop(self, iterable: Any) -> Any:
+        budget = limits.current_budget()
+        return iterable if budget is None else budget.iterate(iterable)
+
+    def join_markup(self, values: Any) -> str:
+        return _checked_join(markup_join, values)
+
+    def join_str(self, values: Any) -> str:
+        return _checked_join(str_join, values)
+
+    def wrap_str_format(self, value: Any) -> Any:
+        # Called on every attribute a template reads from an object: string methods that can grow text
+        # (center, ljust, replace, join, format...) are swapped for bounded ones here.
+        bounded = bounded_method(value)
+        if bounded is not None:
+            return bounded
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        owner = value.__self__
+        formatter = (
+            _BoundedEscapeFormatter(self, escape=owner.escape)
+            if hasattr(owner, "__html_format__")
+            else _BoundedFormatter(self)
+        )
+        str_type, is_map = type(owner), value.__name__ == "format_map"
+
+        def bounded_format(*args: Any, **kwargs: Any) -> str:
+            if is_map:
+                if kwargs or len(args) != 1:
+                    raise TypeError("format_map() takes exactly one argument")
+                kwargs, args = args[0], ()
+            result: str = str_type(formatter.vformat(owner, args, kwargs))
+            return result
+
+        return bounded_format
 
     def unsafe_undefined(self, obj: Any, attribute: str) -> NoReturn:
         # The stock sandbox returns an Undefined that prints as "" and so hides the attempt; fail loudly.
@@ -69,13 +198,28 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     def call_binop(self, context: Context, operator_name: str, left: Any, right: Any) -> Any:
         if operator_name == "**":
             if isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
-                raise SecurityError(f"exponents above {MAX_EXPONENT} are not allowed in templates")
-            return operator.pow(left, right)
-        for seq, times in ((left, right), (right, left)):
-            size = _sized(seq)
-            if size is not None and isinstance(times, int) and size * times > MAX_SEQUENCE:
-                raise SecurityError(f"repeating a sequence beyond {MAX_SEQUENCE} items is not allowed")
-        return operator.mul(left, right)
+                raise TemplateLimitExceeded(f"exponents above {MAX_EXPONENT} are not allowed in templates")
+            limits.check_power(left, right)
+            result = operator.pow(left, right)
+        elif operator_name == "*":
+            limits.check_product(left, right)
+            result = operator.mul(left, right)
+        elif operator_name == "%":
+            if isinstance(left, str):
+                for value in (
+                    right.values()
+                    if isinstance(right, dict)
+                    else right
+                    if isinstance(right, tuple)
+                    else (right,)
+                ):
+                    check_stringify(value)
+                limits.check_printf(left, right)
+            result = operator.mod(left, right)
+        else:
+            limits.check_sum(left, right)
+            result = operator.add(left, right)
+        return limits.charge(result)
 
 
 class _ProbeUndefined(ChainableUndefined):
@@ -118,6 +262,7 @@ def _environment(*, autoescape: bool, undefined: type[ChainableUndefined]) -> _S
     # lipsum() can produce unbounded text and no template has a use for it in a real email.
     env.globals.pop("lipsum", None)
     env.globals["range"] = _bounded_range
+    env.filters.update(bounded_filters(env.filters))
     return env
 
 
@@ -219,6 +364,16 @@ def _template_line(exc: BaseException) -> int | None:
 def render_failure(exc: Exception, field: str, *, locate: bool = True) -> RenderError:
     """The error for a failed render, at the template line where it happened when ``locate`` is set."""
     line = _template_line(exc) if locate else None
+    if isinstance(exc, TemplateLimitExceeded):
+        return RenderError(
+            FieldError(field, at_line(line, f"over a template limit: {exc}"), ErrorCode.TEMPLATE_LIMIT)
+        )
+    if isinstance(exc, RecursionError | MemoryError):
+        return RenderError(
+            FieldError(
+                field, at_line(line, f"over a template limit: {type(exc).__name__}"), ErrorCode.TEMPLATE_LIMIT
+            )
+        )
     if isinstance(exc, SecurityError):
         return RenderError(FieldError(field, at_line(line, str(exc)), ErrorCode.TEMPLATE_SECURITY))
     if isinstance(exc, UndefinedError):
@@ -230,7 +385,7 @@ def render_failure(exc: Exception, field: str, *, locate: bool = True) -> Render
 
 def render_checked(template: Template, context: Mapping[str, Any], field: str) -> str:
     try:
-        return template.render(context)
+        return template.render(context)  # bounded: the environment's concat streams the render
     except Exception as exc:
         raise render_failure(exc, field) from None
 
