@@ -239,7 +239,7 @@ async def create_subscriber(
     session.add(row)
     await _flush_unique_email(session, normalized)
     if list_ids:
-        await session.execute(_subscribe_statement(session, [row.id], list_ids, subscription_status))
+        await _insert_subscriptions(session, [row.id], list_ids, subscription_status)
     return row
 
 
@@ -306,6 +306,51 @@ def _upsert_insert(session: AsyncSession) -> Any:
     if dialect == "sqlite":
         return sqlite.insert
     raise RuntimeError(f"unsupported database dialect {dialect!r}")
+
+
+# The references of `subscriptions` (declared keys, or the triggers that stand in for them on PostgreSQL).
+LIST_FK = "fk_subscriptions_list_id_lists"
+SUBSCRIBER_FK = "fk_subscriptions_subscriber_id_subscribers"
+
+
+async def _insert_subscriptions(
+    session: AsyncSession,
+    subscriber_ids: Sequence[int],
+    list_ids: Sequence[int],
+    status: SubscriptionStatus | None,
+) -> None:
+    """Run the subscribe statement; a list or subscriber deleted after it was checked (a concurrent
+    deleteList or deleteSubscriber) is answered like one that never existed."""
+    try:
+        await session.execute(_subscribe_statement(session, subscriber_ids, list_ids, status))
+    except IntegrityError as exc:
+        gone = await _reference_gone(session, exc, subscriber_ids, list_ids)
+        if gone is None:
+            raise
+        raise gone from exc
+
+
+async def _reference_gone(
+    session: AsyncSession, exc: IntegrityError, subscriber_ids: Sequence[int], list_ids: Sequence[int]
+) -> DomainError | None:
+    cause = exc.orig.__cause__ if exc.orig is not None else None
+    constraint = getattr(cause, "constraint_name", None) or getattr(exc.orig, "constraint_name", None)
+    if constraint == LIST_FK:
+        return DomainError.single(
+            ErrorCode.LIST_NOT_FOUND, "A list was deleted while subscribing to it", "listIds"
+        )
+    if constraint == SUBSCRIBER_FK:
+        return DomainError.single(
+            ErrorCode.SUBSCRIBER_NOT_FOUND, "A subscriber was deleted while subscribing it", "subscriberIds"
+        )
+    if constraint is None and "FOREIGN KEY constraint failed" in str(exc.orig):
+        # SQLite names no constraint, but a failed statement leaves its transaction usable: look again.
+        try:
+            await require_lists(session, list_ids)
+            await _require_subscribers(session, subscriber_ids)
+        except DomainError as missing:
+            return missing
+    return None
 
 
 def _subscribe_statement(
@@ -380,7 +425,7 @@ async def subscribe_to_lists(
         r.status is SubscriberStatus.BLOCKLISTED for r in rows
     ):
         raise_if([_blocklisted_error("subscriberIds")])
-    await session.execute(_subscribe_statement(session, subscriber_ids, list_ids, status))
+    await _insert_subscriptions(session, subscriber_ids, list_ids, status)
     return rows
 
 

@@ -44,7 +44,7 @@ def _ids(value: Any) -> list[int]:
     out = []
     for item in items:
         text = str(item).strip()
-        pk = int(text) if text.isdigit() else globalid.pk_of(text, "MailingList")
+        pk = int(text) if globalid.is_pk(text) else globalid.pk_of(text, "MailingList")
         if pk is None:
             raise ValueError(f"not a list id: {item!r}")
         out.append(pk)
