@@ -25,6 +25,12 @@ class UserError:
     code: ErrorCode
 
 
+@strawberry.type(description="Something to know about a change that was made all the same.")
+class MutationWarning:
+    message: str
+    code: ErrorCode
+
+
 def to_user_errors(exc: DomainError) -> list[UserError]:
     return [UserError(field=e.field, message=e.message, code=e.code) for e in exc.errors]
 
