@@ -1,11 +1,13 @@
 """What a caller is told when an operation fails for a reason other than its own input.
 
-Database outages and statement timeouts get stable codes a client can act on (retry later, ask for less);
-any other exception is a bug whose details stay in the log, never in the response.
+Database outages, statement timeouts and an unreachable job queue get stable codes a client can act on
+(retry later, ask for less); any other exception is a bug whose details stay in the log, never in the
+response.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 from graphql import GraphQLError
@@ -15,10 +17,14 @@ from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
 from emailkit.domain.db import Failure, failure_of
+from emailkit.domain.ports import QueueUnavailable
 from emailkit.domain.validation import unstorable_text
+
+log = logging.getLogger(__name__)
 
 SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
 QUERY_TIMEOUT = "QUERY_TIMEOUT"
+QUEUE_UNAVAILABLE = "QUEUE_UNAVAILABLE"
 INVALID_TEXT = "INVALID_TEXT"
 
 UNAVAILABLE_MESSAGE = "The database is unavailable; try again shortly"
@@ -51,10 +57,18 @@ class ErrorPolicy(MaskErrors):
     def _translate(error: GraphQLError) -> GraphQLError:
         if error.original_error is None or isinstance(error.original_error, GraphQLError):
             return error
-        failure = failure_of(error.original_error)
-        if failure is None:
+        if isinstance(error.original_error, QueueUnavailable):
+            # Raised after the change committed (mutations enqueue last): say what did and did not happen.
+            message, code = (
+                "The change was saved, but the job queue is unreachable, so the work it starts (such as "
+                "sending mail) could not be queued",
+                QUEUE_UNAVAILABLE,
+            )
+        elif (failure := failure_of(error.original_error)) is not None:
+            message, code = _MESSAGES[failure]
+        else:
             return error
-        message, code = _MESSAGES[failure]
+        log.warning("%s: %s", code, error.original_error)
         return GraphQLError(
             message, nodes=error.nodes, path=error.path, original_error=None, extensions={"code": code}
         )

@@ -182,13 +182,11 @@ async def make_campaign(gql: GQL) -> str:
     return campaign_id
 
 
-async def test_start_campaign_with_the_queue_down_reports_running_and_a_warning(
-    runtime: Runtime, settings: Settings, admin_key: str
-) -> None:
+@pytest.fixture
+async def queue_down(runtime: Runtime, settings: Settings, admin_key: str) -> AsyncIterator[GQL]:
+    """The API with a Redis broker nobody listens on: every enqueue is refused, as during an outage."""
     broken = Settings(
-        database_url=runtime.db.url,
-        secret_key=TEST_SECRET,
-        broker_url=f"redis://127.0.0.1:{free_port()}/0",  # nobody listens: the broker is down
+        database_url=runtime.db.url, secret_key=TEST_SECRET, broker_url=f"redis://127.0.0.1:{free_port()}/0"
     )
     runtime.jobs = build_job_queue(broken)
     app = create_app(settings, runtime)
@@ -204,12 +202,20 @@ async def test_start_campaign_with_the_queue_down_reports_running_and_a_warning(
             result: dict[str, Any] = resp.json()
             return result
 
-        campaign_id = await make_campaign(gql)
-        body = await gql(
-            "mutation($i: CampaignIdInput!) { startCampaign(input: $i) { campaign { id status } "
-            "userErrors { code } warnings { code message } } }",
-            {"i": {"id": campaign_id}},
-        )
+        yield gql
+    runtime.jobs = None
+
+
+async def test_start_campaign_with_the_queue_down_reports_running_and_a_warning(
+    runtime: Runtime, queue_down: GQL
+) -> None:
+    gql = queue_down
+    campaign_id = await make_campaign(gql)
+    body = await gql(
+        "mutation($i: CampaignIdInput!) { startCampaign(input: $i) { campaign { id status } "
+        "userErrors { code } warnings { code message } } }",
+        {"i": {"id": campaign_id}},
+    )
     payload = data(body)["startCampaign"]
     assert payload["campaign"] == {"id": campaign_id, "status": "RUNNING"}
     assert payload["userErrors"] == []
@@ -221,3 +227,24 @@ async def test_start_campaign_with_the_queue_down_reports_running_and_a_warning(
     runtime.jobs = None
     later = utcnow() + timedelta(seconds=61)
     assert await scheduler.requeue_stale_batches(runtime, later, requeue_after=60)
+
+
+async def test_other_mutations_with_the_queue_down_say_so(queue_down: GQL) -> None:
+    """A double opt-in signup is saved, but its confirmation mail cannot be queued: a coded error saying
+    exactly that, not "Unexpected error."."""
+    gql = queue_down
+    created = data(
+        await gql(
+            'mutation { createList(input: { name: "D", optin: DOUBLE }) { list { id } userErrors { code } } }'
+        )
+    )
+    list_id = created["createList"]["list"]["id"]
+    body = await gql(
+        "mutation($i: CreateSubscriberInput!) { createSubscriber(input: $i) { subscriber { id } } }",
+        {"i": {"email": "d@example.com", "listIds": [list_id]}},
+    )
+    [error] = body["errors"]
+    assert error["extensions"]["code"] == "QUEUE_UNAVAILABLE"
+    assert "saved" in error["message"] and "Unexpected" not in error["message"]
+    found = data(await gql('{ subscriber(email: "d@example.com") { subscriptions { status } } }'))
+    assert found["subscriber"] == {"subscriptions": [{"status": "UNCONFIRMED"}]}
