@@ -19,6 +19,7 @@ from starlette.routing import Route
 from emailkit import globalid
 from emailkit.domain import optin
 from emailkit.domain.models import MailingList
+from emailkit.domain.ports import QueueUnavailable
 from emailkit.domain.runtime import Runtime, optin_sender
 from emailkit.domain.scheduler import enqueue_transactional
 from emailkit.domain.tokens import TokenSigner
@@ -129,7 +130,14 @@ class PublicPages:
                 )
         except optin.SubscribeRefused as exc:
             return self._answer(wants_json, 400, str(exc))
-        await enqueue_transactional(self.runtime, deliveries)
+        try:
+            await enqueue_transactional(self.runtime, deliveries)
+        except QueueUnavailable as exc:
+            # The signup is saved but its confirmation mail could not be queued: asking again is safe.
+            log.warning("subscribe: confirmation not queued: %s", exc)
+            response = self._answer(wants_json, 503, "Please try again in a minute")
+            response.headers["Retry-After"] = "60"
+            return response
         return self._answer(wants_json, 200, None)
 
     def _answer(self, wants_json: bool, status: int, error: str | None) -> Response:

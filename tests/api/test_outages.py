@@ -183,27 +183,33 @@ async def make_campaign(gql: GQL) -> str:
 
 
 @pytest.fixture
-async def queue_down(runtime: Runtime, settings: Settings, admin_key: str) -> AsyncIterator[GQL]:
-    """The API with a Redis broker nobody listens on: every enqueue is refused, as during an outage."""
+async def queue_down_client(runtime: Runtime, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with a Redis broker nobody listens on: every enqueue is refused, as during an outage."""
     broken = Settings(
         database_url=runtime.db.url, secret_key=TEST_SECRET, broker_url=f"redis://127.0.0.1:{free_port()}/0"
     )
     runtime.jobs = build_job_queue(broken)
     app = create_app(settings, runtime)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c:
-
-        async def gql(query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-            resp = await c.post(
-                "/graphql",
-                json={"query": query, "variables": variables or {}},
-                headers={"Authorization": f"Bearer {admin_key}"},
-            )
-            assert resp.status_code == 200, resp.text
-            result: dict[str, Any] = resp.json()
-            return result
-
-        yield gql
+        yield c
     runtime.jobs = None
+
+
+@pytest.fixture
+async def queue_down(queue_down_client: httpx.AsyncClient, admin_key: str) -> AsyncIterator[GQL]:
+    c = queue_down_client
+
+    async def gql(query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        resp = await c.post(
+            "/graphql",
+            json={"query": query, "variables": variables or {}},
+            headers={"Authorization": f"Bearer {admin_key}"},
+        )
+        assert resp.status_code == 200, resp.text
+        result: dict[str, Any] = resp.json()
+        return result
+
+    yield gql
 
 
 async def test_start_campaign_with_the_queue_down_reports_running_and_a_warning(
@@ -248,3 +254,17 @@ async def test_other_mutations_with_the_queue_down_say_so(queue_down: GQL) -> No
     assert "saved" in error["message"] and "Unexpected" not in error["message"]
     found = data(await gql('{ subscriber(email: "d@example.com") { subscriptions { status } } }'))
     assert found["subscriber"] == {"subscriptions": [{"status": "UNCONFIRMED"}]}
+
+
+async def test_public_subscribe_with_the_queue_down_is_503(
+    queue_down: GQL, queue_down_client: httpx.AsyncClient
+) -> None:
+    created = data(
+        await queue_down(
+            'mutation { createList(input: { name: "P", optin: DOUBLE, visibility: PUBLIC }) { list { id } } }'
+        )
+    )
+    form = {"email": "p@example.com", "lists": created["createList"]["list"]["id"]}
+    resp = await queue_down_client.post("/subscribe", json=form)
+    assert resp.status_code == 503 and int(resp.headers["Retry-After"]) > 0
+    assert resp.json() == {"ok": False, "error": "Please try again in a minute"}
