@@ -17,6 +17,7 @@ from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
 from emailkit.domain.db import Failure, failure_of
+from emailkit.domain.errors import ErrorCode
 from emailkit.domain.ports import QueueUnavailable
 from emailkit.domain.validation import unstorable_text
 
@@ -24,8 +25,8 @@ log = logging.getLogger(__name__)
 
 SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
 QUERY_TIMEOUT = "QUERY_TIMEOUT"
-QUEUE_UNAVAILABLE = "QUEUE_UNAVAILABLE"
-INVALID_TEXT = "INVALID_TEXT"
+QUEUE_UNAVAILABLE = ErrorCode.QUEUE_UNAVAILABLE.value
+INVALID_TEXT = ErrorCode.INVALID_TEXT.value
 
 UNAVAILABLE_MESSAGE = "The database is unavailable; try again shortly"
 _MESSAGES = {

@@ -222,20 +222,28 @@ async def test_csv_import_reports_nul_per_row(gql: GQL) -> None:
 
 
 @pytest.mark.postgresql_only
-async def test_list_deleted_while_subscribing_is_list_not_found(gql: GQL, db: Database) -> None:
-    """deleteList commits between createSubscriber's check of the list and its insert: the insert waits on
-    the list's lock, then finds it gone — LIST_NOT_FOUND, as if it never existed."""
+@pytest.mark.parametrize("mutation", ["createSubscriber", "subscribeToLists"])
+async def test_list_deleted_while_subscribing_is_list_not_found(
+    gql: GQL, db: Database, mutation: str
+) -> None:
+    """deleteList commits between the mutation's check of the list and its insert: the insert waits on the
+    list's lock, then finds it gone — LIST_NOT_FOUND, as if it never existed."""
     list_id = await create_list(gql)
     pk = globalid.pk_of(list_id, "MailingList")
+    if mutation == "createSubscriber":
+        query = "mutation($i: CreateSubscriberInput!) { createSubscriber(input: $i) { userErrors { field code } } }"
+        variables = {"i": {"email": "race@example.com", "listIds": [list_id]}}
+    else:
+        created = await gql(
+            "mutation($i: CreateSubscriberInput!) { createSubscriber(input: $i) { subscriber { id } } }",
+            {"i": {"email": "race@example.com"}},
+        )
+        subscriber = data(created)["createSubscriber"]["subscriber"]["id"]
+        query = "mutation($i: SubscribeToListsInput!) { subscribeToLists(input: $i) { userErrors { field code } } }"
+        variables = {"i": {"subscriberIds": [subscriber], "listIds": [list_id]}}
     async with db.engine.connect() as deleter:
         await deleter.execute(text("DELETE FROM lists WHERE id = :id"), {"id": pk})
-        request = asyncio.ensure_future(
-            gql(
-                "mutation($i: CreateSubscriberInput!) { createSubscriber(input: $i) { subscriber { id } "
-                "userErrors { field code } } }",
-                {"i": {"email": "race@example.com", "listIds": [list_id]}},
-            )
-        )
+        request = asyncio.ensure_future(gql(query, variables))
         async with db.engine.connect() as watcher:
             for _ in range(500):
                 waiting = (
@@ -252,10 +260,7 @@ async def test_list_deleted_while_subscribing_is_list_not_found(gql: GQL, db: Da
         assert not request.done(), request.result()
         await deleter.commit()
     body = await request
-    assert data(body)["createSubscriber"] == {
-        "subscriber": None,
-        "userErrors": [{"field": "listIds", "code": "LIST_NOT_FOUND"}],
-    }
+    assert data(body)[mutation] == {"userErrors": [{"field": "listIds", "code": "LIST_NOT_FOUND"}]}
 
 
 @pytest.mark.parametrize("as_json", [False, True])
