@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from enum import Enum
@@ -85,15 +86,24 @@ def failure_of(error: BaseException) -> Failure | None:
                 return Failure.STATEMENT_TIMEOUT
             if state.startswith(_UNAVAILABLE_SQLSTATES):
                 return Failure.UNAVAILABLE
-        # asyncpg raises plain socket errors when it cannot connect at all.
-        if isinstance(current, ConnectionError | TimeoutError) or (
-            isinstance(current, OSError) and "Connect call failed" in str(current)
-        ):
+        # asyncpg raises plain socket errors (refused, timed out) when it cannot connect at all; the same
+        # errors from anything else (a mail server, a broker) say nothing about the database.
+        if isinstance(current, OSError) and _raised_by_driver(current):
             return Failure.UNAVAILABLE
         if isinstance(current, exc.OperationalError) and "database is locked" in str(current.orig):
             return Failure.UNAVAILABLE
         current = current.__cause__ or current.__context__
     return None
+
+
+_DRIVER_MODULES = ("asyncpg", "sqlalchemy", "aiosqlite")
+
+
+def _raised_by_driver(error: BaseException) -> bool:
+    return any(
+        str(frame.f_globals.get("__name__", "")).startswith(_DRIVER_MODULES)
+        for frame, _ in traceback.walk_tb(error.__traceback__)
+    )
 
 
 class Database:

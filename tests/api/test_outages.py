@@ -16,7 +16,7 @@ from sqlalchemy import text
 from emailkit.app import build_runtime, create_app
 from emailkit.domain import scheduler
 from emailkit.domain.apikeys import Principal, generate_key
-from emailkit.domain.db import Database
+from emailkit.domain.db import Database, failure_of
 from emailkit.domain.models import Role
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.types import utcnow
@@ -268,3 +268,11 @@ async def test_public_subscribe_with_the_queue_down_is_503(
     resp = await queue_down_client.post("/subscribe", json=form)
     assert resp.status_code == 503 and int(resp.headers["Retry-After"]) > 0
     assert resp.json() == {"ok": False, "error": "Please try again in a minute"}
+
+
+def test_socket_errors_of_other_peers_are_not_database_outages() -> None:
+    """A mail server or broker refusing a connection says nothing about the database: no 503 for that."""
+    try:
+        raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 25)")
+    except ConnectionRefusedError as exc:
+        assert failure_of(exc) is None
