@@ -48,8 +48,15 @@ def build_runtime(
 ) -> Runtime:
     """The Runtime of an API or worker process (workers pass their broker's queue, embedded ones the
     API's pub/sub)."""
+    runs_jobs = jobs is not None
     return Runtime(
-        db=db or Database(settings.database_url, pool_size=settings.database_pool_size),
+        db=db
+        or Database(
+            settings.database_url,
+            pool_size=settings.database_pool_size,
+            pool_timeout=settings.database_pool_timeout,
+            statement_timeout=settings.worker_statement_timeout if runs_jobs else settings.statement_timeout,
+        ),
         secret_key=settings.resolved_secret_key(),
         public_url=settings.public_url,
         max_page_size=settings.max_page_size,

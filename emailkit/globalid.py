@@ -5,6 +5,9 @@ from __future__ import annotations
 import base64
 import binascii
 
+# Every primary key is a signed 64-bit integer; a larger number names no row and would overflow the driver.
+MAX_PK = 2**63 - 1
+
 
 def encode(type_name: str, pk: int) -> str:
     return base64.urlsafe_b64encode(f"{type_name}:{pk}".encode()).decode().rstrip("=")
@@ -17,7 +20,12 @@ def parse(value: str) -> tuple[str, int] | None:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
     type_name, _, pk = raw.partition(":")
-    return (type_name, int(pk)) if type_name and pk.isdigit() else None
+    return (type_name, int(pk)) if type_name and is_pk(pk) else None
+
+
+def is_pk(text: str) -> bool:
+    """Whether `text` is the decimal form of a possible primary key (ASCII digits, at most 64 bits)."""
+    return text.isascii() and text.isdigit() and int(text) <= MAX_PK
 
 
 def pk_of(value: str, expected: str) -> int | None:

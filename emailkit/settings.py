@@ -119,6 +119,12 @@ class Settings(BaseSettings):
 
     # Database pool (PostgreSQL)
     database_pool_size: int = Field(default=10, ge=1, le=500)
+    # Seconds a request waits for a database connection before it is answered 503 with Retry-After.
+    database_pool_timeout: float = Field(default=5, gt=0, le=300)
+    # PostgreSQL statement_timeout in seconds (0: none): API requests, then worker jobs (imports and campaign
+    # snapshots run statements far longer than any request should, so they get their own ceiling).
+    statement_timeout: float = Field(default=30, ge=0)
+    worker_statement_timeout: float = Field(default=600, ge=0)
 
     # Worker: `emailkit worker` runs this many processes (default: one per CPU, at most 8) of this many threads.
     worker_processes: int | None = Field(default=None, ge=1, le=256)

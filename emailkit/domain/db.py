@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import event, exc, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -22,25 +24,108 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
+def create_engine(
+    url: str,
+    *,
+    pool_size: int = 10,
+    pool_timeout: float = 30.0,
+    statement_timeout: float | None = None,
+    echo: bool = False,
+) -> AsyncEngine:
+    """`pool_timeout` bounds the wait for a connection (a free one from the pool, or a new one);
+    `statement_timeout` (seconds, PostgreSQL only, None or 0 for none) bounds every statement."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, echo=echo)
+        engine = create_async_engine(url, echo=echo, pool_timeout=pool_timeout)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
+    connect_args: dict[str, Any] = {"timeout": pool_timeout}
+    if statement_timeout:
+        # Per connection, so every statement of every transaction is bounded without a SET per request.
+        connect_args["server_settings"] = {"statement_timeout": str(max(1, round(statement_timeout * 1000)))}
     return create_async_engine(
-        url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        url,
+        echo=echo,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_timeout=pool_timeout,
+        connect_args=connect_args,
+    )
+
+
+class Failure(Enum):
+    """Why a database call failed, when the cause is the database rather than the request."""
+
+    UNAVAILABLE = "unavailable"  # down, restarting, unreachable, out of connections: try again later
+    STATEMENT_TIMEOUT = "statement_timeout"  # cancelled after the statement timeout
+
+
+# SQLSTATE classes: 08 connection exception, 57P admin/crash shutdown or cannot connect now, 53300 too
+# many connections; 57014 is a statement cancelled (by statement_timeout).
+_UNAVAILABLE_SQLSTATES = ("08", "57P", "53300")
+_TIMEOUT_SQLSTATE = "57014"
+
+
+def failure_of(error: BaseException) -> Failure | None:
+    """Classify an exception raised by database code (or by anything it caused), else None."""
+    seen = 0
+    current: BaseException | None = error
+    while current is not None and seen < 5:
+        seen += 1
+        if isinstance(current, exc.TimeoutError):
+            return Failure.UNAVAILABLE  # no pool connection within pool_timeout
+        if isinstance(current, exc.DBAPIError) and current.connection_invalidated:
+            return Failure.UNAVAILABLE
+        origin = current.orig if isinstance(current, exc.DBAPIError) else current
+        state = getattr(origin, "sqlstate", None)
+        if isinstance(state, str):
+            if state == _TIMEOUT_SQLSTATE:
+                return Failure.STATEMENT_TIMEOUT
+            if state.startswith(_UNAVAILABLE_SQLSTATES):
+                return Failure.UNAVAILABLE
+        # asyncpg raises plain socket errors (refused, timed out) when it cannot connect at all; the same
+        # errors from anything else (a mail server, a broker) say nothing about the database.
+        if isinstance(current, OSError) and _raised_by_driver(current):
+            return Failure.UNAVAILABLE
+        if isinstance(current, exc.OperationalError) and "database is locked" in str(current.orig):
+            return Failure.UNAVAILABLE
+        current = current.__cause__ or current.__context__
+    return None
+
+
+_DRIVER_MODULES = ("asyncpg", "sqlalchemy", "aiosqlite")
+
+
+def _raised_by_driver(error: BaseException) -> bool:
+    return any(
+        str(frame.f_globals.get("__name__", "")).startswith(_DRIVER_MODULES)
+        for frame, _ in traceback.walk_tb(error.__traceback__)
     )
 
 
 class Database:
     """Owns the engine; hands out sessions. One per process."""
 
-    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        pool_timeout: float = 30.0,
+        statement_timeout: float | None = None,
+        echo: bool = False,
+    ) -> None:
         self.url = url
-        self.engine = create_engine(url, pool_size=pool_size, echo=echo)
+        self.engine = create_engine(
+            url,
+            pool_size=pool_size,
+            pool_timeout=pool_timeout,
+            statement_timeout=statement_timeout,
+            echo=echo,
+        )
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @property

@@ -174,12 +174,14 @@ async def public_subscribe(
     from emailkit.domain import subscribers
     from emailkit.domain.errors import DomainError
     from emailkit.domain.feedback.suppressions import is_suppressed
-    from emailkit.domain.validation import normalize_email
+    from emailkit.domain.validation import normalize_email, text_problem
 
     try:
         address = normalize_email(email)
     except DomainError as exc:
         raise SubscribeRefused(exc.errors[0].message) from None
+    if (problem := text_problem(name)) is not None:
+        raise SubscribeRefused(f"Name: {problem}")
     wanted = sorted(set(list_ids))
     if not wanted or len(wanted) > 20:
         raise SubscribeRefused("Choose between 1 and 20 lists")
@@ -210,5 +212,9 @@ async def public_subscribe(
             return []  # e.g. an erased address: refused without saying so
     elif person.status is SubscriberStatus.BLOCKLISTED:
         return []
-    await subscribers.subscribe_to_lists(session, [person.id], wanted)
+    try:
+        await subscribers.subscribe_to_lists(session, [person.id], wanted)
+    except DomainError as exc:
+        # A list (or the subscriber) deleted since the checks above.
+        raise SubscribeRefused(exc.errors[0].message) from None
     return await queue_confirmations(session, sender, [person.id], wanted)

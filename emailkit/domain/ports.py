@@ -24,11 +24,17 @@ class LiveUpdatesUnavailable(Exception):
     """
 
 
+class QueueUnavailable(Exception):
+    """The job queue could not take a job (its broker is down or unreachable): the job was not enqueued."""
+
+
 class JobQueue(Protocol):
     async def enqueue(
         self, job: str, args: Mapping[str, JobArg] | None = None, *, delay: float | None = None
     ) -> None:
         """Have a worker run `job` with keyword arguments `args`, after `delay` seconds if given.
+
+        Raises QueueUnavailable when the broker cannot be reached.
 
         Delivery is at least once: a job may run again after a crash or a retry, so jobs must be idempotent.
         """

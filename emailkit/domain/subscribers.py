@@ -380,10 +380,14 @@ async def _subscribe(
         await session.execute(_subscribe_statement(session, subscriber_ids, list_ids, status))
     except IntegrityError as exc:
         reference = _REFERENCES.get(constraint_name(exc) or "")
-        if sqlstate(exc) != FOREIGN_KEY_VIOLATION or reference is None:
-            raise
-        field, code, message = reference
-        raise DomainError.single(code, message, field) from exc
+        if sqlstate(exc) == FOREIGN_KEY_VIOLATION and reference is not None:
+            field, code, message = reference
+            raise DomainError.single(code, message, field) from exc
+        if "FOREIGN KEY constraint failed" in str(exc.orig):
+            # SQLite names no constraint, but a failed statement leaves its transaction usable: look again.
+            await require_lists(session, list_ids)
+            await _require_subscribers(session, subscriber_ids)
+        raise
 
 
 def _bulk_errors(subscriber_ids: Sequence[int], list_ids: Sequence[int]) -> list[FieldError]:

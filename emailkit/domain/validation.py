@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from email_validator import EmailNotValidError, validate_email
 
 from emailkit.domain.errors import DomainError, ErrorCode, FieldError
@@ -32,3 +34,40 @@ def require(errors: list[FieldError], field: str, value: str | None, what: str) 
 def raise_if(errors: list[FieldError]) -> None:
     if errors:
         raise DomainError(errors)
+
+
+def text_problem(value: str) -> str | None:
+    """Why `value` cannot be stored as text on every supported database (PostgreSQL refuses NUL and
+    unpaired surrogates cannot be encoded), or None when it can."""
+    if "\x00" in value:
+        return "Must not contain NUL characters"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "Must be valid Unicode text (it contains an unpaired surrogate)"
+    return None
+
+
+def unstorable_text(value: object, path: str = "") -> Iterator[tuple[str, str]]:
+    """(path, problem) for every string inside `value` (dict keys included) that `text_problem` refuses;
+    paths look like ``attributes.city`` or ``emails[2]``."""
+    if isinstance(value, str):
+        problem = text_problem(value)
+        if problem is not None:
+            yield path, problem
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            inner = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and (problem := text_problem(key)) is not None:
+                yield (path or inner), f"Key {key!r}: {problem}"
+            else:
+                yield from unstorable_text(item, inner)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from unstorable_text(item, f"{path}[{index}]")
+
+
+def check_text(errors: list[FieldError], field: str, value: str | None) -> None:
+    problem = None if value is None else text_problem(value)
+    if problem is not None:
+        errors.append(FieldError(field, problem, ErrorCode.INVALID_TEXT))

@@ -6,9 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import strawberry
-from graphql import GraphQLError
 from strawberry.extensions import (
-    MaskErrors,
     MaxAliasesLimiter,
     MaxTokensLimiter,
     QueryDepthLimiter,
@@ -33,6 +31,7 @@ from emailkit.schema import (
     viewer,
 )
 from emailkit.schema.cost import CostLimits, QueryCost
+from emailkit.schema.error_policy import ErrorPolicy, UnstorableTextGuard
 
 QUERIES = (
     node.Query,
@@ -75,12 +74,6 @@ class SchemaLimits:
     debug: bool = False
 
 
-def _should_mask(error: GraphQLError) -> bool:
-    # Our own GraphQLErrors (permissions, bad cursors) carry codes meant for clients; anything else is a bug
-    # whose details must not leak outside debug mode.
-    return error.original_error is not None and not isinstance(error.original_error, GraphQLError)
-
-
 def build_schema(limits: SchemaLimits | None = None) -> strawberry.Schema:
     limits = limits or SchemaLimits()
     # Factories, so each operation gets fresh extension instances.
@@ -89,9 +82,9 @@ def build_schema(limits: SchemaLimits | None = None) -> strawberry.Schema:
         lambda: MaxAliasesLimiter(max_alias_count=limits.max_aliases),
         lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
         lambda: QueryCost(CostLimits(limit=limits.max_cost, max_page_size=limits.max_page_size)),
+        UnstorableTextGuard,
+        lambda: ErrorPolicy(debug=limits.debug),
     ]
-    if not limits.debug:
-        extensions.append(lambda: MaskErrors(should_mask_error=_should_mask))
     return strawberry.Schema(
         query=merge_types("Query", QUERIES),
         mutation=merge_types("Mutation", MUTATIONS),

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
+from strawberry.types.nodes import SelectedField
 
 from emailkit.domain.errors import DomainError
 from emailkit.domain.transactions import ATTEMPTS, run_in_transaction
+from emailkit.domain.validation import unstorable_text
 from emailkit.schema.context import Info
 from emailkit.schema.enums import ErrorCode
 
@@ -20,6 +22,12 @@ R = TypeVar("R")
 @strawberry.type(description="A problem with the input; nothing was changed.")
 class UserError:
     field: str | None = strawberry.field(description="The input field at fault (camelCase), if any.")
+    message: str
+    code: ErrorCode
+
+
+@strawberry.type(description="Something to know about a change that was made all the same.")
+class MutationWarning:
     message: str
     code: ErrorCode
 
@@ -34,12 +42,34 @@ class Outcome(Generic[R]):
     errors: list[UserError] = field(default_factory=list)
 
 
+def text_errors(info: Info, *, exempt: Collection[str] = ()) -> list[UserError]:
+    """userErrors for text in this field's arguments that no database can store (NUL, unpaired
+    surrogates), found before any service sees it. `exempt` names inputs (``csv``) whose service
+    reports such text itself, e.g. per CSV row."""
+    errors = []
+    selected = info.selected_fields[0]
+    arguments = selected.arguments if isinstance(selected, SelectedField) else {}
+    for name, value in arguments.items():
+        for path, problem in unstorable_text(value, name):
+            field = path.removeprefix("input.") if name == "input" else path
+            if field.split(".")[0].split("[")[0] not in exempt:
+                errors.append(UserError(field=field, message=problem, code=ErrorCode.INVALID_TEXT))
+    return errors
+
+
 async def mutate(
-    info: Info, work: Callable[[AsyncSession], Awaitable[R]], *, rerun: bool = True
+    info: Info,
+    work: Callable[[AsyncSession], Awaitable[R]],
+    *,
+    rerun: bool = True,
+    text_exempt: Collection[str] = (),
 ) -> Outcome[R]:
     """Run one service call in one transaction (again if a concurrent change made the database refuse it,
     unless `rerun` is off: work that consumes its input, such as an upload, runs once); a DomainError rolls it
-    back and becomes userErrors."""
+    back and becomes userErrors. Every mutation goes through here, so text no database can store is refused
+    here, once."""
+    if errors := text_errors(info, exempt=text_exempt):
+        return Outcome(errors=errors)
     try:
         attempts = ATTEMPTS if rerun else 1
         return Outcome(value=await run_in_transaction(info.context.db, work, attempts=attempts))

@@ -230,7 +230,9 @@ class Mutation:
         mode, status, column_map = input.mode, input.subscription_status, input.column_map
         out = await mutate(
             info,
-            lambda s: imports.create_import(
+            # NUL in a CSV is reported per row by the import, like any other bad cell.
+            text_exempt=("csv",),
+            work=lambda s: imports.create_import(
                 s,
                 imports.ImportRequest(
                     source_name=name,

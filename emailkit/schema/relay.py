@@ -53,9 +53,10 @@ def decode_cursor(cursor: str | None) -> int | None:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         prefix, _, key = raw.partition(":")
-        if prefix == "k" and key.lstrip("-").isdigit():
+        if prefix == "k" and globalid.is_pk(key.removeprefix("-")):
             return int(key)
-    except (binascii.Error, UnicodeDecodeError):
+    # ValueError: a cursor with characters outside ASCII cannot even be base64-decoded.
+    except (binascii.Error, UnicodeDecodeError, ValueError):
         pass
     raise GraphQLError("Invalid cursor", extensions={"code": "INVALID_CURSOR"})
 

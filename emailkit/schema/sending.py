@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
@@ -16,10 +17,12 @@ from emailkit.domain.models import Campaign as CampaignRow
 from emailkit.domain.models import Delivery as DeliveryRow
 from emailkit.domain.models import DeliveryStatus
 from emailkit.domain.pipeline import sender_for
+from emailkit.domain.ports import QueueUnavailable
+from emailkit.domain.runtime import SendingSetup
 from emailkit.domain.validation import normalize_email
 from emailkit.schema.context import Info
 from emailkit.schema.enums import CampaignStatus
-from emailkit.schema.errors import Outcome, UserError, mutate, to_user_errors
+from emailkit.schema.errors import MutationWarning, Outcome, UserError, mutate, to_user_errors
 from emailkit.schema.live import live_updates
 from emailkit.schema.permissions import write_mutation
 from emailkit.schema.refs import campaign_by_pk, subscriber_by_pk
@@ -30,6 +33,8 @@ if TYPE_CHECKING:
     from emailkit.schema.subscribers import SubscriberType
 
 strawberry.enum(DeliveryStatus, name="DeliveryStatus")
+
+log = logging.getLogger(__name__)
 
 CampaignRef = Annotated["CampaignType", strawberry.lazy("emailkit.schema.campaigns")]
 SubscriberRef = Annotated["SubscriberType", strawberry.lazy("emailkit.schema.subscribers")]
@@ -184,6 +189,10 @@ class SendTransactionalInput:
 class CampaignLifecyclePayload:
     campaign: CampaignRef | None
     user_errors: list[UserError]
+    warnings: list[MutationWarning] = strawberry.field(
+        default_factory=list,
+        description="The change was made, but something about it is not yet done (e.g. QUEUE_UNAVAILABLE).",
+    )
 
 
 @strawberry.type
@@ -191,6 +200,10 @@ class RetryFailedDeliveriesPayload:
     campaign: CampaignRef | None
     retried: int
     user_errors: list[UserError]
+    warnings: list[MutationWarning] = strawberry.field(
+        default_factory=list,
+        description="The change was made, but something about it is not yet done (e.g. QUEUE_UNAVAILABLE).",
+    )
 
 
 @strawberry.type
@@ -227,8 +240,32 @@ async def _running_payload(
     if out.value is None:
         return _campaign_payload(None, out.errors)
     campaign, batch_ids = out.value
-    await scheduler.enqueue_batches(info.context.runtime, batch_ids)
-    return _campaign_payload(campaign, [])
+    payload = _campaign_payload(campaign, [])
+    payload.warnings = await _queue_batches(info, batch_ids)
+    return payload
+
+
+async def _queue_batches(info: Info, batch_ids: list[int]) -> list[MutationWarning]:
+    """Queue batches whose campaign is already committed RUNNING. With the queue unreachable the campaign
+    stays RUNNING and the upkeep ticker re-enqueues its batches once the queue is back; say so."""
+    runtime = info.context.runtime
+    try:
+        await scheduler.enqueue_batches(runtime, batch_ids)
+    except QueueUnavailable as exc:
+        log.warning("batches %s not queued: %s; the ticker will re-enqueue them", batch_ids, exc)
+        setup = runtime.sending
+        after = setup.requeue_after_seconds if setup is not None else SendingSetup.requeue_after_seconds
+        return [
+            MutationWarning(
+                code=ErrorCode.QUEUE_UNAVAILABLE,
+                message=(
+                    f"The campaign is {CampaignStatus.RUNNING.value}, but the job queue is unreachable, so "
+                    "its sending is not queued yet. The workers queue it again automatically once the queue "
+                    f"is back (any batch left unqueued for {after:g} s is queued again)."
+                ),
+            )
+        ]
+    return []
 
 
 def _batch_size(info: Info) -> int:
@@ -298,9 +335,11 @@ class Mutation:
         if out.value is None:
             return RetryFailedDeliveriesPayload(campaign=None, retried=0, user_errors=out.errors)
         campaign, batch_ids, count = out.value
-        await scheduler.enqueue_batches(info.context.runtime, batch_ids)
         return RetryFailedDeliveriesPayload(
-            campaign=CampaignType.from_model(campaign), retried=count, user_errors=[]
+            campaign=CampaignType.from_model(campaign),
+            retried=count,
+            user_errors=[],
+            warnings=await _queue_batches(info, batch_ids),
         )
 
     @write_mutation(

@@ -28,6 +28,7 @@ from typing import Any, Concatenate, TypeVar, cast
 from urllib.parse import urlsplit
 
 import dramatiq
+import redis
 from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
@@ -46,7 +47,7 @@ from dramatiq.middleware import (
 )
 
 from emailkit import tasks
-from emailkit.domain.ports import JobArg
+from emailkit.domain.ports import JobArg, QueueUnavailable
 from emailkit.domain.runtime import Runtime
 from emailkit.settings import Settings
 
@@ -357,8 +358,11 @@ class DramatiqJobQueue:
         if is_in_process(self.broker):
             self.broker.enqueue(message, delay=delay_ms)
         else:
-            # Redis and RabbitMQ clients block; keep the event loop free.
-            await asyncio.to_thread(self.broker.enqueue, message, delay=delay_ms)
+            try:
+                # Redis and RabbitMQ clients block; keep the event loop free.
+                await asyncio.to_thread(self.broker.enqueue, message, delay=delay_ms)
+            except (dramatiq.errors.BrokerConnectionError, redis.exceptions.RedisError, OSError) as exc:
+                raise QueueUnavailable(f"the job queue is unreachable ({exc or type(exc).__name__})") from exc
 
 
 def build_job_queue(settings: Settings) -> DramatiqJobQueue:

@@ -21,14 +21,36 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import ErrorM
 from strawberry.types.unset import UnsetType
 
 from emailkit.domain.apikeys import Principal, authenticate, is_active
+from emailkit.domain.db import Failure, failure_of
 from emailkit.domain.runtime import Runtime
 from emailkit.schema.context import Context
+from emailkit.schema.error_policy import SERVICE_UNAVAILABLE, UNAVAILABLE_MESSAGE
 from emailkit.web.ratelimit import ApiRateLimiter, RateLimited
 
 log = logging.getLogger(__name__)
 
 # graphql-transport-ws's close code for a refused or withdrawn authorisation.
 CLOSE_FORBIDDEN = 4403
+# When a client should try again after a database outage or a full connection pool.
+RETRY_AFTER_SECONDS = 5
+
+
+def unavailable_response() -> JSONResponse:
+    return JSONResponse(
+        {"errors": [{"message": UNAVAILABLE_MESSAGE, "extensions": {"code": SERVICE_UNAVAILABLE}}]},
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS), "Cache-Control": "no-store"},
+    )
+
+
+def _unavailable(response_data: Any) -> bool:
+    results = response_data if isinstance(response_data, list) else [response_data]
+    return any(
+        (error.get("extensions") or {}).get("code") == SERVICE_UNAVAILABLE
+        for result in results
+        if isinstance(result, dict)
+        for error in result.get("errors") or ()
+    )
 
 
 class Unauthenticated(Exception):
@@ -110,6 +132,20 @@ class GraphQLView(GraphQL[Context, None]):
                 headers={"Retry-After": str(exc.retry_after)},
             )
             await response(scope, receive, send)
+        except Exception as exc:
+            # Authentication happens before execution: with the database down it cannot answer, and the
+            # client should hear "try again" rather than a bare 500.
+            if scope["type"] != "http" or failure_of(exc) is not Failure.UNAVAILABLE:
+                raise
+            log.warning("database unavailable: %s", exc)
+            await unavailable_response()(scope, receive, send)
+
+    def create_response(self, response_data: Any, sub_response: Response) -> Response:
+        response = super().create_response(response_data, sub_response)
+        if _unavailable(response_data):
+            response.status_code = 503
+            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
 
     async def _principal(self, raw_key: str | None) -> Principal | None:
         if not raw_key:

@@ -19,6 +19,7 @@ from starlette.routing import Route
 from emailkit import globalid
 from emailkit.domain import optin
 from emailkit.domain.models import MailingList
+from emailkit.domain.ports import QueueUnavailable
 from emailkit.domain.runtime import Runtime, optin_sender
 from emailkit.domain.scheduler import enqueue_transactional
 from emailkit.domain.tokens import TokenSigner
@@ -45,7 +46,7 @@ def _ids(value: Any) -> list[int]:
     out = []
     for item in items:
         text = str(item).strip()
-        pk = int(text) if text.isdigit() else globalid.pk_of(text, "MailingList")
+        pk = int(text) if globalid.is_pk(text) else globalid.pk_of(text, "MailingList")
         if pk is None:
             raise ValueError(f"not a list id: {item!r}")
         out.append(pk)
@@ -134,7 +135,14 @@ class PublicPages:
             return self._answer(wants_json, 400, str(exc))
         except ConcurrentChange as exc:
             return self._answer(wants_json, 409, str(exc))
-        await enqueue_transactional(self.runtime, deliveries)
+        try:
+            await enqueue_transactional(self.runtime, deliveries)
+        except QueueUnavailable as exc:
+            # The signup is saved but its confirmation mail could not be queued: asking again is safe.
+            log.warning("subscribe: confirmation not queued: %s", exc)
+            response = self._answer(wants_json, 503, "Please try again in a minute")
+            response.headers["Retry-After"] = "60"
+            return response
         return self._answer(wants_json, 200, None)
 
     def _answer(self, wants_json: bool, status: int, error: str | None) -> Response:
