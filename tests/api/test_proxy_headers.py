@@ -213,7 +213,9 @@ async def test_tracking_records_the_forwarded_client(behind_proxy: httpx.AsyncCl
     )
     assert resp.status_code == 302
     resp = await behind_proxy.post(
-        urls.unsubscribe(e.id).removeprefix(BASE), headers={"X-Forwarded-For": "203.0.113.6"}
+        urls.unsubscribe(e.id).removeprefix(BASE),
+        content=b"List-Unsubscribe=One-Click",
+        headers={"X-Forwarded-For": "203.0.113.6", "Content-Type": "application/x-www-form-urlencoded"},
     )
     assert resp.status_code == 200
     await behind_proxy.app.state.tracking.hits.flush()  # type: ignore[attr-defined]

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import event, text
 
 from emailkit.app import create_app
+from emailkit.domain import optin
 from emailkit.domain.db import Database
 from emailkit.domain.runtime import Runtime
 from emailkit.settings import Settings
@@ -126,6 +127,6 @@ async def test_the_signup_form_waiting_on_a_deleted_list_answers_unknown_list(
         )
         await wait_until_blocked(app_db, waiting=posting)
     resp = await posting
-    assert (resp.status_code, resp.json()) == (400, {"ok": False, "error": "Unknown list"})
+    assert (resp.status_code, resp.json()) == (400, {"ok": False, "error": optin.NOT_PUBLIC})
     async with app_db.engine.connect() as conn:
         assert (await conn.execute(text("SELECT count(*) FROM subscribers"))).scalar_one() == 0
