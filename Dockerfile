@@ -9,7 +9,7 @@ RUN python -m venv /opt/emailkit
 WORKDIR /src
 # .dockerignore trims the context to what the package is built from.
 COPY . .
-RUN /opt/emailkit/bin/pip install -c requirements.lock .
+RUN /opt/emailkit/bin/pip install -c constraints.txt .
 
 FROM python:3.11-slim
 ENV PATH=/opt/emailkit/bin:$PATH \

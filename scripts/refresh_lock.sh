@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Upgrading dependencies is a deliberate step: re-resolve the whole tree into requirements.lock (the
+# Upgrading dependencies is a deliberate step: re-resolve the whole tree into constraints.txt (the
 # constraints file both README commands and .ci/run install from), reinstall a fresh venv from it, and run
 # the linters and the full suite. Commit the new lock only if everything passes.
 #   scripts/refresh_lock.sh            re-resolve to the newest versions pyproject.toml allows
@@ -16,14 +16,14 @@ if (($# > 0)); then
     for pkg in "$@"; do upgrade+=(--upgrade-package "$pkg"); done
 fi
 "$venv/bin/uv" pip compile pyproject.toml --extra dev --python-version 3.11 --no-header \
-    "${upgrade[@]}" -o requirements.lock
+    "${upgrade[@]}" -o constraints.txt
 
 # shellcheck disable=SC1091
 . "$venv/bin/activate"
-pip install -q -c requirements.lock -e ".[dev]"
+pip install -q -c constraints.txt -e ".[dev]"
 ruff check .
 ruff format --check .
 mypy
 pytest
-git --no-pager diff --stat requirements.lock
-echo "requirements.lock refreshed and the suite passed; review the diff above and commit it."
+git --no-pager diff --stat constraints.txt
+echo "constraints.txt refreshed and the suite passed; review the diff above and commit it."
