@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select, update
@@ -36,6 +37,25 @@ def sender(db: Database, sink: CountingSink) -> CampaignSender:
     provider = SmtpProvider(parse_smtp_url(sink.url), pool_size=2)
     urls = TrackingUrls("https://mail.crash.test", TokenSigner("lease-test-secret-0123456789"))
     return CampaignSender(db, provider, "smtp", urls, config=PipelineConfig(lease_seconds=60, chunk_size=50))
+
+
+async def expire_lease(db: Database, batch_id: int) -> None:
+    """The batch's worker is presumed dead: its lease ran out, so the next claim takes the batch over."""
+    async with db.transaction() as s:
+        await s.execute(
+            update(CampaignBatch)
+            .where(CampaignBatch.id == batch_id)
+            .values(lease_until=utcnow() - timedelta(seconds=1))
+        )
+
+
+async def ledger_of(db: Database, campaign_id: int, key: Any) -> tuple[Campaign, dict[Any, DeliveryStatus]]:
+    """The campaign row and each delivery's status, keyed by the `key` column."""
+    async with db.session() as s:
+        campaign = await s.get(Campaign, campaign_id)
+        assert campaign is not None
+        rows = await s.execute(select(key, Delivery.status).where(Delivery.campaign_id == campaign_id))
+        return campaign, {k: status for k, status in rows.all()}
 
 
 async def test_a_worker_whose_batch_was_taken_over_hands_over_nothing_more(db: Database) -> None:
@@ -66,12 +86,7 @@ async def test_a_worker_whose_batch_was_taken_over_hands_over_nothing_more(db: D
         assert 0 < sent_before < RECIPIENTS
 
         # Presumed dead: the lease runs out and another worker claims the batch and completes it.
-        async with db.transaction() as s:
-            await s.execute(
-                update(CampaignBatch)
-                .where(CampaignBatch.id == batch_id)
-                .values(lease_until=utcnow() - timedelta(seconds=1))
-            )
+        await expire_lease(db, batch_id)
         taken_over = await new.run_batch(batch_id)
         assert taken_over.claimed and taken_over.done and taken_over.campaign_finished
 
@@ -83,16 +98,7 @@ async def test_a_worker_whose_batch_was_taken_over_hands_over_nothing_more(db: D
         accepted = sink.accepted()
         assert set(accepted) == set(emails)
         assert max(accepted.values()) == 1
-        async with db.session() as s:
-            campaign = await s.get(Campaign, campaign_id)
-            assert campaign is not None
-            statuses = dict(
-                (
-                    await s.execute(
-                        select(Delivery.email, Delivery.status).where(Delivery.campaign_id == campaign_id)
-                    )
-                ).all()
-            )
+        campaign, statuses = await ledger_of(db, campaign_id, Delivery.email)
         # What the old worker had handed over before it stalled was SENDING (SMTP records per chunk): the
         # new owner could not know it arrived, so it is in doubt, neither sent again nor counted as sent.
         in_doubt = {e for e, st in statuses.items() if st is DeliveryStatus.IN_DOUBT}
@@ -137,12 +143,7 @@ async def test_a_result_that_arrives_after_a_takeover_stays_in_doubt(db: Databas
     old._mark_sending = then_hang  # type: ignore[method-assign]
     running = asyncio.create_task(old.run_batch(batch_id))
     await asyncio.wait_for(in_flight.wait(), 30)
-    async with db.transaction() as s:
-        await s.execute(
-            update(CampaignBatch)
-            .where(CampaignBatch.id == batch_id)
-            .values(lease_until=utcnow() - timedelta(seconds=1))
-        )
+    await expire_lease(db, batch_id)
     taken_over = await new.run_batch(batch_id)
     assert taken_over.claimed and taken_over.in_doubt == 10 and taken_over.campaign_finished
     resume.set()
@@ -151,16 +152,7 @@ async def test_a_result_that_arrives_after_a_takeover_stays_in_doubt(db: Databas
     old_files = {p.stem for p in (tmp_path / "old").glob("*.eml")}
     new_files = {p.stem for p in (tmp_path / "new").glob("*.eml")}
     assert (len(old_files), len(new_files)) == (20, 10) and not old_files & new_files
-    async with db.session() as s:
-        campaign = await s.get(Campaign, campaign_id)
-        assert campaign is not None
-        statuses = dict(
-            (
-                await s.execute(
-                    select(Delivery.id, Delivery.status).where(Delivery.campaign_id == campaign_id)
-                )
-            ).all()
-        )
+    campaign, statuses = await ledger_of(db, campaign_id, Delivery.id)
     in_doubt = {str(i) for i, st in statuses.items() if st is DeliveryStatus.IN_DOUBT}
     sent = {str(i) for i, st in statuses.items() if st is DeliveryStatus.SENT}
     # The late request did deliver (its files are there), but only the ledger's IN_DOUBT says so.
