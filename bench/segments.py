@@ -54,6 +54,7 @@ CITIES = [
 PLANS = (["free"] * 70) + (["pro"] * 25) + (["team"] * 5)
 TAGS = ["vip", "beta", "partner", "press", "early-adopter"]
 EVENT_MIX = (["OPEN"] * 60) + (["CLICK"] * 15) + (["DELIVERED"] * 25)
+LANGUAGES = ["de", "en", "fr", "nl", "es", "it", "pl"]
 CAMPAIGNS = 20
 
 
@@ -68,7 +69,9 @@ def sqlalchemy_url(url: str) -> str:
 # --- loading ----------------------------------------------------------------------------------------------
 
 
-def subscriber_rows(n: int, now: datetime, rng: random.Random) -> Iterator[tuple[Any, ...]]:
+def subscriber_rows(
+    n: int, now: datetime, rng: random.Random, *, language: bool = False
+) -> Iterator[tuple[Any, ...]]:
     # A Zipf-like skew: a few big cities, a long tail, as real audiences look.
     weights = [1 / (i + 1) ** 0.6 for i in range(len(CITIES))]
     cities = rng.choices(CITIES, weights, k=n)
@@ -80,6 +83,8 @@ def subscriber_rows(n: int, now: datetime, rng: random.Random) -> Iterator[tuple
             "age": rng.randint(18, 80),
             "signup": created.date().isoformat(),
         }
+        if language:
+            attrs["language"] = rng.choice(LANGUAGES)
         if rng.random() < 0.1:
             attrs["tags"] = rng.sample(TAGS, rng.randint(1, 3))
         yield (i, f"user{i}@example.com", f"User {i}", json.dumps(attrs), "ENABLED", created, created)
@@ -98,7 +103,10 @@ async def drop_secondary_indexes(conn: asyncpg.Connection, table: str) -> list[s
     return [str(row["ddl"]) for row in rows]
 
 
-async def load(url: str, n: int, n_events: int, now: datetime) -> None:
+async def load(
+    url: str, n: int, n_events: int, now: datetime, *, campaigns: int = CAMPAIGNS, language: bool = False
+) -> None:
+    """Wipe the database and load it; ``language`` gives every subscriber a fifth attribute."""
     rng = random.Random(5)
     conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
@@ -131,7 +139,7 @@ async def load(url: str, n: int, n_events: int, now: datetime) -> None:
         t0 = time.perf_counter()
         await conn.copy_records_to_table(
             "subscribers",
-            records=subscriber_rows(n, now, rng),
+            records=subscriber_rows(n, now, rng, language=language),
             columns=["id", "email", "name", "attributes", "status", "created_at", "updated_at"],
         )
         await conn.execute("SELECT setval(pg_get_serial_sequence('subscribers', 'id'), $1)", n)
@@ -156,8 +164,8 @@ async def load(url: str, n: int, n_events: int, now: datetime) -> None:
         )
         print(f"loaded subscriptions in {time.perf_counter() - t0:.1f} s")
 
-        sent_at = [now - timedelta(days=365 * (CAMPAIGNS - c) / CAMPAIGNS) for c in range(CAMPAIGNS)]
-        for c in range(CAMPAIGNS):
+        sent_at = [now - timedelta(days=365 * (campaigns - c) / campaigns) for c in range(campaigns)]
+        for c in range(campaigns):
             await conn.execute(
                 "INSERT INTO campaigns (name, subject, status, from_email, from_name, body, format, track_opens, "
                 "track_clicks, recipients_count, sent_count, failed_count, skipped_count, started_at, "
@@ -170,10 +178,10 @@ async def load(url: str, n: int, n_events: int, now: datetime) -> None:
         # A quarter of subscribers engage; each campaign reaches a random 5% of everyone.
         engaged = rng.sample(range(1, n + 1), n // 4)
         t0 = time.perf_counter()
-        per_campaign = n // CAMPAIGNS
+        per_campaign = n // campaigns
         deliveries = (
             (c + 1, sid, f"user{sid}@example.com", "SENT", 1, sent_at[c], sent_at[c], sent_at[c])
-            for c in range(CAMPAIGNS)
+            for c in range(campaigns)
             for sid in sorted(rng.sample(range(1, n + 1), per_campaign))
         )
         await conn.copy_records_to_table(
@@ -190,13 +198,13 @@ async def load(url: str, n: int, n_events: int, now: datetime) -> None:
                 "sent_at",
             ],
         )
-        print(f"loaded {per_campaign * CAMPAIGNS:,} deliveries in {time.perf_counter() - t0:.1f} s")
+        print(f"loaded {per_campaign * campaigns:,} deliveries in {time.perf_counter() - t0:.1f} s")
 
         t0 = time.perf_counter()
 
         def events() -> Iterator[tuple[Any, ...]]:
             for _ in range(n_events):
-                c = rng.randrange(CAMPAIGNS)
+                c = rng.randrange(campaigns)
                 sid = rng.choice(engaged)
                 at = sent_at[c] + timedelta(hours=rng.random() * 24 * 14)
                 kind = rng.choice(EVENT_MIX)

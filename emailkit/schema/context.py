@@ -39,7 +39,14 @@ class Context:
 
     @cached_property
     def loaders(self) -> Loaders:
-        return Loaders(self.runtime.db)
+        one_operation = self.request is not None and self.request.scope["type"] == "http"
+        return Loaders(self.runtime.db, shared=one_operation)
+
+    async def release_reads(self) -> None:
+        """Give the request's read session back to the pool (a no-op if nothing was read)."""
+        loaders = self.__dict__.get("loaders")
+        if isinstance(loaders, Loaders):
+            await loaders.release()
 
     async def connection(
         self,

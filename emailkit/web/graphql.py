@@ -140,6 +140,14 @@ class GraphQLView(GraphQL[Context, None]):
             log.warning("database unavailable: %s", exc)
             await unavailable_response()(scope, receive, send)
 
+    async def execute_operation(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute_operation(*args, **kwargs)
+        finally:
+            context = kwargs.get("context")
+            if isinstance(context, Context):
+                await context.release_reads()
+
     def create_response(self, response_data: Any, sub_response: Response) -> Response:
         response = super().create_response(response_data, sub_response)
         if _unavailable(response_data):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import event, func, insert, select
+import pytest
+from sqlalchemy import event, func, insert, select, text
+from sqlalchemy.exc import DBAPIError
 
 from emailkit.domain.db import Database
 from emailkit.domain.events import EventType
@@ -24,7 +27,7 @@ from emailkit.domain.models import (
     TemplateKind,
 )
 from emailkit.domain.models_feedback import Event
-from emailkit.schema.loaders import MAX_CONNECTIONS_PER_REQUEST
+from emailkit.schema.loaders import MAX_CONNECTIONS_PER_REQUEST, Loaders
 from emailkit.schema.relay import to_global_id
 from tests.conftest import GQL, data
 
@@ -363,7 +366,7 @@ async def test_one_request_holds_few_connections_however_wide_it_is(gql: GQL, db
     event.listen(pool, "checkout", checkout)
     event.listen(pool, "checkin", checkin)
     try:
-        # 30 aliases, each a page, its count and its lists' counts: without a per-request cap, 30 connections at once.
+        # 30 aliases, each a page, its count and its lists' counts: with a session per read, 30 connections at once.
         query = (
             "{ "
             + " ".join(
@@ -377,7 +380,45 @@ async def test_one_request_holds_few_connections_however_wide_it_is(gql: GQL, db
         event.remove(pool, "checkout", checkout)
         event.remove(pool, "checkin", checkin)
     assert all(result[f"a{i}"]["totalCount"] == 6 for i in range(30))
-    assert 1 < peak <= MAX_CONNECTIONS_PER_REQUEST, peak
+    # Every read of the operation runs in the one session it holds (the API key is looked up before, in its own).
+    assert peak == 1, peak
+
+
+async def test_reads_outside_one_operation_take_a_session_each_within_the_cap(db: Database) -> None:
+    """A WebSocket's operations may live for hours: their reads never pin a connection between statements."""
+    loaders = Loaders(db)
+    held = peak = 0
+    gate, full = asyncio.Event(), asyncio.Event()
+
+    async def read() -> int:
+        nonlocal held, peak
+        async with loaders.session() as session:
+            held += 1
+            peak = max(peak, held)
+            if held == MAX_CONNECTIONS_PER_REQUEST:
+                full.set()
+            await gate.wait()
+            value = int((await session.execute(select(func.count()).select_from(MailingList))).scalar_one())
+            held -= 1
+            return value
+
+    tasks = [asyncio.create_task(read()) for _ in range(3 * MAX_CONNECTIONS_PER_REQUEST)]
+    await full.wait()
+    gate.set()
+    assert await asyncio.gather(*tasks) == [0] * len(tasks)
+    assert peak == MAX_CONNECTIONS_PER_REQUEST
+
+
+async def test_a_failed_read_does_not_spoil_the_operations_next_reads(db: Database) -> None:
+    loaders = Loaders(db, shared=True)
+    with pytest.raises(DBAPIError):
+        async with loaders.session() as session:
+            # Aborts the transaction on PostgreSQL (and fails on SQLite too).
+            await session.execute(text("SELECT * FROM no_such_table"))
+    async with loaders.session() as session:
+        assert (await session.execute(select(func.count()).select_from(MailingList))).scalar_one() == 0
+    await loaders.release()
+    assert loaders._held is None
 
 
 # Campaign c0 failed for d0, d2 and d4; campaign c1 for d1 only.
