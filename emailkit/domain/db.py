@@ -127,6 +127,11 @@ class Database:
             echo=echo,
         )
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        # Reads outside any transaction: no BEGIN and ROLLBACK around them, two round trips fewer per session
+        # (a request's reads never needed one snapshot: each used to run in a session of its own).
+        self.read_sessionmaker = async_sessionmaker(
+            self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+        )
 
     @property
     def dialect(self) -> str:
@@ -135,6 +140,12 @@ class Database:
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         async with self.sessionmaker() as session:
+            yield session
+
+    @asynccontextmanager
+    async def read_session(self) -> AsyncIterator[AsyncSession]:
+        """A session for reads only: each statement runs on its own, with no transaction around it."""
+        async with self.read_sessionmaker() as session:
             yield session
 
     @asynccontextmanager

@@ -169,12 +169,12 @@ class Loaders:
     async def session(self) -> AsyncIterator[AsyncSession]:
         """A session for one read of this request; never held while waiting for another (so no deadlock)."""
         if not self._shared:
-            async with self._slots, self._db.session() as session:
+            async with self._slots, self._db.read_session() as session:
                 yield session
             return
         async with self._turn:
             if self._held is None:
-                self._held = self._db.sessionmaker()
+                self._held = self._db.read_sessionmaker()
             try:
                 yield self._held
             except BaseException:

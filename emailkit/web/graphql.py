@@ -158,7 +158,7 @@ class GraphQLView(GraphQL[Context, None]):
     async def _principal(self, raw_key: str | None) -> Principal | None:
         if not raw_key:
             return None
-        async with self.runtime.db.session() as session:
+        async with self.runtime.db.read_session() as session:
             return await authenticate(session, raw_key)
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
