@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
@@ -28,6 +28,7 @@ from emailkit.domain.models import (
 from emailkit.domain.models_audience import Segment
 from emailkit.domain.models_feedback import Event
 
+T = TypeVar("T")
 V = TypeVar("V")
 A = TypeVar("A", bound=Hashable)
 
@@ -52,17 +53,60 @@ class TimelineArgs(NamedTuple):
     until: datetime | None
 
 
+class Batched(DataLoader[int, V]):
+    """A DataLoader by id that a page can also fill ahead, in the session it already holds.
+
+    A field whose value is already here resolves without an await (:meth:`now_or_later`): graphql-core then
+    completes it on its synchronous path, with no task, future or gather per node, several times cheaper on a
+    page of 50 nodes than one awaited load per node, even when every load hits the same batch.
+    """
+
+    def __init__(
+        self,
+        session_factory: SessionFactory,
+        fetch: Callable[[AsyncSession, Sequence[int]], Awaitable[Mapping[int, V]]],
+        default: Callable[[], V],
+    ) -> None:
+        self._fetch = fetch
+        self._default = default
+
+        async def load(keys: list[int]) -> list[V]:
+            async with session_factory() as session:
+                found = await fetch(session, keys)
+            return [found.get(k, default()) for k in keys]
+
+        super().__init__(load_fn=load)
+
+    async def fill(self, session: AsyncSession, keys: Iterable[int]) -> None:
+        missing = [k for k in dict.fromkeys(keys) if self.cache_map.get(k) is None]
+        if missing:
+            found = await self._fetch(session, missing)
+            self.prime_many({k: found.get(k, self._default()) for k in missing})
+
+    def now_or_later(self, key: int) -> V | Awaitable[V]:
+        future = self.cache_map.get(key)
+        if future is not None and future.done() and not future.cancelled() and future.exception() is None:
+            return future.result()
+        return self.load(key)
+
+
+def then(value: V | Awaitable[V], convert: Callable[[V], T]) -> T | Awaitable[T]:
+    """``convert`` applied to a value now, or once it arrives."""
+    if isinstance(value, Awaitable):
+
+        async def later() -> T:
+            return convert(await value)
+
+        return later()
+    return convert(value)
+
+
 def _loader(
     session_factory: SessionFactory,
     fetch: Callable[[AsyncSession, Sequence[int]], Awaitable[Mapping[int, V]]],
     default: Callable[[], Any] = lambda: None,
-) -> DataLoader[int, Any]:
-    async def load(keys: list[int]) -> list[Any]:
-        async with session_factory() as session:
-            found = await fetch(session, keys)
-        return [found.get(k, default()) for k in keys]
-
-    return DataLoader(load_fn=load)
+) -> Batched[Any]:
+    return Batched(session_factory, fetch, default)
 
 
 def _per_parent(
@@ -132,12 +176,12 @@ class Loaders:
         self._turn = asyncio.Lock()
         self._held: AsyncSession | None = None
         reads = self.session
-        self.list_by_id: DataLoader[int, MailingList | None] = _loader(reads, lists.lists_by_ids)
+        self.list_by_id: Batched[MailingList | None] = _loader(reads, lists.lists_by_ids)
         self.list_subscriber_count: DataLoader[int, int] = _loader(reads, lists.subscriber_counts, int)
         self.subscriber_by_id: DataLoader[int, Subscriber | None] = _loader(
             reads, subscribers.subscribers_by_ids
         )
-        self.subscriptions_by_subscriber: DataLoader[int, list[Subscription]] = _loader(
+        self.subscriptions_by_subscriber: Batched[list[Subscription]] = _loader(
             reads, subscribers.subscriptions_by_subscriber, list
         )
         self.template_by_id: DataLoader[int, Template | None] = _loader(reads, templates.templates_by_ids)

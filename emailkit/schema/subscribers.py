@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import datetime
+from typing import cast
 
 import strawberry
 from graphql import GraphQLError
@@ -10,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.scalars import JSON
 
 from emailkit.domain import optin, subscribers
+from emailkit.domain.models import MailingList as ListRow
 from emailkit.domain.models import Subscriber as SubscriberRow
 from emailkit.domain.models import Subscription as SubscriptionRow
 from emailkit.domain.runtime import optin_sender
@@ -19,6 +22,8 @@ from emailkit.schema.enums import SubscriberStatus, SubscriptionStatus
 from emailkit.schema.errors import DeletePayload, UserError, mutate
 from emailkit.schema.events import EventNode, subscriber_events
 from emailkit.schema.lists import MailingListType
+from emailkit.schema.loaders import then
+from emailkit.schema.lookahead import selects
 from emailkit.schema.permissions import write_mutation
 from emailkit.schema.relay import (
     Connection,
@@ -32,6 +37,13 @@ from emailkit.schema.relay import (
 from emailkit.schema.segments import SubscriberFilterInput, subscriber_connection
 
 
+def _list_type(row: ListRow | None) -> MailingListType:
+    if row is None:
+        # Only when the list is deleted between the two batched reads of this request.
+        raise GraphQLError("The list was deleted", extensions={"code": "NOT_FOUND"})
+    return MailingListType.from_model(row)
+
+
 @strawberry.type(name="ListSubscription", description="A subscriber's membership of one list.")
 class SubscriptionType:
     list_pk: strawberry.Private[int]
@@ -39,13 +51,9 @@ class SubscriptionType:
     created_at: datetime
     updated_at: datetime
 
-    @strawberry.field(name="list")
-    async def mailing_list(self, info: Info) -> MailingListType:
-        row = await info.context.loaders.list_by_id.load(self.list_pk)
-        if row is None:
-            # Only when the list is deleted between the two batched reads of this request.
-            raise GraphQLError("The list was deleted", extensions={"code": "NOT_FOUND"})
-        return MailingListType.from_model(row)
+    @strawberry.field(name="list", graphql_type=MailingListType)
+    def mailing_list(self, info: Info) -> MailingListType | Awaitable[MailingListType]:
+        return then(info.context.loaders.list_by_id.now_or_later(self.list_pk), _list_type)
 
     @classmethod
     def from_model(cls, row: SubscriptionRow) -> SubscriptionType:
@@ -66,10 +74,14 @@ class SubscriberType(Node):
 
     events: Connection[EventNode] = strawberry.field(resolver=subscriber_events)
 
-    @strawberry.field(description="Subscriptions in every state, including UNSUBSCRIBED, by list id.")
-    async def subscriptions(self, info: Info) -> list[SubscriptionType]:
-        rows = await info.context.loaders.subscriptions_by_subscriber.load(self.pk)
-        return [SubscriptionType.from_model(r) for r in rows]
+    @strawberry.field(
+        description="Subscriptions in every state, including UNSUBSCRIBED, by list id.",
+        graphql_type=list[SubscriptionType],
+    )
+    def subscriptions(self, info: Info) -> list[SubscriptionType] | Awaitable[list[SubscriptionType]]:
+        return then(
+            info.context.loaders.subscriptions_by_subscriber.now_or_later(self.pk), _subscription_types
+        )
 
     @classmethod
     def from_model(cls, row: SubscriberRow) -> SubscriberType:
@@ -83,6 +95,27 @@ class SubscriberType(Node):
             created_at=row.created_at,
             updated_at=row.updated_at,
         )
+
+
+def _subscription_types(rows: list[SubscriptionRow]) -> list[SubscriptionType]:
+    return [SubscriptionType.from_model(r) for r in rows]
+
+
+async def with_relations(info: Info, page: Connection[SubscriberType]) -> Connection[SubscriberType]:
+    """Fetch the subscriptions (and their lists) that a page's nodes select, together and ahead."""
+    if not selects(info, "edges", "node", "subscriptions"):
+        return page
+    loaders = info.context.loaders
+    pks = [edge.node.pk for edge in page.edges]
+    async with loaders.session() as session:
+        await loaders.subscriptions_by_subscriber.fill(session, pks)
+        if selects(info, "edges", "node", "subscriptions", "list"):
+            held = loaders.subscriptions_by_subscriber
+            list_ids = {
+                row.list_id for pk in pks for row in cast("list[SubscriptionRow]", held.now_or_later(pk))
+            }
+            await loaders.list_by_id.fill(session, list_ids)
+    return page
 
 
 @strawberry.input
@@ -197,9 +230,11 @@ class Query:
                     "Give either `filter` or search/listId/status/subscriptionStatus, not both",
                     extensions={"code": "INVALID_ARGUMENT"},
                 )
-            return await subscriber_connection(info, filter, first, after, SubscriberType.from_model)
+            return await with_relations(
+                info, await subscriber_connection(info, filter, first, after, SubscriberType.from_model)
+            )
         list_pk = _list_filter(list_id)
-        return await info.context.connection(
+        page = await info.context.connection(
             lambda s, n, a: subscribers.find_subscribers(
                 s,
                 first=n,
@@ -213,6 +248,7 @@ class Query:
             first,
             after,
         )
+        return await with_relations(info, page)
 
     @strawberry.field(description="One subscriber by global ID or by email address (give exactly one).")
     async def subscriber(

@@ -469,3 +469,38 @@ async def test_nested_deliveries_filter_count_and_page_per_campaign(gql: GQL, db
     c0_rest = next(e["node"]["failed"] for e in rest if e["node"]["name"] == "c0")
     assert [d["node"]["email"] for d in c0_rest["edges"]] == ["d4@example.com"]
     assert c0_rest["pageInfo"]["hasNextPage"] is False
+
+
+SUBSCRIBER_PAGES = {
+    "plain": "query($n: Int!) { subscribers(first: $n) { edges { node { email subscriptions { status list { name } } } } } }",
+    "fragments": """query($n: Int!) { subscribers(first: $n) { ...Rows } }
+        fragment Rows on SubscriberConnection { edges { node { email ... on Subscriber { subs: subscriptions {
+          status ...L } } } } }
+        fragment L on ListSubscription { list { name } }""",
+}
+
+
+async def test_a_subscriber_page_reads_its_subscriptions_and_lists_ahead_through_fragments_and_aliases(
+    gql: GQL, db: Database
+) -> None:
+    await seed(db, 1)  # 4 subscribers, on 2, 3, 4 and 5 of 6 lists
+    data(await gql("{ viewer { name } }"))
+    pages = {}
+    for name, query in SUBSCRIBER_PAGES.items():
+        statements, result = await page_statements(gql, db, query, 50)
+        # The page, then its subscriptions and their lists, each once, and nothing per node.
+        assert len(statements) == 3, statements
+        pages[name] = [
+            (
+                e["node"]["email"],
+                [
+                    (s["status"], s["list"]["name"])
+                    for s in e["node"].get("subs") or e["node"]["subscriptions"]
+                ],
+            )
+            for e in result["subscribers"]["edges"]
+        ]
+    assert pages["plain"] == pages["fragments"]
+    assert [[name for _, name in subs] for _, subs in pages["plain"]] == [
+        [f"list {k}" for k in range(n)] for n in (2, 3, 4, 5)
+    ]
