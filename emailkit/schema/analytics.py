@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -15,7 +15,7 @@ from emailkit.domain.feedback.live import StatsSnapshot, stats_channel
 from emailkit.domain.models_feedback import CampaignLink
 from emailkit.schema.context import Info
 from emailkit.schema.live import live_updates
-from emailkit.schema.loaders import TimelineArgs
+from emailkit.schema.loaders import Batched, TimelineArgs, then
 from emailkit.schema.relay import decode_id_or_none, to_global_id
 
 strawberry.enum(analytics.TimelineBucket, name="TimelineBucket", description="UTC hours or UTC days.")
@@ -110,17 +110,12 @@ class _Loaders:
     def __init__(self, info: Info) -> None:
         reads = info.context.loaders.session
 
-        async def stats(ids: Sequence[int]) -> list[StatsSnapshot | None]:
-            async with reads() as session:
-                found = await analytics.stats_by_campaign(session, ids)
-            return [found.get(i) for i in ids]
-
         async def links(ids: Sequence[int]) -> list[list[CampaignLink]]:
             async with reads() as session:
                 found = await analytics.links_by_campaign(session, ids)
             return [found.get(i, []) for i in ids]
 
-        self.stats: DataLoader[int, StatsSnapshot | None] = DataLoader(load_fn=stats)
+        self.stats: Batched[StatsSnapshot | None] = Batched(reads, analytics.stats_by_campaign, lambda: None)
         self.links: DataLoader[int, list[CampaignLink]] = DataLoader(load_fn=links)
 
 
@@ -135,9 +130,19 @@ class _HasPk(Protocol):
     pk: int
 
 
-async def campaign_stats(root: _HasPk, info: Info) -> CampaignStats:
-    snapshot = await _loaders(info).stats.load(root.pk)
-    return CampaignStats.from_snapshot(snapshot or StatsSnapshot(campaign_id=root.pk))
+def campaign_stats(root: _HasPk, info: Info) -> CampaignStats | Awaitable[CampaignStats]:
+    pk = root.pk
+    return then(
+        _loaders(info).stats.now_or_later(pk),
+        lambda snapshot: CampaignStats.from_snapshot(snapshot or StatsSnapshot(campaign_id=pk)),
+    )
+
+
+async def fill_stats(info: Info, campaign_ids: Sequence[int]) -> None:
+    """Read ahead the stats of a page of campaigns, in the session the request holds."""
+    loaders = info.context.loaders
+    async with loaders.session() as session:
+        await _loaders(info).stats.fill(session, campaign_ids)
 
 
 async def campaign_links(root: _HasPk, info: Info) -> list[CampaignLinkStats]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import datetime
 
 import strawberry
@@ -15,11 +16,13 @@ from emailkit.schema.analytics import (
     campaign_links,
     campaign_stats,
     campaign_timeline,
+    fill_stats,
 )
 from emailkit.schema.context import Info
 from emailkit.schema.enums import CampaignStatus, ContentFormat
 from emailkit.schema.errors import DeletePayload, UserError, mutate
 from emailkit.schema.lists import MailingListType
+from emailkit.schema.lookahead import selects
 from emailkit.schema.permissions import write_mutation
 from emailkit.schema.relay import Connection, Node, decode_id, decode_id_or_none, decode_ids, to_global_id
 from emailkit.schema.segments import SegmentType
@@ -70,8 +73,13 @@ class CampaignType(Node):
 
     deliveries: Connection[DeliveryType] = strawberry.field(resolver=campaign_deliveries)
     progress: CampaignProgress = strawberry.field(resolver=campaign_progress_field)
-    stats: CampaignStats = strawberry.field(resolver=campaign_stats)
+
+    @strawberry.field(graphql_type=CampaignStats)
+    def stats(self, info: Info) -> CampaignStats | Awaitable[CampaignStats]:
+        return campaign_stats(self, info)
+
     links: list[CampaignLinkStats] = strawberry.field(resolver=campaign_links)
+
     timeline: list[TimelinePoint] = strawberry.field(resolver=campaign_timeline)
 
     @strawberry.field(description="The template providing the body; null when the body is inline.")
@@ -198,12 +206,15 @@ class Query:
     async def campaigns(
         self, info: Info, first: int = 50, after: str | None = None, status: CampaignStatus | None = None
     ) -> Connection[CampaignType]:
-        return await info.context.connection(
+        page = await info.context.connection(
             lambda s, n, a: campaigns.find_campaigns(s, first=n, after=a, status=status),
             CampaignType.from_model,
             first,
             after,
         )
+        if selects(info, "edges", "node", "stats"):
+            await fill_stats(info, [edge.node.pk for edge in page.edges])
+        return page
 
     @strawberry.field
     async def campaign(self, info: Info, id: strawberry.ID) -> CampaignType | None:
