@@ -15,6 +15,7 @@ from strawberry.types import Info as StrawberryInfo
 
 from emailkit.domain.apikeys import Principal
 from emailkit.domain.child_pages import ChildPage
+from emailkit.domain.counting import Count
 from emailkit.domain.db import Database
 from emailkit.domain.pagination import Page
 from emailkit.domain.runtime import Runtime
@@ -39,7 +40,7 @@ class Context:
 
     @cached_property
     def loaders(self) -> Loaders:
-        return Loaders(self.runtime.db)
+        return Loaders(self.runtime.db, exact_count_limit=self.runtime.exact_count_limit)
 
     async def connection(
         self,
@@ -54,9 +55,9 @@ class Context:
         async with self.loaders.session() as session:
             page = await fetch(session, first, after_key)
 
-        async def count() -> int:
+        async def count() -> Count:
             async with self.loaders.session() as session:
-                return await page.total(session)
+                return await page.total(session, self.runtime.exact_count_limit)
 
         return Connection.build(
             [convert(item) for item in page.items],
@@ -69,7 +70,7 @@ class Context:
     async def child_connection(
         self,
         pages: DataLoader[tuple[int, PageArgs], ChildPage[M]],
-        counts: DataLoader[tuple[int, Any], int],
+        counts: DataLoader[tuple[int, Any], Count],
         parent: int,
         convert: Callable[[M], T],
         first: int,
