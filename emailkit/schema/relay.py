@@ -23,9 +23,11 @@ strawberry.enum(
     description=(
         "How exact a `totalCount` is. EXACT: the number of matches. ESTIMATE: there are more matches than the "
         "server counts exactly (EMAILKIT_EXACT_COUNT_LIMIT, 10,000 by default) and the number is PostgreSQL's "
-        'query planner estimate, close with fresh statistics but not exact: show it as "≈98,000". AT_LEAST: '
-        "there are more matches than the number, which is that limit (on SQLite, and for nested connections "
-        'such as a campaign\'s deliveries): show it as "10,000+".'
+        "query-planner estimate from table statistics: within a few per cent for all subscribers, a list or a "
+        "status, about 10% for a search, up to a factor of two for an attribute filter; show it as "
+        '"≈98,000" (or as "10,000+" where a rough figure would mislead). AT_LEAST: there are more matches '
+        "than the number, which is that limit (on SQLite, and for nested connections such as a campaign's "
+        'deliveries): show it as "10,000+".'
     ),
 )
 
