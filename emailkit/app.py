@@ -60,6 +60,7 @@ def build_runtime(
         secret_key=settings.resolved_secret_key(),
         public_url=settings.public_url,
         max_page_size=settings.max_page_size,
+        exact_count_limit=settings.exact_count_limit,
         debug=settings.debug,
         jobs=jobs or build_job_queue(settings),
         pubsub=pubsub or build_pubsub(settings),

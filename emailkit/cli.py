@@ -83,7 +83,11 @@ async def _migrate_if_needed(settings: Settings, *, migrate: bool) -> None:
         if await migrations.pending(db):
             if settings.is_sqlite or migrate:
                 before = await migrations.current_revision(db)
-                await migrations.upgrade(db)
+                try:
+                    await migrations.upgrade(db)
+                except migrations.MigrationError as exc:
+                    typer.echo(f"error: {exc}", err=True)
+                    raise typer.Exit(2) from None
                 logging.getLogger("emailkit").info(
                     "database migrated from %s to %s",
                     before or "an empty schema",

@@ -15,6 +15,10 @@ from emailkit.domain.db import Database
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
+class MigrationError(Exception):
+    """A migration cannot run in this database as it stands; the message says what an operator must do."""
+
+
 def alembic_config(url: str) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))

@@ -91,6 +91,8 @@ class Settings(BaseSettings):
 
     # GraphQL limits
     max_page_size: int = Field(default=250, ge=1, le=10_000)
+    # totalCount is exact up to this many matches; beyond it an estimate (PostgreSQL) or "at least" this many.
+    exact_count_limit: int = Field(default=10_000, ge=1, le=1_000_000_000)
     max_query_depth: int = Field(default=12, ge=2, le=100)
     max_aliases: int = Field(default=30, ge=1, le=1000)
     max_query_tokens: int = Field(default=3000, ge=50, le=100_000)

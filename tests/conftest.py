@@ -32,8 +32,10 @@ BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
 
 # Modules about Redis-only behaviour are collected only when Redis tests are wanted, so a machine without
 # Redis never shows them as skipped and CI (which sets the variable) always runs them.
-collect_ignore = ([] if REDIS_URL else ["integration/test_shared_ratelimit.py"]) + (
-    [] if REDIS_URL and PG_URL else ["integration/test_cli_production.py"]
+collect_ignore = (
+    ([] if REDIS_URL else ["integration/test_shared_ratelimit.py"])
+    + ([] if REDIS_URL and PG_URL else ["integration/test_cli_production.py"])
+    + ([] if PG_URL else ["integration/test_migration_pg_trgm.py"])
 )
 # The wraparound test runs its own cluster: wherever PostgreSQL is tested and its server programs are installed,
 # and always in CI (where missing programs are a failure).

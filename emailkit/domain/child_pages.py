@@ -1,4 +1,4 @@
-"""Keyset pages of many parents' children in one statement, and their counts in another.
+"""Keyset pages of many parents' children in one statement (their counts: emailkit.domain.counting).
 
 A nested connection (a campaign's deliveries, a subscriber's events) is read for a whole page of parents at
 once. On PostgreSQL each parent's page is a LATERAL subquery with its own ORDER BY ... LIMIT, so the index on
@@ -71,21 +71,3 @@ async def child_pages(
             page, [getattr(r, key.key) for r in page], has_next=len(children) > first
         )
     return pages
-
-
-async def child_counts(
-    session: AsyncSession, stmt: Select[Any], parent: InstrumentedAttribute[Any], parent_ids: Sequence[int]
-) -> dict[int, int]:
-    """How many children ``stmt`` (filtered as wanted) finds for each parent; 0 for those with none."""
-    counts = {p: 0 for p in parent_ids}
-    if not parent_ids:
-        return counts
-    grouped = (
-        stmt.with_only_columns(parent, func.count())
-        .where(parent.in_(parent_ids))
-        .group_by(parent)
-        .order_by(None)
-    )
-    for parent_id, count in await session.execute(grouped):
-        counts[parent_id] = int(count)
-    return counts

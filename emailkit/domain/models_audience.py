@@ -64,6 +64,23 @@ Index(
     sqlite_where=SQLITE_NEVER,
 )
 
+# Serve substring matches on email and name (subscribers(search:), the filter's contains / startsWith /
+# endsWith), which compile to LIKE / ILIKE '%...%'. pg_trgm's operator class; migration 0009 installs it.
+Index(
+    "ix_subscribers_email_trgm",
+    Subscriber.__table__.c.email,
+    postgresql_using="gin",
+    postgresql_ops={"email": "gin_trgm_ops"},
+    sqlite_where=SQLITE_NEVER,
+)
+Index(
+    "ix_subscribers_name_trgm",
+    Subscriber.__table__.c.name,
+    postgresql_using="gin",
+    postgresql_ops={"name": "gin_trgm_ops"},
+    sqlite_where=SQLITE_NEVER,
+)
+
 # Serves "received any campaign within N days": SENT ledger rows by time, without touching the heap.
 Index(
     "ix_deliveries_sent_at_subscriber_id",

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
+
+from emailkit.domain.counting import DEFAULT_EXACT_LIMIT, Count, count_matches
 
 T = TypeVar("T")
 
@@ -17,12 +19,13 @@ class Page(Generic[T]):
     items: list[T]
     keys: list[int]
     has_next: bool
-    # The filtered statement without ordering/limits, so totalCount is computed only when asked for.
+    # The filtered statement without ordering/limits, so totalCount is computed only when asked for. It selects
+    # one entity's rows with neither DISTINCT nor GROUP BY (the count replaces its columns).
     count_stmt: Select[Any]
 
-    async def total(self, session: AsyncSession) -> int:
-        stmt = select(func.count()).select_from(self.count_stmt.order_by(None).subquery())
-        return int((await session.execute(stmt)).scalar_one())
+    async def total(self, session: AsyncSession, exact_limit: int = DEFAULT_EXACT_LIMIT) -> Count:
+        """All matches, exact up to ``exact_limit`` (see emailkit.domain.counting)."""
+        return await count_matches(session, self.count_stmt, exact_limit)
 
 
 async def keyset_page(

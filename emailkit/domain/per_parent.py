@@ -13,7 +13,8 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from emailkit.domain.child_pages import ChildPage, child_counts, child_pages
+from emailkit.domain.child_pages import ChildPage, child_pages
+from emailkit.domain.counting import DEFAULT_EXACT_LIMIT, Count, count_children
 from emailkit.domain.events import EventType
 from emailkit.domain.feedback.analytics import MAX_TIMELINE_ROWS, TimelineBucket, TimelinePoint
 from emailkit.domain.models import Delivery, DeliveryStatus
@@ -46,9 +47,13 @@ async def delivery_pages(
 
 
 async def delivery_counts(
-    session: AsyncSession, campaign_ids: Sequence[int], status: DeliveryStatus | None = None
-) -> dict[int, int]:
-    return await child_counts(session, _deliveries(status), Delivery.campaign_id, campaign_ids)
+    session: AsyncSession,
+    campaign_ids: Sequence[int],
+    status: DeliveryStatus | None = None,
+    *,
+    exact_limit: int = DEFAULT_EXACT_LIMIT,
+) -> dict[int, Count]:
+    return await count_children(session, _deliveries(status), Delivery.campaign_id, campaign_ids, exact_limit)
 
 
 async def deliveries_by_ids(session: AsyncSession, ids: Sequence[int]) -> dict[int, Delivery]:
@@ -72,8 +77,10 @@ async def event_pages(
     )
 
 
-async def event_counts(session: AsyncSession, subscriber_ids: Sequence[int]) -> dict[int, int]:
-    return await child_counts(session, select(Event), Event.subscriber_id, subscriber_ids)
+async def event_counts(
+    session: AsyncSession, subscriber_ids: Sequence[int], *, exact_limit: int = DEFAULT_EXACT_LIMIT
+) -> dict[int, Count]:
+    return await count_children(session, select(Event), Event.subscriber_id, subscriber_ids, exact_limit)
 
 
 async def timelines(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from emailkit.domain.counting import DEFAULT_EXACT_LIMIT
 from emailkit.domain.db import Database
 from emailkit.domain.optin import OptinSender, sender_of
 from emailkit.domain.ports import JobQueue, PubSub
@@ -63,6 +64,8 @@ class Runtime:
     secret_key: str
     public_url: str
     max_page_size: int = 250
+    # A connection's totalCount is exact up to this many matches (see emailkit.domain.counting).
+    exact_count_limit: int = DEFAULT_EXACT_LIMIT
     debug: bool = False
     # Background work; None where nothing may be enqueued (e.g. tests of the API alone).
     jobs: JobQueue | None = None

@@ -15,6 +15,7 @@ from strawberry.types import Info as StrawberryInfo
 
 from emailkit.domain.apikeys import Principal
 from emailkit.domain.child_pages import ChildPage
+from emailkit.domain.counting import Count
 from emailkit.domain.db import Database
 from emailkit.domain.pagination import Page
 from emailkit.domain.runtime import Runtime
@@ -40,7 +41,9 @@ class Context:
     @cached_property
     def loaders(self) -> Loaders:
         one_operation = self.request is not None and self.request.scope["type"] == "http"
-        return Loaders(self.runtime.db, shared=one_operation)
+        return Loaders(
+            self.runtime.db, exact_count_limit=self.runtime.exact_count_limit, shared=one_operation
+        )
 
     async def release_reads(self) -> None:
         """Give the request's read session back to the pool (a no-op if nothing was read)."""
@@ -61,9 +64,9 @@ class Context:
         async with self.loaders.session() as session:
             page = await fetch(session, first, after_key)
 
-        async def count() -> int:
+        async def count() -> Count:
             async with self.loaders.session() as session:
-                return await page.total(session)
+                return await page.total(session, self.runtime.exact_count_limit)
 
         return Connection.build(
             [convert(item) for item in page.items],
@@ -76,7 +79,7 @@ class Context:
     async def child_connection(
         self,
         pages: DataLoader[tuple[int, PageArgs], ChildPage[M]],
-        counts: DataLoader[tuple[int, Any], int],
+        counts: DataLoader[tuple[int, Any], Count],
         parent: int,
         convert: Callable[[M], T],
         first: int,

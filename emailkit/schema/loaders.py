@@ -14,6 +14,7 @@ from strawberry.dataloader import DataLoader
 
 from emailkit.domain import campaigns, lists, per_parent, segments, subscribers, templates
 from emailkit.domain.child_pages import ChildPage
+from emailkit.domain.counting import DEFAULT_EXACT_LIMIT, Count
 from emailkit.domain.db import Database
 from emailkit.domain.feedback.analytics import TimelineBucket, TimelinePoint
 from emailkit.domain.models import (
@@ -135,10 +136,13 @@ async def _delivery_pages(
     return await per_parent.delivery_pages(session, ids, first=args.first, after=args.after, status=status)
 
 
-async def _delivery_counts(
-    session: AsyncSession, ids: list[int], status: DeliveryStatus | None
-) -> Mapping[int, int]:
-    return await per_parent.delivery_counts(session, ids, status)
+def _delivery_counts(exact_limit: int) -> Callable[..., Awaitable[Mapping[int, Count]]]:
+    async def fetch(
+        session: AsyncSession, ids: list[int], status: DeliveryStatus | None
+    ) -> Mapping[int, Count]:
+        return await per_parent.delivery_counts(session, ids, status, exact_limit=exact_limit)
+
+    return fetch
 
 
 async def _event_pages(
@@ -147,8 +151,11 @@ async def _event_pages(
     return await per_parent.event_pages(session, ids, first=args.first, after=args.after)
 
 
-async def _event_counts(session: AsyncSession, ids: list[int], _: None) -> Mapping[int, int]:
-    return await per_parent.event_counts(session, ids)
+def _event_counts(exact_limit: int) -> Callable[..., Awaitable[Mapping[int, Count]]]:
+    async def fetch(session: AsyncSession, ids: list[int], _: None) -> Mapping[int, Count]:
+        return await per_parent.event_counts(session, ids, exact_limit=exact_limit)
+
+    return fetch
 
 
 async def _timelines(
@@ -168,7 +175,12 @@ class Loaders:
     """
 
     def __init__(
-        self, db: Database, max_connections: int = MAX_CONNECTIONS_PER_REQUEST, *, shared: bool = False
+        self,
+        db: Database,
+        max_connections: int = MAX_CONNECTIONS_PER_REQUEST,
+        exact_count_limit: int = DEFAULT_EXACT_LIMIT,
+        *,
+        shared: bool = False,
     ) -> None:
         self._db = db
         self._slots = asyncio.Semaphore(max_connections)
@@ -198,13 +210,15 @@ class Loaders:
         self.campaign_delivery_page: DataLoader[tuple[int, PageArgs], ChildPage[Delivery]] = _per_parent(
             reads, _delivery_pages
         )
-        self.campaign_delivery_count: DataLoader[tuple[int, DeliveryStatus | None], int] = _per_parent(
-            reads, _delivery_counts
+        self.campaign_delivery_count: DataLoader[tuple[int, DeliveryStatus | None], Count] = _per_parent(
+            reads, _delivery_counts(exact_count_limit)
         )
         self.subscriber_event_page: DataLoader[tuple[int, PageArgs], ChildPage[Event]] = _per_parent(
             reads, _event_pages
         )
-        self.subscriber_event_count: DataLoader[tuple[int, None], int] = _per_parent(reads, _event_counts)
+        self.subscriber_event_count: DataLoader[tuple[int, None], Count] = _per_parent(
+            reads, _event_counts(exact_count_limit)
+        )
         self.campaign_timeline: DataLoader[tuple[int, TimelineArgs], list[TimelinePoint]] = _per_parent(
             reads, _timelines
         )

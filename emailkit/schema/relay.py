@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from collections.abc import Awaitable, Callable, Sequence
@@ -11,9 +12,24 @@ import strawberry
 from graphql import GraphQLError
 
 from emailkit import globalid
+from emailkit.domain.counting import Count, CountPrecision
 from emailkit.domain.errors import DomainError, ErrorCode
 
 T = TypeVar("T")
+
+strawberry.enum(
+    CountPrecision,
+    name="CountPrecision",
+    description=(
+        "How exact a `totalCount` is. EXACT: the number of matches. ESTIMATE: there are more matches than the "
+        "server counts exactly (EMAILKIT_EXACT_COUNT_LIMIT, 10,000 by default) and the number is PostgreSQL's "
+        "query-planner estimate from table statistics: within a few per cent for all subscribers, a list or a "
+        "status, about 10% for a search, up to a factor of two for an attribute filter; show it as "
+        '"≈98,000" (or as "10,000+" where a rough figure would mislead). AT_LEAST: there are more matches '
+        "than the number, which is that limit (on SQLite, and for nested connections such as a campaign's "
+        'deliveries): show it as "10,000+".'
+    ),
+)
 
 
 @strawberry.interface(description="An object with a globally unique ID.")
@@ -85,11 +101,22 @@ class Edge(Generic[T]):
 class Connection(Generic[T]):
     edges: list[Edge[T]]
     page_info: PageInfo
-    count: strawberry.Private[Callable[[], Awaitable[int]]]
+    count: strawberry.Private[Callable[[], Awaitable[Count]]]
 
-    @strawberry.field(description="Number of items matching the filters, across all pages.")
+    @strawberry.field(
+        description=(
+            "Number of items matching the filters, across all pages. Counted exactly up to the server's limit "
+            "(EMAILKIT_EXACT_COUNT_LIMIT, 10,000 by default), so that a count costs the same however many items "
+            "there are; beyond it, the query planner's estimate (top-level connections on PostgreSQL) or the "
+            "limit itself. `totalCountPrecision` says which."
+        )
+    )
     async def total_count(self) -> int:
-        return await self.count()
+        return (await self.count()).value
+
+    @strawberry.field(description="How exact `totalCount` is (EXACT, ESTIMATE or AT_LEAST).")
+    async def total_count_precision(self) -> CountPrecision:
+        return (await self.count()).precision
 
     @classmethod
     def build(
@@ -99,7 +126,7 @@ class Connection(Generic[T]):
         *,
         has_next: bool,
         has_previous: bool,
-        count: Callable[[], Awaitable[int]],
+        count: Callable[[], Awaitable[Count]],
     ) -> Connection[T]:
         edges = [Edge(cursor=encode_cursor(k), node=n) for n, k in zip(nodes, keys, strict=True)]
         return cls(
@@ -110,5 +137,18 @@ class Connection(Generic[T]):
                 start_cursor=edges[0].cursor if edges else None,
                 end_cursor=edges[-1].cursor if edges else None,
             ),
-            count=count,
+            count=_once(count),
         )
+
+
+def _once(count: Callable[[], Awaitable[Count]]) -> Callable[[], Awaitable[Count]]:
+    """totalCount and totalCountPrecision share one count, started by whichever is resolved first."""
+    started: asyncio.Future[Count] | None = None
+
+    def shared() -> Awaitable[Count]:
+        nonlocal started
+        if started is None:
+            started = asyncio.ensure_future(count())
+        return started
+
+    return shared

@@ -30,6 +30,7 @@ def test_defaults_are_the_embedded_mode() -> None:
     assert s.secret_key is None
     assert s.is_sqlite and s.is_embedded
     assert s.max_page_size == 250
+    assert s.exact_count_limit == 10_000
 
 
 def test_values_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -38,12 +39,14 @@ def test_values_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("EMAILKIT_SECRET_KEY", "s" * 32)
     monkeypatch.setenv("EMAILKIT_PROVIDER", "ses")
     monkeypatch.setenv("EMAILKIT_MAX_PAGE_SIZE", "100")
+    monkeypatch.setenv("EMAILKIT_EXACT_COUNT_LIMIT", "500")
     monkeypatch.setenv("EMAILKIT_CORS_ORIGINS", "https://app.example.com/, https://admin.example.com")
     s = load_settings()
     assert s.database_url == "postgresql+asyncpg://u@db:5432/mail"
     assert s.broker_url == "redis://cache:6379/0"
     assert s.provider == "ses"
     assert s.max_page_size == 100
+    assert s.exact_count_limit == 500
     assert s.cors_origins == ["https://app.example.com", "https://admin.example.com"]
     assert not s.is_sqlite and not s.is_embedded
     assert s.resolved_secret_key() == "s" * 32
@@ -86,6 +89,7 @@ def test_an_empty_broker_url_means_the_in_process_queue(monkeypatch: pytest.Monk
         ("EMAILKIT_PROVIDER", "pigeon"),
         ("EMAILKIT_MAX_PAGE_SIZE", "lots"),
         ("EMAILKIT_MAX_PAGE_SIZE", "0"),
+        ("EMAILKIT_EXACT_COUNT_LIMIT", "0"),
         ("EMAILKIT_DEBUG", "maybe"),
         ("EMAILKIT_CORS_ORIGINS", "[not json"),
     ],
