@@ -105,6 +105,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         # below requires a preflight header.
         multipart_uploads_enabled=True,
         key_recheck_seconds=settings.ws_key_recheck_seconds,
+        key_cache_seconds=settings.api_key_cache_seconds,
         api_limiter=api_limiter,
     )
     healthz, readyz = health_routes(runtime)

@@ -20,7 +20,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import Bas
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import ErrorMessage, SubscribeMessage
 from strawberry.types.unset import UnsetType
 
-from emailkit.domain.apikeys import Principal, authenticate, is_active
+from emailkit.domain.apikeys import Principal, is_active
 from emailkit.domain.db import Failure, failure_of
 from emailkit.domain.runtime import Runtime
 from emailkit.schema.context import Context
@@ -104,6 +104,7 @@ class GraphQLView(GraphQL[Context, None]):
         runtime: Runtime,
         *,
         key_recheck_seconds: float = 30.0,
+        key_cache_seconds: float = 0.0,
         api_limiter: ApiRateLimiter | None = None,
         **kwargs: Any,
     ) -> None:
@@ -113,6 +114,7 @@ class GraphQLView(GraphQL[Context, None]):
         self.api_limiter = api_limiter
         self._ide_html: str | None = None
         self._key_recheck_seconds = key_recheck_seconds
+        self._key_cache_seconds = key_cache_seconds
         self._watchers: set[asyncio.Task[None]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -147,11 +149,10 @@ class GraphQLView(GraphQL[Context, None]):
             response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
 
-    async def _principal(self, raw_key: str | None) -> Principal | None:
+    async def _principal(self, raw_key: str | None, *, max_age: float = 0.0) -> Principal | None:
         if not raw_key:
             return None
-        async with self.runtime.db.session() as session:
-            return await authenticate(session, raw_key)
+        return await self.runtime.principals.authenticate(self.runtime.db, raw_key, max_age=max_age)
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         if isinstance(request, WebSocket):
@@ -162,7 +163,7 @@ class GraphQLView(GraphQL[Context, None]):
         token = bearer_token(request.headers.get("authorization"))
         if token is None:
             raise Unauthenticated("Missing API key: send 'Authorization: Bearer <key>'")
-        principal = await self._principal(token)
+        principal = await self._principal(token, max_age=self._key_cache_seconds)
         if principal is None:
             raise Unauthenticated("Unknown or revoked API key")
         if self.api_limiter is not None:
