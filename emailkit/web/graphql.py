@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
+import orjson
 from graphql import GraphQLError, GraphQLFormattedError
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import Receive, Scope, Send
-from starlette.websockets import WebSocket, WebSocketState
-from strawberry.asgi import GraphQL
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.http.types import HTTPMethod
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
@@ -51,6 +55,27 @@ def _unavailable(response_data: Any) -> bool:
         if isinstance(result, dict)
         for error in result.get("errors") or ()
     )
+
+
+def json_bytes(data: object) -> bytes:
+    """A response body: orjson (≈ 20 µs for a page of 50 subscribers, 23 KB, against ≈ 300 µs for
+    json.dumps), or the standard encoder for what orjson refuses and a JSON attribute may hold (integers
+    beyond 64 bits, lone surrogates, non-string keys). Both give the same JSON value; orjson writes non-ASCII
+    characters as UTF-8 rather than as \\u escapes."""
+    try:
+        return orjson.dumps(data)
+    except TypeError:
+        return json.dumps(data, separators=(",", ":")).encode()
+
+
+class TextWebSocketAdapter(ASGIWebSocketAdapter):
+    """graphql-transport-ws messages are text frames; the view's encoder gives bytes."""
+
+    async def send_json(self, message: Mapping[str, object]) -> None:
+        try:
+            await self.ws.send_text(json_bytes(message).decode())
+        except WebSocketDisconnect as exc:
+            raise WebSocketDisconnected from exc
 
 
 class Unauthenticated(Exception):
@@ -98,6 +123,7 @@ def graphiql_page() -> str:
 
 class GraphQLView(GraphQL[Context, None]):
     graphql_transport_ws_handler_class = RateLimitedTransportWS
+    websocket_adapter_class = TextWebSocketAdapter
 
     def __init__(
         self,
@@ -141,6 +167,9 @@ class GraphQLView(GraphQL[Context, None]):
                 raise
             log.warning("database unavailable: %s", exc)
             await unavailable_response()(scope, receive, send)
+
+    def encode_json(self, data: object) -> bytes:
+        return json_bytes(data)
 
     def create_response(self, response_data: Any, sub_response: Response) -> Response:
         response = super().create_response(response_data, sub_response)
