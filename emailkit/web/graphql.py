@@ -10,6 +10,7 @@ from importlib import resources
 from typing import Any
 
 import orjson
+from cross_web import AsyncHTTPRequestAdapter
 from graphql import GraphQLError, GraphQLFormattedError
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -17,11 +18,14 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http import GraphQLRequestData
+from strawberry.http.base import BaseRequestProtocol
 from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.http.types import HTTPMethod
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import ErrorMessage, SubscribeMessage
+from strawberry.types import ExecutionResult
 from strawberry.types.unset import UnsetType
 
 from emailkit.domain.apikeys import Principal, is_active
@@ -29,6 +33,7 @@ from emailkit.domain.db import Failure, failure_of
 from emailkit.domain.runtime import Runtime
 from emailkit.schema.context import Context
 from emailkit.schema.error_policy import SERVICE_UNAVAILABLE, UNAVAILABLE_MESSAGE
+from emailkit.web.persisted import PersistedQueries, PersistedQueryError
 from emailkit.web.ratelimit import ApiRateLimiter, RateLimited
 
 log = logging.getLogger(__name__)
@@ -132,12 +137,14 @@ class GraphQLView(GraphQL[Context, None]):
         key_recheck_seconds: float = 30.0,
         key_cache_seconds: float = 0.0,
         api_limiter: ApiRateLimiter | None = None,
+        persisted_queries: PersistedQueries | None = None,
         **kwargs: Any,
     ) -> None:
         # Only graphql-transport-ws: the legacy graphql-ws protocol has no connection_init gate we trust.
         super().__init__(subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,), **kwargs)
         self.runtime = runtime
         self.api_limiter = api_limiter
+        self.persisted_queries = persisted_queries
         self._ide_html: str | None = None
         self._key_recheck_seconds = key_recheck_seconds
         self._key_cache_seconds = key_cache_seconds
@@ -158,6 +165,14 @@ class GraphQLView(GraphQL[Context, None]):
                 {"errors": [rate_limited_error(exc)]},
                 status_code=429,
                 headers={"Retry-After": str(exc.retry_after)},
+            )
+            await response(scope, receive, send)
+        except PersistedQueryError as exc:
+            response = JSONResponse(
+                {"errors": [{"message": str(exc), "extensions": {"code": exc.code}}]},
+                status_code=exc.status_code,
+                # A miss must reach the server again once the client has sent the text (GETs can be cached).
+                headers={"Cache-Control": "private, no-cache, must-revalidate"},
             )
             await response(scope, receive, send)
         except Exception as exc:
@@ -204,7 +219,34 @@ class GraphQLView(GraphQL[Context, None]):
         return (
             method == "GET"
             and "text/html" in request.headers.get("accept", "")
-            and ("query" not in request.query_params)
+            and "query" not in request.query_params
+            # A persisted query by GET has no `query` either: it is an operation, never the IDE.
+            and "extensions" not in request.query_params
+        )
+
+    def should_render_graphql_ide(self, request: BaseRequestProtocol) -> bool:
+        return super().should_render_graphql_ide(request) and "extensions" not in request.query_params
+
+    async def execute_single(
+        self,
+        request: Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        sub_response: Response,
+        context: Context,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        persisted = (request_data.extensions or {}).get("persistedQuery")
+        if persisted is not None and self.persisted_queries is not None:
+            # The operation type is checked on the stored text as on any other: a GET never runs a mutation.
+            request_data.query = self.persisted_queries.resolve(request_data.query, persisted)
+        return await super().execute_single(
+            request=request,
+            request_adapter=request_adapter,
+            sub_response=sub_response,
+            context=context,
+            root_value=root_value,
+            request_data=request_data,
         )
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
