@@ -193,10 +193,12 @@ class GraphQLView(GraphQL[Context, None]):
             response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
 
-    async def _principal(self, raw_key: str | None, *, max_age: float = 0.0) -> Principal | None:
+    async def _principal(self, raw_key: str | None) -> Principal | None:
         if not raw_key:
             return None
-        return await self.runtime.principals.authenticate(self.runtime.db, raw_key, max_age=max_age)
+        return await self.runtime.principals.authenticate(
+            self.runtime.db, raw_key, max_age=self._key_cache_seconds
+        )
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         if isinstance(request, WebSocket):
@@ -207,7 +209,7 @@ class GraphQLView(GraphQL[Context, None]):
         token = bearer_token(request.headers.get("authorization"))
         if token is None:
             raise Unauthenticated("Missing API key: send 'Authorization: Bearer <key>'")
-        principal = await self._principal(token, max_age=self._key_cache_seconds)
+        principal = await self._principal(token)
         if principal is None:
             raise Unauthenticated("Unknown or revoked API key")
         if self.api_limiter is not None:
