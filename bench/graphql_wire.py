@@ -5,10 +5,13 @@ own work (routing, authentication, rate limit, parse, validation, cost, executio
 Prints figures (not a test). Indicative: run it on a quiet machine and compare runs of the same build.
 
     python bench/graphql_wire.py [--database-url postgresql://postgres@127.0.0.1:5432/ek] [--requests 500]
-                                 [--subscribers 300] [--profile profile.txt] [--apq]
+                                 [--subscribers 300] [--apq | --get] [--tiny] [--phases]
+                                 [--profile profile.txt | --profile profile.pstats]
 
 Without --database-url it uses a SQLite file in a temporary folder. The database named is wiped. --apq sends
-the query by its hash (Automatic Persisted Queries) after registering it once.
+the query by its hash (Automatic Persisted Queries) after registering it once, --get by hash over GET; --tiny
+asks for `{ viewer { name } }` instead of the page (the cost every request pays); --phases prints the time
+of each step of a request; --profile writes pyinstrument's report, or cProfile's stats for a .pstats name.
 """
 
 from __future__ import annotations
@@ -159,6 +162,59 @@ class Call:
         return status, b"".join(chunks)
 
 
+PHASES: dict[str, float] = {}
+
+
+def time_phases() -> None:
+    """Wrap the steps of a request with wall-clock timers (the run is sequential, so an async step's time is
+    its own plus the database it waits for). Adds a few µs per step."""
+    import functools
+
+    import strawberry.schema.schema as strawberry_schema
+
+    import emailkit.schema.cost as cost
+    import emailkit.schema.documents as documents
+    import emailkit.schema.error_policy as error_policy
+    import emailkit.web.graphql as view
+    from emailkit.web.ratelimit import ApiRateLimiter
+
+    def wrap(owner: Any, name: str, label: str) -> None:
+        fn = getattr(owner, name)
+        if asyncio.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def timed_async(*args: Any, **kwargs: Any) -> Any:
+                start = time.perf_counter()
+                try:
+                    return await fn(*args, **kwargs)
+                finally:
+                    PHASES[label] = PHASES.get(label, 0.0) + time.perf_counter() - start
+
+            setattr(owner, name, timed_async)
+        else:
+
+            @functools.wraps(fn)
+            def timed(*args: Any, **kwargs: Any) -> Any:
+                start = time.perf_counter()
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    PHASES[label] = PHASES.get(label, 0.0) + time.perf_counter() - start
+
+            setattr(owner, name, timed)
+
+    wrap(strawberry_schema, "parse", "parse (cache misses)")
+    wrap(documents, "verdict", "validation incl. depth/alias rules (cache misses)")
+    wrap(cost, "operation_cost", "cost analysis")
+    wrap(error_policy.UnstorableTextGuard, "_first_problem", "unstorable-text check")
+    wrap(view.GraphQLView, "_principal", "API key authentication")
+    wrap(ApiRateLimiter, "check", "rate limiter")
+    wrap(view.GraphQLView, "parse_http_body", "request body decoding")
+    wrap(strawberry_schema.Schema, "_execute_operation", "execution (resolvers, DataLoaders, SQL)")
+    wrap(view.GraphQLView, "create_response", "response encoding")
+    wrap(view.GraphQLView, "__call__", "whole request (from the view)")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--database-url")
@@ -170,7 +226,10 @@ async def main() -> None:
     parser.add_argument(
         "--tiny", action="store_true", help="ask for `{ viewer { name } }`: what every request costs"
     )
+    parser.add_argument("--phases", action="store_true", help="also print the time of each step")
     args = parser.parse_args()
+    if args.phases:
+        time_phases()
 
     with tempfile.TemporaryDirectory() as tmp:
         db = await fresh_database(args.database_url, Path(tmp))
@@ -223,6 +282,7 @@ async def main() -> None:
             await call()
         gc.collect()
         gc.freeze()
+        PHASES.clear()
 
         profiler = None
         if args.profile and args.profile.endswith(".pstats"):
@@ -259,6 +319,8 @@ async def main() -> None:
         f"wall median {statistics.median(samples) * 1e6:.0f} µs, "
         f"p90 {statistics.quantiles(samples, n=10)[-1] * 1e6:.0f} µs; {len(body)} bytes"
     )
+    for label, seconds in sorted(PHASES.items(), key=lambda item: -item[1]):
+        print(f"  {label:52s} {seconds / args.requests * 1e6:8.0f} µs/request")
 
 
 if __name__ == "__main__":
