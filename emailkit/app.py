@@ -29,6 +29,7 @@ from emailkit.web.bodylimit import BodyLimitMiddleware, BodyLimits
 from emailkit.web.export import export_routes
 from emailkit.web.graphql import GraphQLView
 from emailkit.web.health import health_routes
+from emailkit.web.persisted import PersistedQueries
 from emailkit.web.proxy import ProxyHeadersMiddleware, TrustedProxies
 from emailkit.web.public import public_routes
 from emailkit.web.ratelimit import ApiRateLimiter
@@ -106,7 +107,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         # below requires a preflight header.
         multipart_uploads_enabled=True,
         key_recheck_seconds=settings.ws_key_recheck_seconds,
+        key_cache_seconds=settings.api_key_cache_seconds,
         api_limiter=api_limiter,
+        persisted_queries=PersistedQueries(),
     )
     healthz, readyz = health_routes(runtime)
     tracking = build_tracking(

@@ -118,6 +118,10 @@ class Settings(BaseSettings):
     )
     # Open GraphQL WebSocket connections re-check their API key this often; a revoked key's are closed (4403).
     ws_key_recheck_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # An API key, once verified, is trusted this long without a database read (HTTP requests, new WebSocket
+    # connections; 0: read every time). A key revoked through another process is refused here within this
+    # time; through this process, at once.
+    api_key_cache_seconds: float = Field(default=5.0, ge=0, le=300)
 
     # Database pool (PostgreSQL)
     database_pool_size: int = Field(default=10, ge=1, le=500)

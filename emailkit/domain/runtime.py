@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from emailkit.domain.apikeys import PrincipalCache
 from emailkit.domain.counting import DEFAULT_EXACT_LIMIT
 from emailkit.domain.db import Database
 from emailkit.domain.optin import OptinSender, sender_of
@@ -75,6 +76,8 @@ class Runtime:
     live: CoalescingPublisher | None = None
     # Sending; None in processes that never send (and in API-only tests).
     sending: SendingSetup | None = None
+    # API keys verified recently (the HTTP API's authentication); emptied by a revocation in this process.
+    principals: PrincipalCache = field(default_factory=PrincipalCache)
 
     def __post_init__(self) -> None:
         if self.live is None and self.pubsub is not None:

@@ -6,12 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import strawberry
-from strawberry.extensions import (
-    MaxAliasesLimiter,
-    MaxTokensLimiter,
-    QueryDepthLimiter,
-    SchemaExtension,
-)
+from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter, SchemaExtension
 from strawberry.tools import merge_types
 
 from emailkit.schema import (
@@ -31,6 +26,7 @@ from emailkit.schema import (
     viewer,
 )
 from emailkit.schema.cost import CostLimits, QueryCost
+from emailkit.schema.documents import CheckedDocuments, DocumentCache
 from emailkit.schema.error_policy import ErrorPolicy, UnstorableTextGuard
 
 QUERIES = (
@@ -76,13 +72,19 @@ class SchemaLimits:
 
 def build_schema(limits: SchemaLimits | None = None) -> strawberry.Schema:
     limits = limits or SchemaLimits()
+    # The limiters' rules are built once (each limiter instance makes a new rule class, which would also defeat
+    # any cache keyed by the rules); CheckedDocuments applies them with the token limit, once per query text.
+    rules = (
+        *QueryDepthLimiter(max_depth=limits.max_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=limits.max_aliases).validation_rules,
+    )
+    documents = DocumentCache()
+    cost_limits = CostLimits(limit=limits.max_cost, max_page_size=limits.max_page_size)
     # Factories, so each operation gets fresh extension instances.
     extensions: list[Callable[[], SchemaExtension]] = [
-        lambda: QueryDepthLimiter(max_depth=limits.max_depth),
-        lambda: MaxAliasesLimiter(max_alias_count=limits.max_aliases),
-        lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
-        lambda: QueryCost(CostLimits(limit=limits.max_cost, max_page_size=limits.max_page_size)),
-        UnstorableTextGuard,
+        lambda: CheckedDocuments(documents, rules, max_tokens=limits.max_tokens),
+        lambda: QueryCost(cost_limits),
+        lambda: UnstorableTextGuard(documents),
         lambda: ErrorPolicy(debug=limits.debug),
     ]
     return strawberry.Schema(

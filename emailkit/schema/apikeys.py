@@ -94,14 +94,17 @@ class Mutation:
 
     @admin_mutation(
         description=(
-            "Revoke a key; requests made with it are refused from then on. Revoking the key making this "
-            "request is allowed: this request completes and the next one gets HTTP 401. Revoking an "
-            "already revoked key changes nothing."
+            "Revoke a key; requests made with it are refused from then on (by other API processes, within "
+            "EMAILKIT_API_KEY_CACHE_SECONDS). Revoking the key making this request is allowed: this request "
+            "completes and the next one gets HTTP 401. Revoking an already revoked key changes nothing."
         )
     )
     async def revoke_api_key(self, info: Info, input: RevokeApiKeyInput) -> RevokeApiKeyPayload:
         """Revoke a key, the caller's own included (locking yourself out is the caller's choice)."""
         out = await mutate(info, lambda s: apikeys.revoke_api_key(s, decode_id(input.id, "ApiKey")))
+        if out.value is not None:
+            # Committed: from the next request on, this process reads the key from the database again.
+            info.context.runtime.principals.forget_all()
         return RevokeApiKeyPayload(
             api_key=ApiKeyType.from_model(out.value) if out.value is not None else None,
             user_errors=out.errors,

@@ -220,6 +220,19 @@ def expanded_selections(document: DocumentNode) -> int:
     return sum(size(d.selection_set) for d in document.definitions if isinstance(d, OperationDefinitionNode))
 
 
+def oversized(document: DocumentNode) -> GraphQLError | None:
+    """The refusal of a document whose fragments expand beyond MAX_EXPANDED_SELECTIONS, checked before
+    validation (which would spend minutes on it)."""
+    selections = expanded_selections(document)
+    if selections <= MAX_EXPANDED_SELECTIONS:
+        return None
+    return GraphQLError(
+        f"The document expands to {selections} selections; at most {MAX_EXPANDED_SELECTIONS} are allowed "
+        "(spread fewer fragments)",
+        extensions={"code": QUERY_TOO_COMPLEX},
+    )
+
+
 def too_complex(cost: int, limit: int) -> GraphQLError:
     return GraphQLError(
         f"Query cost {cost} exceeds the budget of {limit}: ask for smaller pages (`first`) or fewer nested "
@@ -229,26 +242,15 @@ def too_complex(cost: int, limit: int) -> GraphQLError:
 
 
 class QueryCost(SchemaExtension):
-    """Refuses an operation whose cost is over the budget before it runs; reports the cost in `extensions`."""
+    """Refuses an operation whose cost is over the budget before it runs; reports the cost in `extensions`.
+
+    The cost depends on the variables (`first: $first`, `@include(if: $x)`), so it is computed for every
+    request; the document's own size check (`oversized`) runs with validation, whose verdict is kept per
+    query text (emailkit.schema.documents)."""
 
     def __init__(self, limits: CostLimits) -> None:
         self.limits = limits
         self.cost: int | None = None
-
-    def on_validate(self) -> Iterator[None]:
-        ctx = self.execution_context
-        if ctx.graphql_document is not None and ctx.pre_execution_errors is None:
-            selections = expanded_selections(ctx.graphql_document)
-            if selections > MAX_EXPANDED_SELECTIONS:
-                # Set before validation runs, so it is skipped and this is the answer.
-                ctx.pre_execution_errors = [
-                    GraphQLError(
-                        f"The document expands to {selections} selections; at most {MAX_EXPANDED_SELECTIONS} "
-                        "are allowed (spread fewer fragments)",
-                        extensions={"code": QUERY_TOO_COMPLEX},
-                    )
-                ]
-        yield
 
     def on_execute(self) -> Iterator[None]:
         ctx = self.execution_context

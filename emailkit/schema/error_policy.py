@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterator
 
 from graphql import GraphQLError
-from graphql.language import StringValueNode, Visitor, visit
+from graphql.language import DocumentNode, StringValueNode, Visitor, visit
 from strawberry.extensions import MaskErrors, SchemaExtension
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
@@ -20,6 +20,7 @@ from emailkit.domain.db import Failure, failure_of
 from emailkit.domain.errors import ErrorCode
 from emailkit.domain.ports import QueueUnavailable
 from emailkit.domain.validation import unstorable_text
+from emailkit.schema.documents import DocumentCache
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,12 @@ class _Strings(Visitor):
 class UnstorableTextGuard(SchemaExtension):
     """Refuse a query whose arguments hold text no database can store (NUL, unpaired surrogates): searched
     for, it could only fail inside the database. Mutations answer such text as userErrors instead (see
-    emailkit.schema.errors.mutate), so they pass through here."""
+    emailkit.schema.errors.mutate), so they pass through here.
+
+    The variables are checked on every request; the document's literals once per cached document."""
+
+    def __init__(self, documents: DocumentCache | None = None) -> None:
+        self.documents = documents
 
     def on_execute(self) -> Iterator[None]:
         context = self.execution_context
@@ -113,9 +119,20 @@ class UnstorableTextGuard(SchemaExtension):
         context = self.execution_context
         for found in unstorable_text(context.variables or {}, ""):
             return found
-        if context.graphql_document is not None:
-            strings = _Strings()
-            visit(context.graphql_document, strings)
-            for found in unstorable_text(strings.values, ""):
-                return "", found[1]
-        return None
+        if context.graphql_document is None:
+            return None
+        checked = self.documents.checked(context) if self.documents is not None else None
+        if checked is None:
+            return _literal_problem(context.graphql_document)
+        if not checked.literals_checked:
+            checked.literal_problem = _literal_problem(context.graphql_document)
+            checked.literals_checked = True
+        return checked.literal_problem
+
+
+def _literal_problem(document: DocumentNode) -> tuple[str, str] | None:
+    strings = _Strings()
+    visit(document, strings)
+    for found in unstorable_text(strings.values, ""):
+        return "", found[1]
+    return None

@@ -3,28 +3,37 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
+import orjson
+from cross_web import AsyncHTTPRequestAdapter
 from graphql import GraphQLError, GraphQLFormattedError
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import Receive, Scope, Send
-from starlette.websockets import WebSocket, WebSocketState
-from strawberry.asgi import GraphQL
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http import GraphQLRequestData
+from strawberry.http.base import BaseRequestProtocol
+from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.http.types import HTTPMethod
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import ErrorMessage, SubscribeMessage
+from strawberry.types import ExecutionResult
 from strawberry.types.unset import UnsetType
 
-from emailkit.domain.apikeys import Principal, authenticate, is_active
+from emailkit.domain.apikeys import Principal, is_active
 from emailkit.domain.db import Failure, failure_of
 from emailkit.domain.runtime import Runtime
 from emailkit.schema.context import Context
 from emailkit.schema.error_policy import SERVICE_UNAVAILABLE, UNAVAILABLE_MESSAGE
+from emailkit.web.persisted import PersistedQueries, PersistedQueryError
 from emailkit.web.ratelimit import ApiRateLimiter, RateLimited
 
 log = logging.getLogger(__name__)
@@ -51,6 +60,27 @@ def _unavailable(response_data: Any) -> bool:
         if isinstance(result, dict)
         for error in result.get("errors") or ()
     )
+
+
+def json_bytes(data: object) -> bytes:
+    """A response body: orjson (≈ 20 µs for a page of 50 subscribers, 23 KB, against ≈ 300 µs for
+    json.dumps), or the standard encoder for what orjson refuses and a JSON attribute may hold (integers
+    beyond 64 bits, lone surrogates, non-string keys). Both give the same JSON value; orjson writes non-ASCII
+    characters as UTF-8 rather than as \\u escapes."""
+    try:
+        return orjson.dumps(data)
+    except TypeError:
+        return json.dumps(data, separators=(",", ":")).encode()
+
+
+class TextWebSocketAdapter(ASGIWebSocketAdapter):
+    """graphql-transport-ws messages are text frames; the view's encoder gives bytes."""
+
+    async def send_json(self, message: Mapping[str, object]) -> None:
+        try:
+            await self.ws.send_text(json_bytes(message).decode())
+        except WebSocketDisconnect as exc:
+            raise WebSocketDisconnected from exc
 
 
 class Unauthenticated(Exception):
@@ -98,21 +128,26 @@ def graphiql_page() -> str:
 
 class GraphQLView(GraphQL[Context, None]):
     graphql_transport_ws_handler_class = RateLimitedTransportWS
+    websocket_adapter_class = TextWebSocketAdapter
 
     def __init__(
         self,
         runtime: Runtime,
         *,
         key_recheck_seconds: float = 30.0,
+        key_cache_seconds: float = 0.0,
         api_limiter: ApiRateLimiter | None = None,
+        persisted_queries: PersistedQueries | None = None,
         **kwargs: Any,
     ) -> None:
         # Only graphql-transport-ws: the legacy graphql-ws protocol has no connection_init gate we trust.
         super().__init__(subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,), **kwargs)
         self.runtime = runtime
         self.api_limiter = api_limiter
+        self.persisted_queries = persisted_queries
         self._ide_html: str | None = None
         self._key_recheck_seconds = key_recheck_seconds
+        self._key_cache_seconds = key_cache_seconds
         self._watchers: set[asyncio.Task[None]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -132,6 +167,14 @@ class GraphQLView(GraphQL[Context, None]):
                 headers={"Retry-After": str(exc.retry_after)},
             )
             await response(scope, receive, send)
+        except PersistedQueryError as exc:
+            response = JSONResponse(
+                {"errors": [{"message": str(exc), "extensions": {"code": exc.code}}]},
+                status_code=exc.status_code,
+                # A miss must reach the server again once the client has sent the text (GETs can be cached).
+                headers={"Cache-Control": "private, no-cache, must-revalidate"},
+            )
+            await response(scope, receive, send)
         except Exception as exc:
             # Authentication happens before execution: with the database down it cannot answer, and the
             # client should hear "try again" rather than a bare 500.
@@ -148,6 +191,9 @@ class GraphQLView(GraphQL[Context, None]):
             if isinstance(context, Context):
                 await context.release_reads()
 
+    def encode_json(self, data: object) -> bytes:
+        return json_bytes(data)
+
     def create_response(self, response_data: Any, sub_response: Response) -> Response:
         response = super().create_response(response_data, sub_response)
         if _unavailable(response_data):
@@ -158,8 +204,9 @@ class GraphQLView(GraphQL[Context, None]):
     async def _principal(self, raw_key: str | None) -> Principal | None:
         if not raw_key:
             return None
-        async with self.runtime.db.read_session() as session:
-            return await authenticate(session, raw_key)
+        return await self.runtime.principals.authenticate(
+            self.runtime.db, raw_key, max_age=self._key_cache_seconds
+        )
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         if isinstance(request, WebSocket):
@@ -182,7 +229,34 @@ class GraphQLView(GraphQL[Context, None]):
         return (
             method == "GET"
             and "text/html" in request.headers.get("accept", "")
-            and ("query" not in request.query_params)
+            and "query" not in request.query_params
+            # A persisted query by GET has no `query` either: it is an operation, never the IDE.
+            and "extensions" not in request.query_params
+        )
+
+    def should_render_graphql_ide(self, request: BaseRequestProtocol) -> bool:
+        return super().should_render_graphql_ide(request) and "extensions" not in request.query_params
+
+    async def execute_single(
+        self,
+        request: Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        sub_response: Response,
+        context: Context,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        persisted = (request_data.extensions or {}).get("persistedQuery")
+        if persisted is not None and self.persisted_queries is not None:
+            # The operation type is checked on the stored text as on any other: a GET never runs a mutation.
+            request_data.query = self.persisted_queries.resolve(request_data.query, persisted)
+        return await super().execute_single(
+            request=request,
+            request_adapter=request_adapter,
+            sub_response=sub_response,
+            context=context,
+            root_value=root_value,
+            request_data=request_data,
         )
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:

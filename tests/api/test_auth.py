@@ -8,14 +8,17 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from emailkit import migrate
 from emailkit.app import create_app
+from emailkit.domain import apikeys
 from emailkit.domain.db import Database
 from emailkit.domain.models import ApiKey, Role
+from emailkit.domain.runtime import Runtime
+from emailkit.domain.types import utcnow
 from emailkit.settings import Settings
 from tests.conftest import GQL, TEST_SECRET, data, make_key
 
@@ -154,6 +157,68 @@ async def test_revoked_key_is_refused(gql: GQL, client: httpx.AsyncClient) -> No
         )
     )["revokeApiKey"]
     assert revoked["userErrors"] == [] and revoked["apiKey"]["revokedAt"] is not None
+    assert (await post(client, VIEWER_Q, headers)).status_code == 401
+
+
+async def revoke_elsewhere(db: Database, name: str) -> None:
+    """What another API process (or the CLI) does: the row changes; this process's cache is not told."""
+    async with db.transaction() as session:
+        await session.execute(update(ApiKey).where(ApiKey.name == name).values(revoked_at=utcnow()))
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The monotonic clock of the key cache, moved by hand."""
+    now = [1000.0]
+    monkeypatch.setattr(apikeys.time, "monotonic", lambda: now[0])
+    return now
+
+
+async def test_a_key_revoked_elsewhere_is_refused_once_the_cache_age_has_passed(
+    settings: Settings, runtime: Runtime, db: Database, clock: list[float]
+) -> None:
+    key = await make_key(db, Role.VIEWER, "cached")
+    app = create_app(settings.model_copy(update={"api_key_cache_seconds": 5.0}), runtime)
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c:
+        assert (await post(c, VIEWER_Q, headers)).status_code == 200
+        await revoke_elsewhere(db, "cached")
+        # Within the documented bound the verified key is still trusted without reading the database ...
+        clock[0] += 4.9
+        assert (await post(c, VIEWER_Q, headers)).status_code == 200
+        # ... and not a moment past it.
+        clock[0] += 0.2
+        assert (await post(c, VIEWER_Q, headers)).status_code == 401
+        clock[0] += 60
+        assert (await post(c, VIEWER_Q, headers)).status_code == 401
+
+
+async def test_without_the_cache_a_key_revoked_elsewhere_is_refused_at_once(
+    settings: Settings, runtime: Runtime, db: Database
+) -> None:
+    key = await make_key(db, Role.VIEWER, "uncached")
+    app = create_app(settings.model_copy(update={"api_key_cache_seconds": 0}), runtime)
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c:
+        assert (await post(c, VIEWER_Q, headers)).status_code == 200
+        await revoke_elsewhere(db, "uncached")
+        assert (await post(c, VIEWER_Q, headers)).status_code == 401
+
+
+async def test_a_revocation_through_this_process_takes_effect_at_once_despite_the_cache(
+    gql: GQL, client: httpx.AsyncClient, clock: list[float]
+) -> None:
+    created = data(await gql(CREATE_KEY, {"i": {"name": "temp", "role": "ADMIN"}}))["createApiKey"]
+    headers = {"Authorization": f"Bearer {created['key']}"}
+    assert (await post(client, VIEWER_Q, headers)).status_code == 200
+    revoke = "mutation($i: RevokeApiKeyInput!) { revokeApiKey(input: $i) { userErrors { code } } }"
+    resp = await client.post(
+        "/graphql",
+        json={"query": revoke, "variables": {"i": {"id": created["apiKey"]["id"]}}},
+        headers=headers,
+    )
+    assert data(resp.json()) == {"revokeApiKey": {"userErrors": []}}
+    # The clock has not moved: the cache's age bound is not what refuses it.
     assert (await post(client, VIEWER_Q, headers)).status_code == 401
 
 
