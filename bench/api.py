@@ -178,14 +178,20 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def cpu_of(pids: list[int]) -> float:
-    total = 0.0
+def cpu_of(pids: list[int]) -> dict[int, float]:
+    out = {}
     for pid in pids:
         try:
-            total += process_cpu(pid)
+            out[pid] = process_cpu(pid)
         except OSError:
             pass
-    return total
+    return out
+
+
+def cpu_spent(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds between two readings; a process that started in between counts from zero, and one that
+    ended is lost (PostgreSQL backends live as long as the pool keeps their connection)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
 
 
 def postgres_pids() -> list[int]:
@@ -245,7 +251,7 @@ def run_wrk(base: str, script: Path, connections: int, seconds: int, server_pids
     command += ["--latency", "-s", str(script), f"{base}/graphql"]
     api0, pg0 = cpu_of(server_pids), cpu_of(postgres_pids())
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    api1, pg1 = cpu_of(server_pids), cpu_of(postgres_pids())
+    api, pg = cpu_spent(api0, cpu_of(server_pids)), cpu_spent(pg0, cpu_of(postgres_pids()))
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
@@ -258,7 +264,7 @@ def run_wrk(base: str, script: Path, connections: int, seconds: int, server_pids
     if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
         errors += int(m.group(1))
     n = max(requests, 1)
-    return Result(rps, p50, p99, errors, timeouts, requests, (api1 - api0) / n * 1e6, (pg1 - pg0) / n * 1e6)
+    return Result(rps, p50, p99, errors, timeouts, requests, api / n * 1e6, pg / n * 1e6)
 
 
 def check(base: str, key: str, name: str, body: dict[str, Any]) -> None:

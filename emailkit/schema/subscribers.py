@@ -53,7 +53,14 @@ class SubscriptionType:
 
     @strawberry.field(name="list", graphql_type=MailingListType)
     def mailing_list(self, info: Info) -> MailingListType | Awaitable[MailingListType]:
-        return then(info.context.loaders.list_by_id.now_or_later(self.list_pk), _list_type)
+        # One object per list for the whole response: a page of 50 subscribers names the same few lists ~100 times.
+        made: dict[int, MailingListType] = info.context.extra.setdefault("list_types", {})
+        pk = self.list_pk
+        if pk in made:
+            return made[pk]
+        return then(
+            info.context.loaders.list_by_id.now_or_later(pk), lambda row: made.setdefault(pk, _list_type(row))
+        )
 
     @classmethod
     def from_model(cls, row: SubscriptionRow) -> SubscriptionType:
