@@ -132,8 +132,8 @@ class Settings(BaseSettings):
     # snapshots run statements far longer than any request should, so they get their own ceiling).
     statement_timeout: float = Field(default=30, ge=0)
     worker_statement_timeout: float = Field(default=600, ge=0)
-    # Seconds a GraphQL request over HTTP may wait for its turn to execute; one that would wait longer is
-    # answered 503 with Retry-After at once. See emailkit/web/admission.py for why 1.5.
+    # Seconds a GraphQL request over HTTP may be expected to take (waiting for its turn, then executing), and
+    # may wait for its turn; beyond that it is answered 503 with Retry-After. See emailkit/web/admission.py.
     api_queue_timeout: float = Field(default=1.5, gt=0, le=60)
 
     # Worker: `emailkit worker` runs this many processes (default: one per CPU, at most 8) of this many threads.

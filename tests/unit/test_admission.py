@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from emailkit.web.admission import SHED_RETRY_AFTER, AdmissionControl, AdmissionGate
+from emailkit.web.admission import SHED_PACE, SHED_RETRY_AFTER, AdmissionControl, AdmissionGate
 
 
 class Clock:
@@ -65,9 +65,9 @@ async def test_free_slots_admit_at_once_and_the_rest_wait_in_arrival_order() -> 
     assert gate.running == 0 and gate.waiting == 0
 
 
-async def test_a_request_expected_to_wait_past_the_deadline_is_refused_without_waiting() -> None:
+async def test_a_request_expected_to_take_longer_than_the_deadline_is_refused_without_waiting() -> None:
     clock = Clock()
-    gate = AdmissionGate(2, max_wait=1.0, clock=clock)
+    gate = AdmissionGate(2, max_wait=1.5, clock=clock)
     # Requests have been holding a slot 0.5 s each: two slots answer 4 a second.
     for _ in range(2):
         admitted = await gate.acquire()
@@ -78,8 +78,9 @@ async def test_a_request_expected_to_wait_past_the_deadline_is_refused_without_w
     assert all(h is not None for h in holders)
     queued = [asyncio.create_task(gate.acquire()) for _ in range(3)]
     await settle()
-    # Three waiting: a fourth would wait (3 + 1) x 0.5 / 2 = 1 s, within the deadline; a fifth 1.25 s.
-    assert gate.waiting == 3 and gate.expected_wait() == pytest.approx(1.0)
+    # Three waiting: a fourth would wait (3 + 1) x 0.5 / 2 = 1 s, then execute 0.5 s: within the deadline;
+    # a fifth would take 1.25 + 0.5 s.
+    assert gate.waiting == 3 and gate.expected_time() == pytest.approx(1.5)
     assert not gate.would_shed()
     fourth = asyncio.create_task(gate.acquire())
     await settle()
@@ -180,7 +181,10 @@ def http_scope(content_type: bytes = b"application/json") -> Scope:
     }
 
 
-async def call(app: Any, scope: Scope, chunks: list[bytes]) -> list[Message]:
+async def call(
+    app: Any, scope: Scope, chunks: list[bytes], gone: asyncio.Event | None = None
+) -> list[Message]:
+    """Run one request; after its body the client stays connected until `gone` is set."""
     sent: list[Message] = []
     pending = list(chunks)
 
@@ -188,8 +192,8 @@ async def call(app: Any, scope: Scope, chunks: list[bytes]) -> list[Message]:
         if pending:
             chunk = pending.pop(0)
             return {"type": "http.request", "body": chunk, "more_body": bool(pending)}
-        await asyncio.Event().wait()  # the client stays connected
-        raise AssertionError
+        await (gone or asyncio.Event()).wait()
+        return {"type": "http.disconnect"}
 
     async def send(message: Message) -> None:
         sent.append(message)
@@ -204,7 +208,7 @@ def status(sent: list[Message]) -> int:
 
 async def test_excess_requests_get_503_with_retry_after_and_admitted_ones_their_answer() -> None:
     inner = BlockingApp()
-    app = AdmissionControl(inner, AdmissionGate(2, max_wait=0.05))
+    app = AdmissionControl(inner, AdmissionGate(2, max_wait=0.05), pace=0)
     holders = [asyncio.create_task(call(app, http_scope(), [b'{"query":', b' "{ a }"}'])) for _ in range(2)]
     await settle()
     assert inner.started == 2
@@ -262,8 +266,71 @@ async def test_websockets_and_uploads_are_not_gated() -> None:
             await send({"type": "http.response.start", "status": 200, "headers": []})
             await send({"type": "http.response.body", "body": b""})
 
-    control = AdmissionControl(app, gate)
+    control = AdmissionControl(app, gate, pace=0)
     await control({"type": "websocket", "path": "/graphql", "headers": []}, None, None)  # type: ignore[arg-type]
     upload = await call(control, http_scope(b"multipart/form-data; boundary=x"), [b"--x--"])
     assert reached == ["websocket", "http"] and status(upload) == 200
     assert status(await call(control, http_scope(), [b"{}"])) == 503
+
+
+async def test_a_refusal_is_answered_after_a_pause_so_a_client_in_a_loop_cannot_flood_the_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = Clock()
+    gate = AdmissionGate(1, max_wait=1.0, clock=clock)
+    holder = await gate.acquire()
+    assert holder is not None
+    clock.now += 2  # nothing has come free for two deadlines: refused at arrival
+    pauses: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recording_sleep(delay: float) -> None:
+        pauses.append(delay)
+        await real_sleep(0)
+
+    monkeypatch.setattr(asyncio, "sleep", recording_sleep)
+    control = AdmissionControl(BlockingApp(), gate)
+    assert status(await call(control, http_scope(), [b"{}"])) == 503
+    (pause,) = [p for p in pauses if p > 0]
+    assert 0 < pause <= SHED_PACE
+
+
+async def test_a_client_that_leaves_while_queued_gives_up_its_place() -> None:
+    inner = BlockingApp()
+    gate = AdmissionGate(1, max_wait=60)
+    app = AdmissionControl(inner, gate, pace=0)
+    holder = asyncio.create_task(call(app, http_scope(), [b"{}"]))
+    await settle()
+    gone = [asyncio.Event() for _ in range(2)]
+    queued = [asyncio.create_task(call(app, http_scope(), [b"{}"], left)) for left in gone]
+    await settle()
+    assert gate.waiting == 2 and inner.started == 1
+
+    gone[0].set()  # the first in the queue disconnects (a client time-out, a closed tab)
+    assert await queued[0] == []  # nothing is sent to a client that is gone
+    assert gate.waiting == 1
+
+    inner.go.set()
+    assert status(await holder) == 200
+    # The slot went to the one still waiting; the one that left never executed.
+    assert status(await queued[1]) == 200
+    assert inner.started == 2 and gate.running == 0 and gate.waiting == 0
+
+
+async def test_a_client_that_leaves_as_its_turn_comes_passes_the_slot_on() -> None:
+    inner = BlockingApp()
+    inner.go.set()
+    gate = AdmissionGate(1, max_wait=60)
+    app = AdmissionControl(inner, gate, pace=0)
+    holder = await gate.acquire()
+    assert holder is not None
+    gone = asyncio.Event()
+    leaving = asyncio.create_task(call(app, http_scope(), [b"{}"], gone))
+    staying = asyncio.create_task(call(app, http_scope(), [b"{}"]))
+    await settle()
+    assert gate.waiting == 2
+    gate.release(holder)  # handed to the first waiter...
+    gone.set()  # ...whose client disconnects before it runs
+    assert await leaving == []
+    assert status(await staying) == 200
+    assert inner.started == 1 and gate.running == 0 and gate.waiting == 0
