@@ -25,6 +25,7 @@ from emailkit.tasks.broker import build_job_queue
 from emailkit.tasks.pubsub import build_pubsub
 from emailkit.tasks.ratelimit import build_rate_limiter
 from emailkit.tasks.worker import close_runtime, embedded_worker
+from emailkit.web.admission import AdmissionControl, AdmissionGate
 from emailkit.web.bodylimit import BodyLimitMiddleware, BodyLimits
 from emailkit.web.export import export_routes
 from emailkit.web.graphql import GraphQLView
@@ -111,6 +112,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         api_limiter=api_limiter,
         persisted_queries=PersistedQueries(),
     )
+    # Each executing request has a pool connection of its own; the rest wait their turn here, not in the pool.
+    admission = AdmissionGate(settings.database_pool_size, max_wait=settings.api_queue_timeout)
     healthz, readyz = health_routes(runtime)
     tracking = build_tracking(
         runtime,
@@ -164,7 +167,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
 
     # Route + WebSocketRoute rather than Mount: a Mount redirects POST /graphql and breaks WebSockets.
     routes = [
-        Route("/graphql", UploadGuard(graphql), methods=["GET", "POST"]),
+        Route("/graphql", AdmissionControl(UploadGuard(graphql), admission), methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
@@ -176,6 +179,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
     ]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.runtime = runtime
+    app.state.admission = admission
     app.state.tracking = tracking
     app.state.webhooks = webhooks
     return app

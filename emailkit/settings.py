@@ -123,7 +123,8 @@ class Settings(BaseSettings):
     # time; through this process, at once.
     api_key_cache_seconds: float = Field(default=5.0, ge=0, le=300)
 
-    # Database pool (PostgreSQL)
+    # Database pool (PostgreSQL). An API process also executes at most this many GraphQL requests at once
+    # (emailkit/web/admission.py); the overflow (as many again) serves wide requests, webhooks and public routes.
     database_pool_size: int = Field(default=10, ge=1, le=500)
     # Seconds a request waits for a database connection before it is answered 503 with Retry-After.
     database_pool_timeout: float = Field(default=5, gt=0, le=300)
@@ -131,6 +132,9 @@ class Settings(BaseSettings):
     # snapshots run statements far longer than any request should, so they get their own ceiling).
     statement_timeout: float = Field(default=30, ge=0)
     worker_statement_timeout: float = Field(default=600, ge=0)
+    # Seconds a GraphQL request over HTTP may be expected to take (waiting for its turn, then executing), and
+    # may wait for its turn; beyond that it is answered 503 with Retry-After. See emailkit/web/admission.py.
+    api_queue_timeout: float = Field(default=1.5, gt=0, le=60)
 
     # Worker: `emailkit worker` runs this many processes (default: one per CPU, at most 8) of this many threads.
     worker_processes: int | None = Field(default=None, ge=1, le=256)

@@ -37,10 +37,10 @@ collect_ignore = (
     + ([] if REDIS_URL and PG_URL else ["integration/test_cli_production.py"])
     + ([] if PG_URL else ["integration/test_migration_pg_trgm.py"])
 )
-# The wraparound test runs its own cluster: wherever PostgreSQL is tested and its server programs are installed,
-# and always in CI (where missing programs are a failure).
+# The wraparound and pool restart tests run their own cluster: wherever PostgreSQL is tested and its server
+# programs are installed, and always in CI (where missing programs are a failure).
 if not (PG_URL and (os.environ.get("CI") or server_bin())):
-    collect_ignore.append("integration/test_xid_wraparound.py")
+    collect_ignore += ["integration/test_xid_wraparound.py", "integration/test_pool_restart.py"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

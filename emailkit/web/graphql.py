@@ -44,11 +44,13 @@ CLOSE_FORBIDDEN = 4403
 RETRY_AFTER_SECONDS = 5
 
 
-def unavailable_response() -> JSONResponse:
+def unavailable_response(
+    *, retry_after: int = RETRY_AFTER_SECONDS, message: str = UNAVAILABLE_MESSAGE
+) -> JSONResponse:
     return JSONResponse(
-        {"errors": [{"message": UNAVAILABLE_MESSAGE, "extensions": {"code": SERVICE_UNAVAILABLE}}]},
+        {"errors": [{"message": message, "extensions": {"code": SERVICE_UNAVAILABLE}}]},
         status_code=503,
-        headers={"Retry-After": str(RETRY_AFTER_SECONDS), "Cache-Control": "no-store"},
+        headers={"Retry-After": str(retry_after), "Cache-Control": "no-store"},
     )
 
 

@@ -20,6 +20,14 @@ def _is_multipart(headers: dict[bytes, bytes]) -> bool:
     return headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower() == b"multipart/form-data"
 
 
+def is_multipart(scope: Scope) -> bool:
+    """Whether an HTTP request is a multipart (file upload) one."""
+    for name, value in scope.get("headers") or ():
+        if name == b"content-type":
+            return bool(value.split(b";", 1)[0].strip().lower() == b"multipart/form-data")
+    return False
+
+
 async def _reply(send: Send, status: int, message: str, code: str) -> None:
     body = json.dumps({"errors": [{"message": message, "extensions": {"code": code}}]}).encode()
     await send(

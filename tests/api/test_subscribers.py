@@ -1,15 +1,13 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 
 from emailkit.domain import subscribers as subscriber_service
 from emailkit.domain.db import Database
 from emailkit.domain.models import Role
+from tests.api.test_dataloaders import recorded_statements
 from tests.conftest import GQL, data, make_key
 
 SUBSCRIBER_FIELDS = """
@@ -502,20 +500,6 @@ async def test_viewer_may_read_but_not_write(gql: GQL, db: Database) -> None:
     assert read["subscribers"]["edges"] == [
         {"node": {"name": "", "subscriptions": [{"status": "CONFIRMED"}]}}
     ]
-
-
-@contextmanager
-def recorded_statements(db: Database) -> Iterator[list[str]]:
-    statements: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        statements.append(statement)
-
-    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
 
 
 async def test_page_with_subscriptions_and_lists_is_batched(gql: GQL, db: Database) -> None:
