@@ -14,9 +14,9 @@ Exactly-once rests on three things:
 What a SIGKILL leaves in doubt is what was SENDING at that instant. HTTP providers report each request's
 result as it ends (``on_result``), recorded before the request's slot is reused, so that is at most the
 requests in flight: ``concurrency`` of them per process (one recipient each for SES and for personalised
-SendGrid mail). SMTP results are recorded per chunk, so there it is the current chunk of each running batch,
-of which the server can have discarded at most one message per connection (the one whose "." was not
-written); the rest were delivered.
+SendGrid mail). SMTP results are handed over in groups of 50 as the server's replies arrive, so there it is
+about a group or two per running batch plus the messages on the wire, of which the server can have discarded
+at most one per connection (the one whose "." was not written); the rest were delivered.
 """
 
 from __future__ import annotations

@@ -113,8 +113,9 @@ class EmailProvider(Protocol):
         ``on_result``, when the provider supports it, is awaited with the results of one request as soon as
         it ends, before the request's slot goes to another one (HTTP providers: each SES or SendGrid
         request). With ``on_commit`` called per request too, only the requests in flight are ever
-        committed-but-unrecorded, which bounds what a crash leaves in doubt. Those results are returned
-        as well; the caller records the ones it was not given through the hook.
+        committed-but-unrecorded, which bounds what a crash leaves in doubt. SMTP, whose replies arrive one
+        message at a time, hands them over in groups (``REPORT_EVERY``) while its sessions go on. Those
+        results are returned as well; the caller records the ones it was not given through the hook.
         """
         ...
 

@@ -16,6 +16,7 @@ pipelines even when the server offers it. User and password are percent-decoded.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import socket
 import ssl
@@ -29,8 +30,16 @@ from emailkit.domain.sending import CommitHook, OutgoingMessage, ResultHook, Sen
 from emailkit.providers.dkim import DkimSigner
 from emailkit.providers.smtp_pool import Admit, SessionOptions, SmtpConnectError, SmtpJob, SmtpPool
 
+log = logging.getLogger(__name__)
+
 # Messages serialised between two yields to the event loop.
 _PREPARE_SLICE = 8
+# Results are handed to ``on_result`` in groups of this many as the server's replies arrive (the remainder
+# comes back with the batch). A worker killed mid-batch then leaves in doubt at most about a group per batch
+# plus one message per session, instead of everything its current chunk had sent; one record statement per
+# group instead of per chunk is the price.
+REPORT_EVERY = 50
+
 _TLS_MODES = ("starttls", "ssl", "none", "auto")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -199,7 +208,7 @@ class SmtpProvider:
     ) -> list[SendResult]:
         if not messages:
             return []
-        finisher = _Finisher(len(messages))
+        finisher = _Finisher(len(messages), REPORT_EVERY if on_result is not None else 0)
         queue: deque[SmtpJob] = deque()
         for index, message in enumerate(messages):
             job = SmtpJob(index, message)
@@ -214,7 +223,10 @@ class SmtpProvider:
         pool = await self._get_pool()
         connect_errors: list[str] = []
 
+        senders = min(pool.size, len(queue))
+
         async def sender(admit: Admit | None) -> None:
+            nonlocal senders
             session = await pool.acquire()
             try:
                 while queue:
@@ -227,12 +239,18 @@ class SmtpProvider:
                     await session.run(queue, finisher, admit)
             finally:
                 pool.release(session)
+                senders -= 1
+                if senders == 0:
+                    finisher.close()
 
         gate: _CommitGate | None = None
+        reporter = _Reporter(on_result, finisher) if on_result is not None and senders else None
         try:
             async with asyncio.TaskGroup() as group:
                 gate = _CommitGate(on_commit, group) if on_commit is not None else None
-                for _ in range(min(pool.size, len(queue))):
+                if reporter is not None:
+                    group.create_task(reporter.run())
+                for _ in range(senders):
                     group.create_task(sender(gate))
         except BaseExceptionGroup:
             # The hook's own error, not the group it came wrapped in (the pipeline expects it as raised).
@@ -249,6 +267,34 @@ class SmtpProvider:
         if self._pool is not None:
             self._pool.close()
             self._pool = None
+
+
+class _Reporter:
+    """Hands results to the result hook a group at a time while the sessions go on; stops once they are done
+    (what is left then comes back with the batch's results).
+
+    A hook that fails (the database went away) ends the reporting but not the sessions: the group it could
+    not take, and every result after it, come back with the batch's results, as they did before groups were
+    reported early, and the caller records them or finds out for itself that it cannot.
+    """
+
+    def __init__(self, hook: ResultHook, finisher: _Finisher) -> None:
+        self._hook = hook
+        self._finisher = finisher
+
+    async def run(self) -> None:
+        finisher = self._finisher
+        while True:
+            await finisher.due.wait()
+            if finisher.closed:
+                return
+            try:
+                await self._hook(finisher.take())
+            except Exception as exc:
+                log.warning(
+                    "recording results as they arrive failed (%s); the rest are recorded with the batch", exc
+                )
+                return
 
 
 class _CommitGate:
@@ -299,11 +345,32 @@ class _CommitGate:
 
 
 class _Finisher:
-    def __init__(self, size: int) -> None:
+    """Collects each message's final result; with ``report_every``, also the ones not yet reported."""
+
+    def __init__(self, size: int, report_every: int = 0) -> None:
         self._results: list[SendResult | None] = [None] * size
+        self._report_every = report_every
+        self._unreported: list[SendResult] = []
+        # Set when a group is due, and for good once the last session is done.
+        self.due = asyncio.Event()
+        self.closed = False
 
     def __call__(self, job: SmtpJob, result: SendResult) -> None:
         self._results[job.index] = result
+        if self._report_every:
+            self._unreported.append(result)
+            if len(self._unreported) >= self._report_every:
+                self.due.set()
+
+    def take(self) -> list[SendResult]:
+        group, self._unreported = self._unreported, []
+        if not self.closed:
+            self.due.clear()
+        return group
+
+    def close(self) -> None:
+        self.closed = True
+        self.due.set()
 
     def results(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
         return [

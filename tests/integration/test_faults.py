@@ -224,7 +224,8 @@ async def _postgresql_restart_mid_campaign(cluster: ThrowawayCluster, tmp_path: 
             row = await wait_for_status(db, campaign_id, CampaignStatus.FINISHED, 180, workers)
             assert row.status_reason is None
             # Chunks committed as SENDING whose outcome could not be written while the server was down are
-            # in doubt; of those, at most one message per SMTP connection of each worker never arrived.
+            # in doubt (results then wait for the end of their chunk); of those, at most one message per SMTP
+            # connection of each worker never arrived.
             await assert_everyone_exactly_once(
                 stack,
                 campaign_id,

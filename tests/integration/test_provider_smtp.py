@@ -25,9 +25,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from emailkit.domain.sending import DELIVERY_HEADER, Address, OutgoingMessage
+from emailkit.domain.sending import DELIVERY_HEADER, Address, OutgoingMessage, SendResult
 from emailkit.providers.dkim import DkimSigner
-from emailkit.providers.smtp import SmtpProvider, parse_smtp_url
+from emailkit.providers.smtp import REPORT_EVERY, SmtpProvider, parse_smtp_url
 from emailkit.providers.smtp_pool import MAX_CONNECTION_TRIES
 
 
@@ -476,3 +476,44 @@ async def test_commit_hook_runs_for_each_message_right_before_its_body_is_sent(p
     ]
     # A hook that fails stops that message before any of its body went out.
     assert sorted(sink.recipients()) == ["user0@example.org", "user2@example.org", "user3@example.org"]
+
+
+async def test_results_are_reported_a_group_at_a_time_while_the_batch_is_still_sending() -> None:
+    sink = Sink()
+    reported: list[tuple[list[str], int]] = []
+
+    async def on_result(results: Sequence[SendResult]) -> None:
+        # What the server had accepted when the group was handed over.
+        reported.append(([r.delivery_id for r in results], len(sink.recipients())))
+
+    count = 3 * REPORT_EVERY + 7
+    async with smtp_server(sink) as port, provider_for(f"smtp://127.0.0.1:{port}?tls=none", pool_size=2) as p:
+        results = await p.send_batch([message(i) for i in range(count)], on_result=on_result)
+    assert all(r.ok for r in results) and len(sink.recipients()) == count
+    assert len(reported) >= 2
+    assert all(len(ids) >= REPORT_EVERY for ids, _ in reported)
+    # Groups come as replies arrive, while later messages are still to go out, and each result once.
+    assert reported[0][1] < count
+    flat = [i for ids, _ in reported for i in ids]
+    assert len(flat) == len(set(flat)) and set(flat) < {r.delivery_id for r in results}
+    # The results a group reported are the batch's own final ones.
+    by_id = {r.delivery_id: r for r in results}
+    assert all(by_id[i].ok for i in flat)
+
+
+async def test_a_failing_result_hook_stops_the_reports_not_the_sending() -> None:
+    sink = Sink()
+    calls = 0
+
+    async def broken(results: Sequence[SendResult]) -> None:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("ledger unavailable")
+
+    count = 2 * REPORT_EVERY + 3
+    async with smtp_server(sink) as port, provider_for(f"smtp://127.0.0.1:{port}?tls=none", pool_size=2) as p:
+        results = await p.send_batch([message(i) for i in range(count)], on_result=broken)
+    # The caller gets every result back, to record the ones no report took.
+    assert calls == 1
+    assert [r.delivery_id for r in results] == [f"d{i}" for i in range(count)]
+    assert all(r.ok for r in results) and len(sink.recipients()) == count

@@ -22,9 +22,9 @@ import pytest
 
 from emailkit.domain.db import Database
 from emailkit.domain.models import CampaignStatus
+from emailkit.providers.smtp import REPORT_EVERY
 from tests.conftest import PG_URL, REDIS_URL
 from tests.integration.test_crash_safety import (
-    CHUNK_SIZE,
     SMTP_POOL_SIZE,
     WORKER_THREADS,
     Stack,
@@ -95,14 +95,14 @@ async def _sigkill_a_worker_on_rabbitmq(amqp_stack: AmqpStack) -> None:
     row = await wait_for_status(amqp_stack.db, campaign_id, CampaignStatus.FINISHED, 120, amqp_stack.started)
     assert row.status_reason is None
     assert max(await batch_attempts(amqp_stack.db, campaign_id)) >= 2
-    # As on Redis: at most one message per SMTP connection of the killed worker never arrived, and its
-    # running batches' current chunks are in doubt.
+    # As on Redis: at most one message per SMTP connection of the killed worker never arrived, and what its
+    # running batches had sent but not yet recorded (a group of results each) is in doubt.
     await assert_everyone_exactly_once(
         amqp_stack,
         campaign_id,
         emails,
         missing_bound=SMTP_POOL_SIZE,
-        in_doubt_bound=WORKER_THREADS * CHUNK_SIZE,
+        in_doubt_bound=WORKER_THREADS * 2 * REPORT_EVERY + SMTP_POOL_SIZE,
     )
     assert second.alive()
 
