@@ -2,7 +2,8 @@
 
 Every worker process (and the embedded one) runs :func:`tick` every second or so. Each step is an atomic,
 idempotent database update, so any number of processes may tick at once: starting a due campaign locks its row,
-and re-enqueueing a batch first moves its ``enqueued_at`` forward so only one ticker wins.
+and re-enqueueing a batch first moves its ``enqueued_at`` forward (a transactional delivery its ``updated_at``) so
+only one ticker wins.
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ from sqlalchemy.orm import aliased
 from emailkit.domain import lifecycle
 from emailkit.domain.errors import DomainError
 from emailkit.domain.feedback.partitions import maintain_event_partitions
-from emailkit.domain.models import BatchStatus, Campaign, CampaignBatch, CampaignStatus
+from emailkit.domain.models import (
+    BatchStatus,
+    Campaign,
+    CampaignBatch,
+    CampaignStatus,
+    Delivery,
+    DeliveryStatus,
+)
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.types import utcnow
 
@@ -25,6 +33,7 @@ log = logging.getLogger(__name__)
 
 SEND_BATCH_JOB = "send_campaign_batch"
 SEND_TRANSACTIONAL_JOB = "send_transactional_message"
+TRANSACTIONAL_MAX_AGE = timedelta(days=1)
 
 
 async def enqueue_batches(runtime: Runtime, batch_ids: Sequence[int], *, delay: float | None = None) -> None:
@@ -110,6 +119,35 @@ async def requeue_stale_batches(runtime: Runtime, now: datetime, requeue_after: 
     return won
 
 
+async def requeue_lost_transactional(runtime: Runtime, now: datetime, requeue_after: float) -> list[int]:
+    """Transactional deliveries still QUEUED long after their last change: their queue message was most likely
+    lost (a Redis restart), so they are enqueued again. A job that was only late is harmless: whichever run
+    marks the row SENDING first sends it, and the other finds it handled."""
+    cutoff = now - timedelta(seconds=requeue_after)
+    stale = and_(
+        Delivery.campaign_id.is_(None),
+        Delivery.status == DeliveryStatus.QUEUED,
+        Delivery.updated_at < cutoff,
+        # A receipt or confirmation older than this is no longer expected; sending it would only confuse.
+        Delivery.created_at >= now - TRANSACTIONAL_MAX_AGE,
+    )
+    async with runtime.db.transaction() as s:
+        ids = list(
+            (await s.execute(select(Delivery.id).where(stale).order_by(Delivery.id).limit(500))).scalars()
+        )
+        if not ids:
+            return []
+        # Claim the right to re-enqueue, as for batches: only rows still stale are moved forward.
+        result = await s.execute(
+            update(Delivery).where(Delivery.id.in_(ids), stale).values(updated_at=now).returning(Delivery.id)
+        )
+        won = sorted(int(x) for x in result.scalars())
+    if won:
+        log.info("re-enqueueing %d transactional delivery(ies) left queued", len(won))
+        await enqueue_transactional(runtime, won)
+    return won
+
+
 class Upkeep:
     """Runs the per-tick steps, plus hourly maintenance (event partitions ahead, pruning) once per process."""
 
@@ -133,3 +171,4 @@ async def tick(runtime: Runtime, now: datetime | None = None) -> None:
     await start_due_campaigns(runtime, now)
     requeue_after = runtime.sending.requeue_after_seconds if runtime.sending else 60.0
     await requeue_stale_batches(runtime, now, requeue_after)
+    await requeue_lost_transactional(runtime, now, requeue_after)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from emailkit.domain import optin
 from emailkit.domain.deliveries import render_context
@@ -21,6 +21,10 @@ class TransientSendFailure(Exception):
     def __init__(self, error: str, retry_after: float | None) -> None:
         super().__init__(error)
         self.retry_after = retry_after
+
+
+class _TakenElsewhere(Exception):
+    """Raised from the hand-over hook so the provider does not send a message another run has claimed."""
 
 
 async def send_transactional(runtime: Runtime, delivery_id: int, *, max_attempts: int) -> SendResult | None:
@@ -72,17 +76,31 @@ async def send_transactional(runtime: Runtime, delivery_id: int, *, max_attempts
             tags={DELIVERY_TAG: str(delivery_id)},
         )
 
+        claimed = False
+
         async def mark_sending(ids: object) -> None:
+            nonlocal claimed
+            if claimed:
+                return  # the provider hands it over again on a new connection: the row is ours already
             async with runtime.db.transaction() as tx:
-                await tx.execute(
+                won = await tx.execute(
                     update(Delivery)
                     .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.QUEUED)
                     .values(status=DeliveryStatus.SENDING, provider=setup.provider_name)
+                    .returning(Delivery.id)
                 )
+                taken = won.scalar_one_or_none() is None
+            if taken:
+                # Another run of this delivery (a re-enqueued copy of a late message) took it first.
+                raise _TakenElsewhere
+            claimed = True
 
         if setup.limiter is not None:
             await setup.limiter.acquire(1)
-        [result] = await setup.provider.send_batch([message], on_commit=mark_sending)
+        try:
+            [result] = await setup.provider.send_batch([message], on_commit=mark_sending)
+        except _TakenElsewhere:
+            return None
     attempts = delivery.attempts + 1
     async with runtime.db.transaction() as s:
         if result.ok:
@@ -113,14 +131,3 @@ async def _settle_in_doubt(runtime: Runtime, delivery_id: int) -> None:
             .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.SENDING)
             .values(status=DeliveryStatus.IN_DOUBT, last_error=IN_DOUBT_NOTE, updated_at=utcnow())
         )
-
-
-async def queued_transactional_ids(runtime: Runtime, limit: int = 500) -> list[int]:
-    async with runtime.db.session() as s:
-        stmt = (
-            select(Delivery.id)
-            .where(Delivery.campaign_id.is_(None), Delivery.status == DeliveryStatus.QUEUED)
-            .order_by(Delivery.id)
-            .limit(limit)
-        )
-        return [int(x) for x in (await s.execute(stmt)).scalars()]

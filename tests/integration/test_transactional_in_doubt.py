@@ -3,14 +3,16 @@ and it is not sent a second time."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from emailkit.app import sending_setup
-from emailkit.domain import transactional
+from emailkit.domain import scheduler, transactional
 from emailkit.domain.db import Database
 from emailkit.domain.models import ContentFormat, Delivery, DeliveryStatus, Template, TemplateKind
 from emailkit.domain.pipeline import IN_DOUBT_NOTE
 from emailkit.domain.runtime import Runtime
+from emailkit.domain.types import utcnow
 from emailkit.settings import Settings
 from tests.conftest import TEST_SECRET
 
@@ -61,5 +63,5 @@ async def test_a_rerun_after_a_death_in_the_hand_over_leaves_it_in_doubt(
         assert sent.status is DeliveryStatus.SENT
     assert sorted(p.name for p in tmp_path.rglob("*.eml")) == [f"{queued}.eml"]
     # Never picked up again by the sweep of queued transactional mail.
-    assert await transactional.queued_transactional_ids(runtime) == []
+    assert await scheduler.requeue_lost_transactional(runtime, utcnow() + timedelta(hours=1), 60) == []
     await setup.close()

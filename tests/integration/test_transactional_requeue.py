@@ -1,0 +1,124 @@
+"""A transactional delivery whose queue message was lost (a Redis restart) is enqueued again by the upkeep
+ticker and sent once, however many copies of its job end up running."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+
+from emailkit.app import sending_setup
+from emailkit.domain import scheduler, transactional
+from emailkit.domain.db import Database
+from emailkit.domain.models import ContentFormat, Delivery, DeliveryStatus, Template, TemplateKind
+from emailkit.domain.runtime import Runtime
+from emailkit.domain.types import utcnow
+from emailkit.settings import Settings
+from tests.conftest import TEST_SECRET
+from tests.integration.test_scheduler import RecordingQueue
+
+
+async def queued_receipts(db: Database, count: int) -> list[int]:
+    """Rows as sendTransactional commits them; their queue messages are never sent, as if lost."""
+    async with db.transaction() as s:
+        template = Template(
+            name="receipt",
+            kind=TemplateKind.TRANSACTIONAL,
+            format=ContentFormat.HTML,
+            subject="Receipt",
+            body="<p>Thanks</p>",
+        )
+        s.add(template)
+        await s.flush()
+        rows = [
+            Delivery(
+                email=f"buyer{i}@example.com",
+                template_id=template.id,
+                data={"vars": {}, "from_email": "shop@example.com", "from_name": "Shop"},
+                status=DeliveryStatus.QUEUED,
+            )
+            for i in range(count)
+        ]
+        s.add_all(rows)
+        await s.flush()
+        return [row.id for row in rows]
+
+
+def outbox_runtime(db: Database, tmp_path: Path, queue: RecordingQueue) -> Runtime:
+    settings = Settings(
+        database_url=db.url,
+        secret_key=TEST_SECRET,  # type: ignore[arg-type]
+        public_url="http://testserver",
+        provider="outbox",
+        data_dir=tmp_path,
+    )
+    return Runtime(
+        db=db,
+        secret_key=TEST_SECRET,
+        public_url="http://testserver",
+        sending=sending_setup(settings),
+        jobs=queue,
+    )
+
+
+def transactional_ids(queue: RecordingQueue) -> list[int]:
+    return sorted(int(a["delivery_id"]) for j, a in queue.jobs if j == scheduler.SEND_TRANSACTIONAL_JOB)  # type: ignore[arg-type]
+
+
+async def test_a_lost_transactional_message_is_enqueued_again_and_sent_once(
+    db: Database, tmp_path: Path
+) -> None:
+    queue = RecordingQueue()
+    runtime = outbox_runtime(db, tmp_path, queue)
+    [lost] = await queued_receipts(db, 1)
+
+    await scheduler.tick(runtime, utcnow() + timedelta(seconds=5))
+    assert queue.jobs == []  # still within requeue_after: its message may just be waiting in the queue
+    later = utcnow() + timedelta(seconds=61)
+    await scheduler.tick(runtime, later)
+    assert transactional_ids(queue) == [lost]
+    # The ticker that enqueued it moved it forward: another ticker right after finds nothing to do.
+    await scheduler.tick(runtime, later)
+    assert transactional_ids(queue) == [lost]
+
+    assert runtime.sending is not None
+    result = await transactional.send_transactional(runtime, lost, max_attempts=3)
+    assert result is not None and result.ok
+    # The original message was only late after all: its run finds the mail sent.
+    assert await transactional.send_transactional(runtime, lost, max_attempts=3) is None
+    async with db.session() as s:
+        row = await s.get(Delivery, lost)
+        assert row is not None and row.status is DeliveryStatus.SENT
+    assert [p.name for p in tmp_path.rglob("*.eml")] == [f"{lost}.eml"]
+    await scheduler.tick(runtime, later + timedelta(hours=1))
+    assert transactional_ids(queue) == [lost]  # sent mail is never enqueued again
+    await runtime.sending.close()
+
+
+async def test_a_transactional_mail_queued_too_long_ago_is_not_sent_late(db: Database) -> None:
+    queue = RecordingQueue()
+    runtime = Runtime(db=db, secret_key=TEST_SECRET, public_url="http://testserver", jobs=queue)
+    [old] = await queued_receipts(db, 1)
+    await scheduler.tick(runtime, utcnow() + scheduler.TRANSACTIONAL_MAX_AGE + timedelta(minutes=1))
+    assert queue.jobs == []
+    async with db.session() as s:
+        row = await s.get(Delivery, old)
+        assert row is not None and row.status is DeliveryStatus.QUEUED
+
+
+async def test_two_copies_of_a_job_running_at_once_send_one_mail(db: Database, tmp_path: Path) -> None:
+    runtime = outbox_runtime(db, tmp_path, RecordingQueue())
+    ids = await queued_receipts(db, 5)
+
+    results = await asyncio.gather(
+        *(transactional.send_transactional(runtime, i, max_attempts=3) for i in ids for _ in range(2))
+    )
+    assert sum(1 for r in results if r is not None and r.ok) == len(ids)
+    assert sum(1 for r in results if r is None) == len(ids)
+    assert sorted(p.name for p in tmp_path.rglob("*.eml")) == sorted(f"{i}.eml" for i in ids)
+    async with db.session() as s:
+        for i in ids:
+            row = await s.get(Delivery, i)
+            assert row is not None and (row.status, row.attempts) == (DeliveryStatus.SENT, 1)
+    assert runtime.sending is not None
+    await runtime.sending.close()
