@@ -35,14 +35,6 @@ class Principal:
     name: str
     role: Role
 
-    @property
-    def can_write(self) -> bool:
-        return self.role in (Role.ADMIN, Role.EDITOR)
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role is Role.ADMIN
-
 
 def hash_key(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()

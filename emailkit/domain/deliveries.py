@@ -46,13 +46,6 @@ async def find_deliveries(
     return await keyset_page(session, stmt, Delivery.id, first=first, after=after)
 
 
-async def get_delivery(session: AsyncSession, delivery_id: int) -> Delivery:
-    row = await session.get(Delivery, delivery_id)
-    if row is None:
-        raise NotFound("Delivery")
-    return row
-
-
 async def retry_failed_deliveries(
     session: AsyncSession, campaign_id: int, *, include_in_doubt: bool = False
 ) -> tuple[Campaign, list[int], int]:

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from emailkit.domain import imports_load, imports_pg, transactions
 from emailkit.domain.db import Database
-from emailkit.domain.errors import DomainError, ErrorCode, NotFound
+from emailkit.domain.errors import DomainError, ErrorCode
 from emailkit.domain.imports_csv import (
     SAMPLE_BYTES,
     Dialect,
@@ -267,13 +267,6 @@ async def list_ids_by_name(session: AsyncSession, names: Sequence[str]) -> list[
 
 
 # --- reads ------------------------------------------------------------------------------------------------
-
-
-async def get_import(session: AsyncSession, import_id: int) -> Import:
-    row = await session.get(Import, import_id)
-    if row is None:
-        raise NotFound("Import")
-    return row
 
 
 async def find_imports(session: AsyncSession, *, first: int, after: int | None) -> Page[Import]:

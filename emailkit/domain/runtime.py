@@ -33,7 +33,6 @@ class SendingSetup:
     default_from: tuple[str | None, str] = (None, "")
     # PENDING batches nobody has picked up for this long are enqueued again (lost queue messages).
     requeue_after_seconds: float = 60.0
-    tick_seconds: float = 1.0
     _provider: EmailProvider | None = field(default=None, repr=False)
     _limiter: RateLimiter | None = field(default=None, repr=False)
     _limiter_built: bool = field(default=False, repr=False)
