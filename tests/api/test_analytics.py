@@ -22,8 +22,9 @@ from emailkit.domain.runtime import Runtime
 from emailkit.schema.relay import to_global_id
 from emailkit.settings import Settings
 from emailkit.tasks.pubsub import InProcessPubSub, RedisPubSub
-from tests.conftest import GQL, REDIS_URL, TEST_SECRET, data
 from tests.integration.test_feedback_recording import T0, ev, seed_campaign
+from tests.support.environment import REDIS_URL, TEST_SECRET
+from tests.support.graphql import GQL, data
 from tests.support.live_server import live_server
 
 STATS_FIELDS = (

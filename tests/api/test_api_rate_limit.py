@@ -26,8 +26,9 @@ from emailkit.schema.relay import to_global_id
 from emailkit.settings import Settings, SettingsError, load_settings
 from emailkit.tasks.pubsub import InProcessPubSub
 from emailkit.web.ratelimit import ApiRateLimiter
-from tests.conftest import REDIS_URL, TEST_SECRET, make_key
 from tests.integration.test_feedback_recording import seed_campaign
+from tests.support.environment import REDIS_URL, TEST_SECRET
+from tests.support.factories import make_key
 from tests.support.live_server import live_server
 
 STORES = ["memory"] + (["redis"] if REDIS_URL else [])

@@ -8,7 +8,8 @@ from sqlalchemy import update
 from emailkit.domain.db import Database
 from emailkit.domain.models import Campaign, CampaignStatus, ContentFormat, Role, Template, TemplateKind
 from emailkit.schema.relay import parse_global_id, to_global_id
-from tests.conftest import GQL, data, make_key
+from tests.support.factories import make_key
+from tests.support.graphql import GQL, data
 
 FIELDS = """
   id name subject status statusReason fromEmail fromName replyTo body format plainText trackOpens trackClicks

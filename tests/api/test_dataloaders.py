@@ -29,7 +29,7 @@ from emailkit.domain.models import (
 from emailkit.domain.models_feedback import Event
 from emailkit.schema.loaders import MAX_CONNECTIONS_PER_REQUEST, Loaders
 from emailkit.schema.relay import to_global_id
-from tests.conftest import GQL, data
+from tests.support.graphql import GQL, data
 
 PAGE = """query($n: Int!) {
   campaigns(first: $n) { edges { node { name lists { name subscriberCount } template { name } } } }

@@ -17,7 +17,8 @@ from emailkit.boundedcache import BoundedLRU
 from emailkit.domain.runtime import Runtime
 from emailkit.schema.documents import DocumentCache
 from emailkit.settings import Settings
-from tests.conftest import GQL, TEST_SECRET, data
+from tests.support.environment import TEST_SECRET
+from tests.support.graphql import GQL, data
 
 PAGE = """query Page($first: Int!) {
   subscribers(first: $first) { edges { cursor node { id email name status attributes

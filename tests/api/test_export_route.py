@@ -13,7 +13,7 @@ from emailkit.domain import exports, lists, segments, subscribers
 from emailkit.domain.db import Database
 from emailkit.domain.models import Role, SubscriptionStatus
 from emailkit.schema.relay import to_global_id
-from tests.conftest import make_key
+from tests.support.factories import make_key
 
 URL = "/export/subscribers.csv"
 

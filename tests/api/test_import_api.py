@@ -24,7 +24,9 @@ from emailkit.settings import Settings
 from emailkit.tasks.broker import DramatiqJobQueue, RuntimeScope, configure_broker
 from emailkit.tasks.pubsub import InProcessPubSub
 from emailkit.tasks.worker import EmbeddedWorker
-from tests.conftest import GQL, TEST_SECRET, data, make_key
+from tests.support.environment import TEST_SECRET
+from tests.support.factories import make_key
+from tests.support.graphql import GQL, data
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 PREFLIGHT = {"GraphQL-Require-Preflight": "1"}

@@ -24,7 +24,8 @@ from emailkit.schema import build_schema
 from emailkit.settings import Settings
 from emailkit.tasks.broker import build_job_queue
 from emailkit.web.graphql import GraphQLView
-from tests.conftest import GQL, PG_URL, TEST_SECRET, _pg_async_url, data
+from tests.support.environment import PG_URL, TEST_SECRET, pg_async_url
+from tests.support.graphql import GQL, data
 from tests.support.redis_server import free_port
 
 QUERY = {"query": "{ lists { totalCount } }"}
@@ -133,7 +134,7 @@ async def test_statement_timeout_is_query_timeout(db: Database, admin_key: str) 
 async def test_api_and_workers_get_their_own_statement_timeout(db: Database) -> None:
     assert PG_URL is not None
     settings = Settings(
-        database_url=_pg_async_url(PG_URL),
+        database_url=pg_async_url(PG_URL),
         secret_key=TEST_SECRET,
         statement_timeout=7,
         worker_statement_timeout=0,

@@ -20,8 +20,10 @@ from emailkit.schema.relay import to_global_id
 from emailkit.settings import Settings
 from emailkit.tasks.pubsub import InProcessPubSub
 from tests.api.test_dataloaders import recorded_statements, seed, seed_subscriber_events
-from tests.conftest import GQL, TEST_SECRET, data, make_key
 from tests.integration.test_feedback_recording import seed_campaign
+from tests.support.environment import TEST_SECRET
+from tests.support.factories import make_key
+from tests.support.graphql import GQL, data
 from tests.support.live_server import live_server
 
 DEFAULT_LIMIT = 20_000

@@ -16,7 +16,7 @@ from emailkit.domain.models import Campaign, CampaignList, MailingList, Subscrib
 from emailkit.domain.models_feedback import CampaignLink, CampaignStats
 from emailkit.schema.relay import to_global_id
 from tests.api.test_dataloaders import recorded_statements
-from tests.conftest import GQL, data
+from tests.support.graphql import GQL, data
 
 SUBSCRIBER_FIELDS = """
   cursor

@@ -21,8 +21,9 @@ from emailkit.domain.runtime import Runtime
 from emailkit.schema.relay import to_global_id
 from emailkit.settings import Settings
 from tests.api.test_read_statements import CAMPAIGN, CAMPAIGNS, PAGES, SEGMENT
-from tests.conftest import GQL, TEST_SECRET, data
 from tests.integration.test_feedback_recording import seed_campaign
+from tests.support.environment import TEST_SECRET
+from tests.support.graphql import GQL, data
 
 LISTS = "{ lists(first: 50) { edges { node { id name subscriberCount } } } }"
 

@@ -8,7 +8,8 @@ from emailkit.domain import subscribers as subscriber_service
 from emailkit.domain.db import Database
 from emailkit.domain.models import Role
 from tests.api.test_dataloaders import recorded_statements
-from tests.conftest import GQL, data, make_key
+from tests.support.factories import make_key
+from tests.support.graphql import GQL, data
 
 SUBSCRIBER_FIELDS = """
 id email name attributes status createdAt updatedAt

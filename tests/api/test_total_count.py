@@ -12,7 +12,7 @@ from emailkit.domain.db import Database
 from emailkit.domain.models import Campaign, Delivery, DeliveryStatus, Subscriber
 from emailkit.domain.runtime import Runtime
 from tests.api.test_dataloaders import recorded_statements
-from tests.conftest import GQL, data
+from tests.support.graphql import GQL, data
 
 LIMIT = 3
 

@@ -29,8 +29,8 @@ from emailkit.domain.models_feedback import Event, EventKey, Suppression
 from emailkit.domain.runtime import Runtime
 from emailkit.settings import Settings
 from emailkit.web import webhooks as webhooks_route
-from tests.conftest import TEST_SECRET
 from tests.integration.test_feedback_recording import seed_campaign, stats, subscriber
+from tests.support.environment import TEST_SECRET
 
 # Copies of ../shared/fixtures/webhooks (real provider payloads), so a fresh clone tests on its own.
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "webhooks"

@@ -18,8 +18,9 @@ from emailkit.domain.runtime import Runtime
 from emailkit.schema.relay import to_global_id
 from emailkit.settings import Settings
 from emailkit.tasks.pubsub import InProcessPubSub
-from tests.conftest import TEST_SECRET, make_key
 from tests.integration.test_feedback_recording import seed_campaign
+from tests.support.environment import TEST_SECRET
+from tests.support.factories import make_key
 from tests.support.live_server import live_server
 
 SUBSCRIBE = 'subscription {{ campaignStats(id: "{id}") {{ sent }} }}'
