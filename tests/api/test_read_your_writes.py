@@ -23,7 +23,7 @@ from emailkit.settings import Settings
 from tests.api.test_read_statements import CAMPAIGN, CAMPAIGNS, PAGES, SEGMENT
 from tests.integration.test_feedback_recording import seed_campaign
 from tests.support.environment import TEST_SECRET
-from tests.support.graphql import GQL, data
+from tests.support.graphql import GQL, data, make_list
 
 LISTS = "{ lists(first: 50) { edges { node { id name subscriberCount } } } }"
 
@@ -53,17 +53,6 @@ async def mutate(gql: GQL, mutation: str, field: str, variables: dict[str, Any])
     payload: dict[str, Any] = data(await gql(mutation, {"input": variables}))[field]
     assert payload["userErrors"] == [], payload
     return payload
-
-
-async def make_list(gql: GQL, name: str) -> str:
-    created = await mutate(
-        gql,
-        "mutation($input: CreateListInput!) { createList(input: $input) { list { id } userErrors { code } } }",
-        "createList",
-        {"name": name, "optin": "SINGLE"},
-    )
-    list_id: str = created["list"]["id"]
-    return list_id
 
 
 class Reads:
