@@ -26,7 +26,7 @@ from emailkit.tasks.pubsub import InProcessPubSub
 from emailkit.tasks.worker import EmbeddedWorker
 from tests.support.environment import TEST_SECRET
 from tests.support.factories import insert_list, make_key
-from tests.support.graphql import GQL, data
+from tests.support.graphql import GQL, data, graphql_runner
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 PREFLIGHT = {"GraphQL-Require-Preflight": "1"}
@@ -85,19 +85,7 @@ async def app_client(db: Database, settings: Settings) -> AsyncIterator[httpx.As
 
 @pytest.fixture
 def api(app_client: httpx.AsyncClient, admin_key: str) -> GQL:
-    async def run(
-        query: str, variables: dict[str, Any] | None = None, *, key: str | None = None
-    ) -> dict[str, Any]:
-        resp = await app_client.post(
-            "/graphql",
-            json={"query": query, "variables": variables or {}},
-            headers={"Authorization": f"Bearer {key or admin_key}"},
-        )
-        assert resp.status_code == 200, resp.text
-        body: dict[str, Any] = resp.json()
-        return body
-
-    return run
+    return graphql_runner(app_client, admin_key)
 
 
 async def finished(api: GQL, import_id: str, within: float = 60.0) -> dict[str, Any]:

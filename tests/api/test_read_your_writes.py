@@ -23,7 +23,7 @@ from emailkit.settings import Settings
 from tests.api.test_read_statements import CAMPAIGN, CAMPAIGNS, PAGES, SEGMENT
 from tests.integration.test_feedback_recording import seed_campaign
 from tests.support.environment import TEST_SECRET
-from tests.support.graphql import GQL, data, make_list
+from tests.support.graphql import GQL, data, graphql_runner, make_list
 
 LISTS = "{ lists(first: 50) { edges { node { id name subscriberCount } } } }"
 
@@ -34,18 +34,7 @@ async def other_process(db: Database, settings: Settings, admin_key: str) -> Asy
     engine = Database(db.url, pool_size=2)
     app = create_app(settings, Runtime(db=engine, secret_key=TEST_SECRET, public_url=settings.public_url))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c:
-
-        async def run(query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-            resp = await c.post(
-                "/graphql",
-                json={"query": query, "variables": variables or {}},
-                headers={"Authorization": f"Bearer {admin_key}"},
-            )
-            assert resp.status_code == 200, resp.text
-            body: dict[str, Any] = resp.json()
-            return body
-
-        yield run
+        yield graphql_runner(c, admin_key)
     await engine.dispose()
 
 
