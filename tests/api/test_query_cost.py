@@ -19,8 +19,9 @@ from emailkit.domain.runtime import Runtime
 from emailkit.schema.relay import to_global_id
 from emailkit.settings import Settings
 from emailkit.tasks.pubsub import InProcessPubSub
-from tests.api.test_dataloaders import recorded_statements, seed, seed_subscriber_events
+from tests.api.test_dataloaders import seed, seed_subscriber_events
 from tests.integration.test_feedback_recording import seed_campaign
+from tests.support.database import recorded_statements
 from tests.support.environment import TEST_SECRET
 from tests.support.factories import make_key
 from tests.support.graphql import GQL, data

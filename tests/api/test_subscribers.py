@@ -7,7 +7,7 @@ import pytest
 from emailkit.domain import subscribers as subscriber_service
 from emailkit.domain.db import Database
 from emailkit.domain.models import Role
-from tests.api.test_dataloaders import recorded_statements
+from tests.support.database import recorded_statements
 from tests.support.factories import make_key
 from tests.support.graphql import GQL, data, make_list
 

@@ -1,10 +1,14 @@
-"""The database every test runs against: made fresh once per backend, emptied between tests."""
+"""The database every test runs against: made fresh once per backend, emptied between tests, and the
+statements it runs recorded for tests that count them."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from emailkit import migrate
 from emailkit.domain.db import Database
@@ -35,3 +39,18 @@ async def truncate_all(db: Database) -> None:
         else:
             for name in tables:
                 await conn.execute(text(f"DELETE FROM {name}"))
+
+
+@contextmanager
+def recorded_statements(db: Database) -> Iterator[list[str]]:
+    """The SQL statements `db` runs while the block is open, in order."""
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
