@@ -21,8 +21,8 @@ from emailkit.domain.runtime import Runtime
 from emailkit.schema.relay import to_global_id
 from emailkit.settings import Settings
 from tests.api.test_read_statements import CAMPAIGN, CAMPAIGNS, PAGES, SEGMENT
-from tests.integration.test_feedback_recording import seed_campaign
 from tests.support.environment import TEST_SECRET
+from tests.support.feedback import seed_sent_campaign
 from tests.support.graphql import GQL, data, graphql_runner, make_list
 
 LISTS = "{ lists(first: 50) { edges { node { id name subscriberCount } } } }"
@@ -230,7 +230,7 @@ async def test_campaign_changes_are_read_at_once(gql: GQL, reads: Reads) -> None
 async def test_campaign_stats_show_an_event_once_its_webhook_returned(
     db: Database, settings: Settings, reads: Reads
 ) -> None:
-    seeded = await seed_campaign(db, ["ada@example.com", "bob@example.com"], provider="sendgrid")
+    seeded = await seed_sent_campaign(db, ["ada@example.com", "bob@example.com"], provider="sendgrid")
     campaign_id = to_global_id("Campaign", seeded.campaign_id)
 
     async def stats() -> dict[str, Any]:

@@ -47,10 +47,10 @@ from tests.integration.test_crash_safety import (
     ready,
     wait_for_status,
 )
-from tests.integration.test_feedback_recording import seed_campaign as seed_sent_campaign
 from tests.support.audience import seed_campaign
 from tests.support.environment import PG_URL, REDIS_URL, TEST_SECRET, pg_async_url
 from tests.support.factories import make_key
+from tests.support.feedback import seed_sent_campaign
 from tests.support.live_server import live_server
 from tests.support.pg_cluster import ThrowawayCluster, running_cluster
 from tests.support.redis_server import RedisServer
