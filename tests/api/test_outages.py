@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
 
 import httpx
 import pytest
@@ -25,7 +24,7 @@ from emailkit.settings import Settings
 from emailkit.tasks.broker import build_job_queue
 from emailkit.web.graphql import GraphQLView
 from tests.support.environment import PG_URL, TEST_SECRET, pg_async_url
-from tests.support.graphql import GQL, data
+from tests.support.graphql import GQL, data, graphql_runner
 from tests.support.redis_server import free_port
 
 QUERY = {"query": "{ lists { totalCount } }"}
@@ -198,19 +197,7 @@ async def queue_down_client(runtime: Runtime, settings: Settings) -> AsyncIterat
 
 @pytest.fixture
 async def queue_down(queue_down_client: httpx.AsyncClient, admin_key: str) -> AsyncIterator[GQL]:
-    c = queue_down_client
-
-    async def gql(query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-        resp = await c.post(
-            "/graphql",
-            json={"query": query, "variables": variables or {}},
-            headers={"Authorization": f"Bearer {admin_key}"},
-        )
-        assert resp.status_code == 200, resp.text
-        result: dict[str, Any] = resp.json()
-        return result
-
-    yield gql
+    yield graphql_runner(queue_down_client, admin_key)
 
 
 async def test_start_campaign_with_the_queue_down_reports_running_and_a_warning(
