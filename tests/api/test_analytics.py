@@ -22,8 +22,9 @@ from emailkit.domain.runtime import Runtime
 from emailkit.schema.relay import to_global_id
 from emailkit.settings import Settings
 from emailkit.tasks.pubsub import InProcessPubSub, RedisPubSub
-from tests.conftest import GQL, REDIS_URL, TEST_SECRET, data
-from tests.integration.test_feedback_recording import T0, ev, seed_campaign
+from tests.support.environment import REDIS_URL, TEST_SECRET
+from tests.support.feedback import T0, ev, seed_sent_campaign
+from tests.support.graphql import GQL, data
 from tests.support.live_server import live_server
 
 STATS_FIELDS = (
@@ -55,7 +56,7 @@ HOME, SHOP = "https://example.org/", "https://example.org/shop"
 
 async def engaged_campaign(db: Database) -> Any:
     """4 recipients: all delivered, a and b opened, a clicked twice, c bounced hard, d complained."""
-    seeded = await seed_campaign(db, ["a@x.test", "b@x.test", "c@x.test", "d@x.test"])
+    seeded = await seed_sent_campaign(db, ["a@x.test", "b@x.test", "c@x.test", "d@x.test"])
     d = seeded.deliveries
     await record_events(
         db,
@@ -142,7 +143,7 @@ async def test_stats_links_and_timeline(gql: GQL, db: Database) -> None:
 
 
 async def test_a_campaign_without_events_has_zero_stats(gql: GQL, db: Database) -> None:
-    seeded = await seed_campaign(db, ["a@x.test"], sent_count=0)
+    seeded = await seed_sent_campaign(db, ["a@x.test"], sent_count=0)
     out = data(await gql(CAMPAIGN, {"id": to_global_id("Campaign", seeded.campaign_id)}))["campaign"]
     assert out["stats"]["recipients"] == 1
     assert out["stats"]["openRate"] == 0.0 and out["stats"]["bounceRate"] == 0.0
@@ -151,7 +152,7 @@ async def test_a_campaign_without_events_has_zero_stats(gql: GQL, db: Database) 
 
 async def test_stats_of_many_campaigns_in_one_query(gql: GQL, db: Database) -> None:
     first = await engaged_campaign(db)
-    second = await seed_campaign(db, ["z@x.test"])
+    second = await seed_sent_campaign(db, ["z@x.test"])
     await record_events(db, [ev(EventType.DELIVERED, "z@x.test", delivery=second.deliveries["z@x.test"])])
     out = data(await gql("{ campaigns(first: 10) { edges { node { id stats { delivered } } } } }"))
     by_id = {e["node"]["id"]: e["node"]["stats"]["delivered"] for e in out["campaigns"]["edges"]}
@@ -273,7 +274,7 @@ def sendgrid(events: list[tuple[str, str, int]]) -> bytes:
 
 
 async def test_campaign_stats_stream_while_webhooks_arrive(server: str, db: Database, admin_key: str) -> None:
-    seeded = await seed_campaign(db, ["a@x.test", "b@x.test"])
+    seeded = await seed_sent_campaign(db, ["a@x.test", "b@x.test"])
     d = seeded.deliveries
     subscription = f'subscription {{ campaignStats(id: "{to_global_id("Campaign", seeded.campaign_id)}") {{ {STATS_FIELDS} }} }}'
     async with (

@@ -26,8 +26,9 @@ from emailkit.schema.relay import to_global_id
 from emailkit.settings import Settings, SettingsError, load_settings
 from emailkit.tasks.pubsub import InProcessPubSub
 from emailkit.web.ratelimit import ApiRateLimiter
-from tests.conftest import REDIS_URL, TEST_SECRET, make_key
-from tests.integration.test_feedback_recording import seed_campaign
+from tests.support.environment import REDIS_URL, TEST_SECRET
+from tests.support.factories import make_key
+from tests.support.feedback import seed_sent_campaign
 from tests.support.live_server import live_server
 
 STORES = ["memory"] + (["redis"] if REDIS_URL else [])
@@ -147,7 +148,7 @@ async def _init(ws: Any, key: str) -> None:
 async def test_over_websocket_each_operation_counts_and_the_excess_is_a_rate_limited_error(
     make_app: MakeApp, db: Database
 ) -> None:
-    seeded = await seed_campaign(db, ["a@x.test"])
+    seeded = await seed_sent_campaign(db, ["a@x.test"])
     busy = await make_key(db, Role.VIEWER, "busy")
     calm = await make_key(db, Role.VIEWER, "calm")
     runtime = Runtime(db=db, secret_key=TEST_SECRET, public_url="http://127.0.0.1", pubsub=InProcessPubSub())

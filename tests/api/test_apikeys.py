@@ -9,7 +9,8 @@ import httpx
 from emailkit.domain.db import Database
 from emailkit.domain.models import Role
 from emailkit.schema.relay import to_global_id
-from tests.conftest import GQL, data, make_key
+from tests.support.factories import make_key
+from tests.support.graphql import GQL, data
 
 CREATE = """
 mutation($i: CreateApiKeyInput!) {

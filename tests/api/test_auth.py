@@ -20,7 +20,9 @@ from emailkit.domain.models import ApiKey, Role
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.types import utcnow
 from emailkit.settings import Settings
-from tests.conftest import GQL, TEST_SECRET, data, make_key
+from tests.support.environment import TEST_SECRET
+from tests.support.factories import make_key
+from tests.support.graphql import GQL, data
 
 VIEWER_Q = "{ viewer { name role } }"
 CREATE_LIST = 'mutation { createList(input: {name: "L"}) { list { name } userErrors { code } } }'

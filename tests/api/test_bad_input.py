@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from emailkit import globalid
 from emailkit.domain.db import Database
-from tests.conftest import GQL, data
+from tests.support.graphql import GQL, data
 
 HUGE = 2**64 + 1
 CONNECTIONS = [

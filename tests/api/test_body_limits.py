@@ -22,7 +22,8 @@ from emailkit.domain.tracking import TrackingUrls
 from emailkit.settings import Settings
 from emailkit.web.bodylimit import SMALL_BYTES, WEBHOOK_BYTES
 from emailkit.web.preferences import MAX_FORM_BYTES
-from tests.conftest import GQL, TEST_SECRET, data
+from tests.support.environment import TEST_SECRET
+from tests.support.graphql import GQL, data
 from tests.support.live_server import live_server
 from tests.tracking_data import make_deliveries
 

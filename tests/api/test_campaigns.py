@@ -8,7 +8,8 @@ from sqlalchemy import update
 from emailkit.domain.db import Database
 from emailkit.domain.models import Campaign, CampaignStatus, ContentFormat, Role, Template, TemplateKind
 from emailkit.schema.relay import parse_global_id, to_global_id
-from tests.conftest import GQL, data, make_key
+from tests.support.factories import make_key
+from tests.support.graphql import GQL, data, make_list
 
 FIELDS = """
   id name subject status statusReason fromEmail fromName replyTo body format plainText trackOpens trackClicks
@@ -38,17 +39,6 @@ mutation($input: DeleteCampaignInput!) {
 MJML_BODY = """<mjml><mj-body><mj-section><mj-column>
 <mj-text>Hello {{ subscriber.name }}</mj-text>
 </mj-column></mj-section></mj-body></mjml>"""
-
-
-async def make_list(gql: GQL, name: str) -> str:
-    out = data(
-        await gql(
-            "mutation($i: CreateListInput!) { createList(input: $i) { list { id } userErrors { code } } }",
-            {"i": {"name": name}},
-        )
-    )
-    list_id: str = out["createList"]["list"]["id"]
-    return list_id
 
 
 async def make_template(db: Database, name: str, kind: TemplateKind = TemplateKind.CAMPAIGN) -> str:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,25 +27,12 @@ from emailkit.domain.models import (
 from emailkit.domain.models_feedback import Event
 from emailkit.schema.loaders import MAX_CONNECTIONS_PER_REQUEST, Loaders
 from emailkit.schema.relay import to_global_id
-from tests.conftest import GQL, data
+from tests.support.database import recorded_statements
+from tests.support.graphql import GQL, data
 
 PAGE = """query($n: Int!) {
   campaigns(first: $n) { edges { node { name lists { name subscriberCount } template { name } } } }
 }"""
-
-
-@contextmanager
-def recorded_statements(db: Database) -> Iterator[list[str]]:
-    statements: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        statements.append(statement)
-
-    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
 
 
 async def seed(db: Database, campaigns: int) -> None:

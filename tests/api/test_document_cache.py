@@ -17,7 +17,8 @@ from emailkit.boundedcache import BoundedLRU
 from emailkit.domain.runtime import Runtime
 from emailkit.schema.documents import DocumentCache
 from emailkit.settings import Settings
-from tests.conftest import GQL, TEST_SECRET, data
+from tests.support.environment import TEST_SECRET
+from tests.support.graphql import GQL, data, graphql_runner
 
 PAGE = """query Page($first: Int!) {
   subscribers(first: $first) { edges { cursor node { id email name status attributes
@@ -60,18 +61,7 @@ async def strict(runtime: Runtime, admin_key: str) -> AsyncIterator[Post]:
     )
     app = create_app(settings, runtime)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c:
-
-        async def run(query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-            resp = await c.post(
-                "/graphql",
-                json={"query": query, "variables": variables or {}},
-                headers={"Authorization": f"Bearer {admin_key}"},
-            )
-            assert resp.status_code == 200, resp.text
-            body: dict[str, Any] = resp.json()
-            return body
-
-        yield run
+        yield graphql_runner(c, admin_key)
 
 
 def codes(body: dict[str, Any]) -> list[str | None]:

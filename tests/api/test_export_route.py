@@ -9,11 +9,11 @@ from typing import Any
 import httpx
 import pytest
 
-from emailkit.domain import exports, lists, segments, subscribers
+from emailkit.domain import exports, segments, subscribers
 from emailkit.domain.db import Database
 from emailkit.domain.models import Role, SubscriptionStatus
 from emailkit.schema.relay import to_global_id
-from tests.conftest import make_key
+from tests.support.factories import insert_list, make_key
 
 URL = "/export/subscribers.csv"
 
@@ -23,11 +23,6 @@ async def add(
 ) -> int:
     async with db.transaction() as s:
         return (await subscribers.create_subscriber(s, email, name=name, attributes=attributes, **kw)).id
-
-
-async def make_list(db: Database, name: str) -> int:
-    async with db.transaction() as s:
-        return (await lists.create_list(s, lists.ListInput(name=name))).id
 
 
 async def get_csv(client: httpx.AsyncClient, key: str, **params: str) -> list[list[str]]:
@@ -93,7 +88,7 @@ async def test_export_flattens_attributes_and_defuses_formulas(
 async def test_export_of_a_list_and_of_a_segment(
     client: httpx.AsyncClient, db: Database, admin_key: str
 ) -> None:
-    news = await make_list(db, "News")
+    news = await insert_list(db, "News")
     await add(db, "a@example.com", attributes={"city": "Berlin"}, list_ids=[news])
     await add(db, "b@example.com", attributes={"city": "Paris", "vip": True}, list_ids=[news])
     await add(

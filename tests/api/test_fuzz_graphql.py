@@ -30,7 +30,7 @@ from emailkit.app import create_app
 from emailkit.domain.runtime import Runtime
 from emailkit.schema import build_schema
 from emailkit.settings import Settings
-from tests.conftest import GQL, data
+from tests.support.graphql import GQL, data
 from tests.support.live_server import live_server
 
 pytestmark = pytest.mark.fuzz

@@ -21,7 +21,8 @@ from emailkit.domain.models_audience import ImportStatus
 from emailkit.domain.models_feedback import CampaignStats, Event, Suppression, SuppressionReason
 from emailkit.domain.types import utcnow
 from emailkit.schema.relay import to_global_id
-from tests.conftest import GQL, data, make_key
+from tests.support.factories import make_key
+from tests.support.graphql import GQL, data
 
 EXPORT = "query($id: ID!) { exportSubscriberData(id: $id) }"
 ERASE = "mutation($i: EraseSubscriberInput!) { eraseSubscriber(input: $i) { erasedId userErrors { field code } } }"

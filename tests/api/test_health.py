@@ -13,7 +13,7 @@ from emailkit.domain.db import Database
 from emailkit.domain.runtime import Runtime
 from emailkit.settings import Settings
 from emailkit.web.health import health_routes
-from tests.conftest import TEST_SECRET
+from tests.support.environment import TEST_SECRET
 
 
 async def test_healthz_needs_no_key(client: httpx.AsyncClient) -> None:

@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 
 from emailkit import migrate
 from emailkit.app import create_app
-from emailkit.domain import imports, lists
+from emailkit.domain import imports
 from emailkit.domain.db import Database
 from emailkit.domain.models import Role
 from emailkit.domain.runtime import Runtime
@@ -24,7 +24,9 @@ from emailkit.settings import Settings
 from emailkit.tasks.broker import DramatiqJobQueue, RuntimeScope, configure_broker
 from emailkit.tasks.pubsub import InProcessPubSub
 from emailkit.tasks.worker import EmbeddedWorker
-from tests.conftest import GQL, TEST_SECRET, data, make_key
+from tests.support.environment import TEST_SECRET
+from tests.support.factories import insert_list, make_key
+from tests.support.graphql import GQL, data, graphql_runner
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 PREFLIGHT = {"GraphQL-Require-Preflight": "1"}
@@ -83,19 +85,7 @@ async def app_client(db: Database, settings: Settings) -> AsyncIterator[httpx.As
 
 @pytest.fixture
 def api(app_client: httpx.AsyncClient, admin_key: str) -> GQL:
-    async def run(
-        query: str, variables: dict[str, Any] | None = None, *, key: str | None = None
-    ) -> dict[str, Any]:
-        resp = await app_client.post(
-            "/graphql",
-            json={"query": query, "variables": variables or {}},
-            headers={"Authorization": f"Bearer {key or admin_key}"},
-        )
-        assert resp.status_code == 200, resp.text
-        body: dict[str, Any] = resp.json()
-        return body
-
-    return run
+    return graphql_runner(app_client, admin_key)
 
 
 async def finished(api: GQL, import_id: str, within: float = 60.0) -> dict[str, Any]:
@@ -108,13 +98,8 @@ async def finished(api: GQL, import_id: str, within: float = 60.0) -> dict[str, 
             await asyncio.sleep(0.05)
 
 
-async def make_list(db: Database, name: str = "Newsletter") -> str:
-    async with db.transaction() as s:
-        return to_global_id("MailingList", (await lists.create_list(s, lists.ListInput(name=name))).id)
-
-
 async def test_import_from_text_runs_in_the_background(api: GQL, db: Database) -> None:
-    list_id = await make_list(db)
+    list_id = to_global_id("MailingList", await insert_list(db))
     csv = (FIXTURES / "import_messy.csv").read_bytes().decode("utf-8-sig")
     started = data(await api(IMPORT, {"input": {"csv": csv, "listIds": [list_id]}}))["importSubscribers"]
     assert started["userErrors"] == []

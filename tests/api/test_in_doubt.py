@@ -18,8 +18,8 @@ from emailkit.domain.models import (
 )
 from emailkit.domain.pipeline import IN_DOUBT_NOTE
 from emailkit.schema.relay import to_global_id
-from tests.conftest import GQL, data
 from tests.support.audience import seed_campaign
+from tests.support.graphql import GQL, data
 
 STATE = """query($id: ID!) { campaign(id: $id) {
     status

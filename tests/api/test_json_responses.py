@@ -10,7 +10,7 @@ import pytest
 from strawberry.asgi import GraphQL
 
 from emailkit.web.graphql import json_bytes
-from tests.conftest import GQL, data
+from tests.support.graphql import GQL, data
 
 ATTRIBUTES = {
     "city": "Zürich",

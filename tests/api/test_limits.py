@@ -11,7 +11,8 @@ import pytest
 from emailkit.app import create_app
 from emailkit.domain.runtime import Runtime
 from emailkit.settings import Settings
-from tests.conftest import GQL, TEST_SECRET, data
+from tests.support.environment import TEST_SECRET
+from tests.support.graphql import GQL, data
 
 
 @pytest.fixture

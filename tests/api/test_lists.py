@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from tests.conftest import GQL, data
+from tests.support.graphql import GQL, data
 
 CREATE = """
 mutation($input: CreateListInput!) {

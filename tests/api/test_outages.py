@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
 
 import httpx
 import pytest
@@ -24,7 +23,8 @@ from emailkit.schema import build_schema
 from emailkit.settings import Settings
 from emailkit.tasks.broker import build_job_queue
 from emailkit.web.graphql import GraphQLView
-from tests.conftest import GQL, PG_URL, TEST_SECRET, _pg_async_url, data
+from tests.support.environment import PG_URL, TEST_SECRET, pg_async_url
+from tests.support.graphql import GQL, data, graphql_runner
 from tests.support.redis_server import free_port
 
 QUERY = {"query": "{ lists { totalCount } }"}
@@ -133,7 +133,7 @@ async def test_statement_timeout_is_query_timeout(db: Database, admin_key: str) 
 async def test_api_and_workers_get_their_own_statement_timeout(db: Database) -> None:
     assert PG_URL is not None
     settings = Settings(
-        database_url=_pg_async_url(PG_URL),
+        database_url=pg_async_url(PG_URL),
         secret_key=TEST_SECRET,
         statement_timeout=7,
         worker_statement_timeout=0,
@@ -197,19 +197,7 @@ async def queue_down_client(runtime: Runtime, settings: Settings) -> AsyncIterat
 
 @pytest.fixture
 async def queue_down(queue_down_client: httpx.AsyncClient, admin_key: str) -> AsyncIterator[GQL]:
-    c = queue_down_client
-
-    async def gql(query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-        resp = await c.post(
-            "/graphql",
-            json={"query": query, "variables": variables or {}},
-            headers={"Authorization": f"Bearer {admin_key}"},
-        )
-        assert resp.status_code == 200, resp.text
-        result: dict[str, Any] = resp.json()
-        return result
-
-    yield gql
+    yield graphql_runner(queue_down_client, admin_key)
 
 
 async def test_start_campaign_with_the_queue_down_reports_running_and_a_warning(

@@ -18,7 +18,8 @@ from emailkit.domain.runtime import Runtime
 from emailkit.settings import Settings
 from emailkit.web.admission import AdmissionGate
 from tests.api.test_outages import assert_unavailable
-from tests.conftest import TEST_SECRET, data
+from tests.support.environment import TEST_SECRET
+from tests.support.graphql import data
 
 QUERY = {"query": "{ lists { totalCount } }"}
 SLOTS = 2

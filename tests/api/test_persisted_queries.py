@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from emailkit.web.persisted import PersistedQueries, PersistedQueryError
-from tests.conftest import GQL, data
+from tests.support.graphql import GQL, data
 
 LISTS = "query Lists($first: Int!) { lists(first: $first) { edges { node { name } } } }"
 CREATE = 'mutation Make { createList(input: {name: "By GET"}) { userErrors { code } } }'

@@ -29,7 +29,7 @@ from emailkit.domain.tokens import TokenSigner
 from emailkit.domain.tracking import TrackingUrls
 from emailkit.settings import Settings
 from emailkit.web.preferences import MAX_FORM_BYTES, PURPOSE_FORM
-from tests.conftest import TEST_SECRET
+from tests.support.environment import TEST_SECRET
 from tests.support.preference_centre import C, U, X, seed, subscriptions_by_name
 
 BASE = "http://testserver"

@@ -20,7 +20,8 @@ from emailkit.domain.tokens import TokenSigner
 from emailkit.domain.tracking import TrackingUrls
 from emailkit.settings import Settings, load_settings
 from emailkit.web.proxy import TrustedProxies, parse_address, parse_forwarded
-from tests.conftest import GQL, TEST_SECRET, data
+from tests.support.environment import TEST_SECRET
+from tests.support.graphql import GQL, data
 from tests.tracking_data import make_deliveries
 
 BASE = "http://testserver"

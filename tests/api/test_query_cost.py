@@ -19,9 +19,12 @@ from emailkit.domain.runtime import Runtime
 from emailkit.schema.relay import to_global_id
 from emailkit.settings import Settings
 from emailkit.tasks.pubsub import InProcessPubSub
-from tests.api.test_dataloaders import recorded_statements, seed, seed_subscriber_events
-from tests.conftest import GQL, TEST_SECRET, data, make_key
-from tests.integration.test_feedback_recording import seed_campaign
+from tests.api.test_dataloaders import seed, seed_subscriber_events
+from tests.support.database import recorded_statements
+from tests.support.environment import TEST_SECRET
+from tests.support.factories import make_key
+from tests.support.feedback import seed_sent_campaign
+from tests.support.graphql import GQL, data
 from tests.support.live_server import live_server
 
 DEFAULT_LIMIT = 20_000
@@ -190,7 +193,7 @@ async def test_the_budget_is_a_setting(small_budget: Callable[[str], Awaitable[A
 
 
 async def test_subscriptions_are_costed_when_they_subscribe(db: Database) -> None:
-    seeded = await seed_campaign(db, ["a@x.test"])
+    seeded = await seed_sent_campaign(db, ["a@x.test"])
     key = await make_key(db, Role.VIEWER, "live")
     settings = Settings(  # type: ignore[arg-type]
         database_url=db.url, secret_key=TEST_SECRET, public_url="http://127.0.0.1", query_cost_limit=10

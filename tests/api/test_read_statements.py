@@ -15,8 +15,8 @@ from emailkit.domain.db import Database
 from emailkit.domain.models import Campaign, CampaignList, MailingList, Subscriber, Subscription
 from emailkit.domain.models_feedback import CampaignLink, CampaignStats
 from emailkit.schema.relay import to_global_id
-from tests.api.test_dataloaders import recorded_statements
-from tests.conftest import GQL, data
+from tests.support.database import recorded_statements
+from tests.support.graphql import GQL, data
 
 SUBSCRIBER_FIELDS = """
   cursor

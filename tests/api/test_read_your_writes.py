@@ -21,8 +21,9 @@ from emailkit.domain.runtime import Runtime
 from emailkit.schema.relay import to_global_id
 from emailkit.settings import Settings
 from tests.api.test_read_statements import CAMPAIGN, CAMPAIGNS, PAGES, SEGMENT
-from tests.conftest import GQL, TEST_SECRET, data
-from tests.integration.test_feedback_recording import seed_campaign
+from tests.support.environment import TEST_SECRET
+from tests.support.feedback import seed_sent_campaign
+from tests.support.graphql import GQL, data, graphql_runner, make_list
 
 LISTS = "{ lists(first: 50) { edges { node { id name subscriberCount } } } }"
 
@@ -33,18 +34,7 @@ async def other_process(db: Database, settings: Settings, admin_key: str) -> Asy
     engine = Database(db.url, pool_size=2)
     app = create_app(settings, Runtime(db=engine, secret_key=TEST_SECRET, public_url=settings.public_url))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c:
-
-        async def run(query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-            resp = await c.post(
-                "/graphql",
-                json={"query": query, "variables": variables or {}},
-                headers={"Authorization": f"Bearer {admin_key}"},
-            )
-            assert resp.status_code == 200, resp.text
-            body: dict[str, Any] = resp.json()
-            return body
-
-        yield run
+        yield graphql_runner(c, admin_key)
     await engine.dispose()
 
 
@@ -52,17 +42,6 @@ async def mutate(gql: GQL, mutation: str, field: str, variables: dict[str, Any])
     payload: dict[str, Any] = data(await gql(mutation, {"input": variables}))[field]
     assert payload["userErrors"] == [], payload
     return payload
-
-
-async def make_list(gql: GQL, name: str) -> str:
-    created = await mutate(
-        gql,
-        "mutation($input: CreateListInput!) { createList(input: $input) { list { id } userErrors { code } } }",
-        "createList",
-        {"name": name, "optin": "SINGLE"},
-    )
-    list_id: str = created["list"]["id"]
-    return list_id
 
 
 class Reads:
@@ -251,7 +230,7 @@ async def test_campaign_changes_are_read_at_once(gql: GQL, reads: Reads) -> None
 async def test_campaign_stats_show_an_event_once_its_webhook_returned(
     db: Database, settings: Settings, reads: Reads
 ) -> None:
-    seeded = await seed_campaign(db, ["ada@example.com", "bob@example.com"], provider="sendgrid")
+    seeded = await seed_sent_campaign(db, ["ada@example.com", "bob@example.com"], provider="sendgrid")
     campaign_id = to_global_id("Campaign", seeded.campaign_id)
 
     async def stats() -> dict[str, Any]:

@@ -35,7 +35,7 @@ from emailkit.domain.tokens import TokenSigner
 from emailkit.domain.tracking import TrackingUrls
 from emailkit.providers.outbox import OutboxProvider
 from emailkit.schema.relay import parse_global_id, to_global_id
-from tests.conftest import GQL, data
+from tests.support.graphql import GQL, data
 
 NOW = datetime.now(UTC)
 

@@ -7,8 +7,9 @@ import pytest
 from emailkit.domain import subscribers as subscriber_service
 from emailkit.domain.db import Database
 from emailkit.domain.models import Role
-from tests.api.test_dataloaders import recorded_statements
-from tests.conftest import GQL, data, make_key
+from tests.support.database import recorded_statements
+from tests.support.factories import make_key
+from tests.support.graphql import GQL, data, make_list
 
 SUBSCRIBER_FIELDS = """
 id email name attributes status createdAt updatedAt
@@ -68,18 +69,6 @@ query($first: Int, $after: String, $search: String, $listId: ID, $status: Subscr
   }
 }
 """
-
-
-async def make_list(gql: GQL, name: str, optin: str = "SINGLE") -> str:
-    out = data(
-        await gql(
-            "mutation($i: CreateListInput!) { createList(input: $i) { list { id } userErrors { code } } }",
-            {"i": {"name": name, "optin": optin}},
-        )
-    )["createList"]
-    assert out["userErrors"] == []
-    list_id: str = out["list"]["id"]
-    return list_id
 
 
 async def create(gql: GQL, **fields: Any) -> dict[str, Any]:

@@ -20,7 +20,9 @@ from emailkit.domain import optin
 from emailkit.domain.db import Database
 from emailkit.domain.runtime import Runtime
 from emailkit.settings import Settings
-from tests.conftest import TEST_SECRET, data, make_key
+from tests.support.environment import TEST_SECRET
+from tests.support.factories import make_key
+from tests.support.graphql import data
 from tests.support.races import orphans, wait_until_blocked
 
 pytestmark = pytest.mark.postgresql_only

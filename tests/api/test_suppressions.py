@@ -7,7 +7,8 @@ from emailkit.domain.feedback import email_hash, is_suppressed
 from emailkit.domain.models import Role
 from emailkit.domain.models_feedback import Suppression
 from emailkit.schema.relay import to_global_id
-from tests.conftest import GQL, data, make_key
+from tests.support.factories import make_key
+from tests.support.graphql import GQL, data
 
 ADD = """
 mutation($input: AddSuppressionInput!) {

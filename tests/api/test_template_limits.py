@@ -13,9 +13,10 @@ from emailkit.domain.db import Database
 from emailkit.domain.models import Role
 from emailkit.domain.rendering.limits import RENDER_TIMEOUT_SECONDS, RenderBudget
 from tests.api.test_campaigns import CREATE as CREATE_CAMPAIGN
-from tests.api.test_campaigns import base_input, make_list
+from tests.api.test_campaigns import base_input
 from tests.api.test_templates import CREATE, PREVIEW, UPDATE, create_ok, template_input
-from tests.conftest import GQL, data, make_key
+from tests.support.factories import make_key
+from tests.support.graphql import GQL, data, make_list
 from tests.unit.test_render_limits import BOMBS
 
 API_BOMBS = ["power", "center", "format", "ljust", "repeat", "big_loop", "nested_loops", "str_format"]

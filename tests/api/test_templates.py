@@ -7,7 +7,8 @@ import httpx
 from emailkit.domain.db import Database
 from emailkit.domain.models import Campaign, CampaignStatus, Role, Subscriber
 from emailkit.schema.relay import parse_global_id, to_global_id
-from tests.conftest import GQL, data, make_key
+from tests.support.factories import make_key
+from tests.support.graphql import GQL, data
 
 FIELDS = "id name kind format subject body createdAt updatedAt"
 CREATE = f"""

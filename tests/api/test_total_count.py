@@ -11,8 +11,8 @@ from sqlalchemy import insert, text
 from emailkit.domain.db import Database
 from emailkit.domain.models import Campaign, Delivery, DeliveryStatus, Subscriber
 from emailkit.domain.runtime import Runtime
-from tests.api.test_dataloaders import recorded_statements
-from tests.conftest import GQL, data
+from tests.support.database import recorded_statements
+from tests.support.graphql import GQL, data
 
 LIMIT = 3
 

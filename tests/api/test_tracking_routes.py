@@ -21,7 +21,7 @@ from emailkit.domain.tokens import TokenSigner
 from emailkit.domain.tracking import PURPOSE_CLICK, PURPOSE_OPEN, PURPOSE_UNSUBSCRIBE, TrackingUrls
 from emailkit.settings import Settings
 from emailkit.web.tracking import PIXEL_GIF
-from tests.conftest import TEST_SECRET
+from tests.support.environment import TEST_SECRET
 from tests.tracking_data import SentDelivery, make_deliveries
 
 BASE = "http://testserver"

@@ -29,8 +29,8 @@ from emailkit.domain.models_feedback import Event, EventKey, Suppression
 from emailkit.domain.runtime import Runtime
 from emailkit.settings import Settings
 from emailkit.web import webhooks as webhooks_route
-from tests.conftest import TEST_SECRET
-from tests.integration.test_feedback_recording import seed_campaign, stats, subscriber
+from tests.support.environment import TEST_SECRET
+from tests.support.feedback import seed_sent_campaign, stats, subscriber
 
 # Copies of ../shared/fixtures/webhooks (real provider payloads), so a fresh clone tests on its own.
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "webhooks"
@@ -380,7 +380,7 @@ async def test_every_fixture_yields_its_expected_events(make_client: MakeClient,
     index = expected_index()
     assert len(index) > 60
     recipients = sorted({email for items in index.values() for _, _, email in items})
-    seeded = await seed_campaign(db, recipients)
+    seeded = await seed_sent_campaign(db, recipients)
     client, app = await make_client(webhook_verify=False)
     app.state.webhooks.http.transport = httpx.MockTransport(lambda r: httpx.Response(200))
     seen: list[Event] = []
@@ -412,7 +412,7 @@ async def test_every_fixture_yields_its_expected_events(make_client: MakeClient,
 
 
 async def test_retries_are_deduplicated(make_client: MakeClient, db: Database) -> None:
-    seeded = await seed_campaign(db, ["example@test.com"])
+    seeded = await seed_sent_campaign(db, ["example@test.com"])
     client, _ = await make_client(webhook_verify=False)
     body = fixture("sendgrid__click.json")
     first = (await client.post("/webhooks/sendgrid", content=body)).json()
@@ -424,7 +424,7 @@ async def test_retries_are_deduplicated(make_client: MakeClient, db: Database) -
 
 
 async def test_a_hard_bounce_blocklists_at_once(make_client: MakeClient, db: Database) -> None:
-    await seed_campaign(db, ["example@test.com"])
+    await seed_sent_campaign(db, ["example@test.com"])
     client, _ = await make_client(webhook_verify=False)
     resp = await client.post("/webhooks/sendgrid", content=fixture("sendgrid__bounce.json"))
     assert resp.status_code == 200

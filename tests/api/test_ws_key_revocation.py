@@ -18,8 +18,9 @@ from emailkit.domain.runtime import Runtime
 from emailkit.schema.relay import to_global_id
 from emailkit.settings import Settings
 from emailkit.tasks.pubsub import InProcessPubSub
-from tests.conftest import TEST_SECRET, make_key
-from tests.integration.test_feedback_recording import seed_campaign
+from tests.support.environment import TEST_SECRET
+from tests.support.factories import make_key
+from tests.support.feedback import seed_sent_campaign
 from tests.support.live_server import live_server
 
 SUBSCRIBE = 'subscription {{ campaignStats(id: "{id}") {{ sent }} }}'
@@ -33,7 +34,7 @@ async def _revoke(db: Database, name: str) -> None:
 
 @pytest.mark.parametrize("revoke", [True, False], ids=["revoked", "kept"])
 async def test_a_revoked_key_closes_its_open_subscription(db: Database, revoke: bool) -> None:
-    seeded = await seed_campaign(db, ["a@x.test"])
+    seeded = await seed_sent_campaign(db, ["a@x.test"])
     name = f"live-{revoke}"
     key = await make_key(db, Role.VIEWER, name)
     settings = Settings(  # type: ignore[arg-type]

@@ -15,7 +15,8 @@ from emailkit.app import create_app
 from emailkit.domain.db import Database
 from emailkit.domain.models import Role
 from emailkit.settings import Settings
-from tests.conftest import TEST_SECRET, make_key
+from tests.support.environment import TEST_SECRET
+from tests.support.factories import make_key
 
 
 class Api:

@@ -13,8 +13,8 @@ from emailkit.domain.runtime import Runtime
 from emailkit.domain.tokens import TokenSigner
 from emailkit.domain.tracking import TrackingUrls
 from emailkit.settings import Settings
-from tests.conftest import TEST_SECRET
 from tests.e2e.browser import CHROMIUM_ARGS
+from tests.support.environment import TEST_SECRET
 from tests.support.live_server import live_server
 from tests.support.preference_centre import C, U, X, seed, subscriptions_by_name
 

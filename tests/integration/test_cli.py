@@ -27,8 +27,8 @@ from emailkit.domain.apikeys import Principal
 from emailkit.domain.db import Database
 from emailkit.domain.models import Role
 from emailkit.schema import build_schema
-from tests.conftest import BACKENDS, PG_URL, TEST_SECRET
 from tests.integration.test_migrations import create_scratch_database, drop_scratch_database
+from tests.support.environment import BACKENDS, PG_URL, TEST_SECRET
 
 EMAILKIT = Path(sys.executable).with_name("emailkit")
 TIMEOUT = 120

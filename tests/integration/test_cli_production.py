@@ -11,9 +11,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import PG_URL, REDIS_URL, TEST_SECRET
 from tests.integration.test_cli import EMAILKIT, Env, _base_env, _free_port, _wait_until_healthy, stop_server
 from tests.integration.test_migrations import create_scratch_database, drop_scratch_database
+from tests.support.environment import PG_URL, REDIS_URL, TEST_SECRET
 
 
 def test_serve_runs_several_api_processes_in_production_mode(tmp_path: Path) -> None:

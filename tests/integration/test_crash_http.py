@@ -34,9 +34,9 @@ from emailkit.domain.models import Campaign, CampaignBatch, CampaignStatus, Deli
 from emailkit.domain.pipeline import IN_DOUBT_NOTE
 from emailkit.domain.runtime import Runtime
 from emailkit.tasks.broker import DramatiqJobQueue, configure_broker
-from tests.conftest import PG_URL, REDIS_URL, TEST_SECRET
 from tests.integration.test_provider_sendgrid import API_KEY, sendgrid_server
 from tests.support.audience import seed_campaign
+from tests.support.environment import PG_URL, REDIS_URL, TEST_SECRET
 from tests.support.redis_server import RedisServer
 from tests.support.workers import WorkerProcess
 

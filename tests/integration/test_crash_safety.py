@@ -48,8 +48,9 @@ from emailkit.providers.smtp import REPORT_EVERY
 from emailkit.schema.relay import to_global_id
 from emailkit.settings import Settings
 from emailkit.tasks.broker import DramatiqJobQueue, configure_broker
-from tests.conftest import PG_URL, REDIS_URL, TEST_SECRET, make_key
 from tests.support.audience import seed_campaign
+from tests.support.environment import PG_URL, REDIS_URL, TEST_SECRET
+from tests.support.factories import make_key
 from tests.support.redis_server import RedisServer
 from tests.support.smtp_sink import CountingSink
 from tests.support.workers import WorkerProcess

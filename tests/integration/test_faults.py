@@ -36,7 +36,6 @@ from emailkit.domain.runtime import Runtime
 from emailkit.schema.relay import to_global_id
 from emailkit.settings import Settings
 from emailkit.tasks.pubsub import RedisPubSub
-from tests.conftest import PG_URL, REDIS_URL, TEST_SECRET, _pg_async_url, make_key
 from tests.integration.test_crash_safety import (
     CHUNK_SIZE,
     PUBLIC_URL,
@@ -48,8 +47,10 @@ from tests.integration.test_crash_safety import (
     ready,
     wait_for_status,
 )
-from tests.integration.test_feedback_recording import seed_campaign as seed_sent_campaign
 from tests.support.audience import seed_campaign
+from tests.support.environment import PG_URL, REDIS_URL, TEST_SECRET, pg_async_url
+from tests.support.factories import make_key
+from tests.support.feedback import seed_sent_campaign
 from tests.support.live_server import live_server
 from tests.support.pg_cluster import ThrowawayCluster, running_cluster
 from tests.support.redis_server import RedisServer
@@ -190,7 +191,7 @@ async def _wait_readyz(api: httpx.AsyncClient, status: int, within: float) -> No
 
 async def _postgresql_restart_mid_campaign(cluster: ThrowawayCluster, tmp_path: Path) -> None:
     url = f"postgresql://postgres@127.0.0.1:{cluster.port}/postgres"
-    db = Database(_pg_async_url(url), pool_size=5)
+    db = Database(pg_async_url(url), pool_size=5)
     await migrate.upgrade(db)
     redis_server = RedisServer(tmp_path)
     redis_server.start()

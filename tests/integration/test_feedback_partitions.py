@@ -19,7 +19,7 @@ from emailkit.domain.feedback.partitions import (
 )
 from emailkit.domain.models import Campaign
 from emailkit.domain.models_feedback import CampaignFirst, Event, EventKey
-from tests.integration.test_feedback_recording import seed_campaign
+from tests.support.feedback import seed_sent_campaign
 
 
 def test_month_arithmetic() -> None:
@@ -104,8 +104,8 @@ async def test_old_dedupe_keys_are_pruned(db: Database) -> None:
 
 
 async def test_markers_of_deleted_campaigns_are_pruned(db: Database) -> None:
-    gone = await seed_campaign(db, ["a@x.test"])
-    kept = await seed_campaign(db, ["b@x.test"])
+    gone = await seed_sent_campaign(db, ["a@x.test"])
+    kept = await seed_sent_campaign(db, ["b@x.test"])
     await record_events(
         db,
         [

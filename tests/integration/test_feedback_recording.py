@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -16,145 +14,22 @@ from emailkit.domain.feedback import FeedbackPolicy, IncomingEvent, email_hash, 
 from emailkit.domain.feedback.live import stats_channel
 from emailkit.domain.models import (
     Campaign,
-    CampaignList,
     CampaignStatus,
-    Delivery,
-    DeliveryStatus,
     MailingList,
     Subscriber,
     SubscriberStatus,
     Subscription,
     SubscriptionStatus,
 )
-from emailkit.domain.models_feedback import CampaignLink, CampaignStats, Event, Suppression, SuppressionReason
+from emailkit.domain.models_feedback import CampaignLink, Event, Suppression, SuppressionReason
 from emailkit.domain.throttle import CoalescingPublisher
 from emailkit.tasks.pubsub import InProcessPubSub
-
-T0 = datetime(2026, 3, 2, 10, 15, tzinfo=UTC)
-
-
-@dataclass
-class Seeded:
-    campaign_id: int
-    target_list: int
-    other_list: int
-    subscribers: dict[str, int]
-    deliveries: dict[str, int]
-
-
-async def seed_campaign(
-    db: Database,
-    emails: Sequence[str],
-    *,
-    status: CampaignStatus = CampaignStatus.RUNNING,
-    provider: str = "sendgrid",
-    message_ids: dict[str, str] | None = None,
-    sent_count: int | None = None,
-) -> Seeded:
-    """A campaign sent to `emails`: subscribers on a target list and on another list, SENT deliveries."""
-    async with db.transaction() as s:
-        target = MailingList(name="Target")
-        other = MailingList(name="Other")
-        campaign = Campaign(
-            name="Spring",
-            subject="Hello",
-            from_email="news@example.org",
-            status=status,
-            recipients_count=len(emails),
-            sent_count=len(emails) if sent_count is None else sent_count,
-        )
-        s.add_all([target, other, campaign])
-        await s.flush()
-        s.add(CampaignList(campaign_id=campaign.id, list_id=target.id))
-        subscribers: dict[str, int] = {}
-        deliveries: dict[str, int] = {}
-        for email in emails:
-            sub = Subscriber(email=email)
-            s.add(sub)
-            await s.flush()
-            subscribers[email] = sub.id
-            s.add_all(
-                [
-                    Subscription(
-                        subscriber_id=sub.id, list_id=target.id, status=SubscriptionStatus.CONFIRMED
-                    ),
-                    Subscription(subscriber_id=sub.id, list_id=other.id, status=SubscriptionStatus.CONFIRMED),
-                ]
-            )
-            d = Delivery(
-                campaign_id=campaign.id,
-                subscriber_id=sub.id,
-                email=email,
-                status=DeliveryStatus.SENT,
-                provider=provider,
-                provider_message_id=(message_ids or {}).get(email),
-            )
-            s.add(d)
-            await s.flush()
-            deliveries[email] = d.id
-    return Seeded(campaign.id, target.id, other.id, subscribers, deliveries)
-
-
-def ev(
-    type_: EventType,
-    email: str,
-    *,
-    at: datetime = T0,
-    event_id: str | None = None,
-    delivery: int | None = None,
-    campaign: int | None = None,
-    message_id: str | None = None,
-    bounce: BounceType | None = None,
-    url: str | None = None,
-    provider: str = "sendgrid",
-    custom: dict[str, str] | None = None,
-) -> NormalizedEvent:
-    metadata = dict(custom or {})
-    if delivery is not None:
-        metadata["emailkit_delivery"] = str(delivery)
-    if campaign is not None:
-        metadata["emailkit_campaign"] = str(campaign)
-    return NormalizedEvent(
-        type=type_,
-        email=email,
-        provider=provider,
-        occurred_at=at,
-        raw_event=type_.value.lower(),
-        provider_event_id=event_id or f"{type_.value}-{email}-{at.isoformat()}-{url}",
-        provider_message_id=message_id,
-        bounce_type=bounce if type_ is EventType.BOUNCE else None,
-        url=url,
-        metadata=metadata,
-    )
-
-
-async def stats(db: Database, campaign_id: int) -> dict[str, int]:
-    async with db.session() as s:
-        row = await s.get(CampaignStats, campaign_id)
-    if row is None:
-        return {}
-    names = (
-        "delivered",
-        "bounced",
-        "complained",
-        "opens",
-        "unique_opens",
-        "clicks",
-        "unique_clicks",
-        "unsubscribed",
-    )
-    return {n: getattr(row, n) for n in names if getattr(row, n)}
+from tests.support.feedback import T0, ev, seed_sent_campaign, stats, subscriber
 
 
 async def events(db: Database) -> list[Event]:
     async with db.session() as s:
         return list((await s.execute(select(Event).order_by(Event.id))).scalars())
-
-
-async def subscriber(db: Database, email: str) -> Subscriber:
-    async with db.session() as s:
-        row = (await s.execute(select(Subscriber).where(Subscriber.email == email))).scalar_one()
-    return row
 
 
 async def subscription_statuses(db: Database, subscriber_id: int) -> dict[int, SubscriptionStatus]:
@@ -168,7 +43,7 @@ async def subscription_statuses(db: Database, subscriber_id: int) -> dict[int, S
 
 
 async def test_correlates_by_metadata_then_message_id_then_address(db: Database) -> None:
-    seeded = await seed_campaign(
+    seeded = await seed_sent_campaign(
         db,
         ["a@x.test", "b@x.test", "c@x.test", "d@x.test"],
         # SendGrid gives one X-Message-Id to every recipient of a batch request.
@@ -195,7 +70,7 @@ async def test_correlates_by_metadata_then_message_id_then_address(db: Database)
 
 
 async def test_claimed_ids_that_do_not_exist_are_ignored(db: Database) -> None:
-    seeded = await seed_campaign(db, ["a@x.test"])
+    seeded = await seed_sent_campaign(db, ["a@x.test"])
     await record_events(db, [ev(EventType.OPEN, "a@x.test", delivery=999_999, campaign=888_888)])
     (stored,) = await events(db)
     # Falls back to the address: the latest delivery sent to that subscriber.
@@ -204,7 +79,7 @@ async def test_claimed_ids_that_do_not_exist_are_ignored(db: Database) -> None:
 
 
 async def test_provider_retries_store_nothing_and_change_no_counter(db: Database) -> None:
-    seeded = await seed_campaign(db, ["a@x.test"])
+    seeded = await seed_sent_campaign(db, ["a@x.test"])
     d = seeded.deliveries["a@x.test"]
     batch = [
         ev(EventType.DELIVERED, "a@x.test", delivery=d, event_id="e1"),
@@ -221,7 +96,7 @@ async def test_provider_retries_store_nothing_and_change_no_counter(db: Database
 
 
 async def test_counters_unique_opens_clicks_and_links(db: Database) -> None:
-    seeded = await seed_campaign(db, ["a@x.test", "b@x.test"])
+    seeded = await seed_sent_campaign(db, ["a@x.test", "b@x.test"])
     a, b = seeded.deliveries["a@x.test"], seeded.deliveries["b@x.test"]
     home, shop = "https://example.org/", "https://example.org/shop?x=1"
     await record_events(
@@ -253,7 +128,7 @@ async def test_counters_unique_opens_clicks_and_links(db: Database) -> None:
 
 
 async def test_anonymous_hits_count_without_identity(db: Database) -> None:
-    seeded = await seed_campaign(db, ["a@x.test"])
+    seeded = await seed_sent_campaign(db, ["a@x.test"])
     d = seeded.deliveries["a@x.test"]
     summary = await record_events(
         db,
@@ -278,7 +153,7 @@ async def test_anonymous_hits_count_without_identity(db: Database) -> None:
 
 
 async def test_own_dedupe_keys_make_tracking_hits_idempotent(db: Database) -> None:
-    seeded = await seed_campaign(db, ["a@x.test"])
+    seeded = await seed_sent_campaign(db, ["a@x.test"])
     hit = IncomingEvent(
         EventType.UNSUBSCRIBE, delivery_id=seeded.deliveries["a@x.test"], dedupe_key="unsub:1"
     )
@@ -288,7 +163,7 @@ async def test_own_dedupe_keys_make_tracking_hits_idempotent(db: Database) -> No
 
 
 async def test_hard_bounce_and_complaint_suppress_and_blocklist_at_once(db: Database) -> None:
-    seeded = await seed_campaign(db, ["hard@x.test", "spam@x.test", "soft@x.test"])
+    seeded = await seed_sent_campaign(db, ["hard@x.test", "spam@x.test", "soft@x.test"])
     summary = await record_events(
         db,
         [
@@ -316,7 +191,7 @@ async def test_hard_bounce_and_complaint_suppress_and_blocklist_at_once(db: Data
 
 
 async def test_soft_bounces_suppress_once_the_limit_is_reached_within_the_window(db: Database) -> None:
-    await seed_campaign(db, ["soft@x.test", "slow@x.test"])
+    await seed_sent_campaign(db, ["soft@x.test", "slow@x.test"])
     policy = FeedbackPolicy(soft_bounce_limit=3, soft_bounce_window=timedelta(days=7))
 
     def soft(email: str, day: int) -> NormalizedEvent:
@@ -338,7 +213,7 @@ async def test_soft_bounces_suppress_once_the_limit_is_reached_within_the_window
 
 
 async def test_unsubscribe_leaves_the_campaign_lists_only(db: Database) -> None:
-    seeded = await seed_campaign(db, ["a@x.test", "b@x.test"])
+    seeded = await seed_sent_campaign(db, ["a@x.test", "b@x.test"])
     summary = await record_events(
         db,
         [
@@ -376,7 +251,7 @@ async def test_unsubscribe_without_any_campaign_leaves_every_list(db: Database) 
 
 async def test_complaint_guard_pauses_a_running_campaign(db: Database) -> None:
     emails = [f"r{i}@x.test" for i in range(12)]
-    seeded = await seed_campaign(db, emails)
+    seeded = await seed_sent_campaign(db, emails)
     policy = FeedbackPolicy(complaint_pause_rate=0.1, complaint_min_sample=10)
     delivered = [ev(EventType.DELIVERED, e, delivery=seeded.deliveries[e]) for e in emails]
     summary = await record_events(db, [*delivered, ev(EventType.COMPLAINT, "r0@x.test")], policy=policy)
@@ -391,11 +266,13 @@ async def test_complaint_guard_pauses_a_running_campaign(db: Database) -> None:
 
 
 async def test_complaint_guard_waits_for_the_minimum_sample_and_spares_other_states(db: Database) -> None:
-    seeded = await seed_campaign(db, ["a@x.test", "b@x.test"])
+    seeded = await seed_sent_campaign(db, ["a@x.test", "b@x.test"])
     policy = FeedbackPolicy(complaint_pause_rate=0.1, complaint_min_sample=10)
     summary = await record_events(db, [ev(EventType.COMPLAINT, "a@x.test")], policy=policy)
     assert summary.paused == []  # 50%, but only 2 sent
-    finished = await seed_campaign(db, [f"f{i}@x.test" for i in range(10)], status=CampaignStatus.FINISHED)
+    finished = await seed_sent_campaign(
+        db, [f"f{i}@x.test" for i in range(10)], status=CampaignStatus.FINISHED
+    )
     summary = await record_events(db, [ev(EventType.COMPLAINT, "f0@x.test")], policy=policy)
     assert summary.paused == []
     async with db.session() as s:
@@ -404,7 +281,7 @@ async def test_complaint_guard_waits_for_the_minimum_sample_and_spares_other_sta
 
 
 async def test_suppressed_addresses_are_skipped_by_the_audience(db: Database) -> None:
-    seeded = await seed_campaign(db, ["ok@x.test", "gone@x.test"])
+    seeded = await seed_sent_campaign(db, ["ok@x.test", "gone@x.test"])
     await record_events(db, [ev(EventType.BOUNCE, "gone@x.test", bounce=BounceType.HARD)])
     async with db.transaction() as s:
         # Manually suppressed, yet still ENABLED: the suppression alone must stop the send.
@@ -426,7 +303,7 @@ async def test_suppressed_addresses_are_skipped_by_the_audience(db: Database) ->
 
 
 async def test_live_stats_are_published_after_commit(db: Database) -> None:
-    seeded = await seed_campaign(db, ["a@x.test"])
+    seeded = await seed_sent_campaign(db, ["a@x.test"])
     pubsub = InProcessPubSub()
     live = CoalescingPublisher(pubsub, interval=0)
     async with pubsub.subscribe(stats_channel(seeded.campaign_id)) as updates:
@@ -439,7 +316,7 @@ async def test_live_stats_are_published_after_commit(db: Database) -> None:
 
 async def test_a_batch_of_a_thousand_in_one_call(db: Database) -> None:
     emails = [f"u{i}@x.test" for i in range(200)]
-    seeded = await seed_campaign(db, emails)
+    seeded = await seed_sent_campaign(db, emails)
     batch: list[Any] = []
     for i, email in enumerate(emails):
         d = seeded.deliveries[email]

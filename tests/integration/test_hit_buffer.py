@@ -23,7 +23,7 @@ from emailkit.domain.tokens import TokenSigner
 from emailkit.domain.tracking import TrackingUrls
 from emailkit.domain.tracking_events import Hit, HitWriter
 from emailkit.settings import Settings
-from tests.conftest import TEST_SECRET
+from tests.support.environment import TEST_SECRET
 from tests.tracking_data import make_deliveries
 
 

@@ -17,13 +17,9 @@ from emailkit.domain.imports import ImportRequest, ImportState
 from emailkit.domain.models import OptIn, Subscriber, SubscriberStatus, Subscription, SubscriptionStatus
 from emailkit.domain.models_audience import Import, ImportChunk, ImportMode, ImportRowError, ImportStatus
 from emailkit.domain.models_feedback import Suppression, SuppressionReason
+from tests.support.factories import insert_list
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
-
-
-async def make_list(db: Database, name: str = "Newsletter", optin: OptIn = OptIn.SINGLE) -> int:
-    async with db.transaction() as s:
-        return (await lists.create_list(s, lists.ListInput(name=name, optin=optin))).id
 
 
 async def start(
@@ -97,7 +93,7 @@ async def add_subscriber(
 
 
 async def test_messy_file_imports_with_an_exact_report(db: Database) -> None:
-    newsletter = await make_list(db)
+    newsletter = await insert_list(db)
     async with db.transaction() as s:
         await suppressions.add_suppression(s, "ivy@example.com", SuppressionReason.COMPLAINT)
         # What erasure leaves behind: only the hash of the address.
@@ -179,8 +175,8 @@ UPDATE_CSV = b"email,name,City,address.zip\nanna@example.com,,Berlin,10115\nnew@
 
 
 async def test_upsert_updates_existing_subscribers_and_merges_attributes(db: Database) -> None:
-    newsletter = await make_list(db)
-    other = await make_list(db, "Other")
+    newsletter = await insert_list(db)
+    other = await insert_list(db, "Other")
     await add_subscriber(
         db,
         "anna@example.com",
@@ -217,7 +213,7 @@ async def test_upsert_updates_existing_subscribers_and_merges_attributes(db: Dat
 
 
 async def test_skip_existing_leaves_existing_subscribers_alone(db: Database) -> None:
-    newsletter = await make_list(db)
+    newsletter = await insert_list(db)
     await add_subscriber(db, "anna@example.com", name="Old Name", attributes={"City": "Rome"})
     row = await run(db, await start(db, UPDATE_CSV, list_ids=[newsletter], mode=ImportMode.SKIP_EXISTING))
 
@@ -239,7 +235,7 @@ async def test_skip_existing_leaves_existing_subscribers_alone(db: Database) -> 
 
 
 async def test_subscription_status_follows_opt_in_and_never_resubscribes(db: Database) -> None:
-    double = await make_list(db, "Double", OptIn.DOUBLE)
+    double = await insert_list(db, "Double", OptIn.DOUBLE)
     await add_subscriber(db, "pending@example.com", list_ids=[double])
     await add_subscriber(
         db, "gone@example.com", list_ids=[double], subscription_status=SubscriptionStatus.UNSUBSCRIBED
@@ -293,7 +289,7 @@ async def test_a_failure_midway_writes_nothing(
     # Small load chunks and progress steps, so the failure comes after some rows were already written.
     monkeypatch.setattr(imports, "LOAD_CHUNK_ROWS", 3)
     monkeypatch.setattr(imports, "PROGRESS_EVERY_ROWS", 2)
-    newsletter = await make_list(db)
+    newsletter = await insert_list(db)
     await add_subscriber(db, "old@example.com", name="Old", list_ids=[newsletter])
     csv = (
         "email,name\n"
@@ -392,7 +388,7 @@ async def _flag_then(db: Database, monkeypatch: pytest.MonkeyPatch, change: Any)
 async def test_an_address_added_by_another_writer_meanwhile_is_updated_not_lost(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    newsletter = await make_list(db)
+    newsletter = await insert_list(db)
     await add_subscriber(db, "anna@example.com", name="Old Name")
 
     async def add_new(s: Any) -> None:
@@ -415,7 +411,7 @@ async def test_an_address_added_by_another_writer_meanwhile_is_updated_not_lost(
 async def test_a_known_address_deleted_meanwhile_is_inserted_again(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    newsletter = await make_list(db)
+    newsletter = await insert_list(db)
     await add_subscriber(db, "anna@example.com", name="Old Name", attributes={"keep": 1})
 
     async def delete_anna(s: Any) -> None:
@@ -430,8 +426,8 @@ async def test_a_known_address_deleted_meanwhile_is_inserted_again(
 
 
 async def test_a_list_deleted_before_the_import_runs_fails_it_cleanly(db: Database) -> None:
-    newsletter = await make_list(db)
-    kept = await make_list(db, "Kept")
+    newsletter = await insert_list(db)
+    kept = await insert_list(db, "Kept")
     import_id = await start(db, UPDATE_CSV, list_ids=[newsletter, kept])
     async with db.transaction() as s:
         await lists.delete_list(s, newsletter)

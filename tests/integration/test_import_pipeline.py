@@ -18,7 +18,6 @@ from emailkit.domain import imports, imports_load, imports_pg
 from emailkit.domain.db import Database
 from emailkit.domain.models_audience import ImportStatus
 from tests.integration.test_import_job import (  # noqa: F401  (collected again, with two-row chunks)
-    make_list,
     people,
     run,
     start,
@@ -30,6 +29,7 @@ from tests.integration.test_import_job import (  # noqa: F401  (collected again,
     test_subscription_status_follows_opt_in_and_never_resubscribes,
     test_upsert_updates_existing_subscribers_and_merges_attributes,
 )
+from tests.support.factories import insert_list
 
 
 @pytest.fixture(autouse=True)
@@ -90,7 +90,7 @@ async def test_repeats_across_chunks_name_the_first_row(db: Database) -> None:
 async def test_a_failing_load_stops_the_feeder_and_drops_the_staging_table(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    newsletter = await make_list(db)
+    newsletter = await insert_list(db)
     fail_on_call(monkeypatch, "load_range", 2, "lost the database")
     row = await run(db, await start(db, CSV, list_ids=[newsletter]))
     assert (row.status, row.error, row.inserted) == (

@@ -15,9 +15,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from emailkit import migrate
 from emailkit.domain.db import Database
-from tests.conftest import PG_URL, TEST_SECRET
 from tests.integration.test_cli import _base_env, assert_one_line_error, emailkit
 from tests.integration.test_migrations import create_scratch_database, drop_scratch_database
+from tests.support.environment import PG_URL, TEST_SECRET
 
 TRGM = {"ix_subscribers_email_trgm": "email", "ix_subscribers_name_trgm": "name"}
 

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from emailkit import migrate
 from emailkit.domain.db import Database
 from emailkit.domain.models import Base
-from tests.conftest import BACKENDS, PG_URL
+from tests.support.environment import BACKENDS, PG_URL
 
 
 def _async_url(url: str) -> str:

@@ -16,7 +16,9 @@ from emailkit.app import create_app
 from emailkit.domain.db import Database
 from emailkit.domain.runtime import Runtime
 from emailkit.settings import Settings
-from tests.conftest import TEST_SECRET, data, make_key
+from tests.support.environment import TEST_SECRET
+from tests.support.factories import make_key
+from tests.support.graphql import data
 from tests.support.pg_cluster import ThrowawayCluster, running_cluster
 
 pytestmark = pytest.mark.postgresql_only

@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from emailkit.domain.ports import LiveUpdatesUnavailable, Message
 from emailkit.domain.throttle import CoalescingPublisher
 from emailkit.tasks.pubsub import InProcessPubSub, RedisPubSub
-from tests.conftest import REDIS_URL
+from tests.support.environment import REDIS_URL
 
 BACKENDS = ["memory"] + (["redis"] if REDIS_URL else [])
 

@@ -49,7 +49,7 @@ from emailkit.tasks.broker import (
     ping_broker,
 )
 from emailkit.tasks.worker import EmbeddedWorker
-from tests.conftest import REDIS_URL, TEST_SECRET
+from tests.support.environment import REDIS_URL, TEST_SECRET
 
 AMQP_URL = os.environ.get("EMAILKIT_TEST_AMQP_URL")
 BROKERS = ["memory"] + (["redis"] if REDIS_URL else []) + (["amqp"] if AMQP_URL else [])

@@ -23,7 +23,6 @@ import pytest
 from emailkit.domain.db import Database
 from emailkit.domain.models import CampaignStatus
 from emailkit.providers.smtp import REPORT_EVERY
-from tests.conftest import PG_URL, REDIS_URL
 from tests.integration.test_crash_safety import (
     SMTP_POOL_SIZE,
     WORKER_THREADS,
@@ -35,6 +34,7 @@ from tests.integration.test_crash_safety import (
     wait_for_status,
 )
 from tests.support.audience import seed_campaign
+from tests.support.environment import PG_URL, REDIS_URL
 from tests.support.rabbitmq import private_vhost
 from tests.support.redis_server import RedisServer
 from tests.support.smtp_sink import CountingSink

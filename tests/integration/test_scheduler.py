@@ -22,7 +22,7 @@ from emailkit.domain.models import (
 )
 from emailkit.domain.ports import JobArg
 from emailkit.domain.runtime import Runtime
-from tests.conftest import TEST_SECRET
+from tests.support.environment import TEST_SECRET
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 

@@ -11,7 +11,7 @@ from limits.aio.storage import RedisStorage
 
 from emailkit.tasks.ratelimit import SharedRateLimiter
 from emailkit.web.ratelimit import ApiRateLimiter, RateLimited
-from tests.conftest import REDIS_URL
+from tests.support.environment import REDIS_URL
 
 # tests/conftest.py collects this module only when Redis tests are wanted (CI).
 CASES = ["redis"]

@@ -18,8 +18,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from emailkit import migrate
 from emailkit.domain.db import Database
 from emailkit.domain.models import MailingList, Subscriber, Subscription
-from tests.conftest import PG_URL
 from tests.integration.test_migrations import create_scratch_database, drop_scratch_database
+from tests.support.environment import PG_URL
 from tests.support.races import orphans
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

@@ -14,7 +14,7 @@ from emailkit.domain.pipeline import IN_DOUBT_NOTE
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.types import utcnow
 from emailkit.settings import Settings
-from tests.conftest import TEST_SECRET
+from tests.support.environment import TEST_SECRET
 
 
 async def test_a_rerun_after_a_death_in_the_hand_over_leaves_it_in_doubt(

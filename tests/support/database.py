@@ -1,0 +1,56 @@
+"""The database every test runs against: made fresh once per backend, emptied between tests, and the
+statements it runs recorded for tests that count them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+
+from emailkit import migrate
+from emailkit.domain.db import Database
+from emailkit.domain.models import Base
+from tests.support.environment import PG_URL, pg_async_url
+
+
+async def fresh_database(backend: str, tmp: Path) -> Database:
+    """A migrated, empty database on `backend` ('sqlite' in `tmp`, or the PostgreSQL at PG_URL, wiped)."""
+    if backend == "sqlite":
+        db = Database(f"sqlite+aiosqlite:///{tmp / 'test.db'}")
+    else:
+        assert PG_URL is not None
+        db = Database(pg_async_url(PG_URL), pool_size=5)
+        async with db.engine.begin() as conn:
+            await conn.execute(text("DROP SCHEMA public CASCADE"))
+            await conn.execute(text("CREATE SCHEMA public"))
+    await migrate.upgrade(db)
+    return db
+
+
+async def truncate_all(db: Database) -> None:
+    """Every table emptied (identities restarted on PostgreSQL), the schema kept."""
+    tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+    async with db.engine.begin() as conn:
+        if db.dialect == "postgresql":
+            await conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for name in tables:
+                await conn.execute(text(f"DELETE FROM {name}"))
+
+
+@contextmanager
+def recorded_statements(db: Database) -> Iterator[list[str]]:
+    """The SQL statements `db` runs while the block is open, in order."""
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
