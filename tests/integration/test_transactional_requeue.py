@@ -14,7 +14,7 @@ from emailkit.domain.models import ContentFormat, Delivery, DeliveryStatus, Temp
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.types import utcnow
 from emailkit.settings import Settings
-from tests.conftest import TEST_SECRET
+from tests.support.environment import TEST_SECRET
 from tests.integration.test_scheduler import RecordingQueue
 
 
