@@ -14,8 +14,8 @@ from emailkit.domain.models import ContentFormat, Delivery, DeliveryStatus, Temp
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.types import utcnow
 from emailkit.settings import Settings
-from tests.support.environment import TEST_SECRET
 from tests.integration.test_scheduler import RecordingQueue
+from tests.support.environment import TEST_SECRET
 
 
 async def queued_receipts(db: Database, count: int) -> list[int]:
