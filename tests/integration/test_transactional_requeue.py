@@ -7,58 +7,19 @@ import asyncio
 from datetime import timedelta
 from pathlib import Path
 
-from emailkit.app import sending_setup
 from emailkit.domain import scheduler, transactional
 from emailkit.domain.db import Database
-from emailkit.domain.models import ContentFormat, Delivery, DeliveryStatus, Template, TemplateKind
+from emailkit.domain.models import Delivery, DeliveryStatus
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.types import utcnow
-from emailkit.settings import Settings
 from tests.integration.test_scheduler import RecordingQueue
 from tests.support.environment import TEST_SECRET
+from tests.support.transactional import outbox_runtime, receipts
 
 
 async def queued_receipts(db: Database, count: int) -> list[int]:
     """Rows as sendTransactional commits them; their queue messages are never sent, as if lost."""
-    async with db.transaction() as s:
-        template = Template(
-            name="receipt",
-            kind=TemplateKind.TRANSACTIONAL,
-            format=ContentFormat.HTML,
-            subject="Receipt",
-            body="<p>Thanks</p>",
-        )
-        s.add(template)
-        await s.flush()
-        rows = [
-            Delivery(
-                email=f"buyer{i}@example.com",
-                template_id=template.id,
-                data={"vars": {}, "from_email": "shop@example.com", "from_name": "Shop"},
-                status=DeliveryStatus.QUEUED,
-            )
-            for i in range(count)
-        ]
-        s.add_all(rows)
-        await s.flush()
-        return [row.id for row in rows]
-
-
-def outbox_runtime(db: Database, tmp_path: Path, queue: RecordingQueue) -> Runtime:
-    settings = Settings(
-        database_url=db.url,
-        secret_key=TEST_SECRET,  # type: ignore[arg-type]
-        public_url="http://testserver",
-        provider="outbox",
-        data_dir=tmp_path,
-    )
-    return Runtime(
-        db=db,
-        secret_key=TEST_SECRET,
-        public_url="http://testserver",
-        sending=sending_setup(settings),
-        jobs=queue,
-    )
+    return await receipts(db, [DeliveryStatus.QUEUED] * count)
 
 
 def transactional_ids(queue: RecordingQueue) -> list[int]:

@@ -1,0 +1,56 @@
+"""Transactional mail as `sendTransactional` leaves it, and a runtime that sends it to the outbox."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from emailkit.app import sending_setup
+from emailkit.domain.db import Database
+from emailkit.domain.models import ContentFormat, Delivery, DeliveryStatus, Template, TemplateKind
+from emailkit.domain.ports import JobQueue
+from emailkit.domain.runtime import Runtime
+from emailkit.settings import Settings
+from tests.support.environment import TEST_SECRET
+
+
+async def receipts(db: Database, statuses: list[DeliveryStatus]) -> list[int]:
+    """One receipt delivery per status (a TRANSACTIONAL template's rows, as sendTransactional commits them)."""
+    async with db.transaction() as s:
+        template = Template(
+            name="receipt",
+            kind=TemplateKind.TRANSACTIONAL,
+            format=ContentFormat.HTML,
+            subject="Receipt",
+            body="<p>Thanks</p>",
+        )
+        s.add(template)
+        await s.flush()
+        rows = [
+            Delivery(
+                email=f"buyer{i}@example.com",
+                template_id=template.id,
+                data={"vars": {}, "from_email": "shop@example.com", "from_name": "Shop"},
+                status=status,
+            )
+            for i, status in enumerate(statuses)
+        ]
+        s.add_all(rows)
+        await s.flush()
+        return [row.id for row in rows]
+
+
+def outbox_runtime(db: Database, tmp_path: Path, queue: JobQueue | None = None) -> Runtime:
+    settings = Settings(
+        database_url=db.url,
+        secret_key=TEST_SECRET,  # type: ignore[arg-type]
+        public_url="http://testserver",
+        provider="outbox",
+        data_dir=tmp_path,
+    )
+    return Runtime(
+        db=db,
+        secret_key=TEST_SECRET,
+        public_url="http://testserver",
+        sending=sending_setup(settings),
+        jobs=queue,
+    )
