@@ -28,10 +28,13 @@ from sqlalchemy import func, select
 
 from emailkit import migrate
 from emailkit.app import create_app
-from emailkit.domain import apikeys, exports, imports, lists
-from emailkit.domain.db import Database
-from emailkit.domain.imports_csv import SAMPLE_BYTES
-from emailkit.domain.models import Role, Subscriber
+from emailkit.db.engine import Database
+from emailkit.db.tables.access import Role
+from emailkit.db.tables.audience import Subscriber
+from emailkit.domain import apikeys
+from emailkit.domain.audience import exports, lists
+from emailkit.domain.audience.imports import service as imports
+from emailkit.domain.audience.imports.csvfile import SAMPLE_BYTES
 from emailkit.domain.runtime import Runtime
 from emailkit.schema.relay import to_global_id
 from emailkit.settings import Settings

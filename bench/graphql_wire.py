@@ -32,17 +32,11 @@ from sqlalchemy import insert, text
 
 from emailkit import migrate
 from emailkit.app import create_app
+from emailkit.db.engine import Database
+from emailkit.db.tables.access import Role
+from emailkit.db.tables.audience import MailingList, OptIn, Subscriber, Subscription, SubscriptionStatus
+from emailkit.db.tables.base import Base
 from emailkit.domain import apikeys
-from emailkit.domain.db import Database
-from emailkit.domain.models import (
-    Base,
-    MailingList,
-    OptIn,
-    Role,
-    Subscriber,
-    Subscription,
-    SubscriptionStatus,
-)
 from emailkit.domain.runtime import Runtime
 from emailkit.settings import Settings
 

@@ -34,11 +34,12 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from emailkit import migrate
-from emailkit.domain import imports, lists
-from emailkit.domain.db import Database
-from emailkit.domain.imports import ImportRequest, ImportState
-from emailkit.domain.imports_csv import SAMPLE_BYTES
-from emailkit.domain.models_audience import Import
+from emailkit.db.engine import Database
+from emailkit.db.tables.audience import Import
+from emailkit.domain.audience import lists
+from emailkit.domain.audience.imports import service as imports
+from emailkit.domain.audience.imports.csvfile import SAMPLE_BYTES
+from emailkit.domain.audience.imports.service import ImportRequest, ImportState
 
 CITIES = ("Berlin", "Paris", "London", "Madrid", "Rome", "Wien", "Zürich", "København")
 PLANS = ("free", "pro", "team")

@@ -1,6 +1,6 @@
 """Per-message cost of MIME assembly for a 20 KB HTML body (prints figures; not a test).
 
-Compares the fast builder (emailkit.domain.mime) with the stdlib ``email.message.EmailMessage`` on the same
+Compares the fast builder (emailkit.providers.mime) with the stdlib ``email.message.EmailMessage`` on the same
 message, for an ASCII body (7bit path) and a non-ASCII one (base64 path), with and without DKIM signing.
 
     python bench/mime.py [--n 5000]
@@ -17,9 +17,9 @@ from email.policy import SMTP
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from emailkit.domain.mime import MimeBuilder
-from emailkit.domain.sending import Address, OutgoingMessage
+from emailkit.domain.ports.provider import Address, OutgoingMessage
 from emailkit.providers.dkim import DkimSigner
+from emailkit.providers.mime import MimeBuilder
 
 ROW = (
     '<tr><td style="padding:10px 20px;font-family:Helvetica,Arial,sans-serif;font-size:15px">'

@@ -10,8 +10,8 @@ import argparse
 import time
 from typing import Any
 
-from emailkit.domain.models import ContentFormat
-from emailkit.domain.rendering import compile_content, html_to_text, sample_context
+from emailkit.db.tables.content import ContentFormat
+from emailkit.domain.content.rendering import compile_content, html_to_text, sample_context
 
 SECTION = """    <mj-section padding="10px 0">
       <mj-column>

@@ -38,10 +38,10 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from emailkit import migrate
-from emailkit.domain import segments
-from emailkit.domain.db import Database
+from emailkit.db.engine import Database
+from emailkit.db.tables.audience import Subscriber
+from emailkit.domain.audience import segments
 from emailkit.domain.feedback.partitions import PARTITION_SCHEMA, MonthPartition, add_months
-from emailkit.domain.models import Subscriber
 
 CITIES = [
     "Berlin", "Hamburg", "Munich", "Cologne", "Frankfurt", "Stuttgart", "Düsseldorf", "Leipzig", "Dortmund",

@@ -282,7 +282,7 @@ def asyncpg_dsn(url: str) -> str:
 
 async def reset_schema(url: str) -> None:
     from emailkit import migrate
-    from emailkit.domain.db import Database
+    from emailkit.db.engine import Database
 
     conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
@@ -346,10 +346,12 @@ async def load_audience(url: str, n: int) -> int:
 
 async def create_campaign(url: str, list_id: int) -> tuple[int, str]:
     """The campaign (DRAFT) and an admin API key."""
+    from emailkit.db.engine import Database
+    from emailkit.db.tables.access import Role
+    from emailkit.db.tables.content import ContentFormat
+    from emailkit.db.tables.sending import Campaign, CampaignList
     from emailkit.domain.apikeys import create_api_key
-    from emailkit.domain.db import Database
-    from emailkit.domain.models import Campaign, CampaignList, ContentFormat, Role
-    from emailkit.domain.rendering import validate_content
+    from emailkit.domain.content.rendering import validate_content
 
     validate_content(NEWSLETTER, ContentFormat.MJML, subject=SUBJECT)
     db = Database(re.sub(r"^postgresql://", "postgresql+asyncpg://", url))
@@ -376,13 +378,13 @@ async def create_campaign(url: str, list_id: int) -> tuple[int, str]:
 
 async def message_size(url: str, campaign_id: int, secret: str, samples: int = 50) -> int:
     """Average bytes on the wire per message, built by the pipeline's own per-recipient path."""
-    from emailkit.domain.db import Database
-    from emailkit.domain.mime import MimeBuilder
-    from emailkit.domain.models import Campaign
-    from emailkit.domain.pipeline import CampaignSender
-    from emailkit.domain.pipeline_pg import Pending
+    from emailkit.db.engine import Database
+    from emailkit.db.tables.sending import Campaign
+    from emailkit.domain.content.tracked_urls import TrackingUrls
+    from emailkit.domain.sending.pipeline import CampaignSender
+    from emailkit.domain.sending.pipeline_pg import Pending
     from emailkit.domain.tokens import TokenSigner
-    from emailkit.domain.tracking import TrackingUrls
+    from emailkit.providers.mime import MimeBuilder
     from emailkit.providers.outbox import OutboxProvider
 
     db = Database(re.sub(r"^postgresql://", "postgresql+asyncpg://", url))

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 from benchlib import find_tool, free_port
 
-from emailkit.domain.sending import Address, OutgoingMessage
+from emailkit.domain.ports.provider import Address, OutgoingMessage
 from emailkit.providers.smtp import SmtpProvider, parse_smtp_url
 
 

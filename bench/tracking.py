@@ -33,21 +33,12 @@ from benchlib import free_port, process_cpu, wait_ready
 from sqlalchemy import func, insert, select
 
 from emailkit import migrate
-from emailkit.domain.db import Database
-from emailkit.domain.events import EventType
-from emailkit.domain.models import (
-    Campaign,
-    CampaignList,
-    CampaignStatus,
-    Delivery,
-    DeliveryStatus,
-    MailingList,
-    Subscriber,
-    Subscription,
-)
-from emailkit.domain.models_feedback import Event
+from emailkit.db.engine import Database
+from emailkit.db.tables.audience import MailingList, Subscriber, Subscription
+from emailkit.db.tables.feedback import Event, EventType
+from emailkit.db.tables.sending import Campaign, CampaignList, CampaignStatus, Delivery, DeliveryStatus
+from emailkit.domain.content.tracked_urls import TrackingUrls
 from emailkit.domain.tokens import TokenSigner
-from emailkit.domain.tracking import TrackingUrls
 from emailkit.settings import load_settings
 
 WRK_SCRIPT = """

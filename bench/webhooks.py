@@ -43,18 +43,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import func, insert, select, text
 
 from emailkit import migrate
-from emailkit.domain.db import Database
-from emailkit.domain.models import (
-    Campaign,
-    CampaignList,
-    CampaignStatus,
-    Delivery,
-    DeliveryStatus,
-    MailingList,
-    Subscriber,
-    Subscription,
-)
-from emailkit.domain.models_feedback import Event
+from emailkit.db.engine import Database
+from emailkit.db.tables.audience import MailingList, Subscriber, Subscription
+from emailkit.db.tables.feedback import Event
+from emailkit.db.tables.sending import Campaign, CampaignList, CampaignStatus, Delivery, DeliveryStatus
 from emailkit.settings import load_settings
 
 # (SendGrid event, share): roughly what a newsletter's feedback looks like.

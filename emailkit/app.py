@@ -15,8 +15,8 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from emailkit.domain.db import Database
-from emailkit.domain.ports import JobQueue, PubSub
+from emailkit.db.engine import Database
+from emailkit.domain.ports.queue import JobQueue, PubSub
 from emailkit.domain.runtime import Runtime, SendingSetup
 from emailkit.providers.registry import build_provider
 from emailkit.schema import SchemaLimits, build_schema

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperOption
 
-from emailkit.domain.models import Role
+from emailkit.db.tables.access import Role
 from emailkit.settings import Settings, SettingsError, configure_logging, load_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Self-hosted email marketing backend.")
@@ -73,7 +73,7 @@ def _check_provider(settings: Settings) -> None:
 
 async def _migrate_if_needed(settings: Settings, *, migrate: bool) -> None:
     from emailkit import migrate as migrations
-    from emailkit.domain.db import Database
+    from emailkit.db.engine import Database
 
     db = Database(settings.database_url)
     try:
@@ -246,8 +246,8 @@ def create_api_key(
     role: Annotated[Role, typer.Option(case_sensitive=False, help="ADMIN, EDITOR or VIEWER.")] = Role.ADMIN,
 ) -> None:
     """Create an API key and print it (it is shown only this once)."""
+    from emailkit.db.engine import Database
     from emailkit.domain import apikeys
-    from emailkit.domain.db import Database
     from emailkit.domain.errors import DomainError
 
     settings = _settings()
@@ -324,11 +324,17 @@ def import_cmd(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from emailkit.domain import imports, imports_csv
-    from emailkit.domain.db import Database
+    from emailkit.db.engine import Database
+    from emailkit.db.tables.audience import (
+        Import,
+        ImportMode,
+        ImportRowError,
+        ImportStatus,
+        SubscriptionStatus,
+    )
+    from emailkit.domain.audience.imports import csvfile as imports_csv
+    from emailkit.domain.audience.imports import service as imports
     from emailkit.domain.errors import DomainError
-    from emailkit.domain.models import SubscriptionStatus
-    from emailkit.domain.models_audience import Import, ImportMode, ImportRowError, ImportStatus
     from emailkit.domain.throttle import CoalescingPublisher
     from emailkit.tasks.pubsub import build_pubsub
 

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from emailkit.app import create_app
-from emailkit.domain.db import Database
-from emailkit.domain.models import Role
+from emailkit.db.engine import Database
+from emailkit.db.tables.access import Role
 from emailkit.domain.runtime import Runtime
 from emailkit.settings import Settings
 from tests.support.database import fresh_database, truncate_all

@@ -4,18 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from emailkit.domain.db import Database
-from emailkit.domain.models import (
-    Campaign,
-    CampaignList,
-    CampaignStatus,
-    Delivery,
-    DeliveryStatus,
-    MailingList,
-    Subscriber,
-    Subscription,
-    SubscriptionStatus,
-)
+from emailkit.db.engine import Database
+from emailkit.db.tables.audience import MailingList, Subscriber, Subscription, SubscriptionStatus
+from emailkit.db.tables.sending import Campaign, CampaignList, CampaignStatus, Delivery, DeliveryStatus
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,11 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.boundedcache import BoundedLRU
-from emailkit.domain.db import Database
+from emailkit.db.engine import Database
+from emailkit.db.tables.access import ApiKey, Role
+from emailkit.db.types import utcnow
 from emailkit.domain.errors import ErrorCode, FieldError, NotFound
-from emailkit.domain.models import ApiKey, Role
 from emailkit.domain.pagination import Page, keyset_page
-from emailkit.domain.types import utcnow
 from emailkit.domain.validation import check_length, raise_if, require
 
 KEY_PREFIX = "ek_"

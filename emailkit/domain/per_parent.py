@@ -13,12 +13,11 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from emailkit.db.tables.feedback import CampaignTimeline, Event, EventType
+from emailkit.db.tables.sending import Delivery, DeliveryStatus
 from emailkit.domain.child_pages import ChildPage, child_pages
 from emailkit.domain.counting import DEFAULT_EXACT_LIMIT, Count, count_children
-from emailkit.domain.events import EventType
 from emailkit.domain.feedback.analytics import MAX_TIMELINE_ROWS, TimelineBucket, TimelinePoint
-from emailkit.domain.models import Delivery, DeliveryStatus
-from emailkit.domain.models_feedback import CampaignTimeline, Event
 
 
 def _deliveries(status: DeliveryStatus | None) -> Select[Any]:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from emailkit.db.engine import Database
 from emailkit.domain.apikeys import PrincipalCache
+from emailkit.domain.audience.optin import OptinSender, sender_of
 from emailkit.domain.counting import DEFAULT_EXACT_LIMIT
-from emailkit.domain.db import Database
-from emailkit.domain.optin import OptinSender, sender_of
-from emailkit.domain.ports import JobQueue, PubSub
-from emailkit.domain.ratelimit import RateLimiter
-from emailkit.domain.sending import EmailProvider
+from emailkit.domain.ports.provider import EmailProvider
+from emailkit.domain.ports.queue import JobQueue, PubSub
+from emailkit.domain.sending.ratelimit import RateLimiter
 from emailkit.domain.throttle import CoalescingPublisher
 
 
@@ -36,7 +36,7 @@ class SendingSetup:
     _provider: EmailProvider | None = field(default=None, repr=False)
     _limiter: RateLimiter | None = field(default=None, repr=False)
     _limiter_built: bool = field(default=False, repr=False)
-    # The process's CampaignSender (emailkit.domain.pipeline.sender_for); typed loosely to keep imports one-way.
+    # The process's CampaignSender (emailkit.domain.sending.pipeline.sender_for); typed loosely to keep imports one-way.
     cached_sender: object | None = field(default=None, repr=False)
 
     @property

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from emailkit.domain.ports import PubSub
+from emailkit.domain.ports.queue import PubSub
 
 log = logging.getLogger(__name__)
 

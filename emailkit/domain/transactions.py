@@ -18,7 +18,7 @@ from typing import Final, TypeVar
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from emailkit.domain.db import Database
+from emailkit.db.engine import Database
 from emailkit.domain.errors import DomainError, ErrorCode, FieldError
 
 R = TypeVar("R")

@@ -7,8 +7,8 @@ import asyncio
 from alembic import context
 from sqlalchemy import Connection
 
-from emailkit.domain.db import create_engine
-from emailkit.domain.models import Base
+from emailkit.db.engine import create_engine
+from emailkit.db.tables.base import Base
 
 config = context.config
 target_metadata = Base.metadata

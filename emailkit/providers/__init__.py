@@ -1,1 +1,1 @@
-"""Email providers implementing :class:`emailkit.domain.sending.EmailProvider`; see ``registry``."""
+"""Email providers implementing :class:`emailkit.domain.ports.provider.EmailProvider`; see ``registry``."""

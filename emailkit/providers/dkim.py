@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from emailkit.domain.mime import normalize_newlines
+from emailkit.providers.mime import normalize_newlines
 
 SIGNED_HEADERS: tuple[str, ...] = (
     "from",

@@ -12,9 +12,9 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from emailkit.domain.mime import MimeBuilder, MimeError
-from emailkit.domain.sending import CommitHook, OutgoingMessage, ResultHook, SendResult
+from emailkit.domain.ports.provider import CommitHook, OutgoingMessage, ResultHook, SendResult
 from emailkit.providers.dkim import DkimSigner
+from emailkit.providers.mime import MimeBuilder, MimeError
 
 
 class OutboxProvider:

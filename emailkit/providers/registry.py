@@ -8,7 +8,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable
 
-from emailkit.domain.sending import EmailProvider
+from emailkit.domain.ports.provider import EmailProvider
 from emailkit.providers.dkim import DkimKeyError, DkimSigner
 from emailkit.settings import Settings, SettingsError
 

@@ -29,8 +29,7 @@ from typing import Any
 
 import httpx
 
-from emailkit.domain.coalesce import Coalescer
-from emailkit.domain.sending import (
+from emailkit.domain.ports.provider import (
     DELIVERY_TAG,
     Address,
     CommitHook,
@@ -39,6 +38,7 @@ from emailkit.domain.sending import (
     SendResult,
     http_status_is_transient,
 )
+from emailkit.domain.sending.coalesce import Coalescer
 
 MAX_PERSONALIZATIONS = 1000
 # Headers SendGrid builds itself and refuses in the "headers" object.

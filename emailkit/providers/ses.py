@@ -31,9 +31,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials, ReadOnlyCredentials
 from botocore.session import get_session
 
-from emailkit.domain.coalesce import Coalescer
-from emailkit.domain.mime import MimeBuilder, MimeError, ascii_email
-from emailkit.domain.sending import (
+from emailkit.domain.ports.provider import (
     DELIVERY_TAG,
     CommitHook,
     OutgoingMessage,
@@ -41,6 +39,8 @@ from emailkit.domain.sending import (
     SendResult,
     http_status_is_transient,
 )
+from emailkit.domain.sending.coalesce import Coalescer
+from emailkit.providers.mime import MimeBuilder, MimeError, ascii_email
 
 _TAG_INVALID = re.compile(r"[^A-Za-z0-9_-]")
 _XML_CODE = re.compile(r"<Code>([^<]*)</Code>")

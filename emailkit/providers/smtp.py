@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from emailkit.domain.mime import MimeBuilder, MimeError, ascii_email
-from emailkit.domain.sending import CommitHook, OutgoingMessage, ResultHook, SendResult
+from emailkit.domain.ports.provider import CommitHook, OutgoingMessage, ResultHook, SendResult
 from emailkit.providers.dkim import DkimSigner
+from emailkit.providers.mime import MimeBuilder, MimeError, ascii_email
 from emailkit.providers.smtp_pool import Admit, SessionOptions, SmtpConnectError, SmtpJob, SmtpPool
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from typing import cast
 
 import aiosmtplib
 
-from emailkit.domain.sending import OutgoingMessage, SendResult, smtp_code_is_transient
+from emailkit.domain.ports.provider import OutgoingMessage, SendResult, smtp_code_is_transient
 
 # A job that lost its connection before its body was sent is retried on a fresh connection this many times.
 MAX_CONNECTION_TRIES = 3

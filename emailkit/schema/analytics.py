@@ -10,9 +10,9 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.dataloader import DataLoader
 
+from emailkit.db.tables.feedback import CampaignLink
 from emailkit.domain.feedback import analytics
 from emailkit.domain.feedback.live import StatsSnapshot, stats_channel
-from emailkit.domain.models_feedback import CampaignLink
 from emailkit.schema.context import Info
 from emailkit.schema.live import live_updates
 from emailkit.schema.loaders import Batched, TimelineArgs, then

@@ -6,8 +6,8 @@ from datetime import datetime
 
 import strawberry
 
+from emailkit.db.tables.access import ApiKey as ApiKeyRow
 from emailkit.domain import apikeys
-from emailkit.domain.models import ApiKey as ApiKeyRow
 from emailkit.schema.context import Info
 from emailkit.schema.enums import Role
 from emailkit.schema.errors import UserError, mutate

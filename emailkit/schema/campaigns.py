@@ -7,8 +7,8 @@ from datetime import datetime
 
 import strawberry
 
-from emailkit.domain import campaigns
-from emailkit.domain.models import Campaign as CampaignRow
+from emailkit.db.tables.sending import Campaign as CampaignRow
+from emailkit.domain.sending import campaigns
 from emailkit.schema.analytics import (
     CampaignLinkStats,
     CampaignStats,

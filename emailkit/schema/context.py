@@ -13,10 +13,10 @@ from starlette.websockets import WebSocket
 from strawberry.dataloader import DataLoader
 from strawberry.types import Info as StrawberryInfo
 
+from emailkit.db.engine import Database
 from emailkit.domain.apikeys import Principal
 from emailkit.domain.child_pages import ChildPage
 from emailkit.domain.counting import Count
-from emailkit.domain.db import Database
 from emailkit.domain.pagination import Page
 from emailkit.domain.runtime import Runtime
 from emailkit.schema.loaders import Loaders, PageArgs

@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import strawberry
 
+from emailkit.db.tables.access import Role
+from emailkit.db.tables.audience import OptIn, SubscriberStatus, SubscriptionStatus, Visibility
+from emailkit.db.tables.content import ContentFormat, TemplateKind
+from emailkit.db.tables.sending import CampaignStatus
 from emailkit.domain.errors import ErrorCode
-from emailkit.domain.models import (
-    CampaignStatus,
-    ContentFormat,
-    OptIn,
-    Role,
-    SubscriberStatus,
-    SubscriptionStatus,
-    TemplateKind,
-    Visibility,
-)
 
 # strawberry.enum returns the class it is given, so resolvers annotate with the domain enums directly.
 strawberry.enum(ErrorCode, name="UserErrorCode", description="Stable codes for userErrors.")

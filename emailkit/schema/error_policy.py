@@ -16,9 +16,9 @@ from strawberry.extensions import MaskErrors, SchemaExtension
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
-from emailkit.domain.db import Failure, failure_of
+from emailkit.db.engine import Failure, failure_of
 from emailkit.domain.errors import ErrorCode
-from emailkit.domain.ports import QueueUnavailable
+from emailkit.domain.ports.queue import QueueUnavailable
 from emailkit.domain.validation import unstorable_text
 from emailkit.schema.documents import DocumentCache
 

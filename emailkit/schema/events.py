@@ -9,9 +9,9 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.scalars import JSON
 
-from emailkit.domain.events import BounceType, EventType
+from emailkit.db.tables.feedback import BounceType, EventType
+from emailkit.db.tables.feedback import Event as EventRow
 from emailkit.domain.feedback import analytics
-from emailkit.domain.models_feedback import Event as EventRow
 from emailkit.schema.context import Info
 from emailkit.schema.refs import campaign_by_pk, subscriber_by_pk
 from emailkit.schema.relay import Connection, Node, parse_global_id, to_global_id

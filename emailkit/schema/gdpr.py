@@ -6,7 +6,7 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.scalars import JSON
 
-from emailkit.domain import gdpr
+from emailkit.domain.audience import gdpr
 from emailkit.domain.errors import NotFound
 from emailkit.schema.context import Info
 from emailkit.schema.errors import UserError, mutate

@@ -10,10 +10,10 @@ from graphql import GraphQLError
 from strawberry.file_uploads import Upload
 from strawberry.scalars import JSON
 
-from emailkit.domain import imports
+from emailkit.db.tables.audience import Import as ImportRow
+from emailkit.db.tables.audience import ImportMode, ImportStatus
+from emailkit.domain.audience.imports import service as imports
 from emailkit.domain.errors import DomainError
-from emailkit.domain.models_audience import Import as ImportRow
-from emailkit.domain.models_audience import ImportMode, ImportStatus
 from emailkit.schema.context import Info
 from emailkit.schema.enums import ErrorCode, SubscriptionStatus
 from emailkit.schema.errors import UserError, mutate

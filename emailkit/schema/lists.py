@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 
-from emailkit.domain import lists
-from emailkit.domain.models import MailingList as ListRow
+from emailkit.db.tables.audience import MailingList as ListRow
+from emailkit.domain.audience import lists
 from emailkit.schema.context import Info
 from emailkit.schema.enums import OptIn, Visibility
 from emailkit.schema.errors import DeletePayload, UserError, mutate

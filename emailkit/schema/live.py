@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from graphql import GraphQLError
 
-from emailkit.domain.ports import LiveUpdatesUnavailable, Message
+from emailkit.domain.ports.queue import LiveUpdatesUnavailable, Message
 from emailkit.domain.runtime import Runtime
 
 

@@ -12,22 +12,18 @@ from typing import Any, NamedTuple, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.dataloader import DataLoader
 
-from emailkit.domain import campaigns, lists, per_parent, segments, subscribers, templates
+from emailkit.db.engine import Database
+from emailkit.db.tables.audience import MailingList, Segment, Subscriber, Subscription
+from emailkit.db.tables.content import Template
+from emailkit.db.tables.feedback import Event
+from emailkit.db.tables.sending import Campaign, Delivery, DeliveryStatus
+from emailkit.domain import per_parent
+from emailkit.domain.audience import lists, segments, subscribers
 from emailkit.domain.child_pages import ChildPage
+from emailkit.domain.content import templates
 from emailkit.domain.counting import DEFAULT_EXACT_LIMIT, Count
-from emailkit.domain.db import Database
 from emailkit.domain.feedback.analytics import TimelineBucket, TimelinePoint
-from emailkit.domain.models import (
-    Campaign,
-    Delivery,
-    DeliveryStatus,
-    MailingList,
-    Subscriber,
-    Subscription,
-    Template,
-)
-from emailkit.domain.models_audience import Segment
-from emailkit.domain.models_feedback import Event
+from emailkit.domain.sending import campaigns
 
 T = TypeVar("T")
 V = TypeVar("V")

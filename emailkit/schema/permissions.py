@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import strawberry
 from strawberry.permission import BasePermission
 
-from emailkit.domain.models import Role
+from emailkit.db.tables.access import Role
 from emailkit.schema.context import Info
 
 

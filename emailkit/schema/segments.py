@@ -10,11 +10,11 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.scalars import JSON
 
-from emailkit.domain import segments
+from emailkit.db.tables.audience import Segment as SegmentRow
+from emailkit.db.tables.audience import Subscriber as SubscriberRow
+from emailkit.domain.audience import segments
+from emailkit.domain.audience.segments import EngagementEvent, FilterOp
 from emailkit.domain.errors import DomainError, ErrorCode, FieldError
-from emailkit.domain.models import Subscriber as SubscriberRow
-from emailkit.domain.models_audience import Segment as SegmentRow
-from emailkit.domain.segments import EngagementEvent, FilterOp
 from emailkit.schema.context import Info
 from emailkit.schema.cost import AUDIENCE_COUNT, cost
 from emailkit.schema.enums import SubscriberStatus, SubscriptionStatus

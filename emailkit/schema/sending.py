@@ -11,14 +11,14 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.scalars import JSON
 
-from emailkit.domain import deliveries, lifecycle, progress, scheduler
+from emailkit.db.tables.sending import FINAL_CAMPAIGN_STATUSES, DeliveryStatus
+from emailkit.db.tables.sending import Campaign as CampaignRow
+from emailkit.db.tables.sending import Delivery as DeliveryRow
 from emailkit.domain.errors import DomainError, ErrorCode
-from emailkit.domain.models import Campaign as CampaignRow
-from emailkit.domain.models import Delivery as DeliveryRow
-from emailkit.domain.models import DeliveryStatus
-from emailkit.domain.pipeline import sender_for
-from emailkit.domain.ports import QueueUnavailable
+from emailkit.domain.ports.queue import QueueUnavailable
 from emailkit.domain.runtime import SendingSetup
+from emailkit.domain.sending import deliveries, lifecycle, progress, scheduler
+from emailkit.domain.sending.pipeline import sender_for
 from emailkit.domain.validation import normalize_email
 from emailkit.schema.context import Info
 from emailkit.schema.enums import CampaignStatus
@@ -419,12 +419,12 @@ class Subscription:
             if row is None:
                 raise GraphQLError("Campaign not found", extensions={"code": "NOT_FOUND"})
             yield _estimated(progress_of(row), estimator, progress.snapshot(row))
-            if row.status in progress.FINAL_STATUSES:
+            if row.status in FINAL_CAMPAIGN_STATUSES:
                 return
             async for message in updates:
                 current = _from_message(message)
                 yield _estimated(current, estimator, message)
-                if current.status in progress.FINAL_STATUSES:
+                if current.status in FINAL_CAMPAIGN_STATUSES:
                     return
 
 

@@ -11,12 +11,12 @@ from graphql import GraphQLError
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.scalars import JSON
 
-from emailkit.domain import optin, subscribers
-from emailkit.domain.models import MailingList as ListRow
-from emailkit.domain.models import Subscriber as SubscriberRow
-from emailkit.domain.models import Subscription as SubscriptionRow
+from emailkit.db.tables.audience import MailingList as ListRow
+from emailkit.db.tables.audience import Subscriber as SubscriberRow
+from emailkit.db.tables.audience import Subscription as SubscriptionRow
+from emailkit.domain.audience import optin, subscribers
 from emailkit.domain.runtime import optin_sender
-from emailkit.domain.scheduler import enqueue_transactional
+from emailkit.domain.sending.scheduler import enqueue_transactional
 from emailkit.schema.context import Info
 from emailkit.schema.enums import SubscriberStatus, SubscriptionStatus
 from emailkit.schema.errors import DeletePayload, UserError, mutate

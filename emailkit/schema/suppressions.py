@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 
-from emailkit.domain.feedback import suppressions
-from emailkit.domain.models_feedback import Suppression as SuppressionRow
-from emailkit.domain.models_feedback import SuppressionReason
+from emailkit.db.tables.audience import Suppression as SuppressionRow
+from emailkit.db.tables.audience import SuppressionReason
+from emailkit.domain.audience import suppressions
 from emailkit.schema.context import Info
 from emailkit.schema.errors import UserError, mutate
 from emailkit.schema.permissions import write_mutation

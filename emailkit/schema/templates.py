@@ -6,8 +6,8 @@ from datetime import datetime
 
 import strawberry
 
-from emailkit.domain import templates
-from emailkit.domain.models import Template as TemplateRow
+from emailkit.db.tables.content import Template as TemplateRow
+from emailkit.domain.content import templates
 from emailkit.schema.context import Info
 from emailkit.schema.enums import ContentFormat, TemplateKind
 from emailkit.schema.errors import DeletePayload, UserError, mutate

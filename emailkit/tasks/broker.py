@@ -7,7 +7,7 @@ A job is an ``async def`` taking the worker's :class:`Runtime` first and ids as 
 
 ``@job`` only records the function. :func:`configure_broker` builds the broker for a URL (in-process,
 Redis or RabbitMQ), installs it as Dramatiq's global broker and declares every recorded job on it as an
-actor; domain code then enqueues by name through the :class:`~emailkit.domain.ports.JobQueue` port
+actor; domain code then enqueues by name through the :class:`~emailkit.domain.ports.queue.JobQueue` port
 (:class:`DramatiqJobQueue`).
 """
 
@@ -47,7 +47,7 @@ from dramatiq.middleware import (
 )
 
 from emailkit import tasks
-from emailkit.domain.ports import JobArg, QueueUnavailable
+from emailkit.domain.ports.queue import JobArg, QueueUnavailable
 from emailkit.domain.runtime import Runtime
 from emailkit.settings import Settings
 

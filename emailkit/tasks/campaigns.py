@@ -6,11 +6,11 @@ import logging
 
 from sqlalchemy import update
 
-from emailkit.domain import scheduler, transactional
-from emailkit.domain.models import CampaignBatch
-from emailkit.domain.pipeline import sender_for
+from emailkit.db.tables.sending import CampaignBatch
+from emailkit.db.types import utcnow
 from emailkit.domain.runtime import Runtime
-from emailkit.domain.types import utcnow
+from emailkit.domain.sending import scheduler, transactional
+from emailkit.domain.sending.pipeline import sender_for
 from emailkit.tasks.broker import job
 
 log = logging.getLogger(__name__)

@@ -1,8 +1,8 @@
-"""The import job: runs one CSV import (see emailkit.domain.imports)."""
+"""The import job: runs one CSV import (see emailkit.domain.audience.imports.service)."""
 
 from __future__ import annotations
 
-from emailkit.domain import imports
+from emailkit.domain.audience.imports import service as imports
 from emailkit.domain.runtime import Runtime
 from emailkit.tasks.broker import job
 

@@ -22,7 +22,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from emailkit.domain.ports import LiveUpdatesUnavailable, Message, PubSub
+from emailkit.domain.ports.queue import LiveUpdatesUnavailable, Message, PubSub
 from emailkit.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Runs the scheduler's upkeep (emailkit.domain.scheduler.tick) inside every worker, on its event loop."""
+"""Runs the periodic upkeep (emailkit.domain.upkeep) inside every worker, on its event loop."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import dramatiq
 from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import Middleware
 
-from emailkit.domain import scheduler
+from emailkit.domain import upkeep
 from emailkit.tasks.broker import WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -35,11 +35,11 @@ class Ticker(Middleware):
 
     async def _loop(self, broker: dramatiq.Broker) -> None:
         holder = WorkerRuntime.of(broker)
-        upkeep = scheduler.Upkeep()
+        steps = upkeep.Upkeep()
         while True:
             try:
                 runtime = await holder.get()
-                await upkeep.tick(runtime)
+                await steps.tick(runtime)
             except asyncio.CancelledError:
                 raise
             except Exception:

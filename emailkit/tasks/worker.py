@@ -24,8 +24,8 @@ from typing import Protocol
 
 import dramatiq
 
-from emailkit.domain.db import Database
-from emailkit.domain.ports import JobQueue, PubSub
+from emailkit.db.engine import Database
+from emailkit.domain.ports.queue import JobQueue, PubSub
 from emailkit.domain.runtime import Runtime
 from emailkit.settings import Settings
 from emailkit.tasks.broker import (

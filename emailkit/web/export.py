@@ -12,10 +12,10 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from emailkit import globalid
-from emailkit.domain import exports
+from emailkit.db.tables.audience import SubscriptionStatus
 from emailkit.domain.apikeys import authenticate
+from emailkit.domain.audience import exports
 from emailkit.domain.errors import DomainError
-from emailkit.domain.models import SubscriptionStatus
 from emailkit.domain.runtime import Runtime
 from emailkit.web.graphql import bearer_token
 from emailkit.web.ratelimit import ApiRateLimiter, RateLimited

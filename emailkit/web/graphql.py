@@ -28,8 +28,8 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import ErrorM
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UnsetType
 
+from emailkit.db.engine import Failure, failure_of
 from emailkit.domain.apikeys import Principal, is_active
-from emailkit.domain.db import Failure, failure_of
 from emailkit.domain.runtime import Runtime
 from emailkit.schema.context import Context
 from emailkit.schema.error_policy import SERVICE_UNAVAILABLE, UNAVAILABLE_MESSAGE

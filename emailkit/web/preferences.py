@@ -25,13 +25,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from emailkit import globalid
-from emailkit.domain import gdpr
+from emailkit.domain.audience import gdpr
+from emailkit.domain.audience.preferences import centre
+from emailkit.domain.content.tracked_urls import PURPOSE_UNSUBSCRIBE
 from emailkit.domain.errors import DomainError, NotFound
-from emailkit.domain.preferences import centre
+from emailkit.domain.feedback.hits import unsubscribe_delivery
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.tokens import TokenSigner
-from emailkit.domain.tracking import PURPOSE_UNSUBSCRIBE
-from emailkit.domain.tracking_events import unsubscribe_delivery
 
 # The forms carry a few short fields; RFC 8058 bodies are 26 bytes.
 MAX_FORM_BYTES = 4096

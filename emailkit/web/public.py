@@ -17,11 +17,11 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from emailkit import globalid
-from emailkit.domain import optin
-from emailkit.domain.models import MailingList
-from emailkit.domain.ports import QueueUnavailable
+from emailkit.db.tables.audience import MailingList
+from emailkit.domain.audience import optin
+from emailkit.domain.ports.queue import QueueUnavailable
 from emailkit.domain.runtime import Runtime, optin_sender
-from emailkit.domain.scheduler import enqueue_transactional
+from emailkit.domain.sending.scheduler import enqueue_transactional
 from emailkit.domain.tokens import TokenSigner
 from emailkit.domain.transactions import ConcurrentChange, run_in_transaction
 from emailkit.settings import Settings

@@ -4,7 +4,7 @@ authentication.
 ``/t/o/<token>.gif`` and ``/t/c/<token>`` are the hottest paths of the service (every open and every click of
 every campaign), so they are answered by a raw ASGI handler ahead of Starlette's routing and the other
 middleware: verify the token, queue the hit in memory, answer. The database write happens later, in batches
-(:class:`emailkit.domain.hitbuffer.HitBuffer`). Unsubscribes are rare and must take effect before the answer,
+(:class:`emailkit.domain.feedback.hitbuffer.HitBuffer`). Unsubscribes are rare and must take effect before the answer,
 so ``/u/<token>`` (:mod:`emailkit.web.preferences`) is an ordinary Starlette route that writes synchronously.
 """
 
@@ -18,12 +18,12 @@ from urllib.parse import quote, urlsplit
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from emailkit.domain.events import EventType
-from emailkit.domain.hitbuffer import HitBuffer
+from emailkit.db.tables.feedback import EventType
+from emailkit.domain.content.tracked_urls import PURPOSE_CLICK, PURPOSE_OPEN
+from emailkit.domain.feedback.hitbuffer import HitBuffer
+from emailkit.domain.feedback.hits import Hit, HitWriter
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.tokens import TokenSigner
-from emailkit.domain.tracking import PURPOSE_CLICK, PURPOSE_OPEN
-from emailkit.domain.tracking_events import Hit, HitWriter
 from emailkit.web.preferences import PreferenceCentre
 
 # A 1x1 transparent GIF89a: 2-colour palette, graphic control extension marking index 0 transparent.

@@ -19,14 +19,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from emailkit.domain.events import (
+from emailkit.domain.feedback import FeedbackPolicy, record_events
+from emailkit.domain.ports.webhooks import (
     SignatureInvalid,
     SubscriptionConfirmation,
     VerificationUnavailable,
     WebhookError,
     WebhookParser,
 )
-from emailkit.domain.feedback import FeedbackPolicy, record_events
 from emailkit.domain.runtime import Runtime
 from emailkit.providers.webhooks import WebhookDeps, build_parsers, receive
 from emailkit.settings import Settings

@@ -14,10 +14,10 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from emailkit.app import create_app
-from emailkit.domain.db import Database
-from emailkit.domain.events import BounceType, EventType
+from emailkit.db.engine import Database
+from emailkit.db.tables.feedback import BounceType, EventType
 from emailkit.domain.feedback import IncomingEvent, record_events
-from emailkit.domain.ports import PubSub
+from emailkit.domain.ports.queue import PubSub
 from emailkit.domain.runtime import Runtime
 from emailkit.schema.relay import to_global_id
 from emailkit.settings import Settings

@@ -6,8 +6,8 @@ from typing import Any
 
 import httpx
 
-from emailkit.domain.db import Database
-from emailkit.domain.models import Role
+from emailkit.db.engine import Database
+from emailkit.db.tables.access import Role
 from emailkit.schema.relay import to_global_id
 from tests.support.factories import make_key
 from tests.support.graphql import GQL, data

@@ -14,11 +14,11 @@ from starlette.websockets import WebSocketDisconnect
 
 from emailkit import migrate
 from emailkit.app import create_app
+from emailkit.db.engine import Database
+from emailkit.db.tables.access import ApiKey, Role
+from emailkit.db.types import utcnow
 from emailkit.domain import apikeys
-from emailkit.domain.db import Database
-from emailkit.domain.models import ApiKey, Role
 from emailkit.domain.runtime import Runtime
-from emailkit.domain.types import utcnow
 from emailkit.settings import Settings
 from tests.support.environment import TEST_SECRET
 from tests.support.factories import make_key

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 
 from emailkit import globalid
-from emailkit.domain.db import Database
+from emailkit.db.engine import Database
 from tests.support.graphql import GQL, data
 
 HUGE = 2**64 + 1

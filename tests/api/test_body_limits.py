@@ -16,9 +16,9 @@ import pytest
 from starlette.applications import Starlette
 
 from emailkit.app import create_app
+from emailkit.domain.content.tracked_urls import TrackingUrls
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.tokens import TokenSigner
-from emailkit.domain.tracking import TrackingUrls
 from emailkit.settings import Settings
 from emailkit.web.bodylimit import SMALL_BYTES, WEBHOOK_BYTES
 from emailkit.web.preferences import MAX_FORM_BYTES

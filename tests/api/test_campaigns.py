@@ -5,8 +5,10 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from emailkit.domain.db import Database
-from emailkit.domain.models import Campaign, CampaignStatus, ContentFormat, Role, Template, TemplateKind
+from emailkit.db.engine import Database
+from emailkit.db.tables.access import Role
+from emailkit.db.tables.content import ContentFormat, Template, TemplateKind
+from emailkit.db.tables.sending import Campaign, CampaignStatus
 from emailkit.schema.relay import parse_global_id, to_global_id
 from tests.support.factories import make_key
 from tests.support.graphql import GQL, data, make_list

@@ -10,21 +10,11 @@ import pytest
 from sqlalchemy import event, func, insert, select, text
 from sqlalchemy.exc import DBAPIError
 
-from emailkit.domain.db import Database
-from emailkit.domain.events import EventType
-from emailkit.domain.models import (
-    Campaign,
-    CampaignList,
-    ContentFormat,
-    Delivery,
-    DeliveryStatus,
-    MailingList,
-    Subscriber,
-    Subscription,
-    Template,
-    TemplateKind,
-)
-from emailkit.domain.models_feedback import Event
+from emailkit.db.engine import Database
+from emailkit.db.tables.audience import MailingList, Subscriber, Subscription
+from emailkit.db.tables.content import ContentFormat, Template, TemplateKind
+from emailkit.db.tables.feedback import Event, EventType
+from emailkit.db.tables.sending import Campaign, CampaignList, Delivery, DeliveryStatus
 from emailkit.schema.loaders import MAX_CONNECTIONS_PER_REQUEST, Loaders
 from emailkit.schema.relay import to_global_id
 from tests.support.database import recorded_statements

@@ -9,9 +9,10 @@ from typing import Any
 import httpx
 import pytest
 
-from emailkit.domain import exports, segments, subscribers
-from emailkit.domain.db import Database
-from emailkit.domain.models import Role, SubscriptionStatus
+from emailkit.db.engine import Database
+from emailkit.db.tables.access import Role
+from emailkit.db.tables.audience import SubscriptionStatus
+from emailkit.domain.audience import exports, segments, subscribers
 from emailkit.schema.relay import to_global_id
 from tests.support.factories import insert_list, make_key
 

@@ -9,17 +9,18 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from emailkit.domain import gdpr, imports, lists, subscribers
-from emailkit.domain.db import Database
+from emailkit.db.engine import Database
+from emailkit.db.tables.access import Role
+from emailkit.db.tables.audience import ImportStatus, Suppression, SuppressionReason
+from emailkit.db.tables.feedback import CampaignStats, Event, EventType
+from emailkit.db.tables.sending import Campaign, CampaignStatus, Delivery, DeliveryStatus
+from emailkit.db.types import utcnow
+from emailkit.domain.audience import gdpr, lists, subscribers, suppressions
+from emailkit.domain.audience.imports import service as imports
+from emailkit.domain.audience.suppressions import email_hash
 from emailkit.domain.errors import DomainError, ErrorCode
-from emailkit.domain.events import EventType
-from emailkit.domain.feedback import suppressions
 from emailkit.domain.feedback.recording import record
-from emailkit.domain.feedback.types import FeedbackPolicy, IncomingEvent, email_hash
-from emailkit.domain.models import Campaign, CampaignStatus, Delivery, DeliveryStatus, Role
-from emailkit.domain.models_audience import ImportStatus
-from emailkit.domain.models_feedback import CampaignStats, Event, Suppression, SuppressionReason
-from emailkit.domain.types import utcnow
+from emailkit.domain.feedback.types import FeedbackPolicy, IncomingEvent
 from emailkit.schema.relay import to_global_id
 from tests.support.factories import make_key
 from tests.support.graphql import GQL, data

@@ -9,7 +9,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from emailkit.app import create_app
-from emailkit.domain.db import Database
+from emailkit.db.engine import Database
 from emailkit.domain.runtime import Runtime
 from emailkit.settings import Settings
 from emailkit.web.health import health_routes

@@ -15,9 +15,9 @@ from starlette.testclient import TestClient
 
 from emailkit import migrate
 from emailkit.app import create_app
-from emailkit.domain import imports
-from emailkit.domain.db import Database
-from emailkit.domain.models import Role
+from emailkit.db.engine import Database
+from emailkit.db.tables.access import Role
+from emailkit.domain.audience.imports import service as imports
 from emailkit.domain.runtime import Runtime
 from emailkit.schema.relay import to_global_id
 from emailkit.settings import Settings

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 from sqlalchemy import select, update
 
-from emailkit.domain import lifecycle
-from emailkit.domain.db import Database
-from emailkit.domain.models import (
+from emailkit.db.engine import Database
+from emailkit.db.tables.audience import Subscriber
+from emailkit.db.tables.sending import (
     BatchStatus,
     Campaign,
     CampaignBatch,
     CampaignStatus,
     Delivery,
     DeliveryStatus,
-    Subscriber,
 )
-from emailkit.domain.pipeline import IN_DOUBT_NOTE
+from emailkit.domain.sending import lifecycle
+from emailkit.domain.sending.pipeline import IN_DOUBT_NOTE
 from emailkit.schema.relay import to_global_id
 from tests.support.audience import seed_campaign
 from tests.support.graphql import GQL, data

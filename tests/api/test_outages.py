@@ -13,12 +13,12 @@ import pytest
 from sqlalchemy import text
 
 from emailkit.app import build_runtime, create_app
-from emailkit.domain import scheduler
+from emailkit.db.engine import Database, failure_of
+from emailkit.db.tables.access import Role
+from emailkit.db.types import utcnow
 from emailkit.domain.apikeys import Principal, generate_key
-from emailkit.domain.db import Database, failure_of
-from emailkit.domain.models import Role
 from emailkit.domain.runtime import Runtime
-from emailkit.domain.types import utcnow
+from emailkit.domain.sending import scheduler
 from emailkit.schema import build_schema
 from emailkit.settings import Settings
 from emailkit.tasks.broker import build_job_queue

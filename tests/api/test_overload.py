@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from emailkit.app import create_app
-from emailkit.domain.db import Database
+from emailkit.db.engine import Database
 from emailkit.domain.runtime import Runtime
 from emailkit.settings import Settings
 from emailkit.web.admission import AdmissionGate

@@ -14,19 +14,14 @@ from sqlalchemy import func, select
 
 from emailkit import globalid
 from emailkit.app import create_app
-from emailkit.domain.db import Database
-from emailkit.domain.events import EventType
-from emailkit.domain.gdpr import ERASED_EMAIL
-from emailkit.domain.models import (
-    Delivery,
-    Subscriber,
-    SubscriberStatus,
-    SubscriptionStatus,
-)
-from emailkit.domain.models_feedback import Event
+from emailkit.db.engine import Database
+from emailkit.db.tables.audience import Subscriber, SubscriberStatus, SubscriptionStatus
+from emailkit.db.tables.feedback import Event, EventType
+from emailkit.db.tables.sending import Delivery
+from emailkit.domain.audience.gdpr import ERASED_EMAIL
+from emailkit.domain.content.tracked_urls import TrackingUrls
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.tokens import TokenSigner
-from emailkit.domain.tracking import TrackingUrls
 from emailkit.settings import Settings
 from emailkit.web.preferences import MAX_FORM_BYTES, PURPOSE_FORM
 from tests.support.environment import TEST_SECRET

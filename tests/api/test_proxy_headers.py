@@ -12,12 +12,11 @@ import pytest
 from sqlalchemy import select
 
 from emailkit.app import create_app
-from emailkit.domain.db import Database
-from emailkit.domain.events import EventType
-from emailkit.domain.models_feedback import Event
+from emailkit.db.engine import Database
+from emailkit.db.tables.feedback import Event, EventType
+from emailkit.domain.content.tracked_urls import TrackingUrls
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.tokens import TokenSigner
-from emailkit.domain.tracking import TrackingUrls
 from emailkit.settings import Settings, load_settings
 from emailkit.web.proxy import TrustedProxies, parse_address, parse_forwarded
 from tests.support.environment import TEST_SECRET

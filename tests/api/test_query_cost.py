@@ -13,8 +13,8 @@ import pytest
 from websockets.asyncio.client import connect
 
 from emailkit.app import create_app
-from emailkit.domain.db import Database
-from emailkit.domain.models import Role
+from emailkit.db.engine import Database
+from emailkit.db.tables.access import Role
 from emailkit.domain.runtime import Runtime
 from emailkit.schema.relay import to_global_id
 from emailkit.settings import Settings

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from sqlalchemy import insert
 
-from emailkit.domain.db import Database
-from emailkit.domain.models import Campaign, CampaignList, MailingList, Subscriber, Subscription
-from emailkit.domain.models_feedback import CampaignLink, CampaignStats
+from emailkit.db.engine import Database
+from emailkit.db.tables.audience import MailingList, Subscriber, Subscription
+from emailkit.db.tables.feedback import CampaignLink, CampaignStats
+from emailkit.db.tables.sending import Campaign, CampaignList
 from emailkit.schema.relay import to_global_id
 from tests.support.database import recorded_statements
 from tests.support.graphql import GQL, data

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from emailkit.app import create_app
-from emailkit.domain.db import Database
+from emailkit.db.engine import Database
 from emailkit.domain.runtime import Runtime
 from emailkit.schema.relay import to_global_id
 from emailkit.settings import Settings

@@ -11,16 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, select, text
 
-from emailkit.domain import audience, lifecycle
-from emailkit.domain.db import Database
-from emailkit.domain.errors import DomainError
-from emailkit.domain.events import EventType
-from emailkit.domain.models import (
-    Campaign,
-    CampaignStatus,
-    ContentFormat,
-    Delivery,
-    DeliveryStatus,
+from emailkit.db.engine import Database
+from emailkit.db.tables.audience import (
     MailingList,
     OptIn,
     Subscriber,
@@ -28,11 +20,16 @@ from emailkit.domain.models import (
     Subscription,
     SubscriptionStatus,
 )
-from emailkit.domain.models_audience import CampaignSegment as CampaignSegmentRow
-from emailkit.domain.models_feedback import Event
-from emailkit.domain.pipeline import CampaignSender
+from emailkit.db.tables.content import ContentFormat
+from emailkit.db.tables.feedback import Event, EventType
+from emailkit.db.tables.sending import Campaign, CampaignStatus, Delivery, DeliveryStatus
+from emailkit.db.tables.sending import CampaignSegment as CampaignSegmentRow
+from emailkit.domain.audience import targeting as audience
+from emailkit.domain.content.tracked_urls import TrackingUrls
+from emailkit.domain.errors import DomainError
+from emailkit.domain.sending import lifecycle
+from emailkit.domain.sending.pipeline import CampaignSender
 from emailkit.domain.tokens import TokenSigner
-from emailkit.domain.tracking import TrackingUrls
 from emailkit.providers.outbox import OutboxProvider
 from emailkit.schema.relay import parse_global_id, to_global_id
 from tests.support.graphql import GQL, data

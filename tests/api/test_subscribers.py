@@ -4,9 +4,9 @@ from typing import Any
 
 import pytest
 
-from emailkit.domain import subscribers as subscriber_service
-from emailkit.domain.db import Database
-from emailkit.domain.models import Role
+from emailkit.db.engine import Database
+from emailkit.db.tables.access import Role
+from emailkit.domain.audience import subscribers as subscriber_service
 from tests.support.database import recorded_statements
 from tests.support.factories import make_key
 from tests.support.graphql import GQL, data, make_list

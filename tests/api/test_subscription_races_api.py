@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import event, text
 
 from emailkit.app import create_app
-from emailkit.domain import optin
-from emailkit.domain.db import Database
+from emailkit.db.engine import Database
+from emailkit.domain.audience import optin
 from emailkit.domain.runtime import Runtime
 from emailkit.settings import Settings
 from tests.support.environment import TEST_SECRET

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from sqlalchemy import update
 
-from emailkit.domain.db import Database
-from emailkit.domain.feedback import email_hash, is_suppressed
-from emailkit.domain.models import Role
-from emailkit.domain.models_feedback import Suppression
+from emailkit.db.engine import Database
+from emailkit.db.tables.access import Role
+from emailkit.db.tables.audience import Suppression
+from emailkit.domain.audience.suppressions import email_hash
+from emailkit.domain.feedback import is_suppressed
 from emailkit.schema.relay import to_global_id
 from tests.support.factories import make_key
 from tests.support.graphql import GQL, data

@@ -9,9 +9,9 @@ import time
 import httpx
 import pytest
 
-from emailkit.domain.db import Database
-from emailkit.domain.models import Role
-from emailkit.domain.rendering.limits import RENDER_TIMEOUT_SECONDS, RenderBudget
+from emailkit.db.engine import Database
+from emailkit.db.tables.access import Role
+from emailkit.domain.content.rendering.limits import RENDER_TIMEOUT_SECONDS, RenderBudget
 from tests.api.test_campaigns import CREATE as CREATE_CAMPAIGN
 from tests.api.test_campaigns import base_input
 from tests.api.test_templates import CREATE, PREVIEW, UPDATE, create_ok, template_input

@@ -4,8 +4,10 @@ from typing import Any
 
 import httpx
 
-from emailkit.domain.db import Database
-from emailkit.domain.models import Campaign, CampaignStatus, Role, Subscriber
+from emailkit.db.engine import Database
+from emailkit.db.tables.access import Role
+from emailkit.db.tables.audience import Subscriber
+from emailkit.db.tables.sending import Campaign, CampaignStatus
 from emailkit.schema.relay import parse_global_id, to_global_id
 from tests.support.factories import make_key
 from tests.support.graphql import GQL, data

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, text
 
-from emailkit.domain.db import Database
-from emailkit.domain.models import Campaign, Delivery, DeliveryStatus, Subscriber
+from emailkit.db.engine import Database
+from emailkit.db.tables.audience import Subscriber
+from emailkit.db.tables.sending import Campaign, Delivery, DeliveryStatus
 from emailkit.domain.runtime import Runtime
 from tests.support.database import recorded_statements
 from tests.support.graphql import GQL, data

@@ -12,13 +12,18 @@ from sqlalchemy import select
 from starlette.applications import Starlette
 
 from emailkit.app import create_app
-from emailkit.domain.db import Database
-from emailkit.domain.events import EventType
-from emailkit.domain.models import Delivery, Subscription, SubscriptionStatus
-from emailkit.domain.models_feedback import Event
+from emailkit.db.engine import Database
+from emailkit.db.tables.audience import Subscription, SubscriptionStatus
+from emailkit.db.tables.feedback import Event, EventType
+from emailkit.db.tables.sending import Delivery
+from emailkit.domain.content.tracked_urls import (
+    PURPOSE_CLICK,
+    PURPOSE_OPEN,
+    PURPOSE_UNSUBSCRIBE,
+    TrackingUrls,
+)
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.tokens import TokenSigner
-from emailkit.domain.tracking import PURPOSE_CLICK, PURPOSE_OPEN, PURPOSE_UNSUBSCRIBE, TrackingUrls
 from emailkit.settings import Settings
 from emailkit.web.tracking import PIXEL_GIF
 from tests.support.environment import TEST_SECRET

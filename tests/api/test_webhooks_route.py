@@ -23,9 +23,9 @@ from sqlalchemy import func, select
 from starlette.applications import Starlette
 
 from emailkit.app import create_app
-from emailkit.domain.db import Database
-from emailkit.domain.models import SubscriberStatus
-from emailkit.domain.models_feedback import Event, EventKey, Suppression
+from emailkit.db.engine import Database
+from emailkit.db.tables.audience import SubscriberStatus, Suppression
+from emailkit.db.tables.feedback import Event, EventKey
 from emailkit.domain.runtime import Runtime
 from emailkit.settings import Settings
 from emailkit.web import webhooks as webhooks_route

@@ -11,9 +11,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from emailkit.app import create_app
+from emailkit.db.engine import Database
+from emailkit.db.tables.access import ApiKey, Role
 from emailkit.domain import apikeys
-from emailkit.domain.db import Database
-from emailkit.domain.models import ApiKey, Role
 from emailkit.domain.runtime import Runtime
 from emailkit.schema.relay import to_global_id
 from emailkit.settings import Settings

@@ -12,8 +12,8 @@ from starlette.testclient import TestClient
 
 from emailkit import migrate
 from emailkit.app import create_app
-from emailkit.domain.db import Database
-from emailkit.domain.models import Role
+from emailkit.db.engine import Database
+from emailkit.db.tables.access import Role
 from emailkit.settings import Settings
 from tests.support.environment import TEST_SECRET
 from tests.support.factories import make_key

@@ -8,10 +8,10 @@ import pytest
 from playwright.async_api import Page, async_playwright, expect
 
 from emailkit.app import create_app
-from emailkit.domain.db import Database
+from emailkit.db.engine import Database
+from emailkit.domain.content.tracked_urls import TrackingUrls
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.tokens import TokenSigner
-from emailkit.domain.tracking import TrackingUrls
 from emailkit.settings import Settings
 from tests.e2e.browser import CHROMIUM_ARGS
 from tests.support.environment import TEST_SECRET

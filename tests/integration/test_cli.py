@@ -22,10 +22,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from emailkit.db.engine import Database
+from emailkit.db.tables.access import Role
 from emailkit.domain import apikeys
 from emailkit.domain.apikeys import Principal
-from emailkit.domain.db import Database
-from emailkit.domain.models import Role
 from emailkit.schema import build_schema
 from tests.integration.test_migrations import create_scratch_database, drop_scratch_database
 from tests.support.environment import BACKENDS, PG_URL, TEST_SECRET

@@ -28,11 +28,11 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from emailkit.domain import lifecycle, scheduler
-from emailkit.domain.db import Database
-from emailkit.domain.models import Campaign, CampaignBatch, CampaignStatus, Delivery, DeliveryStatus
-from emailkit.domain.pipeline import IN_DOUBT_NOTE
+from emailkit.db.engine import Database
+from emailkit.db.tables.sending import Campaign, CampaignBatch, CampaignStatus, Delivery, DeliveryStatus
 from emailkit.domain.runtime import Runtime
+from emailkit.domain.sending import lifecycle, scheduler
+from emailkit.domain.sending.pipeline import IN_DOUBT_NOTE
 from emailkit.tasks.broker import DramatiqJobQueue, configure_broker
 from tests.integration.test_provider_sendgrid import API_KEY, sendgrid_server
 from tests.support.audience import seed_campaign

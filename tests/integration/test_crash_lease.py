@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from emailkit.domain import lifecycle
-from emailkit.domain.db import Database
-from emailkit.domain.models import Campaign, CampaignBatch, CampaignStatus, Delivery, DeliveryStatus
-from emailkit.domain.pipeline import CampaignSender, PipelineConfig
+from emailkit.db.engine import Database
+from emailkit.db.tables.sending import Campaign, CampaignBatch, CampaignStatus, Delivery, DeliveryStatus
+from emailkit.db.types import utcnow
+from emailkit.domain.content.tracked_urls import TrackingUrls
+from emailkit.domain.sending import lifecycle
+from emailkit.domain.sending.pipeline import CampaignSender, PipelineConfig
 from emailkit.domain.tokens import TokenSigner
-from emailkit.domain.tracking import TrackingUrls
-from emailkit.domain.types import utcnow
 from emailkit.providers.outbox import OutboxProvider
 from emailkit.providers.smtp import SmtpProvider, parse_smtp_url
 from tests.support.audience import seed_campaign

@@ -34,16 +34,10 @@ import pytest
 from sqlalchemy import select
 
 from emailkit.app import create_app, sending_setup
-from emailkit.domain.db import Database
-from emailkit.domain.models import (
-    Campaign,
-    CampaignBatch,
-    CampaignStatus,
-    Delivery,
-    DeliveryStatus,
-)
-from emailkit.domain.pipeline import IN_DOUBT_NOTE
+from emailkit.db.engine import Database
+from emailkit.db.tables.sending import Campaign, CampaignBatch, CampaignStatus, Delivery, DeliveryStatus
 from emailkit.domain.runtime import Runtime
+from emailkit.domain.sending.pipeline import IN_DOUBT_NOTE
 from emailkit.providers.smtp import REPORT_EVERY
 from emailkit.schema.relay import to_global_id
 from emailkit.settings import Settings

@@ -15,20 +15,20 @@ import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import select
 
-from emailkit.domain import lifecycle
-from emailkit.domain.db import Database
-from emailkit.domain.deliveries import retry_failed_deliveries
-from emailkit.domain.models import Campaign, CampaignStatus, Delivery, DeliveryStatus
-from emailkit.domain.pipeline import BatchOutcome, CampaignSender, PipelineConfig
-from emailkit.domain.pipeline_pg import Pending
-from emailkit.domain.send_failures import FailureLog, reason_key
-from emailkit.domain.sending import SendResult
+from emailkit.db.engine import Database
+from emailkit.db.tables.sending import Campaign, CampaignStatus, Delivery, DeliveryStatus
+from emailkit.domain.content.tracked_urls import TrackingUrls
+from emailkit.domain.ports.provider import SendResult
+from emailkit.domain.sending import lifecycle
+from emailkit.domain.sending.deliveries import retry_failed_deliveries
+from emailkit.domain.sending.failures import FailureLog, reason_key
+from emailkit.domain.sending.pipeline import BatchOutcome, CampaignSender, PipelineConfig
+from emailkit.domain.sending.pipeline_pg import Pending
 from emailkit.domain.tokens import TokenSigner
-from emailkit.domain.tracking import TrackingUrls
 from emailkit.providers.smtp import SmtpProvider, parse_smtp_url
 from tests.support.audience import address, seed_campaign
 
-PIPELINE_LOG = "emailkit.domain.pipeline"
+PIPELINE_LOG = "emailkit.domain.sending.pipeline"
 
 
 class Refusing:

@@ -29,10 +29,11 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from emailkit import migrate
 from emailkit.app import create_app
-from emailkit.domain.db import Database
-from emailkit.domain.models import CampaignStatus, Role
-from emailkit.domain.progress import progress_channel
+from emailkit.db.engine import Database
+from emailkit.db.tables.access import Role
+from emailkit.db.tables.sending import CampaignStatus
 from emailkit.domain.runtime import Runtime
+from emailkit.domain.sending.progress import progress_channel
 from emailkit.schema.relay import to_global_id
 from emailkit.settings import Settings
 from emailkit.tasks.pubsub import RedisPubSub

@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, func, select, text
 
-from emailkit.domain.db import Database
-from emailkit.domain.events import EventType
+from emailkit.db.engine import Database
+from emailkit.db.tables.feedback import CampaignFirst, Event, EventKey, EventType
+from emailkit.db.tables.sending import Campaign
 from emailkit.domain.feedback import IncomingEvent, maintain_event_partitions, record_events
 from emailkit.domain.feedback.partitions import (
     DEFAULT_PARTITION,
@@ -17,8 +18,6 @@ from emailkit.domain.feedback.partitions import (
     existing_partitions,
     months_from,
 )
-from emailkit.domain.models import Campaign
-from emailkit.domain.models_feedback import CampaignFirst, Event, EventKey
 from tests.support.feedback import seed_sent_campaign
 
 

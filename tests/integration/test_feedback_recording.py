@@ -7,21 +7,23 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from emailkit.domain import audience
-from emailkit.domain.db import Database
-from emailkit.domain.events import BounceType, EventType, NormalizedEvent
-from emailkit.domain.feedback import FeedbackPolicy, IncomingEvent, email_hash, is_suppressed, record_events
-from emailkit.domain.feedback.live import stats_channel
-from emailkit.domain.models import (
-    Campaign,
-    CampaignStatus,
+from emailkit.db.engine import Database
+from emailkit.db.tables.audience import (
     MailingList,
     Subscriber,
     SubscriberStatus,
     Subscription,
     SubscriptionStatus,
+    Suppression,
+    SuppressionReason,
 )
-from emailkit.domain.models_feedback import CampaignLink, Event, Suppression, SuppressionReason
+from emailkit.db.tables.feedback import BounceType, CampaignLink, Event, EventType
+from emailkit.db.tables.sending import Campaign, CampaignStatus
+from emailkit.domain.audience import targeting as audience
+from emailkit.domain.audience.suppressions import email_hash
+from emailkit.domain.feedback import FeedbackPolicy, IncomingEvent, is_suppressed, record_events
+from emailkit.domain.feedback.live import stats_channel
+from emailkit.domain.ports.webhooks import NormalizedEvent
 from emailkit.domain.throttle import CoalescingPublisher
 from emailkit.tasks.pubsub import InProcessPubSub
 from tests.support.feedback import T0, ev, seed_sent_campaign, stats, subscriber

@@ -13,15 +13,14 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 
 from emailkit.app import create_app
-from emailkit.domain.db import Database
-from emailkit.domain.events import EventType
-from emailkit.domain.hitbuffer import HitBuffer, is_transient
-from emailkit.domain.models import Subscriber
-from emailkit.domain.models_feedback import Event
+from emailkit.db.engine import Database
+from emailkit.db.tables.audience import Subscriber
+from emailkit.db.tables.feedback import Event, EventType
+from emailkit.domain.content.tracked_urls import TrackingUrls
+from emailkit.domain.feedback.hitbuffer import HitBuffer, is_transient
+from emailkit.domain.feedback.hits import Hit, HitWriter
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.tokens import TokenSigner
-from emailkit.domain.tracking import TrackingUrls
-from emailkit.domain.tracking_events import Hit, HitWriter
 from emailkit.settings import Settings
 from tests.support.environment import TEST_SECRET
 from tests.tracking_data import make_deliveries

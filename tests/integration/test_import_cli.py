@@ -7,9 +7,9 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from emailkit.domain import lists
-from emailkit.domain.db import Database
-from emailkit.domain.models import Subscriber, Subscription, SubscriptionStatus
+from emailkit.db.engine import Database
+from emailkit.db.tables.audience import Subscriber, Subscription, SubscriptionStatus
+from emailkit.domain.audience import lists
 from tests.integration.test_cli import Env, env  # noqa: F401 - the fixture, for both backends
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"

@@ -9,14 +9,26 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, func, select, update
 
-from emailkit.domain import imports, imports_load, lists, subscribers
-from emailkit.domain.db import Database
-from emailkit.domain.feedback import suppressions
-from emailkit.domain.feedback.types import email_hash
-from emailkit.domain.imports import ImportRequest, ImportState
-from emailkit.domain.models import OptIn, Subscriber, SubscriberStatus, Subscription, SubscriptionStatus
-from emailkit.domain.models_audience import Import, ImportChunk, ImportMode, ImportRowError, ImportStatus
-from emailkit.domain.models_feedback import Suppression, SuppressionReason
+from emailkit.db.engine import Database
+from emailkit.db.tables.audience import (
+    Import,
+    ImportChunk,
+    ImportMode,
+    ImportRowError,
+    ImportStatus,
+    OptIn,
+    Subscriber,
+    SubscriberStatus,
+    Subscription,
+    SubscriptionStatus,
+    Suppression,
+    SuppressionReason,
+)
+from emailkit.domain.audience import lists, subscribers, suppressions
+from emailkit.domain.audience.imports import load as imports_load
+from emailkit.domain.audience.imports import service as imports
+from emailkit.domain.audience.imports.service import ImportRequest, ImportState
+from emailkit.domain.audience.suppressions import email_hash
 from tests.support.factories import insert_list
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"

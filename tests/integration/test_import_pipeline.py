@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from emailkit.domain import imports, imports_load, imports_pg
-from emailkit.domain.db import Database
-from emailkit.domain.models_audience import ImportStatus
+from emailkit.db.engine import Database
+from emailkit.db.tables.audience import ImportStatus
+from emailkit.domain.audience.imports import load as imports_load
+from emailkit.domain.audience.imports import postgres as imports_pg
+from emailkit.domain.audience.imports import service as imports
 from tests.integration.test_import_job import (  # noqa: F401  (collected again, with two-row chunks)
     people,
     run,

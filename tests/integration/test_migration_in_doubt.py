@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from sqlalchemy import text
 
 from emailkit import migrate
-from emailkit.domain.db import Database
+from emailkit.db.engine import Database
 from tests.integration.test_migrations import empty_db  # noqa: F401  (fixture)
 
 NOTE = "outcome unknown: the worker stopped while handing this message to the provider"

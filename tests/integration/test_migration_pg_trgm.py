@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from emailkit import migrate
-from emailkit.domain.db import Database
+from emailkit.db.engine import Database
 from tests.integration.test_cli import _base_env, assert_one_line_error, emailkit
 from tests.integration.test_migrations import create_scratch_database, drop_scratch_database
 from tests.support.environment import PG_URL, TEST_SECRET

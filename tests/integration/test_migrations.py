@@ -20,8 +20,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from emailkit import migrate
-from emailkit.domain.db import Database
-from emailkit.domain.models import Base
+from emailkit.db.engine import Database
+from emailkit.db.tables.base import Base
 from tests.support.environment import BACKENDS, PG_URL
 
 

@@ -10,17 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, update
 
-from emailkit.domain import deliveries, lifecycle
-from emailkit.domain.db import Database
-from emailkit.domain.models import (
-    BatchStatus,
-    Campaign,
-    CampaignBatch,
-    CampaignList,
-    CampaignStatus,
-    ContentFormat,
-    Delivery,
-    DeliveryStatus,
+from emailkit.db.engine import Database
+from emailkit.db.tables.audience import (
     MailingList,
     OptIn,
     Subscriber,
@@ -28,10 +19,21 @@ from emailkit.domain.models import (
     Subscription,
     SubscriptionStatus,
 )
-from emailkit.domain.pipeline import CampaignSender, PipelineConfig
-from emailkit.domain.sending import EmailProvider, OutgoingMessage, SendResult
+from emailkit.db.tables.content import ContentFormat
+from emailkit.db.tables.sending import (
+    BatchStatus,
+    Campaign,
+    CampaignBatch,
+    CampaignList,
+    CampaignStatus,
+    Delivery,
+    DeliveryStatus,
+)
+from emailkit.domain.content.tracked_urls import PURPOSE_CLICK, TrackingUrls
+from emailkit.domain.ports.provider import EmailProvider, OutgoingMessage, SendResult
+from emailkit.domain.sending import deliveries, lifecycle
+from emailkit.domain.sending.pipeline import CampaignSender, PipelineConfig
 from emailkit.domain.tokens import TokenSigner
-from emailkit.domain.tracking import PURPOSE_CLICK, TrackingUrls
 from emailkit.providers.outbox import OutboxProvider
 
 SECRET = "pipeline-test-secret-0123456789"
@@ -347,7 +349,7 @@ async def test_content_that_no_longer_compiles_fails_the_campaign(
 
 
 async def test_retry_failed_deliveries_sends_only_the_failed_ones(db: Database, tmp_path: Path) -> None:
-    from emailkit.domain.deliveries import retry_failed_deliveries
+    from emailkit.domain.sending.deliveries import retry_failed_deliveries
 
     campaign_id, _ = await seed(db, n=6)
     provider = FailingProvider(OutboxProvider(tmp_path), {"user001@example.com", "user002@example.com"})

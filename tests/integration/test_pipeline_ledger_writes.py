@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from emailkit.domain.db import Database
-from emailkit.domain.models import BatchStatus, Campaign, CampaignBatch, Delivery, DeliveryStatus
-from emailkit.domain.pipeline import CampaignSender, LeaseLost
+from emailkit.db.engine import Database
+from emailkit.db.tables.sending import BatchStatus, Campaign, CampaignBatch, Delivery, DeliveryStatus
+from emailkit.domain.sending.pipeline import CampaignSender, LeaseLost
 from emailkit.providers.outbox import OutboxProvider
 from tests.integration.test_pipeline import make_sender, seed, start
 

@@ -6,19 +6,12 @@ from pathlib import Path
 
 from sqlalchemy import select, update
 
-from emailkit.domain.db import Database
-from emailkit.domain.models import (
-    Campaign,
-    CampaignStatus,
-    ContentFormat,
-    Delivery,
-    DeliveryStatus,
-    Subscriber,
-    Template,
-    TemplateKind,
-)
+from emailkit.db.engine import Database
+from emailkit.db.tables.audience import Subscriber
+from emailkit.db.tables.content import ContentFormat, Template, TemplateKind
+from emailkit.db.tables.sending import Campaign, CampaignStatus, Delivery, DeliveryStatus
 from emailkit.domain.runtime import Runtime, SendingSetup
-from emailkit.domain.transactional import send_transactional
+from emailkit.domain.sending.transactional import send_transactional
 from emailkit.providers.outbox import OutboxProvider
 from tests.integration.test_pipeline import SECRET, CountingProvider, campaign_row, make_sender, seed, start
 

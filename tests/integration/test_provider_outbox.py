@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from emailkit.domain.sending import DELIVERY_HEADER, Address, OutgoingMessage
+from emailkit.domain.ports.provider import DELIVERY_HEADER, Address, OutgoingMessage
 from emailkit.providers.outbox import OutboxProvider
 from emailkit.providers.registry import build_provider
 from emailkit.providers.sendgrid import SendGridProvider

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from emailkit.domain.sending import DELIVERY_TAG, Address, OutgoingMessage
+from emailkit.domain.ports.provider import DELIVERY_TAG, Address, OutgoingMessage
 from emailkit.providers.registry import build_provider
 from emailkit.providers.sendgrid import SendGridProvider
 from emailkit.settings import Settings

@@ -17,7 +17,7 @@ import pytest
 from botocore.credentials import Credentials
 from moto.server import ThreadedMotoServer
 
-from emailkit.domain.sending import DELIVERY_HEADER, DELIVERY_TAG, Address, OutgoingMessage
+from emailkit.domain.ports.provider import DELIVERY_HEADER, DELIVERY_TAG, Address, OutgoingMessage
 from emailkit.providers.registry import build_provider
 from emailkit.providers.ses import SesProvider
 from emailkit.settings import Settings

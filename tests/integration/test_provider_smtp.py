@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from emailkit.domain.sending import DELIVERY_HEADER, Address, OutgoingMessage, SendResult
+from emailkit.domain.ports.provider import DELIVERY_HEADER, Address, OutgoingMessage, SendResult
 from emailkit.providers.dkim import DkimSigner
 from emailkit.providers.smtp import REPORT_EVERY, SmtpProvider, parse_smtp_url
 from emailkit.providers.smtp_pool import MAX_CONNECTION_TRIES

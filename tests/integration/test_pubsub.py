@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from emailkit.domain.ports import LiveUpdatesUnavailable, Message
+from emailkit.domain.ports.queue import LiveUpdatesUnavailable, Message
 from emailkit.domain.throttle import CoalescingPublisher
 from emailkit.tasks.pubsub import InProcessPubSub, RedisPubSub
 from tests.support.environment import REDIS_URL

@@ -33,9 +33,9 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from emailkit.app import create_app
-from emailkit.domain import lists
-from emailkit.domain.db import Database
-from emailkit.domain.models import MailingList
+from emailkit.db.engine import Database
+from emailkit.db.tables.audience import MailingList
+from emailkit.domain.audience import lists
 from emailkit.domain.runtime import Runtime
 from emailkit.settings import Settings
 from emailkit.tasks.broker import (

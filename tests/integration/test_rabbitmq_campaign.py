@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from emailkit.domain.db import Database
-from emailkit.domain.models import CampaignStatus
+from emailkit.db.engine import Database
+from emailkit.db.tables.sending import CampaignStatus
 from emailkit.providers.smtp import REPORT_EVERY
 from tests.integration.test_crash_safety import (
     SMTP_POOL_SIZE,

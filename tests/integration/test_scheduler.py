@@ -7,21 +7,13 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 
-from emailkit.domain import lifecycle, scheduler
-from emailkit.domain.db import Database
-from emailkit.domain.models import (
-    BatchStatus,
-    Campaign,
-    CampaignBatch,
-    CampaignList,
-    CampaignStatus,
-    ContentFormat,
-    MailingList,
-    Subscriber,
-    Subscription,
-)
-from emailkit.domain.ports import JobArg
+from emailkit.db.engine import Database
+from emailkit.db.tables.audience import MailingList, Subscriber, Subscription
+from emailkit.db.tables.content import ContentFormat
+from emailkit.db.tables.sending import BatchStatus, Campaign, CampaignBatch, CampaignList, CampaignStatus
+from emailkit.domain.ports.queue import JobArg
 from emailkit.domain.runtime import Runtime
+from emailkit.domain.sending import lifecycle, scheduler
 from tests.support.environment import TEST_SECRET
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)

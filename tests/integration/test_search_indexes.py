@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import event, insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from emailkit.domain import segments, subscribers
-from emailkit.domain.db import Database
-from emailkit.domain.models import Subscriber
+from emailkit.db.engine import Database
+from emailkit.db.tables.audience import Subscriber
+from emailkit.domain.audience import segments, subscribers
 from emailkit.domain.pagination import Page
 
 N = 3000

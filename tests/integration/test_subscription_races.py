@@ -22,12 +22,12 @@ import pytest
 from sqlalchemy import event, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from emailkit.domain import imports, lists, subscribers
-from emailkit.domain.db import Database
+from emailkit.db.engine import Database
+from emailkit.db.tables.audience import ImportStatus, MailingList, Subscriber, Subscription
+from emailkit.domain.audience import lists, subscribers
+from emailkit.domain.audience.imports import service as imports
+from emailkit.domain.audience.imports.service import ImportRequest, ImportState
 from emailkit.domain.errors import DomainError, ErrorCode
-from emailkit.domain.imports import ImportRequest, ImportState
-from emailkit.domain.models import MailingList, Subscriber, Subscription
-from emailkit.domain.models_audience import ImportStatus
 from emailkit.domain.transactions import ConcurrentChange, run_in_transaction
 from tests.support.races import (
     FOREIGN_KEY_VIOLATION,

@@ -16,8 +16,8 @@ from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from emailkit import migrate
-from emailkit.domain.db import Database
-from emailkit.domain.models import MailingList, Subscriber, Subscription
+from emailkit.db.engine import Database
+from emailkit.db.tables.audience import MailingList, Subscriber, Subscription
 from tests.integration.test_migrations import create_scratch_database, drop_scratch_database
 from tests.support.environment import PG_URL
 from tests.support.races import orphans

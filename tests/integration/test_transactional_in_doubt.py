@@ -6,11 +6,11 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from emailkit.domain import scheduler, transactional
-from emailkit.domain.db import Database
-from emailkit.domain.models import Delivery, DeliveryStatus
-from emailkit.domain.pipeline import IN_DOUBT_NOTE
-from emailkit.domain.types import utcnow
+from emailkit.db.engine import Database
+from emailkit.db.tables.sending import Delivery, DeliveryStatus
+from emailkit.db.types import utcnow
+from emailkit.domain.sending import scheduler, transactional
+from emailkit.domain.sending.pipeline import IN_DOUBT_NOTE
 from tests.support.transactional import outbox_runtime, receipts
 
 

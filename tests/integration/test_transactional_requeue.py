@@ -7,11 +7,11 @@ import asyncio
 from datetime import timedelta
 from pathlib import Path
 
-from emailkit.domain import scheduler, transactional
-from emailkit.domain.db import Database
-from emailkit.domain.models import Delivery, DeliveryStatus
+from emailkit.db.engine import Database
+from emailkit.db.tables.sending import Delivery, DeliveryStatus
+from emailkit.db.types import utcnow
 from emailkit.domain.runtime import Runtime
-from emailkit.domain.types import utcnow
+from emailkit.domain.sending import scheduler, transactional
 from tests.integration.test_scheduler import RecordingQueue
 from tests.support.environment import TEST_SECRET
 from tests.support.transactional import outbox_runtime, receipts

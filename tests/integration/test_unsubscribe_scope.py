@@ -13,28 +13,32 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from emailkit.domain import lifecycle
-from emailkit.domain.db import Database
-from emailkit.domain.events import META_DELIVERY, EventType, NormalizedEvent
-from emailkit.domain.feedback import record_events
-from emailkit.domain.models import (
-    Campaign,
-    CampaignList,
-    CampaignStatus,
-    ContentFormat,
-    Delivery,
-    DeliveryStatus,
+from emailkit.db.engine import Database
+from emailkit.db.tables.audience import (
     MailingList,
     OptIn,
+    Segment,
     Subscriber,
     Subscription,
     SubscriptionStatus,
 )
-from emailkit.domain.models_audience import CampaignSegment, Segment
-from emailkit.domain.pipeline import CampaignSender
+from emailkit.db.tables.content import ContentFormat
+from emailkit.db.tables.feedback import EventType
+from emailkit.db.tables.sending import (
+    Campaign,
+    CampaignList,
+    CampaignSegment,
+    CampaignStatus,
+    Delivery,
+    DeliveryStatus,
+)
+from emailkit.domain.content.tracked_urls import TrackingUrls
+from emailkit.domain.feedback import record_events
+from emailkit.domain.feedback.hits import unsubscribe_delivery
+from emailkit.domain.ports.webhooks import META_DELIVERY, NormalizedEvent
+from emailkit.domain.sending import lifecycle
+from emailkit.domain.sending.pipeline import CampaignSender
 from emailkit.domain.tokens import TokenSigner
-from emailkit.domain.tracking import TrackingUrls
-from emailkit.domain.tracking_events import unsubscribe_delivery
 from emailkit.providers.outbox import OutboxProvider
 from tests.integration.test_pipeline import CountingProvider
 

@@ -20,9 +20,9 @@ from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from emailkit import migrate
-from emailkit.domain import lists, subscribers
-from emailkit.domain.db import Database
-from emailkit.domain.models import Subscription
+from emailkit.db.engine import Database
+from emailkit.db.tables.audience import Subscription
+from emailkit.domain.audience import lists, subscribers
 from tests.support.pg_cluster import ThrowawayCluster, running_cluster
 from tests.support.races import OK, backend_pid, orphans, outcome, wait_until_blocked
 

@@ -4,17 +4,10 @@ from __future__ import annotations
 
 from sqlalchemy import insert
 
-from emailkit.domain.db import Database
-from emailkit.domain.models import (
-    Campaign,
-    CampaignList,
-    ContentFormat,
-    MailingList,
-    OptIn,
-    Subscriber,
-    Subscription,
-    SubscriptionStatus,
-)
+from emailkit.db.engine import Database
+from emailkit.db.tables.audience import MailingList, OptIn, Subscriber, Subscription, SubscriptionStatus
+from emailkit.db.tables.content import ContentFormat
+from emailkit.db.tables.sending import Campaign, CampaignList
 
 BODY = """<p>Hello {{ subscriber.name }},</p>
 <p>This month: <a href="https://example.com/news">the news</a>.</p>

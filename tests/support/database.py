@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import event, text
 
 from emailkit import migrate
-from emailkit.domain.db import Database
-from emailkit.domain.models import Base
+from emailkit.db.engine import Database
+from emailkit.db.tables.base import Base
 from tests.support.environment import PG_URL, pg_async_url
 
 

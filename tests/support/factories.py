@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from emailkit.domain import apikeys, lists
-from emailkit.domain.db import Database
-from emailkit.domain.models import OptIn, Role
+from emailkit.db.engine import Database
+from emailkit.db.tables.access import Role
+from emailkit.db.tables.audience import OptIn
+from emailkit.domain import apikeys
+from emailkit.domain.audience import lists
 
 
 async def make_key(db: Database, role: Role = Role.ADMIN, name: str = "test") -> str:

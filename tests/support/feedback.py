@@ -8,20 +8,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
-from emailkit.domain.db import Database
-from emailkit.domain.events import BounceType, EventType, NormalizedEvent
-from emailkit.domain.models import (
-    Campaign,
-    CampaignList,
-    CampaignStatus,
-    Delivery,
-    DeliveryStatus,
-    MailingList,
-    Subscriber,
-    Subscription,
-    SubscriptionStatus,
-)
-from emailkit.domain.models_feedback import CampaignStats
+from emailkit.db.engine import Database
+from emailkit.db.tables.audience import MailingList, Subscriber, Subscription, SubscriptionStatus
+from emailkit.db.tables.feedback import BounceType, CampaignStats, EventType
+from emailkit.db.tables.sending import Campaign, CampaignList, CampaignStatus, Delivery, DeliveryStatus
+from emailkit.domain.ports.webhooks import NormalizedEvent
 
 T0 = datetime(2026, 3, 2, 10, 15, tzinfo=UTC)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from emailkit.domain.sending import SendResult
+from emailkit.domain.ports.provider import SendResult
 
 
 @dataclass

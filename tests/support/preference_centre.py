@@ -4,13 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from emailkit.domain.db import Database
-from emailkit.domain.models import (
-    Campaign,
-    CampaignList,
-    CampaignStatus,
-    Delivery,
-    DeliveryStatus,
+from emailkit.db.engine import Database
+from emailkit.db.tables.audience import (
     MailingList,
     OptIn,
     Subscriber,
@@ -18,6 +13,7 @@ from emailkit.domain.models import (
     SubscriptionStatus,
     Visibility,
 )
+from emailkit.db.tables.sending import Campaign, CampaignList, CampaignStatus, Delivery, DeliveryStatus
 
 C, U, X = SubscriptionStatus.CONFIRMED, SubscriptionStatus.UNCONFIRMED, SubscriptionStatus.UNSUBSCRIBED
 

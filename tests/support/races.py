@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from emailkit.domain.db import Database
+from emailkit.db.engine import Database
 from emailkit.domain.transactions import sqlstate
 
 OK = "ok"

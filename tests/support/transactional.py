@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from emailkit.app import sending_setup
-from emailkit.domain.db import Database
-from emailkit.domain.models import ContentFormat, Delivery, DeliveryStatus, Template, TemplateKind
-from emailkit.domain.ports import JobQueue
+from emailkit.db.engine import Database
+from emailkit.db.tables.content import ContentFormat, Template, TemplateKind
+from emailkit.db.tables.sending import Delivery, DeliveryStatus
+from emailkit.domain.ports.queue import JobQueue
 from emailkit.domain.runtime import Runtime
 from emailkit.settings import Settings
 from tests.support.environment import TEST_SECRET

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from emailkit.domain.errors import DomainError, ErrorCode
-from emailkit.domain.imports_csv import (
+from emailkit.domain.audience.imports.csvfile import (
     SAMPLE_BYTES,
     Dialect,
     ParseStats,
@@ -27,6 +26,7 @@ from emailkit.domain.imports_csv import (
     sniff_delimiter,
     sniff_encoding,
 )
+from emailkit.domain.errors import DomainError, ErrorCode
 from emailkit.domain.validation import normalize_email
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"

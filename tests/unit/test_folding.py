@@ -7,11 +7,11 @@ import email.policy
 from html.parser import HTMLParser
 from typing import Any
 
-from emailkit.domain.mime import MimeBuilder
-from emailkit.domain.models import ContentFormat
-from emailkit.domain.rendering import compile_content, sample_context
-from emailkit.domain.rendering.folding import FOLD_AFTER, fold_lines, indent_style_dots
-from emailkit.domain.sending import Address, OutgoingMessage
+from emailkit.db.tables.content import ContentFormat
+from emailkit.domain.content.rendering import compile_content, sample_context
+from emailkit.domain.content.rendering.folding import FOLD_AFTER, fold_lines, indent_style_dots
+from emailkit.domain.ports.provider import Address, OutgoingMessage
+from emailkit.providers.mime import MimeBuilder
 
 CELL = '<td align="left" class="cell" style="font-size:0px;padding:10px 25px;word-break:break-word;">x</td>'
 

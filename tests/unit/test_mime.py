@@ -9,8 +9,8 @@ from email.policy import default
 
 import pytest
 
-from emailkit.domain.mime import MimeBuilder, MimeError, ascii_email, has_long_line, unstructured_header
-from emailkit.domain.sending import DELIVERY_HEADER, Address, OutgoingMessage
+from emailkit.domain.ports.provider import DELIVERY_HEADER, Address, OutgoingMessage
+from emailkit.providers.mime import MimeBuilder, MimeError, ascii_email, has_long_line, unstructured_header
 
 
 def make(**overrides: object) -> OutgoingMessage:

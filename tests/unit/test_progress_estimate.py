@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from emailkit.domain.progress import RateEstimator
+from emailkit.domain.sending.progress import RateEstimator
 
 
 def test_a_running_campaign_has_an_eta_from_its_recent_rate() -> None:

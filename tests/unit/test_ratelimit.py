@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from emailkit.domain.ratelimit import LocalRateLimiter
+from emailkit.domain.sending.ratelimit import LocalRateLimiter
 
 
 class FakeClock:

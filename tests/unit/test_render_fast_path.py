@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from jinja2 import Template
 
-from emailkit.domain.rendering import sample_context
-from emailkit.domain.rendering.content import fast_render
-from emailkit.domain.rendering.jinja import HTML_ENV, TEXT_ENV, render_failure
+from emailkit.domain.content.rendering import sample_context
+from emailkit.domain.content.rendering.content import fast_render
+from emailkit.domain.content.rendering.jinja import HTML_ENV, TEXT_ENV, render_failure
+from emailkit.domain.content.tracked_urls import add_open_pixel, rewrite_links
 from emailkit.domain.tokens import TokenSigner
-from emailkit.domain.tracking import add_open_pixel, rewrite_links
 
 TEMPLATES = [
     "Hello {{ subscriber.name }} from {{ subscriber.attributes.city | default('nowhere') }}",

@@ -8,17 +8,17 @@ from typing import Any
 import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from emailkit.domain.errors import DomainError
-from emailkit.domain.models import ContentFormat
-from emailkit.domain.rendering import RenderError, compile_content, sample_context, validate_content
-from emailkit.domain.rendering.jinja import HTML_ENV, TEXT_ENV
-from emailkit.domain.rendering.limits import (
+from emailkit.db.tables.content import ContentFormat
+from emailkit.domain.content.rendering import RenderError, compile_content, sample_context, validate_content
+from emailkit.domain.content.rendering.jinja import HTML_ENV, TEXT_ENV
+from emailkit.domain.content.rendering.limits import (
     MAX_LOOP_ITERATIONS,
     MAX_OUTPUT_CHARS,
     RENDER_TIMEOUT_SECONDS,
     RenderBudget,
     render_stream,
 )
+from emailkit.domain.errors import DomainError
 
 HTML = ContentFormat.HTML
 
@@ -139,7 +139,7 @@ def test_template_render_outside_the_fast_path_is_bounded_too() -> None:
 
 
 def test_a_budget_is_installed_only_while_rendering() -> None:
-    from emailkit.domain.rendering.limits import current_budget
+    from emailkit.domain.content.rendering.limits import current_budget
 
     seen: list[RenderBudget | None] = []
     template = TEXT_ENV.from_string("{{ probe() }}")

@@ -4,9 +4,8 @@ from typing import Any
 
 import pytest
 
-from emailkit.domain.errors import DomainError
-from emailkit.domain.models import ContentFormat
-from emailkit.domain.rendering import (
+from emailkit.db.tables.content import ContentFormat
+from emailkit.domain.content.rendering import (
     CompiledContent,
     RenderError,
     compile_content,
@@ -17,6 +16,7 @@ from emailkit.domain.rendering import (
     validate_content,
     validate_plain_text,
 )
+from emailkit.domain.errors import DomainError
 
 MJML, HTML = ContentFormat.MJML, ContentFormat.HTML
 

@@ -13,9 +13,9 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from emailkit.domain import segments
+from emailkit.db.tables.audience import Subscriber
+from emailkit.domain.audience import segments
 from emailkit.domain.errors import DomainError
-from emailkit.domain.models import Subscriber
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 # The drivers the application runs on (no connection is made).

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from emailkit.domain.audience.subscribers import ATTRIBUTES_MAX_BYTES, ATTRIBUTES_MAX_DEPTH, attribute_errors
 from emailkit.domain.errors import ErrorCode
-from emailkit.domain.subscribers import ATTRIBUTES_MAX_BYTES, ATTRIBUTES_MAX_DEPTH, attribute_errors
 
 
 def codes(value: object) -> list[ErrorCode]:

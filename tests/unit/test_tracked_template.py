@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from emailkit.domain.models import ContentFormat
-from emailkit.domain.rendering import CLICK_CALL, PIXEL_CALL, compile_content, template_context
+from emailkit.db.tables.content import ContentFormat
+from emailkit.domain.content.rendering import CLICK_CALL, PIXEL_CALL, compile_content, template_context
+from emailkit.domain.content.tracked_urls import TrackingUrls, add_open_pixel, rewrite_links
 from emailkit.domain.tokens import TokenSigner
-from emailkit.domain.tracking import TrackingUrls, add_open_pixel, rewrite_links
 
 URLS = TrackingUrls("https://mail.example.org", TokenSigner("k" * 32))
 DID = 4242

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from emailkit.domain.events import META_DELIVERY, BounceType, EventType, MalformedPayload, SignatureInvalid
+from emailkit.db.tables.feedback import BounceType, EventType
+from emailkit.domain.ports.webhooks import META_DELIVERY, MalformedPayload, SignatureInvalid
 from emailkit.providers.webhooks import build_parser, receive
 from emailkit.providers.webhooks.brevo import BrevoWebhookParser
 from emailkit.settings import Settings

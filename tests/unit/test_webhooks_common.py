@@ -10,9 +10,8 @@ import pytest
 from pydantic import SecretStr, ValidationError
 from starlette.datastructures import Headers
 
-from emailkit.domain.events import (
-    BounceType,
-    EventType,
+from emailkit.db.tables.feedback import BounceType, EventType
+from emailkit.domain.ports.webhooks import (
     MalformedPayload,
     NormalizedEvent,
     SignatureInvalid,

@@ -11,14 +11,8 @@ from typing import Any
 
 import pytest
 
-from emailkit.domain.events import (
-    DELIVERY_HEADER,
-    META_DELIVERY,
-    BounceType,
-    EventType,
-    MalformedPayload,
-    SignatureInvalid,
-)
+from emailkit.db.tables.feedback import BounceType, EventType
+from emailkit.domain.ports.webhooks import DELIVERY_HEADER, META_DELIVERY, MalformedPayload, SignatureInvalid
 from emailkit.providers.webhooks import MemorySeenTokens, WebhookDeps, build_parser, receive
 from emailkit.providers.webhooks.mailgun import MailgunWebhookParser
 from emailkit.settings import Settings

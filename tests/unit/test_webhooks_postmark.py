@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from emailkit.domain.events import BounceType, EventType, MalformedPayload, SignatureInvalid
+from emailkit.db.tables.feedback import BounceType, EventType
+from emailkit.domain.ports.webhooks import MalformedPayload, SignatureInvalid
 from emailkit.providers.webhooks import build_parser, receive
 from emailkit.providers.webhooks.postmark import PostmarkWebhookParser
 from emailkit.settings import Settings

@@ -12,12 +12,11 @@ from typing import Any
 
 import pytest
 
-from emailkit.domain.events import (
+from emailkit.db.tables.feedback import BounceType, EventType
+from emailkit.domain.ports.webhooks import (
     DELIVERY_HEADER,
     META_CAMPAIGN,
     META_DELIVERY,
-    BounceType,
-    EventType,
     MalformedPayload,
     SignatureInvalid,
 )

@@ -12,12 +12,11 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from emailkit.domain.events import (
+from emailkit.db.tables.feedback import BounceType, EventType
+from emailkit.domain.ports.webhooks import (
     META_CAMPAIGN,
     META_DELIVERY,
     META_SUBSCRIBER,
-    BounceType,
-    EventType,
     MalformedPayload,
     SignatureInvalid,
 )

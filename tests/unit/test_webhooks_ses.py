@@ -14,12 +14,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from emailkit.domain.events import (
+from emailkit.db.tables.feedback import BounceType, EventType
+from emailkit.domain.ports.webhooks import (
     DELIVERY_HEADER,
     META_CAMPAIGN,
     META_DELIVERY,
-    BounceType,
-    EventType,
     MalformedPayload,
     NormalizedEvent,
     SignatureInvalid,

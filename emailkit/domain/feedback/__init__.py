@@ -47,10 +47,10 @@ Other entry points: :func:`is_suppressed` (transactional sends), the suppression
 (periodic: monthly partitions ahead on PostgreSQL, old dedupe keys pruned).
 """
 
+from emailkit.domain.audience.suppressions import email_hash, is_suppressed, suppressed_among
 from emailkit.domain.feedback.partitions import ensure_event_partitions, maintain_event_partitions
 from emailkit.domain.feedback.recording import Recorded, publish, record, record_events
-from emailkit.domain.feedback.suppressions import is_suppressed, suppressed_among
-from emailkit.domain.feedback.types import FeedbackPolicy, IncomingEvent, RecordSummary, email_hash
+from emailkit.domain.feedback.types import FeedbackPolicy, IncomingEvent, RecordSummary
 
 __all__ = [
     "FeedbackPolicy",

@@ -16,11 +16,10 @@ from datetime import datetime
 from sqlalchemy import BigInteger, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from emailkit.domain.events import EventType
+from emailkit.db.dialect import one_of
+from emailkit.db.tables.feedback import CampaignLink, CampaignTimeline, Event, EventType
 from emailkit.domain.feedback.live import StatsSnapshot, stats_snapshots
 from emailkit.domain.feedback.policy import complaint_rate_base
-from emailkit.domain.feedback.sql import one_of
-from emailkit.domain.models_feedback import CampaignLink, CampaignTimeline, Event
 from emailkit.domain.pagination import Page, keyset_page
 
 MAX_LINKS = 500

@@ -15,9 +15,10 @@ from typing import NamedTuple
 from sqlalchemy import BigInteger, String, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from emailkit.domain.feedback.sql import dialect_of, one_of, pg_driver
+from emailkit.db.dialect import dialect_of, one_of, pg_driver
+from emailkit.db.tables.audience import Subscriber
+from emailkit.db.tables.sending import Campaign, Delivery, DeliveryStatus
 from emailkit.domain.feedback.types import Pending
-from emailkit.domain.models import Campaign, Delivery, DeliveryStatus, Subscriber
 
 # Deliveries that went out (or may have: an event about an IN_DOUBT one shows it did); a SKIPPED or QUEUED
 # row never reached the recipient.

@@ -9,9 +9,9 @@ from typing import Any
 from sqlalchemy import BigInteger, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from emailkit.domain.feedback.sql import one_of
-from emailkit.domain.models import Campaign
-from emailkit.domain.models_feedback import CampaignStats
+from emailkit.db.dialect import one_of
+from emailkit.db.tables.feedback import CampaignStats
+from emailkit.db.tables.sending import Campaign
 
 
 def stats_channel(campaign_id: int) -> str:

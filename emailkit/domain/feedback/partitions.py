@@ -19,8 +19,8 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy import delete, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from emailkit.domain.db import Database
-from emailkit.domain.models_feedback import CampaignFirst, EventKey
+from emailkit.db.engine import Database
+from emailkit.db.tables.feedback import CampaignFirst, EventKey
 
 log = logging.getLogger(__name__)
 

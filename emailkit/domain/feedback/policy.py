@@ -3,7 +3,7 @@
 * a hard bounce or a complaint suppresses the address at once and blocklists its subscriber;
 * ``soft_bounce_limit`` soft bounces of one address within ``soft_bounce_window`` do the same;
 * an unsubscribe marks UNSUBSCRIBED the subscriber's subscriptions to every list through which its delivery
-  could reach them (see :mod:`emailkit.domain.preferences.scope`; every list when no delivery is known);
+  could reach them (see :mod:`emailkit.domain.audience.preferences.scope`; every list when no delivery is known);
 * a RUNNING campaign whose complaint rate passes ``complaint_pause_rate`` (once ``complaint_min_sample``
   messages were delivered, or sent when the provider reports no deliveries) is PAUSED, with the reason.
 """
@@ -18,19 +18,20 @@ from datetime import datetime
 from sqlalchemy import BigInteger, String, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from emailkit.domain.events import BounceType, EventType
-from emailkit.domain.feedback.sql import dialect_of, one_of, pg_driver, upsert
-from emailkit.domain.feedback.types import FeedbackPolicy, Pending, email_hash
-from emailkit.domain.models import (
-    Campaign,
-    CampaignStatus,
+from emailkit.db.dialect import dialect_of, one_of, pg_driver, upsert
+from emailkit.db.tables.audience import (
     Subscriber,
     SubscriberStatus,
     Subscription,
     SubscriptionStatus,
+    Suppression,
+    SuppressionReason,
 )
-from emailkit.domain.models_feedback import Event, Suppression, SuppressionReason
-from emailkit.domain.preferences import scope
+from emailkit.db.tables.feedback import BounceType, Event, EventType
+from emailkit.db.tables.sending import Campaign, CampaignStatus
+from emailkit.domain.audience.preferences import scope
+from emailkit.domain.audience.suppressions import email_hash
+from emailkit.domain.feedback.types import FeedbackPolicy, Pending
 
 _PG_SUPPRESS = """
 INSERT INTO suppressions (email, email_hash, reason, source, detail, campaign_id, created_at)

@@ -11,8 +11,9 @@ from datetime import datetime
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from emailkit.domain.db import Database
-from emailkit.domain.events import NormalizedEvent
+from emailkit.db.engine import Database
+from emailkit.db.tables.sending import Campaign
+from emailkit.db.types import utcnow
 from emailkit.domain.feedback import policy as rules
 from emailkit.domain.feedback import storage
 from emailkit.domain.feedback.correlation import correlate
@@ -25,10 +26,9 @@ from emailkit.domain.feedback.types import (
     from_incoming,
     from_normalized,
 )
-from emailkit.domain.models import Campaign
-from emailkit.domain.progress import ProgressReporter
+from emailkit.domain.ports.webhooks import NormalizedEvent
+from emailkit.domain.sending.progress import ProgressReporter
 from emailkit.domain.throttle import CoalescingPublisher
-from emailkit.domain.types import utcnow
 
 log = logging.getLogger(__name__)
 

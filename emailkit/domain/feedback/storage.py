@@ -17,8 +17,16 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from emailkit.domain.events import EventType
-from emailkit.domain.feedback.sql import dialect_of, pg_driver, upsert
+from emailkit.db.dialect import dialect_of, pg_driver, upsert
+from emailkit.db.tables.feedback import (
+    CampaignFirst,
+    CampaignLink,
+    CampaignStats,
+    CampaignTimeline,
+    Event,
+    EventKey,
+    EventType,
+)
 from emailkit.domain.feedback.types import (
     MARKER_BOUNCED,
     MARKER_CLICK,
@@ -28,14 +36,6 @@ from emailkit.domain.feedback.types import (
     Pending,
     link_marker,
     url_hash,
-)
-from emailkit.domain.models_feedback import (
-    CampaignFirst,
-    CampaignLink,
-    CampaignStats,
-    CampaignTimeline,
-    Event,
-    EventKey,
 )
 
 # Which counter a first-seen marker of each event type feeds. Deliveries need none: a provider reports one

@@ -8,14 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from emailkit.domain.events import (
-    META_CAMPAIGN,
-    META_DELIVERY,
-    META_SUBSCRIBER,
-    BounceType,
-    EventType,
-    NormalizedEvent,
-)
+from emailkit.db.tables.feedback import BounceType, EventType
+from emailkit.domain.audience.suppressions import email_hash
+from emailkit.domain.ports.webhooks import META_CAMPAIGN, META_DELIVERY, META_SUBSCRIBER, NormalizedEvent
 
 OUR_PROVIDER = "emailkit"
 # Opens and clicks may be recorded anonymously; the other types need the recipient for their policy.
@@ -23,11 +18,6 @@ ANONYMISABLE = frozenset({EventType.OPEN, EventType.CLICK})
 
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 _DIGITS = re.compile(r"^[0-9]{1,18}$")
-
-
-def email_hash(email: str) -> str:
-    """sha256 hex of the trimmed, lower-cased address (what is kept of a suppression after erasure)."""
-    return hashlib.sha256(email.strip().lower().encode()).hexdigest()
 
 
 def url_hash(url: str) -> str:

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-import emailkit.domain.types
+import emailkit.db.types
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -31,9 +31,9 @@ def upgrade() -> None:
         ),
         sa.Column("prefix", sa.String(length=16), nullable=False),
         sa.Column("key_hash", sa.String(length=64), nullable=False),
-        sa.Column("created_at", emailkit.domain.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("last_used_at", emailkit.domain.types.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("revoked_at", emailkit.domain.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", emailkit.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("last_used_at", emailkit.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("revoked_at", emailkit.db.types.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_keys")),
         sa.UniqueConstraint("key_hash", name=op.f("uq_api_keys_key_hash")),
         sqlite_autoincrement=True,
@@ -53,8 +53,8 @@ def upgrade() -> None:
             sa.Enum("ENABLED", "BLOCKLISTED", name="subscriberstatus", native_enum=False, length=24),
             nullable=False,
         ),
-        sa.Column("created_at", emailkit.domain.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", emailkit.domain.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", emailkit.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", emailkit.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_subscribers")),
         sa.UniqueConstraint("email", name=op.f("uq_subscribers_email")),
         sqlite_autoincrement=True,
@@ -75,8 +75,8 @@ def upgrade() -> None:
         ),
         sa.Column("subject", sa.String(length=998), nullable=False),
         sa.Column("body", sa.Text(), nullable=False),
-        sa.Column("created_at", emailkit.domain.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", emailkit.domain.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", emailkit.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", emailkit.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_templates")),
         sqlite_autoincrement=True,
     )
@@ -98,8 +98,8 @@ def upgrade() -> None:
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
             nullable=False,
         ),
-        sa.Column("created_at", emailkit.domain.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", emailkit.domain.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", emailkit.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", emailkit.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("optin_template_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.ForeignKeyConstraint(
             ["optin_template_id"],
@@ -145,16 +145,16 @@ def upgrade() -> None:
         sa.Column("plain_text", sa.Text(), nullable=True),
         sa.Column("track_opens", sa.Boolean(), nullable=False),
         sa.Column("track_clicks", sa.Boolean(), nullable=False),
-        sa.Column("send_at", emailkit.domain.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("send_at", emailkit.db.types.UTCDateTime(timezone=True), nullable=True),
         sa.Column("audience_max_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.Column("recipients_count", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("sent_count", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("failed_count", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("skipped_count", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("started_at", emailkit.domain.types.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("finished_at", emailkit.domain.types.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("created_at", emailkit.domain.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", emailkit.domain.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("started_at", emailkit.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("finished_at", emailkit.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", emailkit.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", emailkit.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["template_id"],
             ["templates.id"],
@@ -184,8 +184,8 @@ def upgrade() -> None:
             ),
             nullable=False,
         ),
-        sa.Column("created_at", emailkit.domain.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", emailkit.domain.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", emailkit.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", emailkit.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["list_id"], ["lists.id"], name=op.f("fk_subscriptions_list_id_lists"), ondelete="CASCADE"
         ),
@@ -214,9 +214,9 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("lease_until", emailkit.domain.types.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("enqueued_at", emailkit.domain.types.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("updated_at", emailkit.domain.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("lease_until", emailkit.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("enqueued_at", emailkit.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("updated_at", emailkit.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["campaign_id"],
             ["campaigns.id"],
@@ -281,9 +281,9 @@ def upgrade() -> None:
         sa.Column("provider_message_id", sa.String(length=255), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("last_error", sa.Text(), nullable=True),
-        sa.Column("created_at", emailkit.domain.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", emailkit.domain.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("sent_at", emailkit.domain.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", emailkit.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", emailkit.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("sent_at", emailkit.db.types.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["campaign_id"],
             ["campaigns.id"],

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-import emailkit.domain.types
+import emailkit.db.types
 
 revision: str = "0003"
 down_revision: str | None = "0002"
@@ -22,7 +22,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 BIGINT = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-TS = emailkit.domain.types.UTCDateTime(timezone=True)
+TS = emailkit.db.types.UTCDateTime(timezone=True)
 JSON = sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql")
 SQLITE_NEVER = sa.text("0")
 

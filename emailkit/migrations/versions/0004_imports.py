@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-import emailkit.domain.types
+import emailkit.db.types
 
 revision: str = "0004"
 down_revision: str | None = "0003"
@@ -71,10 +71,10 @@ def upgrade() -> None:
         sa.Column("failed", BIGINT, nullable=False),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("started_at", emailkit.domain.types.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("finished_at", emailkit.domain.types.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("created_at", emailkit.domain.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", emailkit.domain.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("started_at", emailkit.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("finished_at", emailkit.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", emailkit.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", emailkit.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_imports")),
         sqlite_autoincrement=True,
     )

@@ -1,4 +1,4 @@
-"""Per-provider webhook verification and normalisation (see :mod:`emailkit.domain.events`)."""
+"""Per-provider webhook verification and normalisation (see :mod:`emailkit.domain.ports.webhooks`)."""
 
 from emailkit.providers.webhooks.common import MemorySeenTokens, WebhookConfigError
 from emailkit.providers.webhooks.registry import (

@@ -6,7 +6,8 @@ import json
 from datetime import datetime
 from typing import Any
 
-from emailkit.domain.events import BounceType, EventType, NormalizedEvent
+from emailkit.db.tables.feedback import BounceType, EventType
+from emailkit.domain.ports.webhooks import NormalizedEvent
 from emailkit.providers.webhooks.common import (
     BasicAuthJsonParser,
     address,

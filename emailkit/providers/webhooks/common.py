@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from email.utils import parseaddr
 from typing import Any
 
-from emailkit.domain.events import (
+from emailkit.domain.ports.webhooks import (
     DELIVERY_HEADER,
     META_DELIVERY,
     MalformedPayload,

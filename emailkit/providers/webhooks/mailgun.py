@@ -8,14 +8,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from emailkit.domain.events import (
-    BounceType,
-    EventType,
-    MalformedPayload,
-    NormalizedEvent,
-    SeenTokenStore,
-    SignatureInvalid,
-)
+from emailkit.db.tables.feedback import BounceType, EventType
+from emailkit.domain.ports.webhooks import MalformedPayload, NormalizedEvent, SeenTokenStore, SignatureInvalid
 from emailkit.providers.webhooks.common import (
     ParserBase,
     address,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from emailkit.domain.events import BounceType, EventType, NormalizedEvent
+from emailkit.db.tables.feedback import BounceType, EventType
+from emailkit.domain.ports.webhooks import NormalizedEvent
 from emailkit.providers.webhooks.common import (
     BasicAuthJsonParser,
     address,

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from pydantic import SecretStr
 
-from emailkit.domain.events import CertificateFetcher, SeenTokenStore, WebhookParser, WebhookResult
+from emailkit.domain.ports.webhooks import CertificateFetcher, SeenTokenStore, WebhookParser, WebhookResult
 from emailkit.providers.webhooks.brevo import BrevoWebhookParser
 from emailkit.providers.webhooks.common import MemorySeenTokens
 from emailkit.providers.webhooks.mailgun import MailgunWebhookParser

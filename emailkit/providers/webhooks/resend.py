@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from emailkit.domain.events import BounceType, EventType, NormalizedEvent, SignatureInvalid
+from emailkit.db.tables.feedback import BounceType, EventType
+from emailkit.domain.ports.webhooks import NormalizedEvent, SignatureInvalid
 from emailkit.providers.webhooks.common import (
     ParserBase,
     WebhookConfigError,

@@ -13,7 +13,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from emailkit.domain.events import BounceType, EventType, NormalizedEvent, SignatureInvalid
+from emailkit.db.tables.feedback import BounceType, EventType
+from emailkit.domain.ports.webhooks import NormalizedEvent, SignatureInvalid
 from emailkit.providers.webhooks.common import (
     ParserBase,
     WebhookConfigError,

@@ -8,10 +8,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from emailkit.domain.events import (
-    BounceType,
+from emailkit.db.tables.feedback import BounceType, EventType
+from emailkit.domain.ports.webhooks import (
     CertificateFetcher,
-    EventType,
     MalformedPayload,
     NormalizedEvent,
     SignatureInvalid,

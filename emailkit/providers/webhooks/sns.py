@@ -15,7 +15,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from emailkit.domain.events import (
+from emailkit.domain.ports.webhooks import (
     CertificateFetcher,
     MalformedPayload,
     SignatureInvalid,

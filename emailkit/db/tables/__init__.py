@@ -1,0 +1,7 @@
+"""The tables, one module per area, on one metadata (``base.Base.metadata``) that Alembic autogenerates against.
+
+Every area module is imported here so that the metadata is whole, and relationships resolve, whichever table a
+caller imports first.
+"""
+
+from emailkit.db.tables import access, audience, content, feedback, sending  # noqa: F401

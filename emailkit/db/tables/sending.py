@@ -1,0 +1,186 @@
+"""Tables of sending: campaigns, their targets, batches, and the deliveries ledger."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import (
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from emailkit.db.tables.base import AUTOINCREMENT, AUTOINCREMENT_ONLY, Base, TimestampMixin, _enum
+from emailkit.db.tables.content import ContentFormat
+from emailkit.db.types import BigInt, BigIntPK, JSONDoc, NullableJSONDoc, UTCDateTime, utcnow
+
+
+class CampaignStatus(enum.StrEnum):
+    DRAFT = "DRAFT"
+    SCHEDULED = "SCHEDULED"
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    FINISHED = "FINISHED"
+    CANCELLED = "CANCELLED"
+    FAILED = "FAILED"
+
+
+# A campaign in one of these never changes status again (the one definition; lifecycle enforces it).
+FINAL_CAMPAIGN_STATUSES: Final = frozenset(
+    {CampaignStatus.FINISHED, CampaignStatus.CANCELLED, CampaignStatus.FAILED}
+)
+
+
+class DeliveryStatus(enum.StrEnum):
+    QUEUED = "QUEUED"
+    # Being handed over by a live worker: its own request (or SMTP hand-over) is in flight.
+    SENDING = "SENDING"
+    SENT = "SENT"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+    # The worker stopped while this was SENDING: it may or may not have gone out. Never counted as sent and
+    # never sent again unless an operator retries it.
+    IN_DOUBT = "IN_DOUBT"
+
+
+class BatchStatus(enum.StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    DONE = "DONE"
+
+
+class Campaign(TimestampMixin, Base):
+    __tablename__ = "campaigns"
+
+    __table_args__ = AUTOINCREMENT_ONLY
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    subject: Mapped[str] = mapped_column(String(998), nullable=False)
+    status: Mapped[CampaignStatus] = mapped_column(
+        _enum(CampaignStatus), nullable=False, default=CampaignStatus.DRAFT, index=True
+    )
+    status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    from_email: Mapped[str] = mapped_column(String(320), nullable=False)
+    from_name: Mapped[str] = mapped_column(String(255), nullable=False, default="")
+    reply_to: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    # Either a template reference or an inline body; the template wins when both are present.
+    template_id: Mapped[int | None] = mapped_column(
+        ForeignKey("templates.id", ondelete="RESTRICT"), nullable=True, index=True
+    )
+    body: Mapped[str | None] = mapped_column(Text, nullable=True)
+    format: Mapped[ContentFormat | None] = mapped_column(_enum(ContentFormat), nullable=True)
+    plain_text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    track_opens: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    track_clicks: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    send_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Snapshot taken at start: subscribers with a higher id joined later and are not part of this send.
+    audience_max_id: Mapped[int | None] = mapped_column(BigInt, nullable=True)
+    # Counters maintained by the send pipeline (never COUNT(*) over deliveries on a hot path).
+    recipients_count: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
+    sent_count: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
+    failed_count: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
+    skipped_count: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
+    in_doubt_count: Mapped[int] = mapped_column(BigInt, nullable=False, default=0, server_default="0")
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class CampaignList(Base):
+    __tablename__ = "campaign_lists"
+
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True)
+    # Deleting a list keeps the campaign (its history matters) and drops the link.
+    list_id: Mapped[int] = mapped_column(
+        ForeignKey("lists.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class CampaignBatch(Base):
+    """A keyset range of subscriber ids of one campaign: the unit of work a worker claims."""
+
+    __tablename__ = "campaign_batches"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False)
+    lo_id: Mapped[int] = mapped_column(BigInt, nullable=False)
+    hi_id: Mapped[int] = mapped_column(BigInt, nullable=False)
+    status: Mapped[BatchStatus] = mapped_column(
+        _enum(BatchStatus), nullable=False, default=BatchStatus.PENDING
+    )
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # A worker holds a batch until lease_until; an expired lease means the worker died and the batch is free.
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), default=utcnow, onupdate=utcnow, nullable=False
+    )
+
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "lo_id"),
+        Index("ix_campaign_batches_campaign_id_status", "campaign_id", "status"),
+        AUTOINCREMENT,
+    )
+
+
+class Delivery(Base):
+    """The ledger: one row per (campaign, subscriber); its uniqueness is what makes sending exactly-once."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    campaign_id: Mapped[int | None] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=True
+    )
+    # Kept when the subscriber is erased (SET NULL) so campaign totals stay intact.
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    email: Mapped[str] = mapped_column(String(320), nullable=False)
+    # Transactional sends (campaign_id NULL): the template and the data it is rendered with.
+    template_id: Mapped[int | None] = mapped_column(
+        ForeignKey("templates.id", ondelete="SET NULL"), nullable=True
+    )
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc, nullable=True)
+    status: Mapped[DeliveryStatus] = mapped_column(
+        _enum(DeliveryStatus), nullable=False, default=DeliveryStatus.QUEUED
+    )
+    skip_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The lists through which the recipient was sendable when this row was materialised (a JSON array of
+    # ids): an unsubscribe from this delivery leaves all of them, whatever the lists or segments look like by
+    # then. NULL on transactional rows and on rows written before it was recorded.
+    via_list_ids: Mapped[list[int] | None] = mapped_column(NullableJSONDoc, nullable=True)
+    provider: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    provider_message_id: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), default=utcnow, onupdate=utcnow, nullable=False
+    )
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "subscriber_id"),
+        Index("ix_deliveries_campaign_id_status", "campaign_id", "status", "id"),
+        AUTOINCREMENT,
+    )
+
+
+class CampaignSegment(Base):
+    __tablename__ = "campaign_segments"
+
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True)
+    segment_id: Mapped[int] = mapped_column(
+        ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    # The segment's filter as it stood when the campaign started: the send evaluates this copy, so editing the
+    # segment later never changes who a running campaign reaches. Null until the campaign starts.
+    definition: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc, nullable=True)

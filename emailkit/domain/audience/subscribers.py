@@ -1,0 +1,453 @@
+"""Subscribers and their list subscriptions."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any, Final
+
+from sqlalchemy import ColumnElement, Insert, case, exists, literal, or_, select, true, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from emailkit.db.tables.audience import (
+    MailingList,
+    OptIn,
+    Subscriber,
+    SubscriberStatus,
+    Subscription,
+    SubscriptionStatus,
+)
+from emailkit.db.types import UTCDateTime, utcnow
+from emailkit.domain.audience.lists import require_lists
+from emailkit.domain.errors import DomainError, ErrorCode, FieldError, NotFound
+from emailkit.domain.pagination import Page, keyset_page
+from emailkit.domain.transactions import FOREIGN_KEY_VIOLATION, constraint_name, sqlstate
+from emailkit.domain.validation import check_length, normalize_email, raise_if
+
+NAME_MAX = 255
+ATTRIBUTES_MAX_BYTES = 64 * 1024
+ATTRIBUTES_MAX_DEPTH = 10
+# Bounds one bulk statement (subscribers x lists rows) and keeps IN lists well under driver parameter limits.
+BULK_MAX_SUBSCRIBERS = 1000
+BULK_MAX_LISTS = 100
+
+
+# --- validation -------------------------------------------------------------------------------------------
+
+
+def attribute_errors(value: object, field: str = "attributes") -> list[FieldError]:
+    """Problems with a subscriber's attributes: a JSON object with string keys, bounded in size and depth."""
+    if not isinstance(value, dict):
+        return [FieldError(field, "Attributes must be a JSON object", ErrorCode.INVALID_INPUT)]
+    # Walked iteratively and depth-checked before serialising, so hostile nesting cannot exhaust the stack.
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > ATTRIBUTES_MAX_DEPTH:
+            return [
+                FieldError(
+                    field,
+                    f"Attributes may nest at most {ATTRIBUTES_MAX_DEPTH} levels",
+                    ErrorCode.INVALID_INPUT,
+                )
+            ]
+        if isinstance(node, dict):
+            if not all(isinstance(k, str) for k in node):
+                return [FieldError(field, "Attribute keys must be strings", ErrorCode.INVALID_INPUT)]
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    try:
+        size = len(json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode())
+    except (TypeError, ValueError):
+        return [FieldError(field, "Attributes must contain only JSON values", ErrorCode.INVALID_INPUT)]
+    if size > ATTRIBUTES_MAX_BYTES:
+        return [
+            FieldError(field, f"Attributes must be at most {ATTRIBUTES_MAX_BYTES} bytes", ErrorCode.TOO_LONG)
+        ]
+    return []
+
+
+def _collect_email(errors: list[FieldError], raw: str) -> str | None:
+    try:
+        return normalize_email(raw)
+    except DomainError as exc:
+        errors.extend(exc.errors)
+        return None
+
+
+def _unique(ids: Sequence[int]) -> list[int]:
+    return list(dict.fromkeys(ids))
+
+
+def _check_count(
+    errors: list[FieldError], field: str, ids: Sequence[int], limit: int, *, required: bool
+) -> None:
+    if required and not ids:
+        errors.append(FieldError(field, "At least one ID is required", ErrorCode.REQUIRED))
+    elif len(ids) > limit:
+        errors.append(FieldError(field, f"At most {limit} IDs per call", ErrorCode.INVALID_INPUT))
+
+
+def _blocklisted_error(field: str) -> FieldError:
+    return FieldError(field, "Blocklisted subscribers cannot be subscribed to lists", ErrorCode.INVALID_STATE)
+
+
+# --- reads ------------------------------------------------------------------------------------------------
+
+
+async def get_subscriber(session: AsyncSession, subscriber_id: int) -> Subscriber:
+    row = await session.get(Subscriber, subscriber_id)
+    if row is None:
+        raise NotFound("Subscriber", code=ErrorCode.SUBSCRIBER_NOT_FOUND)
+    return row
+
+
+async def get_by_email(session: AsyncSession, email: str) -> Subscriber | None:
+    """The subscriber with this address (compared as stored: normalised, lower-cased), if any."""
+    try:
+        normalized = normalize_email(email)
+    except DomainError:
+        return None
+    return (
+        await session.execute(select(Subscriber).where(Subscriber.email == normalized))
+    ).scalar_one_or_none()
+
+
+async def find_subscribers(
+    session: AsyncSession,
+    *,
+    first: int,
+    after: int | None,
+    search: str | None = None,
+    list_id: int | None = None,
+    status: SubscriberStatus | None = None,
+    subscription_status: SubscriptionStatus | None = None,
+) -> Page[Subscriber]:
+    """Subscribers oldest first. ``list_id`` keeps those with a subscription to that list in any state,
+    narrowed to one state by ``subscription_status``."""
+    stmt = select(Subscriber)
+    if search and search.strip():
+        term = search.strip().lower()
+        stmt = stmt.where(
+            or_(
+                Subscriber.email.contains(term, autoescape=True),
+                Subscriber.name.icontains(term, autoescape=True),
+            )
+        )
+    if status is not None:
+        stmt = stmt.where(Subscriber.status == status)
+    if list_id is not None or subscription_status is not None:
+        conds: list[ColumnElement[bool]] = [Subscription.subscriber_id == Subscriber.id]
+        if list_id is not None:
+            conds.append(Subscription.list_id == list_id)
+        if subscription_status is not None:
+            conds.append(Subscription.status == subscription_status)
+        stmt = stmt.where(exists().where(*conds))
+    return await keyset_page(session, stmt, Subscriber.id, first=first, after=after)
+
+
+async def subscribers_by_ids(session: AsyncSession, ids: Sequence[int]) -> dict[int, Subscriber]:
+    rows = (await session.execute(select(Subscriber).where(Subscriber.id.in_(ids)))).scalars()
+    return {r.id: r for r in rows}
+
+
+async def subscriptions_by_subscriber(
+    session: AsyncSession, subscriber_ids: Sequence[int]
+) -> dict[int, list[Subscription]]:
+    stmt = (
+        select(Subscription)
+        .where(Subscription.subscriber_id.in_(subscriber_ids))
+        .order_by(Subscription.subscriber_id, Subscription.list_id)
+    )
+    out: dict[int, list[Subscription]] = defaultdict(list)
+    for row in (await session.execute(stmt)).scalars():
+        out[row.subscriber_id].append(row)
+    return out
+
+
+# --- writes -----------------------------------------------------------------------------------------------
+
+
+async def _email_taken(session: AsyncSession, email: str, *, exclude_id: int | None = None) -> bool:
+    stmt = select(Subscriber.id).where(Subscriber.email == email)
+    if exclude_id is not None:
+        stmt = stmt.where(Subscriber.id != exclude_id)
+    return (await session.execute(stmt.limit(1))).first() is not None
+
+
+def _duplicate(email: str) -> DomainError:
+    return DomainError.single(
+        ErrorCode.DUPLICATE_EMAIL, f"A subscriber with email {email} already exists", "email"
+    )
+
+
+async def _flush_unique_email(session: AsyncSession, email: str) -> None:
+    # The pre-check answers the common case with a clear error; the unique index settles concurrent writers.
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise _duplicate(email) from exc
+
+
+async def _refuse_erased(session: AsyncSession, email: str) -> None:
+    # Imported here: gdpr builds on this module.
+    from emailkit.domain.audience.gdpr import ensure_not_erased
+
+    await ensure_not_erased(session, email)
+
+
+async def create_subscriber(
+    session: AsyncSession,
+    email: str,
+    name: str | None = None,
+    attributes: object = None,
+    list_ids: Sequence[int] = (),
+    status: SubscriberStatus | None = None,
+    subscription_status: SubscriptionStatus | None = None,
+) -> Subscriber:
+    """Create a subscriber, optionally subscribed to lists (see `subscribe_to_lists` for the statuses)."""
+    errors: list[FieldError] = []
+    normalized = _collect_email(errors, email)
+    check_length(errors, "name", name, NAME_MAX)
+    if attributes is not None:
+        errors.extend(attribute_errors(attributes))
+    list_ids = _unique(list_ids)
+    _check_count(errors, "listIds", list_ids, BULK_MAX_LISTS, required=False)
+    status = status or SubscriberStatus.ENABLED
+    if (
+        status is SubscriberStatus.BLOCKLISTED
+        and list_ids
+        and subscription_status is not SubscriptionStatus.UNSUBSCRIBED
+    ):
+        errors.append(_blocklisted_error("listIds"))
+    raise_if(errors)
+    assert normalized is not None
+    await require_lists(session, list_ids, hold=True)
+    if await _email_taken(session, normalized):
+        raise _duplicate(normalized)
+    await _refuse_erased(session, normalized)
+
+    row = Subscriber(
+        email=normalized,
+        name=(name or "").strip(),
+        attributes=dict(attributes) if isinstance(attributes, dict) else {},
+        status=status,
+    )
+    session.add(row)
+    await _flush_unique_email(session, normalized)
+    if list_ids:
+        await _subscribe(session, [row.id], list_ids, subscription_status)
+    return row
+
+
+async def update_subscriber(
+    session: AsyncSession,
+    subscriber_id: int,
+    *,
+    email: str | None = None,
+    name: str | None = None,
+    attributes: object = None,
+    status: SubscriberStatus | None = None,
+) -> Subscriber:
+    """Change the given fields (None leaves a field as is; attributes are replaced as a whole).
+
+    Blocklisting a subscriber unsubscribes them from every list."""
+    errors: list[FieldError] = []
+    normalized = _collect_email(errors, email) if email is not None else None
+    check_length(errors, "name", name, NAME_MAX)
+    if attributes is not None:
+        errors.extend(attribute_errors(attributes))
+    raise_if(errors)
+    row = await get_subscriber(session, subscriber_id)
+    if normalized is not None and normalized != row.email:
+        if await _email_taken(session, normalized, exclude_id=row.id):
+            raise _duplicate(normalized)
+        await _refuse_erased(session, normalized)
+        row.email = normalized
+    if name is not None:
+        row.name = name.strip()
+    if isinstance(attributes, dict):
+        row.attributes = dict(attributes)
+    if status is not None:
+        row.status = status
+    await _flush_unique_email(session, row.email)
+    if status is SubscriberStatus.BLOCKLISTED:
+        await _unsubscribe_all(session, row.id)
+    return row
+
+
+async def delete_subscriber(session: AsyncSession, subscriber_id: int) -> Subscriber:
+    row = await get_subscriber(session, subscriber_id)
+    # Subscriptions go with it through the ON DELETE CASCADE foreign key.
+    await session.delete(row)
+    await session.flush()
+    return row
+
+
+async def _require_subscribers(session: AsyncSession, ids: Sequence[int]) -> list[Subscriber]:
+    found = await subscribers_by_ids(session, ids)
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise DomainError.single(
+            ErrorCode.SUBSCRIBER_NOT_FOUND,
+            f"{len(missing)} of the given subscribers do not exist",
+            "subscriberIds",
+        )
+    return [found[i] for i in ids]
+
+
+def _upsert_insert(session: AsyncSession) -> Any:
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert
+    if dialect == "sqlite":
+        return sqlite.insert
+    raise RuntimeError(f"unsupported database dialect {dialect!r}")
+
+
+def _subscribe_statement(
+    session: AsyncSession,
+    subscriber_ids: Sequence[int],
+    list_ids: Sequence[int],
+    status: SubscriptionStatus | None,
+) -> Insert:
+    """One INSERT ... SELECT ... ON CONFLICT for every (subscriber, list) pair.
+
+    Without an explicit status, a new or previously UNSUBSCRIBED subscription becomes UNCONFIRMED on a
+    DOUBLE opt-in list and CONFIRMED on a SINGLE one, and a live subscription keeps its state."""
+    now = utcnow()
+    new_status: ColumnElement[Any] = (
+        literal(status.value)
+        if status is not None
+        else case(
+            (MailingList.optin == OptIn.DOUBLE, literal(SubscriptionStatus.UNCONFIRMED.value)),
+            else_=literal(SubscriptionStatus.CONFIRMED.value),
+        )
+    )
+    pairs = (
+        select(
+            Subscriber.id,
+            MailingList.id,
+            new_status,
+            literal(now, UTCDateTime()),
+            literal(now, UTCDateTime()),
+        )
+        .select_from(Subscriber)
+        .join(MailingList, true())
+        .where(Subscriber.id.in_(subscriber_ids), MailingList.id.in_(list_ids))
+    )
+    table = Subscription.__table__
+    stmt = _upsert_insert(session)(table).from_select(
+        ["subscriber_id", "list_id", "status", "created_at", "updated_at"], pairs
+    )
+    changes = (
+        table.c.status == SubscriptionStatus.UNSUBSCRIBED
+        if status is None
+        else table.c.status != stmt.excluded.status
+    )
+    upsert: Insert = stmt.on_conflict_do_update(
+        index_elements=[table.c.subscriber_id, table.c.list_id],
+        set_={"status": stmt.excluded.status, "updated_at": stmt.excluded.updated_at},
+        where=changes,
+    )
+    return upsert
+
+
+# The subscriptions' foreign keys, and the input field naming what they reference.
+_REFERENCES: Final = {
+    "fk_subscriptions_list_id_lists": ("listIds", ErrorCode.LIST_NOT_FOUND, "A list was deleted meanwhile"),
+    "fk_subscriptions_subscriber_id_subscribers": (
+        "subscriberIds",
+        ErrorCode.SUBSCRIBER_NOT_FOUND,
+        "A subscriber was deleted meanwhile",
+    ),
+}
+
+
+async def _subscribe(
+    session: AsyncSession,
+    subscriber_ids: Sequence[int],
+    list_ids: Sequence[int],
+    status: SubscriptionStatus | None,
+) -> None:
+    """Run `_subscribe_statement`. The lists are locked, but a subscriber deleted after it was read and before
+    its subscription was checked (READ COMMITTED) fails the foreign key: that is the caller's error, named."""
+    try:
+        await session.execute(_subscribe_statement(session, subscriber_ids, list_ids, status))
+    except IntegrityError as exc:
+        reference = _REFERENCES.get(constraint_name(exc) or "")
+        if sqlstate(exc) == FOREIGN_KEY_VIOLATION and reference is not None:
+            field, code, message = reference
+            raise DomainError.single(code, message, field) from exc
+        if "FOREIGN KEY constraint failed" in str(exc.orig):
+            # SQLite names no constraint, but a failed statement leaves its transaction usable: look again.
+            await require_lists(session, list_ids)
+            await _require_subscribers(session, subscriber_ids)
+        raise
+
+
+def _bulk_errors(subscriber_ids: Sequence[int], list_ids: Sequence[int]) -> list[FieldError]:
+    errors: list[FieldError] = []
+    _check_count(errors, "subscriberIds", subscriber_ids, BULK_MAX_SUBSCRIBERS, required=True)
+    _check_count(errors, "listIds", list_ids, BULK_MAX_LISTS, required=True)
+    return errors
+
+
+async def subscribe_to_lists(
+    session: AsyncSession,
+    subscriber_ids: Sequence[int],
+    list_ids: Sequence[int],
+    status: SubscriptionStatus | None = None,
+) -> list[Subscriber]:
+    """Subscribe every given subscriber to every given list; repeating the call changes nothing.
+
+    An explicit ``status`` is set on every pair; without one see `_subscribe_statement`."""
+    subscriber_ids, list_ids = _unique(subscriber_ids), _unique(list_ids)
+    raise_if(_bulk_errors(subscriber_ids, list_ids))
+    await require_lists(session, list_ids, hold=True)
+    rows = await _require_subscribers(session, subscriber_ids)
+    if status is not SubscriptionStatus.UNSUBSCRIBED and any(
+        r.status is SubscriberStatus.BLOCKLISTED for r in rows
+    ):
+        raise_if([_blocklisted_error("subscriberIds")])
+    await _subscribe(session, subscriber_ids, list_ids, status)
+    return rows
+
+
+async def unsubscribe_from_lists(
+    session: AsyncSession, subscriber_ids: Sequence[int], list_ids: Sequence[int]
+) -> list[Subscriber]:
+    """Mark the given subscriptions UNSUBSCRIBED (kept, not deleted, so the opt-out is remembered).
+
+    Pairs that were never subscribed are left alone; repeating the call changes nothing."""
+    subscriber_ids, list_ids = _unique(subscriber_ids), _unique(list_ids)
+    raise_if(_bulk_errors(subscriber_ids, list_ids))
+    await require_lists(session, list_ids)
+    rows = await _require_subscribers(session, subscriber_ids)
+    await session.execute(
+        update(Subscription)
+        .where(
+            Subscription.subscriber_id.in_(subscriber_ids),
+            Subscription.list_id.in_(list_ids),
+            Subscription.status != SubscriptionStatus.UNSUBSCRIBED,
+        )
+        .values(status=SubscriptionStatus.UNSUBSCRIBED, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return rows
+
+
+async def _unsubscribe_all(session: AsyncSession, subscriber_id: int) -> None:
+    await session.execute(
+        update(Subscription)
+        .where(
+            Subscription.subscriber_id == subscriber_id,
+            Subscription.status != SubscriptionStatus.UNSUBSCRIBED,
+        )
+        .values(status=SubscriptionStatus.UNSUBSCRIBED, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )

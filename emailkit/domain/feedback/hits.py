@@ -1,0 +1,136 @@
+"""Our own tracking hits (opens, clicks, unsubscribes) turned into feedback events.
+
+Opens and clicks arrive as compact tuples from the tracking routes and are written in bulk by the hit
+buffer through :class:`HitWriter`. An unsubscribe is written at once by :func:`unsubscribe_delivery`: it
+must have taken effect before the page (or the mailbox provider's one-click POST) gets its answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from emailkit.db.engine import Database
+from emailkit.db.tables.feedback import EventType
+from emailkit.db.types import utcnow
+from emailkit.domain.audience.preferences import centre, scope
+from emailkit.domain.feedback import FeedbackPolicy, IncomingEvent, Recorded, publish, record
+from emailkit.domain.loopthread import LoopThread
+from emailkit.domain.throttle import CoalescingPublisher
+
+log = logging.getLogger("emailkit.tracking")
+
+# (type, delivery id, unix time, url, ip, user agent): a plain tuple because building it is on the hot path
+# of every pixel and redirect, and a dataclass costs several times more.
+Hit = tuple[EventType, int, float, str | None, str | None, str | None]
+
+
+def _events(batch: Sequence[Hit], anonymous: bool) -> list[IncomingEvent]:
+    return [
+        IncomingEvent(
+            type=kind,
+            delivery_id=delivery_id,
+            occurred_at=datetime.fromtimestamp(at, UTC),
+            url=url,
+            ip=ip,
+            user_agent=agent,
+            anonymous=anonymous,
+        )
+        for kind, delivery_id, at, url, ip, agent in batch
+    ]
+
+
+class HitWriter:
+    """The hit buffer's sink: one batch of hits, one transaction of the feedback recorder.
+
+    The recording runs on a :class:`LoopThread` with an engine of its own, so its Python work never stalls
+    the loop answering pixel and redirect requests; the live stats it produces are published from the
+    caller's loop, where ``live`` belongs.
+    """
+
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        anonymous: bool,
+        live: CoalescingPublisher | None = None,
+        live_db: Database | None = None,
+        pool_size: int = 2,
+    ) -> None:
+        self.anonymous = anonymous
+        self.live = live
+        self.live_db = live_db
+        self.policy = FeedbackPolicy()
+        self.db = Database(database_url, pool_size=pool_size)
+        self.thread = LoopThread("emailkit-tracking-writer")
+
+    async def __call__(self, batch: Sequence[Hit]) -> None:
+        recorded = await self.thread.run(self._record(batch))
+        if self.live is None or self.live_db is None:
+            return
+        try:
+            await publish(self.live_db, recorded, self.live)
+        except Exception:
+            # The hits are committed: failing here must not make the buffer write them a second time.
+            log.exception("publishing live stats after %d tracking hits failed", len(batch))
+
+    async def _record(self, batch: Sequence[Hit]) -> Recorded:
+        events = _events(batch, self.anonymous)
+        async with self.db.transaction() as session:
+            return await record(session, events, self.policy, utcnow())
+
+    async def close(self) -> None:
+        await self.thread.close(final=self.db.dispose)
+
+
+@dataclass(frozen=True, slots=True)
+class UnsubscribeOutcome:
+    email: str
+    # Subscriptions this call moved to UNSUBSCRIBED (0 when repeated).
+    changed: int
+
+
+def unsubscribe_key(delivery_id: int) -> str:
+    """Dedupe key of the UNSUBSCRIBE event of a delivery: repeating the request counts it once."""
+    return hashlib.sha256(f"emailkit-unsubscribe\x1f{delivery_id}".encode()).hexdigest()[:32]
+
+
+async def unsubscribe_delivery(
+    db: Database,
+    delivery_id: int,
+    *,
+    ip: str | None = None,
+    user_agent: str | None = None,
+    live: CoalescingPublisher | None = None,
+    every_list: bool = False,
+) -> UnsubscribeOutcome | None:
+    """Unsubscribe a delivery's recipient from every list through which the delivery could reach them (or,
+    with ``every_list``, from every list there is) and record the UNSUBSCRIBE event, in one transaction.
+    None when the delivery is unknown.
+
+    Idempotent: a repeat records no second event (the dedupe key is the delivery's). It still unsubscribes,
+    so an old link keeps working for someone who subscribed again since.
+    """
+    async with db.transaction() as session:
+        row = await centre.recipient_of(session, delivery_id)
+        if row is None:
+            return None
+        email, subscriber_id = row
+        changed = 0
+        now = utcnow()
+        if subscriber_id is not None:
+            recipients = {None if every_list else delivery_id: [subscriber_id]}
+            changed = await scope.unsubscribe_recipients(session, recipients, now)
+        event = IncomingEvent(
+            type=EventType.UNSUBSCRIBE,
+            delivery_id=delivery_id,
+            ip=ip,
+            user_agent=user_agent,
+            dedupe_key=unsubscribe_key(delivery_id),
+        )
+        recorded = await record(session, [event], FeedbackPolicy(), now)
+    await publish(db, recorded, live)
+    return UnsubscribeOutcome(email, changed + recorded.summary.unsubscribed)

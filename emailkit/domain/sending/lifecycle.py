@@ -1,0 +1,186 @@
+"""Campaign state machine: start, pause, resume, cancel, schedule.
+
+The database is the truth about a send. Starting snapshots the audience bound and plans the batches in the same
+transaction that flips the status, so a crash between "started" and "enqueued" loses nothing: the reaper finds
+PENDING batches that nobody has enqueued and enqueues them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import exists, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from emailkit.db.tables.sending import BatchStatus, Campaign, CampaignBatch, CampaignList, CampaignStatus
+from emailkit.db.types import utcnow
+from emailkit.domain.audience import segments
+from emailkit.domain.audience import targeting as audience
+from emailkit.domain.errors import DomainError, ErrorCode, NotFound
+from emailkit.domain.sending.failures import all_failed_reason
+
+S = CampaignStatus
+
+CAN_START = {S.DRAFT, S.SCHEDULED}
+CAN_PAUSE = {S.RUNNING}
+CAN_RESUME = {S.PAUSED}
+CAN_CANCEL = {S.DRAFT, S.SCHEDULED, S.RUNNING, S.PAUSED}
+CAN_SCHEDULE = {S.DRAFT, S.SCHEDULED}
+
+DEFAULT_BATCH_SIZE = 1000
+
+
+async def _locked(session: AsyncSession, campaign_id: int) -> Campaign:
+    stmt = select(Campaign).where(Campaign.id == campaign_id).with_for_update()
+    row = (await session.execute(stmt)).scalar_one_or_none()
+    if row is None:
+        raise NotFound("Campaign")
+    return row
+
+
+def _check(row: Campaign, allowed: set[CampaignStatus], action: str) -> None:
+    if row.status not in allowed:
+        names = ", ".join(sorted(s.value for s in allowed))
+        raise DomainError.single(
+            ErrorCode.INVALID_STATE,
+            f"Cannot {action} a {row.status.value} campaign (allowed from: {names})",
+            "id",
+        )
+
+
+async def _require_targets(session: AsyncSession, campaign_id: int) -> None:
+    lists = select(CampaignList.list_id).where(CampaignList.campaign_id == campaign_id).limit(1)
+    if (await session.execute(lists)).first() is None and not (
+        await segments.segment_ids_by_campaign(session, [campaign_id])
+    )[campaign_id]:
+        raise DomainError.single(ErrorCode.INVALID_STATE, "The campaign targets no lists or segments", "id")
+
+
+async def start_campaign(
+    session: AsyncSession,
+    campaign_id: int,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    now: datetime | None = None,
+) -> tuple[Campaign, list[int]]:
+    """Move to RUNNING and plan the batches; returns the campaign and the batch ids to enqueue after commit."""
+    row = await _locked(session, campaign_id)
+    _check(row, CAN_START, "start")
+    await _require_targets(session, campaign_id)
+    now = now or utcnow()
+    # From here on the send uses these copies of the segment filters, evaluated as of `now`.
+    await segments.record_definitions(session, campaign_id)
+    target = await audience.load_target(session, campaign_id, as_of=now)
+    max_id, count = await audience.snapshot(session, target)
+    bounds = await audience.batch_boundaries(session, target, max_id, batch_size) if count else []
+    for i, lo in enumerate(bounds):
+        hi = bounds[i + 1] - 1 if i + 1 < len(bounds) else max_id
+        session.add(CampaignBatch(campaign_id=campaign_id, lo_id=lo, hi_id=hi, enqueued_at=now))
+    row.audience_max_id = max_id
+    row.recipients_count = count
+    row.started_at = now
+    row.status_reason = None
+    if count == 0:
+        # Nothing to send: finishing at once is more honest than a RUNNING campaign nobody will complete.
+        row.status = S.FINISHED
+        row.finished_at = now
+        row.status_reason = "The campaign's audience is empty"
+    else:
+        row.status = S.RUNNING
+    await session.flush()
+    return row, await pending_batch_ids(session, campaign_id)
+
+
+async def pending_batch_ids(session: AsyncSession, campaign_id: int) -> list[int]:
+    stmt = (
+        select(CampaignBatch.id)
+        .where(CampaignBatch.campaign_id == campaign_id, CampaignBatch.status != BatchStatus.DONE)
+        .order_by(CampaignBatch.lo_id)
+    )
+    return [int(x) for x in (await session.execute(stmt)).scalars()]
+
+
+async def pause_campaign(session: AsyncSession, campaign_id: int, reason: str = "Paused by user") -> Campaign:
+    row = await _locked(session, campaign_id)
+    _check(row, CAN_PAUSE, "pause")
+    row.status = S.PAUSED
+    row.status_reason = reason
+    await session.flush()
+    return row
+
+
+async def resume_campaign(session: AsyncSession, campaign_id: int) -> tuple[Campaign, list[int]]:
+    row = await _locked(session, campaign_id)
+    _check(row, CAN_RESUME, "resume")
+    row.status = S.RUNNING
+    row.status_reason = None
+    ids = await pending_batch_ids(session, campaign_id)
+    if ids:
+        await session.execute(
+            update(CampaignBatch).where(CampaignBatch.id.in_(ids)).values(enqueued_at=utcnow())
+        )
+    await session.flush()
+    return row, ids
+
+
+async def cancel_campaign(session: AsyncSession, campaign_id: int) -> Campaign:
+    row = await _locked(session, campaign_id)
+    _check(row, CAN_CANCEL, "cancel")
+    row.status = S.CANCELLED
+    row.status_reason = "Cancelled by user"
+    row.finished_at = utcnow()
+    await session.flush()
+    return row
+
+
+async def schedule_campaign(
+    session: AsyncSession, campaign_id: int, send_at: datetime, *, now: datetime | None = None
+) -> Campaign:
+    now = now or utcnow()
+    if send_at.tzinfo is None:
+        raise DomainError.single(ErrorCode.INVALID_INPUT, "sendAt needs a timezone offset", "sendAt")
+    if send_at < now - timedelta(seconds=5):
+        raise DomainError.single(ErrorCode.INVALID_INPUT, "sendAt is in the past", "sendAt")
+    row = await _locked(session, campaign_id)
+    _check(row, CAN_SCHEDULE, "schedule")
+    await _require_targets(session, campaign_id)
+    row.status = S.SCHEDULED
+    row.send_at = send_at
+    row.status_reason = None
+    await session.flush()
+    return row
+
+
+async def due_scheduled(session: AsyncSession, now: datetime) -> list[int]:
+    stmt = select(Campaign.id).where(Campaign.status == S.SCHEDULED, Campaign.send_at <= now)
+    return [int(x) for x in (await session.execute(stmt)).scalars()]
+
+
+async def finish_if_complete(session: AsyncSession, campaign_id: int) -> CampaignStatus | None:
+    """End a RUNNING campaign whose batches are all done; returns the status it ended in, or None.
+
+    A campaign whose every attempted recipient failed ends FAILED, with the commonest reason: whatever the
+    audience size, so a small campaign (under the error budget's minimum sample) does not look FINISHED
+    while nobody got the mail.
+    """
+    open_batches = exists().where(
+        CampaignBatch.campaign_id == campaign_id, CampaignBatch.status != BatchStatus.DONE
+    )
+    stmt = (
+        select(Campaign)
+        .where(Campaign.id == campaign_id, Campaign.status == S.RUNNING, ~open_batches)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    row = (await session.execute(stmt)).scalar_one_or_none()
+    if row is None:
+        return None
+    row.finished_at = utcnow()
+    if row.sent_count == 0 and row.failed_count > 0:
+        row.status = S.FAILED
+        row.status_reason = await all_failed_reason(session, campaign_id, row.failed_count)
+    else:
+        row.status = S.FINISHED
+        row.status_reason = None
+    await session.flush()
+    return row.status

@@ -1,0 +1,168 @@
+"""The send pipeline's per-chunk statements on PostgreSQL, sent straight through asyncpg.
+
+A batch runs a handful of statements per chunk of 200 and one per few messages (the SENDING commit). Through
+SQLAlchemy's ORM each costs more worker CPU than the server spends on it (statement caching, result
+processing, and a pre-ping on every pool checkout), so while a batch runs it keeps one connection and sends
+these as plain parameterised statements, each committed on its own. Semantics are those of the ORM
+statements they replace in ``pipeline``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from emailkit.db.tables.sending import BatchStatus, Campaign, CampaignStatus, DeliveryStatus
+
+# Data-modifying CTEs run to completion whether or not the outer query reads them; the outer query says
+# whether the lease was still held (when it was not, the update matched nothing). The shared lock makes a
+# takeover wait for this commit, so the new owner's settling sees these rows.
+_MARK_SENDING = """
+    WITH held AS (
+        SELECT id FROM campaign_batches
+        WHERE id = $1 AND status = $2 AND attempts = $3
+        FOR SHARE
+    ), marked AS (
+        UPDATE deliveries SET status = $4, provider = $5
+        WHERE id = ANY($6::bigint[]) AND status = $7 AND EXISTS (SELECT 1 FROM held)
+    )
+    SELECT count(*) FROM held
+"""
+
+# The lease is renewed on a timer too; doing it here as well costs nothing.
+_STATE_AND_LEASE = """
+    WITH lease AS (UPDATE campaign_batches SET lease_until = $2 WHERE id = $1)
+    SELECT id, status, status_reason, recipients_count, sent_count, failed_count, skipped_count,
+        in_doubt_count
+    FROM campaigns WHERE id = $3
+"""
+
+_CHUNK = """
+    SELECT d.id, d.subscriber_id, d.email, d.attempts, s.name, s.attributes
+    FROM deliveries AS d JOIN subscribers AS s ON s.id = d.subscriber_id
+    WHERE d.campaign_id = $1 AND d.subscriber_id BETWEEN $2 AND $3 AND d.status = $4 AND d.id > $5
+    ORDER BY d.id
+    LIMIT $6
+"""
+
+# Only rows still SENDING: a takeover that found this worker presumed dead has made them IN_DOUBT meanwhile,
+# and counting them as sent too would count them twice.
+_RECORD_SENT = """
+    WITH sent AS (
+        UPDATE deliveries AS d
+        SET status = $1, provider_message_id = v.pid, attempts = v.att, sent_at = $5, updated_at = $5,
+            last_error = NULL
+        FROM unnest($2::bigint[], $3::text[], $4::int[]) AS v(id, pid, att)
+        WHERE d.id = v.id AND d.status = $6
+        RETURNING 1
+    )
+    UPDATE campaigns SET sent_count = sent_count + (SELECT count(*) FROM sent), updated_at = $5
+    WHERE id = $7
+    RETURNING id, status, status_reason, recipients_count, sent_count, failed_count, skipped_count,
+        in_doubt_count, (SELECT count(*) FROM sent) AS recorded
+"""
+
+
+@dataclass
+class Pending:
+    """A QUEUED delivery of the chunk being sent, with what its render needs."""
+
+    delivery_id: int
+    subscriber_id: int | None
+    email: str
+    name: str
+    attributes: dict[str, Any]
+    attempts: int
+
+
+def _campaign(row: Any) -> Campaign | None:
+    """A detached Campaign holding the counters the pipeline and the progress report read."""
+    if row is None:
+        return None
+    return Campaign(
+        id=row["id"],
+        status=CampaignStatus(row["status"]),
+        status_reason=row["status_reason"],
+        recipients_count=row["recipients_count"],
+        sent_count=row["sent_count"],
+        failed_count=row["failed_count"],
+        skipped_count=row["skipped_count"],
+        in_doubt_count=row["in_doubt_count"],
+    )
+
+
+def _attributes(value: Any) -> dict[str, Any]:
+    # SQLAlchemy's asyncpg codecs hand JSON over as text.
+    if isinstance(value, str):
+        value = json.loads(value)
+    return dict(value or {})
+
+
+class BatchConnection:
+    """One asyncpg connection lent to a running batch; calls are serialised (the batch's SMTP sessions
+    commit concurrently)."""
+
+    def __init__(self, driver: Any) -> None:
+        self._driver = driver
+        self._lock = asyncio.Lock()
+
+    async def mark_sending(self, batch_id: int, attempts: int, provider: str, ids: list[int]) -> bool:
+        """Mark QUEUED deliveries SENDING if the batch is still this claim's; False when it is not."""
+        async with self._lock:
+            held = await self._driver.fetchval(
+                _MARK_SENDING,
+                batch_id,
+                BatchStatus.RUNNING.value,
+                attempts,
+                DeliveryStatus.SENDING.value,
+                provider,
+                ids,
+                DeliveryStatus.QUEUED.value,
+            )
+        return bool(held)
+
+    async def next_chunk(
+        self,
+        *,
+        campaign_id: int,
+        batch_id: int,
+        lease_until: datetime,
+        lo_id: int,
+        hi_id: int,
+        after_id: int,
+        limit: int,
+    ) -> tuple[Campaign | None, list[Pending]]:
+        async with self._lock:
+            state = await self._driver.fetchrow(_STATE_AND_LEASE, batch_id, lease_until, campaign_id)
+            rows = await self._driver.fetch(
+                _CHUNK, campaign_id, lo_id, hi_id, DeliveryStatus.QUEUED.value, after_id, limit
+            )
+        chunk = [Pending(r[0], r[1], r[2], r[4] or "", _attributes(r[5]), r[3]) for r in rows]
+        return _campaign(state), chunk
+
+    async def record_sent(
+        self,
+        *,
+        campaign_id: int,
+        ids: list[int],
+        provider_ids: list[str | None],
+        attempts: list[int],
+        now: datetime,
+    ) -> tuple[Campaign | None, int]:
+        """Mark SENDING deliveries SENT and add them to the campaign's counter in one statement; returns the
+        campaign and how many were recorded."""
+        async with self._lock:
+            row = await self._driver.fetchrow(
+                _RECORD_SENT,
+                DeliveryStatus.SENT.value,
+                ids,
+                provider_ids,
+                attempts,
+                now,
+                DeliveryStatus.SENDING.value,
+                campaign_id,
+            )
+        return _campaign(row), int(row["recorded"]) if row is not None else 0

@@ -1,0 +1,155 @@
+"""Periodic upkeep that keeps sends moving with no external cron.
+
+Every worker process (and the embedded one) runs :func:`tick` every second or so. Each step is an atomic,
+idempotent database update, so any number of processes may tick at once: starting a due campaign locks its row,
+and re-enqueueing a batch first moves its ``enqueued_at`` forward (a transactional delivery its ``updated_at``) so
+only one ticker wins.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy.orm import aliased
+
+from emailkit.db.tables.sending import (
+    BatchStatus,
+    Campaign,
+    CampaignBatch,
+    CampaignStatus,
+    Delivery,
+    DeliveryStatus,
+)
+from emailkit.db.types import utcnow
+from emailkit.domain.errors import DomainError
+from emailkit.domain.runtime import Runtime
+from emailkit.domain.sending import lifecycle
+
+log = logging.getLogger(__name__)
+
+SEND_BATCH_JOB = "send_campaign_batch"
+SEND_TRANSACTIONAL_JOB = "send_transactional_message"
+TRANSACTIONAL_MAX_AGE = timedelta(days=1)
+
+
+async def enqueue_batches(runtime: Runtime, batch_ids: Sequence[int], *, delay: float | None = None) -> None:
+    """Hand batches to the queue; a lost message is harmless (the reaper below enqueues it again)."""
+    if runtime.jobs is None:
+        return
+    for batch_id in batch_ids:
+        await runtime.jobs.enqueue(SEND_BATCH_JOB, {"batch_id": batch_id}, delay=delay)
+
+
+async def enqueue_transactional(runtime: Runtime, delivery_ids: Sequence[int]) -> None:
+    """Hand transactional deliveries (e.g. confirmation mails) to the queue after their rows are committed."""
+    if runtime.jobs is None:
+        return
+    for delivery_id in delivery_ids:
+        await runtime.jobs.enqueue(SEND_TRANSACTIONAL_JOB, {"delivery_id": delivery_id})
+
+
+async def start_due_campaigns(runtime: Runtime, now: datetime) -> list[int]:
+    batch_size = runtime.sending.batch_size if runtime.sending else lifecycle.DEFAULT_BATCH_SIZE
+    async with runtime.db.session() as s:
+        due = await lifecycle.due_scheduled(s, now)
+    started = []
+    for campaign_id in due:
+        try:
+            async with runtime.db.transaction() as s:
+                _, batch_ids = await lifecycle.start_campaign(s, campaign_id, batch_size=batch_size, now=now)
+        except DomainError as exc:
+            # Another ticker started it first, or it can no longer start: say why on the campaign.
+            log.info("scheduled campaign %s not started: %s", campaign_id, exc)
+            async with runtime.db.transaction() as s:
+                await s.execute(
+                    update(Campaign)
+                    .where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.SCHEDULED)
+                    .values(status=CampaignStatus.FAILED, status_reason=f"Could not start at sendAt: {exc}")
+                )
+            continue
+        started.append(campaign_id)
+        await enqueue_batches(runtime, batch_ids)
+    return started
+
+
+async def requeue_stale_batches(runtime: Runtime, now: datetime, requeue_after: float) -> list[int]:
+    """Batches of running campaigns that no worker holds and no queue message seems to carry."""
+    cutoff = now - timedelta(seconds=requeue_after)
+    # A PENDING batch of a campaign that a worker is busy with is most likely just waiting its turn in the
+    # queue; only when nobody holds a live lease on the campaign are its queue messages presumed lost.
+    busy = aliased(CampaignBatch)
+    campaign_busy = exists().where(
+        busy.campaign_id == CampaignBatch.campaign_id,
+        busy.status == BatchStatus.RUNNING,
+        busy.lease_until >= now,
+    )
+    stale = and_(
+        or_(CampaignBatch.enqueued_at.is_(None), CampaignBatch.enqueued_at < cutoff),
+        or_(
+            and_(CampaignBatch.status == BatchStatus.PENDING, ~campaign_busy),
+            and_(CampaignBatch.status == BatchStatus.RUNNING, CampaignBatch.lease_until < now),
+        ),
+    )
+    running = select(Campaign.id).where(Campaign.status == CampaignStatus.RUNNING)
+    async with runtime.db.transaction() as s:
+        ids = list(
+            (
+                await s.execute(
+                    select(CampaignBatch.id).where(stale, CampaignBatch.campaign_id.in_(running)).limit(500)
+                )
+            ).scalars()
+        )
+        if not ids:
+            return []
+        # Claim the right to re-enqueue: only rows still stale are moved forward, so two tickers never both win.
+        result = await s.execute(
+            update(CampaignBatch)
+            .where(CampaignBatch.id.in_(ids), stale)
+            .values(enqueued_at=now)
+            .returning(CampaignBatch.id)
+        )
+        won = [int(x) for x in result.scalars()]
+    if won:
+        log.info("re-enqueueing %d stale batch(es)", len(won))
+        await enqueue_batches(runtime, won)
+    return won
+
+
+async def requeue_lost_transactional(runtime: Runtime, now: datetime, requeue_after: float) -> list[int]:
+    """Transactional deliveries still QUEUED long after their last change: their queue message was most likely
+    lost (a Redis restart), so they are enqueued again. A job that was only late is harmless: whichever run
+    marks the row SENDING first sends it, and the other finds it handled."""
+    cutoff = now - timedelta(seconds=requeue_after)
+    stale = and_(
+        Delivery.campaign_id.is_(None),
+        Delivery.status == DeliveryStatus.QUEUED,
+        Delivery.updated_at < cutoff,
+        # A receipt or confirmation older than this is no longer expected; sending it would only confuse.
+        Delivery.created_at >= now - TRANSACTIONAL_MAX_AGE,
+    )
+    async with runtime.db.transaction() as s:
+        ids = list(
+            (await s.execute(select(Delivery.id).where(stale).order_by(Delivery.id).limit(500))).scalars()
+        )
+        if not ids:
+            return []
+        # Claim the right to re-enqueue, as for batches: only rows still stale are moved forward.
+        result = await s.execute(
+            update(Delivery).where(Delivery.id.in_(ids), stale).values(updated_at=now).returning(Delivery.id)
+        )
+        won = sorted(int(x) for x in result.scalars())
+    if won:
+        log.info("re-enqueueing %d transactional delivery(ies) left queued", len(won))
+        await enqueue_transactional(runtime, won)
+    return won
+
+
+async def tick(runtime: Runtime, now: datetime | None = None) -> None:
+    now = now or utcnow()
+    await start_due_campaigns(runtime, now)
+    requeue_after = runtime.sending.requeue_after_seconds if runtime.sending else 60.0
+    await requeue_stale_batches(runtime, now, requeue_after)
+    await requeue_lost_transactional(runtime, now, requeue_after)

@@ -1,0 +1,135 @@
+"""Sending one transactional delivery (queued by sendTransactional or a double opt-in confirmation)."""
+
+from __future__ import annotations
+
+from sqlalchemy import update
+
+from emailkit.db.tables.audience import Subscriber
+from emailkit.db.tables.content import ContentFormat, Template
+from emailkit.db.tables.sending import Delivery, DeliveryStatus
+from emailkit.db.types import utcnow
+from emailkit.domain.audience import optin
+from emailkit.domain.content.rendering import compile_content, render_failure_reason
+from emailkit.domain.errors import DomainError
+from emailkit.domain.ports.provider import DELIVERY_TAG, Address, OutgoingMessage, SendResult
+from emailkit.domain.runtime import Runtime
+from emailkit.domain.sending.deliveries import render_context
+from emailkit.domain.sending.pipeline import IN_DOUBT_NOTE
+
+
+class TransientSendFailure(Exception):
+    """Raised so the job is retried later (with the queue's backoff)."""
+
+    def __init__(self, error: str, retry_after: float | None) -> None:
+        super().__init__(error)
+        self.retry_after = retry_after
+
+
+class _TakenElsewhere(Exception):
+    """Raised from the hand-over hook so the provider does not send a message another run has claimed."""
+
+
+async def send_transactional(runtime: Runtime, delivery_id: int, *, max_attempts: int) -> SendResult | None:
+    setup = runtime.sending
+    if setup is None:
+        raise RuntimeError("this process was not configured to send mail")
+    async with runtime.db.session() as s:
+        delivery = await s.get(Delivery, delivery_id)
+        if delivery is not None and delivery.status is DeliveryStatus.SENDING:
+            # The queue hands a job over again only once its worker is gone, which died handing this one over.
+            await _settle_in_doubt(runtime, delivery_id)
+            return None
+        if delivery is None or delivery.status is not DeliveryStatus.QUEUED:
+            return None  # already handled by an earlier run of this job
+        template = await s.get(Template, delivery.template_id) if delivery.template_id is not None else None
+        subscriber = (
+            await s.get(Subscriber, delivery.subscriber_id) if delivery.subscriber_id is not None else None
+        )
+    payload = dict(delivery.data or {})
+    source: tuple[str, ContentFormat, str] | None = None
+    if template is not None:
+        source = (template.body, template.format, template.subject)
+    elif payload.get("builtin") == optin.BUILTIN_OPTIN:
+        source = (optin.DEFAULT_HTML, ContentFormat.HTML, optin.DEFAULT_SUBJECT)
+    rendered = None
+    if source is None:
+        result = SendResult.failed(
+            str(delivery_id), "the template was deleted before sending", transient=False
+        )
+    else:
+        try:
+            content = compile_content(source[0], source[1], subject=source[2])
+            rendered = content.render(
+                render_context(subscriber, delivery.email, dict(payload.get("vars") or {}))
+            )
+        except DomainError as exc:
+            # Retrying cannot help a template that does not render with this data (or goes over a limit).
+            result = SendResult.failed(str(delivery_id), render_failure_reason(exc), transient=False)
+    if rendered is not None:
+        sender = Address(str(payload.get("from_email")), str(payload.get("from_name") or ""))
+        message = OutgoingMessage(
+            delivery_id=str(delivery_id),
+            sender=sender.email,
+            to=Address(delivery.email, subscriber.name if subscriber else ""),
+            from_=sender,
+            subject=rendered.subject,
+            html=rendered.html,
+            text=rendered.text,
+            tags={DELIVERY_TAG: str(delivery_id)},
+        )
+
+        claimed = False
+
+        async def mark_sending(ids: object) -> None:
+            nonlocal claimed
+            if claimed:
+                return  # the provider hands it over again on a new connection: the row is ours already
+            async with runtime.db.transaction() as tx:
+                won = await tx.execute(
+                    update(Delivery)
+                    .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.QUEUED)
+                    .values(status=DeliveryStatus.SENDING, provider=setup.provider_name)
+                    .returning(Delivery.id)
+                )
+                taken = won.scalar_one_or_none() is None
+            if taken:
+                # Another run of this delivery (a re-enqueued copy of a late message) took it first.
+                raise _TakenElsewhere
+            claimed = True
+
+        if setup.limiter is not None:
+            await setup.limiter.acquire(1)
+        try:
+            [result] = await setup.provider.send_batch([message], on_commit=mark_sending)
+        except _TakenElsewhere:
+            return None
+    attempts = delivery.attempts + 1
+    async with runtime.db.transaction() as s:
+        if result.ok:
+            values = {
+                "status": DeliveryStatus.SENT,
+                "provider_message_id": result.provider_message_id,
+                "sent_at": utcnow(),
+                "last_error": None,
+            }
+        elif result.transient and attempts < max_attempts:
+            values = {"status": DeliveryStatus.QUEUED, "last_error": result.error}
+        else:
+            values = {"status": DeliveryStatus.FAILED, "last_error": result.error}
+        await s.execute(
+            update(Delivery)
+            .where(Delivery.id == delivery_id)
+            .values(attempts=attempts, updated_at=utcnow(), provider=setup.provider_name, **values)
+        )
+    if not result.ok and result.transient and attempts < max_attempts:
+        raise TransientSendFailure(result.error or "transient failure", result.retry_after)
+    return result
+
+
+async def _settle_in_doubt(runtime: Runtime, delivery_id: int) -> None:
+    async with runtime.db.transaction() as s:
+        await s.execute(
+            update(Delivery)
+            .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.SENDING)
+            .values(status=DeliveryStatus.IN_DOUBT, last_error=IN_DOUBT_NOTE, updated_at=utcnow())
+        )

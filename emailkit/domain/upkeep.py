@@ -1,0 +1,36 @@
+"""Periodic upkeep across areas, run by every worker process's ticker (and the embedded one).
+
+Each second: the sending scheduler's steps (due campaigns started, stale batches and lost transactional
+messages requeued). Once an hour per process: the feedback loop's maintenance (event partitions created ahead,
+old dedupe keys pruned).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from emailkit.db.types import utcnow
+from emailkit.domain.feedback.partitions import maintain_event_partitions
+from emailkit.domain.runtime import Runtime
+from emailkit.domain.sending import scheduler
+
+log = logging.getLogger(__name__)
+
+
+class Upkeep:
+    """Runs the per-tick steps, plus hourly maintenance (event partitions ahead, pruning) once per process."""
+
+    MAINTENANCE_EVERY = timedelta(hours=1)
+
+    def __init__(self) -> None:
+        self._last_maintenance: datetime | None = None
+
+    async def tick(self, runtime: Runtime, now: datetime | None = None) -> None:
+        now = now or utcnow()
+        await scheduler.tick(runtime, now)
+        if self._last_maintenance is None or now - self._last_maintenance >= self.MAINTENANCE_EVERY:
+            self._last_maintenance = now
+            created = await maintain_event_partitions(runtime.db, now)
+            if created:
+                log.info("created event partitions: %s", ", ".join(created))
