@@ -499,7 +499,56 @@ async def postgres_backends(url: str) -> list[int]:
 # -- main ------------------------------------------------------------------------------------------------
 
 
-def main() -> None:
+def check_delivered(run: Run, sink_seen: int, n: int) -> None:
+    """Exits non-zero unless every recipient is SENT in the ledger and the sink saw each message once."""
+    problems = []
+    if run.statuses.get("SENT", 0) != n:
+        problems.append(f"expected {n} SENT deliveries")
+    if sink_seen != n:
+        problems.append(f"the sink saw {sink_seen} messages, expected {n}")
+    if problems:
+        sys.exit("; ".join(problems))
+
+
+def read_defaults(args: argparse.Namespace, workers: Workers) -> None:
+    """What a plain `emailkit worker` chose (its start-up banner) and the default batch size, into ARGS."""
+    from emailkit.settings import Settings
+
+    pool = BANNER_POOL.search(workers.log.read_text())
+    args.processes, args.threads = workers.processes, workers.threads
+    args.pool_size = int(pool.group(1)) if pool else 0
+    # The API that plans the batches runs with the same (default) settings.
+    args.batch_size = Settings.model_fields["batch_size"].default
+    print(
+        f"  --defaults: `emailkit worker` chose {args.processes} process(es) x {args.threads} threads, "
+        f"SMTP pool {args.pool_size}; batches of {args.batch_size}"
+    )
+
+
+def start_profiler(output: Path, pid: int) -> subprocess.Popen[bytes]:
+    """py-spy recording one worker process into OUTPUT (collapsed stacks) until it gets SIGINT."""
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "py-spy"),
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            "200",
+            "--format",
+            "raw",
+            "--output",
+            str(output),
+            "--nonblocking",
+            # CPU only: samples of threads holding the GIL.
+            "--gil",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -526,7 +575,11 @@ def main() -> None:
     parser.add_argument(
         "--profile", type=Path, help="py-spy record one worker process into this file (collapsed stacks)"
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     if args.defaults:
         # Nothing of this shell's tuning reaches the workers or the API that plans the batches.
         for name in [k for k in os.environ if k.startswith("EMAILKIT_")]:
@@ -574,17 +627,7 @@ def main() -> None:
     try:
         workers.wait_ready()
         if args.defaults:
-            from emailkit.settings import Settings
-
-            pool = BANNER_POOL.search(workers.log.read_text())
-            args.processes, args.threads = workers.processes, workers.threads
-            args.pool_size = int(pool.group(1)) if pool else 0
-            # The API that plans the batches runs with the same (default) settings.
-            args.batch_size = Settings.model_fields["batch_size"].default
-            print(
-                f"  --defaults: `emailkit worker` chose {args.processes} process(es) x {args.threads} threads, "
-                f"SMTP pool {args.pool_size}; batches of {args.batch_size}"
-            )
+            read_defaults(args, workers)
         source_before = run_smtp_source(sink, args.source_messages, size, args.source_sessions)
         print(f"  smtp-source before the campaign: {source_before:,.0f} msg/s")
         pids = workers.pids()
@@ -593,25 +636,7 @@ def main() -> None:
         if args.processes == 1:
             labels[workers.proc.pid] = "worker process"
         if args.profile is not None:
-            profiler = subprocess.Popen(
-                [
-                    str(Path(sys.executable).parent / "py-spy"),
-                    "record",
-                    "--pid",
-                    str(worker_pids[0]),
-                    "--rate",
-                    "200",
-                    "--format",
-                    "raw",
-                    "--output",
-                    str(args.profile),
-                    "--nonblocking",
-                    # CPU only: samples of threads holding the GIL.
-                    "--gil",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            profiler = start_profiler(args.profile, worker_pids[0])
         sink_before = sink.messages()
         cpu_before = {pid: cpu_seconds(pid) for pid in [*pids, sink.proc.pid]}
         bench_cpu = time.process_time()
@@ -664,13 +689,7 @@ def main() -> None:
     print(f"    {'this process (API + polling)':<34} pid {os.getpid():<7} {bench_cpu:7.2f} s")
     worker_cpu = sum(cpu_after[p] - cpu_before[p] for p in worker_pids)
     print(f"  worker CPU per email: {worker_cpu / max(run.sent, 1) * 1e6:.0f} µs")
-    problems = []
-    if run.statuses.get("SENT", 0) != n:
-        problems.append(f"expected {n} SENT deliveries")
-    if sink_seen != n:
-        problems.append(f"the sink saw {sink_seen} messages, expected {n}")
-    if problems:
-        sys.exit("; ".join(problems))
+    check_delivered(run, sink_seen, n)
     shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -68,29 +68,39 @@ def validate(body: Any) -> tuple[str, str | None] | None:
         )
     if len(personalizations) > 1000:
         return "The personalizations field must have no more than 1000 items.", "personalizations"
-    recipients = 0
     for i, p in enumerate(personalizations):
-        if set(p) - PERSONALIZATION_KEYS:
-            return "Unknown personalization field", f"personalizations.{i}"
-        if not p.get("to"):
-            return "The to array is required for all personalization objects", f"personalizations.{i}.to"
-        for j, to in enumerate(p["to"]):
-            recipients += 1
-            if not isinstance(to, dict) or "@" not in str(to.get("email", "")):
-                return "Does not contain a valid address.", f"personalizations.{i}.to.{j}.email"
-        for name, value in (p.get("headers") or {}).items():
-            if name.lower() in RESERVED_HEADERS or not isinstance(value, str):
-                return "Invalid type or reserved header", f"personalizations.{i}.headers"
-        args = p.get("custom_args") or {}
-        if not all(isinstance(v, str) for v in args.values()) or len(json.dumps(args)) > 10_000:
-            return "Custom args must be strings and under 10000 bytes", f"personalizations.{i}.custom_args"
-        if "subject" not in p and not body.get("subject"):
-            return "The subject is required.", "subject"
-    if recipients > 1000:
+        problem = validate_personalization(i, p, has_subject=bool(body.get("subject")))
+        if problem is not None:
+            return problem
+    if sum(len(p["to"]) for p in personalizations) > 1000:
         return "The total number of recipients must be no more than 1000.", "personalizations"
     if not isinstance(body.get("from"), dict) or "@" not in str(body["from"].get("email", "")):
         return "The from object must be provided for every email send.", "from.email"
-    content = body.get("content")
+    return validate_content(body.get("content"))
+
+
+def validate_personalization(
+    i: int, p: dict[str, Any], *, has_subject: bool
+) -> tuple[str, str | None] | None:
+    if set(p) - PERSONALIZATION_KEYS:
+        return "Unknown personalization field", f"personalizations.{i}"
+    if not p.get("to"):
+        return "The to array is required for all personalization objects", f"personalizations.{i}.to"
+    for j, to in enumerate(p["to"]):
+        if not isinstance(to, dict) or "@" not in str(to.get("email", "")):
+            return "Does not contain a valid address.", f"personalizations.{i}.to.{j}.email"
+    for name, value in (p.get("headers") or {}).items():
+        if name.lower() in RESERVED_HEADERS or not isinstance(value, str):
+            return "Invalid type or reserved header", f"personalizations.{i}.headers"
+    args = p.get("custom_args") or {}
+    if not all(isinstance(v, str) for v in args.values()) or len(json.dumps(args)) > 10_000:
+        return "Custom args must be strings and under 10000 bytes", f"personalizations.{i}.custom_args"
+    if "subject" not in p and not has_subject:
+        return "The subject is required.", "subject"
+    return None
+
+
+def validate_content(content: Any) -> tuple[str, str | None] | None:
     if not isinstance(content, list) or not content:
         return "Unless a valid template_id is provided, the content parameter is required.", "content"
     types = [c.get("type") for c in content]
