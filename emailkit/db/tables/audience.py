@@ -116,8 +116,8 @@ class Segment(TimestampMixin, Base):
     filter: Mapped[dict[str, Any]] = mapped_column(JSONDoc, nullable=False)
 
 
-# Indexes the segment compiler relies on. They belong to tables defined in models.py and are declared here so
-# that this area's schema lives in one place. SQLite cannot use them: an always-false partial index keeps
+# Indexes the segment compiler relies on, declared together so that what segments need from the schema is in
+# one place (one of them is on the deliveries ledger). SQLite cannot use them: an always-false partial index keeps
 # models and migrations identical on both backends while costing SQLite nothing.
 SQLITE_NEVER = text("0")
 

@@ -131,7 +131,7 @@ class Pending:
     @property
     def recipient(self) -> int | None:
         """Who, for the unique counters: the delivery, else the subscriber, else the address (three
-        disjoint ranges of one integer; see :class:`~emailkit.domain.models_feedback.CampaignFirst`)."""
+        disjoint ranges of one integer; see :class:`~emailkit.db.tables.feedback.CampaignFirst`)."""
         if self.delivery_id is not None:
             return self.delivery_id
         if self.subscriber_id is not None:
