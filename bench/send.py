@@ -35,383 +35,37 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import random
-import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 import httpx
 import redis
-from benchlib import find_tool, free_port, process_cpu
+from send_data import PUBLIC_URL, asyncpg_dsn, create_campaign, load_audience, message_size, reset_schema
+from send_processes import (
+    BANNER_POOL,
+    Workers,
+    cpu_seconds,
+    peak_rss_mb,
+    process_label,
+    run_smtp_source,
+    start_profiler,
+    start_sink,
+    start_workers,
+)
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/ek_h14"
+
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
-PUBLIC_URL = "https://news.example.com"
-# The worker's start-up banner: "  workers     2 worker processes x 4 threads" and "smtp via ..., pool 40".
-BANNER_WORKERS = re.compile(r"^\s+workers\s+(\d+) worker process(?:es)? x (\d+) threads$", re.M)
-BANNER_POOL = re.compile(r"^\s+provider\s+smtp via .*, pool (\d+)$", re.M)
-
-CITIES = ("Berlin", "Lisbon", "Oslo", "Toronto", "Osaka", "Lagos", "Lima", "Perth")
-FIRST_NAMES = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Ken", "Margaret", "Linus", "Radia", "Donald")
-
-ARTICLE = """    <mj-section padding="10px 0">
-      <mj-column>
-        <mj-image src="https://cdn.example.com/articles/{n}.jpg" alt="Article {n}" width="560px" />
-        <mj-text font-size="18px" font-weight="bold">{n}. {title}</mj-text>
-        <mj-text>{summary} Picked for readers in {{{{ subscriber.attributes.city | default('your city') }}}}.
-        </mj-text>
-        <mj-button href="https://example.com/articles/{n}?utm_source=newsletter">Read more</mj-button>
-      </mj-column>
-    </mj-section>"""
-
-SUMMARY = (
-    "A short summary of the story that tells the reader why it matters this week, with enough words to "
-    "look like a real newsletter paragraph rather than a placeholder. "
-)
-
-# Five tracked links (four buttons and the archive link), the unsubscribe link (never rewritten) and,
-# added by the pipeline, the open pixel.
-NEWSLETTER = (
-    """<mjml>
-  <mj-head>
-    <mj-title>{{ campaign.subject }}</mj-title>
-    <mj-preview>This week for {{ subscriber.attributes.first_name | default(subscriber.name) }}</mj-preview>
-    <mj-attributes>
-      <mj-all font-family="Helvetica, Arial, sans-serif" />
-      <mj-text font-size="15px" line-height="22px" color="#333333" />
-    </mj-attributes>
-  </mj-head>
-  <mj-body background-color="#f4f4f4">
-    <mj-section background-color="#ffffff">
-      <mj-column>
-        <mj-image src="https://cdn.example.com/logo.png" alt="Example News" width="160px" />
-        <mj-text font-size="22px">
-          Hello {{ subscriber.attributes.first_name | default(subscriber.name) }},</mj-text>
-        <mj-text>Here is what happened this week.
-          {% if subscriber.attributes.plan == 'pro' %}As a pro member you read it first.{% endif %}</mj-text>
-      </mj-column>
-    </mj-section>
-"""
-    + "\n".join(ARTICLE.format(n=i + 1, title=f"Story number {i + 1}", summary=SUMMARY * 2) for i in range(4))
-    + """
-    <mj-section>
-      <mj-column>
-        <mj-divider border-color="#dddddd" />
-        <mj-text font-size="12px" color="#888888">Older issues are in the
-          <a href="https://example.com/archive">archive</a>.
-          You receive this because {{ subscriber.email }} subscribed.
-          <a href="{{ unsubscribe_url }}">Unsubscribe</a></mj-text>
-      </mj-column>
-    </mj-section>
-  </mj-body>
-</mjml>
-"""
-)
-SUBJECT = "{{ subscriber.attributes.first_name | default('Hello') }}, your weekly digest"
-
-
-# -- processes -------------------------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        return process_cpu(pid)
-    except OSError:
-        return 0.0
-
-
-def peak_rss_mb(pid: int) -> float:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0.0
-    m = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
-    return int(m.group(1)) / 1024 if m else 0.0
-
-
-def children(pid: int) -> list[int]:
-    try:
-        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
-def process_label(pid: int) -> str:
-    try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return "?"
-    if "resource_tracker" in cmd:
-        return "multiprocessing resource tracker"
-    return "worker process" if "multiprocessing" in cmd else "worker supervisor"
-
-
-@dataclass
-class Sink:
-    port: int
-    proc: subprocess.Popen[bytes]
-    counter_file: Path
-
-    def messages(self) -> int:
-        """Messages the sink accepted so far (its -c counter, last value written)."""
-        text = self.counter_file.read_bytes()[-4096:].decode(errors="replace")
-        found = re.findall(r"mesg=(\d+)", text)
-        return int(found[-1]) if found else 0
-
-
-def start_sink(workdir: Path) -> Sink:
-    port = free_port()
-    counter = workdir / "sink-counter.txt"
-    args = [find_tool("smtp-sink"), "-c", "-m", "1024"]
-    if os.geteuid() == 0:
-        args += ["-u", "nobody"]
-    with counter.open("wb") as out:
-        proc = subprocess.Popen([*args, f"127.0.0.1:{port}", "1024"], stdout=out, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return Sink(port, proc, counter)
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    sys.exit("smtp-sink did not start")
-
-
-def run_smtp_source(sink: Sink, messages: int, size: int, sessions: int) -> float:
-    cmd = [
-        find_tool("smtp-source"),
-        "-d",  # reuse each session for the next message
-        "-N",  # a distinct recipient per message, as a campaign has
-        "-s",
-        str(sessions),
-        "-m",
-        str(messages),
-        "-l",
-        str(size),
-        "-f",
-        "bounces@news.example.com",
-        "-t",
-        "reader@example.org",
-        f"127.0.0.1:{sink.port}",
-    ]
-    start = time.perf_counter()
-    subprocess.run(cmd, check=True)
-    return messages / (time.perf_counter() - start)
-
-
-@dataclass
-class Workers:
-    proc: subprocess.Popen[bytes]
-    log: Path
-    # 0 until the banner says (a plain `emailkit worker` chooses itself).
-    processes: int
-    threads: int = 0
-    cpu_at_start: dict[int, float] = field(default_factory=dict)
-
-    def read_banner(self) -> bool:
-        """Take the process and thread counts from the start-up banner; whether it was printed yet."""
-        found = BANNER_WORKERS.search(self.log.read_text())
-        if found is None:
-            return False
-        self.processes, self.threads = int(found.group(1)), int(found.group(2))
-        return True
-
-    def pids(self) -> list[int]:
-        return [self.proc.pid, *children(self.proc.pid)] if self.processes > 1 else [self.proc.pid]
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                sys.exit(
-                    f"emailkit worker exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}"
-                )
-            if not self.processes and not self.read_banner():
-                time.sleep(0.1)
-                continue
-            if self.log.read_text().count("worker ready") >= self.processes:
-                return
-            time.sleep(0.1)
-        sys.exit(f"emailkit worker not ready after {timeout:g}s:\n{self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def start_workers(env: dict[str, str], processes: int | None, threads: int | None, workdir: Path) -> Workers:
-    """`emailkit worker` with these options, or with none at all when they are None (--defaults)."""
-    log = workdir / "worker.log"
-    emailkit = Path(sys.executable).parent / "emailkit"
-    options = []
-    if processes is not None:
-        options += ["--processes", str(processes)]
-    if threads is not None:
-        options += ["--threads", str(threads)]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(emailkit), "worker", *options], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    return Workers(proc, log, processes or 0, threads or 0)
-
-
-# -- data ------------------------------------------------------------------------------------------------
-
-
-def asyncpg_dsn(url: str) -> str:
-    return re.sub(r"^postgresql\+asyncpg://", "postgresql://", url)
-
-
-async def reset_schema(url: str) -> None:
-    from emailkit import migrate
-    from emailkit.db.engine import Database
-
-    conn = await asyncpg.connect(asyncpg_dsn(url))
-    try:
-        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-    finally:
-        await conn.close()
-    db = Database(re.sub(r"^postgresql://", "postgresql+asyncpg://", url))
-    try:
-        await migrate.upgrade(db)
-    finally:
-        await db.dispose()
-
-
-async def load_audience(url: str, n: int) -> int:
-    """COPY n subscribers, all CONFIRMED on one list; returns the list id."""
-    rng = random.Random(42)
-    now = datetime.now(UTC)
-    conn = await asyncpg.connect(asyncpg_dsn(url))
-    try:
-        list_id = await conn.fetchval(
-            "INSERT INTO lists (name, description, optin, visibility, tags, created_at, updated_at) "
-            "VALUES ('Weekly digest', '', 'SINGLE', 'PRIVATE', '[]', $1, $1) RETURNING id",
-            now,
-        )
-        subscribers = []
-        for i in range(1, n + 1):
-            first = FIRST_NAMES[i % len(FIRST_NAMES)]
-            attributes = {
-                "first_name": first,
-                "city": rng.choice(CITIES),
-                "plan": "pro" if i % 4 == 0 else "free",
-                "points": rng.randrange(1000),
-            }
-            subscribers.append(
-                (
-                    i,
-                    f"reader{i}@example.org",
-                    f"{first} Reader{i}",
-                    json.dumps(attributes),
-                    "ENABLED",
-                    now,
-                    now,
-                )
-            )
-        await conn.copy_records_to_table(
-            "subscribers",
-            records=subscribers,
-            columns=["id", "email", "name", "attributes", "status", "created_at", "updated_at"],
-        )
-        await conn.copy_records_to_table(
-            "subscriptions",
-            records=[(i, list_id, "CONFIRMED", now, now) for i in range(1, n + 1)],
-            columns=["subscriber_id", "list_id", "status", "created_at", "updated_at"],
-        )
-        await conn.execute("SELECT setval(pg_get_serial_sequence('subscribers', 'id'), $1)", n)
-        await conn.execute("ANALYZE")
-        return int(list_id)
-    finally:
-        await conn.close()
-
-
-async def create_campaign(url: str, list_id: int) -> tuple[int, str]:
-    """The campaign (DRAFT) and an admin API key."""
-    from emailkit.db.engine import Database
-    from emailkit.db.tables.access import Role
-    from emailkit.db.tables.content import ContentFormat
-    from emailkit.db.tables.sending import Campaign, CampaignList
-    from emailkit.domain.apikeys import create_api_key
-    from emailkit.domain.content.rendering import validate_content
-
-    validate_content(NEWSLETTER, ContentFormat.MJML, subject=SUBJECT)
-    db = Database(re.sub(r"^postgresql://", "postgresql+asyncpg://", url))
-    try:
-        async with db.transaction() as s:
-            campaign = Campaign(
-                name="Weekly digest (benchmark)",
-                subject=SUBJECT,
-                from_email="news@news.example.com",
-                from_name="Example News",
-                body=NEWSLETTER,
-                format=ContentFormat.MJML,
-                track_opens=True,
-                track_clicks=True,
-            )
-            s.add(campaign)
-            await s.flush()
-            s.add(CampaignList(campaign_id=campaign.id, list_id=list_id))
-            _, key = await create_api_key(s, "bench", Role.ADMIN)
-            return campaign.id, key
-    finally:
-        await db.dispose()
-
-
-async def message_size(url: str, campaign_id: int, secret: str, samples: int = 50) -> int:
-    """Average bytes on the wire per message, built by the pipeline's own per-recipient path."""
-    from emailkit.db.engine import Database
-    from emailkit.db.tables.sending import Campaign
-    from emailkit.domain.content.tracked_urls import TrackingUrls
-    from emailkit.domain.sending.pipeline import CampaignSender
-    from emailkit.domain.sending.pipeline_pg import Pending
-    from emailkit.domain.tokens import TokenSigner
-    from emailkit.providers.mime import MimeBuilder
-    from emailkit.providers.outbox import OutboxProvider
-
-    db = Database(re.sub(r"^postgresql://", "postgresql+asyncpg://", url))
-    try:
-        sender = CampaignSender(
-            db,
-            OutboxProvider(Path(tempfile.gettempdir())),
-            "smtp",
-            TrackingUrls(PUBLIC_URL, TokenSigner(secret)),
-        )
-        async with db.session() as s:
-            campaign = await s.get(Campaign, campaign_id)
-            assert campaign is not None
-            compiled = await sender._content(s, campaign)
-        builder = MimeBuilder()
-        sizes = []
-        for i in range(1, samples + 1):
-            attributes = {
-                "first_name": FIRST_NAMES[i % len(FIRST_NAMES)],
-                "city": CITIES[i % 8],
-                "plan": "pro",
-            }
-            pending = Pending(10_000 + i, i, f"reader{i}@example.org", f"Reader {i}", attributes, 0)
-            sizes.append(len(builder.build(sender._message(compiled, pending)).data))
-        return sum(sizes) // len(sizes)
-    finally:
-        await db.dispose()
 
 
 async def start_campaign(settings_env: dict[str, str], campaign_id: int, api_key: str) -> None:
@@ -496,9 +150,6 @@ async def postgres_backends(url: str) -> list[int]:
         await conn.close()
 
 
-# -- main ------------------------------------------------------------------------------------------------
-
-
 def check_delivered(run: Run, sink_seen: int, n: int) -> None:
     """Exits non-zero unless every recipient is SENT in the ledger and the sink saw each message once."""
     problems = []
@@ -522,29 +173,6 @@ def read_defaults(args: argparse.Namespace, workers: Workers) -> None:
     print(
         f"  --defaults: `emailkit worker` chose {args.processes} process(es) x {args.threads} threads, "
         f"SMTP pool {args.pool_size}; batches of {args.batch_size}"
-    )
-
-
-def start_profiler(output: Path, pid: int) -> subprocess.Popen[bytes]:
-    """py-spy recording one worker process into OUTPUT (collapsed stacks) until it gets SIGINT."""
-    return subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "py-spy"),
-            "record",
-            "--pid",
-            str(pid),
-            "--rate",
-            "200",
-            "--format",
-            "raw",
-            "--output",
-            str(output),
-            "--nonblocking",
-            # CPU only: samples of threads holding the GIL.
-            "--gil",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
     )
 
 
