@@ -204,7 +204,7 @@ def worker(
     """Run jobs from EMAILKIT_BROKER_URL until SIGTERM/SIGINT (in-flight jobs finish first)."""
     from emailkit import startup
     from emailkit.app import build_runtime
-    from emailkit.tasks.broker import BrokerUnreachable, ping_broker
+    from emailkit.tasks.broker.connection import BrokerUnreachable, ping_broker
     from emailkit.tasks.worker import run_workers
 
     settings = _settings()
