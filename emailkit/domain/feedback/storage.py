@@ -228,38 +228,63 @@ async def _first_seen(session: AsyncSession, wanted: set[Marker]) -> set[Marker]
     return {(int(c), int(r), int(m)) for c, r, m in result.all()}
 
 
+# A stored row that can be a first sighting: (row, campaign, recipient, link hash, markers).
+_Planned = tuple[Pending, int, int | None, str | None, tuple[int, ...]]
+
+
 async def count(session: AsyncSession, rows: Sequence[Pending]) -> Deltas:
     """Work out what the stored rows add to each campaign's counters (marking first sightings)."""
     deltas = Deltas()
-    # (row, campaign, recipient, link hash, markers), computed once per row.
-    plan = []
+    plan, wanted = _count_totals(rows, deltas)
+    _count_firsts(deltas, plan, await _first_seen(session, wanted))
+    return deltas
+
+
+def _count_totals(rows: Sequence[Pending], deltas: Deltas) -> tuple[list[_Planned], set[Marker]]:
+    """Count what needs no first-seen marker (totals, timeline); plan the rows that do, and collect their
+    markers to record."""
+    plan: list[_Planned] = []
     wanted: set[Marker] = set()
     hashes: dict[str, str] = {}
     hours: dict[datetime, datetime] = {}
+    stats_by_campaign = deltas.stats
+    timeline = deltas.timeline
     click = EventType.CLICK
     for r in rows:
         cid = r.campaign_id
         if cid is None:
+            continue
+        stats = stats_by_campaign[cid]
+        total = _TOTAL.get(r.type)
+        if total is not None:
+            stats[total] += 1
+        at = r.occurred_at
+        hour = hours.get(at)
+        if hour is None:
+            hour = hours[at] = at.replace(minute=0, second=0, microsecond=0)
+        timeline[(cid, hour, r.type)] += 1
+        code = FIRST_MARKER.get(r.type)
+        if code is None:
             continue
         link = None
         if r.type is click and r.url:
             link = hashes.get(r.url)
             if link is None:
                 link = hashes[r.url] = url_hash(r.url)
-        code = FIRST_MARKER.get(r.type)
-        markers: tuple[int, ...] = () if code is None else (code, link_marker(link)) if link else (code,)
-        recipient = r.recipient if markers else None
+        markers = (code, link_marker(link)) if link else (code,)
+        recipient = r.recipient
         if recipient is not None:
             for m in markers:
                 wanted.add((cid, recipient, m))
         plan.append((r, cid, recipient, link, markers))
-    fresh = await _first_seen(session, wanted)
+    return plan, wanted
+
+
+def _count_firsts(deltas: Deltas, plan: list[_Planned], fresh: set[Marker]) -> None:
+    """Count the planned rows' markers: once per recipient, unique opens and clicks, and clicks per link."""
     stats_by_campaign = deltas.stats
     for r, cid, recipient, link, markers in plan:
         stats = stats_by_campaign[cid]
-        total = _TOTAL.get(r.type)
-        if total is not None:
-            stats[total] += 1
         for marker in markers:
             # Anonymous hits have no recipient: they count in totals, never as unique.
             first = False
@@ -276,18 +301,16 @@ async def count(session: AsyncSession, rows: Sequence[Pending]) -> Deltas:
                 if first:
                     stats[_UNIQUE[marker]] += 1
             elif link is not None and r.url:
-                delta = deltas.links.get((cid, link))
-                if delta is None:
-                    delta = deltas.links[(cid, link)] = LinkDelta(url=r.url)
-                delta.clicks += 1
-                if first:
-                    delta.unique_clicks += 1
-        at = r.occurred_at
-        hour = hours.get(at)
-        if hour is None:
-            hour = hours[at] = at.replace(minute=0, second=0, microsecond=0)
-        deltas.timeline[(cid, hour, r.type)] += 1
-    return deltas
+                _count_link_click(deltas, cid, link, r.url, first)
+
+
+def _count_link_click(deltas: Deltas, cid: int, link: str, url: str, first: bool) -> None:
+    delta = deltas.links.get((cid, link))
+    if delta is None:
+        delta = deltas.links[(cid, link)] = LinkDelta(url=url)
+    delta.clicks += 1
+    if first:
+        delta.unique_clicks += 1
 
 
 _PG_LINKS = """
