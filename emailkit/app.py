@@ -21,7 +21,7 @@ from emailkit.domain.runtime import Runtime, SendingSetup
 from emailkit.providers.registry import build_provider
 from emailkit.schema import SchemaLimits, build_schema
 from emailkit.settings import Settings, configure_logging, load_settings
-from emailkit.tasks.broker import build_job_queue
+from emailkit.tasks.broker.queue import build_job_queue
 from emailkit.tasks.pubsub import build_pubsub
 from emailkit.tasks.ratelimit import build_rate_limiter
 from emailkit.tasks.worker import close_runtime, embedded_worker

@@ -12,7 +12,7 @@ import socket
 from dataclasses import dataclass
 
 from emailkit.settings import Settings
-from emailkit.tasks.broker import redact_url
+from emailkit.tasks.broker.connection import redact_url
 
 # Worker processes when neither --processes nor EMAILKIT_WORKER_PROCESSES says: one per CPU, up to this many
 # (each process holds its own SMTP pool and database connections).

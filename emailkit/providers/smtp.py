@@ -1,4 +1,4 @@
-"""``smtp``: any SMTP relay, through a pool of reused, pipelined sessions (see ``smtp_pool``).
+"""``smtp``: any SMTP relay, through a pool of reused, pipelined sessions (see ``smtp_session``).
 
 Configured by one URL, ``EMAILKIT_SMTP_URL``::
 
@@ -16,7 +16,6 @@ pipelines even when the server offers it. User and password are percent-decoded.
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 import socket
 import ssl
@@ -28,9 +27,10 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from emailkit.domain.ports.provider import CommitHook, OutgoingMessage, ResultHook, SendResult
 from emailkit.providers.dkim import DkimSigner
 from emailkit.providers.mime import MimeBuilder, MimeError, ascii_email
-from emailkit.providers.smtp_pool import Admit, SessionOptions, SmtpConnectError, SmtpJob, SmtpPool
-
-log = logging.getLogger(__name__)
+from emailkit.providers.smtp_batch import Finisher, Senders
+from emailkit.providers.smtp_job import SmtpJob
+from emailkit.providers.smtp_pool import SmtpPool
+from emailkit.providers.smtp_session import SessionOptions
 
 # Messages serialised between two yields to the event loop.
 _PREPARE_SLICE = 8
@@ -199,16 +199,8 @@ class SmtpProvider:
         job.envelope = b"MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\nDATA\r\n" % (sender, recipient)
         return None
 
-    async def send_batch(
-        self,
-        messages: Sequence[OutgoingMessage],
-        *,
-        on_commit: CommitHook | None = None,
-        on_result: ResultHook | None = None,
-    ) -> list[SendResult]:
-        if not messages:
-            return []
-        finisher = _Finisher(len(messages), REPORT_EVERY if on_result is not None else 0)
+    async def _prepare_all(self, messages: Sequence[OutgoingMessage], finisher: Finisher) -> deque[SmtpJob]:
+        """The jobs ready to go, in order; a message that cannot be expressed is finished as failed here."""
         queue: deque[SmtpJob] = deque()
         for index, message in enumerate(messages):
             job = SmtpJob(index, message)
@@ -220,45 +212,23 @@ class SmtpProvider:
             if index % _PREPARE_SLICE == _PREPARE_SLICE - 1:
                 # Serialising a batch takes tens of ms of CPU: let other batches' sessions run meanwhile.
                 await asyncio.sleep(0)
-        pool = await self._get_pool()
-        connect_errors: list[str] = []
+        return queue
 
-        senders = min(pool.size, len(queue))
-
-        async def sender(admit: Admit | None) -> None:
-            nonlocal senders
-            session = await pool.acquire()
-            try:
-                while queue:
-                    if not session.connected:
-                        try:
-                            await session.connect()
-                        except SmtpConnectError as exc:
-                            connect_errors.append(str(exc))
-                            return
-                    await session.run(queue, finisher, admit)
-            finally:
-                pool.release(session)
-                senders -= 1
-                if senders == 0:
-                    finisher.close()
-
-        gate: _CommitGate | None = None
-        reporter = _Reporter(on_result, finisher) if on_result is not None and senders else None
-        try:
-            async with asyncio.TaskGroup() as group:
-                gate = _CommitGate(on_commit, group) if on_commit is not None else None
-                if reporter is not None:
-                    group.create_task(reporter.run())
-                for _ in range(senders):
-                    group.create_task(sender(gate))
-        except BaseExceptionGroup:
-            # The hook's own error, not the group it came wrapped in (the pipeline expects it as raised).
-            if gate is not None and gate.error is not None:
-                raise gate.error from None
-            raise
+    async def send_batch(
+        self,
+        messages: Sequence[OutgoingMessage],
+        *,
+        on_commit: CommitHook | None = None,
+        on_result: ResultHook | None = None,
+    ) -> list[SendResult]:
+        if not messages:
+            return []
+        finisher = Finisher(len(messages), REPORT_EVERY if on_result is not None else 0)
+        queue = await self._prepare_all(messages, finisher)
+        senders = Senders(await self._get_pool(), queue, finisher)
+        await senders.run(on_commit, on_result)
         # Whatever is left could not be attempted because no session could be opened.
-        reason = connect_errors[-1] if connect_errors else "no SMTP session available"
+        reason = senders.connect_errors[-1] if senders.connect_errors else "no SMTP session available"
         for job in queue:
             finisher(job, SendResult.failed(job.message.delivery_id, reason, transient=True))
         return finisher.results(messages)
@@ -267,113 +237,3 @@ class SmtpProvider:
         if self._pool is not None:
             self._pool.close()
             self._pool = None
-
-
-class _Reporter:
-    """Hands results to the result hook a group at a time while the sessions go on; stops once they are done
-    (what is left then comes back with the batch's results).
-
-    A hook that fails (the database went away) ends the reporting but not the sessions: the group it could
-    not take, and every result after it, come back with the batch's results, as they did before groups were
-    reported early, and the caller records them or finds out for itself that it cannot.
-    """
-
-    def __init__(self, hook: ResultHook, finisher: _Finisher) -> None:
-        self._hook = hook
-        self._finisher = finisher
-
-    async def run(self) -> None:
-        finisher = self._finisher
-        while True:
-            await finisher.due.wait()
-            if finisher.closed:
-                return
-            try:
-                await self._hook(finisher.take())
-            except Exception as exc:
-                log.warning(
-                    "recording results as they arrive failed (%s); the rest are recorded with the batch", exc
-                )
-                return
-
-
-class _CommitGate:
-    """Runs the commit hook for each message right before its final hand-over, many messages per call.
-
-    Committing each message just before its body and terminating "." are written keeps what a crash can
-    leave in doubt to the messages in that instant (at most one per session), where one commit for the
-    whole batch up front would leave every message not yet sent recorded as handed over. Sessions whose
-    server is ready while one hook call runs are committed together by the next.
-    """
-
-    def __init__(self, hook: CommitHook, group: asyncio.TaskGroup) -> None:
-        self._hook = hook
-        self._group = group
-        self._waiting: list[tuple[str, asyncio.Future[None]]] = []
-        self._running = False
-        self.error: Exception | None = None
-
-    async def __call__(self, job: SmtpJob) -> None:
-        if self.error is not None:
-            raise self.error
-        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((job.message.delivery_id, ready))
-        if not self._running:
-            self._running = True
-            self._group.create_task(self._drain())
-        await ready
-
-    async def _drain(self) -> None:
-        try:
-            while self._waiting:
-                group, self._waiting = self._waiting, []
-                try:
-                    await self._hook([delivery_id for delivery_id, _ in group])
-                except Exception as exc:
-                    self.error = exc
-                    group += self._waiting
-                    self._waiting = []
-                    for _, ready in group:
-                        if not ready.done():
-                            ready.set_exception(exc)
-                    return
-                for _, ready in group:
-                    if not ready.done():
-                        ready.set_result(None)
-        finally:
-            self._running = False
-
-
-class _Finisher:
-    """Collects each message's final result; with ``report_every``, also the ones not yet reported."""
-
-    def __init__(self, size: int, report_every: int = 0) -> None:
-        self._results: list[SendResult | None] = [None] * size
-        self._report_every = report_every
-        self._unreported: list[SendResult] = []
-        # Set when a group is due, and for good once the last session is done.
-        self.due = asyncio.Event()
-        self.closed = False
-
-    def __call__(self, job: SmtpJob, result: SendResult) -> None:
-        self._results[job.index] = result
-        if self._report_every:
-            self._unreported.append(result)
-            if len(self._unreported) >= self._report_every:
-                self.due.set()
-
-    def take(self) -> list[SendResult]:
-        group, self._unreported = self._unreported, []
-        if not self.closed:
-            self.due.clear()
-        return group
-
-    def close(self) -> None:
-        self.closed = True
-        self.due.set()
-
-    def results(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
-        return [
-            r if r is not None else SendResult.failed(m.delivery_id, "not attempted", transient=True)
-            for r, m in zip(self._results, messages, strict=True)
-        ]

@@ -11,7 +11,7 @@ from emailkit.db.types import utcnow
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.sending import scheduler, transactional
 from emailkit.domain.sending.pipeline import sender_for
-from emailkit.tasks.broker import job
+from emailkit.tasks.broker.registry import job
 
 log = logging.getLogger(__name__)
 

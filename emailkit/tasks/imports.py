@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from emailkit.domain.audience.imports import service as imports
 from emailkit.domain.runtime import Runtime
-from emailkit.tasks.broker import job
+from emailkit.tasks.broker.registry import job
 
 # An import commits once, at the end; retries only matter when a run dies without recording its failure.
 IMPORT_TIME_LIMIT_MS = 3 * 60 * 60_000

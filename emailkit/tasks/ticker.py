@@ -11,7 +11,7 @@ from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import Middleware
 
 from emailkit.domain import upkeep
-from emailkit.tasks.broker import WorkerRuntime
+from emailkit.tasks.broker.middleware import WorkerRuntime
 
 log = logging.getLogger(__name__)
 

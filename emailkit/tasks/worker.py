@@ -28,14 +28,11 @@ from emailkit.db.engine import Database
 from emailkit.domain.ports.queue import JobQueue, PubSub
 from emailkit.domain.runtime import Runtime
 from emailkit.settings import Settings
-from emailkit.tasks.broker import (
-    DramatiqJobQueue,
-    RuntimeScope,
-    WorkerRuntime,
-    broker_from_settings,
-    job_modules,
-    redact_url,
-)
+from emailkit.tasks.broker.connection import redact_url
+from emailkit.tasks.broker.factory import broker_from_settings
+from emailkit.tasks.broker.middleware import RuntimeScope, WorkerRuntime
+from emailkit.tasks.broker.queue import DramatiqJobQueue
+from emailkit.tasks.broker.registry import job_modules
 from emailkit.tasks.ticker import Ticker
 
 log = logging.getLogger(__name__)

@@ -188,6 +188,36 @@ class AdmissionGate:
         self._running -= 1
 
 
+class _Admitted:
+    """An admitted request, as its app sees it: the body read before it queued is replayed, and its slot is
+    given back once, when the response starts (or when the app ends without one)."""
+
+    __slots__ = ("_admitted_at", "_body", "_gate", "_receive", "_released", "_send")
+
+    def __init__(
+        self, gate: AdmissionGate, admitted_at: float, body: list[Message], receive: Receive, send: Send
+    ) -> None:
+        self._gate = gate
+        self._admitted_at = admitted_at
+        self._body = body
+        self._receive = receive
+        self._send = send
+        self._released = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._gate.release(self._admitted_at)
+
+    async def receive(self) -> Message:
+        return self._body.pop(0) if self._body else await self._receive()
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.release()
+        await self._send(message)
+
+
 class AdmissionControl:
     """ASGI wrapper of the GraphQL endpoint that runs each HTTP request through an :class:`AdmissionGate`.
 
@@ -227,27 +257,11 @@ class AdmissionControl:
         if turn is None:
             await self._refuse(scope, receive, send, arrived)
             return
-        admitted_at: float = turn
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                self.gate.release(admitted_at)
-
-        async def replay() -> Message:
-            return body.pop(0) if body else await receive()
-
-        async def send_and_release(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                release()
-            await send(message)
-
+        admitted = _Admitted(self.gate, turn, body, receive, send)
         try:
-            await self.app(scope, replay, send_and_release)
+            await self.app(scope, admitted.receive, admitted.send)
         finally:
-            release()
+            admitted.release()
 
     async def _turn(self, receive: Receive, later: list[Message]) -> float | _Left | None:
         """A slot (its admission time), None when refused, or _LEFT when the client disconnected while it

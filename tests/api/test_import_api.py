@@ -21,7 +21,9 @@ from emailkit.domain.audience.imports import service as imports
 from emailkit.domain.runtime import Runtime
 from emailkit.schema.relay import to_global_id
 from emailkit.settings import Settings
-from emailkit.tasks.broker import DramatiqJobQueue, RuntimeScope, configure_broker
+from emailkit.tasks.broker.factory import configure_broker
+from emailkit.tasks.broker.middleware import RuntimeScope
+from emailkit.tasks.broker.queue import DramatiqJobQueue
 from emailkit.tasks.pubsub import InProcessPubSub
 from emailkit.tasks.worker import EmbeddedWorker
 from tests.support.environment import TEST_SECRET

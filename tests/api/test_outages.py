@@ -21,7 +21,7 @@ from emailkit.domain.runtime import Runtime
 from emailkit.domain.sending import scheduler
 from emailkit.schema import build_schema
 from emailkit.settings import Settings
-from emailkit.tasks.broker import build_job_queue
+from emailkit.tasks.broker.queue import build_job_queue
 from emailkit.web.graphql import GraphQLView
 from tests.support.environment import PG_URL, TEST_SECRET, pg_async_url
 from tests.support.graphql import GQL, data, graphql_runner

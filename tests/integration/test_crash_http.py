@@ -33,7 +33,8 @@ from emailkit.db.tables.sending import Campaign, CampaignBatch, CampaignStatus, 
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.sending import lifecycle, scheduler
 from emailkit.domain.sending.pipeline import IN_DOUBT_NOTE
-from emailkit.tasks.broker import DramatiqJobQueue, configure_broker
+from emailkit.tasks.broker.factory import configure_broker
+from emailkit.tasks.broker.queue import DramatiqJobQueue
 from tests.integration.test_provider_sendgrid import API_KEY, sendgrid_server
 from tests.support.audience import seed_campaign
 from tests.support.environment import PG_URL, REDIS_URL, TEST_SECRET

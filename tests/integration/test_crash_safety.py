@@ -41,7 +41,8 @@ from emailkit.domain.sending.pipeline import IN_DOUBT_NOTE
 from emailkit.providers.smtp import REPORT_EVERY
 from emailkit.schema.relay import to_global_id
 from emailkit.settings import Settings
-from emailkit.tasks.broker import DramatiqJobQueue, configure_broker
+from emailkit.tasks.broker.factory import configure_broker
+from emailkit.tasks.broker.queue import DramatiqJobQueue
 from tests.support.audience import seed_campaign
 from tests.support.environment import PG_URL, REDIS_URL, TEST_SECRET
 from tests.support.factories import make_key

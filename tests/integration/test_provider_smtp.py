@@ -28,7 +28,7 @@ from cryptography.x509.oid import NameOID
 from emailkit.domain.ports.provider import DELIVERY_HEADER, Address, OutgoingMessage, SendResult
 from emailkit.providers.dkim import DkimSigner
 from emailkit.providers.smtp import REPORT_EVERY, SmtpProvider, parse_smtp_url
-from emailkit.providers.smtp_pool import MAX_CONNECTION_TRIES
+from emailkit.providers.smtp_session import MAX_CONNECTION_TRIES
 
 
 @dataclass

@@ -38,16 +38,11 @@ from emailkit.db.tables.audience import MailingList
 from emailkit.domain.audience import lists
 from emailkit.domain.runtime import Runtime
 from emailkit.settings import Settings
-from emailkit.tasks.broker import (
-    BrokerUnreachable,
-    DramatiqJobQueue,
-    RetryPolicy,
-    RuntimeScope,
-    broker_from_settings,
-    configure_broker,
-    job,
-    ping_broker,
-)
+from emailkit.tasks.broker.connection import BrokerUnreachable, ping_broker
+from emailkit.tasks.broker.factory import broker_from_settings, configure_broker
+from emailkit.tasks.broker.middleware import RetryPolicy, RuntimeScope
+from emailkit.tasks.broker.queue import DramatiqJobQueue
+from emailkit.tasks.broker.registry import job
 from emailkit.tasks.worker import EmbeddedWorker
 from tests.support.environment import REDIS_URL, TEST_SECRET
 
@@ -210,9 +205,9 @@ def test_job_options_are_checked_when_declared() -> None:
         with pytest.raises(ValueError, match="no_such_option"):
             configure_broker(None)
     finally:
-        from emailkit.tasks import broker as broker_module
+        from emailkit.tasks.broker import registry
 
-        del broker_module._JOBS["test_queue_bad_options"]
+        del registry._JOBS["test_queue_bad_options"]
 
 
 @pytest.mark.parametrize("kind", BROKERS)

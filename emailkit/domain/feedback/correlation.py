@@ -152,35 +152,44 @@ async def correlate(session: AsyncSession, rows: Sequence[Pending]) -> None:
             rest.append(r)
 
     if rest:
-        by_message = await _by_message_ids(
-            session, (r.provider_message_id for r in rest if r.provider_message_id)
-        )
-        for r in rest:
-            if r.provider_message_id and (found := by_message.get(r.provider_message_id)):
-                same_address = [d for d in found if d.email == r.email]
-                if same_address:
-                    _attach(r, same_address[0])
-                elif len(found) == 1:
-                    _attach(r, found[0])
-        rest = [r for r in rest if r.delivery_id is None]
-
-    # Claimed subscriber ids, checked; then the subscriber by address.
+        rest = await _attach_by_message_id(session, rest)
     loose = [r for r in rows if r.subscriber_id is None]
     if loose:
-        claimed_subscribers = await _existing(
-            session, Subscriber, {r.subscriber_ref for r in loose if r.subscriber_ref}
-        )
-        for r in loose:
-            if r.subscriber_ref in claimed_subscribers:
-                r.subscriber_id = r.subscriber_ref
-        by_email = await _subscribers_by_email(
-            session, (r.email for r in loose if r.subscriber_id is None and r.email)
-        )
-        for r in loose:
-            if r.subscriber_id is None and r.email:
-                r.subscriber_id = by_email.get(r.email)
+        await _find_subscribers(session, loose)
     if rest:
         await _by_subscriber(session, rest)
+
+
+async def _attach_by_message_id(session: AsyncSession, rest: list[Pending]) -> list[Pending]:
+    """Attach rows by the provider's message id (the address decides between deliveries sharing one); the
+    rows still without a delivery."""
+    by_message = await _by_message_ids(
+        session, (r.provider_message_id for r in rest if r.provider_message_id)
+    )
+    for r in rest:
+        if r.provider_message_id and (found := by_message.get(r.provider_message_id)):
+            same_address = [d for d in found if d.email == r.email]
+            if same_address:
+                _attach(r, same_address[0])
+            elif len(found) == 1:
+                _attach(r, found[0])
+    return [r for r in rest if r.delivery_id is None]
+
+
+async def _find_subscribers(session: AsyncSession, loose: list[Pending]) -> None:
+    """Rows without a subscriber: their claimed subscriber id, checked; else the subscriber by address."""
+    claimed_subscribers = await _existing(
+        session, Subscriber, {r.subscriber_ref for r in loose if r.subscriber_ref}
+    )
+    for r in loose:
+        if r.subscriber_ref in claimed_subscribers:
+            r.subscriber_id = r.subscriber_ref
+    by_email = await _subscribers_by_email(
+        session, (r.email for r in loose if r.subscriber_id is None and r.email)
+    )
+    for r in loose:
+        if r.subscriber_id is None and r.email:
+            r.subscriber_id = by_email.get(r.email)
 
 
 async def _by_subscriber(session: AsyncSession, rest: list[Pending]) -> None:

@@ -1,4 +1,5 @@
-"""Storing a batch: dedupe keys, event rows, first-seen markers and the counters, a few statements per batch.
+"""Storing a batch: dedupe keys, event rows, first-seen markers and the counters, a few statements per batch
+(what the counters gain is worked out in :mod:`.tally`).
 
 Rows that several concurrent batches may touch (keys, markers, counters) are written in a stable order so
 two transactions never wait on each other in opposite orders. The counters come last, so the hot
@@ -8,9 +9,7 @@ per-campaign rows stay locked for as short a time as possible.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -25,57 +24,10 @@ from emailkit.db.tables.feedback import (
     CampaignTimeline,
     Event,
     EventKey,
-    EventType,
 )
-from emailkit.domain.feedback.types import (
-    MARKER_BOUNCED,
-    MARKER_CLICK,
-    MARKER_COMPLAINED,
-    MARKER_OPEN,
-    MARKER_UNSUBSCRIBED,
-    Pending,
-    link_marker,
-    url_hash,
-)
-
-# Which counter a first-seen marker of each event type feeds. Deliveries need none: a provider reports one
-# per message and retries are already deduplicated, and they are a third of all events.
-FIRST_MARKER = {
-    EventType.BOUNCE: MARKER_BOUNCED,
-    EventType.COMPLAINT: MARKER_COMPLAINED,
-    EventType.OPEN: MARKER_OPEN,
-    EventType.CLICK: MARKER_CLICK,
-    EventType.UNSUBSCRIBE: MARKER_UNSUBSCRIBED,
-}
-# Counted once per recipient, whatever the number of events.
-_ONCE = {MARKER_BOUNCED: "bounced", MARKER_COMPLAINED: "complained", MARKER_UNSUBSCRIBED: "unsubscribed"}
-_UNIQUE = {MARKER_OPEN: "unique_opens", MARKER_CLICK: "unique_clicks"}
-_TOTAL = {EventType.OPEN: "opens", EventType.CLICK: "clicks", EventType.DELIVERED: "delivered"}
-COUNTERS = (
-    "delivered",
-    "bounced",
-    "complained",
-    "opens",
-    "unique_opens",
-    "clicks",
-    "unique_clicks",
-    "unsubscribed",
-)
-
-
-@dataclass
-class LinkDelta:
-    url: str
-    clicks: int = 0
-    unique_clicks: int = 0
-
-
-@dataclass
-class Deltas:
-    stats: dict[int, dict[str, int]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
-    links: dict[tuple[int, str], LinkDelta] = field(default_factory=dict)
-    timeline: dict[tuple[int, datetime, EventType], int] = field(default_factory=lambda: defaultdict(int))
-
+from emailkit.domain.feedback import tally
+from emailkit.domain.feedback.tally import COUNTERS, Deltas, Marker
+from emailkit.domain.feedback.types import Pending
 
 # Lists travel as one comma-joined text parameter: encoding a thousand-element array parameter costs the
 # driver far more than splitting one string costs the server. (Keys, ids and marker parts hold no commas.)
@@ -204,8 +156,6 @@ _PG_FIRST_SEEN = (
     "ON CONFLICT DO NOTHING RETURNING campaign_id, recipient, marker"
 )
 
-Marker = tuple[int, int, int]
-
 
 async def _first_seen(session: AsyncSession, wanted: set[Marker]) -> set[Marker]:
     """Record the (campaign, recipient, marker) triples; returns those that were not recorded before."""
@@ -231,62 +181,8 @@ async def _first_seen(session: AsyncSession, wanted: set[Marker]) -> set[Marker]
 async def count(session: AsyncSession, rows: Sequence[Pending]) -> Deltas:
     """Work out what the stored rows add to each campaign's counters (marking first sightings)."""
     deltas = Deltas()
-    # (row, campaign, recipient, link hash, markers), computed once per row.
-    plan = []
-    wanted: set[Marker] = set()
-    hashes: dict[str, str] = {}
-    hours: dict[datetime, datetime] = {}
-    click = EventType.CLICK
-    for r in rows:
-        cid = r.campaign_id
-        if cid is None:
-            continue
-        link = None
-        if r.type is click and r.url:
-            link = hashes.get(r.url)
-            if link is None:
-                link = hashes[r.url] = url_hash(r.url)
-        code = FIRST_MARKER.get(r.type)
-        markers: tuple[int, ...] = () if code is None else (code, link_marker(link)) if link else (code,)
-        recipient = r.recipient if markers else None
-        if recipient is not None:
-            for m in markers:
-                wanted.add((cid, recipient, m))
-        plan.append((r, cid, recipient, link, markers))
-    fresh = await _first_seen(session, wanted)
-    stats_by_campaign = deltas.stats
-    for r, cid, recipient, link, markers in plan:
-        stats = stats_by_campaign[cid]
-        total = _TOTAL.get(r.type)
-        if total is not None:
-            stats[total] += 1
-        for marker in markers:
-            # Anonymous hits have no recipient: they count in totals, never as unique.
-            first = False
-            if recipient is not None:
-                key = (cid, recipient, marker)
-                if key in fresh:
-                    fresh.discard(key)
-                    first = True
-            if marker in _ONCE:
-                # Without a recipient there is nothing to deduplicate on, so the event counts.
-                if first or recipient is None:
-                    stats[_ONCE[marker]] += 1
-            elif marker in _UNIQUE:
-                if first:
-                    stats[_UNIQUE[marker]] += 1
-            elif link is not None and r.url:
-                delta = deltas.links.get((cid, link))
-                if delta is None:
-                    delta = deltas.links[(cid, link)] = LinkDelta(url=r.url)
-                delta.clicks += 1
-                if first:
-                    delta.unique_clicks += 1
-        at = r.occurred_at
-        hour = hours.get(at)
-        if hour is None:
-            hour = hours[at] = at.replace(minute=0, second=0, microsecond=0)
-        deltas.timeline[(cid, hour, r.type)] += 1
+    plan, wanted = tally.count_totals(rows, deltas)
+    tally.count_firsts(deltas, plan, await _first_seen(session, wanted))
     return deltas
 
 

@@ -148,14 +148,7 @@ class _Scanner:
 
     def _start_tag(self, j: int, name: str, i: int) -> int:
         text, src = self.text, self.src
-        if not self.stack:
-            if name != "mjml" or self.root_seen:
-                self.problem(j, f"<{name}> outside the <mjml> element")
-            self.root_seen = True
-        if name.startswith("mj-") and name not in MJML_ELEMENTS:
-            self.scan.unknown_elements.append((j, name))
-        if name == "mj-include":
-            self.problem(j, "<mj-include> is not supported: put the included MJML in the template itself")
+        self._check_element(j, name)
         while True:
             i = _skip_space(text, i)
             if i >= len(text):
@@ -176,23 +169,42 @@ class _Scanner:
             if m is None:
                 self.problem(i, f"unexpected {src[i]!r} in <{name}> tag")
                 return i + 1
-            attr_name, attr_start = m.group(), i
-            i = _skip_space(text, m.end())
-            if not text.startswith("=", i):
-                continue
-            i = _skip_space(text, i + 1)
-            quote = text[i : i + 1]
-            if quote not in ("'", '"'):
-                self.problem(i, f"the value of {attr_name!r} on <{name}> must be in quotes")
-                while i < len(text) and not text[i].isspace() and text[i] != ">":
-                    i += 1
-                continue
-            close = text.find(quote, i + 1)
-            if close < 0:
-                self.problem(i, f"the value of {attr_name!r} on <{name}> is never closed")
+            after = self._attribute(name, m.group(), i, m.end())
+            if after is None:
                 return len(text)
-            self.scan.attributes.append(Attribute(name, attr_name, attr_start, i + 1, close, quote))
-            i = close + 1
+            i = after
+
+    def _check_element(self, j: int, name: str) -> None:
+        """What the element's name alone tells: outside the root, an unknown mj-* name, mj-include."""
+        if not self.stack:
+            if name != "mjml" or self.root_seen:
+                self.problem(j, f"<{name}> outside the <mjml> element")
+            self.root_seen = True
+        if name.startswith("mj-") and name not in MJML_ELEMENTS:
+            self.scan.unknown_elements.append((j, name))
+        if name == "mj-include":
+            self.problem(j, "<mj-include> is not supported: put the included MJML in the template itself")
+
+    def _attribute(self, element: str, attr_name: str, attr_start: int, i: int) -> int | None:
+        """Read the attribute whose name ends at `i`: where the tag goes on, or None when its value is never
+        closed (nothing after it can be read as the tag)."""
+        text = self.text
+        i = _skip_space(text, i)
+        if not text.startswith("=", i):
+            return i
+        i = _skip_space(text, i + 1)
+        quote = text[i : i + 1]
+        if quote not in ("'", '"'):
+            self.problem(i, f"the value of {attr_name!r} on <{element}> must be in quotes")
+            while i < len(text) and not text[i].isspace() and text[i] != ">":
+                i += 1
+            return i
+        close = text.find(quote, i + 1)
+        if close < 0:
+            self.problem(i, f"the value of {attr_name!r} on <{element}> is never closed")
+            return None
+        self.scan.attributes.append(Attribute(element, attr_name, attr_start, i + 1, close, quote))
+        return close + 1
 
 
 def _pitfalls(source: str, found: list[Construct], scanned: Scan) -> Iterator[tuple[int, str]]:

@@ -174,36 +174,49 @@ class _TextWriter(HTMLParser):
         elif tag == "a":
             self.links.append(_OpenLink(attributes.get("href") or "", len(self.out)))
         elif tag == "img":
-            if self.links:
-                self.links[-1].has_image = True
-            if self.links and attributes.get("alt"):
-                self._text(attributes["alt"] or "")
+            self._open_image(attributes.get("alt"))
         elif tag in _CELL:
             if not self.line_start:
                 self.pending_space = True
         elif tag in ("ul", "ol"):
-            self._block(1 if self.lists else 2)
-            start = attributes.get("start") or "1"
-            self.lists.append([tag, int(start) - 1 if start.isdigit() else 0])
+            self._open_list(tag, attributes.get("start"))
         elif tag == "li":
-            self._block(1)
-            indent = _HARD_SPACE * 2 * max(len(self.lists) - 1, 0)
-            if self.lists and self.lists[-1][0] == "ol":
-                number = int(self.lists[-1][1]) + 1
-                self.lists[-1][1] = number
-                self._write(f"{indent}{number}. ")
-            else:
-                self._write(f"{indent}- ")
-            self.line_start = True
+            self._open_item()
         elif tag in _PARAGRAPH:
-            self._block(2)
-            if tag == "pre":
-                self.pre += 1
-            elif tag[0] == "h" and tag[1:].isdigit():
-                self._write("#" * int(tag[1:]) + " ")
-                self.line_start = True
+            self._open_paragraph(tag)
         elif tag in _LINE:
             self._block(1)
+
+    def _open_image(self, alt: str | None) -> None:
+        # An image shows as text only inside a link: its alt text joins the label (without one, see _close_link).
+        if self.links:
+            self.links[-1].has_image = True
+        if self.links and alt:
+            self._text(alt)
+
+    def _open_list(self, tag: str, start: str | None) -> None:
+        self._block(1 if self.lists else 2)
+        start = start or "1"
+        self.lists.append([tag, int(start) - 1 if start.isdigit() else 0])
+
+    def _open_item(self) -> None:
+        self._block(1)
+        indent = _HARD_SPACE * 2 * max(len(self.lists) - 1, 0)
+        if self.lists and self.lists[-1][0] == "ol":
+            number = int(self.lists[-1][1]) + 1
+            self.lists[-1][1] = number
+            self._write(f"{indent}{number}. ")
+        else:
+            self._write(f"{indent}- ")
+        self.line_start = True
+
+    def _open_paragraph(self, tag: str) -> None:
+        self._block(2)
+        if tag == "pre":
+            self.pre += 1
+        elif tag[0] == "h" and tag[1:].isdigit():
+            self._write("#" * int(tag[1:]) + " ")
+            self.line_start = True
 
     def handle_endtag(self, tag: str) -> None:
         if self.skip:
