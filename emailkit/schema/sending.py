@@ -11,9 +11,9 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.scalars import JSON
 
-from emailkit.db.tables.sending import FINAL_CAMPAIGN_STATUSES, DeliveryStatus
 from emailkit.db.tables.sending import Campaign as CampaignRow
 from emailkit.db.tables.sending import Delivery as DeliveryRow
+from emailkit.db.tables.sending import DeliveryStatus
 from emailkit.domain.errors import DomainError, ErrorCode
 from emailkit.domain.ports.queue import QueueUnavailable
 from emailkit.domain.runtime import SendingSetup
@@ -103,15 +103,17 @@ class CampaignProgress:
     )
 
 
-def progress_of(campaign: CampaignRow, estimate: progress.Estimate | None = None) -> CampaignProgress:
+def progress_of(
+    snapshot: progress.ProgressSnapshot, estimate: progress.Estimate | None = None
+) -> CampaignProgress:
     return CampaignProgress(
-        status=campaign.status,
-        status_reason=campaign.status_reason,
-        recipients=campaign.recipients_count,
-        sent=campaign.sent_count,
-        failed=campaign.failed_count,
-        skipped=campaign.skipped_count,
-        in_doubt=campaign.in_doubt_count,
+        status=snapshot.status,
+        status_reason=snapshot.status_reason,
+        recipients=snapshot.recipients,
+        sent=snapshot.sent,
+        failed=snapshot.failed,
+        skipped=snapshot.skipped,
+        in_doubt=snapshot.in_doubt,
         rate_per_second=estimate.rate_per_second if estimate else 0.0,
         eta_seconds=estimate.eta_seconds if estimate else None,
     )
@@ -141,7 +143,7 @@ async def campaign_progress_field(root: CampaignRef, info: Info) -> CampaignProg
     row = await info.context.loaders.campaign_by_id.load(root.pk)
     if row is None:
         raise GraphQLError("Campaign not found", extensions={"code": "NOT_FOUND"})
-    return progress_of(row)
+    return progress_of(progress.ProgressSnapshot.of(row))
 
 
 @strawberry.input
@@ -418,41 +420,12 @@ class Subscription:
                 row = await s.get(CampaignRow, pk)
             if row is None:
                 raise GraphQLError("Campaign not found", extensions={"code": "NOT_FOUND"})
-            yield _estimated(progress_of(row), estimator, progress.snapshot(row))
-            if row.status in FINAL_CAMPAIGN_STATUSES:
+            snapshot = progress.ProgressSnapshot.of(row)
+            yield progress_of(snapshot, estimator.estimate(snapshot))
+            if snapshot.final:
                 return
             async for message in updates:
-                current = _from_message(message)
-                yield _estimated(current, estimator, message)
-                if current.status in FINAL_CAMPAIGN_STATUSES:
+                snapshot = progress.ProgressSnapshot.from_message(message, campaign_id=pk)
+                yield progress_of(snapshot, estimator.estimate(snapshot))
+                if snapshot.final:
                     return
-
-
-def _from_message(message: dict[str, object]) -> CampaignProgress:
-    return CampaignProgress(
-        status=CampaignStatus(str(message["status"])),
-        status_reason=message.get("statusReason") if isinstance(message.get("statusReason"), str) else None,  # type: ignore[arg-type]
-        recipients=int(message["recipients"]),  # type: ignore[call-overload]
-        sent=int(message["sent"]),  # type: ignore[call-overload]
-        failed=int(message["failed"]),  # type: ignore[call-overload]
-        skipped=int(message["skipped"]),  # type: ignore[call-overload]
-        in_doubt=int(message.get("inDoubt", 0)),  # type: ignore[call-overload]
-        rate_per_second=0.0,
-        eta_seconds=None,
-    )
-
-
-def _estimated(
-    p: CampaignProgress, estimator: progress.RateEstimator, message: dict[str, object]
-) -> CampaignProgress:
-    processed = p.sent + p.failed + p.skipped + p.in_doubt
-    at = message.get("at")
-    estimate = estimator.add(
-        float(at) if isinstance(at, int | float) else 0.0,
-        processed,
-        max(0, p.recipients - processed),
-        p.status is CampaignStatus.RUNNING,
-    )
-    p.rate_per_second = estimate.rate_per_second
-    p.eta_seconds = estimate.eta_seconds
-    return p
