@@ -6,16 +6,20 @@ from collections.abc import Awaitable, Callable
 
 import strawberry
 
-from emailkit.schema.campaigns import CampaignType
+from emailkit.db.tables.audience import Import as ImportRow
+from emailkit.domain.audience import suppressions
+from emailkit.domain.feedback import analytics
 from emailkit.schema.context import Info
-from emailkit.schema.events import event_node
-from emailkit.schema.imports import import_node
-from emailkit.schema.lists import MailingListType
 from emailkit.schema.relay import Node, parse_global_id
-from emailkit.schema.segments import SegmentType
-from emailkit.schema.subscribers import SubscriberType
-from emailkit.schema.suppressions import suppression_node
-from emailkit.schema.templates import TemplateType
+from emailkit.schema.types.campaigns import CampaignType
+from emailkit.schema.types.deliveries import DeliveryType
+from emailkit.schema.types.events import EventNode
+from emailkit.schema.types.imports import ImportType
+from emailkit.schema.types.lists import MailingListType
+from emailkit.schema.types.segments import SegmentType
+from emailkit.schema.types.subscribers import SubscriberType
+from emailkit.schema.types.suppressions import SuppressionType
+from emailkit.schema.types.templates import TemplateType
 
 
 async def _list(info: Info, pk: int) -> Node | None:
@@ -39,8 +43,6 @@ async def _campaign(info: Info, pk: int) -> Node | None:
 
 
 async def _delivery(info: Info, pk: int) -> Node | None:
-    from emailkit.schema.sending import DeliveryType
-
     row = await info.context.loaders.delivery_by_id.load(pk)
     return DeliveryType.from_model(row) if row is not None else None
 
@@ -50,6 +52,24 @@ async def _segment(info: Info, pk: int) -> Node | None:
     return SegmentType.from_model(row) if row else None
 
 
+async def _event(info: Info, pk: int) -> Node | None:
+    async with info.context.loaders.session() as session:
+        row = (await analytics.events_by_ids(session, [pk])).get(pk)
+    return EventNode.from_model(row) if row is not None else None
+
+
+async def _suppression(info: Info, pk: int) -> Node | None:
+    async with info.context.loaders.session() as session:
+        row = (await suppressions.suppressions_by_ids(session, [pk])).get(pk)
+    return SuppressionType.from_model(row) if row is not None else None
+
+
+async def _import(info: Info, pk: int) -> Node | None:
+    async with info.context.loaders.session() as session:
+        row = await session.get(ImportRow, pk)
+    return ImportType.from_model(row) if row is not None else None
+
+
 RESOLVERS: dict[str, Callable[[Info, int], Awaitable[Node | None]]] = {
     "MailingList": _list,
     "Subscriber": _subscriber,
@@ -57,9 +77,9 @@ RESOLVERS: dict[str, Callable[[Info, int], Awaitable[Node | None]]] = {
     "Campaign": _campaign,
     "Delivery": _delivery,
     "Segment": _segment,
-    "Event": event_node,
-    "Suppression": suppression_node,
-    "Import": import_node,
+    "Event": _event,
+    "Suppression": _suppression,
+    "Import": _import,
 }
 
 
