@@ -7,6 +7,7 @@ import strawberry
 from emailkit.domain.sending import campaigns
 from emailkit.schema.context import Info
 from emailkit.schema.enums import CampaignStatus
+from emailkit.schema.loaders import load_one
 from emailkit.schema.lookahead import selects
 from emailkit.schema.relay import Connection, decode_id_or_none
 from emailkit.schema.types.analytics import fill_stats
@@ -31,6 +32,6 @@ class Query:
 
     @strawberry.field
     async def campaign(self, info: Info, id: strawberry.ID) -> CampaignType | None:
-        pk = decode_id_or_none(id, "Campaign")
-        row = await info.context.loaders.campaign_by_id.load(pk) if pk is not None else None
-        return CampaignType.from_model(row) if row is not None else None
+        return await load_one(
+            info.context.loaders.campaign_by_id, decode_id_or_none(id, "Campaign"), CampaignType.from_model
+        )

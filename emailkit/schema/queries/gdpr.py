@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import strawberry
-from graphql import GraphQLError
 from strawberry.scalars import JSON
 
 from emailkit.domain.audience import gdpr
 from emailkit.domain.errors import NotFound
 from emailkit.schema.context import Info
 from emailkit.schema.permissions import CanWrite
-from emailkit.schema.relay import decode_id_or_none, to_global_id
+from emailkit.schema.relay import query_id, to_global_id
 
 
 @strawberry.type
@@ -24,9 +23,7 @@ class Query:
         ),
     )
     async def export_subscriber_data(self, info: Info, id: strawberry.ID) -> JSON | None:
-        pk = decode_id_or_none(id, "Subscriber")
-        if pk is None:
-            raise GraphQLError(f"Not a valid Subscriber ID: {id!r}", extensions={"code": "INVALID_ID"})
+        pk = query_id(id, "Subscriber")
         try:
             async with info.context.loaders.session() as session:
                 document = await gdpr.export_subscriber_data(session, pk, global_id=to_global_id)

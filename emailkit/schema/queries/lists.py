@@ -6,6 +6,7 @@ import strawberry
 
 from emailkit.domain.audience import lists
 from emailkit.schema.context import Info
+from emailkit.schema.loaders import load_one
 from emailkit.schema.relay import Connection, decode_id_or_none
 from emailkit.schema.types.lists import MailingListType
 
@@ -25,6 +26,6 @@ class Query:
 
     @strawberry.field(name="list")
     async def mailing_list(self, info: Info, id: strawberry.ID) -> MailingListType | None:
-        pk = decode_id_or_none(id, "MailingList")
-        row = await info.context.loaders.list_by_id.load(pk) if pk is not None else None
-        return MailingListType.from_model(row) if row is not None else None
+        return await load_one(
+            info.context.loaders.list_by_id, decode_id_or_none(id, "MailingList"), MailingListType.from_model
+        )

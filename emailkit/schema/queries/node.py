@@ -10,6 +10,7 @@ from emailkit.db.tables.audience import Import as ImportRow
 from emailkit.domain.audience import suppressions
 from emailkit.domain.feedback import analytics
 from emailkit.schema.context import Info
+from emailkit.schema.loaders import load_one
 from emailkit.schema.relay import Node, parse_global_id
 from emailkit.schema.types.campaigns import CampaignType
 from emailkit.schema.types.deliveries import DeliveryType
@@ -23,33 +24,27 @@ from emailkit.schema.types.templates import TemplateType
 
 
 async def _list(info: Info, pk: int) -> Node | None:
-    row = await info.context.loaders.list_by_id.load(pk)
-    return MailingListType.from_model(row) if row else None
+    return await load_one(info.context.loaders.list_by_id, pk, MailingListType.from_model)
 
 
 async def _subscriber(info: Info, pk: int) -> Node | None:
-    row = await info.context.loaders.subscriber_by_id.load(pk)
-    return SubscriberType.from_model(row) if row else None
+    return await load_one(info.context.loaders.subscriber_by_id, pk, SubscriberType.from_model)
 
 
 async def _template(info: Info, pk: int) -> Node | None:
-    row = await info.context.loaders.template_by_id.load(pk)
-    return TemplateType.from_model(row) if row else None
+    return await load_one(info.context.loaders.template_by_id, pk, TemplateType.from_model)
 
 
 async def _campaign(info: Info, pk: int) -> Node | None:
-    row = await info.context.loaders.campaign_by_id.load(pk)
-    return CampaignType.from_model(row) if row else None
+    return await load_one(info.context.loaders.campaign_by_id, pk, CampaignType.from_model)
 
 
 async def _delivery(info: Info, pk: int) -> Node | None:
-    row = await info.context.loaders.delivery_by_id.load(pk)
-    return DeliveryType.from_model(row) if row is not None else None
+    return await load_one(info.context.loaders.delivery_by_id, pk, DeliveryType.from_model)
 
 
 async def _segment(info: Info, pk: int) -> Node | None:
-    row = await info.context.loaders.segment_by_id.load(pk)
-    return SegmentType.from_model(row) if row else None
+    return await load_one(info.context.loaders.segment_by_id, pk, SegmentType.from_model)
 
 
 async def _event(info: Info, pk: int) -> Node | None:

@@ -10,6 +10,7 @@ from emailkit.domain.errors import DomainError
 from emailkit.schema.context import Info
 from emailkit.schema.cost import AUDIENCE_COUNT, cost
 from emailkit.schema.errors import UserError, to_user_errors
+from emailkit.schema.loaders import load_one
 from emailkit.schema.relay import Connection, decode_id_or_none
 from emailkit.schema.types.filters import SubscriberFilterInput, filter_to_domain
 from emailkit.schema.types.segments import SegmentType
@@ -39,9 +40,9 @@ class Query:
 
     @strawberry.field
     async def segment(self, info: Info, id: strawberry.ID) -> SegmentType | None:
-        pk = decode_id_or_none(id, "Segment")
-        row = await info.context.loaders.segment_by_id.load(pk) if pk is not None else None
-        return SegmentType.from_model(row) if row is not None else None
+        return await load_one(
+            info.context.loaders.segment_by_id, decode_id_or_none(id, "Segment"), SegmentType.from_model
+        )
 
     @strawberry.field(
         description="How many subscribers a filter matches now, with a sample; nothing is saved.",

@@ -13,7 +13,7 @@ from emailkit.domain.errors import DomainError
 from emailkit.schema.context import Info
 from emailkit.schema.enums import SubscriberStatus, SubscriptionStatus
 from emailkit.schema.lookahead import selects
-from emailkit.schema.relay import Connection, decode_id_or_none, parse_global_id
+from emailkit.schema.relay import Connection, decode_id_or_none, query_id
 from emailkit.schema.types.filters import SubscriberFilterInput, filter_to_domain, invalid_filter
 from emailkit.schema.types.subscribers import SubscriberType
 
@@ -51,15 +51,6 @@ async def _filtered(
         raise invalid_filter(exc) from None
 
 
-def _list_filter(value: strawberry.ID | None) -> int | None:
-    if value is None:
-        return None
-    parsed = parse_global_id(value)
-    if parsed is None or parsed[0] != "MailingList":
-        raise GraphQLError(f"Not a valid MailingList ID: {value!r}", extensions={"code": "INVALID_ID"})
-    return parsed[1]
-
-
 @strawberry.type
 class Query:
     @strawberry.field(
@@ -88,7 +79,7 @@ class Query:
                     extensions={"code": "INVALID_ARGUMENT"},
                 )
             return await _with_relations(info, await _filtered(info, filter, first, after))
-        list_pk = _list_filter(list_id)
+        list_pk = query_id(list_id, "MailingList") if list_id is not None else None
         page = await info.context.connection(
             lambda s, n, a: subscribers.find_subscribers(
                 s,

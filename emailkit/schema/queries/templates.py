@@ -7,6 +7,7 @@ import strawberry
 from emailkit.domain.content import templates
 from emailkit.schema.context import Info
 from emailkit.schema.enums import TemplateKind
+from emailkit.schema.loaders import load_one
 from emailkit.schema.relay import Connection, decode_id_or_none
 from emailkit.schema.types.templates import TemplateType
 
@@ -26,6 +27,6 @@ class Query:
 
     @strawberry.field
     async def template(self, info: Info, id: strawberry.ID) -> TemplateType | None:
-        pk = decode_id_or_none(id, "Template")
-        row = await info.context.loaders.template_by_id.load(pk) if pk is not None else None
-        return TemplateType.from_model(row) if row is not None else None
+        return await load_one(
+            info.context.loaders.template_by_id, decode_id_or_none(id, "Template"), TemplateType.from_model
+        )

@@ -13,6 +13,7 @@ from emailkit.db.tables.sending import DeliveryStatus
 from emailkit.domain.sending.progress import Estimate, ProgressSnapshot
 from emailkit.schema.context import Info
 from emailkit.schema.enums import CampaignStatus, ContentFormat
+from emailkit.schema.loaders import load_one
 from emailkit.schema.relay import Connection, Node, to_global_id
 from emailkit.schema.types.analytics import (
     CampaignLinkStats,
@@ -136,10 +137,7 @@ class CampaignType(Node):
 
     @strawberry.field(description="The template providing the body; null when the body is inline.")
     async def template(self, info: Info) -> TemplateType | None:
-        if self.template_pk is None:
-            return None
-        row = await info.context.loaders.template_by_id.load(self.template_pk)
-        return TemplateType.from_model(row) if row is not None else None
+        return await load_one(info.context.loaders.template_by_id, self.template_pk, TemplateType.from_model)
 
     @classmethod
     def from_model(cls, row: CampaignRow) -> CampaignType:

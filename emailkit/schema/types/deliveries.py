@@ -10,6 +10,7 @@ import strawberry
 from emailkit.db.tables.sending import Delivery as DeliveryRow
 from emailkit.db.tables.sending import DeliveryStatus
 from emailkit.schema.context import Info
+from emailkit.schema.loaders import load_one
 from emailkit.schema.relay import Node, to_global_id
 from emailkit.schema.types.lazy import resolved
 from emailkit.schema.types.subscribers import SubscriberType
@@ -41,17 +42,15 @@ class DeliveryType(Node):
 
     @strawberry.field
     async def campaign(self, info: Info) -> CampaignRef | None:
-        if self.campaign_pk is None:
-            return None
-        row = await info.context.loaders.campaign_by_id.load(self.campaign_pk)
-        return resolved(CampaignRef).from_model(row) if row is not None else None
+        return await load_one(
+            info.context.loaders.campaign_by_id, self.campaign_pk, resolved(CampaignRef).from_model
+        )
 
     @strawberry.field(description="The recipient; null for a transactional message or once erased.")
     async def subscriber(self, info: Info) -> SubscriberType | None:
-        if self.subscriber_pk is None:
-            return None
-        row = await info.context.loaders.subscriber_by_id.load(self.subscriber_pk)
-        return SubscriberType.from_model(row) if row is not None else None
+        return await load_one(
+            info.context.loaders.subscriber_by_id, self.subscriber_pk, SubscriberType.from_model
+        )
 
     @classmethod
     def from_model(cls, row: DeliveryRow) -> DeliveryType:

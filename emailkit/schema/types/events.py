@@ -11,6 +11,7 @@ from strawberry.scalars import JSON
 from emailkit.db.tables.feedback import BounceType, EventType
 from emailkit.db.tables.feedback import Event as EventRow
 from emailkit.schema.context import Info
+from emailkit.schema.loaders import load_one
 from emailkit.schema.relay import Connection, Node, to_global_id
 from emailkit.schema.types.lazy import resolved
 
@@ -48,17 +49,15 @@ class EventNode(Node):
 
     @strawberry.field
     async def campaign(self, info: Info) -> CampaignRef | None:
-        if self.campaign_pk is None:
-            return None
-        row = await info.context.loaders.campaign_by_id.load(self.campaign_pk)
-        return resolved(CampaignRef).from_model(row) if row is not None else None
+        return await load_one(
+            info.context.loaders.campaign_by_id, self.campaign_pk, resolved(CampaignRef).from_model
+        )
 
     @strawberry.field
     async def subscriber(self, info: Info) -> SubscriberRef | None:
-        if self.subscriber_pk is None:
-            return None
-        row = await info.context.loaders.subscriber_by_id.load(self.subscriber_pk)
-        return resolved(SubscriberRef).from_model(row) if row is not None else None
+        return await load_one(
+            info.context.loaders.subscriber_by_id, self.subscriber_pk, resolved(SubscriberRef).from_model
+        )
 
     @classmethod
     def from_model(cls, row: EventRow) -> EventNode:

@@ -9,6 +9,7 @@ import strawberry
 from emailkit.db.tables.audience import MailingList as ListRow
 from emailkit.schema.context import Info
 from emailkit.schema.enums import OptIn, Visibility
+from emailkit.schema.loaders import load_one
 from emailkit.schema.relay import Node, to_global_id
 from emailkit.schema.types.templates import TemplateType
 
@@ -28,10 +29,9 @@ class MailingListType(Node):
 
     @strawberry.field(description="The TRANSACTIONAL template of the double opt-in mail; null = built-in.")
     async def optin_template(self, info: Info) -> TemplateType | None:
-        if self.optin_template_pk is None:
-            return None
-        row = await info.context.loaders.template_by_id.load(self.optin_template_pk)
-        return TemplateType.from_model(row) if row is not None else None
+        return await load_one(
+            info.context.loaders.template_by_id, self.optin_template_pk, TemplateType.from_model
+        )
 
     @strawberry.field(description="Subscribers whose subscription is not UNSUBSCRIBED.")
     async def subscriber_count(self, info: Info) -> int:

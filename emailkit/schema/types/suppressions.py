@@ -9,6 +9,7 @@ import strawberry
 from emailkit.db.tables.audience import Suppression as SuppressionRow
 from emailkit.db.tables.audience import SuppressionReason
 from emailkit.schema.context import Info
+from emailkit.schema.loaders import load_one
 from emailkit.schema.relay import Node, to_global_id
 from emailkit.schema.types.campaigns import CampaignType
 
@@ -30,10 +31,7 @@ class SuppressionType(Node):
 
     @strawberry.field(description="The campaign whose message caused it, if any.")
     async def campaign(self, info: Info) -> CampaignType | None:
-        if self.campaign_pk is None:
-            return None
-        row = await info.context.loaders.campaign_by_id.load(self.campaign_pk)
-        return CampaignType.from_model(row) if row is not None else None
+        return await load_one(info.context.loaders.campaign_by_id, self.campaign_pk, CampaignType.from_model)
 
     @classmethod
     def from_model(cls, row: SuppressionRow) -> SuppressionType:
