@@ -1,4 +1,10 @@
-"""The GraphQL schema, built by a factory (no module-level schema object, no I/O at import)."""
+"""The GraphQL schema, built by a factory (no module-level schema object, no I/O at import).
+
+Where things are: `types/` holds the object types, one module per area; `queries/` and `mutations/` the root
+fields by area, with their inputs and payloads; `subscriptions.py` the live ones. The modules beside them are
+shared by all: the request context and its DataLoaders, global IDs and connections, userErrors, enums, role
+checks, and the extensions that guard every operation (document cache, cost, error policy).
+"""
 
 from __future__ import annotations
 
@@ -9,54 +15,12 @@ import strawberry
 from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter, SchemaExtension
 from strawberry.tools import merge_types
 
-from emailkit.schema import (
-    analytics,
-    apikeys,
-    campaigns,
-    events,
-    gdpr,
-    imports,
-    lists,
-    node,
-    segments,
-    sending,
-    subscribers,
-    suppressions,
-    templates,
-    viewer,
-)
 from emailkit.schema.cost import CostLimits, QueryCost
 from emailkit.schema.documents import CheckedDocuments, DocumentCache
 from emailkit.schema.error_policy import ErrorPolicy, UnstorableTextGuard
-
-QUERIES = (
-    node.Query,
-    viewer.Query,
-    lists.Query,
-    apikeys.Query,
-    subscribers.Query,
-    templates.Query,
-    campaigns.Query,
-    sending.Query,
-    segments.Query,
-    events.Query,
-    suppressions.Query,
-    imports.Query,
-    gdpr.Query,
-)
-MUTATIONS = (
-    lists.Mutation,
-    apikeys.Mutation,
-    subscribers.Mutation,
-    templates.Mutation,
-    campaigns.Mutation,
-    sending.Mutation,
-    segments.Mutation,
-    suppressions.Mutation,
-    imports.Mutation,
-    gdpr.Mutation,
-)
-SUBSCRIPTIONS = (sending.Subscription, analytics.Subscription, imports.Subscription)
+from emailkit.schema.mutations import MUTATIONS
+from emailkit.schema.queries import QUERIES
+from emailkit.schema.subscriptions import Subscription
 
 
 @dataclass(frozen=True)
@@ -90,6 +54,6 @@ def build_schema(limits: SchemaLimits | None = None) -> strawberry.Schema:
     return strawberry.Schema(
         query=merge_types("Query", QUERIES),
         mutation=merge_types("Mutation", MUTATIONS),
-        subscription=merge_types("Subscription", SUBSCRIPTIONS),
+        subscription=Subscription,
         extensions=extensions,
     )

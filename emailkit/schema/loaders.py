@@ -98,6 +98,14 @@ def then(value: V | Awaitable[V], convert: Callable[[V], T]) -> T | Awaitable[T]
     return convert(value)
 
 
+async def load_one(loader: DataLoader[int, V | None], pk: int | None, convert: Callable[[V], T]) -> T | None:
+    """The object that a nullable id names, read through the request's loader; None without an id or a row."""
+    if pk is None:
+        return None
+    row = await loader.load(pk)
+    return convert(row) if row is not None else None
+
+
 def _loader(
     session_factory: SessionFactory,
     fetch: Callable[[AsyncSession, Sequence[int]], Awaitable[Mapping[int, V]]],

@@ -59,6 +59,14 @@ def decode_ids(values: Sequence[str], expected: str, field: str) -> list[int]:
 decode_id_or_none = globalid.pk_of
 
 
+def query_id(value: str, expected: str) -> int:
+    """Decode a global ID given to a query, which has no userErrors: a malformed one is a GraphQL error."""
+    pk = decode_id_or_none(value, expected)
+    if pk is None:
+        raise GraphQLError(f"Not a valid {expected} ID: {value!r}", extensions={"code": "INVALID_ID"})
+    return pk
+
+
 def encode_cursor(key: int) -> str:
     return base64.urlsafe_b64encode(f"k:{key}".encode()).decode().rstrip("=")
 

@@ -1,4 +1,4 @@
-"""The calling API key."""
+"""`viewer`: the calling API key."""
 
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
-"""Templates: type, queries, mutations and previews."""
+"""Mutations: createTemplate, updateTemplate, deleteTemplate and previewTemplate."""
 
 from __future__ import annotations
-
-from datetime import datetime
 
 import strawberry
 
@@ -12,36 +10,8 @@ from emailkit.schema.context import Info
 from emailkit.schema.enums import ContentFormat, TemplateKind
 from emailkit.schema.errors import DeletePayload, UserError, mutate
 from emailkit.schema.permissions import write_mutation
-from emailkit.schema.relay import Connection, Node, decode_id, decode_id_or_none, to_global_id
-
-
-@strawberry.type(
-    name="Template",
-    description="An MJML or HTML body and a subject, both Jinja2 templates rendered in a sandbox.",
-)
-class TemplateType(Node):
-    pk: strawberry.Private[int]
-    name: str
-    kind: TemplateKind
-    format: ContentFormat
-    subject: str
-    body: str
-    created_at: datetime
-    updated_at: datetime
-
-    @classmethod
-    def from_model(cls, row: TemplateRow) -> TemplateType:
-        return cls(
-            id=to_global_id("Template", row.id),
-            pk=row.id,
-            name=row.name,
-            kind=row.kind,
-            format=row.format,
-            subject=row.subject,
-            body=row.body,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-        )
+from emailkit.schema.relay import decode_id
+from emailkit.schema.types.templates import TemplateType
 
 
 @strawberry.input
@@ -111,26 +81,6 @@ def _input(
     body: str | None,
 ) -> templates.TemplateInput:
     return templates.TemplateInput(name=name, kind=kind, format=fmt, subject=subject, body=body)
-
-
-@strawberry.type
-class Query:
-    @strawberry.field(description="Templates, oldest first, optionally of one kind.")
-    async def templates(
-        self, info: Info, first: int = 50, after: str | None = None, kind: TemplateKind | None = None
-    ) -> Connection[TemplateType]:
-        return await info.context.connection(
-            lambda s, n, a: templates.find_templates(s, first=n, after=a, kind=kind),
-            TemplateType.from_model,
-            first,
-            after,
-        )
-
-    @strawberry.field
-    async def template(self, info: Info, id: strawberry.ID) -> TemplateType | None:
-        pk = decode_id_or_none(id, "Template")
-        row = await info.context.loaders.template_by_id.load(pk) if pk is not None else None
-        return TemplateType.from_model(row) if row is not None else None
 
 
 @strawberry.type

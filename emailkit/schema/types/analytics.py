@@ -1,22 +1,21 @@
-"""Campaign analytics: `Campaign.stats`, `Campaign.links`, `Campaign.timeline`, and live `campaignStats`."""
+"""Campaign analytics: the CampaignStats, CampaignLinkStats and TimelinePoint types, and the resolvers of
+`Campaign.stats`, `Campaign.links` and `Campaign.timeline`."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Awaitable, Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import datetime
 from typing import Protocol
 
 import strawberry
-from graphql import GraphQLError
 from strawberry.dataloader import DataLoader
 
 from emailkit.db.tables.feedback import CampaignLink
 from emailkit.domain.feedback import analytics
-from emailkit.domain.feedback.live import StatsSnapshot, stats_channel
+from emailkit.domain.feedback.live import StatsSnapshot
 from emailkit.schema.context import Info
-from emailkit.schema.live import live_updates
 from emailkit.schema.loaders import Batched, TimelineArgs, then
-from emailkit.schema.relay import decode_id_or_none, to_global_id
+from emailkit.schema.relay import to_global_id
 
 strawberry.enum(analytics.TimelineBucket, name="TimelineBucket", description="UTC hours or UTC days.")
 
@@ -160,31 +159,3 @@ async def campaign_timeline(
     """Events per bucket and type, oldest first; buckets without events are left out."""
     points = await info.context.loaders.campaign_timeline.load((root.pk, TimelineArgs(bucket, since, until)))
     return [TimelinePoint.from_point(p) for p in points]
-
-
-@strawberry.type
-class Subscription:
-    @strawberry.subscription(
-        description=(
-            "A campaign's stats: the current value at once, then again as events arrive (a few per second "
-            "at most)."
-        )
-    )
-    async def campaign_stats(self, info: Info, id: strawberry.ID) -> AsyncGenerator[CampaignStats, None]:
-        pk = decode_id_or_none(id, "Campaign")
-        if pk is None:
-            raise GraphQLError("Not a Campaign ID", extensions={"code": "INVALID_ID"})
-        runtime = info.context.runtime
-        # Subscribed before reading, so nothing committed in between is missed.
-        async with live_updates(runtime, stats_channel(pk)) as updates:
-            async with runtime.db.session() as session:
-                current = (await analytics.stats_by_campaign(session, [pk])).get(pk)
-            if current is None:
-                raise GraphQLError("Campaign not found", extensions={"code": "NOT_FOUND"})
-            yield CampaignStats.from_snapshot(current)
-            async for message in updates:
-                update = StatsSnapshot.from_message(message)
-                # Counters only grow: an update older than what was already sent is skipped.
-                if update.total > current.total:
-                    current = update
-                    yield CampaignStats.from_snapshot(current)

@@ -1,4 +1,4 @@
-"""The event log: `Event` nodes, `events(filter)` and `Subscriber.events`."""
+"""The Event type (one entry of the event log) and `Subscriber.events`."""
 
 from __future__ import annotations
 
@@ -6,22 +6,25 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Protocol
 
 import strawberry
-from graphql import GraphQLError
 from strawberry.scalars import JSON
 
 from emailkit.db.tables.feedback import BounceType, EventType
 from emailkit.db.tables.feedback import Event as EventRow
-from emailkit.domain.feedback import analytics
 from emailkit.schema.context import Info
-from emailkit.schema.refs import campaign_by_pk, subscriber_by_pk
-from emailkit.schema.relay import Connection, Node, parse_global_id, to_global_id
+from emailkit.schema.loaders import load_one
+from emailkit.schema.relay import Connection, Node, to_global_id
+from emailkit.schema.types.lazy import resolved
 
 if TYPE_CHECKING:
-    from emailkit.schema.campaigns import CampaignType
-    from emailkit.schema.subscribers import SubscriberType
+    from emailkit.schema.types.campaigns import CampaignType
+    from emailkit.schema.types.subscribers import SubscriberType
 
 strawberry.enum(EventType, name="EventType", description="What happened to a message.")
 strawberry.enum(BounceType, name="BounceType", description="HARD: permanent failure; SOFT: temporary.")
+
+# Lazy: both modules import this one, subscribers directly (Subscriber.events), campaigns through deliveries.
+CampaignRef = Annotated["CampaignType", strawberry.lazy("emailkit.schema.types.campaigns")]
+SubscriberRef = Annotated["SubscriberType", strawberry.lazy("emailkit.schema.types.subscribers")]
 
 
 @strawberry.type(name="Event", description="One thing that happened to one recipient of one message.")
@@ -45,16 +48,16 @@ class EventNode(Node):
     metadata: JSON | None = strawberry.field(description="The custom data the message carried back.")
 
     @strawberry.field
-    async def campaign(
-        self, info: Info
-    ) -> Annotated[CampaignType, strawberry.lazy("emailkit.schema.campaigns")] | None:
-        return await campaign_by_pk(info, self.campaign_pk)
+    async def campaign(self, info: Info) -> CampaignRef | None:
+        return await load_one(
+            info.context.loaders.campaign_by_id, self.campaign_pk, resolved(CampaignRef).from_model
+        )
 
     @strawberry.field
-    async def subscriber(
-        self, info: Info
-    ) -> Annotated[SubscriberType, strawberry.lazy("emailkit.schema.subscribers")] | None:
-        return await subscriber_by_pk(info, self.subscriber_pk)
+    async def subscriber(self, info: Info) -> SubscriberRef | None:
+        return await load_one(
+            info.context.loaders.subscriber_by_id, self.subscriber_pk, resolved(SubscriberRef).from_model
+        )
 
     @classmethod
     def from_model(cls, row: EventRow) -> EventNode:
@@ -78,23 +81,6 @@ class EventNode(Node):
         )
 
 
-@strawberry.input(description="All given conditions must hold.")
-class EventFilter:
-    type: EventType | None = None
-    provider: str | None = None
-    campaign_id: strawberry.ID | None = None
-    email: str | None = None
-
-
-def _campaign_filter(value: strawberry.ID | None) -> int | None:
-    if value is None:
-        return None
-    parsed = parse_global_id(value)
-    if parsed is None or parsed[0] != "Campaign":
-        raise GraphQLError(f"Not a valid Campaign ID: {value!r}", extensions={"code": "INVALID_ID"})
-    return parsed[1]
-
-
 class _HasPk(Protocol):
     pk: int
 
@@ -112,27 +98,3 @@ async def subscriber_events(
         first,
         after,
     )
-
-
-async def event_node(info: Info, pk: int) -> EventNode | None:
-    async with info.context.loaders.session() as session:
-        row = (await analytics.events_by_ids(session, [pk])).get(pk)
-    return EventNode.from_model(row) if row is not None else None
-
-
-@strawberry.type
-class Query:
-    @strawberry.field(description="Recorded events, newest first.")
-    async def events(
-        self, info: Info, first: int = 50, after: str | None = None, filter: EventFilter | None = None
-    ) -> Connection[EventNode]:
-        f = filter or EventFilter()
-        domain_filter = analytics.EventFilter(
-            type=f.type, provider=f.provider, campaign_id=_campaign_filter(f.campaign_id), email=f.email
-        )
-        return await info.context.connection(
-            lambda s, n, a: analytics.find_events(s, first=n, after=a, filter=domain_filter),
-            EventNode.from_model,
-            first,
-            after,
-        )

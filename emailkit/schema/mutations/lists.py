@@ -1,9 +1,6 @@
-"""Mailing lists: type, queries and mutations."""
+"""Mutations: createList, updateList, deleteList."""
 
 from __future__ import annotations
-
-from datetime import datetime
-from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 
@@ -13,54 +10,8 @@ from emailkit.schema.context import Info
 from emailkit.schema.enums import OptIn, Visibility
 from emailkit.schema.errors import DeletePayload, UserError, mutate
 from emailkit.schema.permissions import write_mutation
-from emailkit.schema.relay import Connection, Node, decode_id, decode_id_or_none, to_global_id
-
-if TYPE_CHECKING:
-    from emailkit.schema.templates import TemplateType
-
-TemplateRef = Annotated["TemplateType", strawberry.lazy("emailkit.schema.templates")]
-
-
-@strawberry.type(name="MailingList")
-class MailingListType(Node):
-    pk: strawberry.Private[int]
-    name: str
-    description: str
-    optin: OptIn
-    visibility: Visibility
-    tags: list[str]
-    created_at: datetime
-    updated_at: datetime
-
-    optin_template_pk: strawberry.Private[int | None]
-
-    @strawberry.field(description="The TRANSACTIONAL template of the double opt-in mail; null = built-in.")
-    async def optin_template(self, info: Info) -> TemplateRef | None:
-        from emailkit.schema.templates import TemplateType
-
-        if self.optin_template_pk is None:
-            return None
-        row = await info.context.loaders.template_by_id.load(self.optin_template_pk)
-        return TemplateType.from_model(row) if row is not None else None
-
-    @strawberry.field(description="Subscribers whose subscription is not UNSUBSCRIBED.")
-    async def subscriber_count(self, info: Info) -> int:
-        return await info.context.loaders.list_subscriber_count.load(self.pk)
-
-    @classmethod
-    def from_model(cls, row: ListRow) -> MailingListType:
-        return cls(
-            id=to_global_id("MailingList", row.id),
-            pk=row.id,
-            name=row.name,
-            description=row.description,
-            optin=row.optin,
-            visibility=row.visibility,
-            tags=list(row.tags),
-            optin_template_pk=row.optin_template_id,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-        )
+from emailkit.schema.relay import decode_id
+from emailkit.schema.types.lists import MailingListType
 
 
 @strawberry.input
@@ -110,26 +61,6 @@ def _template_pk(value: str | None) -> int | None:
     if value is None:
         return None
     return 0 if value == "" else decode_id(value, "Template", "optinTemplateId")
-
-
-@strawberry.type
-class Query:
-    @strawberry.field(description="Mailing lists, oldest first; `search` matches name and description.")
-    async def lists(
-        self, info: Info, first: int = 50, after: str | None = None, search: str | None = None
-    ) -> Connection[MailingListType]:
-        return await info.context.connection(
-            lambda s, n, a: lists.find_lists(s, first=n, after=a, search=search),
-            MailingListType.from_model,
-            first,
-            after,
-        )
-
-    @strawberry.field(name="list")
-    async def mailing_list(self, info: Info, id: strawberry.ID) -> MailingListType | None:
-        pk = decode_id_or_none(id, "MailingList")
-        row = await info.context.loaders.list_by_id.load(pk) if pk is not None else None
-        return MailingListType.from_model(row) if row is not None else None
 
 
 @strawberry.type

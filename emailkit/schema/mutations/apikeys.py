@@ -1,47 +1,16 @@
-"""API keys: listing, creation (the plaintext is returned once) and revocation. ADMIN keys only."""
+"""Mutations: createApiKey (the plaintext key is returned once) and revokeApiKey. ADMIN keys only."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import strawberry
 
-from emailkit.db.tables.access import ApiKey as ApiKeyRow
 from emailkit.domain import apikeys
 from emailkit.schema.context import Info
 from emailkit.schema.enums import Role
 from emailkit.schema.errors import UserError, mutate
-from emailkit.schema.permissions import admin_field, admin_mutation
-from emailkit.schema.relay import Connection, decode_id, to_global_id
-
-
-@strawberry.type(
-    name="ApiKey",
-    description="A credential for this API. Only a hash of the key is stored; `prefix` tells keys apart.",
-)
-class ApiKeyType:
-    # Deliberately not a Node: `node(id)` is open to every role and must not disclose keys.
-    id: strawberry.ID
-    name: str
-    role: Role
-    prefix: str = strawberry.field(description="The first characters of the key.")
-    created_at: datetime
-    last_used_at: datetime | None = strawberry.field(
-        description="Approximate: updated at most every few minutes."
-    )
-    revoked_at: datetime | None
-
-    @classmethod
-    def from_model(cls, row: ApiKeyRow) -> ApiKeyType:
-        return cls(
-            id=to_global_id("ApiKey", row.id),
-            name=row.name,
-            role=row.role,
-            prefix=row.prefix,
-            created_at=row.created_at,
-            last_used_at=row.last_used_at,
-            revoked_at=row.revoked_at,
-        )
+from emailkit.schema.permissions import admin_mutation
+from emailkit.schema.relay import decode_id
+from emailkit.schema.types.apikeys import ApiKeyType
 
 
 @strawberry.input
@@ -68,18 +37,6 @@ class CreateApiKeyPayload:
 class RevokeApiKeyPayload:
     api_key: ApiKeyType | None
     user_errors: list[UserError]
-
-
-@strawberry.type
-class Query:
-    @admin_field(description="All API keys, revoked ones included, oldest first.")
-    async def api_keys(self, info: Info, first: int = 50, after: str | None = None) -> Connection[ApiKeyType]:
-        return await info.context.connection(
-            lambda s, n, a: apikeys.find_api_keys(s, first=n, after=a),
-            ApiKeyType.from_model,
-            first,
-            after,
-        )
 
 
 @strawberry.type

@@ -1,147 +1,32 @@
-"""Sending: campaign lifecycle mutations, the deliveries ledger, live progress, test and transactional sends."""
+"""Mutations on a campaign's sending: start, pause, resume, cancel, schedule, retry failed deliveries, send a
+test; and sendTransactional, one message from a TRANSACTIONAL template through the queue."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated
 
 import strawberry
-from graphql import GraphQLError
 from strawberry.scalars import JSON
 
-from emailkit.db.tables.sending import FINAL_CAMPAIGN_STATUSES, DeliveryStatus
 from emailkit.db.tables.sending import Campaign as CampaignRow
-from emailkit.db.tables.sending import Delivery as DeliveryRow
 from emailkit.domain.errors import DomainError, ErrorCode
 from emailkit.domain.ports.queue import QueueUnavailable
 from emailkit.domain.runtime import SendingSetup
-from emailkit.domain.sending import deliveries, lifecycle, progress, scheduler
+from emailkit.domain.sending import deliveries, lifecycle, scheduler
 from emailkit.domain.sending.pipeline import sender_for
 from emailkit.domain.validation import normalize_email
 from emailkit.schema.context import Info
 from emailkit.schema.enums import CampaignStatus
 from emailkit.schema.errors import MutationWarning, Outcome, UserError, mutate, to_user_errors
-from emailkit.schema.live import live_updates
 from emailkit.schema.permissions import write_mutation
-from emailkit.schema.refs import campaign_by_pk, subscriber_by_pk
-from emailkit.schema.relay import Connection, Node, decode_id, decode_id_or_none, to_global_id
-
-if TYPE_CHECKING:
-    from emailkit.schema.campaigns import CampaignType
-    from emailkit.schema.subscribers import SubscriberType
-
-strawberry.enum(DeliveryStatus, name="DeliveryStatus")
+from emailkit.schema.relay import decode_id
+from emailkit.schema.types.campaigns import CampaignType
+from emailkit.schema.types.deliveries import DeliveryType
 
 log = logging.getLogger(__name__)
 
-CampaignRef = Annotated["CampaignType", strawberry.lazy("emailkit.schema.campaigns")]
-SubscriberRef = Annotated["SubscriberType", strawberry.lazy("emailkit.schema.subscribers")]
 MAX_TEST_RECIPIENTS = 10
-
-
-@strawberry.type(name="Delivery", description="One recipient of one campaign or transactional message.")
-class DeliveryType(Node):
-    pk: strawberry.Private[int]
-    campaign_pk: strawberry.Private[int | None]
-    subscriber_pk: strawberry.Private[int | None]
-    email: str
-    status: DeliveryStatus
-    skip_reason: str | None
-    provider: str | None
-    provider_message_id: str | None
-    attempts: int
-    last_error: str | None = strawberry.field(description="The provider's error for the last failed attempt.")
-    created_at: datetime
-    updated_at: datetime
-    sent_at: datetime | None
-
-    @strawberry.field
-    async def campaign(self, info: Info) -> CampaignRef | None:
-        return await campaign_by_pk(info, self.campaign_pk)
-
-    @strawberry.field(description="The recipient; null for a transactional message or once erased.")
-    async def subscriber(self, info: Info) -> SubscriberRef | None:
-        return await subscriber_by_pk(info, self.subscriber_pk)
-
-    @classmethod
-    def from_model(cls, row: DeliveryRow) -> DeliveryType:
-        return cls(
-            id=to_global_id("Delivery", row.id),
-            pk=row.id,
-            campaign_pk=row.campaign_id,
-            subscriber_pk=row.subscriber_id,
-            email=row.email,
-            status=row.status,
-            skip_reason=row.skip_reason,
-            provider=row.provider,
-            provider_message_id=row.provider_message_id,
-            attempts=row.attempts,
-            last_error=row.last_error,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            sent_at=row.sent_at,
-        )
-
-
-@strawberry.type
-class CampaignProgress:
-    status: CampaignStatus
-    status_reason: str | None
-    recipients: int
-    sent: int
-    failed: int
-    skipped: int
-    in_doubt: int = strawberry.field(
-        description="Recipients whose worker died while handing them over: they may or may not have received "
-        "the message. Not counted as sent, never sent again unless retried with includeInDoubt."
-    )
-    rate_per_second: float = strawberry.field(description="Recipients processed per second, recently.")
-    eta_seconds: float | None = strawberry.field(
-        description="Estimated seconds to completion; null if unknown."
-    )
-
-
-def progress_of(campaign: CampaignRow, estimate: progress.Estimate | None = None) -> CampaignProgress:
-    return CampaignProgress(
-        status=campaign.status,
-        status_reason=campaign.status_reason,
-        recipients=campaign.recipients_count,
-        sent=campaign.sent_count,
-        failed=campaign.failed_count,
-        skipped=campaign.skipped_count,
-        in_doubt=campaign.in_doubt_count,
-        rate_per_second=estimate.rate_per_second if estimate else 0.0,
-        eta_seconds=estimate.eta_seconds if estimate else None,
-    )
-
-
-async def campaign_deliveries(
-    root: CampaignRef,
-    info: Info,
-    first: int = 50,
-    after: str | None = None,
-    status: DeliveryStatus | None = None,
-) -> Connection[DeliveryType]:
-    """The ledger of this campaign: one row per recipient, with the provider's error for failures."""
-    loaders = info.context.loaders
-    return await info.context.child_connection(
-        loaders.campaign_delivery_page,
-        loaders.campaign_delivery_count,
-        root.pk,
-        DeliveryType.from_model,
-        first,
-        after,
-        status,
-    )
-
-
-async def campaign_progress_field(root: CampaignRef, info: Info) -> CampaignProgress:
-    row = await info.context.loaders.campaign_by_id.load(root.pk)
-    if row is None:
-        raise GraphQLError("Campaign not found", extensions={"code": "NOT_FOUND"})
-    return progress_of(row)
 
 
 @strawberry.input
@@ -187,7 +72,7 @@ class SendTransactionalInput:
 
 @strawberry.type
 class CampaignLifecyclePayload:
-    campaign: CampaignRef | None
+    campaign: CampaignType | None
     user_errors: list[UserError]
     warnings: list[MutationWarning] = strawberry.field(
         default_factory=list,
@@ -197,7 +82,7 @@ class CampaignLifecyclePayload:
 
 @strawberry.type
 class RetryFailedDeliveriesPayload:
-    campaign: CampaignRef | None
+    campaign: CampaignType | None
     retried: int
     user_errors: list[UserError]
     warnings: list[MutationWarning] = strawberry.field(
@@ -226,8 +111,6 @@ class SendTransactionalPayload:
 
 
 def _campaign_payload(row: CampaignRow | None, errors: list[UserError]) -> CampaignLifecyclePayload:
-    from emailkit.schema.campaigns import CampaignType
-
     return CampaignLifecyclePayload(
         campaign=CampaignType.from_model(row) if row is not None else None, user_errors=errors
     )
@@ -274,15 +157,6 @@ def _batch_size(info: Info) -> int:
 
 
 @strawberry.type
-class Query:
-    @strawberry.field(description="A delivery (campaign recipient or transactional message) by ID.")
-    async def delivery(self, info: Info, id: strawberry.ID) -> DeliveryType | None:
-        pk = decode_id_or_none(id, "Delivery")
-        row = await info.context.loaders.delivery_by_id.load(pk) if pk is not None else None
-        return DeliveryType.from_model(row) if row is not None else None
-
-
-@strawberry.type
 class Mutation:
     @write_mutation(description="DRAFT or SCHEDULED → RUNNING: snapshot the audience and start sending.")
     async def start_campaign(self, info: Info, input: CampaignIdInput) -> CampaignLifecyclePayload:
@@ -322,8 +196,6 @@ class Mutation:
     async def retry_failed_deliveries(
         self, info: Info, input: RetryFailedDeliveriesInput
     ) -> RetryFailedDeliveriesPayload:
-        from emailkit.schema.campaigns import CampaignType
-
         out = await mutate(
             info,
             lambda s: deliveries.retry_failed_deliveries(
@@ -399,60 +271,3 @@ def _data_object(value: object) -> dict[str, object] | None:
     if not isinstance(value, dict):
         raise DomainError.single(ErrorCode.INVALID_INPUT, "data must be a JSON object", "data")
     return value
-
-
-@strawberry.type
-class Subscription:
-    @strawberry.subscription(description="Live counters of a campaign until it reaches a final state.")
-    async def campaign_progress(
-        self, info: Info, id: strawberry.ID
-    ) -> AsyncGenerator[CampaignProgress, None]:
-        pk = decode_id_or_none(id, "Campaign")
-        runtime = info.context.runtime
-        if pk is None:
-            raise GraphQLError("Not a Campaign ID", extensions={"code": "INVALID_ID"})
-        estimator = progress.RateEstimator()
-        # Subscribe before reading the current state so no update between the two is missed.
-        async with live_updates(runtime, progress.progress_channel(pk)) as updates:
-            async with runtime.db.session() as s:
-                row = await s.get(CampaignRow, pk)
-            if row is None:
-                raise GraphQLError("Campaign not found", extensions={"code": "NOT_FOUND"})
-            yield _estimated(progress_of(row), estimator, progress.snapshot(row))
-            if row.status in FINAL_CAMPAIGN_STATUSES:
-                return
-            async for message in updates:
-                current = _from_message(message)
-                yield _estimated(current, estimator, message)
-                if current.status in FINAL_CAMPAIGN_STATUSES:
-                    return
-
-
-def _from_message(message: dict[str, object]) -> CampaignProgress:
-    return CampaignProgress(
-        status=CampaignStatus(str(message["status"])),
-        status_reason=message.get("statusReason") if isinstance(message.get("statusReason"), str) else None,  # type: ignore[arg-type]
-        recipients=int(message["recipients"]),  # type: ignore[call-overload]
-        sent=int(message["sent"]),  # type: ignore[call-overload]
-        failed=int(message["failed"]),  # type: ignore[call-overload]
-        skipped=int(message["skipped"]),  # type: ignore[call-overload]
-        in_doubt=int(message.get("inDoubt", 0)),  # type: ignore[call-overload]
-        rate_per_second=0.0,
-        eta_seconds=None,
-    )
-
-
-def _estimated(
-    p: CampaignProgress, estimator: progress.RateEstimator, message: dict[str, object]
-) -> CampaignProgress:
-    processed = p.sent + p.failed + p.skipped + p.in_doubt
-    at = message.get("at")
-    estimate = estimator.add(
-        float(at) if isinstance(at, int | float) else 0.0,
-        processed,
-        max(0, p.recipients - processed),
-        p.status is CampaignStatus.RUNNING,
-    )
-    p.rate_per_second = estimate.rate_per_second
-    p.eta_seconds = estimate.eta_seconds
-    return p

@@ -1,0 +1,32 @@
+"""The fields of the root Mutation type, one module per area, each with its inputs and payloads.
+
+MUTATIONS is merged into one Mutation type in this order, which is the order the schema prints the fields in.
+"""
+
+from __future__ import annotations
+
+from emailkit.schema.mutations import (
+    apikeys,
+    campaigns,
+    gdpr,
+    imports,
+    lists,
+    segments,
+    sending,
+    subscribers,
+    suppressions,
+    templates,
+)
+
+MUTATIONS = (
+    lists.Mutation,
+    apikeys.Mutation,
+    subscribers.Mutation,
+    templates.Mutation,
+    campaigns.Mutation,
+    sending.Mutation,
+    segments.Mutation,
+    suppressions.Mutation,
+    imports.Mutation,
+    gdpr.Mutation,
+)

@@ -1,0 +1,123 @@
+"""Mutations on the campaign definition: createCampaign, updateCampaign, deleteCampaign.
+
+Starting, pausing and the rest of a campaign's life are in :mod:`emailkit.schema.mutations.sending`.
+"""
+
+from __future__ import annotations
+
+import strawberry
+
+from emailkit.db.tables.sending import Campaign as CampaignRow
+from emailkit.domain.sending import campaigns
+from emailkit.schema.context import Info
+from emailkit.schema.enums import ContentFormat
+from emailkit.schema.errors import DeletePayload, UserError, mutate
+from emailkit.schema.permissions import write_mutation
+from emailkit.schema.relay import decode_id, decode_ids
+from emailkit.schema.types.campaigns import CampaignType
+
+
+@strawberry.input(description="Give either templateId or body with its format.")
+class CreateCampaignInput:
+    name: str
+    subject: str = strawberry.field(description="A Jinja template, rendered per recipient.")
+    from_email: str
+    from_name: str | None = None
+    reply_to: str | None = None
+    list_ids: list[strawberry.ID] | None = None
+    segment_ids: list[strawberry.ID] | None = strawberry.field(
+        default=None, description="Resolved when the campaign starts; a campaign needs a list or a segment."
+    )
+    template_id: strawberry.ID | None = None
+    body: str | None = None
+    format: ContentFormat | None = None
+    plain_text: str | None = None
+    track_opens: bool | None = strawberry.field(default=None, description="Default true.")
+    track_clicks: bool | None = strawberry.field(default=None, description="Default true.")
+
+
+@strawberry.input(
+    description=(
+        "Omitted fields keep their value; an empty replyTo or plainText clears it; listIds and segmentIds "
+        "replace their sets (segmentIds only until the campaign starts). "
+        "Only DRAFT, SCHEDULED and PAUSED campaigns can be edited."
+    )
+)
+class UpdateCampaignInput:
+    id: strawberry.ID
+    name: str | None = None
+    subject: str | None = None
+    from_email: str | None = None
+    from_name: str | None = None
+    reply_to: str | None = None
+    list_ids: list[strawberry.ID] | None = None
+    segment_ids: list[strawberry.ID] | None = strawberry.field(
+        default=None, description="Resolved when the campaign starts; a campaign needs a list or a segment."
+    )
+    template_id: strawberry.ID | None = None
+    body: str | None = None
+    format: ContentFormat | None = None
+    plain_text: str | None = None
+    track_opens: bool | None = None
+    track_clicks: bool | None = None
+
+
+@strawberry.input
+class DeleteCampaignInput:
+    id: strawberry.ID
+
+
+@strawberry.type
+class CampaignPayload:
+    campaign: CampaignType | None
+    user_errors: list[UserError]
+
+
+def _payload(row: CampaignRow | None, errors: list[UserError]) -> CampaignPayload:
+    return CampaignPayload(
+        campaign=CampaignType.from_model(row) if row is not None else None, user_errors=errors
+    )
+
+
+def _to_domain(input: CreateCampaignInput | UpdateCampaignInput) -> campaigns.CampaignInput:
+    """Decode the global IDs; a malformed one raises a DomainError, so call it inside `mutate`."""
+    return campaigns.CampaignInput(
+        name=input.name,
+        subject=input.subject,
+        from_email=input.from_email,
+        from_name=input.from_name,
+        reply_to=input.reply_to,
+        list_ids=decode_ids(input.list_ids, "MailingList", "listIds") if input.list_ids is not None else None,
+        segment_ids=(
+            decode_ids(input.segment_ids, "Segment", "segmentIds") if input.segment_ids is not None else None
+        ),
+        template_id=(
+            decode_id(input.template_id, "Template", "templateId") if input.template_id is not None else None
+        ),
+        body=input.body,
+        format=input.format,
+        plain_text=input.plain_text,
+        track_opens=input.track_opens,
+        track_clicks=input.track_clicks,
+    )
+
+
+@strawberry.type
+class Mutation:
+    @write_mutation
+    async def create_campaign(self, info: Info, input: CreateCampaignInput) -> CampaignPayload:
+        out = await mutate(info, lambda s: campaigns.create_campaign(s, _to_domain(input)))
+        return _payload(out.value, out.errors)
+
+    @write_mutation
+    async def update_campaign(self, info: Info, input: UpdateCampaignInput) -> CampaignPayload:
+        out = await mutate(
+            info,
+            lambda s: campaigns.update_campaign(s, decode_id(input.id, "Campaign"), _to_domain(input)),
+        )
+        return _payload(out.value, out.errors)
+
+    @write_mutation
+    async def delete_campaign(self, info: Info, input: DeleteCampaignInput) -> DeletePayload:
+        out = await mutate(info, lambda s: campaigns.delete_campaign(s, decode_id(input.id, "Campaign")))
+        return DeletePayload(deleted_id=input.id if out.value is not None else None, user_errors=out.errors)

@@ -1,0 +1,38 @@
+"""The fields of the root Query type, one module per area.
+
+QUERIES is merged into one Query type in this order, which is the order the schema prints the fields in.
+"""
+
+from __future__ import annotations
+
+from emailkit.schema.queries import (
+    apikeys,
+    campaigns,
+    deliveries,
+    events,
+    gdpr,
+    imports,
+    lists,
+    node,
+    segments,
+    subscribers,
+    suppressions,
+    templates,
+    viewer,
+)
+
+QUERIES = (
+    node.Query,
+    viewer.Query,
+    lists.Query,
+    apikeys.Query,
+    subscribers.Query,
+    templates.Query,
+    campaigns.Query,
+    deliveries.Query,
+    segments.Query,
+    events.Query,
+    suppressions.Query,
+    imports.Query,
+    gdpr.Query,
+)

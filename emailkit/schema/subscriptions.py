@@ -1,0 +1,97 @@
+"""The root Subscription type: live campaign progress, live campaign stats and live import progress.
+
+Each one subscribes to its pub/sub channel before reading the current state, so that no update committed in
+between is missed, yields that state at once, then one value per message until the state is final.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+
+import strawberry
+from graphql import GraphQLError
+
+from emailkit.db.tables.audience import Import as ImportRow
+from emailkit.db.tables.sending import Campaign as CampaignRow
+from emailkit.domain.audience.imports import service as imports
+from emailkit.domain.feedback import analytics
+from emailkit.domain.feedback.live import StatsSnapshot, stats_channel
+from emailkit.domain.sending.progress import ProgressSnapshot, RateEstimator, progress_channel
+from emailkit.schema.context import Info
+from emailkit.schema.live import live_updates
+from emailkit.schema.relay import decode_id_or_none
+from emailkit.schema.types.analytics import CampaignStats
+from emailkit.schema.types.campaigns import CampaignProgress
+from emailkit.schema.types.imports import ImportProgress
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(description="Live counters of a campaign until it reaches a final state.")
+    async def campaign_progress(
+        self, info: Info, id: strawberry.ID
+    ) -> AsyncGenerator[CampaignProgress, None]:
+        pk = decode_id_or_none(id, "Campaign")
+        runtime = info.context.runtime
+        if pk is None:
+            raise GraphQLError("Not a Campaign ID", extensions={"code": "INVALID_ID"})
+        estimator = RateEstimator()
+        async with live_updates(runtime, progress_channel(pk)) as updates:
+            async with runtime.db.session() as s:
+                row = await s.get(CampaignRow, pk)
+            if row is None:
+                raise GraphQLError("Campaign not found", extensions={"code": "NOT_FOUND"})
+            snapshot = ProgressSnapshot.of(row)
+            yield CampaignProgress.of(snapshot, estimator.estimate(snapshot))
+            if snapshot.final:
+                return
+            async for message in updates:
+                snapshot = ProgressSnapshot.from_message(message, campaign_id=pk)
+                yield CampaignProgress.of(snapshot, estimator.estimate(snapshot))
+                if snapshot.final:
+                    return
+
+    @strawberry.subscription(
+        description=(
+            "A campaign's stats: the current value at once, then again as events arrive (a few per second "
+            "at most)."
+        )
+    )
+    async def campaign_stats(self, info: Info, id: strawberry.ID) -> AsyncGenerator[CampaignStats, None]:
+        pk = decode_id_or_none(id, "Campaign")
+        if pk is None:
+            raise GraphQLError("Not a Campaign ID", extensions={"code": "INVALID_ID"})
+        runtime = info.context.runtime
+        async with live_updates(runtime, stats_channel(pk)) as updates:
+            async with runtime.db.session() as session:
+                current = (await analytics.stats_by_campaign(session, [pk])).get(pk)
+            if current is None:
+                raise GraphQLError("Campaign not found", extensions={"code": "NOT_FOUND"})
+            yield CampaignStats.from_snapshot(current)
+            async for message in updates:
+                update = StatsSnapshot.from_message(message)
+                # Counters only grow: an update older than what was already sent is skipped.
+                if update.total > current.total:
+                    current = update
+                    yield CampaignStats.from_snapshot(current)
+
+    @strawberry.subscription(description="Live counters of an import, ending once it FINISHED or FAILED.")
+    async def import_progress(self, info: Info, id: strawberry.ID) -> AsyncGenerator[ImportProgress, None]:
+        pk = decode_id_or_none(id, "Import")
+        if pk is None:
+            raise GraphQLError("Not an Import ID", extensions={"code": "INVALID_ID"})
+        runtime = info.context.runtime
+        async with live_updates(runtime, imports.progress_channel(pk)) as updates:
+            async with runtime.db.session() as session:
+                row = await session.get(ImportRow, pk)
+            if row is None:
+                raise GraphQLError("Import not found", extensions={"code": "NOT_FOUND"})
+            state = imports.ImportState.of(row)
+            yield ImportProgress.of(state)
+            if state.final:
+                return
+            async for message in updates:
+                state = imports.ImportState.from_message(message)
+                yield ImportProgress.of(state)
+                if state.final:
+                    return
