@@ -20,6 +20,7 @@ from sqlalchemy import ARRAY, ColumnElement, Select, Text, and_, case, exists, f
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from emailkit.db.dialect import dialect_of
 from emailkit.db.engine import Database
 from emailkit.db.tables.audience import Subscriber, Subscription, SubscriptionStatus
 from emailkit.db.types import utcnow
@@ -58,7 +59,7 @@ async def selection_clause(session: AsyncSession, selection: Selection) -> Colum
     if selection.segment_id is not None:
         segment = await segments.get_segment(session, selection.segment_id)
         spec = segments.parse_filter(segment.filter)
-        parts.append(segments.compile_filter(spec, segments.dialect_of(session), now=utcnow()))
+        parts.append(segments.compile_filter(spec, dialect_of(session), now=utcnow()))
     return and_(true(), *parts)
 
 

@@ -41,6 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from emailkit.db.dialect import dialect_of
 from emailkit.db.tables.audience import (
     MailingList,
     Segment,
@@ -746,10 +747,6 @@ def compile_filter(
 ) -> ColumnElement[bool]:
     """A boolean expression over ``subscribers`` (never NULL) for ``dialect`` ("postgresql" or "sqlite")."""
     return _compile(f, _Compile(dialect=dialect, now=now, until=until))
-
-
-def dialect_of(session: AsyncSession) -> str:
-    return session.get_bind().dialect.name
 
 
 # --- using a filter ---------------------------------------------------------------------------------------

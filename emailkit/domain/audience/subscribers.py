@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from sqlalchemy import ColumnElement, Insert, case, exists, literal, or_, select, true, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from emailkit.db.dialect import upsert
 from emailkit.db.tables.audience import (
     MailingList,
     OptIn,
@@ -300,15 +300,6 @@ async def _require_subscribers(session: AsyncSession, ids: Sequence[int]) -> lis
     return [found[i] for i in ids]
 
 
-def _upsert_insert(session: AsyncSession) -> Any:
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert
-    if dialect == "sqlite":
-        return sqlite.insert
-    raise RuntimeError(f"unsupported database dialect {dialect!r}")
-
-
 def _subscribe_statement(
     session: AsyncSession,
     subscriber_ids: Sequence[int],
@@ -341,7 +332,7 @@ def _subscribe_statement(
         .where(Subscriber.id.in_(subscriber_ids), MailingList.id.in_(list_ids))
     )
     table = Subscription.__table__
-    stmt = _upsert_insert(session)(table).from_select(
+    stmt = upsert(session)(table).from_select(
         ["subscriber_id", "list_id", "status", "created_at", "updated_at"], pairs
     )
     changes = (
@@ -349,12 +340,12 @@ def _subscribe_statement(
         if status is None
         else table.c.status != stmt.excluded.status
     )
-    upsert: Insert = stmt.on_conflict_do_update(
+    statement: Insert = stmt.on_conflict_do_update(
         index_elements=[table.c.subscriber_id, table.c.list_id],
         set_={"status": stmt.excluded.status, "updated_at": stmt.excluded.updated_at},
         where=changes,
     )
-    return upsert
+    return statement
 
 
 # The subscriptions' foreign keys, and the input field naming what they reference.

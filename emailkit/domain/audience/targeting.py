@@ -35,6 +35,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import GenericFunction
 
+from emailkit.db.dialect import dialect_of
 from emailkit.db.tables.audience import (
     MailingList,
     OptIn,
@@ -88,7 +89,7 @@ async def load_target(session: AsyncSession, campaign_id: int, *, as_of: datetim
         started = select(Campaign.started_at).where(Campaign.id == campaign_id)
         as_of = (await session.execute(started)).scalar_one_or_none() or utcnow()
     definitions = await segments.campaign_definitions(session, campaign_id)
-    match = segments.matching_any(definitions, segments.dialect_of(session), as_of=as_of)
+    match = segments.matching_any(definitions, dialect_of(session), as_of=as_of)
     return Target(list_ids=tuple(int(x) for x in list_ids), segment_match=match)
 
 

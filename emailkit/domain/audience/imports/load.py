@@ -47,6 +47,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.schema import SchemaItem
 
+from emailkit.db.dialect import dialect_of
 from emailkit.db.tables.audience import (
     ImportMode,
     ImportRowError,
@@ -121,10 +122,6 @@ class Outcome:
     inserted: int = 0
     updated: int = 0
     existing_skipped: int = 0
-
-
-def _dialect(conn: AsyncConnection) -> str:
-    return conn.dialect.name
 
 
 async def create_staging(conn: AsyncConnection, st: Table) -> None:
@@ -202,7 +199,7 @@ async def mark_duplicates_in(conn: AsyncConnection, st: Table, lo: int, hi: int)
 
 
 def _sha256_hex(conn: AsyncConnection, column: ColumnElement[Any]) -> ColumnElement[Any]:
-    if _dialect(conn) == "postgresql":
+    if dialect_of(conn) == "postgresql":
         return func.encode(func.sha256(func.convert_to(column, "UTF8")), "hex")
     return func.emailkit_sha256(column)
 
@@ -228,7 +225,7 @@ async def mark_suppressed(
     )
     erased = select(Suppression.email_hash).where(Suppression.email.is_(None))
     if (await conn.execute(select(exists(erased)))).scalar():
-        if _dialect(conn) == "sqlite":
+        if dialect_of(conn) == "sqlite":
             await _register_sqlite_sha256(conn)
         condition = or_(condition, _sha256_hex(conn, st.c.email).in_(erased))
     result = await conn.execute(
