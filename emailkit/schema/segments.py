@@ -12,8 +12,8 @@ from strawberry.scalars import JSON
 
 from emailkit.db.tables.audience import Segment as SegmentRow
 from emailkit.db.tables.audience import Subscriber as SubscriberRow
-from emailkit.domain.audience import segments
-from emailkit.domain.audience.segments import EngagementEvent, FilterOp
+from emailkit.domain.audience.segments import store as segments
+from emailkit.domain.audience.segments.filter import MAX_CONDITIONS, MAX_DEPTH, EngagementEvent, FilterOp
 from emailkit.domain.errors import DomainError, ErrorCode, FieldError
 from emailkit.schema.context import Info
 from emailkit.schema.cost import AUDIENCE_COUNT, cost
@@ -96,7 +96,7 @@ class EngagementFilter:
 @strawberry.input(
     description=(
         "A subscriber filter. The fields set on one node are ANDed; `and`, `or` and `not` group nodes. An "
-        f"empty node matches everyone. At most {segments.MAX_DEPTH} levels and {segments.MAX_CONDITIONS} "
+        f"empty node matches everyone. At most {MAX_DEPTH} levels and {MAX_CONDITIONS} "
         "conditions."
     )
 )
@@ -132,11 +132,9 @@ class _ToDomain:
         return {k: v for k, v in out.items() if v is not None}
 
     def node(self, f: SubscriberFilterInput, path: str, depth: int) -> dict[str, Any]:
-        if depth > segments.MAX_DEPTH:
+        if depth > MAX_DEPTH:
             self.errors.append(
-                FieldError(
-                    path, f"Filters may nest at most {segments.MAX_DEPTH} levels", ErrorCode.INVALID_FILTER
-                )
+                FieldError(path, f"Filters may nest at most {MAX_DEPTH} levels", ErrorCode.INVALID_FILTER)
             )
             return {}
         out: dict[str, Any] = {}
