@@ -60,7 +60,7 @@ from emailkit.db.tables.audience import (
     Suppression,
 )
 from emailkit.db.types import UTCDateTime
-from emailkit.domain.audience.imports.csvfile import StagedRow
+from emailkit.domain.audience.imports.rows import StagedRow
 from emailkit.domain.audience.suppressions import email_hash
 
 STAGING_NAME: Final = "emailkit_import_staging"

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from emailkit.db.engine import Database
 from emailkit.db.tables.audience import Import, ImportStatus
 from emailkit.domain.audience.imports import load as imports_load
-from emailkit.domain.audience.imports.csvfile import StagedRow
+from emailkit.domain.audience.imports.rows import StagedRow
 
 # Rows parsed and staged at a time: small enough that the load starts early and memory stays a few MB,
 # large enough that each COPY and check statement is worth its round trip. A chunk of wide rows (large

@@ -35,16 +35,9 @@ from emailkit.db.types import utcnow
 from emailkit.domain import transactions
 from emailkit.domain.audience.imports import load as imports_load
 from emailkit.domain.audience.imports import postgres as imports_pg
-from emailkit.domain.audience.imports.csvfile import (
-    SAMPLE_BYTES,
-    Dialect,
-    ParseStats,
-    StagedRow,
-    check_column_map,
-    inspect_sample,
-    open_text,
-    parse_rows,
-)
+from emailkit.domain.audience.imports.columns import check_column_map
+from emailkit.domain.audience.imports.csvfile import SAMPLE_BYTES, Dialect, inspect_sample, open_text
+from emailkit.domain.audience.imports.rows import ParseStats, StagedRow, parse_rows
 from emailkit.domain.audience.lists import require_lists
 from emailkit.domain.errors import DomainError, ErrorCode
 from emailkit.domain.pagination import Page, keyset_page
