@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from emailkit.db.engine import Database
 from emailkit.db.tables.audience import Import, ImportStatus
-from emailkit.domain.audience.imports import load as imports_load
+from emailkit.domain.audience.imports import staging as imports_staging
 from emailkit.domain.audience.imports.rows import StagedRow
 
 # Rows parsed and staged at a time: small enough that the load starts early and memory stays a few MB,
@@ -54,7 +54,7 @@ class Staged:
 
 
 def staging_name(import_id: int, attempt: int) -> str:
-    return f"{imports_load.STAGING_NAME}_{import_id}_{attempt}"
+    return f"{imports_staging.STAGING_NAME}_{import_id}_{attempt}"
 
 
 def _import_id(name: str, prefix: str) -> int | None:
@@ -64,7 +64,7 @@ def _import_id(name: str, prefix: str) -> int | None:
 
 async def sweep_staging(conn: AsyncConnection) -> None:
     """Drop staging tables left by imports that ended without dropping theirs (a killed worker)."""
-    prefix = imports_load.STAGING_NAME + "_"
+    prefix = imports_staging.STAGING_NAME + "_"
     names = (
         await conn.execute(
             text(
@@ -124,14 +124,14 @@ async def _feed(
                 pending = asyncio.ensure_future(asyncio.to_thread(_take, rows, chunk_rows))
                 lo, hi = batch[0][0], batch[-1][0]
                 async with conn.begin():
-                    await imports_load.copy_rows(conn, st, batch)
+                    await imports_staging.copy_rows(conn, st, batch)
                     if not analyzed:
                         # Without statistics the planner takes the new table for empty and checks each row by
                         # scanning the others; the first chunk shows it what the rest looks like.
                         await conn.execute(text(f'ANALYZE "{st.name}"'))
                         analyzed = True
-                    duplicates = await imports_load.mark_duplicates_in(conn, st, lo, hi)
-                    suppressed = await imports_load.mark_suppressed(conn, st, lo, hi)
+                    duplicates = await imports_staging.mark_duplicates_in(conn, st, lo, hi)
+                    suppressed = await imports_staging.mark_suppressed(conn, st, lo, hi)
                 del batch
                 await parsed()
                 await ready.put(Staged(lo, hi, duplicates, suppressed, parsed_all=_parse_finished(pending)))

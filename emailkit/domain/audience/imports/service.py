@@ -35,6 +35,7 @@ from emailkit.db.types import utcnow
 from emailkit.domain import transactions
 from emailkit.domain.audience.imports import load as imports_load
 from emailkit.domain.audience.imports import postgres as imports_pg
+from emailkit.domain.audience.imports import staging as imports_staging
 from emailkit.domain.audience.imports.columns import check_column_map
 from emailkit.domain.audience.imports.csvfile import SAMPLE_BYTES, Dialect, inspect_sample, open_text
 from emailkit.domain.audience.imports.rows import ParseStats, StagedRow, parse_rows
@@ -535,7 +536,7 @@ class _Job:
     async def finish(self, session: AsyncSession, conn: AsyncConnection, st: Table) -> None:
         """In the import's transaction, after the load: the report, the counters, and the upload's removal."""
         state = self.run.state
-        await imports_load.store_errors(conn, st, self.run.import_id, self.load.max_errors)
+        await imports_staging.store_errors(conn, st, self.run.import_id, self.load.max_errors)
         finished = await session.execute(
             update(Import)
             .where(Import.id == self.run.import_id, Import.attempts == self.run.attempt)
@@ -607,19 +608,19 @@ async def _execute(run: _Run, row: Import, binary: IO[bytes], *, conflict_safe: 
 
 async def _stage_and_load_sqlite(job: _Job) -> None:
     """One connection does everything: stage all rows, check them as a set, then load them in chunks."""
-    run, state, st = job.run, job.run.state, imports_load.STAGING
+    run, state, st = job.run, job.run.state, imports_staging.STAGING
     async with run.db.transaction() as session:
         await require_lists(session, job.load.list_ids)
         conn = await session.connection()
-        await imports_load.create_staging(conn, st)
+        await imports_staging.create_staging(conn, st)
         try:
-            await imports_load.insert_rows(conn, st, job.rows, PROGRESS_EVERY_ROWS, job.parsed)
+            await imports_staging.insert_rows(conn, st, job.rows, PROGRESS_EVERY_ROWS, job.parsed)
             state.total = state.processed = job.stats.rows
             state.failed = job.stats.invalid
             state.phase = "loading"
             await run.report(force=True)
-            state.failed += await imports_load.mark_duplicates(conn, st)
-            state.skipped += await imports_load.mark_suppressed(conn, st)
+            state.failed += await imports_staging.mark_duplicates(conn, st)
+            state.skipped += await imports_staging.mark_suppressed(conn, st)
             base_skipped = state.skipped
 
             async def loaded(outcome: imports_load.Outcome) -> None:
@@ -633,7 +634,7 @@ async def _stage_and_load_sqlite(job: _Job) -> None:
             await job.finish(session, conn, st)
         finally:
             with contextlib.suppress(Exception):
-                await imports_load.drop_staging(conn, st)
+                await imports_staging.drop_staging(conn, st)
 
 
 async def _stage_and_load_postgresql(job: _Job) -> None:
@@ -641,10 +642,10 @@ async def _stage_and_load_postgresql(job: _Job) -> None:
     chunks already checked: the parse, the COPY and the load overlap instead of taking turns."""
     run, state = job.run, job.run.state
     # Named by attempt too: a run that lost its lease may still be winding down with its own table.
-    st = imports_load.staging_table(imports_pg.staging_name(run.import_id, run.attempt), shared=True)
+    st = imports_staging.staging_table(imports_pg.staging_name(run.import_id, run.attempt), shared=True)
     async with run.db.engine.begin() as conn:
         await imports_pg.sweep_staging(conn)
-        await imports_load.create_staging(conn, st)
+        await imports_staging.create_staging(conn, st)
     try:
         async with run.db.transaction() as session:
             conn = await session.connection()
@@ -680,7 +681,7 @@ async def _stage_and_load_postgresql(job: _Job) -> None:
     finally:
         try:
             async with run.db.engine.begin() as conn:
-                await imports_load.drop_staging(conn, st)
+                await imports_staging.drop_staging(conn, st)
         except Exception:
             # Never hide why the import failed (often the same lost database); the next import sweeps it.
             log.warning(
