@@ -334,6 +334,7 @@ def import_cmd(
     )
     from emailkit.domain.audience.imports import csvfile as imports_csv
     from emailkit.domain.audience.imports import service as imports
+    from emailkit.domain.audience.imports.progress import ImportState
     from emailkit.domain.errors import DomainError
     from emailkit.domain.throttle import CoalescingPublisher
     from emailkit.tasks.pubsub import build_pubsub
@@ -376,7 +377,7 @@ def import_cmd(
                 with Progress(*columns, console=console) as bar:
                     task = bar.add_task("Reading", total=None)
 
-                    async def show(state: imports.ImportState) -> None:
+                    async def show(state: ImportState) -> None:
                         if state.phase == "loading" or state.final:
                             done = state.inserted + state.updated + state.skipped + state.failed
                             bar.update(task, description="Loading", total=state.total, completed=done)

@@ -13,6 +13,7 @@ from strawberry.scalars import JSON
 from emailkit.db.tables.audience import Import as ImportRow
 from emailkit.db.tables.audience import ImportMode, ImportStatus
 from emailkit.domain.audience.imports import service as imports
+from emailkit.domain.audience.imports.progress import ImportState, progress_channel
 from emailkit.domain.errors import DomainError
 from emailkit.schema.context import Info
 from emailkit.schema.enums import ErrorCode, SubscriptionStatus
@@ -132,7 +133,7 @@ class ImportProgress:
     error: str | None
 
     @classmethod
-    def of(cls, state: imports.ImportState) -> ImportProgress:
+    def of(cls, state: ImportState) -> ImportProgress:
         return cls(status=state.status, error=state.error, **state.counters())
 
 
@@ -267,17 +268,17 @@ class Subscription:
             raise GraphQLError("Not an Import ID", extensions={"code": "INVALID_ID"})
         runtime = info.context.runtime
         # Subscribe before reading the current state so no update in between is missed.
-        async with live_updates(runtime, imports.progress_channel(pk)) as updates:
+        async with live_updates(runtime, progress_channel(pk)) as updates:
             async with runtime.db.session() as session:
                 row = await session.get(ImportRow, pk)
             if row is None:
                 raise GraphQLError("Import not found", extensions={"code": "NOT_FOUND"})
-            state = imports.ImportState.of(row)
+            state = ImportState.of(row)
             yield ImportProgress.of(state)
             if state.final:
                 return
             async for message in updates:
-                state = imports.ImportState.from_message(message)
+                state = ImportState.from_message(message)
                 yield ImportProgress.of(state)
                 if state.final:
                     return

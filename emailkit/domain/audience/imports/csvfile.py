@@ -169,3 +169,14 @@ def inspect_sample(
             source_field,
         )
     return dialect, plan_columns(header, column_map, source_field=source_field)
+
+
+def count_lines(binary: IO[bytes]) -> int:
+    """Line breaks in the file: the row count, before quoted multi-line fields are known about."""
+    count = 0
+    last = b""
+    for block in iter(lambda: binary.read(1 << 20), b""):
+        count += block.count(b"\n")
+        last = block
+    binary.seek(0)
+    return count + (1 if last and not last.endswith(b"\n") else 0)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -43,8 +43,6 @@ from emailkit.db.tables.audience import (
 )
 from emailkit.db.types import UTCDateTime
 from emailkit.domain.audience.imports.staging import in_range, row_range
-
-WORK_MEM: Final = "64MB"
 
 
 @dataclass
