@@ -22,6 +22,7 @@ from emailkit.db.tables.audience import (
 )
 from emailkit.db.types import UTCDateTime, utcnow
 from emailkit.domain.audience.lists import require_lists
+from emailkit.domain.audience.suppressions import ensure_not_erased
 from emailkit.domain.errors import DomainError, ErrorCode, FieldError, NotFound
 from emailkit.domain.pagination import Page, keyset_page
 from emailkit.domain.transactions import FOREIGN_KEY_VIOLATION, constraint_name, sqlstate
@@ -193,13 +194,6 @@ async def _flush_unique_email(session: AsyncSession, email: str) -> None:
         raise _duplicate(email) from exc
 
 
-async def _refuse_erased(session: AsyncSession, email: str) -> None:
-    # Imported here: gdpr builds on this module.
-    from emailkit.domain.audience.gdpr import ensure_not_erased
-
-    await ensure_not_erased(session, email)
-
-
 async def create_subscriber(
     session: AsyncSession,
     email: str,
@@ -229,7 +223,7 @@ async def create_subscriber(
     await require_lists(session, list_ids, hold=True)
     if await _email_taken(session, normalized):
         raise _duplicate(normalized)
-    await _refuse_erased(session, normalized)
+    await ensure_not_erased(session, normalized)
 
     row = Subscriber(
         email=normalized,
@@ -266,7 +260,7 @@ async def update_subscriber(
     if normalized is not None and normalized != row.email:
         if await _email_taken(session, normalized, exclude_id=row.id):
             raise _duplicate(normalized)
-        await _refuse_erased(session, normalized)
+        await ensure_not_erased(session, normalized)
         row.email = normalized
     if name is not None:
         row.name = name.strip()
