@@ -5,23 +5,22 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Final
 
-from sqlalchemy import ColumnElement, Insert, case, exists, literal, or_, select, true, update
+from sqlalchemy import ColumnElement, Insert, exists, literal, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.db.dialect import upsert
 from emailkit.db.tables.audience import (
     MailingList,
-    OptIn,
     Subscriber,
     SubscriberStatus,
     Subscription,
     SubscriptionStatus,
 )
 from emailkit.db.types import UTCDateTime, utcnow
-from emailkit.domain.audience.lists import require_lists
+from emailkit.domain.audience.lists import new_subscription_status, require_lists
 from emailkit.domain.audience.suppressions import ensure_not_erased
 from emailkit.domain.errors import DomainError, ErrorCode, FieldError, NotFound
 from emailkit.domain.pagination import Page, keyset_page
@@ -305,19 +304,11 @@ def _subscribe_statement(
     Without an explicit status, a new or previously UNSUBSCRIBED subscription becomes UNCONFIRMED on a
     DOUBLE opt-in list and CONFIRMED on a SINGLE one, and a live subscription keeps its state."""
     now = utcnow()
-    new_status: ColumnElement[Any] = (
-        literal(status.value)
-        if status is not None
-        else case(
-            (MailingList.optin == OptIn.DOUBLE, literal(SubscriptionStatus.UNCONFIRMED.value)),
-            else_=literal(SubscriptionStatus.CONFIRMED.value),
-        )
-    )
     pairs = (
         select(
             Subscriber.id,
             MailingList.id,
-            new_status,
+            new_subscription_status(status),
             literal(now, UTCDateTime()),
             literal(now, UTCDateTime()),
         )

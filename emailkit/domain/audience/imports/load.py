@@ -35,7 +35,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from emailkit.db.tables.audience import (
     ImportMode,
     MailingList,
-    OptIn,
     Subscriber,
     SubscriberStatus,
     Subscription,
@@ -43,6 +42,7 @@ from emailkit.db.tables.audience import (
 )
 from emailkit.db.types import UTCDateTime
 from emailkit.domain.audience.imports.staging import in_range, row_range
+from emailkit.domain.audience.lists import new_subscription_status
 
 
 @dataclass
@@ -63,16 +63,6 @@ class Outcome:
     inserted: int = 0
     updated: int = 0
     existing_skipped: int = 0
-
-
-def _new_subscription_status(options: LoadOptions) -> ColumnElement[Any]:
-    if options.subscription_status is not None:
-        return literal(options.subscription_status.value)
-    # As for subscribeToLists: DOUBLE opt-in lists wait for confirmation.
-    return case(
-        (MailingList.optin == OptIn.DOUBLE, literal(SubscriptionStatus.UNCONFIRMED.value)),
-        else_=literal(SubscriptionStatus.CONFIRMED.value),
-    )
 
 
 def _eligible(status: Any, options: LoadOptions) -> ColumnElement[bool]:
@@ -174,7 +164,7 @@ def _pairs(source: Any, options: LoadOptions) -> Any:
     """(subscriber, list) pairs to subscribe for the rows a CTE returned (id, status)."""
     now = literal(options.now, UTCDateTime())
     return (
-        select(source.c.id, MailingList.id, _new_subscription_status(options), now, now)
+        select(source.c.id, MailingList.id, new_subscription_status(options.subscription_status), now, now)
         .select_from(source)
         .join(MailingList, MailingList.id.in_(list(options.list_ids)))
         .where(_eligible(source.c.status, options))
@@ -314,7 +304,13 @@ async def _load_sqlite(
         await conn.execute(_subscribers_insert(sqlite.insert, source, options, func.json_patch))
         if options.list_ids:
             pairs = (
-                select(Subscriber.id, MailingList.id, _new_subscription_status(options), now, now)
+                select(
+                    Subscriber.id,
+                    MailingList.id,
+                    new_subscription_status(options.subscription_status),
+                    now,
+                    now,
+                )
                 .select_from(st)
                 .join(Subscriber, Subscriber.email == st.c.email)
                 .join(MailingList, MailingList.id.in_(list(options.list_ids)))
