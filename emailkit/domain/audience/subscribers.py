@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Final
@@ -21,54 +20,19 @@ from emailkit.db.tables.audience import (
 )
 from emailkit.db.types import UTCDateTime, utcnow
 from emailkit.domain.audience.lists import new_subscription_status, require_lists
+from emailkit.domain.audience.subscriber_fields import NAME_MAX, attribute_errors
 from emailkit.domain.audience.suppressions import ensure_not_erased
 from emailkit.domain.errors import DomainError, ErrorCode, FieldError, NotFound
 from emailkit.domain.pagination import Page, keyset_page
 from emailkit.domain.transactions import FOREIGN_KEY_VIOLATION, constraint_name, sqlstate
 from emailkit.domain.validation import check_length, normalize_email, raise_if
 
-NAME_MAX = 255
-ATTRIBUTES_MAX_BYTES = 64 * 1024
-ATTRIBUTES_MAX_DEPTH = 10
 # Bounds one bulk statement (subscribers x lists rows) and keeps IN lists well under driver parameter limits.
 BULK_MAX_SUBSCRIBERS = 1000
 BULK_MAX_LISTS = 100
 
 
 # --- validation -------------------------------------------------------------------------------------------
-
-
-def attribute_errors(value: object, field: str = "attributes") -> list[FieldError]:
-    """Problems with a subscriber's attributes: a JSON object with string keys, bounded in size and depth."""
-    if not isinstance(value, dict):
-        return [FieldError(field, "Attributes must be a JSON object", ErrorCode.INVALID_INPUT)]
-    # Walked iteratively and depth-checked before serialising, so hostile nesting cannot exhaust the stack.
-    stack: list[tuple[object, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > ATTRIBUTES_MAX_DEPTH:
-            return [
-                FieldError(
-                    field,
-                    f"Attributes may nest at most {ATTRIBUTES_MAX_DEPTH} levels",
-                    ErrorCode.INVALID_INPUT,
-                )
-            ]
-        if isinstance(node, dict):
-            if not all(isinstance(k, str) for k in node):
-                return [FieldError(field, "Attribute keys must be strings", ErrorCode.INVALID_INPUT)]
-            stack.extend((v, depth + 1) for v in node.values())
-        elif isinstance(node, list):
-            stack.extend((v, depth + 1) for v in node)
-    try:
-        size = len(json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode())
-    except (TypeError, ValueError):
-        return [FieldError(field, "Attributes must contain only JSON values", ErrorCode.INVALID_INPUT)]
-    if size > ATTRIBUTES_MAX_BYTES:
-        return [
-            FieldError(field, f"Attributes must be at most {ATTRIBUTES_MAX_BYTES} bytes", ErrorCode.TOO_LONG)
-        ]
-    return []
 
 
 def _collect_email(errors: list[FieldError], raw: str) -> str | None:

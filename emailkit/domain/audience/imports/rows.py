@@ -13,7 +13,7 @@ from typing import IO, Any
 
 from emailkit.domain.audience.imports.columns import ColumnPlan
 from emailkit.domain.audience.imports.csvfile import Dialect, is_blank
-from emailkit.domain.audience.subscribers import ATTRIBUTES_MAX_BYTES, NAME_MAX
+from emailkit.domain.audience.subscriber_fields import ATTRIBUTES_MAX_BYTES, NAME_MAX
 from emailkit.domain.errors import DomainError
 from emailkit.domain.validation import normalize_email
 
