@@ -39,7 +39,8 @@ from emailkit.db.tables.audience import Import
 from emailkit.domain.audience import lists
 from emailkit.domain.audience.imports import service as imports
 from emailkit.domain.audience.imports.csvfile import SAMPLE_BYTES
-from emailkit.domain.audience.imports.service import ImportRequest, ImportState
+from emailkit.domain.audience.imports.progress import ImportState
+from emailkit.domain.audience.imports.service import ImportRequest
 
 CITIES = ("Berlin", "Paris", "London", "Madrid", "Rome", "Wien", "Zürich", "København")
 PLANS = ("free", "pro", "team")

@@ -40,7 +40,9 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from emailkit import migrate
 from emailkit.db.engine import Database
 from emailkit.db.tables.audience import Subscriber
-from emailkit.domain.audience import segments
+from emailkit.domain.audience.segments.compile import compile_filter
+from emailkit.domain.audience.segments.store import count_matching, preview
+from emailkit.domain.audience.segments.validate import validate_filter
 from emailkit.domain.feedback.partitions import PARTITION_SCHEMA, MonthPartition, add_months
 
 CITIES = [
@@ -274,22 +276,18 @@ def ms(seconds: float) -> str:
 
 async def measure(db: Database, label: str, raw: dict[str, Any], runs: int) -> dict[str, Any]:
     async with db.session() as s:
-        spec = await segments.validate_filter(s, raw)
+        spec = await validate_filter(s, raw)
         now = datetime.now(UTC)
-        stmt = (
-            select(func.count())
-            .select_from(Subscriber)
-            .where(segments.compile_filter(spec, "postgresql", now=now))
-        )
+        stmt = select(func.count()).select_from(Subscriber).where(compile_filter(spec, "postgresql", now=now))
 
         async def timed(work: Any) -> tuple[float, Any]:
             t0 = time.perf_counter()
             out = await work()
             return time.perf_counter() - t0, out
 
-        first, count = await timed(lambda: segments.count_matching(s, spec, now=now))
-        counts = [(await timed(lambda: segments.count_matching(s, spec, now=now)))[0] for _ in range(runs)]
-        previews = [(await timed(lambda: segments.preview(s, raw, now=now)))[0] for _ in range(runs)]
+        first, count = await timed(lambda: count_matching(s, spec, now=now))
+        counts = [(await timed(lambda: count_matching(s, spec, now=now)))[0] for _ in range(runs)]
+        previews = [(await timed(lambda: preview(s, raw, now=now)))[0] for _ in range(runs)]
         plan = [str(line) for line in (await s.execute(Explain(stmt))).scalars()]
         # The machine is shared: the server's own CPU time for one COUNT does not grow with other people's
         # load. Measured on a serial plan, since parallel workers' time is not charged to this backend.
@@ -297,7 +295,7 @@ async def measure(db: Database, label: str, raw: dict[str, Any], runs: int) -> d
         await s.execute(text("SET max_parallel_workers_per_gather = 0"))
         cpu_before = backend_cpu_seconds(pid)
         for _ in range(runs):
-            await segments.count_matching(s, spec, now=now)
+            await count_matching(s, spec, now=now)
         cpu = (backend_cpu_seconds(pid) - cpu_before) / runs
         await s.execute(text("RESET max_parallel_workers_per_gather"))
     print(f"\n== {label}: {count:,} subscribers")

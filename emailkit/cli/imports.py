@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from emailkit.db.engine import Database
     from emailkit.db.tables.audience import Import, ImportRowError
-    from emailkit.domain.audience.imports.service import ImportState
+    from emailkit.domain.audience.imports.progress import ImportState
 
 
 class ImportModeOption(StrEnum):

@@ -1,4 +1,5 @@
-"""Small dialect helpers for the bulk statements of the feedback loop."""
+"""Small dialect helpers: which database a session or connection talks to, its ``insert`` that knows
+ON CONFLICT, and the PostgreSQL forms of the hot bulk statements."""
 
 from __future__ import annotations
 
@@ -7,17 +8,20 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, SQLColumnExpression, any_, bindparam, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.types import TypeEngine
 
 
-def dialect_of(session: AsyncSession) -> str:
-    return session.get_bind().dialect.name
+def dialect_of(bind: AsyncSession | AsyncConnection) -> str:
+    """The dialect's name ("postgresql" or "sqlite") under a session or a connection."""
+    if isinstance(bind, AsyncConnection):
+        return bind.dialect.name
+    return bind.get_bind().dialect.name
 
 
-def upsert(session: AsyncSession) -> Any:
+def upsert(bind: AsyncSession | AsyncConnection) -> Any:
     """The dialect's ``insert`` that knows ON CONFLICT."""
-    return postgresql.insert if dialect_of(session) == "postgresql" else sqlite.insert
+    return postgresql.insert if dialect_of(bind) == "postgresql" else sqlite.insert
 
 
 def one_of(

@@ -17,6 +17,8 @@ from sqlalchemy import BigInteger, Select, column, func, select, true, values
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, aliased
 
+from emailkit.db.dialect import dialect_of
+
 T = TypeVar("T")
 
 
@@ -49,7 +51,7 @@ async def child_pages(
     if after is not None:
         stmt = stmt.where(key < after if descending else key > after)
     order = key.desc() if descending else key.asc()
-    if session.get_bind().dialect.name == "postgresql":
+    if dialect_of(session) == "postgresql":
         wanted = values(column("parent_id", BigInteger), name="wanted").data([(p,) for p in parent_ids])
         per_parent = (
             stmt.where(parent == wanted.c.parent_id).order_by(order).limit(first + 1).subquery().lateral()

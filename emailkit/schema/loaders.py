@@ -18,7 +18,8 @@ from emailkit.db.tables.content import Template
 from emailkit.db.tables.feedback import Event
 from emailkit.db.tables.sending import Campaign, Delivery, DeliveryStatus
 from emailkit.domain import per_parent
-from emailkit.domain.audience import lists, segments, subscribers
+from emailkit.domain.audience import lists, subscribers
+from emailkit.domain.audience.segments import store as segments
 from emailkit.domain.child_pages import ChildPage
 from emailkit.domain.content import templates
 from emailkit.domain.counting import DEFAULT_EXACT_LIMIT, Count

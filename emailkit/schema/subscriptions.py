@@ -13,7 +13,8 @@ from graphql import GraphQLError
 
 from emailkit.db.tables.audience import Import as ImportRow
 from emailkit.db.tables.sending import Campaign as CampaignRow
-from emailkit.domain.audience.imports import service as imports
+from emailkit.domain.audience.imports.progress import ImportState
+from emailkit.domain.audience.imports.progress import progress_channel as import_channel
 from emailkit.domain.feedback import analytics
 from emailkit.domain.feedback.live import StatsSnapshot, stats_channel
 from emailkit.domain.sending.progress import ProgressSnapshot, RateEstimator, progress_channel
@@ -81,17 +82,17 @@ class Subscription:
         if pk is None:
             raise GraphQLError("Not an Import ID", extensions={"code": "INVALID_ID"})
         runtime = info.context.runtime
-        async with live_updates(runtime, imports.progress_channel(pk)) as updates:
+        async with live_updates(runtime, import_channel(pk)) as updates:
             async with runtime.db.session() as session:
                 row = await session.get(ImportRow, pk)
             if row is None:
                 raise GraphQLError("Import not found", extensions={"code": "NOT_FOUND"})
-            state = imports.ImportState.of(row)
+            state = ImportState.of(row)
             yield ImportProgress.of(state)
             if state.final:
                 return
             async for message in updates:
-                state = imports.ImportState.from_message(message)
+                state = ImportState.from_message(message)
                 yield ImportProgress.of(state)
                 if state.final:
                     return

@@ -12,7 +12,8 @@ import pytest
 from emailkit.db.engine import Database
 from emailkit.db.tables.access import Role
 from emailkit.db.tables.audience import SubscriptionStatus
-from emailkit.domain.audience import exports, segments, subscribers
+from emailkit.domain.audience import exports, subscribers
+from emailkit.domain.audience.segments import store as segments
 from emailkit.schema.relay import to_global_id
 from tests.support.factories import insert_list, make_key
 

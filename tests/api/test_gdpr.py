@@ -215,10 +215,10 @@ async def test_erase_removes_personal_data_and_keeps_totals(gql: GQL, db: Databa
     assert (suppression.email, suppression.source) == (None, gdpr.ERASURE_SOURCE)
 
     async with db.session() as s:
-        assert await gdpr.is_erased(s, "anna@example.com")
-        assert not await gdpr.is_erased(s, "bob@example.com")
+        assert await suppressions.is_erased(s, "anna@example.com")
+        assert not await suppressions.is_erased(s, "bob@example.com")
         with pytest.raises(DomainError) as refused:
-            await gdpr.ensure_not_erased(s, "anna@example.com")
+            await suppressions.ensure_not_erased(s, "anna@example.com")
     assert refused.value.errors[0].code is ErrorCode.ERASED
 
 

@@ -27,7 +27,9 @@ from emailkit.db.tables.audience import (
 from emailkit.domain.audience import lists, subscribers, suppressions
 from emailkit.domain.audience.imports import load as imports_load
 from emailkit.domain.audience.imports import service as imports
-from emailkit.domain.audience.imports.service import ImportRequest, ImportState
+from emailkit.domain.audience.imports import sqlite as imports_sqlite
+from emailkit.domain.audience.imports.progress import ImportState
+from emailkit.domain.audience.imports.service import ImportRequest
 from emailkit.domain.audience.suppressions import email_hash
 from tests.support.factories import insert_list
 
@@ -300,7 +302,7 @@ async def test_a_failure_midway_writes_nothing(
 ) -> None:
     # Small load chunks and progress steps, so the failure comes after some rows were already written.
     monkeypatch.setattr(imports, "LOAD_CHUNK_ROWS", 3)
-    monkeypatch.setattr(imports, "PROGRESS_EVERY_ROWS", 2)
+    monkeypatch.setattr(imports_sqlite, "PROGRESS_EVERY_ROWS", 2)
     newsletter = await insert_list(db)
     await add_subscriber(db, "old@example.com", name="Old", list_ids=[newsletter])
     csv = (

@@ -9,6 +9,7 @@ but cost little).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from emailkit.db.tables.audience import ImportStatus
 from emailkit.domain.audience.imports import load as imports_load
 from emailkit.domain.audience.imports import postgres as imports_pg
 from emailkit.domain.audience.imports import service as imports
+from emailkit.domain.audience.imports import staging as imports_staging
 from tests.integration.test_import_job import (  # noqa: F401  (collected again, with two-row chunks)
     people,
     run,
@@ -56,9 +58,11 @@ async def staging_tables(db: Database) -> list[str]:
         )
 
 
-def fail_on_call(monkeypatch: pytest.MonkeyPatch, name: str, nth: int, message: str) -> None:
-    """Make the `nth` call of imports_load.`name` raise RuntimeError(message); the others go through."""
-    real = getattr(imports_load, name)
+def fail_on_call(
+    monkeypatch: pytest.MonkeyPatch, module: ModuleType, name: str, nth: int, message: str
+) -> None:
+    """Make the `nth` call of `module`.`name` raise RuntimeError(message); the others go through."""
+    real = getattr(module, name)
     calls = 0
 
     async def failing(*args: Any) -> Any:
@@ -68,7 +72,7 @@ def fail_on_call(monkeypatch: pytest.MonkeyPatch, name: str, nth: int, message: 
             raise RuntimeError(message)
         return await real(*args)
 
-    monkeypatch.setattr(imports_load, name, failing)
+    monkeypatch.setattr(module, name, failing)
 
 
 CSV = b"email,name\n" + b"".join(b"p%d@example.com,P%d\n" % (i, i) for i in range(9))
@@ -93,7 +97,7 @@ async def test_a_failing_load_stops_the_feeder_and_drops_the_staging_table(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     newsletter = await insert_list(db)
-    fail_on_call(monkeypatch, "load_range", 2, "lost the database")
+    fail_on_call(monkeypatch, imports_load, "load_range", 2, "lost the database")
     row = await run(db, await start(db, CSV, list_ids=[newsletter]))
     assert (row.status, row.error, row.inserted) == (
         ImportStatus.FAILED,
@@ -108,7 +112,7 @@ async def test_a_failing_load_stops_the_feeder_and_drops_the_staging_table(
 async def test_a_failing_feeder_fails_the_import_having_written_nothing(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fail_on_call(monkeypatch, "copy_rows", 3, "COPY broke")
+    fail_on_call(monkeypatch, imports_staging, "copy_rows", 3, "COPY broke")
     row = await run(db, await start(db, CSV))
     assert (row.status, row.error) == (ImportStatus.FAILED, "RuntimeError: COPY broke")
     assert await people(db) == {}
@@ -117,9 +121,9 @@ async def test_a_failing_feeder_fails_the_import_having_written_nothing(
 
 @pytest.mark.postgresql_only
 async def test_a_killed_imports_staging_table_is_swept_by_the_next(db: Database) -> None:
-    leftover = imports_load.staging_table(imports_pg.staging_name(424242, 1), shared=True)
+    leftover = imports_staging.staging_table(imports_pg.staging_name(424242, 1), shared=True)
     async with db.engine.begin() as conn:
-        await imports_load.create_staging(conn, leftover)
+        await imports_staging.create_staging(conn, leftover)
     assert await staging_tables(db) == [leftover.name]
     row = await run(db, await start(db, CSV))
     assert (row.status, row.inserted) == (ImportStatus.FINISHED, 9)

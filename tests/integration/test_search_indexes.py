@@ -13,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.db.engine import Database
 from emailkit.db.tables.audience import Subscriber
-from emailkit.domain.audience import segments, subscribers
+from emailkit.domain.audience import subscribers
+from emailkit.domain.audience.segments import store as segments
 from emailkit.domain.pagination import Page
 
 N = 3000

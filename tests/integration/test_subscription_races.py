@@ -26,7 +26,8 @@ from emailkit.db.engine import Database
 from emailkit.db.tables.audience import ImportStatus, MailingList, Subscriber, Subscription
 from emailkit.domain.audience import lists, subscribers
 from emailkit.domain.audience.imports import service as imports
-from emailkit.domain.audience.imports.service import ImportRequest, ImportState
+from emailkit.domain.audience.imports.progress import ImportState
+from emailkit.domain.audience.imports.service import ImportRequest
 from emailkit.domain.errors import DomainError, ErrorCode
 from emailkit.domain.transactions import ConcurrentChange, run_in_transaction
 from tests.support.races import (

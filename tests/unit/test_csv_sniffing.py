@@ -9,22 +9,23 @@ from pathlib import Path
 
 import pytest
 
+from emailkit.domain.audience.imports.columns import check_column_map, plan_columns
 from emailkit.domain.audience.imports.csvfile import (
     SAMPLE_BYTES,
     Dialect,
-    ParseStats,
-    StagedRow,
-    _CellCache,
-    check_column_map,
-    fast_normalize_email,
     inspect_sample,
-    json_cell,
     open_text,
-    parse_rows,
-    plan_columns,
     sniff,
     sniff_delimiter,
     sniff_encoding,
+)
+from emailkit.domain.audience.imports.rows import (
+    ParseStats,
+    StagedRow,
+    _CellCache,
+    fast_normalize_email,
+    json_cell,
+    parse_rows,
 )
 from emailkit.domain.errors import DomainError, ErrorCode
 from emailkit.domain.validation import normalize_email

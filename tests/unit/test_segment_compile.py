@@ -14,7 +14,9 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from emailkit.db.tables.audience import Subscriber
-from emailkit.domain.audience import segments
+from emailkit.domain.audience.segments.compile import compile_filter
+from emailkit.domain.audience.segments.filter import MAX_DEPTH, filter_to_dict
+from emailkit.domain.audience.segments.validate import parse_filter
 from emailkit.domain.errors import DomainError
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -27,7 +29,7 @@ DIALECTS: dict[str, Dialect] = {
 
 def errors_of(raw: object) -> list[tuple[str | None, str, str]]:
     with pytest.raises(DomainError) as caught:
-        segments.parse_filter(raw)
+        parse_filter(raw)
     return [(e.field, e.code.value, e.message) for e in caught.value.errors]
 
 
@@ -36,7 +38,7 @@ def fields_of(raw: object) -> list[str | None]:
 
 
 def sql(raw: dict[str, Any], dialect: str, until: datetime | None = None) -> tuple[str, dict[str, Any]]:
-    clause = segments.compile_filter(segments.parse_filter(raw), dialect, now=NOW, until=until)
+    clause = compile_filter(parse_filter(raw), dialect, now=NOW, until=until)
     compiled = select(func.count()).select_from(Subscriber).where(clause).compile(dialect=DIALECTS[dialect])
     return str(compiled), dict(compiled.params)
 
@@ -65,21 +67,19 @@ def test_canonical_form_round_trips() -> None:
         "createdAt": {"after": "2024-01-01T00:00:00+00:00"},
         "name": {"contains": "ann", "eq": None},
     }
-    canonical = segments.filter_to_dict(segments.parse_filter(raw))
+    canonical = filter_to_dict(parse_filter(raw))
     assert canonical == {**raw, "name": {"contains": "ann"}}
-    assert segments.filter_to_dict(segments.parse_filter(canonical)) == canonical
+    assert filter_to_dict(parse_filter(canonical)) == canonical
 
 
 def test_values_are_normalised() -> None:
-    parsed = segments.parse_filter({"and": [attr("a", "EXISTS"), attr("b", "IN", [1, True, 1, "1", True])]})
+    parsed = parse_filter({"and": [attr("a", "EXISTS"), attr("b", "IN", [1, True, 1, "1", True])]})
     exists, in_ = (c.attribute for c in parsed.all_of)
     assert exists is not None and exists.value is True
     # true and 1 are different JSON values even though Python says True == 1.
     assert in_ is not None and in_.value == [1, True, "1"]
-    assert segments.filter_to_dict(segments.parse_filter(attr("a", "EXISTS", False))) == attr(
-        "a", "EXISTS", False
-    )
-    assert segments.filter_to_dict(segments.parse_filter(attr("a", "EQ", None))) == attr("a", "EQ", None)
+    assert filter_to_dict(parse_filter(attr("a", "EXISTS", False))) == attr("a", "EXISTS", False)
+    assert filter_to_dict(parse_filter(attr("a", "EQ", None))) == attr("a", "EQ", None)
 
 
 def test_empty_filter_matches_everyone() -> None:
@@ -180,9 +180,9 @@ def nested(depth: int) -> dict[str, Any]:
 
 
 def test_depth_limit() -> None:
-    segments.parse_filter(nested(segments.MAX_DEPTH))
-    [(field, code, message)] = errors_of(nested(segments.MAX_DEPTH + 1))
-    assert field == "filter" + ".or[0]" * segments.MAX_DEPTH
+    parse_filter(nested(MAX_DEPTH))
+    [(field, code, message)] = errors_of(nested(MAX_DEPTH + 1))
+    assert field == "filter" + ".or[0]" * MAX_DEPTH
     assert (code, message) == ("INVALID_FILTER", "Filters may nest at most 10 levels")
     # A hostile, very deep input is cut off at the limit, never walked to the bottom.
     assert len(errors_of(nested(5000))) == 1
@@ -190,7 +190,7 @@ def test_depth_limit() -> None:
 
 def test_condition_limit_counts_every_key() -> None:
     fifty = [{"status": "ENABLED", "name": {"eq": "x"}} for _ in range(50)]
-    segments.parse_filter({"and": fifty})
+    parse_filter({"and": fifty})
     [(field, code, message)] = errors_of({"and": fifty, "email": {"eq": "a"}})
     assert (field, code, message) == (
         "filter",

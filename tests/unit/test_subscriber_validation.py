@@ -2,7 +2,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from emailkit.domain.audience.subscribers import ATTRIBUTES_MAX_BYTES, ATTRIBUTES_MAX_DEPTH, attribute_errors
+from emailkit.domain.audience.subscriber_fields import (
+    ATTRIBUTES_MAX_BYTES,
+    ATTRIBUTES_MAX_DEPTH,
+    attribute_errors,
+)
 from emailkit.domain.errors import ErrorCode
 
 

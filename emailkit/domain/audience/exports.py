@@ -20,11 +20,14 @@ from sqlalchemy import ARRAY, ColumnElement, Select, Text, and_, case, exists, f
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from emailkit.db.dialect import dialect_of
 from emailkit.db.engine import Database
 from emailkit.db.tables.audience import Subscriber, Subscription, SubscriptionStatus
 from emailkit.db.types import utcnow
-from emailkit.domain.audience import segments
 from emailkit.domain.audience.lists import require_lists
+from emailkit.domain.audience.segments.compile import compile_filter
+from emailkit.domain.audience.segments.store import get_segment
+from emailkit.domain.audience.segments.validate import parse_filter
 
 FIXED_COLUMNS: Final = ("email", "name", "status", "created_at")
 PAGE_SIZE: Final = 5000
@@ -56,9 +59,9 @@ async def selection_clause(session: AsyncSession, selection: Selection) -> Colum
             conditions.append(Subscription.status == selection.subscription_status)
         parts.append(exists().where(*conditions))
     if selection.segment_id is not None:
-        segment = await segments.get_segment(session, selection.segment_id)
-        spec = segments.parse_filter(segment.filter)
-        parts.append(segments.compile_filter(spec, segments.dialect_of(session), now=utcnow()))
+        segment = await get_segment(session, selection.segment_id)
+        spec = parse_filter(segment.filter)
+        parts.append(compile_filter(spec, dialect_of(session), now=utcnow()))
     return and_(true(), *parts)
 
 

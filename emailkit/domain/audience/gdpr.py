@@ -3,8 +3,8 @@
 Erasure deletes the subscriber (and with it their subscriptions), keeps the rows that campaign totals are
 made of with the personal parts removed (deliveries get a placeholder address and lose the link; events
 lose address, IP, user agent, provider metadata and free text), and keeps only the sha256 of the address
-in the suppression list, so the address cannot be imported or created again without someone noticing.
-Campaign counters are never touched.
+in the suppression list, so the address cannot be imported or created again without someone noticing
+(`suppressions.ensure_not_erased`). Campaign counters are never touched.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, case, exists, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, case, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.db.tables.audience import MailingList, Subscription, Suppression, SuppressionReason
@@ -23,7 +23,6 @@ from emailkit.db.tables.sending import Campaign, Delivery
 from emailkit.db.types import utcnow
 from emailkit.domain.audience.subscribers import get_subscriber
 from emailkit.domain.audience.suppressions import email_hash
-from emailkit.domain.errors import DomainError, ErrorCode
 
 # Reserved TLD (RFC 2606): a placeholder that can never be a real recipient.
 ERASED_EMAIL: Final = "erased@erased.invalid"
@@ -59,32 +58,10 @@ async def export_subscriber_data(
     """Everything stored about one subscriber, as a JSON-ready document (ids as `global_id` renders them)."""
     row = await get_subscriber(session, subscriber_id)
     deliveries_of, events_of = _of_subscriber(row.id, row.email)
-
-    subscriptions = (
-        await session.execute(
-            select(Subscription, MailingList.name)
-            .join(MailingList, MailingList.id == Subscription.list_id)
-            .where(Subscription.subscriber_id == row.id)
-            .order_by(Subscription.list_id)
-        )
-    ).all()
-    deliveries = (
-        await session.execute(
-            select(Delivery, Campaign.name, Campaign.subject)
-            .outerjoin(Campaign, Campaign.id == Delivery.campaign_id)
-            .where(deliveries_of)
-            .order_by(Delivery.id)
-        )
-    ).all()
-    events = (
-        (await session.execute(select(Event).where(events_of).order_by(Event.occurred_at, Event.id)))
-        .scalars()
-        .all()
-    )
-    suppression = (
-        await session.execute(select(Suppression).where(Suppression.email_hash == email_hash(row.email)))
-    ).scalar_one_or_none()
-
+    subscriptions = await _subscriptions(session, row.id, global_id)
+    deliveries = await _deliveries(session, deliveries_of, global_id)
+    events = await _events(session, events_of, global_id)
+    suppression = await _suppression(session, row.email)
     return {
         "exportedAt": utcnow().isoformat(),
         "profile": {
@@ -96,87 +73,113 @@ async def export_subscriber_data(
             "updatedAt": _iso(row.updated_at),
         },
         "attributes": dict(row.attributes or {}),
-        "subscriptions": [
-            {
-                "list": {"id": global_id("MailingList", sub.list_id), "name": list_name},
-                "status": sub.status.value,
-                "createdAt": _iso(sub.created_at),
-                "updatedAt": _iso(sub.updated_at),
-            }
-            for sub, list_name in subscriptions
-        ],
-        "deliveries": [
-            {
-                "id": global_id("Delivery", d.id),
-                "campaign": (
-                    {"id": global_id("Campaign", d.campaign_id), "name": name, "subject": subject}
-                    if d.campaign_id is not None
-                    else None
-                ),
-                "email": d.email,
-                "status": d.status.value,
-                "skipReason": d.skip_reason,
-                # The lists it reached them through (what its unsubscribe link leaves); null when not recorded.
-                "viaLists": (
-                    [global_id("MailingList", i) for i in d.via_list_ids]
-                    if d.via_list_ids is not None
-                    else None
-                ),
-                "provider": d.provider,
-                "providerMessageId": d.provider_message_id,
-                "attempts": d.attempts,
-                "lastError": d.last_error,
-                "createdAt": _iso(d.created_at),
-                "sentAt": _iso(d.sent_at),
-            }
-            for d, name, subject in deliveries
-        ],
-        "events": [
-            {
-                "type": e.type.value,
-                "bounceType": e.bounce_type.value if e.bounce_type is not None else None,
-                "occurredAt": _iso(e.occurred_at),
-                "provider": e.provider,
-                "campaign": global_id("Campaign", e.campaign_id) if e.campaign_id is not None else None,
-                "email": e.email,
-                "url": e.url,
-                "userAgent": e.user_agent,
-                "ip": e.ip,
-                "reason": e.reason,
-                "metadata": e.meta,
-            }
-            for e in events
-        ],
-        "suppression": (
-            {
-                "reason": suppression.reason.value,
-                "source": suppression.source,
-                "detail": suppression.detail,
-                "createdAt": _iso(suppression.created_at),
-            }
-            if suppression is not None
-            else None
-        ),
+        "subscriptions": subscriptions,
+        "deliveries": deliveries,
+        "events": events,
+        "suppression": suppression,
+    }
+
+
+async def _subscriptions(
+    session: AsyncSession, subscriber_id: int, global_id: GlobalId
+) -> list[dict[str, Any]]:
+    rows = (
+        await session.execute(
+            select(Subscription, MailingList.name)
+            .join(MailingList, MailingList.id == Subscription.list_id)
+            .where(Subscription.subscriber_id == subscriber_id)
+            .order_by(Subscription.list_id)
+        )
+    ).all()
+    return [
+        {
+            "list": {"id": global_id("MailingList", sub.list_id), "name": list_name},
+            "status": sub.status.value,
+            "createdAt": _iso(sub.created_at),
+            "updatedAt": _iso(sub.updated_at),
+        }
+        for sub, list_name in rows
+    ]
+
+
+async def _deliveries(
+    session: AsyncSession, deliveries_of: ColumnElement[bool], global_id: GlobalId
+) -> list[dict[str, Any]]:
+    rows = (
+        await session.execute(
+            select(Delivery, Campaign.name, Campaign.subject)
+            .outerjoin(Campaign, Campaign.id == Delivery.campaign_id)
+            .where(deliveries_of)
+            .order_by(Delivery.id)
+        )
+    ).all()
+    return [
+        {
+            "id": global_id("Delivery", d.id),
+            "campaign": (
+                {"id": global_id("Campaign", d.campaign_id), "name": name, "subject": subject}
+                if d.campaign_id is not None
+                else None
+            ),
+            "email": d.email,
+            "status": d.status.value,
+            "skipReason": d.skip_reason,
+            # The lists it reached them through (what its unsubscribe link leaves); null when not recorded.
+            "viaLists": (
+                [global_id("MailingList", i) for i in d.via_list_ids] if d.via_list_ids is not None else None
+            ),
+            "provider": d.provider,
+            "providerMessageId": d.provider_message_id,
+            "attempts": d.attempts,
+            "lastError": d.last_error,
+            "createdAt": _iso(d.created_at),
+            "sentAt": _iso(d.sent_at),
+        }
+        for d, name, subject in rows
+    ]
+
+
+async def _events(
+    session: AsyncSession, events_of: ColumnElement[bool], global_id: GlobalId
+) -> list[dict[str, Any]]:
+    rows = (
+        (await session.execute(select(Event).where(events_of).order_by(Event.occurred_at, Event.id)))
+        .scalars()
+        .all()
+    )
+    return [
+        {
+            "type": e.type.value,
+            "bounceType": e.bounce_type.value if e.bounce_type is not None else None,
+            "occurredAt": _iso(e.occurred_at),
+            "provider": e.provider,
+            "campaign": global_id("Campaign", e.campaign_id) if e.campaign_id is not None else None,
+            "email": e.email,
+            "url": e.url,
+            "userAgent": e.user_agent,
+            "ip": e.ip,
+            "reason": e.reason,
+            "metadata": e.meta,
+        }
+        for e in rows
+    ]
+
+
+async def _suppression(session: AsyncSession, email: str) -> dict[str, Any] | None:
+    suppression = (
+        await session.execute(select(Suppression).where(Suppression.email_hash == email_hash(email)))
+    ).scalar_one_or_none()
+    if suppression is None:
+        return None
+    return {
+        "reason": suppression.reason.value,
+        "source": suppression.source,
+        "detail": suppression.detail,
+        "createdAt": _iso(suppression.created_at),
     }
 
 
 # --- erasure ----------------------------------------------------------------------------------------------
-
-
-async def is_erased(session: AsyncSession, email: str) -> bool:
-    """Whether this (normalised) address belonged to someone who was erased."""
-    stmt = select(exists().where(Suppression.email_hash == email_hash(email), Suppression.email.is_(None)))
-    return bool((await session.execute(stmt)).scalar())
-
-
-async def ensure_not_erased(session: AsyncSession, email: str, field: str = "email") -> None:
-    """Refuse to store an erased person's address again (call before creating a subscriber)."""
-    if await is_erased(session, email):
-        raise DomainError.single(
-            ErrorCode.ERASED,
-            "This address belongs to a person whose data was erased; it cannot be added again",
-            field,
-        )
 
 
 def _without_address(text: str | None, email: str) -> str | None:
@@ -190,7 +193,19 @@ async def erase_subscriber(session: AsyncSession, subscriber_id: int) -> int:
     row = await get_subscriber(session, subscriber_id)
     email = row.email
     deliveries_of, events_of = _of_subscriber(row.id, email)
+    await _erase_from_deliveries(session, deliveries_of, email)
+    await _erase_from_events(session, events_of, email)
+    await _keep_only_the_hash(session, email)
+    # Subscriptions go with the subscriber (ON DELETE CASCADE).
+    await session.delete(row)
+    await session.flush()
+    return subscriber_id
 
+
+async def _erase_from_deliveries(
+    session: AsyncSession, deliveries_of: ColumnElement[bool], email: str
+) -> None:
+    """Deliveries keep their outcome for the campaign totals, not the address or the link to the subscriber."""
     # Error texts (SMTP replies, bounce diagnostics) often quote the address; the rest of them stays useful.
     with_errors = (
         await session.execute(
@@ -210,6 +225,10 @@ async def erase_subscriber(session: AsyncSession, subscriber_id: int) -> int:
         .values(email=ERASED_EMAIL, subscriber_id=None)
         .execution_options(synchronize_session=False)
     )
+
+
+async def _erase_from_events(session: AsyncSession, events_of: ColumnElement[bool], email: str) -> None:
+    """Events keep what happened and when, nothing that points to the person."""
     await session.execute(
         update(Event)
         .where(events_of)
@@ -229,6 +248,9 @@ async def erase_subscriber(session: AsyncSession, subscriber_id: int) -> int:
         .execution_options(synchronize_session=False)
     )
 
+
+async def _keep_only_the_hash(session: AsyncSession, email: str) -> None:
+    """The suppression list keeps the address's hash alone, so that it cannot come back unnoticed."""
     existing = (
         await session.execute(select(Suppression).where(Suppression.email_hash == email_hash(email)))
     ).scalar_one_or_none()
@@ -246,7 +268,3 @@ async def erase_subscriber(session: AsyncSession, subscriber_id: int) -> int:
                 created_at=utcnow(),
             )
         )
-    # Subscriptions go with the subscriber (ON DELETE CASCADE).
-    await session.delete(row)
-    await session.flush()
-    return subscriber_id

@@ -1,11 +1,12 @@
-"""Mailing lists."""
+"""Mailing lists, and the status a list's opt-in gives a new subscription."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, case, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.db.tables.audience import MailingList, OptIn, Subscription, SubscriptionStatus, Visibility
@@ -165,3 +166,14 @@ async def require_lists(
         raise_if(
             [FieldError(field, f"{len(missing)} of the given lists do not exist", ErrorCode.LIST_NOT_FOUND)]
         )
+
+
+def new_subscription_status(status: SubscriptionStatus | None) -> ColumnElement[Any]:
+    """A new subscription's status, selected beside its list: `status` when one is given, else UNCONFIRMED on a
+    DOUBLE opt-in list (it waits for confirmation) and CONFIRMED on a SINGLE one."""
+    if status is not None:
+        return literal(status.value)
+    return case(
+        (MailingList.optin == OptIn.DOUBLE, literal(SubscriptionStatus.UNCONFIRMED.value)),
+        else_=literal(SubscriptionStatus.CONFIRMED.value),
+    )

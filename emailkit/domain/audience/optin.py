@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,7 +26,11 @@ from emailkit.db.tables.audience import (
 )
 from emailkit.db.tables.sending import Delivery, DeliveryStatus
 from emailkit.db.types import utcnow
+from emailkit.domain.audience import subscribers
+from emailkit.domain.audience.suppressions import is_suppressed
+from emailkit.domain.errors import DomainError
 from emailkit.domain.tokens import TokenSigner
+from emailkit.domain.validation import normalize_email, text_problem
 
 PURPOSE_CONFIRM = "confirm"
 BUILTIN_OPTIN = "optin"
@@ -144,8 +149,6 @@ async def confirm(session: AsyncSession, subscriber_id: int, list_ids: Sequence[
 
 def sender_of(public_url: str, secret_key: str, default_from: tuple[str | None, str]) -> OptinSender:
     """The confirmation sender; without EMAILKIT_FROM_EMAIL, noreply@ the public host (fine for the outbox)."""
-    from urllib.parse import urlsplit
-
     address, name = default_from
     if not address:
         host = urlsplit(public_url).hostname or "localhost"
@@ -170,11 +173,6 @@ async def public_subscribe(
     The outcome must not reveal whether the address was already known, suppressed or blocklisted, so those
     cases quietly do nothing and the caller answers the same as for a new subscriber.
     """
-    from emailkit.domain.audience import subscribers
-    from emailkit.domain.audience.suppressions import is_suppressed
-    from emailkit.domain.errors import DomainError
-    from emailkit.domain.validation import normalize_email, text_problem
-
     try:
         address = normalize_email(email)
     except DomainError as exc:

@@ -2,73 +2,37 @@
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Final
 
-from sqlalchemy import ColumnElement, Insert, case, exists, literal, or_, select, true, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import ColumnElement, Insert, exists, literal, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from emailkit.db.dialect import upsert
 from emailkit.db.tables.audience import (
     MailingList,
-    OptIn,
     Subscriber,
     SubscriberStatus,
     Subscription,
     SubscriptionStatus,
 )
 from emailkit.db.types import UTCDateTime, utcnow
-from emailkit.domain.audience.lists import require_lists
+from emailkit.domain.audience.lists import new_subscription_status, require_lists
+from emailkit.domain.audience.subscriber_fields import NAME_MAX, attribute_errors
+from emailkit.domain.audience.suppressions import ensure_not_erased
 from emailkit.domain.errors import DomainError, ErrorCode, FieldError, NotFound
 from emailkit.domain.pagination import Page, keyset_page
 from emailkit.domain.transactions import FOREIGN_KEY_VIOLATION, constraint_name, sqlstate
 from emailkit.domain.validation import check_length, normalize_email, raise_if
 
-NAME_MAX = 255
-ATTRIBUTES_MAX_BYTES = 64 * 1024
-ATTRIBUTES_MAX_DEPTH = 10
 # Bounds one bulk statement (subscribers x lists rows) and keeps IN lists well under driver parameter limits.
 BULK_MAX_SUBSCRIBERS = 1000
 BULK_MAX_LISTS = 100
 
 
 # --- validation -------------------------------------------------------------------------------------------
-
-
-def attribute_errors(value: object, field: str = "attributes") -> list[FieldError]:
-    """Problems with a subscriber's attributes: a JSON object with string keys, bounded in size and depth."""
-    if not isinstance(value, dict):
-        return [FieldError(field, "Attributes must be a JSON object", ErrorCode.INVALID_INPUT)]
-    # Walked iteratively and depth-checked before serialising, so hostile nesting cannot exhaust the stack.
-    stack: list[tuple[object, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > ATTRIBUTES_MAX_DEPTH:
-            return [
-                FieldError(
-                    field,
-                    f"Attributes may nest at most {ATTRIBUTES_MAX_DEPTH} levels",
-                    ErrorCode.INVALID_INPUT,
-                )
-            ]
-        if isinstance(node, dict):
-            if not all(isinstance(k, str) for k in node):
-                return [FieldError(field, "Attribute keys must be strings", ErrorCode.INVALID_INPUT)]
-            stack.extend((v, depth + 1) for v in node.values())
-        elif isinstance(node, list):
-            stack.extend((v, depth + 1) for v in node)
-    try:
-        size = len(json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode())
-    except (TypeError, ValueError):
-        return [FieldError(field, "Attributes must contain only JSON values", ErrorCode.INVALID_INPUT)]
-    if size > ATTRIBUTES_MAX_BYTES:
-        return [
-            FieldError(field, f"Attributes must be at most {ATTRIBUTES_MAX_BYTES} bytes", ErrorCode.TOO_LONG)
-        ]
-    return []
 
 
 def _collect_email(errors: list[FieldError], raw: str) -> str | None:
@@ -193,13 +157,6 @@ async def _flush_unique_email(session: AsyncSession, email: str) -> None:
         raise _duplicate(email) from exc
 
 
-async def _refuse_erased(session: AsyncSession, email: str) -> None:
-    # Imported here: gdpr builds on this module.
-    from emailkit.domain.audience.gdpr import ensure_not_erased
-
-    await ensure_not_erased(session, email)
-
-
 async def create_subscriber(
     session: AsyncSession,
     email: str,
@@ -229,7 +186,7 @@ async def create_subscriber(
     await require_lists(session, list_ids, hold=True)
     if await _email_taken(session, normalized):
         raise _duplicate(normalized)
-    await _refuse_erased(session, normalized)
+    await ensure_not_erased(session, normalized)
 
     row = Subscriber(
         email=normalized,
@@ -266,7 +223,7 @@ async def update_subscriber(
     if normalized is not None and normalized != row.email:
         if await _email_taken(session, normalized, exclude_id=row.id):
             raise _duplicate(normalized)
-        await _refuse_erased(session, normalized)
+        await ensure_not_erased(session, normalized)
         row.email = normalized
     if name is not None:
         row.name = name.strip()
@@ -300,15 +257,6 @@ async def _require_subscribers(session: AsyncSession, ids: Sequence[int]) -> lis
     return [found[i] for i in ids]
 
 
-def _upsert_insert(session: AsyncSession) -> Any:
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert
-    if dialect == "sqlite":
-        return sqlite.insert
-    raise RuntimeError(f"unsupported database dialect {dialect!r}")
-
-
 def _subscribe_statement(
     session: AsyncSession,
     subscriber_ids: Sequence[int],
@@ -320,19 +268,11 @@ def _subscribe_statement(
     Without an explicit status, a new or previously UNSUBSCRIBED subscription becomes UNCONFIRMED on a
     DOUBLE opt-in list and CONFIRMED on a SINGLE one, and a live subscription keeps its state."""
     now = utcnow()
-    new_status: ColumnElement[Any] = (
-        literal(status.value)
-        if status is not None
-        else case(
-            (MailingList.optin == OptIn.DOUBLE, literal(SubscriptionStatus.UNCONFIRMED.value)),
-            else_=literal(SubscriptionStatus.CONFIRMED.value),
-        )
-    )
     pairs = (
         select(
             Subscriber.id,
             MailingList.id,
-            new_status,
+            new_subscription_status(status),
             literal(now, UTCDateTime()),
             literal(now, UTCDateTime()),
         )
@@ -341,7 +281,7 @@ def _subscribe_statement(
         .where(Subscriber.id.in_(subscriber_ids), MailingList.id.in_(list_ids))
     )
     table = Subscription.__table__
-    stmt = _upsert_insert(session)(table).from_select(
+    stmt = upsert(session)(table).from_select(
         ["subscriber_id", "list_id", "status", "created_at", "updated_at"], pairs
     )
     changes = (
@@ -349,12 +289,12 @@ def _subscribe_statement(
         if status is None
         else table.c.status != stmt.excluded.status
     )
-    upsert: Insert = stmt.on_conflict_do_update(
+    statement: Insert = stmt.on_conflict_do_update(
         index_elements=[table.c.subscriber_id, table.c.list_id],
         set_={"status": stmt.excluded.status, "updated_at": stmt.excluded.updated_at},
         where=changes,
     )
-    return upsert
+    return statement
 
 
 # The subscriptions' foreign keys, and the input field naming what they reference.

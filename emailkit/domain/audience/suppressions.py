@@ -1,8 +1,9 @@
 """The suppression list: addresses no campaign or transactional message is ever sent to.
 
 Entries are keyed by the sha256 of the lower-cased address, so an erased entry (address cleared, hash
-kept) still matches the address if it comes back. Removing an entry does not re-enable a subscriber that
-the policy blocklisted; that is a separate, deliberate ``updateSubscriber(status: ENABLED)``.
+kept) still matches the address if it comes back, and `ensure_not_erased` refuses that address to a new
+subscriber. Removing an entry does not re-enable a subscriber that the policy blocklisted; that is a
+separate, deliberate ``updateSubscriber(status: ENABLED)``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,22 @@ async def suppressed_among(session: AsyncSession, emails: Sequence[str]) -> set[
         return set()
     stmt = select(Suppression.email_hash).where(Suppression.email_hash.in_(list(by_hash)))
     return {by_hash[h] for h in (await session.execute(stmt)).scalars()}
+
+
+async def is_erased(session: AsyncSession, email: str) -> bool:
+    """Whether this (normalised) address belonged to someone who was erased."""
+    stmt = select(exists().where(Suppression.email_hash == email_hash(email), Suppression.email.is_(None)))
+    return bool((await session.execute(stmt)).scalar())
+
+
+async def ensure_not_erased(session: AsyncSession, email: str, field: str = "email") -> None:
+    """Refuse to store an erased person's address again (call before creating a subscriber)."""
+    if await is_erased(session, email):
+        raise DomainError.single(
+            ErrorCode.ERASED,
+            "This address belongs to a person whose data was erased; it cannot be added again",
+            field,
+        )
 
 
 async def get_by_email(session: AsyncSession, email: str) -> Suppression | None:

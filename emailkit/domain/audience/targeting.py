@@ -35,6 +35,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import GenericFunction
 
+from emailkit.db.dialect import dialect_of
 from emailkit.db.tables.audience import (
     MailingList,
     OptIn,
@@ -46,7 +47,8 @@ from emailkit.db.tables.audience import (
 )
 from emailkit.db.tables.sending import Campaign, CampaignList
 from emailkit.db.types import utcnow
-from emailkit.domain.audience import segments
+from emailkit.domain.audience.segments.compile import matching_any
+from emailkit.domain.audience.segments.store import campaign_definitions
 
 # Why a member of the audience gets no mail; stored on the delivery row and counted as SKIPPED.
 SKIP_BLOCKLISTED = "blocklisted"
@@ -87,8 +89,8 @@ async def load_target(session: AsyncSession, campaign_id: int, *, as_of: datetim
     if as_of is None:
         started = select(Campaign.started_at).where(Campaign.id == campaign_id)
         as_of = (await session.execute(started)).scalar_one_or_none() or utcnow()
-    definitions = await segments.campaign_definitions(session, campaign_id)
-    match = segments.matching_any(definitions, segments.dialect_of(session), as_of=as_of)
+    definitions = await campaign_definitions(session, campaign_id)
+    match = matching_any(definitions, dialect_of(session), as_of=as_of)
     return Target(list_ids=tuple(int(x) for x in list_ids), segment_match=match)
 
 

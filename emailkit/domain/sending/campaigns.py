@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.db.tables.content import ContentFormat, Template, TemplateKind
 from emailkit.db.tables.sending import Campaign, CampaignList, CampaignStatus
-from emailkit.domain.audience import segments
 from emailkit.domain.audience.lists import require_lists
+from emailkit.domain.audience.segments import store as segments
 from emailkit.domain.content.rendering import validate_content, validate_plain_text
 from emailkit.domain.errors import DomainError, ErrorCode, FieldError, NotFound
 from emailkit.domain.pagination import Page, keyset_page

@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.db.tables.sending import BatchStatus, Campaign, CampaignBatch, CampaignList, CampaignStatus
 from emailkit.db.types import utcnow
-from emailkit.domain.audience import segments
 from emailkit.domain.audience import targeting as audience
+from emailkit.domain.audience.segments import store as segments
 from emailkit.domain.errors import DomainError, ErrorCode, NotFound
 from emailkit.domain.sending.failures import all_failed_reason
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import strawberry
 
 from emailkit.db.tables.audience import Segment as SegmentRow
-from emailkit.domain.audience import segments
+from emailkit.domain.audience.segments import store as segments
 from emailkit.schema.context import Info
 from emailkit.schema.errors import DeletePayload, UserError, mutate
 from emailkit.schema.permissions import write_mutation

@@ -5,7 +5,7 @@ from __future__ import annotations
 import strawberry
 
 from emailkit.db.tables.audience import Subscriber as SubscriberRow
-from emailkit.domain.audience import segments
+from emailkit.domain.audience.segments import store as segments
 from emailkit.domain.errors import DomainError
 from emailkit.schema.context import Info
 from emailkit.schema.cost import AUDIENCE_COUNT, cost

@@ -8,7 +8,8 @@ import strawberry
 from graphql import GraphQLError
 
 from emailkit.db.tables.audience import Subscription as SubscriptionRow
-from emailkit.domain.audience import segments, subscribers
+from emailkit.domain.audience import subscribers
+from emailkit.domain.audience.segments import store as segments
 from emailkit.domain.errors import DomainError
 from emailkit.schema.context import Info
 from emailkit.schema.enums import SubscriberStatus, SubscriptionStatus

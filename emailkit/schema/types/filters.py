@@ -14,8 +14,7 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.scalars import JSON
 
-from emailkit.domain.audience import segments
-from emailkit.domain.audience.segments import EngagementEvent, FilterOp
+from emailkit.domain.audience.segments.filter import MAX_CONDITIONS, MAX_DEPTH, EngagementEvent, FilterOp
 from emailkit.domain.errors import DomainError, ErrorCode, FieldError
 from emailkit.schema.enums import SubscriberStatus, SubscriptionStatus
 from emailkit.schema.relay import parse_global_id, to_global_id
@@ -75,7 +74,7 @@ class EngagementFilter:
 @strawberry.input(
     description=(
         "A subscriber filter. The fields set on one node are ANDed; `and`, `or` and `not` group nodes. An "
-        f"empty node matches everyone. At most {segments.MAX_DEPTH} levels and {segments.MAX_CONDITIONS} "
+        f"empty node matches everyone. At most {MAX_DEPTH} levels and {MAX_CONDITIONS} "
         "conditions."
     )
 )
@@ -106,11 +105,9 @@ class _ToDomain:
         return parsed[1]
 
     def node(self, f: SubscriberFilterInput, path: str, depth: int) -> dict[str, Any]:
-        if depth > segments.MAX_DEPTH:
+        if depth > MAX_DEPTH:
             self.errors.append(
-                FieldError(
-                    path, f"Filters may nest at most {segments.MAX_DEPTH} levels", ErrorCode.INVALID_FILTER
-                )
+                FieldError(path, f"Filters may nest at most {MAX_DEPTH} levels", ErrorCode.INVALID_FILTER)
             )
             return {}
         out: dict[str, Any] = {}

@@ -10,6 +10,7 @@ from strawberry.scalars import JSON
 from emailkit.db.tables.audience import Import as ImportRow
 from emailkit.db.tables.audience import ImportMode, ImportStatus
 from emailkit.domain.audience.imports import service as imports
+from emailkit.domain.audience.imports.progress import ImportState
 from emailkit.schema.context import Info
 from emailkit.schema.enums import SubscriptionStatus
 from emailkit.schema.relay import Connection, Node, to_global_id
@@ -123,5 +124,5 @@ class ImportProgress:
     error: str | None
 
     @classmethod
-    def of(cls, state: imports.ImportState) -> ImportProgress:
+    def of(cls, state: ImportState) -> ImportProgress:
         return cls(status=state.status, error=state.error, **state.counters())

@@ -1,106 +1,48 @@
-"""Loading parsed import rows: the staging table, set-based checks, and the upserts.
+"""Loading an import's checked, staged rows: the upserts of subscribers and their subscriptions.
 
 Subscribers and subscriptions are only ever written inside the import's one transaction, so a failure anywhere
-leaves nothing behind. On SQLite one connection stages every row (chunked executemany), checks them as a set and
-loads them in chunks. On PostgreSQL (see imports_pg) chunks arrive through COPY on a second connection into an
-UNLOGGED staging table and are checked there as they come (`mark_duplicates_in`, `mark_suppressed` with a range);
-the transaction then loads each ready range with one statement: a plain INSERT of the new addresses and an
-UPDATE of the known ones, feeding the subscriptions insert (`load_range`), or ``INSERT ... ON CONFLICT`` when
-another writer got in the way (``conflict_safe``).
+leaves nothing behind. On SQLite the staged rows are loaded in chunks with ``INSERT ... ON CONFLICT``
+(`load`). On PostgreSQL the transaction loads each ready range with one statement: a plain INSERT of the new
+addresses and an UPDATE of the known ones, feeding the subscriptions insert (`load_range`), or
+``INSERT ... ON CONFLICT`` when another writer got in the way (``conflict_safe``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    Column,
     ColumnElement,
-    Index,
     Integer,
-    MetaData,
-    String,
     Table,
-    Text,
     and_,
     case,
     cast,
-    exists,
-    false,
     func,
-    insert,
     literal,
     literal_column,
     or_,
     select,
-    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.schema import SchemaItem
 
 from emailkit.db.tables.audience import (
     ImportMode,
-    ImportRowError,
     MailingList,
-    OptIn,
     Subscriber,
     SubscriberStatus,
     Subscription,
     SubscriptionStatus,
-    Suppression,
 )
 from emailkit.db.types import UTCDateTime
-from emailkit.domain.audience.imports.csvfile import StagedRow
-from emailkit.domain.audience.suppressions import email_hash
-
-STAGING_NAME: Final = "emailkit_import_staging"
-SQLITE_BATCH: Final = 2000
-SUPPRESSED: Final = "suppressed"
-WORK_MEM: Final = "64MB"
-
-COLUMNS: Final = ("row_no", "email", "name", "attributes", "error")
-
-
-def staging_table(name: str, *, shared: bool) -> Table:
-    """The staging table's definition under `name`.
-
-    Kept off the application's metadata: it exists only while an import runs. A temporary table (SQLite, where
-    one connection does everything) lives in the import's transaction; a `shared` one (PostgreSQL) is an
-    UNLOGGED table that a second connection fills chunk by chunk while the import's transaction loads it."""
-    columns: list[SchemaItem] = [
-        # INTEGER PRIMARY KEY is SQLite's rowid, so row ranges cost nothing there; on PostgreSQL rows arrive in
-        # order, which keeps this index cheap to build.
-        Column(
-            "row_no", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=False
-        ),
-        Column("email", String),
-        Column("name", String, nullable=False),
-        # JSON text as parsed; typed JSONB on PostgreSQL so it reaches subscribers unchanged.
-        Column("attributes", Text().with_variant(JSONB(), "postgresql"), nullable=False),
-        Column("error", Text),
-        Column("skipped", Boolean, nullable=False, server_default=false()),
-        Column("existing", Boolean, nullable=False, server_default=false()),
-    ]
-    if shared:
-        # The duplicate check looks up each new row's address among the rows before it.
-        # A hash index: only equality is asked, and it skips the collation-aware comparisons of a b-tree.
-        index = Index(f"ix_{name}_email", "email", postgresql_using="hash")
-        return Table(name, MetaData(), *columns, index, prefixes=["UNLOGGED"])
-    return Table(name, MetaData(), *columns, prefixes=["TEMPORARY"], postgresql_on_commit="DROP")
-
-
-STAGING = staging_table(STAGING_NAME, shared=False)
-
-ProgressHook = Callable[[int], Awaitable[None]]
+from emailkit.domain.audience.imports.staging import in_range, row_range
+from emailkit.domain.audience.lists import new_subscription_status
 
 
 @dataclass
@@ -121,140 +63,6 @@ class Outcome:
     inserted: int = 0
     updated: int = 0
     existing_skipped: int = 0
-
-
-def _dialect(conn: AsyncConnection) -> str:
-    return conn.dialect.name
-
-
-async def create_staging(conn: AsyncConnection, st: Table) -> None:
-    await drop_staging(conn, st)
-    await conn.run_sync(lambda sync: st.create(sync))
-
-
-async def drop_staging(conn: AsyncConnection, st: Table) -> None:
-    await conn.execute(text(f'DROP TABLE IF EXISTS "{st.name}"'))
-
-
-async def copy_rows(conn: AsyncConnection, st: Table, rows: Sequence[StagedRow]) -> None:
-    """PostgreSQL: one chunk of parsed rows into the staging table with COPY, in `conn`'s transaction."""
-    raw = await conn.get_raw_connection()
-    driver: Any = raw.driver_connection
-    await driver.copy_records_to_table(st.name, records=rows, columns=list(COLUMNS))
-
-
-async def insert_rows(
-    conn: AsyncConnection, st: Table, rows: Iterable[StagedRow], every: int, hook: ProgressHook
-) -> None:
-    """Write every parsed row into the staging table, calling `hook(rows so far)` every `every` rows."""
-    batch: list[dict[str, Any]] = []
-    count = 0
-    statement = insert(st)
-    for row in rows:
-        batch.append(dict(zip(COLUMNS, row, strict=True)))
-        count += 1
-        if len(batch) >= SQLITE_BATCH:
-            await conn.execute(statement, batch)
-            batch = []
-        if count % every == 0:
-            await hook(count)
-    if batch:
-        await conn.execute(statement, batch)
-
-
-# --- checks -----------------------------------------------------------------------------------------------
-
-
-def _in_range(st: Table, lo: int | None, hi: int | None) -> ColumnElement[bool]:
-    return st.c.row_no.between(lo, hi) if lo is not None and hi is not None else literal(True)
-
-
-async def mark_duplicates(conn: AsyncConnection, st: Table) -> int:
-    """Every repeat of an address within the file fails, naming the row that keeps it (whole table)."""
-    firsts = (
-        select(st.c.email, func.min(st.c.row_no).label("first_row"))
-        .where(st.c.error.is_(None))
-        .group_by(st.c.email)
-        .having(func.count() > 1)
-        .subquery("firsts")
-    )
-    result = await conn.execute(
-        update(st)
-        .values(error=literal("duplicate email: already in row ") + cast(firsts.c.first_row, String))
-        .where(st.c.email == firsts.c.email, st.c.row_no > firsts.c.first_row, st.c.error.is_(None))
-    )
-    return int(result.rowcount)
-
-
-async def mark_duplicates_in(conn: AsyncConnection, st: Table, lo: int, hi: int) -> int:
-    """As `mark_duplicates`, for rows lo..hi once every row before them is staged: each repeat is found through
-    the email index among the rows staged so far (the first of an address is never a repeat, and a row failed
-    for its address's format has none)."""
-    earlier = st.alias("earlier")
-    first_row = select(func.min(earlier.c.row_no)).where(earlier.c.email == st.c.email).scalar_subquery()
-    repeated = exists().where(earlier.c.email == st.c.email, earlier.c.row_no < st.c.row_no)
-    result = await conn.execute(
-        update(st)
-        .values(error=literal("duplicate email: already in row ") + cast(first_row, String))
-        .where(st.c.row_no.between(lo, hi), st.c.error.is_(None), repeated)
-    )
-    return int(result.rowcount)
-
-
-def _sha256_hex(conn: AsyncConnection, column: ColumnElement[Any]) -> ColumnElement[Any]:
-    if _dialect(conn) == "postgresql":
-        return func.encode(func.sha256(func.convert_to(column, "UTF8")), "hex")
-    return func.emailkit_sha256(column)
-
-
-async def _register_sqlite_sha256(conn: AsyncConnection) -> None:
-    raw = await conn.get_raw_connection()
-    await conn.run_sync(
-        lambda _: raw.dbapi_connection.create_function(  # type: ignore[union-attr]
-            "emailkit_sha256",
-            1,
-            lambda value: email_hash(value) if value is not None else None,
-            deterministic=True,
-        )
-    )
-
-
-async def mark_suppressed(
-    conn: AsyncConnection, st: Table, lo: int | None = None, hi: int | None = None
-) -> int:
-    """Rows whose address is suppressed, or was erased (only its hash is kept), are skipped."""
-    condition: ColumnElement[bool] = st.c.email.in_(
-        select(Suppression.email).where(Suppression.email.is_not(None))
-    )
-    erased = select(Suppression.email_hash).where(Suppression.email.is_(None))
-    if (await conn.execute(select(exists(erased)))).scalar():
-        if _dialect(conn) == "sqlite":
-            await _register_sqlite_sha256(conn)
-        condition = or_(condition, _sha256_hex(conn, st.c.email).in_(erased))
-    result = await conn.execute(
-        update(st)
-        .values(error=SUPPRESSED, skipped=True)
-        .where(_in_range(st, lo, hi), st.c.error.is_(None), condition)
-    )
-    return int(result.rowcount)
-
-
-async def row_range(conn: AsyncConnection, st: Table) -> tuple[int, int]:
-    lo, hi = (await conn.execute(select(func.min(st.c.row_no), func.max(st.c.row_no)))).one()
-    return (int(lo), int(hi)) if lo is not None else (0, -1)
-
-
-# --- load -------------------------------------------------------------------------------------------------
-
-
-def _new_subscription_status(options: LoadOptions) -> ColumnElement[Any]:
-    if options.subscription_status is not None:
-        return literal(options.subscription_status.value)
-    # As for subscribeToLists: DOUBLE opt-in lists wait for confirmation.
-    return case(
-        (MailingList.optin == OptIn.DOUBLE, literal(SubscriptionStatus.UNCONFIRMED.value)),
-        else_=literal(SubscriptionStatus.CONFIRMED.value),
-    )
 
 
 def _eligible(status: Any, options: LoadOptions) -> ColumnElement[bool]:
@@ -335,7 +143,7 @@ async def mark_existing(
     await conn.execute(
         update(st)
         .values(existing=True)
-        .where(_in_range(st, lo, hi), st.c.error.is_(None), st.c.email.in_(select(Subscriber.email)))
+        .where(in_range(st, lo, hi), st.c.error.is_(None), st.c.email.in_(select(Subscriber.email)))
     )
 
 
@@ -356,7 +164,7 @@ def _pairs(source: Any, options: LoadOptions) -> Any:
     """(subscriber, list) pairs to subscribe for the rows a CTE returned (id, status)."""
     now = literal(options.now, UTCDateTime())
     return (
-        select(source.c.id, MailingList.id, _new_subscription_status(options), now, now)
+        select(source.c.id, MailingList.id, new_subscription_status(options.subscription_status), now, now)
         .select_from(source)
         .join(MailingList, MailingList.id.in_(list(options.list_ids)))
         .where(_eligible(source.c.status, options))
@@ -496,7 +304,13 @@ async def _load_sqlite(
         await conn.execute(_subscribers_insert(sqlite.insert, source, options, func.json_patch))
         if options.list_ids:
             pairs = (
-                select(Subscriber.id, MailingList.id, _new_subscription_status(options), now, now)
+                select(
+                    Subscriber.id,
+                    MailingList.id,
+                    new_subscription_status(options.subscription_status),
+                    now,
+                    now,
+                )
                 .select_from(st)
                 .join(Subscriber, Subscriber.email == st.c.email)
                 .join(MailingList, MailingList.id.in_(list(options.list_ids)))
@@ -512,16 +326,3 @@ async def _load_sqlite(
             outcome.updated += int(existing)
         await hook(outcome)
     return outcome
-
-
-async def store_errors(conn: AsyncConnection, st: Table, import_id: int, limit: int) -> None:
-    """Keep the first `limit` failed or skipped rows, in row order, as the import's report."""
-    await conn.execute(
-        insert(ImportRowError).from_select(
-            ["import_id", "row", "message"],
-            select(literal(import_id), st.c.row_no, st.c.error)
-            .where(st.c.error.is_not(None))
-            .order_by(st.c.row_no)
-            .limit(limit),
-        )
-    )

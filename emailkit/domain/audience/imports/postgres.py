@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Final
@@ -23,13 +24,19 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from emailkit.db.engine import Database
 from emailkit.db.tables.audience import Import, ImportStatus
 from emailkit.domain.audience.imports import load as imports_load
-from emailkit.domain.audience.imports.csvfile import StagedRow
+from emailkit.domain.audience.imports import staging as imports_staging
+from emailkit.domain.audience.imports.rows import StagedRow
+from emailkit.domain.audience.imports.run import Job
+from emailkit.domain.audience.lists import require_lists
+
+log = logging.getLogger(__name__)
 
 # Rows parsed and staged at a time: small enough that the load starts early and memory stays a few MB,
 # large enough that each COPY and check statement is worth its round trip. A chunk of wide rows (large
 # attribute sets) ends sooner, at FEED_CHUNK_BYTES of cell text, so memory stays bounded whatever the width.
 FEED_CHUNK_ROWS: Final = 25_000
 FEED_CHUNK_BYTES: Final = 8 << 20
+WORK_MEM: Final = "64MB"
 
 
 @dataclass
@@ -54,7 +61,7 @@ class Staged:
 
 
 def staging_name(import_id: int, attempt: int) -> str:
-    return f"{imports_load.STAGING_NAME}_{import_id}_{attempt}"
+    return f"{imports_staging.STAGING_NAME}_{import_id}_{attempt}"
 
 
 def _import_id(name: str, prefix: str) -> int | None:
@@ -64,7 +71,7 @@ def _import_id(name: str, prefix: str) -> int | None:
 
 async def sweep_staging(conn: AsyncConnection) -> None:
     """Drop staging tables left by imports that ended without dropping theirs (a killed worker)."""
-    prefix = imports_load.STAGING_NAME + "_"
+    prefix = imports_staging.STAGING_NAME + "_"
     names = (
         await conn.execute(
             text(
@@ -124,14 +131,14 @@ async def _feed(
                 pending = asyncio.ensure_future(asyncio.to_thread(_take, rows, chunk_rows))
                 lo, hi = batch[0][0], batch[-1][0]
                 async with conn.begin():
-                    await imports_load.copy_rows(conn, st, batch)
+                    await imports_staging.copy_rows(conn, st, batch)
                     if not analyzed:
                         # Without statistics the planner takes the new table for empty and checks each row by
                         # scanning the others; the first chunk shows it what the rest looks like.
                         await conn.execute(text(f'ANALYZE "{st.name}"'))
                         analyzed = True
-                    duplicates = await imports_load.mark_duplicates_in(conn, st, lo, hi)
-                    suppressed = await imports_load.mark_suppressed(conn, st, lo, hi)
+                    duplicates = await imports_staging.mark_duplicates_in(conn, st, lo, hi)
+                    suppressed = await imports_staging.mark_suppressed(conn, st, lo, hi)
                 del batch
                 await parsed()
                 await ready.put(Staged(lo, hi, duplicates, suppressed, parsed_all=_parse_finished(pending)))
@@ -180,3 +187,55 @@ async def staged_chunks(
             feeder.cancel()
             with contextlib.suppress(BaseException):
                 await feeder
+
+
+async def stage_and_load(job: Job) -> None:
+    """Chunks are parsed and staged on a connection of their own while the import's transaction loads the
+    chunks already checked: the parse, the COPY and the load overlap instead of taking turns."""
+    run, state = job.run, job.run.state
+    # Named by attempt too: a run that lost its lease may still be winding down with its own table.
+    st = imports_staging.staging_table(staging_name(run.import_id, run.attempt), shared=True)
+    async with run.db.engine.begin() as conn:
+        await sweep_staging(conn)
+        await imports_staging.create_staging(conn, st)
+    try:
+        async with run.db.transaction() as session:
+            conn = await session.connection()
+            # Committed chunks are read as the feeder commits them, so each statement needs a fresh snapshot,
+            # whatever the database's default isolation: it must be the transaction's first statement.
+            await conn.execute(text("SET TRANSACTION ISOLATION LEVEL READ COMMITTED"))
+            # Each load's checks and joins hash a whole range of staged rows; keep that in memory.
+            await conn.execute(text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
+            # A list deleted since the import was accepted fails it now with that reason; one deleted from
+            # here on waits for the import to end, then takes its new subscriptions with it.
+            await require_lists(session, job.load.list_ids, hold=True)
+            duplicates = suppressed = existing_skipped = 0
+            chunks = staged_chunks(run.db, st, job.rows, job.parsed)
+            # aclosing: a failed load must stop the feeder now, not whenever the generator is collected.
+            async with contextlib.aclosing(chunks):
+                async for staged in chunks:
+                    duplicates += staged.duplicates
+                    suppressed += staged.suppressed
+                    if staged.parsed_all and state.phase != "loading":
+                        state.total = state.processed = job.stats.rows
+                        state.phase = "loading"
+                    outcome = await imports_load.load_range(conn, st, job.load, staged.lo, staged.hi)
+                    state.inserted += outcome.inserted
+                    state.updated += outcome.updated
+                    existing_skipped += outcome.existing_skipped
+                    state.failed = job.stats.invalid + duplicates
+                    state.skipped = suppressed + existing_skipped
+                    await run.report(save=run.save_during_load, force=staged.parsed_all)
+            state.phase = "loading"
+            state.total = state.processed = job.stats.rows
+            state.failed = job.stats.invalid + duplicates
+            await job.finish(session, conn, st)
+    finally:
+        try:
+            async with run.db.engine.begin() as conn:
+                await imports_staging.drop_staging(conn, st)
+        except Exception:
+            # Never hide why the import failed (often the same lost database); the next import sweeps it.
+            log.warning(
+                "import %s: could not drop its staging table %s", run.import_id, st.name, exc_info=True
+            )

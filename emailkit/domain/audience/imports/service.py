@@ -4,7 +4,7 @@
 worker on any machine can read it); the job `run_import` then parses it as a stream into a staging table,
 checks it (repeats within the file, suppressions) and loads it in one transaction: it either finishes with every
 valid row imported or fails having written nothing. On PostgreSQL the parse and staging run beside the load
-(imports_pg). Progress is saved on the import row and published live.
+(`postgres`; SQLite's path is `sqlite`). Progress is saved on the import row and published live (`progress`).
 """
 
 from __future__ import annotations
@@ -12,14 +12,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
-import time
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import IO, Any, Final
+from collections.abc import AsyncIterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO, Final
 
-from sqlalchemy import Table, delete, insert, select, text, update
+from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.db.engine import Database
 from emailkit.db.tables.audience import (
@@ -35,16 +34,18 @@ from emailkit.db.types import utcnow
 from emailkit.domain import transactions
 from emailkit.domain.audience.imports import load as imports_load
 from emailkit.domain.audience.imports import postgres as imports_pg
+from emailkit.domain.audience.imports import sqlite as imports_sqlite
+from emailkit.domain.audience.imports.columns import check_column_map
 from emailkit.domain.audience.imports.csvfile import (
     SAMPLE_BYTES,
     Dialect,
-    ParseStats,
-    StagedRow,
-    check_column_map,
+    count_lines,
     inspect_sample,
     open_text,
-    parse_rows,
 )
+from emailkit.domain.audience.imports.progress import ImportState, ProgressCallback
+from emailkit.domain.audience.imports.rows import ParseStats, parse_rows
+from emailkit.domain.audience.imports.run import Job, Run, Superseded, claim, finish_failed
 from emailkit.domain.audience.lists import require_lists
 from emailkit.domain.errors import DomainError, ErrorCode
 from emailkit.domain.pagination import Page, keyset_page
@@ -62,86 +63,6 @@ MAX_LISTS: Final = 100
 MAX_STORED_ERRORS: Final = 10_000
 MAX_ERRORS_PAGE: Final = 1000
 LOAD_CHUNK_ROWS: Final = 250_000
-PROGRESS_EVERY_ROWS: Final = 5_000
-PROGRESS_SAVE_SECONDS: Final = 0.5
-FINAL_STATUSES: Final = frozenset({ImportStatus.FINISHED, ImportStatus.FAILED})
-
-
-def progress_channel(import_id: int) -> str:
-    return f"import:{import_id}:progress"
-
-
-@dataclass
-class ImportState:
-    """What an import has done so far; the message of the live channel."""
-
-    id: int
-    status: ImportStatus
-    total: int = 0
-    processed: int = 0
-    inserted: int = 0
-    updated: int = 0
-    skipped: int = 0
-    failed: int = 0
-    error: str | None = None
-    # "reading" the file, "loading" it into the database; live messages only (not stored).
-    phase: str = ""
-
-    @classmethod
-    def of(cls, row: Import) -> ImportState:
-        return cls(
-            id=row.id,
-            status=row.status,
-            total=row.total,
-            processed=row.processed,
-            inserted=row.inserted,
-            updated=row.updated,
-            skipped=row.skipped,
-            failed=row.failed,
-            error=row.error,
-        )
-
-    @classmethod
-    def from_message(cls, message: Mapping[str, Any]) -> ImportState:
-        return cls(
-            id=int(message["id"]),
-            status=ImportStatus(str(message["status"])),
-            total=int(message["total"]),
-            processed=int(message["processed"]),
-            inserted=int(message["inserted"]),
-            updated=int(message["updated"]),
-            skipped=int(message["skipped"]),
-            failed=int(message["failed"]),
-            error=message.get("error") if isinstance(message.get("error"), str) else None,
-            phase=str(message.get("phase") or ""),
-        )
-
-    def counters(self) -> dict[str, int]:
-        """The counts, by the names the import row, the live message and the API share."""
-        return {
-            "total": self.total,
-            "processed": self.processed,
-            "inserted": self.inserted,
-            "updated": self.updated,
-            "skipped": self.skipped,
-            "failed": self.failed,
-        }
-
-    def message(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "status": self.status.value,
-            **self.counters(),
-            "error": self.error,
-            "phase": self.phase,
-        }
-
-    @property
-    def final(self) -> bool:
-        return self.status in FINAL_STATUSES
-
-
-ProgressCallback = Callable[[ImportState], Awaitable[None]]
 
 
 # --- requests ---------------------------------------------------------------------------------------------
@@ -244,13 +165,13 @@ async def create_local_import(
 async def enqueue_import(jobs: JobQueue | None, db: Database, import_id: int) -> None:
     """Hand a committed import to the workers; if that is impossible the import fails rather than waiting."""
     if jobs is None:
-        await _finish_failed(db, import_id, None, "No job queue is configured to run imports", None)
+        await finish_failed(db, import_id, None, "No job queue is configured to run imports", None)
         return
     try:
         await jobs.enqueue(IMPORT_JOB, {"import_id": import_id})
     except Exception as exc:
         log.exception("import %s could not be queued", import_id)
-        await _finish_failed(db, import_id, None, f"The import could not be queued: {exc}", None)
+        await finish_failed(db, import_id, None, f"The import could not be queued: {exc}", None)
 
 
 async def list_ids_by_name(session: AsyncSession, names: Sequence[str]) -> list[int]:
@@ -315,72 +236,6 @@ async def import_errors_page(
 # --- the job ----------------------------------------------------------------------------------------------
 
 
-class _Superseded(Exception):
-    """Another run of the same import took over (a redelivered job); this one must not commit."""
-
-
-@dataclass
-class _Run:
-    db: Database
-    import_id: int
-    attempt: int
-    publisher: CoalescingPublisher | None
-    callback: ProgressCallback | None
-    state: ImportState
-    save_during_load: bool
-    _saved_at: float = field(default=0.0)
-
-    async def report(self, *, save: bool = True, force: bool = False) -> None:
-        now = time.monotonic()
-        if save and (force or now - self._saved_at >= PROGRESS_SAVE_SECONDS):
-            self._saved_at = now
-            async with self.db.transaction() as session:
-                await session.execute(
-                    update(Import)
-                    .where(Import.id == self.import_id, Import.attempts == self.attempt)
-                    .values(**self.state.counters(), updated_at=utcnow())
-                )
-        await self.publish()
-
-    async def publish(self) -> None:
-        if self.publisher is not None:
-            channel = progress_channel(self.import_id)
-            if self.state.final:
-                await self.publisher.publish_now(channel, self.state.message())
-            else:
-                await self.publisher.publish(channel, self.state.message())
-        if self.callback is not None:
-            await self.callback(self.state)
-
-
-async def _claim(db: Database, import_id: int) -> Import | None:
-    """Start a run: QUEUED (or RUNNING, when a crashed run's job is redelivered) becomes RUNNING."""
-    async with db.transaction() as session:
-        claimed = (
-            await session.execute(
-                update(Import)
-                .where(Import.id == import_id, Import.status.in_([ImportStatus.QUEUED, ImportStatus.RUNNING]))
-                .values(
-                    status=ImportStatus.RUNNING,
-                    attempts=Import.attempts + 1,
-                    started_at=utcnow(),
-                    updated_at=utcnow(),
-                    total=0,
-                    processed=0,
-                    inserted=0,
-                    updated=0,
-                    skipped=0,
-                    failed=0,
-                    error=None,
-                )
-                .returning(Import.id)
-            )
-        ).first()
-        if claimed is None:
-            return None
-        return await session.get(Import, import_id, populate_existing=True)
-
-
 async def _spool(db: Database, import_id: int) -> IO[bytes]:
     """The stored file, copied to a local temporary file chunk by chunk (the parser wants a file)."""
     spooled = tempfile.TemporaryFile()
@@ -407,17 +262,6 @@ async def _spool(db: Database, import_id: int) -> IO[bytes]:
     return spooled
 
 
-def _count_lines(binary: IO[bytes]) -> int:
-    """Line breaks in the file: the row count, before quoted multi-line fields are known about."""
-    count = 0
-    last = b""
-    for block in iter(lambda: binary.read(1 << 20), b""):
-        count += block.count(b"\n")
-        last = block
-    binary.seek(0)
-    return count + (1 if last and not last.endswith(b"\n") else 0)
-
-
 async def run_import(
     db: Database,
     import_id: int,
@@ -430,11 +274,11 @@ async def run_import(
 
     `source` is the file when this process has it (the CLI), else the stored upload is read. `on_progress`
     sees every state change; an exception from it aborts the import like any other failure."""
-    row = await _claim(db, import_id)
+    row = await claim(db, import_id)
     if row is None:
         async with db.session() as session:
             return await session.get(Import, import_id)
-    run = _Run(
+    run = Run(
         db=db,
         import_id=import_id,
         attempt=row.attempts,
@@ -449,7 +293,7 @@ async def run_import(
         with contextlib.ExitStack() as stack:
             binary = source if source is not None else stack.enter_context(await _spool(db, import_id))
             await _execute_until_settled(run, row, binary)
-    except _Superseded:
+    except Superseded:
         log.info("import %s: a newer run took over", import_id)
         return None
     except BaseException as exc:
@@ -457,14 +301,14 @@ async def run_import(
         if not isinstance(exc, DomainError):
             log.exception("import %s failed", import_id)
         with contextlib.suppress(Exception):
-            await _finish_failed(db, import_id, run.attempt, reason, run)
+            await finish_failed(db, import_id, run.attempt, reason, run)
         if not isinstance(exc, Exception):
             raise
     async with db.session() as session:
         return await session.get(Import, import_id)
 
 
-async def _execute_until_settled(run: _Run, row: Import, binary: IO[bytes]) -> None:
+async def _execute_until_settled(run: Run, row: Import, binary: IO[bytes]) -> None:
     """Run the import's pass, again when concurrent writers got in its way: conflict-safe once addresses it
     had flagged changed, on a fresh transaction when the database refused it for a concurrent change (a list
     deleted after its snapshot under REPEATABLE READ; a deadlock)."""
@@ -496,74 +340,8 @@ def _reason(exc: BaseException) -> str:
     return f"{type(orig).__name__}: {first_line}" if first_line else type(orig).__name__
 
 
-async def _finish_failed(
-    db: Database, import_id: int, attempt: int | None, reason: str, run: _Run | None
-) -> None:
-    async with db.transaction() as session:
-        stmt = update(Import).where(Import.id == import_id, Import.status.not_in(list(FINAL_STATUSES)))
-        if attempt is not None:
-            stmt = stmt.where(Import.attempts == attempt)
-        result = await session.execute(
-            stmt.values(
-                status=ImportStatus.FAILED,
-                error=reason,
-                inserted=0,
-                updated=0,
-                finished_at=utcnow(),
-                updated_at=utcnow(),
-            )
-        )
-        if result.rowcount:  # type: ignore[attr-defined]
-            await session.execute(delete(ImportChunk).where(ImportChunk.import_id == import_id))
-    if run is not None and result.rowcount:  # type: ignore[attr-defined]
-        run.state.status = ImportStatus.FAILED
-        run.state.error = reason
-        run.state.inserted = run.state.updated = 0
-        await run.publish()
-
-
-@dataclass
-class _Job:
-    """One pass over an import's file: what both databases' loaders need."""
-
-    run: _Run
-    options: dict[str, Any]
-    dialect: Dialect
-    rows: Iterator[StagedRow]
-    stats: ParseStats
-    load: imports_load.LoadOptions
-
-    async def parsed(self, _: int = 0) -> None:
-        state = self.run.state
-        state.processed = self.stats.rows
-        state.total = max(state.total, self.stats.rows)
-        await self.run.report()
-
-    async def finish(self, session: AsyncSession, conn: AsyncConnection, st: Table) -> None:
-        """In the import's transaction, after the load: the report, the counters, and the upload's removal."""
-        state = self.run.state
-        await imports_load.store_errors(conn, st, self.run.import_id, self.load.max_errors)
-        finished = await session.execute(
-            update(Import)
-            .where(Import.id == self.run.import_id, Import.attempts == self.run.attempt)
-            .values(
-                status=ImportStatus.FINISHED,
-                **state.counters(),
-                options={
-                    **self.options,
-                    "encoding": self.dialect.encoding_label,
-                    "delimiter": self.dialect.delimiter,
-                },
-                finished_at=utcnow(),
-                updated_at=utcnow(),
-            )
-        )
-        if not finished.rowcount:  # type: ignore[attr-defined]
-            raise _Superseded()
-        await session.execute(delete(ImportChunk).where(ImportChunk.import_id == self.run.import_id))
-
-
-async def _execute(run: _Run, row: Import, binary: IO[bytes], *, conflict_safe: bool) -> None:
+async def _execute(run: Run, row: Import, binary: IO[bytes], *, conflict_safe: bool) -> None:
+    """One pass over the file: its header and line count, then staged and loaded on the database's path."""
     options = row.options or {}
     sample = binary.read(SAMPLE_BYTES)
     complete = len(sample) < SAMPLE_BYTES or not binary.read(1)
@@ -577,12 +355,12 @@ async def _execute(run: _Run, row: Import, binary: IO[bytes], *, conflict_safe: 
     state = run.state
     state.processed = state.inserted = state.updated = state.skipped = state.failed = 0
     state.phase = "reading"
-    state.total = max(0, _count_lines(binary) - 1)
+    state.total = max(0, count_lines(binary) - 1)
     await run.report(force=True)
     status = options.get("subscriptionStatus")
     stats = ParseStats()
     text_file = open_text(binary, dialect)
-    job = _Job(
+    job = Job(
         run=run,
         options=options,
         dialect=dialect,
@@ -601,95 +379,12 @@ async def _execute(run: _Run, row: Import, binary: IO[bytes], *, conflict_safe: 
     )
     try:
         if run.db.dialect == "postgresql":
-            await _stage_and_load_postgresql(job)
+            await imports_pg.stage_and_load(job)
         else:
-            await _stage_and_load_sqlite(job)
+            await imports_sqlite.stage_and_load(job)
     finally:
         # The caller owns `binary` (a retry reads it again): the text layer must not close it.
         text_file.detach()
     state.status = ImportStatus.FINISHED
     state.phase = ""
     await run.publish()
-
-
-async def _stage_and_load_sqlite(job: _Job) -> None:
-    """One connection does everything: stage all rows, check them as a set, then load them in chunks."""
-    run, state, st = job.run, job.run.state, imports_load.STAGING
-    async with run.db.transaction() as session:
-        await require_lists(session, job.load.list_ids)
-        conn = await session.connection()
-        await imports_load.create_staging(conn, st)
-        try:
-            await imports_load.insert_rows(conn, st, job.rows, PROGRESS_EVERY_ROWS, job.parsed)
-            state.total = state.processed = job.stats.rows
-            state.failed = job.stats.invalid
-            state.phase = "loading"
-            await run.report(force=True)
-            state.failed += await imports_load.mark_duplicates(conn, st)
-            state.skipped += await imports_load.mark_suppressed(conn, st)
-            base_skipped = state.skipped
-
-            async def loaded(outcome: imports_load.Outcome) -> None:
-                state.inserted = outcome.inserted
-                state.updated = outcome.updated
-                state.skipped = base_skipped + outcome.existing_skipped
-                await run.report(save=run.save_during_load)
-
-            outcome = await imports_load.load(conn, st, job.load, loaded)
-            await loaded(outcome)
-            await job.finish(session, conn, st)
-        finally:
-            with contextlib.suppress(Exception):
-                await imports_load.drop_staging(conn, st)
-
-
-async def _stage_and_load_postgresql(job: _Job) -> None:
-    """Chunks are parsed and staged on a connection of their own while the import's transaction loads the
-    chunks already checked: the parse, the COPY and the load overlap instead of taking turns."""
-    run, state = job.run, job.run.state
-    # Named by attempt too: a run that lost its lease may still be winding down with its own table.
-    st = imports_load.staging_table(imports_pg.staging_name(run.import_id, run.attempt), shared=True)
-    async with run.db.engine.begin() as conn:
-        await imports_pg.sweep_staging(conn)
-        await imports_load.create_staging(conn, st)
-    try:
-        async with run.db.transaction() as session:
-            conn = await session.connection()
-            # Committed chunks are read as the feeder commits them, so each statement needs a fresh snapshot,
-            # whatever the database's default isolation: it must be the transaction's first statement.
-            await conn.execute(text("SET TRANSACTION ISOLATION LEVEL READ COMMITTED"))
-            # Each load's checks and joins hash a whole range of staged rows; keep that in memory.
-            await conn.execute(text(f"SET LOCAL work_mem = '{imports_load.WORK_MEM}'"))
-            # A list deleted since the import was accepted fails it now with that reason; one deleted from
-            # here on waits for the import to end, then takes its new subscriptions with it.
-            await require_lists(session, job.load.list_ids, hold=True)
-            duplicates = suppressed = existing_skipped = 0
-            chunks = imports_pg.staged_chunks(run.db, st, job.rows, job.parsed)
-            # aclosing: a failed load must stop the feeder now, not whenever the generator is collected.
-            async with contextlib.aclosing(chunks):
-                async for staged in chunks:
-                    duplicates += staged.duplicates
-                    suppressed += staged.suppressed
-                    if staged.parsed_all and state.phase != "loading":
-                        state.total = state.processed = job.stats.rows
-                        state.phase = "loading"
-                    outcome = await imports_load.load_range(conn, st, job.load, staged.lo, staged.hi)
-                    state.inserted += outcome.inserted
-                    state.updated += outcome.updated
-                    existing_skipped += outcome.existing_skipped
-                    state.failed = job.stats.invalid + duplicates
-                    state.skipped = suppressed + existing_skipped
-                    await run.report(save=run.save_during_load, force=staged.parsed_all)
-            state.phase = "loading"
-            state.total = state.processed = job.stats.rows
-            state.failed = job.stats.invalid + duplicates
-            await job.finish(session, conn, st)
-    finally:
-        try:
-            async with run.db.engine.begin() as conn:
-                await imports_load.drop_staging(conn, st)
-        except Exception:
-            # Never hide why the import failed (often the same lost database); the next import sweeps it.
-            log.warning(
-                "import %s: could not drop its staging table %s", run.import_id, st.name, exc_info=True
-            )
