@@ -11,6 +11,7 @@ from emailkit.domain.audience.optin import OptinSender, sender_of
 from emailkit.domain.counting import DEFAULT_EXACT_LIMIT
 from emailkit.domain.ports.provider import EmailProvider
 from emailkit.domain.ports.queue import JobQueue, PubSub
+from emailkit.domain.sending.config import SendingConfig
 from emailkit.domain.sending.ratelimit import RateLimiter
 from emailkit.domain.throttle import CoalescingPublisher
 
@@ -22,17 +23,9 @@ class SendingSetup:
     provider_name: str
     provider_factory: Callable[[], EmailProvider]
     limiter_factory: Callable[[], RateLimiter | None] = lambda: None
-    batch_size: int = 1000
-    lease_seconds: float = 120.0
-    chunk_size: int = 200
-    max_attempts: int = 5
-    error_budget_ratio: float = 0.25
-    error_budget_min_sample: int = 50
-    unsubscribe_mailto: str | None = None
+    config: SendingConfig = field(default_factory=SendingConfig)
     # (address, display name) of transactional mail when the caller names no sender.
     default_from: tuple[str | None, str] = (None, "")
-    # PENDING batches nobody has picked up for this long are enqueued again (lost queue messages).
-    requeue_after_seconds: float = 60.0
     _provider: EmailProvider | None = field(default=None, repr=False)
     _limiter: RateLimiter | None = field(default=None, repr=False)
     _limiter_built: bool = field(default=False, repr=False)

@@ -16,8 +16,8 @@ from emailkit.db.tables.sending import Campaign as CampaignRow
 from emailkit.db.tables.sending import Delivery as DeliveryRow
 from emailkit.domain.errors import DomainError, ErrorCode
 from emailkit.domain.ports.queue import QueueUnavailable
-from emailkit.domain.runtime import SendingSetup
 from emailkit.domain.sending import deliveries, lifecycle, progress, scheduler
+from emailkit.domain.sending.config import SendingConfig
 from emailkit.domain.sending.pipeline import sender_for
 from emailkit.domain.validation import normalize_email
 from emailkit.schema.context import Info
@@ -254,7 +254,7 @@ async def _queue_batches(info: Info, batch_ids: list[int]) -> list[MutationWarni
     except QueueUnavailable as exc:
         log.warning("batches %s not queued: %s; the ticker will re-enqueue them", batch_ids, exc)
         setup = runtime.sending
-        after = setup.requeue_after_seconds if setup is not None else SendingSetup.requeue_after_seconds
+        after = (setup.config if setup is not None else SendingConfig()).requeue_after_seconds
         return [
             MutationWarning(
                 code=ErrorCode.QUEUE_UNAVAILABLE,
@@ -270,7 +270,7 @@ async def _queue_batches(info: Info, batch_ids: list[int]) -> list[MutationWarni
 
 def _batch_size(info: Info) -> int:
     setup = info.context.runtime.sending
-    return setup.batch_size if setup is not None else lifecycle.DEFAULT_BATCH_SIZE
+    return (setup.config if setup is not None else SendingConfig()).batch_size
 
 
 @strawberry.type

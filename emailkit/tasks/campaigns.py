@@ -10,6 +10,7 @@ from emailkit.db.tables.sending import CampaignBatch
 from emailkit.db.types import utcnow
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.sending import scheduler, transactional
+from emailkit.domain.sending.config import SendingConfig
 from emailkit.domain.sending.pipeline import sender_for
 from emailkit.tasks.broker import job
 
@@ -40,5 +41,5 @@ async def send_campaign_batch(runtime: Runtime, *, batch_id: int) -> None:
 @job(scheduler.SEND_TRANSACTIONAL_JOB, queue="transactional", max_retries=8, min_backoff=5_000)
 async def send_transactional_message(runtime: Runtime, *, delivery_id: int) -> None:
     setup = runtime.sending
-    attempts = setup.max_attempts if setup is not None else 5
+    attempts = (setup.config if setup is not None else SendingConfig()).max_attempts
     await transactional.send_transactional(runtime, delivery_id, max_attempts=attempts)

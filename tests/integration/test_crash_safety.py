@@ -58,7 +58,7 @@ LEASE_SECONDS = 5
 HEARTBEAT_SECONDS = 5
 REQUEUE_AFTER_SECONDS = 4
 SMTP_POOL_SIZE = 5
-CHUNK_SIZE = 200  # SendingSetup.chunk_size
+CHUNK_SIZE = 200  # SendingConfig.chunk_size
 WORKER_THREADS = 4
 
 # -- set-up ------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from emailkit.db.types import utcnow
 from emailkit.domain.audience import segments
 from emailkit.domain.audience import targeting as audience
 from emailkit.domain.errors import DomainError, ErrorCode, NotFound
+from emailkit.domain.sending.config import SendingConfig
 from emailkit.domain.sending.failures import all_failed_reason
 
 S = CampaignStatus
@@ -26,8 +27,6 @@ CAN_PAUSE = {S.RUNNING}
 CAN_RESUME = {S.PAUSED}
 CAN_CANCEL = {S.DRAFT, S.SCHEDULED, S.RUNNING, S.PAUSED}
 CAN_SCHEDULE = {S.DRAFT, S.SCHEDULED}
-
-DEFAULT_BATCH_SIZE = 1000
 
 
 async def _locked(session: AsyncSession, campaign_id: int) -> Campaign:
@@ -60,7 +59,7 @@ async def start_campaign(
     session: AsyncSession,
     campaign_id: int,
     *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int = SendingConfig.batch_size,
     now: datetime | None = None,
 ) -> tuple[Campaign, list[int]]:
     """Move to RUNNING and plan the batches; returns the campaign and the batch ids to enqueue after commit."""

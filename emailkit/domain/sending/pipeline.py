@@ -81,6 +81,7 @@ from emailkit.domain.ports.webhooks import META_CAMPAIGN, META_SUBSCRIBER
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.sending import lifecycle
 from emailkit.domain.sending.coalesce import Coalescer
+from emailkit.domain.sending.config import SendingConfig
 from emailkit.domain.sending.failures import FailureLog, commonest_failure
 from emailkit.domain.sending.pipeline_pg import BatchConnection, Pending
 from emailkit.domain.sending.progress import ProgressReporter
@@ -104,19 +105,6 @@ IN_DOUBT_NOTE = "outcome unknown: the worker stopped while handing this message 
 
 class LeaseLost(Exception):
     """Another worker took the batch over (this one was presumed dead): it must not hand over anything more."""
-
-
-@dataclass(frozen=True)
-class PipelineConfig:
-    lease_seconds: float = 120.0
-    chunk_size: int = 200
-    max_attempts: int = 5
-    retry_base_seconds: float = 2.0
-    retry_max_seconds: float = 300.0
-    # Pause the campaign when more than this share of attempted recipients failed permanently.
-    error_budget_ratio: float = 0.25
-    error_budget_min_sample: int = 50
-    unsubscribe_mailto: str | None = None
 
 
 @dataclass
@@ -250,7 +238,7 @@ class CampaignSender:
         *,
         limiter: RateLimiter | None = None,
         progress: ProgressReporter | None = None,
-        config: PipelineConfig | None = None,
+        config: SendingConfig | None = None,
     ) -> None:
         self.db = db
         self.provider = provider
@@ -258,7 +246,7 @@ class CampaignSender:
         self.urls = urls
         self.limiter = limiter
         self.progress = progress
-        self.config = config or PipelineConfig()
+        self.config = config or SendingConfig()
         self._host = urlsplit(urls.base).hostname or "localhost"
         # Single statements committed on their own (no BEGIN/COMMIT round trips); same pool as `db`.
         self._autocommit = db.engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -969,14 +957,7 @@ def sender_for(runtime: Runtime) -> CampaignSender:
         TrackingUrls(runtime.public_url, TokenSigner(runtime.secret_key)),
         limiter=setup.limiter,
         progress=progress,
-        config=PipelineConfig(
-            lease_seconds=setup.lease_seconds,
-            chunk_size=setup.chunk_size,
-            max_attempts=setup.max_attempts,
-            error_budget_ratio=setup.error_budget_ratio,
-            error_budget_min_sample=setup.error_budget_min_sample,
-            unsubscribe_mailto=setup.unsubscribe_mailto,
-        ),
+        config=setup.config,
     )
     setup.cached_sender = sender
     return sender

@@ -27,6 +27,7 @@ from emailkit.db.types import utcnow
 from emailkit.domain.errors import DomainError
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.sending import lifecycle
+from emailkit.domain.sending.config import SendingConfig
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ async def enqueue_transactional(runtime: Runtime, delivery_ids: Sequence[int]) -
 
 
 async def start_due_campaigns(runtime: Runtime, now: datetime) -> list[int]:
-    batch_size = runtime.sending.batch_size if runtime.sending else lifecycle.DEFAULT_BATCH_SIZE
+    batch_size = (runtime.sending.config if runtime.sending else SendingConfig()).batch_size
     async with runtime.db.session() as s:
         due = await lifecycle.due_scheduled(s, now)
     started = []
@@ -150,6 +151,6 @@ async def requeue_lost_transactional(runtime: Runtime, now: datetime, requeue_af
 async def tick(runtime: Runtime, now: datetime | None = None) -> None:
     now = now or utcnow()
     await start_due_campaigns(runtime, now)
-    requeue_after = runtime.sending.requeue_after_seconds if runtime.sending else 60.0
+    requeue_after = (runtime.sending.config if runtime.sending else SendingConfig()).requeue_after_seconds
     await requeue_stale_batches(runtime, now, requeue_after)
     await requeue_lost_transactional(runtime, now, requeue_after)
