@@ -41,7 +41,6 @@ from sqlalchemy import (
     and_,
     bindparam,
     cast,
-    exists,
     func,
     or_,
     select,
@@ -265,9 +264,7 @@ class CampaignSender:
                         CampaignBatch.status == BatchStatus.PENDING,
                         and_(CampaignBatch.status == BatchStatus.RUNNING, CampaignBatch.lease_until < now),
                     ),
-                    exists().where(
-                        Campaign.id == CampaignBatch.campaign_id, Campaign.status == CampaignStatus.RUNNING
-                    ),
+                    lifecycle.is_running(CampaignBatch.campaign_id),
                 )
                 .values(
                     status=BatchStatus.RUNNING,
@@ -747,20 +744,12 @@ class CampaignSender:
             said = await commonest_failure(s, campaign.id)
             if said is not None:
                 reason = f"{reason}. The provider said: {said}"[:2000]
-            await s.execute(
-                update(Campaign)
-                .where(Campaign.id == campaign.id, Campaign.status == CampaignStatus.RUNNING)
-                .values(status=CampaignStatus.PAUSED, status_reason=reason)
-            )
+            await lifecycle.pause_automatically(s, campaign.id, reason)
         log.warning("campaign %s: %s", campaign.id, reason)
 
     async def _fail_campaign(self, campaign_id: int, reason: str) -> None:
         async with self.db.transaction() as s:
-            await s.execute(
-                update(Campaign)
-                .where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.RUNNING)
-                .values(status=CampaignStatus.FAILED, status_reason=reason, finished_at=utcnow())
-            )
+            await lifecycle.fail(s, campaign_id, reason)
 
     async def _finish_if_complete(self, campaign_id: int) -> bool:
         async with self.db.transaction() as s:

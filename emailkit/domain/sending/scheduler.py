@@ -65,11 +65,7 @@ async def start_due_campaigns(runtime: Runtime, now: datetime) -> list[int]:
             # Another ticker started it first, or it can no longer start: say why on the campaign.
             log.info("scheduled campaign %s not started: %s", campaign_id, exc)
             async with runtime.db.transaction() as s:
-                await s.execute(
-                    update(Campaign)
-                    .where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.SCHEDULED)
-                    .values(status=CampaignStatus.FAILED, status_reason=f"Could not start at sendAt: {exc}")
-                )
+                await lifecycle.fail_to_start(s, campaign_id, exc)
             continue
         started.append(campaign_id)
         await enqueue_batches(runtime, batch_ids)
