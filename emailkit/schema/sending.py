@@ -16,7 +16,7 @@ from emailkit.db.tables.sending import Campaign as CampaignRow
 from emailkit.db.tables.sending import Delivery as DeliveryRow
 from emailkit.domain.errors import DomainError, ErrorCode
 from emailkit.domain.ports.queue import QueueUnavailable
-from emailkit.domain.sending import deliveries, lifecycle, progress, scheduler
+from emailkit.domain.sending import deliveries, dispatch, lifecycle, progress
 from emailkit.domain.sending.config import SendingConfig
 from emailkit.domain.sending.pipeline import sender_for
 from emailkit.domain.validation import normalize_email
@@ -250,7 +250,7 @@ async def _queue_batches(info: Info, batch_ids: list[int]) -> list[MutationWarni
     stays RUNNING and the upkeep ticker re-enqueues its batches once the queue is back; say so."""
     runtime = info.context.runtime
     try:
-        await scheduler.enqueue_batches(runtime, batch_ids)
+        await dispatch.enqueue(runtime, dispatch.Jobs(batch_ids=batch_ids))
     except QueueUnavailable as exc:
         log.warning("batches %s not queued: %s; the ticker will re-enqueue them", batch_ids, exc)
         setup = runtime.sending
@@ -389,7 +389,7 @@ class Mutation:
         )
         if out.value is None:
             return SendTransactionalPayload(delivery=None, user_errors=out.errors)
-        await scheduler.enqueue_transactional(info.context.runtime, [out.value.id])
+        await dispatch.enqueue(info.context.runtime, dispatch.Jobs(transactional_ids=[out.value.id]))
         return SendTransactionalPayload(delivery=DeliveryType.from_model(out.value), user_errors=[])
 
 
