@@ -8,12 +8,16 @@ from dataclasses import dataclass, field
 from emailkit.db.engine import Database
 from emailkit.domain.apikeys import PrincipalCache
 from emailkit.domain.audience.optin import OptinSender, sender_of
+from emailkit.domain.content.tracked_urls import TrackingUrls
 from emailkit.domain.counting import DEFAULT_EXACT_LIMIT
 from emailkit.domain.ports.provider import EmailProvider
 from emailkit.domain.ports.queue import JobQueue, PubSub
 from emailkit.domain.sending.config import SendingConfig
+from emailkit.domain.sending.pipeline import CampaignSender
+from emailkit.domain.sending.progress import ProgressReporter
 from emailkit.domain.sending.ratelimit import RateLimiter
 from emailkit.domain.throttle import CoalescingPublisher
+from emailkit.domain.tokens import TokenSigner
 
 
 @dataclass
@@ -29,8 +33,8 @@ class SendingSetup:
     _provider: EmailProvider | None = field(default=None, repr=False)
     _limiter: RateLimiter | None = field(default=None, repr=False)
     _limiter_built: bool = field(default=False, repr=False)
-    # The process's CampaignSender (emailkit.domain.sending.pipeline.sender_for); typed loosely to keep imports one-way.
-    cached_sender: object | None = field(default=None, repr=False)
+    # The process's sender, built by campaign_sender on first use (like the provider).
+    cached_sender: CampaignSender | None = field(default=None, repr=False)
 
     @property
     def provider(self) -> EmailProvider:
@@ -74,6 +78,24 @@ class Runtime:
     def __post_init__(self) -> None:
         if self.live is None and self.pubsub is not None:
             self.live = CoalescingPublisher(self.pubsub)
+
+
+def campaign_sender(runtime: Runtime) -> CampaignSender:
+    """The process-wide sender of a runtime (provider connections and the ledger's are reused)."""
+    setup = runtime.sending
+    if setup is None:
+        raise RuntimeError("this process was not configured to send mail")
+    if setup.cached_sender is None:
+        setup.cached_sender = CampaignSender(
+            runtime.db,
+            setup.provider,
+            setup.provider_name,
+            TrackingUrls(runtime.public_url, TokenSigner(runtime.secret_key)),
+            limiter=setup.limiter,
+            progress=ProgressReporter(runtime.live) if runtime.live is not None else None,
+            config=setup.config,
+        )
+    return setup.cached_sender
 
 
 def optin_sender(runtime: Runtime) -> OptinSender:

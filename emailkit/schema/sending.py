@@ -16,9 +16,9 @@ from emailkit.db.tables.sending import Campaign as CampaignRow
 from emailkit.db.tables.sending import Delivery as DeliveryRow
 from emailkit.domain.errors import DomainError, ErrorCode
 from emailkit.domain.ports.queue import QueueUnavailable
+from emailkit.domain.runtime import campaign_sender
 from emailkit.domain.sending import deliveries, dispatch, lifecycle, progress
 from emailkit.domain.sending.config import SendingConfig
-from emailkit.domain.sending.pipeline import sender_for
 from emailkit.domain.validation import normalize_email
 from emailkit.schema.context import Info
 from emailkit.schema.enums import CampaignStatus
@@ -360,7 +360,7 @@ class Mutation:
                 if input.subscriber_id is not None
                 else None
             )
-            results = await sender_for(info.context.runtime).send_test(
+            results = await campaign_sender(info.context.runtime).send_test(
                 campaign_id, emails, as_subscriber=as_subscriber
             )
         except DomainError as exc:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from emailkit.domain.runtime import Runtime
+from emailkit.domain.runtime import Runtime, campaign_sender
 from emailkit.domain.sending import dispatch, transactional
 from emailkit.domain.sending.config import SendingConfig
-from emailkit.domain.sending.pipeline import sender_for
 from emailkit.tasks.broker import job
 
 log = logging.getLogger(__name__)
@@ -16,7 +15,7 @@ log = logging.getLogger(__name__)
 # Lease extension, not Dramatiq's time limit, is what protects a long batch; the limit only catches a hang.
 @job(dispatch.SEND_BATCH_JOB, queue="sending", time_limit=60 * 60_000, max_retries=20)
 async def send_campaign_batch(runtime: Runtime, *, batch_id: int) -> None:
-    outcome = await sender_for(runtime).run_batch(batch_id)
+    outcome = await campaign_sender(runtime).run_batch(batch_id)
     if outcome.retry_after is not None:
         await dispatch.run_batch_again(runtime, batch_id, delay=outcome.retry_after)
     if outcome.claimed:

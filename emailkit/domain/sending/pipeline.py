@@ -77,7 +77,6 @@ from emailkit.domain.content.tracked_urls import TrackingUrls, add_open_pixel, r
 from emailkit.domain.errors import ErrorCode, NotFound
 from emailkit.domain.ports.provider import DELIVERY_TAG, Address, EmailProvider, OutgoingMessage, SendResult
 from emailkit.domain.ports.webhooks import META_CAMPAIGN, META_SUBSCRIBER
-from emailkit.domain.runtime import Runtime
 from emailkit.domain.sending import lifecycle
 from emailkit.domain.sending.coalesce import Coalescer
 from emailkit.domain.sending.config import SendingConfig
@@ -85,7 +84,6 @@ from emailkit.domain.sending.failures import FailureLog, commonest_failure
 from emailkit.domain.sending.pipeline_pg import BatchConnection, Pending
 from emailkit.domain.sending.progress import ProgressReporter
 from emailkit.domain.sending.ratelimit import RateLimiter
-from emailkit.domain.tokens import TokenSigner
 
 log = logging.getLogger(__name__)
 
@@ -929,24 +927,3 @@ class _EarlyResults:
 
 def _header_safe(text: str) -> str:
     return "".join(ch for ch in text if ch.isprintable() and ch not in '"\\')[:100]
-
-
-def sender_for(runtime: Runtime) -> CampaignSender:
-    """The process-wide sender of a runtime (compiled campaigns and provider connections are reused)."""
-    setup = runtime.sending
-    if setup is None:
-        raise RuntimeError("this process was not configured to send mail")
-    if isinstance(setup.cached_sender, CampaignSender):
-        return setup.cached_sender
-    progress = ProgressReporter(runtime.live) if runtime.live is not None else None
-    sender = CampaignSender(
-        runtime.db,
-        setup.provider,
-        setup.provider_name,
-        TrackingUrls(runtime.public_url, TokenSigner(runtime.secret_key)),
-        limiter=setup.limiter,
-        progress=progress,
-        config=setup.config,
-    )
-    setup.cached_sender = sender
-    return sender
