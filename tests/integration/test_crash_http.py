@@ -32,7 +32,7 @@ from emailkit.db.engine import Database
 from emailkit.db.tables.sending import Campaign, CampaignBatch, CampaignStatus, Delivery, DeliveryStatus
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.sending import dispatch, lifecycle
-from emailkit.domain.sending.pipeline import IN_DOUBT_NOTE
+from emailkit.domain.sending.ledger import IN_DOUBT_NOTE
 from emailkit.tasks.broker import DramatiqJobQueue, configure_broker
 from tests.integration.test_provider_sendgrid import API_KEY, sendgrid_server
 from tests.support.audience import seed_campaign

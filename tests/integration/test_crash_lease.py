@@ -70,7 +70,7 @@ async def test_a_worker_whose_batch_was_taken_over_hands_over_nothing_more(db: D
 
         stalled, resume = asyncio.Event(), asyncio.Event()
         hand_overs = 0
-        mark_sending = old._mark_sending
+        mark_sending = old.ledger.mark_sending
 
         async def stalling(batch: CampaignBatch, ids: list[str]) -> None:
             nonlocal hand_overs
@@ -80,7 +80,7 @@ async def test_a_worker_whose_batch_was_taken_over_hands_over_nothing_more(db: D
                 await resume.wait()
             await mark_sending(batch, ids)
 
-        old._mark_sending = stalling  # type: ignore[method-assign]
+        old.ledger.mark_sending = stalling  # type: ignore[method-assign]
         running = asyncio.create_task(old.run_batch(batch_id))
         await asyncio.wait_for(stalled.wait(), 30)
         sent_before = sink.accepted_total
@@ -131,7 +131,7 @@ async def test_a_result_that_arrives_after_a_takeover_stays_in_doubt(db: Databas
 
     in_flight, resume = asyncio.Event(), asyncio.Event()
     commits = 0
-    mark_sending = old._mark_sending
+    mark_sending = old.ledger.mark_sending
 
     async def then_hang(batch: CampaignBatch, ids: list[str]) -> None:
         nonlocal commits
@@ -141,7 +141,7 @@ async def test_a_result_that_arrives_after_a_takeover_stays_in_doubt(db: Databas
             in_flight.set()
             await resume.wait()
 
-    old._mark_sending = then_hang  # type: ignore[method-assign]
+    old.ledger.mark_sending = then_hang  # type: ignore[method-assign]
     running = asyncio.create_task(old.run_batch(batch_id))
     await asyncio.wait_for(in_flight.wait(), 30)
     await expire_lease(db, batch_id)

@@ -37,7 +37,7 @@ from emailkit.app import create_app, sending_setup
 from emailkit.db.engine import Database
 from emailkit.db.tables.sending import Campaign, CampaignBatch, CampaignStatus, Delivery, DeliveryStatus
 from emailkit.domain.runtime import Runtime
-from emailkit.domain.sending.pipeline import IN_DOUBT_NOTE
+from emailkit.domain.sending.ledger import IN_DOUBT_NOTE
 from emailkit.providers.smtp import REPORT_EVERY
 from emailkit.schema.relay import to_global_id
 from emailkit.settings import Settings

@@ -23,8 +23,8 @@ from emailkit.domain.sending import lifecycle
 from emailkit.domain.sending.config import SendingConfig
 from emailkit.domain.sending.deliveries import retry_failed_deliveries
 from emailkit.domain.sending.failures import FailureLog, reason_key
+from emailkit.domain.sending.ledger import Pending
 from emailkit.domain.sending.pipeline import BatchOutcome, CampaignSender
-from emailkit.domain.sending.pipeline_pg import Pending
 from emailkit.domain.tokens import TokenSigner
 from emailkit.providers.smtp import SmtpProvider, parse_smtp_url
 from tests.support.audience import address, seed_campaign

@@ -207,7 +207,7 @@ async def test_in_doubt_rows_are_never_sent_again(db: Database, tmp_path: Path) 
     async with db.transaction() as s:
         batch = await s.get(CampaignBatch, batch_id)
         assert batch is not None
-        await sender._materialise(s, batch)
+        await sender.ledger.materialise(s, batch)
         await s.execute(
             update(Delivery).where(Delivery.subscriber_id.in_(ids[:2])).values(status=DeliveryStatus.SENDING)
         )

@@ -13,7 +13,8 @@ from sqlalchemy import select, update
 
 from emailkit.db.engine import Database
 from emailkit.db.tables.sending import BatchStatus, Campaign, CampaignBatch, Delivery, DeliveryStatus
-from emailkit.domain.sending.pipeline import CampaignSender, LeaseLost
+from emailkit.domain.sending.ledger import LeaseLost
+from emailkit.domain.sending.pipeline import CampaignSender
 from emailkit.providers.outbox import OutboxProvider
 from tests.integration.test_pipeline import make_sender, seed, start
 
@@ -22,12 +23,12 @@ async def _claimed(db: Database, tmp_path: Path) -> tuple[CampaignSender, Campai
     campaign_id, _ = await seed(db, n=6)
     sender = make_sender(db, OutboxProvider(tmp_path))
     [batch_id] = await start(db, campaign_id, batch_size=100)
-    batch = await sender._claim(batch_id)
+    batch = await sender.ledger.claim(batch_id)
     assert batch is not None
     async with db.transaction() as s:
-        skipped = await sender._materialise(s, batch)
+        skipped = await sender.ledger.materialise(s, batch)
         # Idempotent: materialising again adds nobody and counts no skip twice.
-        assert await sender._materialise(s, batch) == 0
+        assert await sender.ledger.materialise(s, batch) == 0
     assert skipped == 3  # blocklisted, unsubscribed, unconfirmed
     async with db.session() as s:
         ids = {d.email: d.id for d in (await s.execute(select(Delivery))).scalars()}
@@ -44,10 +45,10 @@ async def test_hand_over_marks_queued_rows_and_stops_once_the_batch_is_taken_ove
 
     async def hand_over(delivery_ids: list[int]) -> None:
         if lent:
-            async with sender._batch_connection(batch.id):
-                await sender._mark_sending(batch, [str(i) for i in delivery_ids])
+            async with sender.ledger.lend_connection(batch):
+                await sender.ledger.mark_sending(batch, [str(i) for i in delivery_ids])
         else:
-            await sender._mark_sending(batch, [str(i) for i in delivery_ids])
+            await sender.ledger.mark_sending(batch, [str(i) for i in delivery_ids])
 
     await hand_over([first, skipped])
     # Committed at once: another session sees it, and a SKIPPED row is never turned into SENDING.
@@ -69,7 +70,7 @@ async def test_hand_over_marks_queued_rows_and_stops_once_the_batch_is_taken_ove
         await hand_over([third])
     # Nor may it give the batch back or mark it done under the new owner.
     for done in (False, True):
-        await sender._release(batch, done=done)
+        await sender.ledger.release(batch, done=done)
         async with db.session() as s:
             row = await s.get(CampaignBatch, batch.id)
         assert row is not None and row.status is BatchStatus.RUNNING

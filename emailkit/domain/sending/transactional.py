@@ -14,7 +14,7 @@ from emailkit.domain.errors import DomainError
 from emailkit.domain.ports.provider import DELIVERY_TAG, Address, OutgoingMessage, SendResult
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.sending.deliveries import render_context
-from emailkit.domain.sending.pipeline import IN_DOUBT_NOTE
+from emailkit.domain.sending.ledger import IN_DOUBT_NOTE
 
 
 class TransientSendFailure(Exception):
