@@ -42,6 +42,7 @@ class PortableLedger:
         self.db = db
         self.provider_name = provider_name
         self.lease_seconds = lease_seconds
+        self._counts_executemany = db.engine.dialect.supports_sane_multi_rowcount
 
     # -- the claim ----------------------------------------------------------------------------------------
 
@@ -249,7 +250,7 @@ class PortableLedger:
     async def _record_sent(self, session: AsyncSession, sent: Sequence[Sent], now: datetime) -> int:
         """Mark SENDING rows SENT; returns how many were (a row a takeover settled meanwhile is not)."""
         table = Delivery.__table__
-        recorded = await session.execute(
+        stmt = (
             update(table)  # type: ignore[arg-type]
             .where(table.c.id == bindparam("b_id"), table.c.status == DeliveryStatus.SENDING)
             .values(
@@ -259,10 +260,17 @@ class PortableLedger:
                 sent_at=now,
                 updated_at=now,
                 last_error=None,
-            ),
-            [{"b_id": r.delivery_id, "b_pid": r.provider_message_id, "b_att": r.attempts} for r in sent],
+            )
         )
-        return int(recorded.rowcount or 0)  # type: ignore[attr-defined]
+        rows = [{"b_id": r.delivery_id, "b_pid": r.provider_message_id, "b_att": r.attempts} for r in sent]
+        if self._counts_executemany:
+            return int((await session.execute(stmt, rows)).rowcount or 0)  # type: ignore[attr-defined]
+        # A driver that cannot say how many rows an executemany changed (asyncpg) gets one statement per row:
+        # slow, but the counter must not count a row a takeover has settled.
+        changed = 0
+        for row in rows:
+            changed += int((await session.execute(stmt, row)).rowcount or 0)  # type: ignore[attr-defined]
+        return changed
 
     @staticmethod
     async def _bump(
