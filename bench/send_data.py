@@ -186,8 +186,8 @@ async def message_size(url: str, campaign_id: int, secret: str, samples: int = 5
     from emailkit.db.engine import Database
     from emailkit.db.tables.sending import Campaign
     from emailkit.domain.content.tracked_urls import TrackingUrls
+    from emailkit.domain.sending.ledger import Pending
     from emailkit.domain.sending.pipeline import CampaignSender
-    from emailkit.domain.sending.pipeline_pg import Pending
     from emailkit.domain.tokens import TokenSigner
     from emailkit.providers.mime import MimeBuilder
     from emailkit.providers.outbox import OutboxProvider
@@ -203,7 +203,7 @@ async def message_size(url: str, campaign_id: int, secret: str, samples: int = 5
         async with db.session() as s:
             campaign = await s.get(Campaign, campaign_id)
             assert campaign is not None
-            compiled = await sender._content(s, campaign)
+            compiled = await sender.messages.compile(s, campaign)
         builder = MimeBuilder()
         sizes = []
         for i in range(1, samples + 1):
@@ -213,7 +213,7 @@ async def message_size(url: str, campaign_id: int, secret: str, samples: int = 5
                 "plan": "pro",
             }
             pending = Pending(10_000 + i, i, f"reader{i}@example.org", f"Reader {i}", attributes, 0)
-            sizes.append(len(builder.build(sender._message(compiled, pending)).data))
+            sizes.append(len(builder.build(sender.messages.build(compiled, pending)).data))
         return sum(sizes) // len(sizes)
     finally:
         await db.dispose()

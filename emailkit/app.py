@@ -75,13 +75,7 @@ def sending_setup(settings: Settings) -> SendingSetup:
         provider_name=settings.provider,
         provider_factory=lambda: build_provider(settings),
         limiter_factory=lambda: build_rate_limiter(settings),
-        batch_size=settings.batch_size,
-        lease_seconds=settings.batch_lease_seconds,
-        requeue_after_seconds=settings.requeue_after_seconds,
-        max_attempts=settings.send_max_attempts,
-        error_budget_ratio=settings.error_budget,
-        error_budget_min_sample=settings.error_budget_min_sample,
-        unsubscribe_mailto=settings.unsubscribe_mailto,
+        config=settings.sending_config(),
         default_from=(settings.from_email, settings.from_name),
     )
 

@@ -21,6 +21,8 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
+from emailkit.domain.sending.config import SendingConfig
+
 DEFAULT_DATA_DIR = Path(".emailkit")
 DEFAULT_DATABASE_URL = f"sqlite+aiosqlite:///{DEFAULT_DATA_DIR}/emailkit.db"
 
@@ -63,23 +65,24 @@ class Settings(BaseSettings):
     # Concurrent HTTP requests per process for the ses and sendgrid providers.
     provider_concurrency: int = Field(default=10, ge=1, le=500)
 
-    # Sending pipeline. Rate limits are shared by every worker (through Redis when one is configured).
+    # Sending pipeline. Rate limits are shared by every worker (through Redis when one is configured). The
+    # defaults are SendingConfig's: these fields name and bound them; sending_config() hands them over.
     send_rate_per_second: float | None = Field(default=None, gt=0)
     send_rate_per_hour: int | None = Field(default=None, gt=0)
     # Recipients per batch: the unit of work one worker claims.
-    batch_size: int = Field(default=1000, ge=10, le=100_000)
+    batch_size: int = Field(default=SendingConfig.batch_size, ge=10, le=100_000)
     # A worker that has not touched its batch for this long is presumed dead and the batch is taken over.
-    batch_lease_seconds: float = Field(default=120, ge=5, le=86_400)
+    batch_lease_seconds: float = Field(default=SendingConfig.lease_seconds, ge=5, le=86_400)
     # Batches nobody has picked up (or whose lease expired) this long after they were last enqueued are
     # enqueued again: queue messages lost with a broker restart are found within about this long.
-    requeue_after_seconds: float = Field(default=60, ge=1, le=86_400)
+    requeue_after_seconds: float = Field(default=SendingConfig.requeue_after_seconds, ge=1, le=86_400)
     # Attempts per recipient for transient errors (4xx SMTP, 429/5xx HTTP, timeouts) before FAILED.
-    send_max_attempts: int = Field(default=5, ge=1, le=50)
+    send_max_attempts: int = Field(default=SendingConfig.max_attempts, ge=1, le=50)
     # Pause a campaign when more than this share of attempted recipients failed (after the minimum sample).
-    error_budget: float = Field(default=0.25, gt=0, le=1)
-    error_budget_min_sample: int = Field(default=50, ge=1)
+    error_budget: float = Field(default=SendingConfig.error_budget_ratio, gt=0, le=1)
+    error_budget_min_sample: int = Field(default=SendingConfig.error_budget_min_sample, ge=1)
     # Adds a mailto: to List-Unsubscribe (e.g. unsubscribe@mail.example.com).
-    unsubscribe_mailto: str | None = None
+    unsubscribe_mailto: str | None = SendingConfig.unsubscribe_mailto
     # Sender of transactional messages (double opt-in confirmations, sendTransactional without fromEmail).
     from_email: str | None = None
     from_name: str = ""
@@ -307,6 +310,17 @@ class Settings(BaseSettings):
     def is_embedded(self) -> bool:
         """No external services: SQLite and the in-process queue."""
         return self.is_sqlite and self.broker_url is None
+
+    def sending_config(self) -> SendingConfig:
+        return SendingConfig(
+            batch_size=self.batch_size,
+            lease_seconds=self.batch_lease_seconds,
+            max_attempts=self.send_max_attempts,
+            error_budget_ratio=self.error_budget,
+            error_budget_min_sample=self.error_budget_min_sample,
+            unsubscribe_mailto=self.unsubscribe_mailto,
+            requeue_after_seconds=self.requeue_after_seconds,
+        )
 
     def resolved_secret_key(self) -> str:
         """The signing secret.

@@ -8,11 +8,16 @@ from dataclasses import dataclass, field
 from emailkit.db.engine import Database
 from emailkit.domain.apikeys import PrincipalCache
 from emailkit.domain.audience.optin import OptinSender, sender_of
+from emailkit.domain.content.tracked_urls import TrackingUrls
 from emailkit.domain.counting import DEFAULT_EXACT_LIMIT
 from emailkit.domain.ports.provider import EmailProvider
 from emailkit.domain.ports.queue import JobQueue, PubSub
+from emailkit.domain.sending.config import SendingConfig
+from emailkit.domain.sending.pipeline import CampaignSender
+from emailkit.domain.sending.progress import ProgressReporter
 from emailkit.domain.sending.ratelimit import RateLimiter
 from emailkit.domain.throttle import CoalescingPublisher
+from emailkit.domain.tokens import TokenSigner
 
 
 @dataclass
@@ -22,22 +27,14 @@ class SendingSetup:
     provider_name: str
     provider_factory: Callable[[], EmailProvider]
     limiter_factory: Callable[[], RateLimiter | None] = lambda: None
-    batch_size: int = 1000
-    lease_seconds: float = 120.0
-    chunk_size: int = 200
-    max_attempts: int = 5
-    error_budget_ratio: float = 0.25
-    error_budget_min_sample: int = 50
-    unsubscribe_mailto: str | None = None
+    config: SendingConfig = field(default_factory=SendingConfig)
     # (address, display name) of transactional mail when the caller names no sender.
     default_from: tuple[str | None, str] = (None, "")
-    # PENDING batches nobody has picked up for this long are enqueued again (lost queue messages).
-    requeue_after_seconds: float = 60.0
     _provider: EmailProvider | None = field(default=None, repr=False)
     _limiter: RateLimiter | None = field(default=None, repr=False)
     _limiter_built: bool = field(default=False, repr=False)
-    # The process's CampaignSender (emailkit.domain.sending.pipeline.sender_for); typed loosely to keep imports one-way.
-    cached_sender: object | None = field(default=None, repr=False)
+    # The process's sender, built by campaign_sender on first use (like the provider).
+    cached_sender: CampaignSender | None = field(default=None, repr=False)
 
     @property
     def provider(self) -> EmailProvider:
@@ -81,6 +78,24 @@ class Runtime:
     def __post_init__(self) -> None:
         if self.live is None and self.pubsub is not None:
             self.live = CoalescingPublisher(self.pubsub)
+
+
+def campaign_sender(runtime: Runtime) -> CampaignSender:
+    """The process-wide sender of a runtime (provider connections and the ledger's are reused)."""
+    setup = runtime.sending
+    if setup is None:
+        raise RuntimeError("this process was not configured to send mail")
+    if setup.cached_sender is None:
+        setup.cached_sender = CampaignSender(
+            runtime.db,
+            setup.provider,
+            setup.provider_name,
+            TrackingUrls(runtime.public_url, TokenSigner(runtime.secret_key)),
+            limiter=setup.limiter,
+            progress=ProgressReporter(runtime.live) if runtime.live is not None else None,
+            config=setup.config,
+        )
+    return setup.cached_sender
 
 
 def optin_sender(runtime: Runtime) -> OptinSender:

@@ -4,28 +4,20 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import update
-
-from emailkit.db.tables.sending import CampaignBatch
-from emailkit.db.types import utcnow
-from emailkit.domain.runtime import Runtime
-from emailkit.domain.sending import scheduler, transactional
-from emailkit.domain.sending.pipeline import sender_for
+from emailkit.domain.runtime import Runtime, campaign_sender
+from emailkit.domain.sending import dispatch, transactional
+from emailkit.domain.sending.config import SendingConfig
 from emailkit.tasks.broker.registry import job
 
 log = logging.getLogger(__name__)
 
 
 # Lease extension, not Dramatiq's time limit, is what protects a long batch; the limit only catches a hang.
-@job(scheduler.SEND_BATCH_JOB, queue="sending", time_limit=60 * 60_000, max_retries=20)
+@job(dispatch.SEND_BATCH_JOB, queue="sending", time_limit=60 * 60_000, max_retries=20)
 async def send_campaign_batch(runtime: Runtime, *, batch_id: int) -> None:
-    outcome = await sender_for(runtime).run_batch(batch_id)
+    outcome = await campaign_sender(runtime).run_batch(batch_id)
     if outcome.retry_after is not None:
-        async with runtime.db.transaction() as s:
-            await s.execute(
-                update(CampaignBatch).where(CampaignBatch.id == batch_id).values(enqueued_at=utcnow())
-            )
-        await scheduler.enqueue_batches(runtime, [batch_id], delay=outcome.retry_after)
+        await dispatch.run_batch_again(runtime, batch_id, delay=outcome.retry_after)
     if outcome.claimed:
         log.info(
             "batch %s: sent %d, failed %d, skipped %d%s",
@@ -37,8 +29,8 @@ async def send_campaign_batch(runtime: Runtime, *, batch_id: int) -> None:
         )
 
 
-@job(scheduler.SEND_TRANSACTIONAL_JOB, queue="transactional", max_retries=8, min_backoff=5_000)
+@job(dispatch.SEND_TRANSACTIONAL_JOB, queue="transactional", max_retries=8, min_backoff=5_000)
 async def send_transactional_message(runtime: Runtime, *, delivery_id: int) -> None:
     setup = runtime.sending
-    attempts = setup.max_attempts if setup is not None else 5
+    attempts = (setup.config if setup is not None else SendingConfig()).max_attempts
     await transactional.send_transactional(runtime, delivery_id, max_attempts=attempts)

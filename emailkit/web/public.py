@@ -21,7 +21,7 @@ from emailkit.db.tables.audience import MailingList
 from emailkit.domain.audience import optin
 from emailkit.domain.ports.queue import QueueUnavailable
 from emailkit.domain.runtime import Runtime, optin_sender
-from emailkit.domain.sending.scheduler import enqueue_transactional
+from emailkit.domain.sending import dispatch
 from emailkit.domain.tokens import TokenSigner
 from emailkit.domain.transactions import ConcurrentChange, run_in_transaction
 from emailkit.settings import Settings
@@ -136,7 +136,7 @@ class PublicPages:
         except ConcurrentChange as exc:
             return self._answer(wants_json, 409, str(exc))
         try:
-            await enqueue_transactional(self.runtime, deliveries)
+            await dispatch.enqueue(self.runtime, dispatch.Jobs(transactional_ids=deliveries))
         except QueueUnavailable as exc:
             # The signup is saved but its confirmation mail could not be queued: asking again is safe.
             log.warning("subscribe: confirmation not queued: %s", exc)

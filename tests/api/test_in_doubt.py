@@ -16,7 +16,7 @@ from emailkit.db.tables.sending import (
     DeliveryStatus,
 )
 from emailkit.domain.sending import lifecycle
-from emailkit.domain.sending.pipeline import IN_DOUBT_NOTE
+from emailkit.domain.sending.ledger import IN_DOUBT_NOTE
 from emailkit.schema.relay import to_global_id
 from tests.support.audience import seed_campaign
 from tests.support.graphql import GQL, data

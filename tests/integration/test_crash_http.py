@@ -31,8 +31,8 @@ from sqlalchemy import select
 from emailkit.db.engine import Database
 from emailkit.db.tables.sending import Campaign, CampaignBatch, CampaignStatus, Delivery, DeliveryStatus
 from emailkit.domain.runtime import Runtime
-from emailkit.domain.sending import lifecycle, scheduler
-from emailkit.domain.sending.pipeline import IN_DOUBT_NOTE
+from emailkit.domain.sending import dispatch, lifecycle
+from emailkit.domain.sending.ledger import IN_DOUBT_NOTE
 from emailkit.tasks.broker.factory import configure_broker
 from emailkit.tasks.broker.queue import DramatiqJobQueue
 from tests.integration.test_provider_sendgrid import API_KEY, sendgrid_server
@@ -119,7 +119,7 @@ async def start(db: Database, redis: RedisServer, campaign_id: int) -> None:
         async with db.transaction() as s:
             _, batch_ids = await lifecycle.start_campaign(s, campaign_id, batch_size=BATCH_SIZE)
         runtime = Runtime(db=db, secret_key=TEST_SECRET, public_url="http://x", jobs=DramatiqJobQueue(broker))
-        await scheduler.enqueue_batches(runtime, batch_ids)
+        await dispatch.enqueue(runtime, dispatch.Jobs(batch_ids=batch_ids))
     finally:
         broker.close()
 

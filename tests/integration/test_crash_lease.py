@@ -21,7 +21,8 @@ from emailkit.db.tables.sending import Campaign, CampaignBatch, CampaignStatus, 
 from emailkit.db.types import utcnow
 from emailkit.domain.content.tracked_urls import TrackingUrls
 from emailkit.domain.sending import lifecycle
-from emailkit.domain.sending.pipeline import CampaignSender, PipelineConfig
+from emailkit.domain.sending.config import SendingConfig
+from emailkit.domain.sending.pipeline import CampaignSender
 from emailkit.domain.tokens import TokenSigner
 from emailkit.providers.outbox import OutboxProvider
 from emailkit.providers.smtp import SmtpProvider, parse_smtp_url
@@ -36,7 +37,7 @@ RECIPIENTS = 120
 def sender(db: Database, sink: CountingSink) -> CampaignSender:
     provider = SmtpProvider(parse_smtp_url(sink.url), pool_size=2)
     urls = TrackingUrls("https://mail.crash.test", TokenSigner("lease-test-secret-0123456789"))
-    return CampaignSender(db, provider, "smtp", urls, config=PipelineConfig(lease_seconds=60, chunk_size=50))
+    return CampaignSender(db, provider, "smtp", urls, config=SendingConfig(lease_seconds=60, chunk_size=50))
 
 
 async def expire_lease(db: Database, batch_id: int) -> None:
@@ -69,7 +70,7 @@ async def test_a_worker_whose_batch_was_taken_over_hands_over_nothing_more(db: D
 
         stalled, resume = asyncio.Event(), asyncio.Event()
         hand_overs = 0
-        mark_sending = old._mark_sending
+        mark_sending = old.ledger.mark_sending
 
         async def stalling(batch: CampaignBatch, ids: list[str]) -> None:
             nonlocal hand_overs
@@ -79,7 +80,7 @@ async def test_a_worker_whose_batch_was_taken_over_hands_over_nothing_more(db: D
                 await resume.wait()
             await mark_sending(batch, ids)
 
-        old._mark_sending = stalling  # type: ignore[method-assign]
+        old.ledger.mark_sending = stalling  # type: ignore[method-assign]
         running = asyncio.create_task(old.run_batch(batch_id))
         await asyncio.wait_for(stalled.wait(), 30)
         sent_before = sink.accepted_total
@@ -121,7 +122,7 @@ async def test_a_result_that_arrives_after_a_takeover_stays_in_doubt(db: Databas
     """The old worker's request was in flight when its batch was taken over; it then succeeds. The new owner
     had already made those recipients IN_DOUBT: they stay so, and are not counted as sent on top."""
     urls = TrackingUrls("https://mail.crash.test", TokenSigner("lease-test-secret-0123456789"))
-    config = PipelineConfig(lease_seconds=60, chunk_size=10)
+    config = SendingConfig(lease_seconds=60, chunk_size=10)
     old = CampaignSender(db, OutboxProvider(tmp_path / "old"), "outbox", urls, config=config)
     new = CampaignSender(db, OutboxProvider(tmp_path / "new"), "outbox", urls, config=config)
     campaign_id, _ = await seed_campaign(db, 30)
@@ -130,7 +131,7 @@ async def test_a_result_that_arrives_after_a_takeover_stays_in_doubt(db: Databas
 
     in_flight, resume = asyncio.Event(), asyncio.Event()
     commits = 0
-    mark_sending = old._mark_sending
+    mark_sending = old.ledger.mark_sending
 
     async def then_hang(batch: CampaignBatch, ids: list[str]) -> None:
         nonlocal commits
@@ -140,7 +141,7 @@ async def test_a_result_that_arrives_after_a_takeover_stays_in_doubt(db: Databas
             in_flight.set()
             await resume.wait()
 
-    old._mark_sending = then_hang  # type: ignore[method-assign]
+    old.ledger.mark_sending = then_hang  # type: ignore[method-assign]
     running = asyncio.create_task(old.run_batch(batch_id))
     await asyncio.wait_for(in_flight.wait(), 30)
     await expire_lease(db, batch_id)

@@ -37,7 +37,7 @@ from emailkit.app import create_app, sending_setup
 from emailkit.db.engine import Database
 from emailkit.db.tables.sending import Campaign, CampaignBatch, CampaignStatus, Delivery, DeliveryStatus
 from emailkit.domain.runtime import Runtime
-from emailkit.domain.sending.pipeline import IN_DOUBT_NOTE
+from emailkit.domain.sending.ledger import IN_DOUBT_NOTE
 from emailkit.providers.smtp import REPORT_EVERY
 from emailkit.schema.relay import to_global_id
 from emailkit.settings import Settings
@@ -59,7 +59,7 @@ LEASE_SECONDS = 5
 HEARTBEAT_SECONDS = 5
 REQUEUE_AFTER_SECONDS = 4
 SMTP_POOL_SIZE = 5
-CHUNK_SIZE = 200  # SendingSetup.chunk_size
+CHUNK_SIZE = 200  # SendingConfig.chunk_size
 WORKER_THREADS = 4
 
 # -- set-up ------------------------------------------------------------------------------------------

@@ -20,10 +20,11 @@ from emailkit.db.tables.sending import Campaign, CampaignStatus, Delivery, Deliv
 from emailkit.domain.content.tracked_urls import TrackingUrls
 from emailkit.domain.ports.provider import SendResult
 from emailkit.domain.sending import lifecycle
+from emailkit.domain.sending.config import SendingConfig
 from emailkit.domain.sending.deliveries import retry_failed_deliveries
 from emailkit.domain.sending.failures import FailureLog, reason_key
-from emailkit.domain.sending.pipeline import BatchOutcome, CampaignSender, PipelineConfig
-from emailkit.domain.sending.pipeline_pg import Pending
+from emailkit.domain.sending.ledger import Pending
+from emailkit.domain.sending.pipeline import BatchOutcome, CampaignSender
 from emailkit.domain.tokens import TokenSigner
 from emailkit.providers.smtp import SmtpProvider, parse_smtp_url
 from tests.support.audience import address, seed_campaign
@@ -74,7 +75,7 @@ async def smtp_sender(db: Database, port: int, **config: object) -> AsyncIterato
     provider = SmtpProvider(parse_smtp_url(f"smtp://127.0.0.1:{port}?tls=none&timeout=5"), pool_size=2)
     urls = TrackingUrls("https://mail.example.com", TokenSigner("failures-test-secret-0123456789"))
     try:
-        yield CampaignSender(db, provider, "smtp", urls, config=PipelineConfig(**config))  # type: ignore[arg-type]
+        yield CampaignSender(db, provider, "smtp", urls, config=SendingConfig(**config))  # type: ignore[arg-type]
     finally:
         await provider.close()
 

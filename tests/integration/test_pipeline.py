@@ -32,7 +32,8 @@ from emailkit.db.tables.sending import (
 from emailkit.domain.content.tracked_urls import PURPOSE_CLICK, TrackingUrls
 from emailkit.domain.ports.provider import EmailProvider, OutgoingMessage, SendResult
 from emailkit.domain.sending import deliveries, lifecycle
-from emailkit.domain.sending.pipeline import CampaignSender, PipelineConfig
+from emailkit.domain.sending.config import SendingConfig
+from emailkit.domain.sending.pipeline import CampaignSender
 from emailkit.domain.tokens import TokenSigner
 from emailkit.providers.outbox import OutboxProvider
 
@@ -108,7 +109,7 @@ async def seed(db: Database, n: int = 30) -> tuple[int, list[int]]:
 
 def make_sender(db: Database, provider: EmailProvider, **config: object) -> CampaignSender:
     urls = TrackingUrls("https://mail.example.com", TokenSigner(SECRET))
-    return CampaignSender(db, provider, "outbox", urls, config=PipelineConfig(**config))  # type: ignore[arg-type]
+    return CampaignSender(db, provider, "outbox", urls, config=SendingConfig(**config))  # type: ignore[arg-type]
 
 
 async def start(db: Database, campaign_id: int, batch_size: int = 10) -> list[int]:
@@ -206,7 +207,7 @@ async def test_in_doubt_rows_are_never_sent_again(db: Database, tmp_path: Path) 
     async with db.transaction() as s:
         batch = await s.get(CampaignBatch, batch_id)
         assert batch is not None
-        await sender._materialise(s, batch)
+        await sender.ledger.materialise(s, batch)
         await s.execute(
             update(Delivery).where(Delivery.subscriber_id.in_(ids[:2])).values(status=DeliveryStatus.SENDING)
         )

@@ -13,7 +13,7 @@ from emailkit.db.tables.content import ContentFormat
 from emailkit.db.tables.sending import BatchStatus, Campaign, CampaignBatch, CampaignList, CampaignStatus
 from emailkit.domain.ports.queue import JobArg
 from emailkit.domain.runtime import Runtime
-from emailkit.domain.sending import lifecycle, scheduler
+from emailkit.domain.sending import dispatch, lifecycle, scheduler
 from tests.support.environment import TEST_SECRET
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -31,7 +31,7 @@ class RecordingQueue:
         self.jobs.append((job, dict(args or {})))
 
     def batch_ids(self) -> list[int]:
-        return sorted(int(a["batch_id"]) for j, a in self.jobs if j == scheduler.SEND_BATCH_JOB)  # type: ignore[arg-type]
+        return sorted(int(a["batch_id"]) for j, a in self.jobs if j == dispatch.SEND_BATCH_JOB)  # type: ignore[arg-type]
 
 
 async def make_campaign(db: Database, subscribers: int = 25) -> int:

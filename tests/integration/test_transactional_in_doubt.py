@@ -10,7 +10,7 @@ from emailkit.db.engine import Database
 from emailkit.db.tables.sending import Delivery, DeliveryStatus
 from emailkit.db.types import utcnow
 from emailkit.domain.sending import scheduler, transactional
-from emailkit.domain.sending.pipeline import IN_DOUBT_NOTE
+from emailkit.domain.sending.ledger import IN_DOUBT_NOTE
 from tests.support.transactional import outbox_runtime, receipts
 
 

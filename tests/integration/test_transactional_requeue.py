@@ -11,7 +11,7 @@ from emailkit.db.engine import Database
 from emailkit.db.tables.sending import Delivery, DeliveryStatus
 from emailkit.db.types import utcnow
 from emailkit.domain.runtime import Runtime
-from emailkit.domain.sending import scheduler, transactional
+from emailkit.domain.sending import dispatch, scheduler, transactional
 from tests.integration.test_scheduler import RecordingQueue
 from tests.support.environment import TEST_SECRET
 from tests.support.transactional import outbox_runtime, receipts
@@ -23,7 +23,7 @@ async def queued_receipts(db: Database, count: int) -> list[int]:
 
 
 def transactional_ids(queue: RecordingQueue) -> list[int]:
-    return sorted(int(a["delivery_id"]) for j, a in queue.jobs if j == scheduler.SEND_TRANSACTIONAL_JOB)  # type: ignore[arg-type]
+    return sorted(int(a["delivery_id"]) for j, a in queue.jobs if j == dispatch.SEND_TRANSACTIONAL_JOB)  # type: ignore[arg-type]
 
 
 async def test_a_lost_transactional_message_is_enqueued_again_and_sent_once(

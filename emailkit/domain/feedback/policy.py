@@ -32,6 +32,7 @@ from emailkit.db.tables.sending import Campaign, CampaignStatus
 from emailkit.domain.audience.preferences import scope
 from emailkit.domain.audience.suppressions import email_hash
 from emailkit.domain.feedback.types import FeedbackPolicy, Pending
+from emailkit.domain.sending import lifecycle
 
 _PG_SUPPRESS = """
 INSERT INTO suppressions (email, email_hash, reason, source, detail, campaign_id, created_at)
@@ -281,12 +282,6 @@ async def complaint_guard(
             f"Paused automatically: complaint rate {complained / base:.2%} ({complained} of {base}) "
             f"is above the {policy.complaint_pause_rate:.2%} limit"
         )
-        result = await session.execute(
-            update(Campaign)
-            .where(Campaign.id == cid, Campaign.status == CampaignStatus.RUNNING)
-            .values(status=CampaignStatus.PAUSED, status_reason=reason, updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount:  # type: ignore[attr-defined]
+        if await lifecycle.pause_automatically(session, cid, reason, now=now):
             paused.append(cid)
     return paused

@@ -212,6 +212,20 @@ async def update_campaign(session: AsyncSession, campaign_id: int, data: Campaig
         raise DomainError.single(
             ErrorCode.INVALID_STATE, f"A {row.status.value} campaign can no longer be edited", "id"
         )
+    await _require_new_targets(session, row, data)
+    await _set_content(session, row, data)
+    _set_fields(row, data, from_email, reply_to)
+    if any(v is not None for v in (data.subject, data.body, data.format, data.template_id, data.plain_text)):
+        await _validate_content(session, row)
+    if data.list_ids is not None:
+        await _replace_lists(session, row.id, data.list_ids)
+    if data.segment_ids is not None:
+        await segments.replace_campaign_segments(session, row.id, data.segment_ids)
+    await session.flush()
+    return row
+
+
+async def _require_new_targets(session: AsyncSession, row: Campaign, data: CampaignInput) -> None:
     if data.list_ids is not None:
         await require_lists(session, sorted(set(data.list_ids)))
     if data.segment_ids is not None:
@@ -221,6 +235,10 @@ async def update_campaign(session: AsyncSession, campaign_id: int, data: Campaig
                 ErrorCode.INVALID_STATE, "The segments of a started campaign cannot change", "segmentIds"
             )
         await segments.require_segments(session, data.segment_ids)
+
+
+async def _set_content(session: AsyncSession, row: Campaign, data: CampaignInput) -> None:
+    """A template, or an inline body and format (either may be left as it was)."""
     if data.template_id is not None:
         await _require_campaign_template(session, data.template_id)
         row.template_id, row.body, row.format = data.template_id, None, None
@@ -232,6 +250,9 @@ async def update_campaign(session: AsyncSession, campaign_id: int, data: Campaig
         if fmt is None:
             raise DomainError.single(ErrorCode.REQUIRED, "format is required with body", "format")
         row.template_id, row.body, row.format = None, body, fmt
+
+
+def _set_fields(row: Campaign, data: CampaignInput, from_email: str | None, reply_to: str | None) -> None:
     if data.name is not None:
         row.name = data.name.strip()
     if data.subject is not None:
@@ -248,14 +269,6 @@ async def update_campaign(session: AsyncSession, campaign_id: int, data: Campaig
         row.track_opens = data.track_opens
     if data.track_clicks is not None:
         row.track_clicks = data.track_clicks
-    if any(v is not None for v in (data.subject, data.body, data.format, data.template_id, data.plain_text)):
-        await _validate_content(session, row)
-    if data.list_ids is not None:
-        await _replace_lists(session, row.id, data.list_ids)
-    if data.segment_ids is not None:
-        await segments.replace_campaign_segments(session, row.id, data.segment_ids)
-    await session.flush()
-    return row
 
 
 async def delete_campaign(session: AsyncSession, campaign_id: int) -> Campaign:

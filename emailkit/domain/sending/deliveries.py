@@ -55,18 +55,7 @@ async def retry_failed_deliveries(
     A FINISHED campaign (or one that FAILED because every attempt failed) goes back to RUNNING until the retried
     recipients are done; a PAUSED one stays paused (resume sends them along with the rest).
     """
-    campaign = (
-        await session.execute(select(Campaign).where(Campaign.id == campaign_id).with_for_update())
-    ).scalar_one_or_none()
-    if campaign is None:
-        raise NotFound("Campaign", code=ErrorCode.CAMPAIGN_NOT_FOUND)
-    reopen = (CampaignStatus.FINISHED, CampaignStatus.FAILED)
-    if campaign.status not in (CampaignStatus.RUNNING, CampaignStatus.PAUSED, *reopen):
-        raise DomainError.single(
-            ErrorCode.INVALID_STATE,
-            f"Failed deliveries of a {campaign.status.value} campaign cannot be retried",
-            "campaignId",
-        )
+    campaign = await lifecycle.lock_for_retry(session, campaign_id)
     wanted = [DeliveryStatus.FAILED, DeliveryStatus.IN_DOUBT] if include_in_doubt else [DeliveryStatus.FAILED]
     counts = dict(
         (
@@ -102,12 +91,7 @@ async def retry_failed_deliveries(
     )
     campaign.failed_count = max(0, campaign.failed_count - failed_count)
     campaign.in_doubt_count = max(0, campaign.in_doubt_count - in_doubt_count)
-    if campaign.status in reopen:
-        campaign.status = CampaignStatus.RUNNING
-        campaign.finished_at = None
-        campaign.status_reason = f"Retrying {count} failed deliveries" + (
-            f" ({in_doubt_count} of them in doubt)" if in_doubt_count else ""
-        )
+    lifecycle.reopen_for_retry(campaign, failed=failed_count, in_doubt=in_doubt_count)
     await session.flush()
     batch_ids = (
         await lifecycle.pending_batch_ids(session, campaign_id)

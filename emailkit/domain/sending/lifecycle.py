@@ -1,33 +1,51 @@
-"""Campaign state machine: start, pause, resume, cancel, schedule.
+"""The campaign state machine: every change of a campaign's status is made here.
+
+An operator starts, schedules, pauses, resumes and cancels; the ticker starts a due campaign (or fails one that
+cannot start at its sendAt); the pipeline pauses a campaign over its error budget, fails one whose content no
+longer compiles, and finishes one whose batches are all done; the feedback policy pauses one over its complaint
+limit; a retry of failed deliveries reopens a finished one. Each transition takes the caller's session, so it
+runs in the caller's transaction as one statement or one row change, and states its precondition in SQL (or
+under a row lock): a transition that lost a race changes nothing.
 
 The database is the truth about a send. Starting snapshots the audience bound and plans the batches in the same
-transaction that flips the status, so a crash between "started" and "enqueued" loses nothing: the reaper finds
+transaction that flips the status, so a crash between "started" and "enqueued" loses nothing: the ticker finds
 PENDING batches that nobody has enqueued and enqueues them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import Exists, SQLColumnExpression, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from emailkit.db.tables.sending import BatchStatus, Campaign, CampaignBatch, CampaignList, CampaignStatus
+from emailkit.db.tables.sending import (
+    FINAL_CAMPAIGN_STATUSES,
+    BatchStatus,
+    Campaign,
+    CampaignBatch,
+    CampaignList,
+    CampaignStatus,
+)
 from emailkit.db.types import utcnow
 from emailkit.domain.audience import targeting as audience
 from emailkit.domain.audience.segments import store as segments
 from emailkit.domain.errors import DomainError, ErrorCode, NotFound
+from emailkit.domain.sending.config import SendingConfig
 from emailkit.domain.sending.failures import all_failed_reason
 
 S = CampaignStatus
 
-CAN_START = {S.DRAFT, S.SCHEDULED}
-CAN_PAUSE = {S.RUNNING}
-CAN_RESUME = {S.PAUSED}
-CAN_CANCEL = {S.DRAFT, S.SCHEDULED, S.RUNNING, S.PAUSED}
-CAN_SCHEDULE = {S.DRAFT, S.SCHEDULED}
-
-DEFAULT_BATCH_SIZE = 1000
+CAN_START = frozenset({S.DRAFT, S.SCHEDULED})
+CAN_PAUSE = frozenset({S.RUNNING})
+CAN_RESUME = frozenset({S.PAUSED})
+CAN_CANCEL = frozenset(S) - FINAL_CAMPAIGN_STATUSES
+CAN_SCHEDULE = frozenset({S.DRAFT, S.SCHEDULED})
+# Failed deliveries can be queued again while the campaign sends or waits, and after it ended by itself (a
+# cancelled campaign stays cancelled): that reopens it.
+REOPEN_ON_RETRY = FINAL_CAMPAIGN_STATUSES - {S.CANCELLED}
+CAN_RETRY = frozenset({S.RUNNING, S.PAUSED}) | REOPEN_ON_RETRY
 
 
 async def _locked(session: AsyncSession, campaign_id: int) -> Campaign:
@@ -38,7 +56,7 @@ async def _locked(session: AsyncSession, campaign_id: int) -> Campaign:
     return row
 
 
-def _check(row: Campaign, allowed: set[CampaignStatus], action: str) -> None:
+def _check(row: Campaign, allowed: Collection[CampaignStatus], action: str) -> None:
     if row.status not in allowed:
         names = ", ".join(sorted(s.value for s in allowed))
         raise DomainError.single(
@@ -60,7 +78,7 @@ async def start_campaign(
     session: AsyncSession,
     campaign_id: int,
     *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int = SendingConfig.batch_size,
     now: datetime | None = None,
 ) -> tuple[Campaign, list[int]]:
     """Move to RUNNING and plan the batches; returns the campaign and the batch ids to enqueue after commit."""
@@ -151,6 +169,16 @@ async def schedule_campaign(
     return row
 
 
+async def fail_to_start(session: AsyncSession, campaign_id: int, error: Exception) -> None:
+    """SCHEDULED → FAILED: the ticker could not start the campaign at its sendAt (it names no target any
+    more, say), and says why on the campaign. A campaign another ticker started meanwhile is left alone."""
+    await session.execute(
+        update(Campaign)
+        .where(Campaign.id == campaign_id, Campaign.status == S.SCHEDULED)
+        .values(status=S.FAILED, status_reason=f"Could not start at sendAt: {error}")
+    )
+
+
 async def due_scheduled(session: AsyncSession, now: datetime) -> list[int]:
     stmt = select(Campaign.id).where(Campaign.status == S.SCHEDULED, Campaign.send_at <= now)
     return [int(x) for x in (await session.execute(stmt)).scalars()]
@@ -184,3 +212,58 @@ async def finish_if_complete(session: AsyncSession, campaign_id: int) -> Campaig
         row.status_reason = None
     await session.flush()
     return row.status
+
+
+def is_running(campaign_id: SQLColumnExpression[int]) -> Exists:
+    """SQL: the campaign is RUNNING, the one status in which its batches are claimed and its mail handed over."""
+    return exists().where(Campaign.id == campaign_id, Campaign.status == S.RUNNING)
+
+
+async def pause_automatically(
+    session: AsyncSession, campaign_id: int, reason: str, *, now: datetime | None = None
+) -> bool:
+    """RUNNING → PAUSED by emailkit itself (over the error budget, over the complaint limit), with the reason
+    an operator reads before resuming; False when the campaign was no longer RUNNING."""
+    result = await session.execute(
+        update(Campaign)
+        .where(Campaign.id == campaign_id, Campaign.status == S.RUNNING)
+        .values(status=S.PAUSED, status_reason=reason, updated_at=now or utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def fail(session: AsyncSession, campaign_id: int, reason: str) -> None:
+    """RUNNING → FAILED: the send cannot go on (its content no longer compiles), visibly and for good."""
+    await session.execute(
+        update(Campaign)
+        .where(Campaign.id == campaign_id, Campaign.status == S.RUNNING)
+        .values(status=S.FAILED, status_reason=reason, finished_at=utcnow())
+    )
+
+
+async def lock_for_retry(session: AsyncSession, campaign_id: int) -> Campaign:
+    """The campaign whose failed deliveries are about to be queued again, locked; refused unless CAN_RETRY."""
+    stmt = select(Campaign).where(Campaign.id == campaign_id).with_for_update()
+    row = (await session.execute(stmt)).scalar_one_or_none()
+    if row is None:
+        raise NotFound("Campaign", code=ErrorCode.CAMPAIGN_NOT_FOUND)
+    if row.status not in CAN_RETRY:
+        raise DomainError.single(
+            ErrorCode.INVALID_STATE,
+            f"Failed deliveries of a {row.status.value} campaign cannot be retried",
+            "campaignId",
+        )
+    return row
+
+
+def reopen_for_retry(row: Campaign, *, failed: int, in_doubt: int) -> None:
+    """FINISHED or FAILED → RUNNING until the retried recipients are done (flushed with the caller's other
+    changes to the row); a RUNNING or PAUSED campaign keeps its status (resume sends them with the rest)."""
+    if row.status not in REOPEN_ON_RETRY:
+        return
+    row.status = S.RUNNING
+    row.finished_at = None
+    row.status_reason = f"Retrying {failed + in_doubt} failed deliveries" + (
+        f" ({in_doubt} of them in doubt)" if in_doubt else ""
+    )

@@ -8,11 +8,12 @@ only one ticker wins.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from emailkit.db.tables.sending import (
@@ -26,53 +27,38 @@ from emailkit.db.tables.sending import (
 from emailkit.db.types import utcnow
 from emailkit.domain.errors import DomainError
 from emailkit.domain.runtime import Runtime
-from emailkit.domain.sending import lifecycle
+from emailkit.domain.sending import dispatch, lifecycle
+from emailkit.domain.sending.config import SendingConfig
+from emailkit.domain.sending.dispatch import Jobs
 
 log = logging.getLogger(__name__)
 
-SEND_BATCH_JOB = "send_campaign_batch"
-SEND_TRANSACTIONAL_JOB = "send_transactional_message"
 TRANSACTIONAL_MAX_AGE = timedelta(days=1)
 
 
-async def enqueue_batches(runtime: Runtime, batch_ids: Sequence[int], *, delay: float | None = None) -> None:
-    """Hand batches to the queue; a lost message is harmless (the reaper below enqueues it again)."""
-    if runtime.jobs is None:
-        return
-    for batch_id in batch_ids:
-        await runtime.jobs.enqueue(SEND_BATCH_JOB, {"batch_id": batch_id}, delay=delay)
-
-
-async def enqueue_transactional(runtime: Runtime, delivery_ids: Sequence[int]) -> None:
-    """Hand transactional deliveries (e.g. confirmation mails) to the queue after their rows are committed."""
-    if runtime.jobs is None:
-        return
-    for delivery_id in delivery_ids:
-        await runtime.jobs.enqueue(SEND_TRANSACTIONAL_JOB, {"delivery_id": delivery_id})
-
-
 async def start_due_campaigns(runtime: Runtime, now: datetime) -> list[int]:
-    batch_size = runtime.sending.batch_size if runtime.sending else lifecycle.DEFAULT_BATCH_SIZE
+    batch_size = (runtime.sending.config if runtime.sending else SendingConfig()).batch_size
     async with runtime.db.session() as s:
         due = await lifecycle.due_scheduled(s, now)
     started = []
     for campaign_id in due:
         try:
-            async with runtime.db.transaction() as s:
-                _, batch_ids = await lifecycle.start_campaign(s, campaign_id, batch_size=batch_size, now=now)
+            await dispatch.commit_then_enqueue(
+                runtime, functools.partial(_start, campaign_id=campaign_id, batch_size=batch_size, now=now)
+            )
         except DomainError as exc:
             # Another ticker started it first, or it can no longer start: say why on the campaign.
             log.info("scheduled campaign %s not started: %s", campaign_id, exc)
             async with runtime.db.transaction() as s:
-                await s.execute(
-                    update(Campaign)
-                    .where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.SCHEDULED)
-                    .values(status=CampaignStatus.FAILED, status_reason=f"Could not start at sendAt: {exc}")
-                )
+                await lifecycle.fail_to_start(s, campaign_id, exc)
             continue
         started.append(campaign_id)
-        await enqueue_batches(runtime, batch_ids)
     return started
+
+
+async def _start(s: AsyncSession, *, campaign_id: int, batch_size: int, now: datetime) -> tuple[None, Jobs]:
+    _, batch_ids = await lifecycle.start_campaign(s, campaign_id, batch_size=batch_size, now=now)
+    return None, Jobs(batch_ids=batch_ids)
 
 
 async def requeue_stale_batches(runtime: Runtime, now: datetime, requeue_after: float) -> list[int]:
@@ -114,7 +100,7 @@ async def requeue_stale_batches(runtime: Runtime, now: datetime, requeue_after: 
         won = [int(x) for x in result.scalars()]
     if won:
         log.info("re-enqueueing %d stale batch(es)", len(won))
-        await enqueue_batches(runtime, won)
+        await dispatch.enqueue(runtime, Jobs(batch_ids=won))
     return won
 
 
@@ -143,13 +129,13 @@ async def requeue_lost_transactional(runtime: Runtime, now: datetime, requeue_af
         won = sorted(int(x) for x in result.scalars())
     if won:
         log.info("re-enqueueing %d transactional delivery(ies) left queued", len(won))
-        await enqueue_transactional(runtime, won)
+        await dispatch.enqueue(runtime, Jobs(transactional_ids=won))
     return won
 
 
 async def tick(runtime: Runtime, now: datetime | None = None) -> None:
     now = now or utcnow()
     await start_due_campaigns(runtime, now)
-    requeue_after = runtime.sending.requeue_after_seconds if runtime.sending else 60.0
+    requeue_after = (runtime.sending.config if runtime.sending else SendingConfig()).requeue_after_seconds
     await requeue_stale_batches(runtime, now, requeue_after)
     await requeue_lost_transactional(runtime, now, requeue_after)

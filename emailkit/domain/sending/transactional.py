@@ -12,9 +12,9 @@ from emailkit.domain.audience import optin
 from emailkit.domain.content.rendering import compile_content, render_failure_reason
 from emailkit.domain.errors import DomainError
 from emailkit.domain.ports.provider import DELIVERY_TAG, Address, OutgoingMessage, SendResult
-from emailkit.domain.runtime import Runtime
+from emailkit.domain.runtime import Runtime, SendingSetup
 from emailkit.domain.sending.deliveries import render_context
-from emailkit.domain.sending.pipeline import IN_DOUBT_NOTE
+from emailkit.domain.sending.ledger import IN_DOUBT_NOTE
 
 
 class TransientSendFailure(Exception):
@@ -30,9 +30,37 @@ class _TakenElsewhere(Exception):
 
 
 async def send_transactional(runtime: Runtime, delivery_id: int, *, max_attempts: int) -> SendResult | None:
+    """Send one QUEUED transactional delivery and record its result; None when another run handled it.
+
+    Raises TransientSendFailure when it should be tried again later.
+    """
     setup = runtime.sending
     if setup is None:
         raise RuntimeError("this process was not configured to send mail")
+    loaded = await _load(runtime, delivery_id)
+    if loaded is None:
+        return None
+    delivery, template, subscriber = loaded
+    message = _message(delivery, template, subscriber)
+    if isinstance(message, SendResult):
+        result = message
+    else:
+        try:
+            [result] = await _hand_over(runtime, setup, message)
+        except _TakenElsewhere:
+            return None
+    attempts = delivery.attempts + 1
+    retry = not result.ok and result.transient and attempts < max_attempts
+    await _record(runtime, setup.provider_name, delivery_id, result, attempts=attempts, retry=retry)
+    if retry:
+        raise TransientSendFailure(result.error or "transient failure", result.retry_after)
+    return result
+
+
+async def _load(
+    runtime: Runtime, delivery_id: int
+) -> tuple[Delivery, Template | None, Subscriber | None] | None:
+    """The delivery if it is still QUEUED, with its template and subscriber."""
     async with runtime.db.session() as s:
         delivery = await s.get(Delivery, delivery_id)
         if delivery is not None and delivery.status is DeliveryStatus.SENDING:
@@ -45,85 +73,90 @@ async def send_transactional(runtime: Runtime, delivery_id: int, *, max_attempts
         subscriber = (
             await s.get(Subscriber, delivery.subscriber_id) if delivery.subscriber_id is not None else None
         )
+    return delivery, template, subscriber
+
+
+def _message(
+    delivery: Delivery, template: Template | None, subscriber: Subscriber | None
+) -> OutgoingMessage | SendResult:
+    """The message to send, or the permanent failure that stands in for it (no template, no render)."""
+    delivery_id = delivery.id
     payload = dict(delivery.data or {})
     source: tuple[str, ContentFormat, str] | None = None
     if template is not None:
         source = (template.body, template.format, template.subject)
     elif payload.get("builtin") == optin.BUILTIN_OPTIN:
         source = (optin.DEFAULT_HTML, ContentFormat.HTML, optin.DEFAULT_SUBJECT)
-    rendered = None
     if source is None:
-        result = SendResult.failed(
-            str(delivery_id), "the template was deleted before sending", transient=False
-        )
-    else:
-        try:
-            content = compile_content(source[0], source[1], subject=source[2])
-            rendered = content.render(
-                render_context(subscriber, delivery.email, dict(payload.get("vars") or {}))
+        return SendResult.failed(str(delivery_id), "the template was deleted before sending", transient=False)
+    try:
+        content = compile_content(source[0], source[1], subject=source[2])
+        rendered = content.render(render_context(subscriber, delivery.email, dict(payload.get("vars") or {})))
+    except DomainError as exc:
+        # Retrying cannot help a template that does not render with this data (or goes over a limit).
+        return SendResult.failed(str(delivery_id), render_failure_reason(exc), transient=False)
+    sender = Address(str(payload.get("from_email")), str(payload.get("from_name") or ""))
+    return OutgoingMessage(
+        delivery_id=str(delivery_id),
+        sender=sender.email,
+        to=Address(delivery.email, subscriber.name if subscriber else ""),
+        from_=sender,
+        subject=rendered.subject,
+        html=rendered.html,
+        text=rendered.text,
+        tags={DELIVERY_TAG: str(delivery_id)},
+    )
+
+
+async def _hand_over(runtime: Runtime, setup: SendingSetup, message: OutgoingMessage) -> list[SendResult]:
+    """Send the message, marking its delivery SENDING right before the provider's final go; raises
+    _TakenElsewhere when another run of the delivery marked it first."""
+    delivery_id = int(message.delivery_id)
+    claimed = False
+
+    async def mark_sending(ids: object) -> None:
+        nonlocal claimed
+        if claimed:
+            return  # the provider hands it over again on a new connection: the row is ours already
+        async with runtime.db.transaction() as tx:
+            won = await tx.execute(
+                update(Delivery)
+                .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.QUEUED)
+                .values(status=DeliveryStatus.SENDING, provider=setup.provider_name)
+                .returning(Delivery.id)
             )
-        except DomainError as exc:
-            # Retrying cannot help a template that does not render with this data (or goes over a limit).
-            result = SendResult.failed(str(delivery_id), render_failure_reason(exc), transient=False)
-    if rendered is not None:
-        sender = Address(str(payload.get("from_email")), str(payload.get("from_name") or ""))
-        message = OutgoingMessage(
-            delivery_id=str(delivery_id),
-            sender=sender.email,
-            to=Address(delivery.email, subscriber.name if subscriber else ""),
-            from_=sender,
-            subject=rendered.subject,
-            html=rendered.html,
-            text=rendered.text,
-            tags={DELIVERY_TAG: str(delivery_id)},
-        )
+            taken = won.scalar_one_or_none() is None
+        if taken:
+            # Another run of this delivery (a re-enqueued copy of a late message) took it first.
+            raise _TakenElsewhere
+        claimed = True
 
-        claimed = False
+    if setup.limiter is not None:
+        await setup.limiter.acquire(1)
+    return await setup.provider.send_batch([message], on_commit=mark_sending)
 
-        async def mark_sending(ids: object) -> None:
-            nonlocal claimed
-            if claimed:
-                return  # the provider hands it over again on a new connection: the row is ours already
-            async with runtime.db.transaction() as tx:
-                won = await tx.execute(
-                    update(Delivery)
-                    .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.QUEUED)
-                    .values(status=DeliveryStatus.SENDING, provider=setup.provider_name)
-                    .returning(Delivery.id)
-                )
-                taken = won.scalar_one_or_none() is None
-            if taken:
-                # Another run of this delivery (a re-enqueued copy of a late message) took it first.
-                raise _TakenElsewhere
-            claimed = True
 
-        if setup.limiter is not None:
-            await setup.limiter.acquire(1)
-        try:
-            [result] = await setup.provider.send_batch([message], on_commit=mark_sending)
-        except _TakenElsewhere:
-            return None
-    attempts = delivery.attempts + 1
+async def _record(
+    runtime: Runtime, provider: str, delivery_id: int, result: SendResult, *, attempts: int, retry: bool
+) -> None:
+    values: dict[str, object]
+    if result.ok:
+        values = {
+            "status": DeliveryStatus.SENT,
+            "provider_message_id": result.provider_message_id,
+            "sent_at": utcnow(),
+            "last_error": None,
+        }
+    elif retry:
+        values = {"status": DeliveryStatus.QUEUED, "last_error": result.error}
+    else:
+        values = {"status": DeliveryStatus.FAILED, "last_error": result.error}
     async with runtime.db.transaction() as s:
-        if result.ok:
-            values = {
-                "status": DeliveryStatus.SENT,
-                "provider_message_id": result.provider_message_id,
-                "sent_at": utcnow(),
-                "last_error": None,
-            }
-        elif result.transient and attempts < max_attempts:
-            values = {"status": DeliveryStatus.QUEUED, "last_error": result.error}
-        else:
-            values = {"status": DeliveryStatus.FAILED, "last_error": result.error}
         await s.execute(
             update(Delivery)
             .where(Delivery.id == delivery_id)
-            .values(attempts=attempts, updated_at=utcnow(), provider=setup.provider_name, **values)
+            .values(attempts=attempts, updated_at=utcnow(), provider=provider, **values)
         )
-    if not result.ok and result.transient and attempts < max_attempts:
-        raise TransientSendFailure(result.error or "transient failure", result.retry_after)
-    return result
 
 
 async def _settle_in_doubt(runtime: Runtime, delivery_id: int) -> None:

@@ -18,7 +18,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 BIGINT = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-# The note the pipeline wrote on the rows it settled as sent (emailkit.domain.sending.pipeline.IN_DOUBT_NOTE).
+# The note the pipeline wrote on the rows it settled as sent (emailkit.domain.sending.ledger.IN_DOUBT_NOTE).
 LEGACY_NOTE = "outcome unknown: the worker stopped while handing this message to the provider"
 
 

@@ -12,9 +12,9 @@ from strawberry.scalars import JSON
 from emailkit.db.tables.sending import Campaign as CampaignRow
 from emailkit.domain.errors import DomainError, ErrorCode
 from emailkit.domain.ports.queue import QueueUnavailable
-from emailkit.domain.runtime import SendingSetup
-from emailkit.domain.sending import deliveries, lifecycle, scheduler
-from emailkit.domain.sending.pipeline import sender_for
+from emailkit.domain.runtime import campaign_sender
+from emailkit.domain.sending import deliveries, dispatch, lifecycle
+from emailkit.domain.sending.config import SendingConfig
 from emailkit.domain.validation import normalize_email
 from emailkit.schema.context import Info
 from emailkit.schema.enums import CampaignStatus
@@ -133,11 +133,11 @@ async def _queue_batches(info: Info, batch_ids: list[int]) -> list[MutationWarni
     stays RUNNING and the upkeep ticker re-enqueues its batches once the queue is back; say so."""
     runtime = info.context.runtime
     try:
-        await scheduler.enqueue_batches(runtime, batch_ids)
+        await dispatch.enqueue(runtime, dispatch.Jobs(batch_ids=batch_ids))
     except QueueUnavailable as exc:
         log.warning("batches %s not queued: %s; the ticker will re-enqueue them", batch_ids, exc)
         setup = runtime.sending
-        after = setup.requeue_after_seconds if setup is not None else SendingSetup.requeue_after_seconds
+        after = (setup.config if setup is not None else SendingConfig()).requeue_after_seconds
         return [
             MutationWarning(
                 code=ErrorCode.QUEUE_UNAVAILABLE,
@@ -153,7 +153,7 @@ async def _queue_batches(info: Info, batch_ids: list[int]) -> list[MutationWarni
 
 def _batch_size(info: Info) -> int:
     setup = info.context.runtime.sending
-    return setup.batch_size if setup is not None else lifecycle.DEFAULT_BATCH_SIZE
+    return (setup.config if setup is not None else SendingConfig()).batch_size
 
 
 @strawberry.type
@@ -232,7 +232,7 @@ class Mutation:
                 if input.subscriber_id is not None
                 else None
             )
-            results = await sender_for(info.context.runtime).send_test(
+            results = await campaign_sender(info.context.runtime).send_test(
                 campaign_id, emails, as_subscriber=as_subscriber
             )
         except DomainError as exc:
@@ -261,7 +261,7 @@ class Mutation:
         )
         if out.value is None:
             return SendTransactionalPayload(delivery=None, user_errors=out.errors)
-        await scheduler.enqueue_transactional(info.context.runtime, [out.value.id])
+        await dispatch.enqueue(info.context.runtime, dispatch.Jobs(transactional_ids=[out.value.id]))
         return SendTransactionalPayload(delivery=DeliveryType.from_model(out.value), user_errors=[])
 
 

@@ -10,7 +10,7 @@ from strawberry.scalars import JSON
 from emailkit.db.tables.audience import Subscriber as SubscriberRow
 from emailkit.domain.audience import optin, subscribers
 from emailkit.domain.runtime import optin_sender
-from emailkit.domain.sending.scheduler import enqueue_transactional
+from emailkit.domain.sending import dispatch
 from emailkit.schema.context import Info
 from emailkit.schema.enums import SubscriberStatus, SubscriptionStatus
 from emailkit.schema.errors import DeletePayload, UserError, mutate
@@ -118,7 +118,7 @@ class Mutation:
         if out.value is None:
             return _payload(None, out.errors)
         row, confirmations = out.value
-        await enqueue_transactional(info.context.runtime, confirmations)
+        await dispatch.enqueue(info.context.runtime, dispatch.Jobs(transactional_ids=confirmations))
         return _payload(row, [])
 
     @write_mutation
@@ -157,7 +157,7 @@ class Mutation:
         if out.value is None:
             return _many(None, out.errors)
         rows, confirmations = out.value
-        await enqueue_transactional(info.context.runtime, confirmations)
+        await dispatch.enqueue(info.context.runtime, dispatch.Jobs(transactional_ids=confirmations))
         return _many(rows, [])
 
     @write_mutation

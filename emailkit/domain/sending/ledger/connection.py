@@ -1,21 +1,17 @@
-"""The send pipeline's per-chunk statements on PostgreSQL, sent straight through asyncpg.
+"""One asyncpg connection lent to a running batch, and the statements the batch sends on it.
 
-A batch runs a handful of statements per chunk of 200 and one per few messages (the SENDING commit). Through
-SQLAlchemy's ORM each costs more worker CPU than the server spends on it (statement caching, result
-processing, and a pre-ping on every pool checkout), so while a batch runs it keeps one connection and sends
-these as plain parameterised statements, each committed on its own. Semantics are those of the ORM
-statements they replace in ``pipeline``.
+Semantics are those of the portable ledger's statements they replace; each is committed on its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from emailkit.db.tables.sending import BatchStatus, Campaign, CampaignStatus, DeliveryStatus
+from emailkit.domain.sending.ledger.protocol import Pending
 
 # Data-modifying CTEs run to completion whether or not the outer query reads them; the outer query says
 # whether the lease was still held (when it was not, the update matched nothing). The shared lock makes a
@@ -64,18 +60,6 @@ _RECORD_SENT = """
     RETURNING id, status, status_reason, recipients_count, sent_count, failed_count, skipped_count,
         in_doubt_count, (SELECT count(*) FROM sent) AS recorded
 """
-
-
-@dataclass
-class Pending:
-    """A QUEUED delivery of the chunk being sent, with what its render needs."""
-
-    delivery_id: int
-    subscriber_id: int | None
-    email: str
-    name: str
-    attributes: dict[str, Any]
-    attempts: int
 
 
 def _campaign(row: Any) -> Campaign | None:

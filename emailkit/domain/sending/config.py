@@ -1,0 +1,31 @@
+"""The send settings, each with its one default.
+
+:class:`emailkit.settings.Settings` reads them from ``EMAILKIT_*`` variables (its fields default from here),
+the composition root hands them to the runtime's ``SendingSetup``, and the scheduler and the send pipeline read
+them from there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SendingConfig:
+    # Recipients per batch: the unit of work one worker claims.
+    batch_size: int = 1000
+    # A worker that has not touched its batch for this long is presumed dead and the batch is taken over.
+    lease_seconds: float = 120.0
+    # Recipients rendered, handed over and recorded together within a batch.
+    chunk_size: int = 200
+    # Attempts per recipient for transient errors before FAILED, and the backoff between them.
+    max_attempts: int = 5
+    retry_base_seconds: float = 2.0
+    retry_max_seconds: float = 300.0
+    # Pause the campaign when more than this share of attempted recipients failed permanently.
+    error_budget_ratio: float = 0.25
+    error_budget_min_sample: int = 50
+    # Adds a mailto: to List-Unsubscribe.
+    unsubscribe_mailto: str | None = None
+    # PENDING batches nobody has picked up for this long are enqueued again (lost queue messages).
+    requeue_after_seconds: float = 60.0

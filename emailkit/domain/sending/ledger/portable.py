@@ -1,0 +1,295 @@
+"""The deliveries ledger through SQLAlchemy: SQLite and PostgreSQL alike.
+
+Each write is a statement or two in a transaction of its own, committed before the step it guards (a SENDING
+mark before the provider's final go, a result before its slot is reused), so a worker killed at any point leaves
+the ledger saying what happened, or that it cannot know.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import Update, and_, bindparam, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from emailkit.db.engine import Database
+from emailkit.db.tables.audience import Subscriber
+from emailkit.db.tables.sending import BatchStatus, Campaign, CampaignBatch, Delivery, DeliveryStatus
+from emailkit.db.types import utcnow
+from emailkit.domain.audience import targeting as audience
+from emailkit.domain.sending import lifecycle
+from emailkit.domain.sending.ledger.protocol import (
+    IN_DOUBT_NOTE,
+    Failed,
+    LeaseLost,
+    Pending,
+    Recorded,
+    Sent,
+)
+
+# Rows a result may still be recorded on: not yet handed over (failed before it) or handed over by this run.
+_UNSETTLED = (DeliveryStatus.QUEUED, DeliveryStatus.SENDING)
+
+# (subscriber id, email, status, skip reason, the lists that make the recipient sendable as "3,8")
+Recipient = tuple[int, str, DeliveryStatus, str | None, str | None]
+
+
+class PortableLedger:
+    def __init__(self, db: Database, *, provider_name: str, lease_seconds: float) -> None:
+        self.db = db
+        self.provider_name = provider_name
+        self.lease_seconds = lease_seconds
+        self._counts_executemany = db.engine.dialect.supports_sane_multi_rowcount
+
+    # -- the claim ----------------------------------------------------------------------------------------
+
+    async def claim(self, batch_id: int) -> CampaignBatch | None:
+        now = utcnow()
+        async with self.db.transaction() as s:
+            stmt = (
+                update(CampaignBatch)
+                .where(
+                    CampaignBatch.id == batch_id,
+                    or_(
+                        CampaignBatch.status == BatchStatus.PENDING,
+                        and_(CampaignBatch.status == BatchStatus.RUNNING, CampaignBatch.lease_until < now),
+                    ),
+                    lifecycle.is_running(CampaignBatch.campaign_id),
+                )
+                .values(
+                    status=BatchStatus.RUNNING,
+                    lease_until=now + timedelta(seconds=self.lease_seconds),
+                    attempts=CampaignBatch.attempts + 1,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if (await s.execute(stmt)).rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            return await s.get(CampaignBatch, batch_id)
+
+    def _lease_stmt(self, batch_id: int) -> Update:
+        return (
+            update(CampaignBatch)
+            .where(CampaignBatch.id == batch_id)
+            .values(lease_until=utcnow() + timedelta(seconds=self.lease_seconds))
+        )
+
+    async def extend_lease(self, batch_id: int) -> None:
+        async with self.db.transaction() as s:
+            await s.execute(self._lease_stmt(batch_id))
+
+    async def release(self, batch: CampaignBatch, *, done: bool) -> None:
+        async with self.db.transaction() as s:
+            await s.execute(
+                update(CampaignBatch)
+                .where(
+                    CampaignBatch.id == batch.id,
+                    CampaignBatch.status == BatchStatus.RUNNING,
+                    CampaignBatch.attempts == batch.attempts,
+                )
+                .values(status=BatchStatus.DONE if done else BatchStatus.PENDING, lease_until=None)
+            )
+
+    # -- before sending -----------------------------------------------------------------------------------
+
+    async def materialise(self, session: AsyncSession, batch: CampaignBatch) -> int:
+        target = await audience.load_target(session, batch.campaign_id)
+        now = utcnow()
+        recipients: list[Recipient] = []
+        for sid, email, status, sendable, unconfirmed, via in await session.execute(
+            audience.recipients_stmt(target, batch.lo_id, batch.hi_id)
+        ):
+            reason = audience.skip_reason(status, int(sendable or 0), int(unconfirmed or 0))
+            # The lists that make a QUEUED recipient sendable: what an unsubscribe from this delivery leaves.
+            recipients.append(
+                (sid, email, DeliveryStatus.SKIPPED, reason, None)
+                if reason
+                else (sid, email, DeliveryStatus.QUEUED, None, via)
+            )
+        if not recipients:
+            return 0
+        statuses = await self._insert(session, batch.campaign_id, recipients, now)
+        skipped = sum(1 for st in statuses if st == DeliveryStatus.SKIPPED)
+        if skipped:
+            await self._bump(session, batch.campaign_id, skipped=skipped)
+        return skipped
+
+    async def _insert(
+        self, session: AsyncSession, campaign_id: int, recipients: list[Recipient], now: datetime
+    ) -> list[DeliveryStatus]:
+        """Insert the rows not there yet; returns the statuses of those inserted."""
+        table = Delivery.__table__
+        insert = postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert
+        stmt = (
+            insert(table)  # type: ignore[arg-type]
+            .on_conflict_do_nothing(index_elements=["campaign_id", "subscriber_id"])
+            .returning(table.c.status)
+        )
+        rows = [
+            {
+                "campaign_id": campaign_id,
+                "subscriber_id": sid,
+                "email": email,
+                "status": status,
+                "skip_reason": reason,
+                "via_list_ids": None if via is None else audience.parse_id_list(via),
+                "created_at": now,
+                "updated_at": now,
+            }
+            for sid, email, status, reason, via in recipients
+        ]
+        # One executemany: compiled once (cached) and sent as multi-row pages, where a .values(rows)
+        # statement per page would be compiled afresh every time (≈18% of a worker's CPU when measured).
+        return list((await session.execute(stmt, rows)).scalars())
+
+    async def settle_in_doubt(self, session: AsyncSession, batch: CampaignBatch) -> int:
+        stmt = (
+            update(Delivery)
+            .where(
+                Delivery.campaign_id == batch.campaign_id,
+                Delivery.subscriber_id.between(batch.lo_id, batch.hi_id),
+                Delivery.status == DeliveryStatus.SENDING,
+            )
+            .values(status=DeliveryStatus.IN_DOUBT, last_error=IN_DOUBT_NOTE, updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        n = int((await session.execute(stmt)).rowcount or 0)  # type: ignore[attr-defined]
+        if n:
+            await self._bump(session, batch.campaign_id, in_doubt=n)
+        return n
+
+    # -- while sending ------------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def lend_connection(self, batch: CampaignBatch) -> AsyncIterator[None]:
+        # Each statement takes a pooled connection of its own.
+        yield
+
+    async def next_chunk(
+        self, batch: CampaignBatch, after_id: int, limit: int
+    ) -> tuple[Campaign | None, list[Pending]]:
+        # One transaction per chunk instead of three.
+        stmt = (
+            select(
+                Delivery.id,
+                Delivery.subscriber_id,
+                Delivery.email,
+                Delivery.attempts,
+                Subscriber.name,
+                Subscriber.attributes,
+            )
+            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+            .where(
+                Delivery.campaign_id == batch.campaign_id,
+                Delivery.subscriber_id.between(batch.lo_id, batch.hi_id),
+                Delivery.status == DeliveryStatus.QUEUED,
+                Delivery.id > after_id,
+            )
+            .order_by(Delivery.id)
+            .limit(limit)
+        )
+        async with self.db.transaction() as s:
+            await s.execute(self._lease_stmt(batch.id))
+            campaign = await s.get(Campaign, batch.campaign_id, populate_existing=True)
+            chunk = [
+                Pending(did, sid, email, name or "", dict(attrs or {}), attempts)
+                for did, sid, email, attempts, name, attrs in await s.execute(stmt)
+            ]
+        return campaign, chunk
+
+    async def mark_sending(self, batch: CampaignBatch, delivery_ids: Sequence[str]) -> None:
+        if not delivery_ids:
+            return
+        async with self.db.transaction() as s:
+            # Only while the batch is still this claim's; the shared lock makes a takeover wait for this
+            # commit, so the new owner's settling sees these rows (and nobody hands them over twice).
+            held = select(CampaignBatch.id).where(
+                CampaignBatch.id == batch.id,
+                CampaignBatch.status == BatchStatus.RUNNING,
+                CampaignBatch.attempts == batch.attempts,
+            )
+            if (await s.execute(held.with_for_update(read=True))).first() is None:
+                raise LeaseLost(f"batch {batch.id} was taken over by another worker")
+            await s.execute(
+                update(Delivery)
+                .where(
+                    Delivery.id.in_([int(d) for d in delivery_ids]), Delivery.status == DeliveryStatus.QUEUED
+                )
+                .values(status=DeliveryStatus.SENDING, provider=self.provider_name)
+                .execution_options(synchronize_session=False)
+            )
+
+    async def record(
+        self, batch: CampaignBatch, sent: Sequence[Sent], failed: Sequence[Failed], *, with_campaign: bool
+    ) -> Recorded:
+        now = utcnow()
+        recorded = Recorded()
+        async with self.db.transaction() as s:
+            for f in failed:
+                # Failures are rare: one statement each keeps the code plain. A row a takeover has made
+                # IN_DOUBT meanwhile stays so (and so does one recorded sent below).
+                changed = await s.execute(
+                    update(Delivery)
+                    .where(Delivery.id == f.delivery_id, Delivery.status.in_(_UNSETTLED))
+                    .values(status=f.status, attempts=f.attempts, last_error=f.error, updated_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+                if changed.rowcount:  # type: ignore[attr-defined]
+                    recorded.failures.append(f)
+            if sent:
+                recorded.sent = await self._record_sent(s, sent, now)
+            if recorded.sent or recorded.failed:
+                await self._bump(s, batch.campaign_id, sent=recorded.sent, failed=recorded.failed)
+            if with_campaign:
+                recorded.campaign = await s.get(Campaign, batch.campaign_id, populate_existing=True)
+        return recorded
+
+    async def _record_sent(self, session: AsyncSession, sent: Sequence[Sent], now: datetime) -> int:
+        """Mark SENDING rows SENT; returns how many were (a row a takeover settled meanwhile is not)."""
+        table = Delivery.__table__
+        stmt = (
+            update(table)  # type: ignore[arg-type]
+            .where(table.c.id == bindparam("b_id"), table.c.status == DeliveryStatus.SENDING)
+            .values(
+                status=DeliveryStatus.SENT,
+                provider_message_id=bindparam("b_pid"),
+                attempts=bindparam("b_att"),
+                sent_at=now,
+                updated_at=now,
+                last_error=None,
+            )
+        )
+        rows = [{"b_id": r.delivery_id, "b_pid": r.provider_message_id, "b_att": r.attempts} for r in sent]
+        if self._counts_executemany:
+            return int((await session.execute(stmt, rows)).rowcount or 0)  # type: ignore[attr-defined]
+        # A driver that cannot say how many rows an executemany changed (asyncpg) gets one statement per row:
+        # slow, but the counter must not count a row a takeover has settled.
+        changed = 0
+        for row in rows:
+            changed += int((await session.execute(stmt, row)).rowcount or 0)  # type: ignore[attr-defined]
+        return changed
+
+    @staticmethod
+    async def _bump(
+        session: AsyncSession,
+        campaign_id: int,
+        *,
+        sent: int = 0,
+        failed: int = 0,
+        skipped: int = 0,
+        in_doubt: int = 0,
+    ) -> None:
+        await session.execute(
+            update(Campaign)
+            .where(Campaign.id == campaign_id)
+            .values(
+                sent_count=Campaign.sent_count + sent,
+                failed_count=Campaign.failed_count + failed,
+                skipped_count=Campaign.skipped_count + skipped,
+                in_doubt_count=Campaign.in_doubt_count + in_doubt,
+            )
+            .execution_options(synchronize_session=False)
+        )

@@ -1,0 +1,170 @@
+"""One recipient's message of a campaign: the campaign's content compiled once per batch run, then rendered
+with the recipient's data, tracked links, the open pixel and the unsubscribe headers; and whom a test send
+is personalised as."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from emailkit.db.tables.audience import Subscriber
+from emailkit.db.tables.content import ContentFormat, Template
+from emailkit.db.tables.sending import Campaign
+from emailkit.domain.content.rendering import (
+    CLICK_CALL,
+    PIXEL_CALL,
+    CompiledContent,
+    TrackedTemplate,
+    campaign_vars,
+    compile_content,
+    template_context,
+)
+from emailkit.domain.content.tracked_urls import TrackingUrls, add_open_pixel, rewrite_links
+from emailkit.domain.errors import ErrorCode, NotFound
+from emailkit.domain.ports.provider import DELIVERY_TAG, Address, OutgoingMessage
+from emailkit.domain.ports.webhooks import META_CAMPAIGN, META_SUBSCRIBER
+from emailkit.domain.sending.ledger import Pending
+
+# Who a test email is personalised for when its address is nobody's and no subscriber was chosen.
+SAMPLE_NAME = "Sam Sample"
+SAMPLE_ATTRIBUTES: dict[str, Any] = {}
+
+
+@dataclass
+class Compiled:
+    """What every message of a campaign shares."""
+
+    updated_at: datetime
+    content: CompiledContent
+    campaign: dict[str, Any]
+    from_: Address
+    reply_to: Address | None
+    track_opens: bool
+    track_clicks: bool
+    list_id_header: str
+    tracked: TrackedTemplate
+
+
+class MessageBuilder:
+    def __init__(self, urls: TrackingUrls, *, unsubscribe_mailto: str | None = None) -> None:
+        self.urls = urls
+        self.unsubscribe_mailto = unsubscribe_mailto
+        self._host = urlsplit(urls.base).hostname or "localhost"
+
+    async def compile(self, session: AsyncSession, campaign: Campaign) -> Compiled:
+        # Rebuilt every run (compile_content keeps its own cache by content), so an edited template is used.
+        body, fmt = campaign.body, campaign.format
+        if campaign.template_id is not None:
+            tpl = await session.get(Template, campaign.template_id)
+            if tpl is not None:
+                body, fmt = tpl.body, tpl.format
+        content = compile_content(
+            body or "", fmt or ContentFormat.HTML, subject=campaign.subject, plain_text=campaign.plain_text
+        )
+        return Compiled(
+            updated_at=campaign.updated_at,
+            content=content,
+            campaign=campaign_vars(campaign),
+            from_=Address(campaign.from_email, campaign.from_name or ""),
+            reply_to=Address(campaign.reply_to) if campaign.reply_to else None,
+            track_opens=campaign.track_opens,
+            track_clicks=campaign.track_clicks,
+            list_id_header=f'"{_header_safe(campaign.name)}" <campaign-{campaign.id}.{self._host}>',
+            tracked=content.tracked(clicks=campaign.track_clicks, opens=campaign.track_opens),
+        )
+
+    def build(self, c: Compiled, p: Pending, *, test: bool = False) -> OutgoingMessage:
+        """One recipient's message. Test sends carry no tracking and a marked subject, and touch no ledger."""
+        did_str = f"test-{secrets.token_hex(8)}" if test else str(p.delivery_id)
+        unsubscribe = f"{self.urls.base}/u/test" if test else self.urls.unsubscribe(p.delivery_id)
+        tracking: dict[str, Any] = {}
+        tracked = None if test else c.tracked
+        if tracked is not None and tracked.render is not None:
+            did, links, urls = p.delivery_id, tracked.links, self.urls
+            tracking[CLICK_CALL] = lambda i: urls.click(did, links[i])
+            tracking[PIXEL_CALL] = lambda: urls.open_pixel(did)
+        rendered = c.content.render(
+            template_context(
+                subscriber={
+                    "id": p.subscriber_id,
+                    "email": p.email,
+                    "name": p.name,
+                    "attributes": p.attributes,
+                    "status": "ENABLED",
+                },
+                campaign=c.campaign,
+                unsubscribe_url=unsubscribe,
+                **tracking,
+            ),
+            tracked=tracked,
+        )
+        html = rendered.html
+        if html is not None and tracked is not None:
+            # What could not be compiled into the template is rewritten per message.
+            if c.track_clicks and not tracked.clicks:
+                did = p.delivery_id
+                html = rewrite_links(
+                    html, lambda url: self.urls.click(did, url), skip=frozenset({unsubscribe})
+                )
+            if c.track_opens and not tracked.pixel:
+                html = add_open_pixel(html, self.urls.open_pixel(p.delivery_id))
+        list_unsubscribe = f"<{unsubscribe}>"
+        if self.unsubscribe_mailto:
+            subject = quote(f"unsubscribe {did_str}")
+            list_unsubscribe += f", <mailto:{self.unsubscribe_mailto}?subject={subject}>"
+        return OutgoingMessage(
+            delivery_id=did_str,
+            sender=c.from_.email,
+            to=Address(p.email, p.name),
+            from_=c.from_,
+            reply_to=c.reply_to,
+            subject=f"[Test] {rendered.subject}" if test else rendered.subject,
+            html=html,
+            text=rendered.text,
+            headers={
+                "List-Unsubscribe": list_unsubscribe,
+                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+                "List-Id": c.list_id_header,
+                "Precedence": "bulk",
+            },
+            tags={
+                DELIVERY_TAG: did_str,
+                META_CAMPAIGN: str(c.campaign["id"]),
+                META_SUBSCRIBER: str(p.subscriber_id or ""),
+            },
+        )
+
+
+async def test_recipients(
+    session: AsyncSession, emails: Sequence[str], as_subscriber: int | None
+) -> list[Pending]:
+    """Whom each test email is personalised as: `as_subscriber` when given, else the subscriber with that
+    address, else a sample subscriber (so personalisation shows)."""
+    chosen = None
+    if as_subscriber is not None:
+        chosen = await session.get(Subscriber, as_subscriber)
+        if chosen is None:
+            raise NotFound("Subscriber", field="subscriberId", code=ErrorCode.SUBSCRIBER_NOT_FOUND)
+    known = {
+        row.email: row
+        for row in (await session.execute(select(Subscriber).where(Subscriber.email.in_(emails)))).scalars()
+    }
+    recipients = []
+    for email in emails:
+        sub = chosen or known.get(email)
+        if sub is None:
+            recipients.append(Pending(0, None, email, SAMPLE_NAME, dict(SAMPLE_ATTRIBUTES), 0))
+        else:
+            recipients.append(Pending(0, sub.id, email, sub.name, dict(sub.attributes or {}), 0))
+    return recipients
+
+
+def _header_safe(text: str) -> str:
+    return "".join(ch for ch in text if ch.isprintable() and ch not in '"\\')[:100]
