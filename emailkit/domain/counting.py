@@ -33,6 +33,8 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from emailkit.db.dialect import dialect_of
+
 # Shopify's figure: a count that reads ten thousand index entries is still a few milliseconds.
 DEFAULT_EXACT_LIMIT = 10_000
 
@@ -66,7 +68,7 @@ async def count_matches(session: AsyncSession, stmt: Select[Any], limit: int = D
     )
     counted = int((await session.execute(select(func.count()).select_from(probe))).scalar_one())
     found = _bounded(counted, limit)
-    if found.precision is CountPrecision.EXACT or session.get_bind().dialect.name != "postgresql":
+    if found.precision is CountPrecision.EXACT or dialect_of(session) != "postgresql":
         return found
     estimate = await planner_rows(session, stmt)
     # The planner may guess low; we know there are more than `limit`, and say no more than that.

@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy import delete, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from emailkit.db.dialect import dialect_of
 from emailkit.db.engine import Database
 from emailkit.db.tables.feedback import CampaignFirst, EventKey
 
@@ -101,7 +102,7 @@ async def ensure_event_partitions(
     for a month being created (a payload dated in the future) are moved into the new partition in the
     same transaction, since PostgreSQL refuses to create a partition that the DEFAULT one overlaps.
     """
-    if conn.dialect.name != "postgresql":
+    if dialect_of(conn) != "postgresql":
         return []
     existing = await existing_partitions(conn)
     created: list[str] = []
