@@ -57,6 +57,17 @@ def _payload(row: ListRow | None, errors: list[UserError]) -> MailingListPayload
     )
 
 
+def _list_input(input: CreateListInput | UpdateListInput) -> lists.ListInput:
+    return lists.ListInput(
+        name=input.name,
+        description=input.description,
+        optin=input.optin,
+        visibility=input.visibility,
+        tags=input.tags,
+        optin_template_id=_template_pk(input.optin_template_id),
+    )
+
+
 def _template_pk(value: str | None) -> int | None:
     if value is None:
         return None
@@ -71,14 +82,7 @@ class Mutation:
             info,
             lambda s: lists.create_list(
                 s,
-                lists.ListInput(
-                    name=input.name,
-                    description=input.description,
-                    optin=input.optin,
-                    visibility=input.visibility,
-                    tags=input.tags,
-                    optin_template_id=_template_pk(input.optin_template_id),
-                ),
+                _list_input(input),
             ),
         )
         return _payload(out.value, out.errors)
@@ -90,14 +94,7 @@ class Mutation:
             lambda s: lists.update_list(
                 s,
                 decode_id(input.id, "MailingList"),
-                lists.ListInput(
-                    name=input.name,
-                    description=input.description,
-                    optin=input.optin,
-                    visibility=input.visibility,
-                    tags=input.tags,
-                    optin_template_id=_template_pk(input.optin_template_id),
-                ),
+                _list_input(input),
             ),
         )
         return _payload(out.value, out.errors)
