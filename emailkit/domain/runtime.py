@@ -12,10 +12,10 @@ from emailkit.domain.content.tracked_urls import TrackingUrls
 from emailkit.domain.counting import DEFAULT_EXACT_LIMIT
 from emailkit.domain.ports.provider import EmailProvider
 from emailkit.domain.ports.queue import JobQueue, PubSub
+from emailkit.domain.ports.ratelimit import RateLimiter
 from emailkit.domain.sending.config import SendingConfig
 from emailkit.domain.sending.pipeline import CampaignSender
 from emailkit.domain.sending.progress import ProgressReporter
-from emailkit.domain.sending.ratelimit import RateLimiter
 from emailkit.domain.throttle import CoalescingPublisher
 from emailkit.domain.tokens import TokenSigner
 

@@ -9,7 +9,8 @@ from limits import RateLimitItem, RateLimitItemPerHour, RateLimitItemPerSecond
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
-from emailkit.domain.sending.ratelimit import LocalRateLimiter, RateLimiter
+from emailkit.domain.ports.ratelimit import RateLimiter
+from emailkit.domain.sending.ratelimit import LocalRateLimiter
 from emailkit.settings import Settings
 
 

@@ -1,5 +1,7 @@
 """Ports: the interfaces the domain owns and infrastructure implements.
 
-``provider`` is what an email provider offers the send pipeline; ``webhooks`` the shape every provider's
-feedback is normalised into and the parser each webhook route uses; ``queue`` the job queue and pub/sub.
+``provider`` is what an email provider offers the send pipeline; ``ratelimit`` the send-rate limit it awaits;
+``webhooks`` the shape every provider's feedback is normalised into and the parser each webhook route uses;
+``queue`` the job queue and pub/sub. A protocol whose implementations all live inside the domain (the send
+loop's ``BatchLedger``) stays with them.
 """

@@ -38,6 +38,7 @@ from emailkit.domain.content.rendering import RenderError, render_failure_reason
 from emailkit.domain.content.tracked_urls import TrackingUrls
 from emailkit.domain.errors import ErrorCode, NotFound
 from emailkit.domain.ports.provider import EmailProvider, OutgoingMessage, SendResult
+from emailkit.domain.ports.ratelimit import RateLimiter
 from emailkit.domain.sending import lifecycle
 from emailkit.domain.sending.coalesce import Coalescer
 from emailkit.domain.sending.config import SendingConfig
@@ -45,7 +46,6 @@ from emailkit.domain.sending.failures import FailureLog, commonest_failure
 from emailkit.domain.sending.ledger import BatchLedger, Failed, LeaseLost, Pending, Recorded, Sent, ledger_for
 from emailkit.domain.sending.messages import Compiled, MessageBuilder, test_recipients
 from emailkit.domain.sending.progress import ProgressReporter
-from emailkit.domain.sending.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 

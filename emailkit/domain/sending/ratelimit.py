@@ -1,7 +1,7 @@
-"""Send-rate limits shared by every worker: messages per second and per hour, per provider.
+"""The in-process send-rate limit: messages per second and per hour, for one process.
 
-`RateLimiter` is the port the pipeline awaits; the in-process implementation serves the embedded mode and tests,
-the Redis one (emailkit.tasks.ratelimit) makes all workers on all machines share one budget.
+It implements the port the pipeline awaits (``emailkit.domain.ports.ratelimit.RateLimiter``) in the embedded
+mode and in tests; the Redis one (``emailkit.tasks.ratelimit``) makes all workers on all machines share one budget.
 """
 
 from __future__ import annotations
@@ -10,13 +10,6 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Protocol
-
-
-class RateLimiter(Protocol):
-    async def acquire(self, n: int = 1) -> None:
-        """Wait until `n` more messages may go out without breaking any configured limit."""
-        ...
 
 
 class LocalRateLimiter:
