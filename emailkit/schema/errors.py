@@ -11,6 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.types.nodes import SelectedField
 
 from emailkit.domain.errors import DomainError
+from emailkit.domain.sending import dispatch
+from emailkit.domain.sending.dispatch import Dispatched
+from emailkit.domain.sending.jobs import Jobs
 from emailkit.domain.transactions import ATTEMPTS, run_in_transaction
 from emailkit.domain.validation import unstorable_text
 from emailkit.schema.context import Info
@@ -57,6 +60,16 @@ def text_errors(info: Info, *, exempt: Collection[str] = ()) -> list[UserError]:
     return errors
 
 
+async def _checked(info: Info, text_exempt: Collection[str], run: Callable[[], Awaitable[R]]) -> Outcome[R]:
+    """`run`, unless the arguments hold unstorable text; its DomainError (nothing committed) as userErrors."""
+    if errors := text_errors(info, exempt=text_exempt):
+        return Outcome(errors=errors)
+    try:
+        return Outcome(value=await run())
+    except DomainError as exc:
+        return Outcome(errors=to_user_errors(exc))
+
+
 async def mutate(
     info: Info,
     work: Callable[[AsyncSession], Awaitable[R]],
@@ -66,15 +79,21 @@ async def mutate(
 ) -> Outcome[R]:
     """Run one service call in one transaction (again if a concurrent change made the database refuse it,
     unless `rerun` is off: work that consumes its input, such as an upload, runs once); a DomainError rolls it
-    back and becomes userErrors. Every mutation goes through here, so text no database can store is refused
-    here, once."""
-    if errors := text_errors(info, exempt=text_exempt):
-        return Outcome(errors=errors)
-    try:
-        attempts = ATTEMPTS if rerun else 1
-        return Outcome(value=await run_in_transaction(info.context.db, work, attempts=attempts))
-    except DomainError as exc:
-        return Outcome(errors=to_user_errors(exc))
+    back and becomes userErrors. Every mutation goes through here or `mutate_then_enqueue`, so text no
+    database can store is refused in one place, once."""
+    attempts = ATTEMPTS if rerun else 1
+    return await _checked(
+        info, text_exempt, lambda: run_in_transaction(info.context.db, work, attempts=attempts)
+    )
+
+
+async def mutate_then_enqueue(
+    info: Info, work: Callable[[AsyncSession], Awaitable[tuple[R, Jobs]]]
+) -> Outcome[Dispatched[R]]:
+    """`mutate` for work that plans jobs: committed as there (reruns included), then its jobs are enqueued
+    (``dispatch.commit_then_enqueue``). An unreachable queue is in the value's ``queue_error``, for the
+    mutation to answer with a warning or, by re-raising it, with a QUEUE_UNAVAILABLE error."""
+    return await _checked(info, (), lambda: dispatch.commit_then_enqueue(info.context.runtime, work))
 
 
 @strawberry.type

@@ -12,6 +12,7 @@ from limits import RateLimitItem, parse_many
 from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -19,11 +20,11 @@ from starlette.routing import Route
 from emailkit import globalid
 from emailkit.db.tables.audience import MailingList
 from emailkit.domain.audience import optin
-from emailkit.domain.ports.queue import QueueUnavailable
 from emailkit.domain.runtime import Runtime, optin_sender
 from emailkit.domain.sending import dispatch
+from emailkit.domain.sending.jobs import Jobs
 from emailkit.domain.tokens import TokenSigner
-from emailkit.domain.transactions import ConcurrentChange, run_in_transaction
+from emailkit.domain.transactions import ConcurrentChange
 from emailkit.settings import Settings
 from emailkit.web.ratelimit import limits_storage
 
@@ -120,26 +121,27 @@ class PublicPages:
         if str(data.get(HONEYPOT) or "").strip():
             # Same answer as a real signup: a bot learns nothing from the response.
             return self._answer(wants_json, 200, None)
-        try:
-            deliveries = await run_in_transaction(
-                self.runtime.db,
-                lambda session: optin.public_subscribe(
-                    session,
-                    optin_sender(self.runtime),
-                    email=str(data.get("email") or ""),
-                    name=str(data.get("name") or ""),
-                    list_ids=list_ids,
-                ),
+        sender = optin_sender(self.runtime)
+
+        async def signup(session: AsyncSession) -> tuple[None, Jobs]:
+            confirmations = await optin.public_subscribe(
+                session,
+                sender,
+                email=str(data.get("email") or ""),
+                name=str(data.get("name") or ""),
+                list_ids=list_ids,
             )
+            return None, Jobs(transactional_ids=confirmations)
+
+        try:
+            dispatched = await dispatch.commit_then_enqueue(self.runtime, signup)
         except optin.SubscribeRefused as exc:
             return self._answer(wants_json, 400, str(exc))
         except ConcurrentChange as exc:
             return self._answer(wants_json, 409, str(exc))
-        try:
-            await dispatch.enqueue(self.runtime, dispatch.Jobs(transactional_ids=deliveries))
-        except QueueUnavailable as exc:
+        if dispatched.queue_error is not None:
             # The signup is saved but its confirmation mail could not be queued: asking again is safe.
-            log.warning("subscribe: confirmation not queued: %s", exc)
+            log.warning("subscribe: confirmation not queued: %s", dispatched.queue_error)
             response = self._answer(wants_json, 503, "Please try again in a minute")
             response.headers["Retry-After"] = "60"
             return response

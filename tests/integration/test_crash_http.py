@@ -116,10 +116,11 @@ def ses_received(url: str) -> Counter[str]:
 async def start(db: Database, redis: RedisServer, campaign_id: int) -> None:
     broker = configure_broker(redis.url)
     try:
-        async with db.transaction() as s:
-            _, batch_ids = await lifecycle.start_campaign(s, campaign_id, batch_size=BATCH_SIZE)
         runtime = Runtime(db=db, secret_key=TEST_SECRET, public_url="http://x", jobs=DramatiqJobQueue(broker))
-        await dispatch.enqueue(runtime, dispatch.Jobs(batch_ids=batch_ids))
+        started = await dispatch.commit_then_enqueue(
+            runtime, lambda s: lifecycle.start_campaign_with_jobs(s, campaign_id, batch_size=BATCH_SIZE)
+        )
+        started.or_raise()
     finally:
         broker.close()
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
-from sqlalchemy import select, update
+import pytest
+from sqlalchemy import Select, select, update
 
 from emailkit.db.engine import Database
 from emailkit.db.tables.audience import MailingList, Subscriber, Subscription
@@ -15,8 +18,10 @@ from emailkit.domain.ports.queue import JobArg
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.sending import dispatch, lifecycle, scheduler
 from tests.support.environment import TEST_SECRET
+from tests.support.races import default_isolation, wait_until_blocked
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+R = TypeVar("R")
 
 
 class RecordingQueue:
@@ -125,3 +130,66 @@ async def test_paused_campaigns_are_not_requeued(db: Database) -> None:
         await lifecycle.pause_campaign(s, campaign_id)
     queue = RecordingQueue()
     assert await scheduler.requeue_stale_batches(runtime_for(db, queue), NOW + timedelta(hours=1), 60) == []
+
+
+async def _two_tickers(
+    db: Database, level: str, held: Select[tuple[int]], step: Callable[[Database], Awaitable[R]]
+) -> list[R]:
+    """`step` run by two tickers at once, on sessions that default to isolation `level`: the rows `held`
+    selects stay locked until both tickers wait for them, so each read them before the other wrote."""
+    async with default_isolation(db, level) as other:
+        async with db.transaction() as s:
+            await s.execute(held.with_for_update())
+            tickers = [asyncio.ensure_future(step(other)) for _ in range(2)]
+            await wait_until_blocked(db, waiting=tickers[0], backends=2)
+        return list(await asyncio.gather(*tickers))
+
+
+@pytest.mark.postgresql_only
+@pytest.mark.parametrize("level", ["read committed", "repeatable read"])
+async def test_two_tickers_at_once_enqueue_each_stale_batch_once(db: Database, level: str) -> None:
+    """The loser waits for the winner's claim: above READ COMMITTED its claim is refused and run again, and
+    finds nothing left to claim. Either way the batches are enqueued once."""
+    campaign_id = await make_campaign(db, subscribers=30)
+    async with db.transaction() as s:
+        _, batch_ids = await lifecycle.start_campaign(s, campaign_id, batch_size=10, now=NOW)
+    queue = RecordingQueue()
+    later = NOW + timedelta(seconds=61)
+
+    won = await _two_tickers(
+        db,
+        level,
+        select(CampaignBatch.id),
+        lambda other: scheduler.requeue_stale_batches(runtime_for(other, queue), later, requeue_after=60),
+    )
+
+    assert sorted(sorted(w) for w in won) == [[], sorted(batch_ids)]
+    assert queue.batch_ids() == sorted(batch_ids)
+
+
+@pytest.mark.postgresql_only
+@pytest.mark.parametrize("level", ["read committed", "repeatable read"])
+async def test_two_tickers_at_once_start_a_due_campaign_once(db: Database, level: str) -> None:
+    """The loser finds the campaign started (above READ COMMITTED after its refused start is run again), and
+    leaves it RUNNING."""
+    campaign_id = await make_campaign(db)
+    async with db.transaction() as s:
+        await lifecycle.schedule_campaign(s, campaign_id, NOW + timedelta(seconds=30), now=NOW)
+    queue = RecordingQueue()
+
+    started = await _two_tickers(
+        db,
+        level,
+        select(Campaign.id),
+        lambda other: scheduler.start_due_campaigns(runtime_for(other, queue), NOW + timedelta(seconds=31)),
+    )
+
+    assert sorted(started) == [[], [campaign_id]]
+    async with db.session() as s:
+        campaign = await s.get(Campaign, campaign_id)
+        batches = list((await s.execute(select(CampaignBatch.id))).scalars())
+    assert campaign is not None and (campaign.status, campaign.status_reason) == (
+        CampaignStatus.RUNNING,
+        None,
+    )
+    assert queue.batch_ids() == sorted(batches) and len(batches) == 1

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy import event, func, insert, select, text
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from emailkit.db.engine import Database
@@ -35,6 +35,7 @@ from tests.support.races import (
     OK,
     SERIALIZATION_FAILURE,
     backend_pid,
+    default_isolation,
     orphans,
     outcome,
     wait_until_blocked,
@@ -162,18 +163,9 @@ async def test_a_delete_racing_a_subscription_leaves_no_orphan(
 
 @pytest.fixture(params=["repeatable read", "read committed"])
 async def defaulted(db: Database, request: pytest.FixtureRequest) -> AsyncIterator[Database]:
-    """A second Database on the same PostgreSQL database whose sessions default to the given isolation, as
-    `ALTER DATABASE ... SET default_transaction_isolation` would make them."""
-    other = Database(db.url, pool_size=4)
-
-    def set_default(_dialect: Any, _record: Any, _args: Any, params: dict[str, Any]) -> None:
-        params["server_settings"] = {"default_transaction_isolation": request.param}
-
-    event.listen(other.engine.sync_engine, "do_connect", set_default)
-    async with other.transaction() as s:
-        assert (await s.execute(text("SHOW transaction_isolation"))).scalar_one() == request.param
-    yield other
-    await other.dispose()
+    """A second Database on the same PostgreSQL database whose sessions default to the given isolation."""
+    async with default_isolation(db, request.param) as other:
+        yield other
 
 
 class _Counted:

@@ -32,7 +32,9 @@ class CampaignStatus(enum.StrEnum):
     FAILED = "FAILED"
 
 
-# A campaign in one of these never changes status again (the one definition; lifecycle enforces it).
+# A campaign in one of these has ended: nothing of it is sent and it cannot be cancelled. Only a retry of its
+# failed deliveries changes its status again, reopening a FINISHED or FAILED one (lifecycle's REOPEN_ON_RETRY);
+# CANCELLED is for good. The one definition; lifecycle makes every transition.
 FINAL_CAMPAIGN_STATUSES: Final = frozenset(
     {CampaignStatus.FINISHED, CampaignStatus.CANCELLED, CampaignStatus.FAILED}
 )

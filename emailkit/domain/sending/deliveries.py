@@ -24,6 +24,7 @@ from emailkit.domain.content.rendering import compile_content, subscriber_vars, 
 from emailkit.domain.errors import DomainError, ErrorCode, NotFound
 from emailkit.domain.pagination import Page, keyset_page
 from emailkit.domain.sending import lifecycle
+from emailkit.domain.sending.jobs import Jobs
 from emailkit.domain.validation import normalize_email
 
 MAX_TRANSACTIONAL_DATA = 64 * 1024
@@ -101,6 +102,17 @@ async def retry_failed_deliveries(
     return campaign, batch_ids, count
 
 
+async def retry_failed_deliveries_with_jobs(
+    session: AsyncSession, campaign_id: int, *, include_in_doubt: bool = False
+) -> tuple[tuple[Campaign, int], Jobs]:
+    """`retry_failed_deliveries` for ``dispatch.commit_then_enqueue``: the campaign and the count, and the
+    batches to run as the jobs."""
+    campaign, batch_ids, count = await retry_failed_deliveries(
+        session, campaign_id, include_in_doubt=include_in_doubt
+    )
+    return (campaign, count), Jobs(batch_ids=batch_ids)
+
+
 async def create_transactional(
     session: AsyncSession,
     *,
@@ -109,8 +121,9 @@ async def create_transactional(
     data: dict[str, Any] | None,
     from_email: str | None,
     from_name: str = "",
-) -> Delivery:
-    """Validate and record one transactional message; the caller enqueues its delivery id after commit."""
+) -> tuple[Delivery, Jobs]:
+    """Validate and record one transactional message; returns it, and itself as the job to enqueue after commit
+    (``dispatch.commit_then_enqueue``)."""
     email = normalize_email(to, "to")
     if not from_email:
         raise DomainError.single(
@@ -154,7 +167,7 @@ async def create_transactional(
     )
     session.add(row)
     await session.flush()
-    return row
+    return row, Jobs(transactional_ids=[row.id])
 
 
 def render_context(subscriber: Subscriber | None, email: str, data: dict[str, Any]) -> dict[str, Any]:

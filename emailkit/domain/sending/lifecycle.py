@@ -34,6 +34,7 @@ from emailkit.domain.audience.segments import store as segments
 from emailkit.domain.errors import DomainError, ErrorCode, NotFound
 from emailkit.domain.sending.config import SendingConfig
 from emailkit.domain.sending.failures import all_failed_reason
+from emailkit.domain.sending.jobs import Jobs
 
 S = CampaignStatus
 
@@ -109,6 +110,18 @@ async def start_campaign(
     return row, await pending_batch_ids(session, campaign_id)
 
 
+async def start_campaign_with_jobs(
+    session: AsyncSession,
+    campaign_id: int,
+    *,
+    batch_size: int = SendingConfig.batch_size,
+    now: datetime | None = None,
+) -> tuple[Campaign, Jobs]:
+    """`start_campaign` for ``dispatch.commit_then_enqueue``: the campaign, and its batches as the jobs."""
+    row, batch_ids = await start_campaign(session, campaign_id, batch_size=batch_size, now=now)
+    return row, Jobs(batch_ids=batch_ids)
+
+
 async def pending_batch_ids(session: AsyncSession, campaign_id: int) -> list[int]:
     stmt = (
         select(CampaignBatch.id)
@@ -139,6 +152,12 @@ async def resume_campaign(session: AsyncSession, campaign_id: int) -> tuple[Camp
         )
     await session.flush()
     return row, ids
+
+
+async def resume_campaign_with_jobs(session: AsyncSession, campaign_id: int) -> tuple[Campaign, Jobs]:
+    """`resume_campaign` for ``dispatch.commit_then_enqueue``: the campaign, and its batches as the jobs."""
+    row, batch_ids = await resume_campaign(session, campaign_id)
+    return row, Jobs(batch_ids=batch_ids)
 
 
 async def cancel_campaign(session: AsyncSession, campaign_id: int) -> Campaign:

@@ -3,7 +3,8 @@
 Every worker process (and the embedded one) runs :func:`tick` every second or so. Each step is an atomic,
 idempotent database update, so any number of processes may tick at once: starting a due campaign locks its row,
 and re-enqueueing a batch first moves its ``enqueued_at`` forward (a transactional delivery its ``updated_at``) so
-only one ticker wins.
+only one ticker wins. Each step enqueues through ``dispatch.commit_then_enqueue``: only after its update has
+committed, so a ticker whose claim was rolled back (or run again after a conflict) enqueues nothing for it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from emailkit.domain.errors import DomainError
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.sending import dispatch, lifecycle
 from emailkit.domain.sending.config import SendingConfig
-from emailkit.domain.sending.dispatch import Jobs
+from emailkit.domain.sending.jobs import Jobs
+from emailkit.domain.transactions import ConcurrentChange
 
 log = logging.getLogger(__name__)
 
@@ -43,22 +45,28 @@ async def start_due_campaigns(runtime: Runtime, now: datetime) -> list[int]:
     started = []
     for campaign_id in due:
         try:
-            await dispatch.commit_then_enqueue(
-                runtime, functools.partial(_start, campaign_id=campaign_id, batch_size=batch_size, now=now)
+            dispatched = await dispatch.commit_then_enqueue(
+                runtime,
+                functools.partial(
+                    lifecycle.start_campaign_with_jobs,
+                    campaign_id=campaign_id,
+                    batch_size=batch_size,
+                    now=now,
+                ),
             )
+        except ConcurrentChange:
+            # Conflicts that outlasted the reruns say nothing against the campaign: this tick fails, the next
+            # one tries again.
+            raise
         except DomainError as exc:
             # Another ticker started it first, or it can no longer start: say why on the campaign.
             log.info("scheduled campaign %s not started: %s", campaign_id, exc)
             async with runtime.db.transaction() as s:
                 await lifecycle.fail_to_start(s, campaign_id, exc)
             continue
+        dispatched.or_raise()
         started.append(campaign_id)
     return started
-
-
-async def _start(s: AsyncSession, *, campaign_id: int, batch_size: int, now: datetime) -> tuple[None, Jobs]:
-    _, batch_ids = await lifecycle.start_campaign(s, campaign_id, batch_size=batch_size, now=now)
-    return None, Jobs(batch_ids=batch_ids)
 
 
 async def requeue_stale_batches(runtime: Runtime, now: datetime, requeue_after: float) -> list[int]:
@@ -80,7 +88,8 @@ async def requeue_stale_batches(runtime: Runtime, now: datetime, requeue_after: 
         ),
     )
     running = select(Campaign.id).where(Campaign.status == CampaignStatus.RUNNING)
-    async with runtime.db.transaction() as s:
+
+    async def claim(s: AsyncSession) -> tuple[list[int], Jobs]:
         ids = list(
             (
                 await s.execute(
@@ -89,7 +98,7 @@ async def requeue_stale_batches(runtime: Runtime, now: datetime, requeue_after: 
             ).scalars()
         )
         if not ids:
-            return []
+            return [], Jobs()
         # Claim the right to re-enqueue: only rows still stale are moved forward, so two tickers never both win.
         result = await s.execute(
             update(CampaignBatch)
@@ -98,10 +107,12 @@ async def requeue_stale_batches(runtime: Runtime, now: datetime, requeue_after: 
             .returning(CampaignBatch.id)
         )
         won = [int(x) for x in result.scalars()]
-    if won:
-        log.info("re-enqueueing %d stale batch(es)", len(won))
-        await dispatch.enqueue(runtime, Jobs(batch_ids=won))
-    return won
+        return won, Jobs(batch_ids=won)
+
+    dispatched = await dispatch.commit_then_enqueue(runtime, claim)
+    if dispatched.value:
+        log.info("re-enqueueing %d stale batch(es)", len(dispatched.value))
+    return dispatched.or_raise()
 
 
 async def requeue_lost_transactional(runtime: Runtime, now: datetime, requeue_after: float) -> list[int]:
@@ -116,21 +127,24 @@ async def requeue_lost_transactional(runtime: Runtime, now: datetime, requeue_af
         # A receipt or confirmation older than this is no longer expected; sending it would only confuse.
         Delivery.created_at >= now - TRANSACTIONAL_MAX_AGE,
     )
-    async with runtime.db.transaction() as s:
+
+    async def claim(s: AsyncSession) -> tuple[list[int], Jobs]:
         ids = list(
             (await s.execute(select(Delivery.id).where(stale).order_by(Delivery.id).limit(500))).scalars()
         )
         if not ids:
-            return []
+            return [], Jobs()
         # Claim the right to re-enqueue, as for batches: only rows still stale are moved forward.
         result = await s.execute(
             update(Delivery).where(Delivery.id.in_(ids), stale).values(updated_at=now).returning(Delivery.id)
         )
         won = sorted(int(x) for x in result.scalars())
-    if won:
-        log.info("re-enqueueing %d transactional delivery(ies) left queued", len(won))
-        await dispatch.enqueue(runtime, Jobs(transactional_ids=won))
-    return won
+        return won, Jobs(transactional_ids=won)
+
+    dispatched = await dispatch.commit_then_enqueue(runtime, claim)
+    if dispatched.value:
+        log.info("re-enqueueing %d transactional delivery(ies) left queued", len(dispatched.value))
+    return dispatched.or_raise()
 
 
 async def tick(runtime: Runtime, now: datetime | None = None) -> None:

@@ -11,14 +11,21 @@ from strawberry.scalars import JSON
 
 from emailkit.db.tables.sending import Campaign as CampaignRow
 from emailkit.domain.errors import DomainError, ErrorCode
-from emailkit.domain.ports.queue import QueueUnavailable
 from emailkit.domain.runtime import campaign_sender
-from emailkit.domain.sending import deliveries, dispatch, lifecycle
+from emailkit.domain.sending import deliveries, lifecycle
 from emailkit.domain.sending.config import SendingConfig
+from emailkit.domain.sending.dispatch import Dispatched
 from emailkit.domain.validation import normalize_email
 from emailkit.schema.context import Info
 from emailkit.schema.enums import CampaignStatus
-from emailkit.schema.errors import MutationWarning, Outcome, UserError, mutate, to_user_errors
+from emailkit.schema.errors import (
+    MutationWarning,
+    Outcome,
+    UserError,
+    mutate,
+    mutate_then_enqueue,
+    to_user_errors,
+)
 from emailkit.schema.permissions import write_mutation
 from emailkit.schema.relay import decode_id
 from emailkit.schema.types.campaigns import CampaignType
@@ -116,39 +123,37 @@ def _campaign_payload(row: CampaignRow | None, errors: list[UserError]) -> Campa
     )
 
 
-async def _running_payload(
-    info: Info, out: Outcome[tuple[CampaignRow, list[int]]]
-) -> CampaignLifecyclePayload:
-    """After a start or resume committed: queue the batches it planned, then answer."""
+def _running_payload(info: Info, out: Outcome[Dispatched[CampaignRow]]) -> CampaignLifecyclePayload:
+    """After a start or resume: the campaign, and a warning if its batches could not be queued."""
     if out.value is None:
         return _campaign_payload(None, out.errors)
-    campaign, batch_ids = out.value
-    payload = _campaign_payload(campaign, [])
-    payload.warnings = await _queue_batches(info, batch_ids)
+    payload = _campaign_payload(out.value.value, [])
+    payload.warnings = _queue_warnings(info, out.value)
     return payload
 
 
-async def _queue_batches(info: Info, batch_ids: list[int]) -> list[MutationWarning]:
-    """Queue batches whose campaign is already committed RUNNING. With the queue unreachable the campaign
-    stays RUNNING and the upkeep ticker re-enqueues its batches once the queue is back; say so."""
-    runtime = info.context.runtime
-    try:
-        await dispatch.enqueue(runtime, dispatch.Jobs(batch_ids=batch_ids))
-    except QueueUnavailable as exc:
-        log.warning("batches %s not queued: %s; the ticker will re-enqueue them", batch_ids, exc)
-        setup = runtime.sending
-        after = (setup.config if setup is not None else SendingConfig()).requeue_after_seconds
-        return [
-            MutationWarning(
-                code=ErrorCode.QUEUE_UNAVAILABLE,
-                message=(
-                    f"The campaign is {CampaignStatus.RUNNING.value}, but the job queue is unreachable, so "
-                    "its sending is not queued yet. The workers queue it again automatically once the queue "
-                    f"is back (any batch left unqueued for {after:g} s is queued again)."
-                ),
-            )
-        ]
-    return []
+def _queue_warnings(info: Info, dispatched: Dispatched[object]) -> list[MutationWarning]:
+    """With the queue unreachable, a campaign committed RUNNING stays RUNNING and the upkeep ticker re-enqueues
+    its batches once the queue is back; say so."""
+    if dispatched.queue_error is None:
+        return []
+    log.warning(
+        "batches %s not queued: %s; the ticker will re-enqueue them",
+        list(dispatched.jobs.batch_ids),
+        dispatched.queue_error,
+    )
+    setup = info.context.runtime.sending
+    after = (setup.config if setup is not None else SendingConfig()).requeue_after_seconds
+    return [
+        MutationWarning(
+            code=ErrorCode.QUEUE_UNAVAILABLE,
+            message=(
+                f"The campaign is {CampaignStatus.RUNNING.value}, but the job queue is unreachable, so "
+                "its sending is not queued yet. The workers queue it again automatically once the queue "
+                f"is back (any batch left unqueued for {after:g} s is queued again)."
+            ),
+        )
+    ]
 
 
 def _batch_size(info: Info) -> int:
@@ -160,13 +165,13 @@ def _batch_size(info: Info) -> int:
 class Mutation:
     @write_mutation(description="DRAFT or SCHEDULED → RUNNING: snapshot the audience and start sending.")
     async def start_campaign(self, info: Info, input: CampaignIdInput) -> CampaignLifecyclePayload:
-        out = await mutate(
+        out = await mutate_then_enqueue(
             info,
-            lambda s: lifecycle.start_campaign(
+            lambda s: lifecycle.start_campaign_with_jobs(
                 s, decode_id(input.id, "Campaign"), batch_size=_batch_size(info)
             ),
         )
-        return await _running_payload(info, out)
+        return _running_payload(info, out)
 
     @write_mutation(description="RUNNING → PAUSED: workers stop after their current chunk.")
     async def pause_campaign(self, info: Info, input: CampaignIdInput) -> CampaignLifecyclePayload:
@@ -175,8 +180,10 @@ class Mutation:
 
     @write_mutation(description="PAUSED → RUNNING: continue where the campaign stopped.")
     async def resume_campaign(self, info: Info, input: CampaignIdInput) -> CampaignLifecyclePayload:
-        out = await mutate(info, lambda s: lifecycle.resume_campaign(s, decode_id(input.id, "Campaign")))
-        return await _running_payload(info, out)
+        out = await mutate_then_enqueue(
+            info, lambda s: lifecycle.resume_campaign_with_jobs(s, decode_id(input.id, "Campaign"))
+        )
+        return _running_payload(info, out)
 
     @write_mutation(description="Stop for good; recipients not yet sent to are never sent to.")
     async def cancel_campaign(self, info: Info, input: CampaignIdInput) -> CampaignLifecyclePayload:
@@ -196,9 +203,9 @@ class Mutation:
     async def retry_failed_deliveries(
         self, info: Info, input: RetryFailedDeliveriesInput
     ) -> RetryFailedDeliveriesPayload:
-        out = await mutate(
+        out = await mutate_then_enqueue(
             info,
-            lambda s: deliveries.retry_failed_deliveries(
+            lambda s: deliveries.retry_failed_deliveries_with_jobs(
                 s,
                 decode_id(input.campaign_id, "Campaign", "campaignId"),
                 include_in_doubt=input.include_in_doubt,
@@ -206,12 +213,12 @@ class Mutation:
         )
         if out.value is None:
             return RetryFailedDeliveriesPayload(campaign=None, retried=0, user_errors=out.errors)
-        campaign, batch_ids, count = out.value
+        campaign, count = out.value.value
         return RetryFailedDeliveriesPayload(
             campaign=CampaignType.from_model(campaign),
             retried=count,
             user_errors=[],
-            warnings=await _queue_batches(info, batch_ids),
+            warnings=_queue_warnings(info, out.value),
         )
 
     @write_mutation(
@@ -248,7 +255,7 @@ class Mutation:
     async def send_transactional(self, info: Info, input: SendTransactionalInput) -> SendTransactionalPayload:
         setup = info.context.runtime.sending
         default_from = setup.default_from if setup is not None else (None, "")
-        out = await mutate(
+        out = await mutate_then_enqueue(
             info,
             lambda s: deliveries.create_transactional(
                 s,
@@ -261,8 +268,11 @@ class Mutation:
         )
         if out.value is None:
             return SendTransactionalPayload(delivery=None, user_errors=out.errors)
-        await dispatch.enqueue(info.context.runtime, dispatch.Jobs(transactional_ids=[out.value.id]))
-        return SendTransactionalPayload(delivery=DeliveryType.from_model(out.value), user_errors=[])
+        # An unreachable queue is answered with a QUEUE_UNAVAILABLE error (this payload has no warnings); the
+        # saved message is queued again by the ticker.
+        return SendTransactionalPayload(
+            delivery=DeliveryType.from_model(out.value.or_raise()), user_errors=[]
+        )
 
 
 def _data_object(value: object) -> dict[str, object] | None:

@@ -10,10 +10,10 @@ from strawberry.scalars import JSON
 from emailkit.db.tables.audience import Subscriber as SubscriberRow
 from emailkit.domain.audience import optin, subscribers
 from emailkit.domain.runtime import optin_sender
-from emailkit.domain.sending import dispatch
+from emailkit.domain.sending.jobs import Jobs
 from emailkit.schema.context import Info
 from emailkit.schema.enums import SubscriberStatus, SubscriptionStatus
-from emailkit.schema.errors import DeletePayload, UserError, mutate
+from emailkit.schema.errors import DeletePayload, UserError, mutate, mutate_then_enqueue
 from emailkit.schema.permissions import write_mutation
 from emailkit.schema.relay import decode_id, decode_ids
 from emailkit.schema.types.subscribers import SubscriberType
@@ -101,7 +101,7 @@ class Mutation:
     async def create_subscriber(self, info: Info, input: CreateSubscriberInput) -> SubscriberPayload:
         sender = optin_sender(info.context.runtime)
 
-        async def work(s: AsyncSession) -> tuple[SubscriberRow, list[int]]:
+        async def work(s: AsyncSession) -> tuple[SubscriberRow, Jobs]:
             list_ids = decode_ids(input.list_ids or [], "MailingList", "listIds")
             row = await subscribers.create_subscriber(
                 s,
@@ -112,14 +112,14 @@ class Mutation:
                 status=input.status,
                 subscription_status=input.subscription_status,
             )
-            return row, await optin.queue_confirmations(s, sender, [row.id], list_ids)
+            confirmations = await optin.queue_confirmations(s, sender, [row.id], list_ids)
+            return row, Jobs(transactional_ids=confirmations)
 
-        out = await mutate(info, work)
+        out = await mutate_then_enqueue(info, work)
         if out.value is None:
             return _payload(None, out.errors)
-        row, confirmations = out.value
-        await dispatch.enqueue(info.context.runtime, dispatch.Jobs(transactional_ids=confirmations))
-        return _payload(row, [])
+        # Confirmations the queue did not take are a QUEUE_UNAVAILABLE error; the ticker queues them later.
+        return _payload(out.value.or_raise(), [])
 
     @write_mutation
     async def update_subscriber(self, info: Info, input: UpdateSubscriberInput) -> SubscriberPayload:
@@ -147,18 +147,17 @@ class Mutation:
     async def subscribe_to_lists(self, info: Info, input: SubscribeToListsInput) -> SubscribersPayload:
         sender = optin_sender(info.context.runtime)
 
-        async def work(s: AsyncSession) -> tuple[list[SubscriberRow], list[int]]:
+        async def work(s: AsyncSession) -> tuple[list[SubscriberRow], Jobs]:
             subscriber_ids = decode_ids(input.subscriber_ids, "Subscriber", "subscriberIds")
             list_ids = decode_ids(input.list_ids, "MailingList", "listIds")
             rows = await subscribers.subscribe_to_lists(s, subscriber_ids, list_ids, status=input.status)
-            return rows, await optin.queue_confirmations(s, sender, subscriber_ids, list_ids)
+            confirmations = await optin.queue_confirmations(s, sender, subscriber_ids, list_ids)
+            return rows, Jobs(transactional_ids=confirmations)
 
-        out = await mutate(info, work)
+        out = await mutate_then_enqueue(info, work)
         if out.value is None:
             return _many(None, out.errors)
-        rows, confirmations = out.value
-        await dispatch.enqueue(info.context.runtime, dispatch.Jobs(transactional_ids=confirmations))
-        return _many(rows, [])
+        return _many(out.value.or_raise(), [])
 
     @write_mutation
     async def unsubscribe_from_lists(
