@@ -19,8 +19,8 @@ from emailkit.domain.runtime import Runtime
 from emailkit.schema.relay import to_global_id
 from emailkit.settings import Settings
 from emailkit.tasks.pubsub import InProcessPubSub
-from tests.api.test_dataloaders import seed, seed_subscriber_events
 from tests.support.database import recorded_statements
+from tests.support.dataloaders import seed, seed_subscriber_events
 from tests.support.environment import TEST_SECRET
 from tests.support.factories import make_key
 from tests.support.feedback import seed_sent_campaign

@@ -1,5 +1,5 @@
 """The segment filter without a database: parsing and its errors, the canonical form, and the SQL it compiles
-to on each dialect (values always bound, index-friendly shapes on PostgreSQL). Real rows: tests/api/test_segments.py.
+to on each dialect (values always bound, index-friendly shapes on PostgreSQL). Real rows: tests/api/test_segments_filter.py.
 """
 
 from __future__ import annotations
