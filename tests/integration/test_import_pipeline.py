@@ -2,7 +2,7 @@
 and known addresses are found across chunks exactly as within one; and the staging table never outlives the
 import.
 
-The scenarios of test_import_job run here again with two rows per chunk (on SQLite they exercise nothing new
+The scenarios of test_import_job_rows and test_import_job_failures_and_races run here again with two rows per chunk (on SQLite they exercise nothing new
 but cost little).
 """
 
