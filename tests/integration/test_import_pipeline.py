@@ -2,7 +2,7 @@
 and known addresses are found across chunks exactly as within one; and the staging table never outlives the
 import.
 
-The scenarios of test_import_job run here again with two rows per chunk (on SQLite they exercise nothing new
+The scenarios of test_import_job_rows and test_import_job_failures_and_races run here again with two rows per chunk (on SQLite they exercise nothing new
 but cost little).
 """
 
@@ -21,19 +21,19 @@ from emailkit.domain.audience.imports import load as imports_load
 from emailkit.domain.audience.imports import postgres as imports_pg
 from emailkit.domain.audience.imports import service as imports
 from emailkit.domain.audience.imports import staging as imports_staging
-from tests.integration.test_import_job import (  # noqa: F401  (collected again, with two-row chunks)
-    people,
-    run,
-    start,
+from tests.integration.test_import_job_failures_and_races import (  # noqa: F401  (collected again, with two-row chunks)
     test_a_failure_midway_writes_nothing,
     test_a_known_address_deleted_meanwhile_is_inserted_again,
     test_an_address_added_by_another_writer_meanwhile_is_updated_not_lost,
+)
+from tests.integration.test_import_job_rows import (  # noqa: F401  (collected again, with two-row chunks)
     test_messy_file_imports_with_an_exact_report,
     test_skip_existing_leaves_existing_subscribers_alone,
     test_subscription_status_follows_opt_in_and_never_resubscribes,
     test_upsert_updates_existing_subscribers_and_merges_attributes,
 )
 from tests.support.factories import insert_list
+from tests.support.import_job import people, run, start
 
 
 @pytest.fixture(autouse=True)
