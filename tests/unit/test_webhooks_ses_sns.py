@@ -28,29 +28,10 @@ from tests.support.ses_webhooks import (
     encode,
     fixture_bytes,
     fixture_json,
-    new_signing_key,
     notification,
     parser,
-    self_signed_cert_pem,
     sign,
-    write_cert_dir,
 )
-
-
-@pytest.fixture(scope="module")
-def signing_key() -> rsa.RSAPrivateKey:
-    return new_signing_key()
-
-
-@pytest.fixture(scope="module")
-def cert_pem(signing_key: rsa.RSAPrivateKey) -> bytes:
-    return self_signed_cert_pem(signing_key)
-
-
-@pytest.fixture
-def cert_dir(tmp_path: Path, cert_pem: bytes) -> Path:
-    return write_cert_dir(tmp_path, cert_pem)
-
 
 # --- signatures with our own key -------------------------------------------------------------------------
 
