@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -42,14 +43,46 @@ async def pending(db: Database) -> bool:
     return await current_revision(db) != head_revision(db.url)
 
 
+def _without_sqlite_foreign_keys(step: Callable[[Connection], None]) -> Callable[[Connection], None]:
+    """On SQLite, run `step` with foreign keys off, then check them (SQLite's own procedure for altering tables).
+
+    Batch mode rebuilds a table by copying it and dropping the original; with foreign keys on, that drop deletes
+    every row first and cascades the delete into the tables that reference it. The pragma only takes effect
+    outside a transaction, so it is set before the migration's first statement and restored afterwards; a
+    reference the migration broke fails the migration instead of being left behind.
+    """
+
+    def run(conn: Connection) -> None:
+        if conn.dialect.name != "sqlite":
+            step(conn)
+            return
+        conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        step(conn)
+        broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            raise MigrationError(f"the migration left rows referencing missing rows: {broken[:5]}")
+
+    return run
+
+
+async def _forget_connections(db: Database) -> None:
+    # The migration's SQLite connection still has foreign keys off (the pragma is ignored inside the
+    # transaction that just ended): closed, not pooled, so every later connection gets them on at connect.
+    if db.dialect == "sqlite":
+        await db.engine.dispose()
+
+
 async def upgrade(db: Database, revision: str = "head") -> None:
     def _upgrade(conn: Connection) -> None:
         cfg = alembic_config(db.url)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
 
-    async with db.engine.begin() as conn:
-        await conn.run_sync(_upgrade)
+    try:
+        async with db.engine.begin() as conn:
+            await conn.run_sync(_without_sqlite_foreign_keys(_upgrade))
+    finally:
+        await _forget_connections(db)
 
 
 async def downgrade(db: Database, revision: str) -> None:
@@ -60,5 +93,8 @@ async def downgrade(db: Database, revision: str) -> None:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, revision)
 
-    async with db.engine.begin() as conn:
-        await conn.run_sync(_downgrade)
+    try:
+        async with db.engine.begin() as conn:
+            await conn.run_sync(_without_sqlite_foreign_keys(_downgrade))
+    finally:
+        await _forget_connections(db)

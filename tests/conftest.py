@@ -7,14 +7,16 @@ The database suites run on SQLite always, and on PostgreSQL too when EMAILKIT_TE
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
 
 from emailkit.app import create_app
 from emailkit.db.engine import Database
+from emailkit.db.scope import workspace_scope
 from emailkit.db.tables.access import Role
+from emailkit.db.tables.tenancy import DEFAULT_WORKSPACE_ID
 from emailkit.domain.runtime import Runtime
 from emailkit.settings import Settings
 from tests.support.database import fresh_database, truncate_all
@@ -46,6 +48,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
+
+
+@pytest.fixture(autouse=True)
+def default_workspace() -> Iterator[None]:
+    """Tests act in the default workspace, as a key made without --workspace does; tests of isolation open
+    their own scopes inside this one."""
+    with workspace_scope(DEFAULT_WORKSPACE_ID):
+        yield
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

@@ -13,6 +13,12 @@ from sqlalchemy import event, exc, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from emailkit.db.scope import NO_SCOPE_SETTING, current_scope
+from emailkit.db.session_scope import ScopedSession
+
+# The setting the row-level security policies read (migration 0010).
+SCOPE_SETTING = "emailkit.workspace_id"
+
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
@@ -41,10 +47,12 @@ def create_engine(
         engine = create_async_engine(url, echo=echo, pool_timeout=pool_timeout)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    connect_args: dict[str, Any] = {"timeout": pool_timeout}
+    # A new connection starts outside any workspace: the policies show it nothing until a scope is set.
+    server_settings = {SCOPE_SETTING: NO_SCOPE_SETTING}
     if statement_timeout:
         # Per connection, so every statement of every transaction is bounded without a SET per request.
-        connect_args["server_settings"] = {"statement_timeout": str(max(1, round(statement_timeout * 1000)))}
+        server_settings["statement_timeout"] = str(max(1, round(statement_timeout * 1000)))
+    connect_args: dict[str, Any] = {"timeout": pool_timeout, "server_settings": server_settings}
     engine = create_async_engine(
         url,
         echo=echo,
@@ -54,7 +62,26 @@ def create_engine(
         connect_args=connect_args,
     )
     event.listen(engine.sync_engine.pool, "checkout", _discard_if_closed)
+    event.listen(engine.sync_engine.pool, "checkout", _scope_connection)
     return engine
+
+
+def _scope_connection(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+    """Give the connection the workspace scope of the code checking it out, for the row-level security
+    policies: a session-level setting, sent only when it differs from what the connection already carries
+    (so code that stays in one workspace pays no round trip after its first checkout).
+
+    Sent on asyncpg's own connection, outside the transaction SQLAlchemy is about to begin: a setting made
+    inside it would be undone by a rollback while this cache still believed it.
+    """
+    scope = current_scope()
+    value = NO_SCOPE_SETTING if scope is None else scope.setting
+    if record.info.get(SCOPE_SETTING, NO_SCOPE_SETTING) == value:
+        return
+    connection = dbapi_conn._connection
+    dbapi_conn.await_(connection.execute(f"SELECT set_config('{SCOPE_SETTING}', $1, false)", value))
+    # Cleared by SQLAlchemy when the connection is replaced, so a new connection is never assumed scoped.
+    record.info[SCOPE_SETTING] = value
 
 
 def _discard_if_closed(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
@@ -145,11 +172,15 @@ class Database:
             statement_timeout=statement_timeout,
             echo=echo,
         )
-        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.sessionmaker = async_sessionmaker(
+            self.engine, expire_on_commit=False, sync_session_class=ScopedSession
+        )
         # Reads outside any transaction: no BEGIN and ROLLBACK around them, two round trips fewer per session
         # (a request's reads never needed one snapshot: each used to run in a session of its own).
         self.read_sessionmaker = async_sessionmaker(
-            self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+            self.engine.execution_options(isolation_level="AUTOCOMMIT"),
+            expire_on_commit=False,
+            sync_session_class=ScopedSession,
         )
 
     @property

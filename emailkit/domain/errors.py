@@ -36,6 +36,13 @@ class ErrorCode(StrEnum):
     CONCURRENT_CHANGE = "CONCURRENT_CHANGE"
     INVALID_TEXT = "INVALID_TEXT"
     QUEUE_UNAVAILABLE = "QUEUE_UNAVAILABLE"
+    # An instance key asked for workspace data without naming a workspace (X-Emailkit-Workspace).
+    WORKSPACE_REQUIRED = "WORKSPACE_REQUIRED"
+    WORKSPACE_NOT_FOUND = "WORKSPACE_NOT_FOUND"
+    DUPLICATE_SLUG = "DUPLICATE_SLUG"
+    INVALID_SLUG = "INVALID_SLUG"
+    # A workspace's quota (subscribers, emails per day) would be exceeded.
+    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,8 @@ class Context:
     runtime: Runtime
     principal: Principal | None
     request: Request | WebSocket | None = None
+    # The workspace the operation acts in (see emailkit.web.workspace); None: an instance key naming none.
+    workspace_id: int | None = None
     connection_params: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -17,9 +17,11 @@ from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
 from emailkit.db.engine import Failure, failure_of
+from emailkit.db.scope import NoWorkspaceScope
 from emailkit.domain.errors import ErrorCode
 from emailkit.domain.ports.queue import QueueUnavailable
 from emailkit.domain.validation import unstorable_text
+from emailkit.domain.workspaces import HEADER
 from emailkit.schema.documents import DocumentCache
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,11 @@ class ErrorPolicy(MaskErrors):
                 "The change was saved, but the job queue is unreachable, so the work it starts (such as "
                 "sending mail) could not be queued",
                 QUEUE_UNAVAILABLE,
+            )
+        elif isinstance(error.original_error, NoWorkspaceScope):
+            message, code = (
+                f"An instance key acts inside a workspace only when it names one: send {HEADER}: <workspace id>",
+                ErrorCode.WORKSPACE_REQUIRED.value,
             )
         elif (failure := failure_of(error.original_error)) is not None:
             message, code = _MESSAGES[failure]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 
+from emailkit.db.tables.sending import CampaignBatch, Delivery
 from emailkit.domain.runtime import Runtime, campaign_sender
 from emailkit.domain.sending import dispatch, transactional
 from emailkit.domain.sending.config import SendingConfig
+from emailkit.domain.tenancy import scope_of_row
 from emailkit.tasks.broker.registry import job
 
 log = logging.getLogger(__name__)
@@ -15,9 +17,12 @@ log = logging.getLogger(__name__)
 # Lease extension, not Dramatiq's time limit, is what protects a long batch; the limit only catches a hang.
 @job(dispatch.SEND_BATCH_JOB, queue="sending", time_limit=60 * 60_000, max_retries=20)
 async def send_campaign_batch(runtime: Runtime, *, batch_id: int) -> None:
-    outcome = await campaign_sender(runtime).run_batch(batch_id)
-    if outcome.retry_after is not None:
-        await dispatch.run_batch_again(runtime, batch_id, delay=outcome.retry_after)
+    async with scope_of_row(runtime.db, CampaignBatch, batch_id) as found:
+        if not found:
+            return  # its campaign was deleted since
+        outcome = await campaign_sender(runtime).run_batch(batch_id)
+        if outcome.retry_after is not None:
+            await dispatch.run_batch_again(runtime, batch_id, delay=outcome.retry_after)
     if outcome.claimed:
         log.info(
             "batch %s: sent %d, failed %d, skipped %d%s",
@@ -33,4 +38,6 @@ async def send_campaign_batch(runtime: Runtime, *, batch_id: int) -> None:
 async def send_transactional_message(runtime: Runtime, *, delivery_id: int) -> None:
     setup = runtime.sending
     attempts = (setup.config if setup is not None else SendingConfig()).max_attempts
-    await transactional.send_transactional(runtime, delivery_id, max_attempts=attempts)
+    async with scope_of_row(runtime.db, Delivery, delivery_id) as found:
+        if found:
+            await transactional.send_transactional(runtime, delivery_id, max_attempts=attempts)

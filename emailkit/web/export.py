@@ -7,11 +7,15 @@ Authenticated like the GraphQL API (``Authorization: Bearer <key>``, any role). 
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from emailkit import globalid
+from emailkit.db.scope import workspace_scope
 from emailkit.db.tables.audience import SubscriptionStatus
 from emailkit.domain.apikeys import authenticate
 from emailkit.domain.audience import exports
@@ -19,6 +23,7 @@ from emailkit.domain.errors import DomainError
 from emailkit.domain.runtime import Runtime
 from emailkit.web.graphql import bearer_token
 from emailkit.web.ratelimit import ApiRateLimiter, RateLimited
+from emailkit.web.workspace import HEADER, WrongWorkspace, acting_workspace
 
 
 class BadRequest(Exception):
@@ -56,6 +61,19 @@ def _error(status: int, message: str, code: str, headers: dict[str, str] | None 
     return JSONResponse({"error": {"message": message, "code": code}}, status_code=status, headers=headers)
 
 
+class ScopedStreamingResponse(StreamingResponse):
+    """Streams its body inside the workspace's scope: the rows are read while the response is sent, after the
+    endpoint has returned."""
+
+    def __init__(self, workspace_id: int, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.workspace_id = workspace_id
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with workspace_scope(self.workspace_id):
+            await super().__call__(scope, receive, send)
+
+
 def export_routes(runtime: Runtime, api_limiter: ApiRateLimiter | None = None) -> list[Route]:
     async def subscribers_csv(request: Request) -> Response:
         token = bearer_token(request.headers.get("authorization"))
@@ -65,6 +83,14 @@ def export_routes(runtime: Runtime, api_limiter: ApiRateLimiter | None = None) -
             principal = await authenticate(session, token)
         if principal is None:
             return _error(401, "Unknown or revoked API key", "UNAUTHENTICATED")
+        try:
+            workspace_id = await acting_workspace(runtime.db, principal, request.headers.get(HEADER))
+        except WrongWorkspace as exc:
+            return _error(403, str(exc), "FORBIDDEN")
+        if workspace_id is None:
+            return _error(
+                400, f"An instance key exports a workspace it names: send {HEADER}", "WORKSPACE_REQUIRED"
+            )
         if api_limiter is not None:
             try:
                 await api_limiter.check(principal.key_id)
@@ -75,11 +101,13 @@ def export_routes(runtime: Runtime, api_limiter: ApiRateLimiter | None = None) -
         except BadRequest as exc:
             return _error(400, str(exc), "INVALID_ID" if "ID" in str(exc) else "INVALID_ARGUMENT")
         try:
-            export = await exports.prepare_export(runtime.db, selection)
+            with workspace_scope(workspace_id):
+                export = await exports.prepare_export(runtime.db, selection)
         except DomainError as exc:
             problem = exc.errors[0]
             return _error(404, problem.message, problem.code.value)
-        return StreamingResponse(
+        return ScopedStreamingResponse(
+            workspace_id,
             exports.csv_chunks(runtime.db, export),
             media_type="text/csv; charset=utf-8",
             headers={

@@ -35,6 +35,7 @@ from emailkit.schema.context import Context
 from emailkit.schema.error_policy import SERVICE_UNAVAILABLE, UNAVAILABLE_MESSAGE
 from emailkit.web.persisted import PersistedQueries, PersistedQueryError
 from emailkit.web.ratelimit import ApiRateLimiter, RateLimited
+from emailkit.web.workspace import HEADER, WrongWorkspace, acting_scope, acting_workspace
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,10 @@ class TextWebSocketAdapter(ASGIWebSocketAdapter):
             raise WebSocketDisconnected from exc
 
 
+class Forbidden(Exception):
+    """An authenticated key asked for what it may never have (another workspace)."""
+
+
 class Unauthenticated(Exception):
     pass
 
@@ -107,6 +112,11 @@ class RateLimitedTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
     connection's API key; one over the limit gets an ``error`` message with code RATE_LIMITED."""
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        # The operation's task copies the context here: it runs in the connection's workspace.
+        with acting_scope(self.context.workspace_id):
+            await self._subscribe(message)
+
+    async def _subscribe(self, message: SubscribeMessage) -> None:
         limiter: ApiRateLimiter | None = getattr(self.view, "api_limiter", None)
         principal = self.context.principal
         # Protocol violations (not yet acknowledged, duplicate id) are left to the base handler's close codes.
@@ -162,6 +172,11 @@ class GraphQLView(GraphQL[Context, None]):
                 headers={"WWW-Authenticate": 'Bearer realm="emailkit"'},
             )
             await response(scope, receive, send)
+        except Forbidden as exc:
+            response = JSONResponse(
+                {"errors": [{"message": str(exc), "extensions": {"code": "FORBIDDEN"}}]}, status_code=403
+            )
+            await response(scope, receive, send)
         except RateLimited as exc:
             response = JSONResponse(
                 {"errors": [rate_limited_error(exc)]},
@@ -186,10 +201,12 @@ class GraphQLView(GraphQL[Context, None]):
             await unavailable_response()(scope, receive, send)
 
     async def execute_operation(self, *args: Any, **kwargs: Any) -> Any:
+        context = kwargs.get("context")
+        workspace_id = context.workspace_id if isinstance(context, Context) else None
         try:
-            return await super().execute_operation(*args, **kwargs)
+            with acting_scope(workspace_id):
+                return await super().execute_operation(*args, **kwargs)
         finally:
-            context = kwargs.get("context")
             if isinstance(context, Context):
                 await context.release_reads()
 
@@ -224,7 +241,11 @@ class GraphQLView(GraphQL[Context, None]):
             raise Unauthenticated("Unknown or revoked API key")
         if self.api_limiter is not None:
             await self.api_limiter.check(principal.key_id)
-        return Context(runtime=self.runtime, principal=principal, request=request)
+        try:
+            workspace_id = await acting_workspace(self.runtime.db, principal, request.headers.get(HEADER))
+        except WrongWorkspace as exc:
+            raise Forbidden(str(exc)) from exc
+        return Context(runtime=self.runtime, principal=principal, request=request, workspace_id=workspace_id)
 
     def _wants_ide(self, request: Request) -> bool:
         method: HTTPMethod = request.method.upper()  # type: ignore[assignment]
@@ -268,6 +289,15 @@ class GraphQLView(GraphQL[Context, None]):
         principal = await self._principal(token)
         if principal is None:
             raise ConnectionRejectionError({"message": "Missing or unknown API key"})
+        named = params.get(HEADER) or params.get(HEADER.lower())
+        if not isinstance(named, str) and isinstance(context.request, WebSocket):
+            named = context.request.headers.get(HEADER)
+        try:
+            context.workspace_id = await acting_workspace(
+                self.runtime.db, principal, named if isinstance(named, str) else None
+            )
+        except WrongWorkspace as exc:
+            raise ConnectionRejectionError({"message": str(exc)}) from exc
         context.principal = principal
         if isinstance(context.request, WebSocket):
             watcher = asyncio.create_task(self._watch_key(context.request, principal.key_id))

@@ -8,11 +8,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import event, insert, text
 
 from emailkit import migrate
 from emailkit.db.engine import Database
 from emailkit.db.tables.base import Base
+from emailkit.db.tables.tenancy import DEFAULT_WORKSPACE_ID, DEFAULT_WORKSPACE_SLUG, Workspace
+from emailkit.db.types import utcnow
 from tests.support.environment import PG_URL, pg_async_url
 
 
@@ -30,8 +32,19 @@ async def fresh_database(backend: str, tmp: Path) -> Database:
     return db
 
 
+DEFAULT_WORKSPACE = {
+    "id": DEFAULT_WORKSPACE_ID,
+    "name": "Default",
+    "slug": DEFAULT_WORKSPACE_SLUG,
+    "status": "ACTIVE",
+    "branding": {},
+    "created_at": utcnow(),
+    "updated_at": utcnow(),
+}
+
+
 async def truncate_all(db: Database) -> None:
-    """Every table emptied (identities restarted on PostgreSQL), the schema kept."""
+    """Every table emptied (identities restarted on PostgreSQL), the schema kept, the default workspace back."""
     tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
     async with db.engine.begin() as conn:
         if db.dialect == "postgresql":
@@ -39,6 +52,9 @@ async def truncate_all(db: Database) -> None:
         else:
             for name in tables:
                 await conn.execute(text(f"DELETE FROM {name}"))
+        await conn.execute(insert(Workspace).values(DEFAULT_WORKSPACE))
+        if db.dialect == "postgresql":
+            await conn.execute(text("SELECT setval(pg_get_serial_sequence('workspaces', 'id'), 1)"))
 
 
 @contextmanager

@@ -19,8 +19,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from emailkit.db.tables.base import AUTOINCREMENT, AUTOINCREMENT_ONLY, Base, TimestampMixin, _enum
+from emailkit.db.tables.base import AUTOINCREMENT, Base, TimestampMixin, _enum
 from emailkit.db.tables.sending import Delivery, DeliveryStatus
+from emailkit.db.tables.tenancy import InWorkspace, listing_index
 from emailkit.db.types import BigInt, BigIntPK, JSONDoc, UTCDateTime, utcnow
 
 
@@ -45,14 +46,20 @@ class SubscriptionStatus(enum.StrEnum):
     UNSUBSCRIBED = "UNSUBSCRIBED"
 
 
-class Subscriber(TimestampMixin, Base):
+class Subscriber(InWorkspace, TimestampMixin, Base):
     __tablename__ = "subscribers"
+    ROOT = True
 
-    __table_args__ = AUTOINCREMENT_ONLY
+    # The address is unique per workspace: two brands may both have the same person.
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "email", name="uq_subscribers_workspace_id_email"),
+        listing_index("subscribers"),
+        AUTOINCREMENT,
+    )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     # Stored lower-cased so uniqueness is case-insensitive on every backend with a plain index.
-    email: Mapped[str] = mapped_column(String(320), nullable=False, unique=True)
+    email: Mapped[str] = mapped_column(String(320), nullable=False)
     name: Mapped[str] = mapped_column(String(255), nullable=False, default="")
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONDoc, nullable=False, default=dict)
     status: Mapped[SubscriberStatus] = mapped_column(
@@ -64,10 +71,11 @@ class Subscriber(TimestampMixin, Base):
     )
 
 
-class MailingList(TimestampMixin, Base):
+class MailingList(InWorkspace, TimestampMixin, Base):
     __tablename__ = "lists"
+    ROOT = True
 
-    __table_args__ = AUTOINCREMENT_ONLY
+    __table_args__ = (listing_index("lists"), AUTOINCREMENT)
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), nullable=False)
@@ -83,7 +91,7 @@ class MailingList(TimestampMixin, Base):
     )
 
 
-class Subscription(TimestampMixin, Base):
+class Subscription(InWorkspace, TimestampMixin, Base):
     __tablename__ = "subscriptions"
 
     subscriber_id: Mapped[int] = mapped_column(
@@ -102,12 +110,13 @@ class Subscription(TimestampMixin, Base):
 # --- segments ---------------------------------------------------------------------------------------------
 
 
-class Segment(TimestampMixin, Base):
+class Segment(InWorkspace, TimestampMixin, Base):
     """A saved subscriber filter, evaluated whenever it is used (never a stored member list)."""
 
     __tablename__ = "segments"
+    ROOT = True
 
-    __table_args__ = AUTOINCREMENT_ONLY
+    __table_args__ = (listing_index("segments"), AUTOINCREMENT)
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), nullable=False)
@@ -174,12 +183,13 @@ class ImportMode(enum.StrEnum):
     SKIP_EXISTING = "SKIP_EXISTING"
 
 
-class Import(TimestampMixin, Base):
+class Import(InWorkspace, TimestampMixin, Base):
     """A CSV import: its settings, where it stands, and the counters of its outcome."""
 
     __tablename__ = "imports"
+    ROOT = True
 
-    __table_args__ = AUTOINCREMENT_ONLY
+    __table_args__ = (listing_index("imports"), AUTOINCREMENT)
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     status: Mapped[ImportStatus] = mapped_column(
@@ -204,7 +214,7 @@ class Import(TimestampMixin, Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
-class ImportChunk(Base):
+class ImportChunk(InWorkspace, Base):
     """The uploaded file, in order, until its import ends: any worker on any machine can read it."""
 
     __tablename__ = "import_chunks"
@@ -214,7 +224,7 @@ class ImportChunk(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
 
 
-class ImportRowError(Base):
+class ImportRowError(InWorkspace, Base):
     """A row of the file that was not imported, and why (bounded per import; the counters stay exact)."""
 
     __tablename__ = "import_errors"
@@ -234,10 +244,11 @@ class SuppressionReason(enum.StrEnum):
     MANUAL = "MANUAL"
 
 
-class Suppression(Base):
+class Suppression(InWorkspace, Base):
     """An address no message may be sent to. ``email`` is cleared on erasure; the hash stays."""
 
     __tablename__ = "suppressions"
+    ROOT = True
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     email: Mapped[str | None] = mapped_column(String(320), nullable=True)
@@ -252,4 +263,10 @@ class Suppression(Base):
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
 
-    __table_args__ = (UniqueConstraint("email_hash"), UniqueConstraint("email"), AUTOINCREMENT)
+    # Per workspace: one brand's complaint says nothing about another's mail.
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "email_hash", name="uq_suppressions_workspace_id_email_hash"),
+        UniqueConstraint("workspace_id", "email", name="uq_suppressions_workspace_id_email"),
+        listing_index("suppressions"),
+        AUTOINCREMENT,
+    )

@@ -10,7 +10,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from emailkit.db.tables.base import AUTOINCREMENT_ONLY, Base, TimestampMixin, _enum
+from emailkit.db.tables.base import AUTOINCREMENT, Base, TimestampMixin, _enum
+from emailkit.db.tables.tenancy import InWorkspace, listing_index
 from emailkit.db.types import BigIntPK
 
 
@@ -24,10 +25,11 @@ class ContentFormat(enum.StrEnum):
     HTML = "HTML"
 
 
-class Template(TimestampMixin, Base):
+class Template(InWorkspace, TimestampMixin, Base):
     __tablename__ = "templates"
+    ROOT = True
 
-    __table_args__ = AUTOINCREMENT_ONLY
+    __table_args__ = (listing_index("templates"), AUTOINCREMENT)
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), nullable=False)

@@ -17,6 +17,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from emailkit.db.tables.base import Base, _enum
+from emailkit.db.tables.tenancy import InWorkspace
 from emailkit.db.types import BigInt, BigIntPK, JSONDoc, UTCDateTime, utcnow
 
 
@@ -36,7 +37,7 @@ class BounceType(enum.StrEnum):
     SOFT = "SOFT"
 
 
-class Event(Base):
+class Event(InWorkspace, Base):
     __tablename__ = "events"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
@@ -79,7 +80,7 @@ class EventKey(Base):
     __table_args__ = (Index("ix_event_keys_seen_at", "seen_at", postgresql_using="brin"),)
 
 
-class CampaignStats(Base):
+class CampaignStats(InWorkspace, Base):
     """Counters maintained as events are recorded (never computed with COUNT(*) over events)."""
 
     __tablename__ = "campaign_stats"
@@ -98,7 +99,7 @@ class CampaignStats(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
 
 
-class CampaignLink(Base):
+class CampaignLink(InWorkspace, Base):
     __tablename__ = "campaign_links"
 
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True)
@@ -109,7 +110,7 @@ class CampaignLink(Base):
     unique_clicks: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
 
 
-class CampaignFirst(Base):
+class CampaignFirst(InWorkspace, Base):
     """First-seen markers behind the unique counters: one row per (campaign, recipient, marker).
 
     Integers only, so the index stays small and cheap to search. ``recipient`` is the delivery id, else minus
@@ -126,7 +127,7 @@ class CampaignFirst(Base):
     marker: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=False)
 
 
-class CampaignTimeline(Base):
+class CampaignTimeline(InWorkspace, Base):
     """Events per campaign, hour and type, maintained like the other counters."""
 
     __tablename__ = "campaign_timeline"

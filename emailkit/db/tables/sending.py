@@ -17,8 +17,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from emailkit.db.tables.base import AUTOINCREMENT, AUTOINCREMENT_ONLY, Base, TimestampMixin, _enum
+from emailkit.db.tables.base import AUTOINCREMENT, Base, TimestampMixin, _enum
 from emailkit.db.tables.content import ContentFormat
+from emailkit.db.tables.tenancy import InWorkspace, listing_index
 from emailkit.db.types import BigInt, BigIntPK, JSONDoc, NullableJSONDoc, UTCDateTime, utcnow
 
 
@@ -58,10 +59,11 @@ class BatchStatus(enum.StrEnum):
     DONE = "DONE"
 
 
-class Campaign(TimestampMixin, Base):
+class Campaign(InWorkspace, TimestampMixin, Base):
     __tablename__ = "campaigns"
+    ROOT = True
 
-    __table_args__ = AUTOINCREMENT_ONLY
+    __table_args__ = (listing_index("campaigns"), AUTOINCREMENT)
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), nullable=False)
@@ -95,7 +97,7 @@ class Campaign(TimestampMixin, Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
-class CampaignList(Base):
+class CampaignList(InWorkspace, Base):
     __tablename__ = "campaign_lists"
 
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True)
@@ -105,7 +107,7 @@ class CampaignList(Base):
     )
 
 
-class CampaignBatch(Base):
+class CampaignBatch(InWorkspace, Base):
     """A keyset range of subscriber ids of one campaign: the unit of work a worker claims."""
 
     __tablename__ = "campaign_batches"
@@ -132,7 +134,7 @@ class CampaignBatch(Base):
     )
 
 
-class Delivery(Base):
+class Delivery(InWorkspace, Base):
     """The ledger: one row per (campaign, subscriber); its uniqueness is what makes sending exactly-once."""
 
     __tablename__ = "deliveries"
@@ -176,7 +178,7 @@ class Delivery(Base):
     )
 
 
-class CampaignSegment(Base):
+class CampaignSegment(InWorkspace, Base):
     __tablename__ = "campaign_segments"
 
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True)

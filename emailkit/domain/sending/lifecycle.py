@@ -28,6 +28,7 @@ from emailkit.db.tables.sending import (
     CampaignList,
     CampaignStatus,
 )
+from emailkit.db.tables.tenancy import Workspace, WorkspaceStatus
 from emailkit.db.types import utcnow
 from emailkit.domain.audience import targeting as audience
 from emailkit.domain.audience.segments import store as segments
@@ -198,9 +199,19 @@ async def fail_to_start(session: AsyncSession, campaign_id: int, error: Exceptio
     )
 
 
-async def due_scheduled(session: AsyncSession, now: datetime) -> list[int]:
-    stmt = select(Campaign.id).where(Campaign.status == S.SCHEDULED, Campaign.send_at <= now)
-    return [int(x) for x in (await session.execute(stmt)).scalars()]
+async def due_scheduled(session: AsyncSession, now: datetime) -> list[tuple[int, int]]:
+    """(workspace id, campaign id) of the scheduled campaigns due by `now`, in every active workspace (run it
+    for all workspaces); an archived workspace's campaigns wait."""
+    stmt = (
+        select(Campaign.workspace_id, Campaign.id)
+        .join(Workspace, Workspace.id == Campaign.workspace_id)
+        .where(
+            Campaign.status == S.SCHEDULED,
+            Campaign.send_at <= now,
+            Workspace.status == WorkspaceStatus.ACTIVE,
+        )
+    )
+    return [(int(w), int(c)) for w, c in (await session.execute(stmt)).all()]
 
 
 async def finish_if_complete(session: AsyncSession, campaign_id: int) -> CampaignStatus | None:

@@ -17,6 +17,7 @@ from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from emailkit.db.scope import all_workspaces, workspace_scope
 from emailkit.db.tables.sending import (
     BatchStatus,
     Campaign,
@@ -40,33 +41,40 @@ TRANSACTIONAL_MAX_AGE = timedelta(days=1)
 
 async def start_due_campaigns(runtime: Runtime, now: datetime) -> list[int]:
     batch_size = (runtime.sending.config if runtime.sending else SendingConfig()).batch_size
-    async with runtime.db.session() as s:
-        due = await lifecycle.due_scheduled(s, now)
+    with all_workspaces():
+        async with runtime.db.session() as s:
+            due = await lifecycle.due_scheduled(s, now)
     started = []
-    for campaign_id in due:
-        try:
-            dispatched = await dispatch.commit_then_enqueue(
-                runtime,
-                functools.partial(
-                    lifecycle.start_campaign_with_jobs,
-                    campaign_id=campaign_id,
-                    batch_size=batch_size,
-                    now=now,
-                ),
-            )
-        except ConcurrentChange:
-            # Conflicts that outlasted the reruns say nothing against the campaign: this tick fails, the next
-            # one tries again.
-            raise
-        except DomainError as exc:
-            # Another ticker started it first, or it can no longer start: say why on the campaign.
-            log.info("scheduled campaign %s not started: %s", campaign_id, exc)
-            async with runtime.db.transaction() as s:
-                await lifecycle.fail_to_start(s, campaign_id, exc)
-            continue
-        dispatched.or_raise()
-        started.append(campaign_id)
+    for workspace_id, campaign_id in due:
+        with workspace_scope(workspace_id):
+            if await _start_due(runtime, campaign_id, batch_size, now):
+                started.append(campaign_id)
     return started
+
+
+async def _start_due(runtime: Runtime, campaign_id: int, batch_size: int, now: datetime) -> bool:
+    try:
+        dispatched = await dispatch.commit_then_enqueue(
+            runtime,
+            functools.partial(
+                lifecycle.start_campaign_with_jobs,
+                campaign_id=campaign_id,
+                batch_size=batch_size,
+                now=now,
+            ),
+        )
+    except ConcurrentChange:
+        # Conflicts that outlasted the reruns say nothing against the campaign: this tick fails, the next
+        # one tries again.
+        raise
+    except DomainError as exc:
+        # Another ticker started it first, or it can no longer start: say why on the campaign.
+        log.info("scheduled campaign %s not started: %s", campaign_id, exc)
+        async with runtime.db.transaction() as s:
+            await lifecycle.fail_to_start(s, campaign_id, exc)
+        return False
+    dispatched.or_raise()
+    return True
 
 
 async def requeue_stale_batches(runtime: Runtime, now: datetime, requeue_after: float) -> list[int]:
@@ -148,8 +156,10 @@ async def requeue_lost_transactional(runtime: Runtime, now: datetime, requeue_af
 
 
 async def tick(runtime: Runtime, now: datetime | None = None) -> None:
+    """The steps for all workspaces at once (a campaign starts inside its own workspace's scope)."""
     now = now or utcnow()
-    await start_due_campaigns(runtime, now)
-    requeue_after = (runtime.sending.config if runtime.sending else SendingConfig()).requeue_after_seconds
-    await requeue_stale_batches(runtime, now, requeue_after)
-    await requeue_lost_transactional(runtime, now, requeue_after)
+    with all_workspaces():
+        await start_due_campaigns(runtime, now)
+        requeue_after = (runtime.sending.config if runtime.sending else SendingConfig()).requeue_after_seconds
+        await requeue_stale_batches(runtime, now, requeue_after)
+        await requeue_lost_transactional(runtime, now, requeue_after)
