@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import event, exc, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.util.concurrency import await_
 
 from emailkit.db.scope import NO_SCOPE_SETTING, current_scope
 from emailkit.db.session_scope import ScopedSession
@@ -79,7 +80,7 @@ def _scope_connection(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
     if record.info.get(SCOPE_SETTING, NO_SCOPE_SETTING) == value:
         return
     connection = dbapi_conn._connection
-    dbapi_conn.await_(connection.execute(f"SELECT set_config('{SCOPE_SETTING}', $1, false)", value))
+    await_(connection.execute(f"SELECT set_config('{SCOPE_SETTING}', $1, false)", value))
     # Cleared by SQLAlchemy when the connection is replaced, so a new connection is never assumed scoped.
     record.info[SCOPE_SETTING] = value
 

@@ -15,7 +15,7 @@ from emailkit.db.engine import Database
 from emailkit.db.tables.base import Base
 from emailkit.db.tables.tenancy import DEFAULT_WORKSPACE_ID, DEFAULT_WORKSPACE_SLUG, Workspace
 from emailkit.db.types import utcnow
-from tests.support.environment import PG_URL, pg_async_url
+from tests.support.environment import APP_ROLE, PG_APP_URL, PG_URL, pg_async_url
 
 
 async def fresh_database(backend: str, tmp: Path) -> Database:
@@ -23,13 +23,29 @@ async def fresh_database(backend: str, tmp: Path) -> Database:
     if backend == "sqlite":
         db = Database(f"sqlite+aiosqlite:///{tmp / 'test.db'}")
     else:
-        assert PG_URL is not None
-        db = Database(pg_async_url(PG_URL), pool_size=5)
-        async with db.engine.begin() as conn:
-            await conn.execute(text("DROP SCHEMA public CASCADE"))
-            await conn.execute(text("CREATE SCHEMA public"))
+        assert PG_URL is not None and PG_APP_URL is not None
+        await prepare_app_role(PG_URL)
+        db = Database(pg_async_url(PG_APP_URL), pool_size=5)
     await migrate.upgrade(db)
     return db
+
+
+async def prepare_app_role(admin_url: str) -> None:
+    """As the administrator: the application role exists, may create in the database, and owns an empty public
+    schema (so it owns every table the migrations create, FORCEd row-level security included)."""
+    admin = Database(pg_async_url(admin_url), pool_size=1)
+    try:
+        async with admin.engine.begin() as conn:
+            exists = await conn.scalar(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": APP_ROLE})
+            if not exists:
+                await conn.execute(text(f"CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS"))
+            database = await conn.scalar(text("SELECT current_database()"))
+            await conn.execute(text(f'GRANT CREATE ON DATABASE "{database}" TO {APP_ROLE}'))
+            await conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+            await conn.execute(text("DROP SCHEMA IF EXISTS emailkit_events CASCADE"))
+            await conn.execute(text(f"CREATE SCHEMA public AUTHORIZATION {APP_ROLE}"))
+    finally:
+        await admin.dispose()
 
 
 DEFAULT_WORKSPACE = {

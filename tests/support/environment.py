@@ -21,3 +21,18 @@ def pg_async_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+asyncpg://" + url[len(prefix) :]
     return url
+
+
+# The role the application connects as in the PostgreSQL suites: neither superuser nor BYPASSRLS, owner of the
+# schema, so the row-level security policies hold for every statement the tests make the application run.
+APP_ROLE = "emailkit_app"
+
+
+def as_role(url: str, role: str) -> str:
+    """`url` with `role` as its user and no password (the test server trusts local connections)."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(username=role, password=None).render_as_string(hide_password=False)
+
+
+PG_APP_URL = as_role(PG_URL, APP_ROLE) if PG_URL else None
