@@ -37,6 +37,8 @@ from emailkit.web.ratelimit import ApiRateLimiter
 from emailkit.web.tracking import TrackingMiddleware, build_tracking
 from emailkit.web.uploads import PREFLIGHT_HEADERS, UploadGuard
 from emailkit.web.webhooks import build_webhooks
+from emailkit.web.workspace import HEADER as WORKSPACE_HEADER
+from emailkit.web.workspace import OutsideAnyWorkspace
 
 log = logging.getLogger("emailkit")
 
@@ -139,6 +141,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
             await close_runtime(runtime)
 
     middleware = [
+        Middleware(OutsideAnyWorkspace),
         # First the client's real address, for everything after (the /subscribe limit, recorded hits).
         Middleware(ProxyHeadersMiddleware, proxies=TrustedProxies(settings.trusted_proxies)),
         # Every body is bounded before any route reads it.
@@ -155,7 +158,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
                 CORSMiddleware,
                 allow_origins=settings.cors_origins,
                 allow_methods=["GET", "POST"],
-                allow_headers=["Authorization", "Content-Type", *(h.decode() for h in PREFLIGHT_HEADERS)],
+                allow_headers=[
+                    "Authorization",
+                    "Content-Type",
+                    WORKSPACE_HEADER,
+                    *(h.decode() for h in PREFLIGHT_HEADERS),
+                ],
             )
         )
 

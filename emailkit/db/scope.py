@@ -80,3 +80,13 @@ def all_workspaces() -> Iterator[Scope]:
         yield ALL_WORKSPACES
     finally:
         _current.reset(token)
+
+
+@contextmanager
+def no_scope() -> Iterator[None]:
+    """Outside any workspace, whatever the caller was in: tenant access is refused inside."""
+    token = _current.set(None)
+    try:
+        yield None
+    finally:
+        _current.reset(token)

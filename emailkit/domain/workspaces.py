@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.db.scope import all_workspaces
 from emailkit.db.tables.access import Role
-from emailkit.db.tables.tenancy import Workspace, WorkspaceStatus
+from emailkit.db.tables.tenancy import DEFAULT_WORKSPACE_ID, Workspace, WorkspaceStatus
 from emailkit.db.types import utcnow
 from emailkit.domain.apikeys import Principal
 from emailkit.domain.errors import DomainError, ErrorCode, FieldError, NotFound
@@ -160,6 +160,12 @@ async def archive_workspace(session: AsyncSession, workspace_id: int) -> Workspa
     """Archived: its keys stop authenticating, nothing of it is started or sent, its public pages are gone.
     An instance key can still read it (and export) by naming it."""
     row = await get_workspace(session, workspace_id)
+    if row.id == DEFAULT_WORKSPACE_ID:
+        raise DomainError.single(
+            ErrorCode.INVALID_STATE,
+            "The default workspace holds keys made without --workspace; it stays",
+            "id",
+        )
     if row.status is WorkspaceStatus.ARCHIVED:
         return row
     with all_workspaces():

@@ -21,16 +21,24 @@ class _RoleCheck(BasePermission):
         return principal is not None and principal.role in self.roles
 
 
+# An instance (OWNER) key acting inside a workspace has an ADMIN's rights there.
 class CanWrite(_RoleCheck):
     message = "This API key's role may not change data (VIEWER keys are read-only)"
-    roles = frozenset({Role.ADMIN, Role.EDITOR})
+    roles = frozenset({Role.OWNER, Role.ADMIN, Role.EDITOR})
 
 
 class IsAdmin(_RoleCheck):
     message = "Only ADMIN keys may do this"
-    roles = frozenset({Role.ADMIN})
+    roles = frozenset({Role.OWNER, Role.ADMIN})
+
+
+class IsOwner(_RoleCheck):
+    message = "Only instance (OWNER) keys manage workspaces (emailkit create-api-key --instance)"
+    roles = frozenset({Role.OWNER})
 
 
 write_mutation = functools.partial(strawberry.mutation, permission_classes=[CanWrite])
 admin_mutation = functools.partial(strawberry.mutation, permission_classes=[IsAdmin])
 admin_field = functools.partial(strawberry.field, permission_classes=[IsAdmin])
+owner_mutation = functools.partial(strawberry.mutation, permission_classes=[IsOwner])
+owner_field = functools.partial(strawberry.field, permission_classes=[IsOwner])

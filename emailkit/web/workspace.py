@@ -4,11 +4,14 @@ X-Emailkit-Workspace header (a workspace's global id, number or slug)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager
+
+from starlette.types import ASGIApp, Receive, Send
+from starlette.types import Scope as ASGIScope
 
 from emailkit import globalid
 from emailkit.db.engine import Database
-from emailkit.db.scope import Scope, workspace_scope
+from emailkit.db.scope import Scope, no_scope, workspace_scope
 from emailkit.domain import workspaces
 from emailkit.domain.apikeys import Principal
 from emailkit.domain.workspaces import WrongWorkspace as WrongWorkspace
@@ -42,7 +45,20 @@ def acting_scope(workspace_id: int | None) -> Iterator[Scope | None]:
     """A request's scope: its workspace; none for an instance key that named none (workspace management
     only: anything else is refused with WORKSPACE_REQUIRED)."""
     manager: AbstractContextManager[Scope | None] = (
-        nullcontext(None) if workspace_id is None else workspace_scope(workspace_id)
+        no_scope() if workspace_id is None else workspace_scope(workspace_id)
     )
     with manager as scope:
         yield scope
+
+
+class OutsideAnyWorkspace:
+    """Every request starts outside any workspace, whatever the server's own context holds (an embedding
+    application, a test): each route then opens the scope its key, token or row decides, and a route that
+    forgets to is refused rather than served from a workspace it inherited."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
+        with no_scope():
+            await self.app(scope, receive, send)

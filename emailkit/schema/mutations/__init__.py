@@ -16,6 +16,7 @@ from emailkit.schema.mutations import (
     subscribers,
     suppressions,
     templates,
+    workspaces,
 )
 
 MUTATIONS = (
@@ -29,4 +30,5 @@ MUTATIONS = (
     suppressions.Mutation,
     imports.Mutation,
     gdpr.Mutation,
+    workspaces.Mutation,
 )

@@ -19,6 +19,7 @@ from emailkit.schema.queries import (
     suppressions,
     templates,
     viewer,
+    workspaces,
 )
 
 QUERIES = (
@@ -35,4 +36,5 @@ QUERIES = (
     suppressions.Query,
     imports.Query,
     gdpr.Query,
+    workspaces.Query,
 )
