@@ -131,6 +131,9 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(default=10, ge=1, le=500)
     # Seconds a request waits for a database connection before it is answered 503 with Retry-After.
     database_pool_timeout: float = Field(default=5, gt=0, le=300)
+    # PostgreSQL: `serve` and `worker` refuse a database role that is a superuser or has BYPASSRLS, since such
+    # a role is not held to the workspace policies (README, "Workspaces"). True starts anyway, with a warning.
+    database_allow_rls_bypass: bool = False
     # PostgreSQL statement_timeout in seconds (0: none): API requests, then worker jobs (imports and campaign
     # snapshots run statements far longer than any request should, so they get their own ceiling).
     statement_timeout: float = Field(default=30, ge=0)

@@ -69,3 +69,31 @@ async def migrate_if_needed(settings: Settings, *, migrate: bool) -> None:
                 raise typer.Exit(2)
     finally:
         await db.dispose()
+
+
+async def check_database_role(settings: Settings) -> None:
+    """On PostgreSQL, the role must be held to row-level security, the second layer of workspace isolation."""
+    if settings.is_sqlite:
+        return
+    from emailkit.db.engine import Database
+    from emailkit.db.roles import bypasses_row_security
+
+    db = Database(settings.database_url)
+    try:
+        reason = await bypasses_row_security(db)
+    finally:
+        await db.dispose()
+    if reason is None:
+        return
+    message = (
+        f"EMAILKIT_DATABASE_URL connects as a role that {reason}, so the row-level security policies that keep "
+        "workspaces apart do not apply to it; connect as a role without SUPERUSER and BYPASSRLS (README, "
+        '"Workspaces")'
+    )
+    if settings.database_allow_rls_bypass:
+        logging.getLogger("emailkit").warning(
+            "%s; starting anyway (EMAILKIT_DATABASE_ALLOW_RLS_BYPASS)", message
+        )
+        return
+    typer.echo(f"error: {message}, or set EMAILKIT_DATABASE_ALLOW_RLS_BYPASS=true to start anyway", err=True)
+    raise typer.Exit(2)

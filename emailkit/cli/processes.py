@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from emailkit.cli.preflight import check_provider, migrate_if_needed, settings_or_exit
+from emailkit.cli.preflight import check_database_role, check_provider, migrate_if_needed, settings_or_exit
 
 
 def serve(
@@ -50,6 +50,7 @@ def serve(
     with sock:
         check_provider(settings)
         asyncio.run(migrate_if_needed(settings, migrate=migrate))
+        asyncio.run(check_database_role(settings))
         in_process = settings.broker_url is None
         jobs = startup.Workers(1 if in_process else 0, settings.worker_threads, in_process=True)
         shown_host = f"[{host}]" if ":" in host else host
@@ -127,6 +128,7 @@ def worker(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     asyncio.run(migrate_if_needed(settings, migrate=False))
+    asyncio.run(check_database_role(settings))
     jobs = startup.Workers(
         processes or startup.default_worker_processes(settings),
         threads or settings.worker_threads,

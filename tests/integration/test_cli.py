@@ -28,7 +28,7 @@ from emailkit.domain import apikeys
 from emailkit.domain.apikeys import Principal
 from emailkit.schema import build_schema
 from tests.integration.test_migrations import create_scratch_database, drop_scratch_database
-from tests.support.environment import BACKENDS, PG_URL, TEST_SECRET
+from tests.support.environment import APP_ROLE, BACKENDS, PG_URL, TEST_SECRET
 
 EMAILKIT = Path(sys.executable).with_name("emailkit")
 TIMEOUT = 120
@@ -65,7 +65,7 @@ def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
         yield Env(tmp_path, {**base, "EMAILKIT_DATABASE_URL": url}, url)
         return
     assert PG_URL is not None
-    url = asyncio.run(create_scratch_database(PG_URL))
+    url = asyncio.run(create_scratch_database(PG_URL, owner=APP_ROLE))
     try:
         yield Env(
             tmp_path,

@@ -13,12 +13,12 @@ import httpx
 
 from tests.integration.test_cli import EMAILKIT, Env, _base_env, _free_port, _wait_until_healthy, stop_server
 from tests.integration.test_migrations import create_scratch_database, drop_scratch_database
-from tests.support.environment import PG_URL, REDIS_URL, TEST_SECRET
+from tests.support.environment import APP_ROLE, PG_URL, REDIS_URL, TEST_SECRET
 
 
 def test_serve_runs_several_api_processes_in_production_mode(tmp_path: Path) -> None:
     assert PG_URL is not None and REDIS_URL is not None
-    url = asyncio.run(create_scratch_database(PG_URL))
+    url = asyncio.run(create_scratch_database(PG_URL, owner=APP_ROLE))
     env = Env(
         tmp_path,
         {
@@ -61,5 +61,23 @@ def test_serve_runs_several_api_processes_in_production_mode(tmp_path: Path) -> 
         finally:
             returncode = stop_server(proc)
         assert returncode in (0, -signal.SIGTERM), log.read_text()
+    finally:
+        asyncio.run(drop_scratch_database(PG_URL, url))
+
+
+def test_serve_refuses_a_role_that_bypasses_row_level_security(tmp_path: Path) -> None:
+    """The administrator's role (a superuser here) is not held to the workspace policies: refused, with the
+    reason, unless the operator says otherwise."""
+    assert PG_URL is not None
+    url = asyncio.run(create_scratch_database(PG_URL))
+    env = Env(
+        tmp_path,
+        {**_base_env(tmp_path), "EMAILKIT_DATABASE_URL": url, "EMAILKIT_SECRET_KEY": TEST_SECRET},
+        url,
+    )
+    try:
+        result = env.run("serve", "--port", str(_free_port()), "--migrate")
+        assert result.returncode == 2
+        assert "is a superuser" in result.stderr and "EMAILKIT_DATABASE_ALLOW_RLS_BYPASS" in result.stderr
     finally:
         asyncio.run(drop_scratch_database(PG_URL, url))

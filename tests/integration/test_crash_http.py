@@ -37,7 +37,7 @@ from emailkit.tasks.broker.factory import configure_broker
 from emailkit.tasks.broker.queue import DramatiqJobQueue
 from tests.integration.test_provider_sendgrid import API_KEY, sendgrid_server
 from tests.support.audience import seed_campaign
-from tests.support.environment import PG_URL, REDIS_URL, TEST_SECRET
+from tests.support.environment import PG_APP_URL, PG_URL, REDIS_URL, TEST_SECRET
 from tests.support.redis_server import RedisServer
 from tests.support.workers import WorkerProcess
 
@@ -54,7 +54,7 @@ SENDER = "news@crash.test"  # seed_campaign's From
 def worker_env(tmp: Path, redis: RedisServer, provider: dict[str, str]) -> dict[str, str]:
     assert PG_URL is not None
     return {
-        "EMAILKIT_DATABASE_URL": PG_URL,
+        "EMAILKIT_DATABASE_URL": PG_APP_URL,
         "EMAILKIT_BROKER_URL": redis.url,
         "EMAILKIT_SECRET_KEY": TEST_SECRET,
         "EMAILKIT_PUBLIC_URL": "http://mail.crash.test",

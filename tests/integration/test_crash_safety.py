@@ -44,7 +44,7 @@ from emailkit.settings import Settings
 from emailkit.tasks.broker.factory import configure_broker
 from emailkit.tasks.broker.queue import DramatiqJobQueue
 from tests.support.audience import seed_campaign
-from tests.support.environment import PG_URL, REDIS_URL, TEST_SECRET
+from tests.support.environment import PG_APP_URL, PG_URL, REDIS_URL, TEST_SECRET
 from tests.support.factories import make_key
 from tests.support.redis_server import RedisServer
 from tests.support.smtp_sink import CountingSink
@@ -80,7 +80,7 @@ class Stack:
     def worker_env(self) -> dict[str, str]:
         assert PG_URL is not None
         return {
-            "EMAILKIT_DATABASE_URL": PG_URL,
+            "EMAILKIT_DATABASE_URL": PG_APP_URL,
             "EMAILKIT_BROKER_URL": self.redis.url,
             "EMAILKIT_SECRET_KEY": TEST_SECRET,
             "EMAILKIT_PUBLIC_URL": PUBLIC_URL,

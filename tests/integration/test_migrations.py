@@ -29,17 +29,27 @@ def _async_url(url: str) -> str:
     return make_url(url).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
 
 
-async def create_scratch_database(base_url: str) -> str:
-    """Create an empty database on the server of ``base_url``; returns its asyncpg URL."""
+async def create_scratch_database(base_url: str, *, owner: str | None = None) -> str:
+    """Create an empty database on the server of ``base_url``; returns its asyncpg URL (as `owner`, who owns
+    the database and its public schema, when given: a role held to row-level security, as the app must be)."""
     base = make_url(_async_url(base_url))
     name = f"{base.database}_scratch_{uuid.uuid4().hex[:10]}"
     engine = create_async_engine(base, isolation_level="AUTOCOMMIT")
     try:
         async with engine.connect() as conn:
-            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+            await conn.execute(text(f'CREATE DATABASE "{name}"' + (f" OWNER {owner}" if owner else "")))
     finally:
         await engine.dispose()
-    return base.set(database=name).render_as_string(hide_password=False)
+    url = base.set(database=name)
+    if owner is None:
+        return url.render_as_string(hide_password=False)
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(f"ALTER SCHEMA public OWNER TO {owner}"))
+    finally:
+        await engine.dispose()
+    return url.set(username=owner, password=None).render_as_string(hide_password=False)
 
 
 async def drop_scratch_database(base_url: str, url: str) -> None:

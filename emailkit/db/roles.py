@@ -1,0 +1,24 @@
+"""What the database role may do that matters to isolation (PostgreSQL)."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+from emailkit.db.engine import Database
+
+
+async def bypasses_row_security(db: Database) -> str | None:
+    """Why the connected role escapes row-level security ("is a superuser", "has BYPASSRLS"), or None."""
+    if db.dialect != "postgresql":
+        return None
+    async with db.engine.connect() as conn:
+        row = (
+            await conn.execute(
+                text("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user")
+            )
+        ).one()
+    if row[0]:
+        return "is a superuser"
+    if row[1]:
+        return "has BYPASSRLS"
+    return None
