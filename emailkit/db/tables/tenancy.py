@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import Date, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from emailkit.db.scope import current_workspace_id
@@ -44,6 +44,9 @@ class Workspace(TimestampMixin, Base):
     quota_subscribers: Mapped[int | None] = mapped_column(BigInt, nullable=True)
     quota_emails_per_day: Mapped[int | None] = mapped_column(BigInt, nullable=True)
     archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Campaign emails counted against quota_emails_per_day: how many on `usage_day` (UTC).
+    usage_day: Mapped[date | None] = mapped_column(Date, nullable=True)
+    usage_emails: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
 
     __table_args__ = (UniqueConstraint("slug"), AUTOINCREMENT)
 

@@ -106,6 +106,8 @@ def upgrade() -> None:
         sa.Column("quota_subscribers", BIGINT, nullable=True),
         sa.Column("quota_emails_per_day", BIGINT, nullable=True),
         sa.Column("archived_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("usage_day", sa.Date(), nullable=True),
+        sa.Column("usage_emails", BIGINT, nullable=False, server_default="0"),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_workspaces")),

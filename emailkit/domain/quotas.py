@@ -1,0 +1,98 @@
+"""A workspace's quotas: subscribers it may have, campaign emails it may send per UTC day.
+
+Hitting one is never a silent drop: adding subscribers beyond the quota is refused with QUOTA_EXCEEDED (an
+import fails as a whole, saying so); a campaign that reaches the daily quota waits for the next day with a
+statusReason, and its batches run again then.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from emailkit.db.scope import current_workspace_id
+from emailkit.db.tables.audience import Subscriber
+from emailkit.db.tables.tenancy import Workspace
+from emailkit.db.types import utcnow
+from emailkit.domain.errors import DomainError, ErrorCode
+
+
+async def ensure_room_for_subscribers(
+    session: AsyncSession, adding: int, *, field: str | None = None
+) -> None:
+    """Refuse (QUOTA_EXCEEDED) when the workspace in scope would have more subscribers than its quota after
+    `adding` more. With a quota set, the workspace's row is locked until the caller's transaction ends, so two
+    concurrent writers cannot both take the last places."""
+    workspace_id = current_workspace_id()
+    quota = (
+        await session.execute(
+            select(Workspace.quota_subscribers).where(Workspace.id == workspace_id).with_for_update()
+        )
+    ).scalar_one_or_none()
+    if quota is None or adding <= 0:
+        return
+    have = (
+        await session.execute(
+            select(func.count()).select_from(Subscriber).where(Subscriber.workspace_id == workspace_id)
+        )
+    ).scalar_one()
+    if have + adding > quota:
+        raise DomainError.single(
+            ErrorCode.QUOTA_EXCEEDED,
+            f"This workspace may have at most {quota:,} subscribers; it has {have:,}"
+            + (f" and this would add {adding:,}" if adding > 1 else ""),
+            field,
+        )
+
+
+@dataclass(frozen=True)
+class Allowance:
+    """How many of the emails asked for may go out now; when none may, when they may again."""
+
+    granted: int
+    quota: int | None
+    next_day: datetime | None = None
+
+    @property
+    def reason(self) -> str:
+        return (
+            f"The workspace's quota of {self.quota:,} campaign emails per day is reached; sending continues "
+            "after 00:00 UTC"
+        )
+
+
+def _next_midnight(now: datetime) -> datetime:
+    return datetime.combine(now.date() + timedelta(days=1), time.min, tzinfo=now.tzinfo)
+
+
+async def reserve_emails(session: AsyncSession, wanted: int, *, now: datetime | None = None) -> Allowance:
+    """Count up to `wanted` campaign emails against today's quota of the workspace in scope; returns how many
+    may go out (all of them when no quota is set). One locked read and one write per call, and only for a
+    workspace with a quota: call it per chunk of a batch, not per email."""
+    now = now or utcnow()
+    today: date = now.date()
+    workspace_id = current_workspace_id()
+    row = (
+        await session.execute(
+            select(Workspace.quota_emails_per_day, Workspace.usage_day, Workspace.usage_emails)
+            .where(Workspace.id == workspace_id)
+            .with_for_update()
+        )
+    ).one_or_none()
+    if row is None or row.quota_emails_per_day is None:
+        return Allowance(granted=wanted, quota=None)
+    used = row.usage_emails if row.usage_day == today else 0
+    granted = max(0, min(wanted, row.quota_emails_per_day - used))
+    await session.execute(
+        update(Workspace)
+        .where(Workspace.id == workspace_id)
+        .values(usage_day=today, usage_emails=used + granted)
+    )
+    return Allowance(
+        granted=granted,
+        quota=row.quota_emails_per_day,
+        next_day=None if granted == wanted else _next_midnight(now),
+    )
