@@ -48,6 +48,8 @@ CAN_SCHEDULE = frozenset({S.DRAFT, S.SCHEDULED})
 # cancelled campaign stays cancelled): that reopens it.
 REOPEN_ON_RETRY = FINAL_CAMPAIGN_STATUSES - {S.CANCELLED}
 CAN_RETRY = frozenset({S.RUNNING, S.PAUSED}) | REOPEN_ON_RETRY
+# The status reason of a campaign paused because its workspace was archived (nothing of it may send).
+WORKSPACE_ARCHIVED = "workspace archived"
 
 
 async def _locked(session: AsyncSession, campaign_id: int) -> Campaign:
@@ -261,6 +263,12 @@ async def pause_automatically(
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def pause_for_archived_workspace(session: AsyncSession, campaign_id: int) -> bool:
+    """RUNNING → PAUSED: the campaign's workspace was archived; resumed by an operator once it is active again
+    (the batches wait PENDING). False when the campaign was no longer RUNNING."""
+    return await pause_automatically(session, campaign_id, WORKSPACE_ARCHIVED)
 
 
 async def fail(session: AsyncSession, campaign_id: int, reason: str) -> None:

@@ -32,8 +32,12 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from emailkit.db.engine import Database
 from emailkit.db.tables.sending import Campaign, CampaignBatch, CampaignStatus, DeliveryStatus
+from emailkit.db.tables.tenancy import Workspace, WorkspaceStatus
 from emailkit.domain.content.rendering import RenderError, render_failure_reason
 from emailkit.domain.content.tracked_urls import TrackingUrls
 from emailkit.domain.errors import ErrorCode, NotFound
@@ -164,10 +168,14 @@ class CampaignSender:
 
     async def _materialise(self, batch: CampaignBatch, outcome: BatchOutcome) -> Compiled | None:
         """Compile the campaign, insert the batch's ledger rows and settle what a dead worker left in doubt, in
-        one transaction; None when the content does not compile (the campaign has then FAILED)."""
+        one transaction; None when the batch must not send: its workspace is archived (the campaign is then
+        PAUSED) or its content does not compile (the campaign has then FAILED)."""
         async with self.db.transaction() as s:
-            campaign = await s.get(Campaign, batch.campaign_id)
-            assert campaign is not None
+            campaign, workspace = await _campaign_and_workspace(s, batch.campaign_id)
+            if workspace is WorkspaceStatus.ARCHIVED:
+                if await lifecycle.pause_for_archived_workspace(s, campaign.id):
+                    log.warning("campaign %s: paused, its workspace is archived", campaign.id)
+                return None
             try:
                 compiled = await self.messages.compile(s, campaign)
             except Exception as exc:  # a template that no longer renders must stop the campaign, visibly
@@ -380,6 +388,19 @@ class CampaignSender:
         # Off the event loop: this runs in the API process, and a render may take up to its time limit.
         messages = [await asyncio.to_thread(build, p) for p in recipients]
         return await self.provider.send_batch(messages)
+
+
+async def _campaign_and_workspace(
+    session: AsyncSession, campaign_id: int
+) -> tuple[Campaign, WorkspaceStatus]:
+    """The campaign and whether its workspace is active, in the one read a batch run makes of it anyway."""
+    stmt = (
+        select(Campaign, Workspace.status)
+        .join(Workspace, Workspace.id == Campaign.workspace_id)
+        .where(Campaign.id == campaign_id)
+    )
+    campaign, status = (await session.execute(stmt)).one()
+    return campaign, status
 
 
 class _EarlyResults:

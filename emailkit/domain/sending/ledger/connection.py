@@ -1,6 +1,9 @@
 """One asyncpg connection lent to a running batch, and the statements the batch sends on it.
 
-Semantics are those of the portable ledger's statements they replace; each is committed on its own.
+Semantics are those of the portable ledger's statements they replace; each is committed on its own. Raw
+statements are not filtered by the session's workspace scope, so each names the batch's workspace itself (the
+row-level security policies would hide other workspaces' rows anyway; this keeps the statements right on
+their own).
 """
 
 from __future__ import annotations
@@ -19,27 +22,28 @@ from emailkit.domain.sending.ledger.protocol import Pending
 _MARK_SENDING = """
     WITH held AS (
         SELECT id FROM campaign_batches
-        WHERE id = $1 AND status = $2 AND attempts = $3
+        WHERE id = $1 AND status = $2 AND attempts = $3 AND workspace_id = $8
         FOR SHARE
     ), marked AS (
         UPDATE deliveries SET status = $4, provider = $5
-        WHERE id = ANY($6::bigint[]) AND status = $7 AND EXISTS (SELECT 1 FROM held)
+        WHERE id = ANY($6::bigint[]) AND status = $7 AND workspace_id = $8 AND EXISTS (SELECT 1 FROM held)
     )
     SELECT count(*) FROM held
 """
 
 # The lease is renewed on a timer too; doing it here as well costs nothing.
 _STATE_AND_LEASE = """
-    WITH lease AS (UPDATE campaign_batches SET lease_until = $2 WHERE id = $1)
+    WITH lease AS (UPDATE campaign_batches SET lease_until = $2 WHERE id = $1 AND workspace_id = $4)
     SELECT id, status, status_reason, recipients_count, sent_count, failed_count, skipped_count,
         in_doubt_count
-    FROM campaigns WHERE id = $3
+    FROM campaigns WHERE id = $3 AND workspace_id = $4
 """
 
 _CHUNK = """
     SELECT d.id, d.subscriber_id, d.email, d.attempts, s.name, s.attributes
-    FROM deliveries AS d JOIN subscribers AS s ON s.id = d.subscriber_id
+    FROM deliveries AS d JOIN subscribers AS s ON s.id = d.subscriber_id AND s.workspace_id = $7
     WHERE d.campaign_id = $1 AND d.subscriber_id BETWEEN $2 AND $3 AND d.status = $4 AND d.id > $5
+        AND d.workspace_id = $7
     ORDER BY d.id
     LIMIT $6
 """
@@ -52,22 +56,23 @@ _RECORD_SENT = """
         SET status = $1, provider_message_id = v.pid, attempts = v.att, sent_at = $5, updated_at = $5,
             last_error = NULL
         FROM unnest($2::bigint[], $3::text[], $4::int[]) AS v(id, pid, att)
-        WHERE d.id = v.id AND d.status = $6
+        WHERE d.id = v.id AND d.status = $6 AND d.workspace_id = $8
         RETURNING 1
     )
     UPDATE campaigns SET sent_count = sent_count + (SELECT count(*) FROM sent), updated_at = $5
-    WHERE id = $7
+    WHERE id = $7 AND workspace_id = $8
     RETURNING id, status, status_reason, recipients_count, sent_count, failed_count, skipped_count,
         in_doubt_count, (SELECT count(*) FROM sent) AS recorded
 """
 
 
-def _campaign(row: Any) -> Campaign | None:
+def _campaign(row: Any, workspace_id: int) -> Campaign | None:
     """A detached Campaign holding the counters the pipeline and the progress report read."""
     if row is None:
         return None
     return Campaign(
         id=row["id"],
+        workspace_id=workspace_id,
         status=CampaignStatus(row["status"]),
         status_reason=row["status_reason"],
         recipients_count=row["recipients_count"],
@@ -86,11 +91,12 @@ def _attributes(value: Any) -> dict[str, Any]:
 
 
 class BatchConnection:
-    """One asyncpg connection lent to a running batch; calls are serialised (the batch's SMTP sessions
-    commit concurrently)."""
+    """One asyncpg connection lent to a running batch of `workspace_id`; calls are serialised (the batch's
+    SMTP sessions commit concurrently)."""
 
-    def __init__(self, driver: Any) -> None:
+    def __init__(self, driver: Any, workspace_id: int) -> None:
         self._driver = driver
+        self._workspace_id = workspace_id
         self._lock = asyncio.Lock()
 
     async def mark_sending(self, batch_id: int, attempts: int, provider: str, ids: list[int]) -> bool:
@@ -105,6 +111,7 @@ class BatchConnection:
                 provider,
                 ids,
                 DeliveryStatus.QUEUED.value,
+                self._workspace_id,
             )
         return bool(held)
 
@@ -120,12 +127,21 @@ class BatchConnection:
         limit: int,
     ) -> tuple[Campaign | None, list[Pending]]:
         async with self._lock:
-            state = await self._driver.fetchrow(_STATE_AND_LEASE, batch_id, lease_until, campaign_id)
+            state = await self._driver.fetchrow(
+                _STATE_AND_LEASE, batch_id, lease_until, campaign_id, self._workspace_id
+            )
             rows = await self._driver.fetch(
-                _CHUNK, campaign_id, lo_id, hi_id, DeliveryStatus.QUEUED.value, after_id, limit
+                _CHUNK,
+                campaign_id,
+                lo_id,
+                hi_id,
+                DeliveryStatus.QUEUED.value,
+                after_id,
+                limit,
+                self._workspace_id,
             )
         chunk = [Pending(r[0], r[1], r[2], r[4] or "", _attributes(r[5]), r[3]) for r in rows]
-        return _campaign(state), chunk
+        return _campaign(state, self._workspace_id), chunk
 
     async def record_sent(
         self,
@@ -148,5 +164,6 @@ class BatchConnection:
                 now,
                 DeliveryStatus.SENDING.value,
                 campaign_id,
+                self._workspace_id,
             )
-        return _campaign(row), int(row["recorded"]) if row is not None else 0
+        return _campaign(row, self._workspace_id), int(row["recorded"]) if row is not None else 0

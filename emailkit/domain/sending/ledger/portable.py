@@ -111,16 +111,16 @@ class PortableLedger:
             )
         if not recipients:
             return 0
-        statuses = await self._insert(session, batch.campaign_id, recipients, now)
+        statuses = await self._insert(session, batch, recipients, now)
         skipped = sum(1 for st in statuses if st == DeliveryStatus.SKIPPED)
         if skipped:
             await self._bump(session, batch.campaign_id, skipped=skipped)
         return skipped
 
     async def _insert(
-        self, session: AsyncSession, campaign_id: int, recipients: list[Recipient], now: datetime
+        self, session: AsyncSession, batch: CampaignBatch, recipients: list[Recipient], now: datetime
     ) -> list[DeliveryStatus]:
-        """Insert the rows not there yet; returns the statuses of those inserted."""
+        """Insert the rows not there yet, in the batch's workspace; returns the statuses of those inserted."""
         table = Delivery.__table__
         insert = postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert
         stmt = (
@@ -130,7 +130,9 @@ class PortableLedger:
         )
         rows = [
             {
-                "campaign_id": campaign_id,
+                # The campaign's workspace, from the batch row in hand: named, not left to the scope's default.
+                "workspace_id": batch.workspace_id,
+                "campaign_id": batch.campaign_id,
                 "subscriber_id": sid,
                 "email": email,
                 "status": status,
@@ -240,19 +242,26 @@ class PortableLedger:
                 if changed.rowcount:  # type: ignore[attr-defined]
                     recorded.failures.append(f)
             if sent:
-                recorded.sent = await self._record_sent(s, sent, now)
+                recorded.sent = await self._record_sent(s, batch.workspace_id, sent, now)
             if recorded.sent or recorded.failed:
                 await self._bump(s, batch.campaign_id, sent=recorded.sent, failed=recorded.failed)
             if with_campaign:
                 recorded.campaign = await s.get(Campaign, batch.campaign_id, populate_existing=True)
         return recorded
 
-    async def _record_sent(self, session: AsyncSession, sent: Sequence[Sent], now: datetime) -> int:
+    async def _record_sent(
+        self, session: AsyncSession, workspace_id: int, sent: Sequence[Sent], now: datetime
+    ) -> int:
         """Mark SENDING rows SENT; returns how many were (a row a takeover settled meanwhile is not)."""
         table = Delivery.__table__
+        # A statement on the table, not the entity: the session's workspace filter does not reach it.
         stmt = (
             update(table)  # type: ignore[arg-type]
-            .where(table.c.id == bindparam("b_id"), table.c.status == DeliveryStatus.SENDING)
+            .where(
+                table.c.id == bindparam("b_id"),
+                table.c.status == DeliveryStatus.SENDING,
+                table.c.workspace_id == workspace_id,
+            )
             .values(
                 status=DeliveryStatus.SENT,
                 provider_message_id=bindparam("b_pid"),

@@ -45,6 +45,7 @@ def _materialise_stmt() -> Any:
     )
     now = bindparam("now", type_=table.c.created_at.type)
     columns = [
+        "workspace_id",
         "campaign_id",
         "subscriber_id",
         "email",
@@ -55,6 +56,7 @@ def _materialise_stmt() -> Any:
         "updated_at",
     ]
     source = select(
+        bindparam("workspace_id", type_=BigInteger),
         bindparam("campaign_id", type_=BigInteger),
         rows.c.sids,
         rows.c.emails,
@@ -79,7 +81,11 @@ def _record_sent_stmt() -> Any:
     now = bindparam("now", type_=table.c.sent_at.type)
     return (
         update(table)  # type: ignore[arg-type]
-        .where(table.c.id == rows.c.ids, table.c.status == DeliveryStatus.SENDING)
+        .where(
+            table.c.id == rows.c.ids,
+            table.c.status == DeliveryStatus.SENDING,
+            table.c.workspace_id == bindparam("ws", type_=BigInteger),
+        )
         .values(
             status=DeliveryStatus.SENT,
             provider_message_id=rows.c.pids,
@@ -108,11 +114,12 @@ class PostgresLedger(PortableLedger):
         self._lent: dict[int, BatchConnection] = {}
 
     async def _insert(
-        self, session: AsyncSession, campaign_id: int, recipients: list[Recipient], now: datetime
+        self, session: AsyncSession, batch: CampaignBatch, recipients: list[Recipient], now: datetime
     ) -> list[DeliveryStatus]:
         sids, emails, statuses, reasons, vias = zip(*recipients, strict=True)
         params = {
-            "campaign_id": campaign_id,
+            "workspace_id": batch.workspace_id,
+            "campaign_id": batch.campaign_id,
             "sids": list(sids),
             "emails": list(emails),
             "statuses": [st.value for st in statuses],
@@ -131,7 +138,7 @@ class PostgresLedger(PortableLedger):
         three round trips that, per hook call, cost more than the hook's own statement.
         """
         async with self._autocommit.connect() as conn:
-            self._lent[batch.id] = BatchConnection(await _driver_connection(conn))
+            self._lent[batch.id] = BatchConnection(await _driver_connection(conn), batch.workspace_id)
             try:
                 yield
             finally:
@@ -165,7 +172,7 @@ class PostgresLedger(PortableLedger):
             held = await lent.mark_sending(batch.id, batch.attempts, self.provider_name, ids)
         else:
             async with self._autocommit.connect() as conn:
-                once = BatchConnection(await _driver_connection(conn))
+                once = BatchConnection(await _driver_connection(conn), batch.workspace_id)
                 held = await once.mark_sending(batch.id, batch.attempts, self.provider_name, ids)
         if not held:
             raise LeaseLost(f"batch {batch.id} was taken over by another worker")
@@ -187,8 +194,11 @@ class PostgresLedger(PortableLedger):
         )
         return Recorded(sent=count, campaign=campaign)
 
-    async def _record_sent(self, session: AsyncSession, sent: Sequence[Sent], now: datetime) -> int:
+    async def _record_sent(
+        self, session: AsyncSession, workspace_id: int, sent: Sequence[Sent], now: datetime
+    ) -> int:
         params = {
+            "ws": workspace_id,
             "ids": [r.delivery_id for r in sent],
             "pids": [r.provider_message_id for r in sent],
             "atts": [r.attempts for r in sent],
