@@ -6,6 +6,9 @@ every campaign), so they are answered by a raw ASGI handler ahead of Starlette's
 middleware: verify the token, queue the hit in memory, answer. The database write happens later, in batches
 (:class:`emailkit.domain.feedback.hitbuffer.HitBuffer`). Unsubscribes are rare and must take effect before the answer,
 so ``/u/<token>`` (:mod:`emailkit.web.preferences`) is an ordinary Starlette route that writes synchronously.
+
+No workspace is in scope here and none is needed: a token names a delivery, and the hit writer records each hit
+in its delivery's workspace.
 """
 
 from __future__ import annotations

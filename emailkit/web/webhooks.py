@@ -5,6 +5,9 @@ Answers: 404 unknown provider; 413 body over the size limit; 401 bad, missing or
 route would let anyone blocklist any address); 400 malformed body; 503 when a signing certificate cannot
 be fetched right now; 200 otherwise, including for event types we do not record and for control messages,
 so the provider does not retry them. Nothing is stored unless the answer is 200.
+
+One provider account sends for every workspace, so the route has no workspace of its own: the recorder works
+for all of them and stores each event in the workspace of the delivery it is about.
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from emailkit.app import create_app
 from emailkit.db.engine import Database
+from emailkit.db.scope import workspace_scope
+from emailkit.db.tables.access import Role
 from emailkit.db.tables.feedback import BounceType, EventType
 from emailkit.domain.feedback import IncomingEvent, record_events
 from emailkit.domain.ports.queue import PubSub
@@ -23,7 +25,8 @@ from emailkit.schema.relay import to_global_id
 from emailkit.settings import Settings
 from emailkit.tasks.pubsub import InProcessPubSub, RedisPubSub
 from tests.support.environment import REDIS_URL, TEST_SECRET
-from tests.support.feedback import T0, ev, seed_sent_campaign
+from tests.support.factories import make_key
+from tests.support.feedback import T0, add_workspace, ev, seed_sent_campaign
 from tests.support.graphql import GQL, data
 from tests.support.live_server import live_server
 
@@ -199,6 +202,39 @@ async def test_events_filter_and_pages(gql: GQL, db: Database) -> None:
 
     node = data(await gql("query($id: ID!) { node(id: $id) { id ... on Event { type } } }", {"id": ids[-1]}))
     assert node["node"]["type"] in {"DELIVERED", "BOUNCE"}
+
+
+async def test_a_workspace_reads_only_its_own_feedback(gql: GQL, db: Database) -> None:
+    first = await engaged_campaign(db)
+    w2 = await add_workspace(db, "second")
+    with workspace_scope(w2):
+        second = await seed_sent_campaign(db, ["a@x.test"])
+        key2 = await make_key(db, Role.ADMIN, "second")
+    d = second.deliveries["a@x.test"]
+    await record_events(db, [ev(EventType.OPEN, "a@x.test", delivery=d, event_id="w2-open")])
+    second_id = to_global_id("Campaign", second.campaign_id)
+
+    theirs = data(await gql(EVENTS, {"first": 50}, key=key2))["events"]
+    assert theirs["totalCount"] == 1
+    (node,) = (e["node"] for e in theirs["edges"])
+    assert node["campaign"] == {"id": second_id} and node["subscriber"] == {"email": "a@x.test"}
+    stats = data(await gql(CAMPAIGN, {"id": second_id}, key=key2))["campaign"]["stats"]
+    assert (stats["opens"], stats["uniqueOpens"]) == (1, 1)
+
+    mine = data(await gql(EVENTS, {"first": 50}))["events"]
+    assert mine["totalCount"] == 10
+    assert {e["node"]["campaign"]["id"] for e in mine["edges"]} == {
+        to_global_id("Campaign", first.campaign_id)
+    }
+    filtered = data(await gql(EVENTS, {"first": 50, "filter": {"campaignId": second_id}}))["events"]
+    assert filtered["totalCount"] == 0
+    # Another workspace's campaign and event answer exactly like ids that do not exist.
+    missing = to_global_id("Campaign", 999_999)
+    assert await gql(CAMPAIGN, {"id": second_id}) == await gql(CAMPAIGN, {"id": missing})
+    node_query = "query($id: ID!) { node(id: $id) { id } }"
+    assert await gql(node_query, {"id": node["id"]}) == await gql(
+        node_query, {"id": to_global_id("Event", 999_999)}
+    )
 
 
 async def test_subscriber_events(gql: GQL, db: Database) -> None:

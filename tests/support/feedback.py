@@ -9,12 +9,24 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 
 from emailkit.db.engine import Database
+from emailkit.db.scope import all_workspaces
 from emailkit.db.tables.audience import MailingList, Subscriber, Subscription, SubscriptionStatus
 from emailkit.db.tables.feedback import BounceType, CampaignStats, EventType
 from emailkit.db.tables.sending import Campaign, CampaignList, CampaignStatus, Delivery, DeliveryStatus
+from emailkit.db.tables.tenancy import Workspace
 from emailkit.domain.ports.webhooks import NormalizedEvent
 
 T0 = datetime(2026, 3, 2, 10, 15, tzinfo=UTC)
+
+
+async def add_workspace(db: Database, slug: str) -> int:
+    """A new workspace; returns its id (read, not assumed: SQLite does not restart ids between tests)."""
+    with all_workspaces():
+        async with db.transaction() as s:
+            row = Workspace(name=slug.title(), slug=slug)
+            s.add(row)
+            await s.flush()
+            return row.id
 
 
 @dataclass

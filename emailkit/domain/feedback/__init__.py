@@ -40,7 +40,11 @@ Public API (stable; the tracking routes and the webhook route code against it)::
 One call is one transaction: events are correlated with deliveries (our metadata, else the provider
 message id, else the latest delivery to that address), deduplicated, stored, counted into the per-campaign
 counters, and the suppression / unsubscribe / complaint-guard policy is applied. A batch of 1,000 costs about
-ten statements, whatever its size (on PostgreSQL the event rows go in with one binary COPY).
+ten statements, whatever its size (on PostgreSQL the event rows go in with one INSERT of array parameters).
+
+``record_events`` runs for all workspaces: each event is stored, counted and acted upon in the workspace of
+its delivery (else campaign, else subscriber); events tied to nothing go to the default workspace. ``record``
+runs in the caller's scope (all workspaces, or one workspace whose rows alone it then sees and writes).
 
 Other entry points: :func:`is_suppressed` (transactional sends), the suppression services
 (:mod:`.suppressions`), the analytics readers (:mod:`.analytics`), and :func:`maintain_event_partitions`

@@ -3,6 +3,9 @@
 Opens and clicks arrive as compact tuples from the tracking routes and are written in bulk by the hit
 buffer through :class:`HitWriter`. An unsubscribe is written at once by :func:`unsubscribe_delivery`: it
 must have taken effect before the page (or the mailbox provider's one-click POST) gets its answer.
+
+A hit names a delivery only (its signed token is the credential): each is recorded in its delivery's
+workspace, found by the recording itself.
 """
 
 from __future__ import annotations
@@ -14,11 +17,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from emailkit.db.engine import Database
+from emailkit.db.scope import all_workspaces, current_scope
 from emailkit.db.tables.feedback import EventType
+from emailkit.db.tables.sending import Delivery
 from emailkit.db.types import utcnow
 from emailkit.domain.audience.preferences import centre, scope
 from emailkit.domain.feedback import FeedbackPolicy, IncomingEvent, Recorded, publish, record
 from emailkit.domain.loopthread import LoopThread
+from emailkit.domain.tenancy import scope_of_row
 from emailkit.domain.throttle import CoalescingPublisher
 
 log = logging.getLogger("emailkit.tracking")
@@ -79,8 +85,10 @@ class HitWriter:
 
     async def _record(self, batch: Sequence[Hit]) -> Recorded:
         events = _events(batch, self.anonymous)
-        async with self.db.transaction() as session:
-            return await record(session, events, self.policy, utcnow())
+        # A batch holds hits of every workspace's mail: system work, each row written in its delivery's.
+        with all_workspaces():
+            async with self.db.transaction() as session:
+                return await record(session, events, self.policy, utcnow())
 
     async def close(self) -> None:
         await self.thread.close(final=self.db.dispose)
@@ -113,7 +121,25 @@ async def unsubscribe_delivery(
 
     Idempotent: a repeat records no second event (the dedupe key is the delivery's). It still unsubscribes,
     so an old link keeps working for someone who subscribed again since.
+
+    Acts in the workspace in scope when there is one (another workspace's delivery is then unknown), else in
+    the delivery's own workspace.
     """
+    in_scope = current_scope()
+    if in_scope is not None and in_scope.workspace_id is not None:
+        return await _unsubscribe(db, delivery_id, ip, user_agent, live, every_list)
+    async with scope_of_row(db, Delivery, delivery_id) as found:
+        return await _unsubscribe(db, delivery_id, ip, user_agent, live, every_list) if found else None
+
+
+async def _unsubscribe(
+    db: Database,
+    delivery_id: int,
+    ip: str | None,
+    user_agent: str | None,
+    live: CoalescingPublisher | None,
+    every_list: bool,
+) -> UnsubscribeOutcome | None:
     async with db.transaction() as session:
         row = await centre.recipient_of(session, delivery_id)
         if row is None:

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from emailkit.db.dialect import dialect_of
 from emailkit.db.engine import Database
+from emailkit.db.scope import all_workspaces
 from emailkit.db.tables.feedback import CampaignFirst, EventKey
 
 log = logging.getLogger(__name__)
@@ -181,12 +182,16 @@ async def prune_orphan_markers(conn: AsyncConnection) -> int:
 
 async def maintain_event_partitions(db: Database, now: datetime | None = None) -> list[str]:
     """Periodic entry point (a scheduler tick; daily is plenty): the partitions of this month and the next
-    three; old dedupe keys and the markers of deleted campaigns pruned. Returns the partitions created."""
+    three; old dedupe keys and the markers of deleted campaigns pruned. Returns the partitions created.
+
+    Upkeep of the tables as a whole, for all workspaces (on PostgreSQL a narrower scope would hide other
+    workspaces' markers from the pruning, and the rows the new partitions take over)."""
     now = now or datetime.now(UTC)
-    async with db.engine.begin() as conn:
-        created = await ensure_event_partitions(conn, now)
-        pruned = await prune_event_keys(conn, now)
-        orphans = await prune_orphan_markers(conn)
+    with all_workspaces():
+        async with db.engine.begin() as conn:
+            created = await ensure_event_partitions(conn, now)
+            pruned = await prune_event_keys(conn, now)
+            orphans = await prune_orphan_markers(conn)
     if pruned or orphans:
         log.info("pruned %d event dedupe keys and %d markers of deleted campaigns", pruned, orphans)
     return created

@@ -1,4 +1,9 @@
-"""Recording a batch of events: the one write path of the feedback loop (webhooks and tracking hits)."""
+"""Recording a batch of events: the one write path of the feedback loop (webhooks and tracking hits).
+
+A batch may concern several workspaces (a provider's account sends for all of them): it is recorded for all
+workspaces, and every row it writes names the workspace of the delivery or campaign it is about (see
+:mod:`.correlation`).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,9 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.db.engine import Database
+from emailkit.db.scope import NoWorkspaceScope, all_workspaces, current_scope
 from emailkit.db.tables.sending import Campaign
+from emailkit.db.tables.tenancy import DEFAULT_WORKSPACE_ID
 from emailkit.db.types import utcnow
 from emailkit.domain.feedback import policy as rules
 from emailkit.domain.feedback import storage
@@ -47,6 +54,15 @@ def to_pending(events: Sequence[IncomingEvent | NormalizedEvent], now: datetime)
     return [from_normalized(e) if isinstance(e, NormalizedEvent) else from_incoming(e, now) for e in events]
 
 
+def unclaimed_workspace() -> int:
+    """Where events tied to no delivery, campaign or subscriber go: the workspace in scope, or the default
+    workspace for a batch recorded for all workspaces."""
+    scope = current_scope()
+    if scope is None:
+        raise NoWorkspaceScope("events are recorded for all workspaces or inside one")
+    return DEFAULT_WORKSPACE_ID if scope.workspace_id is None else scope.workspace_id
+
+
 async def record(
     session: AsyncSession,
     events: Sequence[IncomingEvent | NormalizedEvent],
@@ -54,7 +70,11 @@ async def record(
     now: datetime,
 ) -> Recorded:
     """Everything :func:`record_events` does inside the caller's transaction, except publishing (which
-    must wait for the commit: call :func:`publish` afterwards)."""
+    must wait for the commit: call :func:`publish` afterwards).
+
+    The caller's scope decides what the events can be tied to: all workspaces (system work, as
+    :func:`record_events`), or one workspace, whose rows alone are then found and written."""
+    fallback = unclaimed_workspace()
     summary = RecordSummary(received=len(events))
     rows = to_pending(events, now)
     if not rows:
@@ -65,7 +85,7 @@ async def record(
     summary.stored = len(new)
     if not new:
         return Recorded(summary)
-    await correlate(session, new)
+    await correlate(session, new, fallback)
     for r in new:
         if r.anonymous:
             r.strip_identity()
@@ -97,11 +117,17 @@ async def publish(db: Database, recorded: Recorded, live: CoalescingPublisher | 
         await live.publish(stats_channel(cid), snapshot.message())
     if recorded.summary.paused:
         reporter = ProgressReporter(live)
-        async with db.session() as session:
-            for cid in recorded.summary.paused:
-                campaign = await session.get(Campaign, cid)
-                if campaign is not None:
-                    await reporter.report(campaign, final=True)
+        # The paused campaigns were just read by id in the recording: they may belong to any workspace.
+        with all_workspaces():
+            await _report_paused(db, reporter, recorded.summary.paused)
+
+
+async def _report_paused(db: Database, reporter: ProgressReporter, paused: list[int]) -> None:
+    async with db.session() as session:
+        for cid in paused:
+            campaign = await session.get(Campaign, cid)
+            if campaign is not None:
+                await reporter.report(campaign, final=True)
 
 
 async def record_events(
@@ -113,11 +139,25 @@ async def record_events(
     now: datetime | None = None,
 ) -> RecordSummary:
     """Correlate, deduplicate, store and count ``events`` and apply the policy, in one transaction; then
-    publish the changed campaigns' live stats. Safe to call again with the same events (retries)."""
+    publish the changed campaigns' live stats. Safe to call again with the same events (retries).
+
+    System work, whatever the caller's scope: the events are recorded for all workspaces, each in the
+    workspace of the delivery (else the campaign, else the subscriber) it is about. Events tied to none of
+    them are stored in the default workspace (DEFAULT_WORKSPACE_ID), and so is what their policy does (a hard
+    bounce of an unknown address suppresses it there)."""
     if not events:
         return RecordSummary()
-    policy = policy or FeedbackPolicy()
-    now = now or utcnow()
+    with all_workspaces():
+        return await _record_events(db, events, policy or FeedbackPolicy(), live, now or utcnow())
+
+
+async def _record_events(
+    db: Database,
+    events: Sequence[IncomingEvent | NormalizedEvent],
+    policy: FeedbackPolicy,
+    live: CoalescingPublisher | None,
+    now: datetime,
+) -> RecordSummary:
     attempts = _SQLITE_ATTEMPTS if db.dialect == "sqlite" else 1
     for attempt in range(1, attempts + 1):
         try:

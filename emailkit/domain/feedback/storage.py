@@ -60,68 +60,56 @@ async def keep_new(session: AsyncSession, rows: Sequence[Pending], now: datetime
     return new
 
 
-_EVENT_COLUMNS = [
-    "occurred_at",
-    "recorded_at",
-    "type",
-    "bounce_type",
-    "provider",
-    "provider_message_id",
-    "email",
-    "campaign_id",
-    "delivery_id",
-    "subscriber_id",
-    "url",
-    "user_agent",
-    "ip",
-    "reason",
-    "metadata",
-    "dedupe_key",
-]
+# Row-level security refuses COPY FROM, so the rows travel as one array per column (binary encoded by the
+# driver) and PostgreSQL routes each to its month's partition.
+_PG_EVENTS = """
+INSERT INTO events (occurred_at, recorded_at, type, bounce_type, provider, provider_message_id, email,
+                    campaign_id, delivery_id, subscriber_id, url, user_agent, ip, reason, metadata, dedupe_key,
+                    workspace_id)
+SELECT u.occurred_at, $2, u.type, u.bounce_type, u.provider, u.pmid, u.email, u.campaign_id, u.delivery_id,
+       u.subscriber_id, u.url, u.user_agent, u.ip, u.reason, u.meta::jsonb, u.dedupe_key::uuid, u.workspace_id
+FROM unnest($1::timestamptz[], $3::varchar[], $4::varchar[], $5::varchar[], $6::varchar[], $7::varchar[],
+            $8::bigint[], $9::bigint[], $10::bigint[], $11::text[], $12::text[], $13::varchar[], $14::text[],
+            $15::text[], $16::text[], $17::bigint[])
+    AS u(occurred_at, type, bounce_type, provider, pmid, email, campaign_id, delivery_id, subscriber_id, url,
+         user_agent, ip, reason, meta, dedupe_key, workspace_id)
+"""
 
 
 def _clip(value: str | None, limit: int) -> str | None:
     return value[:limit] if value is not None and len(value) > limit else value
 
 
+def _event_columns(rows: Sequence[Pending]) -> list[list[Any]]:
+    """The parameters of _PG_EVENTS after $2, one list per column. The columns are bounded; providers'
+    strings are not (one long value must not fail a batch)."""
+    dumps = json.dumps
+    return [
+        [r.type for r in rows],  # StrEnums: the driver sends them as text
+        [r.bounce_type for r in rows],
+        [r.provider[:32] for r in rows],
+        [_clip(r.provider_message_id, 255) for r in rows],
+        [_clip(r.email, 320) for r in rows],
+        [r.campaign_id for r in rows],
+        [r.delivery_id for r in rows],
+        [r.subscriber_id for r in rows],
+        [r.url for r in rows],
+        [r.user_agent for r in rows],
+        [_clip(r.ip, 64) for r in rows],
+        [r.reason for r in rows],
+        [dumps(r.metadata) if r.metadata else None for r in rows],
+        [r.dedupe_key for r in rows],
+        [r.workspace_id for r in rows],
+    ]
+
+
 async def insert_events(session: AsyncSession, rows: Sequence[Pending], now: datetime) -> None:
+    """Store the rows, each in its workspace (set by correlation)."""
     if not rows:
         return
     if dialect_of(session) == "postgresql":
-        # Binary COPY (PostgreSQL routes each row to its month's partition).
         driver = await pg_driver(session)
-        dumps = json.dumps
-        records = []
-        for r in rows:
-            email, pmid, ip = r.email, r.provider_message_id, r.ip
-            # The columns are bounded; providers' strings are not (one long value must not fail a batch).
-            if email is not None and len(email) > 320:
-                email = email[:320]
-            if pmid is not None and len(pmid) > 255:
-                pmid = pmid[:255]
-            if ip is not None and len(ip) > 64:
-                ip = ip[:64]
-            records.append(
-                (
-                    r.occurred_at,
-                    now,
-                    r.type,  # a StrEnum: the driver sends it as text
-                    r.bounce_type,
-                    r.provider[:32],
-                    pmid,
-                    email,
-                    r.campaign_id,
-                    r.delivery_id,
-                    r.subscriber_id,
-                    r.url,
-                    r.user_agent,
-                    ip,
-                    r.reason,
-                    dumps(r.metadata) if r.metadata else None,
-                    r.dedupe_key,
-                )
-            )
-        await driver.copy_records_to_table("events", columns=_EVENT_COLUMNS, records=records)
+        await driver.execute(_PG_EVENTS, [r.occurred_at for r in rows], now, *_event_columns(rows))
         return
     await session.execute(
         insert(Event),
@@ -143,6 +131,7 @@ async def insert_events(session: AsyncSession, rows: Sequence[Pending], now: dat
                 "reason": r.reason,
                 "meta": r.metadata,
                 "dedupe_key": r.dedupe_key,
+                "workspace_id": r.workspace_id,
             }
             for r in rows
         ],
@@ -150,22 +139,24 @@ async def insert_events(session: AsyncSession, rows: Sequence[Pending], now: dat
 
 
 _PG_FIRST_SEEN = (
-    "INSERT INTO campaign_firsts (campaign_id, recipient, marker) "
+    "INSERT INTO campaign_firsts (campaign_id, recipient, marker, workspace_id) "
     "SELECT * FROM unnest(string_to_array($1, ',')::bigint[], string_to_array($2, ',')::bigint[], "
-    "string_to_array($3, ',')::bigint[]) "
+    "string_to_array($3, ',')::bigint[], string_to_array($4, ',')::bigint[]) "
     "ON CONFLICT DO NOTHING RETURNING campaign_id, recipient, marker"
 )
 
 
-async def _first_seen(session: AsyncSession, wanted: set[Marker]) -> set[Marker]:
-    """Record the (campaign, recipient, marker) triples; returns those that were not recorded before."""
+async def _first_seen(session: AsyncSession, wanted: set[Marker], workspaces: dict[int, int]) -> set[Marker]:
+    """Record the (campaign, recipient, marker) triples, each in its campaign's workspace; returns those that
+    were not recorded before."""
     if not wanted:
         return set()
     ordered = sorted(wanted)
     if dialect_of(session) == "postgresql":
         driver = await pg_driver(session)
         c, r, m = (",".join(map(str, column)) for column in zip(*ordered, strict=True))
-        return {(row[0], row[1], row[2]) for row in await driver.fetch(_PG_FIRST_SEEN, c, r, m)}
+        w = ",".join([str(workspaces[cid]) for cid, _, _ in ordered])
+        return {(row[0], row[1], row[2]) for row in await driver.fetch(_PG_FIRST_SEEN, c, r, m, w)}
     table = CampaignFirst.__table__
     stmt = (
         upsert(session)(table)
@@ -173,7 +164,11 @@ async def _first_seen(session: AsyncSession, wanted: set[Marker]) -> set[Marker]
         .returning(table.c.campaign_id, table.c.recipient, table.c.marker)
     )
     result = await session.execute(
-        stmt, [{"campaign_id": c, "recipient": r, "marker": m} for c, r, m in ordered]
+        stmt,
+        [
+            {"campaign_id": c, "recipient": r, "marker": m, "workspace_id": workspaces[c]}
+            for c, r, m in ordered
+        ],
     )
     return {(int(c), int(r), int(m)) for c, r, m in result.all()}
 
@@ -182,30 +177,30 @@ async def count(session: AsyncSession, rows: Sequence[Pending]) -> Deltas:
     """Work out what the stored rows add to each campaign's counters (marking first sightings)."""
     deltas = Deltas()
     plan, wanted = tally.count_totals(rows, deltas)
-    tally.count_firsts(deltas, plan, await _first_seen(session, wanted))
+    tally.count_firsts(deltas, plan, await _first_seen(session, wanted, deltas.workspaces))
     return deltas
 
 
 _PG_LINKS = """
-INSERT INTO campaign_links AS l (campaign_id, url_hash, url, clicks, unique_clicks)
-SELECT * FROM unnest($1::bigint[], $2::varchar[], $3::text[], $4::bigint[], $5::bigint[])
+INSERT INTO campaign_links AS l (campaign_id, url_hash, url, clicks, unique_clicks, workspace_id)
+SELECT * FROM unnest($1::bigint[], $2::varchar[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[])
 ON CONFLICT (campaign_id, url_hash)
 DO UPDATE SET clicks = l.clicks + excluded.clicks, unique_clicks = l.unique_clicks + excluded.unique_clicks
 """
 _PG_TIMELINE = """
-INSERT INTO campaign_timeline AS t (campaign_id, bucket, type, count)
-SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::varchar[], $4::bigint[])
+INSERT INTO campaign_timeline AS t (campaign_id, bucket, type, count, workspace_id)
+SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::varchar[], $4::bigint[], $5::bigint[])
 ON CONFLICT (campaign_id, bucket, type) DO UPDATE SET count = t.count + excluded.count
 """
-# Parameters: $1 campaign ids, $2 now, then one array per counter in COUNTERS order.
+# Parameters: $1 campaign ids, $2 now, then one array per counter in COUNTERS order, then the workspaces.
 _PG_STATS = """
 INSERT INTO campaign_stats AS s (campaign_id, updated_at, delivered, bounced, complained, opens, unique_opens,
-                                 clicks, unique_clicks, unsubscribed)
+                                 clicks, unique_clicks, unsubscribed, workspace_id)
 SELECT u.c, $2, u.delivered, u.bounced, u.complained, u.opens, u.unique_opens, u.clicks, u.unique_clicks,
-       u.unsubscribed
+       u.unsubscribed, u.w
 FROM unnest($1::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[],
-            $9::bigint[], $10::bigint[])
-    AS u(c, delivered, bounced, complained, opens, unique_opens, clicks, unique_clicks, unsubscribed)
+            $9::bigint[], $10::bigint[], $11::bigint[])
+    AS u(c, delivered, bounced, complained, opens, unique_opens, clicks, unique_clicks, unsubscribed, w)
 ON CONFLICT (campaign_id) DO UPDATE SET
     updated_at = excluded.updated_at,
     delivered = s.delivered + excluded.delivered,
@@ -225,8 +220,14 @@ def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
 
 
 async def apply_links_and_timeline(session: AsyncSession, deltas: Deltas) -> None:
-    links = [(cid, h, d.url, d.clicks, d.unique_clicks) for (cid, h), d in sorted(deltas.links.items())]
-    timeline = [(cid, bucket, type_, n) for (cid, bucket, type_), n in sorted(deltas.timeline.items())]
+    """Add the clicks per link and the events per hour, each row in its campaign's workspace."""
+    ws = deltas.workspaces
+    links = [
+        (cid, h, d.url, d.clicks, d.unique_clicks, ws[cid]) for (cid, h), d in sorted(deltas.links.items())
+    ]
+    timeline = [
+        (cid, bucket, type_, n, ws[cid]) for (cid, bucket, type_), n in sorted(deltas.timeline.items())
+    ]
     if dialect_of(session) == "postgresql":
         driver = await pg_driver(session)
         if links:
@@ -244,7 +245,7 @@ async def apply_links_and_timeline(session: AsyncSession, deltas: Deltas) -> Non
                 "unique_clicks": table.c.unique_clicks + stmt.excluded.unique_clicks,
             },
         )
-        link_names = ("campaign_id", "url_hash", "url", "clicks", "unique_clicks")
+        link_names = ("campaign_id", "url_hash", "url", "clicks", "unique_clicks", "workspace_id")
         await session.execute(stmt, [dict(zip(link_names, row, strict=True)) for row in links])
     if timeline:
         table = CampaignTimeline.__table__
@@ -253,26 +254,30 @@ async def apply_links_and_timeline(session: AsyncSession, deltas: Deltas) -> Non
             index_elements=[table.c.campaign_id, table.c.bucket, table.c.type],
             set_={"count": table.c.count + stmt.excluded["count"]},
         )
-        bucket_names = ("campaign_id", "bucket", "type", "count")
+        bucket_names = ("campaign_id", "bucket", "type", "count", "workspace_id")
         await session.execute(stmt, [dict(zip(bucket_names, row, strict=True)) for row in timeline])
 
 
 async def apply_stats(session: AsyncSession, deltas: Deltas, now: datetime) -> dict[int, dict[str, int]]:
-    """Add the deltas to each campaign's counters; returns the counters after the update."""
+    """Add the deltas to each campaign's counters (a new counter row in its campaign's workspace); returns the
+    counters after the update."""
     campaigns = sorted(deltas.stats)
     if not campaigns:
         return {}
     if dialect_of(session) == "postgresql":
         driver = await pg_driver(session)
         per_counter = [[deltas.stats[cid].get(name, 0) for cid in campaigns] for name in COUNTERS]
-        rows = await driver.fetch(_PG_STATS, campaigns, now, *per_counter)
+        workspaces = [deltas.workspaces[cid] for cid in campaigns]
+        rows = await driver.fetch(_PG_STATS, campaigns, now, *per_counter, workspaces)
         return {row[0]: {name: int(row[i + 1]) for i, name in enumerate(COUNTERS)} for row in rows}
     after: dict[int, dict[str, int]] = {}
     table = CampaignStats.__table__
     for cid in campaigns:
         delta = deltas.stats[cid]
         values: dict[str, Any] = {name: delta.get(name, 0) for name in COUNTERS}
-        stmt = upsert(session)(table).values(campaign_id=cid, updated_at=now, **values)
+        stmt = upsert(session)(table).values(
+            campaign_id=cid, updated_at=now, workspace_id=deltas.workspaces[cid], **values
+        )
         set_: dict[str, Any] = {name: table.c[name] + stmt.excluded[name] for name in COUNTERS}
         set_["updated_at"] = stmt.excluded.updated_at
         stmt = stmt.on_conflict_do_update(index_elements=[table.c.campaign_id], set_=set_).returning(

@@ -61,6 +61,8 @@ class Deltas:
     stats: dict[int, dict[str, int]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
     links: dict[tuple[int, str], LinkDelta] = field(default_factory=dict)
     timeline: dict[tuple[int, datetime, EventType], int] = field(default_factory=lambda: defaultdict(int))
+    # The workspace of each counted campaign: every counter row is written in its campaign's workspace.
+    workspaces: dict[int, int] = field(default_factory=dict)
 
 
 # A first sighting: (campaign, recipient, marker).
@@ -78,11 +80,13 @@ def count_totals(rows: Sequence[Pending], deltas: Deltas) -> tuple[list[Planned]
     hours: dict[datetime, datetime] = {}
     stats_by_campaign = deltas.stats
     timeline = deltas.timeline
+    workspaces = deltas.workspaces
     click = EventType.CLICK
     for r in rows:
         cid = r.campaign_id
         if cid is None:
             continue
+        workspaces[cid] = r.workspace_id
         stats = stats_by_campaign[cid]
         total = _TOTAL.get(r.type)
         if total is not None:

@@ -123,6 +123,8 @@ class Pending:
     delivery_id: int | None = None
     campaign_id: int | None = None
     subscriber_id: int | None = None
+    # The workspace the row is stored and acted upon in; 0 until correlation decides (never a workspace id).
+    workspace_id: int = 0
     # What the payload claims, checked against the database before use.
     delivery_ref: int | None = None
     campaign_ref: int | None = None
@@ -141,7 +143,8 @@ class Pending:
         return None
 
     def strip_identity(self) -> None:
-        """Privacy mode: keep what the campaign counters need, nothing that points at a person."""
+        """Privacy mode: keep what the campaign counters need (the campaign and its workspace), nothing that
+        points at a person."""
         self.delivery_id = self.subscriber_id = None
         self.email = self.ip = self.user_agent = self.provider_message_id = None
         self.metadata = None
