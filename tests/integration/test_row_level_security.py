@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from emailkit.db.engine import Database
 from emailkit.db.scope import all_workspaces, no_scope, workspace_scope
 from emailkit.db.tables.base import Base
+from emailkit.domain.feedback import partitions
 from tests.support.factories import make_workspace
 
 pytestmark = pytest.mark.postgresql_only
@@ -120,3 +121,26 @@ async def test_a_pooled_connection_takes_the_scope_of_each_checkout(db: Database
                 assert (
                     await conn.execute(text("SELECT current_setting('emailkit.workspace_id')"))
                 ).scalar() == ""
+
+
+async def test_every_events_partition_has_the_policy_too_new_ones_included(db: Database) -> None:
+    """A partition is a table of its own that a statement could name directly."""
+    with all_workspaces():
+        async with db.engine.begin() as conn:
+            created = await partitions.ensure_event_partitions(
+                conn, datetime(2031, 5, 1, tzinfo=UTC), ahead=0
+            )
+    assert created
+    async with db.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity, "
+                    "(SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid) "
+                    "FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                    "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'events'"
+                )
+            )
+        ).all()
+    assert len(rows) >= 3
+    assert [r[0] for r in rows if tuple(r[1:]) != (True, True, 1)] == []

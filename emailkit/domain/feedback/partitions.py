@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy import delete, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from emailkit.db import rls
 from emailkit.db.dialect import dialect_of
 from emailkit.db.engine import Database
 from emailkit.db.scope import all_workspaces
@@ -133,6 +134,7 @@ async def _create(conn: AsyncConnection, part: MonthPartition) -> None:
                 f"CREATE TABLE IF NOT EXISTS {part.qualified} PARTITION OF {PARENT} FOR VALUES {part.bounds}"
             )
         )
+        await _secure(conn, part.qualified)
         return
     await conn.execute(
         text(f"CREATE TABLE {part.qualified} (LIKE {PARENT} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
@@ -146,6 +148,13 @@ async def _create(conn: AsyncConnection, part: MonthPartition) -> None:
     await conn.execute(
         text(f"ALTER TABLE {PARENT} ATTACH PARTITION {part.qualified} FOR VALUES {part.bounds}")
     )
+    await _secure(conn, part.qualified)
+
+
+async def _secure(conn: AsyncConnection, qualified: str) -> None:
+    # A partition is a table of its own that a query could name directly: it gets the parent's policy.
+    for statement in rls.secure_statements(qualified):
+        await conn.execute(text(statement))
 
 
 async def prune_event_keys(conn: AsyncConnection, now: datetime, keep: timedelta = KEY_RETENTION) -> int:

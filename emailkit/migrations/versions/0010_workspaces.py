@@ -28,6 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
+from emailkit.db import rls
 from emailkit.db.types import UTCDateTime, utcnow
 
 revision: str = "0010"
@@ -77,13 +78,6 @@ def _batch(table: str) -> Any:
 # Tables whose policy compares another column than workspace_id with the scope.
 POLICY_COLUMN = {"workspaces": "id"}
 SECURED = ["workspaces", "api_keys", *ROOTS, *CHILDREN]
-
-# The scope as a number: the workspace id, 0 for every workspace, -1 when none is set.
-SCOPE = "COALESCE(NULLIF(current_setting('emailkit.workspace_id', true), '')::bigint, -1)"
-
-
-def _policy(column: str) -> str:
-    return f"({column} = {SCOPE} OR {SCOPE} = 0)"
 
 
 def upgrade() -> None:
@@ -165,12 +159,23 @@ def upgrade() -> None:
 
     if pg:
         for table in SECURED:
-            condition = _policy(POLICY_COLUMN.get(table, "workspace_id"))
-            op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
-            op.execute(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
-            op.execute(
-                f"CREATE POLICY workspace_isolation ON {table} USING {condition} WITH CHECK {condition}"
-            )
+            for statement in rls.secure_statements(table, POLICY_COLUMN.get(table, "workspace_id")):
+                op.execute(statement)
+        # The events partitions are tables of their own, which a query could name directly.
+        for partition in _event_partitions(bind):
+            for statement in rls.secure_statements(partition):
+                op.execute(statement)
+
+
+def _event_partitions(bind: sa.Connection) -> list[str]:
+    found = bind.execute(
+        sa.text(
+            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_inherits i "
+            "JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'events'"
+        )
+    ).scalars()
+    return list(found)
 
 
 def _add_workspace_column(table: str, *, root: bool, pg: bool) -> None:
@@ -210,8 +215,8 @@ def downgrade() -> None:
     bind = op.get_bind()
     pg = bind.dialect.name == "postgresql"
     if pg:
-        for table in SECURED:
-            op.execute(f"DROP POLICY IF EXISTS workspace_isolation ON {table}")
+        for table in SECURED + _event_partitions(bind):
+            op.execute(f"DROP POLICY IF EXISTS {rls.POLICY} ON {table}")
             op.execute(f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY")
             op.execute(f"ALTER TABLE {table} DISABLE ROW LEVEL SECURITY")
     # Rows of other workspaces cannot go back into a single-tenant schema without colliding.

@@ -1,0 +1,28 @@
+"""Row-level security on PostgreSQL: the one policy every tenant table carries (see migration 0010).
+
+A row is visible and writable when its workspace is the one in the connection's ``emailkit.workspace_id``
+setting (set from the scope at pool checkout, see ``db.engine``), or when that setting is 0 (work for all
+workspaces). Outside any scope the setting is empty, which matches nothing.
+"""
+
+from __future__ import annotations
+
+POLICY = "workspace_isolation"
+
+# The scope as a number: the workspace id, 0 for every workspace, -1 when none is set.
+SCOPE = "COALESCE(NULLIF(current_setting('emailkit.workspace_id', true), '')::bigint, -1)"
+
+
+def condition(column: str = "workspace_id") -> str:
+    return f"({column} = {SCOPE} OR {SCOPE} = 0)"
+
+
+def secure_statements(table: str, column: str = "workspace_id") -> list[str]:
+    """DDL that puts `table` (a qualified name, constants only) under the policy, FORCEd so that its owner,
+    the application's role, is held to it too."""
+    check = condition(column)
+    return [
+        f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
+        f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY",
+        f"CREATE POLICY {POLICY} ON {table} USING {check} WITH CHECK {check}",
+    ]
