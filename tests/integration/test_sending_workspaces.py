@@ -400,3 +400,48 @@ async def test_the_fast_paths_raw_statements_name_their_workspace(db: Database, 
         recorded = await sender.ledger.record(batch, sent, [], with_campaign=False)
         assert recorded.sent == 0
     assert await statuses() == {DeliveryStatus.SENDING, DeliveryStatus.SKIPPED}
+
+
+@LEDGERS
+async def test_the_daily_quota_holds_the_rest_until_the_next_day(
+    db: Database, tmp_path: Path, ledger: str
+) -> None:
+    """A workspace may send 5 campaign emails a day: the sixth and later wait QUEUED, the campaign keeps
+    RUNNING and says why; once the day has turned they go, and the note is gone."""
+    capped = await make_workspace(db, "capped")
+    with all_workspaces():
+        async with db.transaction() as s:
+            await s.execute(update(Workspace).where(Workspace.id == capped).values(quota_emails_per_day=5))
+    audience = (await interleaved(db, (capped, W1)))[capped]
+    runtime = sending_runtime(db, tmp_path / "outbox", ledger)
+    with workspace_scope(capped):
+        campaign_id = await make_campaign(db, audience)
+        batches = await start(db, campaign_id, batch_size=100)
+        outcome = await campaign_sender(runtime).run_batch(batches[0])
+    assert outcome.sent == 5
+    # Sent again after midnight UTC: the batch is due then, not sooner.
+    assert outcome.retry_after is not None and 0 < outcome.retry_after <= 24 * 3600
+    waiting = await campaign_row(db, campaign_id)
+    assert waiting.status is CampaignStatus.RUNNING
+    assert (waiting.status_reason or "").startswith("The workspace's quota of 5 campaign emails per day")
+    queued = await everything(
+        db,
+        select(Delivery.id).where(
+            Delivery.campaign_id == campaign_id, Delivery.status == DeliveryStatus.QUEUED
+        ),
+    )
+    assert len(queued) == waiting.recipients_count - waiting.skipped_count - 5 > 0
+
+    # The next day: yesterday's count no longer applies.
+    with all_workspaces():
+        async with db.transaction() as s:
+            await s.execute(
+                update(Workspace)
+                .where(Workspace.id == capped)
+                .values(usage_day=datetime.now(UTC).date() - timedelta(days=1))
+            )
+    with workspace_scope(capped):
+        await campaign_sender(runtime).run_batch(batches[0])
+    done = await campaign_row(db, campaign_id)
+    assert (done.status, done.status_reason) == (CampaignStatus.FINISHED, None)
+    assert done.sent_count == done.recipients_count - done.skipped_count

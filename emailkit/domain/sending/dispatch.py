@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Generic, TypeVar
 
 from sqlalchemy import update
@@ -83,12 +84,14 @@ async def commit_then_enqueue(
 
 async def run_batch_again(runtime: Runtime, batch_id: int, *, delay: float) -> None:
     """Enqueue a batch given back with recipients to retry, to run after `delay` seconds; its ``enqueued_at``
-    moves forward so the ticker does not take the wait for a lost message. Raises QueueUnavailable when the
-    queue cannot be reached; the ticker enqueues the batch again later."""
+    moves to when it is due, so the ticker does not take the wait (hours, for a workspace's daily quota) for a
+    lost message. Raises QueueUnavailable when the queue cannot be reached; the ticker enqueues the batch again
+    later."""
 
     async def touch(session: AsyncSession) -> tuple[None, Jobs]:
+        due = utcnow() + timedelta(seconds=delay)
         await session.execute(
-            update(CampaignBatch).where(CampaignBatch.id == batch_id).values(enqueued_at=utcnow())
+            update(CampaignBatch).where(CampaignBatch.id == batch_id).values(enqueued_at=due)
         )
         return None, Jobs(batch_ids=[batch_id], delay=delay)
 

@@ -271,6 +271,15 @@ async def pause_for_archived_workspace(session: AsyncSession, campaign_id: int) 
     return await pause_automatically(session, campaign_id, WORKSPACE_ARCHIVED)
 
 
+async def note_while_running(session: AsyncSession, campaign_id: int, reason: str | None) -> None:
+    """Say why a RUNNING campaign is waiting (its workspace's daily quota), or clear that; no transition."""
+    await session.execute(
+        update(Campaign)
+        .where(Campaign.id == campaign_id, Campaign.status == S.RUNNING)
+        .values(status_reason=reason)
+    )
+
+
 async def fail(session: AsyncSession, campaign_id: int, reason: str) -> None:
     """RUNNING → FAILED: the send cannot go on (its content no longer compiles), visibly and for good."""
     await session.execute(

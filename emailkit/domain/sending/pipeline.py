@@ -46,6 +46,7 @@ from emailkit.domain.ports.ratelimit import RateLimiter
 from emailkit.domain.sending import lifecycle
 from emailkit.domain.sending.coalesce import Coalescer
 from emailkit.domain.sending.config import SendingConfig
+from emailkit.domain.sending.daily_quota import Admitted, DailyQuota
 from emailkit.domain.sending.failures import FailureLog, commonest_failure
 from emailkit.domain.sending.ledger import BatchLedger, Failed, LeaseLost, Pending, Recorded, Sent, ledger_for
 from emailkit.domain.sending.messages import Compiled, MessageBuilder, test_recipients
@@ -145,13 +146,14 @@ class CampaignSender:
 
     async def _run_claimed(self, batch: CampaignBatch) -> BatchOutcome:
         outcome = BatchOutcome(claimed=True)
-        compiled = await self._materialise(batch, outcome)
-        if compiled is None:
+        ready = await self._materialise(batch, outcome)
+        if ready is None:
             await self.ledger.release(batch, done=False)
             await self._report(batch.campaign_id, final=True)
             return outcome
+        compiled, quota = ready
         async with self.ledger.lend_connection(batch):
-            stopped, retry_after = await self._send_chunks(batch, compiled, outcome)
+            stopped, retry_after = await self._send_chunks(batch, compiled, outcome, quota)
         outcome.failures.log(log, batch.id, retry_after)
         if stopped:
             return outcome
@@ -166,12 +168,15 @@ class CampaignSender:
         await self._report(batch.campaign_id, final=outcome.campaign_finished)
         return outcome
 
-    async def _materialise(self, batch: CampaignBatch, outcome: BatchOutcome) -> Compiled | None:
+    async def _materialise(
+        self, batch: CampaignBatch, outcome: BatchOutcome
+    ) -> tuple[Compiled, DailyQuota | None] | None:
         """Compile the campaign, insert the batch's ledger rows and settle what a dead worker left in doubt, in
         one transaction; None when the batch must not send: its workspace is archived (the campaign is then
-        PAUSED) or its content does not compile (the campaign has then FAILED)."""
+        PAUSED) or its content does not compile (the campaign has then FAILED). With the compiled content
+        comes the workspace's daily quota, if it has one."""
         async with self.db.transaction() as s:
-            campaign, workspace = await _campaign_and_workspace(s, batch.campaign_id)
+            campaign, workspace, quota = await _campaign_and_workspace(s, batch.campaign_id)
             if workspace is WorkspaceStatus.ARCHIVED:
                 if await lifecycle.pause_for_archived_workspace(s, campaign.id):
                     log.warning("campaign %s: paused, its workspace is archived", campaign.id)
@@ -184,15 +189,15 @@ class CampaignSender:
             else:
                 outcome.skipped = await self.ledger.materialise(s, batch)
                 outcome.in_doubt = await self.ledger.settle_in_doubt(s, batch)
-                return compiled
+                return compiled, DailyQuota.for_campaign(self.db, campaign, quota)
         async with self.db.transaction() as s:
             await lifecycle.fail(s, batch.campaign_id, failure)
         return None
 
     async def _send_chunks(
-        self, batch: CampaignBatch, compiled: Compiled, outcome: BatchOutcome
+        self, batch: CampaignBatch, compiled: Compiled, outcome: BatchOutcome, quota: DailyQuota | None
     ) -> tuple[bool, float | None]:
-        """Render, send and record the batch chunk by chunk.
+        """Render, send and record the batch chunk by chunk, within the workspace's daily quota if it has one.
 
         Returns (stopped, retry_after): stopped when the batch was given back or taken over part-way.
         """
@@ -205,11 +210,16 @@ class CampaignSender:
             after = chunk[-1].delivery_id
             if await self._halted(batch, campaign):
                 return True, None
-            tally = await self._send_chunk(batch, compiled, chunk, outcome)
-            if tally is None:
-                return True, None
-            if tally.retry_after is not None:
-                retry_after = max(retry_after or 0.0, tally.retry_after)
+            admitted = Admitted(len(chunk)) if quota is None else await quota.admit(len(chunk))
+            if admitted.count:
+                tally = await self._send_chunk(batch, compiled, chunk[: admitted.count], outcome)
+                if tally is None:
+                    return True, None
+                if tally.retry_after is not None:
+                    retry_after = max(retry_after or 0.0, tally.retry_after)
+            if admitted.wait is not None:
+                # Today's quota is spent: the rest stays QUEUED and the batch runs again tomorrow.
+                return False, max(retry_after or 0.0, admitted.wait)
 
     async def _halted(self, batch: CampaignBatch, campaign: Campaign | None) -> bool:
         """Give the batch back when its campaign no longer runs, or has just gone over its error budget."""
@@ -392,15 +402,16 @@ class CampaignSender:
 
 async def _campaign_and_workspace(
     session: AsyncSession, campaign_id: int
-) -> tuple[Campaign, WorkspaceStatus]:
-    """The campaign and whether its workspace is active, in the one read a batch run makes of it anyway."""
+) -> tuple[Campaign, WorkspaceStatus, int | None]:
+    """The campaign, whether its workspace is active and its daily email quota, in the one read a batch run
+    makes of it anyway."""
     stmt = (
-        select(Campaign, Workspace.status)
+        select(Campaign, Workspace.status, Workspace.quota_emails_per_day)
         .join(Workspace, Workspace.id == Campaign.workspace_id)
         .where(Campaign.id == campaign_id)
     )
-    campaign, status = (await session.execute(stmt)).one()
-    return campaign, status
+    campaign, status, quota = (await session.execute(stmt)).one()
+    return campaign, status, quota
 
 
 class _EarlyResults:
