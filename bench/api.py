@@ -39,9 +39,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
-from benchlib import free_port, process_cpu, wait_ready
+from benchlib import connect_as_default_workspace, free_port, process_cpu, wait_ready
 from segments import asyncpg_dsn, load, loaded, sqlalchemy_url
 
 SUBSCRIBERS = 100_000
@@ -100,7 +99,7 @@ def reads(campaign_id: str) -> dict[str, dict[str, Any]]:
 
 async def add_counters(url: str) -> None:
     """Campaign stats counters and clicked links, as the feedback loop would have left them, plus lists."""
-    conn = await asyncpg.connect(asyncpg_dsn(url))
+    conn = await connect_as_default_workspace(asyncpg_dsn(url))
     try:
         await conn.execute(
             "INSERT INTO campaign_stats (campaign_id, delivered, bounced, complained, opens, unique_opens, clicks, "

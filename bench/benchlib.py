@@ -5,17 +5,24 @@ The scripts run as `python bench/<name>.py`, so this module is importable next t
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -52,3 +59,35 @@ def wait_ready(base: str, server: subprocess.Popen[bytes], timeout: float = 60.0
             pass
         time.sleep(0.1)
     sys.exit("emailkit serve did not become ready")
+
+
+def in_default_workspace(main: Callable[[], T]) -> Callable[[], T]:
+    """Run a benchmark's main (plain or async) in the default workspace, as an API key made without
+    --workspace acts: its data is made and read there (asyncio.run copies the scope into each event loop it
+    starts)."""
+    from emailkit.db.scope import workspace_scope
+    from emailkit.db.tables.tenancy import DEFAULT_WORKSPACE_ID
+
+    if inspect.iscoroutinefunction(main):
+
+        @functools.wraps(main)
+        async def run_async() -> Any:
+            with workspace_scope(DEFAULT_WORKSPACE_ID):
+                return await main()
+
+        return run_async  # type: ignore[return-value]
+
+    @functools.wraps(main)
+    def run() -> T:
+        with workspace_scope(DEFAULT_WORKSPACE_ID):
+            return main()
+
+    return run
+
+
+async def connect_as_default_workspace(dsn: str) -> Any:
+    """A raw asyncpg connection in the default workspace: under row-level security (the role emailkit runs
+    as) a connection with no workspace in its setting sees no rows at all."""
+    import asyncpg
+
+    return await asyncpg.connect(dsn, server_settings={"emailkit.workspace_id": "1"})

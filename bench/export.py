@@ -23,7 +23,7 @@ from types import ModuleType
 
 import httpx
 import uvicorn
-from benchlib import free_port
+from benchlib import free_port, in_default_workspace
 from sqlalchemy import func, select
 
 from emailkit import migrate
@@ -130,6 +130,7 @@ async def over_http(db: Database, url: str, params: dict[str, str]) -> tuple[int
     return lines - 1, size, first or 0.0, time.perf_counter() - t0, peak
 
 
+@in_default_workspace
 async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

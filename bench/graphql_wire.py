@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchlib import in_default_workspace
 from sqlalchemy import insert, text
 
 from emailkit import migrate
@@ -209,6 +210,7 @@ def time_phases() -> None:
     wrap(view.GraphQLView, "__call__", "whole request (from the view)")
 
 
+@in_default_workspace
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--database-url")

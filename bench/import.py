@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchlib import in_default_workspace
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
@@ -160,6 +161,7 @@ async def run_once(url: str, path: Path, size: int, rows: int, how: str) -> None
         await db.dispose()
 
 
+@in_default_workspace
 async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

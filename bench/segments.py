@@ -33,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+from benchlib import connect_as_default_workspace, in_default_workspace
 from sqlalchemy import ClauseElement, Executable, Select, func, select, text
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -110,7 +111,7 @@ async def load(
 ) -> None:
     """Wipe the database and load it; ``language`` gives every subscriber a fifth attribute."""
     rng = random.Random(5)
-    conn = await asyncpg.connect(asyncpg_dsn(url))
+    conn = await connect_as_default_workspace(asyncpg_dsn(url))
     try:
         await conn.execute(
             f'DROP SCHEMA public CASCADE; CREATE SCHEMA public; DROP SCHEMA IF EXISTS "{PARTITION_SCHEMA}" CASCADE'
@@ -123,7 +124,7 @@ async def load(
     finally:
         await db.dispose()
 
-    conn = await asyncpg.connect(asyncpg_dsn(url))
+    conn = await connect_as_default_workspace(asyncpg_dsn(url))
     try:
         start = add_months(now.date().replace(day=1), -13)
         for k in range(13):
@@ -237,7 +238,7 @@ async def load(
 
 
 async def loaded(url: str, n: int) -> bool:
-    conn = await asyncpg.connect(asyncpg_dsn(url))
+    conn = await connect_as_default_workspace(asyncpg_dsn(url))
     try:
         return bool(await conn.fetchval("SELECT count(*) >= $1 FROM subscribers", n))
     except asyncpg.UndefinedTableError:
@@ -316,6 +317,7 @@ async def measure(db: Database, label: str, raw: dict[str, Any], runs: int) -> d
     }
 
 
+@in_default_workspace
 async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -46,9 +46,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import httpx
 import redis
+from benchlib import connect_as_default_workspace, in_default_workspace
 from send_data import PUBLIC_URL, asyncpg_dsn, create_campaign, load_audience, message_size, reset_schema
 from send_processes import (
     BANNER_POOL,
@@ -103,7 +103,7 @@ class Run:
 async def send_campaign(
     url: str, settings_env: dict[str, str], campaign_id: int, api_key: str, workers: Workers
 ) -> Run:
-    conn = await asyncpg.connect(asyncpg_dsn(url))
+    conn = await connect_as_default_workspace(asyncpg_dsn(url))
     try:
         start = time.perf_counter()
         await start_campaign(settings_env, campaign_id, api_key)
@@ -140,7 +140,7 @@ async def send_campaign(
 
 
 async def postgres_backends(url: str) -> list[int]:
-    conn = await asyncpg.connect(asyncpg_dsn(url))
+    conn = await connect_as_default_workspace(asyncpg_dsn(url))
     try:
         rows = await conn.fetch(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
@@ -206,6 +206,7 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+@in_default_workspace
 def main() -> None:
     args = parse_args()
     if args.defaults:

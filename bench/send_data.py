@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
+from benchlib import connect_as_default_workspace
 
 PUBLIC_URL = "https://news.example.com"
 
@@ -89,7 +90,7 @@ async def reset_schema(url: str) -> None:
     from emailkit import migrate
     from emailkit.db.engine import Database
 
-    conn = await asyncpg.connect(asyncpg_dsn(url))
+    conn = await connect_as_default_workspace(asyncpg_dsn(url))
     try:
         await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
     finally:
@@ -102,14 +103,17 @@ async def reset_schema(url: str) -> None:
 
 
 async def load_audience(url: str, n: int) -> int:
-    """COPY n subscribers, all CONFIRMED on one list; returns the list id."""
+    """n subscribers of the default workspace, all CONFIRMED on one list; returns the list id.
+
+    COPY goes into temporary tables and on with INSERT ... SELECT: PostgreSQL refuses COPY into a table under
+    row-level security, which holds for the role emailkit runs as."""
     rng = random.Random(42)
     now = datetime.now(UTC)
-    conn = await asyncpg.connect(asyncpg_dsn(url))
+    conn = await connect_as_default_workspace(asyncpg_dsn(url))
     try:
         list_id = await conn.fetchval(
-            "INSERT INTO lists (name, description, optin, visibility, tags, created_at, updated_at) "
-            "VALUES ('Weekly digest', '', 'SINGLE', 'PRIVATE', '[]', $1, $1) RETURNING id",
+            "INSERT INTO lists (name, description, optin, visibility, tags, workspace_id, created_at, updated_at) "
+            "VALUES ('Weekly digest', '', 'SINGLE', 'PRIVATE', '[]', 1, $1, $1) RETURNING id",
             now,
         )
         subscribers = []
@@ -132,21 +136,34 @@ async def load_audience(url: str, n: int) -> int:
                     now,
                 )
             )
-        await conn.copy_records_to_table(
+        await _copy_through(
+            conn,
             "subscribers",
-            records=subscribers,
-            columns=["id", "email", "name", "attributes", "status", "created_at", "updated_at"],
+            ["id", "email", "name", "attributes", "status", "created_at", "updated_at"],
+            subscribers,
         )
-        await conn.copy_records_to_table(
+        await _copy_through(
+            conn,
             "subscriptions",
-            records=[(i, list_id, "CONFIRMED", now, now) for i in range(1, n + 1)],
-            columns=["subscriber_id", "list_id", "status", "created_at", "updated_at"],
+            ["subscriber_id", "list_id", "status", "created_at", "updated_at"],
+            [(i, list_id, "CONFIRMED", now, now) for i in range(1, n + 1)],
         )
         await conn.execute("SELECT setval(pg_get_serial_sequence('subscribers', 'id'), $1)", n)
         await conn.execute("ANALYZE")
         return int(list_id)
     finally:
         await conn.close()
+
+
+async def _copy_through(
+    conn: asyncpg.Connection, table: str, columns: list[str], records: list[tuple[object, ...]]
+) -> None:
+    staging = f"staging_{table}"
+    names = ", ".join(columns)
+    await conn.execute(f"CREATE TEMP TABLE {staging} AS SELECT {names} FROM {table} WITH NO DATA")
+    await conn.copy_records_to_table(staging, records=records, columns=columns)
+    await conn.execute(f"INSERT INTO {table} ({names}, workspace_id) SELECT {names}, 1 FROM {staging}")
+    await conn.execute(f"DROP TABLE {staging}")
 
 
 async def create_campaign(url: str, list_id: int) -> tuple[int, str]:

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchlib import free_port, process_cpu, wait_ready
+from benchlib import free_port, in_default_workspace, process_cpu, wait_ready
 from sqlalchemy import func, insert, select
 
 from emailkit import migrate
@@ -269,6 +269,7 @@ def check_recorded(runs: list[Run], before: dict[str, int], after: dict[str, int
     return ok
 
 
+@in_default_workspace
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

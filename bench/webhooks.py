@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from benchlib import free_port, process_cpu, wait_ready
+from benchlib import free_port, in_default_workspace, process_cpu, wait_ready
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import func, insert, select, text
@@ -286,6 +286,7 @@ def report(label: str, p: Pass) -> None:
     )
 
 
+@in_default_workspace
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
