@@ -34,7 +34,9 @@ from typer.testing import CliRunner
 
 from emailkit.app import create_app
 from emailkit.db.engine import Database
+from emailkit.db.scope import workspace_scope
 from emailkit.db.tables.audience import MailingList
+from emailkit.db.tables.tenancy import DEFAULT_WORKSPACE_ID
 from emailkit.domain.audience import lists
 from emailkit.domain.runtime import Runtime
 from emailkit.settings import Settings
@@ -81,8 +83,10 @@ RECORDER = Recorder()
 
 @job("test_queue_create_list", queue=QUEUE)
 async def create_list_job(runtime: Runtime, *, token: str, name: str) -> None:
-    async with runtime.db.transaction() as session:
-        row = await lists.create_list(session, lists.ListInput(name=name))
+    # A job names its workspace itself (the app's jobs find it from their row); this one writes in the default.
+    with workspace_scope(DEFAULT_WORKSPACE_ID):
+        async with runtime.db.transaction() as session:
+            row = await lists.create_list(session, lists.ListInput(name=name))
     RECORDER.record(token, list_id=row.id)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 from emailkit.db.engine import Database
@@ -15,8 +16,12 @@ from emailkit.domain.audience import lists
 async def make_key(db: Database, role: Role = Role.ADMIN, name: str = "test") -> str:
     """A new API key with `role` in the workspace in scope (or an instance key, for OWNER); returns the raw key
     to send as a bearer token."""
-    async with db.transaction() as session:
-        _, raw = await apikeys.create_api_key(session, name, role, instance=role is Role.OWNER)
+    instance = role is Role.OWNER
+    # An instance key belongs to no workspace: written for all of them (row-level security would refuse it
+    # inside one).
+    with all_workspaces() if instance else nullcontext():
+        async with db.transaction() as session:
+            _, raw = await apikeys.create_api_key(session, name, role, instance=instance)
     return raw
 
 
