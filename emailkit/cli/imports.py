@@ -19,6 +19,7 @@ from typing import IO, TYPE_CHECKING, Annotated
 import typer
 
 from emailkit.cli.preflight import migrate_if_needed, settings_or_exit
+from emailkit.db.tables.tenancy import DEFAULT_WORKSPACE_SLUG
 from emailkit.settings import Settings
 
 if TYPE_CHECKING:
@@ -48,6 +49,8 @@ class _Choices:
     mode: ImportModeOption
     status: ImportStatusOption | None
     column_map: object
+    # A workspace's slug or id.
+    workspace: str
 
 
 def import_cmd(
@@ -68,6 +71,9 @@ def import_cmd(
     errors_shown: Annotated[
         int, typer.Option("--errors", min=0, max=1000, help="Rows of the report to print.")
     ] = 20,
+    workspace: Annotated[
+        str, typer.Option(help="The slug (or id) of the workspace to import into.")
+    ] = DEFAULT_WORKSPACE_SLUG,
 ) -> None:
     """Import subscribers from a CSV file, here and now (the same import as the API's importSubscribers)."""
     from emailkit.db.tables.audience import ImportStatus
@@ -79,7 +85,7 @@ def import_cmd(
     except json.JSONDecodeError as exc:
         typer.echo(f"error: --map is not valid JSON ({exc})", err=True)
         raise typer.Exit(2) from None
-    choices = _Choices(list_names or [], mode, status, mapping)
+    choices = _Choices(list_names or [], mode, status, mapping, workspace)
     size = file.stat().st_size
     try:
         result, report = asyncio.run(_import(settings, file, size, choices, errors_shown))
@@ -98,6 +104,7 @@ async def _import(
 ) -> tuple[Import | None, list[ImportRowError]]:
     """Create the import, run it with a progress bar, and read the first `errors_shown` rows of its report."""
     from emailkit.db.engine import Database
+    from emailkit.db.scope import workspace_scope
     from emailkit.domain.audience.imports import service as imports
     from emailkit.domain.throttle import CoalescingPublisher
     from emailkit.tasks.pubsub import build_pubsub
@@ -107,19 +114,35 @@ async def _import(
     pubsub = build_pubsub(settings)
     publisher = CoalescingPublisher(pubsub)
     try:
-        with file.open("rb") as source:
-            import_id = await _create_import(db, file.name, source, size, choices)
-            with _progress_bar() as show:
-                result = await imports.run_import(
-                    db, import_id, publisher=publisher, source=source, on_progress=show
-                )
-        async with db.session() as session:
-            report = await imports.import_errors(session, import_id, errors_shown)
+        with workspace_scope(await _workspace_id(db, choices.workspace)):
+            with file.open("rb") as source:
+                import_id = await _create_import(db, file.name, source, size, choices)
+                with _progress_bar() as show:
+                    result = await imports.run_import(
+                        db, import_id, publisher=publisher, source=source, on_progress=show
+                    )
+            async with db.session() as session:
+                report = await imports.import_errors(session, import_id, errors_shown)
         return result, report
     finally:
         await publisher.aclose()
         await pubsub.close()
         await db.dispose()
+
+
+async def _workspace_id(db: Database, reference: str) -> int:
+    """The id of the workspace named on the command line; unknown or archived ones are refused."""
+    from emailkit.db.tables.tenancy import WorkspaceStatus
+    from emailkit.domain.errors import DomainError, ErrorCode
+    from emailkit.domain.workspaces import workspace_by_reference
+
+    async with db.read_session() as session:
+        found = await workspace_by_reference(session, reference)
+    if found is None or found.status is not WorkspaceStatus.ACTIVE:
+        raise DomainError.single(
+            ErrorCode.WORKSPACE_NOT_FOUND, f"No active workspace {reference!r}", "workspace"
+        )
+    return found.id
 
 
 async def _create_import(db: Database, name: str, source: IO[bytes], size: int, choices: _Choices) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from sqlalchemy import event
 from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
+from sqlalchemy.orm.util import LoaderCriteriaOption
 
 from emailkit.db.scope import NoWorkspaceScope, current_scope
 from emailkit.db.tables.tenancy import InWorkspace
@@ -36,9 +37,14 @@ def _filter_by_workspace(state: ORMExecuteState) -> None:
         if _touches_tenant_rows(state):
             raise NoWorkspaceScope("a tenant table was queried outside any workspace scope")
         return
-    workspace_id = scope.workspace_id
-    if workspace_id is None:
+    if scope.workspace_id is None:
         return
-    state.statement = state.statement.options(
-        with_loader_criteria(InWorkspace, lambda cls: cls.workspace_id == workspace_id, include_aliases=True)
+    state.statement = state.statement.options(workspace_criteria(scope.workspace_id))
+
+
+def workspace_criteria(workspace_id: int) -> LoaderCriteriaOption:
+    """The option holding every tenant table of an ORM statement to one workspace: what the session adds to
+    each select, update and delete, for statements it does not see (one wrapped in an EXPLAIN)."""
+    return with_loader_criteria(
+        InWorkspace, lambda cls: cls.workspace_id == workspace_id, include_aliases=True
     )

@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from emailkit import globalid
+from emailkit.db.scope import workspace_scope
 from emailkit.domain.audience import gdpr
 from emailkit.domain.audience.preferences import centre
 from emailkit.domain.content.tracked_urls import PURPOSE_UNSUBSCRIBE
@@ -159,6 +160,14 @@ class PreferenceCentre:
         delivery_id = self._delivery_id(request)
         if delivery_id is None:
             return self._page("invalid", status=404)
+        # The link is the only credential, and its delivery names the workspace everything here acts in.
+        workspace_id = await centre.workspace_of_delivery(self.runtime.db, delivery_id)
+        if workspace_id is None:
+            return self._page("invalid", status=404)
+        with workspace_scope(workspace_id):
+            return await self._handle(request, delivery_id)
+
+    async def _handle(self, request: Request, delivery_id: int) -> Response:
         if request.method != "POST":
             return await self._centre(delivery_id)
         posted = await _bounded_form(request)

@@ -18,10 +18,12 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from emailkit import globalid
+from emailkit.db.scope import workspace_scope
 from emailkit.db.tables.audience import MailingList
 from emailkit.domain.audience import optin
 from emailkit.domain.runtime import Runtime, optin_sender
 from emailkit.domain.sending import dispatch
+from emailkit.domain.sending.dispatch import Dispatched
 from emailkit.domain.sending.jobs import Jobs
 from emailkit.domain.tokens import TokenSigner
 from emailkit.domain.transactions import ConcurrentChange
@@ -74,6 +76,14 @@ class PublicPages:
         if parsed is None:
             return self._page("invalid", status=404)
         subscriber_id, list_ids = parsed
+        # No key names the workspace: the signed lists do (an archived workspace's link is no longer valid).
+        workspace_id = await optin.workspace_of_lists(self.runtime.db, list_ids)
+        if workspace_id is None:
+            return self._page("invalid", status=404)
+        with workspace_scope(workspace_id):
+            return await self._confirm(request, subscriber_id, list_ids)
+
+    async def _confirm(self, request: Request, subscriber_id: int, list_ids: list[int]) -> Response:
         async with self.runtime.db.transaction() as session:
             names = list(
                 (
@@ -121,20 +131,17 @@ class PublicPages:
         if str(data.get(HONEYPOT) or "").strip():
             # Same answer as a real signup: a bot learns nothing from the response.
             return self._answer(wants_json, 200, None)
-        sender = optin_sender(self.runtime)
-
-        async def signup(session: AsyncSession) -> tuple[None, Jobs]:
-            confirmations = await optin.public_subscribe(
-                session,
-                sender,
-                email=str(data.get("email") or ""),
-                name=str(data.get("name") or ""),
-                list_ids=list_ids,
-            )
-            return None, Jobs(transactional_ids=confirmations)
-
         try:
-            dispatched = await dispatch.commit_then_enqueue(self.runtime, signup)
+            signup = optin.signup_of(
+                email=str(data.get("email") or ""), name=str(data.get("name") or ""), list_ids=list_ids
+            )
+            # The form carries no key: its lists name the workspace. Lists of several workspaces, or of an
+            # archived one, are refused like unknown lists, never subscribed in part.
+            workspace_id = await optin.workspace_of_lists(self.runtime.db, signup.list_ids)
+            if workspace_id is None:
+                raise optin.SubscribeRefused(optin.NOT_PUBLIC)
+            with workspace_scope(workspace_id):
+                dispatched = await self._signup(signup)
         except optin.SubscribeRefused as exc:
             return self._answer(wants_json, 400, str(exc))
         except ConcurrentChange as exc:
@@ -146,6 +153,15 @@ class PublicPages:
             response.headers["Retry-After"] = "60"
             return response
         return self._answer(wants_json, 200, None)
+
+    async def _signup(self, signup: optin.Signup) -> Dispatched[None]:
+        sender = optin_sender(self.runtime)
+
+        async def work(session: AsyncSession) -> tuple[None, Jobs]:
+            confirmations = await optin.public_subscribe(session, sender, signup)
+            return None, Jobs(transactional_ids=confirmations)
+
+        return await dispatch.commit_then_enqueue(self.runtime, work)
 
     def _answer(self, wants_json: bool, status: int, error: str | None) -> Response:
         if wants_json:

@@ -105,8 +105,8 @@ async def test_keys_stored_without_escapes_are_found(gql: GQL, db: Database) -> 
         cast = ":a" if db.dialect == "sqlite" else "CAST(:a AS JSONB)"
         await s.execute(
             text(
-                "INSERT INTO subscribers (email, name, attributes, status, created_at, updated_at) "
-                f"VALUES ('raw@example.com', '', {cast}, 'ENABLED', :now, :now)"
+                "INSERT INTO subscribers (workspace_id, email, name, attributes, status, created_at, updated_at) "
+                f"VALUES (1, 'raw@example.com', '', {cast}, 'ENABLED', :now, :now)"
             ),
             {"a": '{"Straße": "Ring 1", "Länder": ["AT"]}', "now": datetime.now(UTC).replace(tzinfo=None)},
         )

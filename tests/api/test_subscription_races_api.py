@@ -103,10 +103,11 @@ async def test_delete_list_waiting_on_a_new_subscription_takes_it_along(api: Any
     async with app_db.engine.begin() as conn:
         await conn.execute(
             text(
-                "WITH p AS (INSERT INTO subscribers (email, name, attributes, status, created_at, updated_at) "
-                "VALUES ('early@example.com', '', '{}', 'ENABLED', now(), now()) RETURNING id) "
-                "INSERT INTO subscriptions (subscriber_id, list_id, status, created_at, updated_at) "
-                "SELECT p.id, l.id, 'CONFIRMED', now(), now() FROM p, lists AS l WHERE l.name = 'Race'"
+                "WITH p AS (INSERT INTO subscribers "
+                "(workspace_id, email, name, attributes, status, created_at, updated_at) "
+                "VALUES (1, 'early@example.com', '', '{}', 'ENABLED', now(), now()) RETURNING id) "
+                "INSERT INTO subscriptions (workspace_id, subscriber_id, list_id, status, created_at, updated_at) "
+                "SELECT 1, p.id, l.id, 'CONFIRMED', now(), now() FROM p, lists AS l WHERE l.name = 'Race'"
             )
         )
         deleting = asyncio.ensure_future(api(DELETE_LIST, {"id": list_gid}))

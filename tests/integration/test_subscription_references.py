@@ -94,12 +94,13 @@ async def test_a_missing_subscriber_inside_a_dense_bulk_insert_is_refused(db: Da
     async with db.engine.begin() as conn:
         await conn.execute(text("DELETE FROM subscribers WHERE id = :id"), {"id": people[20]})
     select_range = text(
-        "INSERT INTO subscriptions (subscriber_id, list_id, status, created_at, updated_at) "
-        "SELECT g, :list_id, 'CONFIRMED', :now, :now FROM generate_series(CAST(:lo AS BIGINT), CAST(:hi AS BIGINT)) AS g"
+        "INSERT INTO subscriptions (workspace_id, subscriber_id, list_id, status, created_at, updated_at) "
+        "SELECT 1, g, :list_id, 'CONFIRMED', :now, :now "
+        "FROM generate_series(CAST(:lo AS BIGINT), CAST(:hi AS BIGINT)) AS g"
         if db.dialect == "postgresql"
         else "WITH RECURSIVE g(x) AS (SELECT :lo UNION ALL SELECT x + 1 FROM g WHERE x < :hi) "
-        "INSERT INTO subscriptions (subscriber_id, list_id, status, created_at, updated_at) "
-        "SELECT x, :list_id, 'CONFIRMED', :now, :now FROM g"
+        "INSERT INTO subscriptions (workspace_id, subscriber_id, list_id, status, created_at, updated_at) "
+        "SELECT 1, x, :list_id, 'CONFIRMED', :now, :now FROM g"
     )
     params = {"list_id": list_id, "now": NOW, "lo": people[0], "hi": people[-1]}
     with pytest.raises(IntegrityError):
@@ -259,11 +260,12 @@ async def test_a_list_delete_waits_for_a_bulk_subscribe_of_new_subscribers(db: D
         await subscribing.begin()
         await subscribing.execute(
             text(
-                "WITH fresh AS (INSERT INTO subscribers (email, name, attributes, status, created_at, updated_at) "
-                "SELECT 'bulk' || g || '@example.com', '', '{}', 'ENABLED', now(), now() "
+                "WITH fresh AS (INSERT INTO subscribers "
+                "(workspace_id, email, name, attributes, status, created_at, updated_at) "
+                "SELECT 1, 'bulk' || g || '@example.com', '', '{}', 'ENABLED', now(), now() "
                 "FROM generate_series(1, 500) AS g RETURNING id) "
-                "INSERT INTO subscriptions (subscriber_id, list_id, status, created_at, updated_at) "
-                "SELECT id, :list_id, 'CONFIRMED', now(), now() FROM fresh"
+                "INSERT INTO subscriptions (workspace_id, subscriber_id, list_id, status, created_at, updated_at) "
+                "SELECT 1, id, :list_id, 'CONFIRMED', now(), now() FROM fresh"
             ),
             {"list_id": list_id},
         )
@@ -294,6 +296,34 @@ async def _foreign_keys(db: Database) -> list[str]:
         )
 
 
+# The tables as 0005 had them, without the workspace_id the models now write (migration 0010).
+OLD_LIST = text(
+    "INSERT INTO lists (name, description, optin, visibility, tags, created_at, updated_at) "
+    "VALUES (:name, '', 'SINGLE', 'PRIVATE', '[]', :now, :now) RETURNING id"
+)
+OLD_PERSON = text(
+    "INSERT INTO subscribers (email, name, attributes, status, created_at, updated_at) "
+    "VALUES (:email, '', '{}', 'ENABLED', :now, :now) RETURNING id"
+)
+OLD_INSERT = text(
+    "INSERT INTO subscriptions (subscriber_id, list_id, status, created_at, updated_at) "
+    "VALUES (:subscriber_id, :list_id, :status, :created_at, :updated_at)"
+)
+
+
+async def _old_list(db: Database, name: str) -> int:
+    async with db.engine.begin() as conn:
+        return int((await conn.execute(OLD_LIST, {"name": name, "now": NOW})).scalar_one())
+
+
+async def _old_subscribers(db: Database, count: int) -> list[int]:
+    async with db.engine.begin() as conn:
+        return [
+            int((await conn.execute(OLD_PERSON, {"email": f"p{i}@example.com", "now": NOW})).scalar_one())
+            for i in range(count)
+        ]
+
+
 @pytest.mark.postgresql_only
 async def test_migration_0006_drops_orphans_declares_the_keys_and_downgrades_to_the_triggers(
     db: Database,
@@ -303,10 +333,10 @@ async def test_migration_0006_drops_orphans_declares_the_keys_and_downgrades_to_
     scratch = Database(url, pool_size=2)
     try:
         await migrate.upgrade(scratch, "0005")
-        people = await _subscribers(scratch, 2)
-        kept, gone = await _list(scratch, "kept"), await _list(scratch, "gone")
+        people = await _old_subscribers(scratch, 2)
+        kept, gone = await _old_list(scratch, "kept"), await _old_list(scratch, "gone")
         async with scratch.engine.begin() as conn:
-            await conn.execute(INSERT, _rows([(people[0], kept), (people[0], gone), (people[1], kept)]))
+            await conn.execute(OLD_INSERT, _rows([(people[0], kept), (people[0], gone), (people[1], kept)]))
             # What 0005's races left behind: parents deleted while their subscriptions stayed.
             await conn.execute(text("SET LOCAL session_replication_role = replica"))
             await conn.execute(text("DELETE FROM lists WHERE id = :id"), {"id": gone})
@@ -328,7 +358,7 @@ async def test_migration_0006_drops_orphans_declares_the_keys_and_downgrades_to_
         # 0005's triggers are back: they refuse a missing list and cascade a delete.
         with pytest.raises(IntegrityError, match="fk_subscriptions_list_id_lists"):
             async with scratch.engine.begin() as conn:
-                await conn.execute(INSERT, _rows([(people[0], kept + 100)]))
+                await conn.execute(OLD_INSERT, _rows([(people[0], kept + 100)]))
         async with scratch.engine.begin() as conn:
             await conn.execute(text("DELETE FROM lists WHERE id = :id"), {"id": kept})
         assert await _count(scratch) == 0

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.db.dialect import dialect_of
 from emailkit.db.engine import Database
+from emailkit.db.scope import current_workspace_id
 from emailkit.db.tables.audience import Subscriber, Subscription, SubscriptionStatus
 from emailkit.db.types import utcnow
 from emailkit.domain.audience.lists import require_lists
@@ -47,8 +48,12 @@ class Selection:
 
 
 async def selection_clause(session: AsyncSession, selection: Selection) -> ColumnElement[bool]:
-    """The WHERE clause over subscribers; unknown lists and segments raise NotFound."""
-    parts: list[ColumnElement[bool]] = []
+    """The WHERE clause over subscribers, of the workspace in scope; unknown lists and segments (also another
+    workspace's) raise NotFound.
+
+    The pages are read with Core statements on a connection, which the session's workspace filter does not
+    reach: the clause names the workspace itself."""
+    parts: list[ColumnElement[bool]] = [Subscriber.workspace_id == current_workspace_id()]
     if selection.list_id is not None:
         await require_lists(session, [selection.list_id])
         conditions = [
@@ -62,7 +67,7 @@ async def selection_clause(session: AsyncSession, selection: Selection) -> Colum
         segment = await get_segment(session, selection.segment_id)
         spec = parse_filter(segment.filter)
         parts.append(compile_filter(spec, dialect_of(session), now=utcnow()))
-    return and_(true(), *parts)
+    return and_(*parts)
 
 
 def flatten(attributes: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from emailkit.db.engine import Database
+from emailkit.db.scope import all_workspaces
 from emailkit.db.tables.audience import (
     MailingList,
     OptIn,
@@ -25,6 +27,7 @@ from emailkit.db.tables.audience import (
     Visibility,
 )
 from emailkit.db.tables.sending import Delivery, DeliveryStatus
+from emailkit.db.tables.tenancy import Workspace, WorkspaceStatus
 from emailkit.db.types import utcnow
 from emailkit.domain.audience import subscribers
 from emailkit.domain.audience.suppressions import is_suppressed
@@ -161,18 +164,41 @@ def sender_of(public_url: str, secret_key: str, default_from: tuple[str | None, 
 NOT_PUBLIC = "Unknown or non-public list: only lists whose visibility is PUBLIC accept sign-ups"
 
 
+async def workspace_of_lists(db: Database, list_ids: Sequence[int]) -> int | None:
+    """The workspace of the lists a public request names (the form, a confirmation link), which carries no key:
+    None when they belong to no workspace (unknown ids), to several, or to an archived one, each of which the
+    caller answers like an unknown list."""
+    with all_workspaces():
+        async with db.read_session() as session:
+            found = (
+                await session.execute(
+                    select(MailingList.workspace_id, Workspace.status)
+                    .join(Workspace, Workspace.id == MailingList.workspace_id)
+                    .where(MailingList.id.in_(sorted(set(list_ids))))
+                    .distinct()
+                )
+            ).all()
+    if len(found) != 1:
+        return None
+    workspace_id, status = found[0]
+    return int(workspace_id) if status is WorkspaceStatus.ACTIVE else None
+
+
 class SubscribeRefused(Exception):
     """The form's input is unusable (bad address, unknown or private list); safe to tell the visitor."""
 
 
-async def public_subscribe(
-    session: AsyncSession, sender: OptinSender, *, email: str, name: str, list_ids: Sequence[int]
-) -> list[int]:
-    """The website form: subscribe to PUBLIC lists; returns confirmation deliveries to enqueue after commit.
+@dataclass(frozen=True)
+class Signup:
+    """What the website form asks for, checked."""
 
-    The outcome must not reveal whether the address was already known, suppressed or blocklisted, so those
-    cases quietly do nothing and the caller answers the same as for a new subscriber.
-    """
+    address: str
+    name: str
+    list_ids: list[int]
+
+
+def signup_of(*, email: str, name: str, list_ids: Sequence[int]) -> Signup:
+    """The form's input checked before anything is looked up (which workspace, which lists)."""
     try:
         address = normalize_email(email)
     except DomainError as exc:
@@ -182,6 +208,17 @@ async def public_subscribe(
     wanted = sorted(set(list_ids))
     if not wanted or len(wanted) > 20:
         raise SubscribeRefused("Choose between 1 and 20 lists")
+    return Signup(address=address, name=name, list_ids=wanted)
+
+
+async def public_subscribe(session: AsyncSession, sender: OptinSender, signup: Signup) -> list[int]:
+    """The website form: subscribe to PUBLIC lists of the workspace in scope (see `workspace_of_lists`);
+    returns confirmation deliveries to enqueue after commit.
+
+    The outcome must not reveal whether the address was already known, suppressed or blocklisted, so those
+    cases quietly do nothing and the caller answers the same as for a new subscriber.
+    """
+    address, name, wanted = signup.address, signup.name, signup.list_ids
     public = set(
         (
             await session.execute(

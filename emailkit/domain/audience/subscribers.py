@@ -6,11 +6,12 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Final
 
-from sqlalchemy import ColumnElement, Insert, exists, literal, or_, select, true, update
+from sqlalchemy import BigInteger, ColumnElement, Insert, exists, literal, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.db.dialect import upsert
+from emailkit.db.scope import current_workspace_id
 from emailkit.db.tables.audience import (
     MailingList,
     Subscriber,
@@ -268,6 +269,9 @@ def _subscribe_statement(
     Without an explicit status, a new or previously UNSUBSCRIBED subscription becomes UNCONFIRMED on a
     DOUBLE opt-in list and CONFIRMED on a SINGLE one, and a live subscription keeps its state."""
     now = utcnow()
+    # A Core INSERT ... SELECT: neither the session's workspace filter nor the column's default reaches it,
+    # so both sides are held to the workspace here and its rows name it.
+    workspace_id = current_workspace_id()
     pairs = (
         select(
             Subscriber.id,
@@ -275,14 +279,20 @@ def _subscribe_statement(
             new_subscription_status(status),
             literal(now, UTCDateTime()),
             literal(now, UTCDateTime()),
+            literal(workspace_id, BigInteger()),
         )
         .select_from(Subscriber)
         .join(MailingList, true())
-        .where(Subscriber.id.in_(subscriber_ids), MailingList.id.in_(list_ids))
+        .where(
+            Subscriber.id.in_(subscriber_ids),
+            MailingList.id.in_(list_ids),
+            Subscriber.workspace_id == workspace_id,
+            MailingList.workspace_id == workspace_id,
+        )
     )
     table = Subscription.__table__
     stmt = upsert(session)(table).from_select(
-        ["subscriber_id", "list_id", "status", "created_at", "updated_at"], pairs
+        ["subscriber_id", "list_id", "status", "created_at", "updated_at", "workspace_id"], pairs
     )
     changes = (
         table.c.status == SubscriptionStatus.UNSUBSCRIBED

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Integer,
     Table,
@@ -48,6 +49,9 @@ from emailkit.domain.audience.lists import new_subscription_status
 @dataclass
 class LoadOptions:
     import_id: int
+    # Every statement here is Core on a connection: the session's filter does not reach them, so each names
+    # the import's workspace itself (rows it writes, rows it matches by address, lists it subscribes to).
+    workspace_id: int
     mode: ImportMode
     list_ids: Sequence[int]
     subscription_status: SubscriptionStatus | None
@@ -73,11 +77,13 @@ def _eligible(status: Any, options: LoadOptions) -> ColumnElement[bool]:
     return enabled
 
 
+SUBSCRIPTION_COLUMNS = ["subscriber_id", "list_id", "status", "created_at", "updated_at", "workspace_id"]
+SUBSCRIBER_COLUMNS = ["email", "name", "attributes", "status", "created_at", "updated_at", "workspace_id"]
+
+
 def _subscriptions_insert(dialect_insert: Any, source: Any, options: LoadOptions) -> Any:
     table = Subscription.__table__
-    stmt = dialect_insert(table).from_select(
-        ["subscriber_id", "list_id", "status", "created_at", "updated_at"], source
-    )
+    stmt = dialect_insert(table).from_select(SUBSCRIPTION_COLUMNS, source)
     if options.mode is ImportMode.UPSERT and options.subscription_status is not None:
         # An explicit status may only move a subscription towards less mail or a confirmed opt-in: an import
         # never re-subscribes someone who unsubscribed.
@@ -100,13 +106,13 @@ def _subscriptions_insert(dialect_insert: Any, source: Any, options: LoadOptions
 
 def _subscribers_insert(dialect_insert: Any, source: Any, options: LoadOptions, merge: Any) -> Any:
     table = Subscriber.__table__
-    stmt = dialect_insert(table).from_select(
-        ["email", "name", "attributes", "status", "created_at", "updated_at"], source
-    )
+    stmt = dialect_insert(table).from_select(SUBSCRIBER_COLUMNS, source)
+    # An address is unique within its workspace: another workspace's subscriber is never a conflict.
+    unique = [table.c.workspace_id, table.c.email]
     if options.mode is ImportMode.SKIP_EXISTING:
-        return stmt.on_conflict_do_nothing(index_elements=[table.c.email])
+        return stmt.on_conflict_do_nothing(index_elements=unique)
     return stmt.on_conflict_do_update(
-        index_elements=[table.c.email],
+        index_elements=unique,
         set_={
             # An empty name cell leaves the name alone; attributes are merged, the file winning.
             "name": case((stmt.excluded.name == "", table.c.name), else_=stmt.excluded.name),
@@ -114,6 +120,10 @@ def _subscribers_insert(dialect_insert: Any, source: Any, options: LoadOptions, 
             "updated_at": stmt.excluded.updated_at,
         },
     )
+
+
+def _workspace(options: LoadOptions) -> ColumnElement[int]:
+    return literal(options.workspace_id, BigInteger())
 
 
 def _staged_subscribers(st: Table, options: LoadOptions, lo: int, hi: int) -> Any:
@@ -125,6 +135,7 @@ def _staged_subscribers(st: Table, options: LoadOptions, lo: int, hi: int) -> An
         literal(SubscriberStatus.ENABLED.value),
         now,
         now,
+        _workspace(options),
     ).where(st.c.error.is_(None), st.c.row_no.between(lo, hi))
 
 
@@ -137,13 +148,15 @@ async def load(
 
 
 async def mark_existing(
-    conn: AsyncConnection, st: Table, lo: int | None = None, hi: int | None = None
+    conn: AsyncConnection, st: Table, workspace_id: int, lo: int | None = None, hi: int | None = None
 ) -> None:
-    """Flag staged rows whose address is already a subscriber (one semi-join, instead of a conflict per row)."""
+    """Flag staged rows whose address is already a subscriber of the workspace (one semi-join, instead of a
+    conflict per row)."""
+    known = select(Subscriber.email).where(Subscriber.workspace_id == workspace_id)
     await conn.execute(
         update(st)
         .values(existing=True)
-        .where(in_range(st, lo, hi), st.c.error.is_(None), st.c.email.in_(select(Subscriber.email)))
+        .where(in_range(st, lo, hi), st.c.error.is_(None), st.c.email.in_(known))
     )
 
 
@@ -160,13 +173,24 @@ def _staged_in(st: Table, start: int, end: int) -> ColumnElement[bool]:
     return and_(st.c.error.is_(None), st.c.row_no.between(start, end))
 
 
+def _import_lists(options: LoadOptions) -> ColumnElement[bool]:
+    return and_(MailingList.id.in_(list(options.list_ids)), MailingList.workspace_id == options.workspace_id)
+
+
 def _pairs(source: Any, options: LoadOptions) -> Any:
     """(subscriber, list) pairs to subscribe for the rows a CTE returned (id, status)."""
     now = literal(options.now, UTCDateTime())
     return (
-        select(source.c.id, MailingList.id, new_subscription_status(options.subscription_status), now, now)
+        select(
+            source.c.id,
+            MailingList.id,
+            new_subscription_status(options.subscription_status),
+            now,
+            now,
+            _workspace(options),
+        )
         .select_from(source)
-        .join(MailingList, MailingList.id.in_(list(options.list_ids)))
+        .join(MailingList, _import_lists(options))
         .where(_eligible(source.c.status, options))
     )
 
@@ -184,7 +208,7 @@ async def _load_chunk_flagged(
     new_rows = _staged_subscribers(st, options, start, end).where(st.c.existing.is_(False))
     inserted = (
         postgresql.insert(table)  # type: ignore[arg-type]
-        .from_select(["email", "name", "attributes", "status", "created_at", "updated_at"], new_rows)
+        .from_select(SUBSCRIBER_COLUMNS, new_rows)
         .returning(table.c.id, table.c.status)
         .cte("inserted")
     )
@@ -193,7 +217,12 @@ async def _load_chunk_flagged(
     if options.mode is ImportMode.UPSERT:
         updated = (
             update(table)  # type: ignore[arg-type]
-            .where(in_chunk, st.c.existing.is_(True), table.c.email == st.c.email)
+            .where(
+                in_chunk,
+                st.c.existing.is_(True),
+                table.c.workspace_id == options.workspace_id,
+                table.c.email == st.c.email,
+            )
             .values(
                 name=case((st.c.name == "", table.c.name), else_=st.c.name),
                 attributes=func.emailkit_json_merge(table.c.attributes, st.c.attributes),
@@ -205,10 +234,9 @@ async def _load_chunk_flagged(
         ctes.append(updated)
     if options.list_ids:
         subscriptions = Subscription.__table__
-        columns = ["subscriber_id", "list_id", "status", "created_at", "updated_at"]
         ctes.append(
             postgresql.insert(subscriptions)  # type: ignore[arg-type]
-            .from_select(columns, _pairs(inserted, options))
+            .from_select(SUBSCRIPTION_COLUMNS, _pairs(inserted, options))
             .cte("subscribed_new")
         )
         if updated is not None:
@@ -261,14 +289,14 @@ async def load_range(conn: AsyncConnection, st: Table, options: LoadOptions, lo:
     if options.conflict_safe:
         fresh, updated = await _load_chunk_upsert(conn, st, options, lo, hi)
     else:
-        await mark_existing(conn, st, lo, hi)
+        await mark_existing(conn, st, options.workspace_id, lo, hi)
         # No savepoint per chunk (it would cost every import): stale flags roll the whole import back.
         try:
             fresh, updated = await _load_chunk_flagged(conn, st, options, lo, hi)
         except _StaleFlags as exc:
             raise ConflictRetry() from exc
         except IntegrityError as exc:
-            if "uq_subscribers_email" not in str(exc.orig):
+            if "uq_subscribers_workspace_id_email" not in str(exc.orig):
                 raise
             raise ConflictRetry() from exc
     outcome = Outcome(inserted=fresh, updated=updated)
@@ -287,7 +315,7 @@ async def _load_sqlite(
     hook: Callable[[Outcome], Awaitable[None]],
 ) -> Outcome:
     outcome = Outcome()
-    await mark_existing(conn, st)
+    await mark_existing(conn, st, options.workspace_id)
     skip_existing = options.mode is ImportMode.SKIP_EXISTING
     now = literal(options.now, UTCDateTime())
     for start in range(lo, hi + 1, options.chunk_rows):
@@ -310,10 +338,14 @@ async def _load_sqlite(
                     new_subscription_status(options.subscription_status),
                     now,
                     now,
+                    _workspace(options),
                 )
                 .select_from(st)
-                .join(Subscriber, Subscriber.email == st.c.email)
-                .join(MailingList, MailingList.id.in_(list(options.list_ids)))
+                .join(
+                    Subscriber,
+                    and_(Subscriber.workspace_id == options.workspace_id, Subscriber.email == st.c.email),
+                )
+                .join(MailingList, _import_lists(options))
                 .where(in_chunk, _eligible(Subscriber.status, options))
             )
             if skip_existing:

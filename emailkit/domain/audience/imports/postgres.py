@@ -22,6 +22,7 @@ from sqlalchemy import Table, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from emailkit.db.engine import Database
+from emailkit.db.scope import all_workspaces
 from emailkit.db.tables.audience import Import, ImportStatus
 from emailkit.domain.audience.imports import load as imports_load
 from emailkit.domain.audience.imports import staging as imports_staging
@@ -70,7 +71,11 @@ def _import_id(name: str, prefix: str) -> int | None:
 
 
 async def sweep_staging(conn: AsyncConnection) -> None:
-    """Drop staging tables left by imports that ended without dropping theirs (a killed worker)."""
+    """Drop staging tables left by imports that ended without dropping theirs (a killed worker).
+
+    The staging tables of every workspace's imports share the schema, so `conn` must see every workspace's
+    imports (checked out for all workspaces): a table is dropped only when no import of any workspace still
+    runs with it."""
     prefix = imports_staging.STAGING_NAME + "_"
     names = (
         await conn.execute(
@@ -114,6 +119,7 @@ def _take(rows: Iterator[StagedRow], count: int) -> list[StagedRow]:
 async def _feed(
     db: Database,
     st: Table,
+    workspace_id: int,
     rows: Iterator[StagedRow],
     ready: asyncio.Queue[Staged | None],
     parsed: Callable[[], Awaitable[None]],
@@ -138,7 +144,7 @@ async def _feed(
                         await conn.execute(text(f'ANALYZE "{st.name}"'))
                         analyzed = True
                     duplicates = await imports_staging.mark_duplicates_in(conn, st, lo, hi)
-                    suppressed = await imports_staging.mark_suppressed(conn, st, lo, hi)
+                    suppressed = await imports_staging.mark_suppressed(conn, st, workspace_id, lo, hi)
                 del batch
                 await parsed()
                 await ready.put(Staged(lo, hi, duplicates, suppressed, parsed_all=_parse_finished(pending)))
@@ -159,6 +165,7 @@ def _parse_finished(pending: asyncio.Future[list[StagedRow]]) -> bool:
 async def staged_chunks(
     db: Database,
     st: Table,
+    workspace_id: int,
     rows: Iterator[StagedRow],
     parsed: Callable[[], Awaitable[None]],
     chunk_rows: int | None = None,
@@ -166,7 +173,9 @@ async def staged_chunks(
     """Staged, checked row ranges as the feeder commits them; all those ready at once come as one range, so a
     load that falls behind catches up in larger statements. Raises what the feeder raised."""
     ready: asyncio.Queue[Staged | None] = asyncio.Queue()
-    feeder = asyncio.create_task(_feed(db, st, rows, ready, parsed, chunk_rows or FEED_CHUNK_ROWS))
+    feeder = asyncio.create_task(
+        _feed(db, st, workspace_id, rows, ready, parsed, chunk_rows or FEED_CHUNK_ROWS)
+    )
     try:
         finished = False
         while not finished:
@@ -195,9 +204,11 @@ async def stage_and_load(job: Job) -> None:
     run, state = job.run, job.run.state
     # Named by attempt too: a run that lost its lease may still be winding down with its own table.
     st = imports_staging.staging_table(staging_name(run.import_id, run.attempt), shared=True)
-    async with run.db.engine.begin() as conn:
-        await sweep_staging(conn)
-        await imports_staging.create_staging(conn, st)
+    # For all workspaces: the sweep weighs every workspace's imports (see sweep_staging).
+    with all_workspaces():
+        async with run.db.engine.begin() as conn:
+            await sweep_staging(conn)
+            await imports_staging.create_staging(conn, st)
     try:
         async with run.db.transaction() as session:
             conn = await session.connection()
@@ -210,7 +221,7 @@ async def stage_and_load(job: Job) -> None:
             # here on waits for the import to end, then takes its new subscriptions with it.
             await require_lists(session, job.load.list_ids, hold=True)
             duplicates = suppressed = existing_skipped = 0
-            chunks = staged_chunks(run.db, st, job.rows, job.parsed)
+            chunks = staged_chunks(run.db, st, job.load.workspace_id, job.rows, job.parsed)
             # aclosing: a failed load must stop the feeder now, not whenever the generator is collected.
             async with contextlib.aclosing(chunks):
                 async for staged in chunks:

@@ -91,7 +91,9 @@ class Job:
     async def finish(self, session: AsyncSession, conn: AsyncConnection, st: Table) -> None:
         """In the import's transaction, after the load: the report, the counters, and the upload's removal."""
         state = self.run.state
-        await imports_staging.store_errors(conn, st, self.run.import_id, self.load.max_errors)
+        await imports_staging.store_errors(
+            conn, st, self.run.import_id, self.load.workspace_id, self.load.max_errors
+        )
         finished = await session.execute(
             update(Import)
             .where(Import.id == self.run.import_id, Import.attempts == self.run.attempt)

@@ -132,7 +132,9 @@ async def create_import(
         if not checked:
             _check_header(data, last and seq == 0 and len(data) <= SAMPLE_BYTES, column_map, field)
             checked = True
-        await session.execute(insert(ImportChunk).values(import_id=row.id, seq=seq, data=data))
+        await session.execute(
+            insert(ImportChunk).values(import_id=row.id, workspace_id=row.workspace_id, seq=seq, data=data)
+        )
         seq += 1
 
     async for piece in chunks:
@@ -368,6 +370,7 @@ async def _execute(run: Run, row: Import, binary: IO[bytes], *, conflict_safe: b
         stats=stats,
         load=imports_load.LoadOptions(
             import_id=run.import_id,
+            workspace_id=row.workspace_id,
             mode=row.mode,
             list_ids=list(row.list_ids or []),
             subscription_status=SubscriptionStatus(status) if status else None,

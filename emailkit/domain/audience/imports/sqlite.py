@@ -29,7 +29,7 @@ async def stage_and_load(job: Job) -> None:
             state.phase = "loading"
             await run.report(force=True)
             state.failed += await imports_staging.mark_duplicates(conn, st)
-            state.skipped += await imports_staging.mark_suppressed(conn, st)
+            state.skipped += await imports_staging.mark_suppressed(conn, st, job.load.workspace_id)
             base_skipped = state.skipped
 
             async def loaded(outcome: imports_load.Outcome) -> None:

@@ -177,13 +177,15 @@ async def _register_sqlite_sha256(conn: AsyncConnection) -> None:
 
 
 async def mark_suppressed(
-    conn: AsyncConnection, st: Table, lo: int | None = None, hi: int | None = None
+    conn: AsyncConnection, st: Table, workspace_id: int, lo: int | None = None, hi: int | None = None
 ) -> int:
-    """Rows whose address is suppressed, or was erased (only its hash is kept), are skipped."""
+    """Rows whose address is suppressed in the workspace, or was erased there (only its hash is kept), are
+    skipped. Another workspace's suppressions say nothing about this one's subscribers."""
+    in_workspace = Suppression.workspace_id == workspace_id
     condition: ColumnElement[bool] = st.c.email.in_(
-        select(Suppression.email).where(Suppression.email.is_not(None))
+        select(Suppression.email).where(in_workspace, Suppression.email.is_not(None))
     )
-    erased = select(Suppression.email_hash).where(Suppression.email.is_(None))
+    erased = select(Suppression.email_hash).where(in_workspace, Suppression.email.is_(None))
     if (await conn.execute(select(exists(erased)))).scalar():
         if dialect_of(conn) == "sqlite":
             await _register_sqlite_sha256(conn)
@@ -201,12 +203,15 @@ async def row_range(conn: AsyncConnection, st: Table) -> tuple[int, int]:
     return (int(lo), int(hi)) if lo is not None else (0, -1)
 
 
-async def store_errors(conn: AsyncConnection, st: Table, import_id: int, limit: int) -> None:
-    """Keep the first `limit` failed or skipped rows, in row order, as the import's report."""
+async def store_errors(
+    conn: AsyncConnection, st: Table, import_id: int, workspace_id: int, limit: int
+) -> None:
+    """Keep the first `limit` failed or skipped rows, in row order, as the import's report (rows of the
+    import's workspace: an INSERT ... SELECT takes no column default)."""
     await conn.execute(
         insert(ImportRowError).from_select(
-            ["import_id", "row", "message"],
-            select(literal(import_id), st.c.row_no, st.c.error)
+            ["import_id", "workspace_id", "row", "message"],
+            select(literal(import_id), literal(workspace_id, BigInteger()), st.c.row_no, st.c.error)
             .where(st.c.error.is_not(None))
             .order_by(st.c.row_no)
             .limit(limit),

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from emailkit.db.engine import Database
+from emailkit.db.scope import all_workspaces
 from emailkit.db.tables.audience import (
     MailingList,
     OptIn,
@@ -23,6 +25,7 @@ from emailkit.db.tables.audience import (
     Visibility,
 )
 from emailkit.db.tables.sending import Delivery
+from emailkit.db.tables.tenancy import Workspace, WorkspaceStatus
 from emailkit.domain.audience import subscribers
 from emailkit.domain.audience.preferences import scope
 from emailkit.domain.errors import DomainError, ErrorCode
@@ -52,6 +55,20 @@ class Preferences:
     # Nothing left to leave through this mail's unsubscribe: every list in its scope is UNSUBSCRIBED.
     unsubscribed: bool
     lists: list[ListChoice]
+
+
+async def workspace_of_delivery(db: Database, delivery_id: int) -> int | None:
+    """The workspace the signed link's delivery belongs to (the link carries no key), looked up across all
+    workspaces; None when there is no such delivery or its workspace is archived (whose public pages are gone)."""
+    with all_workspaces():
+        async with db.read_session() as session:
+            found = await session.execute(
+                select(Delivery.workspace_id)
+                .join(Workspace, Workspace.id == Delivery.workspace_id)
+                .where(Delivery.id == delivery_id, Workspace.status == WorkspaceStatus.ACTIVE)
+            )
+            workspace_id = found.scalar_one_or_none()
+    return None if workspace_id is None else int(workspace_id)
 
 
 async def recipient_of(session: AsyncSession, delivery_id: int) -> tuple[str, int | None] | None:
