@@ -20,31 +20,52 @@ from emailkit.db.types import utcnow
 from emailkit.domain.errors import DomainError, ErrorCode
 
 
-async def ensure_room_for_subscribers(
-    session: AsyncSession, adding: int, *, field: str | None = None
-) -> None:
-    """Refuse (QUOTA_EXCEEDED) when the workspace in scope would have more subscribers than its quota after
-    `adding` more. With a quota set, the workspace's row is locked until the caller's transaction ends, so two
-    concurrent writers cannot both take the last places."""
+async def _subscriber_quota(session: AsyncSession) -> tuple[int, int] | None:
+    """(quota, subscribers now) of the workspace in scope, or None without a quota. With a quota set, the
+    workspace's row is locked until the caller's transaction ends, so two concurrent writers cannot both take
+    the last places."""
     workspace_id = current_workspace_id()
     quota = (
         await session.execute(
             select(Workspace.quota_subscribers).where(Workspace.id == workspace_id).with_for_update()
         )
     ).scalar_one_or_none()
-    if quota is None or adding <= 0:
+    if quota is None:
+        return None
+    count = select(func.count()).select_from(Subscriber).where(Subscriber.workspace_id == workspace_id)
+    return quota, int((await session.execute(count)).scalar_one())
+
+
+async def ensure_room_for_subscribers(
+    session: AsyncSession, adding: int, *, field: str | None = None
+) -> None:
+    """Refuse (QUOTA_EXCEEDED) when the workspace in scope would have more subscribers than its quota after
+    `adding` more."""
+    found = await _subscriber_quota(session)
+    if found is None or adding <= 0:
         return
-    have = (
-        await session.execute(
-            select(func.count()).select_from(Subscriber).where(Subscriber.workspace_id == workspace_id)
-        )
-    ).scalar_one()
+    quota, have = found
     if have + adding > quota:
         raise DomainError.single(
             ErrorCode.QUOTA_EXCEEDED,
             f"This workspace may have at most {quota:,} subscribers; it has {have:,}"
             + (f" and this would add {adding:,}" if adding > 1 else ""),
             field,
+        )
+
+
+async def ensure_within_subscriber_quota(session: AsyncSession, *, added: int) -> None:
+    """After a bulk insert of `added` subscribers (an import, in its transaction): refuse (QUOTA_EXCEEDED) when
+    the workspace now has more than its quota, so the caller rolls the whole insert back."""
+    found = await _subscriber_quota(session)
+    if found is None:
+        return
+    quota, have = found
+    if have > quota:
+        raise DomainError.single(
+            ErrorCode.QUOTA_EXCEEDED,
+            f"This workspace may have at most {quota:,} subscribers; this import would add {added:,} "
+            f"to the {have - added:,} it has",
         )
 
 

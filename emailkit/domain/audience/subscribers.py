@@ -25,6 +25,7 @@ from emailkit.domain.audience.subscriber_fields import NAME_MAX, attribute_error
 from emailkit.domain.audience.suppressions import ensure_not_erased
 from emailkit.domain.errors import DomainError, ErrorCode, FieldError, NotFound
 from emailkit.domain.pagination import Page, keyset_page
+from emailkit.domain.quotas import ensure_room_for_subscribers
 from emailkit.domain.transactions import FOREIGN_KEY_VIOLATION, constraint_name, sqlstate
 from emailkit.domain.validation import check_length, normalize_email, raise_if
 
@@ -188,6 +189,7 @@ async def create_subscriber(
     if await _email_taken(session, normalized):
         raise _duplicate(normalized)
     await ensure_not_erased(session, normalized)
+    await ensure_room_for_subscribers(session, 1, field="email")
 
     row = Subscriber(
         email=normalized,

@@ -25,6 +25,7 @@ from emailkit.domain.audience.imports.progress import (
     progress_channel,
 )
 from emailkit.domain.audience.imports.rows import ParseStats, StagedRow
+from emailkit.domain.quotas import ensure_within_subscriber_quota
 from emailkit.domain.throttle import CoalescingPublisher
 
 PROGRESS_SAVE_SECONDS: Final = 0.5
@@ -89,8 +90,12 @@ class Job:
         await self.run.report()
 
     async def finish(self, session: AsyncSession, conn: AsyncConnection, st: Table) -> None:
-        """In the import's transaction, after the load: the report, the counters, and the upload's removal."""
+        """In the import's transaction, after the load: the workspace's subscriber quota (over it, the whole
+        import fails with the reason and nothing of it stays), the report, the counters, and the upload's
+        removal."""
         state = self.run.state
+        if state.inserted:
+            await ensure_within_subscriber_quota(session, added=state.inserted)
         await imports_staging.store_errors(
             conn, st, self.run.import_id, self.load.workspace_id, self.load.max_errors
         )
