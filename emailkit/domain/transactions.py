@@ -58,8 +58,13 @@ def constraint_name(exc: BaseException) -> str | None:
 
 
 def is_conflict(exc: BaseException) -> bool:
-    """Whether the database refused the transaction for a concurrent change: rerunning it may succeed."""
-    return isinstance(exc, DBAPIError) and sqlstate(exc) in RETRY_STATES
+    """Whether the database refused the transaction for a concurrent change: rerunning it may succeed.
+
+    On SQLite that is "database is locked": a transaction that read before another writer committed may not
+    become a writer itself (it is refused at once, whatever the busy timeout), and a rerun reads afresh."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    return sqlstate(exc) in RETRY_STATES or "database is locked" in str(exc.orig)
 
 
 class ConcurrentChange(DomainError):
