@@ -97,7 +97,9 @@ class Campaign(InWorkspace, TimestampMixin, Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     # Web view and public archive (migration 0013_archive). A "View in browser" line at the top of each message:
-    web_view_link: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
+    web_view_link: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
     # Listed in the workspace's public archive once sent, rendered with `archive_data` (placeholder subscriber
     # fields; None: the neutral defaults), never with a real subscriber's.
     archive: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())

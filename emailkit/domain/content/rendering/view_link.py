@@ -16,11 +16,10 @@ VIEW_LINK_TEXT = "View in browser"
 # it, so the lines of the author's source (and of any error about them) stay where they were.
 VIEW_LINK_HTML = (
     '<div style="margin:0;padding:8px 12px;text-align:center;font:12px/1.4 Arial,Helvetica,sans-serif;'
-    'color:#6a737d"><a href="{{ ' + WEBVIEW_VAR + ' }}" style="color:#6a737d;text-decoration:underline">'
-    + VIEW_LINK_TEXT
-    + "</a></div>"
+    f'color:#6a737d"><a href="{{{{ {WEBVIEW_VAR} }}}}" style="color:#6a737d;text-decoration:underline">'
+    f"{VIEW_LINK_TEXT}</a></div>"
 )
-VIEW_LINK_TEXT_LINE = VIEW_LINK_TEXT + ": {{ " + WEBVIEW_VAR + " }}\n\n"
+VIEW_LINK_TEXT_LINE = f"{VIEW_LINK_TEXT}: {{{{ {WEBVIEW_VAR} }}}}\n\n"
 
 _BODY_OPEN = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
 _HEAD_CLOSE = re.compile(r"</head\s*>", re.IGNORECASE)
