@@ -6,7 +6,8 @@ What it shows, and why:
   delivery) and the subscriber's name and attributes **as they are now**. Recording every recipient's data on
   every delivery would copy the audience into the ledger on the send path (the hottest writes there are) and keep
   what a person later corrected or had removed; a page they open from their own mail shows them their data as we
-  hold it. A campaign's own content cannot change once it started; a template it uses can, and the page follows.
+  hold it. A campaign's content changes only while it is paused (or never sent), a template it uses at any time;
+  the page follows either.
 * The same links as the mail: click-tracked when the campaign tracks clicks (a click on the page is a click),
   the same unsubscribe link, but no open pixel: viewing the page is not counted as an open, whether or not the
   mail's own pixel was loaded. The "View in browser" line is left out (it would lead to the page itself).
