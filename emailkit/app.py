@@ -26,6 +26,7 @@ from emailkit.tasks.pubsub import build_pubsub
 from emailkit.tasks.ratelimit import build_rate_limiter
 from emailkit.tasks.worker import close_runtime, embedded_worker
 from emailkit.web.admission import AdmissionControl, AdmissionGate
+from emailkit.web.archive import archive_routes
 from emailkit.web.bodylimit import BodyLimitMiddleware, BodyLimits
 from emailkit.web.export import export_routes
 from emailkit.web.graphql import GraphQLView
@@ -177,6 +178,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         *webhooks.routes,
         *export_routes(runtime, api_limiter),
         *public_routes(settings, runtime),
+        *archive_routes(runtime),
         Mount("/static", StaticFiles(directory=static_dir, check_dir=False), name="static"),
     ]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

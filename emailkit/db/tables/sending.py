@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -95,6 +96,14 @@ class Campaign(InWorkspace, TimestampMixin, Base):
     in_doubt_count: Mapped[int] = mapped_column(BigInt, nullable=False, default=0, server_default="0")
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Web view and public archive (migration 0013_archive). A "View in browser" line at the top of each message:
+    web_view_link: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
+    # Listed in the workspace's public archive once sent, rendered with `archive_data` (placeholder subscriber
+    # fields; None: the neutral defaults), never with a real subscriber's.
+    archive: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
+    archive_data: Mapped[dict[str, Any] | None] = mapped_column(NullableJSONDoc, nullable=True)
 
 
 class CampaignList(InWorkspace, Base):

@@ -12,6 +12,7 @@ from emailkit.domain.tokens import TokenSigner
 PURPOSE_OPEN = "o"
 PURPOSE_CLICK = "c"
 PURPOSE_UNSUBSCRIBE = "u"
+PURPOSE_WEBVIEW = "v"
 
 # href of <a> tags only: images, stylesheets and <base> must not be rewritten.
 A_HREF = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE | re.DOTALL)
@@ -33,6 +34,10 @@ class TrackingUrls:
 
     def unsubscribe(self, delivery_id: int) -> str:
         return f"{self.base}/u/{self.signer.sign(PURPOSE_UNSUBSCRIBE, delivery_id)}"
+
+    def web_view(self, delivery_id: int) -> str:
+        """The page showing this delivery's message as its recipient received it (``webview_url``)."""
+        return f"{self.base}/v/{self.signer.sign(PURPOSE_WEBVIEW, delivery_id)}"
 
 
 def trackable(url: str) -> bool:

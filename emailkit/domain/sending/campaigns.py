@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,6 +18,7 @@ from emailkit.domain.audience.segments import store as segments
 from emailkit.domain.content.rendering import validate_content, validate_plain_text
 from emailkit.domain.errors import DomainError, ErrorCode, FieldError, NotFound
 from emailkit.domain.pagination import Page, keyset_page
+from emailkit.domain.sending.archive import check_archive_data
 from emailkit.domain.validation import check_length, normalize_email, raise_if, require
 
 EDITABLE = frozenset({CampaignStatus.DRAFT, CampaignStatus.SCHEDULED, CampaignStatus.PAUSED})
@@ -43,6 +45,19 @@ class CampaignInput:
     plain_text: str | None = None
     track_opens: bool | None = None
     track_clicks: bool | None = None
+    # Web view and public archive (emailkit.domain.sending.archive). archive_data is JSON as the caller gave it
+    # (checked by check_archive_data); an empty object resets it.
+    web_view_link: bool | None = None
+    archive: bool | None = None
+    archive_data: Any = None
+
+
+# What may change on a campaign in any status: publishing it in the archive does not touch what was sent.
+PUBLISHING = frozenset({"archive", "archive_data"})
+
+
+def _publishing_only(data: CampaignInput) -> bool:
+    return all(getattr(data, f.name) is None for f in fields(data) if f.name not in PUBLISHING)
 
 
 def _check_header_text(errors: list[FieldError], field: str, value: str | None) -> None:
@@ -78,6 +93,7 @@ def _validate_fields(data: CampaignInput, *, creating: bool) -> list[FieldError]
         errors.append(FieldError("templateId", "Give either templateId or body", ErrorCode.REQUIRED))
     if creating and data.body is not None and data.template_id is None and data.format is None:
         errors.append(FieldError("format", "format is required with body", ErrorCode.REQUIRED))
+    check_archive_data(errors, data.archive_data)
     return errors
 
 
@@ -186,6 +202,9 @@ async def create_campaign(session: AsyncSession, data: CampaignInput) -> Campaig
         plain_text=data.plain_text or None,
         track_opens=True if data.track_opens is None else data.track_opens,
         track_clicks=True if data.track_clicks is None else data.track_clicks,
+        web_view_link=bool(data.web_view_link),
+        archive=bool(data.archive),
+        archive_data=data.archive_data or None,
     )
     await _validate_content(session, row)
     session.add(row)
@@ -208,7 +227,7 @@ async def update_campaign(session: AsyncSession, campaign_id: int, data: Campaig
     raise_if(errors)
     # The row lock makes the status check and the edit atomic against a concurrent start (on PostgreSQL).
     row = await get_campaign(session, campaign_id, for_update=True)
-    if row.status not in EDITABLE:
+    if row.status not in EDITABLE and not _publishing_only(data):
         raise DomainError.single(
             ErrorCode.INVALID_STATE, f"A {row.status.value} campaign can no longer be edited", "id"
         )
@@ -269,6 +288,12 @@ def _set_fields(row: Campaign, data: CampaignInput, from_email: str | None, repl
         row.track_opens = data.track_opens
     if data.track_clicks is not None:
         row.track_clicks = data.track_clicks
+    if data.web_view_link is not None:
+        row.web_view_link = data.web_view_link
+    if data.archive is not None:
+        row.archive = data.archive
+    if data.archive_data is not None:
+        row.archive_data = data.archive_data or None
 
 
 async def delete_campaign(session: AsyncSession, campaign_id: int) -> Campaign:

@@ -26,6 +26,7 @@ from emailkit.domain.content.rendering import (
     compile_content,
     template_context,
 )
+from emailkit.domain.content.rendering.view_link import mentions_web_view
 from emailkit.domain.content.tracked_urls import TrackingUrls, add_open_pixel, rewrite_links
 from emailkit.domain.errors import ErrorCode, NotFound
 from emailkit.domain.ports.provider import DELIVERY_TAG, Address, OutgoingMessage
@@ -50,6 +51,8 @@ class Compiled:
     track_clicks: bool
     list_id_header: str
     tracked: TrackedTemplate
+    # The content uses webview_url (or has the "View in browser" line): only then is it signed per message.
+    web_view: bool = False
 
 
 class MessageBuilder:
@@ -58,32 +61,42 @@ class MessageBuilder:
         self.unsubscribe_mailto = unsubscribe_mailto
         self._host = urlsplit(urls.base).hostname or "localhost"
 
-    async def compile(self, session: AsyncSession, campaign: Campaign) -> Compiled:
+    async def compile(self, session: AsyncSession, campaign: Campaign, *, web_page: bool = False) -> Compiled:
+        """What every message shares. ``web_page``: as the web view shows it, which is the message minus the
+        open pixel (viewing the page is not an open) and minus its own "View in browser" line."""
         # Rebuilt every run (compile_content keeps its own cache by content), so an edited template is used.
         body, fmt = campaign.body, campaign.format
         if campaign.template_id is not None:
             tpl = await session.get(Template, campaign.template_id)
             if tpl is not None:
                 body, fmt = tpl.body, tpl.format
+        view_link = campaign.web_view_link and not web_page
         content = compile_content(
-            body or "", fmt or ContentFormat.HTML, subject=campaign.subject, plain_text=campaign.plain_text
+            body or "",
+            fmt or ContentFormat.HTML,
+            subject=campaign.subject,
+            plain_text=campaign.plain_text,
+            view_link=view_link,
         )
+        track_opens = campaign.track_opens and not web_page
         return Compiled(
             updated_at=campaign.updated_at,
             content=content,
             campaign=campaign_vars(campaign),
             from_=Address(campaign.from_email, campaign.from_name or ""),
             reply_to=Address(campaign.reply_to) if campaign.reply_to else None,
-            track_opens=campaign.track_opens,
+            track_opens=track_opens,
             track_clicks=campaign.track_clicks,
             list_id_header=f'"{_header_safe(campaign.name)}" <campaign-{campaign.id}.{self._host}>',
-            tracked=content.tracked(clicks=campaign.track_clicks, opens=campaign.track_opens),
+            tracked=content.tracked(clicks=campaign.track_clicks, opens=track_opens),
+            web_view=view_link or mentions_web_view(body, campaign.subject, campaign.plain_text),
         )
 
     def build(self, c: Compiled, p: Pending, *, test: bool = False) -> OutgoingMessage:
         """One recipient's message. Test sends carry no tracking and a marked subject, and touch no ledger."""
         did_str = f"test-{secrets.token_hex(8)}" if test else str(p.delivery_id)
         unsubscribe = f"{self.urls.base}/u/test" if test else self.urls.unsubscribe(p.delivery_id)
+        webview = self._web_view_url(c, p, test)
         tracking: dict[str, Any] = {}
         tracked = None if test else c.tracked
         if tracked is not None and tracked.render is not None:
@@ -101,6 +114,7 @@ class MessageBuilder:
                 },
                 campaign=c.campaign,
                 unsubscribe_url=unsubscribe,
+                webview_url=webview,
                 **tracking,
             ),
             tracked=tracked,
@@ -111,7 +125,7 @@ class MessageBuilder:
             if c.track_clicks and not tracked.clicks:
                 did = p.delivery_id
                 html = rewrite_links(
-                    html, lambda url: self.urls.click(did, url), skip=frozenset({unsubscribe})
+                    html, lambda url: self.urls.click(did, url), skip=frozenset({unsubscribe, webview or ""})
                 )
             if c.track_opens and not tracked.pixel:
                 html = add_open_pixel(html, self.urls.open_pixel(p.delivery_id))
@@ -140,6 +154,11 @@ class MessageBuilder:
                 META_SUBSCRIBER: str(p.subscriber_id or ""),
             },
         )
+
+    def _web_view_url(self, c: Compiled, p: Pending, test: bool) -> str | None:
+        if not c.web_view:
+            return None
+        return f"{self.urls.base}/v/test" if test else self.urls.web_view(p.delivery_id)
 
 
 async def test_recipients(

@@ -6,6 +6,7 @@ Starting, pausing and the rest of a campaign's life are in :mod:`emailkit.schema
 from __future__ import annotations
 
 import strawberry
+from strawberry.scalars import JSON
 
 from emailkit.db.tables.sending import Campaign as CampaignRow
 from emailkit.domain.sending import campaigns
@@ -15,6 +16,19 @@ from emailkit.schema.errors import DeletePayload, UserError, mutate
 from emailkit.schema.permissions import write_mutation
 from emailkit.schema.relay import decode_id, decode_ids
 from emailkit.schema.types.campaigns import CampaignType
+
+WEB_VIEW_LINK = (
+    'Default false. Put a small "View in browser" line at the top of each message, linking to the web view '
+    "(also available to templates as {{ webview_url }})."
+)
+ARCHIVE = (
+    "Default false. List the campaign in its workspace's public archive (/archive/<slug>) once sent, rendered "
+    "with archiveData and without tracking."
+)
+ARCHIVE_DATA = (
+    "The placeholder subscriber the archived copy is rendered for: {name, email, attributes}; by default "
+    'name "Subscriber", email subscriber@example.com, no attributes. Never a real subscriber\'s data.'
+)
 
 
 @strawberry.input(description="Give either templateId or body with its format.")
@@ -34,13 +48,17 @@ class CreateCampaignInput:
     plain_text: str | None = None
     track_opens: bool | None = strawberry.field(default=None, description="Default true.")
     track_clicks: bool | None = strawberry.field(default=None, description="Default true.")
+    web_view_link: bool | None = strawberry.field(default=None, description=WEB_VIEW_LINK)
+    archive: bool | None = strawberry.field(default=None, description=ARCHIVE)
+    archive_data: JSON | None = strawberry.field(default=None, description=ARCHIVE_DATA)
 
 
 @strawberry.input(
     description=(
         "Omitted fields keep their value; an empty replyTo or plainText clears it; listIds and segmentIds "
         "replace their sets (segmentIds only until the campaign starts). "
-        "Only DRAFT, SCHEDULED and PAUSED campaigns can be edited."
+        "Only DRAFT, SCHEDULED and PAUSED campaigns can be edited; archive and archiveData alone can change in "
+        "any status."
     )
 )
 class UpdateCampaignInput:
@@ -60,6 +78,11 @@ class UpdateCampaignInput:
     plain_text: str | None = None
     track_opens: bool | None = None
     track_clicks: bool | None = None
+    web_view_link: bool | None = strawberry.field(default=None, description=WEB_VIEW_LINK)
+    archive: bool | None = strawberry.field(default=None, description=ARCHIVE)
+    archive_data: JSON | None = strawberry.field(
+        default=None, description=ARCHIVE_DATA + " An empty object resets it to the defaults."
+    )
 
 
 @strawberry.input
@@ -99,6 +122,9 @@ def _to_domain(input: CreateCampaignInput | UpdateCampaignInput) -> campaigns.Ca
         plain_text=input.plain_text,
         track_opens=input.track_opens,
         track_clicks=input.track_clicks,
+        web_view_link=input.web_view_link,
+        archive=input.archive,
+        archive_data=input.archive_data,
     )
 
 

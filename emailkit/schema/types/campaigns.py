@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from datetime import datetime
+from typing import Any
 
 import strawberry
 from graphql import GraphQLError
+from strawberry.scalars import JSON
 
 from emailkit.db.tables.sending import Campaign as CampaignRow
 from emailkit.db.tables.sending import DeliveryStatus
+from emailkit.domain.sending.archive import archive_subscriber
 from emailkit.domain.sending.progress import Estimate, ProgressSnapshot
 from emailkit.schema.context import Info
 from emailkit.schema.enums import CampaignStatus, ContentFormat
@@ -106,6 +109,15 @@ class CampaignType(Node):
     plain_text: str | None
     track_opens: bool
     track_clicks: bool
+    web_view_link: bool = strawberry.field(
+        description='A "View in browser" line at the top of each message, linking to its web view.'
+    )
+    archive: bool = strawberry.field(
+        description="Listed in the workspace's public archive (/archive/<slug>) once sent."
+    )
+    archive_data: JSON = strawberry.field(
+        description="The placeholder subscriber the archived copy is rendered for (the defaults filled in)."
+    )
     send_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
@@ -157,9 +169,17 @@ class CampaignType(Node):
             plain_text=row.plain_text,
             track_opens=row.track_opens,
             track_clicks=row.track_clicks,
+            web_view_link=row.web_view_link,
+            archive=row.archive,
+            archive_data=JSON(_public_archive_data(row.archive_data)),
             send_at=row.send_at,
             started_at=row.started_at,
             finished_at=row.finished_at,
             created_at=row.created_at,
             updated_at=row.updated_at,
         )
+
+
+def _public_archive_data(data: dict[str, Any] | None) -> dict[str, Any]:
+    shown = archive_subscriber(data)
+    return {key: shown[key] for key in ("name", "email", "attributes")}

@@ -34,6 +34,7 @@ from emailkit.domain.content.rendering.text import (
     tidy_text,
 )
 from emailkit.domain.content.rendering.tracked import TrackedTemplate, emits_raw_markup, track_template
+from emailkit.domain.content.rendering.view_link import with_view_line, with_view_link
 from emailkit.domain.errors import DomainError, ErrorCode, FieldError
 
 _LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
@@ -221,22 +222,32 @@ def _compiled_html(body: str) -> tuple[str, nodes.Template]:
         ) from None
 
 
-def _body(body: str, fmt: ContentFormat) -> tuple[str, nodes.Template, Template]:
+def _body(body: str, fmt: ContentFormat, view_link: bool) -> tuple[str, nodes.Template, Template]:
     if fmt is ContentFormat.MJML:
         html, ast = _compiled_html(body)
+        if view_link:
+            html = with_view_link(html)
+            ast = HTML_ENV.parse(html)
     else:
+        if view_link:
+            # One line added, no line break: errors still name the author's lines.
+            body = with_view_link(body)
         html, ast = body, parse_template(body, HTML_ENV, "body")
     return html, ast, compile_ast(ast, HTML_ENV, "body")
 
 
 @lru_cache(maxsize=32)
-def _compile(body: str, fmt: ContentFormat, subject: str, plain_text: str | None) -> CompiledContent:
+def _compile(
+    body: str, fmt: ContentFormat, subject: str, plain_text: str | None, view_link: bool
+) -> CompiledContent:
     errors: list[FieldError] = []
     subject_template = _collect(errors, lambda: compile_template(subject, TEXT_ENV, "subject"))
     text_template = None
     if plain_text is not None:
         text_template = _collect(errors, lambda: compile_template(plain_text, TEXT_ENV, "plainText"))
-    compiled = _collect(errors, lambda: _body(body, fmt))
+        if view_link and text_template is not None:
+            text_template = compile_template(with_view_line(plain_text), TEXT_ENV, "plainText")
+    compiled = _collect(errors, lambda: _body(body, fmt, view_link))
     if errors:
         raise DomainError(errors)
     html_source, html_ast, html_template = compiled
@@ -258,14 +269,21 @@ def _compile(body: str, fmt: ContentFormat, subject: str, plain_text: str | None
 
 
 def compile_content(
-    body: str, fmt: ContentFormat, *, subject: str, plain_text: str | None = None
+    body: str,
+    fmt: ContentFormat,
+    *,
+    subject: str,
+    plain_text: str | None = None,
+    view_link: bool = False,
 ) -> CompiledContent:
     """Compile MJML once to HTML and every Jinja template once, for any number of renders.
 
-    Raises DomainError (TEMPLATE_SYNTAX, TEMPLATE_SECURITY, MJML_INVALID) when the content cannot compile.
-    Recent results are cached, so every batch of a campaign handled by one process shares the compilation.
+    With ``view_link`` the HTML (and a hand-written text alternative) starts with a "View in browser" link to
+    ``webview_url`` (see ``view_link``). Raises DomainError (TEMPLATE_SYNTAX, TEMPLATE_SECURITY, MJML_INVALID)
+    when the content cannot compile. Recent results are cached, so every batch of a campaign handled by one
+    process shares the compilation.
     """
-    return _compile(body, ContentFormat(fmt), subject, plain_text)
+    return _compile(body, ContentFormat(fmt), subject, plain_text, view_link)
 
 
 def _collect(errors: list[FieldError], work: Callable[[], Any]) -> Any:

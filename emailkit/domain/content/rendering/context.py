@@ -1,4 +1,5 @@
-"""The variables templates see: ``subscriber``, ``campaign``, ``unsubscribe_url`` and what the caller adds.
+"""The variables templates see: ``subscriber``, ``campaign``, ``unsubscribe_url``, in campaign mail
+``webview_url``, and what the caller adds.
 
 Plain dicts, built once per recipient. In templates a key wins over a dict method of the same name, so
 ``subscriber.attributes.items`` is the subscriber's ``items`` attribute (see ``jinja._Sandbox.getattr``).
@@ -12,6 +13,7 @@ from emailkit.db.tables.audience import Subscriber
 from emailkit.db.tables.sending import Campaign
 
 SAMPLE_UNSUBSCRIBE_URL = "https://example.com/unsubscribe/sample-token"
+SAMPLE_WEBVIEW_URL = "https://example.com/view/sample-token"
 
 
 def subscriber_vars(subscriber: Subscriber) -> dict[str, Any]:
@@ -40,11 +42,15 @@ def template_context(
     subscriber: dict[str, Any],
     campaign: dict[str, Any] | None = None,
     unsubscribe_url: str = "",
+    webview_url: str | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """The render context for one recipient; ``extra`` (e.g. transactional data) may not shadow the three."""
+    """The render context for one recipient; ``extra`` (e.g. transactional data) may not shadow the three, nor
+    ``webview_url`` when it is given (campaign mail)."""
     context = dict(extra)
     context.update(subscriber=subscriber, campaign=campaign or {}, unsubscribe_url=unsubscribe_url)
+    if webview_url is not None:
+        context["webview_url"] = webview_url
     return context
 
 
@@ -81,6 +87,7 @@ def sample_context(**overrides: Any) -> dict[str, Any]:
         "subscriber": sample_subscriber(),
         "campaign": sample_campaign(),
         "unsubscribe_url": SAMPLE_UNSUBSCRIBE_URL,
+        "webview_url": SAMPLE_WEBVIEW_URL,
     }
     context.update(overrides)
     return context

@@ -6,7 +6,8 @@ pixel's place become calls in the Jinja template itself, so a render produces th
 and only the token signing stays per recipient.
 
 What cannot be proven static keeps the per-recipient rewrite: a link whose tag holds Jinja code (other than
-the unsubscribe link, which is never tracked) and markup emitted unescaped (``|safe``, autoescape blocks).
+the unsubscribe and web view links, which are never tracked) and markup emitted unescaped (``|safe``,
+autoescape blocks).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ _OPEN_A_TAG = re.compile(r"<a\b[^>]*$", re.IGNORECASE)
 _HREF_OPEN = re.compile(r"\bhref\s*=\s*([\"'])$", re.IGNORECASE)
 _BODY_CLOSE = re.compile(r"</body\s*>", re.IGNORECASE)
 _PIXEL_MARK = "\x00"
+# The dynamic links that are never tracked: a click on them is not interest in the content.
+UNTRACKED_VARS = frozenset({"unsubscribe_url", "webview_url"})
 
 
 @dataclass(frozen=True)
@@ -92,15 +95,15 @@ def _call(name: str, lineno: int, *args: Any) -> nodes.Call:
     )
 
 
-def _is_unsubscribe_href(tail: str, following: Sequence[nodes.Node]) -> bool:
-    """``<a ... href="{{ unsubscribe_url }}"``: the one dynamic link that is never tracked anyway."""
+def _is_untracked_href(tail: str, following: Sequence[nodes.Node]) -> bool:
+    """``<a ... href="{{ unsubscribe_url }}"`` (or ``webview_url``): dynamic links never tracked anyway."""
     m = _HREF_OPEN.search(tail)
     if m is None or len(following) < 2:
         return False
     name, after = following[0], following[1]
     return (
         isinstance(name, nodes.Name)
-        and name.name == "unsubscribe_url"
+        and name.name in UNTRACKED_VARS
         and isinstance(after, nodes.TemplateData)
         and after.data.startswith(m.group(1))
     )
@@ -128,7 +131,7 @@ def _inline_clicks(ast: nodes.Template, links: list[str]) -> bool:
                 pos = m.end(3)
             tail = data[pos:]
             open_tag = _OPEN_A_TAG.search(tail)
-            if open_tag is not None and not _is_unsubscribe_href(open_tag.group(0), output.nodes[i + 1 :]):
+            if open_tag is not None and not _is_untracked_href(open_tag.group(0), output.nodes[i + 1 :]):
                 return False
             rebuilt.append(nodes.TemplateData(tail, lineno=node.lineno))
         output.nodes = rebuilt
