@@ -96,7 +96,7 @@ class Campaign(InWorkspace, TimestampMixin, Base):
     in_doubt_count: Mapped[int] = mapped_column(BigInt, nullable=False, default=0, server_default="0")
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    # Web view and public archive (migration 0013_archive). A "View in browser" line at the top of each message:
+    # Web view and public archive (migration 0011). A "View in browser" line at the top of each message:
     web_view_link: Mapped[bool] = mapped_column(
         Boolean, nullable=False, default=False, server_default=false()
     )

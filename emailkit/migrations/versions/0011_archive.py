@@ -1,6 +1,6 @@
 """web view link and public archive of campaigns
 
-Revision ID: 0013_archive
+Revision ID: 0011
 Revises: 0010
 
 Three columns on ``campaigns``: ``web_view_link`` (a "View in browser" line at the top of each message),
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0013_archive"
+revision: str = "0011"
 down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
