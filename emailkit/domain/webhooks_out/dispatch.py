@@ -48,12 +48,14 @@ async def due_endpoints(runtime: Runtime, now: datetime) -> list[int]:
                 int(i)
                 for i in (
                     await session.execute(
-                        select(e.id).where(
+                        select(e.id)
+                        .where(
                             e.status == WebhookEndpointStatus.ENABLED,
                             or_(e.lease_until.is_(None), e.lease_until < now),
                             or_(e.enqueued_at.is_(None), e.enqueued_at < stale),
                             due,
                         )
+                        .order_by(e.id)
                     )
                 ).scalars()
             ]

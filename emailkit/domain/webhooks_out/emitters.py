@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.db.scope import current_scope
-from emailkit.db.tables.audience import Subscriber
+from emailkit.db.tables.audience import Import, Subscriber
 from emailkit.db.tables.feedback import BounceType, EventType
 from emailkit.db.tables.sending import Campaign, CampaignStatus
 from emailkit.domain.webhooks_out.emit import Event, emit, emit_many, endpoints_for
@@ -65,11 +65,12 @@ def _campaign_data(campaign_id: int, row: Sequence[Any]) -> dict[str, Any]:
     }
 
 
-async def _campaign_workspace(session: AsyncSession, campaign_id: int) -> int | None:
+async def _workspace_of(session: AsyncSession, table: type[Campaign | Import], row_id: int) -> int | None:
+    """The workspace in scope, or (code running for every workspace) the row's own."""
     scope = current_scope()
     if scope is not None and scope.workspace_id is not None:
         return scope.workspace_id
-    found = await session.execute(select(Campaign.workspace_id).where(Campaign.id == campaign_id))
+    found = await session.execute(select(table.workspace_id).where(table.id == row_id))
     value = found.scalar_one_or_none()
     return None if value is None else int(value)
 
@@ -80,7 +81,7 @@ async def campaign_changed(
     """``campaign.<started|paused|finished|failed>`` for a campaign whose status just changed in this
     transaction (its row is read as the transaction sees it, and only when someone listens)."""
     if workspace_id is None:
-        workspace_id = await _campaign_workspace(session, campaign_id)
+        workspace_id = await _workspace_of(session, Campaign, campaign_id)
         if workspace_id is None:
             return 0
     if not await wanted(session, workspace_id, type_name):
@@ -292,15 +293,19 @@ async def subscriber_erased(session: AsyncSession, *, workspace_id: int, subscri
 
 async def import_finished(
     session: AsyncSession,
-    *,
-    workspace_id: int,
     import_id: int,
     status: str,
     counters: dict[str, int],
     error: str | None = None,
+    *,
+    workspace_id: int | None = None,
 ) -> int:
     """``import.finished`` for an import that ended (FINISHED or FAILED), in the transaction that ended it."""
-    data: dict[str, Any] = {"importId": gid("Import", import_id), "status": status}
+    if workspace_id is None:
+        workspace_id = await _workspace_of(session, Import, import_id)
+        if workspace_id is None:
+            return 0
+    data: dict[str, Any] = {"importId": gid("Import", import_id), "status": str(status)}
     for name in ("total", "inserted", "updated", "skipped", "failed"):
         data[name] = int(counters.get(name, 0))
     data["error"] = error

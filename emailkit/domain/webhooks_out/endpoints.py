@@ -108,6 +108,10 @@ async def create_endpoint(
     return row, secret
 
 
+async def find_endpoint(session: AsyncSession, endpoint_id: int) -> WebhookEndpoint | None:
+    return await session.get(WebhookEndpoint, endpoint_id)
+
+
 async def get_endpoint(session: AsyncSession, endpoint_id: int, field: str = "id") -> WebhookEndpoint:
     row = await session.get(WebhookEndpoint, endpoint_id)
     if row is None:
