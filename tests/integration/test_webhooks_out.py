@@ -334,8 +334,10 @@ async def test_redelivery_sends_the_same_event_again(
     assert refused.value.errors[0].code is ErrorCode.INVALID_STATE
 
 
+# A window of 2 makes rounds overlap: a round is sent while the one before is still being written.
+@pytest.mark.parametrize("window", [500, 2])
 async def test_messages_of_one_key_arrive_in_order_and_wait_behind_a_failing_one(
-    db: Database, client: GuardedHttpClient
+    db: Database, client: GuardedHttpClient, window: int
 ) -> None:
     failed_once: set[str] = set()
 
@@ -358,7 +360,7 @@ async def test_messages_of_one_key_arrive_in_order_and_wait_behind_a_failing_one
         ]:
             await emit_one(db, key=key, label=label)
         clock = Clock()
-        run = deliverer(db, client, clock, concurrency=8)
+        run = deliverer(db, client, clock, concurrency=8, window=window)
         await run.run(endpoint_id)
         labels = [body_of(r)["data"]["label"] for r in hooks.requests]
         assert sorted(labels) == ["a1", "b1", "b2", "free"], "a2 and a3 wait behind the failed a1"

@@ -25,11 +25,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Final, Protocol, cast
+from typing import Final, Protocol, cast
 
 from sqlalchemy import Table, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from emailkit.db.dialect import pg_driver
 from emailkit.db.engine import Database
 from emailkit.db.tables.webhooks_out import (
     WebhookAttempt,
@@ -169,6 +170,25 @@ class _Result:
     answer: Answer
 
 
+@dataclass(frozen=True, slots=True)
+class _Round:
+    """What the next window must know of the round still being written."""
+
+    # The last id its window read: the next window starts after it.
+    after: int
+    # Ordering key → the id of its message that failed in that round (later ones of the key wait).
+    failed: dict[str, int]
+
+
+def _failed_keys(results: Sequence[_Result]) -> dict[str, int]:
+    failed: dict[str, int] = {}
+    for r in results:
+        key = r.message.ordering_key
+        if key is not None and not r.answer.ok:
+            failed[key] = min(r.message.id, failed.get(key, r.message.id))
+    return failed
+
+
 def next_attempt(attempts: int, at: datetime) -> datetime | None:
     """When a message that failed its `attempts`-th attempt at `at` is tried again; None: never (FAILED)."""
     if attempts >= MAX_ATTEMPTS:
@@ -244,34 +264,57 @@ class Deliverer:
             await self._release(endpoint)
         return outcome
 
-    async def _rounds(self, endpoint: _Endpoint, outcome: Outcome) -> None:
+    def _credentials(self, endpoint: _Endpoint) -> tuple[Target | None, bytes | None, str | None]:
+        """Where to send and the key that signs, or why nothing can be sent (each attempt fails saying so)."""
         try:
-            target: Target | None = parse_url(endpoint.url)
-            key: bytes | None = sealing.secret_bytes(
-                sealing.unseal(endpoint.secret_sealed, self.instance_secret)
-            )
-            problem = None
+            target = parse_url(endpoint.url)
+            key = sealing.secret_bytes(sealing.unseal(endpoint.secret_sealed, self.instance_secret))
         except (InvalidUrl, sealing.SecretUnreadable) as exc:
-            target, key, problem = None, None, str(exc)
+            return None, None, str(exc)
+        return target, key, None
+
+    async def _rounds(self, endpoint: _Endpoint, outcome: Outcome) -> None:
+        """Rounds until nothing is due, nothing gets through, or the budget is spent. A round's outcome is
+        written while the next round is sent (one round in flight): the next window reads only messages after
+        the previous one, and holds back the keys whose message failed in it."""
+        target, key, problem = self._credentials(endpoint)
         started = time.monotonic()
-        while True:
-            groups = await self._window(endpoint.id)
-            if not groups:
-                return
-            results = await self._send(groups, target, key, problem)
-            succeeded = sum(1 for r in results if r.answer.ok)
-            outcome.succeeded += succeeded
-            outcome.failed += len(results) - succeeded
-            if await self._record(endpoint, results):
-                outcome.disabled = True
-                return
-            if succeeded == 0:
-                # Nothing gets through: leave the rest of the due messages to the ticker's next dispatch (a
-                # second later) rather than spend every first attempt of a backlog now.
-                return
-            if time.monotonic() - started >= self.config.budget_seconds:
-                outcome.more = True
-                return
+        recording: asyncio.Task[bool] | None = None
+        previous: _Round | None = None
+        try:
+            while True:
+                window = await self._window(endpoint.id, previous)
+                if window is None or (not window[0] and previous is None):
+                    if recording is None or previous is None:
+                        return
+                    # Written: read once more from the start, for messages the pipelined windows passed by.
+                    outcome.disabled = await recording
+                    recording, previous = None, None
+                    if outcome.disabled:
+                        return
+                    continue
+                groups, last_id = window
+                results = await self._send(groups, target, key, problem) if groups else []
+                if recording is not None:
+                    outcome.disabled = await recording
+                    recording = None
+                succeeded = sum(1 for r in results if r.answer.ok)
+                outcome.succeeded += succeeded
+                outcome.failed += len(results) - succeeded
+                if results:
+                    recording = asyncio.create_task(self._record(endpoint, results))
+                previous = _Round(last_id, _failed_keys(results))
+                if outcome.disabled or (results and succeeded == 0):
+                    # Disabled, or nothing gets through: leave the rest of the due messages to the ticker's
+                    # next dispatch (a second later) rather than spend every first attempt of a backlog now.
+                    return
+                if time.monotonic() - started >= self.config.budget_seconds:
+                    outcome.more = True
+                    return
+        finally:
+            if recording is not None:
+                disabled = await recording
+                outcome.disabled = outcome.disabled or disabled
 
     async def _claim(self, endpoint_id: int) -> _Endpoint | None:
         now = self.clock()
@@ -310,23 +353,32 @@ class Deliverer:
                 .execution_options(synchronize_session=False)
             )
 
-    async def _window(self, endpoint_id: int) -> list[list[_Message]]:
+    async def _window(
+        self, endpoint_id: int, previous: _Round | None
+    ) -> tuple[list[list[_Message]], int] | None:
+        """The next round's groups and the last id read; None when no due message is left to read."""
         now = self.clock()
         m = WebhookMessage
+        stmt = (
+            select(m.id, m.event_id, m.ordering_key, m.payload, m.attempts)
+            .where(m.endpoint_id == endpoint_id, m.status == WebhookMessageStatus.PENDING)
+            .where(m.next_attempt_at <= now)
+            .order_by(m.id)
+            .limit(self.config.window)
+        )
+        if previous is not None:
+            stmt = stmt.where(m.id > previous.after)
         async with self.db.read_session() as session:
-            rows = (
-                await session.execute(
-                    select(m.id, m.event_id, m.ordering_key, m.payload, m.attempts)
-                    .where(m.endpoint_id == endpoint_id, m.status == WebhookMessageStatus.PENDING)
-                    .where(m.next_attempt_at <= now)
-                    .order_by(m.id)
-                    .limit(self.config.window)
-                )
-            ).all()
+            rows = (await session.execute(stmt)).all()
+            if not rows:
+                return None
             due = [_Message(int(r[0]), r[1], r[2], r[3].encode(), int(r[4])) for r in rows]
             keys = sorted({d.ordering_key for d in due if d.ordering_key is not None})
             blocked_from = await self._waiting(session, endpoint_id, keys, due[-1].id, now) if keys else {}
-        return plan(due, blocked_from)
+        if previous is not None:
+            for k, i in previous.failed.items():
+                blocked_from[k] = min(i, blocked_from.get(k, i))
+        return plan(due, blocked_from), due[-1].id
 
     @staticmethod
     async def _waiting(
@@ -376,46 +428,14 @@ class Deliverer:
     async def _record(self, endpoint: _Endpoint, results: list[_Result]) -> bool:
         """Write the round's outcome; True when it disabled the endpoint."""
         now = self.clock()
-        params: list[dict[str, Any]] = []
-        attempts: list[dict[str, Any]] = []
-        for r in results:
-            ok = r.answer.ok
-            count = r.message.attempts + 1
-            retry_at = None if ok else next_attempt(count, r.at)
-            status = (
-                WebhookMessageStatus.SUCCEEDED
-                if ok
-                else (WebhookMessageStatus.PENDING if retry_at is not None else WebhookMessageStatus.FAILED)
-            )
-            error = r.answer.describe()
-            params.append(
-                {
-                    "m_id": r.message.id,
-                    "m_status": status,
-                    "m_next": retry_at,
-                    "m_at": r.at,
-                    "m_code": r.answer.status,
-                    "m_ms": r.answer.duration_ms,
-                    "m_error": error,
-                    "m_delivered": r.at if ok else None,
-                }
-            )
-            attempts.append(
-                {
-                    "workspace_id": endpoint.workspace_id,
-                    "message_id": r.message.id,
-                    "attempted_at": r.at,
-                    "succeeded": ok,
-                    "response_code": r.answer.status,
-                    "duration_ms": r.answer.duration_ms,
-                    "error": error,
-                }
-            )
+        rows = [_row(r) for r in results]
         failing_since = self._health(endpoint, results)
         disable = failing_since is not None and now - failing_since >= self.config.disable_after
         async with self.db.transaction() as session:
-            await session.execute(_RECORD, params)
-            await session.execute(_ATTEMPTS.insert(), attempts)
+            if self.db.dialect == "postgresql":
+                await _write_postgres(session, endpoint.workspace_id, rows)
+            else:
+                await _write_portable(session, endpoint.workspace_id, rows)
             # The lease is extended with every round, so a long run is not taken for a dead one.
             endpoint.lease_until = now + timedelta(seconds=self.config.lease_seconds)
             await session.execute(
@@ -452,6 +472,96 @@ class Deliverer:
 def _days(span: timedelta) -> str:
     days = span.total_seconds() / 86_400
     return f"{days:.1f} days"
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """One attempt's outcome as it is written: the message's new state, and its line in the log."""
+
+    id: int
+    status: WebhookMessageStatus
+    next_at: datetime | None
+    at: datetime
+    code: int | None
+    ms: int
+    error: str | None
+    ok: bool
+
+
+def _row(r: _Result) -> _Row:
+    ok = r.answer.ok
+    retry_at = None if ok else next_attempt(r.message.attempts + 1, r.at)
+    if ok:
+        status = WebhookMessageStatus.SUCCEEDED
+    else:
+        status = WebhookMessageStatus.PENDING if retry_at is not None else WebhookMessageStatus.FAILED
+    return _Row(
+        r.message.id, status, retry_at, r.at, r.answer.status, r.answer.duration_ms, r.answer.describe(), ok
+    )
+
+
+async def _write_portable(session: AsyncSession, workspace_id: int, rows: list[_Row]) -> None:
+    await session.execute(
+        _RECORD,
+        [
+            {
+                "m_id": r.id,
+                "m_status": r.status,
+                "m_next": r.next_at,
+                "m_at": r.at,
+                "m_code": r.code,
+                "m_ms": r.ms,
+                "m_error": r.error,
+                "m_delivered": r.at if r.ok else None,
+            }
+            for r in rows
+        ],
+    )
+    await session.execute(
+        _ATTEMPTS.insert(),
+        [
+            {
+                "workspace_id": workspace_id,
+                "message_id": r.id,
+                "attempted_at": r.at,
+                "succeeded": r.ok,
+                "response_code": r.code,
+                "duration_ms": r.ms,
+                "error": r.error,
+            }
+            for r in rows
+        ],
+    )
+
+
+# PostgreSQL: a round as array parameters, straight to the driver (no per-row parameter processing): the
+# round's write took as long as sending it through executemany (≈ 47 ms for 500 messages under load).
+_PG_RECORD = """
+UPDATE webhook_messages AS m SET status = v.status, attempts = m.attempts + 1, next_attempt_at = v.next_at,
+    last_attempt_at = v.at, response_code = v.code, duration_ms = v.ms, error = v.error,
+    delivered_at = CASE WHEN v.status = 'SUCCEEDED' THEN v.at END
+FROM unnest($2::bigint[], $3::varchar[], $4::timestamptz[], $5::timestamptz[], $6::int[], $7::int[], $8::text[])
+    AS v(id, status, next_at, at, code, ms, error)
+WHERE m.id = v.id AND m.workspace_id = $1
+"""
+_PG_LOG = """
+INSERT INTO webhook_attempts (workspace_id, message_id, attempted_at, succeeded, response_code, duration_ms, error)
+SELECT $1, * FROM unnest($2::bigint[], $3::timestamptz[], $4::bool[], $5::int[], $6::int[], $7::text[])
+"""
+
+
+async def _write_postgres(session: AsyncSession, workspace_id: int, rows: list[_Row]) -> None:
+    driver = await pg_driver(session)
+    ids = [r.id for r in rows]
+    at = [r.at for r in rows]
+    codes = [r.code for r in rows]
+    ms = [r.ms for r in rows]
+    errors = [r.error for r in rows]
+    statuses = [r.status.value for r in rows]
+    await driver.execute(
+        _PG_RECORD, workspace_id, ids, statuses, [r.next_at for r in rows], at, codes, ms, errors
+    )
+    await driver.execute(_PG_LOG, workspace_id, ids, at, [r.ok for r in rows], codes, ms, errors)
 
 
 async def disable_endpoint(session: AsyncSession, endpoint_id: int, reason: str, now: datetime) -> None:
