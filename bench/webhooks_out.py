@@ -43,65 +43,84 @@ SECRET_KEY = "bench-secret-key-0123456789abcdef"
 VERIFY_EVERY = 50
 
 
-def receive(port: int, webhook_secret: str, expected: int, report: Any) -> None:
-    """The receiver process: counts, verifies a sample, checks per-key order; reports when done."""
-    import uvloop
-    from standardwebhooks.webhooks import Webhook
+class Tally:
+    """The receiver's count: requests, a verified sample of signatures, and the order within each key."""
 
-    verifier = Webhook(webhook_secret)
-    state = {"count": 0, "verified": 0, "out_of_order": 0, "bad": 0}
-    last_seq: dict[str, int] = {}
-    done = asyncio.Event()
-    answer = b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"
+    def __init__(self, webhook_secret: str, expected: int) -> None:
+        from standardwebhooks.webhooks import Webhook
 
-    def check(head: bytes, body: bytes) -> None:
+        self.verifier = Webhook(webhook_secret)
+        self.expected = expected
+        self.state = {"count": 0, "verified": 0, "out_of_order": 0, "bad": 0}
+        self.last_seq: dict[str, int] = {}
+        self.done = asyncio.Event()
+
+    def check(self, head: bytes, body: bytes) -> None:
+        state = self.state
         state["count"] += 1
         data = json.loads(body)["data"]
         key, seq = data["key"], data["seq"]
-        if last_seq.get(key, -1) >= seq:
+        if self.last_seq.get(key, -1) >= seq:
             state["out_of_order"] += 1
-        last_seq[key] = seq
+        self.last_seq[key] = seq
         if state["count"] % VERIFY_EVERY == 0:
-            headers = {}
-            for line in head.decode("latin-1").split("\r\n")[1:]:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            try:
-                verifier.verify(body, headers)
-                state["verified"] += 1
-            except Exception:
-                state["bad"] += 1
-        if state["count"] >= expected:
-            done.set()
+            self.verify(head, body)
+        if state["count"] >= self.expected:
+            self.done.set()
 
-    class Protocol(asyncio.Protocol):
-        def connection_made(self, transport: Any) -> None:
-            self.transport = transport
-            self.buffer = b""
+    def verify(self, head: bytes, body: bytes) -> None:
+        headers = {}
+        for line in head.decode("latin-1").split("\r\n")[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        try:
+            self.verifier.verify(body, headers)
+            self.state["verified"] += 1
+        except Exception:
+            self.state["bad"] += 1
 
-        def data_received(self, data: bytes) -> None:
-            self.buffer += data
-            while True:
-                end = self.buffer.find(b"\r\n\r\n")
-                if end < 0:
-                    return
-                head = self.buffer[:end]
-                length = 0
-                for line in head.split(b"\r\n")[1:]:
-                    if line[:15].lower() == b"content-length:":
-                        length = int(line[15:])
-                if len(self.buffer) < end + 4 + length:
-                    return
-                body = self.buffer[end + 4 : end + 4 + length]
-                self.buffer = self.buffer[end + 4 + length :]
-                check(head, body)
-                self.transport.write(answer)
+
+ANSWER = b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"
+
+
+class Receiving(asyncio.Protocol):
+    """HTTP/1.1 requests with Content-Length bodies, answered 204, over keep-alive connections."""
+
+    def __init__(self, tally: Tally) -> None:
+        self.tally = tally
+        self.buffer = b""
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
+            head = self.buffer[:end]
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            if len(self.buffer) < end + 4 + length:
+                return
+            body = self.buffer[end + 4 : end + 4 + length]
+            self.buffer = self.buffer[end + 4 + length :]
+            self.tally.check(head, body)
+            self.transport.write(ANSWER)
+
+
+def receive(port: int, webhook_secret: str, expected: int, report: Any) -> None:
+    """The receiver process: reports when it listens, and its tally once every event arrived."""
+    import uvloop
 
     async def main() -> None:
-        server = await asyncio.get_running_loop().create_server(Protocol, "127.0.0.1", port, backlog=512)
+        tally = Tally(webhook_secret, expected)
+        server = await asyncio.get_running_loop().create_server(
+            lambda: Receiving(tally), "127.0.0.1", port, backlog=512
+        )
         report.put(("ready", None))
-        await done.wait()
-        report.put(("done", state))
+        await tally.done.wait()
+        report.put(("done", tally.state))
         server.close()
 
     uvloop.run(main())
@@ -111,7 +130,7 @@ async def prepare(db: Database, url: str) -> tuple[int, str]:
     await migrate.upgrade(db)
     async with db.engine.begin() as conn:
         for table in ("webhook_attempts", "webhook_messages", "webhook_endpoints"):
-            await conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 (constant names)
+            await conn.execute(text(f"DELETE FROM {table}"))
     async with db.transaction() as s:
         row, secret = await endpoints.create_endpoint(
             s, url, ["open"], "bench", instance_secret=SECRET_KEY, allow_private=True
@@ -199,7 +218,7 @@ async def run(args: argparse.Namespace) -> None:
         seconds, cpu, runs = await deliver(db, endpoint_id, config)
         receiver_cpu = process_cpu(receiver.pid or 0) - receiver_cpu_before
         db_cpu_after = await database_cpu(db)
-        kind, state = report.get(timeout=60)
+        _, state = report.get(timeout=60)
         receiver.join(timeout=10)
         async with db.session() as s:
             by_status = dict(
