@@ -15,7 +15,7 @@ from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook
 
 from emailkit.db.engine import Database
-from emailkit.db.scope import workspace_scope
+from emailkit.db.scope import all_workspaces, workspace_scope
 from emailkit.db.tables.audience import MailingList, Subscriber, Subscription
 from emailkit.db.tables.content import ContentFormat
 from emailkit.db.tables.sending import Campaign, CampaignList
@@ -512,3 +512,31 @@ async def test_an_import_that_fails_is_announced(db: Database, hooks: Receiver) 
     data = json.loads(m.payload)["data"]
     assert data["status"] == "FAILED" and data["error"].endswith("test")
     assert list(data) == list(EVENT_TYPES["import.finished"].fields)
+
+
+async def test_campaign_transitions_announce_themselves_in_order(db: Database, hooks: Receiver) -> None:
+    await make_endpoint(
+        db, hooks.url, ["campaign.started", "campaign.paused", "campaign.finished", "campaign.failed"]
+    )
+    empty = await make_campaign(db, subscribers=0)
+    running = await make_campaign(db, subscribers=2)
+    async with db.transaction() as s:
+        await lifecycle.start_campaign(s, empty)
+        await lifecycle.start_campaign(s, running)
+    async with db.transaction() as s:
+        await lifecycle.pause_campaign(s, running)
+        await lifecycle.resume_campaign(s, running)
+    with all_workspaces():  # as the feedback policy runs: the workspace is looked up
+        async with db.transaction() as s:
+            assert await lifecycle.pause_automatically(s, running, "Complaint rate 0.5% over 0.3%")
+            assert not await lifecycle.pause_automatically(s, running, "again")
+    sent = [(m.ordering_key, json.loads(m.payload)) for m in await messages(db)]
+    assert [(k, e["type"], e["data"]["status"]) for k, e in sent] == [
+        (f"campaign:{empty}", "campaign.started", "FINISHED"),
+        (f"campaign:{empty}", "campaign.finished", "FINISHED"),
+        (f"campaign:{running}", "campaign.started", "RUNNING"),
+        (f"campaign:{running}", "campaign.paused", "PAUSED"),
+        (f"campaign:{running}", "campaign.paused", "PAUSED"),
+    ]
+    assert sent[-1][1]["data"]["reason"] == "Complaint rate 0.5% over 0.3%"
+    assert all(e["workspaceId"] == "V29ya3NwYWNlOjE" for _, e in sent)
