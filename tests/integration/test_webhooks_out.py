@@ -540,3 +540,23 @@ async def test_campaign_transitions_announce_themselves_in_order(db: Database, h
     ]
     assert sent[-1][1]["data"]["reason"] == "Complaint rate 0.5% over 0.3%"
     assert all(e["workspaceId"] == "V29ya3NwYWNlOjE" for _, e in sent)
+
+
+async def test_a_stale_cache_never_fails_the_change_it_reports(db: Database, hooks: Receiver) -> None:
+    """Another process deleted (or disabled) an endpoint a few seconds ago and this one's cache still lists it:
+    the event is written all the same, never dispatched, and the hourly prune clears it."""
+    gone, _ = await make_endpoint(db, hooks.url, ["open"])
+    off, _ = await make_endpoint(db, hooks.url, ["open"])
+    async with db.transaction() as s:
+        assert await emit.emit(s, "open", {}, workspace_id=1) == 2  # the cache now lists both
+    async with db.transaction() as s:
+        await endpoints.delete_endpoint(s, gone)
+        await endpoints.update_endpoint(s, off, endpoints.EndpointInput(enabled=False), allow_private=True)
+    # Not invalidated, as in a process that was not told.
+    async with db.transaction() as s:
+        assert await emit.emit(s, "open", {"stale": True}, workspace_id=1) == 2
+    runtime = Runtime(db=db, secret_key=TEST_SECRET, public_url="http://t", jobs=RecordingQueue())
+    assert await dispatch.due_endpoints(runtime, utcnow() + timedelta(seconds=1)) == []
+    await dispatch.prune(runtime, utcnow())
+    rows = await messages(db)
+    assert [(m.endpoint_id, m.status) for m in rows] == [(off, WebhookMessageStatus.FAILED)] * 2

@@ -58,6 +58,7 @@ RETRY_DELAYS: Final = (
 )
 MAX_ATTEMPTS: Final = len(RETRY_DELAYS) + 1
 DISABLE_AFTER: Final = timedelta(days=3)
+DISABLED_ERROR: Final = "The endpoint was disabled before this message was delivered"
 # What of a failing answer's body is kept in the log.
 ERROR_BODY_CHARS: Final = 200
 
@@ -583,7 +584,7 @@ async def disable_endpoint(session: AsyncSession, endpoint_id: int, reason: str,
         .values(
             status=WebhookMessageStatus.FAILED,
             next_attempt_at=None,
-            error="The endpoint was disabled before this message was delivered",
+            error=DISABLED_ERROR,
         )
         .execution_options(synchronize_session=False)
     )

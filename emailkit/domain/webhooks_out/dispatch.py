@@ -25,6 +25,7 @@ from emailkit.db.tables.webhooks_out import (
 from emailkit.db.types import utcnow
 from emailkit.domain.ports.queue import QueueUnavailable
 from emailkit.domain.runtime import Runtime
+from emailkit.domain.webhooks_out.delivery import DISABLED_ERROR
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,10 @@ class WebhookUpkeep:
 
 
 async def prune(runtime: Runtime, now: datetime) -> int:
-    """Delete up to PRUNE_BATCH delivered or failed messages older than RETENTION (their attempts go with them)."""
-    m = WebhookMessage
+    """Delete up to PRUNE_BATCH delivered or failed messages older than RETENTION (their attempts go with them),
+    and the messages an emitter wrote from a stale cache: for an endpoint deleted meanwhile (deleted) or
+    disabled meanwhile (FAILED, as disabling does to the others)."""
+    m, e = WebhookMessage, WebhookEndpoint
     cutoff = now - RETENTION
     with all_workspaces():
         async with runtime.db.transaction() as session:
@@ -110,5 +113,19 @@ async def prune(runtime: Runtime, now: datetime) -> int:
             )
             result = await session.execute(
                 delete(m).where(m.id.in_(old)).execution_options(synchronize_session=False)
+            )
+            await session.execute(
+                delete(m)
+                .where(~exists().where(e.id == m.endpoint_id))
+                .execution_options(synchronize_session=False)
+            )
+            await session.execute(
+                update(m)
+                .where(
+                    m.status == WebhookMessageStatus.PENDING,
+                    exists().where(e.id == m.endpoint_id, e.status == WebhookEndpointStatus.DISABLED),
+                )
+                .values(status=WebhookMessageStatus.FAILED, next_attempt_at=None, error=DISABLED_ERROR)
+                .execution_options(synchronize_session=False)
             )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.db.tables.webhooks_out import (
@@ -148,6 +148,12 @@ async def delete_endpoint(session: AsyncSession, endpoint_id: int) -> int:
     """Delete the endpoint with its messages and their attempts; returns its workspace."""
     row = await get_endpoint(session, endpoint_id)
     workspace_id = row.workspace_id
+    # Messages do not reference their endpoint (see the table): deleted here; their attempts follow them.
+    await session.execute(
+        delete(WebhookMessage)
+        .where(WebhookMessage.endpoint_id == endpoint_id)
+        .execution_options(synchronize_session=False)
+    )
     await session.delete(row)
     await session.flush()
     return workspace_id

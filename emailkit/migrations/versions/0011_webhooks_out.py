@@ -6,7 +6,8 @@ Revises: 0010
 Three tenant tables. ``webhook_endpoints`` is a root table (reached by its own id from the API): it references
 ``workspaces`` and has the (workspace_id, id) listing index. ``webhook_messages`` and ``webhook_attempts`` are
 children: their endpoint decides the workspace, so they carry the column without a reference, like a
-campaign's deliveries.
+campaign's deliveries. A message does not reference its endpoint either (an emitter's cache may name one just
+deleted; see the model); an attempt references its message, and goes with it.
 
 On PostgreSQL each gets the same FORCEd row-level security and ``workspace_isolation`` policy as the tables of
 0010 (the expression is imported from there, so the two can never differ). SQLite gets plain tables.
@@ -90,12 +91,6 @@ def upgrade() -> None:
         sa.Column("created_at", UTC, nullable=False),
         sa.Column("delivered_at", UTC, nullable=True),
         sa.Column("workspace_id", BIGINT, nullable=False),
-        sa.ForeignKeyConstraint(
-            ["endpoint_id"],
-            ["webhook_endpoints.id"],
-            name=op.f("fk_webhook_messages_endpoint_id_webhook_endpoints"),
-            ondelete="CASCADE",
-        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_messages")),
         sqlite_autoincrement=True,
     )
