@@ -560,3 +560,43 @@ async def test_a_stale_cache_never_fails_the_change_it_reports(db: Database, hoo
     await dispatch.prune(runtime, utcnow())
     rows = await messages(db)
     assert [(m.endpoint_id, m.status) for m in rows] == [(off, WebhookMessageStatus.FAILED)] * 2
+
+
+async def test_settled_deliveries_become_sent_and_failed_events_only_when_someone_listens(
+    db: Database, hooks: Receiver
+) -> None:
+    from emailkit.db.tables.sending import Delivery
+    from emailkit.domain.webhooks_out import emitters
+
+    campaign_id = await make_campaign(db, subscribers=2)
+    async with db.transaction() as s:
+        subs = list((await s.execute(select(Subscriber).order_by(Subscriber.id))).scalars())
+        rows = [Delivery(campaign_id=campaign_id, subscriber_id=p.id, email=p.email) for p in subs]
+        s.add_all(rows)
+        await s.flush()
+        ids = [r.id for r in rows]
+    async with db.transaction() as s:
+        with recorded_statements(db) as nobody:
+            assert (
+                await emitters.deliveries_settled(s, 1, sent=[(ids[0], "m-1")], failed=[(ids[1], "550")]) == 0
+            )
+    assert len(nobody) <= 1, "at most the cache's look-up"
+    assert not await emit.wanted_in(db, 1, "delivery.sent")
+
+    await make_endpoint(db, hooks.url, ["delivery.sent", "delivery.failed"])
+    assert await emit.wanted_in(db, 1, "delivery.failed")
+    async with db.transaction() as s:
+        assert (
+            await emitters.deliveries_settled(s, 1, sent=[(ids[0], "m-1")], failed=[(ids[1], "550 no")]) == 2
+        )
+    events = [json.loads(m.payload) for m in await messages(db)]
+    assert [(e["type"], e["data"]["email"]) for e in events] == [
+        ("delivery.sent", "s0@example.com"),
+        ("delivery.failed", "s1@example.com"),
+    ]
+    assert events[0]["data"]["providerMessageId"] == "m-1" and events[1]["data"]["error"] == "550 no"
+    assert list(events[0]["data"]) == list(EVENT_TYPES["delivery.sent"].fields)
+    assert [m.ordering_key for m in await messages(db)] == [
+        f"subscriber:{subs[0].id}",
+        f"subscriber:{subs[1].id}",
+    ]

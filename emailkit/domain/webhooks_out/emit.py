@@ -21,6 +21,7 @@ from typing import Any, Final
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from emailkit.db.engine import Database
 from emailkit.db.tables.webhooks_out import (
     WebhookEndpoint,
     WebhookEndpointStatus,
@@ -108,6 +109,16 @@ async def endpoints_for(session: AsyncSession, workspace_id: int, type_name: str
     if by_type is None:
         by_type = await subscriptions.listeners(session, workspace_id)
     return by_type.get(type_name, NOBODY)
+
+
+async def wanted_in(db: Database, workspace_id: int, type_name: str) -> bool:
+    """Whether an enabled endpoint of the workspace takes `type_name`, for code that holds no session (a path
+    writing through a raw driver connection can decide by it to take its session-based path instead)."""
+    by_type = subscriptions.cached(workspace_id)
+    if by_type is None:
+        async with db.read_session() as session:
+            by_type = await subscriptions.listeners(session, workspace_id)
+    return bool(by_type.get(type_name))
 
 
 async def emit(

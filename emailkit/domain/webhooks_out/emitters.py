@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from emailkit.db.scope import current_scope
 from emailkit.db.tables.audience import Import, Subscriber
 from emailkit.db.tables.feedback import BounceType, EventType
-from emailkit.db.tables.sending import Campaign, CampaignStatus
+from emailkit.db.tables.sending import Campaign, CampaignStatus, Delivery
 from emailkit.domain.webhooks_out.emit import Event, emit, emit_many, endpoints_for
 from emailkit.domain.webhooks_out.events import gid, timestamp
 
@@ -132,6 +132,46 @@ def _delivery_data(f: DeliveryFact) -> dict[str, Any]:
         "subscriberId": gid("Subscriber", f.subscriber_id),
         "email": f.email,
     }
+
+
+async def deliveries_settled(
+    session: AsyncSession,
+    workspace_id: int,
+    *,
+    sent: Sequence[tuple[int, str | None]] = (),
+    failed: Sequence[tuple[int, str]] = (),
+) -> int:
+    """``delivery.sent`` for `sent` ((delivery id, provider message id)) and ``delivery.failed`` for `failed`
+    ((delivery id, error)), all of one workspace, reading the deliveries' campaign, subscriber and address in one
+    statement, and only when an endpoint takes either type (otherwise no statement at all)."""
+    want_sent = bool(sent) and await wanted(session, workspace_id, "delivery.sent")
+    want_failed = bool(failed) and await wanted(session, workspace_id, "delivery.failed")
+    if not (want_sent or want_failed):
+        return 0
+    ids = [i for i, _ in sent] if want_sent else []
+    ids += [i for i, _ in failed] if want_failed else []
+    d = Delivery
+    found = {
+        int(r[0]): r
+        for r in await session.execute(
+            select(d.id, d.campaign_id, d.subscriber_id, d.email).where(d.id.in_(ids))
+        )
+    }
+
+    def fact(delivery_id: int, **extra: Any) -> DeliveryFact | None:
+        row = found.get(delivery_id)
+        return (
+            None if row is None else DeliveryFact(workspace_id, delivery_id, row[1], row[2], row[3], **extra)
+        )
+
+    written = 0
+    if want_sent:
+        facts = [fact(i, provider_message_id=p) for i, p in sent]
+        written += await deliveries_sent(session, [f for f in facts if f is not None])
+    if want_failed:
+        facts = [fact(i, error=e) for i, e in failed]
+        written += await deliveries_failed(session, [f for f in facts if f is not None])
+    return written
 
 
 async def deliveries_sent(session: AsyncSession, facts: Iterable[DeliveryFact]) -> int:
