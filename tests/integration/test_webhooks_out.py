@@ -600,3 +600,28 @@ async def test_settled_deliveries_become_sent_and_failed_events_only_when_someon
         f"subscriber:{subs[0].id}",
         f"subscriber:{subs[1].id}",
     ]
+
+
+async def test_serve_delivers_through_its_ticker_and_job_queue(
+    db: Database, hooks: Receiver, tmp_path: Any
+) -> None:
+    """The whole path in an embedded `serve`: the ticker finds the due message, enqueues the Dramatiq job on the
+    in-process broker, and a worker thread delivers it."""
+    from emailkit.app import create_app
+    from emailkit.settings import Settings
+
+    settings = Settings(
+        database_url=db.url,
+        secret_key=TEST_SECRET,
+        data_dir=tmp_path,
+        webhook_allow_private=True,  # type: ignore[arg-type]
+    )
+    _, secret = await make_endpoint(db, hooks.url, ["open"])
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        await emit_one(db, label="through the queue")
+        (request,) = await hooks.wait_for(1, within=30)
+    Webhook(secret).verify(request.body, request.headers)
+    assert body_of(request)["data"] == {"label": "through the queue"}
+    (m,) = await messages(db)
+    assert m.status is WebhookMessageStatus.SUCCEEDED
