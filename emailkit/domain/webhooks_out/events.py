@@ -147,7 +147,8 @@ EVENT_TYPES: Final = _types(
             "subscriberId": "the subscriber",
             "email": "the address",
             "listIds": "the lists left; null: from everything",
-            "source": "how: LINK (unsubscribe link or one-click header), PREFERENCES, API, COMPLAINT",
+            "source": "how: LINK (an unsubscribe link, the one-click header or a provider's report), PREFERENCES, "
+            "API, BLOCKLIST",
         },
         _BY_SUBSCRIBER,
     ),
