@@ -18,6 +18,7 @@ from starlette.staticfiles import StaticFiles
 from emailkit.db.engine import Database
 from emailkit.domain.ports.queue import JobQueue, PubSub
 from emailkit.domain.runtime import Runtime, SendingSetup
+from emailkit.domain.webhooks_out.delivery import DeliveryConfig, WebhookSetup
 from emailkit.providers.registry import build_provider
 from emailkit.schema import SchemaLimits, build_schema
 from emailkit.settings import Settings, configure_logging, load_settings
@@ -70,6 +71,7 @@ def build_runtime(
         jobs=jobs or build_job_queue(settings),
         pubsub=pubsub or build_pubsub(settings),
         sending=sending_setup(settings),
+        webhooks=WebhookSetup(DeliveryConfig(allow_private=settings.webhook_allow_private)),
     )
 
 

@@ -170,6 +170,9 @@ class Settings(BaseSettings):
     sns_topic_arns: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # PEM files named like the last path segment of SigningCertURL, consulted before any download.
     sns_cert_dir: Path | None = None
+    # Outgoing webhooks may be sent to loopback and private addresses (a receiver on this machine or network:
+    # development and tests). Off, such destinations are refused when saved and at every connection (SSRF).
+    webhook_allow_private: bool = False
     # Feedback policy: this many soft bounces of one address within the window suppress it.
     soft_bounce_limit: int = Field(default=3, ge=1, le=1000)
     soft_bounce_window_days: int = Field(default=7, ge=1, le=365)

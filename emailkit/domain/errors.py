@@ -43,6 +43,11 @@ class ErrorCode(StrEnum):
     INVALID_SLUG = "INVALID_SLUG"
     # A workspace's quota (subscribers, emails per day) would be exceeded.
     QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
+    # Outgoing webhooks: a URL that is not http(s), an event type that does not exist, a destination the SSRF
+    # rule refuses (loopback, private, link-local, metadata addresses).
+    INVALID_URL = "INVALID_URL"
+    UNKNOWN_EVENT = "UNKNOWN_EVENT"
+    DESTINATION_REFUSED = "DESTINATION_REFUSED"
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from emailkit.domain.sending.pipeline import CampaignSender
 from emailkit.domain.sending.progress import ProgressReporter
 from emailkit.domain.throttle import CoalescingPublisher
 from emailkit.domain.tokens import TokenSigner
+from emailkit.domain.webhooks_out.delivery import WebhookSetup
 
 
 @dataclass
@@ -74,6 +75,8 @@ class Runtime:
     sending: SendingSetup | None = None
     # API keys verified recently (the HTTP API's authentication); emptied by a revocation in this process.
     principals: PrincipalCache = field(default_factory=PrincipalCache)
+    # Outgoing webhooks: the SSRF rule's setting and, in processes that deliver, the HTTP client.
+    webhooks: WebhookSetup = field(default_factory=WebhookSetup)
 
     def __post_init__(self) -> None:
         if self.live is None and self.pubsub is not None:

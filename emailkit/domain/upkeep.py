@@ -1,8 +1,9 @@
 """Periodic upkeep across areas, run by every worker process's ticker (and the embedded one).
 
 Each second: the sending scheduler's steps (due campaigns started, stale batches and lost transactional
-messages requeued). Once an hour per process: the feedback loop's maintenance (event partitions created ahead,
-old dedupe keys pruned).
+messages requeued) and webhook dispatch (endpoints with due messages get a delivery job). Once an hour per
+process: the feedback loop's maintenance (event partitions created ahead, old dedupe keys pruned), and old
+webhook messages pruned.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from emailkit.db.types import utcnow
 from emailkit.domain.feedback.partitions import maintain_event_partitions
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.sending import scheduler
+from emailkit.domain.webhooks_out.dispatch import WebhookUpkeep
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +27,12 @@ class Upkeep:
 
     def __init__(self) -> None:
         self._last_maintenance: datetime | None = None
+        self._webhooks = WebhookUpkeep()
 
     async def tick(self, runtime: Runtime, now: datetime | None = None) -> None:
         now = now or utcnow()
         await scheduler.tick(runtime, now)
+        await self._webhooks.tick(runtime, now)
         if self._last_maintenance is None or now - self._last_maintenance >= self.MAINTENANCE_EVERY:
             self._last_maintenance = now
             created = await maintain_event_partitions(runtime.db, now)

@@ -8,4 +8,8 @@ job to the broker it builds, so nothing touches a broker at import time.
 from __future__ import annotations
 
 # Modules whose @job functions every broker (API and worker processes alike) declares.
-JOB_MODULES: tuple[str, ...] = ("emailkit.tasks.campaigns", "emailkit.tasks.imports")
+JOB_MODULES: tuple[str, ...] = (
+    "emailkit.tasks.campaigns",
+    "emailkit.tasks.imports",
+    "emailkit.tasks.webhooks",
+)

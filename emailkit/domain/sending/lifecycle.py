@@ -5,7 +5,8 @@ cannot start at its sendAt); the pipeline pauses a campaign over its error budge
 longer compiles, and finishes one whose batches are all done; the feedback policy pauses one over its complaint
 limit; a retry of failed deliveries reopens a finished one. Each transition takes the caller's session, so it
 runs in the caller's transaction as one statement or one row change, and states its precondition in SQL (or
-under a row lock): a transition that lost a race changes nothing.
+under a row lock): a transition that lost a race changes nothing. A transition that happened is announced to the
+workspace's webhook endpoints (campaign.started, .paused, .finished, .failed) in the same transaction.
 
 The database is the truth about a send. Starting snapshots the audience bound and plans the batches in the same
 transaction that flips the status, so a crash between "started" and "enqueued" loses nothing: the ticker finds
@@ -36,6 +37,7 @@ from emailkit.domain.errors import DomainError, ErrorCode, NotFound
 from emailkit.domain.sending.config import SendingConfig
 from emailkit.domain.sending.failures import all_failed_reason
 from emailkit.domain.sending.jobs import Jobs
+from emailkit.domain.webhooks_out.emitters import campaign_status as announce
 
 S = CampaignStatus
 
@@ -110,6 +112,9 @@ async def start_campaign(
     else:
         row.status = S.RUNNING
     await session.flush()
+    await announce(session, campaign_id, S.RUNNING, workspace_id=row.workspace_id)
+    if row.status is S.FINISHED:
+        await announce(session, campaign_id, S.FINISHED, workspace_id=row.workspace_id)
     return row, await pending_batch_ids(session, campaign_id)
 
 
@@ -140,6 +145,7 @@ async def pause_campaign(session: AsyncSession, campaign_id: int, reason: str = 
     row.status = S.PAUSED
     row.status_reason = reason
     await session.flush()
+    await announce(session, campaign_id, S.PAUSED, workspace_id=row.workspace_id)
     return row
 
 
@@ -194,11 +200,13 @@ async def schedule_campaign(
 async def fail_to_start(session: AsyncSession, campaign_id: int, error: Exception) -> None:
     """SCHEDULED → FAILED: the ticker could not start the campaign at its sendAt (it names no target any
     more, say), and says why on the campaign. A campaign another ticker started meanwhile is left alone."""
-    await session.execute(
+    failed = await session.execute(
         update(Campaign)
         .where(Campaign.id == campaign_id, Campaign.status == S.SCHEDULED)
         .values(status=S.FAILED, status_reason=f"Could not start at sendAt: {error}")
     )
+    if failed.rowcount:  # type: ignore[attr-defined]
+        await announce(session, campaign_id, S.FAILED)
 
 
 async def due_scheduled(session: AsyncSession, now: datetime) -> list[tuple[int, int]]:
@@ -243,6 +251,7 @@ async def finish_if_complete(session: AsyncSession, campaign_id: int) -> Campaig
         row.status = S.FINISHED
         row.status_reason = None
     await session.flush()
+    await announce(session, campaign_id, row.status, workspace_id=row.workspace_id)
     return row.status
 
 
@@ -262,6 +271,8 @@ async def pause_automatically(
         .values(status=S.PAUSED, status_reason=reason, updated_at=now or utcnow())
         .execution_options(synchronize_session=False)
     )
+    if result.rowcount:  # type: ignore[attr-defined]
+        await announce(session, campaign_id, S.PAUSED)
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
@@ -282,11 +293,13 @@ async def note_while_running(session: AsyncSession, campaign_id: int, reason: st
 
 async def fail(session: AsyncSession, campaign_id: int, reason: str) -> None:
     """RUNNING → FAILED: the send cannot go on (its content no longer compiles), visibly and for good."""
-    await session.execute(
+    failed = await session.execute(
         update(Campaign)
         .where(Campaign.id == campaign_id, Campaign.status == S.RUNNING)
         .values(status=S.FAILED, status_reason=reason, finished_at=utcnow())
     )
+    if failed.rowcount:  # type: ignore[attr-defined]
+        await announce(session, campaign_id, S.FAILED)
 
 
 async def lock_for_retry(session: AsyncSession, campaign_id: int) -> Campaign:

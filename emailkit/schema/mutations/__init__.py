@@ -16,6 +16,7 @@ from emailkit.schema.mutations import (
     subscribers,
     suppressions,
     templates,
+    webhooks,
     workspaces,
 )
 
@@ -31,4 +32,5 @@ MUTATIONS = (
     imports.Mutation,
     gdpr.Mutation,
     workspaces.Mutation,
+    webhooks.Mutation,
 )

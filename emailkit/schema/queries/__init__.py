@@ -19,6 +19,7 @@ from emailkit.schema.queries import (
     suppressions,
     templates,
     viewer,
+    webhooks,
     workspaces,
 )
 
@@ -37,4 +38,5 @@ QUERIES = (
     imports.Query,
     gdpr.Query,
     workspaces.Query,
+    webhooks.Query,
 )

@@ -27,6 +27,7 @@ from emailkit.domain.audience.imports.progress import (
 from emailkit.domain.audience.imports.rows import ParseStats, StagedRow
 from emailkit.domain.quotas import ensure_within_subscriber_quota
 from emailkit.domain.throttle import CoalescingPublisher
+from emailkit.domain.webhooks_out.emitters import import_finished
 
 PROGRESS_SAVE_SECONDS: Final = 0.5
 
@@ -116,6 +117,7 @@ class Job:
         )
         if not finished.rowcount:  # type: ignore[attr-defined]
             raise Superseded()
+        await import_finished(session, self.run.import_id, ImportStatus.FINISHED, state.counters())
         await session.execute(delete(ImportChunk).where(ImportChunk.import_id == self.run.import_id))
 
 
@@ -168,6 +170,8 @@ async def finish_failed(
         )
         if result.rowcount:  # type: ignore[attr-defined]
             await session.execute(delete(ImportChunk).where(ImportChunk.import_id == import_id))
+            counters = {**(run.state.counters() if run is not None else {}), "inserted": 0, "updated": 0}
+            await import_finished(session, import_id, ImportStatus.FAILED, counters, reason)
     if run is not None and result.rowcount:  # type: ignore[attr-defined]
         run.state.status = ImportStatus.FAILED
         run.state.error = reason
