@@ -28,6 +28,7 @@ from emailkit.domain.pagination import Page, keyset_page
 from emailkit.domain.quotas import ensure_room_for_subscribers
 from emailkit.domain.transactions import FOREIGN_KEY_VIOLATION, constraint_name, sqlstate
 from emailkit.domain.validation import check_length, normalize_email, raise_if
+from emailkit.domain.webhooks_out import emitters
 
 # Bounds one bulk statement (subscribers x lists rows) and keeps IN lists well under driver parameter limits.
 BULK_MAX_SUBSCRIBERS = 1000
@@ -201,6 +202,7 @@ async def create_subscriber(
     await _flush_unique_email(session, normalized)
     if list_ids:
         await _subscribe(session, [row.id], list_ids, subscription_status)
+    await emitters.subscriber_created(session, row)
     return row
 
 
@@ -235,8 +237,9 @@ async def update_subscriber(
     if status is not None:
         row.status = status
     await _flush_unique_email(session, row.email)
+    await emitters.subscriber_updated(session, row)
     if status is SubscriberStatus.BLOCKLISTED:
-        await _unsubscribe_all(session, row.id)
+        await _unsubscribe_all(session, row)
     return row
 
 
@@ -371,16 +374,21 @@ async def subscribe_to_lists(
 
 
 async def unsubscribe_from_lists(
-    session: AsyncSession, subscriber_ids: Sequence[int], list_ids: Sequence[int]
+    session: AsyncSession,
+    subscriber_ids: Sequence[int],
+    list_ids: Sequence[int],
+    *,
+    source: str = "API",
 ) -> list[Subscriber]:
     """Mark the given subscriptions UNSUBSCRIBED (kept, not deleted, so the opt-out is remembered).
 
-    Pairs that were never subscribed are left alone; repeating the call changes nothing."""
+    Pairs that were never subscribed are left alone; repeating the call changes nothing. `source` says who
+    asked, for the ``subscriber.unsubscribed`` webhook (API, PREFERENCES)."""
     subscriber_ids, list_ids = _unique(subscriber_ids), _unique(list_ids)
     raise_if(_bulk_errors(subscriber_ids, list_ids))
     await require_lists(session, list_ids)
     rows = await _require_subscribers(session, subscriber_ids)
-    await session.execute(
+    changed = await session.execute(
         update(Subscription)
         .where(
             Subscription.subscriber_id.in_(subscriber_ids),
@@ -388,18 +396,42 @@ async def unsubscribe_from_lists(
             Subscription.status != SubscriptionStatus.UNSUBSCRIBED,
         )
         .values(status=SubscriptionStatus.UNSUBSCRIBED, updated_at=utcnow())
+        .returning(Subscription.subscriber_id, Subscription.list_id)
         .execution_options(synchronize_session=False)
     )
+    left: dict[int, list[int]] = defaultdict(list)
+    for subscriber_id, list_id in changed.all():
+        left[subscriber_id].append(list_id)
+    for row in rows:
+        if row.id in left:
+            await emitters.subscriber_unsubscribed(
+                session,
+                workspace_id=row.workspace_id,
+                subscriber_id=row.id,
+                email=row.email,
+                list_ids=sorted(left[row.id]),
+                source=source,
+            )
     return rows
 
 
-async def _unsubscribe_all(session: AsyncSession, subscriber_id: int) -> None:
-    await session.execute(
+async def _unsubscribe_all(session: AsyncSession, row: Subscriber) -> None:
+    changed = await session.execute(
         update(Subscription)
         .where(
-            Subscription.subscriber_id == subscriber_id,
+            Subscription.subscriber_id == row.id,
             Subscription.status != SubscriptionStatus.UNSUBSCRIBED,
         )
         .values(status=SubscriptionStatus.UNSUBSCRIBED, updated_at=utcnow())
+        .returning(Subscription.list_id)
         .execution_options(synchronize_session=False)
     )
+    if changed.all():
+        await emitters.subscriber_unsubscribed(
+            session,
+            workspace_id=row.workspace_id,
+            subscriber_id=row.id,
+            email=row.email,
+            list_ids=None,
+            source="BLOCKLIST",
+        )

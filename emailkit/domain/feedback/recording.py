@@ -36,6 +36,8 @@ from emailkit.domain.feedback.types import (
 from emailkit.domain.ports.webhooks import NormalizedEvent
 from emailkit.domain.sending.progress import ProgressReporter
 from emailkit.domain.throttle import CoalescingPublisher
+from emailkit.domain.webhooks_out import emitters
+from emailkit.domain.webhooks_out.emitters import FeedbackFact
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,26 @@ async def record(
             r.strip_identity()
     summary.uncorrelated = sum(1 for r in new if r.delivery_id is None)
     await storage.insert_events(session, new, now)
+    # Outgoing webhooks (bounce, complaint, open, click...), for new events only and after privacy mode has
+    # stripped the anonymous ones.
+    await emitters.feedback_recorded(
+        session,
+        [
+            FeedbackFact(
+                r.workspace_id,
+                r.type,
+                r.occurred_at,
+                r.delivery_id,
+                r.campaign_id,
+                r.subscriber_id,
+                r.email,
+                r.bounce_type,
+                r.reason,
+                r.url,
+            )
+            for r in new
+        ],
+    )
     deltas = await storage.count(session, new)
     summary.suppressed = await rules.suppress(
         session, await rules.suppressions_for(session, new, policy), now

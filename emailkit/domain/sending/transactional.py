@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import update
 
+from emailkit.db.scope import current_workspace_id
 from emailkit.db.tables.audience import Subscriber
 from emailkit.db.tables.content import ContentFormat, Template
 from emailkit.db.tables.sending import Delivery, DeliveryStatus
@@ -15,6 +16,7 @@ from emailkit.domain.ports.provider import DELIVERY_TAG, Address, OutgoingMessag
 from emailkit.domain.runtime import Runtime, SendingSetup
 from emailkit.domain.sending.deliveries import render_context
 from emailkit.domain.sending.ledger import IN_DOUBT_NOTE
+from emailkit.domain.webhooks_out import emitters
 
 
 class TransientSendFailure(Exception):
@@ -157,6 +159,13 @@ async def _record(
             .where(Delivery.id == delivery_id)
             .values(attempts=attempts, updated_at=utcnow(), provider=provider, **values)
         )
+        if result.ok or not retry:
+            await emitters.deliveries_settled(
+                s,
+                current_workspace_id(),
+                sent=[(delivery_id, result.provider_message_id)] if result.ok else [],
+                failed=[] if result.ok else [(delivery_id, result.error or "")],
+            )
 
 
 async def _settle_in_doubt(runtime: Runtime, delivery_id: int) -> None:

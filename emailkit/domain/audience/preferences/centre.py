@@ -138,5 +138,5 @@ async def join(session: AsyncSession, subscriber_id: int, list_id: int) -> Maili
 async def leave(session: AsyncSession, subscriber_id: int, list_id: int) -> MailingList:
     """Mark the subscription to a PUBLIC list UNSUBSCRIBED (nothing happens when there is none)."""
     row = await _public_list(session, list_id)
-    await subscribers.unsubscribe_from_lists(session, [subscriber_id], [list_id])
+    await subscribers.unsubscribe_from_lists(session, [subscriber_id], [list_id], source="PREFERENCES")
     return row

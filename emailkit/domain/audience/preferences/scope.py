@@ -14,15 +14,16 @@ in which case those lists.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ColumnElement, select, update
+from sqlalchemy import BigInteger, ColumnElement, Row, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.db.dialect import one_of
-from emailkit.db.tables.audience import Subscription, SubscriptionStatus
+from emailkit.db.tables.audience import Subscriber, Subscription, SubscriptionStatus
 from emailkit.db.tables.sending import CampaignList, CampaignSegment, Delivery
+from emailkit.domain.webhooks_out import emitters
 
 # A scope is the ids of the lists to leave, or EVERY_LIST.
 Scope = tuple[int, ...] | None
@@ -98,9 +99,41 @@ async def leave(session: AsyncSession, subscriber_ids: Collection[int], scope: S
         update(Subscription)
         .where(*_in_scope(subscriber_ids, scope, session))
         .values(status=SubscriptionStatus.UNSUBSCRIBED, updated_at=now)
+        .returning(Subscription.workspace_id, Subscription.subscriber_id, Subscription.list_id)
         .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    changed = result.all()
+    await _tell_webhooks(session, changed, every_list=scope is EVERY_LIST)
+    return len(changed)
+
+
+async def _tell_webhooks(
+    session: AsyncSession, changed: Sequence[Row[int, int, int]], *, every_list: bool
+) -> None:
+    """``subscriber.unsubscribed`` (source LINK) per subscriber that left, read only where an endpoint of its
+    workspace listens."""
+    left: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for workspace_id, subscriber_id, list_id in changed:
+        left[(int(workspace_id), int(subscriber_id))].append(int(list_id))
+    listening = {w for w, _ in left if await emitters.wanted(session, w, "subscriber.unsubscribed")}
+    wanted = [s for w, s in left if w in listening]
+    if not wanted:
+        return
+    emails = dict(
+        (
+            await session.execute(select(Subscriber.id, Subscriber.email).where(Subscriber.id.in_(wanted)))
+        ).all()
+    )
+    for (workspace_id, subscriber_id), list_ids in sorted(left.items()):
+        if workspace_id in listening and subscriber_id in emails:
+            await emitters.subscriber_unsubscribed(
+                session,
+                workspace_id=workspace_id,
+                subscriber_id=subscriber_id,
+                email=emails[subscriber_id],
+                list_ids=None if every_list else sorted(list_ids),
+                source="LINK",
+            )
 
 
 async def still_subscribed(session: AsyncSession, subscriber_id: int, scope: Scope) -> bool:

@@ -29,6 +29,7 @@ from emailkit.domain.sending.ledger.protocol import (
     Recorded,
     Sent,
 )
+from emailkit.domain.webhooks_out import emitters
 
 # Rows a result may still be recorded on: not yet handed over (failed before it) or handed over by this run.
 _UNSETTLED = (DeliveryStatus.QUEUED, DeliveryStatus.SENDING)
@@ -245,6 +246,15 @@ class PortableLedger:
                 recorded.sent = await self._record_sent(s, batch.workspace_id, sent, now)
             if recorded.sent or recorded.failed:
                 await self._bump(s, batch.campaign_id, sent=recorded.sent, failed=recorded.failed)
+            # Outgoing webhooks, in the same transaction (no statement when no endpoint listens).
+            await emitters.deliveries_settled(
+                s,
+                batch.workspace_id,
+                sent=[(r.delivery_id, r.provider_message_id) for r in sent],
+                failed=[
+                    (f.delivery_id, f.error) for f in recorded.failures if f.status is DeliveryStatus.FAILED
+                ],
+            )
             if with_campaign:
                 recorded.campaign = await s.get(Campaign, batch.campaign_id, populate_existing=True)
         return recorded

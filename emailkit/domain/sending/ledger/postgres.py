@@ -25,6 +25,7 @@ from emailkit.db.types import utcnow
 from emailkit.domain.sending.ledger.connection import BatchConnection
 from emailkit.domain.sending.ledger.portable import PortableLedger, Recipient
 from emailkit.domain.sending.ledger.protocol import Failed, LeaseLost, Pending, Recorded, Sent
+from emailkit.domain.webhooks_out import emit
 
 
 def _unnest(*arrays: tuple[str, Any], name: str = "v") -> Any:
@@ -181,7 +182,14 @@ class PostgresLedger(PortableLedger):
         self, batch: CampaignBatch, sent: Sequence[Sent], failed: Sequence[Failed], *, with_campaign: bool
     ) -> Recorded:
         lent = self._lent.get(batch.id)
-        if lent is None or not sent or failed:
+        # The lent connection's one statement cannot also write webhook messages: when an endpoint of the
+        # workspace takes delivery.sent, the portable path records (and emits) in one transaction.
+        if (
+            lent is None
+            or not sent
+            or failed
+            or await emit.wanted_in(self.db, batch.workspace_id, "delivery.sent")
+        ):
             return await super().record(batch, sent, failed, with_campaign=with_campaign)
         # The usual chunk: everyone sent. One statement records them, bumps the counter and returns the
         # campaign.

@@ -1,7 +1,7 @@
 """outgoing webhooks: endpoints, their messages (the outbox) and the attempts (the delivery log)
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 
 Three tenant tables. ``webhook_endpoints`` is a root table (reached by its own id from the API): it references
 ``workspaces`` and has the (workspace_id, id) listing index. ``webhook_messages`` and ``webhook_attempts`` are
@@ -10,10 +10,9 @@ campaign's deliveries. A message does not reference its endpoint either (an emit
 deleted; see the model); an attempt references its message, and goes with it.
 
 On PostgreSQL each gets the same FORCEd row-level security and ``workspace_isolation`` policy as the tables of
-0010 (the expression is imported from there, so the two can never differ). SQLite gets plain tables.
+0010 (both take it from ``emailkit.db.rls``, so they can never differ). SQLite gets plain tables.
 """
 
-import importlib
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -21,9 +20,10 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 import emailkit.db.types
+from emailkit.db import rls
 
-revision: str = "0011"
-down_revision: str | None = "0010"
+revision: str = "0012"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -32,13 +32,6 @@ JSON = sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgres
 UTC = emailkit.db.types.UTCDateTime(timezone=True)
 
 TABLES = ["webhook_endpoints", "webhook_messages", "webhook_attempts"]
-
-
-def _policy() -> str:
-    # The module's name starts with a digit: imported by name rather than with an import statement.
-    workspaces = importlib.import_module("emailkit.migrations.versions.0010_workspaces")
-    condition: str = workspaces._policy("workspace_id")
-    return condition
 
 
 def _enum(*values: str) -> sa.Enum:
@@ -120,13 +113,9 @@ def upgrade() -> None:
     op.create_index("ix_webhook_attempts_message_id_id", "webhook_attempts", ["message_id", "id"])
 
     if op.get_bind().dialect.name == "postgresql":
-        condition = _policy()
         for table in TABLES:
-            op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
-            op.execute(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
-            op.execute(
-                f"CREATE POLICY workspace_isolation ON {table} USING {condition} WITH CHECK {condition}"
-            )
+            for statement in rls.secure_statements(table):
+                op.execute(statement)
 
 
 def downgrade() -> None:
