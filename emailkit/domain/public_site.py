@@ -1,4 +1,5 @@
-"""What a workspace's public pages (web view, archive) show of it: its branding, slug and public URL.
+"""What a workspace's public pages show of it (the web view, the archive, the preference centre, the subscribe
+and confirmation pages): its branding, slug and public URL, which is also the base of the links it gives out.
 
 Only an ACTIVE workspace has public pages: an archived one's answer 404 like a slug nobody has.
 """
@@ -8,12 +9,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from emailkit.boundedcache import BoundedLRU
 from emailkit.db.engine import Database
 from emailkit.db.scope import all_workspaces
 from emailkit.db.tables.tenancy import Workspace, WorkspaceStatus
@@ -109,3 +113,51 @@ async def site_in_scope(session: AsyncSession, workspace_id: int, default_base_u
     if row is None or row.status is not WorkspaceStatus.ACTIVE:
         return None
     return site_of(row, default_base_url)
+
+
+class SiteCache:
+    """Each workspace's public site as this process last read it, for code that builds a workspace's links
+    outside its pages (the confirmation mail), which would otherwise read the workspace row every time.
+
+    An entry is used for at most `max_age` seconds, so a change made through another process shows within that
+    time; updateWorkspace through this process forgets the workspace's entry once committed, and a look-up
+    that began before that does not put its (possibly stale) answer back.
+    """
+
+    def __init__(
+        self,
+        default_base_url: str,
+        *,
+        max_age: float = 60.0,
+        max_entries: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.default_base_url = default_base_url
+        self.max_age = max_age
+        self.clock = clock
+        # Weight 1 per entry: a site is small and bounded by max_entries alone.
+        self._entries: BoundedLRU[int, tuple[float, PublicSite | None]] = BoundedLRU(
+            max_entries=max_entries, max_weight=max_entries
+        )
+        self._generation = 0
+
+    def forget(self, workspace_id: int) -> None:
+        self._entries.discard(workspace_id)
+        self._generation += 1
+
+    async def site(self, session: AsyncSession, workspace_id: int) -> PublicSite | None:
+        """The site of the workspace in scope (read through `session` when not cached); None once archived."""
+        now = self.clock()
+        found = self._entries.get(workspace_id)
+        if found is not None and now - found[0] < self.max_age:
+            return found[1]
+        generation = self._generation
+        site = await site_in_scope(session, workspace_id, self.default_base_url)
+        if generation == self._generation:
+            self._entries.put(workspace_id, (now, site), 1)
+        return site
+
+    async def base_url(self, session: AsyncSession, workspace_id: int) -> str:
+        """The base of the workspace's links: its public URL, else the instance's (also once archived)."""
+        site = await self.site(session, workspace_id)
+        return self.default_base_url.rstrip("/") if site is None else site.base_url

@@ -13,6 +13,7 @@ from emailkit.domain.counting import DEFAULT_EXACT_LIMIT
 from emailkit.domain.ports.provider import EmailProvider
 from emailkit.domain.ports.queue import JobQueue, PubSub
 from emailkit.domain.ports.ratelimit import RateLimiter
+from emailkit.domain.public_site import SiteCache
 from emailkit.domain.sending.config import SendingConfig
 from emailkit.domain.sending.pipeline import CampaignSender
 from emailkit.domain.sending.progress import ProgressReporter
@@ -77,8 +78,11 @@ class Runtime:
     principals: PrincipalCache = field(default_factory=PrincipalCache)
     # Outgoing webhooks: the SSRF rule's setting and, in processes that deliver, the HTTP client.
     webhooks: WebhookSetup = field(default_factory=WebhookSetup)
+    # Workspaces' public URLs and branding read recently; updateWorkspace in this process forgets its entry.
+    sites: SiteCache = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self.sites = SiteCache(self.public_url)
         if self.live is None and self.pubsub is not None:
             self.live = CoalescingPublisher(self.pubsub)
 
@@ -103,4 +107,4 @@ def campaign_sender(runtime: Runtime) -> CampaignSender:
 
 def optin_sender(runtime: Runtime) -> OptinSender:
     default_from = runtime.sending.default_from if runtime.sending is not None else (None, "")
-    return sender_of(runtime.public_url, runtime.secret_key, default_from)
+    return sender_of(runtime.public_url, runtime.secret_key, default_from, runtime.sites)

@@ -1,4 +1,9 @@
-"""Public, unauthenticated pages: the website subscribe form endpoint and double opt-in confirmation."""
+"""Public, unauthenticated pages: the website subscribe form endpoint and double opt-in confirmation.
+
+Their pages show the branding of the workspace of the lists they name (:mod:`emailkit.domain.public_site`),
+read with the lists' workspace; refusals name no workspace (a stranger learns nothing about private lists),
+and a bot caught by the honeypot gets the page a real signup gets.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +25,9 @@ from starlette.routing import Route
 from emailkit import globalid
 from emailkit.db.scope import workspace_scope
 from emailkit.db.tables.audience import MailingList
+from emailkit.db.tables.tenancy import Workspace
 from emailkit.domain.audience import optin
+from emailkit.domain.public_site import PublicSite, site_of
 from emailkit.domain.runtime import Runtime, optin_sender
 from emailkit.domain.sending import dispatch
 from emailkit.domain.sending.dispatch import Dispatched
@@ -67,23 +74,32 @@ class PublicPages:
         )
         self.template = env.get_template("public.html")
 
-    def _page(self, state: str, lists: list[str] | None = None, status: int = 200) -> HTMLResponse:
-        html = self.template.render(state=state, title=_TITLES[state], lists=lists or [])
+    def _page(
+        self, site: PublicSite | None, state: str, lists: list[str] | None = None, status: int = 200
+    ) -> HTMLResponse:
+        html = self.template.render(
+            site=site, private=True, state=state, title=_TITLES[state], lists=lists or []
+        )
         return HTMLResponse(html, status_code=status, headers=_HEADERS)
+
+    def _site(self, workspace: Workspace) -> PublicSite:
+        return site_of(workspace, self.runtime.public_url)
 
     async def confirm(self, request: Request) -> Response:
         parsed = optin.parse_confirm_token(self.signer, request.path_params["token"])
         if parsed is None:
-            return self._page("invalid", status=404)
+            return self._page(None, "invalid", status=404)
         subscriber_id, list_ids = parsed
         # No key names the workspace: the signed lists do (an archived workspace's link is no longer valid).
-        workspace_id = await optin.workspace_of_lists(self.runtime.db, list_ids)
-        if workspace_id is None:
-            return self._page("invalid", status=404)
-        with workspace_scope(workspace_id):
-            return await self._confirm(request, subscriber_id, list_ids)
+        workspace = await optin.workspace_of_lists(self.runtime.db, list_ids)
+        if workspace is None:
+            return self._page(None, "invalid", status=404)
+        with workspace_scope(workspace.id):
+            return await self._confirm(request, self._site(workspace), subscriber_id, list_ids)
 
-    async def _confirm(self, request: Request, subscriber_id: int, list_ids: list[int]) -> Response:
+    async def _confirm(
+        self, request: Request, site: PublicSite, subscriber_id: int, list_ids: list[int]
+    ) -> Response:
         async with self.runtime.db.transaction() as session:
             names = list(
                 (
@@ -93,11 +109,11 @@ class PublicPages:
                 ).scalars()
             )
             if not names:
-                return self._page("invalid", status=404)
+                return self._page(site, "invalid", status=404)
             if request.method == "POST":
                 await optin.confirm(session, subscriber_id, list_ids)
-                return self._page("confirmed", names)
-        return self._page("confirm", names)
+                return self._page(site, "confirmed", names)
+        return self._page(site, "confirm", names)
 
     async def _allowed(self, request: Request) -> bool:
         # The client behind trusted proxies (emailkit.web.proxy rewrote the scope's client).
@@ -129,19 +145,20 @@ class PublicPages:
         except (ValueError, TypeError) as exc:
             return self._answer(wants_json, 400, str(exc) or "Malformed request")
         if str(data.get(HONEYPOT) or "").strip():
-            # Same answer as a real signup: a bot learns nothing from the response.
-            return self._answer(wants_json, 200, None)
+            # Same answer as a real signup, in the same branding: a bot learns nothing from the response.
+            return self._answer(wants_json, 200, None, await self._honeypot_site(wants_json, list_ids))
         try:
             signup = optin.signup_of(
                 email=str(data.get("email") or ""), name=str(data.get("name") or ""), list_ids=list_ids
             )
             # The form carries no key: its lists name the workspace. Lists of several workspaces, or of an
             # archived one, are refused like unknown lists, never subscribed in part.
-            workspace_id = await optin.workspace_of_lists(self.runtime.db, signup.list_ids)
-            if workspace_id is None:
+            workspace = await optin.workspace_of_lists(self.runtime.db, signup.list_ids)
+            if workspace is None:
                 raise optin.SubscribeRefused(optin.NOT_PUBLIC)
-            with workspace_scope(workspace_id):
-                dispatched = await self._signup(signup)
+            site = self._site(workspace)
+            with workspace_scope(workspace.id):
+                dispatched = await self._signup(signup, site)
         except optin.SubscribeRefused as exc:
             return self._answer(wants_json, 400, str(exc))
         except ConcurrentChange as exc:
@@ -152,10 +169,19 @@ class PublicPages:
             response = self._answer(wants_json, 503, "Please try again in a minute")
             response.headers["Retry-After"] = "60"
             return response
-        return self._answer(wants_json, 200, None)
+        return self._answer(wants_json, 200, None, site)
 
-    async def _signup(self, signup: optin.Signup) -> Dispatched[None]:
-        sender = optin_sender(self.runtime)
+    async def _honeypot_site(self, wants_json: bool, list_ids: list[int]) -> PublicSite | None:
+        """The branding a real signup to these lists would show; none for lists the form would refuse (else a
+        filled honeypot would tell a stranger which workspace a private list belongs to)."""
+        if wants_json or not 1 <= len(set(list_ids)) <= optin.MAX_SIGNUP_LISTS:
+            return None
+        workspace = await optin.workspace_of_lists(self.runtime.db, list_ids, all_public=True)
+        return None if workspace is None else self._site(workspace)
+
+    async def _signup(self, signup: optin.Signup, site: PublicSite) -> Dispatched[None]:
+        # The confirmation link under the workspace's public URL, from the row just read.
+        sender = optin_sender(self.runtime).at(site.base_url)
 
         async def work(session: AsyncSession) -> tuple[None, Jobs]:
             confirmations = await optin.public_subscribe(session, sender, signup)
@@ -163,12 +189,14 @@ class PublicPages:
 
         return await dispatch.commit_then_enqueue(self.runtime, work)
 
-    def _answer(self, wants_json: bool, status: int, error: str | None) -> Response:
+    def _answer(
+        self, wants_json: bool, status: int, error: str | None, site: PublicSite | None = None
+    ) -> Response:
         if wants_json:
             payload = {"ok": True} if error is None else {"ok": False, "error": error}
             return JSONResponse(payload, status_code=status, headers=_HEADERS)
         if error is None:
-            return self._page("subscribed")
+            return self._page(site, "subscribed")
         return HTMLResponse(f"<p>{html.escape(error)}</p>", status_code=status, headers=_HEADERS)
 
 

@@ -64,7 +64,7 @@ class _KnownKey(GraphQLView):
     """Authenticates without the database, so the outage is met by the resolvers, mid-execution."""
 
     async def _principal(self, raw_key: str | None) -> Principal | None:
-        return Principal(key_id=1, name="admin", role=Role.ADMIN)
+        return Principal(key_id=1, name="admin", role=Role.ADMIN, workspace_id=1)
 
 
 async def test_outage_during_execution_is_503_too(down_runtime: Runtime) -> None:

@@ -2,21 +2,22 @@
 
 A subscription to a DOUBLE list starts UNCONFIRMED and a confirmation mail is queued in the same transaction.
 Its link carries a token signing the subscriber and the lists, so following it needs no login and cannot be
-forged for someone else. Confirming is a POST from the page the link opens: mail scanners fetch links with GET
-and would otherwise confirm on the recipient's behalf.
+forged for someone else; it starts with the workspace's public URL (the instance's when it has none).
+Confirming is a POST from the page the link opens: mail scanners fetch links with GET and would otherwise
+confirm on the recipient's behalf.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.db.engine import Database
-from emailkit.db.scope import all_workspaces
+from emailkit.db.scope import all_workspaces, current_workspace_id
 from emailkit.db.tables.audience import (
     MailingList,
     OptIn,
@@ -32,6 +33,7 @@ from emailkit.db.types import utcnow
 from emailkit.domain.audience import subscribers
 from emailkit.domain.audience.suppressions import is_suppressed
 from emailkit.domain.errors import DomainError
+from emailkit.domain.public_site import SiteCache
 from emailkit.domain.tokens import TokenSigner
 from emailkit.domain.validation import normalize_email, text_problem
 
@@ -55,15 +57,28 @@ Confirm my subscription</a></p>
 class OptinSender:
     """What a confirmation mail needs from configuration."""
 
+    # The instance's public URL: the base of the links when `sites` does not name the workspace's.
     public_url: str
     signer: TokenSigner
     from_email: str
     from_name: str = ""
+    # Each workspace's public URL, read at most once a minute per process; None: always `public_url`.
+    sites: SiteCache | None = None
+
+    def at(self, base_url: str) -> OptinSender:
+        """This sender with links under `base_url` (a caller that has just read the workspace's row)."""
+        return replace(self, public_url=base_url, sites=None)
+
+    async def base_url(self, session: AsyncSession) -> str:
+        """The base of the links of the workspace in scope."""
+        if self.sites is None:
+            return self.public_url.rstrip("/")
+        return await self.sites.base_url(session, current_workspace_id())
 
 
-def confirm_url(sender: OptinSender, subscriber_id: int, list_ids: Sequence[int]) -> str:
-    token = sender.signer.sign(PURPOSE_CONFIRM, subscriber_id, ",".join(str(i) for i in sorted(list_ids)))
-    return f"{sender.public_url.rstrip('/')}/confirm/{token}"
+def confirm_url(signer: TokenSigner, base_url: str, subscriber_id: int, list_ids: Sequence[int]) -> str:
+    token = signer.sign(PURPOSE_CONFIRM, subscriber_id, ",".join(str(i) for i in sorted(list_ids)))
+    return f"{base_url.rstrip('/')}/confirm/{token}"
 
 
 def parse_confirm_token(signer: TokenSigner, token: str) -> tuple[int, list[int]] | None:
@@ -104,6 +119,7 @@ async def queue_confirmations(
         s.id: s
         for s in (await session.execute(select(Subscriber).where(Subscriber.id.in_(list(pending))))).scalars()
     }
+    base_url = await sender.base_url(session)
     rows = []
     for sid, lists in pending.items():
         person = people.get(sid)
@@ -112,7 +128,7 @@ async def queue_confirmations(
         template_id = next((t for _, _, t in lists if t is not None), None)
         data = {
             "vars": {
-                "confirm_url": confirm_url(sender, sid, [lid for lid, _, _ in lists]),
+                "confirm_url": confirm_url(sender.signer, base_url, sid, [lid for lid, _, _ in lists]),
                 "lists": [name for _, name, _ in lists],
             },
             "from_email": sender.from_email,
@@ -150,38 +166,54 @@ async def confirm(session: AsyncSession, subscriber_id: int, list_ids: Sequence[
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def sender_of(public_url: str, secret_key: str, default_from: tuple[str | None, str]) -> OptinSender:
-    """The confirmation sender; without EMAILKIT_FROM_EMAIL, noreply@ the public host (fine for the outbox)."""
+def sender_of(
+    public_url: str,
+    secret_key: str,
+    default_from: tuple[str | None, str],
+    sites: SiteCache | None = None,
+) -> OptinSender:
+    """The confirmation sender; without EMAILKIT_FROM_EMAIL, noreply@ the instance's public host (fine for the
+    outbox)."""
     address, name = default_from
     if not address:
         host = urlsplit(public_url).hostname or "localhost"
         address = f"noreply@{host}"
     return OptinSender(
-        public_url=public_url, signer=TokenSigner(secret_key), from_email=address, from_name=name
+        public_url=public_url,
+        signer=TokenSigner(secret_key),
+        from_email=address,
+        from_name=name,
+        sites=sites,
     )
 
 
 NOT_PUBLIC = "Unknown or non-public list: only lists whose visibility is PUBLIC accept sign-ups"
+MAX_SIGNUP_LISTS = 20
 
 
-async def workspace_of_lists(db: Database, list_ids: Sequence[int]) -> int | None:
-    """The workspace of the lists a public request names (the form, a confirmation link), which carries no key:
-    None when they belong to no workspace (unknown ids), to several, or to an archived one, each of which the
-    caller answers like an unknown list."""
+async def workspace_of_lists(
+    db: Database, list_ids: Sequence[int], *, all_public: bool = False
+) -> Workspace | None:
+    """The workspace of the lists a public request names (the form, a confirmation link), which carries no key
+    (its row: the page shows its branding): None when they belong to no workspace (unknown ids), to several, or
+    to an archived one, each of which the caller answers like an unknown list. With `all_public`, also None
+    unless every one of them is PUBLIC (what the form accepts)."""
+    wanted = sorted(set(list_ids))
+    query = (
+        select(MailingList.id, Workspace)
+        .join(Workspace, Workspace.id == MailingList.workspace_id)
+        .where(MailingList.id.in_(wanted))
+    )
+    if all_public:
+        query = query.where(MailingList.visibility == Visibility.PUBLIC)
     with all_workspaces():
         async with db.read_session() as session:
-            found = (
-                await session.execute(
-                    select(MailingList.workspace_id, Workspace.status)
-                    .join(Workspace, Workspace.id == MailingList.workspace_id)
-                    .where(MailingList.id.in_(sorted(set(list_ids))))
-                    .distinct()
-                )
-            ).all()
-    if len(found) != 1:
+            found = (await session.execute(query)).all()
+    owners = {workspace.id: workspace for _, workspace in found}
+    if len(owners) != 1 or (all_public and len(found) != len(wanted)):
         return None
-    workspace_id, status = found[0]
-    return int(workspace_id) if status is WorkspaceStatus.ACTIVE else None
+    (workspace,) = owners.values()
+    return workspace if workspace.status is WorkspaceStatus.ACTIVE else None
 
 
 class SubscribeRefused(Exception):
@@ -206,8 +238,8 @@ def signup_of(*, email: str, name: str, list_ids: Sequence[int]) -> Signup:
     if (problem := text_problem(name)) is not None:
         raise SubscribeRefused(f"Name: {problem}")
     wanted = sorted(set(list_ids))
-    if not wanted or len(wanted) > 20:
-        raise SubscribeRefused("Choose between 1 and 20 lists")
+    if not wanted or len(wanted) > MAX_SIGNUP_LISTS:
+        raise SubscribeRefused(f"Choose between 1 and {MAX_SIGNUP_LISTS} lists")
     return Signup(address=address, name=name, list_ids=wanted)
 
 

@@ -117,6 +117,9 @@ class Mutation:
         )
         workspace_id = decode_id(input.id, "Workspace")
         out = await mutate(info, lambda s: workspaces.update_workspace(s, workspace_id, data))
+        if out.value is not None:
+            # Its confirmation links follow a new public URL now in this process, elsewhere within a minute.
+            info.context.runtime.sites.forget(workspace_id)
         return _payload(out.value, out.errors)
 
     @owner_mutation(
@@ -131,4 +134,5 @@ class Mutation:
         out = await mutate(info, lambda s: workspaces.archive_workspace(s, workspace_id))
         if out.value is not None:
             info.context.runtime.principals.forget_all()
+            info.context.runtime.sites.forget(workspace_id)
         return _payload(out.value, out.errors)

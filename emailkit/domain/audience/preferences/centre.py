@@ -57,18 +57,18 @@ class Preferences:
     lists: list[ListChoice]
 
 
-async def workspace_of_delivery(db: Database, delivery_id: int) -> int | None:
+async def workspace_of_delivery(db: Database, delivery_id: int) -> Workspace | None:
     """The workspace the signed link's delivery belongs to (the link carries no key), looked up across all
-    workspaces; None when there is no such delivery or its workspace is archived (whose public pages are gone)."""
+    workspaces, with its row (the page shows its branding); None when there is no such delivery or its
+    workspace is archived (whose public pages are gone)."""
     with all_workspaces():
         async with db.read_session() as session:
             found = await session.execute(
-                select(Delivery.workspace_id)
-                .join(Workspace, Workspace.id == Delivery.workspace_id)
+                select(Workspace)
+                .join(Delivery, Delivery.workspace_id == Workspace.id)
                 .where(Delivery.id == delivery_id, Workspace.status == WorkspaceStatus.ACTIVE)
             )
-            workspace_id = found.scalar_one_or_none()
-    return None if workspace_id is None else int(workspace_id)
+            return found.scalar_one_or_none()
 
 
 async def recipient_of(session: AsyncSession, delivery_id: int) -> tuple[str, int | None] | None:
