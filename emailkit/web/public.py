@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from emailkit import globalid
 from emailkit.db.scope import workspace_scope
-from emailkit.db.tables.audience import MailingList
+from emailkit.db.tables.audience import MailingList, Subscriber
 from emailkit.db.tables.tenancy import Workspace
 from emailkit.domain.audience import optin
 from emailkit.domain.public_site import PublicSite, site_of
@@ -101,6 +101,10 @@ class PublicPages:
         self, request: Request, site: PublicSite, subscriber_id: int, list_ids: list[int]
     ) -> Response:
         async with self.runtime.db.transaction() as session:
+            if await session.get(Subscriber, subscriber_id) is None:
+                # The signed subscriber is not of the lists' workspace (or is gone): as invalid as a link naming
+                # missing lists, and answered the same way, without the workspace's frame.
+                return self._page(None, "invalid", status=404)
             names = list(
                 (
                     await session.execute(
