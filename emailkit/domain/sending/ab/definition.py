@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select
@@ -166,6 +167,32 @@ async def variants_of(session: AsyncSession, campaign_id: int) -> list[CampaignV
         .order_by(CampaignVariant.position)
     )
     return list((await session.execute(stmt)).scalars())
+
+
+async def variants_by_campaign(
+    session: AsyncSession, campaign_ids: Collection[int]
+) -> dict[int, list[CampaignVariant]]:
+    stmt = (
+        select(CampaignVariant)
+        .where(CampaignVariant.campaign_id.in_(list(campaign_ids)))
+        .order_by(CampaignVariant.campaign_id, CampaignVariant.position)
+    )
+    out: dict[int, list[CampaignVariant]] = defaultdict(list)
+    for row in (await session.execute(stmt)).scalars():
+        out[row.campaign_id].append(row)
+    return out
+
+
+async def variants_by_ids(session: AsyncSession, ids: Collection[int]) -> dict[int, CampaignVariant]:
+    stmt = select(CampaignVariant).where(CampaignVariant.id.in_(list(ids)))
+    return {row.id: row for row in (await session.execute(stmt)).scalars()}
+
+
+async def tests_by_campaign(
+    session: AsyncSession, campaign_ids: Collection[int]
+) -> dict[int, CampaignAbTest]:
+    stmt = select(CampaignAbTest).where(CampaignAbTest.campaign_id.in_(list(campaign_ids)))
+    return {row.campaign_id: row for row in (await session.execute(stmt)).scalars()}
 
 
 async def test_of(session: AsyncSession, campaign_id: int) -> CampaignAbTest | None:

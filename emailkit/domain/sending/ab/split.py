@@ -16,7 +16,7 @@ def draw(campaign_id: int, subscriber_id: int) -> float:
     return int.from_bytes(digest, "big") / _RANGE
 
 
-def test_position(campaign_id: int, subscriber_id: int, test_share: float, variants: int) -> int | None:
+def position_in_test(campaign_id: int, subscriber_id: int, test_share: float, variants: int) -> int | None:
     """The position of the variant this subscriber tests, or None outside the test share.
 
     The test share is the draws below `test_share`, cut into `variants` equal slices: each variant gets
@@ -44,5 +44,5 @@ class Split:
         """The variant of a recipient materialised now; None: not in this phase (they wait for the winner)."""
         if self.winner_id is not None:
             return self.winner_id
-        position = test_position(self.campaign_id, subscriber_id, self.test_share, len(self.variant_ids))
+        position = position_in_test(self.campaign_id, subscriber_id, self.test_share, len(self.variant_ids))
         return None if position is None else self.variant_ids[position]

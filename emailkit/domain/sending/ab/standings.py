@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.db.dialect import one_of
 from emailkit.db.tables.feedback import CampaignVariantStats
-from emailkit.db.tables.sending import AbMetric, CampaignAbTest, CampaignVariant
+from emailkit.db.tables.sending import AbMetric, Campaign, CampaignAbTest, CampaignVariant
 from emailkit.domain.sending.ab.significance import Arm, Comparison, compare
 
 COUNTERS = (
@@ -53,6 +53,10 @@ class Standings:
     test: CampaignAbTest
     # By position: A, B, ...
     variants: list[VariantCounts] = field(default_factory=list)
+    # Of the campaign: whether it has started, and the subject and sender name its variants may keep.
+    started: bool = False
+    subject: str = ""
+    from_name: str = ""
 
     @property
     def per_delivered(self) -> bool:
@@ -104,14 +108,15 @@ async def standings_by_campaign(session: AsyncSession, campaign_ids: Collection[
     """The standings of those of the campaigns that have an A/B test (two statements)."""
     if not campaign_ids:
         return {}
-    tests = (
-        await session.execute(
-            select(CampaignAbTest).where(
-                one_of(session, CampaignAbTest.campaign_id, campaign_ids, BigInteger())
-            )
-        )
-    ).scalars()
-    found = {t.campaign_id: t for t in tests}
+    tests = await session.execute(
+        select(CampaignAbTest, Campaign.started_at, Campaign.subject, Campaign.from_name)
+        .join(Campaign, Campaign.id == CampaignAbTest.campaign_id)
+        .where(one_of(session, CampaignAbTest.campaign_id, campaign_ids, BigInteger()))
+    )
+    found = {
+        t.campaign_id: (t, started is not None, subject, from_name)
+        for t, started, subject, from_name in tests
+    }
     if not found:
         return {}
     stmt = (
@@ -130,7 +135,10 @@ async def standings_by_campaign(session: AsyncSession, campaign_ids: Collection[
     for variant, stats in await session.execute(stmt):
         values = {name: int(getattr(stats, name)) for name in COUNTERS} if stats is not None else {}
         counts[variant.campaign_id].append(VariantCounts(variant, sent=int(variant.sent_count), **values))
-    return {cid: Standings(test, counts.get(cid, [])) for cid, test in found.items()}
+    return {
+        cid: Standings(test, counts.get(cid, []), started=started, subject=subject, from_name=from_name)
+        for cid, (test, started, subject, from_name) in found.items()
+    }
 
 
 async def standings_of(session: AsyncSession, campaign_id: int) -> Standings | None:

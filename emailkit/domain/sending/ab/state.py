@@ -6,6 +6,7 @@ Only reads and the test's own row are written here; the campaign's status and re
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -18,6 +19,25 @@ from emailkit.domain.sending.ab.definition import test_of
 # What every statusReason about an A/B test starts with.
 NOTE_PREFIX = "A/B test: "
 METRIC_WORDS = {AbMetric.OPENS: "unique opens", AbMetric.CLICKS: "unique clicks"}
+
+
+class AbPhase(enum.StrEnum):
+    # The campaign has not started.
+    PLANNED = "PLANNED"
+    # The test share is being sent.
+    TESTING = "TESTING"
+    # The test share has been sent; the rest waits for the winner.
+    WAITING = "WAITING"
+    # The winner goes (or went) to the rest of the audience.
+    WINNER_SENT = "WINNER_SENT"
+
+
+def phase(test: CampaignAbTest, *, started: bool) -> AbPhase:
+    if test.remainder_started_at is not None:
+        return AbPhase.WINNER_SENT
+    if test.test_sent_at is not None:
+        return AbPhase.WAITING
+    return AbPhase.TESTING if started else AbPhase.PLANNED
 
 
 def duration(seconds: int) -> str:

@@ -148,4 +148,6 @@ async def pick_winner(
     await session.flush()
     if not jobs.batch_ids:
         await lifecycle.note_test_phase(session, campaign_id, await state.note(session, test))
+    # The lifecycle changed the row by statement: read back what it says now.
+    await session.refresh(campaign)
     return campaign, jobs
