@@ -5,6 +5,8 @@ campaignStats subscription, and workspace isolation."""
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -481,3 +483,31 @@ async def test_variant_stats_and_the_winner_stream_live(server: str, db: Databas
             assert decided[-1]["winner"] == {"variant": {"label": "B"}}
             assert decided[-1]["abTest"]["phase"] == "WINNER_SENT"
             await ws.send(json.dumps({"id": "1", "type": "complete"}))
+
+
+def readme_examples() -> list[str]:
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text[text.index("## A/B tests") :]
+    return re.findall(r"```graphql\n(.*?)```", section[: section.index("\n## ", 1)], re.S)
+
+
+async def test_the_readme_examples_run_as_written(gql: GQL, db: Database) -> None:
+    create_example, stats_example = readme_examples()
+    list_id = await audience_list(db, 3)
+    created = data(await gql(create_example, {"listId": list_id}))["createCampaign"]
+    assert created["userErrors"] == []
+    campaign = created["campaign"]
+    assert [(v["label"], v["fromName"]) for v in campaign["variants"]] == [
+        ("A", "Example News"),
+        ("B", "Example News"),
+        ("C", "Ada at Example"),
+    ]
+    assert campaign["abTest"] == {
+        "phase": "PLANNED",
+        "testShare": 0.2,
+        "metric": "OPENS",
+        "waitSeconds": 14400,
+    }
+    stats = data(await gql(stats_example, {"id": campaign["id"]}))["node"]["stats"]
+    assert [v["variant"]["label"] for v in stats["variants"]] == ["A", "B", "C"]
+    assert stats["abTest"]["phase"] == "PLANNED" and stats["winner"] is None

@@ -465,3 +465,19 @@ async def test_pick_winner_refuses_a_campaign_without_a_test_and_a_variant_of_an
     assert await refusal(tested, 10**12) == (ErrorCode.VARIANT_NOT_FOUND, "variantId")
     assert await refusal(10**12, foreign) == (ErrorCode.CAMPAIGN_NOT_FOUND, "campaignId")
     assert await refusal(plain, foreign) == (ErrorCode.NO_AB_TEST, "campaignId")
+
+
+async def test_deleting_a_tested_campaign_takes_its_test_along(db: Database) -> None:
+    list_id, _ = await seed_audience(db, 20)
+    campaign_id = await make_ab_campaign(db, list_id, share=1.0)
+    a, _b = await variant_ids(db, campaign_id)
+    await run_all(make_sender(db, KeepingProvider()), await start(db, campaign_id))
+    await open_some(db, await deliveries_of(db, campaign_id, a))
+    async with db.transaction() as s:
+        await winner.pick_winner(s, campaign_id, a)
+        await lifecycle.cancel_campaign(s, campaign_id)
+    async with db.transaction() as s:
+        await campaigns.delete_campaign(s, campaign_id)
+    async with db.session() as s:
+        for table in (CampaignVariant, CampaignAbTest, CampaignVariantStats, Delivery):
+            assert (await s.execute(select(table))).first() is None, table
