@@ -481,3 +481,17 @@ async def test_deleting_a_tested_campaign_takes_its_test_along(db: Database) -> 
     async with db.session() as s:
         for table in (CampaignVariant, CampaignAbTest, CampaignVariantStats, Delivery):
             assert (await s.execute(select(table))).first() is None, table
+
+
+async def test_a_test_send_of_one_variant(db: Database) -> None:
+    list_id, _ = await seed_audience(db, 2)
+    campaign_id = await make_ab_campaign(db, list_id)
+    _a, b = await variant_ids(db, campaign_id)
+    provider = KeepingProvider()
+    sender = make_sender(db, provider)
+    results = await sender.send_test(campaign_id, ["me@example.com"], variant_id=b)
+    assert [r.ok for r in results] == [True]
+    assert [m.subject for m in provider.messages] == ["[Test] B: the offer inside"]
+    with pytest.raises(DomainError) as refused:
+        await sender.send_test(campaign_id, ["me@example.com"], variant_id=10**12)
+    assert refused.value.errors[0].code is ErrorCode.VARIANT_NOT_FOUND
