@@ -19,6 +19,7 @@ from emailkit.db.tables.content import ContentFormat
 from emailkit.db.tables.feedback import CampaignVariantStats, EventType
 from emailkit.db.tables.sending import (
     AbDecision,
+    AbMetric,
     CampaignAbTest,
     CampaignBatch,
     CampaignStatus,
@@ -33,6 +34,7 @@ from emailkit.domain.feedback import IncomingEvent, record_events
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.sending import campaigns, lifecycle, scheduler
 from emailkit.domain.sending.ab import winner
+from emailkit.domain.sending.ab.definition import AbTestInput, VariantInput
 from emailkit.domain.sending.ab.split import Split, position_in_test
 from emailkit.domain.sending.ledger import PortableLedger
 from emailkit.domain.sending.pipeline import CampaignSender
@@ -495,3 +497,48 @@ async def test_a_test_send_of_one_variant(db: Database) -> None:
     with pytest.raises(DomainError) as refused:
         await sender.send_test(campaign_id, ["me@example.com"], variant_id=10**12)
     assert refused.value.errors[0].code is ErrorCode.VARIANT_NOT_FOUND
+
+
+async def test_a_variant_with_content_of_its_own_is_tracked_and_headed_like_the_campaign(
+    db: Database,
+) -> None:
+    list_id, _ = await seed_audience(db, 30)
+    data = campaigns.CampaignInput(
+        name="Tracked",
+        subject="Hello {{ subscriber.name }}",
+        from_email="news@ab-mail.example.com",
+        body='<p><a href="https://example.com/a">A</a> <a href="{{ unsubscribe_url }}">Unsubscribe</a></p>',
+        format=ContentFormat.HTML,
+        plain_text="Hand-written: {{ subscriber.name }}",
+        list_ids=[list_id],
+        variants=[
+            VariantInput(),
+            VariantInput(
+                body='<p>Other <a href="https://example.com/b">B</a></p>', format=ContentFormat.HTML
+            ),
+        ],
+        ab_test=AbTestInput(test_share=1.0, metric=AbMetric.CLICKS, wait_seconds=60),
+    )
+    async with db.transaction() as s:
+        campaign_id = (await campaigns.create_campaign(s, data)).id
+    a, b = await variant_ids(db, campaign_id)
+    provider = KeepingProvider()
+    await run_all(make_sender(db, provider), await start(db, campaign_id))
+    recorded = await ledger(db, campaign_id)
+    async with db.session() as s:
+        by_email = dict((await s.execute(select(Subscriber.email, Subscriber.id))).all())
+    seen = set()
+    for m in provider.messages:
+        variant = recorded[by_email[m.recipient]][0]
+        seen.add(variant)
+        assert m.html is not None and m.text is not None
+        assert "https://mail.ab.test/t/c/" in m.html and "https://mail.ab.test/t/o/" in m.html
+        assert "https://example.com/" not in m.html
+        assert m.headers["List-Unsubscribe"].startswith("<https://mail.ab.test/u/")
+        assert m.headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        if variant == a:
+            assert m.text.startswith("Hand-written: Reader")
+        else:
+            # Its own content: its own text part, derived from its HTML.
+            assert m.text.startswith("Other") and "Hand-written" not in m.text
+    assert seen == {a, b}
