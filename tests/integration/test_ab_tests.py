@@ -31,8 +31,9 @@ from emailkit.db.tables.tenancy import DEFAULT_WORKSPACE_ID, Workspace
 from emailkit.db.types import utcnow
 from emailkit.domain.errors import DomainError, ErrorCode
 from emailkit.domain.feedback import IncomingEvent, record_events
+from emailkit.domain.ports.provider import SendResult
 from emailkit.domain.runtime import Runtime
-from emailkit.domain.sending import campaigns, lifecycle, scheduler
+from emailkit.domain.sending import campaigns, deliveries, lifecycle, scheduler
 from emailkit.domain.sending.ab import winner
 from emailkit.domain.sending.ab.definition import AbTestInput, VariantInput
 from emailkit.domain.sending.ab.split import Split, position_in_test
@@ -542,3 +543,59 @@ async def test_a_variant_with_content_of_its_own_is_tracked_and_headed_like_the_
             # Its own content: its own text part, derived from its HTML.
             assert m.text.startswith("Other") and "Hand-written" not in m.text
     assert seen == {a, b}
+
+
+class RefusingProvider(KeepingProvider):
+    """Refuses some addresses for good (until told otherwise), accepts the rest."""
+
+    refused: set[str] = set()
+
+    async def send_batch(self, messages, *, on_commit=None, on_result=None):  # type: ignore[no-untyped-def]
+        if on_commit is not None:
+            await on_commit([m.delivery_id for m in messages])
+        results = []
+        for m in messages:
+            if m.recipient in self.refused:
+                results.append(SendResult.failed(m.delivery_id, "550 mailbox unavailable", transient=False))
+            else:
+                self.messages.append(m)
+                results.append(SendResult.sent(m.delivery_id, f"pid-{m.delivery_id}"))
+        return results
+
+
+async def test_failures_retried_during_the_wait_belong_to_the_test(db: Database) -> None:
+    list_id, subscribers = await seed_audience(db, 40)
+    campaign_id = await make_ab_campaign(db, list_id, share=0.5, wait=600)
+    a, b = await variant_ids(db, campaign_id)
+    batch_ids = await start(db, campaign_id, batch_size=20)
+    tested = expected_split(campaign_id, subscribers, [a, b], 0.5)
+    async with db.session() as s:
+        emails = dict((await s.execute(select(Subscriber.id, Subscriber.email))).all())
+    refused = {emails[sid] for sid in list(tested)[:3]}
+    provider = RefusingProvider()
+    provider.refused = refused
+    sender = make_sender(db, provider)
+    await run_all(sender, batch_ids)
+    due = (await ab_state(db, campaign_id)).decide_at
+    assert due is not None
+
+    async with db.transaction() as s:
+        _, retried_batches, count = await deliveries.retry_failed_deliveries(s, campaign_id)
+    assert count == 3 and retried_batches
+    runtime, queue = runtime_with(db)
+    # The winner is due, but part of the test is being sent again: it is chosen, the rest waits for the retry.
+    assert await scheduler.tick(runtime, due + timedelta(seconds=1)) == []
+    # (That tick only took the retried batch for a lost queue message.)
+    assert queue.batch_ids() == sorted(retried_batches)
+    state = await ab_state(db, campaign_id)
+    assert state.winner_variant_id == a and state.remainder_started_at is None and state.decide_at == due
+    provider.refused = set()
+    await run_all(sender, retried_batches)
+    assert await scheduler.tick(runtime, due + timedelta(seconds=2)) == [campaign_id]
+    await run_all(sender, batch_ids)
+    recorded = await ledger(db, campaign_id)
+    assert {sid: vid for sid, (vid, _) in recorded.items()} == {
+        sid: tested.get(sid, a) for sid in subscribers
+    }
+    assert {st for _, st in recorded.values()} == {DeliveryStatus.SENT}
+    assert len(provider.messages) == 40 == len({m.recipient for m in provider.messages})

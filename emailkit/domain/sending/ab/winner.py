@@ -53,11 +53,13 @@ def _decide(
     test.p_value = comparison.p_value if comparison is not None else None
 
 
-async def _send_rest(session: AsyncSession, campaign_id: int, test: CampaignAbTest, now: datetime) -> Jobs:
-    """Start sending the winner to the rest of the audience: the test's batches run again. Nothing yet while a
-    batch is still open (a retry of failed deliveries): once it is done the test is complete again, and due."""
+async def _send_rest(
+    session: AsyncSession, campaign_id: int, test: CampaignAbTest, now: datetime
+) -> Jobs | None:
+    """Start sending the winner to the rest of the audience: the test's batches run again. None while a batch
+    is still open (a retry of failed deliveries): once it is done the test is complete again, and due."""
     if await lifecycle.has_open_batches(session, campaign_id):
-        return Jobs()
+        return None
     test.remainder_started_at = now
     await session.flush()
     batch_ids = await lifecycle.send_to_the_rest(
@@ -88,7 +90,8 @@ async def send_rest(
     session: AsyncSession, campaign_id: int, *, now: datetime | None = None
 ) -> tuple[int | None, Jobs]:
     """For the ticker: choose the winner if nobody picked one, and start sending it to the rest; returns the
-    winner's id and the batches to enqueue, or (None, no jobs) when the campaign is not due (any more)."""
+    winner's id and the batches to enqueue, or (None, no jobs) when the rest did not start: the campaign is not
+    due (any more), or a retry is sending part of the test again (the choice made stays)."""
     now = now or utcnow()
     campaign = await _locked(session, campaign_id)
     test = await test_of(session, campaign_id)
@@ -107,7 +110,8 @@ async def send_rest(
         if standings is None or leader is None:
             return None, Jobs()
         _decide(test, standings, leader, AbDecision.AUTOMATIC, now)
-    return test.winner_variant_id, await _send_rest(session, campaign_id, test, now)
+    jobs = await _send_rest(session, campaign_id, test, now)
+    return (None, Jobs()) if jobs is None else (test.winner_variant_id, jobs)
 
 
 async def pick_winner(
@@ -144,7 +148,7 @@ async def pick_winner(
         # Due at once: sent now if the campaign runs, else by the ticker once it is resumed.
         test.decide_at = now
         if campaign.status is CampaignStatus.RUNNING:
-            jobs = await _send_rest(session, campaign_id, test, now)
+            jobs = await _send_rest(session, campaign_id, test, now) or Jobs()
     await session.flush()
     if not jobs.batch_ids:
         await lifecycle.note_test_phase(session, campaign_id, await state.note(session, test))
