@@ -48,6 +48,15 @@ class ErrorCode(StrEnum):
     INVALID_URL = "INVALID_URL"
     UNKNOWN_EVENT = "UNKNOWN_EVENT"
     DESTINATION_REFUSED = "DESTINATION_REFUSED"
+    # A/B tests: not 2 to 5 variants; a number outside its allowed range (testShare, waitSeconds); two variants
+    # that send the same thing; a variant that is not the campaign's; a campaign without a test; a winner
+    # that was already chosen.
+    VARIANT_COUNT = "VARIANT_COUNT"
+    OUT_OF_RANGE = "OUT_OF_RANGE"
+    DUPLICATE_VARIANT = "DUPLICATE_VARIANT"
+    VARIANT_NOT_FOUND = "VARIANT_NOT_FOUND"
+    NO_AB_TEST = "NO_AB_TEST"
+    WINNER_ALREADY_CHOSEN = "WINNER_ALREADY_CHOSEN"
 
 
 @dataclass(frozen=True)

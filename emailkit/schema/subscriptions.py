@@ -16,14 +16,23 @@ from emailkit.db.tables.sending import Campaign as CampaignRow
 from emailkit.domain.audience.imports.progress import ImportState
 from emailkit.domain.audience.imports.progress import progress_channel as import_channel
 from emailkit.domain.feedback import analytics
-from emailkit.domain.feedback.live import StatsSnapshot, stats_channel
+from emailkit.domain.feedback.live import DECIDED, StatsSnapshot, stats_channel
+from emailkit.domain.runtime import Runtime
+from emailkit.domain.sending.ab.standings import standings_of
 from emailkit.domain.sending.progress import ProgressSnapshot, RateEstimator, progress_channel
 from emailkit.schema.context import Info
 from emailkit.schema.live import live_updates
 from emailkit.schema.relay import decode_id_or_none
+from emailkit.schema.types.abtests import AbStatsParts
 from emailkit.schema.types.analytics import CampaignStats
 from emailkit.schema.types.campaigns import CampaignProgress
 from emailkit.schema.types.imports import ImportProgress
+
+
+async def _ab_parts(runtime: Runtime, campaign_id: int) -> AbStatsParts:
+    """The A/B test's per-variant counters as they are now (the stats message carries the campaign's only)."""
+    async with runtime.db.session() as session:
+        return AbStatsParts.of(await standings_of(session, campaign_id))
 
 
 @strawberry.type
@@ -66,15 +75,20 @@ class Subscription:
         async with live_updates(runtime, stats_channel(pk)) as updates:
             async with runtime.db.session() as session:
                 current = (await analytics.stats_by_campaign(session, [pk])).get(pk)
+                ab = AbStatsParts.of(await standings_of(session, pk))
             if current is None:
                 raise GraphQLError("Campaign not found", extensions={"code": "NOT_FOUND"})
-            yield CampaignStats.from_snapshot(current)
+            tested = ab.ab_test is not None
+            yield CampaignStats.from_snapshot(current, ab)
             async for message in updates:
                 update = StatsSnapshot.from_message(message)
-                # Counters only grow: an update older than what was already sent is skipped.
-                if update.total > current.total:
-                    current = update
-                    yield CampaignStats.from_snapshot(current)
+                # Counters only grow: an update older than what was already sent is skipped, unless it says
+                # the A/B test's winner was chosen.
+                if update.total > current.total or message.get(DECIDED):
+                    current = update if update.total >= current.total else current
+                    if tested:
+                        ab = await _ab_parts(runtime, pk)
+                    yield CampaignStats.from_snapshot(current, ab)
 
     @strawberry.subscription(description="Live counters of an import, ending once it FINISHED or FAILED.")
     async def import_progress(self, info: Info, id: strawberry.ID) -> AsyncGenerator[ImportProgress, None]:

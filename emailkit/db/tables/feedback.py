@@ -99,6 +99,28 @@ class CampaignStats(InWorkspace, Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
 
 
+class CampaignVariantStats(InWorkspace, Base):
+    """The counters of CampaignStats per A/B test variant, maintained in the same statements' batch."""
+
+    __tablename__ = "campaign_variant_stats"
+
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    variant_id: Mapped[int] = mapped_column(
+        ForeignKey("campaign_variants.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    delivered: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
+    bounced: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
+    complained: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
+    opens: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
+    unique_opens: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
+    clicks: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
+    unique_clicks: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
+    unsubscribed: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+
+
 class CampaignLink(InWorkspace, Base):
     __tablename__ = "campaign_links"
 

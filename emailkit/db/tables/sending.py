@@ -8,6 +8,7 @@ from typing import Any, Final
 
 from sqlalchemy import (
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -58,6 +59,18 @@ class BatchStatus(enum.StrEnum):
     PENDING = "PENDING"
     RUNNING = "RUNNING"
     DONE = "DONE"
+
+
+class AbMetric(enum.StrEnum):
+    """What decides an A/B test: unique opens or unique clicks per recipient of each variant."""
+
+    OPENS = "OPENS"
+    CLICKS = "CLICKS"
+
+
+class AbDecision(enum.StrEnum):
+    AUTOMATIC = "AUTOMATIC"
+    MANUAL = "MANUAL"
 
 
 class Campaign(InWorkspace, TimestampMixin, Base):
@@ -179,6 +192,10 @@ class Delivery(InWorkspace, Base):
         UTCDateTime(), default=utcnow, onupdate=utcnow, nullable=False
     )
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The A/B test variant this recipient gets, written with the row and never changed (a rerun of the batch
+    # inserts nothing). No foreign key: its per-row check would cost every materialised recipient, and the
+    # variants of a campaign only change before it starts, when it has no deliveries.
+    variant_id: Mapped[int | None] = mapped_column(BigInt, nullable=True)
 
     __table_args__ = (
         UniqueConstraint("campaign_id", "subscriber_id"),
@@ -197,3 +214,55 @@ class CampaignSegment(InWorkspace, Base):
     # The segment's filter as it stood when the campaign started: the send evaluates this copy, so editing the
     # segment later never changes who a running campaign reaches. Null until the campaign starts.
     definition: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc, nullable=True)
+
+
+class CampaignVariant(InWorkspace, TimestampMixin, Base):
+    """One version of an A/B-tested campaign: the subject, sender name or content it uses instead of the
+    campaign's own (None: the campaign's)."""
+
+    __tablename__ = "campaign_variants"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False)
+    # 0 for variant A, 1 for B, ...: the order they were given in, which also breaks a tie.
+    position: Mapped[int] = mapped_column(Integer, nullable=False)
+    subject: Mapped[str | None] = mapped_column(String(998), nullable=True)
+    from_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    template_id: Mapped[int | None] = mapped_column(
+        ForeignKey("templates.id", ondelete="RESTRICT"), nullable=True, index=True
+    )
+    body: Mapped[str | None] = mapped_column(Text, nullable=True)
+    format: Mapped[ContentFormat | None] = mapped_column(_enum(ContentFormat), nullable=True)
+    # Recipients handed over with this variant, maintained by the ledger like the campaign's sent_count.
+    sent_count: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
+
+    __table_args__ = (UniqueConstraint("campaign_id", "position"), AUTOINCREMENT)
+
+
+class CampaignAbTest(InWorkspace, Base):
+    """A campaign's A/B test: the share of the audience that tests the variants, what decides and after how
+    long; and how the test went (when its share was sent, the winner, the comparison it was chosen on)."""
+
+    __tablename__ = "campaign_ab_tests"
+
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    test_share: Mapped[float] = mapped_column(Float, nullable=False)
+    metric: Mapped[AbMetric] = mapped_column(_enum(AbMetric), nullable=False)
+    wait_seconds: Mapped[int] = mapped_column(Integer, nullable=False)
+    # When every batch of the test was done; the automatic choice is due at decide_at (wait_seconds later,
+    # or at once when a winner was picked by hand meanwhile).
+    test_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    decide_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
+    winner_variant_id: Mapped[int | None] = mapped_column(
+        ForeignKey("campaign_variants.id", ondelete="SET NULL"), nullable=True
+    )
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    decided_by: Mapped[AbDecision | None] = mapped_column(_enum(AbDecision), nullable=True)
+    # The winner against the runner-up when it was chosen (later, its counters include the remainder too).
+    lift: Mapped[float | None] = mapped_column(Float, nullable=True)
+    p_value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    z_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # When the rest of the audience started getting the winner; until then batches materialise the test only.
+    remainder_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.db.tables.audience import Subscriber
 from emailkit.db.tables.content import ContentFormat, Template, TemplateKind
-from emailkit.db.tables.sending import Campaign, CampaignStatus
+from emailkit.db.tables.sending import Campaign, CampaignStatus, CampaignVariant
 from emailkit.domain.audience.subscribers import get_subscriber
 from emailkit.domain.content.rendering import (
     RenderedContent,
@@ -84,7 +84,13 @@ async def _check_content(row: Template) -> None:
 
 
 async def _campaign_count(session: AsyncSession, template_id: int, *statuses: CampaignStatus) -> int:
-    stmt = select(func.count()).select_from(Campaign).where(Campaign.template_id == template_id)
+    """Campaigns that send the template: as their content, or as the content of an A/B test variant."""
+    in_variant = exists().where(
+        CampaignVariant.campaign_id == Campaign.id, CampaignVariant.template_id == template_id
+    )
+    stmt = (
+        select(func.count()).select_from(Campaign).where(or_(Campaign.template_id == template_id, in_variant))
+    )
     if statuses:
         stmt = stmt.where(Campaign.status.in_(statuses))
     return int((await session.execute(stmt)).scalar_one())

@@ -39,6 +39,7 @@ class _Delivery(NamedTuple):
     campaign_id: int | None
     subscriber_id: int | None
     email: str
+    variant_id: int | None
 
 
 def _attach(row: Pending, d: _Delivery) -> None:
@@ -46,19 +47,27 @@ def _attach(row: Pending, d: _Delivery) -> None:
     row.workspace_id = d.workspace_id
     row.campaign_id = d.campaign_id
     row.subscriber_id = d.subscriber_id
+    row.variant_id = d.variant_id
     if row.email is None:
         row.email = d.email
 
 
-_COLUMNS = (Delivery.id, Delivery.workspace_id, Delivery.campaign_id, Delivery.subscriber_id, Delivery.email)
+_COLUMNS = (
+    Delivery.id,
+    Delivery.workspace_id,
+    Delivery.campaign_id,
+    Delivery.subscriber_id,
+    Delivery.email,
+    Delivery.variant_id,
+)
 
 
 _PG_BY_IDS = (
-    "SELECT id, workspace_id, campaign_id, subscriber_id, email FROM deliveries "
+    "SELECT id, workspace_id, campaign_id, subscriber_id, email, variant_id FROM deliveries "
     "WHERE id = ANY(string_to_array($1, ',')::bigint[])"
 )
 _PG_BY_MESSAGE_IDS = (
-    "SELECT id, workspace_id, campaign_id, subscriber_id, email, provider_message_id FROM deliveries "
+    "SELECT id, workspace_id, campaign_id, subscriber_id, email, variant_id, provider_message_id FROM deliveries "
     "WHERE provider_message_id = ANY($1::varchar[])"
 )
 
@@ -70,7 +79,7 @@ async def _by_ids(session: AsyncSession, ids: Iterable[int]) -> dict[int, _Deliv
     if dialect_of(session) == "postgresql":
         # A thousand rows per batch: straight from the driver, without per-row ORM result processing.
         rows = await (await pg_driver(session)).fetch(_PG_BY_IDS, ",".join(map(str, wanted)))
-        return {r[0]: _Delivery(r[0], r[1], r[2], r[3], r[4]) for r in rows}
+        return {r[0]: _Delivery(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows}
     stmt = select(*_COLUMNS).where(one_of(session, Delivery.id, wanted, BigInteger()))
     return {r[0]: _Delivery(*r) for r in await session.execute(stmt)}
 
@@ -82,13 +91,13 @@ async def _by_message_ids(session: AsyncSession, ids: Iterable[str]) -> dict[str
     found: dict[str, list[_Delivery]] = defaultdict(list)
     if dialect_of(session) == "postgresql":
         for r in await (await pg_driver(session)).fetch(_PG_BY_MESSAGE_IDS, list(wanted)):
-            found[r[5]].append(_Delivery(r[0], r[1], r[2], r[3], r[4]))
+            found[r[6]].append(_Delivery(r[0], r[1], r[2], r[3], r[4], r[5]))
         return found
     stmt = select(*_COLUMNS, Delivery.provider_message_id).where(
         one_of(session, Delivery.provider_message_id, wanted, String())
     )
     for r in await session.execute(stmt):
-        found[r.provider_message_id].append(_Delivery(*r[:5]))
+        found[r.provider_message_id].append(_Delivery(*r[:6]))
     return found
 
 

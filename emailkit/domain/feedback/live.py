@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -10,8 +10,13 @@ from sqlalchemy import BigInteger, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.db.dialect import one_of
+from emailkit.db.engine import Database
 from emailkit.db.tables.feedback import CampaignStats
 from emailkit.db.tables.sending import Campaign
+from emailkit.domain.throttle import CoalescingPublisher
+
+# Marks a message sent because an A/B test's winner was chosen: no counter grew, yet what the stats show did.
+DECIDED = "decided"
 
 
 def stats_channel(campaign_id: int) -> str:
@@ -74,3 +79,15 @@ async def stats_snapshots(session: AsyncSession, campaign_ids: set[int]) -> dict
         )
         out[cid] = StatsSnapshot(campaign_id=cid, recipients=int(recipients), sent=int(sent), **counters)
     return out
+
+
+async def publish_decided(
+    db: Database, live: CoalescingPublisher | None, campaign_ids: Collection[int]
+) -> None:
+    """Push the stats of campaigns whose A/B test winner was just chosen (read in the caller's scope)."""
+    if live is None or not campaign_ids:
+        return
+    async with db.session() as session:
+        snapshots = await stats_snapshots(session, set(campaign_ids))
+    for cid, snapshot in snapshots.items():
+        await live.publish_now(stats_channel(cid), {**snapshot.message(), DECIDED: True})

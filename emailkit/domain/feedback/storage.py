@@ -22,6 +22,7 @@ from emailkit.db.tables.feedback import (
     CampaignLink,
     CampaignStats,
     CampaignTimeline,
+    CampaignVariantStats,
     Event,
     EventKey,
 )
@@ -215,6 +216,29 @@ RETURNING campaign_id, delivered, bounced, complained, opens, unique_opens, clic
 """
 
 
+# Parameters: $1 campaign ids, $2 variant ids, $3 now, then one array per counter in COUNTERS order, then the
+# workspaces.
+_PG_VARIANT_STATS = """
+INSERT INTO campaign_variant_stats AS s (campaign_id, variant_id, updated_at, delivered, bounced, complained,
+                                         opens, unique_opens, clicks, unique_clicks, unsubscribed, workspace_id)
+SELECT u.c, u.v, $3, u.delivered, u.bounced, u.complained, u.opens, u.unique_opens, u.clicks, u.unique_clicks,
+       u.unsubscribed, u.w
+FROM unnest($1::bigint[], $2::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[],
+            $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[])
+    AS u(c, v, delivered, bounced, complained, opens, unique_opens, clicks, unique_clicks, unsubscribed, w)
+ON CONFLICT (campaign_id, variant_id) DO UPDATE SET
+    updated_at = excluded.updated_at,
+    delivered = s.delivered + excluded.delivered,
+    bounced = s.bounced + excluded.bounced,
+    complained = s.complained + excluded.complained,
+    opens = s.opens + excluded.opens,
+    unique_opens = s.unique_opens + excluded.unique_opens,
+    clicks = s.clicks + excluded.clicks,
+    unique_clicks = s.unique_clicks + excluded.unique_clicks,
+    unsubscribed = s.unsubscribed + excluded.unsubscribed
+"""
+
+
 def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)]
 
@@ -259,8 +283,49 @@ async def apply_links_and_timeline(session: AsyncSession, deltas: Deltas) -> Non
 
 
 async def apply_stats(session: AsyncSession, deltas: Deltas, now: datetime) -> dict[int, dict[str, int]]:
-    """Add the deltas to each campaign's counters (a new counter row in its campaign's workspace); returns the
-    counters after the update."""
+    """Add the deltas to each campaign's counters, then to its A/B test variants' (a new counter row in its
+    campaign's workspace); returns the campaigns' counters after the update."""
+    after = await _apply_campaign_stats(session, deltas, now)
+    await _apply_variant_stats(session, deltas, now)
+    return after
+
+
+async def _apply_variant_stats(session: AsyncSession, deltas: Deltas, now: datetime) -> None:
+    """One statement for every variant counted in the batch (after the campaigns' rows, in a stable order,
+    as every batch writes them: two batches never wait on each other in opposite orders)."""
+    keys = sorted(deltas.variants)
+    if not keys:
+        return
+    workspaces = [deltas.workspaces[cid] for cid, _ in keys]
+    per_counter = [[deltas.variants[key].get(name, 0) for key in keys] for name in COUNTERS]
+    if dialect_of(session) == "postgresql":
+        driver = await pg_driver(session)
+        campaigns, variants = ([key[i] for key in keys] for i in (0, 1))
+        await driver.execute(_PG_VARIANT_STATS, campaigns, variants, now, *per_counter, workspaces)
+        return
+    table = CampaignVariantStats.__table__
+    stmt = upsert(session)(table)
+    set_: dict[str, Any] = {name: table.c[name] + stmt.excluded[name] for name in COUNTERS}
+    set_["updated_at"] = stmt.excluded.updated_at
+    stmt = stmt.on_conflict_do_update(index_elements=[table.c.campaign_id, table.c.variant_id], set_=set_)
+    await session.execute(
+        stmt,
+        [
+            {
+                "campaign_id": cid,
+                "variant_id": vid,
+                "updated_at": now,
+                "workspace_id": workspaces[i],
+                **{name: per_counter[n][i] for n, name in enumerate(COUNTERS)},
+            }
+            for i, (cid, vid) in enumerate(keys)
+        ],
+    )
+
+
+async def _apply_campaign_stats(
+    session: AsyncSession, deltas: Deltas, now: datetime
+) -> dict[int, dict[str, int]]:
     campaigns = sorted(deltas.stats)
     if not campaigns:
         return {}

@@ -1,6 +1,6 @@
-"""What a batch of stored events adds to the counters, worked out in memory: per-campaign totals, the hourly
-timeline, clicks per link, and the first sightings (a recipient's first open, click, bounce...) that the
-unique and once-per-recipient counters count.
+"""What a batch of stored events adds to the counters, worked out in memory: per-campaign totals (and per A/B
+test variant, for events about a delivery of one), the hourly timeline, clicks per link, and the first
+sightings (a recipient's first open, click, bounce...) that the unique and once-per-recipient counters count.
 
 :mod:`.storage` records the first-seen markers and writes the counters; the rules of what counts are here.
 """
@@ -56,9 +56,16 @@ class LinkDelta:
     unique_clicks: int = 0
 
 
+def _counters() -> defaultdict[str, int]:
+    return defaultdict(int)
+
+
 @dataclass
 class Deltas:
-    stats: dict[int, dict[str, int]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
+    stats: dict[int, dict[str, int]] = field(default_factory=lambda: defaultdict(_counters))
+    # The same counters per (campaign, variant) of an A/B test; a recipient's delivery has one variant, so a
+    # first sighting for the campaign is one for its variant too.
+    variants: dict[tuple[int, int], dict[str, int]] = field(default_factory=lambda: defaultdict(_counters))
     links: dict[tuple[int, str], LinkDelta] = field(default_factory=dict)
     timeline: dict[tuple[int, datetime, EventType], int] = field(default_factory=lambda: defaultdict(int))
     # The workspace of each counted campaign: every counter row is written in its campaign's workspace.
@@ -79,6 +86,7 @@ def count_totals(rows: Sequence[Pending], deltas: Deltas) -> tuple[list[Planned]
     hashes: dict[str, str] = {}
     hours: dict[datetime, datetime] = {}
     stats_by_campaign = deltas.stats
+    stats_by_variant = deltas.variants
     timeline = deltas.timeline
     workspaces = deltas.workspaces
     click = EventType.CLICK
@@ -91,6 +99,8 @@ def count_totals(rows: Sequence[Pending], deltas: Deltas) -> tuple[list[Planned]
         total = _TOTAL.get(r.type)
         if total is not None:
             stats[total] += 1
+            if r.variant_id is not None:
+                stats_by_variant[(cid, r.variant_id)][total] += 1
         at = r.occurred_at
         hour = hours.get(at)
         if hour is None:
@@ -126,15 +136,20 @@ def count_firsts(deltas: Deltas, plan: list[Planned], fresh: set[Marker]) -> Non
                 if key in fresh:
                     fresh.discard(key)
                     first = True
+            counter = None
             if marker in _ONCE:
                 # Without a recipient there is nothing to deduplicate on, so the event counts.
                 if first or recipient is None:
-                    stats[_ONCE[marker]] += 1
+                    counter = _ONCE[marker]
             elif marker in _UNIQUE:
                 if first:
-                    stats[_UNIQUE[marker]] += 1
+                    counter = _UNIQUE[marker]
             elif link is not None and r.url:
                 _count_link_click(deltas, cid, link, r.url, first)
+            if counter is not None:
+                stats[counter] += 1
+                if r.variant_id is not None:
+                    deltas.variants[(cid, r.variant_id)][counter] += 1
 
 
 def _count_link_click(deltas: Deltas, cid: int, link: str, url: str, first: bool) -> None:

@@ -123,6 +123,8 @@ class Pending:
     delivery_id: int | None = None
     campaign_id: int | None = None
     subscriber_id: int | None = None
+    # The A/B test variant of the delivery, whose counters the row adds to too (None: no test, or no delivery).
+    variant_id: int | None = None
     # The workspace the row is stored and acted upon in; 0 until correlation decides (never a workspace id).
     workspace_id: int = 0
     # What the payload claims, checked against the database before use.
@@ -143,8 +145,8 @@ class Pending:
         return None
 
     def strip_identity(self) -> None:
-        """Privacy mode: keep what the campaign counters need (the campaign and its workspace), nothing that
-        points at a person."""
+        """Privacy mode: keep what the campaign counters need (the campaign, its A/B test variant and its
+        workspace), nothing that points at a person."""
         self.delivery_id = self.subscriber_id = None
         self.email = self.ip = self.user_agent = self.provider_message_id = None
         self.metadata = None

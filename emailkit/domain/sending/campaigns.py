@@ -18,10 +18,13 @@ from emailkit.domain.audience.segments import store as segments
 from emailkit.domain.content.rendering import validate_content, validate_plain_text
 from emailkit.domain.errors import DomainError, ErrorCode, FieldError, NotFound
 from emailkit.domain.pagination import Page, keyset_page
+from emailkit.domain.sending.ab import definition as ab
 from emailkit.domain.sending.archive import check_archive_data
 from emailkit.domain.validation import check_length, normalize_email, raise_if, require
 
 EDITABLE = frozenset({CampaignStatus.DRAFT, CampaignStatus.SCHEDULED, CampaignStatus.PAUSED})
+# An A/B test is fixed once the campaign starts: the split has been made and recorded by then.
+AB_EDITABLE = frozenset({CampaignStatus.DRAFT, CampaignStatus.SCHEDULED})
 MAX_LISTS = 200
 MAX_BODY = 1_000_000
 MAX_PLAIN_TEXT = 200_000
@@ -50,6 +53,9 @@ class CampaignInput:
     web_view_link: bool | None = None
     archive: bool | None = None
     archive_data: Any = None
+    # An A/B test: 2-5 variants (on update an empty list removes the test) and how they are tested.
+    variants: Sequence[ab.VariantInput] | None = None
+    ab_test: ab.AbTestInput | None = None
 
 
 # What may change on a campaign in any status: publishing it in the archive does not touch what was sent.
@@ -183,6 +189,7 @@ async def create_campaign(session: AsyncSession, data: CampaignInput) -> Campaig
     from_email, reply_to = _emails(data, errors)
     if data.from_email is None:
         errors.append(FieldError("fromEmail", "From address is required", ErrorCode.REQUIRED))
+    errors.extend(ab.check_inputs(data.variants, data.ab_test, has_test=False))
     raise_if(errors)
     assert data.name is not None and data.subject is not None and from_email is not None
     await require_lists(session, sorted(set(data.list_ids or [])))
@@ -211,6 +218,9 @@ async def create_campaign(session: AsyncSession, data: CampaignInput) -> Campaig
     await session.flush()
     await _replace_lists(session, row.id, data.list_ids or [])
     await segments.replace_campaign_segments(session, row.id, data.segment_ids or [])
+    if data.variants:
+        await ab.save(session, row.id, data.variants, data.ab_test)
+        await ab.validate_variants(session, row)
     return row
 
 
@@ -232,16 +242,40 @@ async def update_campaign(session: AsyncSession, campaign_id: int, data: Campaig
             ErrorCode.INVALID_STATE, f"A {row.status.value} campaign can no longer be edited", "id"
         )
     await _require_new_targets(session, row, data)
+    has_test = await _check_ab_edit(session, row, data)
     await _set_content(session, row, data)
     _set_fields(row, data, from_email, reply_to)
-    if any(v is not None for v in (data.subject, data.body, data.format, data.template_id, data.plain_text)):
+    content_changed = any(
+        v is not None for v in (data.subject, data.body, data.format, data.template_id, data.plain_text)
+    )
+    if content_changed:
         await _validate_content(session, row)
+    if data.variants is not None or data.ab_test is not None:
+        await ab.save(session, row.id, data.variants, data.ab_test)
+    if (has_test and (content_changed or data.from_name is not None)) or data.variants:
+        # What the variants take from the campaign may have changed with it.
+        await ab.validate_variants(session, row)
     if data.list_ids is not None:
         await _replace_lists(session, row.id, data.list_ids)
     if data.segment_ids is not None:
         await segments.replace_campaign_segments(session, row.id, data.segment_ids)
     await session.flush()
     return row
+
+
+async def _check_ab_edit(session: AsyncSession, row: Campaign, data: CampaignInput) -> bool:
+    """Whether the campaign has an A/B test; refuses changes to it once the campaign has started."""
+    has_test = await ab.test_of(session, row.id) is not None
+    if data.variants is None and data.ab_test is None:
+        return has_test
+    if row.status not in AB_EDITABLE:
+        raise DomainError.single(
+            ErrorCode.INVALID_STATE,
+            f"The A/B test of a {row.status.value} campaign can no longer change",
+            "variants" if data.variants is not None else "abTest",
+        )
+    raise_if(ab.check_inputs(data.variants, data.ab_test, has_test=has_test))
+    return has_test
 
 
 async def _require_new_targets(session: AsyncSession, row: Campaign, data: CampaignInput) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import datetime, timedelta
 
-from sqlalchemy import Exists, SQLColumnExpression, exists, select, update
+from sqlalchemy import Exists, SQLColumnExpression, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.db.tables.sending import (
@@ -34,6 +34,7 @@ from emailkit.db.types import utcnow
 from emailkit.domain.audience import targeting as audience
 from emailkit.domain.audience.segments import store as segments
 from emailkit.domain.errors import DomainError, ErrorCode, NotFound
+from emailkit.domain.sending.ab import state as ab_state
 from emailkit.domain.sending.config import SendingConfig
 from emailkit.domain.sending.failures import all_failed_reason
 from emailkit.domain.sending.jobs import Jobs
@@ -111,6 +112,8 @@ async def start_campaign(
         row.status_reason = "The campaign's audience is empty"
     else:
         row.status = S.RUNNING
+        # An A/B test says it sends the test share first.
+        row.status_reason = await ab_state.running_note(session, campaign_id)
     await session.flush()
     await announce(session, campaign_id, S.RUNNING, workspace_id=row.workspace_id)
     if row.status is S.FINISHED:
@@ -153,7 +156,7 @@ async def resume_campaign(session: AsyncSession, campaign_id: int) -> tuple[Camp
     row = await _locked(session, campaign_id)
     _check(row, CAN_RESUME, "resume")
     row.status = S.RUNNING
-    row.status_reason = None
+    row.status_reason = await ab_state.running_note(session, campaign_id)
     ids = await pending_batch_ids(session, campaign_id)
     if ids:
         await session.execute(
@@ -243,7 +246,14 @@ async def finish_if_complete(session: AsyncSession, campaign_id: int) -> Campaig
     row = (await session.execute(stmt)).scalar_one_or_none()
     if row is None:
         return None
-    row.finished_at = utcnow()
+    now = utcnow()
+    waiting = await ab_state.test_sent(session, campaign_id, now)
+    if waiting is not None:
+        # Only the A/B test's share has been sent: the rest waits for the winner, still RUNNING.
+        row.status_reason = waiting
+        await session.flush()
+        return None
+    row.finished_at = now
     if row.sent_count == 0 and row.failed_count > 0:
         row.status = S.FAILED
         row.status_reason = await all_failed_reason(session, campaign_id, row.failed_count)
@@ -283,12 +293,56 @@ async def pause_for_archived_workspace(session: AsyncSession, campaign_id: int) 
 
 
 async def note_while_running(session: AsyncSession, campaign_id: int, reason: str | None) -> None:
-    """Say why a RUNNING campaign is waiting (its workspace's daily quota), or clear that; no transition."""
+    """Say why a RUNNING campaign is waiting (its workspace's daily quota), or clear that (back to what its A/B
+    test's phase says, if it has one); no transition."""
+    if reason is None:
+        reason = await ab_state.running_note(session, campaign_id)
     await session.execute(
         update(Campaign)
         .where(Campaign.id == campaign_id, Campaign.status == S.RUNNING)
         .values(status_reason=reason)
     )
+
+
+async def note_test_phase(session: AsyncSession, campaign_id: int, reason: str) -> None:
+    """Say what a RUNNING campaign's A/B test is at, unless something else holds the campaign up (its quota)."""
+    await session.execute(
+        update(Campaign)
+        .where(
+            Campaign.id == campaign_id,
+            Campaign.status == S.RUNNING,
+            or_(Campaign.status_reason.is_(None), Campaign.status_reason.startswith(ab_state.NOTE_PREFIX)),
+        )
+        .values(status_reason=reason)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def has_open_batches(session: AsyncSession, campaign_id: int) -> bool:
+    stmt = select(CampaignBatch.id).where(
+        CampaignBatch.campaign_id == campaign_id, CampaignBatch.status != BatchStatus.DONE
+    )
+    return (await session.execute(stmt.limit(1))).first() is not None
+
+
+async def send_to_the_rest(
+    session: AsyncSession, campaign_id: int, reason: str, *, now: datetime
+) -> list[int]:
+    """A RUNNING campaign whose A/B test is decided (held under its row lock, every batch done): its batches
+    run again, for the rest of the audience; returns them, to enqueue after commit. Stays RUNNING."""
+    await session.execute(
+        update(CampaignBatch)
+        .where(CampaignBatch.campaign_id == campaign_id, CampaignBatch.status == BatchStatus.DONE)
+        .values(status=BatchStatus.PENDING, lease_until=None, enqueued_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    await session.execute(
+        update(Campaign)
+        .where(Campaign.id == campaign_id, Campaign.status == S.RUNNING)
+        .values(status_reason=reason)
+        .execution_options(synchronize_session=False)
+    )
+    return await pending_batch_ids(session, campaign_id)
 
 
 async def fail(session: AsyncSession, campaign_id: int, reason: str) -> None:

@@ -1,6 +1,6 @@
-"""One recipient's message of a campaign: the campaign's content compiled once per batch run, then rendered
-with the recipient's data, tracked links, the open pixel and the unsubscribe headers; and whom a test send
-is personalised as."""
+"""One recipient's message of a campaign: the campaign's content (or each of its A/B test variants') compiled
+once per batch run, then rendered with the recipient's data, tracked links, the open pixel and the unsubscribe
+headers; and whom a test send is personalised as."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.db.tables.audience import Subscriber
 from emailkit.db.tables.content import ContentFormat, Template
-from emailkit.db.tables.sending import Campaign
+from emailkit.db.tables.sending import Campaign, CampaignVariant
 from emailkit.domain.content.rendering import (
     CLICK_CALL,
     PIXEL_CALL,
@@ -31,6 +31,7 @@ from emailkit.domain.content.tracked_urls import TrackingUrls, add_open_pixel, r
 from emailkit.domain.errors import ErrorCode, NotFound
 from emailkit.domain.ports.provider import DELIVERY_TAG, Address, OutgoingMessage
 from emailkit.domain.ports.webhooks import META_CAMPAIGN, META_SUBSCRIBER
+from emailkit.domain.sending.ab.content import content_of
 from emailkit.domain.sending.ledger import Pending
 
 # Who a test email is personalised for when its address is nobody's and no subscriber was chosen.
@@ -61,35 +62,49 @@ class MessageBuilder:
         self.unsubscribe_mailto = unsubscribe_mailto
         self._host = urlsplit(urls.base).hostname or "localhost"
 
-    async def compile(self, session: AsyncSession, campaign: Campaign, *, web_page: bool = False) -> Compiled:
-        """What every message shares. ``web_page``: as the web view shows it, which is the message minus the
-        open pixel (viewing the page is not an open) and minus its own "View in browser" line."""
+    async def compile(
+        self,
+        session: AsyncSession,
+        campaign: Campaign,
+        variant: CampaignVariant | None = None,
+        *,
+        web_page: bool = False,
+    ) -> Compiled:
+        """What every message shares: the campaign's content, or what one of its A/B test variants sends (the
+        campaign's where the variant changes nothing), with the same tracking and headers. ``web_page``: as
+        the web view shows it, which is the message minus the open pixel (viewing the page is not an open)
+        and minus its own "View in browser" line."""
+        subject, from_name, plain_text = campaign.subject, campaign.from_name, campaign.plain_text
+        template_id, body, fmt = campaign.template_id, campaign.body, campaign.format
+        if variant is not None:
+            own = content_of(campaign, variant)
+            subject, from_name, plain_text = own.subject, own.from_name, own.plain_text
+            template_id, body, fmt = own.template_id, own.body, own.format
         # Rebuilt every run (compile_content keeps its own cache by content), so an edited template is used.
-        body, fmt = campaign.body, campaign.format
-        if campaign.template_id is not None:
-            tpl = await session.get(Template, campaign.template_id)
+        if template_id is not None:
+            tpl = await session.get(Template, template_id)
             if tpl is not None:
                 body, fmt = tpl.body, tpl.format
         view_link = campaign.web_view_link and not web_page
         content = compile_content(
             body or "",
             fmt or ContentFormat.HTML,
-            subject=campaign.subject,
-            plain_text=campaign.plain_text,
+            subject=subject,
+            plain_text=plain_text,
             view_link=view_link,
         )
         track_opens = campaign.track_opens and not web_page
         return Compiled(
             updated_at=campaign.updated_at,
             content=content,
-            campaign=campaign_vars(campaign),
-            from_=Address(campaign.from_email, campaign.from_name or ""),
+            campaign={**campaign_vars(campaign), "subject": subject, "from_name": from_name},
+            from_=Address(campaign.from_email, from_name or ""),
             reply_to=Address(campaign.reply_to) if campaign.reply_to else None,
             track_opens=track_opens,
             track_clicks=campaign.track_clicks,
             list_id_header=f'"{_header_safe(campaign.name)}" <campaign-{campaign.id}.{self._host}>',
             tracked=content.tracked(clicks=campaign.track_clicks, opens=track_opens),
-            web_view=view_link or mentions_web_view(body, campaign.subject, campaign.plain_text),
+            web_view=view_link or mentions_web_view(body, subject, plain_text),
         )
 
     def build(self, c: Compiled, p: Pending, *, test: bool = False) -> OutgoingMessage:

@@ -36,7 +36,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.db.engine import Database
-from emailkit.db.tables.sending import Campaign, CampaignBatch, CampaignStatus, DeliveryStatus
+from emailkit.db.tables.sending import (
+    Campaign,
+    CampaignAbTest,
+    CampaignBatch,
+    CampaignStatus,
+    CampaignVariant,
+    DeliveryStatus,
+)
 from emailkit.db.tables.tenancy import Workspace, WorkspaceStatus
 from emailkit.domain.content.rendering import RenderError, render_failure_reason
 from emailkit.domain.content.tracked_urls import TrackingUrls
@@ -44,6 +51,8 @@ from emailkit.domain.errors import ErrorCode, NotFound
 from emailkit.domain.ports.provider import EmailProvider, OutgoingMessage, SendResult
 from emailkit.domain.ports.ratelimit import RateLimiter
 from emailkit.domain.sending import lifecycle
+from emailkit.domain.sending.ab.definition import variants_of
+from emailkit.domain.sending.ab.split import Split
 from emailkit.domain.sending.coalesce import Coalescer
 from emailkit.domain.sending.config import SendingConfig
 from emailkit.domain.sending.daily_quota import Admitted, DailyQuota
@@ -87,6 +96,19 @@ class _Tally:
         self.retry_ids.extend(other.retry_ids)
         if other.retry_after is not None:
             self.retry_after = max(self.retry_after or 0.0, other.retry_after)
+
+
+@dataclass
+class _Content:
+    """A batch run's compiled content: the campaign's own, or one per A/B test variant."""
+
+    default: Compiled
+    variants: dict[int, Compiled] = field(default_factory=dict)
+
+    def of(self, variant_id: int | None) -> Compiled:
+        if variant_id is None:
+            return self.default
+        return self.variants.get(variant_id, self.default)
 
 
 def backoff(attempt: int, base: float, cap: float) -> float:
@@ -170,32 +192,44 @@ class CampaignSender:
 
     async def _materialise(
         self, batch: CampaignBatch, outcome: BatchOutcome
-    ) -> tuple[Compiled, DailyQuota | None] | None:
+    ) -> tuple[_Content, DailyQuota | None] | None:
         """Compile the campaign, insert the batch's ledger rows and settle what a dead worker left in doubt, in
         one transaction; None when the batch must not send: its workspace is archived (the campaign is then
         PAUSED) or its content does not compile (the campaign has then FAILED). With the compiled content
-        comes the workspace's daily quota, if it has one."""
+        comes the workspace's daily quota, if it has one.
+
+        A campaign with an A/B test has each variant compiled, and materialises the recipients its phase
+        gives a variant: the test share until the winner is sent, then everybody else."""
         async with self.db.transaction() as s:
-            campaign, workspace, quota = await _campaign_and_workspace(s, batch.campaign_id)
+            campaign, workspace, quota, test = await _campaign_and_workspace(s, batch.campaign_id)
             if workspace is WorkspaceStatus.ARCHIVED:
                 if await lifecycle.pause_for_archived_workspace(s, campaign.id):
                     log.warning("campaign %s: paused, its workspace is archived", campaign.id)
                 return None
+            variants = await variants_of(s, campaign.id) if test is not None else []
             try:
-                compiled = await self.messages.compile(s, campaign)
+                content = await self._compile(s, campaign, variants)
             except Exception as exc:  # a template that no longer renders must stop the campaign, visibly
                 log.exception("campaign %s: content does not compile", batch.campaign_id)
                 failure = f"The campaign content could not be compiled: {exc}"
             else:
-                outcome.skipped = await self.ledger.materialise(s, batch)
+                outcome.skipped = await self.ledger.materialise(s, batch, _split(test, variants))
                 outcome.in_doubt = await self.ledger.settle_in_doubt(s, batch)
-                return compiled, DailyQuota.for_campaign(self.db, campaign, quota)
+                return content, DailyQuota.for_campaign(self.db, campaign, quota)
         async with self.db.transaction() as s:
             await lifecycle.fail(s, batch.campaign_id, failure)
         return None
 
+    async def _compile(
+        self, session: AsyncSession, campaign: Campaign, variants: Sequence[CampaignVariant]
+    ) -> _Content:
+        if not variants:
+            return _Content(await self.messages.compile(session, campaign))
+        compiled = {v.id: await self.messages.compile(session, campaign, v) for v in variants}
+        return _Content(compiled[variants[0].id], compiled)
+
     async def _send_chunks(
-        self, batch: CampaignBatch, compiled: Compiled, outcome: BatchOutcome, quota: DailyQuota | None
+        self, batch: CampaignBatch, compiled: _Content, outcome: BatchOutcome, quota: DailyQuota | None
     ) -> tuple[bool, float | None]:
         """Render, send and record the batch chunk by chunk, within the workspace's daily quota if it has one.
 
@@ -237,7 +271,7 @@ class CampaignSender:
         return False
 
     async def _send_chunk(
-        self, batch: CampaignBatch, compiled: Compiled, chunk: list[Pending], outcome: BatchOutcome
+        self, batch: CampaignBatch, compiled: _Content, chunk: list[Pending], outcome: BatchOutcome
     ) -> _Tally | None:
         """Render, hand over and record one chunk; None when the batch was taken over meanwhile."""
         pending = {p.delivery_id: p for p in chunk}
@@ -265,14 +299,14 @@ class CampaignSender:
         return tally
 
     async def _render(
-        self, compiled: Compiled, chunk: list[Pending]
+        self, compiled: _Content, chunk: list[Pending]
     ) -> tuple[list[OutgoingMessage], list[SendResult]]:
         """The chunk's messages, and a failed result for each recipient whose message did not render."""
         messages = []
         unrendered: list[SendResult] = []
         for i, p in enumerate(chunk, 1):
             try:
-                messages.append(self.messages.build(compiled, p))
+                messages.append(self.messages.build(compiled.of(p.variant_id), p))
             except RenderError as exc:
                 reason = render_failure_reason(exc)
                 unrendered.append(SendResult.failed(str(p.delivery_id), reason, transient=False))
@@ -316,7 +350,7 @@ class CampaignSender:
             did = int(r.delivery_id)
             attempts = pending[did].attempts + 1
             if r.ok:
-                sent.append(Sent(did, r.provider_message_id, attempts))
+                sent.append(Sent(did, r.provider_message_id, attempts, pending[did].variant_id))
                 continue
             error = (r.error or "unknown error")[:2000]
             retry = r.transient and attempts < self.config.max_attempts
@@ -384,15 +418,26 @@ class CampaignSender:
     # -- test sends ---------------------------------------------------------------------------------------
 
     async def send_test(
-        self, campaign_id: int, emails: Sequence[str], *, as_subscriber: int | None = None
+        self,
+        campaign_id: int,
+        emails: Sequence[str],
+        *,
+        as_subscriber: int | None = None,
+        variant_id: int | None = None,
     ) -> list[SendResult]:
-        """Render the campaign for each address and send it now, marked [Test], untracked, outside the ledger
-        (see :func:`~emailkit.domain.sending.messages.test_recipients` for whose data personalises it)."""
+        """Render the campaign (or one of its A/B test variants) for each address and send it now, marked
+        [Test], untracked, outside the ledger (see :func:`~emailkit.domain.sending.messages.test_recipients`
+        for whose data personalises it)."""
         async with self.db.session() as s:
             campaign = await s.get(Campaign, campaign_id)
             if campaign is None:
                 raise NotFound("Campaign", field="campaignId", code=ErrorCode.CAMPAIGN_NOT_FOUND)
-            compiled = await self.messages.compile(s, campaign)
+            variant = None
+            if variant_id is not None:
+                variant = next((v for v in await variants_of(s, campaign_id) if v.id == variant_id), None)
+                if variant is None:
+                    raise NotFound("Variant", field="variantId", code=ErrorCode.VARIANT_NOT_FOUND)
+            compiled = await self.messages.compile(s, campaign, variant)
             recipients = await test_recipients(s, emails, as_subscriber)
         build = functools.partial(self.messages.build, compiled, test=True)
         # Off the event loop: this runs in the API process, and a render may take up to its time limit.
@@ -402,16 +447,26 @@ class CampaignSender:
 
 async def _campaign_and_workspace(
     session: AsyncSession, campaign_id: int
-) -> tuple[Campaign, WorkspaceStatus, int | None]:
-    """The campaign, whether its workspace is active and its daily email quota, in the one read a batch run
-    makes of it anyway."""
+) -> tuple[Campaign, WorkspaceStatus, int | None, CampaignAbTest | None]:
+    """The campaign, whether its workspace is active, its daily email quota and its A/B test, in the one read
+    a batch run makes of it anyway."""
     stmt = (
-        select(Campaign, Workspace.status, Workspace.quota_emails_per_day)
+        select(Campaign, Workspace.status, Workspace.quota_emails_per_day, CampaignAbTest)
         .join(Workspace, Workspace.id == Campaign.workspace_id)
+        .outerjoin(CampaignAbTest, CampaignAbTest.campaign_id == Campaign.id)
         .where(Campaign.id == campaign_id)
     )
-    campaign, status, quota = (await session.execute(stmt)).one()
-    return campaign, status, quota
+    campaign, status, quota, test = (await session.execute(stmt)).one()
+    return campaign, status, quota, test
+
+
+def _split(test: CampaignAbTest | None, variants: Sequence[CampaignVariant]) -> Split | None:
+    """Who this run materialises and with which variant; None for a campaign without an A/B test."""
+    if test is None or not variants:
+        return None
+    # A winner picked while the test is still being sent goes to the rest only once the rest is sent.
+    winner = test.winner_variant_id if test.remainder_started_at is not None else None
+    return Split(test.campaign_id, tuple(v.id for v in variants), test.test_share, winner)
 
 
 class _EarlyResults:

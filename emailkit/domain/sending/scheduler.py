@@ -1,10 +1,11 @@
 """Periodic upkeep that keeps sends moving with no external cron.
 
 Every worker process (and the embedded one) runs :func:`tick` every second or so. Each step is an atomic,
-idempotent database update, so any number of processes may tick at once: starting a due campaign locks its row,
-and re-enqueueing a batch first moves its ``enqueued_at`` forward (a transactional delivery its ``updated_at``) so
-only one ticker wins. Each step enqueues through ``dispatch.commit_then_enqueue``: only after its update has
-committed, so a ticker whose claim was rolled back (or run again after a conflict) enqueues nothing for it.
+idempotent database update, so any number of processes may tick at once: starting a due campaign locks its row
+(so does sending an A/B test's winner to the rest of its audience), and re-enqueueing a batch first moves its
+``enqueued_at`` forward (a transactional delivery its ``updated_at``) so only one ticker wins. Each step
+enqueues through ``dispatch.commit_then_enqueue``: only after its update has committed, so a ticker whose claim
+was rolled back (or run again after a conflict) enqueues nothing for it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from emailkit.db.types import utcnow
 from emailkit.domain.errors import DomainError
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.sending import dispatch, lifecycle
+from emailkit.domain.sending.ab import winner
 from emailkit.domain.sending.config import SendingConfig
 from emailkit.domain.sending.jobs import Jobs
 from emailkit.domain.transactions import ConcurrentChange
@@ -75,6 +77,31 @@ async def _start_due(runtime: Runtime, campaign_id: int, batch_size: int, now: d
         return False
     dispatched.or_raise()
     return True
+
+
+async def send_due_winners(runtime: Runtime, now: datetime) -> list[int]:
+    """A/B tests whose wait is over (or whose winner was picked) once their test was sent: the winner is chosen
+    unless picked, and sent to the rest of the audience, each campaign inside its own workspace's scope.
+    Returns the campaigns whose rest started now."""
+    with all_workspaces():
+        async with runtime.db.session() as s:
+            due = await winner.due(s, now)
+    started = []
+    for workspace_id, campaign_id in due:
+        with workspace_scope(workspace_id):
+            dispatched = await dispatch.commit_then_enqueue(
+                runtime, functools.partial(winner.send_rest, campaign_id=campaign_id, now=now)
+            )
+        if dispatched.value is None:
+            continue  # another ticker was first, or the campaign stopped meanwhile
+        started.append(campaign_id)
+        log.info("campaign %s: A/B test decided, sending the winner to the rest", campaign_id)
+        if dispatched.queue_error is not None:
+            # Committed: the batches are PENDING and enqueued again as stale ones once the queue is back.
+            log.warning(
+                "campaign %s: the rest's batches are not queued: %s", campaign_id, dispatched.queue_error
+            )
+    return started
 
 
 async def requeue_stale_batches(runtime: Runtime, now: datetime, requeue_after: float) -> list[int]:
@@ -155,11 +182,14 @@ async def requeue_lost_transactional(runtime: Runtime, now: datetime, requeue_af
     return dispatched.or_raise()
 
 
-async def tick(runtime: Runtime, now: datetime | None = None) -> None:
-    """The steps for all workspaces at once (a campaign starts inside its own workspace's scope)."""
+async def tick(runtime: Runtime, now: datetime | None = None) -> list[int]:
+    """The steps for all workspaces at once (a campaign starts inside its own workspace's scope); returns the
+    campaigns whose A/B test was decided by this tick, whose live stats then change."""
     now = now or utcnow()
     with all_workspaces():
         await start_due_campaigns(runtime, now)
+        decided = await send_due_winners(runtime, now)
         requeue_after = (runtime.sending.config if runtime.sending else SendingConfig()).requeue_after_seconds
         await requeue_stale_batches(runtime, now, requeue_after)
         await requeue_lost_transactional(runtime, now, requeue_after)
+    return decided

@@ -28,7 +28,7 @@ from sqlalchemy import select
 
 from emailkit.db.engine import Database
 from emailkit.db.tables.audience import Subscriber
-from emailkit.db.tables.sending import Campaign, Delivery
+from emailkit.db.tables.sending import Campaign, CampaignVariant, Delivery
 from emailkit.domain.content.rendering import RenderError
 from emailkit.domain.errors import DomainError
 from emailkit.domain.public_site import PublicSite, site_in_scope
@@ -79,8 +79,14 @@ async def web_view(
             )
             if subscriber is None:
                 return Unavailable.GONE
+            # The A/B test variant this person got, as the ledger recorded it.
+            variant = (
+                None
+                if delivery.variant_id is None
+                else await session.get(CampaignVariant, delivery.variant_id)
+            )
             try:
-                compiled = await builder.compile(session, campaign, web_page=True)
+                compiled = await builder.compile(session, campaign, variant, web_page=True)
             except DomainError:
                 return WebView(site, campaign.subject, None)
     pending = Pending(

@@ -8,8 +8,10 @@ from __future__ import annotations
 import strawberry
 from strawberry.scalars import JSON
 
+from emailkit.db.tables.sending import AbMetric
 from emailkit.db.tables.sending import Campaign as CampaignRow
 from emailkit.domain.sending import campaigns
+from emailkit.domain.sending.ab import definition as ab
 from emailkit.schema.context import Info
 from emailkit.schema.enums import ContentFormat
 from emailkit.schema.errors import DeletePayload, UserError, mutate
@@ -29,6 +31,33 @@ ARCHIVE_DATA = (
     "The placeholder subscriber the archived copy is rendered for: {name, email, attributes}; by default "
     'name "Subscriber", email subscriber@example.com, no attributes. Never a real subscriber\'s data.'
 )
+
+
+@strawberry.input(
+    description="One variant of an A/B test: what it changes. An omitted field keeps the campaign's; give either "
+    "templateId or body with its format for content of its own (its text part is then derived from its HTML)."
+)
+class CampaignVariantInput:
+    subject: str | None = strawberry.field(default=None, description="A Jinja template, like the campaign's.")
+    from_name: str | None = None
+    body: str | None = None
+    format: ContentFormat | None = None
+    template_id: strawberry.ID | None = None
+
+
+@strawberry.input(description="How an A/B test of 2 to 5 variants runs.")
+class AbTestInput:
+    test_share: float = strawberry.field(
+        description="The fraction of the audience that tests the variants (split evenly among them): more than "
+        "0, at most 1. The rest gets the winner."
+    )
+    metric: AbMetric = strawberry.field(
+        description="What decides: unique opens or unique clicks per recipient."
+    )
+    wait_seconds: int = strawberry.field(
+        description=f"How long after the test is sent the winner is chosen automatically "
+        f"({ab.MIN_WAIT_SECONDS} to {ab.MAX_WAIT_SECONDS})."
+    )
 
 
 @strawberry.input(description="Give either templateId or body with its format.")
@@ -51,12 +80,17 @@ class CreateCampaignInput:
     web_view_link: bool | None = strawberry.field(default=None, description=WEB_VIEW_LINK)
     archive: bool | None = strawberry.field(default=None, description=ARCHIVE)
     archive_data: JSON | None = strawberry.field(default=None, description=ARCHIVE_DATA)
+    variants: list[CampaignVariantInput] | None = strawberry.field(
+        default=None, description="An A/B test's 2 to 5 variants (with abTest)."
+    )
+    ab_test: AbTestInput | None = None
 
 
 @strawberry.input(
     description=(
         "Omitted fields keep their value; an empty replyTo or plainText clears it; listIds and segmentIds "
-        "replace their sets (segmentIds only until the campaign starts). "
+        "replace their sets (segmentIds only until the campaign starts); variants replace the A/B test's "
+        "variants (an empty list removes the test) and abTest its settings, until the campaign starts. "
         "Only DRAFT, SCHEDULED and PAUSED campaigns can be edited; archive and archiveData alone can change in "
         "any status."
     )
@@ -83,6 +117,8 @@ class UpdateCampaignInput:
     archive_data: JSON | None = strawberry.field(
         default=None, description=ARCHIVE_DATA + " An empty object resets it to the defaults."
     )
+    variants: list[CampaignVariantInput] | None = None
+    ab_test: AbTestInput | None = None
 
 
 @strawberry.input
@@ -125,6 +161,28 @@ def _to_domain(input: CreateCampaignInput | UpdateCampaignInput) -> campaigns.Ca
         web_view_link=input.web_view_link,
         archive=input.archive,
         archive_data=input.archive_data,
+        variants=[_variant(i, v) for i, v in enumerate(input.variants)]
+        if input.variants is not None
+        else None,
+        ab_test=(
+            ab.AbTestInput(input.ab_test.test_share, input.ab_test.metric, input.ab_test.wait_seconds)
+            if input.ab_test is not None
+            else None
+        ),
+    )
+
+
+def _variant(i: int, v: CampaignVariantInput) -> ab.VariantInput:
+    return ab.VariantInput(
+        subject=v.subject,
+        from_name=v.from_name,
+        body=v.body,
+        format=v.format,
+        template_id=(
+            decode_id(v.template_id, "Template", f"variants[{i}].templateId")
+            if v.template_id is not None
+            else None
+        ),
     )
 
 

@@ -11,8 +11,10 @@ from strawberry.scalars import JSON
 
 from emailkit.db.tables.sending import Campaign as CampaignRow
 from emailkit.domain.errors import DomainError, ErrorCode
+from emailkit.domain.feedback.live import publish_decided
 from emailkit.domain.runtime import campaign_sender
 from emailkit.domain.sending import deliveries, lifecycle
+from emailkit.domain.sending.ab import winner
 from emailkit.domain.sending.config import SendingConfig
 from emailkit.domain.sending.dispatch import Dispatched
 from emailkit.domain.validation import normalize_email
@@ -66,6 +68,15 @@ class SendTestEmailInput:
         description="Personalise every test message with this subscriber's data. Default: the data of "
         "the subscriber with that address, else of a sample subscriber named Sam Sample.",
     )
+    variant_id: strawberry.ID | None = strawberry.field(
+        default=None, description="Send this A/B test variant of the campaign. Default: the campaign's own."
+    )
+
+
+@strawberry.input
+class PickWinnerInput:
+    campaign_id: strawberry.ID
+    variant_id: strawberry.ID
 
 
 @strawberry.input
@@ -222,6 +233,24 @@ class Mutation:
         )
 
     @write_mutation(
+        description="Choose the winner of a campaign's A/B test by hand, before (or instead of) the automatic "
+        "choice: the rest of the audience gets it as soon as the test share has been sent (at once if it has, "
+        "once resumed if the campaign is PAUSED). Refused once a winner is chosen."
+    )
+    async def pick_winner(self, info: Info, input: PickWinnerInput) -> CampaignLifecyclePayload:
+        out = await mutate_then_enqueue(
+            info,
+            lambda s: winner.pick_winner(
+                s,
+                decode_id(input.campaign_id, "Campaign", "campaignId"),
+                decode_id(input.variant_id, "CampaignVariant", "variantId"),
+            ),
+        )
+        if out.value is not None:
+            await publish_decided(info.context.db, info.context.runtime.live, [out.value.value.id])
+        return _running_payload(info, out)
+
+    @write_mutation(
         description="Send the campaign now to up to 10 addresses, marked [Test], without tracking."
     )
     async def send_test_email(self, info: Info, input: SendTestEmailInput) -> SendTestEmailPayload:
@@ -239,8 +268,13 @@ class Mutation:
                 if input.subscriber_id is not None
                 else None
             )
+            variant_id = (
+                decode_id(input.variant_id, "CampaignVariant", "variantId")
+                if input.variant_id is not None
+                else None
+            )
             results = await campaign_sender(info.context.runtime).send_test(
-                campaign_id, emails, as_subscriber=as_subscriber
+                campaign_id, emails, as_subscriber=as_subscriber, variant_id=variant_id
             )
         except DomainError as exc:
             return SendTestEmailPayload(results=[], user_errors=to_user_errors(exc))

@@ -12,6 +12,7 @@ from emailkit.domain.feedback import analytics
 from emailkit.schema.context import Info
 from emailkit.schema.loaders import load_one
 from emailkit.schema.relay import Node, parse_global_id
+from emailkit.schema.types.abtests import variant_by_id
 from emailkit.schema.types.campaigns import CampaignType
 from emailkit.schema.types.deliveries import DeliveryType
 from emailkit.schema.types.events import EventNode
@@ -75,6 +76,7 @@ RESOLVERS: dict[str, Callable[[Info, int], Awaitable[Node | None]]] = {
     "Event": _event,
     "Suppression": _suppression,
     "Import": _import,
+    "CampaignVariant": variant_by_id,
 }
 
 

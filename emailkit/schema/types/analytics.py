@@ -16,6 +16,7 @@ from emailkit.domain.feedback.live import StatsSnapshot
 from emailkit.schema.context import Info
 from emailkit.schema.loaders import Batched, TimelineArgs, then
 from emailkit.schema.relay import to_global_id
+from emailkit.schema.types.abtests import AbStatsParts, AbTestStats, VariantStats, ab_loaders
 
 strawberry.enum(analytics.TimelineBucket, name="TimelineBucket", description="UTC hours or UTC days.")
 
@@ -43,11 +44,38 @@ class CampaignStats:
     click_rate: float
     bounce_rate: float
     complaint_rate: float
+    pk: strawberry.Private[int] = 0
+    # The A/B test's part, when it was read with the counters (a subscription); else read on demand.
+    ab: strawberry.Private[AbStatsParts | None] = None
+
+    def _ab(self, info: Info) -> AbStatsParts | Awaitable[AbStatsParts]:
+        if self.ab is not None:
+            return self.ab
+        return then(ab_loaders(info).standings.now_or_later(self.pk), AbStatsParts.of)
+
+    @strawberry.field(
+        graphql_type=list[VariantStats],
+        description="Per variant of the campaign's A/B test, A first; empty for a campaign without a test.",
+    )
+    def variants(self, info: Info) -> list[VariantStats] | Awaitable[list[VariantStats]]:
+        return then(self._ab(info), lambda parts: parts.variants)
+
+    @strawberry.field(graphql_type=VariantStats | None, description="The A/B test's winner, once chosen.")
+    def winner(self, info: Info) -> VariantStats | Awaitable[VariantStats | None] | None:
+        return then(self._ab(info), lambda parts: parts.winner)
+
+    @strawberry.field(
+        graphql_type=AbTestStats | None, description="How the A/B test went; null without a test."
+    )
+    def ab_test(self, info: Info) -> AbTestStats | Awaitable[AbTestStats | None] | None:
+        return then(self._ab(info), lambda parts: parts.ab_test)
 
     @classmethod
-    def from_snapshot(cls, s: StatsSnapshot) -> CampaignStats:
+    def from_snapshot(cls, s: StatsSnapshot, ab: AbStatsParts | None = None) -> CampaignStats:
         r = analytics.rates(s)
         return cls(
+            pk=s.campaign_id,
+            ab=ab,
             campaign_id=to_global_id("Campaign", s.campaign_id),
             recipients=s.recipients,
             sent=s.sent,

@@ -18,6 +18,7 @@ from emailkit.schema.context import Info
 from emailkit.schema.enums import CampaignStatus, ContentFormat
 from emailkit.schema.loaders import load_one
 from emailkit.schema.relay import Connection, Node, to_global_id
+from emailkit.schema.types.abtests import AbTest, VariantType, campaign_ab_test, campaign_variants
 from emailkit.schema.types.analytics import (
     CampaignLinkStats,
     CampaignStats,
@@ -135,6 +136,16 @@ class CampaignType(Node):
         loaders = info.context.loaders
         rows = await loaders.segment_by_id.load_many(await loaders.segment_ids_by_campaign.load(self.pk))
         return [SegmentType.from_model(r) for r in rows if r is not None]
+
+    @strawberry.field(description="The variants of its A/B test, A first; empty for a campaign without one.")
+    async def variants(self, info: Info) -> list[VariantType]:
+        return await campaign_variants(info, self.pk, self.subject, self.from_name)
+
+    @strawberry.field(description="Its A/B test: how it is set up and where it stands; null without one.")
+    async def ab_test(self, info: Info) -> AbTest | None:
+        return await campaign_ab_test(
+            info, self.pk, self.subject, self.from_name, started=self.started_at is not None
+        )
 
     deliveries: Connection[DeliveryType] = strawberry.field(resolver=campaign_deliveries)
     progress: CampaignProgress = strawberry.field(resolver=campaign_progress)

@@ -12,6 +12,7 @@ from emailkit.db.tables.sending import DeliveryStatus
 from emailkit.schema.context import Info
 from emailkit.schema.loaders import load_one
 from emailkit.schema.relay import Node, to_global_id
+from emailkit.schema.types.abtests import VariantType, variant_by_id
 from emailkit.schema.types.lazy import resolved
 from emailkit.schema.types.subscribers import SubscriberType
 
@@ -29,6 +30,7 @@ class DeliveryType(Node):
     pk: strawberry.Private[int]
     campaign_pk: strawberry.Private[int | None]
     subscriber_pk: strawberry.Private[int | None]
+    variant_pk: strawberry.Private[int | None]
     email: str
     status: DeliveryStatus
     skip_reason: str | None
@@ -46,6 +48,12 @@ class DeliveryType(Node):
             info.context.loaders.campaign_by_id, self.campaign_pk, resolved(CampaignRef).from_model
         )
 
+    @strawberry.field(
+        description="The A/B test variant this recipient got (recorded with the delivery); null without a test."
+    )
+    async def variant(self, info: Info) -> VariantType | None:
+        return await variant_by_id(info, self.variant_pk) if self.variant_pk is not None else None
+
     @strawberry.field(description="The recipient; null for a transactional message or once erased.")
     async def subscriber(self, info: Info) -> SubscriberType | None:
         return await load_one(
@@ -59,6 +67,7 @@ class DeliveryType(Node):
             pk=row.id,
             campaign_pk=row.campaign_id,
             subscriber_pk=row.subscriber_id,
+            variant_pk=row.variant_id,
             email=row.email,
             status=row.status,
             skip_reason=row.skip_reason,

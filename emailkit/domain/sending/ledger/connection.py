@@ -40,7 +40,7 @@ _STATE_AND_LEASE = """
 """
 
 _CHUNK = """
-    SELECT d.id, d.subscriber_id, d.email, d.attempts, s.name, s.attributes
+    SELECT d.id, d.subscriber_id, d.email, d.attempts, s.name, s.attributes, d.variant_id
     FROM deliveries AS d JOIN subscribers AS s ON s.id = d.subscriber_id AND s.workspace_id = $7
     WHERE d.campaign_id = $1 AND d.subscriber_id BETWEEN $2 AND $3 AND d.status = $4 AND d.id > $5
         AND d.workspace_id = $7
@@ -49,7 +49,9 @@ _CHUNK = """
 """
 
 # Only rows still SENDING: a takeover that found this worker presumed dead has made them IN_DOUBT meanwhile,
-# and counting them as sent too would count them twice.
+# and counting them as sent too would count them twice. The A/B test variants' counters are updated after the
+# campaign's row is (their join needs its row), so concurrent recordings, serialised on that row, never lock
+# two variants in opposite orders.
 _RECORD_SENT = """
     WITH sent AS (
         UPDATE deliveries AS d
@@ -57,12 +59,19 @@ _RECORD_SENT = """
             last_error = NULL
         FROM unnest($2::bigint[], $3::text[], $4::int[]) AS v(id, pid, att)
         WHERE d.id = v.id AND d.status = $6 AND d.workspace_id = $8
-        RETURNING 1
+        RETURNING d.variant_id
+    ), campaign AS (
+        UPDATE campaigns SET sent_count = sent_count + (SELECT count(*) FROM sent), updated_at = $5
+        WHERE id = $7 AND workspace_id = $8
+        RETURNING id, status, status_reason, recipients_count, sent_count, failed_count, skipped_count,
+            in_doubt_count, (SELECT count(*) FROM sent) AS recorded
+    ), variants AS (
+        UPDATE campaign_variants AS cv SET sent_count = cv.sent_count + n.sent
+        FROM campaign,
+            (SELECT variant_id, count(*) AS sent FROM sent WHERE variant_id IS NOT NULL GROUP BY variant_id) AS n
+        WHERE cv.id = n.variant_id AND cv.workspace_id = $8
     )
-    UPDATE campaigns SET sent_count = sent_count + (SELECT count(*) FROM sent), updated_at = $5
-    WHERE id = $7 AND workspace_id = $8
-    RETURNING id, status, status_reason, recipients_count, sent_count, failed_count, skipped_count,
-        in_doubt_count, (SELECT count(*) FROM sent) AS recorded
+    SELECT * FROM campaign
 """
 
 
@@ -140,7 +149,7 @@ class BatchConnection:
                 limit,
                 self._workspace_id,
             )
-        chunk = [Pending(r[0], r[1], r[2], r[4] or "", _attributes(r[5]), r[3]) for r in rows]
+        chunk = [Pending(r[0], r[1], r[2], r[4] or "", _attributes(r[5]), r[3], r[6]) for r in rows]
         return _campaign(state, self._workspace_id), chunk
 
     async def record_sent(

@@ -8,7 +8,8 @@ the ledger saying what happened, or that it cannot know.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections import defaultdict
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import Update, and_, bindparam, or_, select, update
@@ -17,10 +18,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.db.engine import Database
 from emailkit.db.tables.audience import Subscriber
-from emailkit.db.tables.sending import BatchStatus, Campaign, CampaignBatch, Delivery, DeliveryStatus
+from emailkit.db.tables.sending import (
+    BatchStatus,
+    Campaign,
+    CampaignBatch,
+    CampaignVariant,
+    Delivery,
+    DeliveryStatus,
+)
 from emailkit.db.types import utcnow
 from emailkit.domain.audience import targeting as audience
 from emailkit.domain.sending import lifecycle
+from emailkit.domain.sending.ab.split import Split
 from emailkit.domain.sending.ledger.protocol import (
     IN_DOUBT_NOTE,
     Failed,
@@ -34,8 +43,10 @@ from emailkit.domain.webhooks_out import emitters
 # Rows a result may still be recorded on: not yet handed over (failed before it) or handed over by this run.
 _UNSETTLED = (DeliveryStatus.QUEUED, DeliveryStatus.SENDING)
 
-# (subscriber id, email, status, skip reason, the lists that make the recipient sendable as "3,8")
-Recipient = tuple[int, str, DeliveryStatus, str | None, str | None]
+# (subscriber id, email, status, skip reason, the lists that make the recipient sendable as "3,8", variant)
+Recipient = tuple[int, str, DeliveryStatus, str | None, str | None, int | None]
+# Deliveries recorded sent, per A/B test variant (None: no test).
+PerVariant = Mapping[int | None, int]
 
 
 class PortableLedger:
@@ -96,19 +107,24 @@ class PortableLedger:
 
     # -- before sending -----------------------------------------------------------------------------------
 
-    async def materialise(self, session: AsyncSession, batch: CampaignBatch) -> int:
+    async def materialise(
+        self, session: AsyncSession, batch: CampaignBatch, split: Split | None = None
+    ) -> int:
         target = await audience.load_target(session, batch.campaign_id)
         now = utcnow()
         recipients: list[Recipient] = []
         for sid, email, status, sendable, unconfirmed, via in await session.execute(
             audience.recipients_stmt(target, batch.lo_id, batch.hi_id)
         ):
+            variant = split.variant_of(sid) if split is not None else None
+            if split is not None and variant is None:
+                continue  # outside the A/B test's share: materialised with the winner, once it is chosen
             reason = audience.skip_reason(status, int(sendable or 0), int(unconfirmed or 0))
             # The lists that make a QUEUED recipient sendable: what an unsubscribe from this delivery leaves.
             recipients.append(
-                (sid, email, DeliveryStatus.SKIPPED, reason, None)
+                (sid, email, DeliveryStatus.SKIPPED, reason, None, variant)
                 if reason
-                else (sid, email, DeliveryStatus.QUEUED, None, via)
+                else (sid, email, DeliveryStatus.QUEUED, None, via, variant)
             )
         if not recipients:
             return 0
@@ -139,10 +155,11 @@ class PortableLedger:
                 "status": status,
                 "skip_reason": reason,
                 "via_list_ids": None if via is None else audience.parse_id_list(via),
+                "variant_id": variant,
                 "created_at": now,
                 "updated_at": now,
             }
-            for sid, email, status, reason, via in recipients
+            for sid, email, status, reason, via, variant in recipients
         ]
         # One executemany: compiled once (cached) and sent as multi-row pages, where a .values(rows)
         # statement per page would be compiled afresh every time (≈18% of a worker's CPU when measured).
@@ -183,6 +200,7 @@ class PortableLedger:
                 Delivery.attempts,
                 Subscriber.name,
                 Subscriber.attributes,
+                Delivery.variant_id,
             )
             .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
             .where(
@@ -198,8 +216,8 @@ class PortableLedger:
             await s.execute(self._lease_stmt(batch.id))
             campaign = await s.get(Campaign, batch.campaign_id, populate_existing=True)
             chunk = [
-                Pending(did, sid, email, name or "", dict(attrs or {}), attempts)
-                for did, sid, email, attempts, name, attrs in await s.execute(stmt)
+                Pending(did, sid, email, name or "", dict(attrs or {}), attempts, variant)
+                for did, sid, email, attempts, name, attrs, variant in await s.execute(stmt)
             ]
         return campaign, chunk
 
@@ -242,10 +260,14 @@ class PortableLedger:
                 )
                 if changed.rowcount:  # type: ignore[attr-defined]
                     recorded.failures.append(f)
+            per_variant: PerVariant = {}
             if sent:
-                recorded.sent = await self._record_sent(s, batch.workspace_id, sent, now)
+                per_variant = await self._record_sent(s, batch.workspace_id, sent, now)
+                recorded.sent = sum(per_variant.values())
             if recorded.sent or recorded.failed:
+                # The campaign's row first, as every recording does: it serialises their variant updates.
                 await self._bump(s, batch.campaign_id, sent=recorded.sent, failed=recorded.failed)
+                await self._bump_variants(s, batch.workspace_id, per_variant)
             # Outgoing webhooks, in the same transaction (no statement when no endpoint listens).
             await emitters.deliveries_settled(
                 s,
@@ -261,8 +283,20 @@ class PortableLedger:
 
     async def _record_sent(
         self, session: AsyncSession, workspace_id: int, sent: Sequence[Sent], now: datetime
+    ) -> PerVariant:
+        """Mark SENDING rows SENT; returns how many were, per variant (a row a takeover settled meanwhile is
+        not). One statement per variant: its row count is what that variant's counter gains."""
+        groups: dict[int | None, list[Sent]] = defaultdict(list)
+        for r in sent:
+            groups[r.variant_id].append(r)
+        return {
+            variant: await self._record_sent_rows(session, workspace_id, rows, now)
+            for variant, rows in sorted(groups.items(), key=lambda item: item[0] or 0)
+        }
+
+    async def _record_sent_rows(
+        self, session: AsyncSession, workspace_id: int, sent: Sequence[Sent], now: datetime
     ) -> int:
-        """Mark SENDING rows SENT; returns how many were (a row a takeover settled meanwhile is not)."""
         table = Delivery.__table__
         # A statement on the table, not the entity: the session's workspace filter does not reach it.
         stmt = (
@@ -290,6 +324,21 @@ class PortableLedger:
         for row in rows:
             changed += int((await session.execute(stmt, row)).rowcount or 0)  # type: ignore[attr-defined]
         return changed
+
+    @staticmethod
+    async def _bump_variants(session: AsyncSession, workspace_id: int, per_variant: PerVariant) -> None:
+        """Add to the sent counters of A/B test variants (a few rows at most), in the batch's workspace."""
+        counts = sorted((vid, n) for vid, n in per_variant.items() if vid is not None and n)
+        if not counts:
+            return
+        table = CampaignVariant.__table__
+        # A statement on the table, not the entity: the session's workspace filter does not reach it.
+        stmt = (
+            update(table)  # type: ignore[arg-type]
+            .where(table.c.id == bindparam("b_id"), table.c.workspace_id == workspace_id)
+            .values(sent_count=table.c.sent_count + bindparam("b_n"))
+        )
+        await session.execute(stmt, [{"b_id": vid, "b_n": n} for vid, n in counts])
 
     @staticmethod
     async def _bump(

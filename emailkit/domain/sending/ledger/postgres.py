@@ -11,6 +11,7 @@ portable ledger's statements they replace; the rest (claim, lease, release, sett
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,7 +24,7 @@ from emailkit.db.engine import Database
 from emailkit.db.tables.sending import Campaign, CampaignBatch, Delivery, DeliveryStatus
 from emailkit.db.types import utcnow
 from emailkit.domain.sending.ledger.connection import BatchConnection
-from emailkit.domain.sending.ledger.portable import PortableLedger, Recipient
+from emailkit.domain.sending.ledger.portable import PerVariant, PortableLedger, Recipient
 from emailkit.domain.sending.ledger.protocol import Failed, LeaseLost, Pending, Recorded, Sent
 from emailkit.domain.webhooks_out import emit
 
@@ -42,7 +43,12 @@ def _materialise_stmt() -> Any:
     # execution on the server); Python-side column defaults are added by from_select.
     table = Delivery.__table__
     rows = _unnest(
-        ("sids", BigInteger), ("emails", Text), ("statuses", Text), ("reasons", Text), ("vias", Text)
+        ("sids", BigInteger),
+        ("emails", Text),
+        ("statuses", Text),
+        ("reasons", Text),
+        ("vias", Text),
+        ("variants", BigInteger),
     )
     now = bindparam("now", type_=table.c.created_at.type)
     columns = [
@@ -53,6 +59,7 @@ def _materialise_stmt() -> Any:
         "status",
         "skip_reason",
         "via_list_ids",
+        "variant_id",
         "created_at",
         "updated_at",
     ]
@@ -64,6 +71,7 @@ def _materialise_stmt() -> Any:
         rows.c.statuses,
         rows.c.reasons,
         cast(rows.c.vias, postgresql.JSONB),
+        rows.c.variants,
         now,
         now,
     )
@@ -95,6 +103,7 @@ def _record_sent_stmt() -> Any:
             updated_at=now,
             last_error=None,
         )
+        .returning(table.c.variant_id)
     )
 
 
@@ -117,7 +126,7 @@ class PostgresLedger(PortableLedger):
     async def _insert(
         self, session: AsyncSession, batch: CampaignBatch, recipients: list[Recipient], now: datetime
     ) -> list[DeliveryStatus]:
-        sids, emails, statuses, reasons, vias = zip(*recipients, strict=True)
+        sids, emails, statuses, reasons, vias, variants = zip(*recipients, strict=True)
         params = {
             "workspace_id": batch.workspace_id,
             "campaign_id": batch.campaign_id,
@@ -127,6 +136,7 @@ class PostgresLedger(PortableLedger):
             "reasons": list(reasons),
             # "3,8" (ordered by the database) is the JSON array [3,8] without its brackets.
             "vias": [None if v is None else f"[{v}]" for v in vias],
+            "variants": list(variants),
             "now": now,
         }
         return list((await session.execute(_MATERIALISE, params)).scalars())
@@ -191,8 +201,8 @@ class PostgresLedger(PortableLedger):
             or await emit.wanted_in(self.db, batch.workspace_id, "delivery.sent")
         ):
             return await super().record(batch, sent, failed, with_campaign=with_campaign)
-        # The usual chunk: everyone sent. One statement records them, bumps the counter and returns the
-        # campaign.
+        # The usual chunk: everyone sent. One statement records them, bumps the counters (the campaign's and
+        # its A/B test variants') and returns the campaign.
         campaign, count = await lent.record_sent(
             campaign_id=batch.campaign_id,
             ids=[r.delivery_id for r in sent],
@@ -204,7 +214,7 @@ class PostgresLedger(PortableLedger):
 
     async def _record_sent(
         self, session: AsyncSession, workspace_id: int, sent: Sequence[Sent], now: datetime
-    ) -> int:
+    ) -> PerVariant:
         params = {
             "ws": workspace_id,
             "ids": [r.delivery_id for r in sent],
@@ -212,4 +222,4 @@ class PostgresLedger(PortableLedger):
             "atts": [r.attempts for r in sent],
             "now": now,
         }
-        return int((await session.execute(_RECORD_SENT, params)).rowcount or 0)  # type: ignore[attr-defined]
+        return Counter((await session.execute(_RECORD_SENT, params)).scalars())

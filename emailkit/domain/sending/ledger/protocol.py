@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.db.tables.sending import Campaign, CampaignBatch, DeliveryStatus
+from emailkit.domain.sending.ab.split import Split
 
 IN_DOUBT_NOTE = "outcome unknown: the worker stopped while handing this message to the provider"
 
@@ -28,6 +29,8 @@ class Pending:
     name: str
     attributes: dict[str, Any]
     attempts: int
+    # The A/B test variant recorded on the delivery (None: the campaign has no test).
+    variant_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,8 @@ class Sent:
     delivery_id: int
     provider_message_id: str | None
     attempts: int
+    # Its A/B test variant, whose sent counter it adds to.
+    variant_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -78,8 +83,12 @@ class BatchLedger(Protocol):
 
     async def extend_lease(self, batch_id: int) -> None: ...
 
-    async def materialise(self, session: AsyncSession, batch: CampaignBatch) -> int:
-        """Insert the batch's ledger rows (idempotent); returns how many new SKIPPED rows were added."""
+    async def materialise(
+        self, session: AsyncSession, batch: CampaignBatch, split: Split | None = None
+    ) -> int:
+        """Insert the batch's ledger rows (idempotent); returns how many new SKIPPED rows were added.
+
+        With an A/B test's `split`, only the recipients it gives a variant now, each with that variant."""
         ...
 
     async def settle_in_doubt(self, session: AsyncSession, batch: CampaignBatch) -> int:
