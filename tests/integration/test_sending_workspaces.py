@@ -445,3 +445,36 @@ async def test_the_daily_quota_holds_the_rest_until_the_next_day(
     done = await campaign_row(db, campaign_id)
     assert (done.status, done.status_reason) == (CampaignStatus.FINISHED, None)
     assert done.sent_count == done.recipients_count - done.skipped_count
+
+
+async def test_mail_links_follow_the_workspace_public_url(db: Database, tmp_path: Path) -> None:
+    """A workspace with a public URL of its own gets its tracking, unsubscribe and web view links there; the
+    others keep the instance's."""
+    branded = await make_workspace(db, "branded")
+    with all_workspaces():
+        async with db.transaction() as s:
+            await s.execute(
+                update(Workspace)
+                .where(Workspace.id == branded)
+                .values(public_url="https://news.brand-b.example/")
+            )
+    audience = (await interleaved(db, (branded, W1)))[branded]
+    runtime = sending_runtime(db, tmp_path / "outbox", "chosen")
+    with workspace_scope(branded):
+        campaign_id = await make_campaign(db, audience)
+        async with db.transaction() as s:
+            await s.execute(
+                update(Campaign)
+                .where(Campaign.id == campaign_id)
+                .values(body='<p>Hi <a href="https://example.com/x">x</a> {{ webview_url }}</p>')
+            )
+        for batch_id in await start(db, campaign_id, batch_size=100):
+            await campaign_sender(runtime).run_batch(batch_id)
+    messages = [p.read_bytes().decode() for p in (tmp_path / "outbox").rglob("*.eml")]
+    assert messages
+    for raw in messages:
+        msg = email.message_from_string(raw, policy=email.policy.default)
+        assert msg["List-Unsubscribe"].startswith("<https://news.brand-b.example/u/")
+        html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+        assert "https://news.brand-b.example/t/c/" in html and "https://news.brand-b.example/t/o/" in html
+        assert "https://news.brand-b.example/v/" in html and "http://testserver" not in html

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from emailkit.db.tables.audience import Subscriber
 from emailkit.db.tables.content import ContentFormat, Template
 from emailkit.db.tables.sending import Campaign, CampaignVariant
+from emailkit.db.tables.tenancy import Workspace
 from emailkit.domain.content.rendering import (
     CLICK_CALL,
     PIXEL_CALL,
@@ -54,6 +55,8 @@ class Compiled:
     tracked: TrackedTemplate
     # The content uses webview_url (or has the "View in browser" line): only then is it signed per message.
     web_view: bool = False
+    # Where its links point: the workspace's public URL, else the instance's (None: the builder's own).
+    urls: TrackingUrls | None = None
 
 
 class MessageBuilder:
@@ -105,17 +108,29 @@ class MessageBuilder:
             list_id_header=f'"{_header_safe(campaign.name)}" <campaign-{campaign.id}.{self._host}>',
             tracked=content.tracked(clicks=campaign.track_clicks, opens=track_opens),
             web_view=view_link or mentions_web_view(body, subject, plain_text),
+            urls=await self._urls_of(session, campaign.workspace_id),
         )
+
+    async def _urls_of(self, session: AsyncSession, workspace_id: int) -> TrackingUrls | None:
+        """The links of a workspace with a public URL of its own point there (its domain must reach this
+        instance); the others keep the instance's. A read per compile, answered by the session's identity map
+        for the variants compiled after the first."""
+        workspace = await session.get(Workspace, workspace_id)
+        base = None if workspace is None else workspace.public_url
+        if not base or base.rstrip("/") == self.urls.base:
+            return None
+        return TrackingUrls(base, self.urls.signer)
 
     def build(self, c: Compiled, p: Pending, *, test: bool = False) -> OutgoingMessage:
         """One recipient's message. Test sends carry no tracking and a marked subject, and touch no ledger."""
         did_str = f"test-{secrets.token_hex(8)}" if test else str(p.delivery_id)
-        unsubscribe = f"{self.urls.base}/u/test" if test else self.urls.unsubscribe(p.delivery_id)
+        links_of = c.urls or self.urls
+        unsubscribe = f"{links_of.base}/u/test" if test else links_of.unsubscribe(p.delivery_id)
         webview = self._web_view_url(c, p, test)
         tracking: dict[str, Any] = {}
         tracked = None if test else c.tracked
         if tracked is not None and tracked.render is not None:
-            did, links, urls = p.delivery_id, tracked.links, self.urls
+            did, links, urls = p.delivery_id, tracked.links, links_of
             tracking[CLICK_CALL] = lambda i: urls.click(did, links[i])
             tracking[PIXEL_CALL] = lambda: urls.open_pixel(did)
         rendered = c.content.render(
@@ -140,10 +155,10 @@ class MessageBuilder:
             if c.track_clicks and not tracked.clicks:
                 did = p.delivery_id
                 html = rewrite_links(
-                    html, lambda url: self.urls.click(did, url), skip=frozenset({unsubscribe, webview or ""})
+                    html, lambda url: links_of.click(did, url), skip=frozenset({unsubscribe, webview or ""})
                 )
             if c.track_opens and not tracked.pixel:
-                html = add_open_pixel(html, self.urls.open_pixel(p.delivery_id))
+                html = add_open_pixel(html, links_of.open_pixel(p.delivery_id))
         list_unsubscribe = f"<{unsubscribe}>"
         if self.unsubscribe_mailto:
             subject = quote(f"unsubscribe {did_str}")
@@ -173,7 +188,8 @@ class MessageBuilder:
     def _web_view_url(self, c: Compiled, p: Pending, test: bool) -> str | None:
         if not c.web_view:
             return None
-        return f"{self.urls.base}/v/test" if test else self.urls.web_view(p.delivery_id)
+        links_of = c.urls or self.urls
+        return f"{links_of.base}/v/test" if test else links_of.web_view(p.delivery_id)
 
 
 async def test_recipients(
