@@ -33,7 +33,7 @@ from emailkit.domain.errors import DomainError, ErrorCode
 from emailkit.domain.feedback import IncomingEvent, record_events
 from emailkit.domain.ports.provider import SendResult
 from emailkit.domain.runtime import Runtime
-from emailkit.domain.sending import campaigns, deliveries, lifecycle, scheduler
+from emailkit.domain.sending import campaigns, deliveries, lifecycle, scheduler, webview
 from emailkit.domain.sending.ab import winner
 from emailkit.domain.sending.ab.definition import AbTestInput, VariantInput
 from emailkit.domain.sending.ab.split import Split, position_in_test
@@ -599,3 +599,34 @@ async def test_failures_retried_during_the_wait_belong_to_the_test(db: Database)
     }
     assert {st for _, st in recorded.values()} == {DeliveryStatus.SENT}
     assert len(provider.messages) == 40 == len({m.recipient for m in provider.messages})
+
+
+async def test_the_web_view_shows_the_variant_its_reader_got(db: Database) -> None:
+    list_id, _ = await seed_audience(db, 12)
+    campaign_id = await make_ab_campaign(db, list_id)
+    a, b = await variant_ids(db, campaign_id)
+    provider = KeepingProvider()
+    sender = make_sender(db, provider)
+    await run_all(sender, await start(db, campaign_id))
+    recorded = await ledger(db, campaign_id)
+    async with db.session() as s:
+        delivery_of = {
+            int(sid): (int(did), vid)
+            for did, sid, vid in (
+                await s.execute(
+                    select(Delivery.id, Delivery.subscriber_id, Delivery.variant_id).where(
+                        Delivery.campaign_id == campaign_id
+                    )
+                )
+            ).all()
+        }
+    subjects = {}
+    for subscriber_id, (variant, _status) in recorded.items():
+        delivery_id, _ = delivery_of[subscriber_id]
+        page = await webview.web_view(
+            db, sender.messages, delivery_id, default_base_url="https://mail.ab.test"
+        )
+        assert isinstance(page, webview.WebView)
+        subjects[variant] = page.subject
+    assert set(subjects) == {a, b}
+    assert subjects[a] != subjects[b] and subjects[b].startswith("B:")
