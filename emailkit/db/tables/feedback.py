@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import (
     ForeignKey,
@@ -80,14 +80,22 @@ class EventKey(Base):
     __table_args__ = (Index("ix_event_keys_seen_at", "seen_at", postgresql_using="brin"),)
 
 
-class CampaignStats(InWorkspace, Base):
-    """Counters maintained as events are recorded (never computed with COUNT(*) over events)."""
+# The counters a campaign (and each A/B test variant) keeps, in the order the statements list them.
+COUNTERS: Final = (
+    "delivered",
+    "bounced",
+    "complained",
+    "opens",
+    "unique_opens",
+    "clicks",
+    "unique_clicks",
+    "unsubscribed",
+)
 
-    __tablename__ = "campaign_stats"
 
-    campaign_id: Mapped[int] = mapped_column(
-        ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
-    )
+class StatsCounters:
+    """The columns of COUNTERS, and when they last changed."""
+
     delivered: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
     bounced: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
     complained: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
@@ -99,7 +107,17 @@ class CampaignStats(InWorkspace, Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
 
 
-class CampaignVariantStats(InWorkspace, Base):
+class CampaignStats(StatsCounters, InWorkspace, Base):
+    """Counters maintained as events are recorded (never computed with COUNT(*) over events)."""
+
+    __tablename__ = "campaign_stats"
+
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+
+
+class CampaignVariantStats(StatsCounters, InWorkspace, Base):
     """The counters of CampaignStats per A/B test variant, maintained in the same statements' batch."""
 
     __tablename__ = "campaign_variant_stats"
@@ -110,15 +128,6 @@ class CampaignVariantStats(InWorkspace, Base):
     variant_id: Mapped[int] = mapped_column(
         ForeignKey("campaign_variants.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
     )
-    delivered: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
-    bounced: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
-    complained: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
-    opens: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
-    unique_opens: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
-    clicks: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
-    unique_clicks: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
-    unsubscribed: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
 
 
 class CampaignLink(InWorkspace, Base):

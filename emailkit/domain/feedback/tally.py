@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from emailkit.db.tables.feedback import COUNTERS as COUNTERS
 from emailkit.db.tables.feedback import EventType
 from emailkit.domain.feedback.types import (
     MARKER_BOUNCED,
@@ -37,16 +38,6 @@ FIRST_MARKER = {
 _ONCE = {MARKER_BOUNCED: "bounced", MARKER_COMPLAINED: "complained", MARKER_UNSUBSCRIBED: "unsubscribed"}
 _UNIQUE = {MARKER_OPEN: "unique_opens", MARKER_CLICK: "unique_clicks"}
 _TOTAL = {EventType.OPEN: "opens", EventType.CLICK: "clicks", EventType.DELIVERED: "delivered"}
-COUNTERS = (
-    "delivered",
-    "bounced",
-    "complained",
-    "opens",
-    "unique_opens",
-    "clicks",
-    "unique_clicks",
-    "unsubscribed",
-)
 
 
 @dataclass

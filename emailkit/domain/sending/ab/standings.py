@@ -15,20 +15,9 @@ from sqlalchemy import BigInteger, and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.db.dialect import one_of
-from emailkit.db.tables.feedback import CampaignVariantStats
+from emailkit.db.tables.feedback import COUNTERS, CampaignVariantStats
 from emailkit.db.tables.sending import AbMetric, Campaign, CampaignAbTest, CampaignVariant
 from emailkit.domain.sending.ab.significance import Arm, Comparison, compare
-
-COUNTERS = (
-    "delivered",
-    "bounced",
-    "complained",
-    "opens",
-    "unique_opens",
-    "clicks",
-    "unique_clicks",
-    "unsubscribed",
-)
 
 
 @dataclass(frozen=True)
