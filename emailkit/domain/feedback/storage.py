@@ -193,50 +193,30 @@ INSERT INTO campaign_timeline AS t (campaign_id, bucket, type, count, workspace_
 SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::varchar[], $4::bigint[], $5::bigint[])
 ON CONFLICT (campaign_id, bucket, type) DO UPDATE SET count = t.count + excluded.count
 """
-# Parameters: $1 campaign ids, $2 now, then one array per counter in COUNTERS order, then the workspaces.
-_PG_STATS = """
-INSERT INTO campaign_stats AS s (campaign_id, updated_at, delivered, bounced, complained, opens, unique_opens,
-                                 clicks, unique_clicks, unsubscribed, workspace_id)
-SELECT u.c, $2, u.delivered, u.bounced, u.complained, u.opens, u.unique_opens, u.clicks, u.unique_clicks,
-       u.unsubscribed, u.w
-FROM unnest($1::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[],
-            $9::bigint[], $10::bigint[], $11::bigint[])
-    AS u(c, delivered, bounced, complained, opens, unique_opens, clicks, unique_clicks, unsubscribed, w)
-ON CONFLICT (campaign_id) DO UPDATE SET
-    updated_at = excluded.updated_at,
-    delivered = s.delivered + excluded.delivered,
-    bounced = s.bounced + excluded.bounced,
-    complained = s.complained + excluded.complained,
-    opens = s.opens + excluded.opens,
-    unique_opens = s.unique_opens + excluded.unique_opens,
-    clicks = s.clicks + excluded.clicks,
-    unique_clicks = s.unique_clicks + excluded.unique_clicks,
-    unsubscribed = s.unsubscribed + excluded.unsubscribed
-RETURNING campaign_id, delivered, bounced, complained, opens, unique_opens, clicks, unique_clicks, unsubscribed
-"""
 
 
-# Parameters: $1 campaign ids, $2 variant ids, $3 now, then one array per counter in COUNTERS order, then the
-# workspaces.
-_PG_VARIANT_STATS = """
-INSERT INTO campaign_variant_stats AS s (campaign_id, variant_id, updated_at, delivered, bounced, complained,
-                                         opens, unique_opens, clicks, unique_clicks, unsubscribed, workspace_id)
-SELECT u.c, u.v, $3, u.delivered, u.bounced, u.complained, u.opens, u.unique_opens, u.clicks, u.unique_clicks,
-       u.unsubscribed, u.w
-FROM unnest($1::bigint[], $2::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[],
-            $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[])
-    AS u(c, v, delivered, bounced, complained, opens, unique_opens, clicks, unique_clicks, unsubscribed, w)
-ON CONFLICT (campaign_id, variant_id) DO UPDATE SET
-    updated_at = excluded.updated_at,
-    delivered = s.delivered + excluded.delivered,
-    bounced = s.bounced + excluded.bounced,
-    complained = s.complained + excluded.complained,
-    opens = s.opens + excluded.opens,
-    unique_opens = s.unique_opens + excluded.unique_opens,
-    clicks = s.clicks + excluded.clicks,
-    unique_clicks = s.unique_clicks + excluded.unique_clicks,
-    unsubscribed = s.unsubscribed + excluded.unsubscribed
-"""
+def _counters_upsert(table: str, keys: tuple[str, ...], *, returning: bool) -> str:
+    """The statement adding a batch's counters to `table`'s rows (made when missing, in the workspace given).
+
+    Parameters: one bigint array per key column, the time, one array per counter in COUNTERS order, then the
+    workspaces. Written out from COUNTERS so that the campaign's and the variants' counters cannot drift."""
+    k = len(keys)
+    arrays = [f"${i + 1}::bigint[]" for i in range(k)]
+    arrays += [f"${k + 2 + i}::bigint[]" for i in range(len(COUNTERS))]
+    arrays.append(f"${k + 2 + len(COUNTERS)}::bigint[]")
+    key_names, aliases, names = ", ".join(keys), [f"k{i}" for i in range(k)], ", ".join(COUNTERS)
+    adds = ",\n    ".join(f"{c} = s.{c} + excluded.{c}" for c in COUNTERS)
+    statement = (
+        f"INSERT INTO {table} AS s ({key_names}, updated_at, {names}, workspace_id)\n"
+        f"SELECT {', '.join('u.' + a for a in aliases)}, ${k + 1}, {', '.join('u.' + c for c in COUNTERS)}, u.w\n"
+        f"FROM unnest({', '.join(arrays)}) AS u({', '.join(aliases)}, {names}, w)\n"
+        f"ON CONFLICT ({key_names}) DO UPDATE SET\n    updated_at = excluded.updated_at,\n    {adds}"
+    )
+    return statement + (f"\nRETURNING {keys[0]}, {names}" if returning else "")
+
+
+_PG_STATS = _counters_upsert("campaign_stats", ("campaign_id",), returning=True)
+_PG_VARIANT_STATS = _counters_upsert("campaign_variant_stats", ("campaign_id", "variant_id"), returning=False)
 
 
 def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
