@@ -86,6 +86,10 @@ ID_ARGUMENTS: dict[str, str] = {
     "RemoveSuppressionInput.id": "Suppression",
     "UpdateWorkspaceInput.id": "Workspace",
     "ArchiveWorkspaceInput.id": "Workspace",
+    "Query.webhookEndpoint.id": "WebhookEndpoint",
+    "UpdateWebhookEndpointInput.id": "WebhookEndpoint",
+    "DeleteWebhookEndpointInput.id": "WebhookEndpoint",
+    "RedeliverWebhookInput.deliveryId": "WebhookDelivery",
 }
 # Wherever they are declared, arguments named after the type they name.
 ID_NAMES: dict[str, str] = {
@@ -98,6 +102,7 @@ ID_NAMES: dict[str, str] = {
     "campaignId": "Campaign",
     "segmentId": "Segment",
     "segmentIds": "Segment",
+    "variantId": "CampaignVariant",
 }
 
 
@@ -119,6 +124,9 @@ LABELS: dict[str, list[str]] = {
     "Delivery": ["campaign", "transactional"],
     "Event": ["event"],
     "Workspace": ["workspace"],
+    "CampaignVariant": ["variant"],
+    "WebhookEndpoint": ["endpoint"],
+    "WebhookDelivery": ["delivery"],
 }
 # The control's ID: a well-formed ID of the same type that names no row in any workspace.
 MISSING_PK = 987_654_321
@@ -153,11 +161,32 @@ EXTRAS: dict[str, dict[tuple[str, ...], Any]] = {
         ("input", "listIds"): [Own("MailingList")],
     },
     "mutation:updateCampaign": {("input", "listIds"): [Own("MailingList")]},
+    # An A/B test of two variants, for the variants' template ids (the one tried goes into the first).
+    "mutation:createCampaign[variants]": {
+        ("input", "variants"): [{"subject": "one"}, {"subject": "two"}],
+        ("input", "abTest"): {"testShare": 0.5, "metric": "OPENS", "waitSeconds": 3600},
+    },
+    # A variant of another workspace, named with the caller's own A/B tested campaign.
+    "mutation:pickWinner[variantId]": {("input", "campaignId"): Own("AbCampaign")},
+    "mutation:updateCampaign[variants]": {
+        ("input", "variants"): [{"subject": "one"}, {"subject": "two"}],
+        ("input", "abTest"): {"testShare": 0.5, "metric": "OPENS", "waitSeconds": 3600},
+    },
     # Something to render for the subscriber.
     "mutation:previewTemplate": {("input", "templateId"): Own("Template")},
     # Rows to import.
     "mutation:importSubscribers": {("input", "csv"): "email\nnew-reader@example.org\n"},
 }
+
+
+def extras_for(operation: str, path: tuple[str, ...]) -> dict[tuple[str, ...], Any]:
+    """The operation's extra values, and those of the input field the ID under test sits in
+    ("mutation:createCampaign[variants]")."""
+    extras = dict(EXTRAS.get(operation, {}))
+    for part in path:
+        extras.update(EXTRAS.get(f"{operation}[{part}]", {}))
+    return extras
+
 
 # --- what counts as "not found" ----------------------------------------------------------------------------
 
@@ -269,7 +298,9 @@ def call_for(world: World, case: Case, tried: str) -> tuple[str, dict[str, Any]]
     owner = f"{SCHEMA.roots[case.kind]}.{case.field}"
     ids = [world.a.one(case.target), tried] if case.slot.many else [tried]
     try:
-        variables = builder.arguments(root_field, owner, EXTRAS.get(case.operation, {}), case.slot, ids)
+        variables = builder.arguments(
+            root_field, owner, extras_for(case.operation, case.slot.path), case.slot, ids
+        )
     except UnplacedId as exc:  # a required ID besides the one under test
         pytest.fail(unplaced(case.operation, "a required argument", str(exc)))
     return operation(SCHEMA, case.kind, root_field, variables, concrete=case.target), variables
@@ -446,7 +477,7 @@ async def test_workspace_b_is_made_through_the_api(world: World) -> None:
 
 # Those whose answer names nothing of B even to B's own key: `viewer` describes the key (named by the test
 # factory), `workspaces` is for instance keys only (FORBIDDEN to both workspaces' keys).
-SHOWS_NO_NAMES = {"viewer", "workspaces"}
+SHOWS_NO_NAMES = {"viewer", "workspaces", "webhookEventTypes"}
 
 
 def id_free_queries() -> list[str]:

@@ -209,14 +209,19 @@ class CallBuilder:
         value: Any,
         skip: tuple[str, ...],
     ) -> None:
-        """Put `value` at `path`, making (and filling the required fields of) the input objects on the way."""
+        """Put `value` at `path`, making (and filling the required fields of) the input objects on the way; in
+        a list of input objects already given (an extra value), `path` goes into its first element."""
         (arg,) = [a for a in root_field["args"] if a["name"] == path[0]]
         declared, container, key = arg, values, path[0]
         for depth, step in enumerate(path[1:], start=1):
             type_name = named(declared["type"])
-            if not isinstance(container.get(key), dict):
-                container[key] = self._input_object(type_name, path[:depth], skip)
-            container = container[key]
+            current = container.get(key)
+            if isinstance(current, list) and current and isinstance(current[0], dict):
+                container = current[0]
+            else:
+                if not isinstance(current, dict):
+                    container[key] = self._input_object(type_name, path[:depth], skip)
+                container = container[key]
             (declared,) = [f for f in self.schema.types[type_name]["inputFields"] if f["name"] == step]
             key = step
         container[key] = value

@@ -122,6 +122,8 @@ async def running_world(db: Database, data_dir: Path) -> AsyncIterator[World]:
         api_rate_limit="",
         subscribe_rate_limit="1000/minute",
         from_email="hello@example.com",
+        # Each workspace gets a webhook endpoint on a closed local port (deliveries that fail, then stop).
+        webhook_allow_private=True,
     )
     app = create_app(settings)
     async with AsyncExitStack() as stack:
@@ -167,6 +169,22 @@ CAMPAIGN_STATE = (
 IMPORT_STATE = "query($id: ID!) { import(id: $id) { status error } }"
 DELIVERY_STATE = "query($id: ID!) { delivery(id: $id) { status } }"
 EVENTS = "{ events(first: 10) { edges { node { id type } } } }"
+CREATE_ENDPOINT = "mutation($i: CreateWebhookEndpointInput!) { createWebhookEndpoint(input: $i) { endpoint { id } userErrors { field code message } } }"
+UPDATE_ENDPOINT = "mutation($i: UpdateWebhookEndpointInput!) { updateWebhookEndpoint(input: $i) { endpoint { id status } userErrors { field code message } } }"
+ENDPOINT_DELIVERIES = (
+    "query($id: ID!) { webhookEndpoint(id: $id) { deliveries(first: 5) { edges { node { id } } } } }"
+)
+AB_VARIANTS = "query($id: ID!) { campaign(id: $id) { variants { id } } }"
+
+
+async def _stop_listening(world: World, ws: Workspace, endpoint: str) -> None:
+    """Keep the endpoint's delivery (of subscriber.created) and disable the endpoint, which fails what waits:
+    from then on nothing of it changes while the checks compare snapshots."""
+    found = await world.run(ws.key, ENDPOINT_DELIVERIES, {"id": endpoint})
+    edges = found["webhookEndpoint"]["deliveries"]["edges"]
+    assert edges, f"no webhook delivery in workspace {ws.id}"
+    ws.add("WebhookDelivery", "delivery", edges[0]["node"]["id"])
+    await world.run(ws.key, UPDATE_ENDPOINT, {"i": {"id": endpoint, "enabled": False}})
 
 
 async def fill(world: World, ws: Workspace, mark: str) -> None:
@@ -180,6 +198,17 @@ async def fill(world: World, ws: Workspace, mark: str) -> None:
         global_id: str = data[payload][node]["id"]
         return global_id
 
+    # Listening before the subscriber is made, so that a webhook delivery of its own exists.
+    endpoint = ws.add(
+        "WebhookEndpoint",
+        "endpoint",
+        await made(
+            CREATE_ENDPOINT,
+            "createWebhookEndpoint",
+            "endpoint",
+            {"url": f"http://127.0.0.1:9/{mark}", "events": ["subscriber.created"], "description": mark},
+        ),
+    )
     campaign_template = ws.add(
         "Template",
         "campaign",
@@ -242,6 +271,7 @@ async def fill(world: World, ws: Workspace, mark: str) -> None:
             },
         ),
     )
+    await _stop_listening(world, ws, endpoint)
     ws.add(
         "Segment",
         "segment",
@@ -264,6 +294,17 @@ async def fill(world: World, ws: Workspace, mark: str) -> None:
         }
 
     ws.add("Campaign", "draft", await made(CREATE_CAMPAIGN, "createCampaign", "campaign", campaign("draft")))
+    tested = {
+        **campaign("tested"),
+        "variants": [{"subject": f"{mark} one"}, {"subject": f"{mark} two"}],
+        "abTest": {"testShare": 0.5, "metric": "OPENS", "waitSeconds": 3600},
+    }
+    # Kept apart from the other campaigns (a pseudo-type of the tables in the test): where a test needs one.
+    ab_campaign = ws.add(
+        "AbCampaign", "tested", await made(CREATE_CAMPAIGN, "createCampaign", "campaign", tested)
+    )
+    variants = (await world.run(key, AB_VARIANTS, {"id": ab_campaign}))["campaign"]["variants"]
+    ws.add("CampaignVariant", "variant", variants[0]["id"])
     sent = ws.add(
         "Campaign", "sent", await made(CREATE_CAMPAIGN, "createCampaign", "campaign", campaign("sent"))
     )
