@@ -7,4 +7,10 @@ psql -v ON_ERROR_STOP=1 -v pw="$EMAILKIT_DB_PASSWORD" --username "$POSTGRES_USER
 CREATE ROLE emailkit LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEROLE NOCREATEDB PASSWORD :'pw';
 CREATE DATABASE emailkit OWNER emailkit;
 SQL
-psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname emailkit -c "ALTER SCHEMA public OWNER TO emailkit"
+psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname emailkit <<'SQL'
+ALTER SCHEMA public OWNER TO emailkit;
+-- So that the search and attribute indexes keep serving reads under row-level security (emailkit/db/rls.py).
+ALTER FUNCTION textlike(text, text) LEAKPROOF;
+ALTER FUNCTION texticlike(text, text) LEAKPROOF;
+ALTER FUNCTION jsonb_contains(jsonb, jsonb) LEAKPROOF;
+SQL

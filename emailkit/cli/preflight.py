@@ -75,14 +75,23 @@ async def check_database_role(settings: Settings) -> None:
     """On PostgreSQL, the role must be held to row-level security, the second layer of workspace isolation."""
     if settings.is_sqlite:
         return
+    from emailkit.db import rls
     from emailkit.db.engine import Database
-    from emailkit.db.roles import bypasses_row_security
+    from emailkit.db.roles import bypasses_row_security, not_leakproof
 
     db = Database(settings.database_url)
     try:
         reason = await bypasses_row_security(db)
+        unmarked = await not_leakproof(db) if reason is None else []
     finally:
         await db.dispose()
+    if unmarked:
+        logging.getLogger("emailkit").warning(
+            "%s not LEAKPROOF in this database: under row-level security, substring search and attribute "
+            "filters scan the workspace's subscribers instead of using their indexes; a superuser can run: %s",
+            ", ".join(unmarked),
+            "; ".join(rls.leakproof_statements()),
+        )
     if reason is None:
         return
     message = (

@@ -26,3 +26,23 @@ def secure_statements(table: str, column: str = "workspace_id") -> list[str]:
         f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY",
         f"CREATE POLICY {POLICY} ON {table} USING {check} WITH CHECK {check}",
     ]
+
+
+# PostgreSQL evaluates a policy before any condition of the query whose function is not LEAKPROOF, and so
+# cannot use an index for such a condition: the trigram indexes behind substring search (LIKE, ILIKE) and the
+# JSON index behind attribute filters (@>) would go unused, and those reads scan the workspace's rows. These
+# functions raise nothing and have no side effect that depends on the value they compare, so emailkit's
+# database marks them LEAKPROOF (a superuser's step: migration 0010 takes it when it runs as one; otherwise
+# README, "Workspaces").
+LEAKPROOF_FUNCTIONS = ("textlike(text, text)", "texticlike(text, text)", "jsonb_contains(jsonb, jsonb)")
+
+
+def leakproof_statements() -> list[str]:
+    return [f"ALTER FUNCTION {function} LEAKPROOF" for function in LEAKPROOF_FUNCTIONS]
+
+
+NOT_LEAKPROOF = (
+    "SELECT p.oid::regprocedure::text FROM pg_proc p "
+    "WHERE p.oid = ANY(ARRAY['textlike(text,text)', 'texticlike(text,text)', 'jsonb_contains(jsonb,jsonb)']"
+    "::regprocedure[]) AND NOT p.proleakproof"
+)

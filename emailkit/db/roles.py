@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
+from emailkit.db import rls
 from emailkit.db.engine import Database
 
 
@@ -22,3 +23,12 @@ async def bypasses_row_security(db: Database) -> str | None:
     if row[1]:
         return "has BYPASSRLS"
     return None
+
+
+async def not_leakproof(db: Database) -> list[str]:
+    """The comparison functions of db/rls.py's LEAKPROOF_FUNCTIONS not marked LEAKPROOF in this database (the
+    indexes they serve go unused under row-level security); empty elsewhere than PostgreSQL."""
+    if db.dialect != "postgresql":
+        return []
+    async with db.engine.connect() as conn:
+        return [str(name) for name in (await conn.execute(text(rls.NOT_LEAKPROOF))).scalars()]

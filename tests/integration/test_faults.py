@@ -49,7 +49,8 @@ from tests.integration.test_crash_safety import (
     wait_for_status,
 )
 from tests.support.audience import seed_campaign
-from tests.support.environment import PG_URL, REDIS_URL, TEST_SECRET, pg_async_url
+from tests.support.database import prepare_app_role
+from tests.support.environment import APP_ROLE, PG_URL, REDIS_URL, TEST_SECRET, as_role, pg_async_url
 from tests.support.factories import make_key
 from tests.support.feedback import seed_sent_campaign
 from tests.support.live_server import live_server
@@ -191,7 +192,10 @@ async def _wait_readyz(api: httpx.AsyncClient, status: int, within: float) -> No
 
 
 async def _postgresql_restart_mid_campaign(cluster: ThrowawayCluster, tmp_path: Path) -> None:
-    url = f"postgresql://postgres@127.0.0.1:{cluster.port}/postgres"
+    # As in production: the application's role, held to row-level security (the superuser only sets it up).
+    admin_url = f"postgresql://postgres@127.0.0.1:{cluster.port}/postgres"
+    await prepare_app_role(admin_url)
+    url = as_role(admin_url, APP_ROLE)
     db = Database(pg_async_url(url), pool_size=5)
     await migrate.upgrade(db)
     redis_server = RedisServer(tmp_path)

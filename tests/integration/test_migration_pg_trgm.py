@@ -119,7 +119,7 @@ async def test_a_role_that_cannot_install_pg_trgm_gets_a_clear_error(
 
         # pg_trgm is trusted: CREATE on the database is all a role needs to install it.
         await admin(f'GRANT CREATE ON DATABASE "{make_url(scratch).database}" TO "{role}"', scratch)
-        await migrate.upgrade(db)
+        await migrate.upgrade(db, "0009")
         assert await migrate.current_revision(db) == "0009"
         assert set(await trigram_indexes(db)) == set(TRGM)
     finally:

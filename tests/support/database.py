@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import event, insert, text
 
 from emailkit import migrate
+from emailkit.db import rls
 from emailkit.db.engine import Database
 from emailkit.db.tables.base import Base
 from emailkit.db.tables.tenancy import DEFAULT_WORKSPACE_ID, DEFAULT_WORKSPACE_SLUG, Workspace
@@ -45,6 +46,9 @@ async def prepare_app_role(admin_url: str) -> None:
             await conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
             await conn.execute(text("DROP SCHEMA IF EXISTS emailkit_events CASCADE"))
             await conn.execute(text(f"CREATE SCHEMA public AUTHORIZATION {APP_ROLE}"))
+            # The superuser's step of the README (Workspaces): the indexes keep serving reads under the policies.
+            for statement in rls.leakproof_statements():
+                await conn.execute(text(statement))
     finally:
         await admin.dispose()
 
