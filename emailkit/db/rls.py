@@ -14,7 +14,9 @@ SCOPE = "COALESCE(NULLIF(current_setting('emailkit.workspace_id', true), '')::bi
 
 
 def condition(column: str = "workspace_id") -> str:
-    return f"({column} = {SCOPE} OR {SCOPE} = 0)"
+    # The scope in sub-selects: PostgreSQL computes each once per statement (an InitPlan), not once per row as
+    # it would current_setting() itself; a row then costs one comparison.
+    return f"({column} = (SELECT {SCOPE}) OR (SELECT {SCOPE}) = 0)"
 
 
 def secure_statements(table: str, column: str = "workspace_id") -> list[str]:
