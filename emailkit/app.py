@@ -144,7 +144,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
             await close_runtime(runtime)
 
     middleware = [
-        Middleware(OutsideAnyWorkspace),
         # First the client's real address, for everything after (the /subscribe limit, recorded hits).
         Middleware(ProxyHeadersMiddleware, proxies=TrustedProxies(settings.trusted_proxies)),
         # Every body is bounded before any route reads it.
@@ -154,6 +153,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         ),
         # The open pixel and click redirect then skip routing and the other middleware (hot path).
         Middleware(TrackingMiddleware, handler=tracking.handler),
+        # Every other route starts outside any workspace (tracking hits only queue, and touch no table).
+        Middleware(OutsideAnyWorkspace),
     ]
     if settings.cors_origins:
         middleware.append(

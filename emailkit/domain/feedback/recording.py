@@ -94,25 +94,9 @@ async def record(
     summary.uncorrelated = sum(1 for r in new if r.delivery_id is None)
     await storage.insert_events(session, new, now)
     # Outgoing webhooks (bounce, complaint, open, click...), for new events only and after privacy mode has
-    # stripped the anonymous ones.
-    await emitters.feedback_recorded(
-        session,
-        [
-            FeedbackFact(
-                r.workspace_id,
-                r.type,
-                r.occurred_at,
-                r.delivery_id,
-                r.campaign_id,
-                r.subscriber_id,
-                r.email,
-                r.bounce_type,
-                r.reason,
-                r.url,
-            )
-            for r in new
-        ],
-    )
+    # stripped the anonymous ones; nothing is built when no endpoint of these workspaces listens.
+    if await emitters.feedback_listened(session, (r.workspace_id for r in new)):
+        await emitters.feedback_recorded(session, [_fact(r) for r in new])
     deltas = await storage.count(session, new)
     summary.suppressed = await rules.suppress(
         session, await rules.suppressions_for(session, new, policy), now
@@ -129,6 +113,21 @@ async def record(
         for cid, c in campaigns.items()
     }
     return Recorded(summary, snapshots)
+
+
+def _fact(r: Pending) -> FeedbackFact:
+    return FeedbackFact(
+        r.workspace_id,
+        r.type,
+        r.occurred_at,
+        r.delivery_id,
+        r.campaign_id,
+        r.subscriber_id,
+        r.email,
+        r.bounce_type,
+        r.reason,
+        r.url,
+    )
 
 
 async def publish(db: Database, recorded: Recorded, live: CoalescingPublisher | None) -> None:

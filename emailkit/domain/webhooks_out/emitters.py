@@ -19,7 +19,7 @@ from emailkit.db.scope import current_scope
 from emailkit.db.tables.audience import Import, Subscriber
 from emailkit.db.tables.feedback import BounceType, EventType
 from emailkit.db.tables.sending import Campaign, CampaignStatus, Delivery
-from emailkit.domain.webhooks_out.emit import Event, emit, emit_many, endpoints_for
+from emailkit.domain.webhooks_out.emit import Event, emit, emit_many, endpoints_for, subscriptions
 from emailkit.domain.webhooks_out.events import gid, timestamp
 
 CAMPAIGN_EVENTS: Final = {
@@ -237,6 +237,16 @@ def _feedback_data(f: FeedbackFact) -> dict[str, Any]:
     elif f.type is EventType.CLICK:
         data["url"] = f.url
     return data
+
+
+async def feedback_listened(session: AsyncSession, workspace_ids: Iterable[int]) -> bool:
+    """Whether any of these workspaces has an endpoint for a feedback event: the tracking path asks first, and
+    builds nothing for the webhooks when none does (the usual case, from the cache)."""
+    for workspace_id in set(workspace_ids):
+        by_type = await subscriptions.listeners(session, workspace_id)
+        if any(by_type.get(name) for name in FEEDBACK_EVENTS.values()):
+            return True
+    return False
 
 
 async def feedback_recorded(session: AsyncSession, facts: Iterable[FeedbackFact]) -> int:
