@@ -57,6 +57,11 @@ class ErrorCode(StrEnum):
     VARIANT_NOT_FOUND = "VARIANT_NOT_FOUND"
     NO_AB_TEST = "NO_AB_TEST"
     WINNER_ALREADY_CHOSEN = "WINNER_ALREADY_CHOSEN"
+    # Flows: a step key used twice, an exit naming no step, a loop with no WAIT, a flow that does not exist.
+    DUPLICATE_STEP_KEY = "DUPLICATE_STEP_KEY"
+    UNKNOWN_STEP = "UNKNOWN_STEP"
+    CYCLE_WITHOUT_WAIT = "CYCLE_WITHOUT_WAIT"
+    FLOW_NOT_FOUND = "FLOW_NOT_FOUND"
 
 
 @dataclass(frozen=True)

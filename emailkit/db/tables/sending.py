@@ -196,6 +196,8 @@ class Delivery(InWorkspace, Base):
     # inserts nothing). No foreign key: its per-row check would cost every materialised recipient, and the
     # variants of a campaign only change before it starts, when it has no deliveries.
     variant_id: Mapped[int | None] = mapped_column(BigInt, nullable=True)
+    # A flow's SEND step (campaign_id NULL): the run it was sent for; its ledger row names this delivery.
+    flow_run_id: Mapped[int | None] = mapped_column(BigInt, nullable=True)
 
     __table_args__ = (
         UniqueConstraint("campaign_id", "subscriber_id"),

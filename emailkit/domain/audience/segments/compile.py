@@ -32,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 
 from emailkit.db.tables.audience import Subscriber, Subscription, SubscriptionStatus
+from emailkit.db.tables.automation import FlowStepRun
 from emailkit.db.tables.feedback import Event, EventType
 from emailkit.db.tables.sending import Delivery, DeliveryStatus
 from emailkit.domain.audience.segments.filter import (
@@ -57,6 +58,8 @@ class _Compile:
     now: datetime
     # Engagement after this instant is ignored (a started campaign's audience is pinned to its start).
     until: datetime | None
+    # A flow's condition: the run's id column, which engagement.flowStep is about.
+    run_id: Any = None
 
 
 def _nest(path: tuple[str, ...], value: Any) -> dict[str, Any]:
@@ -184,7 +187,18 @@ def _string_match(column: Any, m: StringMatch) -> list[ColumnElement[bool]]:
     return out
 
 
+def _flow_step_engagement(c: EngagementCondition, ctx: _Compile) -> ColumnElement[bool]:
+    if ctx.run_id is None:
+        return false()
+    seen = FlowStepRun.opened_at if c.event is EngagementEvent.OPENED else FlowStepRun.clicked_at
+    return exists().where(
+        FlowStepRun.run_id == ctx.run_id, FlowStepRun.step_key == c.flow_step, seen.is_not(None)
+    )
+
+
 def _engagement(c: EngagementCondition, ctx: _Compile) -> ColumnElement[bool]:
+    if c.flow_step is not None:
+        return _flow_step_engagement(c, ctx)
     since = ctx.now - timedelta(days=c.within_days) if c.within_days is not None else None
     if c.event is EngagementEvent.RECEIVED:
         conds: list[ColumnElement[bool]] = [
@@ -256,10 +270,16 @@ def _compile(f: SubscriberFilter, ctx: _Compile) -> ColumnElement[bool]:
 
 
 def compile_filter(
-    f: SubscriberFilter, dialect: str, *, now: datetime, until: datetime | None = None
+    f: SubscriberFilter,
+    dialect: str,
+    *,
+    now: datetime,
+    until: datetime | None = None,
+    run_id: Any = None,
 ) -> ColumnElement[bool]:
-    """A boolean expression over ``subscribers`` (never NULL) for ``dialect`` ("postgresql" or "sqlite")."""
-    return _compile(f, _Compile(dialect=dialect, now=now, until=until))
+    """A boolean expression over ``subscribers`` (never NULL) for ``dialect`` ("postgresql" or "sqlite");
+    ``run_id``, in a flow's condition, is the column of the run that engagement.flowStep is about."""
+    return _compile(f, _Compile(dialect=dialect, now=now, until=until, run_id=run_id))
 
 
 def matching_any(

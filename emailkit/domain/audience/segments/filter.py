@@ -84,6 +84,8 @@ class EngagementCondition:
     event: EngagementEvent
     campaign_id: int | None = None
     within_days: int | None = None
+    # In a flow's BRANCH only: the message of this step of the person's own run was opened (or clicked).
+    flow_step: str | None = None
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,12 @@ def filter_to_dict(f: SubscriberFilter) -> dict[str, Any]:
     if f.engagement is not None:
         e = f.engagement
         out["engagement"] = _drop_none(
-            {"event": e.event.value, "campaignId": e.campaign_id, "withinDays": e.within_days}
+            {
+                "event": e.event.value,
+                "campaignId": e.campaign_id,
+                "withinDays": e.within_days,
+                "flowStep": e.flow_step,
+            }
         )
     return out
 

@@ -53,6 +53,8 @@ STRING_KEYS = {"eq": "eq", "contains": "contains", "startsWith": "starts_with", 
 class _Parse:
     errors: list[FieldError] = field(default_factory=list)
     conditions: int = 0
+    # A flow's BRANCH condition may ask about the messages of the flow's own steps.
+    flow_steps: bool = False
 
     def error(self, path: str, message: str) -> None:
         self.errors.append(FieldError(path, message, ErrorCode.INVALID_FILTER))
@@ -244,7 +246,8 @@ def _parse_list(raw: object, path: str, ctx: _Parse) -> ListCondition | None:
 
 def _parse_engagement(raw: object, path: str, ctx: _Parse) -> EngagementCondition | None:
     obj = _object(raw, path, ctx)
-    if obj is None or not _keys(obj, ["event", "campaignId", "withinDays"], path, ctx):
+    allowed = ["event", "campaignId", "withinDays", *(["flowStep"] if ctx.flow_steps else [])]
+    if obj is None or not _keys(obj, allowed, path, ctx):
         return None
     try:
         event = EngagementEvent(str(obj.get("event")))
@@ -262,7 +265,12 @@ def _parse_engagement(raw: object, path: str, ctx: _Parse) -> EngagementConditio
     ):
         ctx.error(f"{path}.withinDays", f"Must be a whole number of days from 1 to {MAX_WITHIN_DAYS}")
         return None
-    return EngagementCondition(event=event, campaign_id=campaign_id, within_days=days)
+    step = obj.get("flowStep")
+    if step is not None:
+        if event is EngagementEvent.RECEIVED or not isinstance(step, str) or campaign_id is not None:
+            ctx.error(f"{path}.flowStep", "flowStep asks whether a step's message was OPENED or CLICKED")
+            return None
+    return EngagementCondition(event=event, campaign_id=campaign_id, within_days=days, flow_step=step)
 
 
 def _parse_group(raw: object, path: str, depth: int, ctx: _Parse) -> tuple[SubscriberFilter, ...] | None:
@@ -320,9 +328,10 @@ def _parse_node(raw: object, path: str, depth: int, ctx: _Parse) -> SubscriberFi
     return SubscriberFilter(**parts) if ok else None
 
 
-def parse_filter(raw: object, field: str = "filter") -> SubscriberFilter:
-    """Validate a filter in its JSON form; every problem is reported with its path, code INVALID_FILTER."""
-    ctx = _Parse()
+def parse_filter(raw: object, field: str = "filter", *, flow_steps: bool = False) -> SubscriberFilter:
+    """Validate a filter in its JSON form; every problem is reported with its path, code INVALID_FILTER.
+    ``flow_steps``: a flow's condition, which may name the flow's own steps (engagement.flowStep)."""
+    ctx = _Parse(flow_steps=flow_steps)
     parsed = _parse_node(raw, field, 1, ctx)
     if ctx.conditions > MAX_CONDITIONS:
         ctx.error(field, f"At most {MAX_CONDITIONS} conditions per filter (found {ctx.conditions})")
