@@ -180,10 +180,12 @@ def _trigger(raw: Mapping[str, Any], errors: _Errors) -> Trigger | None:
         return None
     event = raw.get("eventName")
     if event is not None and (not isinstance(event, str) or not EVENT_NAME.fullmatch(event)):
-        errors.add(f"{path}.eventName", "Event names are 1–100 of A-Z a-z 0-9 _ . : -", ErrorCode.INVALID_INPUT)
+        errors.add(
+            f"{path}.eventName", "Event names are 1 to 100 of A-Z a-z 0-9 _ . : -", ErrorCode.INVALID_INPUT
+        )
     attribute = raw.get("attribute")
     if attribute is not None and (not isinstance(attribute, str) or not 0 < len(attribute) <= 100):
-        errors.add(f"{path}.attribute", "An attribute name of 1–100 characters", ErrorCode.INVALID_INPUT)
+        errors.add(f"{path}.attribute", "An attribute name of 1 to 100 characters", ErrorCode.INVALID_INPUT)
     link = raw.get("linkUrl")
     if link is not None and (not isinstance(link, str) or not 0 < len(link) <= 2048):
         errors.add(f"{path}.linkUrl", "A URL of at most 2048 characters", ErrorCode.INVALID_URL)
@@ -226,39 +228,63 @@ def _window(raw: Any, path: str, errors: _Errors) -> Window | None:
     return Window(tuple(sorted(set(days))), start, end)
 
 
-def _check_step(s: Step, path: str, raw: Mapping[str, Any], errors: _Errors) -> None:
-    """What each step type requires of its own fields."""
-    if s.type == StepType.SEND:
-        if s.template_id is None:
-            errors.add(f"{path}.templateId", "A SEND step needs a template", ErrorCode.REQUIRED)
-        if not s.from_email:
-            errors.add(f"{path}.fromEmail", "A SEND step needs a from address", ErrorCode.REQUIRED)
-    elif s.type == StepType.WAIT:
-        if s.wait_seconds is None and s.window is None:
-            errors.add(f"{path}.waitSeconds", "A WAIT step needs waitSeconds or a window", ErrorCode.REQUIRED)
-        if s.wait_seconds is not None and not MIN_WAIT_SECONDS <= s.wait_seconds <= MAX_WAIT_SECONDS:
-            errors.add(
-                f"{path}.waitSeconds",
-                f"A wait lasts from {MIN_WAIT_SECONDS} second to one year ({MAX_WAIT_SECONDS} seconds)",
-                ErrorCode.OUT_OF_RANGE,
-            )
-    elif s.type == StepType.BRANCH:
-        if raw.get("condition") is None:
-            errors.add(f"{path}.condition", "A BRANCH step needs a condition", ErrorCode.REQUIRED)
-        if s.then is None or s.otherwise is None:
-            errors.add(path, "A BRANCH step needs both `then` and `otherwise`", ErrorCode.REQUIRED)
-        if s.next is not None:
-            errors.add(f"{path}.next", "A BRANCH goes on through `then` and `otherwise`", ErrorCode.INVALID_INPUT)
-    elif s.type == StepType.UPDATE:
-        if not (s.set_attributes or s.add_list_ids or s.remove_list_ids):
-            errors.add(path, "An UPDATE step needs setAttributes, addListIds or removeListIds", ErrorCode.REQUIRED)
-        if len(s.set_attributes) > MAX_ATTRIBUTES_SET:
-            errors.add(f"{path}.setAttributes", f"At most {MAX_ATTRIBUTES_SET} attributes", ErrorCode.OUT_OF_RANGE)
-    elif s.type == StepType.WEBHOOK:
-        if not s.url:
-            errors.add(f"{path}.url", "A WEBHOOK step needs a URL", ErrorCode.REQUIRED)
-    elif s.type == StepType.EXIT and s.next is not None:
+def _check_send(s: Step, path: str, raw: Mapping[str, Any], errors: _Errors) -> None:
+    if s.template_id is None:
+        errors.add(f"{path}.templateId", "A SEND step needs a template", ErrorCode.REQUIRED)
+    if not s.from_email:
+        errors.add(f"{path}.fromEmail", "A SEND step needs a from address", ErrorCode.REQUIRED)
+
+
+def _check_wait(s: Step, path: str, raw: Mapping[str, Any], errors: _Errors) -> None:
+    if s.wait_seconds is None and s.window is None:
+        errors.add(f"{path}.waitSeconds", "A WAIT step needs waitSeconds or a window", ErrorCode.REQUIRED)
+    if s.wait_seconds is not None and not MIN_WAIT_SECONDS <= s.wait_seconds <= MAX_WAIT_SECONDS:
+        errors.add(
+            f"{path}.waitSeconds",
+            f"A wait lasts from {MIN_WAIT_SECONDS} second to one year ({MAX_WAIT_SECONDS} seconds)",
+            ErrorCode.OUT_OF_RANGE,
+        )
+
+
+def _check_branch(s: Step, path: str, raw: Mapping[str, Any], errors: _Errors) -> None:
+    if raw.get("condition") is None:
+        errors.add(f"{path}.condition", "A BRANCH step needs a condition", ErrorCode.REQUIRED)
+    if s.then is None or s.otherwise is None:
+        errors.add(path, "A BRANCH step needs both `then` and `otherwise`", ErrorCode.REQUIRED)
+    if s.next is not None:
+        errors.add(f"{path}.next", "A BRANCH goes on through `then` and `otherwise`", ErrorCode.INVALID_INPUT)
+
+
+def _check_update(s: Step, path: str, raw: Mapping[str, Any], errors: _Errors) -> None:
+    if not (s.set_attributes or s.add_list_ids or s.remove_list_ids):
+        errors.add(
+            path, "An UPDATE step needs setAttributes, addListIds or removeListIds", ErrorCode.REQUIRED
+        )
+    if len(s.set_attributes) > MAX_ATTRIBUTES_SET:
+        errors.add(
+            f"{path}.setAttributes", f"At most {MAX_ATTRIBUTES_SET} attributes", ErrorCode.OUT_OF_RANGE
+        )
+
+
+def _check_webhook(s: Step, path: str, raw: Mapping[str, Any], errors: _Errors) -> None:
+    if not s.url:
+        errors.add(f"{path}.url", "A WEBHOOK step needs a URL", ErrorCode.REQUIRED)
+
+
+def _check_exit(s: Step, path: str, raw: Mapping[str, Any], errors: _Errors) -> None:
+    if s.next is not None:
         errors.add(f"{path}.next", "An EXIT step ends the run: it has no next step", ErrorCode.INVALID_INPUT)
+
+
+# What each step type requires of its own fields.
+_CHECKS = {
+    StepType.SEND: _check_send,
+    StepType.WAIT: _check_wait,
+    StepType.BRANCH: _check_branch,
+    StepType.UPDATE: _check_update,
+    StepType.WEBHOOK: _check_webhook,
+    StepType.EXIT: _check_exit,
+}
 
 
 def _step(raw: Any, i: int, errors: _Errors) -> Step | None:
@@ -271,7 +297,7 @@ def _step(raw: Any, i: int, errors: _Errors) -> Step | None:
         errors.add(f"{path}.key", "Every step needs a key", ErrorCode.REQUIRED)
         return None
     if not isinstance(key, str) or not STEP_KEY.fullmatch(key):
-        errors.add(f"{path}.key", "Step keys are 1–64 of A-Z a-z 0-9 _ . -", ErrorCode.INVALID_INPUT)
+        errors.add(f"{path}.key", "Step keys are 1 to 64 of A-Z a-z 0-9 _ . -", ErrorCode.INVALID_INPUT)
         return None
     kind = raw.get("type")
     if kind not in StepType.ALL:
@@ -312,7 +338,7 @@ def _step(raw: Any, i: int, errors: _Errors) -> Step | None:
     except ValueError:
         errors.add(path, "Ids and seconds must be whole numbers", ErrorCode.INVALID_INPUT)
         return None
-    _check_step(step, path, raw, errors)
+    _CHECKS[kind](step, path, raw, errors)
     return step
 
 
@@ -331,7 +357,9 @@ def _check_graph(steps: Sequence[Step], errors: _Errors) -> None:
         for path, node in walk(s.condition, f"steps[{i}].condition") if s.condition else ():
             ref = node.engagement.flow_step if node.engagement is not None else None
             if ref is not None and ref not in seen:
-                errors.add(f"{path}.engagement.flowStep", f"No step has the key {ref!r}", ErrorCode.UNKNOWN_STEP)
+                errors.add(
+                    f"{path}.engagement.flowStep", f"No step has the key {ref!r}", ErrorCode.UNKNOWN_STEP
+                )
     if errors.items:
         return
     edges = {s.key: [] if s.type == StepType.WAIT else s.exits() for s in steps}
@@ -411,7 +439,11 @@ def _reentry(raw: Mapping[str, Any], errors: _Errors) -> tuple[FlowReentry, int 
     seconds = raw.get("reentrySeconds")
     if reentry is FlowReentry.AFTER_SECONDS:
         if not isinstance(seconds, int) or isinstance(seconds, bool) or not 1 <= seconds <= 10 * 366 * 86400:
-            errors.add("reentrySeconds", "AFTER_SECONDS needs reentrySeconds (1 s to 10 years)", ErrorCode.OUT_OF_RANGE)
+            errors.add(
+                "reentrySeconds",
+                "AFTER_SECONDS needs reentrySeconds (1 s to 10 years)",
+                ErrorCode.OUT_OF_RANGE,
+            )
             return reentry, None
         return reentry, seconds
     return reentry, None

@@ -66,7 +66,7 @@ async def _check_references(session: AsyncSession, d: Definition) -> None:
     ):
         if not ids:
             continue
-        found = set((await session.execute(select(table.id).where(table.id.in_(ids)))).scalars())  # type: ignore[attr-defined]
+        found = set((await session.execute(select(table.id).where(table.id.in_(ids)))).scalars())
         errors += [FieldError(ids[i], f"{what} not found", code) for i in sorted(set(ids) - found)]
     raise_if(errors)
     for i, s in enumerate(d.steps):
@@ -179,7 +179,9 @@ async def publish_flow(
     d = await validate(session, row.draft, allow_private=allow_private)
     keys = {s.key for s in d.steps}
     errors = [
-        FieldError(f"stepMapping[{i}].to", f"The new version has no step {m.target!r}", ErrorCode.UNKNOWN_STEP)
+        FieldError(
+            f"stepMapping[{i}].to", f"The new version has no step {m.target!r}", ErrorCode.UNKNOWN_STEP
+        )
         for i, m in enumerate(mapping)
         if m.target not in keys
     ]
@@ -208,7 +210,12 @@ async def publish_flow(
                     FlowRun.version_id != version.id,
                     FlowRun.step_key == m.source,
                 )
-                .values(version_id=version.id, step_key=m.target, waiting=False, due_at=func.coalesce(FlowRun.due_at, utcnow()))
+                .values(
+                    version_id=version.id,
+                    step_key=m.target,
+                    waiting=False,
+                    due_at=func.coalesce(FlowRun.due_at, utcnow()),
+                )
             )
     await session.flush()
     return row
@@ -238,7 +245,9 @@ async def move_flow(session: AsyncSession, flow_id: int, move: str) -> Flow:
         ended = await session.execute(
             update(FlowRun)
             .where(FlowRun.flow_id == row.id, FlowRun.status == FlowRunStatus.ACTIVE)
-            .values(status=FlowRunStatus.EXITED, exit_reason="flow_archived", finished_at=utcnow(), due_at=None)
+            .values(
+                status=FlowRunStatus.EXITED, exit_reason="flow_archived", finished_at=utcnow(), due_at=None
+            )
         )
         count = ended.rowcount or 0  # type: ignore[attr-defined]
         row.active -= count
@@ -280,7 +289,11 @@ async def runs_of_subscriber(
 async def history_of_runs(session: AsyncSession, run_ids: Sequence[int]) -> dict[int, list[FlowStepRun]]:
     """Each run's ledger rows, in the order they ran."""
     out: dict[int, list[FlowStepRun]] = {rid: [] for rid in run_ids}
-    stmt = select(FlowStepRun).where(FlowStepRun.run_id.in_(run_ids)).order_by(FlowStepRun.run_id, FlowStepRun.visit)
+    stmt = (
+        select(FlowStepRun)
+        .where(FlowStepRun.run_id.in_(run_ids))
+        .order_by(FlowStepRun.run_id, FlowStepRun.visit)
+    )
     for row in (await session.execute(stmt)).scalars():
         out[row.run_id].append(row)
     return out
@@ -288,7 +301,9 @@ async def history_of_runs(session: AsyncSession, run_ids: Sequence[int]) -> dict
 
 async def step_stats(session: AsyncSession, flow_ids: Sequence[int]) -> dict[int, dict[str, FlowStepStats]]:
     out: dict[int, dict[str, FlowStepStats]] = {fid: {} for fid in flow_ids}
-    for row in (await session.execute(select(FlowStepStats).where(FlowStepStats.flow_id.in_(flow_ids)))).scalars():
+    for row in (
+        await session.execute(select(FlowStepStats).where(FlowStepStats.flow_id.in_(flow_ids)))
+    ).scalars():
         out[row.flow_id][row.step_key] = row
     return out
 
