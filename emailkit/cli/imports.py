@@ -51,6 +51,7 @@ class _Choices:
     column_map: object
     # A workspace's slug or id.
     workspace: str
+    trigger_flows: bool = True
 
 
 def import_cmd(
@@ -74,6 +75,13 @@ def import_cmd(
     workspace: Annotated[
         str, typer.Option(help="The slug (or id) of the workspace to import into.")
     ] = DEFAULT_WORKSPACE_SLUG,
+    trigger_flows: Annotated[
+        bool,
+        typer.Option(
+            "--trigger-flows/--no-trigger-flows",
+            help="Whether the people subscribed enter the lists' SUBSCRIBED flows.",
+        ),
+    ] = True,
 ) -> None:
     """Import subscribers from a CSV file, here and now (the same import as the API's importSubscribers)."""
     from emailkit.db.tables.audience import ImportStatus
@@ -85,7 +93,7 @@ def import_cmd(
     except json.JSONDecodeError as exc:
         typer.echo(f"error: --map is not valid JSON ({exc})", err=True)
         raise typer.Exit(2) from None
-    choices = _Choices(list_names or [], mode, status, mapping, workspace)
+    choices = _Choices(list_names or [], mode, status, mapping, workspace, trigger_flows)
     size = file.stat().st_size
     try:
         result, report = asyncio.run(_import(settings, file, size, choices, errors_shown))
@@ -162,6 +170,7 @@ async def _create_import(db: Database, name: str, source: IO[bytes], size: int, 
             else ImportMode.UPSERT,
             subscription_status=SubscriptionStatus(choices.status.upper()) if choices.status else None,
             column_map=choices.column_map,
+            trigger_flows=choices.trigger_flows,
         )
         row = await imports.create_local_import(session, request, sample, size)
     return row.id

@@ -32,6 +32,7 @@ from emailkit.db.tables.tenancy import Workspace, WorkspaceStatus
 from emailkit.db.types import utcnow
 from emailkit.domain.audience import subscribers
 from emailkit.domain.audience.suppressions import is_suppressed
+from emailkit.domain.automation import entry as flow_entry
 from emailkit.domain.errors import DomainError
 from emailkit.domain.public_site import SiteCache
 from emailkit.domain.tokens import TokenSigner
@@ -152,7 +153,9 @@ async def queue_confirmations(
 
 
 async def confirm(session: AsyncSession, subscriber_id: int, list_ids: Sequence[int]) -> int:
-    """UNCONFIRMED → CONFIRMED for those lists; idempotent; an unsubscribe made since is respected."""
+    """UNCONFIRMED → CONFIRMED for those lists; idempotent; an unsubscribe made since is respected. The
+    flows of those lists start for the person now."""
+    now = utcnow()
     result = await session.execute(
         update(Subscription)
         .where(
@@ -160,10 +163,19 @@ async def confirm(session: AsyncSession, subscriber_id: int, list_ids: Sequence[
             Subscription.list_id.in_(list_ids),
             Subscription.status == SubscriptionStatus.UNCONFIRMED,
         )
-        .values(status=SubscriptionStatus.CONFIRMED, updated_at=utcnow())
+        .values(status=SubscriptionStatus.CONFIRMED, updated_at=now)
         .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    confirmed = int(result.rowcount or 0)  # type: ignore[attr-defined]
+    if confirmed:
+        await flow_entry.subscribed(
+            session,
+            workspace_id=current_workspace_id(),
+            list_ids=list_ids,
+            changed_at=now,
+            subscriber_ids=[subscriber_id],
+        )
+    return confirmed
 
 
 def sender_of(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Final
 
 from sqlalchemy import BigInteger, ColumnElement, Insert, exists, literal, or_, select, true, update
@@ -23,6 +24,7 @@ from emailkit.db.types import UTCDateTime, utcnow
 from emailkit.domain.audience.lists import new_subscription_status, require_lists
 from emailkit.domain.audience.subscriber_fields import NAME_MAX, attribute_errors
 from emailkit.domain.audience.suppressions import ensure_not_erased
+from emailkit.domain.automation import entry as flow_entry
 from emailkit.domain.errors import DomainError, ErrorCode, FieldError, NotFound
 from emailkit.domain.pagination import Page, keyset_page
 from emailkit.domain.quotas import ensure_room_for_subscribers
@@ -268,12 +270,13 @@ def _subscribe_statement(
     subscriber_ids: Sequence[int],
     list_ids: Sequence[int],
     status: SubscriptionStatus | None,
+    now: datetime,
 ) -> Insert:
-    """One INSERT ... SELECT ... ON CONFLICT for every (subscriber, list) pair.
+    """One INSERT ... SELECT ... ON CONFLICT for every (subscriber, list) pair; the rows it writes are stamped
+    `now` (and only those: a pair it leaves alone keeps its stamp).
 
     Without an explicit status, a new or previously UNSUBSCRIBED subscription becomes UNCONFIRMED on a
     DOUBLE opt-in list and CONFIRMED on a SINGLE one, and a live subscription keeps its state."""
-    now = utcnow()
     # A Core INSERT ... SELECT: neither the session's workspace filter nor the column's default reaches it,
     # so both sides are held to the workspace here and its rows name it.
     workspace_id = current_workspace_id()
@@ -329,10 +332,19 @@ async def _subscribe(
     list_ids: Sequence[int],
     status: SubscriptionStatus | None,
 ) -> None:
-    """Run `_subscribe_statement`. The lists are locked, but a subscriber deleted after it was read and before
-    its subscription was checked (READ COMMITTED) fails the foreign key: that is the caller's error, named."""
+    """Run `_subscribe_statement`, and start the flows of the subscriptions it made sendable. The lists are
+    locked, but a subscriber deleted after it was read and before its subscription was checked (READ
+    COMMITTED) fails the foreign key: that is the caller's error, named."""
+    now = utcnow()
     try:
-        await session.execute(_subscribe_statement(session, subscriber_ids, list_ids, status))
+        await session.execute(_subscribe_statement(session, subscriber_ids, list_ids, status, now))
+        await flow_entry.subscribed(
+            session,
+            workspace_id=current_workspace_id(),
+            list_ids=list_ids,
+            changed_at=now,
+            subscriber_ids=subscriber_ids,
+        )
     except IntegrityError as exc:
         reference = _REFERENCES.get(constraint_name(exc) or "")
         if sqlstate(exc) == FOREIGN_KEY_VIOLATION and reference is not None:

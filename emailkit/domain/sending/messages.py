@@ -59,6 +59,29 @@ class Compiled:
     urls: TrackingUrls | None = None
 
 
+@dataclass(frozen=True)
+class MessageSpec:
+    """What a message is made of before it is compiled: a campaign's settings, or a flow SEND step's."""
+
+    workspace_id: int
+    updated_at: datetime
+    subject: str
+    from_email: str
+    from_name: str
+    reply_to: str | None
+    template_id: int | None
+    body: str | None
+    format: ContentFormat | None
+    plain_text: str | None
+    track_opens: bool
+    track_clicks: bool
+    web_view_link: bool
+    # The List-Id: its display name and the label before the instance's host ("campaign-12").
+    list_id: tuple[str, str]
+    # What templates see as `campaign`.
+    variables: dict[str, Any]
+
+
 class MessageBuilder:
     def __init__(self, urls: TrackingUrls, *, unsubscribe_mailto: str | None = None) -> None:
         self.urls = urls
@@ -83,32 +106,58 @@ class MessageBuilder:
             own = content_of(campaign, variant)
             subject, from_name, plain_text = own.subject, own.from_name, own.plain_text
             template_id, body, fmt = own.template_id, own.body, own.format
+        spec = MessageSpec(
+            workspace_id=campaign.workspace_id,
+            updated_at=campaign.updated_at,
+            subject=subject,
+            from_email=campaign.from_email,
+            from_name=from_name or "",
+            reply_to=campaign.reply_to,
+            template_id=template_id,
+            body=body,
+            format=fmt,
+            plain_text=plain_text,
+            track_opens=campaign.track_opens,
+            track_clicks=campaign.track_clicks,
+            web_view_link=campaign.web_view_link,
+            list_id=(campaign.name, f"campaign-{campaign.id}"),
+            variables={**campaign_vars(campaign), "subject": subject, "from_name": from_name},
+        )
+        return await self.compile_spec(session, spec, web_page=web_page)
+
+    async def compile_spec(
+        self, session: AsyncSession, spec: MessageSpec, *, web_page: bool = False
+    ) -> Compiled:
+        """What every message of `spec` shares (a campaign's, or a flow's SEND step's)."""
+        body, fmt, subject = spec.body, spec.format, spec.subject
         # Rebuilt every run (compile_content keeps its own cache by content), so an edited template is used.
-        if template_id is not None:
-            tpl = await session.get(Template, template_id)
+        if spec.template_id is not None:
+            tpl = await session.get(Template, spec.template_id)
             if tpl is not None:
                 body, fmt = tpl.body, tpl.format
-        view_link = campaign.web_view_link and not web_page
+                subject = subject or tpl.subject or ""
+        view_link = spec.web_view_link and not web_page
         content = compile_content(
             body or "",
             fmt or ContentFormat.HTML,
             subject=subject,
-            plain_text=plain_text,
+            plain_text=spec.plain_text,
             view_link=view_link,
         )
-        track_opens = campaign.track_opens and not web_page
+        track_opens = spec.track_opens and not web_page
+        label, local = spec.list_id
         return Compiled(
-            updated_at=campaign.updated_at,
+            updated_at=spec.updated_at,
             content=content,
-            campaign={**campaign_vars(campaign), "subject": subject, "from_name": from_name},
-            from_=Address(campaign.from_email, from_name or ""),
-            reply_to=Address(campaign.reply_to) if campaign.reply_to else None,
+            campaign={**spec.variables, "subject": subject},
+            from_=Address(spec.from_email, spec.from_name),
+            reply_to=Address(spec.reply_to) if spec.reply_to else None,
             track_opens=track_opens,
-            track_clicks=campaign.track_clicks,
-            list_id_header=f'"{_header_safe(campaign.name)}" <campaign-{campaign.id}.{self._host}>',
-            tracked=content.tracked(clicks=campaign.track_clicks, opens=track_opens),
-            web_view=view_link or mentions_web_view(body, subject, plain_text),
-            urls=await self._urls_of(session, campaign.workspace_id),
+            track_clicks=spec.track_clicks,
+            list_id_header=f'"{_header_safe(label)}" <{local}.{self._host}>',
+            tracked=content.tracked(clicks=spec.track_clicks, opens=track_opens),
+            web_view=view_link or mentions_web_view(body, subject, spec.plain_text),
+            urls=await self._urls_of(session, spec.workspace_id),
         )
 
     async def _urls_of(self, session: AsyncSession, workspace_id: int) -> TrackingUrls | None:
@@ -145,6 +194,7 @@ class MessageBuilder:
                 campaign=c.campaign,
                 unsubscribe_url=unsubscribe,
                 webview_url=webview,
+                **(p.context or {}),
                 **tracking,
             ),
             tracked=tracked,

@@ -40,6 +40,10 @@ class ImportSubscribersInput:
             "opt-outs; an import never re-subscribes anyone who unsubscribed."
         ),
     )
+    trigger_flows: bool = strawberry.field(
+        default=True,
+        description="Whether the people it subscribes enter the lists' SUBSCRIBED flows (false: a quiet migration).",
+    )
     column_map: JSON | None = strawberry.field(
         default=None,
         description=(
@@ -109,6 +113,7 @@ class Mutation:
                     subscription_status=status,
                     column_map=column_map,
                     source_field=field,
+                    trigger_flows=input.trigger_flows,
                 ),
                 chunks,
                 max_bytes=limit,

@@ -25,6 +25,7 @@ from emailkit.domain.audience.imports.progress import (
     progress_channel,
 )
 from emailkit.domain.audience.imports.rows import ParseStats, StagedRow
+from emailkit.domain.automation import entry as flow_entry
 from emailkit.domain.quotas import ensure_within_subscriber_quota
 from emailkit.domain.throttle import CoalescingPublisher
 from emailkit.domain.webhooks_out.emitters import import_finished
@@ -117,6 +118,14 @@ class Job:
         )
         if not finished.rowcount:  # type: ignore[attr-defined]
             raise Superseded()
+        if self.options.get("triggerFlows", True) is not False:
+            # Everyone this import subscribed (or confirmed) enters the lists' flows with it, or nobody does.
+            await flow_entry.subscribed(
+                session,
+                workspace_id=self.load.workspace_id,
+                list_ids=self.load.list_ids,
+                changed_at=self.load.now,
+            )
         await import_finished(session, self.run.import_id, ImportStatus.FINISHED, state.counters())
         await session.execute(delete(ImportChunk).where(ImportChunk.import_id == self.run.import_id))
 

@@ -77,6 +77,8 @@ class ImportRequest:
     column_map: object = None
     # The input field the file came in (`csv` or `file`), for userErrors about its content.
     source_field: str = "file"
+    # Whether the people it subscribes enter the lists' SUBSCRIBED flows (a migration of an old list may not).
+    trigger_flows: bool = True
 
 
 async def _new_import(session: AsyncSession, request: ImportRequest) -> tuple[Import, dict[str, str]]:
@@ -89,7 +91,11 @@ async def _new_import(session: AsyncSession, request: ImportRequest) -> tuple[Im
     row = Import(
         status=ImportStatus.QUEUED,
         source_name=(request.source_name or "")[:255],
-        options={"columnMap": column_map, "subscriptionStatus": status.value if status else None},
+        options={
+            "columnMap": column_map,
+            "subscriptionStatus": status.value if status else None,
+            "triggerFlows": request.trigger_flows,
+        },
         list_ids=list_ids,
         mode=request.mode,
         total=0,

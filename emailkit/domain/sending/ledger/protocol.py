@@ -31,6 +31,8 @@ class Pending:
     attempts: int
     # The A/B test variant recorded on the delivery (None: the campaign has no test).
     variant_id: int | None = None
+    # More for the templates to see (a flow's trigger event as `event`).
+    context: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
