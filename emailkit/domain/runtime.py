@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 from emailkit.db.engine import Database
 from emailkit.domain.apikeys import PrincipalCache
 from emailkit.domain.audience.optin import OptinSender, sender_of
+from emailkit.domain.automation.config import FlowConfig
+from emailkit.domain.automation.live import publish_flow_stats
+from emailkit.domain.automation.runner import FlowRunner
+from emailkit.domain.automation.send_step import StepSender
 from emailkit.domain.content.tracked_urls import TrackingUrls
 from emailkit.domain.counting import DEFAULT_EXACT_LIMIT
 from emailkit.domain.ports.provider import EmailProvider
@@ -19,7 +23,7 @@ from emailkit.domain.sending.pipeline import CampaignSender
 from emailkit.domain.sending.progress import ProgressReporter
 from emailkit.domain.throttle import CoalescingPublisher
 from emailkit.domain.tokens import TokenSigner
-from emailkit.domain.webhooks_out.delivery import WebhookSetup
+from emailkit.domain.webhooks_out.delivery import WebhookPoster, WebhookSetup
 
 
 @dataclass
@@ -78,6 +82,9 @@ class Runtime:
     principals: PrincipalCache = field(default_factory=PrincipalCache)
     # Outgoing webhooks: the SSRF rule's setting and, in processes that deliver, the HTTP client.
     webhooks: WebhookSetup = field(default_factory=WebhookSetup)
+    # How flows run (automation), and the process's runner, built on first use by flow_runner.
+    flows: FlowConfig = field(default_factory=FlowConfig)
+    cached_flow_runner: FlowRunner | None = field(default=None, repr=False)
     # Workspaces' public URLs and branding read recently; updateWorkspace in this process forgets its entry.
     sites: SiteCache = field(init=False, repr=False)
 
@@ -103,6 +110,37 @@ def campaign_sender(runtime: Runtime) -> CampaignSender:
             config=setup.config,
         )
     return setup.cached_sender
+
+
+def flow_runner(runtime: Runtime, poster: Callable[[], WebhookPoster]) -> FlowRunner:
+    """The process-wide runner of flows (it sends through the campaign sender's provider and builder)."""
+    if runtime.cached_flow_runner is None:
+        sender = None
+        if runtime.sending is not None:
+            campaigns = campaign_sender(runtime)
+            sender = StepSender(
+                runtime.db,
+                campaigns.provider,
+                campaigns.provider_name,
+                campaigns.messages,
+                limiter=campaigns.limiter,
+                sending=campaigns.config,
+            )
+        live = runtime.live
+
+        async def publish(flow_ids: set[int]) -> None:
+            if live is not None:
+                await publish_flow_stats(runtime.db, live, flow_ids)
+
+        runtime.cached_flow_runner = FlowRunner(
+            runtime.db,
+            secret_key=runtime.secret_key,
+            config=runtime.flows,
+            sender=sender,
+            poster=poster,
+            on_counters=publish,
+        )
+    return runtime.cached_flow_runner
 
 
 def optin_sender(runtime: Runtime) -> OptinSender:

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from emailkit.db.scope import all_workspaces
 from emailkit.db.types import utcnow
+from emailkit.domain.automation import claims
 from emailkit.domain.feedback.live import publish_decided
 from emailkit.domain.feedback.partitions import maintain_event_partitions
 from emailkit.domain.runtime import Runtime
@@ -39,6 +40,8 @@ class Upkeep:
             with all_workspaces():
                 await publish_decided(runtime.db, runtime.live, decided)
         await self._webhooks.tick(runtime, now)
+        with all_workspaces():
+            await claims.dispatch_due_runs(runtime, now, hold=runtime.flows.hold_seconds)
         if self._last_maintenance is None or now - self._last_maintenance >= self.MAINTENANCE_EVERY:
             self._last_maintenance = now
             created = await maintain_event_partitions(runtime.db, now)

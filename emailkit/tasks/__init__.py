@@ -10,6 +10,7 @@ from __future__ import annotations
 # Modules whose @job functions every broker (API and worker processes alike) declares.
 JOB_MODULES: tuple[str, ...] = (
     "emailkit.tasks.campaigns",
+    "emailkit.tasks.flows",
     "emailkit.tasks.imports",
     "emailkit.tasks.webhooks",
 )

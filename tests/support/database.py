@@ -16,6 +16,7 @@ from emailkit.db.engine import Database
 from emailkit.db.tables.base import Base
 from emailkit.db.tables.tenancy import DEFAULT_WORKSPACE_ID, DEFAULT_WORKSPACE_SLUG, Workspace
 from emailkit.db.types import utcnow
+from emailkit.domain.automation import versions
 from emailkit.domain.webhooks_out.emit import subscriptions as webhook_listeners
 from tests.support.environment import APP_ROLE, PG_APP_URL, PG_URL, pg_async_url
 
@@ -76,6 +77,8 @@ async def truncate_all(db: Database) -> None:
         await conn.execute(insert(Workspace).values(DEFAULT_WORKSPACE))
         if db.dialect == "postgresql":
             await conn.execute(text("SELECT setval(pg_get_serial_sequence('workspaces', 'id'), 1)"))
+    # Version ids start again at 1: the process's parsed versions describe the flows just deleted.
+    versions.forget_all()
     # The process's cache of webhook listeners describes the endpoints just deleted.
     webhook_listeners.invalidate()
 

@@ -1,4 +1,5 @@
-"""Published versions, parsed once per process: a version never changes after it is published."""
+"""Published versions, parsed once per process: a version never changes after it is published, and its id is
+never given to another (only a test's emptied database restarts the ids: it calls ``forget_all``)."""
 
 from __future__ import annotations
 
@@ -30,3 +31,7 @@ async def definitions(
             while len(_cache) > CACHE_SIZE:
                 _cache.popitem(last=False)
     return out
+
+
+def forget_all() -> None:
+    _cache.clear()

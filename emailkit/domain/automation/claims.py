@@ -1,0 +1,101 @@
+"""Finding due runs and handing them to workers: the ticker's part of automation.
+
+Every tick, runs that are due (``due_at`` reached, read through the partial index of ACTIVE runs), of an ACTIVE
+flow, and held by nobody are claimed in chunks: a claim number and a hold (``lease_until``) are written on them
+and one job per chunk is enqueued with the claim, after the commit. A worker that takes the job renews the
+lease while it works; a job lost with its queue, or a worker that died, simply lets the hold expire, and a later
+tick claims the runs again under a new number, so the old job (if it ever runs) finds nothing of its own.
+Nothing of a waiting run is anywhere but in its row.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from emailkit.db.dialect import dialect_of
+from emailkit.db.tables.automation import Flow, FlowRun, FlowRunStatus, FlowStatus
+from emailkit.domain.ports.queue import QueueUnavailable
+from emailkit.domain.runtime import Runtime
+from emailkit.domain.transactions import run_in_transaction
+
+log = logging.getLogger(__name__)
+
+ADVANCE_JOB = "advance_flow_runs"
+# Runs per job: enough that a job's statements each cover many people, few enough that a slow provider holds
+# a small share of the due work.
+CHUNK = 500
+# Claimed per tick at most (the rest waits for the next tick, a second later).
+MAX_CHUNKS_PER_TICK = 40
+
+
+@dataclass(frozen=True)
+class Claim:
+    workspace_id: int
+    claim: int
+    runs: int
+
+
+def _due(now: datetime) -> list[ColumnElement[bool]]:
+    active_flows = select(Flow.id).where(Flow.status == FlowStatus.ACTIVE)
+    return [
+        FlowRun.status == FlowRunStatus.ACTIVE,
+        FlowRun.due_at <= now,
+        or_(FlowRun.lease_until.is_(None), FlowRun.lease_until < now),
+        FlowRun.flow_id.in_(active_flows),
+    ]
+
+
+async def _claim_chunk(session: AsyncSession, now: datetime, hold: float) -> list[Claim]:
+    stmt = select(FlowRun.id, FlowRun.workspace_id).where(*_due(now)).order_by(FlowRun.due_at).limit(CHUNK)
+    if dialect_of(session) == "postgresql":
+        # Two tickers (two worker processes) claim different runs instead of queueing on the same rows.
+        stmt = stmt.with_for_update(skip_locked=True, of=FlowRun)
+    rows = (await session.execute(stmt)).all()
+    by_workspace: dict[int, list[int]] = defaultdict(list)
+    for run_id, workspace_id in rows:
+        by_workspace[int(workspace_id)].append(int(run_id))
+    claims = []
+    for workspace_id, ids in sorted(by_workspace.items()):
+        number = secrets.randbits(62)
+        await session.execute(
+            update(FlowRun)
+            .where(FlowRun.id.in_(ids))
+            .values(claim=number, lease_until=now + timedelta(seconds=hold))
+            .execution_options(synchronize_session=False)
+        )
+        claims.append(Claim(workspace_id, number, len(ids)))
+    return claims
+
+
+async def dispatch_due_runs(runtime: Runtime, now: datetime, *, hold: float) -> list[Claim]:
+    """Claim what is due (across workspaces; the caller holds the all-workspaces scope) and enqueue a job per
+    claim; returns the claims made."""
+    if runtime.jobs is None:
+        return []
+    made: list[Claim] = []
+    for _ in range(MAX_CHUNKS_PER_TICK):
+
+        async def claim(session: AsyncSession) -> list[Claim]:
+            return await _claim_chunk(session, now, hold)
+
+        claims = await run_in_transaction(runtime.db, claim)
+        for c in claims:
+            try:
+                await runtime.jobs.enqueue(ADVANCE_JOB, {"workspace_id": c.workspace_id, "claim": c.claim})
+            except QueueUnavailable:
+                # Claimed but not queued: the hold expires and a later tick claims the runs again.
+                log.warning(
+                    "flow runs: the queue is unreachable; %d claim(s) wait for their hold", len(claims)
+                )
+                return made
+        made += claims
+        if sum(c.runs for c in claims) < CHUNK:
+            break
+    return made

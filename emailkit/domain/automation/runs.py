@@ -1,0 +1,349 @@
+"""The runs a worker holds under one claim, and the writes that move them: the ledger row of the step a run
+finished, and the run's next place (its next step, a wait, or the end), in the caller's transaction.
+
+Every write on a run is guarded by the claim: a worker presumed dead (its lease expired, its runs claimed again
+under another number) changes nothing, and its transaction is rolled back (:class:`LeaseLost`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from emailkit.db.dialect import upsert
+from emailkit.db.tables.audience import Subscriber, SubscriberStatus
+from emailkit.db.tables.automation import (
+    Flow,
+    FlowRun,
+    FlowRunStatus,
+    FlowStatus,
+    FlowStepRun,
+    FlowStepRunStatus,
+)
+from emailkit.domain.automation.counters import Tally
+from emailkit.domain.automation.definition import Definition, Step
+from emailkit.domain.automation.versions import definitions
+
+
+class LeaseLost(Exception):
+    """The runs were claimed again by another worker: this one must not change them."""
+
+
+@dataclass
+class Person:
+    id: int
+    email: str
+    name: str
+    attributes: dict[str, Any]
+    status: SubscriberStatus
+
+
+@dataclass
+class Run:
+    id: int
+    flow_id: int
+    flow_name: str
+    version_id: int
+    subscriber_id: int | None
+    step_key: str
+    visit: int
+    waiting: bool
+    context: dict[str, Any] | None
+    definition: Definition
+    person: Person | None = None
+    # Still to be moved under this claim (False once it waits, finished or was handed back).
+    live: bool = True
+
+    @property
+    def step(self) -> Step | None:
+        return self.definition.step(self.step_key)
+
+
+@dataclass(frozen=True)
+class Finish:
+    """A run's current step is done: its ledger row's outcome, and where the run goes."""
+
+    run: Run
+    status: FlowStepRunStatus
+    detail: str | None = None
+    # The next step; None ends the run (COMPLETED, or EXITED with `exit_reason`).
+    next: str | None = None
+    exit_reason: str | None = None
+    # The ledger row was written when the step started (WAIT, SEND, WEBHOOK): it is only completed here.
+    started: bool = False
+
+
+@dataclass
+class Held:
+    """What a worker holds: the claim and its runs."""
+
+    workspace_id: int
+    claim: int
+    runs: list[Run] = field(default_factory=list)
+
+    def live(self) -> list[Run]:
+        return [r for r in self.runs if r.live]
+
+
+async def take(session: AsyncSession, workspace_id: int, claim: int, now: datetime, lease: float) -> Held:
+    """The claim's runs of ACTIVE flows, with their people, leased to this worker; runs of a flow paused or
+    archived since the claim are handed back untouched."""
+    held = Held(workspace_id, claim)
+    taken = await session.execute(
+        update(FlowRun)
+        .where(FlowRun.claim == claim, FlowRun.status == FlowRunStatus.ACTIVE)
+        .values(lease_until=now + timedelta(seconds=lease))
+        .execution_options(synchronize_session=False)
+    )
+    if not taken.rowcount:  # type: ignore[attr-defined]
+        return held
+    stmt = (
+        select(FlowRun, Flow.name, Flow.status)
+        .join(Flow, Flow.id == FlowRun.flow_id)
+        .where(FlowRun.claim == claim, FlowRun.status == FlowRunStatus.ACTIVE)
+        .order_by(FlowRun.id)
+    )
+    rows = (await session.execute(stmt)).all()
+    parsed = await definitions(session, {int(r.FlowRun.version_id) for r in rows})
+    stopped = []
+    for run, name, status in rows:
+        definition = parsed.get(run.version_id)
+        if status is not FlowStatus.ACTIVE or definition is None or run.step_key is None:
+            stopped.append(run.id)
+            continue
+        held.runs.append(
+            Run(
+                id=run.id,
+                flow_id=run.flow_id,
+                flow_name=name,
+                version_id=run.version_id,
+                subscriber_id=run.subscriber_id,
+                step_key=run.step_key,
+                visit=run.visit,
+                waiting=run.waiting,
+                context=run.context,
+                definition=definition,
+            )
+        )
+    if stopped:
+        await release(session, claim, stopped)
+    people = await _people(session, [r.subscriber_id for r in held.runs if r.subscriber_id is not None])
+    for r in held.runs:
+        r.person = people.get(r.subscriber_id) if r.subscriber_id is not None else None
+    return held
+
+
+async def _people(session: AsyncSession, ids: Sequence[int]) -> dict[int, Person]:
+    if not ids:
+        return {}
+    stmt = select(
+        Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.attributes, Subscriber.status
+    ).where(Subscriber.id.in_(set(ids)))
+    return {
+        int(row.id): Person(int(row.id), row.email, row.name, dict(row.attributes or {}), row.status)
+        for row in (await session.execute(stmt)).all()
+    }
+
+
+async def refresh_people(session: AsyncSession, runs: Sequence[Run]) -> None:
+    """Read the people again (an UPDATE step changed them, or a previous step took long)."""
+    people = await _people(session, [r.subscriber_id for r in runs if r.subscriber_id is not None])
+    for r in runs:
+        r.person = people.get(r.subscriber_id) if r.subscriber_id is not None else None
+
+
+async def release(session: AsyncSession, claim: int, run_ids: Sequence[int] | None = None) -> None:
+    """Hand runs back (all of the claim's when no ids are given): a later tick claims them again when due."""
+    stmt = update(FlowRun).where(FlowRun.claim == claim)
+    if run_ids is not None:
+        stmt = stmt.where(FlowRun.id.in_(run_ids))
+    await session.execute(
+        stmt.values(claim=None, lease_until=None).execution_options(synchronize_session=False)
+    )
+
+
+async def extend(session: AsyncSession, claim: int, now: datetime, lease: float) -> None:
+    await session.execute(
+        update(FlowRun)
+        .where(FlowRun.claim == claim)
+        .values(lease_until=now + timedelta(seconds=lease))
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def start_steps(
+    session: AsyncSession, held: Held, runs: Sequence[Run], tally: Tally, now: datetime
+) -> dict[int, FlowStepRun]:
+    """The ledger rows of the runs' current steps, PENDING where they did not exist yet (counted as entered);
+    returns each run's row as it stands."""
+    if not runs:
+        return {}
+    rows = [
+        {
+            "workspace_id": held.workspace_id,
+            "run_id": r.id,
+            "flow_id": r.flow_id,
+            "step_key": r.step_key,
+            "visit": r.visit,
+            "status": FlowStepRunStatus.PENDING,
+            "attempts": 0,
+            "detail": None,
+            "started_at": now,
+        }
+        for r in runs
+    ]
+    table = FlowStepRun.__table__
+    inserted = await session.execute(
+        upsert(session)(table)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["run_id", "step_key", "visit"])
+        .returning(table.c.run_id)
+    )
+    fresh = {int(x) for x in inserted.scalars()}
+    by_id = {r.id: r for r in runs}
+    for rid in fresh:
+        r = by_id[rid]
+        tally.step(r.flow_id, r.step_key, "entered")
+    stmt = select(FlowStepRun).where(FlowStepRun.run_id.in_(list(by_id)))
+    found: dict[int, FlowStepRun] = {}
+    for row in (await session.execute(stmt)).scalars():
+        r = by_id[row.run_id]
+        if row.step_key == r.step_key and row.visit == r.visit:
+            found[row.run_id] = row
+    return found
+
+
+async def settle(
+    session: AsyncSession, held: Held, finishes: Sequence[Finish], tally: Tally, now: datetime
+) -> None:
+    """Write each finished step's ledger row and move its run on, in the caller's transaction."""
+    if not finishes:
+        return
+    workspace = held.workspace_id
+    table = FlowStepRun.__table__
+    rows = [
+        {
+            "workspace_id": workspace,
+            "run_id": f.run.id,
+            "flow_id": f.run.flow_id,
+            "step_key": f.run.step_key,
+            "visit": f.run.visit,
+            "status": f.status,
+            "attempts": 0,
+            "detail": f.detail,
+            "started_at": now,
+            "finished_at": now,
+        }
+        for f in finishes
+    ]
+    stmt = upsert(session)(table).values(rows)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["run_id", "step_key", "visit"],
+        set_={
+            "status": stmt.excluded.status,
+            "detail": stmt.excluded.detail,
+            "finished_at": stmt.excluded.finished_at,
+        },
+    )
+    await session.execute(stmt)
+    for f in finishes:
+        if not f.started:
+            tally.step(f.run.flow_id, f.run.step_key, "entered")
+        tally.step(f.run.flow_id, f.run.step_key, "completed")
+        counted = {
+            FlowStepRunStatus.SENT: "sent",
+            FlowStepRunStatus.SKIPPED: "skipped",
+            FlowStepRunStatus.FAILED: "failed",
+        }
+        name = counted.get(f.status)
+        if name is not None:
+            tally.step(f.run.flow_id, f.run.step_key, name)  # type: ignore[arg-type]
+    await _move(session, held.claim, finishes, tally, now)
+
+
+async def _move(
+    session: AsyncSession, claim: int, finishes: Sequence[Finish], tally: Tally, now: datetime
+) -> None:
+    onward: dict[str, list[Run]] = defaultdict(list)
+    ended: dict[str | None, list[Run]] = defaultdict(list)
+    for f in finishes:
+        if f.next is not None:
+            onward[f.next].append(f.run)
+        else:
+            ended[f.exit_reason].append(f.run)
+    for key, runs in sorted(onward.items()):
+        await _guarded(
+            session,
+            claim,
+            runs,
+            {"step_key": key, "visit": FlowRun.visit + 1, "waiting": False, "due_at": now},
+        )
+        for r in runs:
+            r.step_key, r.visit, r.waiting = key, r.visit + 1, False
+    for reason, runs in ended.items():
+        await finish_runs(session, claim, runs, tally, now, exit_reason=reason)
+
+
+async def finish_runs(
+    session: AsyncSession,
+    claim: int,
+    runs: Sequence[Run],
+    tally: Tally,
+    now: datetime,
+    *,
+    exit_reason: str | None,
+) -> None:
+    """The runs leave the flow: COMPLETED, or EXITED for `exit_reason`."""
+    if not runs:
+        return
+    status = FlowRunStatus.COMPLETED if exit_reason is None else FlowRunStatus.EXITED
+    await _guarded(
+        session,
+        claim,
+        runs,
+        {
+            "status": status,
+            "due_at": None,
+            "finished_at": now,
+            "exit_reason": exit_reason,
+            "claim": None,
+            "lease_until": None,
+            "waiting": False,
+        },
+    )
+    for r in runs:
+        r.live = False
+        tally.finished(r.flow_id, exit_reason is not None)
+
+
+async def park(
+    session: AsyncSession, claim: int, runs: Sequence[Run], until: dict[int, datetime], *, waiting: bool
+) -> None:
+    """The runs stay at their step until their time (a wait, a retry, the frequency cap), handed back."""
+    by_time: dict[datetime, list[Run]] = defaultdict(list)
+    for r in runs:
+        by_time[until[r.id]].append(r)
+    for at, group in by_time.items():
+        await _guarded(
+            session, claim, group, {"due_at": at, "waiting": waiting, "claim": None, "lease_until": None}
+        )
+        for r in group:
+            r.live, r.waiting = False, waiting
+
+
+async def _guarded(session: AsyncSession, claim: int, runs: Sequence[Run], values: dict[str, Any]) -> None:
+    ids = [r.id for r in runs]
+    result = await session.execute(
+        update(FlowRun)
+        .where(FlowRun.id.in_(ids), FlowRun.claim == claim, FlowRun.status == FlowRunStatus.ACTIVE)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if (result.rowcount or 0) != len(ids):  # type: ignore[attr-defined]
+        raise LeaseLost(f"flow runs of claim {claim} were claimed again by another worker")

@@ -1,0 +1,255 @@
+"""Flows through the ticker's claims and the runner, on both backends: entry, each step type, the exit
+condition, re-entry, exactly-once after a worker died, and an unsubscribe in the middle of a wait."""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+
+from emailkit.db.engine import Database
+from emailkit.db.tables.audience import Subscriber, SubscriberStatus
+from emailkit.db.tables.automation import Flow, FlowRunStatus, FlowStepRun, FlowStepStats
+from emailkit.db.tables.sending import Delivery, DeliveryStatus
+from emailkit.db.types import utcnow
+from emailkit.domain.audience import subscribers
+from emailkit.domain.automation import claims
+from emailkit.domain.automation.entry import TrackedEvent, events_tracked
+from tests.support.factories import insert_list
+from tests.support.flows import FlowWorld, ledger_of, make_flow, make_template, runs_of, send, wait
+
+
+async def people(db: Database, list_id: int, *names: str) -> list[int]:
+    ids = []
+    async with db.transaction() as s:
+        for name in names:
+            row = await subscribers.create_subscriber(
+                s, f"{name}@example.com", name.title(), list_ids=[list_id]
+            )
+            ids.append(row.id)
+    return ids
+
+
+async def welcome(db: Database) -> tuple[int, int]:
+    lst = await insert_list(db, "Welcome")
+    first = await make_template(
+        db, "<p>Hi {{ subscriber.name }}</p>", subject="Welcome {{ subscriber.name }}"
+    )
+    second = await make_template(db, "<p>Day two</p>", subject="Day two")
+    flow = await make_flow(
+        db,
+        {
+            "trigger": {"type": "SUBSCRIBED", "listId": lst},
+            "steps": [send("hello", first, "pause"), wait("pause", 10, "again"), send("again", second)],
+        },
+    )
+    return lst, flow
+
+
+async def test_a_welcome_series_sends_each_step_once_and_honours_the_wait(db: Database) -> None:
+    lst, flow = await welcome(db)
+    await people(db, lst, "ada", "bob")
+    world = FlowWorld(db)
+    await world.settle()
+    assert world.sent_to() == {"ada@example.com": ["Welcome Ada"], "bob@example.com": ["Welcome Bob"]}
+    # Nothing more until the wait is over, however often the ticker runs.
+    await world.settle()
+    assert len(world.provider.messages) == 2
+    await world.settle(world.later(11))
+    assert world.sent_to() == {
+        "ada@example.com": ["Welcome Ada", "Day two"],
+        "bob@example.com": ["Welcome Bob", "Day two"],
+    }
+    runs = await runs_of(db, flow)
+    assert [r.status for r in runs] == [FlowRunStatus.COMPLETED] * 2
+    assert await ledger_of(db, runs[0].id) == [
+        ("hello", 1, "SENT"),
+        ("pause", 2, "DONE"),
+        ("again", 3, "SENT"),
+    ]
+    async with db.session() as s:
+        row = await s.get(Flow, flow)
+        assert row is not None
+        assert (row.entered, row.active, row.completed, row.exited) == (2, 0, 2, 0)
+        stats = {st.step_key: st for st in (await s.execute(select(FlowStepStats))).scalars()}
+    assert (stats["hello"].entered, stats["hello"].sent, stats["again"].sent) == (2, 2, 2)
+    assert (stats["pause"].entered, stats["pause"].completed) == (2, 2)
+
+
+async def test_a_message_a_dead_worker_was_handing_over_is_in_doubt_and_never_sent_again(
+    db: Database,
+) -> None:
+    lst, flow = await welcome(db)
+    await people(db, lst, "ada")
+    world = FlowWorld(db)
+    # The first worker got as far as marking the message SENDING, then died: its claim's lease lapses.
+    await world.tick()
+    async with db.transaction() as s:
+        await s.execute(update(Delivery).values(status=DeliveryStatus.SENDING, sent_at=None))
+        await s.execute(update(FlowStepRun).where(FlowStepRun.step_key == "hello").values(status="PENDING"))
+        run = (await runs_of(db, flow))[0]
+    async with db.transaction() as s:
+        from emailkit.db.tables.automation import FlowRun
+
+        await s.execute(update(FlowRun).values(step_key="hello", visit=1, waiting=False, due_at=utcnow()))
+    sent_before = len(world.provider.messages)
+    await world.settle(world.later(1))
+    assert len(world.provider.messages) == sent_before  # not handed over again
+    assert (await ledger_of(db, run.id))[0] == ("hello", 1, "IN_DOUBT")
+    async with db.session() as s:
+        assert (await s.execute(select(Delivery.status))).scalars().all() == [DeliveryStatus.IN_DOUBT]
+
+
+async def test_unsubscribing_during_the_wait_stops_the_flow(db: Database) -> None:
+    lst, flow = await welcome(db)
+    [ada] = await people(db, lst, "ada")
+    world = FlowWorld(db)
+    await world.settle()
+    async with db.transaction() as s:
+        await subscribers.unsubscribe_from_lists(s, [ada], [lst])
+    await world.settle(world.later(11))
+    assert world.sent_to() == {"ada@example.com": ["Welcome Ada"]}
+    [run] = await runs_of(db, flow)
+    assert (run.status, run.exit_reason) == (FlowRunStatus.EXITED, "unsubscribed")
+    assert (await ledger_of(db, run.id))[-1] == ("again", 3, "SKIPPED")
+
+
+async def test_a_blocklisted_person_gets_nothing_and_leaves(db: Database) -> None:
+    lst, flow = await welcome(db)
+    [_ada] = await people(db, lst, "ada")
+    async with db.transaction() as s:
+        await s.execute(update(Subscriber).values(status=SubscriberStatus.BLOCKLISTED))
+    world = FlowWorld(db)
+    await world.settle()
+    assert world.provider.messages == []
+    [run] = await runs_of(db, flow)
+    assert (run.status, run.exit_reason) == (FlowRunStatus.EXITED, "blocklisted")
+
+
+async def test_branch_update_and_exit_steps(db: Database) -> None:
+    lst = await insert_list(db, "Shop")
+    vip_list = await insert_list(db, "VIP")
+    tpl = await make_template(db, "<p>Welcome, VIP</p>", subject="VIP")
+    flow = await make_flow(
+        db,
+        {
+            "trigger": {"type": "SUBSCRIBED", "listId": lst},
+            "steps": [
+                {
+                    "key": "vip",
+                    "type": "BRANCH",
+                    "condition": {"attribute": {"path": "plan", "op": "EQ", "value": "gold"}},
+                    "then": "tag",
+                    "otherwise": "stop",
+                },
+                {
+                    "key": "tag",
+                    "type": "UPDATE",
+                    "setAttributes": {"vip": True},
+                    "addListIds": [vip_list],
+                    "next": "mail",
+                },
+                send("mail", tpl),
+                {"key": "stop", "type": "EXIT"},
+            ],
+        },
+    )
+    async with db.transaction() as s:
+        await subscribers.create_subscriber(s, "gold@example.com", "Gold", {"plan": "gold"}, list_ids=[lst])
+        await subscribers.create_subscriber(s, "free@example.com", "Free", {"plan": "free"}, list_ids=[lst])
+    world = FlowWorld(db)
+    await world.settle()
+    assert world.sent_to() == {"gold@example.com": ["VIP"]}
+    async with db.session() as s:
+        gold = (
+            await s.execute(select(Subscriber).where(Subscriber.email == "gold@example.com"))
+        ).scalar_one()
+        assert gold.attributes == {"plan": "gold", "vip": True}
+    runs = {r.subscriber_id: r for r in await runs_of(db, flow)}
+    assert runs[gold.id].status is FlowRunStatus.COMPLETED
+    others = [r for sid, r in runs.items() if sid != gold.id]
+    assert [(r.status, r.exit_reason) for r in others] == [(FlowRunStatus.EXITED, "exit_step")]
+    assert await ledger_of(db, others[0].id) == [("vip", 1, "DONE"), ("stop", 2, "DONE")]
+
+
+async def test_the_exit_condition_takes_people_out_before_their_next_step(db: Database) -> None:
+    lst = await insert_list(db, "Trial")
+    tpl = await make_template(db, "<p>Buy now</p>", subject="Buy")
+    flow = await make_flow(
+        db,
+        {
+            "trigger": {"type": "SUBSCRIBED", "listId": lst},
+            "steps": [wait("w", 60, "nag"), send("nag", tpl)],
+            "exitWhen": {"attribute": {"path": "bought", "op": "EQ", "value": True}},
+        },
+    )
+    [ada, _bob] = await people(db, lst, "ada", "bob")
+    world = FlowWorld(db)
+    await world.settle()
+    async with db.transaction() as s:
+        await s.execute(update(Subscriber).where(Subscriber.id == ada).values(attributes={"bought": True}))
+    await world.settle(world.later(61))
+    assert world.sent_to() == {"bob@example.com": ["Buy"]}
+    runs = {r.subscriber_id: r for r in await runs_of(db, flow)}
+    assert (runs[ada].status, runs[ada].exit_reason) == (FlowRunStatus.EXITED, "exit_condition")
+
+
+async def test_reentry_policies(db: Database) -> None:
+    lst = await insert_list(db, "Events")
+    tpl = await make_template(
+        db, "<p>{{ event.properties.item }}</p>", subject="Thanks for {{ event.properties.item }}"
+    )
+    flows = {}
+    for policy in ("ONCE", "ALWAYS", "AFTER_SECONDS"):
+        definition = {
+            "trigger": {"type": "EVENT", "eventName": f"bought-{policy}"},
+            "steps": [send("thanks", tpl)],
+            "reentry": policy,
+            **({"reentrySeconds": 3600} if policy == "AFTER_SECONDS" else {}),
+        }
+        flows[policy] = await make_flow(db, definition)
+    [ada] = await people(db, lst, "ada")
+    for i in range(2):
+        async with db.transaction() as s:
+            events = [
+                TrackedEvent(100 + i * 10 + n, ada, f"bought-{p}", {"item": f"item{i}"}, utcnow())
+                for n, p in enumerate(flows)
+            ]
+            await events_tracked(s, 1, events)
+            # The same event told twice enters nobody twice.
+            await events_tracked(s, 1, events)
+    counts = {p: len(await runs_of(db, f)) for p, f in flows.items()}
+    assert counts == {"ONCE": 1, "ALWAYS": 2, "AFTER_SECONDS": 1}
+    world = FlowWorld(db)
+    await world.settle()
+    assert sorted(world.sent_to()["ada@example.com"]) == sorted(
+        ["Thanks for item0", "Thanks for item0", "Thanks for item1", "Thanks for item0"]
+    )
+
+
+async def test_a_paused_flow_moves_nobody_until_resumed(db: Database) -> None:
+    from emailkit.domain.automation import flows as flow_service
+
+    lst, flow = await welcome(db)
+    async with db.transaction() as s:
+        await flow_service.move_flow(s, flow, "pause")
+    await people(db, lst, "ada")
+    world = FlowWorld(db)
+    await world.settle()
+    assert world.provider.messages == []  # nobody entered a paused flow
+    assert await runs_of(db, flow) == []
+    async with db.transaction() as s:
+        await flow_service.move_flow(s, flow, "resume")
+    await people(db, lst, "bob")
+    await world.settle()
+    assert world.sent_to() == {"bob@example.com": ["Welcome Bob"]}
+
+
+async def test_claims_are_not_taken_twice(db: Database) -> None:
+    lst, _ = await welcome(db)
+    await people(db, lst, "ada", "bob", "cy")
+    world = FlowWorld(db)
+    from emailkit.db.scope import all_workspaces
+
+    with all_workspaces():
+        first = await claims.dispatch_due_runs(world.runtime, utcnow(), hold=60)
+        second = await claims.dispatch_due_runs(world.runtime, utcnow(), hold=60)
+    assert sum(c.runs for c in first) == 3 and second == []
