@@ -8,12 +8,16 @@ from sqlalchemy import select, update
 from emailkit.db.engine import Database
 from emailkit.db.tables.audience import Subscriber, SubscriberStatus
 from emailkit.db.tables.automation import Flow, FlowRunStatus, FlowStepRun, FlowStepStats
+from emailkit.db.tables.content import ContentFormat
+from emailkit.db.tables.feedback import EventType
 from emailkit.db.tables.sending import Delivery, DeliveryStatus
 from emailkit.db.types import utcnow
 from emailkit.domain.audience import subscribers
 from emailkit.domain.automation import claims
 from emailkit.domain.automation.entry import TrackedEvent, events_tracked
+from emailkit.domain.feedback import IncomingEvent, record_events
 from tests.support.factories import insert_list
+from tests.support.flows import FROM as FROM_ADDRESS
 from tests.support.flows import FlowWorld, ledger_of, make_flow, make_template, runs_of, send, wait
 
 
@@ -253,3 +257,97 @@ async def test_claims_are_not_taken_twice(db: Database) -> None:
         first = await claims.dispatch_due_runs(world.runtime, utcnow(), hold=60)
         second = await claims.dispatch_due_runs(world.runtime, utcnow(), hold=60)
     assert sum(c.runs for c in first) == 3 and second == []
+
+
+async def test_a_branch_on_whether_the_email_of_a_step_was_opened(db: Database) -> None:
+    lst = await insert_list(db, "Onboarding")
+    hello = await make_template(db, "<p>Hello</p>", subject="Hello")
+    nudge = await make_template(db, "<p>Did you see it?</p>", subject="Nudge")
+    thanks = await make_template(db, "<p>Thanks for reading</p>", subject="Thanks")
+    flow = await make_flow(
+        db,
+        {
+            "trigger": {"type": "SUBSCRIBED", "listId": lst},
+            "steps": [
+                send("hello", hello, "w"),
+                wait("w", 3600, "opened"),
+                {
+                    "key": "opened",
+                    "type": "BRANCH",
+                    "condition": {"engagement": {"event": "OPENED", "flowStep": "hello"}},
+                    "then": "thanks",
+                    "otherwise": "nudge",
+                },
+                send("thanks", thanks),
+                send("nudge", nudge),
+            ],
+        },
+    )
+    [ada, _] = await people(db, lst, "ada", "bob")
+    world = FlowWorld(db)
+    await world.settle()
+    async with db.session() as s:
+        ada_delivery = (
+            await s.execute(select(Delivery.id).where(Delivery.subscriber_id == ada))
+        ).scalar_one()
+    await record_events(db, [IncomingEvent(type=EventType.OPEN, delivery_id=ada_delivery)] * 2)
+    await world.settle(world.later(3601))
+    assert world.sent_to() == {"ada@example.com": ["Hello", "Thanks"], "bob@example.com": ["Hello", "Nudge"]}
+    async with db.session() as s:
+        stats = {st.step_key: st for st in (await s.execute(select(FlowStepStats))).scalars()}
+    assert (stats["hello"].sent, stats["hello"].opened, stats["hello"].clicked) == (2, 1, 0)
+    assert (stats["thanks"].sent, stats["nudge"].sent) == (1, 1)
+    assert [r.status for r in await runs_of(db, flow)] == [FlowRunStatus.COMPLETED] * 2
+
+
+async def test_opening_a_campaign_starts_an_engaged_flow_and_a_link_click_another(db: Database) -> None:
+    from tests.support.ab import KeepingProvider, make_sender, run_all, seed_audience, start
+
+    lst, ids = await seed_audience(db, 3)
+    async with db.transaction() as s:
+        from emailkit.domain.sending import campaigns
+
+        campaign = await campaigns.create_campaign(
+            s,
+            campaigns.CampaignInput(
+                name="Launch",
+                subject="Launch",
+                from_email=FROM_ADDRESS,
+                body="<p>x</p>",
+                format=ContentFormat.HTML,
+                list_ids=[lst],
+            ),
+        )
+    tpl = await make_template(db, "<p>Since you opened it</p>", subject="Follow-up")
+    opened_flow = await make_flow(
+        db, {"trigger": {"type": "ENGAGED", "campaignId": campaign.id}, "steps": [send("follow", tpl)]}
+    )
+    clicked_flow = await make_flow(
+        db,
+        {
+            "trigger": {
+                "type": "ENGAGED",
+                "campaignId": campaign.id,
+                "linkUrl": "https://shop.example.com/a",
+            },
+            "steps": [send("follow", tpl)],
+        },
+    )
+    provider = KeepingProvider()
+    await run_all(make_sender(db, provider), await start(db, campaign.id))
+    async with db.session() as s:
+        deliveries = dict((await s.execute(select(Delivery.subscriber_id, Delivery.id))).all())
+    await record_events(
+        db,
+        [
+            IncomingEvent(type=EventType.OPEN, delivery_id=deliveries[ids[0]]),
+            IncomingEvent(
+                type=EventType.CLICK, delivery_id=deliveries[ids[1]], url="https://shop.example.com/a"
+            ),
+            IncomingEvent(
+                type=EventType.CLICK, delivery_id=deliveries[ids[2]], url="https://shop.example.com/b"
+            ),
+        ],
+    )
+    assert sorted(r.subscriber_id for r in await runs_of(db, opened_flow)) == ids
+    assert [r.subscriber_id for r in await runs_of(db, clicked_flow)] == [ids[1]]

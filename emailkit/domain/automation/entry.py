@@ -286,17 +286,40 @@ async def events_tracked(bind: Bind, workspace_id: int, events: Sequence[Tracked
 
 async def _enter_each(bind: Bind, t: Target, events: Sequence[TrackedEvent], now: datetime) -> int:
     """One run per event (per person under ONCE or AFTER_SECONDS), in one multi-row INSERT."""
+    ordered = sorted(events, key=lambda e: (e.occurred_at, e.event_id))
+    return await _enter_occurrences(
+        bind,
+        t,
+        [
+            (
+                e.subscriber_id,
+                f"event:{e.event_id}",
+                {
+                    "event": {
+                        "name": e.name,
+                        "properties": e.properties,
+                        "occurredAt": e.occurred_at.isoformat(),
+                    }
+                },
+            )
+            for e in ordered
+        ],
+        now,
+    )
+
+
+async def _enter_occurrences(
+    bind: Bind, t: Target, occurrences: Sequence[tuple[int, str, dict[str, Any] | None]], now: datetime
+) -> int:
+    """A run per (person, occurrence key, context), the first of a person only unless re-entry is ALWAYS."""
     rows: dict[tuple[int, str], dict[str, Any]] = {}
     people: set[int] = set()
-    for e in sorted(events, key=lambda e: (e.occurred_at, e.event_id)):
-        if t.definition.reentry is not FlowReentry.ALWAYS and e.subscriber_id in people:
-            continue  # the same batch names the person twice: the first event is the entry
-        people.add(e.subscriber_id)
-        context = {
-            "event": {"name": e.name, "properties": e.properties, "occurredAt": e.occurred_at.isoformat()}
-        }
-        row = _row(t, e.subscriber_id, f"event:{e.event_id}", context, now, None)
-        rows.setdefault((e.subscriber_id, row["entry_key"]), row)
+    for subscriber_id, key, context in occurrences:
+        if t.definition.reentry is not FlowReentry.ALWAYS and subscriber_id in people:
+            continue  # the same batch names the person twice: the first occurrence is the entry
+        people.add(subscriber_id)
+        row = _row(t, subscriber_id, key, context, now, None)
+        rows.setdefault((subscriber_id, row["entry_key"]), row)
     return await _insert_rows(bind, t, list(rows.values()), now)
 
 
@@ -313,18 +336,19 @@ async def _recently_entered(bind: Bind, t: Target, subscriber_ids: Sequence[int]
 
 @dataclass(frozen=True)
 class Engagement:
-    """A person's first open or click of a campaign's message (or of one link in it)."""
+    """A person's open or click of a campaign's message, just recorded."""
 
-    event_id: int
     subscriber_id: int
     campaign_id: int
     # The clicked URL; None for an open.
     url: str | None
+    # What tells this occurrence from others of the same person (the event's dedupe key, or its time).
+    key: str
 
 
 async def engaged(bind: Bind, workspace_id: int, engagements: Sequence[Engagement]) -> int:
     """Opens and clicks of campaigns that ENGAGED flows watch. A flow with a link URL starts on clicks of that
-    link; one without, on the first open or click of the campaign."""
+    link; one without, on an open or a click of the campaign."""
     if not engagements:
         return 0
     campaigns = sorted({e.campaign_id for e in engagements})
@@ -339,13 +363,16 @@ async def engaged(bind: Bind, workspace_id: int, engagements: Sequence[Engagemen
     for t in targets:
         trig = t.definition.trigger
         matching = [
-            TrackedEvent(
-                e.event_id, e.subscriber_id, "engaged", {"campaignId": e.campaign_id, "url": e.url}, now
+            (
+                e.subscriber_id,
+                f"engaged:{e.key}",
+                {"event": {"name": "engaged", "properties": {"campaignId": e.campaign_id, "url": e.url}}},
             )
             for e in engagements
-            if e.campaign_id == trig.campaign_id and (trig.link_url is None or e.url == trig.link_url)
+            if e.campaign_id == trig.campaign_id
+            and (trig.link_url is None or (e.url is not None and e.url == trig.link_url))
         ]
-        total += await _enter_each(bind, t, matching, now)
+        total += await _enter_occurrences(bind, t, matching, now)
     return total
 
 

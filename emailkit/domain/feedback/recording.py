@@ -18,9 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.db.engine import Database
 from emailkit.db.scope import NoWorkspaceScope, all_workspaces, current_scope
+from emailkit.db.tables.feedback import EventType
 from emailkit.db.tables.sending import Campaign
 from emailkit.db.tables.tenancy import DEFAULT_WORKSPACE_ID
 from emailkit.db.types import utcnow
+from emailkit.domain.automation.engagement import engagement_recorded
 from emailkit.domain.feedback import policy as rules
 from emailkit.domain.feedback import storage
 from emailkit.domain.feedback.correlation import correlate
@@ -97,6 +99,13 @@ async def record(
     # stripped the anonymous ones; nothing is built when no endpoint of these workspaces listens.
     if await emitters.feedback_listened(session, (r.workspace_id for r in new)):
         await emitters.feedback_recorded(session, [_fact(r) for r in new])
+    engaged = [
+        (r.workspace_id, r.type, r.delivery_id, r.campaign_id, r.subscriber_id, r.url, _occurrence(r))
+        for r in new
+        if r.type in (EventType.OPEN, EventType.CLICK)
+    ]
+    if engaged:
+        await engagement_recorded(session, engaged, now)
     deltas = await storage.count(session, new)
     summary.suppressed = await rules.suppress(
         session, await rules.suppressions_for(session, new, policy), now
@@ -113,6 +122,11 @@ async def record(
         for cid, c in campaigns.items()
     }
     return Recorded(summary, snapshots)
+
+
+def _occurrence(r: Pending) -> str:
+    """What tells an open or click from the person's others, for a flow it starts."""
+    return r.dedupe_key or f"{r.delivery_id}:{r.type.value}:{r.occurred_at.isoformat()}"
 
 
 def _fact(r: Pending) -> FeedbackFact:
