@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from emailkit.db.scope import all_workspaces
 from emailkit.db.types import utcnow
-from emailkit.domain.automation import claims
+from emailkit.domain.automation import claims, triggers
 from emailkit.domain.feedback.live import publish_decided
 from emailkit.domain.feedback.partitions import maintain_event_partitions
 from emailkit.domain.runtime import Runtime
@@ -41,6 +41,7 @@ class Upkeep:
                 await publish_decided(runtime.db, runtime.live, decided)
         await self._webhooks.tick(runtime, now)
         with all_workspaces():
+            await triggers.evaluate_due(runtime.db, now, runtime.flows.default_timezone)
             await claims.dispatch_due_runs(runtime, now, hold=runtime.flows.hold_seconds)
         if self._last_maintenance is None or now - self._last_maintenance >= self.MAINTENANCE_EVERY:
             self._last_maintenance = now

@@ -54,6 +54,8 @@ class Subscriber(InWorkspace, TimestampMixin, Base):
     __table_args__ = (
         UniqueConstraint("workspace_id", "email", name="uq_subscribers_workspace_id_email"),
         listing_index("subscribers"),
+        # Who changed lately: the incremental evaluation of SEGMENT_ENTERED flows (migration 0016).
+        Index("ix_subscribers_workspace_id_updated_at", "workspace_id", "updated_at"),
         AUTOINCREMENT,
     )
 
@@ -104,7 +106,10 @@ class Subscription(InWorkspace, TimestampMixin, Base):
 
     subscriber: Mapped[Subscriber] = relationship(back_populates="subscriptions")
 
-    __table_args__ = (Index("ix_subscriptions_list_id_status", "list_id", "status", "subscriber_id"),)
+    __table_args__ = (
+        Index("ix_subscriptions_list_id_status", "list_id", "status", "subscriber_id"),
+        Index("ix_subscriptions_workspace_id_updated_at", "workspace_id", "updated_at"),
+    )
 
 
 # --- segments ---------------------------------------------------------------------------------------------

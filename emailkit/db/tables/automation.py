@@ -198,3 +198,12 @@ class FlowStepStats(InWorkspace, Base):
     failed: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
     opened: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
     clicked: Mapped[int] = mapped_column(BigInt, nullable=False, default=0)
+
+
+class FlowSegmentMember(InWorkspace, Base):
+    """Who matched a SEGMENT_ENTERED flow's segment when last looked at: entering is starting to match."""
+
+    __tablename__ = "flow_segment_members"
+
+    flow_id: Mapped[int] = mapped_column(ForeignKey("flows.id", ondelete="CASCADE"), primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=False)

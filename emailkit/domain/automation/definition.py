@@ -24,6 +24,7 @@ MAX_WAIT_SECONDS: Final = 365 * 24 * 3600  # one year
 MAX_ATTRIBUTES_SET: Final = 50
 STEP_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 EVENT_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
+ATTRIBUTE_NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")
 TIME_OF_DAY = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
 DEFAULT_TIME_OF_DAY: Final = "09:00"
 
@@ -184,8 +185,8 @@ def _trigger(raw: Mapping[str, Any], errors: _Errors) -> Trigger | None:
             f"{path}.eventName", "Event names are 1 to 100 of A-Z a-z 0-9 _ . : -", ErrorCode.INVALID_INPUT
         )
     attribute = raw.get("attribute")
-    if attribute is not None and (not isinstance(attribute, str) or not 0 < len(attribute) <= 100):
-        errors.add(f"{path}.attribute", "An attribute name of 1 to 100 characters", ErrorCode.INVALID_INPUT)
+    if attribute is not None and (not isinstance(attribute, str) or not ATTRIBUTE_NAME.fullmatch(attribute)):
+        errors.add(f"{path}.attribute", "An attribute name: 1 to 100 of A-Z a-z 0-9 _ -", ErrorCode.INVALID_INPUT)
     link = raw.get("linkUrl")
     if link is not None and (not isinstance(link, str) or not 0 < len(link) <= 2048):
         errors.add(f"{path}.linkUrl", "A URL of at most 2048 characters", ErrorCode.INVALID_URL)

@@ -32,7 +32,14 @@ JSON = sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgres
 NULLABLE_JSON = sa.JSON(none_as_null=True).with_variant(
     postgresql.JSONB(none_as_null=True, astext_type=sa.Text()), "postgresql"
 )
-NEW_TABLES = ("flows", "flow_versions", "flow_runs", "flow_step_runs", "flow_step_stats")
+NEW_TABLES = (
+    "flows",
+    "flow_versions",
+    "flow_runs",
+    "flow_step_runs",
+    "flow_step_stats",
+    "flow_segment_members",
+)
 
 
 def _enum(*values: str) -> sa.Enum:
@@ -183,6 +190,22 @@ def upgrade() -> None:
     with op.batch_alter_table("flow_step_runs", schema=None) as batch_op:
         batch_op.create_index("ix_flow_step_runs_delivery_id", ["delivery_id"], unique=False)
 
+    op.create_table(
+        "flow_segment_members",
+        sa.Column("flow_id", BIGINT, nullable=False),
+        sa.Column("subscriber_id", BIGINT, autoincrement=False, nullable=False),
+        sa.Column("workspace_id", BIGINT, nullable=False),
+        sa.ForeignKeyConstraint(
+            ["flow_id"], ["flows.id"], name=op.f("fk_flow_segment_members_flow_id_flows"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("flow_id", "subscriber_id", name=op.f("pk_flow_segment_members")),
+    )
+    # Who changed lately, for SEGMENT_ENTERED flows: an index build over existing rows (on PostgreSQL it
+    # holds writes to the table while it runs; seconds for a million subscribers).
+    op.create_index("ix_subscribers_workspace_id_updated_at", "subscribers", ["workspace_id", "updated_at"])
+    op.create_index(
+        "ix_subscriptions_workspace_id_updated_at", "subscriptions", ["workspace_id", "updated_at"]
+    )
     # Plain ALTER TABLE on both databases (a batch-mode copy of `deliveries` on SQLite would be slow for
     # nothing: the column is nullable).
     op.add_column("deliveries", sa.Column("flow_run_id", BIGINT, nullable=True))
@@ -193,6 +216,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_subscriptions_workspace_id_updated_at", table_name="subscriptions")
+    op.drop_index("ix_subscribers_workspace_id_updated_at", table_name="subscribers")
+    op.drop_table("flow_segment_members")
     op.execute("ALTER TABLE deliveries DROP COLUMN flow_run_id")
 
     with op.batch_alter_table("flow_step_runs", schema=None) as batch_op:
