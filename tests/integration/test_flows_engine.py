@@ -351,3 +351,38 @@ async def test_opening_a_campaign_starts_an_engaged_flow_and_a_link_click_anothe
     )
     assert sorted(r.subscriber_id for r in await runs_of(db, opened_flow)) == ids
     assert [r.subscriber_id for r in await runs_of(db, clicked_flow)] == [ids[1]]
+
+
+async def test_erasing_a_person_ends_their_runs_and_keeps_nothing_of_them(db: Database) -> None:
+    from emailkit.domain.audience import gdpr
+
+    lst = await insert_list(db, "Events")
+    tpl = await make_template(db, "<p>x</p>", subject="x")
+    flow = await make_flow(
+        db,
+        {
+            "trigger": {"type": "EVENT", "eventName": "signed_up"},
+            "steps": [wait("w", 60, "m"), send("m", tpl)],
+        },
+    )
+    [ada] = await people(db, lst, "ada")
+    async with db.transaction() as s:
+        await events_tracked(
+            s, 1, [TrackedEvent(1, ada, "signed_up", {"phone": "+44 20 7946 0000"}, utcnow())]
+        )
+    world = FlowWorld(db)
+    await world.settle()
+    async with db.transaction() as s:
+        await gdpr.erase_subscriber(s, ada)
+    await world.settle(world.later(61))
+    assert world.provider.messages == []
+    [run] = await runs_of(db, flow)
+    assert (run.status, run.exit_reason, run.subscriber_id, run.context) == (
+        FlowRunStatus.EXITED,
+        "erased",
+        None,
+        None,
+    )
+    async with db.session() as s:
+        row = await s.get(Flow, flow)
+        assert row is not None and (row.active, row.exited) == (0, 1)

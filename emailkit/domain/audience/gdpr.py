@@ -23,6 +23,7 @@ from emailkit.db.tables.sending import Campaign, Delivery
 from emailkit.db.types import utcnow
 from emailkit.domain.audience.subscribers import get_subscriber
 from emailkit.domain.audience.suppressions import email_hash
+from emailkit.domain.automation.erasure import person_erased
 from emailkit.domain.webhooks_out import emitters
 
 # Reserved TLD (RFC 2606): a placeholder that can never be a real recipient.
@@ -197,6 +198,7 @@ async def erase_subscriber(session: AsyncSession, subscriber_id: int) -> int:
     await _erase_from_deliveries(session, deliveries_of, email)
     await _erase_from_events(session, events_of, email)
     await _keep_only_the_hash(session, email)
+    await person_erased(session, row.id)
     # Subscriptions go with the subscriber (ON DELETE CASCADE).
     workspace_id = row.workspace_id
     await session.delete(row)

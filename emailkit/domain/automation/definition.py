@@ -186,7 +186,9 @@ def _trigger(raw: Mapping[str, Any], errors: _Errors) -> Trigger | None:
         )
     attribute = raw.get("attribute")
     if attribute is not None and (not isinstance(attribute, str) or not ATTRIBUTE_NAME.fullmatch(attribute)):
-        errors.add(f"{path}.attribute", "An attribute name: 1 to 100 of A-Z a-z 0-9 _ -", ErrorCode.INVALID_INPUT)
+        errors.add(
+            f"{path}.attribute", "An attribute name: 1 to 100 of A-Z a-z 0-9 _ -", ErrorCode.INVALID_INPUT
+        )
     link = raw.get("linkUrl")
     if link is not None and (not isinstance(link, str) or not 0 < len(link) <= 2048):
         errors.add(f"{path}.linkUrl", "A URL of at most 2048 characters", ErrorCode.INVALID_URL)
