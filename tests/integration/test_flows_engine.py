@@ -386,3 +386,46 @@ async def test_erasing_a_person_ends_their_runs_and_keeps_nothing_of_them(db: Da
     async with db.session() as s:
         row = await s.get(Flow, flow)
         assert row is not None and (row.active, row.exited) == (0, 1)
+
+
+async def test_an_import_enters_the_people_it_subscribed_unless_told_not_to(db: Database) -> None:
+    from tests.support import import_job
+
+    lst, flow = await welcome(db)
+    await people(db, lst, "old")  # subscribed before: the import leaves them alone
+    csv = b"email,name\nold@example.com,Old\nnew1@example.com,New One\nnew2@example.com,New Two\n"
+    done = await import_job.run(db, await import_job.start(db, csv, list_ids=[lst]))
+    assert done.status.value == "FINISHED"
+    quiet = await insert_list(db, "Quiet")
+    async with db.transaction() as s:
+        from emailkit.domain.automation import flows as flow_service
+
+        row = await flow_service.get_flow(s, flow)
+        draft = {**row.draft, "trigger": {"type": "SUBSCRIBED", "listId": quiet}}
+        await flow_service.update_flow(s, flow, flow_service.FlowInput(definition=draft))
+        await flow_service.publish_flow(s, flow)
+    csv2 = b"email\nquiet@example.com\n"
+    await import_job.run(db, await import_job.start(db, csv2, list_ids=[quiet], trigger_flows=False))
+    entered = sorted(r.subscriber_id for r in await runs_of(db, flow) if r.subscriber_id is not None)
+    async with db.session() as s:
+        emails = dict((await s.execute(select(Subscriber.id, Subscriber.email))).all())
+    assert sorted(emails[i] for i in entered) == ["new1@example.com", "new2@example.com", "old@example.com"]
+    world = FlowWorld(db)
+    await world.settle()
+    assert sorted(world.sent_to()) == ["new1@example.com", "new2@example.com", "old@example.com"]
+
+
+async def test_a_double_opt_in_list_enters_people_when_they_confirm(db: Database) -> None:
+    from emailkit.db.tables.audience import OptIn
+    from emailkit.domain.audience import optin
+
+    lst = await insert_list(db, "Confirmed only", optin=OptIn.DOUBLE)
+    tpl = await make_template(db, "<p>Welcome</p>", subject="Welcome")
+    flow = await make_flow(db, {"trigger": {"type": "SUBSCRIBED", "listId": lst}, "steps": [send("hi", tpl)]})
+    [ada] = await people(db, lst, "ada")
+    assert await runs_of(db, flow) == []  # unconfirmed: not yet
+    async with db.transaction() as s:
+        assert await optin.confirm(s, ada, [lst]) == 1
+    async with db.transaction() as s:
+        assert await optin.confirm(s, ada, [lst]) == 0  # a second click confirms nothing more
+    assert [r.subscriber_id for r in await runs_of(db, flow)] == [ada]

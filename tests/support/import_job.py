@@ -32,13 +32,14 @@ async def start(
     status: SubscriptionStatus | None = None,
     column_map: object = None,
     piece: int | None = None,
+    trigger_flows: bool = True,
 ) -> int:
     async def chunks() -> AsyncIterator[bytes]:
         step = piece or len(data) or 1
         for at in range(0, len(data), step):
             yield data[at : at + step]
 
-    request = ImportRequest("test.csv", list_ids, mode, status, column_map)
+    request = ImportRequest("test.csv", list_ids, mode, status, column_map, trigger_flows=trigger_flows)
     async with db.transaction() as s:
         return (await imports.create_import(s, request, chunks())).id
 
