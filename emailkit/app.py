@@ -72,6 +72,7 @@ def build_runtime(
         pubsub=pubsub or build_pubsub(settings),
         sending=sending_setup(settings),
         webhooks=WebhookSetup(DeliveryConfig(allow_private=settings.webhook_allow_private)),
+        flows=settings.flow_config(),
     )
 
 

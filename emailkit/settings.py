@@ -21,6 +21,7 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
+from emailkit.domain.automation.config import FlowConfig
 from emailkit.domain.sending.config import SendingConfig
 
 DEFAULT_DATA_DIR = Path(".emailkit")
@@ -327,6 +328,10 @@ class Settings(BaseSettings):
             unsubscribe_mailto=self.unsubscribe_mailto,
             requeue_after_seconds=self.requeue_after_seconds,
         )
+
+    def flow_config(self) -> FlowConfig:
+        # A flow's runs are leased and held like a campaign's batches, by the same settings.
+        return FlowConfig(lease_seconds=self.batch_lease_seconds, hold_seconds=self.requeue_after_seconds)
 
     def resolved_secret_key(self) -> str:
         """The signing secret.

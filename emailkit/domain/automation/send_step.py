@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from emailkit.db.dialect import dialect_of
 from emailkit.db.engine import Database
 from emailkit.db.tables.audience import MailingList, OptIn, SubscriberStatus, Subscription, SubscriptionStatus
 from emailkit.db.tables.automation import FlowRun, FlowStepRun, FlowStepRunStatus, FlowVersion
@@ -215,22 +216,26 @@ class StepSender:
 
     async def _mark_sending(self, held: Held, delivery_ids: list[str]) -> None:
         """QUEUED → SENDING, committed, for deliveries of runs this worker still holds; raising LeaseLost
-        otherwise, so the provider sends none of them."""
-        ids = [int(d) for d in delivery_ids]
+        otherwise, so the provider sends none of them. An id passed again (its hand-over retried on a new
+        connection) is SENDING already, by this worker."""
+        ids = sorted({int(d) for d in delivery_ids})
         async with self.db.transaction() as s:
-            held_runs = select(FlowRun.id).where(FlowRun.claim == held.claim)
-            result = await s.execute(
+            # The shared lock makes a takeover by the ticker (FOR UPDATE SKIP LOCKED) pass these runs by
+            # until this commit, so whoever takes them next sees these rows SENDING.
+            theirs = select(Delivery.flow_run_id).where(Delivery.id.in_(ids))
+            stmt = select(FlowRun.id).where(FlowRun.id.in_(theirs), FlowRun.claim == held.claim)
+            if dialect_of(s) == "postgresql":
+                stmt = stmt.with_for_update(read=True)
+            if len((await s.execute(stmt)).all()) != len(ids):
+                raise LeaseLost(f"flow runs of claim {held.claim} were taken over; not sending")
+            await s.execute(
                 update(Delivery)
                 .where(
-                    Delivery.id.in_(ids),
-                    Delivery.status == DeliveryStatus.QUEUED,
-                    Delivery.flow_run_id.in_(held_runs),
+                    Delivery.id.in_(ids), Delivery.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.SENDING])
                 )
                 .values(status=DeliveryStatus.SENDING, provider=self.provider_name, updated_at=utcnow())
                 .execution_options(synchronize_session=False)
             )
-            if (result.rowcount or 0) != len(set(ids)):  # type: ignore[attr-defined]
-                raise LeaseLost(f"flow runs of claim {held.claim} were taken over; not sending")
 
     async def _record(
         self, held: Held, step: Step, by_id: dict[int, _Queued], tally: Tally, results: list[SendResult]

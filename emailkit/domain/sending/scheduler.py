@@ -157,6 +157,8 @@ async def requeue_lost_transactional(runtime: Runtime, now: datetime, requeue_af
     cutoff = now - timedelta(seconds=requeue_after)
     stale = and_(
         Delivery.campaign_id.is_(None),
+        # A flow's SEND has no campaign either, but its runner owns it (see domain.automation).
+        Delivery.flow_run_id.is_(None),
         Delivery.status == DeliveryStatus.QUEUED,
         Delivery.updated_at < cutoff,
         # A receipt or confirmation older than this is no longer expected; sending it would only confuse.

@@ -69,8 +69,12 @@ async def _load(
             # The queue hands a job over again only once its worker is gone, which died handing this one over.
             await _settle_in_doubt(runtime, delivery_id)
             return None
-        if delivery is None or delivery.status is not DeliveryStatus.QUEUED:
-            return None  # already handled by an earlier run of this job
+        if (
+            delivery is None
+            or delivery.status is not DeliveryStatus.QUEUED
+            or delivery.flow_run_id is not None
+        ):
+            return None  # already handled by an earlier run of this job (or a flow's, which its runner sends)
         template = await s.get(Template, delivery.template_id) if delivery.template_id is not None else None
         subscriber = (
             await s.get(Subscriber, delivery.subscriber_id) if delivery.subscriber_id is not None else None
