@@ -96,5 +96,11 @@ async def run_in_transaction(
                 raise
             if attempt == attempts:
                 raise ConcurrentChange() from exc
-        await asyncio.sleep(random.uniform(0, BACKOFF_SECONDS * 2 ** (attempt - 1)))
+        await pause_before_rerun(attempt)
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+async def pause_before_rerun(attempt: int) -> None:
+    """Wait a random while before rerunning work the database refused at `attempt` (from 1), so that two
+    transactions that conflicted do not meet again at once; the bound doubles with each attempt."""
+    await asyncio.sleep(random.uniform(0, BACKOFF_SECONDS * 2 ** (attempt - 1)))
