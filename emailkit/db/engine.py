@@ -11,7 +11,13 @@ from typing import Any
 
 from sqlalchemy import event, exc, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.util.concurrency import await_
 
 from emailkit.db.scope import NO_SCOPE_SETTING, current_scope
@@ -31,6 +37,31 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _sqlite_writes_begin_immediately(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+    """A transaction on SQLite takes the database's write lock with its first write (BEGIN IMMEDIATE), waiting
+    up to the busy timeout while another writer holds it.
+
+    The driver begins a transaction itself, just before its first INSERT, UPDATE, DELETE or REPLACE (reads
+    before that run on their own). Begun DEFERRED (its default), a transaction whose first write went to a
+    temporary table (an import's staging) has no lock on the database, and reads it from a snapshot; once
+    another writer commits, that snapshot is stale and its first write to the database is refused at once
+    with "database is locked", whatever the busy timeout. Begun IMMEDIATE it holds the lock from its first
+    write, so nothing commits under its reads and the other writers wait for it instead.
+
+    Set at checkout: SQLAlchemy puts the driver's default back whenever a connection used with AUTOCOMMIT
+    (a read session) returns to the pool."""
+    if dbapi_conn.isolation_level != "IMMEDIATE":
+        dbapi_conn.isolation_level = "IMMEDIATE"
+
+
+async def begin_without_write_lock(conn: AsyncConnection) -> None:
+    """Begin `conn`'s transaction now, DEFERRED (SQLite; call it inside an SQLAlchemy transaction, before any
+    statement): for work that writes only this connection's temporary tables, which then takes no lock on the
+    database and leaves other writers free meanwhile. Its first write to the database would be refused at once
+    if another writer had committed since its first read: such writes belong in a transaction of their own."""
+    await conn.exec_driver_sql("BEGIN DEFERRED")
+
+
 def create_engine(
     url: str,
     *,
@@ -47,6 +78,7 @@ def create_engine(
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, echo=echo, pool_timeout=pool_timeout)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine.pool, "checkout", _sqlite_writes_begin_immediately)
         return engine
     # A new connection starts outside any workspace: the policies show it nothing until a scope is set.
     server_settings = {SCOPE_SETTING: NO_SCOPE_SETTING}

@@ -60,8 +60,9 @@ def constraint_name(exc: BaseException) -> str | None:
 def is_conflict(exc: BaseException) -> bool:
     """Whether the database refused the transaction for a concurrent change: rerunning it may succeed.
 
-    On SQLite that is "database is locked": a transaction that read before another writer committed may not
-    become a writer itself (it is refused at once, whatever the busy timeout), and a rerun reads afresh."""
+    On SQLite that is "database is locked": a writer waited out the busy timeout for another's write lock
+    (writes begin IMMEDIATE, see `db.engine`), or a transaction begun without the lock wrote to the database
+    after another writer committed; a rerun may get the lock, and reads afresh."""
     if not isinstance(exc, DBAPIError):
         return False
     return sqlstate(exc) in RETRY_STATES or "database is locked" in str(exc.orig)
@@ -95,5 +96,11 @@ async def run_in_transaction(
                 raise
             if attempt == attempts:
                 raise ConcurrentChange() from exc
-        await asyncio.sleep(random.uniform(0, BACKOFF_SECONDS * 2 ** (attempt - 1)))
+        await pause_before_rerun(attempt)
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+async def pause_before_rerun(attempt: int) -> None:
+    """Wait a random while before rerunning work the database refused at `attempt` (from 1), so that two
+    transactions that conflicted do not meet again at once; the bound doubles with each attempt."""
+    await asyncio.sleep(random.uniform(0, BACKOFF_SECONDS * 2 ** (attempt - 1)))

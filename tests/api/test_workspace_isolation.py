@@ -212,26 +212,10 @@ NOTHING_THERE: set[tuple[str, str]] = {
     ("query:events", "draft"),
 }
 
-# --- expected failures, to be emptied as the areas' fixes are merged ---------------------------------------
-# A listed case must fail (it is reported as xfail); once it passes, it fails until it is removed from here.
-
-# B's data shown to A, or B's rows changed by A.
-KNOWN_LEAKS: dict[str, str] = {}
-# Routes that fail closed today: HTTP 500 because their code reads tenant tables outside any workspace scope
-# (emailkit.db.scope.NoWorkspaceScope). No data crosses, but they do not work for any workspace.
-KNOWN_BROKEN: dict[str, str] = {}
-# Steps of building B that do not work through the API today (done another way so that the checks still run).
-KNOWN_SETUP_GAPS: dict[str, str] = {}
-
 
 def expect(case_id: str, problems: list[str]) -> None:
-    """Pass without problems; a listed case must have some (xfail), and fails once it has none."""
-    known = KNOWN_LEAKS.get(case_id) or KNOWN_BROKEN.get(case_id)
-    if known is not None:
-        if problems:
-            pytest.xfail(f"known: {known}\n" + "\n".join(problems))
-        pytest.fail(f"{case_id} passes now: remove it from KNOWN_LEAKS / KNOWN_BROKEN")
-    assert not problems, f"{case_id}:\n" + "\n".join(problems)
+    """The case passes with no problem found; else it fails naming each one."""
+    assert not problems, f"{case_id}: {len(problems)} problem(s)\n" + "\n".join(f"- {p}" for p in problems)
 
 
 # --- the cases ---------------------------------------------------------------------------------------------
@@ -465,12 +449,7 @@ async def test_the_served_schema_is_the_walked_one(world: World) -> None:
 
 async def test_workspace_b_is_made_through_the_api(world: World) -> None:
     """Every object of B came through B's key (a step that could not is recorded by the builder)."""
-    gaps = {gap.split(" in ")[0] for gap in world.gaps}
-    if set(KNOWN_SETUP_GAPS) - gaps:
-        pytest.fail(f"set-up steps work now: remove {set(KNOWN_SETUP_GAPS) - gaps} from KNOWN_SETUP_GAPS")
-    if gaps:
-        assert gaps <= set(KNOWN_SETUP_GAPS), world.gaps
-        pytest.xfail(f"known set-up gaps: {world.gaps}")
+    assert world.gaps == []
 
 
 # --- queries without an ID ---------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """CSV imports against the real database: all-or-nothing failure, an import that ended or was taken over,
-and other writers changing subscribers or lists meanwhile."""
+other writers changing subscribers or lists meanwhile, and imports running at once."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -150,3 +151,19 @@ async def test_a_list_deleted_before_the_import_runs_fails_it_cleanly(db: Databa
         0,
     )
     assert await people(db) == {}
+
+
+async def test_imports_running_at_once_all_finish(db: Database) -> None:
+    """Two imports at once (as on two worker threads) both finish, round after round: on SQLite the second
+    waits for the first's write lock rather than being refused for the first's commit."""
+    newsletter = await insert_list(db)
+    rounds = 8
+    for n in range(rounds):
+        ids = [
+            await start(db, f"email\n{who}{n}@example.com\n".encode(), list_ids=[newsletter]) for who in "ab"
+        ]
+        rows = await asyncio.gather(*(run(db, import_id) for import_id in ids))
+        assert [(row.status, row.error, row.inserted) for row in rows] == [
+            (ImportStatus.FINISHED, None, 1)
+        ] * 2
+    assert len(await people(db)) == 2 * rounds

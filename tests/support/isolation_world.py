@@ -73,7 +73,7 @@ class World:
     b: Workspace
     # B's rows as database ids, for the REST checks: {"list": pk, "subscriber": pk, "delivery": pk, ...}
     # Steps of the set-up that did not work through the API (and were done another way, so that the isolation
-    # checks still run): each one a bug of its area, see KNOWN_SETUP_GAPS in the test.
+    # checks still run): each one a bug of its area, failing test_workspace_b_is_made_through_the_api.
     gaps: list[str] = field(default_factory=list)
 
     async def gql(self, key: str, query: str, variables: Json | None = None) -> Json:

@@ -43,8 +43,8 @@ from emailkit.domain.webhooks_out.emitters import FeedbackFact
 
 log = logging.getLogger(__name__)
 
-# SQLite lets one writer in at a time and refuses (rather than waits) when a reading transaction tries to
-# become a writer after another one committed: such a batch is simply run again.
+# SQLite lets one writer in at a time; a writer waits for the lock up to the busy timeout (see db.engine), and
+# a batch that waited that out is simply run again.
 _SQLITE_ATTEMPTS = 5
 
 

@@ -336,6 +336,7 @@ async def _execute_until_settled(run: Run, row: Import, binary: IO[bytes]) -> No
             log.info(
                 "import %s: refused for a concurrent change (%s); running it again", run.import_id, exc.orig
             )
+            await transactions.pause_before_rerun(attempt)
         binary.seek(0)
     raise transactions.ConcurrentChange()
 

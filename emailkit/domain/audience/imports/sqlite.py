@@ -1,5 +1,5 @@
-"""SQLite imports: one connection stages every row, checks them as a set, then loads them in chunks, all in
-the import's transaction (SQLite has one writer at a time, so nothing could run beside it).
+"""SQLite imports: one connection stages every row, then checks them as a set and loads them in chunks in the
+import's transaction (SQLite has one writer at a time, so nothing could run beside it).
 """
 
 from __future__ import annotations
@@ -7,6 +7,9 @@ from __future__ import annotations
 import contextlib
 from typing import Final
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from emailkit.db.engine import begin_without_write_lock
 from emailkit.domain.audience.imports import load as imports_load
 from emailkit.domain.audience.imports import staging as imports_staging
 from emailkit.domain.audience.imports.run import Job
@@ -16,31 +19,47 @@ PROGRESS_EVERY_ROWS: Final = 5_000
 
 
 async def stage_and_load(job: Job) -> None:
-    """One connection does everything: stage all rows, check them as a set, then load them in chunks."""
+    """One connection does everything: stage all rows, then check them as a set and load them in chunks.
+
+    The rows are staged in a transaction of their own that writes only the connection's temporary table, so
+    the database stays free for other writers while the file is read, this run's progress saves among them.
+    The import's transaction then holds the database's write lock from its first statement to its commit."""
     run, state, st = job.run, job.run.state, imports_staging.STAGING
-    async with run.db.transaction() as session:
-        await require_lists(session, job.load.list_ids)
-        conn = await session.connection()
-        await imports_staging.create_staging(conn, st)
+    async with run.db.engine.connect() as pinned, run.db.sessionmaker(bind=pinned) as session:
         try:
-            await imports_staging.insert_rows(conn, st, job.rows, PROGRESS_EVERY_ROWS, job.parsed)
+            async with session.begin():
+                # Every statement goes through the session's connection: its transaction ends with the session's.
+                conn = await session.connection()
+                await begin_without_write_lock(conn)
+                await require_lists(session, job.load.list_ids)
+                await imports_staging.create_staging(conn, st)
+                await imports_staging.insert_rows(conn, st, job.rows, PROGRESS_EVERY_ROWS, job.parsed)
             state.total = state.processed = job.stats.rows
             state.failed = job.stats.invalid
             state.phase = "loading"
             await run.report(force=True)
-            state.failed += await imports_staging.mark_duplicates(conn, st)
-            state.skipped += await imports_staging.mark_suppressed(conn, st, job.load.workspace_id)
-            base_skipped = state.skipped
+            async with session.begin():
+                conn = await session.connection()
+                state.failed += await imports_staging.mark_duplicates(conn, st)
+                state.skipped += await imports_staging.mark_suppressed(conn, st, job.load.workspace_id)
+                base_skipped = state.skipped
 
-            async def loaded(outcome: imports_load.Outcome) -> None:
-                state.inserted = outcome.inserted
-                state.updated = outcome.updated
-                state.skipped = base_skipped + outcome.existing_skipped
-                await run.report(save=run.save_during_load)
+                async def loaded(outcome: imports_load.Outcome) -> None:
+                    state.inserted = outcome.inserted
+                    state.updated = outcome.updated
+                    state.skipped = base_skipped + outcome.existing_skipped
+                    await run.report(save=run.save_during_load)
 
-            outcome = await imports_load.load(conn, st, job.load, loaded)
-            await loaded(outcome)
-            await job.finish(session, conn, st)
+                outcome = await imports_load.load(conn, st, job.load, loaded)
+                await loaded(outcome)
+                await job.finish(session, conn, st)
         finally:
-            with contextlib.suppress(Exception):
-                await imports_staging.drop_staging(conn, st)
+            await _drop_staging(pinned)
+
+
+async def _drop_staging(conn: AsyncConnection) -> None:
+    """The staged rows go with the run, whatever became of it (a DROP of a temporary table locks nothing but
+    the connection's own temporary database)."""
+    with contextlib.suppress(Exception):
+        async with conn.begin():
+            await imports_staging.drop_staging(conn, imports_staging.STAGING)
