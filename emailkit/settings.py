@@ -21,6 +21,7 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
+from emailkit.domain.audience import timezones
 from emailkit.domain.sending.config import SendingConfig
 
 DEFAULT_DATA_DIR = Path(".emailkit")
@@ -83,6 +84,8 @@ class Settings(BaseSettings):
     error_budget_min_sample: int = Field(default=SendingConfig.error_budget_min_sample, ge=1)
     # Adds a mailto: to List-Unsubscribe (e.g. unsubscribe@mail.example.com).
     unsubscribe_mailto: str | None = SendingConfig.unsubscribe_mailto
+    # The timezone (IANA name) of people without a valid `timezone` attribute whose list names none.
+    default_timezone: str = SendingConfig.default_timezone
     # Sender of transactional messages (double opt-in confirmations, sendTransactional without fromEmail).
     from_email: str | None = None
     from_name: str = ""
@@ -233,6 +236,13 @@ class Settings(BaseSettings):
                 ) from None
         return value
 
+    @field_validator("default_timezone")
+    @classmethod
+    def _check_default_timezone(cls, value: str) -> str:
+        if not timezones.is_valid(value):
+            raise ValueError("must be an IANA timezone name such as UTC, Europe/Paris or America/New_York")
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str) -> str:
@@ -326,6 +336,7 @@ class Settings(BaseSettings):
             error_budget_min_sample=self.error_budget_min_sample,
             unsubscribe_mailto=self.unsubscribe_mailto,
             requeue_after_seconds=self.requeue_after_seconds,
+            default_timezone=self.default_timezone,
         )
 
     def resolved_secret_key(self) -> str:

@@ -92,6 +92,9 @@ def test_an_empty_broker_url_means_the_in_process_queue(monkeypatch: pytest.Monk
         ("EMAILKIT_EXACT_COUNT_LIMIT", "0"),
         ("EMAILKIT_DEBUG", "maybe"),
         ("EMAILKIT_CORS_ORIGINS", "[not json"),
+        ("EMAILKIT_DEFAULT_TIMEZONE", "localtime"),
+        ("EMAILKIT_DEFAULT_TIMEZONE", "Europe/Atlantis"),
+        ("EMAILKIT_DEFAULT_TIMEZONE", "/etc/localtime"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_variable(
@@ -103,6 +106,12 @@ def test_a_bad_value_is_one_line_naming_the_variable(
     message = str(err.value)
     assert message.startswith(f"{variable}: ")
     assert "\n" not in message
+
+
+def test_the_default_timezone_reaches_the_send_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().sending_config().default_timezone == "UTC"
+    monkeypatch.setenv("EMAILKIT_DEFAULT_TIMEZONE", "Europe/Paris")
+    assert load_settings().sending_config().default_timezone == "Europe/Paris"
 
 
 def test_error_messages_never_echo_secrets(monkeypatch: pytest.MonkeyPatch) -> None:

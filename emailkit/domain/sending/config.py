@@ -29,3 +29,6 @@ class SendingConfig:
     unsubscribe_mailto: str | None = None
     # PENDING batches nobody has picked up for this long are enqueued again (lost queue messages).
     requeue_after_seconds: float = 60.0
+    # The timezone of people with no valid `timezone` attribute reached through a list without a default
+    # (an IANA name, checked at start-up): local-time campaigns, and automation's waits and dates.
+    default_timezone: str = "UTC"
