@@ -23,6 +23,7 @@ from pydantic_settings import SettingsError as SourceError
 
 from emailkit.domain.audience import timezones
 from emailkit.domain.sending.config import SendingConfig
+from emailkit.domain.sending.frequency_cap import FrequencyCap
 
 DEFAULT_DATA_DIR = Path(".emailkit")
 DEFAULT_DATABASE_URL = f"sqlite+aiosqlite:///{DEFAULT_DATA_DIR}/emailkit.db"
@@ -86,6 +87,9 @@ class Settings(BaseSettings):
     unsubscribe_mailto: str | None = SendingConfig.unsubscribe_mailto
     # The timezone (IANA name) of people without a valid `timezone` attribute whose list names none.
     default_timezone: str = SendingConfig.default_timezone
+    # At most N marketing messages per person per hour, day or week ("3/day"), across campaigns and flows;
+    # unset (or empty) is off. Transactional and double opt-in mail never count and are never held back.
+    marketing_cap: str | None = None
     # Sender of transactional messages (double opt-in confirmations, sendTransactional without fromEmail).
     from_email: str | None = None
     from_name: str = ""
@@ -243,6 +247,14 @@ class Settings(BaseSettings):
             raise ValueError("must be an IANA timezone name such as UTC, Europe/Paris or America/New_York")
         return value
 
+    @field_validator("marketing_cap")
+    @classmethod
+    def _check_marketing_cap(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        FrequencyCap.parse(value)
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str) -> str:
@@ -337,6 +349,7 @@ class Settings(BaseSettings):
             unsubscribe_mailto=self.unsubscribe_mailto,
             requeue_after_seconds=self.requeue_after_seconds,
             default_timezone=self.default_timezone,
+            marketing_cap=FrequencyCap.parse(self.marketing_cap) if self.marketing_cap else None,
         )
 
     def resolved_secret_key(self) -> str:

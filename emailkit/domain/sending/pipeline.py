@@ -31,6 +31,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -45,6 +46,7 @@ from emailkit.db.tables.sending import (
     DeliveryStatus,
 )
 from emailkit.db.tables.tenancy import Workspace, WorkspaceStatus
+from emailkit.db.types import utcnow
 from emailkit.domain.content.rendering import RenderError, render_failure_reason
 from emailkit.domain.content.tracked_urls import TrackingUrls
 from emailkit.domain.errors import ErrorCode, NotFound
@@ -57,7 +59,16 @@ from emailkit.domain.sending.coalesce import Coalescer
 from emailkit.domain.sending.config import SendingConfig
 from emailkit.domain.sending.daily_quota import Admitted, DailyQuota
 from emailkit.domain.sending.failures import FailureLog, commonest_failure
-from emailkit.domain.sending.ledger import BatchLedger, Failed, LeaseLost, Pending, Recorded, Sent, ledger_for
+from emailkit.domain.sending.ledger import (
+    Admission,
+    BatchLedger,
+    Failed,
+    LeaseLost,
+    Pending,
+    Recorded,
+    Sent,
+    ledger_for,
+)
 from emailkit.domain.sending.messages import Compiled, MessageBuilder, test_recipients
 from emailkit.domain.sending.progress import ProgressReporter
 
@@ -129,6 +140,7 @@ class CampaignSender:
         limiter: RateLimiter | None = None,
         progress: ProgressReporter | None = None,
         config: SendingConfig | None = None,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.db = db
         self.provider = provider
@@ -136,6 +148,8 @@ class CampaignSender:
         self.limiter = limiter
         self.progress = progress
         self.config = config or SendingConfig()
+        # What "now" is for the frequency cap; tests move it instead of waiting.
+        self.clock = clock
         self.ledger: BatchLedger = ledger_for(
             db, provider_name=provider_name, lease_seconds=self.config.lease_seconds
         )
@@ -213,12 +227,21 @@ class CampaignSender:
                 log.exception("campaign %s: content does not compile", batch.campaign_id)
                 failure = f"The campaign content could not be compiled: {exc}"
             else:
-                outcome.skipped = await self.ledger.materialise(s, batch, _split(test, variants))
+                outcome.skipped = await self.ledger.materialise(
+                    s, batch, _split(test, variants), self._admission()
+                )
                 outcome.in_doubt = await self.ledger.settle_in_doubt(s, batch)
                 return content, DailyQuota.for_campaign(self.db, campaign, quota)
         async with self.db.transaction() as s:
             await lifecycle.fail(s, batch.campaign_id, failure)
         return None
+
+    def _admission(self) -> Admission | None:
+        """The rules new ledger rows are held to; None (the usual send) costs nothing more."""
+        cap = self.config.marketing_cap
+        if cap is None:
+            return None
+        return Admission(now=self.clock(), cap=cap)
 
     async def _compile(
         self, session: AsyncSession, campaign: Campaign, variants: Sequence[CampaignVariant]

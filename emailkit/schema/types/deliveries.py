@@ -33,7 +33,10 @@ class DeliveryType(Node):
     variant_pk: strawberry.Private[int | None]
     email: str
     status: DeliveryStatus
-    skip_reason: str | None
+    skip_reason: str | None = strawberry.field(
+        description="Why a SKIPPED recipient got nothing: blocklisted, unsubscribed, unconfirmed, suppressed, "
+        "frequency_cap (EMAILKIT_MARKETING_CAP)."
+    )
     provider: str | None
     provider_message_id: str | None
     attempts: int

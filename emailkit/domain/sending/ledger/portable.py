@@ -28,10 +28,11 @@ from emailkit.db.tables.sending import (
 )
 from emailkit.db.types import utcnow
 from emailkit.domain.audience import targeting as audience
-from emailkit.domain.sending import lifecycle
+from emailkit.domain.sending import frequency_cap, lifecycle
 from emailkit.domain.sending.ab.split import Split
 from emailkit.domain.sending.ledger.protocol import (
     IN_DOUBT_NOTE,
+    Admission,
     Failed,
     LeaseLost,
     Pending,
@@ -108,7 +109,11 @@ class PortableLedger:
     # -- before sending -----------------------------------------------------------------------------------
 
     async def materialise(
-        self, session: AsyncSession, batch: CampaignBatch, split: Split | None = None
+        self,
+        session: AsyncSession,
+        batch: CampaignBatch,
+        split: Split | None = None,
+        admission: Admission | None = None,
     ) -> int:
         target = await audience.load_target(session, batch.campaign_id)
         now = utcnow()
@@ -128,6 +133,8 @@ class PortableLedger:
             )
         if not recipients:
             return 0
+        if admission is not None:
+            recipients = await _admit(session, recipients, admission)
         statuses = await self._insert(session, batch, recipients, now)
         skipped = sum(1 for st in statuses if st == DeliveryStatus.SKIPPED)
         if skipped:
@@ -361,3 +368,18 @@ class PortableLedger:
             )
             .execution_options(synchronize_session=False)
         )
+
+
+async def _admit(session: AsyncSession, recipients: list[Recipient], admission: Admission) -> list[Recipient]:
+    """The recipients as the admission rules leave them: a QUEUED one over the frequency cap is SKIPPED
+    (``frequency_cap``)."""
+    queued = [r[0] for r in recipients if r[2] is DeliveryStatus.QUEUED]
+    if admission.cap is None or not queued:
+        return recipients
+    capped = await frequency_cap.capped(session, admission.cap, queued, admission.now)
+    return [
+        (sid, email, DeliveryStatus.SKIPPED, frequency_cap.SKIP_FREQUENCY_CAP, None, variant)
+        if sid in capped and status is DeliveryStatus.QUEUED
+        else (sid, email, status, reason, via, variant)
+        for sid, email, status, reason, via, variant in recipients
+    ]

@@ -5,18 +5,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.db.tables.sending import Campaign, CampaignBatch, DeliveryStatus
 from emailkit.domain.sending.ab.split import Split
+from emailkit.domain.sending.frequency_cap import FrequencyCap
 
 IN_DOUBT_NOTE = "outcome unknown: the worker stopped while handing this message to the provider"
 
 
 class LeaseLost(Exception):
     """Another worker took the batch over (this one was presumed dead): it must not hand over anything more."""
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What decides a new ledger row besides the audience: the frequency cap (a capped person is SKIPPED with
+    reason ``frequency_cap``)."""
+
+    now: datetime
+    cap: FrequencyCap | None = None
 
 
 @dataclass
@@ -84,11 +95,16 @@ class BatchLedger(Protocol):
     async def extend_lease(self, batch_id: int) -> None: ...
 
     async def materialise(
-        self, session: AsyncSession, batch: CampaignBatch, split: Split | None = None
+        self,
+        session: AsyncSession,
+        batch: CampaignBatch,
+        split: Split | None = None,
+        admission: Admission | None = None,
     ) -> int:
         """Insert the batch's ledger rows (idempotent); returns how many new SKIPPED rows were added.
 
-        With an A/B test's `split`, only the recipients it gives a variant now, each with that variant."""
+        With an A/B test's `split`, only the recipients it gives a variant now, each with that variant; with an
+        `admission`, new rows are held to its frequency cap."""
         ...
 
     async def settle_in_doubt(self, session: AsyncSession, batch: CampaignBatch) -> int:
