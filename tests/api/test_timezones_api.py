@@ -1,5 +1,6 @@
 """Timezones through the API: a subscriber's timezone attribute and a list's defaultTimezone are checked on
-write (INVALID_TIMEZONE), and an import row with a bad one is that row's error."""
+write (INVALID_TIMEZONE), an import row with a bad one is that row's error, and scheduleCampaign with
+localTime reports when it starts and the wall-clock time it keeps."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 from emailkit.db.engine import Database
 from tests.support.factories import insert_list
-from tests.support.graphql import GQL, data
+from tests.support.graphql import GQL, data, make_list
 from tests.support.import_job import people, report, run, start
 
 CREATE_SUBSCRIBER = """
@@ -28,6 +29,17 @@ mutation($i: CreateListInput!) {
 UPDATE_LIST = """
 mutation($i: UpdateListInput!) {
   updateList(input: $i) { list { defaultTimezone } userErrors { field code } }
+}
+"""
+CREATE_CAMPAIGN = """
+mutation($i: CreateCampaignInput!) { createCampaign(input: $i) { campaign { id } userErrors { code } } }
+"""
+SCHEDULE = """
+mutation($i: ScheduleCampaignInput!) {
+  scheduleCampaign(input: $i) {
+    campaign { status sendAt localTime localSendAt }
+    userErrors { field code message }
+  }
 }
 """
 
@@ -101,3 +113,69 @@ async def test_an_import_row_with_an_unknown_timezone_is_that_row_s_error(db: Da
     imported = await people(db)
     assert imported["ann@example.com"].attributes == {"timezone": "Europe/Rome", "city": "Rome"}
     assert imported["cid@example.com"].attributes == {"city": "Oslo"}
+
+
+async def test_schedule_in_local_time_starts_with_the_first_timezone_of_the_audience(gql: GQL) -> None:
+    list_id = await make_list(gql, "World")
+    for email, zone in (("east@example.com", "Asia/Tokyo"), ("west@example.com", "America/New_York")):
+        out = data(
+            await gql(
+                CREATE_SUBSCRIBER,
+                {"i": {"email": email, "attributes": {"timezone": zone}, "listIds": [list_id]}},
+            )
+        )["createSubscriber"]
+        assert out["userErrors"] == []
+    campaign_id = data(
+        await gql(
+            CREATE_CAMPAIGN,
+            {
+                "i": {
+                    "name": "Morning",
+                    "subject": "Good morning",
+                    "fromEmail": "news@example.com",
+                    "listIds": [list_id],
+                    "body": "<p>Hi</p>",
+                    "format": "HTML",
+                }
+            },
+        )
+    )["createCampaign"]["campaign"]["id"]
+
+    out = data(
+        await gql(
+            SCHEDULE, {"i": {"id": campaign_id, "sendAt": "2031-06-02T09:00:00+02:00", "localTime": True}}
+        )
+    )["scheduleCampaign"]
+    assert out["userErrors"] == []
+    assert out["campaign"] == {
+        "status": "SCHEDULED",
+        # 09:00 in Tokyo, whatever the offset said.
+        "sendAt": "2031-06-02T00:00:00+00:00",
+        "localTime": True,
+        "localSendAt": "2031-06-02T09:00:00",
+    }
+    # A wall-clock time may leave its offset out, in local time only.
+    out = data(
+        await gql(SCHEDULE, {"i": {"id": campaign_id, "sendAt": "2031-06-02T18:30:00", "localTime": True}})
+    )["scheduleCampaign"]
+    assert out["campaign"]["localSendAt"] == "2031-06-02T18:30:00"
+    out = data(await gql(SCHEDULE, {"i": {"id": campaign_id, "sendAt": "2031-06-02T18:30:00"}}))[
+        "scheduleCampaign"
+    ]
+    assert out["userErrors"][0]["code"] == "INVALID_INPUT"
+    # Scheduled again at one instant: no longer local.
+    out = data(await gql(SCHEDULE, {"i": {"id": campaign_id, "sendAt": "2031-06-02T18:30:00Z"}}))[
+        "scheduleCampaign"
+    ]
+    assert out["campaign"] == {
+        "status": "SCHEDULED",
+        "sendAt": "2031-06-02T18:30:00+00:00",
+        "localTime": False,
+        "localSendAt": None,
+    }
+    out = data(
+        await gql(SCHEDULE, {"i": {"id": campaign_id, "sendAt": "2001-01-01T09:00:00", "localTime": True}})
+    )["scheduleCampaign"]
+    assert out["userErrors"] == [
+        {"field": "sendAt", "code": "INVALID_INPUT", "message": "sendAt has passed in every timezone"}
+    ]
