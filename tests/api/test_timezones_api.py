@@ -4,6 +4,8 @@ localTime reports when it starts and the wall-clock time it keeps."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 from emailkit.db.engine import Database
@@ -115,6 +117,13 @@ async def test_an_import_row_with_an_unknown_timezone_is_that_row_s_error(db: Da
     assert imported["cid@example.com"].attributes == {"city": "Oslo"}
 
 
+def readme_example() -> str:
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text[text.index("## Local time and the frequency cap") :]
+    [example] = re.findall(r"```graphql\n(.*?)```", section[: section.index("\n## ", 1)], re.S)
+    return example
+
+
 async def test_schedule_in_local_time_starts_with_the_first_timezone_of_the_audience(gql: GQL) -> None:
     list_id = await make_list(gql, "World")
     for email, zone in (("east@example.com", "Asia/Tokyo"), ("west@example.com", "America/New_York")):
@@ -179,3 +188,12 @@ async def test_schedule_in_local_time_starts_with_the_first_timezone_of_the_audi
     assert out["userErrors"] == [
         {"field": "sendAt", "code": "INVALID_INPUT", "message": "sendAt has passed in every timezone"}
     ]
+    # The README's example, as written.
+    out = data(await gql(readme_example(), {"id": campaign_id}))["scheduleCampaign"]
+    assert out["userErrors"] == []
+    assert out["campaign"] == {
+        "status": "SCHEDULED",
+        "sendAt": "2031-06-02T00:00:00+00:00",
+        "localTime": True,
+        "localSendAt": "2031-06-02T09:00:00",
+    }
