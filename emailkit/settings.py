@@ -21,8 +21,10 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
+from emailkit.domain.audience import timezones
 from emailkit.domain.automation.config import FlowConfig
 from emailkit.domain.sending.config import SendingConfig
+from emailkit.domain.sending.frequency_cap import FrequencyCap, cap_check
 
 DEFAULT_DATA_DIR = Path(".emailkit")
 DEFAULT_DATABASE_URL = f"sqlite+aiosqlite:///{DEFAULT_DATA_DIR}/emailkit.db"
@@ -84,6 +86,11 @@ class Settings(BaseSettings):
     error_budget_min_sample: int = Field(default=SendingConfig.error_budget_min_sample, ge=1)
     # Adds a mailto: to List-Unsubscribe (e.g. unsubscribe@mail.example.com).
     unsubscribe_mailto: str | None = SendingConfig.unsubscribe_mailto
+    # The timezone (IANA name) of people without a valid `timezone` attribute whose list names none.
+    default_timezone: str = SendingConfig.default_timezone
+    # At most N marketing messages per person per hour, day or week ("3/day"), across campaigns and flows;
+    # unset (or empty) is off. Transactional and double opt-in mail never count and are never held back.
+    marketing_cap: str | None = None
     # Sender of transactional messages (double opt-in confirmations, sendTransactional without fromEmail).
     from_email: str | None = None
     from_name: str = ""
@@ -234,6 +241,21 @@ class Settings(BaseSettings):
                 ) from None
         return value
 
+    @field_validator("default_timezone")
+    @classmethod
+    def _check_default_timezone(cls, value: str) -> str:
+        if not timezones.is_valid(value):
+            raise ValueError("must be an IANA timezone name such as UTC, Europe/Paris or America/New_York")
+        return value
+
+    @field_validator("marketing_cap")
+    @classmethod
+    def _check_marketing_cap(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        FrequencyCap.parse(value)
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str) -> str:
@@ -327,11 +349,19 @@ class Settings(BaseSettings):
             error_budget_min_sample=self.error_budget_min_sample,
             unsubscribe_mailto=self.unsubscribe_mailto,
             requeue_after_seconds=self.requeue_after_seconds,
+            default_timezone=self.default_timezone,
+            marketing_cap=FrequencyCap.parse(self.marketing_cap) if self.marketing_cap else None,
         )
 
     def flow_config(self) -> FlowConfig:
         # A flow's runs are leased and held like a campaign's batches, by the same settings.
-        return FlowConfig(lease_seconds=self.batch_lease_seconds, hold_seconds=self.requeue_after_seconds)
+        cap = FrequencyCap.parse(self.marketing_cap) if self.marketing_cap else None
+        return FlowConfig(
+            lease_seconds=self.batch_lease_seconds,
+            hold_seconds=self.requeue_after_seconds,
+            default_timezone=self.default_timezone,
+            cap=cap_check(cap) if cap is not None else None,
+        )
 
     def resolved_secret_key(self) -> str:
         """The signing secret.

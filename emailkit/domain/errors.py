@@ -57,6 +57,8 @@ class ErrorCode(StrEnum):
     VARIANT_NOT_FOUND = "VARIANT_NOT_FOUND"
     NO_AB_TEST = "NO_AB_TEST"
     WINNER_ALREADY_CHOSEN = "WINNER_ALREADY_CHOSEN"
+    # Not an IANA timezone name this server knows (a subscriber's timezone attribute, a list's default).
+    INVALID_TIMEZONE = "INVALID_TIMEZONE"
     # Flows: a step key used twice, an exit naming no step, a loop with no WAIT, a flow that does not exist.
     DUPLICATE_STEP_KEY = "DUPLICATE_STEP_KEY"
     UNKNOWN_STEP = "UNKNOWN_STEP"

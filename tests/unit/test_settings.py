@@ -92,6 +92,11 @@ def test_an_empty_broker_url_means_the_in_process_queue(monkeypatch: pytest.Monk
         ("EMAILKIT_EXACT_COUNT_LIMIT", "0"),
         ("EMAILKIT_DEBUG", "maybe"),
         ("EMAILKIT_CORS_ORIGINS", "[not json"),
+        ("EMAILKIT_DEFAULT_TIMEZONE", "localtime"),
+        ("EMAILKIT_DEFAULT_TIMEZONE", "Europe/Atlantis"),
+        ("EMAILKIT_DEFAULT_TIMEZONE", "/etc/localtime"),
+        ("EMAILKIT_MARKETING_CAP", "3/month"),
+        ("EMAILKIT_MARKETING_CAP", "0/day"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_variable(
@@ -103,6 +108,18 @@ def test_a_bad_value_is_one_line_naming_the_variable(
     message = str(err.value)
     assert message.startswith(f"{variable}: ")
     assert "\n" not in message
+
+
+def test_the_timezone_and_the_marketing_cap_reach_the_send_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = load_settings().sending_config()
+    assert (defaults.default_timezone, defaults.marketing_cap) == ("UTC", None)
+    monkeypatch.setenv("EMAILKIT_DEFAULT_TIMEZONE", "Europe/Paris")
+    monkeypatch.setenv("EMAILKIT_MARKETING_CAP", "3/day")
+    config = load_settings().sending_config()
+    assert config.default_timezone == "Europe/Paris"
+    assert config.marketing_cap is not None and str(config.marketing_cap) == "3/day"
+    monkeypatch.setenv("EMAILKIT_MARKETING_CAP", "")
+    assert load_settings().sending_config().marketing_cap is None
 
 
 def test_error_messages_never_echo_secrets(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -91,6 +91,9 @@ class MailingList(InWorkspace, TimestampMixin, Base):
     optin_template_id: Mapped[int | None] = mapped_column(
         ForeignKey("templates.id", ondelete="SET NULL"), nullable=True
     )
+    # The IANA timezone of subscribers reached through this list who have no valid `timezone` attribute
+    # (migration 0014); NULL: the instance's default.
+    default_timezone: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class Subscription(InWorkspace, TimestampMixin, Base):

@@ -8,6 +8,7 @@ from typing import Any, Final
 
 from sqlalchemy import (
     Boolean,
+    DateTime,
     Float,
     ForeignKey,
     Index,
@@ -117,6 +118,11 @@ class Campaign(InWorkspace, TimestampMixin, Base):
     # fields; None: the neutral defaults), never with a real subscriber's.
     archive: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
     archive_data: Mapped[dict[str, Any] | None] = mapped_column(NullableJSONDoc, nullable=True)
+    # Sent in local time (migration 0014): the wall-clock time each recipient gets it at in their own timezone
+    # (naive); NULL for a campaign sent at one instant. `send_at` is then when the first timezone is due.
+    local_send_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+    # When the last timezone of its audience is due, worked out at start (what its statusReason says).
+    local_send_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class CampaignList(InWorkspace, Base):
@@ -198,6 +204,9 @@ class Delivery(InWorkspace, Base):
     variant_id: Mapped[int | None] = mapped_column(BigInt, nullable=True)
     # A flow's SEND step (campaign_id NULL): the run it was sent for; its ledger row names this delivery.
     flow_run_id: Mapped[int | None] = mapped_column(BigInt, nullable=True)
+    # A campaign sent in local time: not handed over before this instant (the campaign's wall-clock time in
+    # the recipient's timezone), written with the row. NULL: as soon as the batch runs.
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     __table_args__ = (
         UniqueConstraint("campaign_id", "subscriber_id"),

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.db.tables.audience import MailingList, OptIn, Subscription, SubscriptionStatus, Visibility
 from emailkit.db.tables.content import Template, TemplateKind
+from emailkit.domain.audience import timezones
 from emailkit.domain.errors import ErrorCode, FieldError, NotFound
 from emailkit.domain.pagination import Page, keyset_page
 from emailkit.domain.validation import check_length, raise_if, require
@@ -25,6 +26,8 @@ class ListInput:
     tags: list[str] | None = None
     # None keeps the current one; 0 resets to the built-in confirmation mail.
     optin_template_id: int | None = None
+    # An IANA name; None keeps the current one, "" removes it (the instance's default applies).
+    default_timezone: str | None = None
 
 
 def _validate(data: ListInput, *, creating: bool) -> list[FieldError]:
@@ -40,6 +43,8 @@ def _validate(data: ListInput, *, creating: bool) -> list[FieldError]:
             if not tag.strip() or len(tag) > 64:
                 errors.append(FieldError("tags", "Tags must be 1-64 characters", ErrorCode.INVALID_INPUT))
                 break
+    if data.default_timezone and not timezones.is_valid(data.default_timezone):
+        errors.append(timezones.error("defaultTimezone", data.default_timezone))
     return errors
 
 
@@ -76,6 +81,7 @@ async def create_list(session: AsyncSession, data: ListInput) -> MailingList:
         visibility=data.visibility or Visibility.PRIVATE,
         tags=_clean_tags(data.tags or []),
         optin_template_id=data.optin_template_id or None,
+        default_timezone=data.default_timezone or None,
     )
     session.add(row)
     await session.flush()
@@ -105,6 +111,8 @@ async def update_list(session: AsyncSession, list_id: int, data: ListInput) -> M
         row.tags = _clean_tags(data.tags)
     if data.optin_template_id is not None:
         row.optin_template_id = data.optin_template_id or None
+    if data.default_timezone is not None:
+        row.default_timezone = data.default_timezone or None
     await session.flush()
     return row
 

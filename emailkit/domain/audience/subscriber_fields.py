@@ -1,11 +1,13 @@
 """What a subscriber's own fields may hold: the name's length, and the attributes, a JSON object with string
-keys bounded in depth and size. The API's writes and the CSV import's rows check the same limits.
+keys bounded in depth and size, whose ``timezone`` (if any) is an IANA name. The API's writes and the CSV
+import's rows check the same limits.
 """
 
 from __future__ import annotations
 
 import json
 
+from emailkit.domain.audience import timezones
 from emailkit.domain.errors import ErrorCode, FieldError
 
 NAME_MAX = 255
@@ -43,4 +45,4 @@ def attribute_errors(value: object, field: str = "attributes") -> list[FieldErro
         return [
             FieldError(field, f"Attributes must be at most {ATTRIBUTES_MAX_BYTES} bytes", ErrorCode.TOO_LONG)
         ]
-    return []
+    return timezones.attribute_errors(value, field)

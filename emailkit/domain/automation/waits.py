@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from emailkit.domain.audience.timezones import zone_for
 from emailkit.domain.automation.definition import Step, Window
@@ -19,7 +18,7 @@ def wake_time(step: Step, attributes: Mapping[str, Any], default_zone: str, now:
     return next_in_window(step.window, zone_for(attributes, None, default_zone), at)
 
 
-def next_in_window(window: Window, zone: ZoneInfo, at: datetime) -> datetime:
+def next_in_window(window: Window, zone: tzinfo, at: datetime) -> datetime:
     """`at` itself when the local clock is inside the window then, else the window's next start (UTC)."""
     local = at.astimezone(zone)
     for days in range(8):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from emailkit.domain.sending.frequency_cap import FrequencyCap
+
 
 @dataclass(frozen=True)
 class SendingConfig:
@@ -29,3 +31,8 @@ class SendingConfig:
     unsubscribe_mailto: str | None = None
     # PENDING batches nobody has picked up for this long are enqueued again (lost queue messages).
     requeue_after_seconds: float = 60.0
+    # The timezone of people with no valid `timezone` attribute reached through a list without a default
+    # (an IANA name, checked at start-up): local-time campaigns, and automation's waits and dates.
+    default_timezone: str = "UTC"
+    # At most so many marketing messages per person within a window, across campaigns (and flows); None: off.
+    marketing_cap: FrequencyCap | None = None

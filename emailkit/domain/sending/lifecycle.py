@@ -34,6 +34,7 @@ from emailkit.db.types import utcnow
 from emailkit.domain.audience import targeting as audience
 from emailkit.domain.audience.segments import store as segments
 from emailkit.domain.errors import DomainError, ErrorCode, NotFound
+from emailkit.domain.sending import local_time
 from emailkit.domain.sending.ab import state as ab_state
 from emailkit.domain.sending.config import SendingConfig
 from emailkit.domain.sending.failures import all_failed_reason
@@ -87,8 +88,12 @@ async def start_campaign(
     *,
     batch_size: int = SendingConfig.batch_size,
     now: datetime | None = None,
+    default_timezone: str = SendingConfig.default_timezone,
 ) -> tuple[Campaign, list[int]]:
-    """Move to RUNNING and plan the batches; returns the campaign and the batch ids to enqueue after commit."""
+    """Move to RUNNING and plan the batches; returns the campaign and the batch ids to enqueue after commit.
+
+    A campaign sent in local time also works out when its last timezone is due (`default_timezone` is the
+    instance's), which its statusReason says until then."""
     row = await _locked(session, campaign_id)
     _check(row, CAN_START, "start")
     await _require_targets(session, campaign_id)
@@ -105,6 +110,10 @@ async def start_campaign(
     row.recipients_count = count
     row.started_at = now
     row.status_reason = None
+    if row.local_send_at is not None and count:
+        _, row.local_send_until = await local_time.due_range(
+            session, target, row.local_send_at, default_timezone
+        )
     if count == 0:
         # Nothing to send: finishing at once is more honest than a RUNNING campaign nobody will complete.
         row.status = S.FINISHED
@@ -112,8 +121,8 @@ async def start_campaign(
         row.status_reason = "The campaign's audience is empty"
     else:
         row.status = S.RUNNING
-        # An A/B test says it sends the test share first.
-        row.status_reason = await ab_state.running_note(session, campaign_id)
+        # An A/B test says it sends the test share first; a local-time campaign, until when it waits.
+        row.status_reason = await running_note(session, row, now)
     await session.flush()
     await announce(session, campaign_id, S.RUNNING, workspace_id=row.workspace_id)
     if row.status is S.FINISHED:
@@ -127,10 +136,19 @@ async def start_campaign_with_jobs(
     *,
     batch_size: int = SendingConfig.batch_size,
     now: datetime | None = None,
+    default_timezone: str = SendingConfig.default_timezone,
 ) -> tuple[Campaign, Jobs]:
     """`start_campaign` for ``dispatch.commit_then_enqueue``: the campaign, and its batches as the jobs."""
-    row, batch_ids = await start_campaign(session, campaign_id, batch_size=batch_size, now=now)
+    row, batch_ids = await start_campaign(
+        session, campaign_id, batch_size=batch_size, now=now, default_timezone=default_timezone
+    )
     return row, Jobs(batch_ids=batch_ids)
+
+
+async def running_note(session: AsyncSession, row: Campaign, now: datetime | None = None) -> str | None:
+    """What a RUNNING campaign's statusReason says when nothing else holds it up: its A/B test's phase, if it
+    has one, else, while later timezones of a local-time send are due, until when it waits for them."""
+    return await ab_state.running_note(session, row.id) or local_time.running_note(row, now or utcnow())
 
 
 async def pending_batch_ids(session: AsyncSession, campaign_id: int) -> list[int]:
@@ -156,7 +174,7 @@ async def resume_campaign(session: AsyncSession, campaign_id: int) -> tuple[Camp
     row = await _locked(session, campaign_id)
     _check(row, CAN_RESUME, "resume")
     row.status = S.RUNNING
-    row.status_reason = await ab_state.running_note(session, campaign_id)
+    row.status_reason = await running_note(session, row)
     ids = await pending_batch_ids(session, campaign_id)
     if ids:
         await session.execute(
@@ -183,19 +201,41 @@ async def cancel_campaign(session: AsyncSession, campaign_id: int) -> Campaign:
 
 
 async def schedule_campaign(
-    session: AsyncSession, campaign_id: int, send_at: datetime, *, now: datetime | None = None
+    session: AsyncSession,
+    campaign_id: int,
+    send_at: datetime,
+    *,
+    now: datetime | None = None,
+    local: bool = False,
+    default_timezone: str = SendingConfig.default_timezone,
 ) -> Campaign:
+    """DRAFT/SCHEDULED → SCHEDULED: the ticker starts it at `send_at`.
+
+    `local`: each recipient gets it when their own clock shows `send_at`'s date and time of day (its offset
+    ignored, see ``local_time``); the campaign is then due when the first timezone of its audience is, as it
+    stands now (`default_timezone` is the instance's)."""
     now = now or utcnow()
-    if send_at.tzinfo is None:
+    if local:
+        wall = local_time.wall_clock(send_at)
+        if local_time.has_passed_everywhere(wall, now - timedelta(seconds=5)):
+            raise DomainError.single(ErrorCode.INVALID_INPUT, "sendAt has passed in every timezone", "sendAt")
+    elif send_at.tzinfo is None:
         raise DomainError.single(ErrorCode.INVALID_INPUT, "sendAt needs a timezone offset", "sendAt")
-    if send_at < now - timedelta(seconds=5):
+    elif send_at < now - timedelta(seconds=5):
         raise DomainError.single(ErrorCode.INVALID_INPUT, "sendAt is in the past", "sendAt")
     row = await _locked(session, campaign_id)
     _check(row, CAN_SCHEDULE, "schedule")
     await _require_targets(session, campaign_id)
     row.status = S.SCHEDULED
-    row.send_at = send_at
     row.status_reason = None
+    row.local_send_until = None
+    if local:
+        target = await audience.load_target(session, campaign_id, as_of=now)
+        row.local_send_at = wall
+        row.send_at, _ = await local_time.due_range(session, target, wall, default_timezone)
+    else:
+        row.local_send_at = None
+        row.send_at = send_at
     await session.flush()
     return row
 
@@ -296,7 +336,8 @@ async def note_while_running(session: AsyncSession, campaign_id: int, reason: st
     """Say why a RUNNING campaign is waiting (its workspace's daily quota), or clear that (back to what its A/B
     test's phase says, if it has one); no transition."""
     if reason is None:
-        reason = await ab_state.running_note(session, campaign_id)
+        row = await session.get(Campaign, campaign_id)
+        reason = await running_note(session, row) if row is not None else None
     await session.execute(
         update(Campaign)
         .where(Campaign.id == campaign_id, Campaign.status == S.RUNNING)

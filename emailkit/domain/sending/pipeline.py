@@ -31,6 +31,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -45,19 +46,30 @@ from emailkit.db.tables.sending import (
     DeliveryStatus,
 )
 from emailkit.db.tables.tenancy import Workspace, WorkspaceStatus
+from emailkit.db.types import utcnow
 from emailkit.domain.content.rendering import RenderError, render_failure_reason
 from emailkit.domain.content.tracked_urls import TrackingUrls
 from emailkit.domain.errors import ErrorCode, NotFound
 from emailkit.domain.ports.provider import EmailProvider, OutgoingMessage, SendResult
 from emailkit.domain.ports.ratelimit import RateLimiter
-from emailkit.domain.sending import lifecycle
+from emailkit.domain.sending import lifecycle, local_time
 from emailkit.domain.sending.ab.definition import variants_of
 from emailkit.domain.sending.ab.split import Split
 from emailkit.domain.sending.coalesce import Coalescer
 from emailkit.domain.sending.config import SendingConfig
 from emailkit.domain.sending.daily_quota import Admitted, DailyQuota
 from emailkit.domain.sending.failures import FailureLog, commonest_failure
-from emailkit.domain.sending.ledger import BatchLedger, Failed, LeaseLost, Pending, Recorded, Sent, ledger_for
+from emailkit.domain.sending.ledger import (
+    Admission,
+    BatchLedger,
+    Failed,
+    LeaseLost,
+    Pending,
+    Recorded,
+    Sent,
+    ledger_for,
+)
+from emailkit.domain.sending.local_time import LocalSchedule
 from emailkit.domain.sending.messages import Compiled, MessageBuilder, test_recipients
 from emailkit.domain.sending.progress import ProgressReporter
 
@@ -104,6 +116,8 @@ class _Content:
 
     default: Compiled
     variants: dict[int, Compiled] = field(default_factory=dict)
+    # A local-time campaign's schedule: only deliveries already due are sent.
+    local: LocalSchedule | None = None
 
     def of(self, variant_id: int | None) -> Compiled:
         if variant_id is None:
@@ -129,6 +143,7 @@ class CampaignSender:
         limiter: RateLimiter | None = None,
         progress: ProgressReporter | None = None,
         config: SendingConfig | None = None,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.db = db
         self.provider = provider
@@ -136,6 +151,8 @@ class CampaignSender:
         self.limiter = limiter
         self.progress = progress
         self.config = config or SendingConfig()
+        # What "now" is for the frequency cap and local-time sends; tests move it instead of waiting.
+        self.clock = clock
         self.ledger: BatchLedger = ledger_for(
             db, provider_name=provider_name, lease_seconds=self.config.lease_seconds
         )
@@ -213,12 +230,22 @@ class CampaignSender:
                 log.exception("campaign %s: content does not compile", batch.campaign_id)
                 failure = f"The campaign content could not be compiled: {exc}"
             else:
-                outcome.skipped = await self.ledger.materialise(s, batch, _split(test, variants))
+                content.local = await local_time.schedule_of(s, campaign, self.config.default_timezone)
+                outcome.skipped = await self.ledger.materialise(
+                    s, batch, _split(test, variants), self._admission(content.local)
+                )
                 outcome.in_doubt = await self.ledger.settle_in_doubt(s, batch)
                 return content, DailyQuota.for_campaign(self.db, campaign, quota)
         async with self.db.transaction() as s:
             await lifecycle.fail(s, batch.campaign_id, failure)
         return None
+
+    def _admission(self, local: LocalSchedule | None) -> Admission | None:
+        """The rules new ledger rows are held to; None (the usual send) costs nothing more."""
+        cap = self.config.marketing_cap
+        if cap is None and local is None:
+            return None
+        return Admission(now=self.clock(), cap=cap, local=local)
 
     async def _compile(
         self, session: AsyncSession, campaign: Campaign, variants: Sequence[CampaignVariant]
@@ -234,12 +261,19 @@ class CampaignSender:
         """Render, send and record the batch chunk by chunk, within the workspace's daily quota if it has one.
 
         Returns (stopped, retry_after): stopped when the batch was given back or taken over part-way.
+
+        A local-time campaign sends the deliveries due when the run began, and comes again when the next one
+        is (or sooner, for a transient failure).
         """
         after = 0
         retry_after: float | None = None
+        # One cut-off for the whole run: every delivery due by then is seen in id order, and the rest waits.
+        due_by = self.clock() if compiled.local is not None else None
         while True:
-            campaign, chunk = await self.ledger.next_chunk(batch, after, self.config.chunk_size)
+            campaign, chunk = await self.ledger.next_chunk(batch, after, self.config.chunk_size, due_by)
             if not chunk:
+                if due_by is not None:
+                    retry_after = await self._until_next_due(batch, due_by, retry_after)
                 return False, retry_after
             after = chunk[-1].delivery_id
             if await self._halted(batch, campaign):
@@ -254,6 +288,17 @@ class CampaignSender:
             if admitted.wait is not None:
                 # Today's quota is spent: the rest stays QUEUED and the batch runs again tomorrow.
                 return False, max(retry_after or 0.0, admitted.wait)
+
+    async def _until_next_due(
+        self, batch: CampaignBatch, due_by: datetime, retry_after: float | None
+    ) -> float | None:
+        """When to run the batch again: when its next held delivery is due, or `retry_after` if that is
+        sooner; None when nothing is held and nothing is to be retried."""
+        later = await self.ledger.next_due(batch, due_by)
+        if later is None:
+            return retry_after
+        wait = max(0.0, (later - self.clock()).total_seconds())
+        return wait if retry_after is None else min(retry_after, wait)
 
     async def _halted(self, batch: CampaignBatch, campaign: Campaign | None) -> bool:
         """Give the batch back when its campaign no longer runs, or has just gone over its error budget."""

@@ -42,27 +42,28 @@ TRANSACTIONAL_MAX_AGE = timedelta(days=1)
 
 
 async def start_due_campaigns(runtime: Runtime, now: datetime) -> list[int]:
-    batch_size = (runtime.sending.config if runtime.sending else SendingConfig()).batch_size
+    config = runtime.sending.config if runtime.sending else SendingConfig()
     with all_workspaces():
         async with runtime.db.session() as s:
             due = await lifecycle.due_scheduled(s, now)
     started = []
     for workspace_id, campaign_id in due:
         with workspace_scope(workspace_id):
-            if await _start_due(runtime, campaign_id, batch_size, now):
+            if await _start_due(runtime, campaign_id, config, now):
                 started.append(campaign_id)
     return started
 
 
-async def _start_due(runtime: Runtime, campaign_id: int, batch_size: int, now: datetime) -> bool:
+async def _start_due(runtime: Runtime, campaign_id: int, config: SendingConfig, now: datetime) -> bool:
     try:
         dispatched = await dispatch.commit_then_enqueue(
             runtime,
             functools.partial(
                 lifecycle.start_campaign_with_jobs,
                 campaign_id=campaign_id,
-                batch_size=batch_size,
+                batch_size=config.batch_size,
                 now=now,
+                default_timezone=config.default_timezone,
             ),
         )
     except ConcurrentChange:

@@ -24,6 +24,11 @@ class CreateListInput:
     optin_template_id: strawberry.ID | None = strawberry.field(
         default=None, description="A TRANSACTIONAL template for the double opt-in mail (default: built-in)."
     )
+    default_timezone: str | None = strawberry.field(
+        default=None,
+        description="The IANA timezone (e.g. Europe/Paris) of its subscribers who have no valid timezone "
+        "attribute; default: EMAILKIT_DEFAULT_TIMEZONE. An unknown name is INVALID_TIMEZONE.",
+    )
 
 
 @strawberry.input
@@ -37,6 +42,11 @@ class UpdateListInput:
     optin_template_id: strawberry.ID | None = strawberry.field(
         default=None,
         description='A TRANSACTIONAL template for the opt-in mail; "" returns to the built-in one.',
+    )
+    default_timezone: str | None = strawberry.field(
+        default=None,
+        description='The IANA timezone of its subscribers without a valid timezone attribute; "" removes it '
+        "(EMAILKIT_DEFAULT_TIMEZONE applies). An unknown name is INVALID_TIMEZONE.",
     )
 
 
@@ -65,6 +75,7 @@ def _list_input(input: CreateListInput | UpdateListInput) -> lists.ListInput:
         visibility=input.visibility,
         tags=input.tags,
         optin_template_id=_template_pk(input.optin_template_id),
+        default_timezone=input.default_timezone,
     )
 
 

@@ -46,7 +46,17 @@ class CampaignIdInput:
 @strawberry.input
 class ScheduleCampaignInput:
     id: strawberry.ID
-    send_at: datetime = strawberry.field(description="When to start; an ISO 8601 time with an offset.")
+    send_at: datetime = strawberry.field(
+        description="When to start; an ISO 8601 time with an offset. With localTime: the date and time of day "
+        "each recipient gets it at on their own clock, its offset ignored (and optional)."
+    )
+    local_time: bool = strawberry.field(
+        default=False,
+        description="Send in each recipient's timezone (their timezone attribute, else their list's "
+        "defaultTimezone, else the server's): 2031-06-02T09:00:00+02:00 means 09:00 on 2 June wherever "
+        "each person is. The campaign starts when the first timezone of its audience is due, and is "
+        "FINISHED once the last one has been sent.",
+    )
 
 
 @strawberry.input
@@ -167,9 +177,9 @@ def _queue_warnings(info: Info, dispatched: Dispatched[object]) -> list[Mutation
     ]
 
 
-def _batch_size(info: Info) -> int:
+def _config(info: Info) -> SendingConfig:
     setup = info.context.runtime.sending
-    return (setup.config if setup is not None else SendingConfig()).batch_size
+    return setup.config if setup is not None else SendingConfig()
 
 
 @strawberry.type
@@ -179,7 +189,10 @@ class Mutation:
         out = await mutate_then_enqueue(
             info,
             lambda s: lifecycle.start_campaign_with_jobs(
-                s, decode_id(input.id, "Campaign"), batch_size=_batch_size(info)
+                s,
+                decode_id(input.id, "Campaign"),
+                batch_size=_config(info).batch_size,
+                default_timezone=_config(info).default_timezone,
             ),
         )
         return _running_payload(info, out)
@@ -201,10 +214,20 @@ class Mutation:
         out = await mutate(info, lambda s: lifecycle.cancel_campaign(s, decode_id(input.id, "Campaign")))
         return _campaign_payload(out.value, out.errors)
 
-    @write_mutation(description="Start automatically at sendAt (within a few seconds).")
+    @write_mutation(
+        description="Start automatically at sendAt (within a few seconds); with localTime, send to each "
+        "recipient at sendAt's wall-clock time in their own timezone."
+    )
     async def schedule_campaign(self, info: Info, input: ScheduleCampaignInput) -> CampaignLifecyclePayload:
         out = await mutate(
-            info, lambda s: lifecycle.schedule_campaign(s, decode_id(input.id, "Campaign"), input.send_at)
+            info,
+            lambda s: lifecycle.schedule_campaign(
+                s,
+                decode_id(input.id, "Campaign"),
+                input.send_at,
+                local=input.local_time,
+                default_timezone=_config(info).default_timezone,
+            ),
         )
         return _campaign_payload(out.value, out.errors)
 

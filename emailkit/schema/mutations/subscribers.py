@@ -23,7 +23,11 @@ from emailkit.schema.types.subscribers import SubscriberType
 class CreateSubscriberInput:
     email: str
     name: str | None = None
-    attributes: JSON | None = strawberry.field(default=None, description="A JSON object.")
+    attributes: JSON | None = strawberry.field(
+        default=None,
+        description="A JSON object. Its timezone, if set, is an IANA name such as Europe/Paris "
+        "(INVALID_TIMEZONE otherwise).",
+    )
     list_ids: list[strawberry.ID] | None = None
     status: SubscriberStatus | None = strawberry.field(default=None, description="Default ENABLED.")
     subscription_status: SubscriptionStatus | None = strawberry.field(
@@ -40,7 +44,9 @@ class UpdateSubscriberInput:
     email: str | None = None
     name: str | None = None
     attributes: JSON | None = strawberry.field(
-        default=None, description="Replaces all attributes; omit to keep them."
+        default=None,
+        description="Replaces all attributes; omit to keep them. Its timezone, if set, is an IANA name "
+        "(INVALID_TIMEZONE otherwise).",
     )
     status: SubscriberStatus | None = strawberry.field(
         default=None, description="BLOCKLISTED also unsubscribes from every list."

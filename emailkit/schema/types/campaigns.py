@@ -119,7 +119,17 @@ class CampaignType(Node):
     archive_data: JSON = strawberry.field(
         description="The placeholder subscriber the archived copy is rendered for (the defaults filled in)."
     )
-    send_at: datetime | None
+    send_at: datetime | None = strawberry.field(
+        description="When it starts (scheduleCampaign); with localTime, when the first timezone of its "
+        "audience is due."
+    )
+    local_time: bool = strawberry.field(
+        description="Sent to each recipient at localSendAt on their own clock (scheduleCampaign with localTime)."
+    )
+    local_send_at: str | None = strawberry.field(
+        description="With localTime: the wall-clock time each recipient gets it at in their own timezone, as "
+        "YYYY-MM-DDTHH:MM:SS (no offset); null otherwise."
+    )
     started_at: datetime | None
     finished_at: datetime | None
     created_at: datetime
@@ -184,6 +194,8 @@ class CampaignType(Node):
             archive=row.archive,
             archive_data=JSON(_public_archive_data(row.archive_data)),
             send_at=row.send_at,
+            local_time=row.local_send_at is not None,
+            local_send_at=row.local_send_at.isoformat(timespec="seconds") if row.local_send_at else None,
             started_at=row.started_at,
             finished_at=row.finished_at,
             created_at=row.created_at,

@@ -33,7 +33,10 @@ class DeliveryType(Node):
     variant_pk: strawberry.Private[int | None]
     email: str
     status: DeliveryStatus
-    skip_reason: str | None
+    skip_reason: str | None = strawberry.field(
+        description="Why a SKIPPED recipient got nothing: blocklisted, unsubscribed, unconfirmed, suppressed, "
+        "frequency_cap (EMAILKIT_MARKETING_CAP)."
+    )
     provider: str | None
     provider_message_id: str | None
     attempts: int
@@ -41,6 +44,10 @@ class DeliveryType(Node):
     created_at: datetime
     updated_at: datetime
     sent_at: datetime | None
+    not_before: datetime | None = strawberry.field(
+        description="A campaign sent in local time: not handed over before this instant (the campaign's "
+        "wall-clock time in the recipient's timezone)."
+    )
 
     @strawberry.field
     async def campaign(self, info: Info) -> CampaignRef | None:
@@ -78,4 +85,5 @@ class DeliveryType(Node):
             created_at=row.created_at,
             updated_at=row.updated_at,
             sent_at=row.sent_at,
+            not_before=row.not_before,
         )

@@ -22,6 +22,10 @@ class MailingListType(Node):
     optin: OptIn
     visibility: Visibility
     tags: list[str]
+    default_timezone: str | None = strawberry.field(
+        description="The IANA timezone of its subscribers who have no valid timezone attribute; null: the "
+        "server's default (EMAILKIT_DEFAULT_TIMEZONE)."
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -48,6 +52,7 @@ class MailingListType(Node):
             visibility=row.visibility,
             tags=list(row.tags),
             optin_template_pk=row.optin_template_id,
+            default_timezone=row.default_timezone,
             created_at=row.created_at,
             updated_at=row.updated_at,
         )

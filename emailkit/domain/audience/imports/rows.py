@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring
 from typing import IO, Any
 
+from emailkit.domain.audience import timezones
 from emailkit.domain.audience.imports.columns import ColumnPlan
 from emailkit.domain.audience.imports.csvfile import Dialect, is_blank
 from emailkit.domain.audience.subscriber_fields import ATTRIBUTES_MAX_BYTES, NAME_MAX
@@ -161,6 +162,8 @@ def _stager(plan: ColumnPlan) -> Stage:
     width = plan.width
     max_attributes = ATTRIBUTES_MAX_BYTES
     attributes_of = _attributes_writer(plan)
+    timezone_at = _timezone_column(plan)
+    is_timezone = timezones.is_valid
 
     def stage(row_no: int, record: list[str]) -> StagedRow:
         size = len(record)
@@ -184,6 +187,10 @@ def _stager(plan: ColumnPlan) -> Stage:
             attributes = attributes_of(record, size)
             if len(attributes) > max_attributes // 4 and len(attributes.encode()) > max_attributes:
                 error = f"attributes: must be at most {max_attributes} bytes in total"
+        if error is None and timezone_at is not None and timezone_at < size:
+            zone = record[timezone_at].strip()
+            if zone and not is_timezone(zone):
+                error = f"timezone: {zone[:80]!r} is not an IANA timezone name (such as Europe/Paris)"
         # PostgreSQL text cannot hold NUL; JSON escapes it as \u0000, which jsonb rejects as well.
         if error is None and ("\x00" in name or "\\u0000" in attributes):
             error = "contains a NUL character"
@@ -192,6 +199,11 @@ def _stager(plan: ColumnPlan) -> Stage:
         return (row_no, email, name, attributes, None)
 
     return stage
+
+
+def _timezone_column(plan: ColumnPlan) -> int | None:
+    """The column feeding the ``timezone`` attribute, checked row by row; None when no column does."""
+    return next((index for index, path in plan.attributes if path == (timezones.ATTRIBUTE,)), None)
 
 
 def _attributes_writer(plan: ColumnPlan) -> AttributesOf | None:

@@ -11,6 +11,7 @@ from emailkit.domain.sending.ledger.portable import PortableLedger
 from emailkit.domain.sending.ledger.postgres import PostgresLedger
 from emailkit.domain.sending.ledger.protocol import (
     IN_DOUBT_NOTE,
+    Admission,
     BatchLedger,
     Failed,
     LeaseLost,
@@ -21,6 +22,7 @@ from emailkit.domain.sending.ledger.protocol import (
 
 __all__ = [
     "IN_DOUBT_NOTE",
+    "Admission",
     "BatchLedger",
     "Failed",
     "LeaseLost",

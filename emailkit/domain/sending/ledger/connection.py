@@ -48,6 +48,17 @@ _CHUNK = """
     LIMIT $6
 """
 
+# The same for a local-time campaign: only the deliveries due by $8 (a statement of its own, so the usual
+# one keeps its plan and its cost).
+_CHUNK_DUE = """
+    SELECT d.id, d.subscriber_id, d.email, d.attempts, s.name, s.attributes, d.variant_id
+    FROM deliveries AS d JOIN subscribers AS s ON s.id = d.subscriber_id AND s.workspace_id = $7
+    WHERE d.campaign_id = $1 AND d.subscriber_id BETWEEN $2 AND $3 AND d.status = $4 AND d.id > $5
+        AND d.workspace_id = $7 AND (d.not_before IS NULL OR d.not_before <= $8)
+    ORDER BY d.id
+    LIMIT $6
+"""
+
 # Only rows still SENDING: a takeover that found this worker presumed dead has made them IN_DOUBT meanwhile,
 # and counting them as sent too would count them twice. The A/B test variants' counters are updated after the
 # campaign's row is (their join needs its row), so concurrent recordings, serialised on that row, never lock
@@ -134,21 +145,17 @@ class BatchConnection:
         hi_id: int,
         after_id: int,
         limit: int,
+        due_by: datetime | None = None,
     ) -> tuple[Campaign | None, list[Pending]]:
+        params = [campaign_id, lo_id, hi_id, DeliveryStatus.QUEUED.value, after_id, limit, self._workspace_id]
         async with self._lock:
             state = await self._driver.fetchrow(
                 _STATE_AND_LEASE, batch_id, lease_until, campaign_id, self._workspace_id
             )
-            rows = await self._driver.fetch(
-                _CHUNK,
-                campaign_id,
-                lo_id,
-                hi_id,
-                DeliveryStatus.QUEUED.value,
-                after_id,
-                limit,
-                self._workspace_id,
-            )
+            if due_by is None:
+                rows = await self._driver.fetch(_CHUNK, *params)
+            else:
+                rows = await self._driver.fetch(_CHUNK_DUE, *params, due_by)
         chunk = [Pending(r[0], r[1], r[2], r[4] or "", _attributes(r[5]), r[3], r[6]) for r in rows]
         return _campaign(state, self._workspace_id), chunk
 

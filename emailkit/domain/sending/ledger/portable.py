@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import Update, and_, bindparam, or_, select, update
+from sqlalchemy import Update, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,10 +28,12 @@ from emailkit.db.tables.sending import (
 )
 from emailkit.db.types import utcnow
 from emailkit.domain.audience import targeting as audience
-from emailkit.domain.sending import lifecycle
+from emailkit.domain.audience import timezones
+from emailkit.domain.sending import frequency_cap, lifecycle
 from emailkit.domain.sending.ab.split import Split
 from emailkit.domain.sending.ledger.protocol import (
     IN_DOUBT_NOTE,
+    Admission,
     Failed,
     LeaseLost,
     Pending,
@@ -43,8 +45,9 @@ from emailkit.domain.webhooks_out import emitters
 # Rows a result may still be recorded on: not yet handed over (failed before it) or handed over by this run.
 _UNSETTLED = (DeliveryStatus.QUEUED, DeliveryStatus.SENDING)
 
-# (subscriber id, email, status, skip reason, the lists that make the recipient sendable as "3,8", variant)
-Recipient = tuple[int, str, DeliveryStatus, str | None, str | None, int | None]
+# (subscriber id, email, status, skip reason, the lists that make the recipient sendable as "3,8", variant,
+# not before when)
+Recipient = tuple[int, str, DeliveryStatus, str | None, str | None, int | None, datetime | None]
 # Deliveries recorded sent, per A/B test variant (None: no test).
 PerVariant = Mapping[int | None, int]
 
@@ -108,7 +111,11 @@ class PortableLedger:
     # -- before sending -----------------------------------------------------------------------------------
 
     async def materialise(
-        self, session: AsyncSession, batch: CampaignBatch, split: Split | None = None
+        self,
+        session: AsyncSession,
+        batch: CampaignBatch,
+        split: Split | None = None,
+        admission: Admission | None = None,
     ) -> int:
         target = await audience.load_target(session, batch.campaign_id)
         now = utcnow()
@@ -122,12 +129,14 @@ class PortableLedger:
             reason = audience.skip_reason(status, int(sendable or 0), int(unconfirmed or 0))
             # The lists that make a QUEUED recipient sendable: what an unsubscribe from this delivery leaves.
             recipients.append(
-                (sid, email, DeliveryStatus.SKIPPED, reason, None, variant)
+                (sid, email, DeliveryStatus.SKIPPED, reason, None, variant, None)
                 if reason
-                else (sid, email, DeliveryStatus.QUEUED, None, via, variant)
+                else (sid, email, DeliveryStatus.QUEUED, None, via, variant, None)
             )
         if not recipients:
             return 0
+        if admission is not None:
+            recipients = await _admit(session, recipients, admission)
         statuses = await self._insert(session, batch, recipients, now)
         skipped = sum(1 for st in statuses if st == DeliveryStatus.SKIPPED)
         if skipped:
@@ -138,6 +147,7 @@ class PortableLedger:
         self, session: AsyncSession, batch: CampaignBatch, recipients: list[Recipient], now: datetime
     ) -> list[DeliveryStatus]:
         """Insert the rows not there yet, in the batch's workspace; returns the statuses of those inserted."""
+        local = any(r[6] is not None for r in recipients)
         table = Delivery.__table__
         insert = postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert
         stmt = (
@@ -158,8 +168,10 @@ class PortableLedger:
                 "variant_id": variant,
                 "created_at": now,
                 "updated_at": now,
+                # Only a local-time campaign's rows name it: the usual statement stays as it was.
+                **({"not_before": not_before} if local else {}),
             }
-            for sid, email, status, reason, via, variant in recipients
+            for sid, email, status, reason, via, variant, not_before in recipients
         ]
         # One executemany: compiled once (cached) and sent as multi-row pages, where a .values(rows)
         # statement per page would be compiled afresh every time (≈18% of a worker's CPU when measured).
@@ -189,7 +201,7 @@ class PortableLedger:
         yield
 
     async def next_chunk(
-        self, batch: CampaignBatch, after_id: int, limit: int
+        self, batch: CampaignBatch, after_id: int, limit: int, due_by: datetime | None = None
     ) -> tuple[Campaign | None, list[Pending]]:
         # One transaction per chunk instead of three.
         stmt = (
@@ -212,6 +224,8 @@ class PortableLedger:
             .order_by(Delivery.id)
             .limit(limit)
         )
+        if due_by is not None:
+            stmt = stmt.where(or_(Delivery.not_before.is_(None), Delivery.not_before <= due_by))
         async with self.db.transaction() as s:
             await s.execute(self._lease_stmt(batch.id))
             campaign = await s.get(Campaign, batch.campaign_id, populate_existing=True)
@@ -220,6 +234,16 @@ class PortableLedger:
                 for did, sid, email, attempts, name, attrs, variant in await s.execute(stmt)
             ]
         return campaign, chunk
+
+    async def next_due(self, batch: CampaignBatch, after: datetime) -> datetime | None:
+        stmt = select(func.min(Delivery.not_before)).where(
+            Delivery.campaign_id == batch.campaign_id,
+            Delivery.subscriber_id.between(batch.lo_id, batch.hi_id),
+            Delivery.status == DeliveryStatus.QUEUED,
+            Delivery.not_before > after,
+        )
+        async with self.db.session() as s:
+            return (await s.execute(stmt)).scalar_one_or_none()
 
     async def mark_sending(self, batch: CampaignBatch, delivery_ids: Sequence[str]) -> None:
         if not delivery_ids:
@@ -361,3 +385,29 @@ class PortableLedger:
             )
             .execution_options(synchronize_session=False)
         )
+
+
+async def _admit(session: AsyncSession, recipients: list[Recipient], admission: Admission) -> list[Recipient]:
+    """The recipients as the admission rules leave them: a QUEUED one over the frequency cap is SKIPPED
+    (``frequency_cap``), and a local-time campaign's QUEUED ones are held until they are due."""
+    queued = [r[0] for r in recipients if r[2] is DeliveryStatus.QUEUED]
+    capped: set[int] = set()
+    if admission.cap is not None and queued:
+        capped = await frequency_cap.capped(session, admission.cap, queued, admission.now)
+    zones: dict[int, str | None] = {}
+    if admission.local is not None and queued:
+        zones = await timezones.attribute_values(session, queued)
+    out: list[Recipient] = []
+    for sid, email, status, reason, via, variant, _ in recipients:
+        if status is not DeliveryStatus.QUEUED:
+            out.append((sid, email, status, reason, via, variant, None))
+        elif sid in capped:
+            out.append(
+                (sid, email, DeliveryStatus.SKIPPED, frequency_cap.SKIP_FREQUENCY_CAP, None, variant, None)
+            )
+        elif admission.local is not None:
+            due = admission.local.due_at(zones.get(sid), audience.parse_id_list(via))
+            out.append((sid, email, status, None, via, variant, due))
+        else:
+            out.append((sid, email, status, None, via, variant, None))
+    return out

@@ -38,18 +38,22 @@ def _unnest(*arrays: tuple[str, Any], name: str = "v") -> Any:
     )
 
 
-def _materialise_stmt() -> Any:
+def _materialise_stmt(*, local: bool) -> Any:
     # A batch's ledger rows as one statement with array parameters (no per-row bind processing, one
-    # execution on the server); Python-side column defaults are added by from_select.
+    # execution on the server); Python-side column defaults are added by from_select. A local-time
+    # campaign's rows also say when each is due; the usual statement is left as it was.
     table = Delivery.__table__
-    rows = _unnest(
+    arrays: list[tuple[str, Any]] = [
         ("sids", BigInteger),
         ("emails", Text),
         ("statuses", Text),
         ("reasons", Text),
         ("vias", Text),
         ("variants", BigInteger),
-    )
+    ]
+    if local:
+        arrays.append(("due", postgresql.TIMESTAMP(timezone=True)))
+    rows = _unnest(*arrays)
     now = bindparam("now", type_=table.c.created_at.type)
     columns = [
         "workspace_id",
@@ -63,7 +67,7 @@ def _materialise_stmt() -> Any:
         "created_at",
         "updated_at",
     ]
-    source = select(
+    values = [
         bindparam("workspace_id", type_=BigInteger),
         bindparam("campaign_id", type_=BigInteger),
         rows.c.sids,
@@ -74,7 +78,11 @@ def _materialise_stmt() -> Any:
         rows.c.variants,
         now,
         now,
-    )
+    ]
+    if local:
+        columns.append("not_before")
+        values.append(rows.c.due)
+    source = select(*values)
     return (
         postgresql.insert(table)  # type: ignore[arg-type]
         .from_select(columns, source)
@@ -107,7 +115,8 @@ def _record_sent_stmt() -> Any:
     )
 
 
-_MATERIALISE = _materialise_stmt()
+_MATERIALISE = _materialise_stmt(local=False)
+_MATERIALISE_LOCAL = _materialise_stmt(local=True)
 _RECORD_SENT = _record_sent_stmt()
 
 
@@ -126,8 +135,9 @@ class PostgresLedger(PortableLedger):
     async def _insert(
         self, session: AsyncSession, batch: CampaignBatch, recipients: list[Recipient], now: datetime
     ) -> list[DeliveryStatus]:
-        sids, emails, statuses, reasons, vias, variants = zip(*recipients, strict=True)
-        params = {
+        sids, emails, statuses, reasons, vias, variants, due = zip(*recipients, strict=True)
+        local = any(d is not None for d in due)
+        params: dict[str, Any] = {
             "workspace_id": batch.workspace_id,
             "campaign_id": batch.campaign_id,
             "sids": list(sids),
@@ -139,7 +149,10 @@ class PostgresLedger(PortableLedger):
             "variants": list(variants),
             "now": now,
         }
-        return list((await session.execute(_MATERIALISE, params)).scalars())
+        if local:
+            params["due"] = list(due)
+        stmt = _MATERIALISE_LOCAL if local else _MATERIALISE
+        return list((await session.execute(stmt, params)).scalars())
 
     @contextlib.asynccontextmanager
     async def lend_connection(self, batch: CampaignBatch) -> AsyncIterator[None]:
@@ -156,11 +169,11 @@ class PostgresLedger(PortableLedger):
                 del self._lent[batch.id]
 
     async def next_chunk(
-        self, batch: CampaignBatch, after_id: int, limit: int
+        self, batch: CampaignBatch, after_id: int, limit: int, due_by: datetime | None = None
     ) -> tuple[Campaign | None, list[Pending]]:
         lent = self._lent.get(batch.id)
         if lent is None:
-            return await super().next_chunk(batch, after_id, limit)
+            return await super().next_chunk(batch, after_id, limit, due_by)
         return await lent.next_chunk(
             campaign_id=batch.campaign_id,
             batch_id=batch.id,
@@ -169,6 +182,7 @@ class PostgresLedger(PortableLedger):
             hi_id=batch.hi_id,
             after_id=after_id,
             limit=limit,
+            due_by=due_by,
         )
 
     async def mark_sending(self, batch: CampaignBatch, delivery_ids: Sequence[str]) -> None:

@@ -5,18 +5,31 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.db.tables.sending import Campaign, CampaignBatch, DeliveryStatus
 from emailkit.domain.sending.ab.split import Split
+from emailkit.domain.sending.frequency_cap import FrequencyCap
+from emailkit.domain.sending.local_time import LocalSchedule
 
 IN_DOUBT_NOTE = "outcome unknown: the worker stopped while handing this message to the provider"
 
 
 class LeaseLost(Exception):
     """Another worker took the batch over (this one was presumed dead): it must not hand over anything more."""
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What decides a new ledger row besides the audience: the frequency cap (a capped person is SKIPPED with
+    reason ``frequency_cap``) and, for a local-time campaign, when each recipient is due (``not_before``)."""
+
+    now: datetime
+    cap: FrequencyCap | None = None
+    local: LocalSchedule | None = None
 
 
 @dataclass
@@ -86,11 +99,16 @@ class BatchLedger(Protocol):
     async def extend_lease(self, batch_id: int) -> None: ...
 
     async def materialise(
-        self, session: AsyncSession, batch: CampaignBatch, split: Split | None = None
+        self,
+        session: AsyncSession,
+        batch: CampaignBatch,
+        split: Split | None = None,
+        admission: Admission | None = None,
     ) -> int:
         """Insert the batch's ledger rows (idempotent); returns how many new SKIPPED rows were added.
 
-        With an A/B test's `split`, only the recipients it gives a variant now, each with that variant."""
+        With an A/B test's `split`, only the recipients it gives a variant now, each with that variant; with an
+        `admission`, new rows are held to its frequency cap and local schedule."""
         ...
 
     async def settle_in_doubt(self, session: AsyncSession, batch: CampaignBatch) -> int:
@@ -102,9 +120,14 @@ class BatchLedger(Protocol):
         ...
 
     async def next_chunk(
-        self, batch: CampaignBatch, after_id: int, limit: int
+        self, batch: CampaignBatch, after_id: int, limit: int, due_by: datetime | None = None
     ) -> tuple[Campaign | None, list[Pending]]:
-        """Extend the lease, then read the campaign's state and the next QUEUED deliveries."""
+        """Extend the lease, then read the campaign's state and the next QUEUED deliveries (with `due_by`, only
+        those due by then: a local-time campaign's)."""
+        ...
+
+    async def next_due(self, batch: CampaignBatch, after: datetime) -> datetime | None:
+        """When the first of the batch's QUEUED deliveries held until after `after` is due; None: none is."""
         ...
 
     async def mark_sending(self, batch: CampaignBatch, delivery_ids: Sequence[str]) -> None:
