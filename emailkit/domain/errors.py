@@ -57,6 +57,9 @@ class ErrorCode(StrEnum):
     VARIANT_NOT_FOUND = "VARIANT_NOT_FOUND"
     NO_AB_TEST = "NO_AB_TEST"
     WINNER_ALREADY_CHOSEN = "WINNER_ALREADY_CHOSEN"
+    # Custom events: a name outside letters, digits and `_ . : -`; a batch of more than 1,000 events.
+    INVALID_EVENT_NAME = "INVALID_EVENT_NAME"
+    TOO_MANY_EVENTS = "TOO_MANY_EVENTS"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Automation: custom events sent by the user's own systems, and the flows they (and other triggers) start."""
