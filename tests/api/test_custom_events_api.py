@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -384,3 +386,32 @@ async def test_export_shows_and_erasure_removes_the_properties(gql: GQL, db: Dat
     async with db.session() as session:
         [row] = (await session.execute(select(Event))).scalars()
     assert (row.name, row.properties, row.subscriber_id, row.email) == ("address_changed", None, None, None)
+
+
+# --- the README's examples -----------------------------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def sending_events_section() -> str:
+    text = README.read_text()
+    section = text[text.index("### Sending events") :]
+    return section[: section.index("\n### ", 1)]
+
+
+async def test_the_readme_examples_work_as_written(
+    client: httpx.AsyncClient, gql: GQL, db: Database, admin_key: str
+) -> None:
+    await person(db, "ada@example.com")
+    section = sending_events_section()
+    [mutation] = re.findall(r"```graphql\n(.*?)```", section, re.S)
+    out = data(await gql(mutation))["trackEvent"]
+    assert out["userErrors"] == [] and out["event"]["properties"] == {"orderId": "A-1001", "total": 42.5}
+    [body] = re.findall(r"-d '(.*?)'\n", section, re.S)
+    answer = (await client.post(URL, content=body.encode(), headers=bearer(admin_key))).json()
+    # The same idempotency key as the mutation's: a duplicate here (the README shows a first send).
+    assert [(r["status"], r.get("code")) for r in answer["results"]] == [
+        ("duplicate", None),
+        ("error", "SUBSCRIBER_NOT_FOUND"),
+    ]
+    assert answer["results"][0]["eventId"] == out["event"]["id"]
