@@ -179,6 +179,7 @@ async def test_a_batch_is_answered_item_by_item(
             {"email": "ada@example.org", "name": "bad name"},
             "not an object",
             {"email": "ada@example.org", "name": "x", "idempotency_key": "typo"},
+            {"email": "ada@example.org"},
         ],
     )
     assert resp.status_code == 200, resp.text
@@ -194,6 +195,7 @@ async def test_a_batch_is_answered_item_by_item(
         (4, "error"),
         (5, "error"),
         (6, "error"),
+        (7, "error"),
     ]
     assert results[3]["eventId"] == results[0]["eventId"]
     assert "code" not in results[0] and "eventId" not in results[2]
@@ -202,6 +204,7 @@ async def test_a_batch_is_answered_item_by_item(
         ("INVALID_EVENT_NAME", "name"),
         ("INVALID_INPUT", None),
         ("INVALID_INPUT", None),
+        ("REQUIRED", "name"),
     ]
     assert "idempotency_key" in results[6]["message"]
     # Readable afterwards, properties included.

@@ -47,7 +47,7 @@ NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9_.:-]+")
 PROPERTIES_MAX_BYTES: Final = 16 * 1024
 PROPERTIES_MAX_DEPTH: Final = 10
 IDEMPOTENCY_KEY_MAX: Final = 255
-# Clocks differ, and a timestamp a little ahead is a clock; one days ahead is a mistake (or a unit error).
+# Clocks differ, so a time a little ahead is only a clock; more than a day ahead is a mistake (or a unit error).
 MAX_AHEAD: Final = timedelta(days=1)
 # Who reported it, in the `provider` column every event has (providers' names, or `emailkit` for tracking).
 PROVIDER: Final = "api"
@@ -58,7 +58,7 @@ class EventInput:
     """One item as the caller sent it. Values are checked here, types included: the JSON route passes what
     it parsed (a number where a string belongs is this item's error, not the batch's)."""
 
-    name: object
+    name: object = None
     email: object = None
     # A Subscriber's global ID.
     subscriber_id: object = None
@@ -75,12 +75,10 @@ class EventInput:
         """An item of a JSON batch, with the GraphQL input's field names. An unknown field is an error rather
         than ignored: a misspelt ``idempotencyKey`` would silently make every retry a new event."""
         if not isinstance(value, dict):
-            return cls(name=None, unreadable="Each event must be a JSON object")
+            return cls(unreadable="Each event must be a JSON object")
         unknown = sorted(str(k) for k in value if k not in _JSON_FIELDS)
         if unknown:
-            return cls(
-                name=None, unreadable=f"Unknown field {unknown[0]!r}; known: {', '.join(_JSON_FIELDS)}"
-            )
+            return cls(unreadable=f"Unknown field {unknown[0]!r}; known: {', '.join(_JSON_FIELDS)}")
         return cls(**{_JSON_FIELDS[k]: v for k, v in value.items()})
 
 
@@ -202,10 +200,9 @@ def _name(value: object, errors: list[FieldError]) -> str:
         errors.append(FieldError("name", "An event name is required", ErrorCode.REQUIRED))
     elif not isinstance(value, str):
         errors.append(FieldError("name", "Must be a string", ErrorCode.INVALID_INPUT))
-    elif len(value) > NAME_MAX:
-        errors.append(FieldError("name", f"Must be at most {NAME_MAX} characters", ErrorCode.TOO_LONG))
     elif (problem := event_name_problem(value)) is not None:
-        errors.append(FieldError("name", problem, ErrorCode.INVALID_EVENT_NAME))
+        code = ErrorCode.TOO_LONG if len(value) > NAME_MAX else ErrorCode.INVALID_EVENT_NAME
+        errors.append(FieldError("name", problem, code))
     else:
         return value
     return ""
@@ -439,7 +436,9 @@ async def record_custom_events(
 
     Each item is answered in ``results`` (in the items' order): RECORDED with the new event's id, DUPLICATE
     (its idempotency key was used before) with the first event's id, or ERROR with its problems; ``recorded``
-    holds the new events. More than :data:`MAX_BATCH` items is a DomainError (nothing stored)."""
+    holds the new events, what the flows' EVENT trigger starts from in this same transaction (trackEvent and
+    POST /api/events both come through here). More than :data:`MAX_BATCH` items is a DomainError (nothing
+    stored)."""
     if len(items) > MAX_BATCH:
         raise DomainError.single(
             ErrorCode.TOO_MANY_EVENTS, f"At most {MAX_BATCH} events per call ({len(items)} given)", "events"
