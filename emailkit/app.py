@@ -29,6 +29,7 @@ from emailkit.tasks.worker import close_runtime, embedded_worker
 from emailkit.web.admission import AdmissionControl, AdmissionGate
 from emailkit.web.archive import archive_routes
 from emailkit.web.bodylimit import BodyLimitMiddleware, BodyLimits
+from emailkit.web.events import events_route
 from emailkit.web.export import export_routes
 from emailkit.web.graphql import GraphQLView
 from emailkit.web.health import health_routes
@@ -176,6 +177,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
     routes = [
         Route("/graphql", AdmissionControl(UploadGuard(graphql), admission), methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
+        # Authenticated as /graphql (the same keys, cache and rate limit) and admitted through the same gate.
+        events_route(runtime, graphql.auth, admission),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         *tracking.routes,

@@ -64,6 +64,9 @@ class ErrorCode(StrEnum):
     UNKNOWN_STEP = "UNKNOWN_STEP"
     CYCLE_WITHOUT_WAIT = "CYCLE_WITHOUT_WAIT"
     FLOW_NOT_FOUND = "FLOW_NOT_FOUND"
+    # Custom events: a name outside letters, digits and `_ . : -`; a batch of more than 1,000 events.
+    INVALID_EVENT_NAME = "INVALID_EVENT_NAME"
+    TOO_MANY_EVENTS = "TOO_MANY_EVENTS"
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 from email_validator import EmailNotValidError, validate_email
@@ -71,3 +72,36 @@ def check_text(errors: list[FieldError], field: str, value: str | None) -> None:
     problem = None if value is None else text_problem(value)
     if problem is not None:
         errors.append(FieldError(field, problem, ErrorCode.INVALID_TEXT))
+
+
+def json_object_errors(
+    value: object, field: str, *, what: str, max_bytes: int, max_depth: int
+) -> list[FieldError]:
+    """Problems with a caller's JSON object (a subscriber's attributes, a custom event's properties): string
+    keys, at most `max_depth` levels, at most `max_bytes` as compact UTF-8 JSON. `what` names it in the
+    messages ("Attributes")."""
+    if not isinstance(value, dict):
+        return [FieldError(field, f"{what} must be a JSON object", ErrorCode.INVALID_INPUT)]
+    # Walked iteratively and depth-checked before serialising, so hostile nesting cannot exhaust the stack.
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            return [FieldError(field, f"{what} may nest at most {max_depth} levels", ErrorCode.INVALID_INPUT)]
+        if isinstance(node, dict):
+            if not all(isinstance(k, str) for k in node):
+                return [FieldError(field, f"{what}: keys must be strings", ErrorCode.INVALID_INPUT)]
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    try:
+        size = len(json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode())
+    except (TypeError, ValueError):
+        return [FieldError(field, f"{what} must contain only JSON values", ErrorCode.INVALID_INPUT)]
+    if size > max_bytes:
+        return [
+            FieldError(
+                field, f"{what} must be at most {max_bytes} bytes as JSON ({size} given)", ErrorCode.TOO_LONG
+            )
+        ]
+    return []

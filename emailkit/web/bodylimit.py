@@ -11,6 +11,7 @@ Limits by route:
 
 * ``/graphql``: the JSON limit (EMAILKIT_MAX_REQUEST_BYTES), or the upload limit (EMAILKIT_MAX_UPLOAD_BYTES)
   for multipart requests, which carry CSV files for imports.
+* ``/api/...`` (the REST API, e.g. a batch of custom events): the JSON limit, as the GraphQL API's.
 * ``/webhooks/...``: :data:`WEBHOOK_BYTES`.
 * everything else (``/subscribe``, ``/confirm``, ``/u/``, ``/t/``, probes, exports, static files, unknown
   paths): :data:`SMALL_BYTES`. None of them takes more than a short form.
@@ -62,6 +63,8 @@ class BodyLimits:
         if path == "/graphql":
             if content_type.split(b";", 1)[0].strip().lower() == b"multipart/form-data":
                 return self.upload, "EMAILKIT_MAX_UPLOAD_BYTES", declared, chunked
+            return self.graphql, "EMAILKIT_MAX_REQUEST_BYTES", declared, chunked
+        if path.startswith("/api/"):
             return self.graphql, "EMAILKIT_MAX_REQUEST_BYTES", declared, chunked
         if path.startswith("/webhooks/"):
             return self.webhook, "", declared, chunked

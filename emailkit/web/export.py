@@ -21,7 +21,7 @@ from emailkit.domain.apikeys import authenticate
 from emailkit.domain.audience import exports
 from emailkit.domain.errors import DomainError
 from emailkit.domain.runtime import Runtime
-from emailkit.web.graphql import bearer_token
+from emailkit.web.auth import bearer_token
 from emailkit.web.ratelimit import ApiRateLimiter, RateLimited
 from emailkit.web.workspace import HEADER, WrongWorkspace, acting_workspace
 

@@ -29,10 +29,11 @@ from strawberry.types import ExecutionResult
 from strawberry.types.unset import UnsetType
 
 from emailkit.db.engine import Failure, failure_of
-from emailkit.domain.apikeys import Principal, is_active
+from emailkit.domain.apikeys import is_active
 from emailkit.domain.runtime import Runtime
 from emailkit.schema.context import Context
 from emailkit.schema.error_policy import SERVICE_UNAVAILABLE, UNAVAILABLE_MESSAGE
+from emailkit.web.auth import ApiKeyAuth, Forbidden, Unauthenticated, bearer_token
 from emailkit.web.persisted import PersistedQueries, PersistedQueryError
 from emailkit.web.ratelimit import ApiRateLimiter, RateLimited
 from emailkit.web.workspace import HEADER, WrongWorkspace, acting_scope, acting_workspace
@@ -84,21 +85,6 @@ class TextWebSocketAdapter(ASGIWebSocketAdapter):
             await self.ws.send_text(json_bytes(message).decode())
         except WebSocketDisconnect as exc:
             raise WebSocketDisconnected from exc
-
-
-class Forbidden(Exception):
-    """An authenticated key asked for what it may never have (another workspace)."""
-
-
-class Unauthenticated(Exception):
-    pass
-
-
-def bearer_token(value: str | None) -> str | None:
-    if not value:
-        return None
-    scheme, _, token = value.strip().partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
 
 
 def rate_limited_error(exc: RateLimited) -> GraphQLFormattedError:
@@ -155,11 +141,11 @@ class GraphQLView(GraphQL[Context, None]):
         # Only graphql-transport-ws: the legacy graphql-ws protocol has no connection_init gate we trust.
         super().__init__(subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,), **kwargs)
         self.runtime = runtime
+        self.auth = ApiKeyAuth(runtime, key_cache_seconds=key_cache_seconds, api_limiter=api_limiter)
         self.api_limiter = api_limiter
         self.persisted_queries = persisted_queries
         self._ide_html: str | None = None
         self._key_recheck_seconds = key_recheck_seconds
-        self._key_cache_seconds = key_cache_seconds
         self._watchers: set[asyncio.Task[None]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -220,32 +206,19 @@ class GraphQLView(GraphQL[Context, None]):
             response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
 
-    async def _principal(self, raw_key: str | None) -> Principal | None:
-        if not raw_key:
-            return None
-        return await self.runtime.principals.authenticate(
-            self.runtime.db, raw_key, max_age=self._key_cache_seconds
-        )
-
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         if isinstance(request, WebSocket):
             # Authenticated in on_ws_connect from the connection_init payload.
             return Context(runtime=self.runtime, principal=None, request=request)
         if self._wants_ide(request):
             return Context(runtime=self.runtime, principal=None, request=request)
-        token = bearer_token(request.headers.get("authorization"))
-        if token is None:
-            raise Unauthenticated("Missing API key: send 'Authorization: Bearer <key>'")
-        principal = await self._principal(token)
-        if principal is None:
-            raise Unauthenticated("Unknown or revoked API key")
-        if self.api_limiter is not None:
-            await self.api_limiter.check(principal.key_id)
-        try:
-            workspace_id = await acting_workspace(self.runtime.db, principal, request.headers.get(HEADER))
-        except WrongWorkspace as exc:
-            raise Forbidden(str(exc)) from exc
-        return Context(runtime=self.runtime, principal=principal, request=request, workspace_id=workspace_id)
+        caller = await self.auth.caller(request.headers)
+        return Context(
+            runtime=self.runtime,
+            principal=caller.principal,
+            request=request,
+            workspace_id=caller.workspace_id,
+        )
 
     def _wants_ide(self, request: Request) -> bool:
         method: HTTPMethod = request.method.upper()  # type: ignore[assignment]
@@ -286,7 +259,7 @@ class GraphQLView(GraphQL[Context, None]):
         params = context.connection_params or {}
         raw = params.get("Authorization") or params.get("authorization")
         token = bearer_token(raw) if isinstance(raw, str) else None
-        principal = await self._principal(token)
+        principal = await self.auth.principal(token)
         if principal is None:
             raise ConnectionRejectionError({"message": "Missing or unknown API key"})
         named = params.get(HEADER) or params.get(HEADER.lower())

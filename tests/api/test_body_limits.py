@@ -126,6 +126,7 @@ async def route_paths(runtime: Runtime) -> dict[str, tuple[str, str, int]]:
             SMALL_BYTES,
         ),
         "graphql": ("POST", "/graphql", GRAPHQL_BYTES),
+        "events": ("POST", "/api/events", GRAPHQL_BYTES),
         "webhook": ("POST", "/webhooks/sendgrid", WEBHOOK_BYTES),
     }
 

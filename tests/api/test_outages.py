@@ -22,6 +22,7 @@ from emailkit.domain.sending import scheduler
 from emailkit.schema import build_schema
 from emailkit.settings import Settings
 from emailkit.tasks.broker.queue import build_job_queue
+from emailkit.web.auth import ApiKeyAuth
 from emailkit.web.graphql import GraphQLView
 from tests.support.environment import PG_URL, TEST_SECRET, pg_async_url
 from tests.support.graphql import GQL, data, graphql_runner
@@ -60,15 +61,16 @@ async def test_database_outage_is_503_service_unavailable(down_runtime: Runtime)
         assert_unavailable(resp)
 
 
-class _KnownKey(GraphQLView):
+class _KnownKey(ApiKeyAuth):
     """Authenticates without the database, so the outage is met by the resolvers, mid-execution."""
 
-    async def _principal(self, raw_key: str | None) -> Principal | None:
+    async def principal(self, raw_key: str | None) -> Principal | None:
         return Principal(key_id=1, name="admin", role=Role.ADMIN, workspace_id=1)
 
 
 async def test_outage_during_execution_is_503_too(down_runtime: Runtime) -> None:
-    view = _KnownKey(down_runtime, schema=build_schema())
+    view = GraphQLView(down_runtime, schema=build_schema())
+    view.auth = _KnownKey(down_runtime)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=view), base_url="http://testserver") as c:
         resp = await c.post("/graphql", json=QUERY, headers={"Authorization": "Bearer k"})
         assert_unavailable(resp)

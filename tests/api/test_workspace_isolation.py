@@ -1,8 +1,8 @@
 """Workspace isolation, systematically: every query, mutation and subscription that takes an ID, found by walking
 the schema's introspection, is called by workspace A's ADMIN key with workspace B's IDs, and must answer exactly
 as it does for an ID that exists nowhere ("not found"), never with B's data, and change nothing in any workspace.
-The REST routes (export, subscribe form, confirmation, tracking and unsubscribe links, provider webhooks) and
-the calls that name a subscriber by address are held to the same rule.
+The REST routes (export, custom events, subscribe form, confirmation, tracking and unsubscribe links, provider
+webhooks) and the calls that name a subscriber by address are held to the same rule.
 
 Workspace B holds one of everything, made through the API with B's key, every name and address carrying MARKER;
 A (the default workspace) holds its own objects for the IDs a call needs besides the one under test. Each case
@@ -122,7 +122,7 @@ LABELS: dict[str, list[str]] = {
     "Import": ["import"],
     "ApiKey": ["key"],
     "Delivery": ["campaign", "transactional"],
-    "Event": ["event"],
+    "Event": ["event", "custom"],
     "Workspace": ["workspace"],
     "CampaignVariant": ["variant"],
     "WebhookEndpoint": ["endpoint"],
@@ -176,6 +176,8 @@ EXTRAS: dict[str, dict[tuple[str, ...], Any]] = {
     "mutation:previewTemplate": {("input", "templateId"): Own("Template")},
     # Rows to import.
     "mutation:importSubscribers": {("input", "csv"): "email\nnew-reader@example.org\n"},
+    # An event name as they are written (BY_NAME's has a space).
+    "mutation:trackEvent": {("input", "name"): "isolation.check"},
 }
 
 
@@ -509,6 +511,11 @@ ADDRESS_CALLS: dict[str, tuple[str, str, dict[str, Any]]] = {
         "blocked",
         {"i": {"email": "<address>"}},
     ),
+    "trackEvent": (
+        "mutation($i: TrackEventInput!) { trackEvent(input: $i) { event { id name } duplicate userErrors { code } } }",
+        "reader",
+        {"i": {"email": "<address>", "name": "isolation.check", "idempotencyKey": "isolation"}},
+    ),
     # These succeed, for A: B's address is a new one there (not DUPLICATE_EMAIL, ALREADY_SUPPRESSED, SUPPRESSED).
     "createSubscriber": (
         "mutation($i: CreateSubscriberInput!) { createSubscriber(input: $i) { subscriber { email name status } userErrors { code } } }",
@@ -666,6 +673,43 @@ async def test_export_of_another_workspaces_list_or_segment_is_not_found(
             f"export {param}: B's own export shows nothing of B: {own.status_code} {own.text[:200]}"
         )
     expect(f"rest:export[{param}]", problems)
+
+
+async def test_custom_events_naming_bs_subscriber_are_refused_like_a_missing_one(
+    worlds: Worlds, world: World
+) -> None:
+    """POST /api/events by A naming B's subscriber (by ID, and by address) answers as for nobody and stores
+    nothing; B's own key records the same event in B alone (so the route does reach B's subscriber)."""
+    b_id, missing = world.b.one("Subscriber"), globalid.encode("Subscriber", MISSING_PK)
+    address, control_address = f"reader@{MARKER}.example", f"nobody@{MARKER}.example"
+
+    async def send(key: str, subscriber: str, email: str) -> httpx.Response:
+        events = [
+            {"subscriberId": subscriber, "name": "isolation.check", "idempotencyKey": "isolation-id"},
+            {"email": email, "name": "isolation.check", "idempotencyKey": "isolation-email"},
+        ]
+        return await world.http.post(
+            "/api/events", json={"events": events}, headers={"Authorization": f"Bearer {key}"}
+        )
+
+    before = await worlds.snapshot()
+    control = await send(world.a.key, missing, control_address)
+    theirs = await send(world.a.key, b_id, address)
+    after = await worlds.settled(before)
+    same = {b_id: "<ID>", missing: "<ID>", address: "<address>", control_address: "<address>"}
+    problems = response_problems("events", theirs, control, same)
+    codes = [r.get("code") for r in theirs.json().get("results", [])] if theirs.status_code == 200 else []
+    if codes != ["SUBSCRIBER_NOT_FOUND"] * 2:
+        problems.append(f"events: HTTP {theirs.status_code} {theirs.text[:300]}, not SUBSCRIBER_NOT_FOUND")
+    if diff := before.differences(after):
+        problems.append("events: the database changed:\n  " + "\n  ".join(diff))
+    own = await send(world.b.key, b_id, address)
+    if own.status_code != 200 or own.json()["accepted"] != 2:
+        problems.append(f"events by B's own key: HTTP {own.status_code} {own.text[:300]}")
+    problems += only_b_changed(
+        "events by B's own key", after.workspaces_changed(await worlds.settled(after)), world
+    )
+    expect("rest:events", problems)
 
 
 async def test_subscribe_form_naming_lists_of_two_workspaces_is_refused(worlds: Worlds, world: World) -> None:

@@ -169,6 +169,7 @@ CAMPAIGN_STATE = (
 IMPORT_STATE = "query($id: ID!) { import(id: $id) { status error } }"
 DELIVERY_STATE = "query($id: ID!) { delivery(id: $id) { status } }"
 EVENTS = "{ events(first: 10) { edges { node { id type } } } }"
+TRACK_EVENT = "mutation($i: TrackEventInput!) { trackEvent(input: $i) { event { id } userErrors { field code message } } }"
 CREATE_ENDPOINT = "mutation($i: CreateWebhookEndpointInput!) { createWebhookEndpoint(input: $i) { endpoint { id } userErrors { field code message } } }"
 UPDATE_ENDPOINT = "mutation($i: UpdateWebhookEndpointInput!) { updateWebhookEndpoint(input: $i) { endpoint { id status } userErrors { field code message } } }"
 ENDPOINT_DELIVERIES = (
@@ -272,6 +273,22 @@ async def fill(world: World, ws: Workspace, mark: str) -> None:
         ),
     )
     await _stop_listening(world, ws, endpoint)
+    # A custom event of the reader's, with an idempotency key (a row of custom_event_keys too).
+    ws.add(
+        "Event",
+        "custom",
+        await made(
+            TRACK_EVENT,
+            "trackEvent",
+            "event",
+            {
+                "email": f"reader@{domain}",
+                "name": f"{mark}.signed_up",
+                "properties": {"note": mark},
+                "idempotencyKey": f"{mark}-signup",
+            },
+        ),
+    )
     ws.add(
         "Segment",
         "segment",

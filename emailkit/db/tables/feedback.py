@@ -1,5 +1,6 @@
 """Tables of the feedback loop: events and their dedupe keys, suppressions, per-campaign stats, links,
-first-seen markers and the timeline; and the event vocabulary stored in them."""
+first-seen markers and the timeline; and the event vocabulary stored in them. Custom events (sent by the
+user's own systems) share the events table, with the idempotency keys that make their retries harmless."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any, Final
 from sqlalchemy import (
     ForeignKey,
     Index,
+    PrimaryKeyConstraint,
     String,
     Text,
     Uuid,
@@ -30,6 +32,8 @@ class EventType(enum.StrEnum):
     UNSUBSCRIBE = "UNSUBSCRIBE"
     DROPPED = "DROPPED"
     DEFERRED = "DEFERRED"
+    # Sent by the user's own systems (trackEvent, POST /api/events), with a name and properties.
+    CUSTOM = "CUSTOM"
 
 
 class BounceType(enum.StrEnum):
@@ -60,6 +64,9 @@ class Event(InWorkspace, Base):
     # `metadata` is reserved on declarative classes.
     meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONDoc, nullable=True)
     dedupe_key: Mapped[str | None] = mapped_column(Uuid(as_uuid=False), nullable=True)
+    # CUSTOM events only: what happened, in the sender's words, and what it said about it (a JSON object).
+    name: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    properties: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc, nullable=True)
 
     __table_args__ = (
         Index("ix_events_campaign_id_id", "campaign_id", "id"),
@@ -78,6 +85,27 @@ class EventKey(Base):
 
     # BRIN: rows arrive in seen_at order, so pruning old keys is cheap and the index costs nearly nothing.
     __table_args__ = (Index("ix_event_keys_seen_at", "seen_at", postgresql_using="brin"),)
+
+
+class CustomEventKey(InWorkspace, Base):
+    """The idempotency keys of custom events, unique per workspace: the same key sent again (a retry, or two
+    concurrent sends) records nothing new. Inserted before the event, so a concurrent duplicate waits on the
+    key and then finds the first event's id here."""
+
+    __tablename__ = "custom_event_keys"
+
+    # The caller's key (up to 255 characters) as 128 bits of its SHA-256: a small fixed-size index entry.
+    key: Mapped[str] = mapped_column(Uuid(as_uuid=False), nullable=False)
+    # Set in the transaction that inserts the key; (event_id, occurred_at) is the event's primary key.
+    event_id: Mapped[int | None] = mapped_column(BigInt, nullable=True)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+
+    __table_args__ = (
+        PrimaryKeyConstraint("workspace_id", "key", name="pk_custom_event_keys"),
+        # BRIN, as for event_keys: keys arrive in seen_at order and are pruned by it.
+        Index("ix_custom_event_keys_seen_at", "seen_at", postgresql_using="brin"),
+    )
 
 
 # The counters a campaign (and each A/B test variant) keeps, in the order the statements list them.

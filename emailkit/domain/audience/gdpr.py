@@ -2,9 +2,9 @@
 
 Erasure deletes the subscriber (and with it their subscriptions), keeps the rows that campaign totals are
 made of with the personal parts removed (deliveries get a placeholder address and lose the link; events
-lose address, IP, user agent, provider metadata and free text), and keeps only the sha256 of the address
-in the suppression list, so the address cannot be imported or created again without someone noticing
-(`suppressions.ensure_not_erased`). Campaign counters are never touched.
+lose address, IP, user agent, provider metadata, custom event properties and free text), and keeps only the
+sha256 of the address in the suppression list, so the address cannot be imported or created again without
+someone noticing (`suppressions.ensure_not_erased`). Campaign counters are never touched.
 """
 
 from __future__ import annotations
@@ -162,6 +162,8 @@ async def _events(
             "ip": e.ip,
             "reason": e.reason,
             "metadata": e.meta,
+            "name": e.name,
+            "properties": e.properties,
         }
         for e in rows
     ]
@@ -244,6 +246,8 @@ async def _erase_from_events(session: AsyncSession, events_of: ColumnElement[boo
             user_agent=None,
             meta=None,
             reason=None,
+            # A custom event's properties are whatever the sender's system knew about the person.
+            properties=None,
             # A tracked link may carry the address in its query string.
             url=case(
                 (func.lower(Event.url).contains(email, autoescape=True), literal(None)),

@@ -1,1 +1,2 @@
-"""Automation: flows that people enter on a trigger and go through step by step, exactly once per step."""
+"""Automation: flows that people enter on a trigger (a subscription, a custom event sent by the user's own
+systems, an anniversary, a segment, an open or a click) and go through step by step, exactly once per step."""

@@ -112,6 +112,8 @@ class EventFilter:
     campaign_id: int | None = None
     subscriber_id: int | None = None
     email: str | None = None
+    # A custom event's name, exactly.
+    name: str | None = None
 
 
 async def find_events(
@@ -130,6 +132,8 @@ async def find_events(
         stmt = stmt.where(Event.subscriber_id == f.subscriber_id)
     if f.email:
         stmt = stmt.where(Event.email == f.email.strip().lower())
+    if f.name:
+        stmt = stmt.where(Event.name == f.name)
     return await keyset_page(session, stmt, Event.id, first=first, after=after, descending=True)
 
 

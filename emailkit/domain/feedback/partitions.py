@@ -23,7 +23,7 @@ from emailkit.db import rls
 from emailkit.db.dialect import dialect_of
 from emailkit.db.engine import Database
 from emailkit.db.scope import all_workspaces
-from emailkit.db.tables.feedback import CampaignFirst, EventKey
+from emailkit.db.tables.feedback import CampaignFirst, CustomEventKey, EventKey
 
 log = logging.getLogger(__name__)
 
@@ -159,9 +159,13 @@ async def _secure(conn: AsyncConnection, qualified: str) -> None:
 
 async def prune_event_keys(conn: AsyncConnection, now: datetime, keep: timedelta = KEY_RETENTION) -> int:
     """Forget dedupe keys older than ``keep``: providers stop retrying long before (SendGrid after 3 days,
-    SNS within a day by default). Returns how many were removed."""
-    result = await conn.execute(delete(EventKey).where(EventKey.seen_at < now - keep))
-    return int(result.rowcount or 0)
+    SNS within a day by default), and so do the systems that send custom events with an idempotency key
+    (README, "Sending events"). Returns how many were removed."""
+    removed = 0
+    for table in (EventKey, CustomEventKey):
+        result = await conn.execute(delete(table).where(table.seen_at < now - keep))
+        removed += int(result.rowcount or 0)
+    return removed
 
 
 # Distinct campaign ids of the markers by a loose index scan (one index probe per campaign, not a table

@@ -1,7 +1,7 @@
 """automation: flows, their published versions, each person's run, and the step ledger
 
 Revision ID: 0016
-Revises: 0014
+Revises: 0015
 
 ``flows`` is a root table (reached by its own id from the API); ``flow_versions``, ``flow_runs``,
 ``flow_step_runs`` (the ledger: unique on run, step and visit) and ``flow_step_stats`` are its children. The
@@ -22,7 +22,7 @@ from emailkit.db import rls
 from emailkit.db.types import UTCDateTime
 
 revision: str = "0016"
-down_revision: str | None = "0014"
+down_revision: str | None = "0015"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

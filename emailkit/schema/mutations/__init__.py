@@ -8,6 +8,7 @@ from __future__ import annotations
 from emailkit.schema.mutations import (
     apikeys,
     campaigns,
+    events,
     gdpr,
     imports,
     lists,
@@ -24,6 +25,7 @@ MUTATIONS = (
     lists.Mutation,
     apikeys.Mutation,
     subscribers.Mutation,
+    events.Mutation,
     templates.Mutation,
     campaigns.Mutation,
     sending.Mutation,

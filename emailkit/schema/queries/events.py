@@ -17,6 +17,7 @@ class EventFilter:
     provider: str | None = None
     campaign_id: strawberry.ID | None = None
     email: str | None = None
+    name: str | None = strawberry.field(default=None, description="A CUSTOM event's name, exactly.")
 
 
 @strawberry.type
@@ -31,6 +32,7 @@ class Query:
             provider=f.provider,
             campaign_id=query_id(f.campaign_id, "Campaign") if f.campaign_id is not None else None,
             email=f.email,
+            name=f.name,
         )
         return await info.context.connection(
             lambda s, n, a: analytics.find_events(s, first=n, after=a, filter=domain_filter),

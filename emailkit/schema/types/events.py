@@ -19,7 +19,13 @@ if TYPE_CHECKING:
     from emailkit.schema.types.campaigns import CampaignType
     from emailkit.schema.types.subscribers import SubscriberType
 
-strawberry.enum(EventType, name="EventType", description="What happened to a message.")
+strawberry.enum(
+    EventType,
+    name="EventType",
+    description=(
+        "What happened to a message; CUSTOM: an event your own systems sent (trackEvent, POST /api/events)."
+    ),
+)
 strawberry.enum(BounceType, name="BounceType", description="HARD: permanent failure; SOFT: temporary.")
 
 # Lazy: both modules import this one, subscribers directly (Subscriber.events), campaigns through deliveries.
@@ -27,7 +33,13 @@ CampaignRef = Annotated["CampaignType", strawberry.lazy("emailkit.schema.types.c
 SubscriberRef = Annotated["SubscriberType", strawberry.lazy("emailkit.schema.types.subscribers")]
 
 
-@strawberry.type(name="Event", description="One thing that happened to one recipient of one message.")
+@strawberry.type(
+    name="Event",
+    description=(
+        "One thing that happened to one recipient of one message, or (CUSTOM) one thing a person did that "
+        "your own systems reported."
+    ),
+)
 class EventNode(Node):
     pk: strawberry.Private[int]
     campaign_pk: strawberry.Private[int | None]
@@ -36,7 +48,7 @@ class EventNode(Node):
     bounce_type: BounceType | None
     email: str | None = strawberry.field(description="Null for anonymous opens and clicks.")
     provider: str = strawberry.field(
-        description="Who reported it: a provider name, or `emailkit` for tracking."
+        description="Who reported it: a provider name, `emailkit` for tracking, `api` for CUSTOM events."
     )
     provider_message_id: str | None
     occurred_at: datetime
@@ -46,6 +58,10 @@ class EventNode(Node):
     ip: str | None
     reason: str | None = strawberry.field(description="The provider's explanation (bounce, drop, deferral).")
     metadata: JSON | None = strawberry.field(description="The custom data the message carried back.")
+    name: str | None = strawberry.field(description="A CUSTOM event's name (null for the other types).")
+    properties: JSON | None = strawberry.field(
+        description="A CUSTOM event's properties, a JSON object (null for the other types)."
+    )
 
     @strawberry.field
     async def campaign(self, info: Info) -> CampaignRef | None:
@@ -78,6 +94,8 @@ class EventNode(Node):
             ip=row.ip,
             reason=row.reason,
             metadata=JSON(dict(row.meta)) if row.meta is not None else None,
+            name=row.name,
+            properties=JSON(dict(row.properties)) if row.properties is not None else None,
         )
 
 
