@@ -234,7 +234,8 @@ def _check_step(s: Step, path: str, raw: Mapping[str, Any], errors: _Errors) -> 
         if not s.from_email:
             errors.add(f"{path}.fromEmail", "A SEND step needs a from address", ErrorCode.REQUIRED)
     elif s.type == StepType.WAIT:
-        if s.wait_seconds is None and s.window is None:
+        # The raw window: one that was given but refused has its own error already.
+        if s.wait_seconds is None and raw.get("window") is None:
             errors.add(f"{path}.waitSeconds", "A WAIT step needs waitSeconds or a window", ErrorCode.REQUIRED)
         if s.wait_seconds is not None and not MIN_WAIT_SECONDS <= s.wait_seconds <= MAX_WAIT_SECONDS:
             errors.add(

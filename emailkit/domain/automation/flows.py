@@ -66,7 +66,7 @@ async def _check_references(session: AsyncSession, d: Definition) -> None:
     ):
         if not ids:
             continue
-        found = set((await session.execute(select(table.id).where(table.id.in_(ids)))).scalars())  # type: ignore[attr-defined]
+        found = set((await session.execute(select(table.id).where(table.id.in_(ids)))).scalars())
         errors += [FieldError(ids[i], f"{what} not found", code) for i in sorted(set(ids) - found)]
     raise_if(errors)
     for i, s in enumerate(d.steps):
