@@ -8,6 +8,7 @@ from __future__ import annotations
 from emailkit.schema.mutations import (
     apikeys,
     campaigns,
+    flows,
     gdpr,
     imports,
     lists,
@@ -33,4 +34,5 @@ MUTATIONS = (
     gdpr.Mutation,
     workspaces.Mutation,
     webhooks.Mutation,
+    flows.Mutation,
 )
