@@ -129,8 +129,7 @@ def flow_runner(runtime: Runtime, poster: Callable[[], WebhookPoster]) -> FlowRu
         live = runtime.live
 
         async def publish(flow_ids: set[int]) -> None:
-            if live is not None:
-                await publish_flow_stats(runtime.db, live, flow_ids)
+            await publish_flow_stats(live, flow_ids)
 
         runtime.cached_flow_runner = FlowRunner(
             runtime.db,

@@ -14,12 +14,21 @@ from strawberry.dataloader import DataLoader
 
 from emailkit.db.engine import Database
 from emailkit.db.tables.audience import MailingList, Segment, Subscriber, Subscription
+from emailkit.db.tables.automation import (
+    Flow,
+    FlowRun,
+    FlowRunStatus,
+    FlowStepRun,
+    FlowStepStats,
+    FlowVersion,
+)
 from emailkit.db.tables.content import Template
 from emailkit.db.tables.feedback import Event
 from emailkit.db.tables.sending import Campaign, Delivery, DeliveryStatus
 from emailkit.domain import per_parent
 from emailkit.domain.audience import lists, subscribers
 from emailkit.domain.audience.segments import store as segments
+from emailkit.domain.automation import flows, reading
 from emailkit.domain.child_pages import ChildPage
 from emailkit.domain.content import templates
 from emailkit.domain.counting import DEFAULT_EXACT_LIMIT, Count
@@ -169,6 +178,35 @@ async def _timelines(
     return await per_parent.timelines(session, ids, args.bucket, since=args.since, until=args.until)
 
 
+async def _flow_run_pages(
+    session: AsyncSession, ids: list[int], args: PageArgs
+) -> Mapping[int, ChildPage[FlowRun]]:
+    status = args.filter if isinstance(args.filter, FlowRunStatus) else None
+    return await reading.run_pages(session, ids, first=args.first, after=args.after, status=status)
+
+
+def _flow_run_counts(exact_limit: int) -> Callable[..., Awaitable[Mapping[int, Count]]]:
+    async def fetch(
+        session: AsyncSession, ids: list[int], status: FlowRunStatus | None
+    ) -> Mapping[int, Count]:
+        return await reading.run_counts(session, ids, status, exact_limit=exact_limit)
+
+    return fetch
+
+
+async def _subscriber_flow_run_pages(
+    session: AsyncSession, ids: list[int], args: PageArgs
+) -> Mapping[int, ChildPage[FlowRun]]:
+    return await reading.subscriber_run_pages(session, ids, first=args.first, after=args.after)
+
+
+def _subscriber_flow_run_counts(exact_limit: int) -> Callable[..., Awaitable[Mapping[int, Count]]]:
+    async def fetch(session: AsyncSession, ids: list[int], _: None) -> Mapping[int, Count]:
+        return await reading.subscriber_run_counts(session, ids, exact_limit=exact_limit)
+
+    return fetch
+
+
 class Loaders:
     """The request's DataLoaders and the sessions their reads run in.
 
@@ -226,6 +264,24 @@ class Loaders:
         )
         self.campaign_timeline: DataLoader[tuple[int, TimelineArgs], list[TimelinePoint]] = _per_parent(
             reads, _timelines
+        )
+        self.flow_by_id: Batched[Flow | None] = _loader(reads, flows.flows_by_ids)
+        self.flow_version_by_id: Batched[FlowVersion | None] = _loader(reads, reading.versions_by_ids)
+        self.flow_run_by_id: Batched[FlowRun | None] = _loader(reads, reading.runs_by_ids)
+        # Per flow: its steps' counters by step key (a step without any yet is missing).
+        self.flow_step_stats: Batched[dict[str, FlowStepStats]] = _loader(reads, flows.step_stats, dict)
+        self.flow_run_history: Batched[list[FlowStepRun]] = _loader(reads, flows.history_of_runs, list)
+        self.flow_run_page: DataLoader[tuple[int, PageArgs], ChildPage[FlowRun]] = _per_parent(
+            reads, _flow_run_pages
+        )
+        self.flow_run_count: DataLoader[tuple[int, FlowRunStatus | None], Count] = _per_parent(
+            reads, _flow_run_counts(exact_count_limit)
+        )
+        self.subscriber_flow_run_page: DataLoader[tuple[int, PageArgs], ChildPage[FlowRun]] = _per_parent(
+            reads, _subscriber_flow_run_pages
+        )
+        self.subscriber_flow_run_count: DataLoader[tuple[int, None], Count] = _per_parent(
+            reads, _subscriber_flow_run_counts(exact_count_limit)
         )
 
     @asynccontextmanager

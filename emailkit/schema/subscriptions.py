@@ -1,4 +1,5 @@
-"""The root Subscription type: live campaign progress, live campaign stats and live import progress.
+"""The root Subscription type: live campaign progress, live campaign stats, live import progress and live flow
+stats.
 
 Each one subscribes to its pub/sub channel before reading the current state, so that no update committed in
 between is missed, yields that state at once, then one value per message until the state is final.
@@ -15,6 +16,7 @@ from emailkit.db.tables.audience import Import as ImportRow
 from emailkit.db.tables.sending import Campaign as CampaignRow
 from emailkit.domain.audience.imports.progress import ImportState
 from emailkit.domain.audience.imports.progress import progress_channel as import_channel
+from emailkit.domain.automation.live import FlowStatsSnapshot, flow_stats_channel, flow_stats_snapshot
 from emailkit.domain.feedback import analytics
 from emailkit.domain.feedback.live import DECIDED, StatsSnapshot, stats_channel
 from emailkit.domain.runtime import Runtime
@@ -26,6 +28,7 @@ from emailkit.schema.relay import decode_id_or_none
 from emailkit.schema.types.abtests import AbStatsParts
 from emailkit.schema.types.analytics import CampaignStats
 from emailkit.schema.types.campaigns import CampaignProgress
+from emailkit.schema.types.flows import FlowStatsUpdate
 from emailkit.schema.types.imports import ImportProgress
 
 
@@ -33,6 +36,11 @@ async def _ab_parts(runtime: Runtime, campaign_id: int) -> AbStatsParts:
     """The A/B test's per-variant counters as they are now (the stats message carries the campaign's only)."""
     async with runtime.db.session() as session:
         return AbStatsParts.of(await standings_of(session, campaign_id))
+
+
+async def _flow_stats(runtime: Runtime, flow_id: int) -> FlowStatsSnapshot | None:
+    async with runtime.db.session() as session:
+        return await flow_stats_snapshot(session, flow_id)
 
 
 @strawberry.type
@@ -110,3 +118,28 @@ class Subscription:
                 yield ImportProgress.of(state)
                 if state.final:
                     return
+
+    @strawberry.subscription(
+        description=(
+            "A flow's counters and its steps': the current values at once, then again whenever they change (a "
+            "few times per second at most)."
+        )
+    )
+    async def flow_stats(self, info: Info, id: strawberry.ID) -> AsyncGenerator[FlowStatsUpdate, None]:
+        pk = decode_id_or_none(id, "Flow")
+        if pk is None:
+            raise GraphQLError("Not a Flow ID", extensions={"code": "INVALID_ID"})
+        runtime = info.context.runtime
+        async with live_updates(runtime, flow_stats_channel(pk)) as updates:
+            current = await _flow_stats(runtime, pk)
+            if current is None:
+                raise GraphQLError("Flow not found", extensions={"code": "NOT_FOUND"})
+            yield FlowStatsUpdate.of(current)
+            # A message only says that the counters changed (they also go down): read them back each time.
+            async for _ in updates:
+                latest = await _flow_stats(runtime, pk)
+                if latest is None:
+                    return
+                if latest != current:
+                    current = latest
+                    yield FlowStatsUpdate.of(current)

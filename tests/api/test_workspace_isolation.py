@@ -90,6 +90,13 @@ ID_ARGUMENTS: dict[str, str] = {
     "UpdateWebhookEndpointInput.id": "WebhookEndpoint",
     "DeleteWebhookEndpointInput.id": "WebhookEndpoint",
     "RedeliverWebhookInput.deliveryId": "WebhookDelivery",
+    "Query.flow.id": "Flow",
+    "Subscription.flowStats.id": "Flow",
+    "UpdateFlowInput.id": "Flow",
+    "PublishFlowInput.id": "Flow",
+    "FlowIdInput.id": "Flow",
+    "FlowStepInput.addListIds": "MailingList",
+    "FlowStepInput.removeListIds": "MailingList",
 }
 # Wherever they are declared, arguments named after the type they name.
 ID_NAMES: dict[str, str] = {
@@ -127,6 +134,8 @@ LABELS: dict[str, list[str]] = {
     "CampaignVariant": ["variant"],
     "WebhookEndpoint": ["endpoint"],
     "WebhookDelivery": ["delivery"],
+    "Flow": ["flow"],
+    "FlowRun": ["run"],
 }
 # The control's ID: a well-formed ID of the same type that names no row in any workspace.
 MISSING_PK = 987_654_321
@@ -178,6 +187,15 @@ EXTRAS: dict[str, dict[tuple[str, ...], Any]] = {
     "mutation:importSubscribers": {("input", "csv"): "email\nnew-reader@example.org\n"},
     # An event name as they are written (BY_NAME's has a space).
     "mutation:trackEvent": {("input", "name"): "isolation.check"},
+    # A definition that is valid but for the ID tried (which goes into the trigger or the first step).
+    "mutation:createFlow": {
+        ("input", "trigger"): {"type": "SUBSCRIBED", "listId": Own("MailingList")},
+        ("input", "steps"): [{"key": "only", "type": "EXIT"}],
+    },
+    "mutation:updateFlow": {
+        ("input", "trigger"): {"type": "SUBSCRIBED", "listId": Own("MailingList")},
+        ("input", "steps"): [{"key": "only", "type": "EXIT"}],
+    },
 }
 
 

@@ -1,6 +1,9 @@
 """Two workspaces for the isolation test: B with one of everything (a sent campaign, its deliveries and events
 included), all made through the API with B's key and named with a marker, and A with the objects a call needs
 besides the ID under test. The whole app runs behind uvicorn with its embedded worker and the outbox provider.
+
+A flow's run is the one object written straight into its workspace: runs are made by the flow runner, not the
+API, and the world's flows are paused so that nothing moves while the checks compare snapshots.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from emailkit.app import create_app
 from emailkit.db.engine import Database
 from emailkit.db.scope import no_scope, workspace_scope
 from emailkit.db.tables.access import Role
+from emailkit.db.tables.automation import Flow, FlowRun, FlowRunStatus, FlowStepRun, FlowStepRunStatus
 from emailkit.db.tables.feedback import Event, EventType
 from emailkit.db.tables.sending import Delivery
 from emailkit.db.tables.tenancy import DEFAULT_WORKSPACE_ID
@@ -176,6 +180,11 @@ ENDPOINT_DELIVERIES = (
     "query($id: ID!) { webhookEndpoint(id: $id) { deliveries(first: 5) { edges { node { id } } } } }"
 )
 AB_VARIANTS = "query($id: ID!) { campaign(id: $id) { variants { id } } }"
+CREATE_FLOW = "mutation($i: CreateFlowInput!) { createFlow(input: $i) { flow { id } userErrors { field code message } } }"
+PUBLISH_FLOW = "mutation($i: PublishFlowInput!) { publishFlow(input: $i) { flow { id } userErrors { field code message } } }"
+PAUSE_FLOW = (
+    "mutation($i: FlowIdInput!) { pauseFlow(input: $i) { flow { id } userErrors { field code message } } }"
+)
 
 
 async def _stop_listening(world: World, ws: Workspace, endpoint: str) -> None:
@@ -354,9 +363,76 @@ async def fill(world: World, ws: Workspace, mark: str) -> None:
             {"templateId": transactional, "to": f"buyer@{domain}", "fromEmail": f"shop@{domain}"},
         ),
     )
+    await _add_flow(world, ws, mark)
     await world.settle()
     await _check_done(world, ws)
     await _add_events(world, ws, mark)
+
+
+async def _add_flow(world: World, ws: Workspace, mark: str) -> None:
+    """A published, then paused, flow naming the workspace's list, template and subscriber's engagement; and a
+    completed run of its subscriber with one ledger row."""
+    mailing_list, template = ws.objects["MailingList"]["list"], ws.objects["Template"]["campaign"]
+    definition = {
+        "name": f"{mark} flow",
+        "trigger": {"type": "SUBSCRIBED", "listId": mailing_list},
+        "steps": [
+            {
+                "key": "welcome",
+                "type": "SEND",
+                "templateId": template,
+                "subject": f"{mark} welcome",
+                "fromEmail": f"news@{mark}.example",
+                "next": "opened",
+            },
+            {
+                "key": "opened",
+                "type": "BRANCH",
+                "condition": {"engagement": {"event": "OPENED", "flowStep": "welcome"}},
+                "then": "tag",
+                "otherwise": "tag",
+            },
+            {"key": "tag", "type": "UPDATE", "setAttributes": {"note": mark}, "addListIds": [mailing_list]},
+        ],
+        "exitWhen": {"list": {"listId": mailing_list, "status": "UNSUBSCRIBED"}},
+    }
+    made = await world.run(ws.key, CREATE_FLOW, {"i": definition})
+    flow = ws.add("Flow", "flow", made["createFlow"]["flow"]["id"])
+    await world.run(ws.key, PUBLISH_FLOW, {"i": {"id": flow}})
+    await world.run(ws.key, PAUSE_FLOW, {"i": {"id": flow}})
+    flow_pk, subscriber = (
+        globalid.pk_of(flow, "Flow"),
+        globalid.pk_of(ws.objects["Subscriber"]["subscriber"], "Subscriber"),
+    )
+    with workspace_scope(ws.id):
+        async with world.db.transaction() as session:
+            row = await session.get(Flow, flow_pk)
+            assert row is not None and row.version_id is not None
+            run = FlowRun(
+                flow_id=row.id,
+                version_id=row.version_id,
+                subscriber_id=subscriber,
+                status=FlowRunStatus.COMPLETED,
+                step_key="tag",
+                visit=2,
+                finished_at=utcnow(),
+            )
+            session.add(run)
+            row.entered, row.completed = row.entered + 1, row.completed + 1
+            await session.flush()
+            session.add(
+                FlowStepRun(
+                    run_id=run.id,
+                    flow_id=row.id,
+                    step_key="welcome",
+                    visit=1,
+                    status=FlowStepRunStatus.SKIPPED,
+                    detail=f"{mark} skipped",
+                    finished_at=utcnow(),
+                )
+            )
+            run_id = run.id
+    ws.add("FlowRun", "run", globalid.encode("FlowRun", run_id))
 
 
 async def _check_done(world: World, ws: Workspace) -> None:

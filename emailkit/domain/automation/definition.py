@@ -239,7 +239,8 @@ def _check_send(s: Step, path: str, raw: Mapping[str, Any], errors: _Errors) -> 
 
 
 def _check_wait(s: Step, path: str, raw: Mapping[str, Any], errors: _Errors) -> None:
-    if s.wait_seconds is None and s.window is None:
+    # The raw window: one that was given but refused has its own error already.
+    if s.wait_seconds is None and raw.get("window") is None:
         errors.add(f"{path}.waitSeconds", "A WAIT step needs waitSeconds or a window", ErrorCode.REQUIRED)
     if s.wait_seconds is not None and not MIN_WAIT_SECONDS <= s.wait_seconds <= MAX_WAIT_SECONDS:
         errors.add(

@@ -9,6 +9,7 @@ from emailkit.schema.mutations import (
     apikeys,
     campaigns,
     events,
+    flows,
     gdpr,
     imports,
     lists,
@@ -35,4 +36,5 @@ MUTATIONS = (
     gdpr.Mutation,
     workspaces.Mutation,
     webhooks.Mutation,
+    flows.Mutation,
 )

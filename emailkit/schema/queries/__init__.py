@@ -10,6 +10,7 @@ from emailkit.schema.queries import (
     campaigns,
     deliveries,
     events,
+    flows,
     gdpr,
     imports,
     lists,
@@ -39,4 +40,5 @@ QUERIES = (
     gdpr.Query,
     workspaces.Query,
     webhooks.Query,
+    flows.Query,
 )

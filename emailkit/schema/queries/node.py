@@ -16,6 +16,7 @@ from emailkit.schema.types.abtests import variant_by_id
 from emailkit.schema.types.campaigns import CampaignType
 from emailkit.schema.types.deliveries import DeliveryType
 from emailkit.schema.types.events import EventNode
+from emailkit.schema.types.flows import FlowRunType, FlowType
 from emailkit.schema.types.imports import ImportType
 from emailkit.schema.types.lists import MailingListType
 from emailkit.schema.types.segments import SegmentType
@@ -60,6 +61,14 @@ async def _suppression(info: Info, pk: int) -> Node | None:
     return SuppressionType.from_model(row) if row is not None else None
 
 
+async def _flow(info: Info, pk: int) -> Node | None:
+    return await load_one(info.context.loaders.flow_by_id, pk, FlowType.from_model)
+
+
+async def _flow_run(info: Info, pk: int) -> Node | None:
+    return await load_one(info.context.loaders.flow_run_by_id, pk, FlowRunType.from_model)
+
+
 async def _import(info: Info, pk: int) -> Node | None:
     async with info.context.loaders.session() as session:
         row = await session.get(ImportRow, pk)
@@ -77,6 +86,8 @@ RESOLVERS: dict[str, Callable[[Info, int], Awaitable[Node | None]]] = {
     "Suppression": _suppression,
     "Import": _import,
     "CampaignVariant": variant_by_id,
+    "Flow": _flow,
+    "FlowRun": _flow_run,
 }
 
 

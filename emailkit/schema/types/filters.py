@@ -69,6 +69,11 @@ class EngagementFilter:
     event: EngagementEvent
     campaign_id: strawberry.ID | None = None
     within_days: int | None = strawberry.field(default=None, description="Only the last N days (N >= 1).")
+    flow_step: str | None = strawberry.field(
+        default=None,
+        description="Only in a flow's conditions (a BRANCH step's): the person OPENED or CLICKED the message of "
+        "the step with this key, in their own run through the flow. Refused anywhere else.",
+    )
 
 
 @strawberry.input(
@@ -157,7 +162,11 @@ class _ToDomain:
         campaign_id = (
             self.id(e.campaign_id, "Campaign", f"{path}.campaignId") if e.campaign_id is not None else None
         )
-        return {"event": e.event.value, "campaignId": campaign_id, "withinDays": e.within_days}
+        out: dict[str, Any] = {"event": e.event.value, "campaignId": campaign_id, "withinDays": e.within_days}
+        if e.flow_step is not None:
+            # Only when given: outside a flow the domain refuses the key itself, whatever its value.
+            out["flowStep"] = e.flow_step
+        return out
 
 
 def filter_to_domain(f: SubscriberFilterInput, path: str = "filter") -> dict[str, Any]:

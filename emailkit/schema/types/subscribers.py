@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from datetime import datetime
+from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 from graphql import GraphQLError
@@ -17,7 +18,14 @@ from emailkit.schema.enums import SubscriberStatus, SubscriptionStatus
 from emailkit.schema.loaders import then
 from emailkit.schema.relay import Connection, Node, to_global_id
 from emailkit.schema.types.events import EventNode, subscriber_events
+from emailkit.schema.types.lazy import resolved
 from emailkit.schema.types.lists import MailingListType
+
+if TYPE_CHECKING:
+    from emailkit.schema.types.flows import FlowRunType
+
+# Lazy: the flows module imports this one (FlowRun.subscriber).
+FlowRunRef = Annotated["FlowRunType", strawberry.lazy("emailkit.schema.types.flows")]
 
 
 def _list_type(row: ListRow | None) -> MailingListType:
@@ -63,6 +71,20 @@ class SubscriberType(Node):
     updated_at: datetime
 
     events: Connection[EventNode] = strawberry.field(resolver=subscriber_events)
+
+    @strawberry.field(description="The person's runs through flows, newest first.")
+    async def flow_runs(
+        self, info: Info, first: int = 50, after: str | None = None
+    ) -> Connection[FlowRunRef]:
+        loaders = info.context.loaders
+        return await info.context.child_connection(
+            loaders.subscriber_flow_run_page,
+            loaders.subscriber_flow_run_count,
+            self.pk,
+            resolved(FlowRunRef).from_model,
+            first,
+            after,
+        )
 
     @strawberry.field(
         description="Subscriptions in every state, including UNSUBSCRIBED, by list id.",
