@@ -30,6 +30,7 @@ from emailkit.db.tables.content import Template
 from emailkit.db.tables.sending import Campaign
 from emailkit.db.types import utcnow
 from emailkit.domain.audience.segments.validate import check_references
+from emailkit.domain.audience.subscriber_fields import attribute_errors
 from emailkit.domain.automation.definition import Definition, StepType, parse_definition
 from emailkit.domain.errors import DomainError, ErrorCode, FieldError, NotFound
 from emailkit.domain.pagination import Page, keyset_page
@@ -85,6 +86,9 @@ async def _check_addresses(d: Definition, *, allow_private: bool) -> None:
                     normalize_email(value, f"steps[{i}].{name}")
                 except DomainError as exc:
                     errors += exc.errors
+        if s.set_attributes:
+            # The same checks as any write of a person's attributes (a timezone must be a real one).
+            errors += attribute_errors(dict(s.set_attributes), f"steps[{i}].setAttributes")
         check_text(errors, f"steps[{i}].subject", s.subject)
         check_text(errors, f"steps[{i}].fromName", s.from_name)
         if s.type == StepType.WEBHOOK and s.url:
