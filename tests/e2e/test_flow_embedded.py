@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 from pathlib import Path
 
 from tests.e2e.embedded import Api, embedded_app
@@ -36,7 +37,15 @@ def test_a_welcome_series_with_a_two_second_wait(tmp_path: Path) -> None:
         for name, subject in (("Welcome", "Welcome, {{ subscriber.name }}"), ("Tips", "Three tips")):
             made = api(
                 "mutation($i: CreateTemplateInput!) { createTemplate(input: $i) { template { id } } }",
-                {"i": {"name": name, "kind": "CAMPAIGN", "subject": subject, "body": f"<p>{name}</p>", "format": "HTML"}},
+                {
+                    "i": {
+                        "name": name,
+                        "kind": "CAMPAIGN",
+                        "subject": subject,
+                        "body": f"<p>{name}</p>",
+                        "format": "HTML",
+                    }
+                },
             )
             templates.append(made["createTemplate"]["template"]["id"])
         created = api(
@@ -95,3 +104,62 @@ def test_a_welcome_series_with_a_two_second_wait(tmp_path: Path) -> None:
             ("pause", "DONE"),
             ("tips", "SENT"),
         ]
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def automation_examples() -> list[str]:
+    text = README.read_text()
+    section = text[text.index("## Automation") :]
+    section = section[: section.index("\n## ", 1)]
+    return re.findall(r"```graphql\n(.*?)```", section, re.S)
+
+
+def test_the_readme_automation_examples_run_as_written(tmp_path: Path) -> None:
+    create, publish, read = automation_examples()
+    with embedded_app(tmp_path) as api:
+        list_id = api('mutation { createList(input: {name: "Newsletter"}) { list { id } } }')["createList"][
+            "list"
+        ]["id"]
+        ids = []
+        for name in ("Welcome", "Tips"):
+            made = api(
+                "mutation($i: CreateTemplateInput!) { createTemplate(input: $i) { template { id } } }",
+                {
+                    "i": {
+                        "name": name,
+                        "kind": "CAMPAIGN",
+                        "subject": name,
+                        "body": f"<p>{name}</p>",
+                        "format": "HTML",
+                    }
+                },
+            )
+            ids.append(made["createTemplate"]["template"]["id"])
+        created = api(create, {"listId": list_id, "welcome": ids[0], "tips": ids[1]})["createFlow"]
+        assert created["userErrors"] == [] and created["flow"]["status"] == "DRAFT"
+        flow = created["flow"]["id"]
+        assert api(publish, {"id": flow})["publishFlow"] == {
+            "flow": {"status": "ACTIVE", "version": 1},
+            "userErrors": [],
+        }
+        api(
+            "mutation($i: CreateSubscriberInput!) { createSubscriber(input: $i) { userErrors { code } } }",
+            {"i": {"email": "ada@example.com", "name": "Ada", "listIds": [list_id]}},
+        )
+        wait_until(lambda: api(read, {"id": flow})["flow"]["steps"][0]["stats"]["sent"] == 1)
+        state = api(read, {"id": flow})["flow"]
+        assert state["trigger"] == {"type": "SUBSCRIBED"}
+        assert state["stats"] == {"entered": 1, "active": 1, "completed": 0, "exited": 0}
+        [run] = [e["node"] for e in state["runs"]["edges"]]
+        assert (run["subscriber"]["email"], run["status"], run["currentStep"]["key"]) == (
+            "ada@example.com",
+            "ACTIVE",
+            "wait",
+        )
+        assert [(h["stepKey"], h["status"]) for h in run["history"]] == [
+            ("welcome", "SENT"),
+            ("wait", "PENDING"),
+        ]
+        assert [subject for subject, _ in outbox_subjects(api).values()] == ["Welcome"]

@@ -1,5 +1,6 @@
 """Published versions, parsed once per process: a version never changes after it is published, and its id is
-never given to another (only a test's emptied database restarts the ids: it calls ``forget_all``)."""
+never given to another in the same database (the cache is per database URL; a test that empties its database
+and restarts the ids calls ``forget_all``)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from emailkit.domain.automation.definition import Definition, parse_definition
 
 # Versions are small and immutable; a few thousand cover any deployment's live flows.
 CACHE_SIZE = 2048
-_cache: OrderedDict[int, Definition] = OrderedDict()
+_cache: OrderedDict[tuple[str, int], Definition] = OrderedDict()
 
 
 async def definitions(
@@ -22,15 +23,21 @@ async def definitions(
 ) -> dict[int, Definition]:
     """The parsed definition of each version (those not found are left out)."""
     wanted = set(version_ids)
-    out = {vid: _cache[vid] for vid in wanted if vid in _cache}
+    where = _database(session)
+    out = {vid: _cache[(where, vid)] for vid in wanted if (where, vid) in _cache}
     missing = wanted - set(out)
     if missing:
         stmt = select(FlowVersion.id, FlowVersion.definition).where(FlowVersion.id.in_(missing))
         for vid, raw in (await session.execute(stmt)).all():
-            out[vid] = _cache[vid] = parse_definition(raw)
+            out[vid] = _cache[(where, vid)] = parse_definition(raw)
             while len(_cache) > CACHE_SIZE:
                 _cache.popitem(last=False)
     return out
+
+
+def _database(bind: AsyncSession | AsyncConnection) -> str:
+    engine = bind.engine if isinstance(bind, AsyncConnection) else bind.get_bind().engine
+    return str(engine.url)
 
 
 def forget_all() -> None:

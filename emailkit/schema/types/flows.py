@@ -36,8 +36,10 @@ from emailkit.domain.automation.definition import (
     parse_definition,
 )
 from emailkit.domain.automation.live import FlowStatsSnapshot, StepCounters
+from emailkit.domain.automation.webhook_step import flow_webhook_secret
 from emailkit.schema.context import Info
 from emailkit.schema.loaders import load_one
+from emailkit.schema.permissions import IsAdmin
 from emailkit.schema.relay import Connection, Node, to_global_id
 from emailkit.schema.types.campaigns import CampaignType
 from emailkit.schema.types.deliveries import DeliveryType
@@ -376,6 +378,16 @@ class FlowType(Node):
         if self.version_pk is None:
             return parse_definition(self.draft_json)
         return await version_definition(info, self.version_pk)
+
+    @strawberry.field(
+        description=(
+            "The secret this flow's WEBHOOK steps sign with (Standard Webhooks, `whsec_…`): verify "
+            "`webhook-signature` with it. ADMIN keys only."
+        ),
+        permission_classes=[IsAdmin],
+    )
+    def webhook_secret(self, info: Info) -> str:
+        return flow_webhook_secret(info.context.runtime.secret_key, self.pk)
 
     @strawberry.field(
         description="The draft differs from the published version (always true before the first publish)."
