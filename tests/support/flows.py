@@ -54,12 +54,19 @@ def wait(key: str, seconds: int, nxt: str | None = None) -> dict[str, Any]:
 
 
 async def make_flow(
-    db: Database, definition: Mapping[str, Any], *, publish: bool = True, name: str = "Flow"
+    db: Database,
+    definition: Mapping[str, Any],
+    *,
+    publish: bool = True,
+    name: str = "Flow",
+    allow_private: bool = False,
 ) -> int:
     async with db.transaction() as s:
-        row = await flows.create_flow(s, flows.FlowInput(name=name, definition=definition))
+        row = await flows.create_flow(
+            s, flows.FlowInput(name=name, definition=definition), allow_private=allow_private
+        )
         if publish:
-            await flows.publish_flow(s, row.id)
+            await flows.publish_flow(s, row.id, allow_private=allow_private)
         return row.id
 
 
@@ -72,13 +79,15 @@ class FlowWorld:
     runner: FlowRunner = field(init=False)
     runtime: Runtime = field(init=False)
     webhook_poster: Any = None
+    # The instant the flows see as now: the wall clock, or the instant a tick was asked for.
+    at: datetime | None = None
 
     def __post_init__(self) -> None:
         urls = TrackingUrls("https://mail.example.com", TokenSigner(TEST_SECRET))
         sender = StepSender(self.db, self.provider, "keeping", MessageBuilder(urls))
         poster = (lambda: self.webhook_poster) if self.webhook_poster is not None else None
         self.runner = FlowRunner(
-            self.db, secret_key=TEST_SECRET, config=self.config, sender=sender, poster=poster
+            self.db, secret_key=TEST_SECRET, config=self.config, sender=sender, poster=poster, clock=self.now
         )
         self.runtime = Runtime(
             db=self.db, secret_key=TEST_SECRET, public_url="http://testserver", jobs=self.queue
@@ -87,8 +96,9 @@ class FlowWorld:
     async def tick(self, at: datetime | None = None) -> int:
         """One tick at `at` (default now): claim what is due then, and run the claims' jobs here; returns the
         runs the jobs took."""
+        self.at = at
         with all_workspaces():
-            made = await claims.dispatch_due_runs(self.runtime, at or utcnow(), hold=self.config.hold_seconds)
+            made = await claims.dispatch_due_runs(self.runtime, self.now(), hold=self.config.hold_seconds)
         self.queue.jobs.clear()
         moved = 0
         for c in made:
@@ -102,6 +112,9 @@ class FlowWorld:
             if not await self.tick(at):
                 return
         raise AssertionError(f"runs still due after {ticks} ticks")
+
+    def now(self) -> datetime:
+        return self.at or utcnow()
 
     def later(self, seconds: float) -> datetime:
         return utcnow() + timedelta(seconds=seconds)

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.db.tables.audience import MailingList, Segment
@@ -205,24 +205,32 @@ async def publish_flow(
         row.trigger_state = None
     row.updated_at = utcnow()
     if previous is not None and mapping:
-        for m in mapping:
-            await session.execute(
-                update(FlowRun)
-                .where(
-                    FlowRun.flow_id == row.id,
-                    FlowRun.status == FlowRunStatus.ACTIVE,
-                    FlowRun.version_id != version.id,
-                    FlowRun.step_key == m.source,
-                )
-                .values(
-                    version_id=version.id,
-                    step_key=m.target,
-                    waiting=False,
-                    due_at=func.coalesce(FlowRun.due_at, utcnow()),
-                )
-            )
+        await _move_mapped_runs(session, row.id, version.id, d, mapping)
     await session.flush()
     return row
+
+
+async def _move_mapped_runs(
+    session: AsyncSession, flow_id: int, version_id: int, d: Definition, mapping: Sequence[StepMapping]
+) -> None:
+    """Runs of older versions at a mapped step go on at its target in the new version. Onto a WAIT, a run
+    that was waiting keeps its due time (the wait goes on); onto any other step it is due at once."""
+    for m in mapping:
+        target = d.step(m.target)
+        values: dict[str, Any] = {"version_id": version_id, "step_key": m.target}
+        if target is None or target.type != StepType.WAIT:
+            values.update(waiting=False, due_at=utcnow())
+        await session.execute(
+            update(FlowRun)
+            .where(
+                FlowRun.flow_id == flow_id,
+                FlowRun.status == FlowRunStatus.ACTIVE,
+                FlowRun.version_id != version_id,
+                FlowRun.step_key == m.source,
+            )
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
 
 
 _MOVES: dict[str, tuple[set[FlowStatus], FlowStatus, str]] = {

@@ -20,6 +20,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -68,7 +69,13 @@ class FlowRunner:
         sender: StepSender | None = None,
         poster: Callable[[], WebhookPoster] | None = None,
         on_counters: Callable[[set[int]], Awaitable[None]] | None = None,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
+        # What "now" is for the flows' own timing (waits, retries, the cap); tests move it, leases keep the
+        # wall clock.
+        self.clock = clock
+        if sender is not None:
+            sender.clock = clock
         self.db = db
         self.secret_key = secret_key
         self.config = config or FlowConfig()
@@ -133,7 +140,7 @@ class FlowRunner:
     async def _leave_early(self, s: AsyncSession, held: Held, live: list[Run], tally: Tally) -> None:
         """Runs whose person was erased, or matches the exit condition now, leave before their next step."""
         erased = [r for r in live if r.person is None]
-        await run_rows.finish_runs(s, held.claim, erased, tally, utcnow(), exit_reason=SKIP_ERASED)
+        await run_rows.finish_runs(s, held.claim, erased, tally, self.clock(), exit_reason=SKIP_ERASED)
         by_condition: dict[int, list[Run]] = defaultdict(list)
         for r in live:
             if r.live and r.definition.exit_when is not None:
@@ -141,9 +148,11 @@ class FlowRunner:
         for group in by_condition.values():
             condition = group[0].definition.exit_when
             assert condition is not None
-            matching = await _matching(s, condition, group)
+            matching = await _matching(s, condition, group, self.clock())
             leaving = [r for r in group if r.id in matching]
-            await run_rows.finish_runs(s, held.claim, leaving, tally, utcnow(), exit_reason=EXIT_CONDITION)
+            await run_rows.finish_runs(
+                s, held.claim, leaving, tally, self.clock(), exit_reason=EXIT_CONDITION
+            )
 
     async def _execute(self, held: Held, step: Step, group: list[Run], tally: Tally) -> None:
         if step.type == StepType.SEND:
@@ -153,19 +162,21 @@ class FlowRunner:
         elif step.type == StepType.WEBHOOK:
             if self.poster is None:
                 raise RuntimeError("this process was not configured to deliver webhooks")
-            await run_webhooks(self.db, held, step, group, self.config, tally, self.poster(), self.secret_key)
+            await run_webhooks(
+                self.db, held, step, group, self.config, tally, self.poster(), self.secret_key, self.clock
+            )
         else:
             async with self.db.transaction() as s:
                 await self._instant(s, held, step, group, tally)
                 await tally.write(s, held.workspace_id)
 
     async def _instant(self, s: AsyncSession, held: Held, step: Step, group: list[Run], tally: Tally) -> None:
-        now = utcnow()
+        now = self.clock()
         if step.type == StepType.WAIT:
             await self._wait(s, held, step, group, tally)
         elif step.type == StepType.BRANCH:
             assert step.condition is not None
-            matching = await _matching(s, step.condition, group)
+            matching = await _matching(s, step.condition, group, now)
             finishes = [
                 Finish(
                     r,
@@ -184,7 +195,7 @@ class FlowRunner:
 
     async def _wait(self, s: AsyncSession, held: Held, step: Step, group: list[Run], tally: Tally) -> None:
         """Runs arriving start their wait (a ledger row, a due time); runs whose wait ended move on."""
-        now = utcnow()
+        now = self.clock()
         arriving = [r for r in group if not r.waiting]
         if arriving:
             await run_rows.start_steps(s, held, arriving, tally, now)
@@ -205,7 +216,7 @@ class FlowRunner:
 
     async def _update(self, s: AsyncSession, held: Held, step: Step, group: list[Run], tally: Tally) -> None:
         """Set attributes and change lists, for people still reachable; the blocklisted leave the flow."""
-        now = utcnow()
+        now = self.clock()
         blocked = [
             r for r in group if r.person is not None and r.person.status is SubscriberStatus.BLOCKLISTED
         ]
@@ -231,7 +242,9 @@ class FlowRunner:
         await run_rows.settle(s, held, finishes, tally, now)
 
 
-async def _matching(s: AsyncSession, condition: SubscriberFilter, group: Sequence[Run]) -> set[int]:
+async def _matching(
+    s: AsyncSession, condition: SubscriberFilter, group: Sequence[Run], now: datetime
+) -> set[int]:
     """The runs of `group` whose person matches `condition` now (one query for the group)."""
     dialect = dialect_of(s)
     stmt: Any = (
@@ -239,7 +252,7 @@ async def _matching(s: AsyncSession, condition: SubscriberFilter, group: Sequenc
         .join(Subscriber, Subscriber.id == FlowRun.subscriber_id)
         .where(
             FlowRun.id.in_([r.id for r in group]),
-            compile_filter(condition, dialect, now=utcnow(), run_id=FlowRun.id),
+            compile_filter(condition, dialect, now=now, run_id=FlowRun.id),
         )
     )
     return {int(x) for x in (await s.execute(stmt)).scalars()}

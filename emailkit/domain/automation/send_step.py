@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -78,6 +78,8 @@ class StepSender:
         self.messages = messages
         self.limiter = limiter
         self.sending = sending or SendingConfig()
+        # Set by the runner that uses this sender (its clock).
+        self.clock: Callable[[], datetime] = utcnow
 
     async def run(self, held: Held, step: Step, group: list[Run], config: FlowConfig, tally: Tally) -> None:
         queued = await self._prepare(held, step, group, config, tally)
@@ -130,7 +132,7 @@ class StepSender:
         self, held: Held, step: Step, group: list[Run], config: FlowConfig, tally: Tally
     ) -> list[_Queued]:
         """Ledger rows and deliveries for the group, in one transaction; returns the deliveries to send."""
-        now = utcnow()
+        now = self.clock()
         async with self.db.transaction() as s:
             ledger = await run_rows.start_steps(s, held, group, tally, now)
             deliveries = await _deliveries(s, [row.delivery_id for row in ledger.values() if row.delivery_id])
@@ -240,7 +242,7 @@ class StepSender:
     async def _record(
         self, held: Held, step: Step, by_id: dict[int, _Queued], tally: Tally, results: list[SendResult]
     ) -> None:
-        now = utcnow()
+        now = self.clock()
         finishes: list[Finish] = []
         retry: dict[int, datetime] = {}
         retry_runs: list[Run] = []

@@ -15,7 +15,7 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -86,8 +86,9 @@ async def run_webhooks(
     tally: Tally,
     poster: WebhookPoster,
     secret_key: str,
+    clock: Callable[[], datetime] = utcnow,
 ) -> None:
-    now = utcnow()
+    now = clock()
     async with db.transaction() as s:
         ledger = await run_rows.start_steps(s, held, group, tally, now)
         await tally.write(s, held.workspace_id)
@@ -100,8 +101,10 @@ async def run_webhooks(
 
         async def post(r: Run) -> Answer:
             async with gate:
-                body = _body(r, step, now)
-                stamp = int(now.timestamp())
+                # When the POST is made, by the wall clock (a receiver checks it against its own).
+                sent = utcnow()
+                body = _body(r, step, sent)
+                stamp = int(sent.timestamp())
                 headers = [
                     ("content-type", "application/json"),
                     *signing.headers(_key(secret_key, r.flow_id), f"flowstep_{ledger[r.id].id}", stamp, body),
@@ -109,7 +112,7 @@ async def run_webhooks(
                 return await poster.post(target, body, headers, time_limit=config.webhook_timeout_seconds)
 
         answers = list(await asyncio.gather(*(post(r) for r in group)))
-    await _record(db, held, step, group, answers, ledger, config, tally)
+    await _record(db, held, step, group, answers, ledger, config, tally, clock())
 
 
 async def _record(
@@ -121,8 +124,8 @@ async def _record(
     ledger: dict[int, FlowStepRun],
     config: FlowConfig,
     tally: Tally,
+    now: datetime,
 ) -> None:
-    now = utcnow()
     finishes: list[Finish] = []
     retry: dict[int, datetime] = {}
     async with db.transaction() as s:
