@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import String, func, select, type_coerce
@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from emailkit.db.dialect import dialect_of
 from emailkit.db.tables.audience import Subscriber, SubscriberStatus
 from emailkit.db.tables.automation import Flow
-from emailkit.domain.audience.timezones import zone_for
+from emailkit.domain.audience.timezones import zones_of
 from emailkit.domain.automation import entry
 from emailkit.domain.automation.definition import DEFAULT_TIME_OF_DAY
 
@@ -61,10 +61,6 @@ def anniversary(value: str, year: int) -> date | None:
         return date(year, 2, 28)
 
 
-def local_instant(day: date, at: time, attributes: dict[str, Any], default_zone: str) -> datetime:
-    return datetime.combine(day, at, zone_for(attributes, None, default_zone))
-
-
 async def scan(
     session: AsyncSession, target: entry.Target, flow: Flow, now: datetime, default_zone: str
 ) -> tuple[int, dict[str, Any]]:
@@ -82,12 +78,14 @@ async def scan(
         func.substr(text_value, 6, 5).in_(_month_days(now)),
     )
     due: dict[int, datetime] = {}
-    for sid, value, attributes in (await session.execute(stmt)).all():
+    rows = (await session.execute(stmt)).all()
+    zones = await zones_of(session, [int(r[0]) for r in rows], default_zone)
+    for sid, value, _ in rows:
         for year in (now.year - 1, now.year, now.year + 1):
             day = anniversary(value or "", year)
             if day is None:
                 break
-            instant = local_instant(day, at, dict(attributes or {}), default_zone)
+            instant = datetime.combine(day, at, zones.get(int(sid), UTC))
             if since <= instant < until:
                 due[int(sid)] = instant
     entered = 0

@@ -20,7 +20,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -34,6 +34,7 @@ from emailkit.db.types import utcnow
 from emailkit.domain.audience import subscribers as audience
 from emailkit.domain.audience.segments.compile import compile_filter
 from emailkit.domain.audience.segments.filter import SubscriberFilter
+from emailkit.domain.audience.timezones import zones_of
 from emailkit.domain.automation import runs as run_rows
 from emailkit.domain.automation.config import FlowConfig
 from emailkit.domain.automation.counters import Tally
@@ -199,12 +200,13 @@ class FlowRunner:
         arriving = [r for r in group if not r.waiting]
         if arriving:
             await run_rows.start_steps(s, held, arriving, tally, now)
-            wakes = {
-                r.id: wake_time(
-                    step, r.person.attributes if r.person else {}, self.config.default_timezone, now
-                )
-                for r in arriving
-            }
+            # A window is on each person's clock: their timezone, else their list's, else the instance's.
+            zones = (
+                await zones_of(s, [r.person.id for r in arriving if r.person], self.config.default_timezone)
+                if step.window is not None
+                else {}
+            )
+            wakes = {r.id: wake_time(step, zones.get(r.subscriber_id or 0, UTC), now) for r in arriving}
             ready = [r for r in arriving if wakes[r.id] <= now]
             later = [r for r in arriving if wakes[r.id] > now]
             await run_rows.park(s, held.claim, later, wakes, waiting=True)

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime, timedelta, tzinfo
-from typing import Any
 
-from emailkit.domain.audience.timezones import zone_for
 from emailkit.domain.automation.definition import Step, Window
 
 
-def wake_time(step: Step, attributes: Mapping[str, Any], default_zone: str, now: datetime) -> datetime:
-    """When a WAIT step that starts `now` ends for a person with these attributes."""
+def wake_time(step: Step, zone: tzinfo, now: datetime) -> datetime:
+    """When a WAIT step that starts `now` ends for a person in `zone`."""
     at = now + timedelta(seconds=step.wait_seconds or 0)
     if step.window is None:
         return at
-    return next_in_window(step.window, zone_for(attributes, None, default_zone), at)
+    return next_in_window(step.window, zone, at)
 
 
 def next_in_window(window: Window, zone: tzinfo, at: datetime) -> datetime:
