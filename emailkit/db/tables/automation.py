@@ -49,10 +49,9 @@ class FlowRunStatus(enum.StrEnum):
 
 
 class FlowStepRunStatus(enum.StrEnum):
-    # A SEND whose delivery is queued (or waiting for the frequency cap), or a WEBHOOK being retried.
+    # Started and not done: a WAIT waiting, a SEND whose delivery is queued (its delivery says whether it is
+    # being handed over) or held by the frequency cap, a WEBHOOK being retried.
     PENDING = "PENDING"
-    # A SEND being handed over by a live worker.
-    SENDING = "SENDING"
     DONE = "DONE"
     SENT = "SENT"
     SKIPPED = "SKIPPED"

@@ -169,7 +169,7 @@ def upgrade() -> None:
         sa.Column("visit", sa.Integer(), nullable=False),
         sa.Column(
             "status",
-            _enum("PENDING", "SENDING", "DONE", "SENT", "SKIPPED", "FAILED", "IN_DOUBT"),
+            _enum("PENDING", "DONE", "SENT", "SKIPPED", "FAILED", "IN_DOUBT"),
             nullable=False,
         ),
         sa.Column("delivery_id", BIGINT, nullable=True),
