@@ -123,13 +123,15 @@ async def test_a_refused_name_says_what_it_resolves_to(gql: GQL) -> None:
     )
 
 
-async def test_reserved_flow_events_are_accepted_and_listed(gql: GQL) -> None:
+async def test_flow_events_are_accepted_and_listed(gql: GQL) -> None:
     out = await create(gql, events=["flow.entered", "flow.completed"])
     assert out["userErrors"] == []
     types = data(await gql("{ webhookEventTypes { name reserved dataFields } }"))["webhookEventTypes"]
     by_name = {t["name"]: t for t in types}
     assert len(by_name) == 17
-    assert by_name["flow.entered"]["reserved"] and not by_name["open"]["reserved"]
+    # Emitted since automation landed: none is reserved any more.
+    assert not any(t["reserved"] for t in types)
+    assert by_name["flow.entered"]["dataFields"] == ["flowId", "runId", "subscriberId"]
     assert by_name["click"]["dataFields"] == [
         "deliveryId",
         "campaignId",

@@ -4,6 +4,7 @@ flow SEND, and a WAIT until a weekday window on the person's own clock."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -242,3 +243,33 @@ async def test_a_wait_for_a_window_parks_the_run_until_then(db: Database) -> Non
     assert world.provider.messages == []
     await world.settle(run.due_at + timedelta(seconds=1))
     assert world.sent_to() == {"ada@example.com": ["Hours"]}
+
+
+async def test_webhook_endpoints_hear_of_entries_and_completions(db: Database) -> None:
+    from emailkit.db.tables.webhooks_out import WebhookMessage
+    from emailkit.domain.webhooks_out import emit
+    from emailkit.domain.webhooks_out.endpoints import create_endpoint
+
+    emit.subscriptions.invalidate()
+    async with db.transaction() as s:
+        await create_endpoint(
+            s,
+            "https://hooks.example.com/in",
+            ["flow.entered", "flow.completed"],
+            "crm",
+            instance_secret=TEST_SECRET,
+            allow_private=False,
+        )
+    lst = await insert_list(db, "Welcome")
+    tpl = await make_template(db, "<p>x</p>", subject="Hi")
+    await make_flow(db, {"trigger": {"type": "SUBSCRIBED", "listId": lst}, "steps": [send("hi", tpl)]})
+    await person(db, lst, "ada")
+    await FlowWorld(db).settle()
+    async with db.session() as s:
+        bodies = [
+            json.loads(m.payload)
+            for m in (await s.execute(select(WebhookMessage).order_by(WebhookMessage.id))).scalars()
+        ]
+    assert [b["type"] for b in bodies] == ["flow.entered", "flow.completed"]
+    assert bodies[0]["data"]["runId"] == bodies[1]["data"]["runId"]
+    emit.subscriptions.invalidate()

@@ -32,7 +32,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Select
 
 from emailkit.db.dialect import upsert
@@ -49,8 +49,10 @@ from emailkit.db.tables.automation import (
 from emailkit.db.types import NullableJSONDoc, UTCDateTime, utcnow
 from emailkit.domain.automation.definition import Definition
 from emailkit.domain.automation.versions import definitions
+from emailkit.domain.webhooks_out import emitters
 
-Bind = AsyncSession | AsyncConnection
+# Entering writes the webhook events of the entries too: always through the caller's session.
+Bind = AsyncSession
 
 RUN_COLUMNS = [
     "workspace_id",
@@ -124,8 +126,16 @@ async def _insert_runs(bind: Bind, target: Target, source: Select[Any]) -> int:
 
 
 async def _count_entered(bind: Bind, target: Target, stmt: Any) -> int:
-    """Run the INSERT of runs and add what it entered to the flow's counters."""
-    entered = int((await bind.execute(stmt)).rowcount or 0)  # type: ignore[attr-defined]
+    """Run the INSERT of runs, add what it entered to the flow's counters, and tell the webhook endpoints that
+    listen (only then are the new runs read back)."""
+    if await emitters.wanted(bind, target.workspace_id, "flow.entered"):
+        runs = (await bind.execute(stmt.returning(FlowRun.id, FlowRun.subscriber_id))).all()
+        entered = len(runs)
+        await emitters.flow_runs(
+            bind, "flow.entered", target.workspace_id, [(target.flow_id, int(r), s) for r, s in runs]
+        )
+    else:
+        entered = int((await bind.execute(stmt)).rowcount or 0)  # type: ignore[attr-defined]
     if entered:
         await bind.execute(
             update(Flow)

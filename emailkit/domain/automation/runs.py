@@ -29,6 +29,7 @@ from emailkit.db.tables.automation import (
 from emailkit.domain.automation.counters import Tally
 from emailkit.domain.automation.definition import Definition, Step
 from emailkit.domain.automation.versions import definitions
+from emailkit.domain.webhooks_out import emitters
 
 
 class LeaseLost(Exception):
@@ -47,6 +48,7 @@ class Person:
 @dataclass
 class Run:
     id: int
+    workspace_id: int
     flow_id: int
     flow_name: str
     version_id: int
@@ -120,6 +122,7 @@ async def take(session: AsyncSession, workspace_id: int, claim: int, now: dateti
         held.runs.append(
             Run(
                 id=run.id,
+                workspace_id=run.workspace_id,
                 flow_id=run.flow_id,
                 flow_name=name,
                 version_id=run.version_id,
@@ -320,6 +323,11 @@ async def finish_runs(
     for r in runs:
         r.live = False
         tally.finished(r.flow_id, exit_reason is not None)
+    workspace = runs[0].workspace_id  # a claim's runs are of one workspace
+    if exit_reason is None and await emitters.wanted(session, workspace, "flow.completed"):
+        await emitters.flow_runs(
+            session, "flow.completed", workspace, [(r.flow_id, r.id, r.subscriber_id) for r in runs]
+        )
 
 
 async def park(

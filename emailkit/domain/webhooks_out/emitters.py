@@ -360,3 +360,28 @@ async def import_finished(
         data[name] = int(counters.get(name, 0))
     data["error"] = error
     return await emit(session, "import.finished", data, workspace_id=workspace_id)
+
+
+# -- automation flows (emailkit.domain.automation) -------------------------------------------------------------
+
+
+async def flow_runs(
+    session: AsyncSession, type_name: str, workspace_id: int, runs: Sequence[tuple[int, int, int | None]]
+) -> int:
+    """``flow.entered`` or ``flow.completed`` for each (flow, run, subscriber), in the transaction that made it."""
+    return await emit_many(
+        session,
+        [
+            Event(
+                type_name,
+                {
+                    "flowId": gid("Flow", flow_id),
+                    "runId": gid("FlowRun", run_id),
+                    "subscriberId": gid("Subscriber", subscriber_id) if subscriber_id is not None else None,
+                },
+                workspace_id,
+                subscriber_key(subscriber_id),
+            )
+            for flow_id, run_id, subscriber_id in runs
+        ],
+    )

@@ -172,23 +172,22 @@ EVENT_TYPES: Final = _types(
             "error": "why it failed, else null",
         },
     ),
-)
-
-# Documented now, emitted once automation lands: subscribing to them is already accepted.
-RESERVED_EVENT_TYPES: Final = _types(
     EventType(
         "flow.entered",
-        "(when automation lands) A subscriber entered an automation flow.",
-        {"flowId": "the flow", "subscriberId": "the subscriber"},
+        "A subscriber entered an automation flow (one event per person, also for an import's many).",
+        {"flowId": "the flow", "runId": "the person's run", "subscriberId": "the subscriber"},
         _BY_SUBSCRIBER,
     ),
     EventType(
         "flow.completed",
-        "(when automation lands) A subscriber reached the end of a flow.",
-        {"flowId": "the flow", "subscriberId": "the subscriber"},
+        "A subscriber reached the end of a flow (not sent for a run that exited early).",
+        {"flowId": "the flow", "runId": "the person's run", "subscriberId": "the subscriber"},
         _BY_SUBSCRIBER,
     ),
 )
+
+# Emitted since automation landed; the catalogue keeps the slot for event types documented before they are.
+RESERVED_EVENT_TYPES: Final = _types()
 
 SUBSCRIBABLE: Final = frozenset(EVENT_TYPES) | frozenset(RESERVED_EVENT_TYPES)
 
