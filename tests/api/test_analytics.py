@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
@@ -23,8 +22,7 @@ from emailkit.domain.ports.queue import PubSub
 from emailkit.domain.runtime import Runtime
 from emailkit.schema.relay import to_global_id
 from emailkit.settings import Settings
-from emailkit.tasks.pubsub import InProcessPubSub, RedisPubSub
-from tests.support.environment import REDIS_URL, TEST_SECRET
+from tests.support.environment import TEST_SECRET
 from tests.support.factories import make_key
 from tests.support.feedback import T0, add_workspace, ev, seed_sent_campaign
 from tests.support.graphql import GQL, data
@@ -255,18 +253,6 @@ async def test_subscriber_events(gql: GQL, db: Database) -> None:
 
 
 # --- live stats over a real WebSocket ----------------------------------------------------------------------
-
-
-@pytest.fixture(params=["memory"] + (["redis"] if REDIS_URL else []))
-async def live_pubsub(request: pytest.FixtureRequest) -> AsyncIterator[PubSub]:
-    pubsub: PubSub
-    if request.param == "redis":
-        assert REDIS_URL is not None
-        pubsub = RedisPubSub(REDIS_URL, prefix=f"emailkit-test-{uuid.uuid4().hex[:8]}:")
-    else:
-        pubsub = InProcessPubSub()
-    yield pubsub
-    await pubsub.close()
 
 
 @pytest.fixture

@@ -31,9 +31,8 @@ from emailkit.domain.webhooks_out import destinations
 from emailkit.schema.relay import to_global_id
 from emailkit.schema.types.flows import FlowStepKind
 from emailkit.settings import Settings
-from emailkit.tasks.pubsub import InProcessPubSub, RedisPubSub
 from tests.support.database import recorded_statements
-from tests.support.environment import REDIS_URL, TEST_SECRET
+from tests.support.environment import TEST_SECRET
 from tests.support.factories import make_key
 from tests.support.flows_api import (
     ARCHIVE_FLOW,
@@ -738,18 +737,6 @@ async def test_webhook_steps_need_an_admin_key(
 
 
 # --- live flowStats over a real WebSocket -----------------------------------------------------------------
-
-
-@pytest.fixture(params=["memory"] + (["redis"] if REDIS_URL else []))
-async def live_pubsub(request: pytest.FixtureRequest) -> AsyncIterator[PubSub]:
-    pubsub: PubSub
-    if request.param == "redis":
-        assert REDIS_URL is not None
-        pubsub = RedisPubSub(REDIS_URL, prefix=f"emailkit-test-{uuid.uuid4().hex[:8]}:")
-    else:
-        pubsub = InProcessPubSub()
-    yield pubsub
-    await pubsub.close()
 
 
 @pytest.fixture

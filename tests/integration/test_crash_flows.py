@@ -29,7 +29,6 @@ from tests.integration.test_crash_safety import (
     ready,
 )
 from tests.support import import_job
-from tests.support.environment import PG_URL
 from tests.support.factories import insert_list
 from tests.support.flows import make_flow, make_template, send, wait
 from tests.support.redis_server import RedisServer
@@ -44,7 +43,6 @@ PEOPLE = 2000
 async def stack(
     db: Database, redis_server: RedisServer, sink: CountingSink, tmp_path: Path
 ) -> AsyncIterator[Stack]:
-    assert PG_URL is not None
     async with open_stack(Stack, db, redis_server, sink, tmp_path) as opened:
         yield opened
 
