@@ -429,3 +429,16 @@ async def test_a_double_opt_in_list_enters_people_when_they_confirm(db: Database
     async with db.transaction() as s:
         assert await optin.confirm(s, ada, [lst]) == 0  # a second click confirms nothing more
     assert [r.subscriber_id for r in await runs_of(db, flow)] == [ada]
+
+
+async def test_deleting_a_person_ends_their_runs(db: Database) -> None:
+    lst, flow = await welcome(db)
+    [ada] = await people(db, lst, "ada")
+    world = FlowWorld(db)
+    await world.settle()
+    async with db.transaction() as s:
+        await subscribers.delete_subscriber(s, ada)
+    await world.settle(world.later(11))
+    assert world.sent_to() == {"ada@example.com": ["Welcome Ada"]}
+    [run] = await runs_of(db, flow)
+    assert (run.status, run.exit_reason, run.subscriber_id) == (FlowRunStatus.EXITED, "deleted", None)

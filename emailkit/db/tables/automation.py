@@ -115,10 +115,9 @@ class FlowRun(InWorkspace, Base):
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     flow_id: Mapped[int] = mapped_column(ForeignKey("flows.id", ondelete="CASCADE"), nullable=False)
     version_id: Mapped[int] = mapped_column(BigInt, nullable=False)
-    # Erasing the person ends the run and keeps nothing of them (SET NULL).
-    subscriber_id: Mapped[int | None] = mapped_column(
-        ForeignKey("subscribers.id", ondelete="SET NULL"), nullable=True, index=True
-    )
+    # No foreign key: its per-row check would cost every person an import enters (a million of them in one
+    # statement). Erasing or deleting the person ends the run and clears this (automation.erasure).
+    subscriber_id: Mapped[int | None] = mapped_column(BigInt, nullable=True, index=True)
     status: Mapped[FlowRunStatus] = mapped_column(
         _enum(FlowRunStatus), nullable=False, default=FlowRunStatus.ACTIVE
     )

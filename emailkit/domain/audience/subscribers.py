@@ -25,6 +25,7 @@ from emailkit.domain.audience.lists import new_subscription_status, require_list
 from emailkit.domain.audience.subscriber_fields import NAME_MAX, attribute_errors
 from emailkit.domain.audience.suppressions import ensure_not_erased
 from emailkit.domain.automation import entry as flow_entry
+from emailkit.domain.automation.erasure import person_erased
 from emailkit.domain.errors import DomainError, ErrorCode, FieldError, NotFound
 from emailkit.domain.pagination import Page, keyset_page
 from emailkit.domain.quotas import ensure_room_for_subscribers
@@ -247,7 +248,8 @@ async def update_subscriber(
 
 async def delete_subscriber(session: AsyncSession, subscriber_id: int) -> Subscriber:
     row = await get_subscriber(session, subscriber_id)
-    # Subscriptions go with it through the ON DELETE CASCADE foreign key.
+    # Subscriptions go with it through the ON DELETE CASCADE foreign key; flow runs end here.
+    await person_erased(session, row.id, reason="deleted")
     await session.delete(row)
     await session.flush()
     return row

@@ -1,6 +1,6 @@
-"""A person erased (GDPR) leaves every flow at once, and their runs keep nothing of them: no link to the person
-(the subscriber row goes, so the reference is cleared) and no trigger event (its properties may be personal).
-The runs themselves stay, so the flows' totals do not change."""
+"""A person erased (GDPR) or deleted leaves every flow at once, and their runs keep nothing of them: no link to
+the person (the subscriber row goes, so the reference is cleared: runs hold it without a foreign key) and no
+trigger event (its properties may be personal). The runs themselves stay, so the flows' totals do not change."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from emailkit.db.types import utcnow
 EXIT_ERASED = "erased"
 
 
-async def person_erased(session: AsyncSession, subscriber_id: int) -> None:
-    """In the erasure's transaction, before the subscriber row is deleted."""
+async def person_erased(session: AsyncSession, subscriber_id: int, *, reason: str = EXIT_ERASED) -> None:
+    """In the erasure's (or deletion's) transaction, before the subscriber row is deleted."""
     active = Counter(
         (
             await session.execute(
@@ -29,7 +29,7 @@ async def person_erased(session: AsyncSession, subscriber_id: int) -> None:
     await session.execute(
         update(FlowRun)
         .where(FlowRun.subscriber_id == subscriber_id, FlowRun.status == FlowRunStatus.ACTIVE)
-        .values(status=FlowRunStatus.EXITED, exit_reason=EXIT_ERASED, finished_at=utcnow(), due_at=None)
+        .values(status=FlowRunStatus.EXITED, exit_reason=reason, finished_at=utcnow(), due_at=None)
         .execution_options(synchronize_session=False)
     )
     await session.execute(

@@ -107,12 +107,6 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["flow_id"], ["flows.id"], name=op.f("fk_flow_runs_flow_id_flows"), ondelete="CASCADE"
         ),
-        sa.ForeignKeyConstraint(
-            ["subscriber_id"],
-            ["subscribers.id"],
-            name=op.f("fk_flow_runs_subscriber_id_subscribers"),
-            ondelete="SET NULL",
-        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_flow_runs")),
         sa.UniqueConstraint("flow_id", "subscriber_id", "entry_key", name=op.f("uq_flow_runs_flow_id")),
         sqlite_autoincrement=True,
