@@ -85,6 +85,37 @@ class StepSender:
             return
         compiled = await self._compile(group[0], step)
         by_id = {q.delivery_id: q for q in queued}
+        record = functools.partial(self._record, held, step, by_id, tally)
+        recorded: set[str] = set()
+
+        async def flush(results: list[SendResult]) -> None:
+            await record(results)
+            recorded.update(r.delivery_id for r in results)
+
+        coalescer: Coalescer[SendResult] = Coalescer(flush)
+        commits: Coalescer[str] = Coalescer(functools.partial(self._mark_sending, held))
+        results: list[SendResult] = []
+        # Rendered and handed over a slice at a time, as a campaign's chunks are: only one slice's messages are
+        # held at once (the whole group's kept a worker's memory well above a campaign's).
+        step_size = max(1, min(self.provider.max_batch_size, self.sending.chunk_size))
+        for start in range(0, len(queued), step_size):
+            part, unrendered = await self._build(compiled, queued[start : start + step_size])
+            results += unrendered
+            if not part:
+                continue
+            if self.limiter is not None:
+                await self.limiter.acquire(len(part))
+            results += await self.provider.send_batch(
+                part, on_commit=commits.submit, on_result=coalescer.submit
+            )
+        rest = [r for r in results if r.delivery_id not in recorded]
+        if rest:
+            await record(rest)
+
+    async def _build(
+        self, compiled: Compiled, queued: Sequence[_Queued]
+    ) -> tuple[list[OutgoingMessage], list[SendResult]]:
+        """The messages of QUEUED, and the failures of those that could not be rendered."""
         messages: list[OutgoingMessage] = []
         unrendered: list[SendResult] = []
         for i, q in enumerate(queued, 1):
@@ -102,27 +133,7 @@ class StepSender:
                 )
             if i % 4 == 0:
                 await asyncio.sleep(0)
-        record = functools.partial(self._record, held, step, by_id, tally)
-        recorded: set[str] = set()
-
-        async def flush(results: list[SendResult]) -> None:
-            await record(results)
-            recorded.update(r.delivery_id for r in results)
-
-        coalescer: Coalescer[SendResult] = Coalescer(flush)
-        commits: Coalescer[str] = Coalescer(functools.partial(self._mark_sending, held))
-        results = list(unrendered)
-        step_size = max(1, self.provider.max_batch_size)
-        for start in range(0, len(messages), step_size):
-            part = messages[start : start + step_size]
-            if self.limiter is not None:
-                await self.limiter.acquire(len(part))
-            results += await self.provider.send_batch(
-                part, on_commit=commits.submit, on_result=coalescer.submit
-            )
-        rest = [r for r in results if r.delivery_id not in recorded]
-        if rest:
-            await record(rest)
+        return messages, unrendered
 
     # -- before the hand-over ------------------------------------------------------------------------------
 
