@@ -38,6 +38,21 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def wait_for_quiet(below: float = 1.5, every: float = 10.0, patience: float = 600.0) -> str:
+    """Wait until the 1-minute load average is below BELOW (other work shares the two cores), looking every
+    EVERY seconds for up to PATIENCE; returns what to print of it, saying so when it gave up waiting."""
+    start = time.monotonic()
+    while True:
+        load = os.getloadavg()[0]
+        waited = time.monotonic() - start
+        if load < below:
+            return f"load {load:.2f}" + (f" (after waiting {waited:.0f} s)" if waited >= every else "")
+        if waited >= patience:
+            return f"load still {load:.2f} after waiting {waited / 60:.0f} min: measured anyway"
+        print(f"    load {load:.2f}: waiting for it to fall below {below:g} ...", flush=True)
+        time.sleep(every)
+
+
 def find_tool(tool: str) -> str:
     """Path of one of postfix's programs (smtp-sink, smtp-source), which Debian keeps off PATH."""
     for candidate in (shutil.which(tool), f"/usr/sbin/{tool}", f"/usr/lib/postfix/sbin/{tool}"):

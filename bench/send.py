@@ -49,17 +49,17 @@ from pathlib import Path
 import httpx
 import redis
 from benchlib import connect_as_default_workspace, in_default_workspace
-from send_data import PUBLIC_URL, asyncpg_dsn, create_campaign, load_audience, message_size, reset_schema
+from send_data import asyncpg_dsn, create_campaign, load_audience, message_size, reset_schema
 from send_processes import (
     BANNER_POOL,
     Workers,
     cpu_seconds,
     peak_rss_mb,
-    process_label,
     run_smtp_source,
     start_profiler,
     start_sink,
     start_workers,
+    worker_env,
 )
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/ek_h14"
@@ -161,6 +161,15 @@ def check_delivered(run: Run, sink_seen: int, n: int) -> None:
         sys.exit("; ".join(problems))
 
 
+def tuning(args: argparse.Namespace) -> dict[str, str]:
+    """The workers' tuning variables from the command line's options."""
+    return {
+        "EMAILKIT_SMTP_POOL_SIZE": str(args.pool_size),
+        "EMAILKIT_BATCH_SIZE": str(args.batch_size),
+        "EMAILKIT_LOG_LEVEL": "INFO",
+    }
+
+
 def read_defaults(args: argparse.Namespace, workers: Workers) -> None:
     """What a plain `emailkit worker` chose (its start-up banner) and the default batch size, into ARGS."""
     from emailkit.settings import Settings
@@ -231,22 +240,10 @@ def main() -> None:
     redis.Redis.from_url(args.redis_url).flushdb()
     sink = start_sink(workdir)
     inherited = {k: v for k, v in os.environ.items() if not (args.defaults and k.startswith("EMAILKIT_"))}
-    env = {
-        **inherited,
-        # Where things are, not how fast to go: set in both modes.
-        "EMAILKIT_DATABASE_URL": args.database_url,
-        "EMAILKIT_BROKER_URL": args.redis_url,
-        "EMAILKIT_SECRET_KEY": secret,
-        "EMAILKIT_PUBLIC_URL": PUBLIC_URL,
-        "EMAILKIT_PROVIDER": "smtp",
-        "EMAILKIT_SMTP_URL": f"smtp://127.0.0.1:{sink.port}?tls=none&helo=bench.example.com",
-    }
-    if not args.defaults:
-        env |= {
-            "EMAILKIT_SMTP_POOL_SIZE": str(args.pool_size),
-            "EMAILKIT_BATCH_SIZE": str(args.batch_size),
-            "EMAILKIT_LOG_LEVEL": "INFO",
-        }
+    # Where things are is set in both modes; how fast to go only without --defaults.
+    env = worker_env(
+        inherited, args.database_url, args.redis_url, secret, sink, {} if args.defaults else tuning(args)
+    )
     settings_env = {k: v for k, v in env.items() if k.startswith("EMAILKIT_")}
     if args.defaults:
         workers = start_workers(env, None, None, workdir)
@@ -260,10 +257,8 @@ def main() -> None:
         source_before = run_smtp_source(sink, args.source_messages, size, args.source_sessions)
         print(f"  smtp-source before the campaign: {source_before:,.0f} msg/s")
         pids = workers.pids()
-        labels = {pid: process_label(pid) for pid in pids}
-        worker_pids = [p for p in pids if labels[p] == "worker process"] or [workers.proc.pid]
-        if args.processes == 1:
-            labels[workers.proc.pid] = "worker process"
+        labels = workers.labels()
+        worker_pids = workers.worker_pids()
         if args.profile is not None:
             profiler = start_profiler(args.profile, worker_pids[0])
         sink_before = sink.messages()

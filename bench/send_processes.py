@@ -10,10 +10,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchlib import find_tool, free_port, process_cpu
+from send_data import PUBLIC_URL
 
 # The worker's start-up banner: "  workers     2 worker processes x 4 threads" and "smtp via ..., pool 40".
 BANNER_WORKERS = re.compile(r"^\s+workers\s+(\d+) worker process(?:es)? x (\d+) threads$", re.M)
@@ -129,6 +131,17 @@ class Workers:
     def pids(self) -> list[int]:
         return [self.proc.pid, *children(self.proc.pid)] if self.processes > 1 else [self.proc.pid]
 
+    def labels(self) -> dict[int, str]:
+        """Each process of the worker by what it is (with one process, the supervisor is the worker)."""
+        labels = {pid: process_label(pid) for pid in self.pids()}
+        if self.processes == 1:
+            labels[self.proc.pid] = "worker process"
+        return labels
+
+    def worker_pids(self) -> list[int]:
+        """The processes that run jobs."""
+        return [pid for pid, label in self.labels().items() if label == "worker process"]
+
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -152,6 +165,28 @@ class Workers:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def worker_env(
+    base: Mapping[str, str],
+    database_url: str,
+    redis_url: str,
+    secret: str,
+    sink: Sink,
+    tuning: Mapping[str, str],
+) -> dict[str, str]:
+    """The environment of the `emailkit worker` processes (and of the API run here): BASE, where things are
+    (database, broker, secret, public URL, the smtp provider pointed at the sink), then TUNING."""
+    return {
+        **base,
+        "EMAILKIT_DATABASE_URL": database_url,
+        "EMAILKIT_BROKER_URL": redis_url,
+        "EMAILKIT_SECRET_KEY": secret,
+        "EMAILKIT_PUBLIC_URL": PUBLIC_URL,
+        "EMAILKIT_PROVIDER": "smtp",
+        "EMAILKIT_SMTP_URL": f"smtp://127.0.0.1:{sink.port}?tls=none&helo=bench.example.com",
+        **tuning,
+    }
 
 
 def start_workers(env: dict[str, str], processes: int | None, threads: int | None, workdir: Path) -> Workers:

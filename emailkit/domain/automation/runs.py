@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import BigInteger, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from emailkit.db.dialect import upsert
+from emailkit.db.dialect import one_of, upsert
 from emailkit.db.tables.audience import Subscriber, SubscriberStatus
 from emailkit.db.tables.automation import (
     Flow,
@@ -147,7 +147,7 @@ async def _people(session: AsyncSession, ids: Sequence[int]) -> dict[int, Person
         return {}
     stmt = select(
         Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.attributes, Subscriber.status
-    ).where(Subscriber.id.in_(set(ids)))
+    ).where(one_of(session, Subscriber.id, set(ids), BigInteger()))
     return {
         int(row.id): Person(int(row.id), row.email, row.name, dict(row.attributes or {}), row.status)
         for row in (await session.execute(stmt)).all()
@@ -202,18 +202,24 @@ async def start_steps(
         for r in runs
     ]
     table = FlowStepRun.__table__
+    # The rows as parameters of one statement (an executemany), not as a VALUES list: SQLAlchemy compiles the
+    # statement once and for all, where a VALUES list of 500 rows was compiled anew at every call.
     inserted = await session.execute(
         upsert(session)(table)
-        .values(rows)
         .on_conflict_do_nothing(index_elements=["run_id", "step_key", "visit"])
-        .returning(table.c.run_id)
+        .returning(table.c.run_id),
+        rows,
     )
     fresh = {int(x) for x in inserted.scalars()}
     by_id = {r.id: r for r in runs}
     for rid in fresh:
         r = by_id[rid]
         tally.step(r.flow_id, r.step_key, "entered")
-    stmt = select(FlowStepRun).where(FlowStepRun.run_id.in_(list(by_id)))
+    stmt = select(FlowStepRun).where(
+        one_of(session, FlowStepRun.run_id, list(by_id), BigInteger()),
+        # Only the rows of the steps the runs are at (a run's earlier steps have rows of their own).
+        FlowStepRun.step_key.in_(sorted({r.step_key for r in runs})),
+    )
     found: dict[int, FlowStepRun] = {}
     for row in (await session.execute(stmt)).scalars():
         r = by_id[row.run_id]
@@ -245,7 +251,7 @@ async def settle(
         }
         for f in finishes
     ]
-    stmt = upsert(session)(table).values(rows)
+    stmt = upsert(session)(table)
     stmt = stmt.on_conflict_do_update(
         index_elements=["run_id", "step_key", "visit"],
         set_={
@@ -254,7 +260,8 @@ async def settle(
             "finished_at": stmt.excluded.finished_at,
         },
     )
-    await session.execute(stmt)
+    # An executemany (compiled once), as in start_steps.
+    await session.execute(stmt, rows)
     for f in finishes:
         if not f.started:
             tally.step(f.run.flow_id, f.run.step_key, "entered")
@@ -349,7 +356,11 @@ async def _guarded(session: AsyncSession, claim: int, runs: Sequence[Run], value
     ids = [r.id for r in runs]
     result = await session.execute(
         update(FlowRun)
-        .where(FlowRun.id.in_(ids), FlowRun.claim == claim, FlowRun.status == FlowRunStatus.ACTIVE)
+        .where(
+            one_of(session, FlowRun.id, ids, BigInteger()),
+            FlowRun.claim == claim,
+            FlowRun.status == FlowRunStatus.ACTIVE,
+        )
         .values(**values)
         .execution_options(synchronize_session=False)
     )

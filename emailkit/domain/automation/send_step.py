@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import BigInteger, and_, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from emailkit.db.dialect import dialect_of
+from emailkit.db.dialect import dialect_of, one_of
 from emailkit.db.engine import Database
 from emailkit.db.tables.audience import MailingList, OptIn, SubscriberStatus, Subscription, SubscriptionStatus
 from emailkit.db.tables.automation import FlowRun, FlowStepRun, FlowStepRunStatus, FlowVersion
@@ -87,6 +87,37 @@ class StepSender:
             return
         compiled = await self._compile(group[0], step)
         by_id = {q.delivery_id: q for q in queued}
+        record = functools.partial(self._record, held, step, by_id, tally)
+        recorded: set[str] = set()
+
+        async def flush(results: list[SendResult]) -> None:
+            await record(results)
+            recorded.update(r.delivery_id for r in results)
+
+        coalescer: Coalescer[SendResult] = Coalescer(flush)
+        commits: Coalescer[str] = Coalescer(functools.partial(self._mark_sending, held))
+        results: list[SendResult] = []
+        # Rendered and handed over a slice at a time, as a campaign's chunks are: only one slice's messages are
+        # held at once (the whole group's kept a worker's memory well above a campaign's).
+        step_size = max(1, min(self.provider.max_batch_size, self.sending.chunk_size))
+        for start in range(0, len(queued), step_size):
+            part, unrendered = await self._build(compiled, queued[start : start + step_size])
+            results += unrendered
+            if not part:
+                continue
+            if self.limiter is not None:
+                await self.limiter.acquire(len(part))
+            results += await self.provider.send_batch(
+                part, on_commit=commits.submit, on_result=coalescer.submit
+            )
+        rest = [r for r in results if r.delivery_id not in recorded]
+        if rest:
+            await record(rest)
+
+    async def _build(
+        self, compiled: Compiled, queued: Sequence[_Queued]
+    ) -> tuple[list[OutgoingMessage], list[SendResult]]:
+        """The messages of QUEUED, and the failures of those that could not be rendered."""
         messages: list[OutgoingMessage] = []
         unrendered: list[SendResult] = []
         for i, q in enumerate(queued, 1):
@@ -104,27 +135,7 @@ class StepSender:
                 )
             if i % 4 == 0:
                 await asyncio.sleep(0)
-        record = functools.partial(self._record, held, step, by_id, tally)
-        recorded: set[str] = set()
-
-        async def flush(results: list[SendResult]) -> None:
-            await record(results)
-            recorded.update(r.delivery_id for r in results)
-
-        coalescer: Coalescer[SendResult] = Coalescer(flush)
-        commits: Coalescer[str] = Coalescer(functools.partial(self._mark_sending, held))
-        results = list(unrendered)
-        step_size = max(1, self.provider.max_batch_size)
-        for start in range(0, len(messages), step_size):
-            part = messages[start : start + step_size]
-            if self.limiter is not None:
-                await self.limiter.acquire(len(part))
-            results += await self.provider.send_batch(
-                part, on_commit=commits.submit, on_result=coalescer.submit
-            )
-        rest = [r for r in results if r.delivery_id not in recorded]
-        if rest:
-            await record(rest)
+        return messages, unrendered
 
     # -- before the hand-over ------------------------------------------------------------------------------
 
@@ -224,7 +235,7 @@ class StepSender:
         async with self.db.transaction() as s:
             # The shared lock makes a takeover by the ticker (FOR UPDATE SKIP LOCKED) pass these runs by
             # until this commit, so whoever takes them next sees these rows SENDING.
-            theirs = select(Delivery.flow_run_id).where(Delivery.id.in_(ids))
+            theirs = select(Delivery.flow_run_id).where(one_of(s, Delivery.id, ids, BigInteger()))
             stmt = select(FlowRun.id).where(FlowRun.id.in_(theirs), FlowRun.claim == held.claim)
             if dialect_of(s) == "postgresql":
                 stmt = stmt.with_for_update(read=True)
@@ -233,7 +244,8 @@ class StepSender:
             await s.execute(
                 update(Delivery)
                 .where(
-                    Delivery.id.in_(ids), Delivery.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.SENDING])
+                    one_of(s, Delivery.id, ids, BigInteger()),
+                    Delivery.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.SENDING]),
                 )
                 .values(status=DeliveryStatus.SENDING, provider=self.provider_name, updated_at=utcnow())
                 .execution_options(synchronize_session=False)
@@ -246,19 +258,13 @@ class StepSender:
         finishes: list[Finish] = []
         retry: dict[int, datetime] = {}
         retry_runs: list[Run] = []
+        sent: list[dict[str, Any]] = []
         async with self.db.transaction() as s:
             for r in results:
                 q = by_id[int(r.delivery_id)]
                 attempts = q.attempts + 1
                 if r.ok:
-                    await _set_delivery(
-                        s,
-                        q.delivery_id,
-                        DeliveryStatus.SENT,
-                        attempts,
-                        sent_at=now,
-                        pid=r.provider_message_id,
-                    )
+                    sent.append({"b_id": q.delivery_id, "b_pid": r.provider_message_id, "b_att": attempts})
                     finishes.append(Finish(q.run, FlowStepRunStatus.SENT, None, step.next, started=True))
                     continue
                 error = (r.error or "unknown error")[:2000]
@@ -274,6 +280,7 @@ class StepSender:
                     error = f"gave up after {attempts} attempts: {error}"
                 await _set_delivery(s, q.delivery_id, DeliveryStatus.FAILED, attempts, error=error)
                 finishes.append(Finish(q.run, FlowStepRunStatus.FAILED, error, step.next, started=True))
+            await _set_sent(s, held.workspace_id, sent, now)
             await run_rows.settle(s, held, finishes, tally, now)
             if retry_runs:
                 await run_rows.park(s, held.claim, retry_runs, retry, waiting=False)
@@ -294,6 +301,34 @@ async def _in_doubt(session: AsyncSession, row: FlowStepRun, delivery_id: int) -
         .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.SENDING)
         .values(status=DeliveryStatus.IN_DOUBT, last_error=IN_DOUBT_NOTE, updated_at=utcnow())
     )
+
+
+async def _set_sent(
+    session: AsyncSession, workspace_id: int, rows: list[dict[str, Any]], now: datetime
+) -> None:
+    """SENDING → SENT for ROWS (b_id, b_pid, b_att), as one executemany. A statement on the table, not the
+    entity, with the workspace condition written out: the ORM's per-statement work (its criteria evaluated
+    against the session, a statement compiled per row) cost more than the send itself."""
+    if not rows:
+        return
+    table = Delivery.__table__
+    stmt = (
+        update(table)  # type: ignore[arg-type]
+        .where(
+            table.c.id == bindparam("b_id"),
+            table.c.status == DeliveryStatus.SENDING,
+            table.c.workspace_id == workspace_id,
+        )
+        .values(
+            status=DeliveryStatus.SENT,
+            attempts=bindparam("b_att"),
+            provider_message_id=bindparam("b_pid"),
+            sent_at=now,
+            updated_at=now,
+            last_error=None,
+        )
+    )
+    await session.execute(stmt, rows)
 
 
 async def _set_delivery(
@@ -407,20 +442,22 @@ async def _queue(
         }
         for r, via in sendable
     ]
+    deliveries = Delivery.__table__
+    # An executemany (compiled once; a VALUES list of the group's rows was compiled at every call).
     inserted = (
-        await session.execute(insert(Delivery).values(rows).returning(Delivery.id, Delivery.flow_run_id))
+        await session.execute(
+            insert(deliveries).returning(deliveries.c.id, deliveries.c.flow_run_id),  # type: ignore[arg-type]
+            rows,
+        )
     ).all()
     by_run = {int(run_id or 0): int(did) for did, run_id in inserted}
-    # Each ledger row names its run's new delivery: one statement for the group.
-    theirs = (
-        select(Delivery.id)
-        .where(Delivery.flow_run_id == FlowStepRun.run_id, Delivery.id.in_(list(by_run.values())))
-        .scalar_subquery()
-    )
+    # Each ledger row names its run's new delivery, by primary key, in one executemany. (A correlated
+    # sub-select finding each run's delivery among the group's cost PostgreSQL a probe per pair of them.)
+    ledger_rows = FlowStepRun.__table__
     await session.execute(
-        update(FlowStepRun)
-        .where(FlowStepRun.id.in_([ledger[r.id].id for r, _ in sendable]))
-        .values(delivery_id=theirs)
-        .execution_options(synchronize_session=False)
+        update(ledger_rows)  # type: ignore[arg-type]
+        .where(ledger_rows.c.id == bindparam("b_id"), ledger_rows.c.workspace_id == held.workspace_id)
+        .values(delivery_id=bindparam("b_delivery")),
+        [{"b_id": ledger[r.id].id, "b_delivery": by_run[r.id]} for r, _ in sendable],
     )
     return [_Queued(r, by_run[r.id], 0) for r, _ in sendable]
