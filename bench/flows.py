@@ -22,10 +22,12 @@ What a run of the send does:
 2. smtp-sink listens on a free port; `emailkit worker --processes P --threads T` starts with the smtp provider
    pointed at it, as bench/send.py starts it; smtp-source sends messages of the same size into the sink;
 3. a CSV of N people is imported into the list by the import service (the job `emailkit import` runs): all of
-   them enter the flow in the import's own transaction; that INSERT … SELECT is also timed on its own;
+   them enter the flow in the import's own transaction; that INSERT … SELECT is also timed on its own; then
+   ANALYZE, as autovacuum would soon after (this machine's PostgreSQL runs without it);
 4. the workers' ticker claims the due runs and the workers send step one, park the runs for the wait and send
    step two; the clock runs from the import's commit until every run has COMPLETED;
-5. `startCampaign` to the same list, timed to FINISHED as bench/send.py does;
+5. VACUUM ANALYZE after the flow's writes (autovacuum again), then `startCampaign` to the same list, timed to
+   FINISHED as bench/send.py does;
 6. smtp-source again; the ledgers (every flow step and campaign delivery SENT) and the sink's counter (3N
    messages) are checked.
 
@@ -63,7 +65,7 @@ from typing import Any
 
 import redis
 from benchlib import connect_as_default_workspace, in_default_workspace, wait_for_quiet
-from send import postgres_backends, send_campaign, tuning
+from send import add_worker_options, postgres_backends, send_campaign, tuning
 from send_data import NEWSLETTER, SUBJECT, asyncpg_dsn, create_campaign, message_size
 from send_processes import (
     Workers,
@@ -97,6 +99,9 @@ LIST_ID = 1
 STEPS = ("one", "two")
 
 
+WAIT_STEP = "pause"
+
+
 def sqlalchemy_url(url: str) -> str:
     return url.replace("postgresql://", "postgresql+asyncpg://", 1)
 
@@ -125,8 +130,8 @@ async def create_flow(db: Database, list_id: int, wait_seconds: int) -> int:
         definition = {
             "trigger": {"type": "SUBSCRIBED", "listId": list_id},
             "steps": [
-                {**send, "key": STEPS[0], "next": "pause"},
-                {"key": "pause", "type": "WAIT", "waitSeconds": wait_seconds, "next": STEPS[1]},
+                {**send, "key": STEPS[0], "next": WAIT_STEP},
+                {"key": WAIT_STEP, "type": "WAIT", "waitSeconds": wait_seconds, "next": STEPS[1]},
                 {**send, "key": STEPS[1]},
             ],
         }
@@ -255,6 +260,23 @@ async def step_spans(conn: Any, flow_id: int) -> dict[str, StepSpan]:
     return {r["step_key"]: StepSpan(r["first"], r["last"], int(r["sent"])) for r in rows}
 
 
+async def wait_lateness(url: str, flow_id: int, wait_seconds: int) -> tuple[float, float]:
+    """How long after its end each run's WAIT was over (the run moved on): the median and the worst."""
+    conn = await connect_as_default_workspace(asyncpg_dsn(url))
+    try:
+        row = await conn.fetchrow(
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY late) AS median, max(late) AS worst FROM ("
+            "SELECT extract(epoch FROM finished_at - started_at) - $3 AS late FROM flow_step_runs "
+            "WHERE flow_id = $1 AND step_key = $2 AND finished_at IS NOT NULL) AS waits",
+            flow_id,
+            WAIT_STEP,
+            wait_seconds,
+        )
+        return float(row["median"]), float(row["worst"])
+    finally:
+        await conn.close()
+
+
 async def run_flow(url: str, flow_id: int, n: int, workers: Workers) -> dict[str, StepSpan]:
     """Wait until every run of the flow has finished, reporting progress; then each SEND step's span."""
     conn = await connect_as_default_workspace(asyncpg_dsn(url))
@@ -316,6 +338,8 @@ class Figures:
     flow: float = 0.0
     flow_end_to_end: float = 0.0
     campaign: float = 0.0
+    wait_late_median: float = 0.0
+    wait_late_worst: float = 0.0
     flow_worker_cpu: float = 0.0
     campaign_worker_cpu: float = 0.0
     flow_database_cpu: float = 0.0
@@ -399,6 +423,9 @@ def send_run(args: argparse.Namespace) -> Figures:
             x / (2 * n) * 1e6 for x in asyncio.run(phase.end())
         )
         flow_rates(spans, imported.committed_at, n, figures)
+        figures.wait_late_median, figures.wait_late_worst = asyncio.run(
+            wait_lateness(url, flow_id, args.wait_seconds)
+        )
         statuses = asyncio.run(flow_deliveries(url))
         if statuses != {"SENT": 2 * n}:
             sys.exit(f"flow deliveries {statuses}, expected {2 * n} SENT")
@@ -459,6 +486,8 @@ def print_send_summary(args: argparse.Namespace, runs: list[Figures]) -> None:
     row("flow step two", [r.step_two for r in runs])
     row("flow, both steps", [r.flow for r in runs])
     row("flow, end to end (the wait included)", [r.flow_end_to_end for r in runs])
+    row("the wait over, after its end: median", [r.wait_late_median for r in runs], "s", ".2f")
+    row("  the latest", [r.wait_late_worst for r in runs], "s", ".2f")
     row("campaign", [r.campaign for r in runs])
     row("postfix smtp-source", [r.source for r in runs], "msg/s")
     row("flow / smtp-source", [r.flow / r.source for r in runs], "", ".0%")
@@ -532,19 +561,13 @@ def parse_args() -> argparse.Namespace:
         "--runs", type=int, default=1, help="runs of the send; of each import with --import-cost"
     )
     parser.add_argument("--wait-seconds", type=int, default=10, help="the flow's WAIT between its two SENDs")
-    parser.add_argument("--processes", type=int, default=2, help="emailkit worker --processes")
-    parser.add_argument("--threads", type=int, default=4, help="emailkit worker --threads")
-    parser.add_argument(
-        "--pool-size", type=int, default=40, help="EMAILKIT_SMTP_POOL_SIZE per worker process"
-    )
-    parser.add_argument("--batch-size", type=int, default=1000, help="EMAILKIT_BATCH_SIZE (the campaign's)")
-    parser.add_argument("--source-messages", type=int, default=30_000, help="messages smtp-source sends")
-    parser.add_argument("--source-sessions", type=int, default=10)
+    add_worker_options(parser)
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL))
     parser.add_argument(
         "--admin-url",
         default=os.environ.get("BENCH_ADMIN_URL", DEFAULT_ADMIN_URL),
-        help="a superuser's URL of the same database, for the CHECKPOINT before each import",
+        help="a superuser's URL of the same database, for the CHECKPOINT before each import and the ANALYZEs "
+        "that autovacuum would run",
     )
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL))
     parser.add_argument(

@@ -185,11 +185,8 @@ def read_defaults(args: argparse.Namespace, workers: Workers) -> None:
     )
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--subscribers", type=int, default=100_000)
+def add_worker_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the workers and of smtp-source (bench/flows.py takes them too)."""
     parser.add_argument("--processes", type=int, default=2, help="emailkit worker --processes")
     parser.add_argument("--threads", type=int, default=4, help="emailkit worker --threads")
     parser.add_argument(
@@ -199,14 +196,22 @@ def parse_args() -> argparse.Namespace:
         help="EMAILKIT_SMTP_POOL_SIZE per worker process (the setting defaults to 40 too; 5 left a worker waiting)",
     )
     parser.add_argument("--batch-size", type=int, default=1000, help="EMAILKIT_BATCH_SIZE")
+    parser.add_argument("--source-messages", type=int, default=30_000, help="messages smtp-source sends")
+    parser.add_argument("--source-sessions", type=int, default=10)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--subscribers", type=int, default=100_000)
+    add_worker_options(parser)
     parser.add_argument(
         "--defaults",
         action="store_true",
         help="a plain `emailkit worker` as the README starts it: no options, no tuning variables "
         "(--processes, --threads, --pool-size and --batch-size are then ignored)",
     )
-    parser.add_argument("--source-messages", type=int, default=30_000, help="messages smtp-source sends")
-    parser.add_argument("--source-sessions", type=int, default=10)
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL))
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL))
     parser.add_argument(

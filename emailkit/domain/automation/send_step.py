@@ -40,7 +40,7 @@ from emailkit.domain.ports.provider import EmailProvider, OutgoingMessage, SendR
 from emailkit.domain.ports.ratelimit import RateLimiter
 from emailkit.domain.sending.coalesce import Coalescer
 from emailkit.domain.sending.config import SendingConfig
-from emailkit.domain.sending.ledger import IN_DOUBT_NOTE, Pending
+from emailkit.domain.sending.ledger import IN_DOUBT_NOTE, Pending, record_sent_statement
 from emailkit.domain.sending.messages import Compiled, MessageBuilder, MessageSpec
 from emailkit.domain.sending.pipeline import backoff
 
@@ -306,29 +306,11 @@ async def _in_doubt(session: AsyncSession, row: FlowStepRun, delivery_id: int) -
 async def _set_sent(
     session: AsyncSession, workspace_id: int, rows: list[dict[str, Any]], now: datetime
 ) -> None:
-    """SENDING → SENT for ROWS (b_id, b_pid, b_att), as one executemany. A statement on the table, not the
-    entity, with the workspace condition written out: the ORM's per-statement work (its criteria evaluated
-    against the session, a statement compiled per row) cost more than the send itself."""
-    if not rows:
-        return
-    table = Delivery.__table__
-    stmt = (
-        update(table)  # type: ignore[arg-type]
-        .where(
-            table.c.id == bindparam("b_id"),
-            table.c.status == DeliveryStatus.SENDING,
-            table.c.workspace_id == workspace_id,
-        )
-        .values(
-            status=DeliveryStatus.SENT,
-            attempts=bindparam("b_att"),
-            provider_message_id=bindparam("b_pid"),
-            sent_at=now,
-            updated_at=now,
-            last_error=None,
-        )
-    )
-    await session.execute(stmt, rows)
+    """SENDING → SENT for ROWS (b_id, b_pid, b_att), as one executemany, with the campaign ledger's statement:
+    an ORM UPDATE per delivery (its criteria evaluated against the session, its parameters processed one by
+    one) cost more than the send itself."""
+    if rows:
+        await session.execute(record_sent_statement(workspace_id, now), rows)
 
 
 async def _set_delivery(

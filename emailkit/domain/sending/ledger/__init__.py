@@ -7,7 +7,7 @@ and round trips on the hot path (array parameters, one connection held by a runn
 from __future__ import annotations
 
 from emailkit.db.engine import Database
-from emailkit.domain.sending.ledger.portable import PortableLedger
+from emailkit.domain.sending.ledger.portable import PortableLedger, record_sent_statement
 from emailkit.domain.sending.ledger.postgres import PostgresLedger
 from emailkit.domain.sending.ledger.protocol import (
     IN_DOUBT_NOTE,
@@ -32,6 +32,7 @@ __all__ = [
     "Recorded",
     "Sent",
     "ledger_for",
+    "record_sent_statement",
 ]
 
 

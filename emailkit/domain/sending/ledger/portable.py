@@ -52,6 +52,29 @@ Recipient = tuple[int, str, DeliveryStatus, str | None, str | None, int | None, 
 PerVariant = Mapping[int | None, int]
 
 
+def record_sent_statement(workspace_id: int, now: datetime) -> Update:
+    """SENDING → SENT for the delivery of each parameter set (b_id; b_pid, the provider's message id; b_att,
+    the attempts), for an executemany: campaigns' and flows' sends record their results with it. A statement
+    on the table, not the entity: the session's workspace filter does not reach it, so it is written out."""
+    table = Delivery.__table__
+    return (
+        update(table)  # type: ignore[arg-type]
+        .where(
+            table.c.id == bindparam("b_id"),
+            table.c.status == DeliveryStatus.SENDING,
+            table.c.workspace_id == workspace_id,
+        )
+        .values(
+            status=DeliveryStatus.SENT,
+            provider_message_id=bindparam("b_pid"),
+            attempts=bindparam("b_att"),
+            sent_at=now,
+            updated_at=now,
+            last_error=None,
+        )
+    )
+
+
 class PortableLedger:
     def __init__(self, db: Database, *, provider_name: str, lease_seconds: float) -> None:
         self.db = db
@@ -321,24 +344,7 @@ class PortableLedger:
     async def _record_sent_rows(
         self, session: AsyncSession, workspace_id: int, sent: Sequence[Sent], now: datetime
     ) -> int:
-        table = Delivery.__table__
-        # A statement on the table, not the entity: the session's workspace filter does not reach it.
-        stmt = (
-            update(table)  # type: ignore[arg-type]
-            .where(
-                table.c.id == bindparam("b_id"),
-                table.c.status == DeliveryStatus.SENDING,
-                table.c.workspace_id == workspace_id,
-            )
-            .values(
-                status=DeliveryStatus.SENT,
-                provider_message_id=bindparam("b_pid"),
-                attempts=bindparam("b_att"),
-                sent_at=now,
-                updated_at=now,
-                last_error=None,
-            )
-        )
+        stmt = record_sent_statement(workspace_id, now)
         rows = [{"b_id": r.delivery_id, "b_pid": r.provider_message_id, "b_att": r.attempts} for r in sent]
         if self._counts_executemany:
             return int((await session.execute(stmt, rows)).rowcount or 0)  # type: ignore[attr-defined]
