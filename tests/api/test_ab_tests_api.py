@@ -21,7 +21,7 @@ from emailkit.db.tables.content import TemplateKind
 from emailkit.db.tables.feedback import CampaignVariantStats
 from emailkit.db.tables.sending import CampaignBatch, CampaignVariant, Delivery
 from emailkit.schema.relay import parse_global_id, to_global_id
-from tests.api.test_analytics import live_pubsub, next_stats, sendgrid, server  # noqa: F401 (fixtures)
+from tests.api.test_analytics import next_stats, sendgrid, server  # noqa: F401 (fixtures)
 from tests.api.test_campaigns import make_template
 from tests.support.ab import KeepingProvider, make_sender, run_all, seed_audience
 from tests.support.factories import make_key, make_workspace

@@ -104,9 +104,6 @@ def upgrade() -> None:
         sa.Column("finished_at", TS, nullable=True),
         sa.Column("exit_reason", sa.String(length=64), nullable=True),
         sa.Column("workspace_id", BIGINT, nullable=False),
-        sa.ForeignKeyConstraint(
-            ["flow_id"], ["flows.id"], name=op.f("fk_flow_runs_flow_id_flows"), ondelete="CASCADE"
-        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_flow_runs")),
         sa.UniqueConstraint("flow_id", "subscriber_id", "entry_key", name=op.f("uq_flow_runs_flow_id")),
         sqlite_autoincrement=True,
@@ -120,6 +117,13 @@ def upgrade() -> None:
             sqlite_where=sa.text("status = 'ACTIVE'"),
         )
         batch_op.create_index("ix_flow_runs_flow_id_status", ["flow_id", "status", "id"], unique=False)
+        batch_op.create_index(
+            "ix_flow_runs_claim",
+            ["claim"],
+            unique=False,
+            postgresql_where=sa.text("claim IS NOT NULL"),
+            sqlite_where=sa.text("claim IS NOT NULL"),
+        )
         batch_op.create_index(batch_op.f("ix_flow_runs_subscriber_id"), ["subscriber_id"], unique=False)
 
     op.create_table(
@@ -223,6 +227,7 @@ def downgrade() -> None:
     op.drop_table("flow_step_stats")
     with op.batch_alter_table("flow_runs", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_flow_runs_subscriber_id"))
+        batch_op.drop_index("ix_flow_runs_claim")
         batch_op.drop_index("ix_flow_runs_flow_id_status")
         batch_op.drop_index(
             "ix_flow_runs_due",
