@@ -165,4 +165,5 @@ def test_the_envelope() -> None:
         '{"id":"evt_x","type":"open","version":1,"occurredAt":"2026-01-02T03:04:05.006Z",'
         '"workspaceId":"V29ya3NwYWNlOjI","data":{"a":1}}'
     )
-    assert "flow.entered" not in EVENT_TYPES
+    # Emitted since automation landed (they were reserved before).
+    assert "flow.entered" in EVENT_TYPES and "flow.completed" in EVENT_TYPES
