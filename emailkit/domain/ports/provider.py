@@ -89,6 +89,24 @@ CommitHook = Callable[[Sequence[str]], Awaitable[None]]
 ResultHook = Callable[[Sequence[SendResult]], Awaitable[None]]
 
 
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """What a provider answered when asked, without sending, whether it accepts our connection and credentials."""
+
+    ok: bool
+    #: The provider's own words: an SMTP reply line, an HTTP status with the error body's message, ...
+    message: str
+
+
+class SenderConfigError(ValueError):
+    """A sender's settings or credentials cannot build a provider; ``field`` names the offending key."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
 class EmailProvider(Protocol):
     #: Largest batch worth handing to one ``send_batch`` call.
     max_batch_size: int
