@@ -20,7 +20,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -34,14 +34,12 @@ from emailkit.db.types import utcnow
 from emailkit.domain.audience import subscribers as audience
 from emailkit.domain.audience.segments.compile import compile_filter
 from emailkit.domain.audience.segments.filter import SubscriberFilter
-from emailkit.domain.audience.timezones import zones_of
 from emailkit.domain.automation import runs as run_rows
 from emailkit.domain.automation.config import FlowConfig
 from emailkit.domain.automation.counters import Tally
 from emailkit.domain.automation.definition import Step, StepType
 from emailkit.domain.automation.runs import Finish, Held, LeaseLost, Run
 from emailkit.domain.automation.send_step import SKIP_BLOCKLISTED, SKIP_ERASED, StepSender
-from emailkit.domain.automation.waits import wake_time
 from emailkit.domain.automation.webhook_step import run_webhooks
 from emailkit.domain.webhooks_out import emitters
 from emailkit.domain.webhooks_out.delivery import WebhookPoster
@@ -87,7 +85,14 @@ class FlowRunner:
     async def advance(self, workspace_id: int, claim: int) -> Outcome:
         """Move the claim's runs as far as they go now; whatever is left is handed back for a later tick."""
         async with self.db.transaction() as s:
-            held = await run_rows.take(s, workspace_id, claim, utcnow(), self.config.lease_seconds)
+            held = await run_rows.take(
+                s,
+                workspace_id,
+                claim,
+                utcnow(),
+                self.config.lease_seconds,
+                default_timezone=self.config.default_timezone,
+            )
         outcome = Outcome(runs=len(held.runs))
         if not held.runs:
             return outcome
@@ -119,13 +124,14 @@ class FlowRunner:
 
     async def _rounds(self, held: Held, tally: Tally, outcome: Outcome) -> None:
         seen_flows: set[int] = set()
-        for _ in range(self.config.max_rounds):
+        for round_ in range(self.config.max_rounds):
             live = held.live()
             if not live:
                 return
             outcome.rounds += 1
             async with self.db.transaction() as s:
-                await run_rows.refresh_people(s, live)
+                if round_:  # `take` has just read them for the first
+                    await run_rows.refresh_people(s, live)
                 await self._leave_early(s, held, live, tally)
                 await tally.write(s, held.workspace_id)
             groups: dict[tuple[int, str], list[Run]] = defaultdict(list)
@@ -197,21 +203,7 @@ class FlowRunner:
     async def _wait(self, s: AsyncSession, held: Held, step: Step, group: list[Run], tally: Tally) -> None:
         """Runs arriving start their wait (a ledger row, a due time); runs whose wait ended move on."""
         now = self.clock()
-        arriving = [r for r in group if not r.waiting]
-        if arriving:
-            await run_rows.start_steps(s, held, arriving, tally, now)
-            # A window is on each person's clock: their timezone, else their list's, else the instance's.
-            zones = (
-                await zones_of(s, [r.person.id for r in arriving if r.person], self.config.default_timezone)
-                if step.window is not None
-                else {}
-            )
-            wakes = {r.id: wake_time(step, zones.get(r.subscriber_id or 0, UTC), now) for r in arriving}
-            ready = [r for r in arriving if wakes[r.id] <= now]
-            later = [r for r in arriving if wakes[r.id] > now]
-            await run_rows.park(s, held.claim, later, wakes, waiting=True)
-            for r in ready:
-                r.waiting = True
+        await run_rows.wait_at(s, held, step, [r for r in group if not r.waiting], tally, now, moving=False)
         ended = [r for r in group if r.waiting and r.live]
         finishes = [Finish(r, FlowStepRunStatus.DONE, None, step.next, started=True) for r in ended]
         await run_rows.settle(s, held, finishes, tally, now)

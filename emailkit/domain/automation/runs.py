@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import BigInteger, select, update
@@ -26,9 +26,11 @@ from emailkit.db.tables.automation import (
     FlowStepRun,
     FlowStepRunStatus,
 )
+from emailkit.domain.audience.timezones import zones_of
 from emailkit.domain.automation.counters import Tally
-from emailkit.domain.automation.definition import Definition, Step
+from emailkit.domain.automation.definition import Definition, Step, StepType
 from emailkit.domain.automation.versions import definitions
+from emailkit.domain.automation.waits import wake_time
 from emailkit.domain.webhooks_out import emitters
 
 
@@ -88,15 +90,25 @@ class Held:
     workspace_id: int
     claim: int
     runs: list[Run] = field(default_factory=list)
+    # The zone of people whose own and whose lists' are unknown (a WAIT window is on each person's clock).
+    default_timezone: str = "UTC"
 
     def live(self) -> list[Run]:
         return [r for r in self.runs if r.live]
 
 
-async def take(session: AsyncSession, workspace_id: int, claim: int, now: datetime, lease: float) -> Held:
+async def take(
+    session: AsyncSession,
+    workspace_id: int,
+    claim: int,
+    now: datetime,
+    lease: float,
+    *,
+    default_timezone: str = "UTC",
+) -> Held:
     """The claim's runs of ACTIVE flows, with their people, leased to this worker; runs of a flow paused or
     archived since the claim are handed back untouched."""
-    held = Held(workspace_id, claim)
+    held = Held(workspace_id, claim, default_timezone=default_timezone)
     taken = await session.execute(
         update(FlowRun)
         .where(FlowRun.claim == claim, FlowRun.status == FlowRunStatus.ACTIVE)
@@ -105,17 +117,31 @@ async def take(session: AsyncSession, workspace_id: int, claim: int, now: dateti
     )
     if not taken.rowcount:  # type: ignore[attr-defined]
         return held
+    # Columns, not FlowRun entities: loading 500 ORM objects per claim cost more than the statement.
     stmt = (
-        select(FlowRun, Flow.name, Flow.status)
+        select(
+            FlowRun.id,
+            FlowRun.workspace_id,
+            FlowRun.flow_id,
+            FlowRun.version_id,
+            FlowRun.subscriber_id,
+            FlowRun.step_key,
+            FlowRun.visit,
+            FlowRun.waiting,
+            FlowRun.context,
+            Flow.name,
+            Flow.status,
+        )
         .join(Flow, Flow.id == FlowRun.flow_id)
         .where(FlowRun.claim == claim, FlowRun.status == FlowRunStatus.ACTIVE)
         .order_by(FlowRun.id)
     )
     rows = (await session.execute(stmt)).all()
-    parsed = await definitions(session, {int(r.FlowRun.version_id) for r in rows})
+    parsed = await definitions(session, {int(r.version_id) for r in rows})
     stopped = []
-    for run, name, status in rows:
+    for run in rows:
         definition = parsed.get(run.version_id)
+        name, status = run.name, run.status
         if status is not FlowStatus.ACTIVE or definition is None or run.step_key is None:
             stopped.append(run.id)
             continue
@@ -180,13 +206,44 @@ async def extend(session: AsyncSession, claim: int, now: datetime, lease: float)
     )
 
 
+@dataclass(frozen=True)
+class StepRow:
+    """A run's ledger row for its current step, as a step needs it."""
+
+    id: int
+    delivery_id: int | None
+    attempts: int
+
+
 async def start_steps(
     session: AsyncSession, held: Held, runs: Sequence[Run], tally: Tally, now: datetime
-) -> dict[int, FlowStepRun]:
+) -> dict[int, StepRow]:
     """The ledger rows of the runs' current steps, PENDING where they did not exist yet (counted as entered);
     returns each run's row as it stands."""
     if not runs:
         return {}
+    fresh = await insert_steps(session, held, runs, now)
+    for r in runs:
+        if r.id in fresh:
+            tally.step(r.flow_id, r.step_key, "entered")
+    found = await existing_steps(session, [r for r in runs if r.id not in fresh])
+    return {**fresh, **found}
+
+
+async def insert_steps(
+    session: AsyncSession,
+    held: Held,
+    runs: Sequence[Run],
+    now: datetime,
+    *,
+    deliveries: dict[int, int] | None = None,
+    detail: str | None = None,
+) -> dict[int, StepRow]:
+    """PENDING ledger rows for the runs that have none at their current step (naming each run's delivery when
+    given); returns the rows written, by run."""
+    if not runs:
+        return {}
+    named = deliveries or {}
     rows = [
         {
             "workspace_id": held.workspace_id,
@@ -195,8 +252,9 @@ async def start_steps(
             "step_key": r.step_key,
             "visit": r.visit,
             "status": FlowStepRunStatus.PENDING,
+            "delivery_id": named.get(r.id),
             "attempts": 0,
-            "detail": None,
+            "detail": detail,
             "started_at": now,
         }
         for r in runs
@@ -207,24 +265,30 @@ async def start_steps(
     inserted = await session.execute(
         upsert(session)(table)
         .on_conflict_do_nothing(index_elements=["run_id", "step_key", "visit"])
-        .returning(table.c.run_id),
+        .returning(table.c.id, table.c.run_id),
         rows,
     )
-    fresh = {int(x) for x in inserted.scalars()}
+    return {int(run_id): StepRow(int(row_id), named.get(int(run_id)), 0) for row_id, run_id in inserted.all()}
+
+
+async def existing_steps(session: AsyncSession, runs: Sequence[Run]) -> dict[int, StepRow]:
+    """The ledger rows the runs already have at their current steps (a step retried, or redone after a crash)."""
+    if not runs:
+        return {}
     by_id = {r.id: r for r in runs}
-    for rid in fresh:
-        r = by_id[rid]
-        tally.step(r.flow_id, r.step_key, "entered")
-    stmt = select(FlowStepRun).where(
-        one_of(session, FlowStepRun.run_id, list(by_id), BigInteger()),
+    table = FlowStepRun.__table__
+    stmt = select(
+        table.c.id, table.c.run_id, table.c.step_key, table.c.visit, table.c.delivery_id, table.c.attempts
+    ).where(
+        one_of(session, table.c.run_id, list(by_id), BigInteger()),
         # Only the rows of the steps the runs are at (a run's earlier steps have rows of their own).
-        FlowStepRun.step_key.in_(sorted({r.step_key for r in runs})),
+        table.c.step_key.in_(sorted({r.step_key for r in runs})),
     )
-    found: dict[int, FlowStepRun] = {}
-    for row in (await session.execute(stmt)).scalars():
-        r = by_id[row.run_id]
+    found: dict[int, StepRow] = {}
+    for row in (await session.execute(stmt)).all():
+        r = by_id[int(row.run_id)]
         if row.step_key == r.step_key and row.visit == r.visit:
-            found[row.run_id] = row
+            found[r.id] = StepRow(int(row.id), row.delivery_id, int(row.attempts))
     return found
 
 
@@ -274,30 +338,79 @@ async def settle(
         name = counted.get(f.status)
         if name is not None:
             tally.step(f.run.flow_id, f.run.step_key, name)  # type: ignore[arg-type]
-    await _move(session, held.claim, finishes, tally, now)
+    await _move(session, held, finishes, tally, now)
 
 
 async def _move(
-    session: AsyncSession, claim: int, finishes: Sequence[Finish], tally: Tally, now: datetime
+    session: AsyncSession, held: Held, finishes: Sequence[Finish], tally: Tally, now: datetime
 ) -> None:
-    onward: dict[str, list[Run]] = defaultdict(list)
+    onward: dict[tuple[int, str], list[Run]] = defaultdict(list)
     ended: dict[str | None, list[Run]] = defaultdict(list)
     for f in finishes:
         if f.next is not None:
-            onward[f.next].append(f.run)
+            onward[(f.run.version_id, f.next)].append(f.run)
         else:
             ended[f.exit_reason].append(f.run)
-    for key, runs in sorted(onward.items()):
+    for (_, key), runs in sorted(onward.items()):
+        step = runs[0].definition.step(key)
+        if step is not None and step.type == StepType.WAIT:
+            # Arriving at a WAIT is written with the move (one write of each run, not one and then another in
+            # the next round): a SEND → WAIT → SEND flow's hot path.
+            await wait_at(session, held, step, runs, tally, now, moving=True)
+            continue
         await _guarded(
             session,
-            claim,
+            held.claim,
             runs,
             {"step_key": key, "visit": FlowRun.visit + 1, "waiting": False, "due_at": now},
         )
         for r in runs:
             r.step_key, r.visit, r.waiting = key, r.visit + 1, False
     for reason, runs in ended.items():
-        await finish_runs(session, claim, runs, tally, now, exit_reason=reason)
+        await finish_runs(session, held.claim, runs, tally, now, exit_reason=reason)
+
+
+async def wait_at(
+    session: AsyncSession,
+    held: Held,
+    step: Step,
+    runs: Sequence[Run],
+    tally: Tally,
+    now: datetime,
+    *,
+    moving: bool,
+) -> None:
+    """The runs start the WAIT `step` (moving to it from their current step when `moving`): its ledger row,
+    and their due time; a run whose wait is already over (a window it is inside) stays live at the step,
+    waiting, and the others are handed back until their time."""
+    if not runs:
+        return
+    if moving:
+        for r in runs:
+            r.step_key, r.visit = step.key, r.visit + 1
+    fresh = await insert_steps(session, held, runs, now)
+    for r in runs:
+        if r.id in fresh:
+            tally.step(r.flow_id, step.key, "entered")
+    # A window is on each person's clock: their timezone, else their list's, else the instance's.
+    zones = (
+        await zones_of(session, [r.subscriber_id for r in runs if r.subscriber_id], held.default_timezone)
+        if step.window is not None
+        else {}
+    )
+    by_time: dict[datetime, list[Run]] = defaultdict(list)
+    for r in runs:
+        by_time[max(now, wake_time(step, zones.get(r.subscriber_id or 0, UTC), now))].append(r)
+    for at, group in sorted(by_time.items()):
+        values: dict[str, Any] = {"due_at": at, "waiting": True}
+        if moving:
+            values.update(step_key=step.key, visit=FlowRun.visit + 1)
+        if at > now:
+            values.update(claim=None, lease_until=None)
+        await _guarded(session, held.claim, group, values)
+        for r in group:
+            r.waiting = True
+            r.live = at <= now
 
 
 async def finish_runs(

@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, and_, bindparam, insert, or_, select, update
+from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from emailkit.db.dialect import dialect_of, one_of
 from emailkit.db.engine import Database
 from emailkit.db.tables.audience import MailingList, OptIn, SubscriberStatus, Subscription, SubscriptionStatus
 from emailkit.db.tables.automation import FlowRun, FlowStepRun, FlowStepRunStatus, FlowVersion
@@ -31,6 +30,7 @@ from emailkit.db.tables.sending import Delivery, DeliveryStatus
 from emailkit.db.types import utcnow
 from emailkit.domain.audience.suppressions import suppressed_among
 from emailkit.domain.automation import runs as run_rows
+from emailkit.domain.automation import send_marks
 from emailkit.domain.automation.config import FlowConfig
 from emailkit.domain.automation.counters import Tally
 from emailkit.domain.automation.definition import Step
@@ -95,21 +95,22 @@ class StepSender:
             recorded.update(r.delivery_id for r in results)
 
         coalescer: Coalescer[SendResult] = Coalescer(flush)
-        commits: Coalescer[str] = Coalescer(functools.partial(self._mark_sending, held))
         results: list[SendResult] = []
         # Rendered and handed over a slice at a time, as a campaign's chunks are: only one slice's messages are
         # held at once (the whole group's kept a worker's memory well above a campaign's).
         step_size = max(1, min(self.provider.max_batch_size, self.sending.chunk_size))
-        for start in range(0, len(queued), step_size):
-            part, unrendered = await self._build(compiled, queued[start : start + step_size])
-            results += unrendered
-            if not part:
-                continue
-            if self.limiter is not None:
-                await self.limiter.acquire(len(part))
-            results += await self.provider.send_batch(
-                part, on_commit=commits.submit, on_result=coalescer.submit
-            )
+        async with send_marks.lend(self.db, held, self.provider_name) as mark:
+            commits: Coalescer[str] = Coalescer(mark)
+            for start in range(0, len(queued), step_size):
+                part, unrendered = await self._build(compiled, queued[start : start + step_size])
+                results += unrendered
+                if not part:
+                    continue
+                if self.limiter is not None:
+                    await self.limiter.acquire(len(part))
+                results += await self.provider.send_batch(
+                    part, on_commit=commits.submit, on_result=coalescer.submit
+                )
         rest = [r for r in results if r.delivery_id not in recorded]
         if rest:
             await record(rest)
@@ -145,19 +146,20 @@ class StepSender:
         """Ledger rows and deliveries for the group, in one transaction; returns the deliveries to send."""
         now = self.clock()
         async with self.db.transaction() as s:
-            ledger = await run_rows.start_steps(s, held, group, tally, now)
+            # Rows exist only for a step redone (a worker died after its commit) or waiting for the cap.
+            ledger = await run_rows.existing_steps(s, group)
             deliveries = await _deliveries(s, [row.delivery_id for row in ledger.values() if row.delivery_id])
             finishes: list[Finish] = []
             fresh: list[Run] = []
             queued: list[_Queued] = []
             for r in group:
-                row = ledger[r.id]
-                d = deliveries.get(row.delivery_id) if row.delivery_id else None
+                row = ledger.get(r.id)
+                d = deliveries.get(row.delivery_id) if row is not None and row.delivery_id else None
                 if d is None:
                     fresh.append(r)
                 elif d.status is DeliveryStatus.SENDING:
                     # The worker that marked it died handing it over: it may have gone; never again.
-                    await _in_doubt(s, row, d.id)
+                    await _in_doubt(s, d.id)
                     finishes.append(
                         Finish(r, FlowStepRunStatus.IN_DOUBT, IN_DOUBT_NOTE, step.next, started=True)
                     )
@@ -172,27 +174,37 @@ class StepSender:
                     finishes.append(Finish(r, status, d.last_error, step.next, started=True))
             skips, waiting, sendable = await _checks(s, step, fresh, config, now)
             finishes += [
-                Finish(r, FlowStepRunStatus.SKIPPED, reason, None, exit_reason=reason, started=True)
+                Finish(r, FlowStepRunStatus.SKIPPED, reason, None, exit_reason=reason, started=r.id in ledger)
                 for r, reason in skips
             ]
             if waiting:
-                await run_rows.park(
-                    s,
-                    held.claim,
-                    [r for r, _ in waiting],
-                    dict((r.id, at) for r, at in waiting),
-                    waiting=False,
-                )
-                for r, at in waiting:
-                    await s.execute(
-                        update(FlowStepRun)
-                        .where(FlowStepRun.id == ledger[r.id].id)
-                        .values(detail=f"frequency cap: waiting until {at.isoformat()}")
-                    )
-            queued += await _queue(s, held, step, sendable, ledger, now)
+                await self._wait_for_cap(s, held, waiting, ledger, tally, now)
+            queued += await _queue(s, held, step, sendable, ledger, tally, now)
             await run_rows.settle(s, held, finishes, tally, now)
             await tally.write(s, held.workspace_id)
         return queued
+
+    async def _wait_for_cap(
+        self,
+        s: AsyncSession,
+        held: Held,
+        waiting: list[tuple[Run, datetime]],
+        ledger: dict[int, run_rows.StepRow],
+        tally: Tally,
+        now: datetime,
+    ) -> None:
+        """The runs over the frequency cap stay at the step (its ledger row started) until they may send."""
+        runs = [r for r, _ in waiting]
+        until = dict((r.id, at) for r, at in waiting)
+        await run_rows.park(s, held.claim, runs, until, waiting=False)
+        for r in runs:
+            note = f"frequency cap: waiting until {until[r.id].isoformat()}"
+            row = ledger.get(r.id)
+            if row is None:
+                await run_rows.insert_steps(s, held, [r], now, detail=note)
+                tally.step(r.flow_id, r.step_key, "entered")
+            else:
+                await s.execute(update(FlowStepRun).where(FlowStepRun.id == row.id).values(detail=note))
 
     async def _compile(self, run: Run, step: Step) -> Compiled:
         async with self.db.session() as s:
@@ -226,30 +238,6 @@ class StepSender:
             return await self.messages.compile_spec(s, spec)
 
     # -- the hand-over and its results ---------------------------------------------------------------------
-
-    async def _mark_sending(self, held: Held, delivery_ids: list[str]) -> None:
-        """QUEUED → SENDING, committed, for deliveries of runs this worker still holds; raising LeaseLost
-        otherwise, so the provider sends none of them. An id passed again (its hand-over retried on a new
-        connection) is SENDING already, by this worker."""
-        ids = sorted({int(d) for d in delivery_ids})
-        async with self.db.transaction() as s:
-            # The shared lock makes a takeover by the ticker (FOR UPDATE SKIP LOCKED) pass these runs by
-            # until this commit, so whoever takes them next sees these rows SENDING.
-            theirs = select(Delivery.flow_run_id).where(one_of(s, Delivery.id, ids, BigInteger()))
-            stmt = select(FlowRun.id).where(FlowRun.id.in_(theirs), FlowRun.claim == held.claim)
-            if dialect_of(s) == "postgresql":
-                stmt = stmt.with_for_update(read=True)
-            if len((await s.execute(stmt)).all()) != len(ids):
-                raise LeaseLost(f"flow runs of claim {held.claim} were taken over; not sending")
-            await s.execute(
-                update(Delivery)
-                .where(
-                    one_of(s, Delivery.id, ids, BigInteger()),
-                    Delivery.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.SENDING]),
-                )
-                .values(status=DeliveryStatus.SENDING, provider=self.provider_name, updated_at=utcnow())
-                .execution_options(synchronize_session=False)
-            )
 
     async def _record(
         self, held: Held, step: Step, by_id: dict[int, _Queued], tally: Tally, results: list[SendResult]
@@ -295,7 +283,7 @@ async def _deliveries(session: AsyncSession, ids: Sequence[int | None]) -> dict[
     return {d.id: d for d in rows}
 
 
-async def _in_doubt(session: AsyncSession, row: FlowStepRun, delivery_id: int) -> None:
+async def _in_doubt(session: AsyncSession, delivery_id: int) -> None:
     await session.execute(
         update(Delivery)
         .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.SENDING)
@@ -402,10 +390,11 @@ async def _queue(
     held: Held,
     step: Step,
     sendable: list[tuple[Run, list[int]]],
-    ledger: dict[int, FlowStepRun],
+    ledger: dict[int, run_rows.StepRow],
+    tally: Tally,
     now: datetime,
 ) -> list[_Queued]:
-    """A QUEUED delivery per sendable run, named on its ledger row."""
+    """A QUEUED delivery per sendable run, named on its ledger row (written here when the step is new)."""
     if not sendable:
         return []
     rows = [
@@ -433,13 +422,21 @@ async def _queue(
         )
     ).all()
     by_run = {int(run_id or 0): int(did) for did, run_id in inserted}
-    # Each ledger row names its run's new delivery, by primary key, in one executemany. (A correlated
-    # sub-select finding each run's delivery among the group's cost PostgreSQL a probe per pair of them.)
-    ledger_rows = FlowStepRun.__table__
-    await session.execute(
-        update(ledger_rows)  # type: ignore[arg-type]
-        .where(ledger_rows.c.id == bindparam("b_id"), ledger_rows.c.workspace_id == held.workspace_id)
-        .values(delivery_id=bindparam("b_delivery")),
-        [{"b_id": ledger[r.id].id, "b_delivery": by_run[r.id]} for r, _ in sendable],
-    )
+    # A new step's ledger row is written with its delivery (no second write to name it); the claim keeps any
+    # other worker off these runs, so a row found written meanwhile means the claim was lost.
+    new = [r for r, _ in sendable if r.id not in ledger]
+    written = await run_rows.insert_steps(session, held, new, now, deliveries=by_run)
+    if len(written) != len(new):
+        raise LeaseLost(f"flow runs of claim {held.claim} were moved by another worker")
+    for r in new:
+        tally.step(r.flow_id, r.step_key, "entered")
+    again = [r for r, _ in sendable if r.id in ledger]
+    if again:
+        table = FlowStepRun.__table__
+        await session.execute(
+            update(table)  # type: ignore[arg-type]
+            .where(table.c.id == bindparam("b_id"), table.c.workspace_id == held.workspace_id)
+            .values(delivery_id=bindparam("b_delivery")),
+            [{"b_id": ledger[r.id].id, "b_delivery": by_run[r.id]} for r in again],
+        )
     return [_Queued(r, by_run[r.id], 0) for r, _ in sendable]

@@ -121,7 +121,7 @@ async def _record(
     step: Step,
     group: Sequence[Run],
     answers: Sequence[Answer],
-    ledger: dict[int, FlowStepRun],
+    ledger: dict[int, run_rows.StepRow],
     config: FlowConfig,
     tally: Tally,
     now: datetime,

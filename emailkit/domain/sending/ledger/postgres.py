@@ -120,7 +120,7 @@ _MATERIALISE_LOCAL = _materialise_stmt(local=True)
 _RECORD_SENT = _record_sent_stmt()
 
 
-async def _driver_connection(conn: AsyncConnection) -> Any:
+async def driver_connection(conn: AsyncConnection) -> Any:
     """The asyncpg connection under a SQLAlchemy one (in autocommit mode, so no transaction is open)."""
     return (await conn.get_raw_connection()).driver_connection
 
@@ -162,7 +162,7 @@ class PostgresLedger(PortableLedger):
         three round trips that, per hook call, cost more than the hook's own statement.
         """
         async with self._autocommit.connect() as conn:
-            self._lent[batch.id] = BatchConnection(await _driver_connection(conn), batch.workspace_id)
+            self._lent[batch.id] = BatchConnection(await driver_connection(conn), batch.workspace_id)
             try:
                 yield
             finally:
@@ -197,7 +197,7 @@ class PostgresLedger(PortableLedger):
             held = await lent.mark_sending(batch.id, batch.attempts, self.provider_name, ids)
         else:
             async with self._autocommit.connect() as conn:
-                once = BatchConnection(await _driver_connection(conn), batch.workspace_id)
+                once = BatchConnection(await driver_connection(conn), batch.workspace_id)
                 held = await once.mark_sending(batch.id, batch.attempts, self.provider_name, ids)
         if not held:
             raise LeaseLost(f"batch {batch.id} was taken over by another worker")
