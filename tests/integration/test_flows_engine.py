@@ -3,6 +3,9 @@ condition, re-entry, exactly-once after a worker died, and an unsubscribe in the
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+import pytest
 from sqlalchemy import select, update
 
 from emailkit.db.engine import Database
@@ -257,6 +260,28 @@ async def test_claims_are_not_taken_twice(db: Database) -> None:
         first = await claims.dispatch_due_runs(world.runtime, utcnow(), hold=60)
         second = await claims.dispatch_due_runs(world.runtime, utcnow(), hold=60)
     assert sum(c.runs for c in first) == 3 and second == []
+
+
+async def test_the_ticker_claims_no_further_ahead_than_the_outstanding_limit(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lst, _ = await welcome(db)
+    await people(db, lst, "ada", "bob", "cy", "dee", "eve")
+    monkeypatch.setattr(claims, "CHUNK", 2)
+    monkeypatch.setattr(claims, "MAX_OUTSTANDING", 3)
+    world = FlowWorld(db)
+    from emailkit.db.scope import all_workspaces
+
+    with all_workspaces():
+        first = await claims.dispatch_due_runs(world.runtime, utcnow(), hold=60)
+        # 4 of 5 claimed and held: over the limit, so the next tick waits for them to be handed back.
+        held = await claims.dispatch_due_runs(world.runtime, utcnow(), hold=60)
+        # Their holds run out (a lost job): no longer outstanding, and the runs are claimed again.
+        later = utcnow() + timedelta(seconds=61)
+        again = await claims.dispatch_due_runs(world.runtime, later, hold=60)
+    assert [c.runs for c in first] == [2, 2]
+    assert held == []
+    assert [c.runs for c in again] == [2, 2]
 
 
 async def test_a_branch_on_whether_the_email_of_a_step_was_opened(db: Database) -> None:

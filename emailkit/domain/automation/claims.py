@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.db.dialect import dialect_of
@@ -33,6 +33,10 @@ ADVANCE_JOB = "advance_flow_runs"
 CHUNK = 500
 # Claimed per tick at most (the rest waits for the next tick, a second later).
 MAX_CHUNKS_PER_TICK = 40
+# Runs claimed and not yet handed back, across workers, beyond which a tick claims nothing more: far more than
+# the workers can start within a hold, and a claim's hold would run out in the queue, the runs be claimed
+# again, and the first job find nothing left of its own (work and writes for nothing).
+MAX_OUTSTANDING = 16 * CHUNK
 
 
 @dataclass(frozen=True)
@@ -74,13 +78,26 @@ async def _claim_chunk(session: AsyncSession, now: datetime, hold: float) -> lis
     return claims
 
 
+async def _outstanding(session: AsyncSession, now: datetime) -> int:
+    """Runs under a claim whose hold or lease has not run out (through the partial index of claimed runs)."""
+    stmt = (
+        select(func.count())
+        .select_from(FlowRun)
+        .where(FlowRun.claim.is_not(None), FlowRun.lease_until >= now)
+    )
+    return int(await session.scalar(stmt) or 0)
+
+
 async def dispatch_due_runs(runtime: Runtime, now: datetime, *, hold: float) -> list[Claim]:
     """Claim what is due (across workspaces; the caller holds the all-workspaces scope) and enqueue a job per
     claim; returns the claims made."""
     if runtime.jobs is None:
         return []
     made: list[Claim] = []
-    for _ in range(MAX_CHUNKS_PER_TICK):
+    async with runtime.db.session() as s:
+        outstanding = await _outstanding(s, now)
+    chunks = min(MAX_CHUNKS_PER_TICK, -(-(MAX_OUTSTANDING - outstanding) // CHUNK))
+    for _ in range(chunks):
 
         async def claim(session: AsyncSession) -> list[Claim]:
             return await _claim_chunk(session, now, hold)
