@@ -18,6 +18,7 @@ from emailkit.db.types import utcnow
 from emailkit.domain.audience import subscribers
 from emailkit.domain.automation import claims
 from emailkit.domain.automation.entry import TrackedEvent, events_tracked
+from emailkit.domain.automation.send_step import StepSender
 from emailkit.domain.feedback import IncomingEvent, record_events
 from tests.support.factories import insert_list
 from tests.support.flows import FROM as FROM_ADDRESS
@@ -81,6 +82,45 @@ async def test_a_welcome_series_sends_each_step_once_and_honours_the_wait(db: Da
     assert (stats["pause"].entered, stats["pause"].completed) == (2, 2)
 
 
+async def test_a_message_that_cannot_be_rendered_fails_alone_and_the_run_goes_on(db: Database) -> None:
+    lst = await insert_list(db, "Quotas")
+    share = await make_template(
+        db, "<p>Your share: {{ 100 // subscriber.attributes.n }}</p>", subject="Share"
+    )
+    bye = await make_template(db, "<p>Bye</p>", subject="Bye")
+    flow = await make_flow(
+        db,
+        {
+            "trigger": {"type": "SUBSCRIBED", "listId": lst},
+            "steps": [send("share", share, "bye"), send("bye", bye)],
+        },
+    )
+    async with db.transaction() as s:
+        for name, n in (("ada", 0), ("bob", 4)):
+            await subscribers.create_subscriber(
+                s, f"{name}@example.com", name.title(), {"n": n}, list_ids=[lst]
+            )
+    world = FlowWorld(db)
+    await world.settle()
+    assert world.sent_to() == {"ada@example.com": ["Bye"], "bob@example.com": ["Share", "Bye"]}
+    async with db.session() as s:
+        ada = (
+            await s.execute(
+                select(Delivery.status, Delivery.last_error).where(
+                    Delivery.email == "ada@example.com", Delivery.template_id == share
+                )
+            )
+        ).one()
+    # The delivery says so too (it never reached the provider, and is not left QUEUED).
+    assert ada.status is DeliveryStatus.FAILED and ada.last_error
+    runs = {r.subscriber_id: r for r in await runs_of(db, flow)}
+    ledgers = sorted([await ledger_of(db, r.id) for r in runs.values()])
+    assert ledgers == [
+        [("share", 1, "FAILED"), ("bye", 2, "SENT")],
+        [("share", 1, "SENT"), ("bye", 2, "SENT")],
+    ]
+
+
 async def test_a_message_a_dead_worker_was_handing_over_is_in_doubt_and_never_sent_again(
     db: Database,
 ) -> None:
@@ -103,6 +143,42 @@ async def test_a_message_a_dead_worker_was_handing_over_is_in_doubt_and_never_se
     assert (await ledger_of(db, run.id))[0] == ("hello", 1, "IN_DOUBT")
     async with db.session() as s:
         assert (await s.execute(select(Delivery.status))).scalars().all() == [DeliveryStatus.IN_DOUBT]
+
+
+async def test_a_worker_that_died_after_recording_the_send_leaves_it_sent_once_and_the_run_moves_on(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lst, flow = await welcome(db)
+    await people(db, lst, "ada", "bob")
+    world = FlowWorld(db)
+    # The deliveries were committed SENT as their results came back; the worker died before settling the runs.
+    died = RuntimeError("the worker died")
+
+    async def die(*args: object) -> None:
+        raise died
+
+    monkeypatch.setattr(StepSender, "_settle_sent", die)
+    with pytest.raises(RuntimeError):
+        await world.tick()
+    monkeypatch.undo()
+    async with db.session() as s:
+        assert set((await s.execute(select(Delivery.status))).scalars()) == {DeliveryStatus.SENT}
+    sent_before = len(world.provider.messages)
+    assert sent_before == 2
+    # Its claim's lease lapses; whoever takes the runs settles them as sent, and they go on to the wait.
+    await world.settle(world.later(200))
+    assert len(world.provider.messages) == sent_before  # not handed over again
+    await world.settle(world.later(300))
+    assert len(world.provider.messages) == sent_before + 2  # only the second step, after the wait
+    for run in await runs_of(db, flow):
+        assert await ledger_of(db, run.id) == [
+            ("hello", 1, "SENT"),
+            ("pause", 2, "DONE"),
+            ("again", 3, "SENT"),
+        ]
+    async with db.session() as s:
+        stats = {st.step_key: st for st in (await s.execute(select(FlowStepStats))).scalars()}
+    assert (stats["hello"].entered, stats["hello"].sent, stats["hello"].completed) == (2, 2, 2)
 
 
 async def test_unsubscribing_during_the_wait_stops_the_flow(db: Database) -> None:

@@ -4,16 +4,18 @@ Each run's ledger row and its delivery (QUEUED) are written in one transaction, 
 a person erased, blocklisted, suppressed or no longer subscribed gets nothing and leaves the flow; a person over
 the frequency cap waits at the step. The messages are then rendered with the campaign engine's builder and
 handed to the provider, which marks each delivery SENDING (committed, and only while this worker still holds
-the claim) right before its final go; its result is recorded together with the run's move to the next step.
+the claim) right before its final go; a sent one is committed SENT as its group of results comes back
+(``handover``), and settled with its run's move to the next step once per slice; a failure is recorded with
+its run's move (or retry) at once.
 
 After a crash a delivery is QUEUED (it never went: it is sent now), SENDING (it may have gone: it becomes
-IN_DOUBT and the run goes on without sending it again) or recorded with its run moved on.
+IN_DOUBT and the run goes on without sending it again), SENT with its run still at the step (the run is settled
+as sent and moves on), or recorded with its run moved on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,8 +31,8 @@ from emailkit.db.tables.automation import FlowRun, FlowStepRun, FlowStepRunStatu
 from emailkit.db.tables.sending import Delivery, DeliveryStatus
 from emailkit.db.types import utcnow
 from emailkit.domain.audience.suppressions import suppressed_among
+from emailkit.domain.automation import handover
 from emailkit.domain.automation import runs as run_rows
-from emailkit.domain.automation import send_marks
 from emailkit.domain.automation.config import FlowConfig
 from emailkit.domain.automation.counters import Tally
 from emailkit.domain.automation.definition import Step
@@ -40,7 +42,7 @@ from emailkit.domain.ports.provider import EmailProvider, OutgoingMessage, SendR
 from emailkit.domain.ports.ratelimit import RateLimiter
 from emailkit.domain.sending.coalesce import Coalescer
 from emailkit.domain.sending.config import SendingConfig
-from emailkit.domain.sending.ledger import IN_DOUBT_NOTE, Pending, record_sent_statement
+from emailkit.domain.sending.ledger import IN_DOUBT_NOTE, Pending
 from emailkit.domain.sending.messages import Compiled, MessageBuilder, MessageSpec
 from emailkit.domain.sending.pipeline import backoff
 
@@ -87,33 +89,43 @@ class StepSender:
             return
         compiled = await self._compile(group[0], step)
         by_id = {q.delivery_id: q for q in queued}
-        record = functools.partial(self._record, held, step, by_id, tally)
-        recorded: set[str] = set()
-
-        async def flush(results: list[SendResult]) -> None:
-            await record(results)
-            recorded.update(r.delivery_id for r in results)
-
-        coalescer: Coalescer[SendResult] = Coalescer(flush)
-        results: list[SendResult] = []
         # Rendered and handed over a slice at a time, as a campaign's chunks are: only one slice's messages are
         # held at once (the whole group's kept a worker's memory well above a campaign's).
         step_size = max(1, min(self.provider.max_batch_size, self.sending.chunk_size))
-        async with send_marks.lend(self.db, held, self.provider_name) as mark:
-            commits: Coalescer[str] = Coalescer(mark)
+        async with handover.lend(self.db, held, self.provider_name) as hand:
+            done: set[str] = set()
+            sent: list[_Queued] = []
+
+            async def flush(results: list[SendResult]) -> None:
+                # Sent ones are committed SENT at once (one statement), and settled with their runs once per
+                # slice; the rare failures are recorded whole, here.
+                ok = [by_id[int(r.delivery_id)] for r in results if r.ok]
+                if ok:
+                    pids = {int(r.delivery_id): r.provider_message_id for r in results if r.ok}
+                    rows = [handover.Sent(q.delivery_id, pids[q.delivery_id], q.attempts + 1) for q in ok]
+                    await hand.sent(rows, self.clock())
+                    sent.extend(ok)
+                failed = [r for r in results if not r.ok]
+                if failed:
+                    await self._record_failures(held, step, by_id, tally, failed)
+                done.update(r.delivery_id for r in results)
+
+            coalescer: Coalescer[SendResult] = Coalescer(flush)
+            commits: Coalescer[str] = Coalescer(hand.mark)
             for start in range(0, len(queued), step_size):
                 part, unrendered = await self._build(compiled, queued[start : start + step_size])
-                results += unrendered
-                if not part:
-                    continue
-                if self.limiter is not None:
-                    await self.limiter.acquire(len(part))
-                results += await self.provider.send_batch(
-                    part, on_commit=commits.submit, on_result=coalescer.submit
-                )
-        rest = [r for r in results if r.delivery_id not in recorded]
-        if rest:
-            await record(rest)
+                results = unrendered
+                if part:
+                    if self.limiter is not None:
+                        await self.limiter.acquire(len(part))
+                    results += await self.provider.send_batch(
+                        part, on_commit=commits.submit, on_result=coalescer.submit
+                    )
+                rest = [r for r in results if r.delivery_id not in done]
+                if rest:
+                    await flush(rest)
+                await self._settle_sent(held, step, sent, tally)
+                sent.clear()
 
     async def _build(
         self, compiled: Compiled, queued: Sequence[_Queued]
@@ -239,22 +251,27 @@ class StepSender:
 
     # -- the hand-over and its results ---------------------------------------------------------------------
 
-    async def _record(
+    async def _settle_sent(self, held: Held, step: Step, sent: Sequence[_Queued], tally: Tally) -> None:
+        """The sent runs' ledger rows, their moves to the next step, and the counters, in one transaction."""
+        if not sent:
+            return
+        now = self.clock()
+        async with self.db.transaction() as s:
+            finishes = [Finish(q.run, FlowStepRunStatus.SENT, None, step.next, started=True) for q in sent]
+            await run_rows.settle(s, held, finishes, tally, now)
+            await tally.write(s, held.workspace_id)
+
+    async def _record_failures(
         self, held: Held, step: Step, by_id: dict[int, _Queued], tally: Tally, results: list[SendResult]
     ) -> None:
         now = self.clock()
         finishes: list[Finish] = []
         retry: dict[int, datetime] = {}
         retry_runs: list[Run] = []
-        sent: list[dict[str, Any]] = []
         async with self.db.transaction() as s:
             for r in results:
                 q = by_id[int(r.delivery_id)]
                 attempts = q.attempts + 1
-                if r.ok:
-                    sent.append({"b_id": q.delivery_id, "b_pid": r.provider_message_id, "b_att": attempts})
-                    finishes.append(Finish(q.run, FlowStepRunStatus.SENT, None, step.next, started=True))
-                    continue
                 error = (r.error or "unknown error")[:2000]
                 if r.transient and attempts < self.sending.max_attempts:
                     await _set_delivery(s, q.delivery_id, DeliveryStatus.QUEUED, attempts, error=error)
@@ -268,7 +285,6 @@ class StepSender:
                     error = f"gave up after {attempts} attempts: {error}"
                 await _set_delivery(s, q.delivery_id, DeliveryStatus.FAILED, attempts, error=error)
                 finishes.append(Finish(q.run, FlowStepRunStatus.FAILED, error, step.next, started=True))
-            await _set_sent(s, held.workspace_id, sent, now)
             await run_rows.settle(s, held, finishes, tally, now)
             if retry_runs:
                 await run_rows.park(s, held.claim, retry_runs, retry, waiting=False)
@@ -291,14 +307,8 @@ async def _in_doubt(session: AsyncSession, delivery_id: int) -> None:
     )
 
 
-async def _set_sent(
-    session: AsyncSession, workspace_id: int, rows: list[dict[str, Any]], now: datetime
-) -> None:
-    """SENDING → SENT for ROWS (b_id, b_pid, b_att), as one executemany, with the campaign ledger's statement:
-    an ORM UPDATE per delivery (its criteria evaluated against the session, its parameters processed one by
-    one) cost more than the send itself."""
-    if rows:
-        await session.execute(record_sent_statement(workspace_id, now), rows)
+# A failure is of a delivery marked for its hand-over, or of one never handed over (it could not be rendered).
+_OURS = (DeliveryStatus.QUEUED, DeliveryStatus.SENDING)
 
 
 async def _set_delivery(
@@ -320,9 +330,7 @@ async def _set_delivery(
     if sent_at is not None:
         values.update(sent_at=sent_at, provider_message_id=pid)
     await session.execute(
-        update(Delivery)
-        .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.SENDING)
-        .values(**values)
+        update(Delivery).where(Delivery.id == delivery_id, Delivery.status.in_(_OURS)).values(**values)
     )
 
 
