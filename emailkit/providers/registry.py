@@ -5,10 +5,14 @@ Provider modules are imported only when chosen, so e.g. botocore is loaded only 
 
 from __future__ import annotations
 
+import importlib
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from emailkit.domain.ports.provider import EmailProvider
+from pydantic import SecretStr
+
+from emailkit.domain.ports.provider import EmailProvider, SenderConfigError
 from emailkit.providers.dkim import DkimKeyError, DkimSigner
 from emailkit.settings import Settings, SettingsError
 
@@ -98,11 +102,72 @@ def _sendgrid(settings: Settings) -> EmailProvider:
     )
 
 
+def _from_variables(
+    name: str, settings: Mapping[str, tuple[str, str]], credentials: Mapping[str, tuple[str, str]]
+) -> Callable[[Settings], EmailProvider]:
+    """A provider configured like a sender (its module's ``from_sender``), each key read from the variable
+    ``settings``/``credentials`` name for it, so both ways share one set of checks and a bad value is
+    reported by its variable's name."""
+
+    def build(config: Settings) -> EmailProvider:
+        variables = {key: variable for key, (variable, _) in {**settings, **credentials}.items()}
+        given_settings: dict[str, Any] = {}
+        for key, (_, attribute) in settings.items():
+            value = getattr(config, attribute)
+            if value is not None:
+                given_settings[key] = value
+        given_credentials: dict[str, str] = {}
+        for key, (variable, attribute) in credentials.items():
+            secret: SecretStr | None = getattr(config, attribute)
+            if secret is None:
+                raise SettingsError(f"{variable}: required with EMAILKIT_PROVIDER={name}")
+            given_credentials[key] = secret.get_secret_value()
+        module = importlib.import_module(f"emailkit.providers.{name}")
+        try:
+            provider: EmailProvider = module.from_sender(
+                given_settings, given_credentials, pool_size=config.provider_concurrency
+            )
+        except SenderConfigError as exc:
+            variable = variables.get(exc.field, "EMAILKIT_PROVIDER_CONCURRENCY")
+            if exc.message == "required":
+                raise SettingsError(f"{variable}: required with EMAILKIT_PROVIDER={name}") from None
+            raise SettingsError(f"{variable}: {exc.message}") from None
+        return provider
+
+    return build
+
+
 PROVIDERS: dict[str, Callable[[Settings], EmailProvider]] = {
     "outbox": _outbox,
     "smtp": _smtp,
     "ses": _ses,
     "sendgrid": _sendgrid,
+    "mailgun": _from_variables(
+        "mailgun",
+        {
+            "domain": ("EMAILKIT_MAILGUN_DOMAIN", "mailgun_domain"),
+            "baseUrl": ("EMAILKIT_MAILGUN_BASE_URL", "mailgun_base_url"),
+        },
+        {"apiKey": ("EMAILKIT_MAILGUN_API_KEY", "mailgun_api_key")},
+    ),
+    "postmark": _from_variables(
+        "postmark",
+        {
+            "messageStream": ("EMAILKIT_POSTMARK_MESSAGE_STREAM", "postmark_message_stream"),
+            "baseUrl": ("EMAILKIT_POSTMARK_BASE_URL", "postmark_base_url"),
+        },
+        {"serverToken": ("EMAILKIT_POSTMARK_SERVER_TOKEN", "postmark_server_token")},
+    ),
+    "resend": _from_variables(
+        "resend",
+        {"baseUrl": ("EMAILKIT_RESEND_BASE_URL", "resend_base_url")},
+        {"apiKey": ("EMAILKIT_RESEND_API_KEY", "resend_api_key")},
+    ),
+    "brevo": _from_variables(
+        "brevo",
+        {"baseUrl": ("EMAILKIT_BREVO_BASE_URL", "brevo_base_url")},
+        {"apiKey": ("EMAILKIT_BREVO_API_KEY", "brevo_api_key")},
+    ),
 }
 
 
