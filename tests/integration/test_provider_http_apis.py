@@ -11,135 +11,34 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from starlette.applications import Starlette
 
 from emailkit.domain.ports.provider import (
     DELIVERY_HEADER,
     DELIVERY_TAG,
     Address,
-    EmailProvider,
     OutgoingMessage,
     SenderConfigError,
 )
-from emailkit.domain.ports.webhooks import META_CAMPAIGN, WebhookParser
+from emailkit.domain.ports.webhooks import META_CAMPAIGN
 from emailkit.providers import brevo as brevo_module
 from emailkit.providers import mailgun as mailgun_module
 from emailkit.providers import postmark as postmark_module
 from emailkit.providers import resend as resend_module
 from emailkit.providers.registry import build_provider
-from emailkit.providers.webhooks.brevo import BrevoWebhookParser
-from emailkit.providers.webhooks.mailgun import MailgunWebhookParser
-from emailkit.providers.webhooks.postmark import PostmarkWebhookParser
-from emailkit.providers.webhooks.resend import ResendWebhookParser
 from emailkit.settings import Settings, SettingsError
 from tests.support.handover import HandoverLog
-from tests.support.provider_apis import brevo, mailgun, postmark, resend
-from tests.support.provider_apis.common import Accepted, ApiState, serve
-
-
-@dataclass(frozen=True)
-class Kit:
-    name: str
-    key: str
-    credential: str  # the credentials key holding it
-    app: Callable[[ApiState], Starlette]
-    webhook: Callable[[Accepted], tuple[dict[str, str], bytes]]
-    parser: Callable[[], WebhookParser]
-    #: Messages per request.
-    per_request: int
-    #: What a 429 answer's headers ask us to wait (Postmark documents no rate-limit header).
-    retry_after: float | None
-    #: The provider's words for a wrong key.
-    bad_key_words: str
-    extra_settings: tuple[tuple[str, str], ...] = ()
-
-    def build(
-        self, url: str, *, key: str | None = None, pool_size: int = 10, **settings: Any
-    ) -> EmailProvider:
-        module = importlib.import_module(f"emailkit.providers.{self.name}")
-        provider: EmailProvider = module.from_sender(
-            {**dict(self.extra_settings), "baseUrl": url, **settings},
-            {self.credential: key or self.key},
-            pool_size=pool_size,
-        )
-        return provider
-
-
-KITS = [
-    Kit(
-        "mailgun",
-        mailgun.API_KEY,
-        "apiKey",
-        mailgun.mailgun_app,
-        lambda a: ({}, mailgun.webhook(a)),
-        lambda: MailgunWebhookParser(signing_key=None, verify=False),
-        per_request=1,
-        retry_after=20,
-        bad_key_words="Mailgun 401: Forbidden",
-        extra_settings=(("domain", mailgun.DOMAIN),),
-    ),
-    Kit(
-        "postmark",
-        postmark.SERVER_TOKEN,
-        "serverToken",
-        postmark.postmark_app,
-        lambda a: ({}, postmark.webhook(a)),
-        lambda: PostmarkWebhookParser(username=None, password=None, verify=False),
-        per_request=500,
-        retry_after=None,
-        bad_key_words="Postmark 401: The Server Token you provided",
-    ),
-    Kit(
-        "resend",
-        resend.API_KEY,
-        "apiKey",
-        resend.resend_app,
-        resend.webhook,
-        lambda: ResendWebhookParser(secret=None, verify=False),
-        per_request=100,
-        retry_after=1,
-        bad_key_words="Resend 403: invalid_api_key: API key is invalid",
-    ),
-    Kit(
-        "brevo",
-        brevo.API_KEY,
-        "apiKey",
-        brevo.brevo_app,
-        lambda a: ({}, brevo.webhook(a)),
-        lambda: BrevoWebhookParser(username=None, password=None, verify=False),
-        per_request=1,
-        retry_after=7,
-        bad_key_words="Brevo 401: unauthorized: Key not found",
-    ),
-]
+from tests.support.provider_apis import mailgun, postmark, resend
+from tests.support.provider_apis.kits import KITS, Kit, api, environment, provider
 
 
 @pytest.fixture(params=KITS, ids=[k.name for k in KITS])
 def kit(request: pytest.FixtureRequest) -> Kit:
     chosen: Kit = request.param
     return chosen
-
-
-@asynccontextmanager
-async def api(kit: Kit) -> AsyncIterator[tuple[str, ApiState]]:
-    state = ApiState(key=kit.key)
-    async with serve(kit.app(state)) as url:
-        yield url, state
-
-
-@asynccontextmanager
-async def provider(kit: Kit, url: str, **kwargs: Any) -> AsyncIterator[EmailProvider]:
-    built = kit.build(url, **kwargs)
-    try:
-        yield built
-    finally:
-        await built.close()
 
 
 def message(i: int, **overrides: Any) -> OutgoingMessage:
@@ -320,10 +219,7 @@ async def test_probe_reports_the_providers_answer(kit: Kit) -> None:
 
 async def test_settings_switch_to_the_provider_by_environment(kit: Kit) -> None:
     async with api(kit) as (url, state):
-        variables = {f"{kit.name}_base_url": url, f"{kit.name}_{_secret_field(kit)}": kit.key}
-        if kit.name == "mailgun":
-            variables["mailgun_domain"] = mailgun.DOMAIN
-        built = build_provider(Settings(provider=kit.name, **variables))  # type: ignore[arg-type]
+        built = build_provider(Settings(**environment(kit, url)))
         try:
             (result,) = await built.send_batch([message(1)])
         finally:
@@ -332,18 +228,14 @@ async def test_settings_switch_to_the_provider_by_environment(kit: Kit) -> None:
     assert [a.to for a in state.accepted] == ["user1@example.org"]
 
 
-def _secret_field(kit: Kit) -> str:
-    return "server_token" if kit.name == "postmark" else "api_key"
-
-
 def test_a_missing_or_bad_variable_is_named(kit: Kit) -> None:
-    secret = f"{kit.name}_{_secret_field(kit)}"
+    fields = environment(kit, "https://user:s3cr3t-pw@api.example.com", key="s3cr3t-key")
+    secret = next(name for name in fields if name.endswith(("_api_key", "_server_token")))
     variable = f"EMAILKIT_{secret.upper()}"
     with pytest.raises(SettingsError, match=f"^{variable}: required with EMAILKIT_PROVIDER={kit.name}"):
-        build_provider(Settings(provider=kit.name, mailgun_domain=mailgun.DOMAIN))  # type: ignore[arg-type]
-    bad_url = {secret: "s3cr3t-value", f"{kit.name}_base_url": "https://user:s3cr3t-pw@api.example.com"}
+        build_provider(Settings(**{**fields, secret: None}))
     with pytest.raises(SettingsError) as info:
-        build_provider(Settings(provider=kit.name, mailgun_domain=mailgun.DOMAIN, **bad_url))  # type: ignore[arg-type]
+        build_provider(Settings(**fields))
     assert str(info.value).startswith(f"EMAILKIT_{kit.name.upper()}_BASE_URL: must not carry credentials")
     assert "s3cr3t" not in str(info.value)
 
