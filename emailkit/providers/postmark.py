@@ -140,9 +140,10 @@ class PostmarkProvider:
         status = response.status_code
         answer = json_body(response)
         if status == 200 and isinstance(answer, list):
+            entries = [answer[i] if i < len(answer) else None for i in range(len(chunk))]
             return [
                 self._one(message, entry, len(answer), len(chunk))
-                for (message, _), entry in _pad(chunk, answer)
+                for (message, _), entry in zip(chunk, entries, strict=True)
             ]
         code, text = _error(answer)
         transient = http_status_is_transient(status) or status == 401 or code_is_transient(code)
@@ -211,13 +212,6 @@ class PostmarkProvider:
     async def close(self) -> None:
         if self._owns_client:
             await self._client.aclose()
-
-
-def _pad(
-    chunk: Sequence[Prepared[dict[str, Any]]], answer: list[Any]
-) -> list[tuple[Prepared[dict[str, Any]], Any]]:
-    entries = answer[: len(chunk)] + [None] * (len(chunk) - len(answer))
-    return list(zip(chunk, entries, strict=True))
 
 
 def from_sender(
