@@ -102,25 +102,28 @@ def _sendgrid(settings: Settings) -> EmailProvider:
     )
 
 
-def _from_variables(
-    name: str, settings: Mapping[str, tuple[str, str]], credentials: Mapping[str, tuple[str, str]]
+def _like_a_sender(
+    name: str, settings: Mapping[str, str], credentials: Mapping[str, str]
 ) -> Callable[[Settings], EmailProvider]:
-    """A provider configured like a sender (its module's ``from_sender``), each key read from the variable
-    ``settings``/``credentials`` name for it, so both ways share one set of checks and a bad value is
-    reported by its variable's name."""
+    """A provider built the way a sender of that type is (its module's ``from_sender``), each settings and
+    credentials key read from the Settings field named for it, so both ways share one set of checks and a
+    bad value is reported by its variable's name."""
+
+    def variable(key: str) -> str:
+        field = {**settings, **credentials}.get(key, "provider_concurrency")
+        return f"EMAILKIT_{field.upper()}"
 
     def build(config: Settings) -> EmailProvider:
-        variables = {key: variable for key, (variable, _) in {**settings, **credentials}.items()}
         given_settings: dict[str, Any] = {}
-        for key, (_, attribute) in settings.items():
-            value = getattr(config, attribute)
+        for key, field in settings.items():
+            value = getattr(config, field)
             if value is not None:
                 given_settings[key] = value
         given_credentials: dict[str, str] = {}
-        for key, (variable, attribute) in credentials.items():
-            secret: SecretStr | None = getattr(config, attribute)
+        for key, field in credentials.items():
+            secret: SecretStr | None = getattr(config, field)
             if secret is None:
-                raise SettingsError(f"{variable}: required with EMAILKIT_PROVIDER={name}")
+                raise SettingsError(f"{variable(key)}: required with EMAILKIT_PROVIDER={name}")
             given_credentials[key] = secret.get_secret_value()
         module = importlib.import_module(f"emailkit.providers.{name}")
         try:
@@ -128,10 +131,11 @@ def _from_variables(
                 given_settings, given_credentials, pool_size=config.provider_concurrency
             )
         except SenderConfigError as exc:
-            variable = variables.get(exc.field, "EMAILKIT_PROVIDER_CONCURRENCY")
             if exc.message == "required":
-                raise SettingsError(f"{variable}: required with EMAILKIT_PROVIDER={name}") from None
-            raise SettingsError(f"{variable}: {exc.message}") from None
+                raise SettingsError(
+                    f"{variable(exc.field)}: required with EMAILKIT_PROVIDER={name}"
+                ) from None
+            raise SettingsError(f"{variable(exc.field)}: {exc.message}") from None
         return provider
 
     return build
@@ -142,32 +146,18 @@ PROVIDERS: dict[str, Callable[[Settings], EmailProvider]] = {
     "smtp": _smtp,
     "ses": _ses,
     "sendgrid": _sendgrid,
-    "mailgun": _from_variables(
+    "mailgun": _like_a_sender(
         "mailgun",
-        {
-            "domain": ("EMAILKIT_MAILGUN_DOMAIN", "mailgun_domain"),
-            "baseUrl": ("EMAILKIT_MAILGUN_BASE_URL", "mailgun_base_url"),
-        },
-        {"apiKey": ("EMAILKIT_MAILGUN_API_KEY", "mailgun_api_key")},
+        {"domain": "mailgun_domain", "baseUrl": "mailgun_base_url"},
+        {"apiKey": "mailgun_api_key"},
     ),
-    "postmark": _from_variables(
+    "postmark": _like_a_sender(
         "postmark",
-        {
-            "messageStream": ("EMAILKIT_POSTMARK_MESSAGE_STREAM", "postmark_message_stream"),
-            "baseUrl": ("EMAILKIT_POSTMARK_BASE_URL", "postmark_base_url"),
-        },
-        {"serverToken": ("EMAILKIT_POSTMARK_SERVER_TOKEN", "postmark_server_token")},
+        {"messageStream": "postmark_message_stream", "baseUrl": "postmark_base_url"},
+        {"serverToken": "postmark_server_token"},
     ),
-    "resend": _from_variables(
-        "resend",
-        {"baseUrl": ("EMAILKIT_RESEND_BASE_URL", "resend_base_url")},
-        {"apiKey": ("EMAILKIT_RESEND_API_KEY", "resend_api_key")},
-    ),
-    "brevo": _from_variables(
-        "brevo",
-        {"baseUrl": ("EMAILKIT_BREVO_BASE_URL", "brevo_base_url")},
-        {"apiKey": ("EMAILKIT_BREVO_API_KEY", "brevo_api_key")},
-    ),
+    "resend": _like_a_sender("resend", {"baseUrl": "resend_base_url"}, {"apiKey": "resend_api_key"}),
+    "brevo": _like_a_sender("brevo", {"baseUrl": "brevo_base_url"}, {"apiKey": "brevo_api_key"}),
 }
 
 
