@@ -179,15 +179,17 @@ async def send_in_requests(
 ) -> list[SendResult]:
     """Send ``messages`` in requests of at most ``per_request``; one result per message, in order.
 
-    ``post`` sends one request and maps its answer to one result per item, in order; it may let
-    ``httpx.TransportError`` escape, which fails that request's messages as transient.
+    ``prepare`` turns a message into what the API takes for it, raising :class:`FieldError` when it cannot
+    (that message then fails for good, uncommitted). ``post`` sends one request and maps its answer to one
+    result per item, in order; it may let ``httpx.TransportError`` escape, which fails that request's
+    messages as transient.
     """
     results: dict[int, SendResult] = {}
     ready: list[tuple[int, Prepared[T]]] = []
     for index, message in enumerate(messages):
         try:
             ready.append((index, (message, prepare(message))))
-        except ValueError as exc:
+        except FieldError as exc:
             results[index] = SendResult.failed(message.delivery_id, f"{label}: {exc}", transient=False)
     chunks = [ready[start : start + per_request] for start in range(0, len(ready), per_request)]
     commits = Coalescer(on_commit) if on_commit is not None else None
