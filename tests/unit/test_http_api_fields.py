@@ -43,7 +43,7 @@ def test_no_usable_wait(headers: dict[str, str]) -> None:
         (Address("ann@example.org"), "ann@example.org"),
         (Address("ann@example.org", "Ann Lee"), "Ann Lee <ann@example.org>"),
         (Address("ann@example.org", 'Lee, Ann "A"'), '"Lee, Ann \\"A\\"" <ann@example.org>'),
-        (Address("ann@bücher.example", "Jörg\r\nBcc: x@y"), "\"Jörg Bcc: x@y\" <ann@xn--bcher-kva.example>"),
+        (Address("ann@bücher.example", "Jörg\r\nBcc: x@y"), '"Jörg Bcc: x@y" <ann@xn--bcher-kva.example>'),
     ],
 )
 def test_mailbox(address: Address, expected: str) -> None:
