@@ -29,7 +29,7 @@ from emailkit.domain.sending.frequency_cap import FrequencyCap, cap_check
 DEFAULT_DATA_DIR = Path(".emailkit")
 DEFAULT_DATABASE_URL = f"sqlite+aiosqlite:///{DEFAULT_DATA_DIR}/emailkit.db"
 
-ProviderName = Literal["outbox", "smtp", "ses", "sendgrid"]
+ProviderName = Literal["outbox", "smtp", "ses", "sendgrid", "mailgun", "postmark", "resend", "brevo"]
 
 
 class SettingsError(Exception):
@@ -65,7 +65,20 @@ class Settings(BaseSettings):
     ses_configuration_set: str | None = None
     sendgrid_api_key: SecretStr | None = None
     sendgrid_base_url: str = "https://api.sendgrid.com"
-    # Concurrent HTTP requests per process for the ses and sendgrid providers.
+    # Mailgun's EU region is https://api.eu.mailgun.net.
+    mailgun_api_key: SecretStr | None = None
+    mailgun_domain: str | None = None
+    mailgun_base_url: str = "https://api.mailgun.net"
+    postmark_server_token: SecretStr | None = None
+    # "outbound" is Postmark's default transactional stream; campaigns belong in a broadcast stream.
+    postmark_message_stream: str = "outbound"
+    postmark_base_url: str = "https://api.postmarkapp.com"
+    resend_api_key: SecretStr | None = None
+    resend_base_url: str = "https://api.resend.com"
+    brevo_api_key: SecretStr | None = None
+    brevo_base_url: str = "https://api.brevo.com"
+    # Concurrent HTTP requests per process for the HTTP API providers (ses, sendgrid, mailgun, postmark,
+    # resend, brevo).
     provider_concurrency: int = Field(default=10, ge=1, le=500)
 
     # Sending pipeline. Rate limits are shared by every worker (through Redis when one is configured). The

@@ -5,10 +5,14 @@ Provider modules are imported only when chosen, so e.g. botocore is loaded only 
 
 from __future__ import annotations
 
+import importlib
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from emailkit.domain.ports.provider import EmailProvider
+from pydantic import SecretStr
+
+from emailkit.domain.ports.provider import EmailProvider, SenderConfigError
 from emailkit.providers.dkim import DkimKeyError, DkimSigner
 from emailkit.settings import Settings, SettingsError
 
@@ -98,11 +102,62 @@ def _sendgrid(settings: Settings) -> EmailProvider:
     )
 
 
+def _like_a_sender(
+    name: str, settings: Mapping[str, str], credentials: Mapping[str, str]
+) -> Callable[[Settings], EmailProvider]:
+    """A provider built the way a sender of that type is (its module's ``from_sender``), each settings and
+    credentials key read from the Settings field named for it, so both ways share one set of checks and a
+    bad value is reported by its variable's name."""
+
+    def variable(key: str) -> str:
+        field = {**settings, **credentials}.get(key, "provider_concurrency")
+        return f"EMAILKIT_{field.upper()}"
+
+    def build(config: Settings) -> EmailProvider:
+        given_settings: dict[str, Any] = {}
+        for key, field in settings.items():
+            value = getattr(config, field)
+            if value is not None:
+                given_settings[key] = value
+        given_credentials: dict[str, str] = {}
+        for key, field in credentials.items():
+            secret: SecretStr | None = getattr(config, field)
+            if secret is None:
+                raise SettingsError(f"{variable(key)}: required with EMAILKIT_PROVIDER={name}")
+            given_credentials[key] = secret.get_secret_value()
+        module = importlib.import_module(f"emailkit.providers.{name}")
+        try:
+            provider: EmailProvider = module.from_sender(
+                given_settings, given_credentials, pool_size=config.provider_concurrency
+            )
+        except SenderConfigError as exc:
+            if exc.message == "required":
+                raise SettingsError(
+                    f"{variable(exc.field)}: required with EMAILKIT_PROVIDER={name}"
+                ) from None
+            raise SettingsError(f"{variable(exc.field)}: {exc.message}") from None
+        return provider
+
+    return build
+
+
 PROVIDERS: dict[str, Callable[[Settings], EmailProvider]] = {
     "outbox": _outbox,
     "smtp": _smtp,
     "ses": _ses,
     "sendgrid": _sendgrid,
+    "mailgun": _like_a_sender(
+        "mailgun",
+        {"domain": "mailgun_domain", "baseUrl": "mailgun_base_url"},
+        {"apiKey": "mailgun_api_key"},
+    ),
+    "postmark": _like_a_sender(
+        "postmark",
+        {"messageStream": "postmark_message_stream", "baseUrl": "postmark_base_url"},
+        {"serverToken": "postmark_server_token"},
+    ),
+    "resend": _like_a_sender("resend", {"baseUrl": "resend_base_url"}, {"apiKey": "resend_api_key"}),
+    "brevo": _like_a_sender("brevo", {"baseUrl": "brevo_base_url"}, {"apiKey": "brevo_api_key"}),
 }
 
 

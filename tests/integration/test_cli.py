@@ -162,7 +162,13 @@ def test_a_bad_setting_stops_start_up_with_one_line(tmp_path: Path, variable: st
 
 
 @pytest.mark.parametrize(
-    ("provider", "variable"), [("smtp", "EMAILKIT_SMTP_URL"), ("sendgrid", "EMAILKIT_SENDGRID_API_KEY")]
+    ("provider", "variable"),
+    [
+        ("smtp", "EMAILKIT_SMTP_URL"),
+        ("sendgrid", "EMAILKIT_SENDGRID_API_KEY"),
+        ("mailgun", "EMAILKIT_MAILGUN_API_KEY"),
+        ("postmark", "EMAILKIT_POSTMARK_SERVER_TOKEN"),
+    ],
 )
 def test_serve_refuses_a_provider_without_its_credentials(
     tmp_path: Path, provider: str, variable: str
