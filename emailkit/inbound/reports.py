@@ -205,7 +205,7 @@ def _original_to(report: Message) -> str | None:
 def _heuristic_findings(msg: Message) -> list[Finding]:
     try:
         temporary, permanent = all_failures(msg)
-    except Exception:  # noqa: BLE001 - a detector choking on odd input means: nothing detected
+    except Exception:
         return []
     findings = [
         Finding(EventType.BOUNCE, a.decode("ascii").lower(), BounceType.HARD, action="failed")
