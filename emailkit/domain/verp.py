@@ -90,6 +90,8 @@ class ReturnPaths:
             data = _decode(token)
         except (ValueError, binascii.Error):
             return None
+        if _encode(data) != token:
+            return None  # unused trailing bits set: a second spelling of a token
         payload, mac = data[:-_MAC_BYTES], data[-_MAC_BYTES:]
         if not payload or len(payload) > _MAX_ID_BYTES:
             return None
