@@ -116,20 +116,19 @@ def events_from_message(
     quoted in it are used, and findings without a recipient are dropped.
     """
     report = read_report(raw)
-    if recipient is not None and report.kind == "heuristic":
-        # Heuristics read free text: only an address that is the recipient's confirms it is a bounce of it.
+    findings = report.findings
+    if recipient is not None:
         wanted = recipient.strip().lower()
-        report = Report(
-            report.kind,
-            [f for f in report.findings if (f.recipient or "").lower() == wanted],
-            report.message_id,
-            report.delivery_ref,
-        )
+        theirs = [f for f in findings if (f.recipient or "").lower() == wanted]
+        # Heuristics read free text: only an address that is the recipient's confirms it is a bounce of it. A
+        # report's own blocks about the recipient win over blocks about others (an alias that expanded).
+        if theirs or report.kind == "heuristic":
+            findings = theirs
     delivery = str(delivery_id) if delivery_id is not None else report.delivery_ref
     # One event per recipient and outcome: a report repeating a recipient (original and final) counts once.
     events: dict[tuple[str, EventType], NormalizedEvent] = {}
     identity = report.message_id or hashlib.sha256(raw).hexdigest()
-    for finding in report.findings:
+    for finding in findings:
         email = recipient or finding.recipient
         if not email or (email, finding.type) in events:
             continue
@@ -250,11 +249,12 @@ def _field_blocks(part: Message) -> list[Message]:
     payload = part.get_payload()
     if isinstance(payload, list):
         blocks = [p for p in payload if isinstance(p, Message)]
-        if len(blocks) == 1 and not blocks[0].keys():
-            # A message/* part parsed as a message whose fields went into its body.
-            text = str(blocks[0].get_payload())
-            return _blocks_of(text)
-        # A feedback-report parsed as one message keeps only its first block's fields as headers.
+        if len(blocks) == 1:
+            # Parsed as one message (message/global-delivery-status, message/feedback-report): the first block
+            # became its headers, and the blocks after it its body.
+            first, rest = blocks[0], blocks[0].get_payload()
+            more = _blocks_of(rest) if isinstance(rest, str) and rest.strip() else []
+            return [first, *more] if first.keys() else more
         return blocks
     raw = part.get_payload(decode=True)
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(payload)

@@ -169,3 +169,42 @@ def test_vacation_replies_are_not_bounces() -> None:
     )
     assert read_report(raw).kind == "none"
     assert events_from_message(raw, NOW, delivery_id=1, recipient="kim@example.net") == []
+
+
+def _dsn(status_type: str, blocks: str) -> bytes:
+    return (
+        "From: MAILER-DAEMON@mx.example.net\r\nMessage-ID: <g1@mx.example.net>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nUndeliverable.\r\n"
+        f"--b\r\nContent-Type: {status_type}\r\n\r\nReporting-MTA: dns; mx.example.net\r\n\r\n{blocks}"
+        "--b--\r\n"
+    ).encode()
+
+
+def test_a_global_dsn_is_read_block_by_block() -> None:
+    """RFC 6533's message/global-delivery-status, which the email package does not split into blocks."""
+    raw = _dsn(
+        "message/global-delivery-status",
+        "Final-Recipient: rfc822; first@example.net\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
+        "Final-Recipient: rfc822; second@example.net\r\nAction: delayed\r\nStatus: 4.4.1\r\n\r\n",
+    )
+    report = read_report(raw)
+    assert [(f.type, f.recipient, f.status) for f in report.findings] == [
+        (B, "first@example.net", "5.1.1"),
+        (D, "second@example.net", "4.4.1"),
+    ]
+
+
+def test_with_verp_the_blocks_about_the_recipient_win() -> None:
+    """An alias expanded to two mailboxes: the block about the address we mailed is the one that counts."""
+    raw = _dsn(
+        "message/delivery-status",
+        "Final-Recipient: rfc822; team-member@example.net\r\nAction: delayed\r\nStatus: 4.4.1\r\n\r\n"
+        "Original-Recipient: rfc822; team@example.net\r\nFinal-Recipient: rfc822; team@example.net\r\n"
+        "Action: failed\r\nStatus: 5.1.1\r\n\r\n",
+    )
+    events = events_from_message(raw, NOW, delivery_id=4, recipient="team@example.net")
+    assert [(e.type, e.email, e.bounce_type) for e in events] == [(B, "team@example.net", HARD)]
+    # With no block about it (a forwarding address answered), the report's blocks are about our recipient.
+    forwarded = events_from_message(raw, NOW, delivery_id=4, recipient="old@example.org")
+    assert [(e.type, e.email) for e in forwarded] == [(D, "old@example.org"), (B, "old@example.org")]
