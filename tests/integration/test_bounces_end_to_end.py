@@ -22,17 +22,13 @@ from emailkit.db.tables.audience import (
 from emailkit.db.tables.content import ContentFormat
 from emailkit.db.tables.sending import Campaign, CampaignList, Delivery, DeliveryStatus
 from emailkit.domain.audience.suppressions import is_suppressed
-from emailkit.domain.content.tracked_urls import TrackingUrls
-from emailkit.domain.runtime import Runtime
+from emailkit.domain.runtime import Runtime, campaign_sender
 from emailkit.domain.sending import lifecycle, transactional
-from emailkit.domain.sending.config import SendingConfig
-from emailkit.domain.sending.pipeline import CampaignSender
-from emailkit.domain.tokens import TokenSigner
 from emailkit.domain.verp import VerpAddress, VerpKind
 from emailkit.settings import Settings
 from tests.support.bounces import BOUNCE_DOMAIN, bounce_server, dsn, plain_mail, return_paths
 from tests.support.environment import TEST_SECRET
-from tests.support.smtp_provider import Sink, parsed, provider_for, smtp_server
+from tests.support.smtp_provider import Sink, parsed, smtp_server
 from tests.support.transactional import receipts
 
 PEOPLE = ["ada@example.net", "bob@example.net", "cy@example.net"]
@@ -68,21 +64,27 @@ async def seed(db: Database) -> tuple[int, dict[str, int]]:
 async def test_a_campaign_with_verp_bounces_back_into_suppression(db: Database) -> None:
     campaign_id, subscribers = await seed(db)
     sink = Sink()
-    async with (
-        smtp_server(sink) as port,
-        provider_for(f"smtp://127.0.0.1:{port}?tls=none", pool_size=2) as smtp,
-    ):
-        sender = CampaignSender(
-            db,
-            smtp,
-            "smtp",
-            TrackingUrls("https://mail.example.org", TokenSigner(TEST_SECRET)),
-            config=SendingConfig(bounce_domain=BOUNCE_DOMAIN),
+    async with smtp_server(sink) as port:
+        # Wired as `emailkit worker` wires it, from the settings: EMAILKIT_PROVIDER=smtp, EMAILKIT_BOUNCE_DOMAIN.
+        settings = Settings(
+            database_url=db.url,
+            secret_key=TEST_SECRET,  # type: ignore[arg-type]
+            public_url="https://mail.example.org",
+            provider="smtp",
+            smtp_url=f"smtp://127.0.0.1:{port}?tls=none",  # type: ignore[arg-type]
+            bounce_domain=BOUNCE_DOMAIN,
         )
-        async with db.transaction() as s:
-            _, batch_ids = await lifecycle.start_campaign(s, campaign_id, batch_size=10)
-        for batch_id in batch_ids:
-            assert (await sender.run_batch(batch_id)).done
+        runtime = Runtime(
+            db=db, secret_key=TEST_SECRET, public_url=settings.public_url, sending=sending_setup(settings)
+        )
+        assert runtime.sending is not None
+        try:
+            async with db.transaction() as s:
+                _, batch_ids = await lifecycle.start_campaign(s, campaign_id, batch_size=10)
+            for batch_id in batch_ids:
+                assert (await campaign_sender(runtime).run_batch(batch_id)).done
+        finally:
+            await runtime.sending.close()
     async with db.session() as s:
         deliveries = {
             d.email: d
