@@ -29,7 +29,7 @@ from emailkit.settings import Settings
 from tests.support.bounces import BOUNCE_DOMAIN, bounce_server, dsn, plain_mail, return_paths
 from tests.support.environment import TEST_SECRET
 from tests.support.smtp_provider import Sink, parsed, smtp_server
-from tests.support.transactional import receipts
+from tests.support.transactional import outbox_runtime, receipts
 
 PEOPLE = ["ada@example.net", "bob@example.net", "cy@example.net"]
 _MAILTO = re.compile(r"<mailto:([^?>]+)\?subject=unsubscribe>")
@@ -133,17 +133,7 @@ async def test_a_campaign_with_verp_bounces_back_into_suppression(db: Database) 
 
 async def test_transactional_mail_goes_out_from_its_bounce_address_too(db: Database, tmp_path: Path) -> None:
     """EMAILKIT_BOUNCE_DOMAIN reaches every sender through the settings; the outbox writes the Return-Path."""
-    settings = Settings(
-        database_url=db.url,
-        secret_key=TEST_SECRET,  # type: ignore[arg-type]
-        public_url="http://testserver",
-        provider="outbox",
-        data_dir=tmp_path,
-        bounce_domain="Bounces.Example.COM",
-    )
-    runtime = Runtime(
-        db=db, secret_key=TEST_SECRET, public_url="http://testserver", sending=sending_setup(settings)
-    )
+    runtime = outbox_runtime(db, tmp_path, bounce_domain="Bounces.Example.COM")
     [receipt] = await receipts(db, [DeliveryStatus.QUEUED])
     try:
         result = await transactional.send_transactional(runtime, receipt, max_attempts=3)
