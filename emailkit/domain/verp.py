@@ -5,27 +5,27 @@ and ``List-Unsubscribe: ..., <mailto:unsubscribe+<token>@<domain>>``. Bounces, c
 mails then come back addressed to a name that says which delivery they are about, however badly the report
 quotes the original message, and the bounce server can refuse every other recipient at RCPT.
 
-The token is lowercase base32 (RFC 4648, no padding) of the delivery id's bytes followed by an 80-bit MAC:
-MTAs are allowed to fold the case of a local part, and some do, so the token reads the same either way; it
-uses only letters and digits, safe in a dot-atom. The MAC is purpose-bound, so a bounce address cannot be
-turned into an unsubscribe address by changing its prefix.
+The token is lowercase hex of the delivery id's bytes followed by an 80-bit MAC: MTAs are allowed to fold the
+case of a local part, and some do, so the token reads the same either way; it uses only letters and digits, safe
+in a dot-atom. Hex rather than base32, which would be five characters shorter: the standard library's base32
+costs 5.5 µs per token in pure Python, hex 0.1 µs, and every message carries two tokens. The MAC is
+purpose-bound, so a bounce address cannot be turned into an unsubscribe address by changing its prefix.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 from dataclasses import dataclass
 from enum import StrEnum
 
 from emailkit.domain.tokens import TokenSigner
 
-# 80 bits: far beyond online guessing at an SMTP server's pace; keeps the local part at about 23 characters.
+# 80 bits: far beyond online guessing at an SMTP server's pace; keeps the local part under 45 characters.
 _MAC_BYTES = 10
 # Delivery ids are 63-bit integers.
 _MAX_ID_BYTES = 8
 _MAX_TOKEN = 2 * (_MAC_BYTES + _MAX_ID_BYTES)
+_HEX = frozenset("0123456789abcdef")
 
 
 class VerpKind(StrEnum):
@@ -42,14 +42,6 @@ class VerpAddress:
     delivery_id: int
 
 
-def _encode(data: bytes) -> str:
-    return base64.b32encode(data).decode("ascii").rstrip("=").lower()
-
-
-def _decode(text: str) -> bytes:
-    return base64.b32decode(text.upper() + "=" * (-len(text) % 8))
-
-
 class ReturnPaths:
     """Makes and reads the VERP addresses of one bounce domain."""
 
@@ -63,7 +55,7 @@ class ReturnPaths:
         if not 0 < delivery_id < 2**63:
             raise ValueError(f"not a delivery id: {delivery_id}")
         payload = delivery_id.to_bytes((delivery_id.bit_length() + 7) // 8, "big")
-        return _encode(payload + self.signer.mac(_PURPOSES[kind], payload)[:_MAC_BYTES])
+        return (payload + self.signer.mac(_PURPOSES[kind], payload)[:_MAC_BYTES]).hex()
 
     def address(self, kind: VerpKind, delivery_id: int) -> str:
         return f"{kind.value}+{self.token(kind, delivery_id)}@{self.domain}"
@@ -83,15 +75,13 @@ class ReturnPaths:
         if not at or domain.rstrip(".").lower() != self.domain:
             return None
         prefix, plus, token = local.lower().partition("+")
-        if not plus or not token.isalnum() or len(token) > _MAX_TOKEN:
+        if not plus or len(token) > _MAX_TOKEN or not _HEX.issuperset(token):
             return None
         try:
             kind = VerpKind(prefix)
-            data = _decode(token)
-        except (ValueError, binascii.Error):
+            data = bytes.fromhex(token)
+        except ValueError:
             return None
-        if _encode(data) != token:
-            return None  # unused trailing bits set: a second spelling of a token
         payload, mac = data[:-_MAC_BYTES], data[-_MAC_BYTES:]
         if not payload or len(payload) > _MAX_ID_BYTES:
             return None
