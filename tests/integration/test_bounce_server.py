@@ -5,6 +5,7 @@ and everything else refused at RCPT. On SQLite and PostgreSQL (under row-level s
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import aiosmtplib
 import pytest
@@ -25,6 +26,8 @@ from emailkit.db.tables.tenancy import DEFAULT_WORKSPACE_ID
 from emailkit.domain.feedback import FeedbackPolicy
 from emailkit.domain.tokens import TokenSigner
 from emailkit.domain.verp import ReturnPaths, VerpKind
+from emailkit.inbound.server import tls_context
+from tests.integration.test_provider_smtp_security_and_url import self_signed
 from tests.support.bounces import BOUNCE_DOMAIN, arf, bounce_server, dsn, plain_mail, return_paths
 from tests.support.feedback import Seeded, add_workspace, seed_sent_campaign, stats
 
@@ -82,6 +85,17 @@ async def test_a_dsn_to_the_bounce_address_records_a_hard_bounce_and_suppresses(
     assert await subscriber_status(db, seeded.subscribers[A]) is SubscriberStatus.BLOCKLISTED
     assert await subscriber_status(db, seeded.subscribers[B]) is SubscriberStatus.ENABLED
     assert await stats(db, seeded.campaign_id) == {"bounced": 1}
+
+
+async def test_starttls_is_offered_when_configured(db: Database, tmp_path: Path) -> None:
+    _, cert = self_signed(tmp_path)
+    seeded = await seed_sent_campaign(db, [A])
+    async with bounce_server(db, tls=tls_context(str(cert), str(tmp_path / "key.pem"))) as server:
+        await server.send(
+            return_paths().bounce(seeded.deliveries[A]), dsn(A), start_tls=True, cert_bundle=str(cert)
+        )
+    [event] = await all_events(db)
+    assert (event.type, event.email) == (EventType.BOUNCE, A)
 
 
 async def test_the_token_decides_even_when_the_report_names_another_address(db: Database) -> None:

@@ -7,6 +7,7 @@ original message's headers); each call gets its own Message-ID, as two real repo
 from __future__ import annotations
 
 import itertools
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -35,21 +36,22 @@ class RunningServer:
     port: int
 
     async def send(
-        self, rcpt: str | list[str], raw: bytes, *, mail_from: str = ""
+        self, rcpt: str | list[str], raw: bytes, *, mail_from: str = "", **client: Any
     ) -> dict[str, aiosmtplib.SMTPResponse]:
         """One SMTP transaction, from the null sender as bounces come; the refused recipients when some were
-        accepted (raises aiosmtplib's errors when none was, or DATA was refused)."""
-        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=self.port, timeout=30) as client:
+        accepted (raises aiosmtplib's errors when none was, or DATA was refused). `client`: aiosmtplib.SMTP's
+        options (start_tls, cert_bundle...)."""
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=self.port, timeout=30, **client) as client:
             errors, _ = await client.sendmail(mail_from, rcpt, raw)
         return errors
 
 
 @asynccontextmanager
 async def bounce_server(
-    db: Database, *, max_message_bytes: int = 1024 * 1024, **handler: Any
+    db: Database, *, max_message_bytes: int = 1024 * 1024, tls: ssl.SSLContext | None = None, **handler: Any
 ) -> AsyncIterator[RunningServer]:
     built = BounceHandler(db, return_paths(), **handler)
-    options = ServerOptions(hostname=BOUNCE_DOMAIN, max_message_bytes=max_message_bytes)
+    options = ServerOptions(hostname=BOUNCE_DOMAIN, max_message_bytes=max_message_bytes, tls_context=tls)
     # Outside the tests' workspace scope, as `emailkit bounce-server` runs: its sessions inherit this context.
     with no_scope():
         server = await start_server(built, options, "127.0.0.1", 0)
