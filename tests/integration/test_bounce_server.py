@@ -285,3 +285,14 @@ async def test_a_token_of_workspace_b_records_into_b_only(db: Database) -> None:
     with workspace_scope(DEFAULT_WORKSPACE_ID):
         async with db.session() as s:
             assert (await s.execute(select(func.count()).select_from(Event))).scalar_one() == 0
+
+
+async def test_a_database_outage_answers_451_so_the_sender_retries(tmp_path: Path) -> None:
+    unreachable = Database(f"sqlite+aiosqlite:///{tmp_path / 'no-such-dir' / 'x.db'}")
+    try:
+        async with bounce_server(unreachable) as server:
+            with pytest.raises(aiosmtplib.SMTPDataError) as deferred:
+                await server.send(return_paths().bounce(1), dsn(A))
+    finally:
+        await unreachable.dispose()
+    assert deferred.value.code == 451
