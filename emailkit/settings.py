@@ -29,6 +29,9 @@ from emailkit.domain.sending.frequency_cap import FrequencyCap, cap_check
 DEFAULT_DATA_DIR = Path(".emailkit")
 DEFAULT_DATABASE_URL = f"sqlite+aiosqlite:///{DEFAULT_DATA_DIR}/emailkit.db"
 
+# A host name of at least two labels: letters, digits and hyphens (an IDN in its xn-- form).
+_DOMAIN = re.compile(r"(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}")
+
 ProviderName = Literal["outbox", "smtp", "ses", "sendgrid", "mailgun", "postmark", "resend", "brevo"]
 
 
@@ -99,6 +102,12 @@ class Settings(BaseSettings):
     error_budget_min_sample: int = Field(default=SendingConfig.error_budget_min_sample, ge=1)
     # Adds a mailto: to List-Unsubscribe (e.g. unsubscribe@mail.example.com).
     unsubscribe_mailto: str | None = SendingConfig.unsubscribe_mailto
+    # The domain whose MX points at `emailkit bounce-server` (e.g. bounces.example.com). Set, every message's
+    # envelope sender is bounce+<signed delivery token>@<domain> (VERP) and List-Unsubscribe carries
+    # mailto:unsubscribe+<token>@<domain> (instead of EMAILKIT_UNSUBSCRIBE_MAILTO).
+    bounce_domain: str | None = SendingConfig.bounce_domain
+    # Largest message the bounce server takes (DATA); a DSN quoting a whole newsletter is some 100 KB.
+    bounce_max_message_bytes: int = Field(default=10 * 1024 * 1024, ge=64 * 1024, le=1 << 30)
     # The timezone (IANA name) of people without a valid `timezone` attribute whose list names none.
     default_timezone: str = SendingConfig.default_timezone
     # At most N marketing messages per person per hour, day or week ("3/day"), across campaigns and flows;
@@ -254,6 +263,16 @@ class Settings(BaseSettings):
                 ) from None
         return value
 
+    @field_validator("bounce_domain")
+    @classmethod
+    def _check_bounce_domain(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        domain = value.strip().rstrip(".").lower()
+        if not _DOMAIN.fullmatch(domain):
+            raise ValueError("must be a domain name such as bounces.example.com")
+        return domain
+
     @field_validator("default_timezone")
     @classmethod
     def _check_default_timezone(cls, value: str) -> str:
@@ -361,6 +380,7 @@ class Settings(BaseSettings):
             error_budget_ratio=self.error_budget,
             error_budget_min_sample=self.error_budget_min_sample,
             unsubscribe_mailto=self.unsubscribe_mailto,
+            bounce_domain=self.bounce_domain,
             requeue_after_seconds=self.requeue_after_seconds,
             default_timezone=self.default_timezone,
             marketing_cap=FrequencyCap.parse(self.marketing_cap) if self.marketing_cap else None,

@@ -110,6 +110,8 @@ def banner(settings: Settings, *, command: str, workers: Workers, listening: str
         ("public URL", settings.public_url),
         ("workers", workers.describe()),
     ]
+    if settings.bounce_domain is not None:
+        rows.append(("bounces", f"VERP senders at {settings.bounce_domain} (its MX: emailkit bounce-server)"))
     if listening is not None:
         rows.append(("listening", listening))
     width = max(len(name) for name, _ in rows)

@@ -6,6 +6,7 @@ The command group and its options live here; the commands, one module per family
 * ``api_keys``: ``create-api-key``.
 * ``schema_export``: ``export-schema``.
 * ``imports``: ``import`` (a CSV file, here and now).
+* ``bounces``: ``bounce-server`` (the SMTP receiver of the bounce domain).
 * ``preflight``: what the commands check before they start (settings, provider, database schema).
 
 Each command imports what it runs only when it runs, so ``--help`` stays quick.
@@ -18,7 +19,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperOption
 
-from emailkit.cli import api_keys, imports, processes, schema_export
+from emailkit.cli import api_keys, bounces, imports, processes, schema_export
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Self-hosted email marketing backend.")
 
@@ -54,6 +55,7 @@ def _main(
 # In this order in `emailkit --help`.
 app.command()(processes.serve)
 app.command()(processes.worker)
+app.command("bounce-server")(bounces.bounce_server)
 app.command("migrate")(processes.migrate_cmd)
 app.command("create-api-key")(api_keys.create_api_key)
 app.command("export-schema")(schema_export.export_schema)

@@ -46,6 +46,11 @@ class TokenSigner:
         outer.update(inner.digest())
         return outer.digest()[:MAC_BYTES]
 
+    def mac(self, purpose: str, payload: bytes) -> bytes:
+        """The MAC of ``payload`` for ``purpose``, for tokens that need an encoding of their own (VERP
+        addresses: lowercase base32, since mail servers may fold a local part's case)."""
+        return self._mac(purpose, payload)
+
     def sign(self, purpose: str, *parts: str | int) -> str:
         payload = "\x1f".join(str(p) for p in parts).encode()
         return f"{_b64(payload)}.{_b64(self._mac(purpose, payload))}"

@@ -272,7 +272,9 @@ class MimeBuilder:
         if message.message_id:
             mid = _clean(message.message_id).strip()
             return mid if mid.startswith("<") else f"<{mid}>"
-        address = message.sender or message.from_.email
+        # The From address's domain: the envelope sender is per message with VERP (bounce+<token>@...), which
+        # would miss this cache every time and name the bounce domain.
+        address = message.from_.email
         domain = self._domains.get(address)
         if domain is None:
             domain = ascii_email(address).rpartition("@")[2]

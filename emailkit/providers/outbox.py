@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,9 @@ from pathlib import Path
 from emailkit.domain.ports.provider import CommitHook, OutgoingMessage, ResultHook, SendResult
 from emailkit.providers.dkim import DkimSigner
 from emailkit.providers.mime import MimeBuilder, MimeError
+
+# An envelope address as it may stand in a header line: nothing that could end the line or the brackets.
+_ENVELOPE_ADDRESS = re.compile(r"[^\s<>]+@[^\s<>]+")
 
 
 class OutboxProvider:
@@ -42,6 +46,10 @@ class OutboxProvider:
                 rendered.append((message, None, str(exc)))
                 continue
             data = self._signer.sign(mime.data) if self._signer else mime.data
+            if message.sender != message.from_.email and _ENVELOPE_ADDRESS.fullmatch(message.sender):
+                # What the final MTA would add from the envelope (RFC 5321 4.4), outside the DKIM signature as
+                # there: with a bounce domain this is the VERP address that bounces come back to.
+                data = b"Return-Path: <%s>\r\n" % message.sender.encode("utf-8") + data
             rendered.append((message, data, mime.message_id))
         committed = [m.delivery_id for m, data, _ in rendered if data is not None]
         if committed and on_commit is not None:

@@ -170,7 +170,8 @@ class SmtpProvider:
         return self._pool
 
     def _sender(self, address: str) -> bytes:
-        # One envelope sender per campaign: its conversion is worth caching.
+        # One envelope sender per campaign: its conversion is worth caching. With VERP (a bounce domain) each
+        # message has its own, and the cache costs a missed lookup (ascii_email of one is 0.7 µs).
         cached = self._senders.get(address)
         if cached is None:
             cached = ascii_email(address).encode("ascii") if address else b""

@@ -87,6 +87,21 @@ async def test_unwritable_outbox_is_a_transient_failure(tmp_path: Path) -> None:
     assert all(not r.ok and r.transient and "outbox unavailable" in (r.error or "") for r in results)
 
 
+async def test_the_envelope_sender_is_written_as_return_path_when_it_is_not_the_from(tmp_path: Path) -> None:
+    verp = "bounce+aekdvheg4d5iivlvvi@bounces.example.com"
+    same = Address("news@news.example.com")
+    results = await OutboxProvider(tmp_path).send_batch(
+        [message(1, sender=verp), message(2, sender=same.email), message(3, sender="x@y\r\nBcc: z@w")]
+    )
+    assert all(r.ok for r in results)
+    first = (tmp_path / "c1-s1.eml").read_bytes()
+    assert first.startswith(f"Return-Path: <{verp}>\r\n".encode())
+    assert BytesParser(policy=default).parsebytes(first)["Return-Path"] == f"<{verp}>"
+    # Nothing to add when the envelope sender is the From, and never a line break smuggled into a header.
+    assert b"Return-Path" not in (tmp_path / "c1-s2.eml").read_bytes()
+    assert b"Return-Path" not in (tmp_path / "c1-s3.eml").read_bytes()
+
+
 async def test_dkim_signed_outbox_files_verify(tmp_path: Path) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(
@@ -106,7 +121,11 @@ async def test_dkim_signed_outbox_files_verify(tmp_path: Path) -> None:
     assert isinstance(provider, OutboxProvider)
     assert (await provider.send_batch([message(7)]))[0].ok
     raw = (tmp_path / "out" / "c1-s7.eml").read_bytes()
-    assert raw.startswith(b"DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=news.example.com;")
+    # The envelope sender first, as the final MTA adds it (outside the signature), then the signature.
+    assert raw.startswith(
+        b"Return-Path: <bounces@news.example.com>\r\n"
+        b"DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=news.example.com;"
+    )
     public = key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -193,4 +212,5 @@ async def test_inline_dkim_key_with_escaped_line_breaks(tmp_path: Path) -> None:
         )
     )
     assert (await provider.send_batch([message(1)]))[0].ok
-    assert (tmp_path / "c1-s1.eml").read_bytes().startswith(b"DKIM-Signature: ")
+    raw = (tmp_path / "c1-s1.eml").read_bytes()
+    assert raw.startswith(b"Return-Path: <bounces@news.example.com>\r\nDKIM-Signature: ")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from emailkit.app import sending_setup
 from emailkit.db.engine import Database
@@ -40,13 +41,15 @@ async def receipts(db: Database, statuses: list[DeliveryStatus]) -> list[int]:
         return [row.id for row in rows]
 
 
-def outbox_runtime(db: Database, tmp_path: Path, queue: JobQueue | None = None) -> Runtime:
+def outbox_runtime(db: Database, tmp_path: Path, queue: JobQueue | None = None, **more: Any) -> Runtime:
+    """`more`: other settings (e.g. bounce_domain)."""
     settings = Settings(
         database_url=db.url,
         secret_key=TEST_SECRET,  # type: ignore[arg-type]
         public_url="http://testserver",
         provider="outbox",
         data_dir=tmp_path,
+        **more,
     )
     return Runtime(
         db=db,

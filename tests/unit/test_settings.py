@@ -196,3 +196,13 @@ def test_unwritable_data_dir_is_a_settings_error(tmp_path: Path) -> None:
     with pytest.raises(SettingsError) as err:
         Settings(data_dir=blocker / "data").resolved_secret_key()
     assert str(err.value).startswith("EMAILKIT_DATA_DIR: ")
+
+
+def test_bounce_domain_is_normalised_and_checked() -> None:
+    settings = load_settings(bounce_domain=" Bounces.Example.COM. ")
+    assert settings.bounce_domain == "bounces.example.com"
+    assert settings.sending_config().bounce_domain == "bounces.example.com"
+    assert load_settings(bounce_domain="").bounce_domain is None
+    for bad in ("bounces", "user@example.com", "bad domain.com", "-x.example.com"):
+        with pytest.raises(SettingsError, match="EMAILKIT_BOUNCE_DOMAIN: must be a domain name"):
+            load_settings(bounce_domain=bad)

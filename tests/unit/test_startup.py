@@ -61,3 +61,11 @@ def test_worker_defaults_follow_the_cpus_unless_set(tmp_path: Path) -> None:
     assert default_worker_processes(Settings(data_dir=tmp_path, worker_processes=3)) == 3
     defaults = Settings(data_dir=tmp_path)
     assert (defaults.smtp_pool_size, defaults.worker_threads, defaults.batch_size) == (40, 4, 1000)
+
+
+def test_banner_names_the_bounce_domain_when_set(tmp_path: Path) -> None:
+    plain = Settings(data_dir=tmp_path)
+    assert "bounces" not in rows(banner(plain, command="serve", workers=Workers(1, 4, in_process=True)))
+    verp = Settings(data_dir=tmp_path, bounce_domain="bounces.example.com")
+    text = banner(verp, command="worker", workers=Workers(1, 4, in_process=False))
+    assert rows(text)["bounces"] == "VERP senders at bounces.example.com (its MX: emailkit bounce-server)"

@@ -29,6 +29,9 @@ class SendingConfig:
     error_budget_min_sample: int = 50
     # Adds a mailto: to List-Unsubscribe.
     unsubscribe_mailto: str | None = None
+    # The domain whose MX is `emailkit bounce-server`: VERP envelope senders and the List-Unsubscribe mailto:
+    # are addresses there (it replaces unsubscribe_mailto, which nothing reads back).
+    bounce_domain: str | None = None
     # PENDING batches nobody has picked up for this long are enqueued again (lost queue messages).
     requeue_after_seconds: float = 60.0
     # The timezone of people with no valid `timezone` attribute reached through a list without a default

@@ -34,6 +34,7 @@ from emailkit.domain.ports.provider import DELIVERY_TAG, Address, OutgoingMessag
 from emailkit.domain.ports.webhooks import META_CAMPAIGN, META_SUBSCRIBER
 from emailkit.domain.sending.ab.content import content_of
 from emailkit.domain.sending.ledger import Pending
+from emailkit.domain.verp import ReturnPaths, envelope_sender
 
 # Who a test email is personalised for when its address is nobody's and no subscriber was chosen.
 SAMPLE_NAME = "Sam Sample"
@@ -83,9 +84,17 @@ class MessageSpec:
 
 
 class MessageBuilder:
-    def __init__(self, urls: TrackingUrls, *, unsubscribe_mailto: str | None = None) -> None:
+    def __init__(
+        self,
+        urls: TrackingUrls,
+        *,
+        unsubscribe_mailto: str | None = None,
+        return_paths: ReturnPaths | None = None,
+    ) -> None:
         self.urls = urls
         self.unsubscribe_mailto = unsubscribe_mailto
+        # With a bounce domain: the VERP envelope sender, and a mailto: the bounce server acts on.
+        self.return_paths = return_paths
         self._host = urlsplit(urls.base).hostname or "localhost"
 
     async def compile(
@@ -210,12 +219,16 @@ class MessageBuilder:
             if c.track_opens and not tracked.pixel:
                 html = add_open_pixel(html, links_of.open_pixel(p.delivery_id))
         list_unsubscribe = f"<{unsubscribe}>"
-        if self.unsubscribe_mailto:
+        if self.return_paths is not None:
+            if not test:
+                mailto = self.return_paths.unsubscribe(p.delivery_id)
+                list_unsubscribe += f", <mailto:{mailto}?subject=unsubscribe>"
+        elif self.unsubscribe_mailto:
             subject = quote(f"unsubscribe {did_str}")
             list_unsubscribe += f", <mailto:{self.unsubscribe_mailto}?subject={subject}>"
         return OutgoingMessage(
             delivery_id=did_str,
-            sender=c.from_.email,
+            sender=envelope_sender(self.return_paths, did_str, c.from_.email),
             to=Address(p.email, p.name),
             from_=c.from_,
             reply_to=c.reply_to,

@@ -72,6 +72,7 @@ from emailkit.domain.sending.ledger import (
 from emailkit.domain.sending.local_time import LocalSchedule
 from emailkit.domain.sending.messages import Compiled, MessageBuilder, test_recipients
 from emailkit.domain.sending.progress import ProgressReporter
+from emailkit.domain.verp import ReturnPaths
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,12 @@ class CampaignSender:
         self.ledger: BatchLedger = ledger_for(
             db, provider_name=provider_name, lease_seconds=self.config.lease_seconds
         )
-        self.messages = MessageBuilder(urls, unsubscribe_mailto=self.config.unsubscribe_mailto)
+        bounce_domain = self.config.bounce_domain
+        self.messages = MessageBuilder(
+            urls,
+            unsubscribe_mailto=self.config.unsubscribe_mailto,
+            return_paths=ReturnPaths(urls.signer, bounce_domain) if bounce_domain else None,
+        )
 
     # -- the algorithm ------------------------------------------------------------------------------------
 

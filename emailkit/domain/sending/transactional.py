@@ -16,6 +16,8 @@ from emailkit.domain.ports.provider import DELIVERY_TAG, Address, OutgoingMessag
 from emailkit.domain.runtime import Runtime, SendingSetup
 from emailkit.domain.sending.deliveries import render_context
 from emailkit.domain.sending.ledger import IN_DOUBT_NOTE
+from emailkit.domain.tokens import TokenSigner
+from emailkit.domain.verp import ReturnPaths, envelope_sender
 from emailkit.domain.webhooks_out import emitters
 
 
@@ -43,7 +45,9 @@ async def send_transactional(runtime: Runtime, delivery_id: int, *, max_attempts
     if loaded is None:
         return None
     delivery, template, subscriber = loaded
-    message = _message(delivery, template, subscriber)
+    domain = setup.config.bounce_domain
+    return_paths = ReturnPaths(TokenSigner(runtime.secret_key), domain) if domain else None
+    message = _message(delivery, template, subscriber, return_paths)
     if isinstance(message, SendResult):
         result = message
     else:
@@ -83,7 +87,10 @@ async def _load(
 
 
 def _message(
-    delivery: Delivery, template: Template | None, subscriber: Subscriber | None
+    delivery: Delivery,
+    template: Template | None,
+    subscriber: Subscriber | None,
+    return_paths: ReturnPaths | None = None,
 ) -> OutgoingMessage | SendResult:
     """The message to send, or the permanent failure that stands in for it (no template, no render)."""
     delivery_id = delivery.id
@@ -104,7 +111,7 @@ def _message(
     sender = Address(str(payload.get("from_email")), str(payload.get("from_name") or ""))
     return OutgoingMessage(
         delivery_id=str(delivery_id),
-        sender=sender.email,
+        sender=envelope_sender(return_paths, str(delivery_id), sender.email),
         to=Address(delivery.email, subscriber.name if subscriber else ""),
         from_=sender,
         subject=rendered.subject,

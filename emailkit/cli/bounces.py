@@ -1,0 +1,89 @@
+"""``emailkit bounce-server``: the SMTP receiver for EMAILKIT_BOUNCE_DOMAIN's MX (see emailkit.inbound.server)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from emailkit.cli.preflight import check_database_role, migrate_if_needed, settings_or_exit
+from emailkit.settings import Settings
+
+
+def bounce_server(
+    host: Annotated[str, typer.Option(help="Interface to bind (0.0.0.0 for the MX).")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(help="Port to listen on (the MX is reached on 25: map or forward it).")
+    ] = 2525,
+    hostname: Annotated[
+        str | None,
+        typer.Option(help="Name in the greeting and EHLO reply.", show_default="EMAILKIT_BOUNCE_DOMAIN"),
+    ] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="Certificate (PEM) to offer STARTTLS with.")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="Its private key (PEM).")] = None,
+) -> None:
+    """Receive bounces, complaint reports and unsubscribe mails for EMAILKIT_BOUNCE_DOMAIN until SIGTERM."""
+    settings = settings_or_exit()
+    if settings.bounce_domain is None:
+        typer.echo(
+            "error: EMAILKIT_BOUNCE_DOMAIN is not set: the bounce server accepts mail only for the VERP "
+            "addresses of that domain",
+            err=True,
+        )
+        raise typer.Exit(2)
+    if (tls_cert is None) != (tls_key is None):
+        typer.echo("error: --tls-cert and --tls-key go together", err=True)
+        raise typer.Exit(2)
+    asyncio.run(migrate_if_needed(settings, migrate=False))
+    asyncio.run(check_database_role(settings))
+    tls = (str(tls_cert), str(tls_key)) if tls_cert is not None and tls_key is not None else None
+    asyncio.run(_run(settings, host, port, hostname or settings.bounce_domain, tls))
+
+
+async def _run(settings: Settings, host: str, port: int, hostname: str, tls: tuple[str, str] | None) -> None:
+    from emailkit.db.engine import Database
+    from emailkit.domain.throttle import CoalescingPublisher
+    from emailkit.domain.tokens import TokenSigner
+    from emailkit.domain.verp import ReturnPaths
+    from emailkit.inbound.server import BounceHandler, ServerOptions, start_server, tls_context
+    from emailkit.tasks.pubsub import build_pubsub
+    from emailkit.web.webhooks import feedback_policy
+
+    assert settings.bounce_domain is not None
+    db = Database(settings.database_url, pool_size=settings.database_pool_size)
+    pubsub = build_pubsub(settings)
+    handler = BounceHandler(
+        db,
+        ReturnPaths(TokenSigner(settings.resolved_secret_key()), settings.bounce_domain),
+        policy=feedback_policy(settings),
+        live=CoalescingPublisher(pubsub),
+    )
+    options = ServerOptions(
+        hostname=hostname,
+        max_message_bytes=settings.bounce_max_message_bytes,
+        tls_context=tls_context(*tls) if tls is not None else None,
+    )
+    try:
+        server = await start_server(handler, options, host, port)
+    except OSError as exc:
+        typer.echo(f"error: cannot listen on {host}:{port}: {exc.strerror}", err=True)
+        raise typer.Exit(2) from None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    typer.echo(
+        f"emailkit bounce-server: mail for bounce+…@ and unsubscribe+…@{settings.bounce_domain} "
+        f"on smtp://{host}:{port}" + (" (STARTTLS offered)" if tls else ""),
+        err=True,
+    )
+    try:
+        await stop.wait()
+    finally:
+        server.close()
+        await server.wait_closed()
+        await pubsub.close()
+        await db.dispose()
