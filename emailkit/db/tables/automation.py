@@ -157,7 +157,8 @@ class FlowRun(InWorkspace, Base):
             postgresql_where=text("claim IS NOT NULL"),
             sqlite_where=text("claim IS NOT NULL"),
         ),
-        AUTOINCREMENT,
+        # Room on each page for a run's next version, so a lease renewal is a HOT update (no index entries).
+        {**AUTOINCREMENT, "postgresql_with": {"fillfactor": 80}},
     )
 
 
@@ -167,7 +168,9 @@ class FlowStepRun(InWorkspace, Base):
     __tablename__ = "flow_step_runs"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("flow_runs.id", ondelete="CASCADE"), nullable=False)
+    # No foreign key to the run: its check locked the run's row (a write of it) at every step; runs are never
+    # deleted, so its cascade never fired.
+    run_id: Mapped[int] = mapped_column(BigInt, nullable=False)
     flow_id: Mapped[int] = mapped_column(BigInt, nullable=False)
     step_key: Mapped[str] = mapped_column(String(64), nullable=False)
     visit: Mapped[int] = mapped_column(Integer, nullable=False)
