@@ -38,6 +38,7 @@ from emailkit.domain.automation.runs import Finish, Held, LeaseLost, Run
 from emailkit.domain.content.rendering import RenderError, render_failure_reason
 from emailkit.domain.ports.provider import EmailProvider, OutgoingMessage, SendResult
 from emailkit.domain.ports.ratelimit import RateLimiter
+from emailkit.domain.senders.routing import SenderProviders, SenderRoute, SenderUnusable
 from emailkit.domain.sending.coalesce import Coalescer
 from emailkit.domain.sending.config import SendingConfig
 from emailkit.domain.sending.ledger import IN_DOUBT_NOTE, Pending, record_sent_statement
@@ -71,6 +72,7 @@ class StepSender:
         *,
         limiter: RateLimiter | None = None,
         sending: SendingConfig | None = None,
+        senders: SenderProviders | None = None,
     ) -> None:
         self.db = db
         self.provider = provider
@@ -78,6 +80,10 @@ class StepSender:
         self.messages = messages
         self.limiter = limiter
         self.sending = sending or SendingConfig()
+        # The step's sender (its senderId) or, without one, this process's default provider.
+        self.senders = senders or SenderProviders(
+            db, "", default=lambda: SenderRoute(None, provider_name, provider, limiter)
+        )
         # Set by the runner that uses this sender (its clock).
         self.clock: Callable[[], datetime] = utcnow
 
@@ -95,21 +101,31 @@ class StepSender:
             recorded.update(r.delivery_id for r in results)
 
         coalescer: Coalescer[SendResult] = Coalescer(flush)
-        commits: Coalescer[str] = Coalescer(functools.partial(self._mark_sending, held))
         results: list[SendResult] = []
-        # Rendered and handed over a slice at a time, as a campaign's chunks are: only one slice's messages are
-        # held at once (the whole group's kept a worker's memory well above a campaign's).
-        step_size = max(1, min(self.provider.max_batch_size, self.sending.chunk_size))
-        for start in range(0, len(queued), step_size):
-            part, unrendered = await self._build(compiled, queued[start : start + step_size])
-            results += unrendered
-            if not part:
-                continue
-            if self.limiter is not None:
-                await self.limiter.acquire(len(part))
-            results += await self.provider.send_batch(
-                part, on_commit=commits.submit, on_result=coalescer.submit
-            )
+        try:
+            async with self.senders.use(step.sender_id) as route:
+                commits: Coalescer[str] = Coalescer(functools.partial(self._mark_sending, held, route))
+                # Rendered and handed over a slice at a time, as a campaign's chunks are: only one slice's
+                # messages are held at once (the whole group's kept a worker's memory well above a campaign's).
+                step_size = max(1, min(route.provider.max_batch_size, self.sending.chunk_size))
+                for start in range(0, len(queued), step_size):
+                    part, unrendered = await self._build(compiled, queued[start : start + step_size])
+                    results += unrendered
+                    if not part:
+                        continue
+                    if route.limiter is not None:
+                        await route.limiter.acquire(len(part))
+                    results += await route.provider.send_batch(
+                        part, on_commit=commits.submit, on_result=coalescer.submit
+                    )
+        except SenderUnusable as exc:
+            # Nothing was handed over: every run waits and tries again (with backoff) once it is fixed.
+            done = {r.delivery_id for r in results}
+            results += [
+                SendResult.failed(str(q.delivery_id), str(exc), transient=True)
+                for q in queued
+                if str(q.delivery_id) not in done
+            ]
         rest = [r for r in results if r.delivery_id not in recorded]
         if rest:
             await record(rest)
@@ -227,7 +243,7 @@ class StepSender:
 
     # -- the hand-over and its results ---------------------------------------------------------------------
 
-    async def _mark_sending(self, held: Held, delivery_ids: list[str]) -> None:
+    async def _mark_sending(self, held: Held, route: SenderRoute, delivery_ids: list[str]) -> None:
         """QUEUED → SENDING, committed, for deliveries of runs this worker still holds; raising LeaseLost
         otherwise, so the provider sends none of them. An id passed again (its hand-over retried on a new
         connection) is SENDING already, by this worker."""
@@ -247,7 +263,7 @@ class StepSender:
                     one_of(s, Delivery.id, ids, BigInteger()),
                     Delivery.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.SENDING]),
                 )
-                .values(status=DeliveryStatus.SENDING, provider=self.provider_name, updated_at=utcnow())
+                .values(status=DeliveryStatus.SENDING, provider=route.provider_name, updated_at=utcnow())
                 .execution_options(synchronize_session=False)
             )
 
@@ -419,6 +435,7 @@ async def _queue(
             "via_list_ids": via,
             "attempts": 0,
             "flow_run_id": r.id,
+            "sender_id": step.sender_id,
             "created_at": now,
             "updated_at": now,
         }
