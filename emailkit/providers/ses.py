@@ -48,6 +48,8 @@ from emailkit.providers.sender_config import http_url, refuse_unknown, required_
 _TAG_INVALID = re.compile(r"[^A-Za-z0-9_-]")
 _XML_CODE = re.compile(r"<Code>([^<]*)</Code>")
 _XML_MESSAGE = re.compile(r"<Message>([^<]*)</Message>")
+_XML_MAX_24H = re.compile(r"<Max24HourSend>([^<]*)</Max24HourSend>")
+_XML_SENT_24H = re.compile(r"<SentLast24Hours>([^<]*)</SentLast24Hours>")
 _ACCOUNT_LEVEL_ERRORS = frozenset(
     {
         "AccountSuspendedException",
@@ -102,8 +104,7 @@ class SesProvider:
         self.region = region
         base = (endpoint_url or f"https://email.{region}.amazonaws.com").rstrip("/")
         self.url = f"{base}/v2/email/outbound-emails"
-        # ListEmailIdentities, one item: the cheapest signed call (moto serves it too; GetAccount it does not).
-        self.probe_url = f"{base}/v2/email/identities?PageSize=1"
+        self.probe_url = f"{base}/"
         self._credentials = credentials
         self._configuration_set = configuration_set
         self._semaphore = asyncio.Semaphore(concurrency)
@@ -230,19 +231,33 @@ class SesProvider:
         return [results[index] for index in range(len(messages))]
 
     async def probe(self) -> ProbeResult:
-        """One signed ListEmailIdentities call: SES checks the key pair and the signature, sends nothing."""
+        """GetSendQuota, signed: SES checks the key pair and the signature, sends nothing, and says the quota.
+
+        The SES v1 query API on the same endpoint: the cheapest signed call there is (v2's GetAccount says the
+        same, but moto, which the tests run against, does not serve it)."""
         try:
             credentials = await asyncio.to_thread(self._frozen_credentials)
         except RuntimeError as exc:
             return ProbeResult(False, str(exc))
-        request = AWSRequest(method="GET", url=self.probe_url)
+        body = b"Action=GetSendQuota&Version=2010-12-01"
+        headers = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
+        request = AWSRequest(method="POST", url=self.probe_url, data=body, headers=headers)
         SigV4Auth(credentials, "ses", self.region).add_auth(request)
         try:
-            response = await self._client.get(self.probe_url, headers=dict(request.headers.items()))
+            response = await self._client.post(
+                self.probe_url, content=body, headers=dict(request.headers.items())
+            )
         except httpx.TransportError as exc:
             return ProbeResult(False, f"SES request failed: {type(exc).__name__}: {exc}")
         if response.status_code == 200:
-            return ProbeResult(True, f"SES {response.status_code}: credentials accepted in {self.region}")
+            quota = _XML_MAX_24H.search(response.text)
+            sent = _XML_SENT_24H.search(response.text)
+            detail = (
+                f"{sent.group(1) if sent else '?'} of {quota.group(1)} sent in the last 24 hours"
+                if quota
+                else "credentials accepted"
+            )
+            return ProbeResult(True, f"SES {response.status_code} in {self.region}: {detail}")
         kind, detail = _error_details(response)
         if kind in ("AccessDeniedException", "AccessDenied"):
             # Signed correctly by a real key, which may still be allowed to send (a send-only policy).
