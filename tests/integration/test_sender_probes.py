@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import httpx
 import pytest
 from moto.server import ThreadedMotoServer
 from starlette.applications import Starlette
@@ -21,6 +20,7 @@ from starlette.routing import Route
 from emailkit.domain.ports.provider import SenderConfigError
 from emailkit.providers import outbox, sendgrid, ses, smtp
 from emailkit.providers.senders import SenderProviderFactory
+from tests.integration.test_provider_ses import signatures_enforced
 from tests.integration.test_provider_smtp_security_and_url import check_password, self_signed
 from tests.support.live_server import live_server
 from tests.support.smtp_provider import Sink, smtp_server
@@ -83,8 +83,7 @@ async def test_ses_probe_is_a_signed_call_that_moto_checks(moto_url: str) -> Non
         "aws_secret_access_key": "admin",
     }
     # moto checks credentials and SigV4 signatures after the 3 admin calls that make the user and its key.
-    httpx.post(f"{moto_url}/moto-api/reset-auth", content=b"3").raise_for_status()
-    try:
+    with signatures_enforced(moto_url, admin_calls=3):
         iam = boto3.client("iam", **admin)
         iam.create_user(UserName="prober")
         iam.put_user_policy(
@@ -113,8 +112,6 @@ async def test_ses_probe_is_a_signed_call_that_moto_checks(moto_url: str) -> Non
         finally:
             await good.close()
             await bad.close()
-    finally:
-        httpx.post(f"{moto_url}/moto-api/reset-auth", content=b"inf").raise_for_status()
     assert accepted.ok and "200" in accepted.message, accepted
     assert not refused.ok and "403" in refused.message and "SignatureDoesNotMatch" in refused.message, refused
 
