@@ -17,14 +17,20 @@ from emailkit.db.tables.audience import MailingList, OptIn, Subscriber, Subscrip
 from emailkit.db.tables.content import ContentFormat, Template, TemplateKind
 from emailkit.db.tables.senders import Sender, SenderType
 from emailkit.db.tables.sending import Campaign, CampaignList, CampaignStatus, Delivery, DeliveryStatus
+from emailkit.db.types import utcnow
+from emailkit.domain.audience import subscribers
+from emailkit.domain.automation.entry import TrackedEvent, events_tracked
 from emailkit.domain.runtime import Runtime, campaign_sender
 from emailkit.domain.sealing import seal
 from emailkit.domain.senders import store
+from emailkit.domain.senders.routing import SenderProviders
 from emailkit.domain.sending import deliveries, lifecycle
 from emailkit.domain.sending.transactional import TransientSendFailure, send_transactional
 from emailkit.providers.senders import SenderProviderFactory
 from emailkit.settings import Settings
 from tests.support.environment import TEST_SECRET
+from tests.support.factories import insert_list
+from tests.support.flows import FlowWorld, make_flow, make_template, send
 from tests.support.smtp_provider import Sink, smtp_server
 
 BODY = '<p>Hello {{ subscriber.name }}</p><p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>'
@@ -251,3 +257,46 @@ async def test_a_transactional_message_goes_through_the_sender_it_was_queued_wit
         rows = (await s.execute(select(Delivery.sender_id, Delivery.provider, Delivery.status))).all()
     assert [tuple(r) for r in rows] == [(sender_id, "smtp", DeliveryStatus.SENT)] * 2
     assert not (tmp_path / "outbox").exists() or list((tmp_path / "outbox").iterdir()) == []
+
+
+async def test_a_flow_send_step_goes_through_its_sender(db: Database, tmp_path: Path) -> None:
+    runtime = runtime_for(db, tmp_path)
+    assert runtime.sender_factory is not None
+    sink = Sink()
+    async with smtp_server(sink) as port:
+        sender_id = await make_sender(runtime, "Flows", port)
+        lst = await insert_list(db, "Shop")
+        thanks = await make_template(db, "<p>Thanks</p>", subject="Thanks")
+        later = await make_template(db, "<p>Again</p>", subject="Again")
+        await make_flow(
+            db,
+            {
+                "trigger": {"type": "EVENT", "eventName": "order.completed"},
+                "steps": [send("thanks", thanks, "again", senderId=sender_id), send("again", later)],
+            },
+        )
+        async with db.transaction() as s:
+            ada = await subscribers.create_subscriber(s, "ada@example.com", "Ada", {}, list_ids=[lst])
+            await events_tracked(s, 1, [TrackedEvent(7, ada.id, "order.completed", {}, utcnow())])
+        world = FlowWorld(db)
+        step_sender = world.runner.sender
+        assert step_sender is not None
+        step_sender.senders = SenderProviders(
+            db, TEST_SECRET, default=step_sender.senders.default, build=runtime.sender_factory
+        )
+        try:
+            await world.settle()
+        finally:
+            await step_sender.senders.close()
+    # The step naming the sender went through its SMTP server; the other one through the default provider.
+    assert sink.recipients() == ["ada@example.com"]
+    assert b"Subject: Thanks" in sink.delivered[0][2]
+    assert world.sent_to() == {"ada@example.com": ["Again"]}
+    async with db.session() as s:
+        rows = await s.execute(
+            select(Delivery.sender_id, Delivery.provider, Delivery.status).order_by(Delivery.id)
+        )
+        assert [tuple(r) for r in rows.all()] == [
+            (sender_id, "smtp", DeliveryStatus.SENT),
+            (None, "keeping", DeliveryStatus.SENT),
+        ]
