@@ -74,6 +74,7 @@ def build_runtime(
         pubsub=pubsub or build_pubsub(settings),
         sending=sending_setup(settings),
         sender_factory=SenderProviderFactory(outbox_root=settings.outbox_dir),
+        sender_allow_private=settings.sender_allow_private,
         webhooks=WebhookSetup(DeliveryConfig(allow_private=settings.webhook_allow_private)),
         flows=settings.flow_config(),
     )

@@ -96,6 +96,8 @@ class Runtime:
     # Builds a provider from a sender's row (emailkit.providers.senders): to check one on write, to probe it,
     # and to send through it. None: senders can be neither created nor used by this process.
     sender_factory: ProviderFactory | None = None
+    # Senders may name loopback and private hosts (EMAILKIT_SENDER_ALLOW_PRIVATE).
+    sender_allow_private: bool = False
     # API keys verified recently (the HTTP API's authentication); emptied by a revocation in this process.
     principals: PrincipalCache = field(default_factory=PrincipalCache)
     # Outgoing webhooks: the SSRF rule's setting and, in processes that deliver, the HTTP client.

@@ -62,6 +62,8 @@ def runtime(db: Database, settings: Settings, tmp_path: Path) -> Runtime:
         public_url=settings.public_url,
         sending=sending_setup(sending),
         sender_factory=SenderProviderFactory(outbox_root=tmp_path / "outbox"),
+        # The tests' SMTP servers listen on loopback (test_private_hosts_are_refused turns it off).
+        sender_allow_private=True,
     )
 
 
@@ -341,3 +343,49 @@ async def test_a_campaigns_sender_follows_the_precedence(gql: GQL, db: Database)
             cid: sid for cid, sid in (await s.execute(select(Campaign.id, campaign_sender_id()))).all()
         }
     assert resolved == cases
+
+
+async def test_private_and_metadata_hosts_are_refused(gql: GQL, runtime: Runtime) -> None:
+    """Without EMAILKIT_SENDER_ALLOW_PRIVATE an API key cannot point a sender (and testSender) into the
+    server's own network; cloud metadata addresses are refused even with it."""
+    runtime.sender_allow_private = False
+    cases = [
+        (smtp_input(), "settings.url"),
+        (
+            {
+                "name": "G",
+                "type": "SENDGRID",
+                "settings": {"baseUrl": "http://10.1.2.3"},
+                "credentials": {"apiKey": "k"},
+            },
+            "settings.baseUrl",
+        ),
+        (
+            {
+                "name": "S",
+                "type": "SES",
+                "settings": {"region": "us-east-1", "endpointUrl": "http://localhost:4566"},
+                "credentials": {"accessKeyId": "a", "secretAccessKey": "b"},
+            },
+            "settings.endpointUrl",
+        ),
+    ]
+    for values, field in cases:
+        out = await create(gql, values)
+        assert [(e["field"], e["code"]) for e in out["userErrors"]] == [(field, "DESTINATION_REFUSED")], out
+    public = await create(gql, smtp_input(name="Public") | {"settings": {"url": "smtp://93.184.215.14:25"}})
+    assert public["userErrors"] == []
+    runtime.sender_allow_private = True
+    metadata = await create(
+        gql,
+        {
+            "name": "M",
+            "type": "SENDGRID",
+            "settings": {"baseUrl": "http://169.254.169.254"},
+            "credentials": {"apiKey": "k"},
+        },
+    )
+    assert [(e["field"], e["code"]) for e in metadata["userErrors"]] == [
+        ("settings.baseUrl", "DESTINATION_REFUSED")
+    ]
+    assert data(await gql(LIST))["senders"]["totalCount"] == 1

@@ -171,6 +171,7 @@ async def open_stack(
         jobs=DramatiqJobQueue(broker),
         sending=sending_setup(settings),
         sender_factory=SenderProviderFactory(outbox_root=settings.outbox_dir),
+        sender_allow_private=True,
     )
     app = create_app(settings, runtime)
     api_key = await make_key(db)

@@ -67,6 +67,7 @@ async def make_sender(runtime: Runtime, name: str, port: int) -> int:
             ),
             instance_secret=TEST_SECRET,
             build=runtime.sender_factory,
+            allow_private=True,
         )
         return row.id
 
@@ -179,6 +180,7 @@ async def test_a_changed_sender_is_rebuilt_for_the_next_batch(db: Database, tmp_
                     store.SenderInput(settings={"url": f"smtp://127.0.0.1:{new_port}?tls=none"}),
                     instance_secret=TEST_SECRET,
                     build=runtime.sender_factory,
+                    allow_private=True,
                 )
             second, second_emails = await seed(db, "g", 4, campaign_sender=sender_id, list_sender=None)
             await run_campaign(runtime, second)

@@ -8,11 +8,13 @@ a provider. What the API may show of them is ``has_credentials`` and ``credentia
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,6 +31,7 @@ from emailkit.domain.ports.provider import ProbeResult, SenderConfigError
 from emailkit.domain.ports.senders import ProviderFactory
 from emailkit.domain.sealing import SecretUnreadable, seal, unseal
 from emailkit.domain.validation import check_length, raise_if, require
+from emailkit.domain.webhooks_out import destinations
 
 PURPOSE: Final = b"emailkit sender credentials"
 #: The credential whose last 4 characters the API shows, in this order of preference.
@@ -129,6 +132,41 @@ async def _check_config(
     await provider.close()
 
 
+# Settings naming where a provider connects: checked against the SSRF rule of outgoing webhooks.
+_DESTINATION_KEYS: Final = ("url", "baseUrl", "endpointUrl")
+
+
+async def _check_destinations(settings: Mapping[str, Any], *, allow_private: bool) -> None:
+    """Refuse hosts that are, or resolve to, loopback, private or metadata addresses (unless allowed): an API key
+    must not make the server's workers, or testSender's answer, reach into the server's own network. A name
+    that does not resolve now is accepted; sending through it fails, saying why, until it does."""
+    for key in _DESTINATION_KEYS:
+        value = settings.get(key)
+        if not isinstance(value, str):
+            continue
+        parts = urlsplit(value)
+        try:
+            host, port = parts.hostname, parts.port
+        except ValueError:
+            continue
+        if not host:
+            continue
+        literal = destinations.ip_literal(host)
+        try:
+            found = [literal] if literal is not None else await destinations.resolve(host, port or 0)
+        except OSError:
+            continue
+        for address in found:
+            why = destinations.refusal(ipaddress.ip_address(address), allow_private=allow_private)
+            if why is not None:
+                hint = "" if allow_private else " (EMAILKIT_SENDER_ALLOW_PRIVATE=true allows private ones)"
+                raise DomainError.single(
+                    ErrorCode.DESTINATION_REFUSED,
+                    f"{host} is {why}: senders may not connect there{hint}",
+                    f"settings.{key}",
+                )
+
+
 async def _check_name(session: AsyncSession, name: str, *, other_than: int | None = None) -> None:
     stmt = select(Sender.id).where(func.lower(Sender.name) == name.lower())
     if other_than is not None:
@@ -138,7 +176,12 @@ async def _check_name(session: AsyncSession, name: str, *, other_than: int | Non
 
 
 async def create_sender(
-    session: AsyncSession, data: SenderInput, *, instance_secret: str, build: ProviderFactory
+    session: AsyncSession,
+    data: SenderInput,
+    *,
+    instance_secret: str,
+    build: ProviderFactory,
+    allow_private: bool = False,
 ) -> Sender:
     errors: list[FieldError] = []
     require(errors, "name", data.name, "Name")
@@ -156,6 +199,7 @@ async def create_sender(
     pool_size = data.pool_size or DEFAULT_POOL_SIZE
     await _check_name(session, name)
     await _check_config(build, data.type, settings, credentials, pool_size)
+    await _check_destinations(settings, allow_private=allow_private)
     row = Sender(
         name=name,
         type=data.type,
@@ -183,7 +227,13 @@ async def require_sender(session: AsyncSession, sender_id: int, field: str = "se
 
 
 async def update_sender(
-    session: AsyncSession, sender_id: int, data: SenderInput, *, instance_secret: str, build: ProviderFactory
+    session: AsyncSession,
+    sender_id: int,
+    data: SenderInput,
+    *,
+    instance_secret: str,
+    build: ProviderFactory,
+    allow_private: bool = False,
 ) -> Sender:
     errors: list[FieldError] = []
     if data.name is not None:
@@ -218,6 +268,7 @@ async def update_sender(
                 ) from None
         pool_size = data.pool_size or row.pool_size
         await _check_config(build, type, settings, credentials, pool_size)
+        await _check_destinations(settings, allow_private=allow_private)
         row.type, row.settings, row.pool_size = type, settings, pool_size
         if data.credentials is not None:
             row.credentials_sealed = _seal(credentials, instance_secret)

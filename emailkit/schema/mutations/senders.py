@@ -110,10 +110,16 @@ class Mutation:
         description="Create a sender; its settings and credentials are checked before it is saved."
     )
     async def create_sender(self, info: Info, input: CreateSenderInput) -> SenderPayload:
-        secret = info.context.runtime.secret_key
+        runtime = info.context.runtime
         out = await mutate(
             info,
-            lambda s: store.create_sender(s, _input(input), instance_secret=secret, build=_factory(info)),
+            lambda s: store.create_sender(
+                s,
+                _input(input),
+                instance_secret=runtime.secret_key,
+                build=_factory(info),
+                allow_private=runtime.sender_allow_private,
+            ),
         )
         return _payload(out.value, out.errors)
 
@@ -121,11 +127,16 @@ class Mutation:
         description="Change a sender; workers send through the changed one from their next batch on."
     )
     async def update_sender(self, info: Info, input: UpdateSenderInput) -> SenderPayload:
-        secret = info.context.runtime.secret_key
+        runtime = info.context.runtime
         out = await mutate(
             info,
             lambda s: store.update_sender(
-                s, decode_id(input.id, "Sender"), _input(input), instance_secret=secret, build=_factory(info)
+                s,
+                decode_id(input.id, "Sender"),
+                _input(input),
+                instance_secret=runtime.secret_key,
+                build=_factory(info),
+                allow_private=runtime.sender_allow_private,
             ),
         )
         return _payload(out.value, out.errors)
