@@ -295,7 +295,9 @@ def from_sender(
         raise SenderConfigError("url", "must not carry a user or password (they go in credentials)")
     if config.cafile is not None:
         # An API key must not make the server read one of its files (nor block on a FIFO named as one).
-        raise SenderConfigError("url", "cafile is not allowed here; verify=false accepts a private CA's relay")
+        raise SenderConfigError(
+            "url", "cafile is not allowed here; verify=false accepts a private CA's relay"
+        )
     username = text(credentials, "username")
     password = text(credentials, "password")
     if password and not username:
