@@ -20,11 +20,12 @@ from emailkit.domain.ports.queue import JobQueue, PubSub
 from emailkit.domain.runtime import Runtime, SendingSetup
 from emailkit.domain.webhooks_out.delivery import DeliveryConfig, WebhookSetup
 from emailkit.providers.registry import build_provider
+from emailkit.providers.senders import SenderProviderFactory
 from emailkit.schema import SchemaLimits, build_schema
 from emailkit.settings import Settings, configure_logging, load_settings
 from emailkit.tasks.broker.queue import build_job_queue
 from emailkit.tasks.pubsub import build_pubsub
-from emailkit.tasks.ratelimit import build_rate_limiter
+from emailkit.tasks.ratelimit import build_rate_limiter, sender_limiter_factory
 from emailkit.tasks.worker import close_runtime, embedded_worker
 from emailkit.web.admission import AdmissionControl, AdmissionGate
 from emailkit.web.archive import archive_routes
@@ -72,6 +73,8 @@ def build_runtime(
         jobs=jobs or build_job_queue(settings),
         pubsub=pubsub or build_pubsub(settings),
         sending=sending_setup(settings),
+        sender_factory=SenderProviderFactory(outbox_root=settings.outbox_dir),
+        sender_allow_private=settings.sender_allow_private,
         webhooks=WebhookSetup(DeliveryConfig(allow_private=settings.webhook_allow_private)),
         flows=settings.flow_config(),
     )
@@ -84,6 +87,8 @@ def sending_setup(settings: Settings) -> SendingSetup:
         limiter_factory=lambda: build_rate_limiter(settings),
         config=settings.sending_config(),
         default_from=(settings.from_email, settings.from_name),
+        sender_limiter=sender_limiter_factory(settings),
+        default_rate_per_second=settings.send_rate_per_second,
     )
 
 

@@ -203,6 +203,10 @@ class Settings(BaseSettings):
     # Outgoing webhooks may be sent to loopback and private addresses (a receiver on this machine or network:
     # development and tests). Off, such destinations are refused when saved and at every connection (SSRF).
     webhook_allow_private: bool = False
+    # Senders (the API's) may name hosts at loopback and private addresses (a relay on this machine or network).
+    # Off, a sender whose url/baseUrl/endpointUrl is, or resolves to, one is refused when saved (SSRF through
+    # testSender); cloud metadata addresses are refused always.
+    sender_allow_private: bool = False
     # Feedback policy: this many soft bounces of one address within the window suppress it.
     soft_bounce_limit: int = Field(default=3, ge=1, le=1000)
     soft_bounce_window_days: int = Field(default=7, ge=1, le=365)

@@ -67,6 +67,12 @@ class ErrorCode(StrEnum):
     # Custom events: a name outside letters, digits and `_ . : -`; a batch of more than 1,000 events.
     INVALID_EVENT_NAME = "INVALID_EVENT_NAME"
     TOO_MANY_EVENTS = "TOO_MANY_EVENTS"
+    # Senders: a name used twice in a workspace; a type this server cannot send through; settings or
+    # credentials the provider refuses to be built from (the field names the key, e.g. settings.url).
+    DUPLICATE_NAME = "DUPLICATE_NAME"
+    INVALID_SENDER_TYPE = "INVALID_SENDER_TYPE"
+    INVALID_SENDER_SETTINGS = "INVALID_SENDER_SETTINGS"
+    INVALID_SENDER_CREDENTIALS = "INVALID_SENDER_CREDENTIALS"
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,9 @@ from emailkit.domain.counting import DEFAULT_EXACT_LIMIT
 from emailkit.domain.ports.provider import EmailProvider
 from emailkit.domain.ports.queue import JobQueue, PubSub
 from emailkit.domain.ports.ratelimit import RateLimiter
+from emailkit.domain.ports.senders import LimiterFactory, ProviderFactory
 from emailkit.domain.public_site import SiteCache
+from emailkit.domain.senders.routing import SenderProviders, SenderRoute
 from emailkit.domain.sending.config import SendingConfig
 from emailkit.domain.sending.pipeline import CampaignSender
 from emailkit.domain.sending.progress import ProgressReporter
@@ -36,11 +38,18 @@ class SendingSetup:
     config: SendingConfig = field(default_factory=SendingConfig)
     # (address, display name) of transactional mail when the caller names no sender.
     default_from: tuple[str | None, str] = (None, "")
+    # The rate limiters of the workspaces' senders, shared by all workers (None: senders' own rates apply
+    # to nothing); their providers are built by the runtime's sender_factory.
+    sender_limiter: LimiterFactory | None = None
+    # What the default sender shows in the API (its type is provider_name's).
+    default_rate_per_second: float | None = None
     _provider: EmailProvider | None = field(default=None, repr=False)
     _limiter: RateLimiter | None = field(default=None, repr=False)
     _limiter_built: bool = field(default=False, repr=False)
     # The process's sender, built by campaign_sender on first use (like the provider).
     cached_sender: CampaignSender | None = field(default=None, repr=False)
+    # The providers of named senders, built by sender_providers on first use.
+    cached_senders: SenderProviders | None = field(default=None, repr=False)
 
     @property
     def provider(self) -> EmailProvider:
@@ -55,7 +64,13 @@ class SendingSetup:
             self._limiter_built = True
         return self._limiter
 
+    def default_route(self) -> SenderRoute:
+        return SenderRoute(None, self.provider_name, self.provider, self.limiter)
+
     async def close(self) -> None:
+        if self.cached_senders is not None:
+            senders, self.cached_senders = self.cached_senders, None
+            await senders.close()
         if self._provider is not None:
             provider, self._provider = self._provider, None
             await provider.close()
@@ -78,6 +93,11 @@ class Runtime:
     live: CoalescingPublisher | None = None
     # Sending; None in processes that never send (and in API-only tests).
     sending: SendingSetup | None = None
+    # Builds a provider from a sender's row (emailkit.providers.senders): to check one on write, to probe it,
+    # and to send through it. None: senders can be neither created nor used by this process.
+    sender_factory: ProviderFactory | None = None
+    # Senders may name loopback and private hosts (EMAILKIT_SENDER_ALLOW_PRIVATE).
+    sender_allow_private: bool = False
     # API keys verified recently (the HTTP API's authentication); emptied by a revocation in this process.
     principals: PrincipalCache = field(default_factory=PrincipalCache)
     # Outgoing webhooks: the SSRF rule's setting and, in processes that deliver, the HTTP client.
@@ -94,6 +114,22 @@ class Runtime:
             self.live = CoalescingPublisher(self.pubsub)
 
 
+def sender_providers(runtime: Runtime) -> SenderProviders:
+    """The process-wide routes to the workspaces' senders (each sender's provider is reused)."""
+    setup = runtime.sending
+    if setup is None:
+        raise RuntimeError("this process was not configured to send mail")
+    if setup.cached_senders is None:
+        setup.cached_senders = SenderProviders(
+            runtime.db,
+            runtime.secret_key,
+            default=setup.default_route,
+            build=runtime.sender_factory,
+            limiter_for=setup.sender_limiter,
+        )
+    return setup.cached_senders
+
+
 def campaign_sender(runtime: Runtime) -> CampaignSender:
     """The process-wide sender of a runtime (provider connections and the ledger's are reused)."""
     setup = runtime.sending
@@ -108,6 +144,7 @@ def campaign_sender(runtime: Runtime) -> CampaignSender:
             limiter=setup.limiter,
             progress=ProgressReporter(runtime.live) if runtime.live is not None else None,
             config=setup.config,
+            senders=sender_providers(runtime),
         )
     return setup.cached_sender
 
@@ -125,6 +162,7 @@ def flow_runner(runtime: Runtime, poster: Callable[[], WebhookPoster]) -> FlowRu
                 campaigns.messages,
                 limiter=campaigns.limiter,
                 sending=campaigns.config,
+                senders=campaigns.senders,
             )
         live = runtime.live
 

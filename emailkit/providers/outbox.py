@@ -10,12 +10,21 @@ import asyncio
 import os
 import re
 import tempfile
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any
 
-from emailkit.domain.ports.provider import CommitHook, OutgoingMessage, ResultHook, SendResult
+from emailkit.domain.ports.provider import (
+    CommitHook,
+    OutgoingMessage,
+    ProbeResult,
+    ResultHook,
+    SenderConfigError,
+    SendResult,
+)
 from emailkit.providers.dkim import DkimSigner
 from emailkit.providers.mime import MimeBuilder, MimeError
+from emailkit.providers.sender_config import refuse_unknown, text
 
 # An envelope address as it may stand in a header line: nothing that could end the line or the brackets.
 _ENVELOPE_ADDRESS = re.compile(r"[^\s<>]+@[^\s<>]+")
@@ -90,5 +99,39 @@ class OutboxProvider:
             Path(tmp).unlink(missing_ok=True)
             raise
 
+    async def probe(self) -> ProbeResult:
+        """Whether a file can be written into the directory (created if missing), and removed again."""
+        return await asyncio.to_thread(self._probe)
+
+    def _probe(self) -> ProbeResult:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".probe.", suffix=".tmp", dir=self.directory)
+            os.close(fd)
+            os.unlink(tmp)
+        except OSError as exc:
+            return ProbeResult(False, f"the outbox is not writable: {exc}")
+        return ProbeResult(True, f"the outbox {self.directory} is writable")
+
     async def close(self) -> None:
         return None
+
+
+def from_sender(
+    settings: Mapping[str, Any],
+    credentials: Mapping[str, str],
+    *,
+    pool_size: int,
+    root: Path = Path(".emailkit") / "outbox",
+) -> OutboxProvider:
+    """An outbox sender: settings {dir?}, no credentials. ``dir`` is a relative path inside ``root`` (the
+    instance's EMAILKIT_OUTBOX_DIR): an API key must not make the server write anywhere else."""
+    refuse_unknown(settings, ("dir",))
+    refuse_unknown(credentials, ())
+    sub = text(settings, "dir")
+    if sub is None:
+        return OutboxProvider(root)
+    path = PurePosixPath(sub)
+    if path.is_absolute() or "\\" in sub or any(part in ("..", "") for part in sub.split("/")):
+        raise SenderConfigError("dir", "must be a relative path inside the instance's outbox, without '..'")
+    return OutboxProvider(root / path)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -34,11 +34,13 @@ from emailkit.domain.ports.provider import (
     Address,
     CommitHook,
     OutgoingMessage,
+    ProbeResult,
     ResultHook,
     SendResult,
     http_status_is_transient,
 )
 from emailkit.domain.sending.coalesce import Coalescer
+from emailkit.providers.sender_config import http_url, refuse_unknown, required_text
 
 MAX_PERSONALIZATIONS = 1000
 # Headers SendGrid builds itself and refuses in the "headers" object.
@@ -140,6 +142,7 @@ class SendGridProvider:
         client: httpx.AsyncClient | None = None,
     ) -> None:
         self.url = base_url.rstrip("/") + "/v3/mail/send"
+        self.scopes_url = base_url.rstrip("/") + "/v3/scopes"
         self._headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
         self._categories = list(categories)
         self._semaphore = asyncio.Semaphore(concurrency)
@@ -233,6 +236,38 @@ class SendGridProvider:
             by_index.update(zip(chunk, task.result(), strict=True))
         return [by_index[i] for i in range(len(messages))]
 
+    async def probe(self) -> ProbeResult:
+        """GET /v3/scopes with the key: SendGrid says whether it knows the key and what it may do."""
+        headers = {"Authorization": self._headers["Authorization"]}
+        try:
+            response = await self._client.get(self.scopes_url, headers=headers)
+        except httpx.TransportError as exc:
+            return ProbeResult(False, f"SendGrid request failed: {type(exc).__name__}: {exc}")
+        if response.status_code != 200:
+            return ProbeResult(False, f"SendGrid {response.status_code}: {_error_text(response)}")
+        try:
+            scopes = response.json().get("scopes")
+        except (ValueError, AttributeError):
+            scopes = None
+        if not isinstance(scopes, list):
+            return ProbeResult(False, f"SendGrid {response.status_code}: no scopes in the answer")
+        if "mail.send" not in scopes:
+            return ProbeResult(False, f"SendGrid {response.status_code}: the key lacks the mail.send scope")
+        return ProbeResult(True, f"SendGrid {response.status_code}: the key has the mail.send scope")
+
     async def close(self) -> None:
         if self._owns_client:
             await self._client.aclose()
+
+
+def from_sender(
+    settings: Mapping[str, Any], credentials: Mapping[str, str], *, pool_size: int
+) -> SendGridProvider:
+    """A SendGrid sender: settings {baseUrl?}, credentials {apiKey}."""
+    refuse_unknown(settings, ("baseUrl",))
+    refuse_unknown(credentials, ("apiKey",))
+    return SendGridProvider(
+        api_key=required_text(credentials, "apiKey"),
+        base_url=http_url(settings, "baseUrl", "https://api.sendgrid.com"),
+        concurrency=pool_size,
+    )

@@ -22,7 +22,7 @@ import asyncio
 import base64
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -35,16 +35,21 @@ from emailkit.domain.ports.provider import (
     DELIVERY_TAG,
     CommitHook,
     OutgoingMessage,
+    ProbeResult,
     ResultHook,
+    SenderConfigError,
     SendResult,
     http_status_is_transient,
 )
 from emailkit.domain.sending.coalesce import Coalescer
 from emailkit.providers.mime import MimeBuilder, MimeError, ascii_email
+from emailkit.providers.sender_config import http_url, refuse_unknown, required_text, text
 
 _TAG_INVALID = re.compile(r"[^A-Za-z0-9_-]")
 _XML_CODE = re.compile(r"<Code>([^<]*)</Code>")
 _XML_MESSAGE = re.compile(r"<Message>([^<]*)</Message>")
+_XML_MAX_24H = re.compile(r"<Max24HourSend>([^<]*)</Max24HourSend>")
+_XML_SENT_24H = re.compile(r"<SentLast24Hours>([^<]*)</SentLast24Hours>")
 _ACCOUNT_LEVEL_ERRORS = frozenset(
     {
         "AccountSuspendedException",
@@ -99,6 +104,7 @@ class SesProvider:
         self.region = region
         base = (endpoint_url or f"https://email.{region}.amazonaws.com").rstrip("/")
         self.url = f"{base}/v2/email/outbound-emails"
+        self.probe_url = f"{base}/"
         self._credentials = credentials
         self._configuration_set = configuration_set
         self._semaphore = asyncio.Semaphore(concurrency)
@@ -224,9 +230,66 @@ class SesProvider:
                 results.update({index: task.result() for index, task in tasks.items()})
         return [results[index] for index in range(len(messages))]
 
+    async def probe(self) -> ProbeResult:
+        """GetSendQuota, signed: SES checks the key pair and the signature, sends nothing, and says the quota.
+
+        The SES v1 query API on the same endpoint: the cheapest signed call there is (v2's GetAccount says the
+        same, but moto, which the tests run against, does not serve it)."""
+        try:
+            credentials = await asyncio.to_thread(self._frozen_credentials)
+        except RuntimeError as exc:
+            return ProbeResult(False, str(exc))
+        body = b"Action=GetSendQuota&Version=2010-12-01"
+        headers = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
+        request = AWSRequest(method="POST", url=self.probe_url, data=body, headers=headers)
+        SigV4Auth(credentials, "ses", self.region).add_auth(request)
+        try:
+            response = await self._client.post(
+                self.probe_url, content=body, headers=dict(request.headers.items())
+            )
+        except httpx.TransportError as exc:
+            return ProbeResult(False, f"SES request failed: {type(exc).__name__}: {exc}")
+        if response.status_code == 200:
+            quota = _XML_MAX_24H.search(response.text)
+            sent = _XML_SENT_24H.search(response.text)
+            detail = (
+                f"{sent.group(1) if sent else '?'} of {quota.group(1)} sent in the last 24 hours"
+                if quota
+                else "credentials accepted"
+            )
+            return ProbeResult(True, f"SES {response.status_code} in {self.region}: {detail}")
+        kind, detail = _error_details(response)
+        if kind in ("AccessDeniedException", "AccessDenied"):
+            # Signed correctly by a real key, which may still be allowed to send (a send-only policy).
+            return ProbeResult(True, f"SES {response.status_code} {kind}: credentials accepted; {detail}")
+        return ProbeResult(False, f"SES {response.status_code} {kind or 'error'}: {detail}")
+
     async def close(self) -> None:
         if self._owns_client:
             await self._client.aclose()
+
+
+def from_sender(
+    settings: Mapping[str, Any], credentials: Mapping[str, str], *, pool_size: int
+) -> SesProvider:
+    """An SES sender: settings {region, endpointUrl?, configurationSet?}, credentials {accessKeyId,
+    secretAccessKey}. The key pair is required: a workspace's sender never falls back to the instance's own AWS
+    credentials (its role or environment)."""
+    refuse_unknown(settings, ("region", "endpointUrl", "configurationSet"))
+    refuse_unknown(credentials, ("accessKeyId", "secretAccessKey"))
+    region = required_text(settings, "region")
+    if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d{1,2}", region):
+        raise SenderConfigError("region", f"not an AWS region name: {region!r}")
+    endpoint_url = http_url(settings, "endpointUrl", f"https://email.{region}.amazonaws.com")
+    key_id = required_text(credentials, "accessKeyId")
+    secret = required_text(credentials, "secretAccessKey")
+    return SesProvider(
+        region=region,
+        credentials=Credentials(key_id, secret),
+        endpoint_url=endpoint_url,
+        configuration_set=text(settings, "configurationSet"),
+        concurrency=pool_size,
+    )
 
 
 def _retry_after(value: str | None) -> float | None:

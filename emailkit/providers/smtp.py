@@ -20,13 +20,24 @@ import re
 import socket
 import ssl
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from emailkit.domain.ports.provider import CommitHook, OutgoingMessage, ResultHook, SendResult
+import aiosmtplib
+
+from emailkit.domain.ports.provider import (
+    CommitHook,
+    OutgoingMessage,
+    ProbeResult,
+    ResultHook,
+    SenderConfigError,
+    SendResult,
+)
 from emailkit.providers.dkim import DkimSigner
 from emailkit.providers.mime import MimeBuilder, MimeError, ascii_email
+from emailkit.providers.sender_config import refuse_unknown, required_text, text
 from emailkit.providers.smtp_batch import Finisher, Senders
 from emailkit.providers.smtp_job import SmtpJob
 from emailkit.providers.smtp_pool import SmtpPool
@@ -234,7 +245,68 @@ class SmtpProvider:
             finisher(job, SendResult.failed(job.message.delivery_id, reason, transient=True))
         return finisher.results(messages)
 
+    async def probe(self) -> ProbeResult:
+        """Connect, greet, upgrade to TLS as configured, authenticate when credentials are set, and QUIT."""
+        c = self.config
+        helo = c.helo or await asyncio.to_thread(socket.getfqdn)
+        client = aiosmtplib.SMTP(
+            hostname=c.host,
+            port=c.port,
+            use_tls=c.tls == "ssl",
+            start_tls=None if c.tls == "auto" else c.tls == "starttls",
+            tls_context=self._tls_context,
+            timeout=c.timeout,
+            local_hostname=helo,
+        )
+        try:
+            reply = await client.connect()
+            if client.is_ehlo_or_helo_needed:
+                reply = await client.ehlo()
+            if c.username:
+                reply = await client.login(c.username, c.password or "")
+            await client.quit()
+        except aiosmtplib.SMTPResponseException as exc:
+            return ProbeResult(False, f"{exc.code} {exc.message}")
+        except (aiosmtplib.SMTPException, OSError, TimeoutError, ssl.SSLError) as exc:
+            return ProbeResult(False, f"cannot open an SMTP session with {c.host}:{c.port}: {exc}")
+        finally:
+            client.close()
+        first_line = reply.message.splitlines()[0] if reply.message else ""
+        return ProbeResult(True, f"{reply.code} {first_line}".strip())
+
     async def close(self) -> None:
         if self._pool is not None:
             self._pool.close()
             self._pool = None
+
+
+def from_sender(
+    settings: Mapping[str, Any], credentials: Mapping[str, str], *, pool_size: int
+) -> SmtpProvider:
+    """An SMTP sender: settings {url: "smtp://host:port?tls=..."}, credentials {username, password} (both or
+    neither). The URL takes the options of ``EMAILKIT_SMTP_URL`` but no user or password: those are secrets."""
+    refuse_unknown(settings, ("url",))
+    refuse_unknown(credentials, ("username", "password"))
+    url = required_text(settings, "url")
+    try:
+        config = parse_smtp_url(url)
+    except ValueError as exc:
+        raise SenderConfigError("url", str(exc)) from None
+    if config.username or config.password:
+        raise SenderConfigError("url", "must not carry a user or password (they go in credentials)")
+    if config.cafile is not None:
+        # An API key must not make the server read one of its files (nor block on a FIFO named as one).
+        raise SenderConfigError(
+            "url", "cafile is not allowed here; verify=false accepts a private CA's relay"
+        )
+    username = text(credentials, "username")
+    password = text(credentials, "password")
+    if password and not username:
+        raise SenderConfigError("username", "required with a password")
+    if username and not password:
+        raise SenderConfigError("password", "required with a username")
+    config = replace(config, username=username, password=password)
+    try:
+        return SmtpProvider(config, pool_size=pool_size)
+    except (OSError, ssl.SSLError) as exc:
+        raise SenderConfigError("url", f"cannot load the cafile: {exc}") from None

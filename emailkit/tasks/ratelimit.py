@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from limits import RateLimitItem, RateLimitItemPerHour, RateLimitItemPerSecond
 from limits.aio.storage import RedisStorage
@@ -42,6 +43,21 @@ class SharedRateLimiter:
                 piece = min(remaining, item.amount)
                 await self._take(item, piece)
                 remaining -= piece
+
+
+def sender_limiter_factory(settings: Settings) -> Callable[[str, float], RateLimiter]:
+    """Limits of named senders: one budget per sender in Redis (``emailkit:send:sender:<id>``), shared by all
+    workers; in one process only without Redis."""
+    redis_url = settings.resolved_redis_url
+
+    def limiter_for(key: str, per_second: float) -> RateLimiter:
+        if redis_url:
+            return SharedRateLimiter(
+                redis_url, per_second=per_second, per_hour=None, key=f"emailkit:send:{key}"
+            )
+        return LocalRateLimiter(per_second)
+
+    return limiter_for
 
 
 def build_rate_limiter(settings: Settings) -> RateLimiter | None:

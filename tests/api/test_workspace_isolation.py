@@ -97,6 +97,10 @@ ID_ARGUMENTS: dict[str, str] = {
     "FlowIdInput.id": "Flow",
     "FlowStepInput.addListIds": "MailingList",
     "FlowStepInput.removeListIds": "MailingList",
+    "Query.sender.id": "Sender",
+    "UpdateSenderInput.id": "Sender",
+    "DeleteSenderInput.id": "Sender",
+    "TestSenderInput.id": "Sender",
 }
 # Wherever they are declared, arguments named after the type they name.
 ID_NAMES: dict[str, str] = {
@@ -110,6 +114,7 @@ ID_NAMES: dict[str, str] = {
     "segmentId": "Segment",
     "segmentIds": "Segment",
     "variantId": "CampaignVariant",
+    "senderId": "Sender",
 }
 
 
@@ -136,6 +141,7 @@ LABELS: dict[str, list[str]] = {
     "WebhookDelivery": ["delivery"],
     "Flow": ["flow"],
     "FlowRun": ["run"],
+    "Sender": ["sender"],
 }
 # The control's ID: a well-formed ID of the same type that names no row in any workspace.
 MISSING_PK = 987_654_321
@@ -475,8 +481,9 @@ async def test_workspace_b_is_made_through_the_api(world: World) -> None:
 # --- queries without an ID ---------------------------------------------------------------------------------
 
 # Those whose answer names nothing of B even to B's own key: `viewer` describes the key (named by the test
-# factory), `workspaces` is for instance keys only (FORBIDDEN to both workspaces' keys).
-SHOWS_NO_NAMES = {"viewer", "workspaces", "webhookEventTypes"}
+# factory), `workspaces` is for instance keys only (FORBIDDEN to both workspaces' keys), `defaultSender` is the
+# instance's (the same for every workspace).
+SHOWS_NO_NAMES = {"viewer", "workspaces", "webhookEventTypes", "defaultSender"}
 
 
 def id_free_queries() -> list[str]:

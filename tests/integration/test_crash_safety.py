@@ -38,6 +38,7 @@ from emailkit.db.engine import Database
 from emailkit.db.tables.sending import Campaign, CampaignBatch, CampaignStatus, Delivery, DeliveryStatus
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.sending.ledger import IN_DOUBT_NOTE
+from emailkit.providers.senders import SenderProviderFactory
 from emailkit.providers.smtp import REPORT_EVERY
 from emailkit.schema.relay import to_global_id
 from emailkit.settings import Settings
@@ -169,6 +170,8 @@ async def open_stack(
         public_url=PUBLIC_URL,
         jobs=DramatiqJobQueue(broker),
         sending=sending_setup(settings),
+        sender_factory=SenderProviderFactory(outbox_root=settings.outbox_dir),
+        sender_allow_private=True,
     )
     app = create_app(settings, runtime)
     api_key = await make_key(db)

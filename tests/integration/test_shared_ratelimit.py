@@ -9,7 +9,8 @@ import pytest
 from limits import parse_many
 from limits.aio.storage import RedisStorage
 
-from emailkit.tasks.ratelimit import SharedRateLimiter
+from emailkit.settings import Settings
+from emailkit.tasks.ratelimit import SharedRateLimiter, sender_limiter_factory
 from emailkit.web.ratelimit import ApiRateLimiter, RateLimited
 from tests.support.environment import REDIS_URL
 
@@ -64,3 +65,22 @@ async def test_api_processes_share_each_keys_budget(backend: str) -> None:
     # Another key has its own budget on both.
     await second.check(8)
     await first.check(8)
+
+
+@pytest.mark.parametrize("backend", CASES)
+async def test_each_sender_has_one_budget_shared_by_all_workers(backend: str) -> None:
+    """A sender's ratePerSecond is one budget in Redis for every worker (two processes build two limiters for
+    it), and another sender's budget is its own."""
+    assert REDIS_URL is not None
+    settings = Settings(redis_url=REDIS_URL)  # type: ignore[arg-type]
+    sender = f"sender:{uuid.uuid4().int % 10**9}"
+    other = f"sender:{uuid.uuid4().int % 10**9}"
+    worker_a = sender_limiter_factory(settings)(sender, 5)
+    worker_b = sender_limiter_factory(settings)(sender, 5)
+    await worker_a.acquire(3)
+    await worker_b.acquire(2)
+    # This second's 5 are spent by the two together.
+    for limiter in (worker_a, worker_b):
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(limiter.acquire(1), timeout=0.05)
+    await asyncio.wait_for(sender_limiter_factory(settings)(other, 5).acquire(5), timeout=5)

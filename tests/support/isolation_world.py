@@ -180,6 +180,7 @@ ENDPOINT_DELIVERIES = (
     "query($id: ID!) { webhookEndpoint(id: $id) { deliveries(first: 5) { edges { node { id } } } } }"
 )
 AB_VARIANTS = "query($id: ID!) { campaign(id: $id) { variants { id } } }"
+CREATE_SENDER = "mutation($i: CreateSenderInput!) { createSender(input: $i) { sender { id } userErrors { field code message } } }"
 CREATE_FLOW = "mutation($i: CreateFlowInput!) { createFlow(input: $i) { flow { id } userErrors { field code message } } }"
 PUBLISH_FLOW = "mutation($i: PublishFlowInput!) { publishFlow(input: $i) { flow { id } userErrors { field code message } } }"
 PAUSE_FLOW = (
@@ -217,6 +218,16 @@ async def fill(world: World, ws: Workspace, mark: str) -> None:
             "createWebhookEndpoint",
             "endpoint",
             {"url": f"http://127.0.0.1:9/{mark}", "events": ["subscriber.created"], "description": mark},
+        ),
+    )
+    ws.add(
+        "Sender",
+        "sender",
+        await made(
+            CREATE_SENDER,
+            "createSender",
+            "sender",
+            {"name": f"{mark} sender", "type": "OUTBOX", "settings": {"dir": f"sender-{ws.id}"}},
         ),
     )
     campaign_template = ws.add(

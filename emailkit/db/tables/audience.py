@@ -94,6 +94,8 @@ class MailingList(InWorkspace, TimestampMixin, Base):
     # The IANA timezone of subscribers reached through this list who have no valid `timezone` attribute
     # (migration 0014); NULL: the instance's default.
     default_timezone: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The sender of campaigns to this list that name none (migration 0017); NULL: the instance's default.
+    sender_id: Mapped[int | None] = mapped_column(BigInt, nullable=True)
 
 
 class Subscription(InWorkspace, TimestampMixin, Base):

@@ -123,6 +123,9 @@ class Campaign(InWorkspace, TimestampMixin, Base):
     local_send_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
     # When the last timezone of its audience is due, worked out at start (what its statusReason says).
     local_send_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The sender it goes out through (migration 0017); NULL: its lists' default, else the instance's default.
+    # No foreign key: deleteSender refuses while an unfinished campaign names it, and clears finished ones.
+    sender_id: Mapped[int | None] = mapped_column(BigInt, nullable=True)
 
 
 class CampaignList(InWorkspace, Base):
@@ -207,6 +210,9 @@ class Delivery(InWorkspace, Base):
     # A campaign sent in local time: not handed over before this instant (the campaign's wall-clock time in
     # the recipient's timezone), written with the row. NULL: as soon as the batch runs.
     not_before: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The sender that handed it over (written with SENDING), or that a transactional or flow message is to go
+    # through (written with the row); NULL: the instance's default sender. Retries use the same one.
+    sender_id: Mapped[int | None] = mapped_column(BigInt, nullable=True)
 
     __table_args__ = (
         UniqueConstraint("campaign_id", "subscriber_id"),

@@ -14,6 +14,7 @@ from emailkit.db.tables.content import Template, TemplateKind
 from emailkit.domain.audience import timezones
 from emailkit.domain.errors import ErrorCode, FieldError, NotFound
 from emailkit.domain.pagination import Page, keyset_page
+from emailkit.domain.senders.store import require_sender
 from emailkit.domain.validation import check_length, raise_if, require
 
 
@@ -28,6 +29,8 @@ class ListInput:
     optin_template_id: int | None = None
     # An IANA name; None keeps the current one, "" removes it (the instance's default applies).
     default_timezone: str | None = None
+    # The sender of its campaigns that name none; None keeps the current one, 0 removes it.
+    sender_id: int | None = None
 
 
 def _validate(data: ListInput, *, creating: bool) -> list[FieldError]:
@@ -73,6 +76,8 @@ async def _check_optin_template(session: AsyncSession, template_id: int | None) 
 async def create_list(session: AsyncSession, data: ListInput) -> MailingList:
     raise_if(_validate(data, creating=True))
     await _check_optin_template(session, data.optin_template_id)
+    if data.sender_id:
+        await require_sender(session, data.sender_id)
     assert data.name is not None
     row = MailingList(
         name=data.name.strip(),
@@ -82,6 +87,7 @@ async def create_list(session: AsyncSession, data: ListInput) -> MailingList:
         tags=_clean_tags(data.tags or []),
         optin_template_id=data.optin_template_id or None,
         default_timezone=data.default_timezone or None,
+        sender_id=data.sender_id or None,
     )
     session.add(row)
     await session.flush()
@@ -113,6 +119,10 @@ async def update_list(session: AsyncSession, list_id: int, data: ListInput) -> M
         row.optin_template_id = data.optin_template_id or None
     if data.default_timezone is not None:
         row.default_timezone = data.default_timezone or None
+    if data.sender_id is not None:
+        if data.sender_id:
+            await require_sender(session, data.sender_id)
+        row.sender_id = data.sender_id or None
     await session.flush()
     return row
 

@@ -68,6 +68,8 @@ class Step:
     type: str
     next: str | None = None
     template_id: int | None = None
+    # SEND: the sender it goes through (None: the instance's default sender).
+    sender_id: int | None = None
     subject: str | None = None
     from_email: str | None = None
     from_name: str | None = None
@@ -115,6 +117,7 @@ class Definition:
         _add(refs.campaigns, t.campaign_id, "trigger.campaignId")
         for i, s in enumerate(self.steps):
             _add(refs.templates, s.template_id, f"steps[{i}].templateId")
+            _add(refs.senders, s.sender_id, f"steps[{i}].senderId")
             for lid in (*s.add_list_ids, *s.remove_list_ids):
                 _add(refs.lists, lid, f"steps[{i}]")
         return refs
@@ -126,6 +129,7 @@ class References:
     segments: dict[int, str] = field(default_factory=dict)
     campaigns: dict[int, str] = field(default_factory=dict)
     templates: dict[int, str] = field(default_factory=dict)
+    senders: dict[int, str] = field(default_factory=dict)
 
 
 def _add(into: dict[int, str], value: int | None, path: str) -> None:
@@ -323,6 +327,7 @@ def _step(raw: Any, i: int, errors: _Errors) -> Step | None:
             type=kind,
             next=raw.get("next"),
             template_id=_int(raw.get("templateId")),
+            sender_id=_int(raw.get("senderId")),
             subject=raw.get("subject"),
             from_email=raw.get("fromEmail"),
             from_name=raw.get("fromName"),

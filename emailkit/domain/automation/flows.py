@@ -27,6 +27,7 @@ from emailkit.db.tables.automation import (
     FlowVersion,
 )
 from emailkit.db.tables.content import Template
+from emailkit.db.tables.senders import Sender
 from emailkit.db.tables.sending import Campaign
 from emailkit.db.types import utcnow
 from emailkit.domain.audience.segments.validate import check_references
@@ -64,6 +65,7 @@ async def _check_references(session: AsyncSession, d: Definition) -> None:
         (Segment, refs.segments, ErrorCode.SEGMENT_NOT_FOUND, "Segment"),
         (Campaign, refs.campaigns, ErrorCode.CAMPAIGN_NOT_FOUND, "Campaign"),
         (Template, refs.templates, ErrorCode.TEMPLATE_NOT_FOUND, "Template"),
+        (Sender, refs.senders, ErrorCode.NOT_FOUND, "Sender"),
     ):
         if not ids:
             continue

@@ -40,6 +40,7 @@ from emailkit.domain.automation.runs import Finish, Held, LeaseLost, Run
 from emailkit.domain.content.rendering import RenderError, render_failure_reason
 from emailkit.domain.ports.provider import EmailProvider, OutgoingMessage, SendResult
 from emailkit.domain.ports.ratelimit import RateLimiter
+from emailkit.domain.senders.routing import SenderProviders, SenderRoute, SenderUnusable
 from emailkit.domain.sending.coalesce import Coalescer
 from emailkit.domain.sending.config import SendingConfig
 from emailkit.domain.sending.ledger import IN_DOUBT_NOTE, Pending
@@ -73,6 +74,7 @@ class StepSender:
         *,
         limiter: RateLimiter | None = None,
         sending: SendingConfig | None = None,
+        senders: SenderProviders | None = None,
     ) -> None:
         self.db = db
         self.provider = provider
@@ -80,6 +82,10 @@ class StepSender:
         self.messages = messages
         self.limiter = limiter
         self.sending = sending or SendingConfig()
+        # The step's sender (its senderId) or, without one, this process's default provider.
+        self.senders = senders or SenderProviders(
+            db, "", default=lambda: SenderRoute(None, provider_name, provider, limiter)
+        )
         # Set by the runner that uses this sender (its clock).
         self.clock: Callable[[], datetime] = utcnow
 
@@ -91,41 +97,55 @@ class StepSender:
         by_id = {q.delivery_id: q for q in queued}
         # Rendered and handed over a slice at a time, as a campaign's chunks are: only one slice's messages are
         # held at once (the whole group's kept a worker's memory well above a campaign's).
-        step_size = max(1, min(self.provider.max_batch_size, self.sending.chunk_size))
-        async with handover.lend(self.db, held, self.provider_name) as hand:
-            done: set[str] = set()
-            sent: list[_Queued] = []
+        done: set[str] = set()
+        sent: list[_Queued] = []
+        try:
+            async with (
+                self.senders.use(step.sender_id) as route,
+                handover.lend(self.db, held, route.provider_name) as hand,
+            ):
 
-            async def flush(results: list[SendResult]) -> None:
-                # Sent ones are committed SENT at once (one statement), and settled with their runs once per
-                # slice; the rare failures are recorded whole, here.
-                ok = [by_id[int(r.delivery_id)] for r in results if r.ok]
-                if ok:
-                    pids = {int(r.delivery_id): r.provider_message_id for r in results if r.ok}
-                    rows = [handover.Sent(q.delivery_id, pids[q.delivery_id], q.attempts + 1) for q in ok]
-                    await hand.sent(rows, self.clock())
-                    sent.extend(ok)
-                failed = [r for r in results if not r.ok]
-                if failed:
-                    await self._record_failures(held, step, by_id, tally, failed)
-                done.update(r.delivery_id for r in results)
+                async def flush(results: list[SendResult]) -> None:
+                    # Sent ones are committed SENT at once (one statement), and settled with their runs once
+                    # per slice; the rare failures are recorded whole, here.
+                    ok = [by_id[int(r.delivery_id)] for r in results if r.ok]
+                    if ok:
+                        pids = {int(r.delivery_id): r.provider_message_id for r in results if r.ok}
+                        rows = [handover.Sent(q.delivery_id, pids[q.delivery_id], q.attempts + 1) for q in ok]
+                        await hand.sent(rows, self.clock())
+                        sent.extend(ok)
+                    failed = [r for r in results if not r.ok]
+                    if failed:
+                        await self._record_failures(held, step, by_id, tally, failed)
+                    done.update(r.delivery_id for r in results)
 
-            coalescer: Coalescer[SendResult] = Coalescer(flush)
-            commits: Coalescer[str] = Coalescer(hand.mark)
-            for start in range(0, len(queued), step_size):
-                part, unrendered = await self._build(compiled, queued[start : start + step_size])
-                results = unrendered
-                if part:
-                    if self.limiter is not None:
-                        await self.limiter.acquire(len(part))
-                    results += await self.provider.send_batch(
-                        part, on_commit=commits.submit, on_result=coalescer.submit
-                    )
-                rest = [r for r in results if r.delivery_id not in done]
-                if rest:
-                    await flush(rest)
-                await self._settle_sent(held, step, sent, tally)
-                sent.clear()
+                coalescer: Coalescer[SendResult] = Coalescer(flush)
+                commits: Coalescer[str] = Coalescer(hand.mark)
+                step_size = max(1, min(route.provider.max_batch_size, self.sending.chunk_size))
+                for start in range(0, len(queued), step_size):
+                    part, unrendered = await self._build(compiled, queued[start : start + step_size])
+                    results = unrendered
+                    if part:
+                        if route.limiter is not None:
+                            await route.limiter.acquire(len(part))
+                        results += await route.provider.send_batch(
+                            part, on_commit=commits.submit, on_result=coalescer.submit
+                        )
+                    rest = [r for r in results if r.delivery_id not in done]
+                    if rest:
+                        await flush(rest)
+                    await self._settle_sent(held, step, sent, tally)
+                    sent.clear()
+        except SenderUnusable as exc:
+            # Nothing more was handed over: the rest waits and tries again (with backoff) once it is fixed.
+            await self._settle_sent(held, step, sent, tally)
+            unsent = [
+                SendResult.failed(str(q.delivery_id), str(exc), transient=True)
+                for q in queued
+                if str(q.delivery_id) not in done
+            ]
+            if unsent:
+                await self._record_failures(held, step, by_id, tally, unsent)
 
     async def _build(
         self, compiled: Compiled, queued: Sequence[_Queued]
@@ -416,6 +436,7 @@ async def _queue(
             "via_list_ids": via,
             "attempts": 0,
             "flow_run_id": r.id,
+            "sender_id": step.sender_id,
             "created_at": now,
             "updated_at": now,
         }

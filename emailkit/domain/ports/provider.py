@@ -137,6 +137,14 @@ class EmailProvider(Protocol):
         """
         ...
 
+    async def probe(self) -> ProbeResult:
+        """Connect and authenticate without sending anything; report what the provider answered.
+
+        Never raises for the provider's answer or an unreachable provider: that is a ProbeResult with
+        ``ok`` False and the reason.
+        """
+        ...
+
     async def close(self) -> None:
         """Release connections; the provider is unusable afterwards."""
         ...

@@ -18,6 +18,7 @@ from emailkit.domain.audience.segments import store as segments
 from emailkit.domain.content.rendering import validate_content, validate_plain_text
 from emailkit.domain.errors import DomainError, ErrorCode, FieldError, NotFound
 from emailkit.domain.pagination import Page, keyset_page
+from emailkit.domain.senders.store import require_sender
 from emailkit.domain.sending.ab import definition as ab
 from emailkit.domain.sending.archive import check_archive_data
 from emailkit.domain.validation import check_length, normalize_email, raise_if, require
@@ -56,6 +57,8 @@ class CampaignInput:
     # An A/B test: 2-5 variants (on update an empty list removes the test) and how they are tested.
     variants: Sequence[ab.VariantInput] | None = None
     ab_test: ab.AbTestInput | None = None
+    # The sender it goes through (emailkit.domain.senders.precedence); on update 0 removes it.
+    sender_id: int | None = None
 
 
 # What may change on a campaign in any status: publishing it in the archive does not touch what was sent.
@@ -196,6 +199,8 @@ async def create_campaign(session: AsyncSession, data: CampaignInput) -> Campaig
     await segments.require_segments(session, data.segment_ids or [])
     if data.template_id is not None:
         await _require_campaign_template(session, data.template_id)
+    if data.sender_id:
+        await require_sender(session, data.sender_id)
     row = Campaign(
         name=data.name.strip(),
         subject=data.subject.strip(),
@@ -212,6 +217,7 @@ async def create_campaign(session: AsyncSession, data: CampaignInput) -> Campaig
         web_view_link=bool(data.web_view_link),
         archive=bool(data.archive),
         archive_data=data.archive_data or None,
+        sender_id=data.sender_id or None,
     )
     await _validate_content(session, row)
     session.add(row)
@@ -242,6 +248,10 @@ async def update_campaign(session: AsyncSession, campaign_id: int, data: Campaig
             ErrorCode.INVALID_STATE, f"A {row.status.value} campaign can no longer be edited", "id"
         )
     await _require_new_targets(session, row, data)
+    if data.sender_id is not None:
+        if data.sender_id:
+            await require_sender(session, data.sender_id)
+        row.sender_id = data.sender_id or None
     has_test = await _check_ab_edit(session, row, data)
     await _set_content(session, row, data)
     _set_fields(row, data, from_email, reply_to)

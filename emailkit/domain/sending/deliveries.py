@@ -23,6 +23,7 @@ from emailkit.domain.audience.suppressions import is_suppressed
 from emailkit.domain.content.rendering import compile_content, subscriber_vars, template_context
 from emailkit.domain.errors import DomainError, ErrorCode, NotFound
 from emailkit.domain.pagination import Page, keyset_page
+from emailkit.domain.senders.store import require_sender
 from emailkit.domain.sending import lifecycle
 from emailkit.domain.sending.jobs import Jobs
 from emailkit.domain.validation import normalize_email
@@ -121,6 +122,7 @@ async def create_transactional(
     data: dict[str, Any] | None,
     from_email: str | None,
     from_name: str = "",
+    sender_id: int | None = None,
 ) -> tuple[Delivery, Jobs]:
     """Validate and record one transactional message; returns it, and itself as the job to enqueue after commit
     (``dispatch.commit_then_enqueue``)."""
@@ -130,6 +132,8 @@ async def create_transactional(
             ErrorCode.REQUIRED, "fromEmail is required (or configure EMAILKIT_FROM_EMAIL)", "fromEmail"
         )
     sender = normalize_email(from_email, "fromEmail")
+    if sender_id is not None:
+        await require_sender(session, sender_id)
     template = await session.get(Template, template_id)
     if template is None:
         raise NotFound("Template", field="templateId", code=ErrorCode.TEMPLATE_NOT_FOUND)
@@ -164,6 +168,7 @@ async def create_transactional(
         template_id=template.id,
         data={"vars": data, "from_email": sender, "from_name": from_name},
         status=DeliveryStatus.QUEUED,
+        sender_id=sender_id,
     )
     session.add(row)
     await session.flush()

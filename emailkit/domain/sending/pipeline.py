@@ -52,6 +52,8 @@ from emailkit.domain.content.tracked_urls import TrackingUrls
 from emailkit.domain.errors import ErrorCode, NotFound
 from emailkit.domain.ports.provider import EmailProvider, OutgoingMessage, SendResult
 from emailkit.domain.ports.ratelimit import RateLimiter
+from emailkit.domain.senders.precedence import campaign_sender_id
+from emailkit.domain.senders.routing import SenderProviders, SenderRoute, SenderUnusable
 from emailkit.domain.sending import lifecycle, local_time
 from emailkit.domain.sending.ab.definition import variants_of
 from emailkit.domain.sending.ab.split import Split
@@ -119,6 +121,8 @@ class _Content:
     variants: dict[int, Compiled] = field(default_factory=dict)
     # A local-time campaign's schedule: only deliveries already due are sent.
     local: LocalSchedule | None = None
+    # The sender it goes through (emailkit.domain.senders.precedence); None: the default sender.
+    sender_id: int | None = None
 
     def of(self, variant_id: int | None) -> Compiled:
         if variant_id is None:
@@ -145,11 +149,14 @@ class CampaignSender:
         progress: ProgressReporter | None = None,
         config: SendingConfig | None = None,
         clock: Callable[[], datetime] = utcnow,
+        senders: SenderProviders | None = None,
     ) -> None:
         self.db = db
         self.provider = provider
         self.provider_name = provider_name
         self.limiter = limiter
+        # Routes to the workspace's senders; the one built here knows only this process's default provider.
+        self.senders = senders or SenderProviders(db, "", default=self.default_route)
         self.progress = progress
         self.config = config or SendingConfig()
         # What "now" is for the frequency cap and local-time sends; tests move it instead of waiting.
@@ -163,6 +170,9 @@ class CampaignSender:
             unsubscribe_mailto=self.config.unsubscribe_mailto,
             return_paths=ReturnPaths(urls.signer, bounce_domain) if bounce_domain else None,
         )
+
+    def default_route(self) -> SenderRoute:
+        return SenderRoute(None, self.provider_name, self.provider, self.limiter)
 
     # -- the algorithm ------------------------------------------------------------------------------------
 
@@ -197,8 +207,13 @@ class CampaignSender:
             await self._report(batch.campaign_id, final=True)
             return outcome
         compiled, quota = ready
-        async with self.ledger.lend_connection(batch):
-            stopped, retry_after = await self._send_chunks(batch, compiled, outcome, quota)
+        try:
+            async with self.senders.use(compiled.sender_id) as route, self.ledger.lend_connection(batch):
+                with self.ledger.sending_via(batch, route.provider_name, route.sender_id):
+                    stopped, retry_after = await self._send_chunks(batch, compiled, outcome, quota, route)
+        except SenderUnusable as exc:
+            await self._pause_for_sender(batch, str(exc))
+            return outcome
         outcome.failures.log(log, batch.id, retry_after)
         if stopped:
             return outcome
@@ -224,7 +239,7 @@ class CampaignSender:
         A campaign with an A/B test has each variant compiled, and materialises the recipients its phase
         gives a variant: the test share until the winner is sent, then everybody else."""
         async with self.db.transaction() as s:
-            campaign, workspace, quota, test = await _campaign_and_workspace(s, batch.campaign_id)
+            campaign, workspace, quota, test, sender_id = await _campaign_and_workspace(s, batch.campaign_id)
             if workspace is WorkspaceStatus.ARCHIVED:
                 if await lifecycle.pause_for_archived_workspace(s, campaign.id):
                     log.warning("campaign %s: paused, its workspace is archived", campaign.id)
@@ -237,6 +252,7 @@ class CampaignSender:
                 failure = f"The campaign content could not be compiled: {exc}"
             else:
                 content.local = await local_time.schedule_of(s, campaign, self.config.default_timezone)
+                content.sender_id = sender_id
                 outcome.skipped = await self.ledger.materialise(
                     s, batch, _split(test, variants), self._admission(content.local)
                 )
@@ -262,7 +278,12 @@ class CampaignSender:
         return _Content(compiled[variants[0].id], compiled)
 
     async def _send_chunks(
-        self, batch: CampaignBatch, compiled: _Content, outcome: BatchOutcome, quota: DailyQuota | None
+        self,
+        batch: CampaignBatch,
+        compiled: _Content,
+        outcome: BatchOutcome,
+        quota: DailyQuota | None,
+        route: SenderRoute,
     ) -> tuple[bool, float | None]:
         """Render, send and record the batch chunk by chunk, within the workspace's daily quota if it has one.
 
@@ -286,7 +307,7 @@ class CampaignSender:
                 return True, None
             admitted = Admitted(len(chunk)) if quota is None else await quota.admit(len(chunk))
             if admitted.count:
-                tally = await self._send_chunk(batch, compiled, chunk[: admitted.count], outcome)
+                tally = await self._send_chunk(batch, compiled, chunk[: admitted.count], outcome, route)
                 if tally is None:
                     return True, None
                 if tally.retry_after is not None:
@@ -322,7 +343,12 @@ class CampaignSender:
         return False
 
     async def _send_chunk(
-        self, batch: CampaignBatch, compiled: _Content, chunk: list[Pending], outcome: BatchOutcome
+        self,
+        batch: CampaignBatch,
+        compiled: _Content,
+        chunk: list[Pending],
+        outcome: BatchOutcome,
+        route: SenderRoute,
     ) -> _Tally | None:
         """Render, hand over and record one chunk; None when the batch was taken over meanwhile."""
         pending = {p.delivery_id: p for p in chunk}
@@ -330,7 +356,7 @@ class CampaignSender:
         messages, results = await self._render(compiled, chunk)
         early = _EarlyResults(functools.partial(self._record, batch, pending))
         try:
-            results.extend(await self._hand_over(batch, messages, early))
+            results.extend(await self._hand_over(batch, messages, early, route))
         except LeaseLost:
             # The new owner settles what this worker left SENDING as in doubt; recording it here too
             # would count it twice.
@@ -368,17 +394,18 @@ class CampaignSender:
         return messages, unrendered
 
     async def _hand_over(
-        self, batch: CampaignBatch, messages: list[OutgoingMessage], early: _EarlyResults
+        self, batch: CampaignBatch, messages: list[OutgoingMessage], early: _EarlyResults, route: SenderRoute
     ) -> list[SendResult]:
-        """Give the messages to the provider, which marks each SENDING right before its final go."""
+        """Give the messages to the sender's provider, which marks each SENDING right before its final go."""
         results: list[SendResult] = []
-        step = max(1, self.provider.max_batch_size)
+        provider, limiter = route.provider, route.limiter
+        step = max(1, provider.max_batch_size)
         on_commit = functools.partial(self.ledger.mark_sending, batch)
         for start in range(0, len(messages), step):
             part = messages[start : start + step]
-            if self.limiter is not None:
-                await self.limiter.acquire(len(part))
-            results.extend(await self.provider.send_batch(part, on_commit=on_commit, on_result=early.submit))
+            if limiter is not None:
+                await limiter.acquire(len(part))
+            results.extend(await provider.send_batch(part, on_commit=on_commit, on_result=early.submit))
         return results
 
     # -- recording ----------------------------------------------------------------------------------------
@@ -448,6 +475,16 @@ class CampaignSender:
             await lifecycle.pause_automatically(s, campaign.id, reason)
         log.warning("campaign %s: %s", campaign.id, reason)
 
+    async def _pause_for_sender(self, batch: CampaignBatch, problem: str) -> None:
+        reason = f"Paused automatically: its sender cannot send: {problem}; fix the sender, then resume"[
+            :2000
+        ]
+        async with self.db.transaction() as s:
+            await lifecycle.pause_automatically(s, batch.campaign_id, reason)
+        await self.ledger.release(batch, done=False)
+        log.warning("campaign %s: %s", batch.campaign_id, reason)
+        await self._report(batch.campaign_id, final=True)
+
     async def _finish_if_complete(self, campaign_id: int) -> bool:
         async with self.db.transaction() as s:
             ended = await lifecycle.finish_if_complete(s, campaign_id)
@@ -490,25 +527,35 @@ class CampaignSender:
                     raise NotFound("Variant", field="variantId", code=ErrorCode.VARIANT_NOT_FOUND)
             compiled = await self.messages.compile(s, campaign, variant)
             recipients = await test_recipients(s, emails, as_subscriber)
+            sender_id = (
+                await s.execute(select(campaign_sender_id()).where(Campaign.id == campaign_id))
+            ).scalar_one_or_none()
         build = functools.partial(self.messages.build, compiled, test=True)
         # Off the event loop: this runs in the API process, and a render may take up to its time limit.
         messages = [await asyncio.to_thread(build, p) for p in recipients]
-        return await self.provider.send_batch(messages)
+        async with self.senders.use(sender_id) as route:
+            return await route.provider.send_batch(messages)
 
 
 async def _campaign_and_workspace(
     session: AsyncSession, campaign_id: int
-) -> tuple[Campaign, WorkspaceStatus, int | None, CampaignAbTest | None]:
-    """The campaign, whether its workspace is active, its daily email quota and its A/B test, in the one read
-    a batch run makes of it anyway."""
+) -> tuple[Campaign, WorkspaceStatus, int | None, CampaignAbTest | None, int | None]:
+    """The campaign, whether its workspace is active, its daily email quota, its A/B test and the sender it
+    goes through, in the one read a batch run makes of it anyway."""
     stmt = (
-        select(Campaign, Workspace.status, Workspace.quota_emails_per_day, CampaignAbTest)
+        select(
+            Campaign,
+            Workspace.status,
+            Workspace.quota_emails_per_day,
+            CampaignAbTest,
+            campaign_sender_id(),
+        )
         .join(Workspace, Workspace.id == Campaign.workspace_id)
         .outerjoin(CampaignAbTest, CampaignAbTest.campaign_id == Campaign.id)
         .where(Campaign.id == campaign_id)
     )
-    campaign, status, quota, test = (await session.execute(stmt)).one()
-    return campaign, status, quota, test
+    campaign, status, quota, test, sender_id = (await session.execute(stmt)).one()
+    return campaign, status, quota, test, sender_id
 
 
 def _split(test: CampaignAbTest | None, variants: Sequence[CampaignVariant]) -> Split | None:

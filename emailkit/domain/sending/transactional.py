@@ -13,7 +13,8 @@ from emailkit.domain.audience import optin
 from emailkit.domain.content.rendering import compile_content, render_failure_reason
 from emailkit.domain.errors import DomainError
 from emailkit.domain.ports.provider import DELIVERY_TAG, Address, OutgoingMessage, SendResult
-from emailkit.domain.runtime import Runtime, SendingSetup
+from emailkit.domain.runtime import Runtime, sender_providers
+from emailkit.domain.senders.routing import SenderRoute, SenderUnusable
 from emailkit.domain.sending.deliveries import render_context
 from emailkit.domain.sending.ledger import IN_DOUBT_NOTE
 from emailkit.domain.tokens import TokenSigner
@@ -48,16 +49,22 @@ async def send_transactional(runtime: Runtime, delivery_id: int, *, max_attempts
     domain = setup.config.bounce_domain
     return_paths = ReturnPaths(TokenSigner(runtime.secret_key), domain) if domain else None
     message = _message(delivery, template, subscriber, return_paths)
+    provider_name = setup.provider_name
     if isinstance(message, SendResult):
         result = message
     else:
         try:
-            [result] = await _hand_over(runtime, setup, message)
+            # The sender it was queued with, on every attempt.
+            async with sender_providers(runtime).use(delivery.sender_id) as route:
+                provider_name = route.provider_name
+                [result] = await _hand_over(runtime, route, message)
         except _TakenElsewhere:
             return None
+        except SenderUnusable as exc:
+            result = SendResult.failed(message.delivery_id, str(exc), transient=True)
     attempts = delivery.attempts + 1
     retry = not result.ok and result.transient and attempts < max_attempts
-    await _record(runtime, setup.provider_name, delivery_id, result, attempts=attempts, retry=retry)
+    await _record(runtime, provider_name, delivery_id, result, attempts=attempts, retry=retry)
     if retry:
         raise TransientSendFailure(result.error or "transient failure", result.retry_after)
     return result
@@ -121,7 +128,7 @@ def _message(
     )
 
 
-async def _hand_over(runtime: Runtime, setup: SendingSetup, message: OutgoingMessage) -> list[SendResult]:
+async def _hand_over(runtime: Runtime, route: SenderRoute, message: OutgoingMessage) -> list[SendResult]:
     """Send the message, marking its delivery SENDING right before the provider's final go; raises
     _TakenElsewhere when another run of the delivery marked it first."""
     delivery_id = int(message.delivery_id)
@@ -135,7 +142,7 @@ async def _hand_over(runtime: Runtime, setup: SendingSetup, message: OutgoingMes
             won = await tx.execute(
                 update(Delivery)
                 .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.QUEUED)
-                .values(status=DeliveryStatus.SENDING, provider=setup.provider_name)
+                .values(status=DeliveryStatus.SENDING, provider=route.provider_name)
                 .returning(Delivery.id)
             )
             taken = won.scalar_one_or_none() is None
@@ -144,9 +151,9 @@ async def _hand_over(runtime: Runtime, setup: SendingSetup, message: OutgoingMes
             raise _TakenElsewhere
         claimed = True
 
-    if setup.limiter is not None:
-        await setup.limiter.acquire(1)
-    return await setup.provider.send_batch([message], on_commit=mark_sending)
+    if route.limiter is not None:
+        await route.limiter.acquire(1)
+    return await route.provider.send_batch([message], on_commit=mark_sending)
 
 
 async def _record(

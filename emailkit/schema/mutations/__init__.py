@@ -14,6 +14,7 @@ from emailkit.schema.mutations import (
     imports,
     lists,
     segments,
+    senders,
     sending,
     subscribers,
     suppressions,
@@ -37,4 +38,5 @@ MUTATIONS = (
     workspaces.Mutation,
     webhooks.Mutation,
     flows.Mutation,
+    senders.Mutation,
 )

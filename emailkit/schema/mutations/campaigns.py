@@ -18,6 +18,7 @@ from emailkit.schema.errors import DeletePayload, UserError, mutate
 from emailkit.schema.permissions import write_mutation
 from emailkit.schema.relay import decode_id, decode_ids
 from emailkit.schema.types.campaigns import CampaignType
+from emailkit.schema.types.senders import sender_pk
 
 WEB_VIEW_LINK = (
     'Default false. Put a small "View in browser" line at the top of each message, linking to the web view '
@@ -84,6 +85,10 @@ class CreateCampaignInput:
         default=None, description="An A/B test's 2 to 5 variants (with abTest)."
     )
     ab_test: AbTestInput | None = None
+    sender_id: strawberry.ID | None = strawberry.field(
+        default=None,
+        description='The sender it goes through (a Sender id; "" or defaultSender\'s id: none of its own).',
+    )
 
 
 @strawberry.input(
@@ -119,6 +124,10 @@ class UpdateCampaignInput:
     )
     variants: list[CampaignVariantInput] | None = None
     ab_test: AbTestInput | None = None
+    sender_id: strawberry.ID | None = strawberry.field(
+        default=None,
+        description='The sender it goes through (a Sender id; "" or defaultSender\'s id: none of its own).',
+    )
 
 
 @strawberry.input
@@ -169,6 +178,7 @@ def _to_domain(input: CreateCampaignInput | UpdateCampaignInput) -> campaigns.Ca
             if input.ab_test is not None
             else None
         ),
+        sender_id=sender_pk(input.sender_id),
     )
 
 

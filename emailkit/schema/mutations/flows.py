@@ -74,6 +74,9 @@ class FlowStepInput:
         default=None, description="The key of the step after this one; omitted: the run completes here."
     )
     template_id: strawberry.ID | None = strawberry.field(default=None, description="SEND: required.")
+    sender_id: strawberry.ID | None = strawberry.field(
+        default=None, description="SEND: the sender it goes through; default: the default sender."
+    )
     subject: str | None = strawberry.field(default=None, description="SEND: default the template's own.")
     from_email: str | None = strawberry.field(default=None, description="SEND: required.")
     from_name: str | None = None
@@ -212,6 +215,7 @@ class _ToDomain:
             type=s.type.value,
             next=s.next,
             templateId=self.id(s.template_id, "Template", f"{path}.templateId"),
+            senderId=(self.id(s.sender_id, "Sender", f"{path}.senderId") or None) if s.sender_id else None,
             subject=s.subject,
             fromEmail=s.from_email,
             fromName=s.from_name,

@@ -12,6 +12,7 @@ from emailkit.schema.errors import DeletePayload, UserError, mutate
 from emailkit.schema.permissions import write_mutation
 from emailkit.schema.relay import decode_id
 from emailkit.schema.types.lists import MailingListType
+from emailkit.schema.types.senders import sender_pk
 
 
 @strawberry.input
@@ -28,6 +29,9 @@ class CreateListInput:
         default=None,
         description="The IANA timezone (e.g. Europe/Paris) of its subscribers who have no valid timezone "
         "attribute; default: EMAILKIT_DEFAULT_TIMEZONE. An unknown name is INVALID_TIMEZONE.",
+    )
+    sender_id: strawberry.ID | None = strawberry.field(
+        default=None, description="The sender of its campaigns that name none; default: the default sender."
     )
 
 
@@ -47,6 +51,9 @@ class UpdateListInput:
         default=None,
         description='The IANA timezone of its subscribers without a valid timezone attribute; "" removes it '
         "(EMAILKIT_DEFAULT_TIMEZONE applies). An unknown name is INVALID_TIMEZONE.",
+    )
+    sender_id: strawberry.ID | None = strawberry.field(
+        default=None, description='The sender of its campaigns that name none; "" returns to the default.'
     )
 
 
@@ -76,6 +83,7 @@ def _list_input(input: CreateListInput | UpdateListInput) -> lists.ListInput:
         tags=input.tags,
         optin_template_id=_template_pk(input.optin_template_id),
         default_timezone=input.default_timezone,
+        sender_id=sender_pk(input.sender_id),
     )
 
 

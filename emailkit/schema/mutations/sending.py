@@ -32,6 +32,7 @@ from emailkit.schema.permissions import write_mutation
 from emailkit.schema.relay import decode_id
 from emailkit.schema.types.campaigns import CampaignType
 from emailkit.schema.types.deliveries import DeliveryType
+from emailkit.schema.types.senders import sender_pk
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,9 @@ class SendTransactionalInput:
     data: JSON | None = None
     from_email: str | None = strawberry.field(default=None, description="Default: EMAILKIT_FROM_EMAIL.")
     from_name: str | None = None
+    sender_id: strawberry.ID | None = strawberry.field(
+        default=None, description="The sender it goes through (every attempt); default: the default sender."
+    )
 
 
 @strawberry.type
@@ -321,6 +325,7 @@ class Mutation:
                 data=_data_object(input.data),
                 from_email=input.from_email or default_from[0],
                 from_name=input.from_name if input.from_name is not None else default_from[1],
+                sender_id=sender_pk(input.sender_id) or None,
             ),
         )
         if out.value is None:

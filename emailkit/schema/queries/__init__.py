@@ -16,6 +16,7 @@ from emailkit.schema.queries import (
     lists,
     node,
     segments,
+    senders,
     subscribers,
     suppressions,
     templates,
@@ -41,4 +42,5 @@ QUERIES = (
     workspaces.Query,
     webhooks.Query,
     flows.Query,
+    senders.Query,
 )

@@ -113,6 +113,10 @@ class CampaignType(Node):
     web_view_link: bool = strawberry.field(
         description='A "View in browser" line at the top of each message, linking to its web view.'
     )
+    sender_id: strawberry.ID | None = strawberry.field(
+        description="The sender it goes through; null: its first list's sender (lowest list id), else the "
+        "default sender."
+    )
     archive: bool = strawberry.field(
         description="Listed in the workspace's public archive (/archive/<slug>) once sent."
     )
@@ -191,6 +195,7 @@ class CampaignType(Node):
             track_opens=row.track_opens,
             track_clicks=row.track_clicks,
             web_view_link=row.web_view_link,
+            sender_id=to_global_id("Sender", row.sender_id) if row.sender_id is not None else None,
             archive=row.archive,
             archive_data=JSON(_public_archive_data(row.archive_data)),
             send_at=row.send_at,

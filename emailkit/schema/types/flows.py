@@ -272,6 +272,9 @@ class FlowStepView:
     otherwise: str | None = strawberry.field(description="BRANCH: the step for the others.")
     set_attributes: JSON = strawberry.field(description="UPDATE: attributes set on the person.")
     url: str | None = strawberry.field(description="WEBHOOK: where the signed POST goes.")
+    sender_id: strawberry.ID | None = strawberry.field(
+        description="SEND: the sender it goes through; null: the default sender."
+    )
 
     @strawberry.field(description="SEND: the template; null once deleted.")
     async def template(self, info: Info) -> TemplateType | None:
@@ -314,6 +317,7 @@ class FlowStepView:
             otherwise=s.otherwise,
             set_attributes=JSON(dict(s.set_attributes)),
             url=s.url,
+            sender_id=to_global_id("Sender", s.sender_id) if s.sender_id is not None else None,
         )
 
 

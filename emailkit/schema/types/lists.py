@@ -26,6 +26,9 @@ class MailingListType(Node):
         description="The IANA timezone of its subscribers who have no valid timezone attribute; null: the "
         "server's default (EMAILKIT_DEFAULT_TIMEZONE)."
     )
+    sender_id: strawberry.ID | None = strawberry.field(
+        description="The sender of its campaigns that name none; null: the default sender."
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -53,6 +56,7 @@ class MailingListType(Node):
             tags=list(row.tags),
             optin_template_pk=row.optin_template_id,
             default_timezone=row.default_timezone,
+            sender_id=to_global_id("Sender", row.sender_id) if row.sender_id is not None else None,
             created_at=row.created_at,
             updated_at=row.updated_at,
         )

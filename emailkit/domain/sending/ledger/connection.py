@@ -25,7 +25,7 @@ _MARK_SENDING = """
         WHERE id = $1 AND status = $2 AND attempts = $3 AND workspace_id = $8
         FOR SHARE
     ), marked AS (
-        UPDATE deliveries SET status = $4, provider = $5
+        UPDATE deliveries SET status = $4, provider = $5, sender_id = $9
         WHERE id = ANY($6::bigint[]) AND status = $7 AND workspace_id = $8 AND EXISTS (SELECT 1 FROM held)
     )
     SELECT count(*) FROM held
@@ -119,8 +119,11 @@ class BatchConnection:
         self._workspace_id = workspace_id
         self._lock = asyncio.Lock()
 
-    async def mark_sending(self, batch_id: int, attempts: int, provider: str, ids: list[int]) -> bool:
-        """Mark QUEUED deliveries SENDING if the batch is still this claim's; False when it is not."""
+    async def mark_sending(
+        self, batch_id: int, attempts: int, provider: str, ids: list[int], sender_id: int | None = None
+    ) -> bool:
+        """Mark QUEUED deliveries SENDING (through `provider` and `sender_id`) if the batch is still this
+        claim's; False when it is not."""
         async with self._lock:
             held = await self._driver.fetchval(
                 _MARK_SENDING,
@@ -132,6 +135,7 @@ class BatchConnection:
                 ids,
                 DeliveryStatus.QUEUED.value,
                 self._workspace_id,
+                sender_id,
             )
         return bool(held)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import Update, and_, bindparam, func, or_, select, update
@@ -81,6 +81,8 @@ class PortableLedger:
         self.provider_name = provider_name
         self.lease_seconds = lease_seconds
         self._counts_executemany = db.engine.dialect.supports_sane_multi_rowcount
+        # Per running batch: the provider name and sender its SENDING marks record (see sending_via).
+        self._via: dict[int, tuple[str, int | None]] = {}
 
     # -- the claim ----------------------------------------------------------------------------------------
 
@@ -268,9 +270,21 @@ class PortableLedger:
         async with self.db.session() as s:
             return (await s.execute(stmt)).scalar_one_or_none()
 
+    @contextlib.contextmanager
+    def sending_via(self, batch: CampaignBatch, provider_name: str, sender_id: int | None) -> Iterator[None]:
+        self._via[batch.id] = (provider_name, sender_id)
+        try:
+            yield
+        finally:
+            self._via.pop(batch.id, None)
+
+    def _route_of(self, batch: CampaignBatch) -> tuple[str, int | None]:
+        return self._via.get(batch.id, (self.provider_name, None))
+
     async def mark_sending(self, batch: CampaignBatch, delivery_ids: Sequence[str]) -> None:
         if not delivery_ids:
             return
+        provider, sender_id = self._route_of(batch)
         async with self.db.transaction() as s:
             # Only while the batch is still this claim's; the shared lock makes a takeover wait for this
             # commit, so the new owner's settling sees these rows (and nobody hands them over twice).
@@ -286,7 +300,7 @@ class PortableLedger:
                 .where(
                     Delivery.id.in_([int(d) for d in delivery_ids]), Delivery.status == DeliveryStatus.QUEUED
                 )
-                .values(status=DeliveryStatus.SENDING, provider=self.provider_name)
+                .values(status=DeliveryStatus.SENDING, provider=provider, sender_id=sender_id)
                 .execution_options(synchronize_session=False)
             )
 

@@ -192,13 +192,14 @@ class PostgresLedger(PortableLedger):
         if not delivery_ids:
             return
         ids = [int(d) for d in delivery_ids]
+        provider, sender_id = self._route_of(batch)
         lent = self._lent.get(batch.id)
         if lent is not None:
-            held = await lent.mark_sending(batch.id, batch.attempts, self.provider_name, ids)
+            held = await lent.mark_sending(batch.id, batch.attempts, provider, ids, sender_id)
         else:
             async with self._autocommit.connect() as conn:
                 once = BatchConnection(await driver_connection(conn), batch.workspace_id)
-                held = await once.mark_sending(batch.id, batch.attempts, self.provider_name, ids)
+                held = await once.mark_sending(batch.id, batch.attempts, provider, ids, sender_id)
         if not held:
             raise LeaseLost(f"batch {batch.id} was taken over by another worker")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -128,6 +128,13 @@ class BatchLedger(Protocol):
 
     async def next_due(self, batch: CampaignBatch, after: datetime) -> datetime | None:
         """When the first of the batch's QUEUED deliveries held until after `after` is due; None: none is."""
+        ...
+
+    def sending_via(
+        self, batch: CampaignBatch, provider_name: str, sender_id: int | None
+    ) -> AbstractContextManager[None]:
+        """While the block runs, the batch's deliveries marked SENDING record this provider and sender (by
+        default: the ledger's provider name and the default sender, NULL)."""
         ...
 
     async def mark_sending(self, batch: CampaignBatch, delivery_ids: Sequence[str]) -> None:
