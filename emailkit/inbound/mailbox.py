@@ -166,6 +166,8 @@ class MailboxReader:
     timeout: float = 60.0
     # Set while the reader waits for new mail (IDLE started or polling pause begun): for tests and status.
     waiting: asyncio.Event = field(default_factory=asyncio.Event)
+    # Receives the summary of every pass of `run` when set (tests wait on it).
+    passes: asyncio.Queue[PassSummary] | None = None
 
     async def connect(self) -> Connection:
         return await asyncio.to_thread(Connection, self.config, self.timeout)
@@ -214,6 +216,8 @@ class MailboxReader:
         loop = asyncio.get_running_loop()
         while not stop.is_set():
             summary = await self.read_folder(connection)
+            if self.passes is not None:
+                self.passes.put_nowait(summary)
             if summary.processed or summary.unhandled or summary.failed:
                 log.info(
                     "%s: %d processed (%d events recorded), %d unhandled, %d left to retry",
