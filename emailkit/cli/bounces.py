@@ -162,6 +162,8 @@ async def _read_mailbox(settings: Settings, config: MailboxConfig, *, once: bool
             if summary.failed:
                 raise typer.Exit(1)
             return
+        # A refused login or an unknown host is a configuration error: say so before running, not in a retry loop.
+        await asyncio.to_thread((await reader.connect()).close)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
