@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,23 +29,37 @@ def imap(imap_server: Dovecot) -> Dovecot:  # noqa: F811
     return imap_server
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    env = {
+def _env(tmp_path: Path) -> dict[str, str]:
+    return {
         **_base_env(tmp_path),
         "EMAILKIT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'mailbox.db'}",
         "EMAILKIT_SECRET_KEY": TEST_SECRET,
         "EMAILKIT_BOUNCE_DOMAIN": BOUNCE_DOMAIN,
     }
-    assert emailkit(tmp_path, env, "migrate").returncode == 0
-    yield env
 
 
-def test_it_needs_a_mailbox_url(tmp_path: Path, env: dict[str, str]) -> None:
-    assert_one_line_error(emailkit(tmp_path, env, "bounce-mailbox"), "EMAILKIT_BOUNCE_MAILBOX_URL is not set")
+@pytest.fixture(scope="module")
+def migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated database for the module (migrating takes seconds); each test gets a copy."""
+    where = tmp_path_factory.mktemp("migrated")
+    assert emailkit(where, _env(where), "migrate").returncode == 0
+    return where / "mailbox.db"
 
 
-def test_a_bad_url_is_named_without_its_password(tmp_path: Path, env: dict[str, str]) -> None:
+@pytest.fixture
+def env(tmp_path: Path, migrated: Path) -> dict[str, str]:
+    shutil.copyfile(migrated, tmp_path / "mailbox.db")
+    return _env(tmp_path)
+
+
+def test_it_needs_a_mailbox_url(tmp_path: Path) -> None:
+    assert_one_line_error(
+        emailkit(tmp_path, _env(tmp_path), "bounce-mailbox"), "EMAILKIT_BOUNCE_MAILBOX_URL is not set"
+    )
+
+
+def test_a_bad_url_is_named_without_its_password(tmp_path: Path) -> None:
+    env = _env(tmp_path)
     env["EMAILKIT_BOUNCE_MAILBOX_URL"] = f"pop3://me:{PASSWORD}@mail.example.org/INBOX"
     result = emailkit(tmp_path, env, "bounce-mailbox", "--once")
     assert_one_line_error(result, "EMAILKIT_BOUNCE_MAILBOX_URL", "imaps://")
