@@ -74,8 +74,13 @@ class Dovecot:
             return [bytes(item[b"BODY[]"]) for _, item in sorted(data.items())]
 
 
+def _binary() -> str | None:
+    # /usr/sbin is not on every user's PATH.
+    return shutil.which("dovecot") or shutil.which("dovecot", path="/usr/sbin")
+
+
 def available() -> bool:
-    return shutil.which("dovecot") is not None
+    return _binary() is not None
 
 
 def _free_port() -> int:
@@ -162,8 +167,10 @@ def dovecot() -> Iterator[Dovecot]:
         config = root / "dovecot.conf"
         config.write_text(_config(root, port, tls_port, cert, root / "key.pem"))
         log = root / "dovecot.log"
+        binary = _binary()
+        assert binary is not None, "dovecot is not installed"
         proc = subprocess.Popen(
-            ["dovecot", "-F", "-c", str(config)],
+            [binary, "-F", "-c", str(config)],
             stdout=subprocess.DEVNULL,
             stderr=(root / "stderr.log").open("wb"),
         )
