@@ -210,6 +210,8 @@ class MailboxReader:
                 finally:
                     await asyncio.to_thread(connection.close)
         finally:
+            # Cancelled rather than stopped: a thread still waiting in IDLE must not keep the process alive.
+            flag.set()
             relay.cancel()
 
     async def _serve(self, connection: Connection, stop: asyncio.Event, flag: threading.Event) -> None:
