@@ -295,3 +295,13 @@ def test_copy_delete_expunge_where_the_server_has_no_move(imap: Dovecot) -> None
         uids = sorted(client.search(["ALL"]))
         move_messages(client, uids[:2], "Processed", can_move=False)
     assert (imap.count("INBOX"), imap.count("Processed")) == (1, 2)
+
+
+async def test_a_message_over_the_size_limit_is_not_read(db: Database, imap: Dovecot) -> None:
+    seeded = await seed_sent_campaign(db, [A], provider="smtp")
+    address = return_paths().bounce(seeded.deliveries[A])
+    imap.append(with_headers(dsn(A), Delivered_To=address, X_Padding="x" * 2000))
+    imap.append(with_headers(dsn(A), Delivered_To=address))
+    summary = await run_once(reader(db, imap, query="unhandled=Unhandled", max_message_bytes=1500))
+    assert (summary.processed, summary.unhandled, summary.recorded) == (1, 1, 1)
+    assert b"X-Padding" in imap.messages("Unhandled")[0]
