@@ -108,6 +108,12 @@ class Settings(BaseSettings):
     bounce_domain: str | None = SendingConfig.bounce_domain
     # Largest message the bounce server takes (DATA); a DSN quoting a whole newsletter is some 100 KB.
     bounce_max_message_bytes: int = Field(default=10 * 1024 * 1024, ge=64 * 1024, le=1 << 30)
+    # The IMAP mailbox `emailkit bounce-mailbox` reads bounces and complaint reports from, for set-ups whose
+    # bounce mail cannot reach `emailkit bounce-server`: imaps://user:password@host:993/INBOX?processed=Processed
+    # (see emailkit/inbound/mailbox_config.py for imap:// with STARTTLS and the other options).
+    bounce_mailbox_url: SecretStr | None = None
+    # Seconds between two looks at the mailbox without IDLE; with IDLE, the longest wait before looking anyway.
+    bounce_mailbox_poll_seconds: float = Field(default=60.0, ge=1, le=3600)
     # The timezone (IANA name) of people without a valid `timezone` attribute whose list names none.
     default_timezone: str = SendingConfig.default_timezone
     # At most N marketing messages per person per hour, day or week ("3/day"), across campaigns and flows;

@@ -6,7 +6,7 @@ The command group and its options live here; the commands, one module per family
 * ``api_keys``: ``create-api-key``.
 * ``schema_export``: ``export-schema``.
 * ``imports``: ``import`` (a CSV file, here and now).
-* ``bounces``: ``bounce-server`` (the SMTP receiver of the bounce domain).
+* ``bounces``: ``bounce-server`` (the SMTP receiver of the bounce domain), ``bounce-mailbox`` (the IMAP reader).
 * ``preflight``: what the commands check before they start (settings, provider, database schema).
 
 Each command imports what it runs only when it runs, so ``--help`` stays quick.
@@ -56,6 +56,7 @@ def _main(
 app.command()(processes.serve)
 app.command()(processes.worker)
 app.command("bounce-server")(bounces.bounce_server)
+app.command("bounce-mailbox")(bounces.bounce_mailbox)
 app.command("migrate")(processes.migrate_cmd)
 app.command("create-api-key")(api_keys.create_api_key)
 app.command("export-schema")(schema_export.export_schema)

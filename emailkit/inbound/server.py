@@ -28,21 +28,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from emailkit.db.engine import Database
-from emailkit.db.scope import all_workspaces
-from emailkit.db.types import utcnow
-from emailkit.domain.feedback import FeedbackPolicy, record_events
-from emailkit.domain.feedback.hits import unsubscribe_delivery
-from emailkit.domain.feedback.returned import delivery_address
-from emailkit.domain.throttle import CoalescingPublisher
-from emailkit.domain.verp import ReturnPaths, VerpAddress, VerpKind
-from emailkit.inbound.reports import events_from_message
+from emailkit.inbound.handling import Outcome, Receiver
 
 log = logging.getLogger("emailkit.bounces")
 
@@ -54,30 +44,16 @@ SESSION_TIMEOUT = 60.0
 
 
 @dataclass
-class Outcome:
-    """What one received message did (for logs and tests)."""
+class BounceHandler(Receiver):
+    """aiosmtpd handler: RCPT decides on the address alone (no database), DATA records (:class:`Receiver`)."""
 
-    recorded: int = 0
-    unsubscribed: int = 0
-    ignored: int = 0
-
-
-@dataclass
-class BounceHandler:
-    """aiosmtpd handler: RCPT decides on the address alone (no database), DATA records."""
-
-    db: Database
-    return_paths: ReturnPaths
-    policy: FeedbackPolicy = field(default_factory=FeedbackPolicy)
-    live: CoalescingPublisher | None = None
-    clock: Callable[[], datetime] = utcnow
     # Every message handled, for tests and logs; bounded so a busy server does not keep them.
     outcomes: list[Outcome] = field(default_factory=list)
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
-        if self.return_paths.read(address) is None:
+        if self.return_paths is None or self.return_paths.read(address) is None:
             log.info("refused RCPT %r from %s", address[:200], session.peer)
             return "550 5.1.1 No such recipient here"
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
@@ -92,6 +68,7 @@ class BounceHandler:
             raw = (
                 content if isinstance(content, bytes) else (content or "").encode("utf-8", "surrogateescape")
             )
+        assert self.return_paths is not None  # RCPT accepted nothing without it
         addresses = [found for a in envelope.rcpt_tos if (found := self.return_paths.read(a)) is not None]
         try:
             outcome = await self.receive(raw, addresses)
@@ -101,36 +78,6 @@ class BounceHandler:
         self.outcomes.append(outcome)
         del self.outcomes[:-1000]
         return "250 2.0.0 OK"
-
-    async def receive(self, raw: bytes, addresses: list[VerpAddress]) -> Outcome:
-        """Act on one message for each of our addresses it was sent to."""
-        outcome = Outcome()
-        now = self.clock()
-        for address in addresses:
-            if address.kind is VerpKind.UNSUBSCRIBE:
-                # The token is the credential: it acts in its delivery's workspace, whatever scope we run in.
-                with all_workspaces():
-                    done = await unsubscribe_delivery(self.db, address.delivery_id, live=self.live)
-                if done is None:
-                    outcome.ignored += 1
-                else:
-                    outcome.unsubscribed += 1
-                continue
-            recipient = await delivery_address(self.db, address.delivery_id)
-            if recipient is None:
-                outcome.ignored += 1
-                continue
-            # The email package is pure Python: a large report would hold up every other session.
-            events = await asyncio.to_thread(
-                events_from_message, raw, now, delivery_id=address.delivery_id, recipient=recipient
-            )
-            if not events:
-                log.info("delivery %s: the message to its bounce address is no report", address.delivery_id)
-                outcome.ignored += 1
-                continue
-            summary = await record_events(self.db, events, policy=self.policy, live=self.live, now=now)
-            outcome.recorded += summary.stored
-        return outcome
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,109 @@
+"""`emailkit bounce-mailbox` run as an operator would, against a throw-away Dovecot (tests/support/dovecot.py)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_bounce_mailbox import imap_server  # noqa: F401 (the module's Dovecot fixture)
+from tests.integration.test_cli import (
+    EMAILKIT,
+    TIMEOUT,
+    _base_env,
+    assert_one_line_error,
+    emailkit,
+    stop_server,
+)
+from tests.support.bounces import BOUNCE_DOMAIN, plain_mail
+from tests.support.dovecot import PASSWORD, Dovecot
+from tests.support.environment import TEST_SECRET
+
+
+@pytest.fixture
+def imap(imap_server: Dovecot) -> Dovecot:  # noqa: F811
+    imap_server.empty()
+    return imap_server
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    return {
+        **_base_env(tmp_path),
+        "EMAILKIT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'mailbox.db'}",
+        "EMAILKIT_SECRET_KEY": TEST_SECRET,
+        "EMAILKIT_BOUNCE_DOMAIN": BOUNCE_DOMAIN,
+    }
+
+
+@pytest.fixture(scope="module")
+def migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated database for the module (migrating takes seconds); each test gets a copy."""
+    where = tmp_path_factory.mktemp("migrated")
+    assert emailkit(where, _env(where), "migrate").returncode == 0
+    return where / "mailbox.db"
+
+
+@pytest.fixture
+def env(tmp_path: Path, migrated: Path) -> dict[str, str]:
+    shutil.copyfile(migrated, tmp_path / "mailbox.db")
+    return _env(tmp_path)
+
+
+def test_it_needs_a_mailbox_url(tmp_path: Path) -> None:
+    assert_one_line_error(
+        emailkit(tmp_path, _env(tmp_path), "bounce-mailbox"), "EMAILKIT_BOUNCE_MAILBOX_URL is not set"
+    )
+
+
+def test_a_bad_url_is_named_without_its_password(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    env["EMAILKIT_BOUNCE_MAILBOX_URL"] = f"pop3://me:{PASSWORD}@mail.example.org/INBOX"
+    result = emailkit(tmp_path, env, "bounce-mailbox", "--once")
+    assert_one_line_error(result, "EMAILKIT_BOUNCE_MAILBOX_URL", "imaps://")
+    assert PASSWORD not in result.stdout + result.stderr
+
+
+def test_a_wrong_password_exits_with_a_clear_error(
+    tmp_path: Path, env: dict[str, str], imap: Dovecot
+) -> None:
+    wrong = "Wrong-pw-for-the-box"
+    env["EMAILKIT_BOUNCE_MAILBOX_URL"] = imap.url(password=wrong)
+    result = emailkit(tmp_path, env, "bounce-mailbox")
+    assert result.returncode == 2
+    assert_one_line_error(result, "refused the login of 'bounces@example.org'", "Authentication failed")
+    assert wrong not in result.stdout + result.stderr
+
+
+def test_once_moves_what_is_no_report_and_says_so(tmp_path: Path, env: dict[str, str], imap: Dovecot) -> None:
+    imap.append(plain_mail())
+    env["EMAILKIT_BOUNCE_MAILBOX_URL"] = imap.url(query="processed=Done&unhandled=Other")
+    result = emailkit(tmp_path, env, "bounce-mailbox", "--once")
+    assert result.returncode == 0, result.stderr
+    assert "0 processed (0 events recorded), 1 unhandled, 0 left to retry" in result.stderr
+    assert PASSWORD not in result.stdout + result.stderr
+    assert (imap.count("INBOX"), imap.count("Done"), imap.count("Other")) == (0, 0, 1)
+
+
+def test_it_runs_until_sigterm(tmp_path: Path, env: dict[str, str], imap: Dovecot) -> None:
+    env["EMAILKIT_BOUNCE_MAILBOX_URL"] = imap.url()
+    log = tmp_path / "bounce-mailbox.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(EMAILKIT), "bounce-mailbox"], cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        # Connected and logged in: the reader names the mode it waits in.
+        while "(IDLE)" not in log.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"bounce-mailbox did not start:\n{log.read_text()}")
+            time.sleep(0.1)
+    finally:
+        returncode = stop_server(proc)
+    text = log.read_text()
+    assert returncode == 0, text
+    assert "reading imap://bounces%40example.org@127.0.0.1" in text
+    assert PASSWORD not in text
