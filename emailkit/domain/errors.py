@@ -67,6 +67,13 @@ class ErrorCode(StrEnum):
     # Custom events: a name outside letters, digits and `_ . : -`; a batch of more than 1,000 events.
     INVALID_EVENT_NAME = "INVALID_EVENT_NAME"
     TOO_MANY_EVENTS = "TOO_MANY_EVENTS"
+    # Sending domains: not a registrable-looking host name (an IP, a trailing dot, a bad label); a domain the
+    # workspace has already; one that does not exist; a From address whose domain is not a verified sending
+    # domain of the workspace while EMAILKIT_REQUIRE_VERIFIED_DOMAINS is on.
+    INVALID_DOMAIN = "INVALID_DOMAIN"
+    DUPLICATE_DOMAIN = "DUPLICATE_DOMAIN"
+    SENDING_DOMAIN_NOT_FOUND = "SENDING_DOMAIN_NOT_FOUND"
+    DOMAIN_NOT_VERIFIED = "DOMAIN_NOT_VERIFIED"
 
 
 @dataclass(frozen=True)

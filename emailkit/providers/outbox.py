@@ -12,8 +12,10 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from emailkit.domain.ports.dkim import DkimKeyring
 from emailkit.domain.ports.provider import CommitHook, OutgoingMessage, ResultHook, SendResult
 from emailkit.providers.dkim import DkimSigner
+from emailkit.providers.dkim_keys import MessageSigning
 from emailkit.providers.mime import MimeBuilder, MimeError
 
 
@@ -21,10 +23,16 @@ class OutboxProvider:
     max_batch_size = 1000
 
     def __init__(
-        self, directory: Path, *, signer: DkimSigner | None = None, builder: MimeBuilder | None = None
+        self,
+        directory: Path,
+        *,
+        signer: DkimSigner | None = None,
+        keyring: DkimKeyring | None = None,
+        builder: MimeBuilder | None = None,
     ) -> None:
         self.directory = Path(directory)
-        self._signer = signer
+        # The From domain's keys when its workspace verified it, else `signer` (EMAILKIT_DKIM_*).
+        self._signing = MessageSigning(signer, keyring)
         self._builder = builder or MimeBuilder()
 
     async def send_batch(
@@ -35,13 +43,14 @@ class OutboxProvider:
         on_result: ResultHook | None = None,
     ) -> list[SendResult]:
         rendered: list[tuple[OutgoingMessage, bytes | None, str]] = []
+        signers = await self._signing.for_batch(messages)
         for message in messages:
             try:
                 mime = self._builder.build(message)
             except MimeError as exc:
                 rendered.append((message, None, str(exc)))
                 continue
-            data = self._signer.sign(mime.data) if self._signer else mime.data
+            data = signers.sign(message, mime.data)
             rendered.append((message, data, mime.message_id))
         committed = [m.delivery_id for m, data, _ in rendered if data is not None]
         if committed and on_commit is not None:

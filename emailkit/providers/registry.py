@@ -8,6 +8,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable
 
+from emailkit.domain.ports.dkim import DkimKeyring
 from emailkit.domain.ports.provider import EmailProvider
 from emailkit.providers.dkim import DkimKeyError, DkimSigner
 from emailkit.settings import Settings, SettingsError
@@ -42,13 +43,13 @@ def dkim_signer(settings: Settings) -> DkimSigner | None:
         raise SettingsError(f"EMAILKIT_DKIM_PRIVATE_KEY: {exc}") from None
 
 
-def _outbox(settings: Settings) -> EmailProvider:
+def _outbox(settings: Settings, keyring: DkimKeyring | None) -> EmailProvider:
     from emailkit.providers.outbox import OutboxProvider
 
-    return OutboxProvider(settings.outbox_dir, signer=dkim_signer(settings))
+    return OutboxProvider(settings.outbox_dir, signer=dkim_signer(settings), keyring=keyring)
 
 
-def _smtp(settings: Settings) -> EmailProvider:
+def _smtp(settings: Settings, keyring: DkimKeyring | None) -> EmailProvider:
     from emailkit.providers.smtp import SmtpProvider, parse_smtp_url
 
     if settings.smtp_url is None:
@@ -62,12 +63,13 @@ def _smtp(settings: Settings) -> EmailProvider:
         raise SettingsError(f"EMAILKIT_SMTP_URL: {exc}") from None
     signer = dkim_signer(settings)
     try:
-        return SmtpProvider(config, pool_size=settings.smtp_pool_size, signer=signer)
+        return SmtpProvider(config, pool_size=settings.smtp_pool_size, signer=signer, keyring=keyring)
     except (OSError, ssl.SSLError) as exc:
         raise SettingsError(f"EMAILKIT_SMTP_URL: cannot load the cafile: {exc}") from None
 
 
-def _ses(settings: Settings) -> EmailProvider:
+def _ses(settings: Settings, keyring: DkimKeyring | None) -> EmailProvider:
+    # SES signs with the domain identities verified in SES itself (Easy DKIM), not with our keys.
     from botocore.credentials import Credentials
 
     from emailkit.providers.ses import SesProvider
@@ -86,7 +88,8 @@ def _ses(settings: Settings) -> EmailProvider:
     )
 
 
-def _sendgrid(settings: Settings) -> EmailProvider:
+def _sendgrid(settings: Settings, keyring: DkimKeyring | None) -> EmailProvider:
+    # SendGrid signs with its own domain authentication, not with our keys.
     from emailkit.providers.sendgrid import SendGridProvider
 
     if settings.sendgrid_api_key is None:
@@ -98,7 +101,7 @@ def _sendgrid(settings: Settings) -> EmailProvider:
     )
 
 
-PROVIDERS: dict[str, Callable[[Settings], EmailProvider]] = {
+PROVIDERS: dict[str, Callable[[Settings, DkimKeyring | None], EmailProvider]] = {
     "outbox": _outbox,
     "smtp": _smtp,
     "ses": _ses,
@@ -106,6 +109,8 @@ PROVIDERS: dict[str, Callable[[Settings], EmailProvider]] = {
 }
 
 
-def build_provider(settings: Settings) -> EmailProvider:
-    """The provider named by EMAILKIT_PROVIDER; raises SettingsError naming a missing or bad variable."""
-    return PROVIDERS[settings.provider](settings)
+def build_provider(settings: Settings, *, keyring: DkimKeyring | None = None) -> EmailProvider:
+    """The provider named by EMAILKIT_PROVIDER; raises SettingsError naming a missing or bad variable.
+
+    ``keyring``: the workspaces' sending domains, whose keys sign mail From them (smtp and outbox)."""
+    return PROVIDERS[settings.provider](settings, keyring)

@@ -4,4 +4,14 @@ Every area module is imported here so that the metadata is whole, and relationsh
 caller imports first.
 """
 
-from emailkit.db.tables import access, audience, automation, content, feedback, sending, tenancy, webhooks_out  # noqa: F401
+from emailkit.db.tables import (  # noqa: F401
+    access,
+    audience,
+    automation,
+    content,
+    feedback,
+    sending,
+    sending_domains,
+    tenancy,
+    webhooks_out,
+)

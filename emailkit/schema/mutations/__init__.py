@@ -15,6 +15,7 @@ from emailkit.schema.mutations import (
     lists,
     segments,
     sending,
+    sending_domains,
     subscribers,
     suppressions,
     templates,
@@ -36,5 +37,6 @@ MUTATIONS = (
     gdpr.Mutation,
     workspaces.Mutation,
     webhooks.Mutation,
+    sending_domains.Mutation,
     flows.Mutation,
 )

@@ -16,6 +16,7 @@ from emailkit.schema.queries import (
     lists,
     node,
     segments,
+    sending_domains,
     subscribers,
     suppressions,
     templates,
@@ -40,5 +41,6 @@ QUERIES = (
     gdpr.Query,
     workspaces.Query,
     webhooks.Query,
+    sending_domains.Query,
     flows.Query,
 )
