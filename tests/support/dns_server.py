@@ -12,7 +12,6 @@ import asyncio
 import getpass
 import shutil
 import socket
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -87,35 +86,38 @@ async def _answers(port: int, probe: str) -> bool:
 async def dns_server(zone: Zone, workdir: Path) -> AsyncIterator[int]:
     """dnsmasq serving `zone` on 127.0.0.1; yields its port once it answers."""
     binary = dnsmasq_binary()
+    probe = f"probe.{zone.local[0]}"
     for _ in range(5):
         port = _free_port()
         conf = workdir / f"dnsmasq-{port}.conf"
         conf.write_text(zone.config(port))
-        process = subprocess.Popen(
-            [binary, "--keep-in-foreground", f"--conf-file={conf}", "--pid-file="],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+        process = await asyncio.create_subprocess_exec(
+            binary,
+            "--keep-in-foreground",
+            f"--conf-file={conf}",
+            "--pid-file=",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
         )
         try:
             deadline = time.monotonic() + 10
-            while process.poll() is None and time.monotonic() < deadline:
-                if await _answers(port, f"probe.{zone.local[0]}"):
+            while process.returncode is None and time.monotonic() < deadline:
+                if await _answers(port, probe):
                     break
-            if process.poll() is not None:
-                error = process.stderr.read().decode() if process.stderr else ""
+            if process.returncode is not None:
+                assert process.stderr is not None
+                error = (await process.stderr.read()).decode()
                 if "in use" in error:
                     continue  # another process took the port in between: try another
                 pytest.fail(f"dnsmasq did not start: {error}")
-            if not await _answers(port, f"probe.{zone.local[0]}"):
+            if not await _answers(port, probe):
                 pytest.fail("dnsmasq started but does not answer")
             yield port
             return
         finally:
-            if process.poll() is None:
+            if process.returncode is None:
                 process.terminate()
-                await asyncio.to_thread(process.wait, 10)
-            if process.stderr is not None:
-                process.stderr.close()
+                await process.wait()
     pytest.fail("no free port for dnsmasq after 5 tries")
 
 
