@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from emailkit.db.engine import Database
+from emailkit.db.scope import all_workspaces
 from emailkit.db.tables.sending_domains import SendingDomain
 from tests.support.dns_server import Zone
 from tests.support.graphql import GQL, data
@@ -77,7 +78,8 @@ def zone_for(
 
 async def mark_verified(db: Database, domain_id: int) -> None:
     """Verified without DNS, for tests about what a verified domain does (signing, the From rule)."""
-    async with db.transaction() as session:
-        row = await session.get(SendingDomain, domain_id)
-        assert row is not None
-        row.verified = True
+    with all_workspaces():
+        async with db.transaction() as session:
+            row = await session.get(SendingDomain, domain_id)
+            assert row is not None
+            row.verified = True
