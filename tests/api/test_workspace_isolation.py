@@ -97,6 +97,8 @@ ID_ARGUMENTS: dict[str, str] = {
     "FlowIdInput.id": "Flow",
     "FlowStepInput.addListIds": "MailingList",
     "FlowStepInput.removeListIds": "MailingList",
+    "Query.sendingDomain.id": "SendingDomain",
+    "SendingDomainIdInput.id": "SendingDomain",
 }
 # Wherever they are declared, arguments named after the type they name.
 ID_NAMES: dict[str, str] = {
@@ -136,6 +138,7 @@ LABELS: dict[str, list[str]] = {
     "WebhookDelivery": ["delivery"],
     "Flow": ["flow"],
     "FlowRun": ["run"],
+    "SendingDomain": ["domain"],
 }
 # The control's ID: a well-formed ID of the same type that names no row in any workspace.
 MISSING_PK = 987_654_321
