@@ -174,3 +174,44 @@ async def test_with_the_rule_off_any_from_domain_goes(gql: GQL, runtime: Runtime
     assert runtime.domains.require_verified is False
     out = await create_campaign(gql, "news@unverified.example")
     assert out["userErrors"] == []
+
+
+CREATE_FLOW = (
+    "mutation($i: CreateFlowInput!) { createFlow(input: $i) { flow { id } userErrors { field code } } }"
+)
+PUBLISH_FLOW = "mutation($i: PublishFlowInput!) { publishFlow(input: $i) { flow { id status } userErrors { field code } } }"
+
+
+async def test_a_flow_sending_from_an_unverified_domain_is_not_published(
+    gql: GQL, db: Database, rule: DomainConfig
+) -> None:
+    made = data(await gql(CREATE_LIST, {"i": {"name": "Welcome", "optin": "SINGLE"}}))["createList"]
+    template = data(
+        await gql(
+            TEMPLATE,
+            {"i": {"name": "Hi", "kind": "CAMPAIGN", "format": "HTML", "subject": "Hi", "body": "<p>Hi</p>"}},
+        )
+    )["createTemplate"]["template"]["id"]
+    definition = {
+        "name": "Welcome",
+        "trigger": {"type": "SUBSCRIBED", "listId": made["list"]["id"]},
+        "steps": [
+            {"key": "wait", "type": "WAIT", "waitSeconds": 3600, "next": "hello"},
+            {
+                "key": "hello",
+                "type": "SEND",
+                "templateId": template,
+                "subject": "Welcome",
+                "fromEmail": "team@example.com",
+            },
+        ],
+    }
+    # A draft may say anything...
+    flow = data(await gql(CREATE_FLOW, {"i": definition}))["createFlow"]
+    assert flow["userErrors"] == []
+    # ...the version people enter on may not.
+    refused = data(await gql(PUBLISH_FLOW, {"i": {"id": flow["flow"]["id"]}}))["publishFlow"]
+    assert codes(refused) == [{"field": "steps[1].fromEmail", "code": "DOMAIN_NOT_VERIFIED"}]
+    await verified_domain(gql, db, "example.com")
+    published = data(await gql(PUBLISH_FLOW, {"i": {"id": flow["flow"]["id"]}}))["publishFlow"]
+    assert published["userErrors"] == [] and published["flow"]["status"] == "ACTIVE"
