@@ -343,7 +343,7 @@ class Mutation:
                 try:
                     steps = parse_definition(draft).steps
                 except DomainError:
-                    steps = []
+                    steps = ()
                 for i, step in enumerate(steps):
                     if step.type == StepType.SEND:
                         await require_verified_from(s, step.from_email, domains, f"steps[{i}].fromEmail")
