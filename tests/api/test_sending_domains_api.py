@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -232,3 +234,17 @@ async def test_a_workspace_neither_sees_nor_verifies_nor_deletes_another_ones_do
         async with db.session() as session:
             row = await session.get(SendingDomain, globalid.pk_of(theirs, "SendingDomain"))
             assert row is not None and row.last_checked_at is None
+
+
+def readme_example() -> str:
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text[text.index("### Sending domains") :]
+    [example] = re.findall(r"```graphql\n(.*?)```", section[: section.index("\n## ", 1)], re.S)
+    return str(example)
+
+
+async def test_the_readme_example_as_written(gql: GQL) -> None:
+    out = data(await gql(readme_example()))["createSendingDomain"]
+    assert out["userErrors"] == []
+    assert out["sendingDomain"]["domain"] == "news.example.com"
+    assert [r["kind"] for r in out["sendingDomain"]["dnsRecords"]] == ["DKIM", "SPF", "DMARC"]
