@@ -19,7 +19,9 @@ from emailkit.db.scope import workspace_scope
 from emailkit.db.tables.access import Role
 from emailkit.db.tables.sending_domains import SendingDomain
 from emailkit.domain import sealing
+from emailkit.domain.errors import DomainError
 from emailkit.domain.runtime import Runtime
+from emailkit.domain.sending_domains import service
 from emailkit.domain.sending_domains.config import DomainConfig
 from emailkit.domain.sending_domains.keys import PURPOSE
 from tests.support.environment import TEST_SECRET
@@ -248,3 +250,24 @@ async def test_the_readme_example_as_written(gql: GQL) -> None:
     assert out["userErrors"] == []
     assert out["sendingDomain"]["domain"] == "news.example.com"
     assert [r["kind"] for r in out["sendingDomain"]["dnsRecords"]] == ["DKIM", "SPF", "DMARC"]
+
+
+async def test_a_create_that_loses_a_race_is_a_duplicate_not_a_crash(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two creates of one name that both passed the early check (as concurrent ones do on PostgreSQL): the unique
+    constraint refuses the second insert, answered as DUPLICATE_DOMAIN, and its transaction goes on."""
+
+    async def passes(session: object, name: str) -> None:
+        return None
+
+    monkeypatch.setattr(service, "_refuse_duplicate", passes)
+    async with db.transaction() as session:
+        await service.create_domain(session, "race.example.com", instance_secret=TEST_SECRET, ed25519=False)
+    async with db.transaction() as session:
+        with pytest.raises(DomainError) as caught:
+            await service.create_domain(
+                session, "race.example.com", instance_secret=TEST_SECRET, ed25519=False
+            )
+        assert [(e.field, e.code.value) for e in caught.value.errors] == [("domain", "DUPLICATE_DOMAIN")]
+        assert (await session.scalars(select(SendingDomain.domain))).all() == ["race.example.com"]

@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Sequence
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.db.tables.sending_domains import SendingDomain
@@ -45,19 +46,27 @@ async def create_domain(
         verified=False,
         checks=[],
     )
-    session.add(row)
-    await session.flush()
+    try:
+        # A savepoint: a concurrent create of the same name that committed first fails this insert alone.
+        async with session.begin_nested():
+            session.add(row)
+            await session.flush()
+    except IntegrityError:
+        raise _duplicate(name) from None
     return row
 
 
+def _duplicate(name: str) -> DomainError:
+    return DomainError.single(
+        ErrorCode.DUPLICATE_DOMAIN, f"This workspace already has the sending domain {name}", "domain"
+    )
+
+
 async def _refuse_duplicate(session: AsyncSession, name: str) -> None:
-    # The unique constraint is the last word (a concurrent create fails on it and is rerun by `mutate`,
-    # meeting this check); this makes the common case a userError rather than an integrity error.
+    # Before the keys are made; the unique constraint still decides between two concurrent creates.
     found = await session.scalar(select(SendingDomain.id).where(SendingDomain.domain == name))
     if found is not None:
-        raise DomainError.single(
-            ErrorCode.DUPLICATE_DOMAIN, f"This workspace already has the sending domain {name}", "domain"
-        )
+        raise _duplicate(name)
 
 
 async def find_domain(session: AsyncSession, domain_id: int) -> SendingDomain | None:
