@@ -73,7 +73,7 @@ def verify_all(raw: bytes, dns: Dns) -> list[tuple[str, str]]:
 
 
 @pytest.fixture
-def env_signer(tmp_path: Path) -> Iterator[tuple[DkimSigner, str]]:
+def env_signer(tmp_path: Path) -> Iterator[tuple[DkimSigner, str, bytes]]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -81,7 +81,7 @@ def env_signer(tmp_path: Path) -> Iterator[tuple[DkimSigner, str]]:
     der = key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    yield DkimSigner(ENV_DOMAIN, "env", pem), "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode()
+    yield DkimSigner(ENV_DOMAIN, "env", pem), "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode(), pem
 
 
 async def add_domain(db: Database, name: str = DOMAIN, *, verified: bool = True) -> SendingDomain:
@@ -111,13 +111,13 @@ def message(i: int, from_email: str, workspace_id: int | None = 1) -> OutgoingMe
 
 
 async def test_outbox_signs_with_the_from_domain_else_the_environment_key(
-    db: Database, tmp_path: Path, env_signer: tuple[DkimSigner, str]
+    db: Database, tmp_path: Path, env_signer: tuple[DkimSigner, str, bytes]
 ) -> None:
     row = await add_domain(db)
     other = await make_workspace(db, "other")
     dns = Dns()
     dns.add_domain(row)
-    signer, env_record = env_signer
+    signer, env_record, _ = env_signer
     dns.txt[f"env._domainkey.{ENV_DOMAIN}"] = env_record
     provider = OutboxProvider(tmp_path, signer=signer, keyring=SendingDomainKeyring(db, TEST_SECRET))
     batch = [
@@ -263,3 +263,42 @@ async def test_a_key_sealed_with_another_secret_signs_nothing_and_says_why(
     assert signatures((tmp_path / "m1.eml").read_bytes()) == []
     assert "cannot be read with this EMAILKIT_SECRET_KEY" in caplog.text
     assert "PRIVATE KEY" not in caplog.text
+
+
+async def test_the_composition_root_hands_the_runtime_s_keyring_to_its_provider(
+    db: Database, tmp_path: Path, env_signer: tuple[DkimSigner, str, bytes]
+) -> None:
+    from emailkit.app import build_runtime
+    from emailkit.settings import Settings
+
+    _, env_record, pem = env_signer
+    # The environment's key, as EMAILKIT_DKIM_PRIVATE_KEY_FILE.
+    key_file = tmp_path / "env.pem"
+    key_file.write_bytes(pem)
+    settings = Settings(
+        database_url=db.url,
+        secret_key=TEST_SECRET,  # type: ignore[arg-type]
+        outbox_dir=tmp_path / "out",
+        dkim_domain=ENV_DOMAIN,
+        dkim_selector="env",
+        dkim_private_key_file=key_file,
+        require_verified_domains=True,
+    )
+    runtime = build_runtime(settings, db)
+    assert runtime.domains.require_verified is True
+    assert runtime.domains.trusted_domains == frozenset({ENV_DOMAIN})
+    assert runtime.sending is not None
+    row = await add_domain(db)
+    dns = Dns()
+    dns.add_domain(row)
+    dns.txt[f"env._domainkey.{ENV_DOMAIN}"] = env_record
+    try:
+        provider = runtime.sending.provider
+        await provider.send_batch([message(1, f"news@{DOMAIN}"), message(2, "news@other.test")])
+    finally:
+        await runtime.sending.close()
+    out = tmp_path / "out"
+    assert sorted(verify_all((out / "m1.eml").read_bytes(), dns)) == sorted(
+        [(DOMAIN, "rsa-sha256"), (DOMAIN, "ed25519-sha256")]
+    )
+    assert verify_all((out / "m2.eml").read_bytes(), dns) == [(ENV_DOMAIN, "rsa-sha256")]
