@@ -252,7 +252,10 @@ class Settings(BaseSettings):
     @classmethod
     def _split_nameservers(cls, value: object) -> object:
         if isinstance(value, str):
-            return [_nameserver(part.strip()) for part in value.split(",") if part.strip()]
+            value = value.split(",")
+        if isinstance(value, list):
+            kept = [p for p in value if not isinstance(p, str) or p.strip()]
+            return [_nameserver(p.strip()) if isinstance(p, str) else p for p in kept]
         return value
 
     @field_validator("api_rate_limit")

@@ -125,6 +125,7 @@ def test_domain_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         == "_spf.relay.test"
     )
     assert Settings().domain_config().spf_include is None
+    assert Settings(dns_nameservers=["127.0.0.2:5353"]).domain_config().nameservers == (("127.0.0.2", 5353),)
 
 
 @pytest.mark.parametrize("value", ["dns.example.com", "127.0.0.1:0", "127.0.0.1:http"])
