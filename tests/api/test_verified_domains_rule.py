@@ -215,3 +215,24 @@ async def test_a_flow_sending_from_an_unverified_domain_is_not_published(
     await verified_domain(gql, db, "example.com")
     published = data(await gql(PUBLISH_FLOW, {"i": {"id": flow["flow"]["id"]}}))["publishFlow"]
     assert published["userErrors"] == [] and published["flow"]["status"] == "ACTIVE"
+
+
+async def test_a_scheduled_campaign_whose_domain_went_fails_to_start_and_says_why(
+    gql: GQL, db: Database, runtime: Runtime, rule: DomainConfig
+) -> None:
+    from datetime import UTC, datetime
+
+    from emailkit.domain.sending.scheduler import start_due_campaigns
+
+    domain_id = await verified_domain(gql, db, "example.com")
+    campaign = (await create_campaign(gql, "news@example.com"))["campaign"]
+    scheduled = data(await gql(SCHEDULE, {"i": {"id": campaign["id"], "sendAt": "2031-01-01T09:00:00Z"}}))
+    assert scheduled["scheduleCampaign"]["userErrors"] == []
+    assert data(await gql(DELETE, {"i": {"id": domain_id}}))["deleteSendingDomain"]["userErrors"] == []
+    assert await start_due_campaigns(runtime, datetime(2031, 1, 1, 9, 1, tzinfo=UTC)) == []
+    async with db.session() as session:
+        row = await session.get(Campaign, globalid.pk_of(campaign["id"], "Campaign"))
+    assert row is not None and row.status.value == "FAILED"
+    assert (
+        row.status_reason is not None and "example.com is not a verified sending domain" in row.status_reason
+    )

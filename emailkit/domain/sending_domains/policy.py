@@ -3,8 +3,8 @@ workspace (or of a parent domain, which DMARC's relaxed alignment accepts), or F
 counts as verified everywhere so that set-ups from before sending domains keep working.
 
 Checked where a From address is set (createCampaign, updateCampaign, sendTransactional, a flow's SEND step when
-it is published) and again where mail is about to go (startCampaign, scheduleCampaign), since a domain can be
-deleted or fail its check in between.
+it is published) and again where mail is about to go (startCampaign, scheduleCampaign, the ticker starting a scheduled
+campaign), since a domain can be deleted or fail its check in between.
 """
 
 from __future__ import annotations
