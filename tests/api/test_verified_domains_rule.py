@@ -88,6 +88,9 @@ async def test_unverified_from_domains_are_refused_and_nothing_is_saved(
     refused = await create_campaign(gql, "news@example.com")
     assert refused["campaign"] is None and codes(refused) == NOT_VERIFIED
     assert "example.com is not a verified sending domain" in refused["userErrors"][0]["message"]
+    # The address's own checks come first.
+    malformed = await create_campaign(gql, "news@@example.com")
+    assert codes(malformed) == [{"field": "fromEmail", "code": "INVALID_EMAIL"}]
     # Added but not verified yet: still refused.
     await create_domain(gql, "example.com")
     assert codes(await create_campaign(gql, "news@example.com")) == NOT_VERIFIED

@@ -195,9 +195,10 @@ class Mutation:
         domains = info.context.runtime.domains
 
         async def create(s: AsyncSession) -> CampaignRow:
-            data = _to_domain(input)
-            await require_verified_from(s, input.from_email, domains)
-            return await campaigns.create_campaign(s, data)
+            row = await campaigns.create_campaign(s, _to_domain(input))
+            # After the campaign's own checks (a malformed address is INVALID_EMAIL); refused, nothing is kept.
+            await require_verified_from(s, row.from_email, domains)
+            return row
 
         out = await mutate(info, create)
         return _payload(out.value, out.errors)
@@ -207,10 +208,10 @@ class Mutation:
         domains = info.context.runtime.domains
 
         async def update(s: AsyncSession) -> CampaignRow:
-            campaign_id, data = decode_id(input.id, "Campaign"), _to_domain(input)
+            row = await campaigns.update_campaign(s, decode_id(input.id, "Campaign"), _to_domain(input))
             if input.from_email is not None:
-                await require_verified_from(s, input.from_email, domains)
-            return await campaigns.update_campaign(s, campaign_id, data)
+                await require_verified_from(s, row.from_email, domains)
+            return row
 
         out = await mutate(info, update)
         return _payload(out.value, out.errors)

@@ -335,19 +335,16 @@ class Mutation:
         domains = info.context.runtime.domains
 
         async def publish(s: AsyncSession) -> FlowRow:
-            flow_id = decode_id(input.id, "Flow")
+            row = await flows.publish_flow(
+                s, decode_id(input.id, "Flow"), mapping, allow_private=allow_private
+            )
             if domains.require_verified:
                 # A draft may name any From address; the version people enter on sends, so it is held to the
-                # rule (its shape is checked by publish_flow, which reports a broken draft itself).
-                draft = (await flows.get_flow(s, flow_id)).draft
-                try:
-                    steps = parse_definition(draft).steps
-                except DomainError:
-                    steps = ()
-                for i, step in enumerate(steps):
+                # rule (after publish_flow's own checks; refused, the publication is rolled back).
+                for i, step in enumerate(parse_definition(row.draft).steps):
                     if step.type == StepType.SEND:
                         await require_verified_from(s, step.from_email, domains, f"steps[{i}].fromEmail")
-            return await flows.publish_flow(s, flow_id, mapping, allow_private=allow_private)
+            return row
 
         out = await mutate(info, publish)
         return _payload(out.value, out.errors)

@@ -328,19 +328,19 @@ class Mutation:
         domains = info.context.runtime.domains
 
         async def create(s: AsyncSession) -> tuple[DeliveryRow, Jobs]:
-            template_id = decode_id(input.template_id, "Template", "templateId")
-            # A From the caller names is held to the rule; the instance's own (EMAILKIT_FROM_EMAIL) is the
-            # operator's choice, like the double opt-in mail that uses it.
-            if input.from_email:
-                await require_verified_from(s, input.from_email, domains)
-            return await deliveries.create_transactional(
+            made = await deliveries.create_transactional(
                 s,
-                template_id=template_id,
+                template_id=decode_id(input.template_id, "Template", "templateId"),
                 to=input.to,
                 data=_data_object(input.data),
                 from_email=input.from_email or default_from[0],
                 from_name=input.from_name if input.from_name is not None else default_from[1],
             )
+            # A From the caller names is held to the rule (after its own checks; refused, nothing is kept); the
+            # instance's own (EMAILKIT_FROM_EMAIL) is the operator's choice, like the double opt-in mail's.
+            if input.from_email:
+                await require_verified_from(s, input.from_email, domains)
+            return made
 
         out = await mutate_then_enqueue(info, create)
         if out.value is None:
