@@ -19,7 +19,7 @@ from emailkit.db.engine import Database
 from emailkit.db.tables.access import Role
 from emailkit.domain.runtime import Runtime
 from emailkit.settings import Settings
-from tests.integration.test_dkim_by_from_domain import signatures
+from tests.support.dkim_check import signatures
 from tests.support.dns_server import dns_server
 from tests.support.environment import TEST_SECRET
 from tests.support.factories import make_key

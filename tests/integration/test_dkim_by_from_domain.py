@@ -6,8 +6,6 @@ workspace's domain never signs; the keyring reads the database once per refresh,
 from __future__ import annotations
 
 import base64
-import email
-import email.policy
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,12 +20,11 @@ from emailkit.db.tables.sending import Campaign, Delivery
 from emailkit.db.tables.sending_domains import SendingDomain
 from emailkit.domain.ports.provider import Address, OutgoingMessage
 from emailkit.domain.sending_domains import service
-from emailkit.domain.sending_domains.config import DomainConfig
 from emailkit.domain.sending_domains.keyring import SendingDomainKeyring, changes
-from emailkit.domain.sending_domains.records import expected_records
 from emailkit.providers.dkim import DkimSigner
 from emailkit.providers.outbox import OutboxProvider
 from tests.integration.test_pipeline import make_sender, seed, start
+from tests.support.dkim_check import Dns, signatures, verify_all
 from tests.support.environment import TEST_SECRET
 from tests.support.factories import make_workspace
 from tests.support.sending_domains import mark_verified
@@ -35,41 +32,6 @@ from tests.support.smtp_provider import Sink, provider_for, smtp_server
 
 DOMAIN = "shop.example.test"
 ENV_DOMAIN = "env.example.test"
-
-
-class Dns:
-    """The DKIM records dkimpy is answered with (its dnsfunc): name -> TXT value."""
-
-    def __init__(self) -> None:
-        self.txt: dict[str, str] = {}
-
-    def add_domain(self, row: SendingDomain) -> None:
-        for record in expected_records(row, DomainConfig()):
-            if record.kind.startswith("DKIM"):
-                self.txt[record.name] = record.value
-
-    def __call__(self, name: bytes | str, timeout: int = 5) -> bytes:
-        text = name.decode() if isinstance(name, bytes) else name
-        return self.txt.get(text.rstrip("."), "").encode()
-
-
-def signatures(raw: bytes) -> list[dict[str, str]]:
-    """The tags of each DKIM-Signature, top first."""
-    message = email.message_from_bytes(raw, policy=email.policy.compat32)
-    found = []
-    for value in message.get_all("DKIM-Signature") or []:
-        flat = "".join(str(value).split())
-        found.append({k: v for k, _, v in (p.partition("=") for p in flat.split(";") if p)})
-    return found
-
-
-def verify_all(raw: bytes, dns: Dns) -> list[tuple[str, str]]:
-    """(d=, a=) of each signature, having checked every one with dkimpy."""
-    found = signatures(raw)
-    checker = dkim.DKIM(raw)
-    for index in range(len(found)):
-        assert checker.verify(idx=index, dnsfunc=dns), (index, found[index])
-    return [(s["d"], s["a"]) for s in found]
 
 
 @pytest.fixture
