@@ -16,8 +16,10 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from emailkit.db.engine import Database
+from emailkit.domain.ports.dkim import DkimKeyring
 from emailkit.domain.ports.queue import JobQueue, PubSub
 from emailkit.domain.runtime import Runtime, SendingSetup
+from emailkit.domain.sending_domains.keyring import SendingDomainKeyring
 from emailkit.domain.webhooks_out.delivery import DeliveryConfig, WebhookSetup
 from emailkit.providers.registry import build_provider
 from emailkit.providers.senders import SenderProviderFactory
@@ -57,33 +59,39 @@ def build_runtime(
     """The Runtime of an API or worker process (workers pass their broker's queue, embedded ones the
     API's pub/sub)."""
     runs_jobs = jobs is not None
+    db = db or Database(
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        pool_timeout=settings.database_pool_timeout,
+        statement_timeout=settings.worker_statement_timeout if runs_jobs else settings.statement_timeout,
+    )
+    secret_key = settings.resolved_secret_key()
+    keyring = SendingDomainKeyring(db, secret_key)
     return Runtime(
-        db=db
-        or Database(
-            settings.database_url,
-            pool_size=settings.database_pool_size,
-            pool_timeout=settings.database_pool_timeout,
-            statement_timeout=settings.worker_statement_timeout if runs_jobs else settings.statement_timeout,
-        ),
-        secret_key=settings.resolved_secret_key(),
+        db=db,
+        secret_key=secret_key,
         public_url=settings.public_url,
         max_page_size=settings.max_page_size,
         exact_count_limit=settings.exact_count_limit,
         debug=settings.debug,
         jobs=jobs or build_job_queue(settings),
         pubsub=pubsub or build_pubsub(settings),
-        sending=sending_setup(settings),
-        sender_factory=SenderProviderFactory(outbox_root=settings.outbox_dir),
+        sending=sending_setup(settings, keyring=keyring),
+        sender_factory=SenderProviderFactory(outbox_root=settings.outbox_dir, keyring=keyring),
         sender_allow_private=settings.sender_allow_private,
         webhooks=WebhookSetup(DeliveryConfig(allow_private=settings.webhook_allow_private)),
         flows=settings.flow_config(),
+        domains=settings.domain_config(),
+        keyring=keyring,
     )
 
 
-def sending_setup(settings: Settings) -> SendingSetup:
+def sending_setup(settings: Settings, *, keyring: DkimKeyring | None = None) -> SendingSetup:
+    """How the process sends; ``keyring`` signs each message with its From domain's key (see
+    ``emailkit.providers.dkim_keys``)."""
     return SendingSetup(
         provider_name=settings.provider,
-        provider_factory=lambda: build_provider(settings),
+        provider_factory=lambda: build_provider(settings, keyring=keyring),
         limiter_factory=lambda: build_rate_limiter(settings),
         config=settings.sending_config(),
         default_from=(settings.from_email, settings.from_name),

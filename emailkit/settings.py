@@ -25,6 +25,7 @@ from emailkit.domain.audience import timezones
 from emailkit.domain.automation.config import FlowConfig
 from emailkit.domain.sending.config import SendingConfig
 from emailkit.domain.sending.frequency_cap import FrequencyCap, cap_check
+from emailkit.domain.sending_domains.config import DomainConfig
 
 DEFAULT_DATA_DIR = Path(".emailkit")
 DEFAULT_DATABASE_URL = f"sqlite+aiosqlite:///{DEFAULT_DATA_DIR}/emailkit.db"
@@ -60,6 +61,22 @@ class Settings(BaseSettings):
     dkim_selector: str | None = None
     dkim_private_key: SecretStr | None = None
     dkim_private_key_file: Path | None = None
+    # Sending domains (createSendingDomain). Campaigns, transactional mail and flows may send only From a
+    # verified sending domain of their workspace (or EMAILKIT_DKIM_DOMAIN). Unset: on in production mode, off in
+    # embedded mode (the banner says so).
+    require_verified_domains: bool | None = None
+    # New sending domains get an Ed25519 key too: a second DKIM signature (RFC 8463) beside the RSA one.
+    dkim_ed25519: bool = False
+    # DNS servers that verifySendingDomain asks, comma-separated host[:port] (e.g. 127.0.0.1:5353);
+    # empty: the system's resolver.
+    dns_nameservers: Annotated[list[tuple[str, int]], NoDecode] = Field(default_factory=list)
+    # Seconds one record's lookup may take before it is reported TIMEOUT.
+    dns_timeout: float = Field(default=5.0, gt=0, le=60)
+    # The include: the SPF record of a sending domain must have; unset: the provider's (amazonses.com for
+    # ses, sendgrid.net for sendgrid), none for smtp and outbox (any SPF record then passes).
+    spf_include: str | None = None
+    # Where the suggested DMARC record sends aggregate reports; unset: dmarc-reports@<the domain>.
+    dmarc_rua: str | None = None
     # Without the key pair, botocore's default chain (AWS_* variables, profile, instance role) applies.
     ses_region: str = "us-east-1"
     ses_access_key_id: str | None = None
@@ -261,6 +278,16 @@ class Settings(BaseSettings):
             return networks
         return value
 
+    @field_validator("dns_nameservers", mode="before")
+    @classmethod
+    def _split_nameservers(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list):
+            kept = [p for p in value if not isinstance(p, str) or p.strip()]
+            return [_nameserver(p.strip()) if isinstance(p, str) else p for p in kept]
+        return value
+
     @field_validator("api_rate_limit")
     @classmethod
     def _check_rate_limit(cls, value: str) -> str:
@@ -396,6 +423,25 @@ class Settings(BaseSettings):
             marketing_cap=FrequencyCap.parse(self.marketing_cap) if self.marketing_cap else None,
         )
 
+    @property
+    def requires_verified_domains(self) -> bool:
+        if self.require_verified_domains is not None:
+            return self.require_verified_domains
+        return not self.is_embedded
+
+    def domain_config(self) -> DomainConfig:
+        include = self.spf_include or {"ses": "amazonses.com", "sendgrid": "sendgrid.net"}.get(self.provider)
+        return DomainConfig(
+            nameservers=tuple(self.dns_nameservers),
+            dns_timeout=self.dns_timeout,
+            spf_include=include,
+            bounce_domain=self.bounce_domain or None,
+            dmarc_rua=self.dmarc_rua or None,
+            ed25519=self.dkim_ed25519,
+            require_verified=self.requires_verified_domains,
+            trusted_domains=frozenset({self.dkim_domain.lower()} if self.dkim_domain else ()),
+        )
+
     def flow_config(self) -> FlowConfig:
         # A flow's runs are leased and held like a campaign's batches, by the same settings.
         cap = FrequencyCap.parse(self.marketing_cap) if self.marketing_cap else None
@@ -426,6 +472,29 @@ class Settings(BaseSettings):
             raise SettingsError(
                 f"EMAILKIT_DATA_DIR: cannot keep the generated secret key in {path}: {exc.strerror}"
             ) from None
+
+
+def _nameserver(text: str) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address, as (address, port)."""
+    host, port = text, 53
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest:
+            port = _port(rest.removeprefix(":"), text)
+    elif text.count(":") == 1:
+        host, _, rest = text.partition(":")
+        port = _port(rest, text)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"not an IP address (with an optional :port): {text!r}") from None
+    return host, port
+
+
+def _port(text: str, whole: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError(f"not a port number in {whole!r}")
+    return int(text)
 
 
 def _read_or_create_secret(path: Path) -> str:

@@ -114,6 +114,15 @@ def banner(settings: Settings, *, command: str, workers: Workers, listening: str
         rows.append(("bounces", f"VERP senders at {settings.bounce_domain} (its MX: emailkit bounce-server)"))
     if listening is not None:
         rows.append(("listening", listening))
+    if settings.requires_verified_domains:
+        rows.append(("From domains", "verified sending domains only"))
+    else:
+        rows.append(
+            (
+                "From domains",
+                "WARNING: unverified From domains are allowed (EMAILKIT_REQUIRE_VERIFIED_DOMAINS=false)",
+            )
+        )
     width = max(len(name) for name, _ in rows)
     lines = [f"emailkit {version()} {command}"]
     lines += [f"  {name:<{width}}  {value}" for name, value in rows]

@@ -73,6 +73,13 @@ class ErrorCode(StrEnum):
     INVALID_SENDER_TYPE = "INVALID_SENDER_TYPE"
     INVALID_SENDER_SETTINGS = "INVALID_SENDER_SETTINGS"
     INVALID_SENDER_CREDENTIALS = "INVALID_SENDER_CREDENTIALS"
+    # Sending domains: not a registrable-looking host name (an IP, a trailing dot, a bad label); a domain the
+    # workspace has already; one that does not exist; a From address whose domain is not a verified sending
+    # domain of the workspace while EMAILKIT_REQUIRE_VERIFIED_DOMAINS is on.
+    INVALID_DOMAIN = "INVALID_DOMAIN"
+    DUPLICATE_DOMAIN = "DUPLICATE_DOMAIN"
+    SENDING_DOMAIN_NOT_FOUND = "SENDING_DOMAIN_NOT_FOUND"
+    DOMAIN_NOT_VERIFIED = "DOMAIN_NOT_VERIFIED"
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ from emailkit.domain.senders.routing import SenderProviders, SenderRoute
 from emailkit.domain.sending.config import SendingConfig
 from emailkit.domain.sending.pipeline import CampaignSender
 from emailkit.domain.sending.progress import ProgressReporter
+from emailkit.domain.sending_domains.config import DomainConfig
+from emailkit.domain.sending_domains.keyring import SendingDomainKeyring
 from emailkit.domain.throttle import CoalescingPublisher
 from emailkit.domain.tokens import TokenSigner
 from emailkit.domain.webhooks_out.delivery import WebhookPoster, WebhookSetup
@@ -105,11 +107,17 @@ class Runtime:
     # How flows run (automation), and the process's runner, built on first use by flow_runner.
     flows: FlowConfig = field(default_factory=FlowConfig)
     cached_flow_runner: FlowRunner | None = field(default=None, repr=False)
+    # Sending domains: how they are checked, whether From domains must be verified.
+    domains: DomainConfig = field(default_factory=DomainConfig)
+    # The DKIM keys of the workspaces' verified sending domains, as this process's providers sign with them.
+    keyring: SendingDomainKeyring | None = None
     # Workspaces' public URLs and branding read recently; updateWorkspace in this process forgets its entry.
     sites: SiteCache = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.sites = SiteCache(self.public_url)
+        if self.keyring is None:
+            self.keyring = SendingDomainKeyring(self.db, self.secret_key)
         if self.live is None and self.pubsub is not None:
             self.live = CoalescingPublisher(self.pubsub)
 

@@ -1,4 +1,5 @@
-"""DKIM signing (RFC 6376, rsa-sha256, relaxed/relaxed) with the RSA step in ``cryptography``.
+"""DKIM signing (RFC 6376, rsa-sha256, relaxed/relaxed; RFC 8463 ed25519-sha256) with the key step in
+``cryptography``.
 
 dkimpy signs in ≈7 ms per message with its pure-Python RSA; the same signature through ``cryptography`` costs
 ≈0.3 ms. The signature covers the List-Unsubscribe headers as RFC 8058 requires, and From, Subject and the
@@ -15,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
 from emailkit.providers.mime import normalize_newlines
 
@@ -94,11 +95,15 @@ class DkimSigner:
             key = serialization.load_pem_private_key(private_key_pem, password=None)
         except (ValueError, TypeError) as exc:
             raise DkimKeyError(f"cannot load the DKIM private key: {exc}") from None
-        if not isinstance(key, rsa.RSAPrivateKey):
-            raise DkimKeyError("the DKIM private key must be an RSA key")
-        if key.key_size < 1024:
-            raise DkimKeyError("the DKIM key must have at least 1024 bits (2048 recommended)")
-        self._key = key
+        if isinstance(key, rsa.RSAPrivateKey):
+            if key.key_size < 1024:
+                raise DkimKeyError("the DKIM key must have at least 1024 bits (2048 recommended)")
+            self.algorithm = "rsa-sha256"
+        elif isinstance(key, ed25519.Ed25519PrivateKey):
+            self.algorithm = "ed25519-sha256"
+        else:
+            raise DkimKeyError("the DKIM private key must be an RSA (or Ed25519) key")
+        self._key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey = key
         self.domain = domain.lower()
         self.selector = selector
         self._headers = [h.lower().encode() for h in headers]
@@ -107,6 +112,12 @@ class DkimSigner:
 
     def public_key_record(self) -> str:
         """The TXT record to publish at ``<selector>._domainkey.<domain>``."""
+        if isinstance(self._key, ed25519.Ed25519PrivateKey):
+            # RFC 8463: the bare 32-byte key, not a SubjectPublicKeyInfo.
+            raw = self._key.public_key().public_bytes(
+                serialization.Encoding.Raw, serialization.PublicFormat.Raw
+            )
+            return "v=DKIM1; k=ed25519; p=" + base64.b64encode(raw).decode("ascii")
         der = self._key.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
@@ -142,7 +153,7 @@ class DkimSigner:
                 signed_names.append(name)
 
         tags = [
-            b"v=1; a=rsa-sha256; c=relaxed/relaxed; d=" + self.domain.encode(),
+            b"v=1; a=" + self.algorithm.encode() + b"; c=relaxed/relaxed; d=" + self.domain.encode(),
             b"s=" + self.selector.encode() + b"; t=" + str(int(self._clock())).encode(),
             b"h=" + b":".join(signed_names),
             b"bh=" + body_hash,
@@ -150,8 +161,14 @@ class DkimSigner:
         ]
         unsigned = b";\r\n\t".join(tags)
         canonical.append(relaxed_header(b"dkim-signature", unsigned))
-        signature = self._key.sign(b"".join(canonical), padding.PKCS1v15(), hashes.SHA256())
+        signature = self._signature(b"".join(canonical))
         sig_b64 = base64.b64encode(signature)
         # White space inside b= is ignored by verifiers, so the signature can be folded freely.
         folded = b"\r\n\t".join(sig_b64[i : i + 72] for i in range(0, len(sig_b64), 72))
         return b"DKIM-Signature: " + unsigned + folded + b"\r\n" + message
+
+    def _signature(self, data: bytes) -> bytes:
+        if isinstance(self._key, ed25519.Ed25519PrivateKey):
+            # RFC 8463 3: Ed25519 (PureEdDSA) signs the SHA-256 hash of the data, not the data itself.
+            return self._key.sign(hashlib.sha256(data).digest())
+        return self._key.sign(data, padding.PKCS1v15(), hashes.SHA256())

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from emailkit.domain.ports.dkim import DkimKeyring
 from emailkit.domain.ports.provider import (
     CommitHook,
     OutgoingMessage,
@@ -23,6 +24,7 @@ from emailkit.domain.ports.provider import (
     SendResult,
 )
 from emailkit.providers.dkim import DkimSigner
+from emailkit.providers.dkim_keys import MessageSigning
 from emailkit.providers.mime import MimeBuilder, MimeError
 from emailkit.providers.sender_config import refuse_unknown, text
 
@@ -34,10 +36,16 @@ class OutboxProvider:
     max_batch_size = 1000
 
     def __init__(
-        self, directory: Path, *, signer: DkimSigner | None = None, builder: MimeBuilder | None = None
+        self,
+        directory: Path,
+        *,
+        signer: DkimSigner | None = None,
+        keyring: DkimKeyring | None = None,
+        builder: MimeBuilder | None = None,
     ) -> None:
         self.directory = Path(directory)
-        self._signer = signer
+        # The From domain's keys when its workspace verified it, else `signer` (EMAILKIT_DKIM_*).
+        self._signing = MessageSigning(signer, keyring)
         self._builder = builder or MimeBuilder()
 
     async def send_batch(
@@ -48,13 +56,14 @@ class OutboxProvider:
         on_result: ResultHook | None = None,
     ) -> list[SendResult]:
         rendered: list[tuple[OutgoingMessage, bytes | None, str]] = []
+        signers = await self._signing.for_batch(messages)
         for message in messages:
             try:
                 mime = self._builder.build(message)
             except MimeError as exc:
                 rendered.append((message, None, str(exc)))
                 continue
-            data = self._signer.sign(mime.data) if self._signer else mime.data
+            data = signers.sign(message, mime.data)
             if message.sender != message.from_.email and _ENVELOPE_ADDRESS.fullmatch(message.sender):
                 # What the final MTA would add from the envelope (RFC 5321 4.4), outside the DKIM signature as
                 # there: with a bounce domain this is the VERP address that bounces come back to.
@@ -123,6 +132,7 @@ def from_sender(
     *,
     pool_size: int,
     root: Path = Path(".emailkit") / "outbox",
+    keyring: DkimKeyring | None = None,
 ) -> OutboxProvider:
     """An outbox sender: settings {dir?}, no credentials. ``dir`` is a relative path inside ``root`` (the
     instance's EMAILKIT_OUTBOX_DIR): an API key must not make the server write anywhere else."""
@@ -130,8 +140,8 @@ def from_sender(
     refuse_unknown(credentials, ())
     sub = text(settings, "dir")
     if sub is None:
-        return OutboxProvider(root)
+        return OutboxProvider(root, keyring=keyring)
     path = PurePosixPath(sub)
     if path.is_absolute() or "\\" in sub or any(part in ("..", "") for part in sub.split("/")):
         raise SenderConfigError("dir", "must be a relative path inside the instance's outbox, without '..'")
-    return OutboxProvider(root / path)
+    return OutboxProvider(root / path, keyring=keyring)

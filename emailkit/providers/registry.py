@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from emailkit.domain.ports.dkim import DkimKeyring
 from emailkit.domain.ports.provider import EmailProvider, SenderConfigError
 from emailkit.providers.dkim import DkimKeyError, DkimSigner
 from emailkit.settings import Settings, SettingsError
@@ -46,13 +47,13 @@ def dkim_signer(settings: Settings) -> DkimSigner | None:
         raise SettingsError(f"EMAILKIT_DKIM_PRIVATE_KEY: {exc}") from None
 
 
-def _outbox(settings: Settings) -> EmailProvider:
+def _outbox(settings: Settings, keyring: DkimKeyring | None) -> EmailProvider:
     from emailkit.providers.outbox import OutboxProvider
 
-    return OutboxProvider(settings.outbox_dir, signer=dkim_signer(settings))
+    return OutboxProvider(settings.outbox_dir, signer=dkim_signer(settings), keyring=keyring)
 
 
-def _smtp(settings: Settings) -> EmailProvider:
+def _smtp(settings: Settings, keyring: DkimKeyring | None) -> EmailProvider:
     from emailkit.providers.smtp import SmtpProvider, parse_smtp_url
 
     if settings.smtp_url is None:
@@ -66,12 +67,13 @@ def _smtp(settings: Settings) -> EmailProvider:
         raise SettingsError(f"EMAILKIT_SMTP_URL: {exc}") from None
     signer = dkim_signer(settings)
     try:
-        return SmtpProvider(config, pool_size=settings.smtp_pool_size, signer=signer)
+        return SmtpProvider(config, pool_size=settings.smtp_pool_size, signer=signer, keyring=keyring)
     except (OSError, ssl.SSLError) as exc:
         raise SettingsError(f"EMAILKIT_SMTP_URL: cannot load the cafile: {exc}") from None
 
 
-def _ses(settings: Settings) -> EmailProvider:
+def _ses(settings: Settings, keyring: DkimKeyring | None) -> EmailProvider:
+    # SES signs with the domain identities verified in SES itself (Easy DKIM), not with our keys.
     from botocore.credentials import Credentials
 
     from emailkit.providers.ses import SesProvider
@@ -90,7 +92,8 @@ def _ses(settings: Settings) -> EmailProvider:
     )
 
 
-def _sendgrid(settings: Settings) -> EmailProvider:
+def _sendgrid(settings: Settings, keyring: DkimKeyring | None) -> EmailProvider:
+    # SendGrid signs with its own domain authentication, not with our keys.
     from emailkit.providers.sendgrid import SendGridProvider
 
     if settings.sendgrid_api_key is None:
@@ -104,16 +107,17 @@ def _sendgrid(settings: Settings) -> EmailProvider:
 
 def _like_a_sender(
     name: str, settings: Mapping[str, str], credentials: Mapping[str, str]
-) -> Callable[[Settings], EmailProvider]:
+) -> Callable[[Settings, DkimKeyring | None], EmailProvider]:
     """A provider built the way a sender of that type is (its module's ``from_sender``), each settings and
     credentials key read from the Settings field named for it, so both ways share one set of checks and a
-    bad value is reported by its variable's name."""
+    bad value is reported by its variable's name. (These HTTP APIs sign with the provider's own domain set-up,
+    not with our keys: the keyring is not theirs.)"""
 
     def variable(key: str) -> str:
         field = {**settings, **credentials}.get(key, "provider_concurrency")
         return f"EMAILKIT_{field.upper()}"
 
-    def build(config: Settings) -> EmailProvider:
+    def build(config: Settings, keyring: DkimKeyring | None) -> EmailProvider:
         given_settings: dict[str, Any] = {}
         for key, field in settings.items():
             value = getattr(config, field)
@@ -141,7 +145,7 @@ def _like_a_sender(
     return build
 
 
-PROVIDERS: dict[str, Callable[[Settings], EmailProvider]] = {
+PROVIDERS: dict[str, Callable[[Settings, DkimKeyring | None], EmailProvider]] = {
     "outbox": _outbox,
     "smtp": _smtp,
     "ses": _ses,
@@ -161,6 +165,8 @@ PROVIDERS: dict[str, Callable[[Settings], EmailProvider]] = {
 }
 
 
-def build_provider(settings: Settings) -> EmailProvider:
-    """The provider named by EMAILKIT_PROVIDER; raises SettingsError naming a missing or bad variable."""
-    return PROVIDERS[settings.provider](settings)
+def build_provider(settings: Settings, *, keyring: DkimKeyring | None = None) -> EmailProvider:
+    """The provider named by EMAILKIT_PROVIDER; raises SettingsError naming a missing or bad variable.
+
+    ``keyring``: the workspaces' sending domains, whose keys sign mail From them (smtp and outbox)."""
+    return PROVIDERS[settings.provider](settings, keyring)

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from emailkit.domain.ports.dkim import DkimKeyring
 from emailkit.domain.ports.provider import EmailProvider, SenderConfigError
 
 #: Sender type -> the module whose ``from_sender(settings, credentials, *, pool_size)`` builds its provider.
@@ -28,8 +29,10 @@ MODULES: dict[str, str] = {
 class SenderProviderFactory:
     """``factory(type, settings, credentials, pool_size=...)`` -> a provider, or SenderConfigError."""
 
-    def __init__(self, *, outbox_root: Path) -> None:
+    def __init__(self, *, outbox_root: Path, keyring: DkimKeyring | None = None) -> None:
         self.outbox_root = outbox_root
+        # The workspaces' sending domains: their keys sign what SMTP and OUTBOX senders send From them.
+        self.keyring = keyring
 
     def __call__(
         self, type: str, settings: Mapping[str, Any], credentials: Mapping[str, str], *, pool_size: int
@@ -45,8 +48,10 @@ class SenderProviderFactory:
             raise SenderConfigError("type", f"{type} senders are not available in this version") from None
         if type == "OUTBOX":
             provider: EmailProvider = module.from_sender(
-                settings, credentials, pool_size=pool_size, root=self.outbox_root
+                settings, credentials, pool_size=pool_size, root=self.outbox_root, keyring=self.keyring
             )
+        elif type == "SMTP":
+            provider = module.from_sender(settings, credentials, pool_size=pool_size, keyring=self.keyring)
         else:
             provider = module.from_sender(settings, credentials, pool_size=pool_size)
         return provider

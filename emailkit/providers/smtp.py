@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import aiosmtplib
 
+from emailkit.domain.ports.dkim import DkimKeyring
 from emailkit.domain.ports.provider import (
     CommitHook,
     OutgoingMessage,
@@ -36,6 +37,7 @@ from emailkit.domain.ports.provider import (
     SendResult,
 )
 from emailkit.providers.dkim import DkimSigner
+from emailkit.providers.dkim_keys import BatchSigners, MessageSigning
 from emailkit.providers.mime import MimeBuilder, MimeError, ascii_email
 from emailkit.providers.sender_config import refuse_unknown, required_text, text
 from emailkit.providers.smtp_batch import Finisher, Senders
@@ -141,12 +143,14 @@ class SmtpProvider:
         *,
         pool_size: int = 5,
         signer: DkimSigner | None = None,
+        keyring: DkimKeyring | None = None,
         builder: MimeBuilder | None = None,
         tls_context: ssl.SSLContext | None = None,
         idle_timeout: float = 50.0,
     ) -> None:
         self.config = config
-        self._signer = signer
+        # The From domain's keys when its workspace verified it, else `signer` (EMAILKIT_DKIM_*).
+        self._signing = MessageSigning(signer, keyring)
         self._builder = builder or MimeBuilder()
         # Built now so a missing or unreadable cafile surfaces at start-up, not at the first send.
         self._tls_context = tls_context or config.tls_context()
@@ -191,7 +195,7 @@ class SmtpProvider:
             self._senders[address] = cached
         return cached
 
-    def _prepare(self, job: SmtpJob) -> SendResult | None:
+    def _prepare(self, job: SmtpJob, signers: BatchSigners) -> SendResult | None:
         """Fill the job's payload and envelope; a message that cannot be expressed fails for good."""
         message = job.message
         try:
@@ -200,7 +204,7 @@ class SmtpProvider:
             mime = self._builder.build(message)
         except MimeError as exc:
             return SendResult.failed(message.delivery_id, str(exc), transient=False)
-        data = self._signer.sign(mime.data) if self._signer is not None else mime.data
+        data = signers.sign(message, mime.data)
         # DATA transparency (RFC 5321 4.5.2): a line starting with "." gets another one.
         if data.startswith(b"."):
             data = b"." + data
@@ -214,9 +218,10 @@ class SmtpProvider:
     async def _prepare_all(self, messages: Sequence[OutgoingMessage], finisher: Finisher) -> deque[SmtpJob]:
         """The jobs ready to go, in order; a message that cannot be expressed is finished as failed here."""
         queue: deque[SmtpJob] = deque()
+        signers = await self._signing.for_batch(messages)
         for index, message in enumerate(messages):
             job = SmtpJob(index, message)
-            failure = self._prepare(job)
+            failure = self._prepare(job, signers)
             if failure is None:
                 queue.append(job)
             else:
@@ -281,7 +286,11 @@ class SmtpProvider:
 
 
 def from_sender(
-    settings: Mapping[str, Any], credentials: Mapping[str, str], *, pool_size: int
+    settings: Mapping[str, Any],
+    credentials: Mapping[str, str],
+    *,
+    pool_size: int,
+    keyring: DkimKeyring | None = None,
 ) -> SmtpProvider:
     """An SMTP sender: settings {url: "smtp://host:port?tls=..."}, credentials {username, password} (both or
     neither). The URL takes the options of ``EMAILKIT_SMTP_URL`` but no user or password: those are secrets."""
@@ -307,6 +316,6 @@ def from_sender(
         raise SenderConfigError("password", "required with a username")
     config = replace(config, username=username, password=password)
     try:
-        return SmtpProvider(config, pool_size=pool_size)
+        return SmtpProvider(config, pool_size=pool_size, keyring=keyring)
     except (OSError, ssl.SSLError) as exc:
         raise SenderConfigError("url", f"cannot load the cafile: {exc}") from None

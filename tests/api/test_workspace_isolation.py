@@ -101,6 +101,8 @@ ID_ARGUMENTS: dict[str, str] = {
     "UpdateSenderInput.id": "Sender",
     "DeleteSenderInput.id": "Sender",
     "TestSenderInput.id": "Sender",
+    "Query.sendingDomain.id": "SendingDomain",
+    "SendingDomainIdInput.id": "SendingDomain",
 }
 # Wherever they are declared, arguments named after the type they name.
 ID_NAMES: dict[str, str] = {
@@ -142,6 +144,7 @@ LABELS: dict[str, list[str]] = {
     "Flow": ["flow"],
     "FlowRun": ["run"],
     "Sender": ["sender"],
+    "SendingDomain": ["domain"],
 }
 # The control's ID: a well-formed ID of the same type that names no row in any workspace.
 MISSING_PK = 987_654_321

@@ -174,6 +174,7 @@ IMPORT_STATE = "query($id: ID!) { import(id: $id) { status error } }"
 DELIVERY_STATE = "query($id: ID!) { delivery(id: $id) { status } }"
 EVENTS = "{ events(first: 10) { edges { node { id type } } } }"
 TRACK_EVENT = "mutation($i: TrackEventInput!) { trackEvent(input: $i) { event { id } userErrors { field code message } } }"
+CREATE_SENDING_DOMAIN = "mutation($i: CreateSendingDomainInput!) { createSendingDomain(input: $i) { sendingDomain { id } userErrors { field code message } } }"
 CREATE_ENDPOINT = "mutation($i: CreateWebhookEndpointInput!) { createWebhookEndpoint(input: $i) { endpoint { id } userErrors { field code message } } }"
 UPDATE_ENDPOINT = "mutation($i: UpdateWebhookEndpointInput!) { updateWebhookEndpoint(input: $i) { endpoint { id status } userErrors { field code message } } }"
 ENDPOINT_DELIVERIES = (
@@ -293,6 +294,11 @@ async def fill(world: World, ws: Workspace, mark: str) -> None:
         ),
     )
     await _stop_listening(world, ws, endpoint)
+    ws.add(
+        "SendingDomain",
+        "domain",
+        await made(CREATE_SENDING_DOMAIN, "createSendingDomain", "sendingDomain", {"domain": domain}),
+    )
     # A custom event of the reader's, with an idempotency key (a row of custom_event_keys too).
     ws.add(
         "Event",

@@ -25,6 +25,8 @@ def test_production_banner_names_every_choice_and_no_password(tmp_path: Path) ->
         smtp_url="smtp://relay:smtp-pass-3@relay.internal:587?tls=starttls",
         public_url="https://mail.example.com",
         data_dir=tmp_path,
+        # Unset, as in production (the test suite turns the rule off through the environment).
+        require_verified_domains=None,
     )
     text = banner(settings, command="worker", workers=Workers(2, 4, in_process=False))
     assert text.splitlines()[0].startswith("emailkit ") and text.splitlines()[0].endswith(" worker")
@@ -35,13 +37,14 @@ def test_production_banner_names_every_choice_and_no_password(tmp_path: Path) ->
         "provider": "smtp via smtp://relay:***@relay.internal:587?tls=starttls, pool 40",
         "public URL": "https://mail.example.com",
         "workers": "2 worker processes x 4 threads",
+        "From domains": "verified sending domains only",
     }
     for secret in ("db-pass-1", "redis-pass-2", "smtp-pass-3"):
         assert secret not in text
 
 
 def test_embedded_banner(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path)
+    settings = Settings(data_dir=tmp_path, require_verified_domains=None)
     text = banner(settings, command="serve", workers=Workers(1, 4, in_process=True), listening="http://x:1")
     assert rows(text) == {
         "mode": "embedded",
@@ -51,6 +54,7 @@ def test_embedded_banner(tmp_path: Path) -> None:
         "public URL": "http://127.0.0.1:8000",
         "workers": "4 in-process worker threads (jobs run in this process)",
         "listening": "http://x:1",
+        "From domains": "WARNING: unverified From domains are allowed (EMAILKIT_REQUIRE_VERIFIED_DOMAINS=false)",
     }
     api_only = banner(settings, command="serve", workers=Workers(0, 4, in_process=True))
     assert rows(api_only)["workers"] == "none in this process (jobs run in `emailkit worker`)"

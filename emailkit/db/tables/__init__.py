@@ -12,6 +12,7 @@ from emailkit.db.tables import (  # noqa: F401
     feedback,
     senders,
     sending,
+    sending_domains,
     tenancy,
     webhooks_out,
 )

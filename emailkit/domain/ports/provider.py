@@ -49,6 +49,8 @@ class OutgoingMessage:
     message_id: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     tags: Mapping[str, str] = field(default_factory=dict)
+    #: Whose mail this is: the From domain's DKIM key is looked up among that workspace's sending domains.
+    workspace_id: int | None = None
 
     def __post_init__(self) -> None:
         if not _DELIVERY_ID.fullmatch(self.delivery_id):

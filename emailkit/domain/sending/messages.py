@@ -58,6 +58,8 @@ class Compiled:
     web_view: bool = False
     # Where its links point: the workspace's public URL, else the instance's (None: the builder's own).
     urls: TrackingUrls | None = None
+    # Whose mail it is (its From domain's DKIM key is the workspace's).
+    workspace_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -167,6 +169,7 @@ class MessageBuilder:
             tracked=content.tracked(clicks=spec.track_clicks, opens=track_opens),
             web_view=view_link or mentions_web_view(body, subject, spec.plain_text),
             urls=await self._urls_of(session, spec.workspace_id),
+            workspace_id=spec.workspace_id,
         )
 
     async def _urls_of(self, session: AsyncSession, workspace_id: int) -> TrackingUrls | None:
@@ -246,6 +249,7 @@ class MessageBuilder:
                 META_CAMPAIGN: str(c.campaign["id"]),
                 META_SUBSCRIBER: str(p.subscriber_id or ""),
             },
+            workspace_id=c.workspace_id,
         )
 
     def _web_view_url(self, c: Compiled, p: Pending, test: bool) -> str | None:

@@ -34,6 +34,7 @@ from emailkit.domain.sending import dispatch, lifecycle
 from emailkit.domain.sending.ab import winner
 from emailkit.domain.sending.config import SendingConfig
 from emailkit.domain.sending.jobs import Jobs
+from emailkit.domain.sending_domains.policy import require_verified_campaign
 from emailkit.domain.transactions import ConcurrentChange
 
 log = logging.getLogger(__name__)
@@ -55,17 +56,19 @@ async def start_due_campaigns(runtime: Runtime, now: datetime) -> list[int]:
 
 
 async def _start_due(runtime: Runtime, campaign_id: int, config: SendingConfig, now: datetime) -> bool:
-    try:
-        dispatched = await dispatch.commit_then_enqueue(
-            runtime,
-            functools.partial(
-                lifecycle.start_campaign_with_jobs,
-                campaign_id=campaign_id,
-                batch_size=config.batch_size,
-                now=now,
-                default_timezone=config.default_timezone,
-            ),
+    async def start(session: AsyncSession) -> tuple[Campaign, Jobs]:
+        # Held to EMAILKIT_REQUIRE_VERIFIED_DOMAINS once more: its domain may have gone since it was scheduled.
+        await require_verified_campaign(session, campaign_id, runtime.domains)
+        return await lifecycle.start_campaign_with_jobs(
+            session,
+            campaign_id=campaign_id,
+            batch_size=config.batch_size,
+            now=now,
+            default_timezone=config.default_timezone,
         )
+
+    try:
+        dispatched = await dispatch.commit_then_enqueue(runtime, start)
     except ConcurrentChange:
         # Conflicts that outlasted the reruns say nothing against the campaign: this tick fails, the next
         # one tries again.

@@ -125,6 +125,7 @@ def _message(
         html=rendered.html,
         text=rendered.text,
         tags={DELIVERY_TAG: str(delivery_id)},
+        workspace_id=delivery.workspace_id,
     )
 
 

@@ -16,6 +16,7 @@ from emailkit.schema.mutations import (
     segments,
     senders,
     sending,
+    sending_domains,
     subscribers,
     suppressions,
     templates,
@@ -37,6 +38,7 @@ MUTATIONS = (
     gdpr.Mutation,
     workspaces.Mutation,
     webhooks.Mutation,
+    sending_domains.Mutation,
     flows.Mutation,
     senders.Mutation,
 )

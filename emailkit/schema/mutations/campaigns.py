@@ -6,12 +6,14 @@ Starting, pausing and the rest of a campaign's life are in :mod:`emailkit.schema
 from __future__ import annotations
 
 import strawberry
+from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.scalars import JSON
 
 from emailkit.db.tables.sending import AbMetric
 from emailkit.db.tables.sending import Campaign as CampaignRow
 from emailkit.domain.sending import campaigns
 from emailkit.domain.sending.ab import definition as ab
+from emailkit.domain.sending_domains.policy import require_verified_from
 from emailkit.schema.context import Info
 from emailkit.schema.enums import ContentFormat
 from emailkit.schema.errors import DeletePayload, UserError, mutate
@@ -200,15 +202,28 @@ def _variant(i: int, v: CampaignVariantInput) -> ab.VariantInput:
 class Mutation:
     @write_mutation
     async def create_campaign(self, info: Info, input: CreateCampaignInput) -> CampaignPayload:
-        out = await mutate(info, lambda s: campaigns.create_campaign(s, _to_domain(input)))
+        domains = info.context.runtime.domains
+
+        async def create(s: AsyncSession) -> CampaignRow:
+            row = await campaigns.create_campaign(s, _to_domain(input))
+            # After the campaign's own checks (a malformed address is INVALID_EMAIL); refused, nothing is kept.
+            await require_verified_from(s, row.from_email, domains)
+            return row
+
+        out = await mutate(info, create)
         return _payload(out.value, out.errors)
 
     @write_mutation
     async def update_campaign(self, info: Info, input: UpdateCampaignInput) -> CampaignPayload:
-        out = await mutate(
-            info,
-            lambda s: campaigns.update_campaign(s, decode_id(input.id, "Campaign"), _to_domain(input)),
-        )
+        domains = info.context.runtime.domains
+
+        async def update(s: AsyncSession) -> CampaignRow:
+            row = await campaigns.update_campaign(s, decode_id(input.id, "Campaign"), _to_domain(input))
+            if input.from_email is not None:
+                await require_verified_from(s, row.from_email, domains)
+            return row
+
+        out = await mutate(info, update)
         return _payload(out.value, out.errors)
 
     @write_mutation

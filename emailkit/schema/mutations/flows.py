@@ -19,9 +19,16 @@ from emailkit.db.tables.access import Role
 from emailkit.db.tables.automation import Flow as FlowRow
 from emailkit.db.tables.automation import FlowReentry, FlowTriggerType
 from emailkit.domain.automation import flows
-from emailkit.domain.automation.definition import DEFAULT_TIME_OF_DAY, MAX_WAIT_SECONDS, MIN_WAIT_SECONDS
+from emailkit.domain.automation.definition import (
+    DEFAULT_TIME_OF_DAY,
+    MAX_WAIT_SECONDS,
+    MIN_WAIT_SECONDS,
+    StepType,
+    parse_definition,
+)
 from emailkit.domain.automation.live import publish_flow_stats
 from emailkit.domain.errors import DomainError, ErrorCode, FieldError
+from emailkit.domain.sending_domains.policy import require_verified_from
 from emailkit.domain.validation import raise_if
 from emailkit.schema.context import Info
 from emailkit.schema.errors import UserError, mutate
@@ -329,12 +336,21 @@ class Mutation:
     async def publish_flow(self, info: Info, input: PublishFlowInput) -> FlowPayload:
         mapping = [flows.StepMapping(source=m.from_, target=m.to) for m in input.step_mapping or []]
         allow_private = info.context.runtime.webhooks.config.allow_private
-        out = await mutate(
-            info,
-            lambda s: flows.publish_flow(
+        domains = info.context.runtime.domains
+
+        async def publish(s: AsyncSession) -> FlowRow:
+            row = await flows.publish_flow(
                 s, decode_id(input.id, "Flow"), mapping, allow_private=allow_private
-            ),
-        )
+            )
+            if domains.require_verified:
+                # A draft may name any From address; the version people enter on sends, so it is held to the
+                # rule (after publish_flow's own checks; refused, the publication is rolled back).
+                for i, step in enumerate(parse_definition(row.draft).steps):
+                    if step.type == StepType.SEND:
+                        await require_verified_from(s, step.from_email, domains, f"steps[{i}].fromEmail")
+            return row
+
+        out = await mutate(info, publish)
         return _payload(out.value, out.errors)
 
     @write_mutation(

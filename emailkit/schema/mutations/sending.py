@@ -7,9 +7,11 @@ import logging
 from datetime import datetime
 
 import strawberry
+from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.scalars import JSON
 
 from emailkit.db.tables.sending import Campaign as CampaignRow
+from emailkit.db.tables.sending import Delivery as DeliveryRow
 from emailkit.domain.errors import DomainError, ErrorCode
 from emailkit.domain.feedback.live import publish_decided
 from emailkit.domain.runtime import campaign_sender
@@ -17,6 +19,8 @@ from emailkit.domain.sending import deliveries, lifecycle
 from emailkit.domain.sending.ab import winner
 from emailkit.domain.sending.config import SendingConfig
 from emailkit.domain.sending.dispatch import Dispatched
+from emailkit.domain.sending.jobs import Jobs
+from emailkit.domain.sending_domains.policy import require_verified_campaign, require_verified_from
 from emailkit.domain.validation import normalize_email
 from emailkit.schema.context import Info
 from emailkit.schema.enums import CampaignStatus
@@ -190,15 +194,20 @@ def _config(info: Info) -> SendingConfig:
 class Mutation:
     @write_mutation(description="DRAFT or SCHEDULED → RUNNING: snapshot the audience and start sending.")
     async def start_campaign(self, info: Info, input: CampaignIdInput) -> CampaignLifecyclePayload:
-        out = await mutate_then_enqueue(
-            info,
-            lambda s: lifecycle.start_campaign_with_jobs(
+        domains = info.context.runtime.domains
+
+        async def start(s: AsyncSession) -> tuple[CampaignRow, Jobs]:
+            campaign_id = decode_id(input.id, "Campaign")
+            # Again here: the domain may have been deleted, or failed a check, since the campaign was saved.
+            await require_verified_campaign(s, campaign_id, domains)
+            return await lifecycle.start_campaign_with_jobs(
                 s,
-                decode_id(input.id, "Campaign"),
+                campaign_id,
                 batch_size=_config(info).batch_size,
                 default_timezone=_config(info).default_timezone,
-            ),
-        )
+            )
+
+        out = await mutate_then_enqueue(info, start)
         return _running_payload(info, out)
 
     @write_mutation(description="RUNNING → PAUSED: workers stop after their current chunk.")
@@ -223,16 +232,20 @@ class Mutation:
         "recipient at sendAt's wall-clock time in their own timezone."
     )
     async def schedule_campaign(self, info: Info, input: ScheduleCampaignInput) -> CampaignLifecyclePayload:
-        out = await mutate(
-            info,
-            lambda s: lifecycle.schedule_campaign(
+        domains = info.context.runtime.domains
+
+        async def schedule(s: AsyncSession) -> CampaignRow:
+            campaign_id = decode_id(input.id, "Campaign")
+            await require_verified_campaign(s, campaign_id, domains)
+            return await lifecycle.schedule_campaign(
                 s,
-                decode_id(input.id, "Campaign"),
+                campaign_id,
                 input.send_at,
                 local=input.local_time,
                 default_timezone=_config(info).default_timezone,
-            ),
-        )
+            )
+
+        out = await mutate(info, schedule)
         return _campaign_payload(out.value, out.errors)
 
     @write_mutation(
@@ -316,9 +329,10 @@ class Mutation:
     async def send_transactional(self, info: Info, input: SendTransactionalInput) -> SendTransactionalPayload:
         setup = info.context.runtime.sending
         default_from = setup.default_from if setup is not None else (None, "")
-        out = await mutate_then_enqueue(
-            info,
-            lambda s: deliveries.create_transactional(
+        domains = info.context.runtime.domains
+
+        async def create(s: AsyncSession) -> tuple[DeliveryRow, Jobs]:
+            made = await deliveries.create_transactional(
                 s,
                 template_id=decode_id(input.template_id, "Template", "templateId"),
                 to=input.to,
@@ -326,8 +340,14 @@ class Mutation:
                 from_email=input.from_email or default_from[0],
                 from_name=input.from_name if input.from_name is not None else default_from[1],
                 sender_id=sender_pk(input.sender_id) or None,
-            ),
-        )
+            )
+            # A From the caller names is held to the rule (after its own checks; refused, nothing is kept); the
+            # instance's own (EMAILKIT_FROM_EMAIL) is the operator's choice, like the double opt-in mail's.
+            if input.from_email:
+                await require_verified_from(s, input.from_email, domains)
+            return made
+
+        out = await mutate_then_enqueue(info, create)
         if out.value is None:
             return SendTransactionalPayload(delivery=None, user_errors=out.errors)
         # An unreachable queue is answered with a QUEUE_UNAVAILABLE error (this payload has no warnings); the

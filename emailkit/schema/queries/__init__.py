@@ -17,6 +17,7 @@ from emailkit.schema.queries import (
     node,
     segments,
     senders,
+    sending_domains,
     subscribers,
     suppressions,
     templates,
@@ -41,6 +42,7 @@ QUERIES = (
     gdpr.Query,
     workspaces.Query,
     webhooks.Query,
+    sending_domains.Query,
     flows.Query,
     senders.Query,
 )
