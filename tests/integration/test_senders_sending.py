@@ -18,7 +18,7 @@ from emailkit.db.tables.content import ContentFormat, Template, TemplateKind
 from emailkit.db.tables.senders import Sender, SenderType
 from emailkit.db.tables.sending import Campaign, CampaignList, CampaignStatus, Delivery, DeliveryStatus
 from emailkit.db.types import utcnow
-from emailkit.domain.audience import subscribers
+from emailkit.domain.audience import optin, subscribers
 from emailkit.domain.automation.entry import TrackedEvent, events_tracked
 from emailkit.domain.runtime import Runtime, campaign_sender
 from emailkit.domain.sealing import seal
@@ -302,3 +302,33 @@ async def test_a_flow_send_step_goes_through_its_sender(db: Database, tmp_path: 
             (sender_id, "smtp", DeliveryStatus.SENT),
             (None, "keeping", DeliveryStatus.SENT),
         ]
+
+
+async def test_a_double_opt_in_mail_goes_through_its_lists_sender(db: Database, tmp_path: Path) -> None:
+    runtime = runtime_for(db, tmp_path)
+    sink = Sink()
+    try:
+        async with smtp_server(sink) as port:
+            sender_id = await make_sender(runtime, "Confirmations", port)
+            async with db.transaction() as s:
+                lst = MailingList(name="Weekly", optin=OptIn.DOUBLE, sender_id=sender_id)
+                s.add(lst)
+                await s.flush()
+                person = await subscribers.create_subscriber(
+                    s, "new@example.org", "New", {}, list_ids=[lst.id]
+                )
+                [delivery_id] = await optin.queue_confirmations(
+                    s,
+                    optin.sender_of("http://testserver", TEST_SECRET, ("hi@example.com", "")),
+                    [person.id],
+                    [lst.id],
+                )
+            sent = await send_transactional(runtime, delivery_id, max_attempts=3)
+            assert sent is not None and sent.ok, sent
+    finally:
+        assert runtime.sending is not None
+        await runtime.sending.close()
+    assert sink.recipients() == ["new@example.org"]
+    async with db.session() as s:
+        row = await s.get(Delivery, delivery_id)
+        assert row is not None and (row.sender_id, row.provider) == (sender_id, "smtp")

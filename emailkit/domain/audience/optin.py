@@ -101,7 +101,13 @@ async def queue_confirmations(
     if not subscriber_ids or not list_ids:
         return []
     stmt = (
-        select(Subscription.subscriber_id, MailingList.id, MailingList.name, MailingList.optin_template_id)
+        select(
+            Subscription.subscriber_id,
+            MailingList.id,
+            MailingList.name,
+            MailingList.optin_template_id,
+            MailingList.sender_id,
+        )
         .join(MailingList, MailingList.id == Subscription.list_id)
         .where(
             Subscription.subscriber_id.in_(subscriber_ids),
@@ -111,9 +117,9 @@ async def queue_confirmations(
         )
         .order_by(Subscription.subscriber_id, MailingList.id)
     )
-    pending: dict[int, list[tuple[int, str, int | None]]] = {}
-    for sid, lid, name, template_id in await session.execute(stmt):
-        pending.setdefault(sid, []).append((lid, name, template_id))
+    pending: dict[int, list[tuple[int, str, int | None, int | None]]] = {}
+    for sid, lid, name, template_id, sender_id in await session.execute(stmt):
+        pending.setdefault(sid, []).append((lid, name, template_id, sender_id))
     if not pending:
         return []
     people = {
@@ -126,11 +132,13 @@ async def queue_confirmations(
         person = people.get(sid)
         if person is None or person.status is SubscriberStatus.BLOCKLISTED:
             continue
-        template_id = next((t for _, _, t in lists if t is not None), None)
+        template_id = next((t for _, _, t, _ in lists if t is not None), None)
+        # The lists' sender, as for their campaigns: of those that have one, the lowest list id's.
+        via = next((v for _, _, _, v in lists if v is not None), None)
         data = {
             "vars": {
-                "confirm_url": confirm_url(sender.signer, base_url, sid, [lid for lid, _, _ in lists]),
-                "lists": [name for _, name, _ in lists],
+                "confirm_url": confirm_url(sender.signer, base_url, sid, [lid for lid, _, _, _ in lists]),
+                "lists": [name for _, name, _, _ in lists],
             },
             "from_email": sender.from_email,
             "from_name": sender.from_name,
@@ -145,6 +153,7 @@ async def queue_confirmations(
                 template_id=template_id,
                 data=data,
                 status=DeliveryStatus.QUEUED,
+                sender_id=via,
             )
         )
     session.add_all(rows)
