@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
-from sqlalchemy import case, select, update
+from sqlalchemy import case, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.db.tables.senders import Sender
@@ -127,25 +127,35 @@ def today_of(row: Sender, plan: WarmupPlan, now: datetime) -> Today:
 
 
 async def locked_today(session: AsyncSession, sender_id: int, plan: WarmupPlan, now: datetime) -> Today:
-    """Today's count of the sender, its row locked until the caller's transaction ends."""
-    row = (
+    """Today's count of the sender, its row locked until the caller's transaction ends.
+
+    Read by a write (the day rolled over, RETURNING the count) rather than SELECT ... FOR UPDATE: on SQLite a
+    transaction takes the database's write lock only with its first write, so a read first would let two
+    workers both see the same count."""
+    today = now.date()
+    sent = (
         await session.execute(
-            select(Sender.warmup_day, Sender.warmup_sent).where(Sender.id == sender_id).with_for_update()
+            update(Sender)
+            .where(Sender.id == sender_id)
+            .values(
+                warmup_day=today,
+                warmup_sent=case((Sender.warmup_day == today, Sender.warmup_sent), else_=0),
+                updated_at=Sender.updated_at,
+            )
+            .returning(Sender.warmup_sent)
+            .execution_options(synchronize_session=False)
         )
-    ).one_or_none()
-    sent = row.warmup_sent if row is not None and row.warmup_day == now.date() else 0
-    return Today(plan.allowance(now.date()), sent, next_midnight(now))
+    ).scalar_one_or_none()
+    return Today(plan.allowance(today), sent or 0, next_midnight(now))
 
 
 async def count(session: AsyncSession, sender_id: int, n: int, now: datetime) -> None:
-    """Add `n` to today's count (after :func:`locked_today` in the same transaction)."""
-    today = now.date()
+    """Add `n` to today's count (after :func:`locked_today`, in the same transaction)."""
     await session.execute(
         update(Sender)
         .where(Sender.id == sender_id)
         .values(
-            warmup_day=today,
-            warmup_sent=case((Sender.warmup_day == today, Sender.warmup_sent + n), else_=n),
+            warmup_sent=Sender.warmup_sent + n,
             # Kept as it is: a new updated_at would make every worker rebuild the sender's provider.
             updated_at=Sender.updated_at,
         )

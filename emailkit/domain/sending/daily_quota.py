@@ -96,7 +96,7 @@ class SenderWarmup:
         rest = max(0, int(counts) - granted)
         eta = self.plan.last_day_for(rest, now.date(), today.remaining)
         return (
-            f"{warmup.NOTE_PREFIX}{today.sent:,} of {today.allowance:,} today through its sender; continues at "
+            f"{warmup.NOTE_PREFIX}{today.sent:,} of {today.allowance:,} today; continues at "
             f"{today.resets_at:%Y-%m-%d %H:%M} UTC (ETA for the rest: {eta:%Y-%m-%d})"
         )
 
