@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.db.scope import current_workspace_id
@@ -89,31 +89,48 @@ def _next_midnight(now: datetime) -> datetime:
     return datetime.combine(now.date() + timedelta(days=1), time.min, tzinfo=now.tzinfo)
 
 
+async def emails_left_today(session: AsyncSession, now: datetime) -> tuple[int, int] | None:
+    """(quota, emails it still allows today) of the workspace in scope, or None without a quota; with a quota,
+    the workspace's row is locked until the caller's transaction ends (then :func:`count_emails`)."""
+    row = (
+        await session.execute(
+            select(Workspace.quota_emails_per_day, Workspace.usage_day, Workspace.usage_emails)
+            .where(Workspace.id == current_workspace_id())
+            .with_for_update()
+        )
+    ).one_or_none()
+    if row is None or row.quota_emails_per_day is None:
+        return None
+    used = row.usage_emails if row.usage_day == now.date() else 0
+    return row.quota_emails_per_day, max(0, row.quota_emails_per_day - used)
+
+
+async def count_emails(session: AsyncSession, n: int, now: datetime) -> None:
+    """Add `n` campaign emails to today's usage of the workspace in scope."""
+    today: date = now.date()
+    await session.execute(
+        update(Workspace)
+        .where(Workspace.id == current_workspace_id())
+        .values(
+            usage_day=today,
+            usage_emails=case((Workspace.usage_day == today, Workspace.usage_emails + n), else_=n),
+        )
+    )
+
+
 async def reserve_emails(session: AsyncSession, wanted: int, *, now: datetime | None = None) -> Allowance:
     """Count up to `wanted` campaign emails against today's quota of the workspace in scope; returns how many
     may go out (all of them when no quota is set). One locked read and one write per call, and only for a
     workspace with a quota: call it per chunk of a batch, not per email."""
     now = now or utcnow()
-    today: date = now.date()
-    workspace_id = current_workspace_id()
-    row = (
-        await session.execute(
-            select(Workspace.quota_emails_per_day, Workspace.usage_day, Workspace.usage_emails)
-            .where(Workspace.id == workspace_id)
-            .with_for_update()
-        )
-    ).one_or_none()
-    if row is None or row.quota_emails_per_day is None:
+    found = await emails_left_today(session, now)
+    if found is None:
         return Allowance(granted=wanted, quota=None)
-    used = row.usage_emails if row.usage_day == today else 0
-    granted = max(0, min(wanted, row.quota_emails_per_day - used))
-    await session.execute(
-        update(Workspace)
-        .where(Workspace.id == workspace_id)
-        .values(usage_day=today, usage_emails=used + granted)
-    )
+    quota, left = found
+    granted = max(0, min(wanted, left))
+    await count_emails(session, granted, now)
     return Allowance(
         granted=granted,
-        quota=row.quota_emails_per_day,
+        quota=quota,
         next_day=None if granted == wanted else _next_midnight(now),
     )

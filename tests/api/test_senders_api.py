@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from emailkit.app import sending_setup
 from emailkit.db.engine import Database
@@ -389,3 +390,113 @@ async def test_private_and_metadata_hosts_are_refused(gql: GQL, runtime: Runtime
         ("settings.baseUrl", "DESTINATION_REFUSED")
     ]
     assert data(await gql(LIST))["senders"]["totalCount"] == 1
+
+
+WARMUP = "warmup { startPerDay growthPercent ceilingPerDay startsOn } warmupToday { allowance sent remaining resetsAt }"
+
+
+class _AnyText:
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and bool(other)
+
+
+ANY_TEXT = _AnyText()
+CREATE_WARM = (
+    f"mutation($i: CreateSenderInput!) {{ createSender(input: $i) {{ sender {{ id {WARMUP} }} {ERRORS} }} }}"
+)
+UPDATE_WARM = (
+    f"mutation($i: UpdateSenderInput!) {{ updateSender(input: $i) {{ sender {{ id {WARMUP} }} {ERRORS} }} }}"
+)
+
+
+async def test_a_warm_up_plan_is_set_shown_replaced_and_removed(gql: GQL, db: Database) -> None:
+    made = data(
+        await gql(
+            CREATE_WARM,
+            {"i": smtp_input(warmup={"startPerDay": 500, "growthPercent": 50, "ceilingPerDay": 5000})},
+        )
+    )["createSender"]
+    assert made["userErrors"] == []
+    sender = made["sender"]
+    today = datetime.now(UTC).date()
+    # Starts the day it is set; nothing handed over yet.
+    assert sender["warmup"] == {
+        "startPerDay": 500,
+        "growthPercent": 50.0,
+        "ceilingPerDay": 5000,
+        "startsOn": today.isoformat(),
+    }
+    assert sender["warmupToday"] == {
+        "allowance": 500,
+        "sent": 0,
+        "remaining": 500,
+        "resetsAt": datetime.combine(today + timedelta(days=1), datetime.min.time(), UTC).isoformat(),
+    }
+    # What workers counted today shows; a plan begun two days ago allows 500 * 1.5^2.
+    async with db.transaction() as s:
+        await s.execute(update(Sender).values(warmup_day=today, warmup_sent=300))
+    started = (today - timedelta(days=2)).isoformat()
+    moved = data(
+        await gql(
+            UPDATE_WARM,
+            {
+                "i": {
+                    "id": sender["id"],
+                    "warmup": {
+                        "startPerDay": 500,
+                        "growthPercent": 50,
+                        "ceilingPerDay": 5000,
+                        "startsOn": started,
+                    },
+                }
+            },
+        )
+    )["updateSender"]
+    assert moved["userErrors"] == [] and moved["sender"]["warmup"]["startsOn"] == started
+    assert {k: moved["sender"]["warmupToday"][k] for k in ("allowance", "sent", "remaining")} == {
+        "allowance": 1125,
+        "sent": 300,
+        "remaining": 825,
+    }
+    # Omitted: the plan stays; null: it goes.
+    kept = data(await gql(UPDATE_WARM, {"i": {"id": sender["id"], "name": "Renamed"}}))["updateSender"]
+    assert kept["sender"]["warmup"] == moved["sender"]["warmup"]
+    gone = data(await gql(UPDATE_WARM, {"i": {"id": sender["id"], "warmup": None}}))["updateSender"]
+    assert (
+        gone["userErrors"] == []
+        and gone["sender"]["warmup"] is None
+        and gone["sender"]["warmupToday"] is None
+    )
+    async with db.session() as s:
+        row = (await s.execute(select(Sender))).scalar_one()
+        assert (row.warmup_start_per_day, row.warmup_starts_on) == (None, None)
+
+
+async def test_bad_warm_up_plans_are_user_errors_and_change_nothing(gql: GQL, db: Database) -> None:
+    good = {"startPerDay": 100, "growthPercent": 20, "ceilingPerDay": 1000}
+    sender_id = data(await gql(CREATE_WARM, {"i": smtp_input(warmup=good)}))["createSender"]["sender"]["id"]
+    for bad, field in (
+        ({**good, "startPerDay": 0}, "warmup.startPerDay"),
+        ({**good, "growthPercent": -5}, "warmup.growthPercent"),
+        ({**good, "growthPercent": 1001}, "warmup.growthPercent"),
+        ({**good, "ceilingPerDay": 99}, "warmup.ceilingPerDay"),
+    ):
+        created = data(await gql(CREATE_WARM, {"i": smtp_input(name="Other", warmup=bad)}))["createSender"]
+        assert created["sender"] is None
+        assert created["userErrors"] == [{"field": field, "code": "OUT_OF_RANGE", "message": ANY_TEXT}]
+        updated = data(await gql(UPDATE_WARM, {"i": {"id": sender_id, "warmup": bad}}))["updateSender"]
+        assert [(e["field"], e["code"]) for e in updated["userErrors"]] == [(field, "OUT_OF_RANGE")]
+    async with db.session() as s:
+        rows = (await s.execute(select(Sender))).scalars().all()
+        assert [(r.warmup_start_per_day, r.warmup_ceiling_per_day) for r in rows] == [(100, 1000)]
+
+
+async def test_only_admin_keys_set_a_warm_up_plan(gql: GQL, db: Database) -> None:
+    sender_id = (await create(gql, smtp_input()))["sender"]["id"]
+    plan = {"startPerDay": 10, "growthPercent": 10, "ceilingPerDay": 10}
+    for role in (Role.EDITOR, Role.VIEWER):
+        key = await make_key(db, role, f"warm-{role.value.lower()}")
+        body = await gql(UPDATE_WARM, {"i": {"id": sender_id, "warmup": plan}}, key=key)
+        assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    async with db.session() as s:
+        assert (await s.execute(select(Sender.warmup_start_per_day))).scalar_one() is None

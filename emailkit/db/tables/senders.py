@@ -8,9 +8,10 @@ instance's default sender: the provider configured by ``EMAILKIT_PROVIDER`` and 
 from __future__ import annotations
 
 import enum
+from datetime import date
 from typing import Any
 
-from sqlalchemy import Float, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Date, Float, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from emailkit.db.tables.base import AUTOINCREMENT, Base, TimestampMixin, _enum
@@ -52,3 +53,12 @@ class Sender(InWorkspace, TimestampMixin, Base):
     # Messages per second over all workers (None: no limit of its own) and connections/requests at once.
     rate_per_second: Mapped[float | None] = mapped_column(Float, nullable=True)
     pool_size: Mapped[int] = mapped_column(Integer, nullable=False, default=5)
+    # A warm-up plan (migration 0020; all four set, or none): at most start * (1 + growth%)^days messages a
+    # UTC day, days counted from starts_on, never more than the ceiling (emailkit.domain.senders.warmup).
+    warmup_start_per_day: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    warmup_growth_percent: Mapped[float | None] = mapped_column(Float, nullable=True)
+    warmup_ceiling_per_day: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    warmup_starts_on: Mapped[date | None] = mapped_column(Date, nullable=True)
+    # What the sender handed over on warmup_day, counted under the row's lock by every worker.
+    warmup_day: Mapped[date | None] = mapped_column(Date, nullable=True)
+    warmup_sent: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from emailkit.db.engine import Database
 from emailkit.db.tables.audience import MailingList, OptIn, SubscriberStatus, Subscription, SubscriptionStatus
 from emailkit.db.tables.automation import FlowRun, FlowStepRun, FlowStepRunStatus, FlowVersion
+from emailkit.db.tables.senders import Sender
 from emailkit.db.tables.sending import Delivery, DeliveryStatus
 from emailkit.db.types import utcnow
 from emailkit.domain.audience.suppressions import suppressed_among
@@ -40,6 +41,7 @@ from emailkit.domain.automation.runs import Finish, Held, LeaseLost, Run
 from emailkit.domain.content.rendering import RenderError, render_failure_reason
 from emailkit.domain.ports.provider import EmailProvider, OutgoingMessage, SendResult
 from emailkit.domain.ports.ratelimit import RateLimiter
+from emailkit.domain.senders import warmup
 from emailkit.domain.senders.routing import SenderProviders, SenderRoute, SenderUnusable
 from emailkit.domain.sending.coalesce import Coalescer
 from emailkit.domain.sending.config import SendingConfig
@@ -211,6 +213,10 @@ class StepSender:
             ]
             if waiting:
                 await self._wait_for_cap(s, held, waiting, ledger, tally, now)
+            if sendable and step.sender_id is not None:
+                sendable, over = await _within_warmup(s, step.sender_id, sendable, now)
+                if over:
+                    await self._wait_for_cap(s, held, over, ledger, tally, now, why="sender warm-up")
             queued += await _queue(s, held, step, sendable, ledger, tally, now)
             await run_rows.settle(s, held, finishes, tally, now)
             await tally.write(s, held.workspace_id)
@@ -224,13 +230,15 @@ class StepSender:
         ledger: dict[int, run_rows.StepRow],
         tally: Tally,
         now: datetime,
+        why: str = "frequency cap",
     ) -> None:
-        """The runs over the frequency cap stay at the step (its ledger row started) until they may send."""
+        """The runs over the frequency cap (or their sender's warm-up allowance) stay at the step (its ledger
+        row started) until they may send."""
         runs = [r for r, _ in waiting]
         until = dict((r.id, at) for r, at in waiting)
         await run_rows.park(s, held.claim, runs, until, waiting=False)
         for r in runs:
-            note = f"frequency cap: waiting until {until[r.id].isoformat()}"
+            note = f"{why}: waiting until {until[r.id].isoformat()}"
             row = ledger.get(r.id)
             if row is None:
                 await run_rows.insert_steps(s, held, [r], now, detail=note)
@@ -390,6 +398,22 @@ async def _checks(
         waiting = [(r, capped[r.person.id]) for r, _ in sendable if r.person and r.person.id in capped]
         sendable = [(r, via) for r, via in sendable if r.person and r.person.id not in capped]
     return skips, waiting, sendable
+
+
+async def _within_warmup(
+    session: AsyncSession, sender_id: int, sendable: list[tuple[Run, list[int]]], now: datetime
+) -> tuple[list[tuple[Run, list[int]]], list[tuple[Run, datetime]]]:
+    """Those of `sendable` today's warm-up allowance of the sender takes (counted), and those that wait for
+    tomorrow's. One read of the sender per group; its row is locked only when it has a plan."""
+    row = await session.get(Sender, sender_id)
+    plan = warmup.plan_of(row) if row is not None else None
+    if plan is None:
+        return sendable, []
+    today = await warmup.locked_today(session, sender_id, plan, now)
+    taken = sendable[: today.remaining]
+    if taken:
+        await warmup.count(session, sender_id, len(taken), now)
+    return taken, [(r, today.resets_at) for r, _ in sendable[len(taken) :]]
 
 
 async def _sendable_lists(session: AsyncSession, subscriber_ids: Sequence[int]) -> dict[int, list[int]]:

@@ -25,6 +25,7 @@ from emailkit.domain.ports.ratelimit import RateLimiter
 from emailkit.domain.ports.senders import LimiterFactory, ProviderFactory
 from emailkit.domain.sealing import SecretUnreadable
 from emailkit.domain.senders.store import credentials_of
+from emailkit.domain.senders.warmup import WarmupPlan, plan_of
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ class SenderRoute:
     provider_name: str
     provider: EmailProvider
     limiter: RateLimiter | None
+    #: The sender's warm-up plan, if it has one (a changed plan changes the row, so the route).
+    warmup: WarmupPlan | None = None
 
 
 class SenderUnusable(Exception):
@@ -120,7 +123,7 @@ class SenderProviders:
         limiter = None
         if row.rate_per_second and self.limiter_for is not None:
             limiter = self.limiter_for(f"sender:{row.id}", row.rate_per_second)
-        return SenderRoute(row.id, row.type.value.lower(), provider, limiter)
+        return SenderRoute(row.id, row.type.value.lower(), provider, limiter, plan_of(row))
 
     async def close(self) -> None:
         entries, self._entries = list(self._entries.values()), {}

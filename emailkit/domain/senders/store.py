@@ -13,6 +13,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -30,6 +31,7 @@ from emailkit.domain.pagination import Page, keyset_page
 from emailkit.domain.ports.provider import ProbeResult, SenderConfigError
 from emailkit.domain.ports.senders import ProviderFactory
 from emailkit.domain.sealing import SecretUnreadable, seal, unseal
+from emailkit.domain.senders.warmup import WarmupPlan, check_plan, set_plan
 from emailkit.domain.validation import check_length, raise_if, require
 from emailkit.domain.webhooks_out import destinations
 
@@ -60,6 +62,26 @@ class SenderInput:
     credentials: Any = None
     rate_per_second: float | None = None
     pool_size: int | None = None
+    warmup: WarmupInput | None = None
+    # On update: remove the warm-up plan (`warmup` is then ignored).
+    clear_warmup: bool = False
+
+
+@dataclass(frozen=True)
+class WarmupInput:
+    start_per_day: int
+    growth_percent: float
+    ceiling_per_day: int
+    # None: the day it is set (UTC).
+    starts_on: date | None = None
+
+    def plan(self) -> WarmupPlan:
+        return WarmupPlan(
+            self.start_per_day,
+            self.growth_percent,
+            self.ceiling_per_day,
+            self.starts_on or utcnow().date(),
+        )
 
 
 def _config_error(exc: SenderConfigError, credentials: Mapping[str, Any]) -> FieldError:
@@ -96,6 +118,9 @@ def _check_numbers(errors: list[FieldError], data: SenderInput) -> None:
         )
     if data.pool_size is not None and not 1 <= data.pool_size <= MAX_POOL_SIZE:
         errors.append(FieldError("poolSize", f"Between 1 and {MAX_POOL_SIZE}", ErrorCode.OUT_OF_RANGE))
+    if data.warmup is not None and not data.clear_warmup:
+        w = data.warmup
+        check_plan(errors, w.start_per_day, w.growth_percent, w.ceiling_per_day)
 
 
 def last4(credentials: Mapping[str, str]) -> str | None:
@@ -209,6 +234,8 @@ async def create_sender(
         rate_per_second=data.rate_per_second or None,
         pool_size=pool_size,
     )
+    if data.warmup is not None:
+        set_plan(row, data.warmup.plan())
     session.add(row)
     await session.flush()
     return row
@@ -275,6 +302,10 @@ async def update_sender(
             row.credentials_last4 = last4(credentials)
     if data.rate_per_second is not None:
         row.rate_per_second = data.rate_per_second or None
+    if data.clear_warmup:
+        set_plan(row, None)
+    elif data.warmup is not None:
+        set_plan(row, data.warmup.plan())
     # Always moved on, so every process rebuilds its provider for this sender on its next batch.
     row.updated_at = utcnow()
     await session.flush()

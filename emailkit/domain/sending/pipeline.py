@@ -59,7 +59,7 @@ from emailkit.domain.sending.ab.definition import variants_of
 from emailkit.domain.sending.ab.split import Split
 from emailkit.domain.sending.coalesce import Coalescer
 from emailkit.domain.sending.config import SendingConfig
-from emailkit.domain.sending.daily_quota import Admitted, DailyQuota
+from emailkit.domain.sending.daily_quota import DailyQuota, SenderWarmup
 from emailkit.domain.sending.failures import FailureLog, commonest_failure
 from emailkit.domain.sending.ledger import (
     Admission,
@@ -209,6 +209,8 @@ class CampaignSender:
         compiled, quota = ready
         try:
             async with self.senders.use(compiled.sender_id) as route, self.ledger.lend_connection(batch):
+                if route.sender_id is not None and route.warmup is not None:
+                    quota.add(SenderWarmup(route.sender_id, route.warmup))
                 with self.ledger.sending_via(batch, route.provider_name, route.sender_id):
                     stopped, retry_after = await self._send_chunks(batch, compiled, outcome, quota, route)
         except SenderUnusable as exc:
@@ -230,11 +232,11 @@ class CampaignSender:
 
     async def _materialise(
         self, batch: CampaignBatch, outcome: BatchOutcome
-    ) -> tuple[_Content, DailyQuota | None] | None:
+    ) -> tuple[_Content, DailyQuota] | None:
         """Compile the campaign, insert the batch's ledger rows and settle what a dead worker left in doubt, in
         one transaction; None when the batch must not send: its workspace is archived (the campaign is then
         PAUSED) or its content does not compile (the campaign has then FAILED). With the compiled content
-        comes the workspace's daily quota, if it has one.
+        come its daily limits: the workspace's quota, if it has one (the sender's warm-up is added later).
 
         A campaign with an A/B test has each variant compiled, and materialises the recipients its phase
         gives a variant: the test share until the winner is sent, then everybody else."""
@@ -282,10 +284,10 @@ class CampaignSender:
         batch: CampaignBatch,
         compiled: _Content,
         outcome: BatchOutcome,
-        quota: DailyQuota | None,
+        quota: DailyQuota,
         route: SenderRoute,
     ) -> tuple[bool, float | None]:
-        """Render, send and record the batch chunk by chunk, within the workspace's daily quota if it has one.
+        """Render, send and record the batch chunk by chunk, within the daily limits of its workspace and sender.
 
         Returns (stopped, retry_after): stopped when the batch was given back or taken over part-way.
 
@@ -305,7 +307,7 @@ class CampaignSender:
             after = chunk[-1].delivery_id
             if await self._halted(batch, campaign):
                 return True, None
-            admitted = Admitted(len(chunk)) if quota is None else await quota.admit(len(chunk))
+            admitted = await quota.admit(len(chunk), self.clock())
             if admitted.count:
                 tally = await self._send_chunk(batch, compiled, chunk[: admitted.count], outcome, route)
                 if tally is None:
@@ -313,7 +315,7 @@ class CampaignSender:
                 if tally.retry_after is not None:
                     retry_after = max(retry_after or 0.0, tally.retry_after)
             if admitted.wait is not None:
-                # Today's quota is spent: the rest stays QUEUED and the batch runs again tomorrow.
+                # Today's quota or warm-up allowance is spent: the rest stays QUEUED and the batch runs again tomorrow.
                 return False, max(retry_after or 0.0, admitted.wait)
 
     async def _until_next_due(

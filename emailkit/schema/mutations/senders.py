@@ -6,6 +6,8 @@ connects and authenticates, sending nothing. Credentials are never in a payload.
 
 from __future__ import annotations
 
+from datetime import date
+
 import strawberry
 from strawberry.scalars import JSON
 
@@ -27,6 +29,19 @@ _CREDENTIALS = (
 )
 
 
+@strawberry.input(name="SenderWarmupInput")
+class WarmupInput:
+    start_per_day: int = strawberry.field(description="Messages on the first day (at least 1).")
+    growth_percent: float = strawberry.field(description="Growth per day, in percent (0-1000).")
+    ceiling_per_day: int = strawberry.field(description="Never more than this a day (at least startPerDay).")
+    starts_on: date | None = strawberry.field(
+        default=None, description="The plan's first day (UTC); default: the day it is set."
+    )
+
+
+_WARMUP = "A warm-up plan for campaigns and flows' SEND steps (transactional mail is exempt)."
+
+
 @strawberry.input
 class CreateSenderInput:
     name: str = strawberry.field(description="Unique in the workspace.")
@@ -41,6 +56,7 @@ class CreateSenderInput:
         description=f"Connections or requests at once per worker (1-{store.MAX_POOL_SIZE}; "
         f"default {store.DEFAULT_POOL_SIZE}).",
     )
+    warmup: WarmupInput | None = strawberry.field(default=None, description=_WARMUP)
 
 
 @strawberry.input
@@ -54,6 +70,11 @@ class UpdateSenderInput:
     )
     rate_per_second: float | None = strawberry.field(default=None, description="0 removes the limit.")
     pool_size: int | None = None
+    warmup: WarmupInput | None = strawberry.field(
+        default=strawberry.UNSET,
+        description=f"{_WARMUP} Replaces the plan whole (a new one starts today unless startsOn says); null "
+        "removes it; omitted: it stays.",
+    )
 
 
 @strawberry.input
@@ -89,6 +110,14 @@ def _factory(info: Info) -> ProviderFactory:
     return factory
 
 
+def _warmup(input: WarmupInput | None) -> store.WarmupInput | None:
+    if not input:
+        return None
+    return store.WarmupInput(
+        input.start_per_day, input.growth_percent, input.ceiling_per_day, input.starts_on
+    )
+
+
 def _input(input: CreateSenderInput | UpdateSenderInput) -> store.SenderInput:
     return store.SenderInput(
         name=input.name,
@@ -97,6 +126,8 @@ def _input(input: CreateSenderInput | UpdateSenderInput) -> store.SenderInput:
         credentials=input.credentials,
         rate_per_second=input.rate_per_second,
         pool_size=input.pool_size,
+        warmup=_warmup(input.warmup),
+        clear_warmup=input.warmup is None,
     )
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 import strawberry
 from strawberry.scalars import JSON
 
 from emailkit.db.tables.senders import Sender as SenderRow
 from emailkit.db.tables.senders import SenderType
+from emailkit.db.types import utcnow
 from emailkit.domain.runtime import Runtime
+from emailkit.domain.senders import warmup
 from emailkit.schema.relay import decode_id, to_global_id
 
 strawberry.enum(
@@ -18,6 +20,27 @@ strawberry.enum(
     description="The provider a sender goes through (each type's settings and credentials: see the README, "
     '"Senders and domains").',
 )
+
+
+@strawberry.type(
+    name="SenderWarmup",
+    description="A warm-up plan: at most min(ceilingPerDay, startPerDay * (1 + growthPercent/100)^days) campaign "
+    "and flow messages per UTC day, days counted from startsOn.",
+)
+class WarmupView:
+    start_per_day: int
+    growth_percent: float
+    ceiling_per_day: int
+    starts_on: date
+
+
+@strawberry.type(name="SenderWarmupToday", description="The sender's UTC day under its warm-up plan.")
+class WarmupTodayView:
+    allowance: int = strawberry.field(description="Messages the plan allows today.")
+    sent: int = strawberry.field(description="Messages handed over today (by every worker).")
+    remaining: int
+    resets_at: datetime = strawberry.field(description="When the next day's allowance begins (00:00 UTC).")
+
 
 #: The global ID that stands for the instance's default sender (EMAILKIT_PROVIDER); naming it as a
 #: senderId means "no sender of its own".
@@ -50,9 +73,17 @@ class SenderView:
     )
     created_at: datetime | None
     updated_at: datetime | None
+    warmup: WarmupView | None = strawberry.field(
+        default=None, description="Its warm-up plan; null: no daily limit of its own."
+    )
+    warmup_today: WarmupTodayView | None = strawberry.field(
+        default=None, description="Today's allowance and use under the plan; null without a plan."
+    )
 
     @classmethod
     def from_model(cls, row: SenderRow) -> SenderView:
+        plan = warmup.plan_of(row)
+        today = warmup.today_of(row, plan, utcnow()) if plan is not None else None
         return cls(
             pk=row.id,
             id=to_global_id("Sender", row.id),
@@ -66,6 +97,22 @@ class SenderView:
             is_default=False,
             created_at=row.created_at,
             updated_at=row.updated_at,
+            warmup=WarmupView(
+                start_per_day=plan.start_per_day,
+                growth_percent=plan.growth_percent,
+                ceiling_per_day=plan.ceiling_per_day,
+                starts_on=plan.starts_on,
+            )
+            if plan is not None
+            else None,
+            warmup_today=WarmupTodayView(
+                allowance=today.allowance,
+                sent=today.sent,
+                remaining=today.remaining,
+                resets_at=today.resets_at,
+            )
+            if today is not None
+            else None,
         )
 
     @classmethod
