@@ -52,9 +52,14 @@ def env(tmp_path: Path, migrated: Path) -> dict[str, str]:
     return _env(tmp_path)
 
 
-def test_it_needs_a_mailbox_url(tmp_path: Path) -> None:
+def test_once_needs_a_mailbox(tmp_path: Path, env: dict[str, str]) -> None:
+    # Neither the environment's mailbox nor any sender's: nothing to read. (Running on, it would wait for a
+    # sender to be given one.)
     assert_one_line_error(
-        emailkit(tmp_path, _env(tmp_path), "bounce-mailbox"), "EMAILKIT_BOUNCE_MAILBOX_URL is not set"
+        emailkit(tmp_path, env, "bounce-mailbox", "--once"),
+        "no mailbox to read",
+        "EMAILKIT_BOUNCE_MAILBOX_URL",
+        "settings.bounceMailbox",
     )
 
 

@@ -119,6 +119,7 @@ class Mutation:
                 instance_secret=runtime.secret_key,
                 build=_factory(info),
                 allow_private=runtime.sender_allow_private,
+                mailboxes=runtime.sender_mailboxes,
             ),
         )
         return _payload(out.value, out.errors)
@@ -137,6 +138,7 @@ class Mutation:
                 instance_secret=runtime.secret_key,
                 build=_factory(info),
                 allow_private=runtime.sender_allow_private,
+                mailboxes=runtime.sender_mailboxes,
             ),
         )
         return _payload(out.value, out.errors)
@@ -169,7 +171,11 @@ class Mutation:
                     user_errors=[],
                 )
             result = await store.probe_sender(
-                runtime.db, pk, instance_secret=runtime.secret_key, build=_factory(info)
+                runtime.db,
+                pk,
+                instance_secret=runtime.secret_key,
+                build=_factory(info),
+                mailboxes=runtime.sender_mailboxes,
             )
             async with info.context.loaders.session() as session:
                 row = await store.find_sender(session, pk)
