@@ -21,6 +21,7 @@ from emailkit.domain.ports.queue import JobQueue, PubSub
 from emailkit.domain.runtime import Runtime, SendingSetup
 from emailkit.domain.sending_domains.keyring import SendingDomainKeyring
 from emailkit.domain.webhooks_out.delivery import DeliveryConfig, WebhookSetup
+from emailkit.inbound.sender_mailboxes import SenderMailboxes
 from emailkit.providers.registry import build_provider
 from emailkit.providers.senders import SenderProviderFactory
 from emailkit.schema import SchemaLimits, build_schema
@@ -78,6 +79,7 @@ def build_runtime(
         pubsub=pubsub or build_pubsub(settings),
         sending=sending_setup(settings, keyring=keyring),
         sender_factory=SenderProviderFactory(outbox_root=settings.outbox_dir, keyring=keyring),
+        sender_mailboxes=SenderMailboxes(),
         sender_allow_private=settings.sender_allow_private,
         webhooks=WebhookSetup(DeliveryConfig(allow_private=settings.webhook_allow_private)),
         flows=settings.flow_config(),

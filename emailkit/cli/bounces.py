@@ -95,7 +95,7 @@ async def _run(settings: Settings, host: str, port: int, hostname: str, tls: tup
 
 def bounce_mailbox(
     once: Annotated[
-        bool, typer.Option("--once", help="Handle what the folder holds now, then exit (for cron).")
+        bool, typer.Option("--once", help="Handle what the folders hold now, then exit (for cron).")
     ] = False,
     idle: Annotated[
         bool,
@@ -103,29 +103,37 @@ def bounce_mailbox(
             "--idle/--no-idle", help="Wait for new mail with IMAP IDLE where the server offers it, else poll."
         ),
     ] = True,
+    refresh_seconds: Annotated[
+        float,
+        typer.Option(
+            help="How often the senders are read again, to follow mailboxes added, changed or removed."
+        ),
+    ] = 60.0,
 ) -> None:
-    """Read bounces and complaint reports from EMAILKIT_BOUNCE_MAILBOX_URL until SIGTERM, moving each one out."""
+    """Read bounces and complaint reports from EMAILKIT_BOUNCE_MAILBOX_URL and from every sender's bounce mailbox
+    (settings.bounceMailbox, all workspaces) until SIGTERM, moving each one out."""
     from emailkit.domain.ports.provider import SenderConfigError
     from emailkit.inbound.mailbox_config import MailboxConfig
 
     settings = settings_or_exit()
-    if settings.bounce_mailbox_url is None:
-        typer.echo(
-            "error: EMAILKIT_BOUNCE_MAILBOX_URL is not set (imaps://user:password@host:993/INBOX?processed=Processed)",
-            err=True,
-        )
+    config = None
+    if settings.bounce_mailbox_url is not None:
+        try:
+            config = MailboxConfig.from_url(settings.bounce_mailbox_url.get_secret_value())
+        except SenderConfigError as exc:
+            typer.echo(f"error: EMAILKIT_BOUNCE_MAILBOX_URL: {exc.message}", err=True)
+            raise typer.Exit(2) from None
+    if refresh_seconds <= 0:
+        typer.echo("error: --refresh-seconds must be positive", err=True)
         raise typer.Exit(2)
-    try:
-        config = MailboxConfig.from_url(settings.bounce_mailbox_url.get_secret_value())
-    except SenderConfigError as exc:
-        typer.echo(f"error: EMAILKIT_BOUNCE_MAILBOX_URL: {exc.message}", err=True)
-        raise typer.Exit(2) from None
     asyncio.run(migrate_if_needed(settings, migrate=False))
     asyncio.run(check_database_role(settings))
-    asyncio.run(_read_mailbox(settings, config, once=once, idle=idle))
+    asyncio.run(_read_mailboxes(settings, config, once=once, idle=idle, refresh_seconds=refresh_seconds))
 
 
-async def _read_mailbox(settings: Settings, config: MailboxConfig, *, once: bool, idle: bool) -> None:
+async def _read_mailboxes(
+    settings: Settings, config: MailboxConfig | None, *, once: bool, idle: bool, refresh_seconds: float
+) -> None:
     from imapclient.exceptions import IMAPClientError
 
     from emailkit.db.engine import Database
@@ -134,6 +142,13 @@ async def _read_mailbox(settings: Settings, config: MailboxConfig, *, once: bool
     from emailkit.domain.verp import ReturnPaths
     from emailkit.inbound.handling import Receiver
     from emailkit.inbound.mailbox import MailboxError, MailboxReader
+    from emailkit.inbound.mailbox_fleet import (
+        ENV_KEY,
+        MailboxFleet,
+        MailboxSource,
+        read_once,
+        senders_mailboxes,
+    )
     from emailkit.tasks.pubsub import build_pubsub
     from emailkit.web.webhooks import feedback_policy
 
@@ -144,42 +159,75 @@ async def _read_mailbox(settings: Settings, config: MailboxConfig, *, once: bool
         if settings.bounce_domain
         else None
     )
-    reader = MailboxReader(
-        config,
-        Receiver(db, return_paths, policy=feedback_policy(settings), live=CoalescingPublisher(pubsub)),
-        poll_seconds=settings.bounce_mailbox_poll_seconds,
-        idle=idle,
-        max_message_bytes=settings.bounce_max_message_bytes,
-    )
+    # One receiver for every mailbox: one database pool, one live-update publisher.
+    receiver = Receiver(db, return_paths, policy=feedback_policy(settings), live=CoalescingPublisher(pubsub))
+
+    def make_reader(mailbox: MailboxConfig) -> MailboxReader:
+        return MailboxReader(
+            mailbox,
+            receiver,
+            poll_seconds=settings.bounce_mailbox_poll_seconds,
+            idle=idle,
+            max_message_bytes=settings.bounce_max_message_bytes,
+        )
+
+    fixed = {ENV_KEY: MailboxSource(ENV_KEY, "EMAILKIT_BOUNCE_MAILBOX_URL", config)} if config else {}
+
+    async def load() -> dict[str, MailboxSource]:
+        return await senders_mailboxes(db, settings.resolved_secret_key())
+
     try:
         if once:
-            summary = await reader.run_once()
-            typer.echo(
-                f"{config.describe()}: {summary.processed} processed ({summary.recorded} events recorded), "
-                f"{summary.unhandled} unhandled, {summary.failed} left to retry",
-                err=True,
-            )
-            if summary.failed:
+            sources = {**fixed, **await load()}
+            if not sources:
+                typer.echo(
+                    "error: no mailbox to read: set EMAILKIT_BOUNCE_MAILBOX_URL or give a sender "
+                    "settings.bounceMailbox",
+                    err=True,
+                )
+                raise typer.Exit(2)
+            failed = False
+            for key, result in (await read_once(make_reader, sources)).items():
+                if isinstance(result, str):
+                    typer.echo(f"error: {sources[key].label}: {result}", err=True)
+                    failed = True
+                    continue
+                typer.echo(
+                    f"{sources[key].config.describe()}: {result.processed} processed ({result.recorded} events "
+                    f"recorded), {result.unhandled} unhandled, {result.failed} left to retry",
+                    err=True,
+                )
+                failed = failed or result.failed > 0
+            if failed:
                 raise typer.Exit(1)
             return
-        # A refused login or an unknown host is a configuration error: say so before running, not in a retry loop.
-        await asyncio.to_thread((await reader.connect()).close)
+        if config is not None:
+            # The operator's own mailbox refusing us is a configuration error: say so before running, not in a
+            # retry loop. (A sender's is its workspace's business: logged, and tried again later.)
+            try:
+                await asyncio.to_thread((await make_reader(config).connect()).close)
+            except MailboxError as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(2) from None
+            except (OSError, IMAPClientError) as exc:
+                typer.echo(f"error: {config.describe()}: {exc}", err=True)
+                raise typer.Exit(2) from None
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         typer.echo(
-            f"emailkit bounce-mailbox: reading {config.describe()}, handled mail to "
-            f"{config.processed_folder!r}, the rest to {config.unhandled!r}",
+            "emailkit bounce-mailbox: reading "
+            + (
+                f"{config.describe()}, handled mail to {config.processed_folder!r}, the rest to "
+                f"{config.unhandled!r}, and "
+                if config
+                else ""
+            )
+            + f"the senders' bounce mailboxes (looked up every {refresh_seconds:g}s)",
             err=True,
         )
-        await reader.run(stop)
-    except MailboxError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    except (OSError, IMAPClientError) as exc:
-        typer.echo(f"error: {config.describe()}: {exc}", err=True)
-        raise typer.Exit(2) from None
+        await MailboxFleet(make_reader, load, fixed, refresh_seconds=refresh_seconds).run(stop)
     finally:
         await pubsub.close()
         await db.dispose()

@@ -17,7 +17,7 @@ from emailkit.domain.counting import DEFAULT_EXACT_LIMIT
 from emailkit.domain.ports.provider import EmailProvider
 from emailkit.domain.ports.queue import JobQueue, PubSub
 from emailkit.domain.ports.ratelimit import RateLimiter
-from emailkit.domain.ports.senders import LimiterFactory, ProviderFactory
+from emailkit.domain.ports.senders import LimiterFactory, ProviderFactory, SenderMailboxCheck
 from emailkit.domain.public_site import SiteCache
 from emailkit.domain.senders.routing import SenderProviders, SenderRoute
 from emailkit.domain.sending.config import SendingConfig
@@ -98,6 +98,9 @@ class Runtime:
     # Builds a provider from a sender's row (emailkit.providers.senders): to check one on write, to probe it,
     # and to send through it. None: senders can be neither created nor used by this process.
     sender_factory: ProviderFactory | None = None
+    # Checks and tries senders' bounce mailboxes (emailkit.inbound.sender_mailboxes). None: a sender naming
+    # one is refused.
+    sender_mailboxes: SenderMailboxCheck | None = None
     # Senders may name loopback and private hosts (EMAILKIT_SENDER_ALLOW_PRIVATE).
     sender_allow_private: bool = False
     # API keys verified recently (the HTTP API's authentication); emptied by a revocation in this process.

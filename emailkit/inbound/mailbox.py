@@ -139,6 +139,42 @@ class Connection:
             self.client.shutdown()
 
 
+def try_login(config: MailboxConfig, timeout: float) -> str:
+    """Log in and open the folder read-only, changing nothing (blocking); what the server said, or raises
+    :class:`MailboxError` (refused), OSError or IMAPClientError (unreachable)."""
+    context = _tls_context(config)
+    client = IMAPClient(
+        config.host,
+        port=config.port,
+        ssl=config.security is Security.TLS,
+        ssl_context=context,
+        timeout=timeout,
+    )
+    try:
+        if config.security is Security.STARTTLS:
+            client.starttls(context)
+        try:
+            said = client.login(config.username, config.password)
+        except LoginError as exc:
+            raise MailboxError(
+                f"{config.describe()}: the server refused the login of {config.username!r}: {_server_text(exc)}"
+            ) from None
+        try:
+            selected = client.select_folder(config.folder, readonly=True)
+        except IMAPClientError as exc:
+            raise MailboxError(
+                f"{config.describe()}: cannot open the folder {config.folder!r}: {_server_text(exc)}"
+            ) from None
+        waiting = int(selected.get(b"EXISTS", 0))
+        answer = said.decode(errors="replace") if isinstance(said, bytes) else str(said)
+        return f"{config.describe()}: {' '.join(answer.split())[:200]}; {waiting} messages waiting"
+    finally:
+        try:
+            client.logout()
+        except (OSError, IMAPClientError):
+            client.shutdown()
+
+
 def move_messages(client: IMAPClient, uids: Sequence[int], folder: str, *, can_move: bool) -> None:
     """MOVE (RFC 6851) where the server has it, else COPY, flag \\Deleted and expunge: by UID where the server
     has UIDPLUS, else the whole folder's deleted messages (which a mailbox kept for this reader alone holds no

@@ -110,7 +110,20 @@ class MailboxConfig:
             return None
         if not isinstance(section, Mapping) or not isinstance(section.get("url"), str):
             raise SenderConfigError("bounceMailbox", "must be an object with a url (imaps://user@host/INBOX)")
+        unknown = sorted(set(section) - {"url", "processedFolder", "unhandledFolder"})
+        if unknown:
+            raise SenderConfigError(
+                f"bounceMailbox.{unknown[0]}", "unknown key (allowed: url, processedFolder, unhandledFolder)"
+            )
         config = cls.from_url(section["url"], field_name="bounceMailbox.url")
+        # Settings are shown by the API: the password goes in the sealed credentials. And an API key must not
+        # make the server read one of its own files as a CA bundle.
+        if config.password:
+            raise SenderConfigError(
+                "bounceMailbox.url", "must not carry a password (it goes in credentials.mailboxPassword)"
+            )
+        if config.cafile is not None:
+            raise SenderConfigError("bounceMailbox.url", "cafile is not allowed here; verify=false is")
         changes: dict[str, Any] = {}
         for key, attribute in (
             ("processedFolder", "processed_folder"),
@@ -124,10 +137,9 @@ class MailboxConfig:
                     )
                 changes[attribute] = value.strip()
         password = credentials.get("mailboxPassword")
-        if password:
-            changes["password"] = password
-        if not (changes.get("password") or config.password):
+        if not password:
             raise SenderConfigError("mailboxPassword", "the mailbox needs a password")
+        changes["password"] = password
         return replace(config, **changes)
 
 

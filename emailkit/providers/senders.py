@@ -12,6 +12,7 @@ from typing import Any
 
 from emailkit.domain.ports.dkim import DkimKeyring
 from emailkit.domain.ports.provider import EmailProvider, SenderConfigError
+from emailkit.domain.ports.senders import provider_part
 
 #: Sender type -> the module whose ``from_sender(settings, credentials, *, pool_size)`` builds its provider.
 MODULES: dict[str, str] = {
@@ -46,6 +47,8 @@ class SenderProviderFactory:
             if exc.name != name:
                 raise
             raise SenderConfigError("type", f"{type} senders are not available in this version") from None
+        # The bounce mailbox is the mailbox reader's business (emailkit.inbound.sender_mailboxes).
+        settings, credentials = provider_part(settings, credentials)
         if type == "OUTBOX":
             provider: EmailProvider = module.from_sender(
                 settings, credentials, pool_size=pool_size, root=self.outbox_root, keyring=self.keyring

@@ -9,8 +9,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import dkim
-import dns.nameserver
-import dns.resolver
 import httpx
 import pytest
 
@@ -19,7 +17,7 @@ from emailkit.db.engine import Database
 from emailkit.db.tables.access import Role
 from emailkit.domain.runtime import Runtime
 from emailkit.settings import Settings
-from tests.support.dkim_check import signatures
+from tests.support.dkim_check import dns_lookup, signatures
 from tests.support.dns_server import dns_server
 from tests.support.environment import TEST_SECRET
 from tests.support.factories import make_key
@@ -56,23 +54,6 @@ async def production(db: Database, tmp_path: Path) -> AsyncIterator[tuple[GQL, R
         finally:
             if runtime.sending is not None:
                 await runtime.sending.close()
-
-
-def dnsfunc(port: int) -> object:
-    """dkimpy's DNS lookups, sent to the loopback server."""
-    resolver = dns.resolver.Resolver(configure=False)
-    resolver.nameservers = [dns.nameserver.Do53Nameserver("127.0.0.1", port)]
-    resolver.lifetime = 2
-
-    def lookup(name: bytes | str, timeout: int = 5) -> bytes:
-        text = name.decode() if isinstance(name, bytes) else name
-        try:
-            answer = resolver.resolve(text, "TXT")
-        except dns.resolver.NXDOMAIN:
-            return b""
-        return b"".join(b"".join(r.strings) for r in answer)
-
-    return lookup
 
 
 async def test_from_refused_to_signed_mail(production: tuple[GQL, Runtime, Path], tmp_path: Path) -> None:
@@ -112,5 +93,5 @@ async def test_from_refused_to_signed_mail(production: tuple[GQL, Runtime, Path]
             ("shop.example.com", "rsa-sha256"),
         ]
         checker = dkim.DKIM(raw)
-        lookup = dnsfunc(port)
+        lookup = dns_lookup(port)
         assert checker.verify(idx=0, dnsfunc=lookup) and checker.verify(idx=1, dnsfunc=lookup)

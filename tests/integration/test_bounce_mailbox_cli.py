@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import time
@@ -9,6 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from emailkit.db.engine import Database
+from emailkit.db.scope import workspace_scope
+from emailkit.db.tables.senders import SenderType
+from emailkit.db.tables.tenancy import DEFAULT_WORKSPACE_ID
+from emailkit.domain.senders.store import SenderInput, create_sender
+from emailkit.inbound.sender_mailboxes import SenderMailboxes
+from emailkit.providers.senders import SenderProviderFactory
 from tests.integration.test_bounce_mailbox import imap_server  # noqa: F401 (the module's Dovecot fixture)
 from tests.integration.test_cli import (
     EMAILKIT,
@@ -18,6 +26,7 @@ from tests.integration.test_cli import (
     emailkit,
     stop_server,
 )
+from tests.integration.test_sender_mailboxes import mailbox_url
 from tests.support.bounces import BOUNCE_DOMAIN, plain_mail
 from tests.support.dovecot import PASSWORD, Dovecot
 from tests.support.environment import TEST_SECRET
@@ -52,9 +61,14 @@ def env(tmp_path: Path, migrated: Path) -> dict[str, str]:
     return _env(tmp_path)
 
 
-def test_it_needs_a_mailbox_url(tmp_path: Path) -> None:
+def test_once_needs_a_mailbox(tmp_path: Path, env: dict[str, str]) -> None:
+    # Neither the environment's mailbox nor any sender's: nothing to read. (Running on, it would wait for a
+    # sender to be given one.)
     assert_one_line_error(
-        emailkit(tmp_path, _env(tmp_path), "bounce-mailbox"), "EMAILKIT_BOUNCE_MAILBOX_URL is not set"
+        emailkit(tmp_path, env, "bounce-mailbox", "--once"),
+        "no mailbox to read",
+        "EMAILKIT_BOUNCE_MAILBOX_URL",
+        "settings.bounceMailbox",
     )
 
 
@@ -107,3 +121,39 @@ def test_it_runs_until_sigterm(tmp_path: Path, env: dict[str, str], imap: Doveco
     assert returncode == 0, text
     assert "reading imap://bounces%40example.org@127.0.0.1" in text
     assert PASSWORD not in text
+
+
+def test_once_reads_the_senders_mailboxes(tmp_path: Path, env: dict[str, str], imap: Dovecot) -> None:
+    """No EMAILKIT_BOUNCE_MAILBOX_URL: a sender's mailbox (its password unsealed by the command) is read."""
+
+    async def make_sender() -> None:
+        db = Database(env["EMAILKIT_DATABASE_URL"])
+        try:
+            with workspace_scope(DEFAULT_WORKSPACE_ID):
+                async with db.transaction() as session:
+                    await create_sender(
+                        session,
+                        SenderInput(
+                            name="Brand",
+                            type=SenderType.OUTBOX,
+                            settings={
+                                "bounceMailbox": {"url": mailbox_url(imap), "unhandledFolder": "Other"}
+                            },
+                            credentials={"mailboxPassword": PASSWORD},
+                        ),
+                        instance_secret=TEST_SECRET,
+                        build=SenderProviderFactory(outbox_root=tmp_path / "outbox"),
+                        mailboxes=SenderMailboxes(),
+                        allow_private=True,
+                    )
+        finally:
+            await db.dispose()
+
+    asyncio.run(make_sender())
+    imap.append(plain_mail())
+    result = emailkit(tmp_path, env, "bounce-mailbox", "--once")
+    assert result.returncode == 0, result.stderr
+    assert f"imap://bounces%40example.org@127.0.0.1:{imap.port}/INBOX: 0 processed" in result.stderr
+    assert "1 unhandled" in result.stderr
+    assert PASSWORD not in result.stdout + result.stderr
+    assert (imap.count("INBOX"), imap.count("Other")) == (0, 1)

@@ -77,6 +77,8 @@ class Stack:
     api_key: str
     tmp: Path
     started: list[WorkerProcess] = field(default_factory=list, init=False)
+    # The API's runtime, for tests that point its lookups elsewhere (e.g. DNS at a test server).
+    runtime: Runtime = field(init=False)
 
     def worker_env(self) -> dict[str, str]:
         assert PG_URL is not None
@@ -177,6 +179,7 @@ async def open_stack(
     api_key = await make_key(db)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as api:
         stack = kind(db, redis_server, sink, api, api_key, tmp_path)
+        stack.runtime = runtime
         try:
             yield stack
         finally:

@@ -11,6 +11,9 @@ speaks what the smtp provider uses (EHLO/HELO, PIPELINING, MAIL, RCPT, DATA, RSE
 
 Faults are answered by stage: ``RCPT`` (the address is known) or ``DATA`` (after the whole body arrived).
 A 421 reply closes the connection afterwards, as real servers do.
+
+With ``keep=True`` it also keeps each accepted message (envelope sender, recipients, the content with SMTP's
+dot-stuffing undone), for tests that look inside the mail (signatures, return paths).
 """
 
 from __future__ import annotations
@@ -25,6 +28,15 @@ from dataclasses import dataclass
 STAGES = ("RCPT", "DATA")
 HOSTNAME = b"sink.test"
 _END_OF_DATA = b"\r\n.\r\n"
+
+
+@dataclass(frozen=True)
+class Received:
+    """One accepted message: MAIL FROM's address, the accepted recipients and the message as sent."""
+
+    mail_from: str
+    recipients: tuple[str, ...]
+    content: bytes
 
 
 @dataclass
@@ -44,8 +56,10 @@ class _Fault:
 class CountingSink:
     """Counts accepted recipients; answers chosen replies to chosen addresses or to the next attempts."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", *, keep: bool = False) -> None:
         self.host = host
+        self.keep = keep
+        self._messages: list[Received] = []
         self.port = 0
         self._lock = threading.Lock()
         self._accepted: Counter[str] = Counter()
@@ -130,6 +144,12 @@ class CountingSink:
         with self._lock:
             return Counter(self._accepted)
 
+    def messages(self) -> list[Received]:
+        """The accepted messages, when started with keep=True."""
+        assert self.keep, "CountingSink(keep=True) keeps the messages"
+        with self._lock:
+            return list(self._messages)
+
     def transient_given(self) -> Counter[str]:
         with self._lock:
             return Counter(self._transient)
@@ -182,7 +202,7 @@ class CountingSink:
                 return rejected
             return self._fault("RCPT", address)
 
-    def _end_of_data(self, recipients: list[str]) -> str:
+    def _end_of_data(self, recipients: list[str], mail_from: str, content: bytes) -> str:
         with self._lock:
             fault = self._fault("DATA", recipients[0])
             if fault is not None:
@@ -191,6 +211,8 @@ class CountingSink:
                 return fault
             self._accepted.update(recipients)
             self._accepted_total += len(recipients)
+            if self.keep:
+                self._messages.append(Received(mail_from, tuple(recipients), _unstuff(content)))
             now = time.monotonic()
             for address in recipients:
                 self._attempts.setdefault(address, []).append(now)
@@ -207,6 +229,7 @@ class _SmtpProtocol(asyncio.Protocol):
         self.in_data = False
         self.scanned = 0
         self.has_sender = False
+        self.mail_from = ""
         self.recipients: list[str] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -244,18 +267,20 @@ class _SmtpProtocol(asyncio.Protocol):
 
     def _data_end(self) -> str | None:
         if self.buffer.startswith(b".\r\n"):
-            consumed = 3
+            consumed, end = 3, 0
         else:
             found = self.buffer.find(_END_OF_DATA, max(0, self.scanned - len(_END_OF_DATA)))
             if found < 0:
                 self.scanned = len(self.buffer)
                 return None
             consumed = found + len(_END_OF_DATA)
+            end = found + 2
+        content = bytes(self.buffer[:end]) if self.sink.keep else b""
         del self.buffer[:consumed]
         self.scanned = 0
         self.in_data = False
         recipients, self.recipients, self.has_sender = self.recipients, [], False
-        return self.sink._end_of_data(recipients)
+        return self.sink._end_of_data(recipients, self.mail_from, content)
 
     def _command(self, line: bytes) -> str:  # noqa: C901 - one branch per SMTP verb, read as the protocol
         verb, _, arg = line.partition(b" ")
@@ -271,6 +296,7 @@ class _SmtpProtocol(asyncio.Protocol):
                 return "501 5.5.4 Syntax: MAIL FROM:<address>"
             self._reset()
             self.has_sender = True
+            self.mail_from = _address(arg, b"FROM:") or ""
             return "250 2.1.0 Ok"
         if verb == b"RCPT":
             if not self.has_sender:
@@ -302,8 +328,14 @@ class _SmtpProtocol(asyncio.Protocol):
         self.recipients = []
 
 
-def _address(arg: bytes) -> str | None:
-    if not arg.upper().startswith(b"TO:"):
+def _unstuff(content: bytes) -> bytes:
+    """The message as its sender wrote it: SMTP doubles a line's leading dot (RFC 5321 4.5.2)."""
+    unstuffed = content.replace(b"\r\n..", b"\r\n.")
+    return unstuffed[1:] if unstuffed.startswith(b"..") else unstuffed
+
+
+def _address(arg: bytes, verb: bytes = b"TO:") -> str | None:
+    if not arg.upper().startswith(verb):
         return None
     start, end = arg.find(b"<"), arg.find(b">")
     if start < 0 or end <= start:

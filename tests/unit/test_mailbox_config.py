@@ -72,6 +72,22 @@ def test_from_a_senders_settings_and_credentials() -> None:
         ({"bounceMailbox": "imaps://u@h/INBOX"}, {"mailboxPassword": PW}, "bounceMailbox"),
         ({"bounceMailbox": {"url": "http://u@h/"}}, {"mailboxPassword": PW}, "bounceMailbox.url"),
         ({"bounceMailbox": {"url": "imaps://u@h/INBOX"}}, {}, "mailboxPassword"),
+        # In the settings (which the API shows) a password is refused, even with one in the credentials.
+        (
+            {"bounceMailbox": {"url": f"imaps://u:{PWQ}@h/INBOX"}},
+            {"mailboxPassword": PW},
+            "bounceMailbox.url",
+        ),
+        (
+            {"bounceMailbox": {"url": "imaps://u@h/INBOX?cafile=/etc/shadow"}},
+            {"mailboxPassword": PW},
+            "bounceMailbox.url",
+        ),
+        (
+            {"bounceMailbox": {"url": "imaps://u@h/INBOX", "folder": "x"}},
+            {"mailboxPassword": PW},
+            "bounceMailbox.folder",
+        ),
         (
             {"bounceMailbox": {"url": "imaps://u@h/INBOX", "processedFolder": "INBOX"}},
             {"mailboxPassword": PW},

@@ -29,7 +29,12 @@ from emailkit.db.types import utcnow
 from emailkit.domain.errors import DomainError, ErrorCode, FieldError, NotFound
 from emailkit.domain.pagination import Page, keyset_page
 from emailkit.domain.ports.provider import ProbeResult, SenderConfigError
-from emailkit.domain.ports.senders import ProviderFactory
+from emailkit.domain.ports.senders import (
+    MAILBOX_CREDENTIAL,
+    MAILBOX_SETTING,
+    ProviderFactory,
+    SenderMailboxCheck,
+)
 from emailkit.domain.sealing import SecretUnreadable, seal, unseal
 from emailkit.domain.senders.warmup import WarmupPlan, check_plan, set_plan
 from emailkit.domain.validation import check_length, raise_if, require
@@ -40,7 +45,7 @@ PURPOSE: Final = b"emailkit sender credentials"
 SECRET_KEYS: Final = ("password", "apiKey", "serverToken", "secretAccessKey")
 #: Keys that are credentials whatever the type: a SenderConfigError naming one is about `credentials`.
 CREDENTIAL_KEYS: Final = frozenset(
-    {"username", "password", "apiKey", "serverToken", "accessKeyId", "secretAccessKey"}
+    {"username", "password", "apiKey", "serverToken", "accessKeyId", "secretAccessKey", MAILBOX_CREDENTIAL}
 )
 MAX_NAME: Final = 255
 DEFAULT_POOL_SIZE: Final = 5
@@ -148,13 +153,33 @@ async def _check_config(
     settings: dict[str, Any],
     credentials: dict[str, str],
     pool_size: int,
+    mailboxes: SenderMailboxCheck | None,
 ) -> None:
-    """Build the provider as a send would (nothing connects), and release it; its complaint as a userError."""
+    """Build the provider as a send would (nothing connects), and release it, and read the bounce mailbox's
+    settings; a complaint of either as a userError."""
     try:
         provider = build(type.value, settings, credentials, pool_size=pool_size)
     except SenderConfigError as exc:
         raise DomainError(_config_error(exc, credentials)) from None
     await provider.close()
+    if MAILBOX_SETTING not in settings and MAILBOX_CREDENTIAL not in credentials:
+        return
+    if mailboxes is None:
+        raise DomainError.single(
+            ErrorCode.INVALID_SENDER_SETTINGS,
+            "This server cannot read bounce mailboxes",
+            f"settings.{MAILBOX_SETTING}",
+        )
+    if MAILBOX_SETTING not in settings:
+        raise DomainError.single(
+            ErrorCode.INVALID_SENDER_CREDENTIALS,
+            f"A mailbox password without settings.{MAILBOX_SETTING}",
+            f"credentials.{MAILBOX_CREDENTIAL}",
+        )
+    try:
+        mailboxes.check(settings, credentials)
+    except SenderConfigError as exc:
+        raise DomainError(_config_error(exc, credentials)) from None
 
 
 # Settings naming where a provider connects: checked against the SSRF rule of outgoing webhooks.
@@ -165,8 +190,11 @@ async def _check_destinations(settings: Mapping[str, Any], *, allow_private: boo
     """Refuse hosts that are, or resolve to, loopback, private or metadata addresses (unless allowed): an API key
     must not make the server's workers, or testSender's answer, reach into the server's own network. A name
     that does not resolve now is accepted; sending through it fails, saying why, until it does."""
-    for key in _DESTINATION_KEYS:
-        value = settings.get(key)
+    places = [(key, settings.get(key)) for key in _DESTINATION_KEYS]
+    mailbox = settings.get(MAILBOX_SETTING)
+    if isinstance(mailbox, Mapping):
+        places.append((f"{MAILBOX_SETTING}.url", mailbox.get("url")))
+    for key, value in places:
         if not isinstance(value, str):
             continue
         parts = urlsplit(value)
@@ -207,6 +235,7 @@ async def create_sender(
     instance_secret: str,
     build: ProviderFactory,
     allow_private: bool = False,
+    mailboxes: SenderMailboxCheck | None = None,
 ) -> Sender:
     errors: list[FieldError] = []
     require(errors, "name", data.name, "Name")
@@ -223,7 +252,7 @@ async def create_sender(
     credentials = _credentials(data.credentials if data.credentials is not None else {})
     pool_size = data.pool_size or DEFAULT_POOL_SIZE
     await _check_name(session, name)
-    await _check_config(build, data.type, settings, credentials, pool_size)
+    await _check_config(build, data.type, settings, credentials, pool_size, mailboxes)
     await _check_destinations(settings, allow_private=allow_private)
     row = Sender(
         name=name,
@@ -261,6 +290,7 @@ async def update_sender(
     instance_secret: str,
     build: ProviderFactory,
     allow_private: bool = False,
+    mailboxes: SenderMailboxCheck | None = None,
 ) -> Sender:
     errors: list[FieldError] = []
     if data.name is not None:
@@ -294,7 +324,7 @@ async def update_sender(
                     "credentials",
                 ) from None
         pool_size = data.pool_size or row.pool_size
-        await _check_config(build, type, settings, credentials, pool_size)
+        await _check_config(build, type, settings, credentials, pool_size, mailboxes)
         await _check_destinations(settings, allow_private=allow_private)
         row.type, row.settings, row.pool_size = type, settings, pool_size
         if data.credentials is not None:
@@ -384,10 +414,15 @@ async def require_senders(session: AsyncSession, ids: Sequence[tuple[int, str]])
 
 
 async def probe_sender(
-    db: Database, sender_id: int, *, instance_secret: str, build: ProviderFactory
+    db: Database,
+    sender_id: int,
+    *,
+    instance_secret: str,
+    build: ProviderFactory,
+    mailboxes: SenderMailboxCheck | None = None,
 ) -> ProbeResult:
-    """Connect and authenticate with the sender's provider, sending nothing (outside any transaction: the
-    provider may take its time to answer)."""
+    """Connect and authenticate with the sender's provider, sending nothing, and log in to its bounce mailbox if
+    it has one (outside any transaction: the servers may take their time to answer)."""
     async with db.session() as session:
         row = await require_sender(session, sender_id, "id")
         type, settings = row.type, dict(row.settings or {})
@@ -400,6 +435,16 @@ async def probe_sender(
     except SenderConfigError as exc:
         return ProbeResult(False, f"the sender's configuration is not usable: {exc}")
     try:
-        return await provider.probe()
+        result = await provider.probe()
     finally:
         await provider.close()
+    if mailboxes is None or MAILBOX_SETTING not in settings:
+        return result
+    # The bounce mailbox is tried too: a sender whose bounces cannot be read is not ready either.
+    try:
+        mailbox = await mailboxes.probe(settings, credentials)
+    except SenderConfigError as exc:
+        mailbox = ProbeResult(False, f"the bounce mailbox's configuration is not usable: {exc}")
+    if mailbox is None:
+        return result
+    return ProbeResult(result.ok and mailbox.ok, f"{result.message}; bounce mailbox: {mailbox.message}")

@@ -150,6 +150,7 @@ class Mutation:
                 instance_secret=runtime.secret_key,
                 build=_factory(info),
                 allow_private=runtime.sender_allow_private,
+                mailboxes=runtime.sender_mailboxes,
             ),
         )
         return _payload(out.value, out.errors)
@@ -168,6 +169,7 @@ class Mutation:
                 instance_secret=runtime.secret_key,
                 build=_factory(info),
                 allow_private=runtime.sender_allow_private,
+                mailboxes=runtime.sender_mailboxes,
             ),
         )
         return _payload(out.value, out.errors)
@@ -200,7 +202,11 @@ class Mutation:
                     user_errors=[],
                 )
             result = await store.probe_sender(
-                runtime.db, pk, instance_secret=runtime.secret_key, build=_factory(info)
+                runtime.db,
+                pk,
+                instance_secret=runtime.secret_key,
+                build=_factory(info),
+                mailboxes=runtime.sender_mailboxes,
             )
             async with info.context.loaders.session() as session:
                 row = await store.find_sender(session, pk)
