@@ -125,7 +125,7 @@ function frame(active: string): HTMLElement {
     ),
   );
   const who = session ? `${session.name} (${session.role})` : "";
-  replace(
+  const put = () => replace(
     root,
     h(
       "header",
@@ -138,16 +138,25 @@ function frame(active: string): HTMLElement {
     h("div", { id: "live-trouble" }),
     main,
   );
+  if (quiet) pendingFrame = put;
+  else put();
   return main;
 }
 
+let pendingFrame: (() => void) | null = null;
+
+// A quiet load (a live page reading itself again) keeps the old content until the new data is there.
+let quiet = false;
+
 async function load<T>(main: HTMLElement, fetcher: () => Promise<T>, render: (data: T) => void): Promise<void> {
-  replace(main, h("p", { class: "muted" }, "Loading…"));
+  if (!quiet) replace(main, h("p", { class: "muted" }, "Loading…"));
   try {
     render(await fetcher());
   } catch (err) {
     showError(main, err, () => void route());
   }
+  pendingFrame?.();
+  pendingFrame = null;
 }
 
 // ---- campaigns ----
@@ -372,9 +381,9 @@ function renderCampaign(id: string): void {
             try {
               const r = await run();
               if (r.userErrors.length) replace(actionStatus, userErrorList(r.userErrors));
-              else void route();
+              else void route(true);
             } catch (err) {
-              showError(actionStatus, err, () => void route());
+              showError(actionStatus, err, () => void route(true));
             }
           })();
         },
@@ -451,7 +460,7 @@ function renderCampaign(id: string): void {
           // A new status brings other buttons and the final deliveries: the page is read again (the bar stays live).
           if (p.status !== last && isFinal(p.status)) {
             last = p.status;
-            window.setTimeout(() => void route(), 300);
+            window.setTimeout(() => void route(true), 300);
           }
           last = p.status;
         }, onLiveError),
@@ -536,8 +545,9 @@ async function runImport(key: string, file: File, listId: string, out: HTMLEleme
 
 // ---- routing ----
 
-async function route(): Promise<void> {
+async function route(reread = false): Promise<void> {
   stopLive();
+  quiet = reread;
   if (!session) {
     const key = loadKey();
     if (!key) {

@@ -126,8 +126,11 @@ async def test_console_campaign_runs_live_and_import(browser: Browser, server: S
     await expect(bar.locator(".pct")).to_have_text("100%", timeout=UI_TIMEOUT_MS)
     await expect(page.locator("main .status")).to_have_text("FINISHED", timeout=UI_TIMEOUT_MS)
     assert await page.evaluate("() => window.__sameDocument === true"), "the page was reloaded"
-    await expect(page.locator("table.deliveries tbody tr")).to_have_count(RECIPIENTS, timeout=UI_TIMEOUT_MS)
-    await expect(page.get_by_role("button", name="Pause")).to_have_count(0)
+    # Once finished the page reads the campaign again: every delivery SENT, and no lifecycle button left.
+    sent_rows = page.locator("table.deliveries tbody tr", has_text="SENT")
+    await expect(sent_rows).to_have_count(RECIPIENTS, timeout=UI_TIMEOUT_MS)
+    await expect(page.locator("main .actions button")).to_have_count(0)
+    await expect(page.locator(".counter", has_text="Sent")).to_contain_text(str(RECIPIENTS))
     await page.screenshot(path=_shot_path("campaign"), full_page=True)
 
     await page.get_by_role("link", name="Campaigns", exact=True).first.click()
@@ -155,7 +158,12 @@ async def test_console_campaign_runs_live_and_import(browser: Browser, server: S
     await page.set_viewport_size({"width": 375, "height": 740})
     await page.get_by_role("link", name="Campaigns", exact=True).first.click()
     await expect(page.get_by_role("link", name="Winter news")).to_be_visible(timeout=UI_TIMEOUT_MS)
-    assert await page.evaluate("() => document.documentElement.scrollWidth") <= 375
+    too_wide = await page.evaluate(
+        "() => [...document.querySelectorAll('body *')]"
+        ".filter(e => e.getBoundingClientRect().right > 375.5)"
+        ".map(e => `${e.tagName}.${e.className}: ${Math.round(e.getBoundingClientRect().right)}`)"
+    )
+    assert too_wide == [], too_wide
     await page.screenshot(path=_shot_path("campaigns-375px"))
     await context.close()
     assert problems == []
