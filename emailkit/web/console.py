@@ -4,6 +4,7 @@ frontend. The page itself is unauthenticated and holds no data; the API authenti
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -24,15 +25,25 @@ def console_csp(host: str | None) -> str:
     )
 
 
+_ASSETS = {"console.js": "text/javascript; charset=utf-8", "console.css": "text/css; charset=utf-8"}
+
+
 def console_routes(static_dir: Path) -> list[Route]:
-    index = static_dir / "console" / "index.html"
-    page: list[bytes] = []
+    """`/` and the console's two bundle files, served from memory: they are small, and the first request for
+    a file through StaticFiles starts a thread pool (hundreds of ms on a busy host), on the first load."""
+    folder = static_dir / "console"
+    files: dict[str, tuple[bytes, str]] = {}
+
+    def read(name: str) -> tuple[bytes, str]:
+        if name not in files:
+            body = (folder / name).read_bytes()
+            files[name] = (body, f'"{hashlib.sha256(body).hexdigest()[:32]}"')
+        return files[name]
 
     async def console(request: Request) -> Response:
-        if not page:
-            page.append(index.read_bytes())
+        body, _ = read("index.html")
         return HTMLResponse(
-            page[0],
+            body,
             headers={
                 "Content-Security-Policy": console_csp(request.headers.get("host")),
                 "X-Frame-Options": "DENY",
@@ -43,4 +54,15 @@ def console_routes(static_dir: Path) -> list[Route]:
             },
         )
 
-    return [Route("/", console, methods=["GET", "HEAD"])]
+    async def asset(request: Request) -> Response:
+        name = request.url.path.rsplit("/", 1)[-1]
+        body, etag = read(name)
+        headers = {"ETag": etag, "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers=headers)
+        return Response(body, media_type=_ASSETS[name], headers=headers)
+
+    return [
+        Route("/", console, methods=["GET", "HEAD"]),
+        *(Route(f"/static/console/{name}", asset, methods=["GET", "HEAD"]) for name in _ASSETS),
+    ]
