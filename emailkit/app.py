@@ -33,6 +33,7 @@ from emailkit.tasks.worker import close_runtime, embedded_worker
 from emailkit.web.admission import AdmissionControl, AdmissionGate
 from emailkit.web.archive import archive_routes
 from emailkit.web.bodylimit import BodyLimitMiddleware, BodyLimits
+from emailkit.web.console import console_routes
 from emailkit.web.events import events_route
 from emailkit.web.export import export_routes
 from emailkit.web.graphql import GraphQLView
@@ -201,6 +202,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         *export_routes(runtime, api_limiter),
         *public_routes(settings, runtime),
         *archive_routes(runtime),
+        *console_routes(static_dir),
         Mount("/static", StaticFiles(directory=static_dir, check_dir=False), name="static"),
     ]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
