@@ -61,6 +61,8 @@ export type CreateCampaignInput = {
   replyTo?: string | null | undefined;
   /** Resolved when the campaign starts; a campaign needs a list or a segment. */
   segmentIds?: Array<string> | null | undefined;
+  /** The sender it goes through (a Sender id; "" or defaultSender's id: none of its own). */
+  senderId?: string | null | undefined;
   /** A Jinja template, rendered per recipient. */
   subject: string;
   templateId?: string | null | undefined;
@@ -82,6 +84,8 @@ export type CreateListInput = {
   optin?: OptIn | null | undefined;
   /** A TRANSACTIONAL template for the double opt-in mail (default: built-in). */
   optinTemplateId?: string | null | undefined;
+  /** The sender of its campaigns that name none; default: the default sender. */
+  senderId?: string | null | undefined;
   tags?: Array<string> | null | undefined;
   visibility?: Visibility | null | undefined;
 };
@@ -149,18 +153,25 @@ export type UserErrorCode =
   | 'CONCURRENT_CHANGE'
   | 'CYCLE_WITHOUT_WAIT'
   | 'DESTINATION_REFUSED'
+  | 'DOMAIN_NOT_VERIFIED'
+  | 'DUPLICATE_DOMAIN'
   | 'DUPLICATE_EMAIL'
+  | 'DUPLICATE_NAME'
   | 'DUPLICATE_SLUG'
   | 'DUPLICATE_STEP_KEY'
   | 'DUPLICATE_VARIANT'
   | 'ERASED'
   | 'FLOW_NOT_FOUND'
   | 'FORBIDDEN'
+  | 'INVALID_DOMAIN'
   | 'INVALID_EMAIL'
   | 'INVALID_EVENT_NAME'
   | 'INVALID_FILTER'
   | 'INVALID_ID'
   | 'INVALID_INPUT'
+  | 'INVALID_SENDER_CREDENTIALS'
+  | 'INVALID_SENDER_SETTINGS'
+  | 'INVALID_SENDER_TYPE'
   | 'INVALID_SLUG'
   | 'INVALID_STATE'
   | 'INVALID_TEXT'
@@ -176,6 +187,7 @@ export type UserErrorCode =
   | 'QUOTA_EXCEEDED'
   | 'REQUIRED'
   | 'SEGMENT_NOT_FOUND'
+  | 'SENDING_DOMAIN_NOT_FOUND'
   | 'SEND_FAILED'
   | 'SUBSCRIBER_NOT_FOUND'
   | 'SUPPRESSED'
