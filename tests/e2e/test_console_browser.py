@@ -14,11 +14,10 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page, Route, async_playwright, expect
 
 from tests.e2e.browser import CHROMIUM_ARGS
-from tests.e2e.test_graphiql_browser import Server, server
+from tests.e2e.served import Server
 
 pytestmark = pytest.mark.e2e
 
-__all__ = ["server"]  # the fixture, re-used from the GraphiQL test: a real `emailkit serve` on SQLite
 
 UI_TIMEOUT_MS = 30_000
 ARTIFACTS = Path(
