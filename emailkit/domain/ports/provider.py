@@ -49,6 +49,12 @@ class OutgoingMessage:
     message_id: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     tags: Mapping[str, str] = field(default_factory=dict)
+    #: The per-person values this message was rendered with (unsubscribe URL, tracked links, name, ...), each
+    #: under a name that means the same in every message of one campaign. A provider that sends many people
+    #: one request with per-recipient substitutions finds them in the content to factor it (see
+    #: ``emailkit.providers.personalised``); nothing else reads them, and a value missing here only means that
+    #: message goes out on its own.
+    personal: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not _DELIVERY_ID.fullmatch(self.delivery_id):

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from markupsafe import escape
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -176,12 +177,24 @@ class MessageBuilder:
         links_of = c.urls or self.urls
         unsubscribe = f"{links_of.base}/u/test" if test else links_of.unsubscribe(p.delivery_id)
         webview = self._web_view_url(c, p, test)
+        personal = _personal_values(p, unsubscribe, webview)
         tracking: dict[str, Any] = {}
         tracked = None if test else c.tracked
         if tracked is not None and tracked.render is not None:
             did, links, urls = p.delivery_id, tracked.links, links_of
-            tracking[CLICK_CALL] = lambda i: urls.click(did, links[i])
-            tracking[PIXEL_CALL] = lambda: urls.open_pixel(did)
+
+            def click(i: int) -> str:
+                url = urls.click(did, links[i])
+                personal[f"click:{i}"] = url
+                return url
+
+            def pixel() -> str:
+                url = urls.open_pixel(did)
+                personal["open"] = url
+                return url
+
+            tracking[CLICK_CALL] = click
+            tracking[PIXEL_CALL] = pixel
         rendered = c.content.render(
             template_context(
                 subscriber={
@@ -204,11 +217,16 @@ class MessageBuilder:
             # What could not be compiled into the template is rewritten per message.
             if c.track_clicks and not tracked.clicks:
                 did = p.delivery_id
-                html = rewrite_links(
-                    html, lambda url: links_of.click(did, url), skip=frozenset({unsubscribe, webview or ""})
-                )
+
+                def rewrite(url: str) -> str:
+                    tracked_url = links_of.click(did, url)
+                    personal[f"click:{url}"] = tracked_url
+                    return tracked_url
+
+                html = rewrite_links(html, rewrite, skip=frozenset({unsubscribe, webview or ""}))
             if c.track_opens and not tracked.pixel:
-                html = add_open_pixel(html, links_of.open_pixel(p.delivery_id))
+                personal["open"] = links_of.open_pixel(p.delivery_id)
+                html = add_open_pixel(html, personal["open"])
         list_unsubscribe = f"<{unsubscribe}>"
         if self.unsubscribe_mailto:
             subject = quote(f"unsubscribe {did_str}")
@@ -233,6 +251,7 @@ class MessageBuilder:
                 META_CAMPAIGN: str(c.campaign["id"]),
                 META_SUBSCRIBER: str(p.subscriber_id or ""),
             },
+            personal=personal,
         )
 
     def _web_view_url(self, c: Compiled, p: Pending, test: bool) -> str | None:
@@ -264,6 +283,23 @@ async def test_recipients(
         else:
             recipients.append(Pending(0, sub.id, email, sub.name, dict(sub.attributes or {}), 0))
     return recipients
+
+
+def _personal_values(p: Pending, unsubscribe: str, webview: str | None) -> dict[str, str]:
+    """What of this person a template can show as it is: the values a batching provider looks for in the
+    rendered content (see ``OutgoingMessage.personal``). Tracked links are added as they are signed. Values
+    are also given HTML-escaped, as autoescaping shows them in the HTML part, where that differs."""
+    values = {"unsubscribe": unsubscribe, "email": p.email, "name": p.name or ""}
+    if webview:
+        values["webview"] = webview
+    for key, value in (p.attributes or {}).items():
+        if isinstance(value, str) or (isinstance(value, int | float) and not isinstance(value, bool)):
+            values[f"attr:{key}"] = str(value)
+    for name, value in list(values.items()):
+        escaped = str(escape(value))
+        if escaped != value:
+            values[f"{name}:html"] = escaped
+    return {name: value for name, value in values.items() if value}
 
 
 def _header_safe(text: str) -> str:
