@@ -35,9 +35,9 @@ from emailkit.domain.sending import dispatch, lifecycle
 from emailkit.domain.sending.ledger import IN_DOUBT_NOTE
 from emailkit.tasks.broker.factory import configure_broker
 from emailkit.tasks.broker.queue import DramatiqJobQueue
-from tests.integration.test_provider_sendgrid import API_KEY, sendgrid_server
 from tests.support.audience import seed_campaign
 from tests.support.environment import PG_APP_URL, PG_URL, REDIS_URL, TEST_SECRET
+from tests.support.provider_apis.sendgrid import API_KEY, sendgrid_server
 from tests.support.redis_server import RedisServer
 from tests.support.workers import WorkerProcess
 
