@@ -64,7 +64,7 @@ from emailkit.providers.http_api import (
     send_in_requests,
     sender_base_url,
 )
-from emailkit.providers.personalised import Shape, factor_fields, fill, keys_for
+from emailkit.providers.personalised import Shape, factor_parts, fill, keys_for
 
 LABEL = "Mailgun"
 DEFAULT_BASE_URL = "https://api.mailgun.net"
@@ -121,7 +121,7 @@ def prepare(message: OutgoingMessage, *, batch: bool) -> Item:
     if any(_RECIPIENT_MARK.search(value) for value in values):
         return item
     content = dict(fields)
-    factored = factor_fields([content.get("text"), content.get("html")], message.personal)
+    factored = factor_parts(content.get("text"), content.get("html"), message.personal)
     own = {f"slot:{name}": value for name, value in factored.values.items()}
     whole: list[str] = []
     shared: list[tuple[str, str]] = []

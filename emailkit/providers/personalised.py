@@ -21,8 +21,10 @@ milliseconds of an HTTP request it saves (see BENCHMARKS.md, "Batched personalis
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
+from emailkit.domain.ports.provider import PERSONAL_HTML
 
 #: Alternating literal text and value names: ``(literal, name, literal, ..., literal)``; odd indexes are names.
 Shape = tuple[str, ...]
@@ -78,17 +80,30 @@ def free_of(marker: str, texts: Iterable[str | None]) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Factored:
-    """One message's body as shapes, and the values its slots take."""
+    """One message's text and HTML parts as shapes, and the values their slots take. Slot names say which
+    part they are in (``text:name``, ``html:name``): the HTML part shows a value escaped where the text part
+    shows it as it is, and a person whose name needs escaping must still share the others' shapes."""
 
-    shapes: tuple[Shape | None, ...]
+    shapes: tuple[Shape | None, Shape | None]
     values: Mapping[str, str]
 
 
-def factor_fields(fields: Sequence[str | None], personal: Mapping[str, str]) -> Factored:
-    """Each field (``None`` stays ``None``) factored by the person's values; ``values`` keeps the ones used."""
-    shapes = tuple(None if f is None else factor(f, personal) for f in fields)
-    used = {name for shape in shapes if shape is not None for name in names_of(shape)}
-    return Factored(shapes, {name: personal[name] for name in used})
+def factor_parts(text: str | None, html: str | None, personal: Mapping[str, str]) -> Factored:
+    """The text and HTML parts (``None`` stays ``None``) factored by the person's values."""
+    plain = {name: value for name, value in personal.items() if not name.endswith(PERSONAL_HTML)}
+    shown = {name: personal.get(name + PERSONAL_HTML, value) for name, value in plain.items()}
+    values: dict[str, str] = {}
+    shapes: list[Shape | None] = []
+    for part, prefix, by in ((text, "text:", plain), (html, "html:", shown)):
+        if part is None:
+            shapes.append(None)
+            continue
+        shape = list(factor(part, by))
+        for i in range(1, len(shape), 2):
+            values[prefix + shape[i]] = by[shape[i]]
+            shape[i] = prefix + shape[i]
+        shapes.append(tuple(shape))
+    return Factored((shapes[0], shapes[1]), values)
 
 
 def keys_for(shapes: Iterable[Shape | None], key: str) -> dict[str, str]:

@@ -99,7 +99,9 @@ class StepSender:
         results: list[SendResult] = []
         # Rendered and handed over a slice at a time, as a campaign's chunks are: only one slice's messages are
         # held at once (the whole group's kept a worker's memory well above a campaign's).
-        step_size = max(1, min(self.provider.max_batch_size, self.sending.chunk_size))
+        step_size = max(
+            1, min(self.provider.max_batch_size, self.sending.chunk_for(self.provider.max_batch_size))
+        )
         for start in range(0, len(queued), step_size):
             part, unrendered = await self._build(compiled, queued[start : start + step_size])
             results += unrendered

@@ -31,7 +31,7 @@ from emailkit.domain.content.rendering import (
 from emailkit.domain.content.rendering.view_link import mentions_web_view
 from emailkit.domain.content.tracked_urls import TrackingUrls, add_open_pixel, rewrite_links
 from emailkit.domain.errors import ErrorCode, NotFound
-from emailkit.domain.ports.provider import DELIVERY_TAG, Address, OutgoingMessage
+from emailkit.domain.ports.provider import DELIVERY_TAG, PERSONAL_HTML, Address, OutgoingMessage
 from emailkit.domain.ports.webhooks import META_CAMPAIGN, META_SUBSCRIBER
 from emailkit.domain.sending.ab.content import content_of
 from emailkit.domain.sending.ledger import Pending
@@ -298,7 +298,7 @@ def _personal_values(p: Pending, unsubscribe: str, webview: str | None) -> dict[
     for name, value in list(values.items()):
         escaped = str(escape(value))
         if escaped != value:
-            values[f"{name}:html"] = escaped
+            values[name + PERSONAL_HTML] = escaped
     return {name: value for name, value in values.items() if value}
 
 

@@ -270,7 +270,9 @@ class CampaignSender:
         # One cut-off for the whole run: every delivery due by then is seen in id order, and the rest waits.
         due_by = self.clock() if compiled.local is not None else None
         while True:
-            campaign, chunk = await self.ledger.next_chunk(batch, after, self.config.chunk_size, due_by)
+            campaign, chunk = await self.ledger.next_chunk(
+                batch, after, self.config.chunk_for(self.provider.max_batch_size), due_by
+            )
             if not chunk:
                 if due_by is not None:
                     retry_after = await self._until_next_due(batch, due_by, retry_after)

@@ -146,6 +146,7 @@ def mailgun_app(state: ApiState, *, domain: str = DOMAIN) -> Starlette:
         problem = validate(fields)
         if problem is not None:
             return error(problem)
+        state.received.append(fields)
         messages = personalise(fields)
         if state.handover is not None:
             state.handover.request([dict(m).get(f"v:{DELIVERY_TAG}", "") for m in messages])

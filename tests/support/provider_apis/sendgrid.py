@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from emailkit.domain.ports.provider import DELIVERY_TAG
 from tests.support.handover import HandoverLog
-from tests.support.provider_apis.common import Accepted
+from tests.support.provider_apis.common import Accepted, valid_address
 
 API_KEY = "SG.test-key.0123456789"
 PERSONALIZATION_KEYS = {
@@ -88,7 +88,7 @@ def validate_personalization(
     if not p.get("to"):
         return "The to array is required for all personalization objects", f"personalizations.{i}.to"
     for j, to in enumerate(p["to"]):
-        if not isinstance(to, dict) or "@" not in str(to.get("email", "")):
+        if not isinstance(to, dict) or not valid_address(str(to.get("email", ""))):
             return "Does not contain a valid address.", f"personalizations.{i}.to.{j}.email"
     for name, value in (p.get("headers") or {}).items():
         if name.lower() in RESERVED_HEADERS or not isinstance(value, str):
@@ -125,6 +125,7 @@ def validate_content(content: Any) -> tuple[str, str | None] | None:
 @dataclass
 class FakeSendGridState:
     accepted: list[dict[str, Any]] = field(default_factory=list)
+    requests: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
     reset_at: int = 0
@@ -139,6 +140,7 @@ class FakeSendGridState:
 def sendgrid_app(state: FakeSendGridState) -> Starlette:
     async def mail_send(request: Request) -> Response:
         state.in_flight += 1
+        state.requests += 1
         state.max_in_flight = max(state.max_in_flight, state.in_flight)
         try:
             # Yield so concurrent requests overlap the way they do against the real API.
