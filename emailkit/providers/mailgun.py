@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -64,7 +65,7 @@ from emailkit.providers.http_api import (
     send_in_requests,
     sender_base_url,
 )
-from emailkit.providers.personalised import Shape, factor_parts, fill, keys_for
+from emailkit.providers.personalised import Factorer, Shape, fill, keys_for
 
 LABEL = "Mailgun"
 DEFAULT_BASE_URL = "https://api.mailgun.net"
@@ -112,16 +113,17 @@ def _multipart(fields: Sequence[tuple[str, str]]) -> Fields:
     return [(name, (None, value)) for name, value in fields]
 
 
-def prepare(message: OutgoingMessage, *, batch: bool) -> Item:
+def prepare(message: OutgoingMessage, *, factorer: Factorer | None) -> Item:
+    """The message's fields, and with a ``factorer`` (batching) what a batch needs of it."""
     fields = _fields(message)
     item = Item(fields, email_of(message.to))
-    if not batch or not message.personal:
+    if factorer is None or not message.personal:
         return item
     values = [message.to.name, *message.personal.values(), *(value for _, value in fields)]
     if any(_RECIPIENT_MARK.search(value) for value in values):
         return item
     content = dict(fields)
-    factored = factor_parts(content.get("text"), content.get("html"), message.personal)
+    factored = factorer.parts(content.get("text"), content.get("html"), message.personal)
     own = {f"slot:{name}": value for name, value in factored.values.items()}
     whole: list[str] = []
     shared: list[tuple[str, str]] = []
@@ -151,7 +153,7 @@ def _group(items: Sequence[Prepared[Item]]) -> list[list[int]]:
     return list(groups.values())
 
 
-def batch_fields(chunk: Sequence[Prepared[Item]]) -> Fields:
+def batch_fields(chunk: Sequence[Prepared[Item]]) -> list[tuple[str, str]]:
     """One request for every message of ``chunk`` (which share a ``shared`` key): the shared fields with
     ``%recipient.<var>%`` where each recipient's values go, a ``to`` per recipient, and the variables."""
     first = chunk[0][1]
@@ -179,7 +181,21 @@ def batch_fields(chunk: Sequence[Prepared[Item]]) -> Fields:
         fields.append(("to", mailbox(message.to)))
         variables[item.address] = {names[name]: value for name, value in item.values.items()}
     fields.append(("recipient-variables", json.dumps(variables, ensure_ascii=False, separators=(",", ":"))))
-    return _multipart(fields)
+    return fields
+
+
+def multipart_body(fields: Sequence[tuple[str, str]]) -> tuple[bytes, str]:
+    """multipart/form-data in one buffer, and its Content-Type. httpx's own encoder writes each part to the
+    socket on its own: for a batch's thousand ``to`` fields that was 8,000 send() calls per 2,000 recipients,
+    a third of the hand-over's CPU. (URL-encoding is no way out: urllib quotes character by character in
+    Python, slower still for a 20 KB HTML part.) Field names are ours (plain ASCII, no quotes)."""
+    boundary = secrets.token_hex(16)
+    while any(boundary in value for _, value in fields):
+        boundary = secrets.token_hex(16)
+    head = f"--{boundary}\r\nContent-Disposition: form-data; name="
+    parts = [f'{head}"{name}"\r\n\r\n{value}\r\n' for name, value in fields]
+    parts.append(f"--{boundary}--\r\n")
+    return "".join(parts).encode(), f"multipart/form-data; boundary={boundary}"
 
 
 def _fields(message: OutgoingMessage) -> list[tuple[str, str]]:
@@ -230,7 +246,10 @@ class MailgunProvider:
             ((message, item),) = chunk
             response = await self._client.post(self.url, files=_multipart(item.fields), auth=self._auth)
             return [self._result(message, response)]
-        response = await self._client.post(self.url, files=batch_fields(chunk), auth=self._auth)
+        body, content_type = multipart_body(batch_fields(chunk))
+        response = await self._client.post(
+            self.url, content=body, headers={"Content-Type": content_type}, auth=self._auth
+        )
         if response.status_code == 400:
             # Refused whole: find out which recipient was the problem instead of failing all of them.
             # Already committed and within this request's slot, so they add nothing to what is in doubt.
@@ -269,10 +288,11 @@ class MailgunProvider:
         on_commit: CommitHook | None = None,
         on_result: ResultHook | None = None,
     ) -> list[SendResult]:
+        factorer = Factorer() if self.batch else None
         return await send_in_requests(
             messages,
             label=LABEL,
-            prepare=lambda message: prepare(message, batch=self.batch),
+            prepare=lambda message: prepare(message, factorer=factorer),
             per_request=MAX_RECIPIENTS,
             slots=self._slots,
             post=self._post,

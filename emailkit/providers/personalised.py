@@ -30,12 +30,18 @@ from emailkit.domain.ports.provider import PERSONAL_HTML
 Shape = tuple[str, ...]
 
 
+#: Values shorter than this are not looked for. One or two characters ("7", "de") occur all over an HTML part
+#: (CSS sizes, words), so cutting at them would give that person a shape of their own and send them alone;
+#: left in the literal text, they only do so when the template shows them.
+MIN_VALUE = 3
+
+
 def factor(text: str, values: Mapping[str, str]) -> Shape:
     """``text`` cut at every non-overlapping occurrence of one of ``values`` (longer values first, so a name
     inside a URL does not split the URL; equal lengths by name, so every message is cut the same way)."""
     spans: list[tuple[int, int, str]] = []
     for name, value in sorted(values.items(), key=lambda item: (-len(item[1]), item[0])):
-        if not value:
+        if len(value) < MIN_VALUE:
             continue
         start = text.find(value)
         while start != -1:
@@ -88,10 +94,16 @@ class Factored:
     values: Mapping[str, str]
 
 
-def factor_parts(text: str | None, html: str | None, personal: Mapping[str, str]) -> Factored:
-    """The text and HTML parts (``None`` stays ``None``) factored by the person's values."""
+def _views(personal: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """The person's values as the text part shows them, and as the HTML part does."""
     plain = {name: value for name, value in personal.items() if not name.endswith(PERSONAL_HTML)}
     shown = {name: personal.get(name + PERSONAL_HTML, value) for name, value in plain.items()}
+    return plain, shown
+
+
+def factor_parts(text: str | None, html: str | None, personal: Mapping[str, str]) -> Factored:
+    """The text and HTML parts (``None`` stays ``None``) factored by the person's values."""
+    plain, shown = _views(personal)
     values: dict[str, str] = {}
     shapes: list[Shape | None] = []
     for part, prefix, by in ((text, "text:", plain), (html, "html:", shown)):
@@ -104,6 +116,54 @@ def factor_parts(text: str | None, html: str | None, personal: Mapping[str, str]
             shape[i] = prefix + shape[i]
         shapes.append(tuple(shape))
     return Factored((shapes[0], shapes[1]), values)
+
+
+class Factorer:
+    """Factors the messages of one hand-over, trying the shapes it has already found before cutting anew.
+
+    A person whose parts equal a known shape filled with their own values can share it: that is all a batch
+    needs, and checking it costs a join and a compare, where cutting costs a search of the whole text per
+    value (measured on bench/send_http.py's newsletter: ≈ 15 µs against ≈ 400 µs per message).
+    """
+
+    def __init__(self, keep: int = 8) -> None:
+        self._keep = keep
+        self._known: list[tuple[Shape | None, Shape | None]] = []
+
+    def parts(self, text: str | None, html: str | None, personal: Mapping[str, str]) -> Factored:
+        plain, shown = _views(personal)
+        for position, shapes in enumerate(self._known):
+            values = _fitting(shapes, (text, html), (plain, shown))
+            if values is not None:
+                if position:
+                    self._known.insert(0, self._known.pop(position))
+                return Factored(shapes, values)
+        factored = factor_parts(text, html, personal)
+        self._known.insert(0, factored.shapes)
+        del self._known[self._keep :]
+        return factored
+
+
+def _fitting(
+    shapes: tuple[Shape | None, Shape | None],
+    parts: tuple[str | None, str | None],
+    views: tuple[Mapping[str, str], Mapping[str, str]],
+) -> dict[str, str] | None:
+    """The values that fill ``shapes`` into exactly ``parts``, or None when they do not."""
+    values: dict[str, str] = {}
+    for shape, part, by, prefix in zip(shapes, parts, views, ("text:", "html:"), strict=True):
+        if shape is None or part is None:
+            if (shape is None) != (part is None):
+                return None
+            continue
+        for slot in names_of(shape):
+            value = by.get(slot[len(prefix) :])
+            if value is None:
+                return None
+            values[slot] = value
+        if fill(shape, values) != part:
+            return None
+    return values
 
 
 def keys_for(shapes: Iterable[Shape | None], key: str) -> dict[str, str]:

@@ -51,7 +51,7 @@ from emailkit.domain.ports.provider import (
     http_status_is_transient,
 )
 from emailkit.domain.sending.coalesce import Coalescer
-from emailkit.providers.personalised import Factored, factor_parts, fill, free_of, keys_for
+from emailkit.providers.personalised import Factored, Factorer, fill, free_of, keys_for
 
 MAX_PERSONALIZATIONS = 1000
 # Every substitution key starts with it; see the module's docstring.
@@ -254,10 +254,11 @@ class SendGridProvider:
         """The messages (by index) of each request, with their factored content when it shares keys."""
         groups: dict[tuple[object, ...], list[int]] = {}
         factored: dict[int, Factored] = {}
+        factorer = Factorer()
         for index, message in enumerate(messages):
             key = _exact_key(message)
             if self.batch and message.personal and _keyable(message):
-                own = factor_parts(message.text, message.html, message.personal)
+                own = factorer.parts(message.text, message.html, message.personal)
                 size = sum(len(KEY.format(len(own.values))) + len(v.encode()) for v in own.values.values())
                 if own.values and size <= MAX_SUBSTITUTION_BYTES:
                     factored[index] = own

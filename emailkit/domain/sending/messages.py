@@ -4,6 +4,7 @@ headers; and whom a test send is personalised as."""
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from emailkit.domain.ports.webhooks import META_CAMPAIGN, META_SUBSCRIBER
 from emailkit.domain.sending.ab.content import content_of
 from emailkit.domain.sending.ledger import Pending
 
+# What autoescaping changes (markupsafe.escape's characters).
+_HTML_SPECIAL = re.compile(r"[&<>'\"]")
 # Who a test email is personalised for when its address is nobody's and no subscriber was chosen.
 SAMPLE_NAME = "Sam Sample"
 SAMPLE_ATTRIBUTES: dict[str, Any] = {}
@@ -296,9 +299,8 @@ def _personal_values(p: Pending, unsubscribe: str, webview: str | None) -> dict[
         if isinstance(value, str) or (isinstance(value, int | float) and not isinstance(value, bool)):
             values[f"attr:{key}"] = str(value)
     for name, value in list(values.items()):
-        escaped = str(escape(value))
-        if escaped != value:
-            values[name + PERSONAL_HTML] = escaped
+        if _HTML_SPECIAL.search(value):
+            values[name + PERSONAL_HTML] = str(escape(value))
     return {name: value for name, value in values.items() if value}
 
 
