@@ -15,8 +15,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
+from emailkit.db.engine import Database
 from emailkit.db.tables.content import ContentFormat
+from emailkit.db.tables.sending import Campaign
 from emailkit.domain.content.rendering import compile_content
 from emailkit.domain.content.tracked_urls import TrackingUrls
 from emailkit.domain.ports.provider import (
@@ -26,15 +29,21 @@ from emailkit.domain.ports.provider import (
     EmailProvider,
     OutgoingMessage,
 )
+from emailkit.domain.sending import lifecycle
 from emailkit.domain.sending.ledger import Pending
 from emailkit.domain.sending.messages import Compiled, MessageBuilder
+from emailkit.domain.sending.pipeline import CampaignSender
 from emailkit.domain.tokens import TokenSigner
 from emailkit.providers.mailgun import MailgunProvider
+from emailkit.providers.registry import build_provider
 from emailkit.providers.sendgrid import SendGridProvider
+from emailkit.settings import Settings
+from tests.support.audience import seed_campaign
 from tests.support.environment import TEST_SECRET
 from tests.support.handover import HandoverLog
 from tests.support.provider_apis import mailgun as mailgun_api
 from tests.support.provider_apis.common import Accepted, ApiState, serve
+from tests.support.provider_apis.kits import KITS, api, environment
 from tests.support.provider_apis.sendgrid import API_KEY as SENDGRID_KEY
 from tests.support.provider_apis.sendgrid import FakeSendGridState, sendgrid_server
 
@@ -281,3 +290,29 @@ async def test_content_holding_a_providers_key_marker_goes_alone(peer_of: Any) -
         assert peer.requests() == 2
         got = next(a for a in peer.delivered() if a.to == odd.to.email)
     assert got.html == odd.html
+
+
+@pytest.mark.parametrize(("name", "requests"), [("mailgun", 2), ("postmark", 3), ("resend", 12)])
+async def test_a_campaign_goes_out_in_full_requests(db: Database, name: str, requests: int) -> None:
+    """Through the send pipeline: a chunk is as large as the provider's request (SendingConfig.chunk_for),
+    so 1200 people are 1000 + 200 for Mailgun's batch, 500 + 500 + 200 for Postmark, 100 each for Resend."""
+    kit = next(k for k in KITS if k.name == name)
+    campaign_id, emails = await seed_campaign(db, 1200)
+    async with db.transaction() as s:
+        await s.execute(
+            update(Campaign).where(Campaign.id == campaign_id).values(from_email="news@news.example.com")
+        )
+        _, batch_ids = await lifecycle.start_campaign(s, campaign_id, batch_size=1000)
+    async with api(kit) as (url, state):
+        provider = build_provider(Settings(**environment(kit, url)))
+        sender = CampaignSender(db, provider, kit.name, TrackingUrls(BASE, TokenSigner(TEST_SECRET)))
+        try:
+            for batch_id in batch_ids:
+                assert (await sender.run_batch(batch_id)).done
+        finally:
+            await provider.close()
+    assert state.requests == requests
+    assert sorted(a.to for a in state.accepted) == sorted(emails)
+    async with db.session() as s:
+        campaign = await s.get(Campaign, campaign_id)
+    assert campaign is not None and campaign.sent_count == 1200

@@ -141,7 +141,8 @@ def mailgun_app(state: ApiState, *, domain: str = DOMAIN) -> Starlette:
         content_type = request.headers.get("content-type", "")
         if not content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
             return error("Request body must be multipart/form-data or application/x-www-form-urlencoded")
-        form = await request.form()
+        # A batch has a field per recipient (up to 1000) besides the message's own.
+        form = await request.form(max_fields=5000)
         fields = [(name, value) for name, value in form.multi_items() if isinstance(value, str)]
         problem = validate(fields)
         if problem is not None:
