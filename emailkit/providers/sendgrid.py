@@ -113,11 +113,13 @@ def _exact_key(message: OutgoingMessage) -> tuple[object, ...]:
 
 
 def _keyable(message: OutgoingMessage) -> bool:
-    """Nothing SendGrid substitutes in holds a key's marker."""
+    """Nothing SendGrid substitutes in (content, subject, reply-to; headers and custom_args for good measure)
+    holds a key's marker, nor does any value that goes in."""
     texts = [message.html, message.text, message.subject, message.to.name, message.from_.name]
     if message.reply_to is not None:
         texts += [message.reply_to.email, message.reply_to.name]
-    return free_of(KEY_MARKER, texts) and free_of(KEY_MARKER, message.personal.values())
+    texts += [*message.headers.values(), *message.tags.values(), *message.personal.values()]
+    return free_of(KEY_MARKER, texts)
 
 
 def _substitutions(factored: Factored, keys: dict[str, str]) -> dict[str, str]:
