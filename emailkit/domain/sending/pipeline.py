@@ -17,7 +17,8 @@ Exactly-once rests on three things:
 What a SIGKILL leaves in doubt is what was SENDING at that instant. HTTP providers report each request's
 result as it ends (``on_result``), recorded before the request's slot is reused, so that is at most the
 requests in flight: ``concurrency`` of them per process (one recipient each for SES and Brevo, up to the
-request's size for the batching APIs: 1000 for SendGrid and Mailgun, 500 Postmark, 100 Resend). SMTP results are handed over in groups of 50 as the server's replies arrive, so there it is
+request's size for the batching APIs: 1000 for SendGrid and Mailgun, 500 Postmark, 100 Resend). SMTP results
+are handed over in groups of 50 as the server's replies arrive, so there it is
 about a group or two per running batch plus the messages on the wire, of which the server can have discarded
 at most one per connection (the one whose "." was not written); the rest were delivered.
 """
