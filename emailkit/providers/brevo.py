@@ -3,6 +3,14 @@
 One message per request (its content is personal), with bounded concurrency and the hand-over of
 :func:`emailkit.providers.http_api.send_in_requests`. Authentication is the ``api-key`` header.
 
+Why not Brevo's batch send (``messageVersions``, up to 1000 versions per request): a version can override
+only its recipients, ``params``, subject, Reply-To and HTML; the ``headers`` are the request's, shared by
+every version. Each person's List-Unsubscribe carries their own one-click URL (RFC 8058), and the
+``X-Mailin-custom`` header is what ties Brevo's events to the delivery, so a shared value would unsubscribe
+the wrong person and misfile every event. Brevo documents no substitution of ``params`` into headers, and
+its ``{{ params.x }}`` templating would also read any ``{{`` in a campaign's own HTML. One request per
+message keeps what each person gets exactly what we rendered.
+
 Correlation: the delivery id and the message's metadata travel as a JSON object in the ``X-Mailin-custom``
 header, which Brevo echoes verbatim in every webhook event (our webhook parser decodes it into the event's
 metadata), and as the ``X-Emailkit-Delivery`` header. Our other headers (List-Unsubscribe,

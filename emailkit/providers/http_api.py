@@ -176,13 +176,15 @@ async def send_in_requests(
     post: Callable[[Sequence[Prepared[T]]], Awaitable[list[SendResult]]],
     on_commit: CommitHook | None,
     on_result: ResultHook | None,
+    group: Callable[[Sequence[Prepared[T]]], Sequence[Sequence[int]]] | None = None,
 ) -> list[SendResult]:
     """Send ``messages`` in requests of at most ``per_request``; one result per message, in order.
 
     ``prepare`` turns a message into what the API takes for it, raising :class:`FieldError` when it cannot
     (that message then fails for good, uncommitted). ``post`` sends one request and maps its answer to one
     result per item, in order; it may let ``httpx.TransportError`` escape, which fails that request's
-    messages as transient.
+    messages as transient. ``group``, when given, says which of the prepared items may share a request (as
+    lists of their positions); each group is then cut into requests of at most ``per_request``.
     """
     results: dict[int, SendResult] = {}
     ready: list[tuple[int, Prepared[T]]] = []
@@ -191,7 +193,12 @@ async def send_in_requests(
             ready.append((index, (message, prepare(message))))
         except FieldError as exc:
             results[index] = SendResult.failed(message.delivery_id, f"{label}: {exc}", transient=False)
-    chunks = [ready[start : start + per_request] for start in range(0, len(ready), per_request)]
+    groups = [range(len(ready))] if group is None else group([item for _, item in ready])
+    chunks = [
+        [ready[i] for i in positions[start : start + per_request]]
+        for positions in groups
+        for start in range(0, len(positions), per_request)
+    ]
     commits = Coalescer(on_commit) if on_commit is not None else None
 
     async def one(chunk: list[tuple[int, Prepared[T]]]) -> list[SendResult]:
@@ -209,8 +216,8 @@ async def send_in_requests(
         return answered
 
     try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(one(chunk)) for chunk in chunks]
+        async with asyncio.TaskGroup() as tasks_of:
+            tasks = [tasks_of.create_task(one(chunk)) for chunk in chunks]
     except BaseExceptionGroup as group_error:
         # The hook's own error (the pipeline expects LeaseLost as raised); the other requests were cancelled
         # with it.

@@ -33,7 +33,10 @@ _ENVELOPE_ADDRESS = re.compile(r"[^\s<>]+@[^\s<>]+")
 
 
 class OutboxProvider:
-    max_batch_size = 1000
+    # Messages go one by one (no request carries several), so a chunk larger than the pipeline's usual 200
+    # buys no fewer round trips and only holds more rendered messages in memory at once (measured: a flow's
+    # slices of 500 kept a worker at 236 MB where 200 kept it at 186).
+    max_batch_size = 200
 
     def __init__(
         self,

@@ -104,7 +104,10 @@ class PostmarkProvider:
         concurrency: int = 10,
         timeout: float = 60.0,
         client: httpx.AsyncClient | None = None,
+        batch: bool = True,
     ) -> None:
+        """``batch=False`` sends each message in a request of its own (for comparison)."""
+        self.per_request = MAX_BATCH if batch else 1
         self.base_url = base_url.rstrip("/")
         self.url = f"{self.base_url}/email/batch"
         self.message_stream = message_stream
@@ -184,7 +187,7 @@ class PostmarkProvider:
             messages,
             label=LABEL,
             prepare=self._item,
-            per_request=MAX_BATCH,
+            per_request=self.per_request,
             slots=self._slots,
             post=self._post,
             on_commit=on_commit,

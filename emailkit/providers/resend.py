@@ -94,6 +94,7 @@ def email_item(message: OutgoingMessage) -> dict[str, Any]:
 
 
 class ResendProvider:
+    # Five requests per hand-over: a campaign's chunk goes out in full requests, with five in flight.
     max_batch_size = 500
 
     def __init__(
@@ -104,7 +105,10 @@ class ResendProvider:
         concurrency: int = 10,
         timeout: float = 60.0,
         client: httpx.AsyncClient | None = None,
+        batch: bool = True,
     ) -> None:
+        """``batch=False`` sends each message in a request of its own (for comparison)."""
+        self.per_request = MAX_BATCH if batch else 1
         self.base_url = base_url.rstrip("/")
         self.url = f"{self.base_url}/emails/batch"
         self._auth_header = {"Authorization": f"Bearer {api_key}"}
@@ -166,7 +170,7 @@ class ResendProvider:
             messages,
             label=LABEL,
             prepare=email_item,
-            per_request=MAX_BATCH,
+            per_request=self.per_request,
             slots=self._slots,
             post=self._post,
             on_commit=on_commit,

@@ -3,6 +3,14 @@
 Each message is one request (its content is personal), sent with bounded concurrency. The delivery id and
 the message's metadata travel as EmailTags, so SES event notifications name the delivery they are about.
 
+Why not batched like SendGrid and Mailgun: SES's only multi-recipient call, ``SendBulkEmail``, composes every
+message from an email template (a stored one, created beforehand with ``CreateEmailTemplate``), rendered by
+SES's own ``{{ }}`` substitution, for at most 50 destinations per call. It never takes raw MIME, so the message
+we build (its MIME structure and encodings, our Message-ID, our headers) would become SES's rendering of a
+template, which cannot be made byte-identical to what this path sends, and any ``{{`` in a campaign's text
+would be read as template syntax; and keeping a stored template per campaign content in step with edits is
+state on the provider's side that a crash can leave behind. So every message stays one ``SendEmail``.
+
 Exactly once: a message is committed as handed over (``on_commit``) only once it holds one of the
 ``concurrency`` request slots, right before its request goes out, and its result is reported
 (``on_result``) before the slot is given up. A worker killed at any moment therefore leaves at most

@@ -5,7 +5,8 @@ that records what it accepted; SIGKILLed mid-campaign, then a second worker fini
 What the peer received is counted against the ledger: nobody twice, and every recipient SENT (and received),
 FAILED with a reason, or IN_DOUBT. In doubt are only the requests the killed worker had in flight: each one
 is committed as SENDING right before it goes out and recorded before its slot is reused, so at most
-EMAILKIT_PROVIDER_CONCURRENCY recipients (one request each) are in doubt.
+EMAILKIT_PROVIDER_CONCURRENCY requests' recipients are in doubt: one each for SES, up to a batch's for
+SendGrid, which sends a campaign's personalised messages up to 1000 per request.
 
 Collected when EMAILKIT_TEST_DATABASE_URL and EMAILKIT_TEST_REDIS_URL are set (as in CI).
 """
@@ -35,9 +36,9 @@ from emailkit.domain.sending import dispatch, lifecycle
 from emailkit.domain.sending.ledger import IN_DOUBT_NOTE
 from emailkit.tasks.broker.factory import configure_broker
 from emailkit.tasks.broker.queue import DramatiqJobQueue
-from tests.integration.test_provider_sendgrid import API_KEY, sendgrid_server
 from tests.support.audience import seed_campaign
 from tests.support.environment import PG_APP_URL, PG_URL, REDIS_URL, TEST_SECRET
+from tests.support.provider_apis.sendgrid import API_KEY, sendgrid_server
 from tests.support.redis_server import RedisServer
 from tests.support.workers import WorkerProcess
 
@@ -157,6 +158,9 @@ async def kill_mid_campaign_and_finish(
     provider: dict[str, str],
     received: Callable[[], Counter[str]],
     received_count: Callable[[], int],
+    *,
+    per_request: int = 1,
+    requests: Callable[[], list[set[str]]] | None = None,
 ) -> None:
     env = worker_env(tmp, redis, provider)
     first = WorkerProcess(env, name="worker-1")
@@ -202,8 +206,13 @@ async def kill_mid_campaign_and_finish(
         assert sent | failed | in_doubt == set(emails), Counter(status.values())
         # Everyone recorded as sent did arrive; whoever arrived is sent or in doubt.
         assert sent <= set(got) <= sent | in_doubt
-        # In doubt: at most the requests the killed worker had in flight, one recipient each.
-        assert len(in_doubt) <= CONCURRENCY
+        # In doubt: at most the requests the killed worker had in flight.
+        assert len(in_doubt) <= CONCURRENCY * per_request
+        if requests is not None:
+            # Whole requests: those of them that arrived came in at most that many requests.
+            carrying = [r for r in requests() if r & in_doubt]
+            assert len(carrying) <= CONCURRENCY
+            assert all(r <= in_doubt for r in carrying), "a request was recorded for some recipients only"
         assert (row.sent_count, row.failed_count, row.in_doubt_count) == (
             len(sent),
             len(failed),
@@ -248,8 +257,21 @@ async def _sigkill_mid_campaign_through_sendgrid(
             "EMAILKIT_SENDGRID_API_KEY": API_KEY,
             "EMAILKIT_SENDGRID_BASE_URL": url,
         }
+
+        def requests() -> list[set[str]]:
+            return [
+                {to["email"] for p in body["personalizations"] for to in p["to"]} for body in state.accepted
+            ]
+
         await kill_mid_campaign_and_finish(
-            db, redis_server, tmp_path, provider, received, lambda: received().total()
+            db,
+            redis_server,
+            tmp_path,
+            provider,
+            received,
+            lambda: received().total(),
+            per_request=BATCH_SIZE,
+            requests=requests,
         )
 
 

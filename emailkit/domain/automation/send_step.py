@@ -123,7 +123,10 @@ class StepSender:
 
                 coalescer: Coalescer[SendResult] = Coalescer(flush)
                 commits: Coalescer[str] = Coalescer(hand.mark)
-                step_size = max(1, min(route.provider.max_batch_size, self.sending.chunk_size))
+                step_size = max(
+                    1,
+                    min(route.provider.max_batch_size, self.sending.chunk_for(route.provider.max_batch_size)),
+                )
                 for start in range(0, len(queued), step_size):
                     part, unrendered = await self._build(compiled, queued[start : start + step_size])
                     results = unrendered

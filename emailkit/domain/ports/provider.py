@@ -19,6 +19,9 @@ DELIVERY_HEADER = "X-Emailkit-Delivery"
 #: Name of the provider metadata field carrying the delivery id (SES tag, SendGrid custom_args key).
 DELIVERY_TAG = "emailkit_delivery"
 
+#: Suffix of the name of a personal value as the HTML part shows it (see ``OutgoingMessage.personal``).
+PERSONAL_HTML = ":html"
+
 # Delivery ids end up in file names (outbox), SES tag values and headers; this alphabet is safe in all three.
 _DELIVERY_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
@@ -51,6 +54,13 @@ class OutgoingMessage:
     tags: Mapping[str, str] = field(default_factory=dict)
     #: Whose mail this is: the From domain's DKIM key is looked up among that workspace's sending domains.
     workspace_id: int | None = None
+    #: The per-person values this message was rendered with (unsubscribe URL, tracked links, name, ...), each
+    #: under a name that means the same in every message of one campaign. A provider that sends many people
+    #: one request with per-recipient substitutions finds them in the content to factor it (see
+    #: ``emailkit.providers.personalised``); nothing else reads them, and a value missing here only means that
+    #: message goes out on its own. ``<name>:html`` holds a value as the HTML part shows it, where that
+    #: differs (escaped).
+    personal: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not _DELIVERY_ID.fullmatch(self.delivery_id):

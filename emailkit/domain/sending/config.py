@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 from emailkit.domain.sending.frequency_cap import FrequencyCap
 
+DEFAULT_CHUNK = 200
+MAX_CHUNK = 1000
+
 
 @dataclass(frozen=True)
 class SendingConfig:
@@ -18,8 +21,8 @@ class SendingConfig:
     batch_size: int = 1000
     # A worker that has not touched its batch for this long is presumed dead and the batch is taken over.
     lease_seconds: float = 120.0
-    # Recipients rendered, handed over and recorded together within a batch.
-    chunk_size: int = 200
+    # Recipients rendered, handed over and recorded together within a batch; None: see chunk_for.
+    chunk_size: int | None = None
     # Attempts per recipient for transient errors before FAILED, and the backoff between them.
     max_attempts: int = 5
     retry_base_seconds: float = 2.0
@@ -39,3 +42,11 @@ class SendingConfig:
     default_timezone: str = "UTC"
     # At most so many marketing messages per person within a window, across campaigns (and flows); None: off.
     marketing_cap: FrequencyCap | None = None
+
+    def chunk_for(self, max_batch_size: int) -> int:
+        """The chunk size for a provider taking at most ``max_batch_size`` messages per ``send_batch``: the
+        configured one, else 200 or the provider's own size when it is larger (up to 1000), so that an API
+        taking 500 or 1000 personalised messages per request gets full requests rather than 200 at a time."""
+        if self.chunk_size is not None:
+            return self.chunk_size
+        return max(DEFAULT_CHUNK, min(max_batch_size, MAX_CHUNK))

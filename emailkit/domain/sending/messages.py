@@ -4,6 +4,7 @@ headers; and whom a test send is personalised as."""
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from markupsafe import escape
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,12 +32,14 @@ from emailkit.domain.content.rendering import (
 from emailkit.domain.content.rendering.view_link import mentions_web_view
 from emailkit.domain.content.tracked_urls import TrackingUrls, add_open_pixel, rewrite_links
 from emailkit.domain.errors import ErrorCode, NotFound
-from emailkit.domain.ports.provider import DELIVERY_TAG, Address, OutgoingMessage
+from emailkit.domain.ports.provider import DELIVERY_TAG, PERSONAL_HTML, Address, OutgoingMessage
 from emailkit.domain.ports.webhooks import META_CAMPAIGN, META_SUBSCRIBER
 from emailkit.domain.sending.ab.content import content_of
 from emailkit.domain.sending.ledger import Pending
 from emailkit.domain.verp import ReturnPaths, envelope_sender
 
+# What autoescaping changes (markupsafe.escape's characters).
+_HTML_SPECIAL = re.compile(r"[&<>'\"]")
 # Who a test email is personalised for when its address is nobody's and no subscriber was chosen.
 SAMPLE_NAME = "Sam Sample"
 SAMPLE_ATTRIBUTES: dict[str, Any] = {}
@@ -188,12 +192,24 @@ class MessageBuilder:
         links_of = c.urls or self.urls
         unsubscribe = f"{links_of.base}/u/test" if test else links_of.unsubscribe(p.delivery_id)
         webview = self._web_view_url(c, p, test)
+        personal = _personal_values(p, unsubscribe, webview)
         tracking: dict[str, Any] = {}
         tracked = None if test else c.tracked
         if tracked is not None and tracked.render is not None:
             did, links, urls = p.delivery_id, tracked.links, links_of
-            tracking[CLICK_CALL] = lambda i: urls.click(did, links[i])
-            tracking[PIXEL_CALL] = lambda: urls.open_pixel(did)
+
+            def click(i: int) -> str:
+                url = urls.click(did, links[i])
+                personal[f"click:{i}"] = url
+                return url
+
+            def pixel() -> str:
+                url = urls.open_pixel(did)
+                personal["open"] = url
+                return url
+
+            tracking[CLICK_CALL] = click
+            tracking[PIXEL_CALL] = pixel
         rendered = c.content.render(
             template_context(
                 subscriber={
@@ -216,11 +232,16 @@ class MessageBuilder:
             # What could not be compiled into the template is rewritten per message.
             if c.track_clicks and not tracked.clicks:
                 did = p.delivery_id
-                html = rewrite_links(
-                    html, lambda url: links_of.click(did, url), skip=frozenset({unsubscribe, webview or ""})
-                )
+
+                def rewrite(url: str) -> str:
+                    tracked_url = links_of.click(did, url)
+                    personal[f"click:{url}"] = tracked_url
+                    return tracked_url
+
+                html = rewrite_links(html, rewrite, skip=frozenset({unsubscribe, webview or ""}))
             if c.track_opens and not tracked.pixel:
-                html = add_open_pixel(html, links_of.open_pixel(p.delivery_id))
+                personal["open"] = links_of.open_pixel(p.delivery_id)
+                html = add_open_pixel(html, personal["open"])
         list_unsubscribe = f"<{unsubscribe}>"
         if self.return_paths is not None:
             if not test:
@@ -250,6 +271,7 @@ class MessageBuilder:
                 META_SUBSCRIBER: str(p.subscriber_id or ""),
             },
             workspace_id=c.workspace_id,
+            personal=personal,
         )
 
     def _web_view_url(self, c: Compiled, p: Pending, test: bool) -> str | None:
@@ -281,6 +303,22 @@ async def test_recipients(
         else:
             recipients.append(Pending(0, sub.id, email, sub.name, dict(sub.attributes or {}), 0))
     return recipients
+
+
+def _personal_values(p: Pending, unsubscribe: str, webview: str | None) -> dict[str, str]:
+    """What of this person a template can show as it is: the values a batching provider looks for in the
+    rendered content (see ``OutgoingMessage.personal``). Tracked links are added as they are signed. Values
+    are also given HTML-escaped, as autoescaping shows them in the HTML part, where that differs."""
+    values = {"unsubscribe": unsubscribe, "email": p.email, "name": p.name or ""}
+    if webview:
+        values["webview"] = webview
+    for key, value in (p.attributes or {}).items():
+        if isinstance(value, str) or (isinstance(value, int | float) and not isinstance(value, bool)):
+            values[f"attr:{key}"] = str(value)
+    for name, value in list(values.items()):
+        if _HTML_SPECIAL.search(value):
+            values[name + PERSONAL_HTML] = str(escape(value))
+    return {name: value for name, value in values.items() if value}
 
 
 def _header_safe(text: str) -> str:

@@ -8,7 +8,7 @@ Exactly-once rests on three things:
 * the deliveries ledger is unique per (campaign, subscriber), so materialising a batch twice adds nobody twice;
 * a delivery is marked SENDING, and committed, right before the provider is given the final go for it (for SMTP:
   before the terminating ``.`` of DATA, so a worker killed earlier leaves only an unfinished transaction that the
-  server discards; for SES and SendGrid: right before its own request goes out, never a whole chunk ahead);
+  server discards; for the HTTP providers: right before its own request goes out, never a whole chunk ahead);
 * batches are claimed with a lease in the database; a worker that dies simply lets its lease expire. The run
   that takes the batch over turns the dead worker's SENDING rows into IN_DOUBT: they may have gone out, so they
   are never handed over again, and they may not have, so they are not counted as sent either. Only an
@@ -16,8 +16,9 @@ Exactly-once rests on three things:
 
 What a SIGKILL leaves in doubt is what was SENDING at that instant. HTTP providers report each request's
 result as it ends (``on_result``), recorded before the request's slot is reused, so that is at most the
-requests in flight: ``concurrency`` of them per process (one recipient each for SES and for personalised
-SendGrid mail). SMTP results are handed over in groups of 50 as the server's replies arrive, so there it is
+requests in flight: ``concurrency`` of them per process (one recipient each for SES and Brevo, up to the
+request's size for the batching APIs: 1000 for SendGrid and Mailgun, 500 Postmark, 100 Resend). SMTP results
+are handed over in groups of 50 as the server's replies arrive, so there it is
 about a group or two per running batch plus the messages on the wire, of which the server can have discarded
 at most one per connection (the one whose "." was not written); the rest were delivered.
 """
@@ -299,7 +300,9 @@ class CampaignSender:
         # One cut-off for the whole run: every delivery due by then is seen in id order, and the rest waits.
         due_by = self.clock() if compiled.local is not None else None
         while True:
-            campaign, chunk = await self.ledger.next_chunk(batch, after, self.config.chunk_size, due_by)
+            campaign, chunk = await self.ledger.next_chunk(
+                batch, after, self.config.chunk_for(self.provider.max_batch_size), due_by
+            )
             if not chunk:
                 if due_by is not None:
                     retry_after = await self._until_next_due(batch, due_by, retry_after)

@@ -44,6 +44,8 @@ class Accepted:
 class ApiState:
     key: str
     accepted: list[Accepted] = field(default_factory=list)
+    #: Each valid request's body as it came (JSON, or the form fields), before any per-recipient expansion.
+    received: list[Any] = field(default_factory=list)
     requests: int = 0
     in_flight: int = 0
     max_in_flight: int = 0

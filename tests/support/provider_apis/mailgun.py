@@ -1,11 +1,17 @@
 """Mailgun's messages API (``POST /v3/{domain}/messages``, multipart or urlencoded form) and
 ``GET /v3/domains/{domain}``, as documented: HTTP Basic ``api:<key>`` (401 ``Forbidden`` as plain text
-otherwise), ``{"message": ...}`` error bodies, 200 ``{"id": "<...>", "message": "Queued. Thank you."}``."""
+otherwise), ``{"message": ...}`` error bodies, 200 ``{"id": "<...>", "message": "Queued. Thank you."}``.
+
+Batch sending: up to 1000 ``to`` fields with ``recipient-variables``, a JSON object keyed by each recipient's
+plain address; every recipient then gets a message of their own, with ``%recipient.<name>%`` replaced by their
+value in the subject, text, HTML, ``h:`` headers and ``v:`` variables. ``accepted`` holds one entry per
+recipient, as Mailgun would send it."""
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 import secrets
 import time
 from typing import Any
@@ -33,6 +39,8 @@ DOMAIN = "mg.example.com"
 # are prefixes. Mailgun ignores a parameter it does not know; this fake refuses it, to catch a misspelt name.
 FIELDS = {"from", "to", "cc", "bcc", "subject", "text", "html", "amp-html", "template", "recipient-variables"}
 PREFIXES = ("h:", "v:", "o:", "t:")
+MAX_RECIPIENTS = 1000
+RECIPIENT_VARIABLE = re.compile(r"%recipient\.([A-Za-z0-9_-]+)%")
 
 
 def error(message: str, status: int = 400, **headers: str) -> JSONResponse:
@@ -65,7 +73,63 @@ def validate(fields: list[tuple[str, str]]) -> str | None:
         return "from parameter is not a valid address. please check documentation"
     if not all(valid_address(v) for n, v in fields if n == "to"):
         return "to parameter is not a valid address. please check documentation"
+    return validate_batch(fields)
+
+
+def validate_batch(fields: list[tuple[str, str]]) -> str | None:
+    values = dict(fields)
+    recipients = [address_of(v) for n, v in fields if n == "to"]
+    if len(recipients) > MAX_RECIPIENTS:
+        return f"Too many recipients: {len(recipients)}, the maximum is {MAX_RECIPIENTS}"
+    if "recipient-variables" in values:
+        try:
+            variables = json.loads(values["recipient-variables"])
+        except ValueError:
+            return "recipient-variables parameter is not a valid JSON"
+        if not isinstance(variables, dict) or not all(isinstance(v, dict) for v in variables.values()):
+            return "recipient-variables must be a JSON object of objects"
+        if set(variables) != set(recipients):
+            return "recipient-variables must hold one entry per recipient address"
+    elif len(recipients) > 1:
+        # Without variables Mailgun sends one message with every address in To: never what we mean.
+        return "batch without recipient-variables would show every recipient to every other"
     return None
+
+
+def personalise(fields: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    """The fields of each recipient's own message, recipient variables substituted."""
+    values = dict(fields)
+    to_fields = [v for n, v in fields if n == "to"]
+    if "recipient-variables" not in values:
+        return [fields]
+    variables = json.loads(values["recipient-variables"])
+    shared = [(n, v) for n, v in fields if n not in ("to", "recipient-variables")]
+    out = []
+    for to in to_fields:
+        own = variables[address_of(to)]
+
+        def sub(text: str, own: dict[str, Any] = own) -> str:
+            return RECIPIENT_VARIABLE.sub(lambda m: str(own.get(m.group(1), m.group(0))), text)
+
+        out.append([("to", to), *((n, v if n == "from" else sub(v)) for n, v in shared)])
+    return out
+
+
+def accept_all(state: ApiState, messages: list[list[tuple[str, str]]], message_id: str) -> None:
+    for own in messages:
+        values = dict(own)
+        state.accept(
+            Accepted(
+                provider_id=message_id,
+                to=address_of(values["to"]),
+                sender=values["from"],
+                subject=values["subject"],
+                headers={n[2:]: v for n, v in own if n.startswith("h:")},
+                html=values.get("html"),
+                text=values.get("text"),
+                raw=own,
+            )
+        )
 
 
 def mailgun_app(state: ApiState, *, domain: str = DOMAIN) -> Starlette:
@@ -77,14 +141,16 @@ def mailgun_app(state: ApiState, *, domain: str = DOMAIN) -> Starlette:
         content_type = request.headers.get("content-type", "")
         if not content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
             return error("Request body must be multipart/form-data or application/x-www-form-urlencoded")
-        form = await request.form()
+        # A batch has a field per recipient (up to 1000) besides the message's own.
+        form = await request.form(max_fields=5000)
         fields = [(name, value) for name, value in form.multi_items() if isinstance(value, str)]
         problem = validate(fields)
         if problem is not None:
             return error(problem)
-        values = dict(fields)
+        state.received.append(fields)
+        messages = personalise(fields)
         if state.handover is not None:
-            state.handover.request([values.get(f"v:{DELIVERY_TAG}", "")])
+            state.handover.request([dict(m).get(f"v:{DELIVERY_TAG}", "") for m in messages])
         recipients = [address_of(v) for n, v in fields if n == "to"]
         problem = trouble(recipients)
         if problem == RATE_LIMITED:
@@ -92,18 +158,7 @@ def mailgun_app(state: ApiState, *, domain: str = DOMAIN) -> Starlette:
         if problem == BROKEN:
             return error("Internal Server Error", 500)
         message_id = f"{time.strftime('%Y%m%d%H%M%S')}.{secrets.token_hex(8)}@{domain}"
-        state.accept(
-            Accepted(
-                provider_id=message_id,
-                to=recipients[0],
-                sender=values["from"],
-                subject=values["subject"],
-                headers={n[2:]: v for n, v in fields if n.startswith("h:")},
-                html=values.get("html"),
-                text=values.get("text"),
-                raw=fields,
-            )
-        )
+        accept_all(state, messages, message_id)
         return JSONResponse({"id": f"<{message_id}>", "message": "Queued. Thank you."})
 
     async def domain_info(request: Request) -> Response:
