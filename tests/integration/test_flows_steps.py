@@ -216,6 +216,10 @@ def test_a_window_wait_ends_at_the_next_weekday_morning_on_the_persons_clock() -
 
 
 async def test_a_wait_for_a_window_parks_the_run_until_then(db: Database) -> None:
+    # The window is on the day after tomorrow on the person's clock, so the run never
+    # starts inside it, whenever the suite runs.
+    new_york = ZoneInfo("America/New_York")
+    weekday = (utcnow().astimezone(new_york) + timedelta(days=2)).isoweekday()
     lst = await insert_list(db, "Office hours")
     tpl = await make_template(db, "<p>x</p>", subject="Hours")
     flow = await make_flow(
@@ -226,7 +230,7 @@ async def test_a_wait_for_a_window_parks_the_run_until_then(db: Database) -> Non
                 {
                     "key": "w",
                     "type": "WAIT",
-                    "window": {"weekdays": [1], "start": "09:00", "end": "10:00"},
+                    "window": {"weekdays": [weekday], "start": "09:00", "end": "10:00"},
                     "next": "m",
                 },
                 send("m", tpl),
@@ -238,8 +242,9 @@ async def test_a_wait_for_a_window_parks_the_run_until_then(db: Database) -> Non
     await world.settle()
     [run] = await runs_of(db, flow)
     assert run.due_at is not None
-    local = run.due_at.astimezone(ZoneInfo("America/New_York"))
-    assert (local.isoweekday(), local.hour, local.minute) == (1, 9, 0)
+    local = run.due_at.astimezone(new_york)
+    assert (local.isoweekday(), local.hour, local.minute) == (weekday, 9, 0)
+    assert run.due_at > utcnow() + timedelta(days=1)
     assert world.provider.messages == []
     await world.settle(run.due_at + timedelta(seconds=1))
     assert world.sent_to() == {"ada@example.com": ["Hours"]}
