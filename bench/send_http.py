@@ -1,5 +1,7 @@
-"""A personalised campaign through each HTTP API provider (SendGrid, Mailgun, Postmark, Resend, Brevo) into a
-minimal local peer of that API, batched (each API's per-recipient mechanism) and one message per request.
+"""A personalised campaign through each HTTP API provider (SendGrid, Mailgun, Postmark, Resend, Brevo, Amazon
+SES v2) into a minimal local peer of that API, batched (each API's per-recipient mechanism) and one message per
+request. Brevo and SES have no batched path (see their provider modules): they run one message per request
+only, SES with its whole MIME message built here and every request SigV4-signed, as in production.
 
 Prints figures (not a test). No database: the worker side here is what the send pipeline does per chunk
 between reading the ledger and recording results, i.e. render every recipient's message with the real
@@ -36,6 +38,7 @@ from typing import Any
 
 import httpx
 from benchlib import free_port, process_cpu, wait_for_quiet
+from botocore.credentials import Credentials
 from send_data import CITIES, FIRST_NAMES, NEWSLETTER, PUBLIC_URL, SUBJECT
 
 from emailkit.db.tables.content import ContentFormat
@@ -51,8 +54,11 @@ from emailkit.providers.mailgun import MailgunProvider
 from emailkit.providers.postmark import PostmarkProvider
 from emailkit.providers.resend import ResendProvider
 from emailkit.providers.sendgrid import SendGridProvider
+from emailkit.providers.ses import SesProvider
 
-PROVIDERS = ("sendgrid", "mailgun", "postmark", "resend", "brevo")
+PROVIDERS = ("sendgrid", "mailgun", "postmark", "resend", "brevo", "ses")
+# Providers with one message per request only: their batched mode is not run.
+UNBATCHED = ("brevo", "ses")
 # What in a request body marks one recipient, per API (a byte count: the peer must stay cheap).
 MARKERS = {
     "sendgrid": b'"custom_args"',
@@ -60,6 +66,7 @@ MARKERS = {
     "postmark": b'"MessageStream"',
     "resend": b'"tags"',
     "brevo": b'"sender"',
+    "ses": b'"Destination"',
 }
 
 
@@ -108,6 +115,8 @@ def answer_for(name: str, count: int) -> tuple[int, bytes]:
         return 200, json.dumps(items).encode()
     if name == "resend":
         return 200, json.dumps({"data": [{"id": f"{token}-{i}"} for i in range(count)]}).encode()
+    if name == "ses":
+        return 200, json.dumps({"MessageId": f"0100{token}-bench-000000"}).encode()
     return 201, json.dumps({"messageId": f"<{token}@smtp-relay.mailin.fr>"}).encode()
 
 
@@ -131,6 +140,11 @@ def build_provider(name: str, url: str, *, batch: bool, concurrency: int) -> Ema
         return PostmarkProvider(server_token="bench", base_url=url, concurrency=concurrency, batch=batch)
     if name == "resend":
         return ResendProvider(api_key="re_bench", base_url=url, concurrency=concurrency, batch=batch)
+    if name == "ses":
+        credentials = Credentials("AKIABENCHBENCHBENCH0", "bench-secret-key")
+        return SesProvider(
+            region="us-east-1", credentials=credentials, endpoint_url=url, concurrency=concurrency
+        )
     return BrevoProvider(api_key="xkeysib-bench", base_url=url, concurrency=concurrency)
 
 
@@ -237,15 +251,16 @@ def start_peer(name: str) -> tuple[subprocess.Popen[bytes], str]:
     proc = subprocess.Popen([sys.executable, __file__, "--serve", name, "--port", str(port)], env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(f"{url}/_stats", timeout=1)
-            return proc, url
-        except httpx.TransportError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError(f"{name} peer did not start") from None
-            time.sleep(0.1)
+    with httpx.Client(timeout=1) as client:  # one client: each new one loads the CA bundle again (0.2 s)
+        while True:
+            try:
+                client.get(f"{url}/_stats")
+                return proc, url
+            except httpx.TransportError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    proc.kill()
+                    raise RuntimeError(f"{name} peer did not start") from None
+                time.sleep(0.1)
 
 
 def report(run: Run) -> None:
@@ -270,8 +285,8 @@ async def main(args: argparse.Namespace) -> None:
         proc, url = start_peer(name)
         try:
             for mode in args.modes.split(","):
-                if name == "brevo" and mode == "batched":
-                    continue  # Brevo has no batched path (see emailkit/providers/brevo.py)
+                if name in UNBATCHED and mode == "batched":
+                    continue  # no batched path (see emailkit/providers/brevo.py and ses.py)
                 report(
                     await run_one(
                         name, url, proc.pid, people, batch=mode == "batched", concurrency=args.concurrency
