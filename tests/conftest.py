@@ -25,6 +25,9 @@ from tests.support.factories import make_key
 from tests.support.graphql import GQL, graphql_runner
 from tests.support.pg_cluster import server_bin
 
+# EMAILKIT_TEST_SHARD=K/N: one of N processes running the suite side by side.
+pytest_plugins = ["tests.support.sharding"]
+
 # Campaigns of the suites send From example.com addresses that no test verifies as a sending domain: the rule
 # is off unless a test turns it on (Settings(require_verified_domains=True), or Runtime's DomainConfig).
 os.environ.setdefault("EMAILKIT_REQUIRE_VERIFIED_DOMAINS", "false")
