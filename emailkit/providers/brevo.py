@@ -26,7 +26,6 @@ and other 4xx are permanent.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -44,16 +43,15 @@ from emailkit.domain.ports.provider import (
     http_status_is_transient,
 )
 from emailkit.providers.http_api import (
+    HttpApiProvider,
     Prepared,
     body_text,
     carried_headers,
     check_keys,
     clean,
     email_of,
-    http_client,
     json_body,
     pool_concurrency,
-    probe_get,
     required_text,
     retry_after,
     send_in_requests,
@@ -102,8 +100,10 @@ def request_body(message: OutgoingMessage) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-class BrevoProvider:
+class BrevoProvider(HttpApiProvider):
     max_batch_size = 200
+
+    label = LABEL
 
     def __init__(
         self,
@@ -114,13 +114,10 @@ class BrevoProvider:
         timeout: float = 30.0,
         client: httpx.AsyncClient | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        super().__init__(base_url=base_url, concurrency=concurrency, timeout=timeout, client=client)
         self.url = f"{self.base_url}/v3/smtp/email"
         self._auth_header = {"api-key": api_key, "Accept": "application/json"}
         self._headers = {**self._auth_header, "Content-Type": "application/json"}
-        self._slots = asyncio.Semaphore(concurrency)
-        self._client = client or http_client(concurrency, timeout)
-        self._owns_client = client is None
 
     async def _post(self, chunk: Sequence[Prepared[bytes]]) -> list[SendResult]:
         ((message, body),) = chunk
@@ -167,17 +164,7 @@ class BrevoProvider:
                 return True, f"account {body.get('email') or body.get('companyName') or '?'}"
             return False, _error(response)
 
-        return await probe_get(
-            self._client,
-            f"{self.base_url}/v3/account",
-            label=LABEL,
-            headers=self._auth_header,
-            describe=describe,
-        )
-
-    async def close(self) -> None:
-        if self._owns_client:
-            await self._client.aclose()
+        return await self._probe("/v3/account", describe, headers=self._auth_header)
 
 
 def from_sender(

@@ -19,7 +19,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -247,6 +247,42 @@ async def probe_get(
         return ProbeResult(False, f"{label} unreachable: {type(exc).__name__}: {exc}")
     ok, words = describe(response)
     return ProbeResult(ok, f"{label} {response.status_code}: {words}")
+
+
+class HttpApiProvider:
+    """What every native send API's provider holds: its base URL, a semaphore of request slots, and an httpx
+    client that it closes only when it made it (a test or a bench may lend one)."""
+
+    label: ClassVar[str]
+
+    def __init__(
+        self, *, base_url: str, concurrency: int, timeout: float, client: httpx.AsyncClient | None
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._slots = asyncio.Semaphore(concurrency)
+        self._client = client or http_client(concurrency, timeout)
+        self._owns_client = client is None
+
+    async def _probe(
+        self,
+        path: str,
+        describe: Callable[[httpx.Response], tuple[bool, str]],
+        *,
+        headers: Mapping[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+    ) -> ProbeResult:
+        return await probe_get(
+            self._client,
+            self.base_url + path,
+            label=self.label,
+            headers=headers,
+            auth=auth,
+            describe=describe,
+        )
+
+    async def close(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()
 
 
 # -- from_sender checks ------------------------------------------------------------------------------------

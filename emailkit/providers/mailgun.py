@@ -29,7 +29,6 @@ message per request, within the batch's slot, so that one bad address fails alon
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import secrets
@@ -50,16 +49,15 @@ from emailkit.domain.ports.provider import (
     http_status_is_transient,
 )
 from emailkit.providers.http_api import (
+    HttpApiProvider,
     Prepared,
     body_text,
     carried_headers,
     check_keys,
     email_of,
-    http_client,
     json_body,
     mailbox,
     pool_concurrency,
-    probe_get,
     required_text,
     retry_after,
     send_in_requests,
@@ -214,8 +212,9 @@ def _fields(message: OutgoingMessage) -> list[tuple[str, str]]:
     return fields
 
 
-class MailgunProvider:
+class MailgunProvider(HttpApiProvider):
     max_batch_size = MAX_RECIPIENTS
+    label = LABEL
 
     def __init__(
         self,
@@ -231,12 +230,9 @@ class MailgunProvider:
         """``batch=False`` sends each message in a request of its own (for comparison)."""
         self.batch = batch
         self.domain = domain
-        self.base_url = base_url.rstrip("/")
+        super().__init__(base_url=base_url, concurrency=concurrency, timeout=timeout, client=client)
         self.url = f"{self.base_url}/v3/{domain}/messages"
         self._auth = ("api", api_key)
-        self._slots = asyncio.Semaphore(concurrency)
-        self._client = client or http_client(concurrency, timeout)
-        self._owns_client = client is None
 
     async def _post(self, chunk: Sequence[Prepared[Item]]) -> list[SendResult]:
         if len(chunk) == 1:
@@ -308,17 +304,7 @@ class MailgunProvider:
             state = domain.get("state") if isinstance(domain, dict) else None
             return True, f"domain {self.domain} is {state or 'known'}"
 
-        return await probe_get(
-            self._client,
-            f"{self.base_url}/v3/domains/{self.domain}",
-            label=LABEL,
-            auth=self._auth,
-            describe=describe,
-        )
-
-    async def close(self) -> None:
-        if self._owns_client:
-            await self._client.aclose()
+        return await self._probe(f"/v3/domains/{self.domain}", describe, auth=self._auth)
 
 
 def from_sender(

@@ -23,7 +23,6 @@ of the request: 401 and 429 (with ``Retry-After`` when given), 5xx and timeouts 
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -40,17 +39,16 @@ from emailkit.domain.ports.provider import (
     http_status_is_transient,
 )
 from emailkit.providers.http_api import (
+    HttpApiProvider,
     Prepared,
     body_text,
     carried_headers,
     check_keys,
     failed_all,
-    http_client,
     json_body,
     mailbox,
     optional_text,
     pool_concurrency,
-    probe_get,
     required_text,
     retry_after,
     send_in_requests,
@@ -92,8 +90,10 @@ def code_is_transient(code: int | None) -> bool:
     return code in ACCOUNT_ERROR_CODES
 
 
-class PostmarkProvider:
+class PostmarkProvider(HttpApiProvider):
     max_batch_size = MAX_BATCH
+
+    label = LABEL
 
     def __init__(
         self,
@@ -108,7 +108,7 @@ class PostmarkProvider:
     ) -> None:
         """``batch=False`` sends each message in a request of its own (for comparison)."""
         self.per_request = MAX_BATCH if batch else 1
-        self.base_url = base_url.rstrip("/")
+        super().__init__(base_url=base_url, concurrency=concurrency, timeout=timeout, client=client)
         self.url = f"{self.base_url}/email/batch"
         self.message_stream = message_stream
         self._headers = {
@@ -116,9 +116,6 @@ class PostmarkProvider:
             "Accept": "application/json",
             "Content-Type": "application/json",
         }
-        self._slots = asyncio.Semaphore(concurrency)
-        self._client = client or http_client(concurrency, timeout)
-        self._owns_client = client is None
 
     def _item(self, message: OutgoingMessage) -> dict[str, Any]:
         item: dict[str, Any] = {
@@ -204,17 +201,9 @@ class PostmarkProvider:
             code, text = _error(body)
             return False, (f"{text} (ErrorCode {code})" if code is not None else text or body_text(response))
 
-        return await probe_get(
-            self._client,
-            f"{self.base_url}/server",
-            label=LABEL,
-            headers={k: v for k, v in self._headers.items() if k != "Content-Type"},
-            describe=describe,
+        return await self._probe(
+            "/server", describe, headers={k: v for k, v in self._headers.items() if k != "Content-Type"}
         )
-
-    async def close(self) -> None:
-        if self._owns_client:
-            await self._client.aclose()
 
 
 def from_sender(

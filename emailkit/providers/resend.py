@@ -21,7 +21,6 @@ they are transient too and the campaign's error budget pauses it with the reason
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -39,16 +38,15 @@ from emailkit.domain.ports.provider import (
     http_status_is_transient,
 )
 from emailkit.providers.http_api import (
+    HttpApiProvider,
     Prepared,
     body_text,
     carried_headers,
     check_keys,
     failed_all,
-    http_client,
     json_body,
     mailbox,
     pool_concurrency,
-    probe_get,
     required_text,
     retry_after,
     send_in_requests,
@@ -93,9 +91,11 @@ def email_item(message: OutgoingMessage) -> dict[str, Any]:
     return item
 
 
-class ResendProvider:
+class ResendProvider(HttpApiProvider):
     # Five requests per hand-over: a campaign's chunk goes out in full requests, with five in flight.
     max_batch_size = 500
+
+    label = LABEL
 
     def __init__(
         self,
@@ -109,7 +109,7 @@ class ResendProvider:
     ) -> None:
         """``batch=False`` sends each message in a request of its own (for comparison)."""
         self.per_request = MAX_BATCH if batch else 1
-        self.base_url = base_url.rstrip("/")
+        super().__init__(base_url=base_url, concurrency=concurrency, timeout=timeout, client=client)
         self.url = f"{self.base_url}/emails/batch"
         self._auth_header = {"Authorization": f"Bearer {api_key}"}
         self._headers = {
@@ -117,9 +117,6 @@ class ResendProvider:
             "Content-Type": "application/json",
             "x-batch-validation": "permissive",
         }
-        self._slots = asyncio.Semaphore(concurrency)
-        self._client = client or http_client(concurrency, timeout)
-        self._owns_client = client is None
 
     async def _post(self, chunk: Sequence[Prepared[dict[str, Any]]]) -> list[SendResult]:
         body = json.dumps([item for _, item in chunk], ensure_ascii=False, separators=(",", ":")).encode()
@@ -190,17 +187,7 @@ class ResendProvider:
                 return True, f"sending-only key ({_error(response)})"
             return False, _error(response)
 
-        return await probe_get(
-            self._client,
-            f"{self.base_url}/domains",
-            label=LABEL,
-            headers=self._auth_header,
-            describe=describe,
-        )
-
-    async def close(self) -> None:
-        if self._owns_client:
-            await self._client.aclose()
+        return await self._probe("/domains", describe, headers=self._auth_header)
 
 
 def from_sender(

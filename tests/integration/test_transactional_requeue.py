@@ -6,6 +6,10 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, text, update
 
 from emailkit.db.engine import Database
 from emailkit.db.tables.sending import Delivery, DeliveryStatus
@@ -83,3 +87,40 @@ async def test_two_copies_of_a_job_running_at_once_send_one_mail(db: Database, t
             assert row is not None and (row.status, row.attempts) == (DeliveryStatus.SENT, 1)
     assert runtime.sending is not None
     await runtime.sending.close()
+
+
+@pytest.mark.postgresql_only
+async def test_the_sweep_reads_only_the_transactional_index_even_under_a_generic_plan(db: Database) -> None:
+    """A flow's deliveries have no campaign either: the sweep must not walk them. Its reads, exactly as sent,
+    planned generically (as asyncpg's prepared statements end up) with scans left only to indexes, use the
+    partial index of migration 0021; a bound status or a differently spelled predicate would not match it."""
+    [lost, flow_owned] = await queued_receipts(db, 2)
+    async with db.transaction() as s:
+        await s.execute(update(Delivery).where(Delivery.id == flow_owned).values(flow_run_id=1))
+    statements: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
+        if "deliveries" in statement:
+            statements.append((statement, parameters))
+
+    queue = RecordingQueue()
+    runtime = Runtime(db=db, secret_key=TEST_SECRET, public_url="http://testserver", jobs=queue)
+    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        assert await scheduler.requeue_lost_transactional(runtime, utcnow() + timedelta(seconds=61), 60) == [
+            lost
+        ]
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
+    assert transactional_ids(queue) == [lost]
+    assert len(statements) == 2  # the read and the claim
+    async with db.engine.begin() as conn:
+        await conn.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
+        await conn.execute(text("SET LOCAL enable_seqscan = off"))
+        (sql, parameters), _claim = statements
+        await conn.exec_driver_sql("PREPARE sweep AS " + sql)
+        # EXECUTE takes no bind parameters: the values go in as literals (strings, instants and numbers here).
+        values = ", ".join(str(v) if isinstance(v, int) else f"'{v}'" for v in parameters)
+        explained = await conn.exec_driver_sql(f"EXPLAIN EXECUTE sweep({values})")
+        plan = "\n".join(explained.scalars())
+    assert "ix_deliveries_transactional_queued" in plan, plan

@@ -20,12 +20,12 @@ from sqlalchemy.orm import aliased
 
 from emailkit.db.scope import all_workspaces, workspace_scope
 from emailkit.db.tables.sending import (
+    TRANSACTIONAL_QUEUED,
     BatchStatus,
     Campaign,
     CampaignBatch,
     CampaignStatus,
     Delivery,
-    DeliveryStatus,
 )
 from emailkit.db.types import utcnow
 from emailkit.domain.errors import DomainError
@@ -160,10 +160,9 @@ async def requeue_lost_transactional(runtime: Runtime, now: datetime, requeue_af
     marks the row SENDING first sends it, and the other finds it handled."""
     cutoff = now - timedelta(seconds=requeue_after)
     stale = and_(
-        Delivery.campaign_id.is_(None),
-        # A flow's SEND has no campaign either, but its runner owns it (see domain.automation).
-        Delivery.flow_run_id.is_(None),
-        Delivery.status == DeliveryStatus.QUEUED,
+        # No campaign, no flow run (a flow's SEND has no campaign either, but its runner owns it, see
+        # domain.automation), still QUEUED: the partial index's own predicate, constants inline.
+        TRANSACTIONAL_QUEUED,
         Delivery.updated_at < cutoff,
         # A receipt or confirmation older than this is no longer expected; sending it would only confuse.
         Delivery.created_at >= now - TRANSACTIONAL_MAX_AGE,

@@ -18,15 +18,18 @@ from emailkit.domain.sending.ledger.protocol import Pending
 
 # Data-modifying CTEs run to completion whether or not the outer query reads them; the outer query says
 # whether the lease was still held (when it was not, the update matched nothing). The shared lock makes a
-# takeover wait for this commit, so the new owner's settling sees these rows.
+# takeover wait for this commit, so the new owner's settling sees these rows. The ids drive the update as a
+# joined array, which only the primary key can serve: with `id = ANY($6)` a generic plan may read deliveries
+# through (campaign_id, status, id) whole, as the flow send's twin of this statement once did at 100k.
 _MARK_SENDING = """
     WITH held AS (
         SELECT id FROM campaign_batches
         WHERE id = $1 AND status = $2 AND attempts = $3 AND workspace_id = $8
         FOR SHARE
     ), marked AS (
-        UPDATE deliveries SET status = $4, provider = $5, sender_id = $9
-        WHERE id = ANY($6::bigint[]) AND status = $7 AND workspace_id = $8 AND EXISTS (SELECT 1 FROM held)
+        UPDATE deliveries AS d SET status = $4, provider = $5, sender_id = $9
+        FROM unnest($6::bigint[]) AS v(id)
+        WHERE d.id = v.id AND d.status = $7 AND d.workspace_id = $8 AND EXISTS (SELECT 1 FROM held)
     )
     SELECT count(*) FROM held
 """
