@@ -5,6 +5,7 @@ on these screens, and the screens at 375 px wide. Screenshots go to the artifact
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -39,6 +40,27 @@ async def _seed(server: Server, unlisted: int = 0) -> dict[str, Any]:
         server, server.api_key, 'mutation { createList(input: {name: "Readers"}) { list { id } } }'
     )
     list_id = made["createList"]["list"]["id"]
+    # Whoever joins the list enters a flow and waits there a day: a run to see on their page.
+    flow = await _graphql(
+        server,
+        server.api_key,
+        "mutation($i: CreateFlowInput!) { createFlow(input: $i) { flow { id } userErrors { code message } } }",
+        {
+            "i": {
+                "name": "Welcome",
+                "trigger": {"type": "SUBSCRIBED", "listId": list_id},
+                "steps": [{"key": "pause", "type": "WAIT", "waitSeconds": 86400}],
+            }
+        },
+    )
+    assert flow["createFlow"]["userErrors"] == [], flow
+    published = await _graphql(
+        server,
+        server.api_key,
+        "mutation($id: ID!) { publishFlow(input: {id: $id}) { userErrors { code message } } }",
+        {"id": flow["createFlow"]["flow"]["id"]},
+    )
+    assert published["publishFlow"]["userErrors"] == [], published
     people = [
         {
             "email": f"p{n}@example.com",
@@ -71,6 +93,16 @@ async def _seed(server: Server, unlisted: int = 0) -> dict[str, Any]:
         'mutation { trackEvent(input: {name: "order.completed", email: "ada@example.com"}) { userErrors { code } } }',
     )
     assert tracked["trackEvent"]["userErrors"] == []
+    # Entering the flow happens in the server's background work: wait for Ada's run to be there.
+    deadline = asyncio.get_running_loop().time() + UI_TIMEOUT_MS / 1000
+    while True:
+        runs = await _graphql(
+            server, server.api_key, '{ subscriber(email: "ada@example.com") { flowRuns { totalCount } } }'
+        )
+        if runs["subscriber"]["flowRuns"]["totalCount"] == 1:
+            break
+        assert asyncio.get_running_loop().time() < deadline, "Ada never entered the flow"
+        await asyncio.sleep(0.1)
     return {"list_id": list_id, "people": people}
 
 
@@ -114,7 +146,11 @@ async def test_console_subscribers_segments_and_senders(chromium_browser: Browse
     await expect(page.locator("table.subscriptions")).to_contain_text("Readers")
     await expect(page.locator("table.events tbody tr")).to_have_count(1)
     await expect(page.locator("table.events")).to_contain_text("CUSTOM order.completed")
-    await expect(page.get_by_text("In no flow.")).to_be_visible()
+    runs = page.locator("table.runs tbody tr")
+    await expect(runs).to_have_count(1)
+    await expect(runs).to_contain_text("Welcome (v1)")
+    await expect(runs).to_contain_text("ACTIVE")
+    await expect(runs).to_contain_text("at pause (WAIT), goes on")
     await page.screenshot(path=_shot_path("subscriber"), full_page=True)
 
     # The builder: plan = pro AND on Readers AND NOT (email contains "p4"), counted live as it is edited.
