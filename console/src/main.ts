@@ -6,6 +6,11 @@ import { field, h, replace } from "./dom";
 import type * as G from "./generated/graphql";
 import * as Op from "./operations";
 import { isFinal, progressBar } from "./progress";
+import { isAdmin, type Screen } from "./screens/screen";
+import { renderSegments } from "./screens/segments";
+import { renderSender, renderSenders } from "./screens/senders";
+import { renderSubscriber } from "./screens/subscriber";
+import { renderSubscribers } from "./screens/subscribers";
 
 const root = document.getElementById("app") as HTMLElement;
 
@@ -110,9 +115,13 @@ async function signIn(key: string, status: HTMLElement): Promise<void> {
 
 // ---- the frame: header, menu (only screens that exist), main ----
 
-const SCREENS: [string, string][] = [
+// The third element: only ADMIN (and instance) keys get the entry.
+const SCREENS: [string, string, boolean?][] = [
   ["#/campaigns", "Campaigns"],
   ["#/imports", "Imports"],
+  ["#/subscribers", "Subscribers"],
+  ["#/segments", "Segments"],
+  ["#/senders", "Senders", true],
 ];
 
 function frame(active: string): HTMLElement {
@@ -120,7 +129,7 @@ function frame(active: string): HTMLElement {
   const nav = h(
     "nav",
     { "aria-label": "Screens" },
-    ...SCREENS.map(([href, label]) =>
+    ...SCREENS.filter(([, , admin]) => !admin || (session !== null && isAdmin(session.role))).map(([href, label]) =>
       h("a", { href, "aria-current": active === href ? "page" : null }, label),
     ),
   );
@@ -144,6 +153,12 @@ function frame(active: string): HTMLElement {
 }
 
 let pendingFrame: (() => void) | null = null;
+
+/** The frame, and what a screen module (console/src/screens) needs of the shell. */
+function screen(active: string): Screen {
+  const main = frame(active);
+  return { key: session!.key, role: session!.role, main, load: (f, r) => load(main, f, r), showError, userErrors: userErrorList, onLeave: (stop) => stops.push(stop) };
+}
 
 // A quiet load (a live page reading itself again) keeps the old content until the new data is there.
 let quiet = false;
@@ -568,6 +583,12 @@ async function route(reread = false): Promise<void> {
   if (hash === "#/campaigns/new") renderNewCampaign();
   else if (campaign) renderCampaign(decodeURIComponent(campaign[1]));
   else if (hash === "#/imports") renderImports();
+  else if (hash === "#/subscribers") renderSubscribers(screen(hash));
+  else if (hash.startsWith("#/subscribers/")) renderSubscriber(screen("#/subscribers"), decodeURIComponent(hash.slice(14)));
+  else if (hash === "#/segments") renderSegments(screen(hash));
+  else if (hash.startsWith("#/segments/")) renderSegments(screen("#/segments"), decodeURIComponent(hash.slice(11)));
+  else if (hash === "#/senders") renderSenders(screen(hash));
+  else if (hash.startsWith("#/senders/")) renderSender(screen("#/senders"), decodeURIComponent(hash.slice(10)));
   else renderCampaigns();
   document.getElementById("main")?.focus({ preventScroll: true });
 }

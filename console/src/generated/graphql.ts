@@ -17,6 +17,20 @@ export type AbTestMetric =
   | 'CLICKS'
   | 'OPENS';
 
+/** A condition on a subscriber attribute, e.g. path "address.city". */
+export type AttributeFilter = {
+  op: FilterOp;
+  /** Keys separated by dots. */
+  path: string;
+  /** A string, number, boolean or null; a list for IN; true/false (or omitted) for EXISTS. */
+  value?: unknown;
+};
+
+/** HARD: permanent failure; SOFT: temporary. */
+export type BounceType =
+  | 'HARD'
+  | 'SOFT';
+
 export type CampaignIdInput = {
   id: string;
 };
@@ -43,6 +57,12 @@ export type CampaignVariantInput = {
 export type ContentFormat =
   | 'HTML'
   | 'MJML';
+
+/** How exact a `totalCount` is. EXACT: the number of matches. ESTIMATE: there are more matches than the server counts exactly (EMAILKIT_EXACT_COUNT_LIMIT, 10,000 by default) and the number is PostgreSQL's query-planner estimate from table statistics: within a few per cent for all subscribers, a list or a status, about 10% for a search, up to a factor of two for an attribute filter; show it as "≈98,000" (or as "10,000+" where a rough figure would mislead). AT_LEAST: there are more matches than the number, which is that limit (on SQLite, and for nested connections such as a campaign's deliveries): show it as "10,000+". */
+export type CountPrecision =
+  | 'AT_LEAST'
+  | 'ESTIMATE'
+  | 'EXACT';
 
 /** Give either templateId or body with its format. */
 export type CreateCampaignInput = {
@@ -90,6 +110,22 @@ export type CreateListInput = {
   visibility?: Visibility | null | undefined;
 };
 
+export type CreateSegmentInput = {
+  description?: string | null | undefined;
+  filter: SubscriberFilterInput;
+  name: string;
+};
+
+/** Strictly before / strictly after; give one or both (with a timezone offset). */
+export type DateTimeFilter = {
+  after?: string | null | undefined;
+  before?: string | null | undefined;
+};
+
+export type DeleteSegmentInput = {
+  id: string;
+};
+
 export type DeliveryStatus =
   | 'FAILED'
   | 'IN_DOUBT'
@@ -97,6 +133,61 @@ export type DeliveryStatus =
   | 'SENDING'
   | 'SENT'
   | 'SKIPPED';
+
+/** RECEIVED means a SENT delivery. */
+export type EngagementEvent =
+  | 'CLICKED'
+  | 'OPENED'
+  | 'RECEIVED';
+
+/** Received / opened / clicked one campaign, or any campaign without campaignId. */
+export type EngagementFilter = {
+  campaignId?: string | null | undefined;
+  event: EngagementEvent;
+  /** Only in a flow's conditions (a BRANCH step's): the person OPENED or CLICKED the message of the step with this key, in their own run through the flow. Refused anywhere else. */
+  flowStep?: string | null | undefined;
+  /** Only the last N days (N >= 1). */
+  withinDays?: number | null | undefined;
+};
+
+/** What happened to a message; CUSTOM: an event your own systems sent (trackEvent, POST /api/events). */
+export type EventType =
+  | 'BOUNCE'
+  | 'CLICK'
+  | 'COMPLAINT'
+  | 'CUSTOM'
+  | 'DEFERRED'
+  | 'DELIVERED'
+  | 'DROPPED'
+  | 'OPEN'
+  | 'UNSUBSCRIBE';
+
+/** EQ / NE / IN compare typed values (5 never equals "5"; NE needs the attribute to be present). GT / GTE / LT / LTE compare numbers with numbers and strings with strings (byte order). CONTAINS is a case-insensitive substring for strings and element membership for arrays. EXISTS takes true (default) or false. */
+export type FilterOp =
+  | 'CONTAINS'
+  | 'EQ'
+  | 'EXISTS'
+  | 'GT'
+  | 'GTE'
+  | 'IN'
+  | 'LT'
+  | 'LTE'
+  | 'NE';
+
+/** ACTIVE: inside the flow (due now, or waiting until dueAt); COMPLETED: went through to the end; EXITED: left early (see exitReason). */
+export type FlowRunStatus =
+  | 'ACTIVE'
+  | 'COMPLETED'
+  | 'EXITED';
+
+/** SEND a template; WAIT a duration or until a weekday/time window; BRANCH on a condition; UPDATE attributes and lists; WEBHOOK: a signed POST; EXIT the flow. */
+export type FlowStepType =
+  | 'BRANCH'
+  | 'EXIT'
+  | 'SEND'
+  | 'UPDATE'
+  | 'WAIT'
+  | 'WEBHOOK';
 
 /** UPSERT adds new addresses and updates existing subscribers (non-empty name, attributes merged, the file winning); SKIP_EXISTING adds new addresses and leaves existing subscribers and their subscriptions untouched. */
 export type ImportMode =
@@ -125,6 +216,12 @@ export type ImportSubscribersInput = {
   triggerFlows?: boolean;
 };
 
+/** Membership of a list; without status, any subscription that is not UNSUBSCRIBED. */
+export type ListMembershipFilter = {
+  listId: string;
+  status?: SubscriptionStatus | null | undefined;
+};
+
 export type OptIn =
   | 'DOUBLE'
   | 'SINGLE';
@@ -141,10 +238,60 @@ export type Role =
   | 'OWNER'
   | 'VIEWER';
 
+/** The provider a sender goes through (each type's settings and credentials: see the README, "Senders and domains"). */
+export type SenderType =
+  | 'BREVO'
+  | 'MAILGUN'
+  | 'OUTBOX'
+  | 'POSTMARK'
+  | 'RESEND'
+  | 'SENDGRID'
+  | 'SES'
+  | 'SMTP';
+
+/** Case-insensitive text match; every field given must hold. */
+export type StringFilter = {
+  contains?: string | null | undefined;
+  endsWith?: string | null | undefined;
+  eq?: string | null | undefined;
+  startsWith?: string | null | undefined;
+};
+
+/** A subscriber filter. The fields set on one node are ANDed; `and`, `or` and `not` group nodes. An empty node matches everyone. At most 10 levels and 100 conditions. */
+export type SubscriberFilterInput = {
+  and?: Array<SubscriberFilterInput> | null | undefined;
+  attribute?: AttributeFilter | null | undefined;
+  createdAt?: DateTimeFilter | null | undefined;
+  email?: StringFilter | null | undefined;
+  engagement?: EngagementFilter | null | undefined;
+  list?: ListMembershipFilter | null | undefined;
+  name?: StringFilter | null | undefined;
+  not?: SubscriberFilterInput | null | undefined;
+  or?: Array<SubscriberFilterInput> | null | undefined;
+  status?: SubscriberStatus | null | undefined;
+};
+
+export type SubscriberStatus =
+  | 'BLOCKLISTED'
+  | 'ENABLED';
+
 export type SubscriptionStatus =
   | 'CONFIRMED'
   | 'UNCONFIRMED'
   | 'UNSUBSCRIBED';
+
+export type TestSenderInput = {
+  /** A sender, or defaultSender's id. */
+  id: string;
+};
+
+/** Omitted fields keep their value; a new filter replaces the old one. */
+export type UpdateSegmentInput = {
+  description?: string | null | undefined;
+  filter?: SubscriberFilterInput | null | undefined;
+  id: string;
+  name?: string | null | undefined;
+};
 
 /** Stable codes for userErrors. */
 export type UserErrorCode =
@@ -210,6 +357,88 @@ export type UserErrorCode =
 export type Visibility =
   | 'PRIVATE'
   | 'PUBLIC';
+
+export type SubscribersQueryVariables = Exact<{
+  first: number;
+  after?: string | null | undefined;
+  search?: string | null | undefined;
+  status?: SubscriberStatus | null | undefined;
+  listId?: string | null | undefined;
+}>;
+
+
+export type SubscribersQuery = { subscribers: { totalCount: number, totalCountPrecision: CountPrecision, pageInfo: { hasNextPage: boolean, endCursor: string | null }, edges: Array<{ node: { id: string, email: string, name: string, status: SubscriberStatus, createdAt: string } }> } };
+
+export type SubscriberDetailQueryVariables = Exact<{
+  id: string;
+}>;
+
+
+export type SubscriberDetailQuery = { subscriber: { id: string, email: string, name: string, status: SubscriberStatus, attributes: unknown, createdAt: string, updatedAt: string, subscriptions: Array<{ status: SubscriptionStatus, createdAt: string, list: { id: string, name: string } }>, events: { totalCount: number, edges: Array<{ node: { id: string, type: EventType, bounceType: BounceType | null, provider: string, occurredAt: string, url: string | null, reason: string | null, name: string | null, campaign: { id: string, name: string } | null } }> }, flowRuns: { totalCount: number, edges: Array<{ node: { id: string, status: FlowRunStatus, enteredAt: string, finishedAt: string | null, exitReason: string | null, dueAt: string | null, version: number, flow: { id: string, name: string } | null, currentStep: { key: string, type: FlowStepType } | null } }> } } | null };
+
+export type AudienceChoicesQueryVariables = Exact<{ [key: string]: never; }>;
+
+
+export type AudienceChoicesQuery = { lists: { edges: Array<{ node: { id: string, name: string } }> }, campaigns: { edges: Array<{ node: { id: string, name: string } }> } };
+
+export type SegmentPreviewQueryVariables = Exact<{
+  filter: SubscriberFilterInput;
+}>;
+
+
+export type SegmentPreviewQuery = { segmentPreview: { count: number | null, userErrors: Array<{ field: string | null, message: string, code: UserErrorCode }>, sample: Array<{ id: string, email: string, name: string }> } };
+
+export type SegmentsQueryVariables = Exact<{ [key: string]: never; }>;
+
+
+export type SegmentsQuery = { segments: { edges: Array<{ node: { id: string, name: string, description: string, subscriberCount: number } }> } };
+
+export type SegmentDetailQueryVariables = Exact<{
+  id: string;
+}>;
+
+
+export type SegmentDetailQuery = { segment: { id: string, name: string, description: string, filter: unknown } | null };
+
+export type CreateSegmentMutationVariables = Exact<{
+  input: CreateSegmentInput;
+}>;
+
+
+export type CreateSegmentMutation = { createSegment: { segment: { id: string, name: string, subscriberCount: number } | null, userErrors: Array<{ field: string | null, message: string, code: UserErrorCode }> } };
+
+export type UpdateSegmentMutationVariables = Exact<{
+  input: UpdateSegmentInput;
+}>;
+
+
+export type UpdateSegmentMutation = { updateSegment: { segment: { id: string, name: string, subscriberCount: number } | null, userErrors: Array<{ field: string | null, message: string, code: UserErrorCode }> } };
+
+export type DeleteSegmentMutationVariables = Exact<{
+  input: DeleteSegmentInput;
+}>;
+
+
+export type DeleteSegmentMutation = { deleteSegment: { deletedId: string | null, userErrors: Array<{ field: string | null, message: string, code: UserErrorCode }> } };
+
+export type SendersQueryVariables = Exact<{ [key: string]: never; }>;
+
+
+export type SendersQuery = { defaultSender: { id: string, name: string, type: SenderType, hasCredentials: boolean, ratePerSecond: number | null, isDefault: boolean } | null, senders: { edges: Array<{ node: { id: string, name: string, type: SenderType, hasCredentials: boolean, ratePerSecond: number | null, isDefault: boolean } }> } };
+
+export type SenderDetailQueryVariables = Exact<{
+  id: string;
+}>;
+
+
+export type SenderDetailQuery = { sender: { id: string, name: string, type: SenderType, settings: unknown, ratePerSecond: number | null, poolSize: number, hasCredentials: boolean, credentialsLast4: string | null, isDefault: boolean, createdAt: string | null, updatedAt: string | null, warmup: { startPerDay: number, growthPercent: number, ceilingPerDay: number, startsOn: unknown } | null, warmupToday: { allowance: number, sent: number, remaining: number, resetsAt: string } | null } | null };
+
+export type TestSenderMutationVariables = Exact<{
+  input: TestSenderInput;
+}>;
+
+
+export type TestSenderMutation = { testSender: { ok: boolean, message: string | null, sender: { id: string, credentialsLast4: string | null, hasCredentials: boolean } | null, userErrors: Array<{ field: string | null, message: string, code: UserErrorCode }> } };
 
 export type ViewerQueryVariables = Exact<{ [key: string]: never; }>;
 
