@@ -17,7 +17,14 @@ import pytest
 from sqlalchemy import select, update
 
 from emailkit.db.engine import Database
-from emailkit.db.tables.sending import Campaign, CampaignBatch, CampaignStatus, Delivery, DeliveryStatus
+from emailkit.db.tables.sending import (
+    BatchStatus,
+    Campaign,
+    CampaignBatch,
+    CampaignStatus,
+    Delivery,
+    DeliveryStatus,
+)
 from emailkit.db.types import utcnow
 from emailkit.domain.content.tracked_urls import TrackingUrls
 from emailkit.domain.sending import lifecycle
@@ -164,3 +171,44 @@ async def test_a_result_that_arrives_after_a_takeover_stays_in_doubt(db: Databas
         10,
         CampaignStatus.FINISHED,
     )
+
+
+async def test_a_worker_whose_batch_was_taken_over_renews_no_lease(db: Database, tmp_path: Path) -> None:
+    """The old worker's lease keeper and chunk reads renew only its own claim's lease: never the new owner's,
+    and never one on a batch the new owner has finished."""
+    urls = TrackingUrls("https://mail.crash.test", TokenSigner("lease-test-secret-0123456789"))
+    config = SendingConfig(lease_seconds=60, chunk_size=10)
+    old = CampaignSender(db, OutboxProvider(tmp_path / "old"), "outbox", urls, config=config)
+    new = CampaignSender(db, OutboxProvider(tmp_path / "new"), "outbox", urls, config=config)
+    campaign_id, _ = await seed_campaign(db, 20)
+    async with db.transaction() as s:
+        _, [batch_id] = await lifecycle.start_campaign(s, campaign_id, batch_size=1000)
+
+    async def lease() -> tuple[BatchStatus, Any]:
+        async with db.session() as s:
+            row = (
+                await s.execute(
+                    select(CampaignBatch.status, CampaignBatch.lease_until).where(
+                        CampaignBatch.id == batch_id
+                    )
+                )
+            ).one()
+            return row.status, row.lease_until
+
+    stale = await old.ledger.claim(batch_id)
+    assert stale is not None and await old.ledger.extend_lease(stale)
+    await expire_lease(db, batch_id)
+    taken = await new.ledger.claim(batch_id)
+    assert taken is not None and taken.attempts == stale.attempts + 1
+    owners = await lease()
+
+    assert not await old.ledger.extend_lease(stale)
+    async with old.ledger.lend_connection(stale):
+        await old.ledger.next_chunk(stale, 0, 10)
+    assert await lease() == owners
+
+    await new.ledger.release(taken, done=True)
+    assert not await old.ledger.extend_lease(stale)
+    async with old.ledger.lend_connection(stale):
+        await old.ledger.next_chunk(stale, 0, 10)
+    assert await lease() == (BatchStatus.DONE, None)

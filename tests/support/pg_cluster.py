@@ -45,13 +45,26 @@ def _free_port() -> int:
 
 class ThrowawayCluster:
     """initdb'd as the `postgres` system user when run as root (the server refuses to run as root), trust
-    authentication, TCP on 127.0.0.1 only, autovacuum off so that nothing but the test assigns transaction ids."""
+    authentication, TCP on 127.0.0.1 unless told otherwise, autovacuum off so that nothing but the test assigns
+    transaction ids."""
 
-    def __init__(self, bindir: Path) -> None:
+    def __init__(
+        self,
+        bindir: Path,
+        *,
+        netns: str | None = None,
+        listen: str = "127.0.0.1",
+        port: int | None = None,
+        settings: dict[str, str] | None = None,
+    ) -> None:
         self.bindir = bindir
+        # A network namespace to run the server in (tests of several hosts), listening on `listen` there.
+        self.netns = netns
+        self.listen = listen
+        self.settings = settings or {}
         self.root = Path(tempfile.mkdtemp(prefix="emailkit-pg-"))
         self.data = self.root / "data"
-        self.port = _free_port()
+        self.port = port or _free_port()
         self._as_postgres = os.geteuid() == 0
         if self._as_postgres:
             shutil.chown(self.root, user="postgres", group="postgres")
@@ -61,10 +74,16 @@ class ThrowawayCluster:
     def url(self) -> str:
         return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
 
+    def socket_url(self, role: str = "postgres") -> str:
+        """Through the Unix socket in the cluster's directory: reachable from any network namespace."""
+        return f"postgresql+asyncpg://{role}@/postgres?host={self.root}&port={self.port}"
+
     def run(self, program: str, *args: str) -> str:
         command = [str(self.bindir / program), *args]
         if self._as_postgres:
             command = ["runuser", "-u", "postgres", "--", *command]
+        if self.netns is not None:
+            command = ["ip", "netns", "exec", self.netns, *command]
         done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
         if done.returncode != 0:
             log = self.root / "server.log"
@@ -75,11 +94,17 @@ class ThrowawayCluster:
     def init(self) -> None:
         self.run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
 
+    def trust_network(self, cidr: str) -> None:
+        """Let hosts of `cidr` connect without a password (as initdb's trust does for local connections)."""
+        with (self.data / "pg_hba.conf").open("a") as hba:
+            hba.write(f"host all all {cidr} trust\n")
+
     def start(self) -> None:
         options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c autovacuum=off -c fsync=off "
+            f"-p {self.port} -k {self.root} -c listen_addresses={self.listen} -c autovacuum=off -c fsync=off "
             "-c full_page_writes=off -c synchronous_commit=off"
         )
+        options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
         self.run(
             "pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "server.log"), "-w", "start"
         )

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -16,12 +16,15 @@ ROOT = Path(__file__).resolve().parents[2]
 class WorkerProcess:
     """One `emailkit worker --processes 1` process: the pid is the process that runs the jobs."""
 
-    def __init__(self, env: Mapping[str, str], *args: str, name: str = "worker") -> None:
+    def __init__(
+        self, env: Mapping[str, str], *args: str, name: str = "worker", prefix: Sequence[str] = ()
+    ) -> None:
         self.name = name
         full_env = {**os.environ, **env, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
         code = "from emailkit.cli import main; main()"
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", code, "worker", "--processes", "1", *args],
+            # `prefix` runs it elsewhere, e.g. `ip netns exec NS` (which execs: the pid stays the worker's).
+            [*prefix, sys.executable, "-c", code, "worker", "--processes", "1", *args],
             cwd=ROOT,
             env=full_env,
             stdout=subprocess.DEVNULL,

@@ -182,7 +182,7 @@ class CampaignSender:
         batch = await self.ledger.claim(batch_id)
         if batch is None:
             return BatchOutcome(claimed=False)
-        keeper = asyncio.create_task(self._keep_lease(batch_id))
+        keeper = asyncio.create_task(self._keep_lease(batch))
         try:
             return await self._run_claimed(batch)
         finally:
@@ -190,15 +190,21 @@ class CampaignSender:
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
 
-    async def _keep_lease(self, batch_id: int) -> None:
+    async def _keep_lease(self, batch: CampaignBatch) -> None:
         # Renewed on a timer rather than per chunk: with a slow provider a chunk can outlast the lease, and
         # a live worker's batch must not be taken over.
         while True:
             await asyncio.sleep(self.config.lease_seconds / 3)
             try:
-                await self.ledger.extend_lease(batch_id)
+                held = await self.ledger.extend_lease(batch)
             except Exception:
-                log.warning("batch %s: lease not renewed", batch_id, exc_info=True)
+                log.warning("batch %s: lease not renewed", batch.id, exc_info=True)
+                continue
+            if not held:
+                # Taken over (this worker was presumed dead) or given back: the run finds out at its next
+                # hand-over, which the ledger refuses.
+                log.warning("batch %s: lease lost to another worker", batch.id)
+                return
 
     async def _run_claimed(self, batch: CampaignBatch) -> BatchOutcome:
         outcome = BatchOutcome(claimed=True)

@@ -34,9 +34,13 @@ _MARK_SENDING = """
     SELECT count(*) FROM held
 """
 
-# The lease is renewed on a timer too; doing it here as well costs nothing.
+# The lease is renewed on a timer too; doing it here as well costs nothing. Only this claim's ($5: its claim
+# number): a worker presumed dead that comes back must not renew the lease of the run that took over.
 _STATE_AND_LEASE = """
-    WITH lease AS (UPDATE campaign_batches SET lease_until = $2 WHERE id = $1 AND workspace_id = $4)
+    WITH lease AS (
+        UPDATE campaign_batches SET lease_until = $2
+        WHERE id = $1 AND workspace_id = $4 AND status = $6 AND attempts = $5
+    )
     SELECT id, status, status_reason, recipients_count, sent_count, failed_count, skipped_count,
         in_doubt_count
     FROM campaigns WHERE id = $3 AND workspace_id = $4
@@ -147,6 +151,7 @@ class BatchConnection:
         *,
         campaign_id: int,
         batch_id: int,
+        claim: int,
         lease_until: datetime,
         lo_id: int,
         hi_id: int,
@@ -157,7 +162,13 @@ class BatchConnection:
         params = [campaign_id, lo_id, hi_id, DeliveryStatus.QUEUED.value, after_id, limit, self._workspace_id]
         async with self._lock:
             state = await self._driver.fetchrow(
-                _STATE_AND_LEASE, batch_id, lease_until, campaign_id, self._workspace_id
+                _STATE_AND_LEASE,
+                batch_id,
+                lease_until,
+                campaign_id,
+                self._workspace_id,
+                claim,
+                BatchStatus.RUNNING.value,
             )
             if due_by is None:
                 rows = await self._driver.fetch(_CHUNK, *params)

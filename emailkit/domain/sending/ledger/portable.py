@@ -110,16 +110,23 @@ class PortableLedger:
                 return None
             return await s.get(CampaignBatch, batch_id)
 
-    def _lease_stmt(self, batch_id: int) -> Update:
+    def _lease_stmt(self, batch: CampaignBatch) -> Update:
+        # Only this claim's lease: a worker presumed dead (cut off, paused) that comes back must not extend
+        # the lease of the run that took its batch over (nor put one on a batch that run has finished).
         return (
             update(CampaignBatch)
-            .where(CampaignBatch.id == batch_id)
+            .where(
+                CampaignBatch.id == batch.id,
+                CampaignBatch.status == BatchStatus.RUNNING,
+                CampaignBatch.attempts == batch.attempts,
+            )
             .values(lease_until=utcnow() + timedelta(seconds=self.lease_seconds))
+            .execution_options(synchronize_session=False)
         )
 
-    async def extend_lease(self, batch_id: int) -> None:
+    async def extend_lease(self, batch: CampaignBatch) -> bool:
         async with self.db.transaction() as s:
-            await s.execute(self._lease_stmt(batch_id))
+            return bool((await s.execute(self._lease_stmt(batch))).rowcount)  # type: ignore[attr-defined]
 
     async def release(self, batch: CampaignBatch, *, done: bool) -> None:
         async with self.db.transaction() as s:
@@ -252,7 +259,7 @@ class PortableLedger:
         if due_by is not None:
             stmt = stmt.where(or_(Delivery.not_before.is_(None), Delivery.not_before <= due_by))
         async with self.db.transaction() as s:
-            await s.execute(self._lease_stmt(batch.id))
+            await s.execute(self._lease_stmt(batch))
             campaign = await s.get(Campaign, batch.campaign_id, populate_existing=True)
             chunk = [
                 Pending(did, sid, email, name or "", dict(attrs or {}), attempts, variant)

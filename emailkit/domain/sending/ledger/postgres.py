@@ -177,6 +177,7 @@ class PostgresLedger(PortableLedger):
         return await lent.next_chunk(
             campaign_id=batch.campaign_id,
             batch_id=batch.id,
+            claim=batch.attempts,
             lease_until=utcnow() + timedelta(seconds=self.lease_seconds),
             lo_id=batch.lo_id,
             hi_id=batch.hi_id,

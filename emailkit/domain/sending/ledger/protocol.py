@@ -96,7 +96,9 @@ class BatchLedger(Protocol):
         """Take a PENDING batch (or one whose lease ran out) of a RUNNING campaign; None when it is not free."""
         ...
 
-    async def extend_lease(self, batch_id: int) -> None: ...
+    async def extend_lease(self, batch: CampaignBatch) -> bool:
+        """Renew this claim's lease; False when the batch is no longer this claim's (nothing is written)."""
+        ...
 
     async def materialise(
         self,
