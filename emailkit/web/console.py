@@ -4,6 +4,7 @@ frontend. The page itself is unauthenticated and holds no data; the API authenti
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 from pathlib import Path
@@ -21,8 +22,31 @@ def console_csp(host: str | None) -> str:
     sockets = f" ws://{host} wss://{host}" if host and _HOST.match(host) else ""
     return (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        f"connect-src 'self'{sockets}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+        f"connect-src 'self'{sockets}; frame-src 'self'; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'"
     )
+
+
+# The compose page's preview frame. An email's HTML needs its inline styles and remote images, which the
+# console's own CSP forbids (and a srcdoc frame would inherit that CSP), so it is shown in a document of its
+# own with a CSP of its own: styles and images yes, no script but this one, no connection, no form. The
+# console loads it in a sandbox without allow-same-origin (an opaque origin: it can read neither the key
+# nor the API) and posts it the HTML that previewTemplate returned; DOMParser runs none of its scripts.
+PREVIEW_SCRIPT = (
+    'addEventListener("message",function(e){if(e.source!==parent||typeof e.data!=="string")return;'
+    'var d=new DOMParser().parseFromString(e.data,"text/html");'
+    "document.documentElement.replaceWith(document.adoptNode(d.documentElement))})"
+)
+PREVIEW_PAGE = (
+    f'<!doctype html><html lang="en"><head><meta charset="utf-8"><script>{PREVIEW_SCRIPT}</script>'
+    "</head><body></body></html>"
+).encode()
+_PREVIEW_HASH = base64.b64encode(hashlib.sha256(PREVIEW_SCRIPT.encode()).digest()).decode()
+PREVIEW_CSP = (
+    f"default-src 'none'; script-src 'sha256-{_PREVIEW_HASH}'; style-src 'unsafe-inline' http: https:; "
+    "img-src data: http: https:; font-src data: http: https:; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'self'"
+)
 
 
 _ASSETS = {"console.js": "text/javascript; charset=utf-8", "console.css": "text/css; charset=utf-8"}
@@ -62,7 +86,20 @@ def console_routes(static_dir: Path) -> list[Route]:
             return Response(status_code=304, headers=headers)
         return Response(body, media_type=_ASSETS[name], headers=headers)
 
+    async def preview(request: Request) -> Response:
+        return HTMLResponse(
+            PREVIEW_PAGE,
+            headers={
+                "Content-Security-Policy": PREVIEW_CSP,
+                "X-Frame-Options": "SAMEORIGIN",
+                "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "no-referrer",
+                "Cache-Control": "no-cache",
+            },
+        )
+
     return [
         Route("/", console, methods=["GET", "HEAD"]),
+        Route("/static/console/preview.html", preview, methods=["GET", "HEAD"]),
         *(Route(f"/static/console/{name}", asset, methods=["GET", "HEAD"]) for name in _ASSETS),
     ]
