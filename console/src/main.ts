@@ -5,10 +5,6 @@ import { field, h, replace } from "./dom";
 import type * as G from "./generated/graphql";
 import * as Op from "./operations";
 import { progressBar } from "./progress";
-import { renderCampaign } from "./screens/campaign";
-import { renderNewCampaign } from "./screens/campaign-new";
-import { renderCompose } from "./screens/compose";
-import { renderFlow, renderFlows } from "./screens/flows";
 import type { Screen } from "./screens/screen";
 import type { Shell } from "./screens/shell";
 
@@ -160,6 +156,18 @@ function screen(active: string): Screen {
 
 function shell(active: string): Shell {
   return { ...screen(active), reread: () => void route(true), live: () => live(session!.key, liveTrouble) };
+}
+
+/** A screen whose module is loaded when first shown (kept out of the first load's bundle). */
+function later<M>(active: string, loader: () => Promise<M>, show: (m: M, s: Shell) => void): void {
+  const reread = quiet;
+  loader().then(
+    (m) => {
+      quiet = reread;
+      show(m, shell(active));
+    },
+    (err) => showError(root, err, () => void route()),
+  );
 }
 
 // A quiet load (a live page reading itself again) keeps the old content until the new data is there.
@@ -339,12 +347,12 @@ async function route(reread = false): Promise<void> {
   const hash = window.location.hash || "#/campaigns";
   const campaign = /^#\/campaigns\/(.+)$/.exec(hash);
   const newCampaign = /^#\/campaigns\/new(?:\?template=(.+))?$/.exec(hash);
-  if (newCampaign) renderNewCampaign(shell("#/campaigns"), newCampaign[1] ? decodeURIComponent(newCampaign[1]) : null);
-  else if (campaign) renderCampaign(shell("#/campaigns"), decodeURIComponent(campaign[1]));
+  if (newCampaign) later("#/campaigns", () => import("./screens/campaign-new"), (m, s) => m.renderNewCampaign(s, newCampaign[1] ? decodeURIComponent(newCampaign[1]) : null));
+  else if (campaign) later("#/campaigns", () => import("./screens/campaign"), (m, s) => m.renderCampaign(s, decodeURIComponent(campaign[1])));
   else if (hash === "#/imports") renderImports();
-  else if (hash === "#/compose" || hash.startsWith("#/compose/")) renderCompose(shell("#/compose"), hash.length > 10 ? decodeURIComponent(hash.slice(10)) : null);
-  else if (hash === "#/flows") renderFlows(shell(hash));
-  else if (hash.startsWith("#/flows/")) renderFlow(shell("#/flows"), decodeURIComponent(hash.slice(8)));
+  else if (hash === "#/compose" || hash.startsWith("#/compose/")) later("#/compose", () => import("./screens/compose"), (m, s) => m.renderCompose(s, hash.length > 10 ? decodeURIComponent(hash.slice(10)) : null));
+  else if (hash === "#/flows") later("#/flows", () => import("./screens/flows"), (m, s) => m.renderFlows(s));
+  else if (hash.startsWith("#/flows/")) later("#/flows", () => import("./screens/flows"), (m, s) => m.renderFlow(s, decodeURIComponent(hash.slice(8))));
   else renderCampaigns();
   document.getElementById("main")?.focus({ preventScroll: true });
 }

@@ -5,6 +5,7 @@ frontend. The page itself is unauthenticated and holds no data; the API authenti
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import re
 from pathlib import Path
@@ -49,23 +50,32 @@ PREVIEW_CSP = (
 )
 
 
-_ASSETS = {"console.js": "text/javascript; charset=utf-8", "console.css": "text/css; charset=utf-8"}
+_TYPES = {"js": "text/javascript; charset=utf-8", "css": "text/css; charset=utf-8"}
+# The entry and its stylesheet keep their names; the chunks that esbuild splits off are named by a hash of
+# their content (console/build.mjs), so they can be cached for good.
+_ASSET = re.compile(r"^(?:console|chunk-[A-Z0-9]+)\.(js|css)$")
+_FOR_GOOD = "public, max-age=31536000, immutable"
 
 
 def console_routes(static_dir: Path) -> list[Route]:
-    """`/` and the console's two bundle files, served from memory: they are small, and the first request for
-    a file through StaticFiles starts a thread pool (hundreds of ms on a busy host), on the first load."""
+    """`/` and the console's bundle files, served from memory: they are small, and the first request for a
+    file through StaticFiles starts a thread pool (hundreds of ms on a busy host), on the first load. Each is
+    gzipped once (the bundle shrinks to about a third) and sent so to clients that accept it."""
     folder = static_dir / "console"
-    files: dict[str, tuple[bytes, str]] = {}
+    files: dict[str, tuple[bytes, bytes, str]] = {}
 
-    def read(name: str) -> tuple[bytes, str]:
+    def read(name: str) -> tuple[bytes, bytes, str]:
         if name not in files:
             body = (folder / name).read_bytes()
-            files[name] = (body, f'"{hashlib.sha256(body).hexdigest()[:32]}"')
+            files[name] = (
+                body,
+                gzip.compress(body, 9, mtime=0),
+                f'"{hashlib.sha256(body).hexdigest()[:32]}"',
+            )
         return files[name]
 
     async def console(request: Request) -> Response:
-        body, _ = read("index.html")
+        body, _, _ = read("index.html")
         return HTMLResponse(
             body,
             headers={
@@ -79,12 +89,23 @@ def console_routes(static_dir: Path) -> list[Route]:
         )
 
     async def asset(request: Request) -> Response:
-        name = request.url.path.rsplit("/", 1)[-1]
-        body, etag = read(name)
-        headers = {"ETag": etag, "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+        name = request.path_params["name"]
+        kind = _ASSET.match(name)
+        if kind is None or (name not in files and not (folder / name).is_file()):
+            return Response(status_code=404)
+        body, zipped, etag = read(name)
+        headers = {
+            "ETag": etag,
+            "Cache-Control": _FOR_GOOD if name.startswith("chunk-") else "no-cache",
+            "X-Content-Type-Options": "nosniff",
+            "Vary": "Accept-Encoding",
+        }
         if request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers=headers)
-        return Response(body, media_type=_ASSETS[name], headers=headers)
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            headers["Content-Encoding"] = "gzip"
+            body = zipped
+        return Response(body, media_type=_TYPES[kind.group(1)], headers=headers)
 
     async def preview(request: Request) -> Response:
         return HTMLResponse(
@@ -101,5 +122,5 @@ def console_routes(static_dir: Path) -> list[Route]:
     return [
         Route("/", console, methods=["GET", "HEAD"]),
         Route("/static/console/preview.html", preview, methods=["GET", "HEAD"]),
-        *(Route(f"/static/console/{name}", asset, methods=["GET", "HEAD"]) for name in _ASSETS),
+        Route("/static/console/{name}", asset, methods=["GET", "HEAD"]),
     ]
