@@ -422,8 +422,14 @@ async def test_first_load_figure_and_readme_screenshot(browser: Browser, server:
         figures,
     )
     await expect(page.locator("table.campaigns tbody tr")).to_have_count(3)
+    await page.screenshot(path=_shot_path("first-load"))
+    # The README's picture: a campaign's page, its counters and chart, at a fixed size and with no focus ring.
+    await page.get_by_role("link", name="December newsletter").click()
+    await expect(page.locator(".chart .uplot")).to_be_visible(timeout=UI_TIMEOUT_MS)
+    await expect(page.locator("table.deliveries tbody tr")).to_have_count(30, timeout=UI_TIMEOUT_MS)
+    await page.evaluate("() => document.activeElement && document.activeElement.blur()")
+    await page.screenshot(path=_shot_path("campaign-detail"))
     if os.environ.get("EMAILKIT_UPDATE_SCREENSHOT") == "1":
         await page.screenshot(path=str(README_SHOT))
-    await page.screenshot(path=_shot_path("first-load"))
     await context.close()
     assert problems == []
