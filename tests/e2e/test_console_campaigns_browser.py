@@ -210,6 +210,13 @@ async def test_compose_live_preview_error_line_and_a_campaign_from_the_template(
         timeout=UI_TIMEOUT_MS
     )
     await expect(page.locator("main")).to_contain_text("Template: Spring letter")
+
+    # The editor and its preview at a phone's width: one above the other, nothing wider than the screen.
+    await page.set_viewport_size({"width": 375, "height": 740})
+    await page.goto(f"{server.base_url}/#/compose/{template['id']}")
+    await expect(preview.get_by_text("Spring is here")).to_be_visible(timeout=UI_TIMEOUT_MS)
+    await _assert_fits(page)
+    await page.screenshot(path=_shot_path("compose-375px"), full_page=True)
     await context.close()
     assert problems == []
 
@@ -370,6 +377,9 @@ async def test_flow_detail_live_stats_and_lifecycle(browser: Browser, server: Se
         server, "query($id: ID!) { flow(id: $id) { status stats { exited } } }", {"id": flow_id}
     )
     assert flow["flow"] == {"status": "ARCHIVED", "stats": {"exited": 3}}
+    await page.set_viewport_size({"width": 375, "height": 740})
+    await _assert_fits(page)
+    await page.screenshot(path=_shot_path("flow-375px"), full_page=True)
     await context.close()
 
     # A VIEWER key: the same pages, no action, and no compose.
