@@ -40,3 +40,30 @@ def test_a_host_header_cannot_add_directives() -> None:
     assert console_csp("evil; script-src *") == console_csp(None)
     assert "ws:" not in console_csp("a b")
     assert "ws://[::1]:8000 " in console_csp("[::1]:8000")
+
+
+def test_chunks_are_cached_for_good_and_everything_is_gzipped(tmp_path: Path) -> None:
+    client = _client(tmp_path)
+    (tmp_path / "console" / "chunk-AB12CD34.js").write_text("export const a = 1;" * 50)
+    chunk = client.get("/static/console/chunk-AB12CD34.js", headers={"Accept-Encoding": "gzip"})
+    assert chunk.status_code == 200 and chunk.text == "export const a = 1;" * 50
+    assert chunk.headers["content-encoding"] == "gzip" and chunk.headers["vary"] == "Accept-Encoding"
+    assert "immutable" in chunk.headers["cache-control"]
+    plain = client.get("/static/console/console.js", headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers and plain.headers["cache-control"] == "no-cache"
+    # Only the bundle's own names, and only files that exist.
+    assert client.get("/static/console/chunk-NOPE1234.js").status_code == 404
+    assert client.get("/static/console/..%2Fsecret.js").status_code == 404
+
+
+def test_the_preview_frame_has_its_own_policy(tmp_path: Path) -> None:
+    client = _client(tmp_path)
+    assert "frame-src 'self'" in client.get("/").headers["content-security-policy"]
+    frame = client.get("/static/console/preview.html")
+    csp = frame.headers["content-security-policy"]
+    # Email HTML keeps its inline styles and images; no script runs but the frame's own (by hash), and it
+    # connects nowhere and may be framed by the console only.
+    assert "style-src 'unsafe-inline'" in csp and "script-src 'sha256-" in csp and "connect-src" not in csp
+    assert "default-src 'none'" in csp and "frame-ancestors 'self'" in csp
+    assert frame.headers["x-frame-options"] == "SAMEORIGIN"
+    assert "DOMParser" in frame.text

@@ -116,6 +116,15 @@ export type CreateSegmentInput = {
   name: string;
 };
 
+export type CreateTemplateInput = {
+  body: string;
+  format: ContentFormat;
+  kind: TemplateKind;
+  name: string;
+  /** Required for TRANSACTIONAL templates; campaigns bring their own. */
+  subject?: string | null | undefined;
+};
+
 /** Strictly before / strictly after; give one or both (with a timezone offset). */
 export type DateTimeFilter = {
   after?: string | null | undefined;
@@ -174,11 +183,28 @@ export type FilterOp =
   | 'LTE'
   | 'NE';
 
+export type FlowIdInput = {
+  id: string;
+};
+
 /** ACTIVE: inside the flow (due now, or waiting until dueAt); COMPLETED: went through to the end; EXITED: left early (see exitReason). */
 export type FlowRunStatus =
   | 'ACTIVE'
   | 'COMPLETED'
   | 'EXITED';
+
+/** DRAFT until the first publish; ACTIVE: people enter and go on; PAUSED: nobody enters and nobody goes on (waits keep their due time); ARCHIVED: for good, every run still inside has left. */
+export type FlowStatus =
+  | 'ACTIVE'
+  | 'ARCHIVED'
+  | 'DRAFT'
+  | 'PAUSED';
+
+/** Moves the runs at step `from` of older versions to step `to` of the new one. */
+export type FlowStepMappingInput = {
+  from: string;
+  to: string;
+};
 
 /** SEND a template; WAIT a duration or until a weekday/time window; BRANCH on a condition; UPDATE attributes and lists; WEBHOOK: a signed POST; EXIT the flow. */
 export type FlowStepType =
@@ -188,6 +214,14 @@ export type FlowStepType =
   | 'UPDATE'
   | 'WAIT'
   | 'WEBHOOK';
+
+/** What makes a person enter a flow. */
+export type FlowTriggerType =
+  | 'DATE_ATTRIBUTE'
+  | 'ENGAGED'
+  | 'EVENT'
+  | 'SEGMENT_ENTERED'
+  | 'SUBSCRIBED';
 
 /** UPSERT adds new addresses and updates existing subscribers (non-empty name, attributes merged, the file winning); SKIP_EXISTING adds new addresses and leaves existing subscribers and their subscriptions untouched. */
 export type ImportMode =
@@ -225,6 +259,22 @@ export type ListMembershipFilter = {
 export type OptIn =
   | 'DOUBLE'
   | 'SINGLE';
+
+/** A saved template (fields given here override it, unsaved) or a body with its format. */
+export type PreviewTemplateInput = {
+  body?: string | null | undefined;
+  format?: ContentFormat | null | undefined;
+  subject?: string | null | undefined;
+  /** Render with this subscriber's data instead of a sample subscriber. */
+  subscriberId?: string | null | undefined;
+  templateId?: string | null | undefined;
+};
+
+export type PublishFlowInput = {
+  id: string;
+  /** People already inside stay on their version, except those at a step named here. */
+  stepMapping?: Array<FlowStepMappingInput> | null | undefined;
+};
 
 export type RetryFailedDeliveriesInput = {
   campaignId: string;
@@ -280,6 +330,10 @@ export type SubscriptionStatus =
   | 'UNCONFIRMED'
   | 'UNSUBSCRIBED';
 
+export type TemplateKind =
+  | 'CAMPAIGN'
+  | 'TRANSACTIONAL';
+
 export type TestSenderInput = {
   /** A sender, or defaultSender's id. */
   id: string;
@@ -291,6 +345,15 @@ export type UpdateSegmentInput = {
   filter?: SubscriberFilterInput | null | undefined;
   id: string;
   name?: string | null | undefined;
+};
+
+export type UpdateTemplateInput = {
+  body?: string | null | undefined;
+  format?: ContentFormat | null | undefined;
+  id: string;
+  kind?: TemplateKind | null | undefined;
+  name?: string | null | undefined;
+  subject?: string | null | undefined;
 };
 
 /** Stable codes for userErrors. */
@@ -439,6 +502,123 @@ export type TestSenderMutationVariables = Exact<{
 
 
 export type TestSenderMutation = { testSender: { ok: boolean, message: string | null, sender: { id: string, credentialsLast4: string | null, hasCredentials: boolean } | null, userErrors: Array<{ field: string | null, message: string, code: UserErrorCode }> } };
+
+export type CampaignDetailQueryVariables = Exact<{
+  id: string;
+}>;
+
+
+export type CampaignDetailQuery = { campaign: { id: string, name: string, subject: string, status: CampaignStatus, statusReason: string | null, fromEmail: string, fromName: string, lists: Array<{ id: string, name: string }>, template: { id: string, name: string } | null, progress: { status: CampaignStatus, statusReason: string | null, recipients: number, sent: number, failed: number, skipped: number, inDoubt: number, ratePerSecond: number, etaSeconds: number | null }, stats: { campaignId: string, recipients: number, sent: number, delivered: number, bounced: number, complained: number, opens: number, uniqueOpens: number, clicks: number, uniqueClicks: number, unsubscribed: number, openRate: number, clickRate: number, bounceRate: number, complaintRate: number }, timeline: Array<{ start: string, delivered: number, opens: number, clicks: number }>, links: Array<{ url: string, clicks: number, uniqueClicks: number }> } | null };
+
+export type CampaignDeliveriesQueryVariables = Exact<{
+  id: string;
+  first: number;
+  after?: string | null | undefined;
+  status?: DeliveryStatus | null | undefined;
+}>;
+
+
+export type CampaignDeliveriesQuery = { campaign: { id: string, deliveries: { totalCount: number, totalCountPrecision: CountPrecision, pageInfo: { hasNextPage: boolean, endCursor: string | null }, edges: Array<{ node: { id: string, email: string, status: DeliveryStatus, skipReason: string | null, lastError: string | null, attempts: number, sentAt: string | null } }> } } | null };
+
+export type RetryFailedDeliveriesMutationVariables = Exact<{
+  input: RetryFailedDeliveriesInput;
+}>;
+
+
+export type RetryFailedDeliveriesMutation = { retryFailedDeliveries: { retried: number, userErrors: Array<{ field: string | null, message: string, code: UserErrorCode }>, warnings: Array<{ code: UserErrorCode, message: string }> } };
+
+export type TemplatesQueryVariables = Exact<{ [key: string]: never; }>;
+
+
+export type TemplatesQuery = { templates: { edges: Array<{ node: { id: string, name: string, format: ContentFormat } }> } };
+
+export type NewCampaignChoicesQueryVariables = Exact<{ [key: string]: never; }>;
+
+
+export type NewCampaignChoicesQuery = { lists: { edges: Array<{ node: { id: string, name: string } }> }, templates: { edges: Array<{ node: { id: string, name: string, format: ContentFormat, subject: string } }> } };
+
+export type TemplateDetailQueryVariables = Exact<{
+  id: string;
+}>;
+
+
+export type TemplateDetailQuery = { template: { id: string, name: string, kind: TemplateKind, format: ContentFormat, subject: string, body: string } | null };
+
+export type PreviewTemplateMutationVariables = Exact<{
+  input: PreviewTemplateInput;
+}>;
+
+
+export type PreviewTemplateMutation = { previewTemplate: { subject: string | null, html: string | null, userErrors: Array<{ field: string | null, message: string, code: UserErrorCode }> } };
+
+export type CreateTemplateMutationVariables = Exact<{
+  input: CreateTemplateInput;
+}>;
+
+
+export type CreateTemplateMutation = { createTemplate: { template: { id: string, name: string } | null, userErrors: Array<{ field: string | null, message: string, code: UserErrorCode }> } };
+
+export type UpdateTemplateMutationVariables = Exact<{
+  input: UpdateTemplateInput;
+}>;
+
+
+export type UpdateTemplateMutation = { updateTemplate: { template: { id: string, name: string } | null, userErrors: Array<{ field: string | null, message: string, code: UserErrorCode }> } };
+
+export type CreateCampaignFromMutationVariables = Exact<{
+  input: CreateCampaignInput;
+}>;
+
+
+export type CreateCampaignFromMutation = { createCampaign: { campaign: { id: string, name: string } | null, userErrors: Array<{ field: string | null, message: string, code: UserErrorCode }> } };
+
+export type FlowsQueryVariables = Exact<{ [key: string]: never; }>;
+
+
+export type FlowsQuery = { flows: { totalCount: number, edges: Array<{ node: { id: string, name: string, status: FlowStatus, version: number, stats: { entered: number, active: number, completed: number, exited: number } } }> } };
+
+export type FlowDetailQueryVariables = Exact<{
+  id: string;
+  runStatus?: FlowRunStatus | null | undefined;
+}>;
+
+
+export type FlowDetailQuery = { flow: { id: string, name: string, status: FlowStatus, version: number, hasUnpublishedChanges: boolean, createdAt: string, updatedAt: string, trigger: { type: FlowTriggerType, eventName: string | null, attribute: string | null, list: { name: string } | null, segment: { name: string } | null }, stats: { entered: number, active: number, completed: number, exited: number }, steps: Array<{ key: string, type: FlowStepType, next: string | null, then: string | null, otherwise: string | null, waitSeconds: number | null, template: { name: string } | null, stats: { entered: number, completed: number, sent: number, skipped: number, failed: number, opened: number, clicked: number } }>, runs: { totalCount: number, totalCountPrecision: CountPrecision, edges: Array<{ node: { id: string, status: FlowRunStatus, enteredAt: string, finishedAt: string | null, exitReason: string | null, dueAt: string | null, subscriber: { email: string } | null, currentStep: { key: string } | null } }> } } | null };
+
+export type FlowStatsLiveSubscriptionVariables = Exact<{
+  id: string;
+}>;
+
+
+export type FlowStatsLiveSubscription = { flowStats: { flowId: string, stats: { entered: number, active: number, completed: number, exited: number }, steps: Array<{ key: string, stats: { entered: number, completed: number, sent: number, skipped: number, failed: number, opened: number, clicked: number } }> } };
+
+export type PauseFlowMutationVariables = Exact<{
+  input: FlowIdInput;
+}>;
+
+
+export type PauseFlowMutation = { pauseFlow: { flow: { id: string, status: FlowStatus } | null, userErrors: Array<{ field: string | null, message: string, code: UserErrorCode }> } };
+
+export type ResumeFlowMutationVariables = Exact<{
+  input: FlowIdInput;
+}>;
+
+
+export type ResumeFlowMutation = { resumeFlow: { flow: { id: string, status: FlowStatus } | null, userErrors: Array<{ field: string | null, message: string, code: UserErrorCode }> } };
+
+export type ArchiveFlowMutationVariables = Exact<{
+  input: FlowIdInput;
+}>;
+
+
+export type ArchiveFlowMutation = { archiveFlow: { flow: { id: string, status: FlowStatus } | null, userErrors: Array<{ field: string | null, message: string, code: UserErrorCode }> } };
+
+export type PublishFlowMutationVariables = Exact<{
+  input: PublishFlowInput;
+}>;
+
+
+export type PublishFlowMutation = { publishFlow: { flow: { id: string, status: FlowStatus } | null, userErrors: Array<{ field: string | null, message: string, code: UserErrorCode }> } };
 
 export type ViewerQueryVariables = Exact<{ [key: string]: never; }>;
 

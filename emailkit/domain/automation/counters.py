@@ -30,6 +30,9 @@ STEP_COUNTERS: tuple[StepCounter, ...] = (
 class Tally:
     flows: Counter[tuple[int, FlowCounter]] = field(default_factory=Counter)
     steps: Counter[tuple[int, str, StepCounter]] = field(default_factory=Counter)
+    # Flows whose counts were written: `write` starts the counts again from zero, and the runner announces
+    # every flow it changed once it is done (flowStats), not only those of its last round.
+    written: set[int] = field(default_factory=set)
 
     def flow(self, flow_id: int, name: FlowCounter, n: int = 1) -> None:
         self.flows[(flow_id, name)] += n
@@ -44,7 +47,7 @@ class Tally:
 
     @property
     def flow_ids(self) -> set[int]:
-        return {f for f, _ in self.flows} | {f for f, _, _ in self.steps}
+        return self.written | {f for f, _ in self.flows} | {f for f, _, _ in self.steps}
 
     async def write(self, session: AsyncSession, workspace_id: int) -> None:
         """Add the counts to the rows, in the caller's transaction, and start again from zero."""
@@ -65,6 +68,7 @@ class Tally:
                 per_step.setdefault((flow_id, key), {})[step_name] = n
         for (flow_id, key), counts in sorted(per_step.items()):
             await _bump_step(session, workspace_id, flow_id, key, counts)
+        self.written |= set(per_flow) | {f for f, _ in per_step}
         self.flows.clear()
         self.steps.clear()
 

@@ -1,0 +1,1 @@
+function s(t,n,o,l,i){let e=document.createElement("button");return e.type="button",e.textContent=o,e.addEventListener("click",()=>{e.disabled=!0,n.textContent=`${o}\u2026`,(async()=>{try{let r=await l();r.userErrors.length?n.replaceChildren(t.userErrors(r.userErrors)):i?i(r):t.reread()}catch(r){t.showError(n,r,()=>e.click())}finally{e.disabled=!1}})()}),e}export{s as a};
