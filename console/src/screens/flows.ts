@@ -151,7 +151,7 @@ export function renderFlow(scr: Shell, id: string): void {
               { class: "table-wrap" },
               h(
                 "table",
-                { class: "runs" },
+                { class: "runs flow-runs" },
                 h("caption", {}, `Latest runs (${runs.totalCount}${runs.totalCountPrecision === "EXACT" ? "" : "+"} in all)`),
                 h("thead", {}, h("tr", {}, ...["Person", "Status", "At step", "Entered", "Due / ended"].map((t) => h("th", { scope: "col" }, t)))),
                 h("tbody", {}, ...rows),
