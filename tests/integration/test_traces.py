@@ -42,7 +42,9 @@ def _chain(span: ReadableSpan, by_id: dict[int, ReadableSpan]) -> list[ReadableS
     return chain
 
 
-def test_start_campaign_is_one_trace_down_to_the_provider(tmp_path: Path, exported: InMemorySpanExporter) -> None:
+def test_start_campaign_is_one_trace_down_to_the_provider(
+    tmp_path: Path, exported: InMemorySpanExporter
+) -> None:
     with embedded_app(tmp_path, public_url="https://mail.example.com", batch_size=10) as api:
         campaign_id = setup_campaign(api, 25)
         exported.clear()
@@ -65,7 +67,9 @@ def test_start_campaign_is_one_trace_down_to_the_provider(tmp_path: Path, export
     by_id = {s.context.span_id: s for s in spans}
     [operation] = [s for s in spans if s.name == "mutation Launch"]
     assert operation.attributes is not None and operation.attributes["graphql.operation.name"] == "Launch"
-    [request] = [s for s in spans if s.name == "POST /graphql" and s.context.trace_id == operation.context.trace_id]
+    [request] = [
+        s for s in spans if s.name == "POST /graphql" and s.context.trace_id == operation.context.trace_id
+    ]
     assert operation.parent is not None and operation.parent.span_id == request.context.span_id
     assert request.kind is SpanKind.SERVER and request.attributes["http.response.status_code"] == 200
 
