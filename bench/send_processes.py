@@ -188,6 +188,8 @@ def worker_env(
         # The benchmarks send From example domains they do not own. The rule is a check when a campaign starts
         # (tests/api/test_verified_domains_rule.py), no cost per message, so this changes no figure.
         "EMAILKIT_REQUIRE_VERIFIED_DOMAINS": "false",
+        # The bench reads the start-up banner's table, which JSON logs (the default off a terminal) replace.
+        "EMAILKIT_LOG_FORMAT": "console",
         **tuning,
     }
 

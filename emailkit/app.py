@@ -42,6 +42,7 @@ from emailkit.web.persisted import PersistedQueries
 from emailkit.web.proxy import ProxyHeadersMiddleware, TrustedProxies
 from emailkit.web.public import public_routes
 from emailkit.web.ratelimit import ApiRateLimiter
+from emailkit.web.requestcontext import RequestContextMiddleware
 from emailkit.web.tracking import TrackingMiddleware, build_tracking
 from emailkit.web.uploads import PREFLIGHT_HEADERS, UploadGuard
 from emailkit.web.webhooks import build_webhooks
@@ -171,6 +172,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         ),
         # The open pixel and click redirect then skip routing and the other middleware (hot path).
         Middleware(TrackingMiddleware, handler=tracking.handler),
+        # A request id (and a trace span) for everything else; tracking hits skip it as they skip the rest.
+        Middleware(RequestContextMiddleware),
         # Every other route starts outside any workspace (tracking hits only queue, and touch no table).
         Middleware(OutsideAnyWorkspace),
     ]

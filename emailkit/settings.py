@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import logging
 import os
 import re
 import secrets
@@ -26,6 +25,7 @@ from emailkit.domain.automation.config import FlowConfig
 from emailkit.domain.sending.config import SendingConfig
 from emailkit.domain.sending.frequency_cap import FrequencyCap, cap_check
 from emailkit.domain.sending_domains.config import DomainConfig
+from emailkit.logconfig import LogFormat
 
 DEFAULT_DATA_DIR = Path(".emailkit")
 DEFAULT_DATABASE_URL = f"sqlite+aiosqlite:///{DEFAULT_DATA_DIR}/emailkit.db"
@@ -144,6 +144,10 @@ class Settings(BaseSettings):
     data_dir: Path = DEFAULT_DATA_DIR
     debug: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # json (one object a line) or console; unset: console on a terminal, json otherwise.
+    log_format: LogFormat | None = None
+    # Email addresses in full in log lines (masked as j…e@example.com by default).
+    log_pii: bool = False
 
     # GraphQL limits
     max_page_size: int = Field(default=250, ge=1, le=10_000)
@@ -452,6 +456,24 @@ class Settings(BaseSettings):
             cap=cap_check(cap) if cap is not None else None,
         )
 
+    def secret_values(self) -> list[str]:
+        """Every secret these settings hold, to keep out of logs: each secret field, the password of each URL,
+        and the signing key (generated in embedded mode)."""
+        values = [
+            getattr(self, name).get_secret_value()
+            for name in type(self).model_fields
+            if _is_secret(name) and isinstance(getattr(self, name), SecretStr)
+        ]
+        for url in [self.database_url, self.broker_url, *values]:
+            password = urlsplit(url).password if url and "://" in url else None
+            if password:
+                values.append(password)
+        try:
+            values.append(self.resolved_secret_key())
+        except (SettingsError, OSError):
+            pass
+        return values
+
     def resolved_secret_key(self) -> str:
         """The signing secret.
 
@@ -556,10 +578,14 @@ def load_settings(**overrides: object) -> Settings:
 
 
 def configure_logging(settings: Settings) -> None:
-    """Root logging at the configured level (the CLI and every API worker process call this)."""
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if settings.log_level != "DEBUG":
-        # Alembic narrates its plugin set-up at INFO; migrations log what was applied themselves.
-        logging.getLogger("alembic").setLevel(logging.WARNING)
-        # httpx logs every request at INFO: one line per message sent through SES or SendGrid.
-        logging.getLogger("httpx").setLevel(logging.WARNING)
+    """Logging (and, when the OTEL_* variables ask for them, traces) of this process: the CLI and every API
+    and worker process call this first."""
+    from emailkit import logconfig, traces
+
+    logconfig.configure(
+        level=settings.log_level,
+        log_format=settings.log_format,
+        pii=settings.log_pii,
+        secrets=settings.secret_values(),
+    )
+    traces.configure()

@@ -9,8 +9,12 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import sys
 from dataclasses import dataclass
 
+import structlog
+
+from emailkit import logconfig
 from emailkit.settings import Settings
 from emailkit.tasks.broker.connection import redact_url
 
@@ -92,7 +96,32 @@ class Workers:
         return f"{self.processes} worker processes x {self.threads} threads"
 
 
+def announce(settings: Settings, *, command: str, workers: Workers, listening: str | None = None) -> None:
+    """Say what the process runs with: the banner's aligned lines on a console, or one structured event,
+    the banner's rows as its fields, where every line must be a JSON object (EMAILKIT_LOG_FORMAT=json)."""
+    if logconfig.current_format() == "console":
+        print(
+            banner(settings, command=command, workers=workers, listening=listening),
+            file=sys.stderr,
+            flush=True,
+        )
+        return
+    rows = banner_rows(settings, workers=workers, listening=listening)
+    fields = {name.lower().replace(" ", "_"): value for name, value in rows}
+    structlog.get_logger("emailkit").info("starting", command=command, version=version(), **fields)
+
+
 def banner(settings: Settings, *, command: str, workers: Workers, listening: str | None = None) -> str:
+    rows = banner_rows(settings, workers=workers, listening=listening)
+    width = max(len(name) for name, _ in rows)
+    lines = [f"emailkit {version()} {command}"]
+    lines += [f"  {name:<{width}}  {value}" for name, value in rows]
+    return "\n".join(lines)
+
+
+def banner_rows(
+    settings: Settings, *, workers: Workers, listening: str | None = None
+) -> list[tuple[str, str]]:
     mode = "embedded" if settings.is_embedded else "production"
     provider: str = settings.provider
     if provider == "outbox":
@@ -123,7 +152,4 @@ def banner(settings: Settings, *, command: str, workers: Workers, listening: str
                 "WARNING: unverified From domains are allowed (EMAILKIT_REQUIRE_VERIFIED_DOMAINS=false)",
             )
         )
-    width = max(len(name) for name, _ in rows)
-    lines = [f"emailkit {version()} {command}"]
-    lines += [f"  {name:<{width}}  {value}" for name, value in rows]
-    return "\n".join(lines)
+    return rows

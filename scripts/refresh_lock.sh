@@ -15,7 +15,7 @@ if (($# > 0)); then
     upgrade=()
     for pkg in "$@"; do upgrade+=(--upgrade-package "$pkg"); done
 fi
-"$venv/bin/uv" pip compile pyproject.toml --extra dev --python-version 3.11 --no-header \
+"$venv/bin/uv" pip compile pyproject.toml --extra dev --extra otel --python-version 3.11 --no-header \
     "${upgrade[@]}" -o constraints.txt
 
 # shellcheck disable=SC1091

@@ -36,7 +36,7 @@ os.environ.setdefault("EMAILKIT_REQUIRE_VERIFIED_DOMAINS", "false")
 # Modules about Redis-only behaviour are collected only when Redis tests are wanted, so a machine without
 # Redis never shows them as skipped and CI (which sets the variable) always runs them.
 collect_ignore = (
-    ([] if REDIS_URL else ["integration/test_shared_ratelimit.py"])
+    ([] if REDIS_URL else ["integration/test_shared_ratelimit.py", "integration/test_log_lines_worker.py"])
     + ([] if REDIS_URL and PG_URL else ["integration/test_cli_production.py"])
     + ([] if PG_URL else ["integration/test_migration_pg_trgm.py"])
 )

@@ -54,20 +54,19 @@ def serve(
         in_process = settings.broker_url is None
         jobs = startup.Workers(1 if in_process else 0, settings.worker_threads, in_process=True)
         shown_host = f"[{host}]" if ":" in host else host
-        typer.echo(
-            startup.banner(
-                settings,
-                command="serve",
-                workers=jobs,
-                listening=f"http://{shown_host}:{port} (GraphiQL at /graphql)"
-                + (f", {workers} API processes" if workers > 1 else ""),
-            ),
-            err=True,
+        startup.announce(
+            settings,
+            command="serve",
+            workers=jobs,
+            listening=f"http://{shown_host}:{port} (GraphiQL at /graphql)"
+            + (f", {workers} API processes" if workers > 1 else ""),
         )
         # Off by default: one line per open pixel is noise, and building it costs ~15 µs a request.
         options = {
             "log_level": settings.log_level.lower(),
             "access_log": access_log,
+            # uvicorn's own records go to the root logger, rendered like every other line (emailkit.logconfig).
+            "log_config": None,
             # Forwarding headers are read by the app alone, and only from EMAILKIT_TRUSTED_PROXIES (uvicorn
             # would otherwise believe them from 127.0.0.1 on its own).
             "proxy_headers": False,
@@ -134,7 +133,7 @@ def worker(
         threads or settings.worker_threads,
         in_process=False,
     )
-    typer.echo(startup.banner(settings, command="worker", workers=jobs), err=True)
+    startup.announce(settings, command="worker", workers=jobs)
     code = run_workers(settings, build_runtime, processes=jobs.processes, threads=jobs.threads)
     raise typer.Exit(code)
 

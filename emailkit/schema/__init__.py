@@ -19,6 +19,7 @@ from emailkit.schema.cost import CostLimits, QueryCost
 from emailkit.schema.documents import CheckedDocuments, DocumentCache
 from emailkit.schema.error_policy import ErrorPolicy, UnstorableTextGuard
 from emailkit.schema.mutations import MUTATIONS
+from emailkit.schema.observe import OperationContext
 from emailkit.schema.queries import QUERIES
 from emailkit.schema.subscriptions import Subscription
 
@@ -50,6 +51,7 @@ def build_schema(limits: SchemaLimits | None = None) -> strawberry.Schema:
         lambda: QueryCost(cost_limits),
         lambda: UnstorableTextGuard(documents),
         lambda: ErrorPolicy(debug=limits.debug),
+        OperationContext,
     ]
     return strawberry.Schema(
         query=merge_types("Query", QUERIES),

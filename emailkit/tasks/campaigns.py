@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import structlog
+
 from emailkit.db.tables.sending import CampaignBatch, Delivery
 from emailkit.domain.runtime import Runtime, campaign_sender
 from emailkit.domain.sending import dispatch, transactional
@@ -24,14 +26,15 @@ async def send_campaign_batch(runtime: Runtime, *, batch_id: int) -> None:
         if outcome.retry_after is not None:
             await dispatch.run_batch_again(runtime, batch_id, delay=outcome.retry_after)
     if outcome.claimed:
-        log.info(
-            "batch %s: sent %d, failed %d, skipped %d%s",
-            batch_id,
-            outcome.sent,
-            outcome.failed,
-            outcome.skipped,
-            f", retry in {outcome.retry_after:.1f}s" if outcome.retry_after is not None else "",
-        )
+        with structlog.contextvars.bound_contextvars(campaign=outcome.campaign_id):
+            log.info(
+                "batch %s: sent %d, failed %d, skipped %d%s",
+                batch_id,
+                outcome.sent,
+                outcome.failed,
+                outcome.skipped,
+                f", retry in {outcome.retry_after:.1f}s" if outcome.retry_after is not None else "",
+            )
 
 
 @job(dispatch.SEND_TRANSACTIONAL_JOB, queue="transactional", max_retries=8, min_backoff=5_000)

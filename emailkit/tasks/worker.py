@@ -27,7 +27,7 @@ import dramatiq
 from emailkit.db.engine import Database
 from emailkit.domain.ports.queue import JobQueue, PubSub
 from emailkit.domain.runtime import Runtime
-from emailkit.settings import Settings
+from emailkit.settings import Settings, configure_logging
 from emailkit.tasks.broker.connection import redact_url
 from emailkit.tasks.broker.factory import broker_from_settings
 from emailkit.tasks.broker.middleware import RuntimeScope, WorkerRuntime
@@ -46,7 +46,6 @@ EMBEDDED_STOP_TIMEOUT = 30.0
 # `emailkit worker` waits this long for in-flight jobs after SIGTERM (give orchestrators a grace period
 # at least this long; if killed earlier, the jobs are redelivered).
 PROCESS_STOP_TIMEOUT_MS = 10 * 60_000
-LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 
 
 class RuntimeBuilder(Protocol):
@@ -246,7 +245,7 @@ def _child_main(
 ) -> None:
     # Own process group: a terminal's Ctrl-C reaches only the supervisor, which relays one SIGTERM.
     os.setpgrp()
-    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT, force=True)
+    configure_logging(settings)
     for name, level in levels.items():
         logging.getLogger(name).setLevel(level)
     # A spawned process starts fresh: declare the same jobs as the supervisor, wherever they came from.

@@ -40,6 +40,7 @@ from emailkit.domain.feedback.hits import unsubscribe_delivery
 from emailkit.domain.public_site import PublicSite, site_of
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.tokens import TokenSigner
+from emailkit.masking import mask_email
 
 # The forms carry a few short fields; RFC 8058 bodies are 26 bytes.
 MAX_FORM_BYTES = 4096
@@ -72,15 +73,6 @@ _TITLES = {
     "refused": "Request not understood",
     "too-large": "Request too large",
 }
-
-
-def mask_email(email: str) -> str:
-    """``jane.doe@example.com`` -> ``j…e@example.com``: enough to recognise, little to a forwardee."""
-    local, at, domain = email.partition("@")
-    if not at:
-        return "…"
-    shown = local[0] + "…" + local[-1] if len(local) > 2 else local[:1] + "…"
-    return f"{shown}@{domain}"
 
 
 def page_headers(site: PublicSite | None) -> dict[str, str]:

@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import structlog
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from emailkit import traces
 from emailkit.domain.feedback import FeedbackPolicy, record_events
 from emailkit.domain.ports.webhooks import (
     SignatureInvalid,
@@ -138,6 +140,16 @@ class Webhooks:
         parser = self.parsers.get(name)
         if parser is None:
             return _error(404, f"unknown provider {name!r}")
+        with (
+            structlog.contextvars.bound_contextvars(webhook=name),
+            traces.span(f"webhook {name}", {"emailkit.provider": name}) as span,
+        ):
+            response = await self._handle(request, name, parser)
+            if span is not None:
+                span.set_attribute("http.response.status_code", response.status_code)
+            return response
+
+    async def _handle(self, request: Request, name: str, parser: WebhookParser) -> Response:
         try:
             body = await read_body(request, self.max_body_bytes)
         except BodyTooLarge:

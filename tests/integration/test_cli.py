@@ -54,6 +54,8 @@ def _base_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EMAILKIT_")}
     env["EMAILKIT_DATA_DIR"] = str(tmp_path / "data")
     env["EMAILKIT_OUTBOX_DIR"] = str(tmp_path / "outbox")
+    # The banner as a person reads it (test_log_lines covers EMAILKIT_LOG_FORMAT=json).
+    env["EMAILKIT_LOG_FORMAT"] = "console"
     return env
 
 

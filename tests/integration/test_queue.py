@@ -302,6 +302,8 @@ class WorkerProcess:
             "EMAILKIT_SECRET_KEY": TEST_SECRET,
             "EMAILKIT_DATA_DIR": str(tmp),
             "EMAILKIT_WORKER_HEARTBEAT_SECONDS": "7",
+            # The banner as a person reads it, which these tests look at.
+            "EMAILKIT_LOG_FORMAT": "console",
             "PYTHONPATH": str(ROOT),
         }
         code = "import sys, tests.integration.test_queue; from emailkit.cli import main; main()"

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -142,7 +143,8 @@ class FlowRunner:
                 step = group[0].step
                 if step is None:  # a version always has its runs' steps; a mapping could only name real ones
                     continue
-                await self._execute(held, step, group, tally)
+                with structlog.contextvars.bound_contextvars(flow=group[0].flow_id, step=step.key):
+                    await self._execute(held, step, group, tally)
 
     async def _leave_early(self, s: AsyncSession, held: Held, live: list[Run], tally: Tally) -> None:
         """Runs whose person was erased, or matches the exit condition now, leave before their next step."""

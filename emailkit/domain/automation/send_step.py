@@ -133,7 +133,7 @@ class StepSender:
                     if part:
                         if route.limiter is not None:
                             await route.limiter.acquire(len(part))
-                        results += await route.provider.send_batch(
+                        results += await route.send_batch(
                             part, on_commit=commits.submit, on_result=coalescer.submit
                         )
                     rest = [r for r in results if r.delivery_id not in done]

@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -86,6 +87,7 @@ RENDER_SLICE = 4
 @dataclass
 class BatchOutcome:
     claimed: bool
+    campaign_id: int | None = None
     done: bool = False
     sent: int = 0
     failed: int = 0
@@ -182,13 +184,14 @@ class CampaignSender:
         batch = await self.ledger.claim(batch_id)
         if batch is None:
             return BatchOutcome(claimed=False)
-        keeper = asyncio.create_task(self._keep_lease(batch))
-        try:
-            return await self._run_claimed(batch)
-        finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+        with structlog.contextvars.bound_contextvars(campaign=batch.campaign_id, batch=batch_id):
+            keeper = asyncio.create_task(self._keep_lease(batch))
+            try:
+                return await self._run_claimed(batch)
+            finally:
+                keeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keeper
 
     async def _keep_lease(self, batch: CampaignBatch) -> None:
         # Renewed on a timer rather than per chunk: with a slow provider a chunk can outlast the lease, and
@@ -207,7 +210,7 @@ class CampaignSender:
                 return
 
     async def _run_claimed(self, batch: CampaignBatch) -> BatchOutcome:
-        outcome = BatchOutcome(claimed=True)
+        outcome = BatchOutcome(claimed=True, campaign_id=batch.campaign_id)
         ready = await self._materialise(batch, outcome)
         if ready is None:
             await self.ledger.release(batch, done=False)
@@ -416,7 +419,7 @@ class CampaignSender:
             part = messages[start : start + step]
             if limiter is not None:
                 await limiter.acquire(len(part))
-            results.extend(await provider.send_batch(part, on_commit=on_commit, on_result=early.submit))
+            results.extend(await route.send_batch(part, on_commit=on_commit, on_result=early.submit))
         return results
 
     # -- recording ----------------------------------------------------------------------------------------
@@ -545,7 +548,7 @@ class CampaignSender:
         # Off the event loop: this runs in the API process, and a render may take up to its time limit.
         messages = [await asyncio.to_thread(build, p) for p in recipients]
         async with self.senders.use(sender_id) as route:
-            return await route.provider.send_batch(messages)
+            return await route.send_batch(messages)
 
 
 async def _campaign_and_workspace(

@@ -154,7 +154,7 @@ async def _hand_over(runtime: Runtime, route: SenderRoute, message: OutgoingMess
 
     if route.limiter is not None:
         await route.limiter.acquire(1)
-    return await route.provider.send_batch([message], on_commit=mark_sending)
+    return await route.send_batch([message], on_commit=mark_sending)
 
 
 async def _record(

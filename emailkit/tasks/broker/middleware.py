@@ -24,6 +24,7 @@ from dramatiq.middleware import (
 )
 
 from emailkit.domain.runtime import Runtime
+from emailkit.tasks.broker.jobcontext import JobContext
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ def middleware_stack(policy: RetryPolicy) -> list[Middleware]:
             max_backoff=policy.max_backoff_ms,
         ),
         CurrentMessage(),
+        # Binds the log context and continues the trace of each job (see its module).
+        JobContext(),
         # Dramatiq 2.x runs async actors only with this middleware (one event loop thread per process).
         AsyncIO(),
     ]
