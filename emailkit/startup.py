@@ -92,7 +92,14 @@ class Workers:
         return f"{self.processes} worker processes x {self.threads} threads"
 
 
-def banner(settings: Settings, *, command: str, workers: Workers, listening: str | None = None) -> str:
+def banner(
+    settings: Settings,
+    *,
+    command: str,
+    workers: Workers,
+    listening: str | None = None,
+    metrics: str | None = None,
+) -> str:
     mode = "embedded" if settings.is_embedded else "production"
     provider: str = settings.provider
     if provider == "outbox":
@@ -114,6 +121,8 @@ def banner(settings: Settings, *, command: str, workers: Workers, listening: str
         rows.append(("bounces", f"VERP senders at {settings.bounce_domain} (its MX: emailkit bounce-server)"))
     if listening is not None:
         rows.append(("listening", listening))
+    if metrics is not None:
+        rows.append(("metrics", metrics))
     if settings.requires_verified_domains:
         rows.append(("From domains", "verified sending domains only"))
     else:

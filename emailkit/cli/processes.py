@@ -31,6 +31,10 @@ def serve(
     import uvicorn
 
     from emailkit import startup
+    from emailkit.metrics import process as metrics_process
+
+    # Before anything records: this run's figures, and its child processes', go to a directory of its own.
+    metrics_process.prepare_directory()
     from emailkit.app import create_app
 
     settings = settings_or_exit()
@@ -106,9 +110,24 @@ def worker(
         int | None,
         typer.Option(min=1, help="Threads per process.", show_default="EMAILKIT_WORKER_THREADS, else 4"),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0, max=65535, help="Serve GET /metrics (every worker process's figures) on this port."
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str,
+        typer.Option(
+            help="Interface for --metrics-port (without EMAILKIT_METRICS_TOKEN: loopback clients only)."
+        ),
+    ] = "127.0.0.1",
 ) -> None:
     """Run jobs from EMAILKIT_BROKER_URL until SIGTERM/SIGINT (in-flight jobs finish first)."""
     from emailkit import startup
+    from emailkit.metrics import process as metrics_process
+
+    metrics_process.prepare_directory()
     from emailkit.app import build_runtime
     from emailkit.tasks.broker.connection import BrokerUnreachable, ping_broker
     from emailkit.tasks.worker import run_workers
@@ -134,8 +153,28 @@ def worker(
         threads or settings.worker_threads,
         in_process=False,
     )
-    typer.echo(startup.banner(settings, command="worker", workers=jobs), err=True)
-    code = run_workers(settings, build_runtime, processes=jobs.processes, threads=jobs.threads)
+    server = None
+    if metrics_port is not None:
+        from emailkit.web.metrics import MetricsServer
+
+        try:
+            sock = startup.bind(metrics_host, metrics_port)
+        except startup.PortInUse as exc:
+            typer.echo(f"error: --metrics-port: {exc}", err=True)
+            raise typer.Exit(2) from None
+        token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+        server = MetricsServer(sock, token)
+    typer.echo(
+        startup.banner(settings, command="worker", workers=jobs, metrics=server.url if server else None),
+        err=True,
+    )
+    if server is not None:
+        server.start()
+    try:
+        code = run_workers(settings, build_runtime, processes=jobs.processes, threads=jobs.threads)
+    finally:
+        if server is not None:
+            server.stop()
     raise typer.Exit(code)
 
 
