@@ -108,6 +108,9 @@ class MeteredPool(AsyncAdaptedQueuePool):
     """SQLAlchemy's pool for asyncio, counting the checkouts that wait for a connection (none is free and the
     overflow is used up) in the ``waiting`` gauge."""
 
+    # Its log lines under SQLAlchemy's name for the pool it extends, where logging settings expect them.
+    _sqla_logger_namespace = "sqlalchemy.pool.impl.AsyncAdaptedQueuePool"
+
     def _do_get(self) -> ConnectionPoolEntry:
         if self.checkedin() == 0 and -1 < self._max_overflow <= self.overflow():
             metrics.pool("waiting", 1)

@@ -100,22 +100,18 @@ def drop_dead_processes() -> None:
 
 def exposition(accept: str | None) -> tuple[bytes, str]:
     """The figures of every process of this command, in the format the scraper asked for."""
-    from prometheus_client import CollectorRegistry, multiprocess
+    from prometheus_client import CollectorRegistry, multiprocess, values
     from prometheus_client.exposition import choose_encoder
 
     from emailkit.metrics.record import families
 
-    own = families()
-    registry = own.registry
-    if _in_files(own):
+    registry: CollectorRegistry
+    if getattr(values.ValueClass, "_multiprocess", False):
+        # Every process's files, this one's included (a supervisor that records nothing writes none).
         drop_dead_processes()
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    else:
+        registry = families().registry
     encoder, content_type = choose_encoder(accept or "")
     return encoder(registry), content_type
-
-
-def _in_files(own: object) -> bool:
-    from prometheus_client import values
-
-    return bool(getattr(values.ValueClass, "_multiprocess", False))

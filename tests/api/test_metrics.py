@@ -99,7 +99,9 @@ async def sending_app(db: Database, settings: Settings, tmp_path: Path) -> Async
 
 async def _finished(gql: GQL, campaign_id: str, within: float = 60.0) -> None:
     async with asyncio.timeout(within):
-        while data(await gql(STATUS, {"id": campaign_id}))["campaign"]["status"] != "FINISHED":
+        while True:
+            if data(await gql(STATUS, {"id": campaign_id}))["campaign"]["status"] == "FINISHED":
+                return
             await asyncio.sleep(0.05)
 
 
