@@ -57,7 +57,7 @@ class Families:
 
         # A `_created` series per counter and histogram doubles what is stored and says little here (the
         # multiprocess mode never has them): one setting for every process alike.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry: CollectorRegistry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.emails: Counter = Counter(
