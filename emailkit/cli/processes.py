@@ -31,11 +31,8 @@ def serve(
     import uvicorn
 
     from emailkit import startup
-    from emailkit.metrics import process as metrics_process
-
-    # Before anything records: this run's figures, and its child processes', go to a directory of its own.
-    metrics_process.prepare_directory()
     from emailkit.app import create_app
+    from emailkit.metrics import process as metrics_process
 
     settings = settings_or_exit()
     if workers > 1 and settings.broker_url is None:
@@ -52,6 +49,9 @@ def serve(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     with sock:
+        # Before anything records (the first database connection does): this run's figures, and those of the
+        # processes it starts, go to a directory of its own.
+        metrics_process.prepare_directory()
         check_provider(settings)
         asyncio.run(migrate_if_needed(settings, migrate=migrate))
         asyncio.run(check_database_role(settings))
@@ -125,10 +125,8 @@ def worker(
 ) -> None:
     """Run jobs from EMAILKIT_BROKER_URL until SIGTERM/SIGINT (in-flight jobs finish first)."""
     from emailkit import startup
-    from emailkit.metrics import process as metrics_process
-
-    metrics_process.prepare_directory()
     from emailkit.app import build_runtime
+    from emailkit.metrics import process as metrics_process
     from emailkit.tasks.broker.connection import BrokerUnreachable, ping_broker
     from emailkit.tasks.worker import run_workers
 
@@ -146,6 +144,8 @@ def worker(
     except BrokerUnreachable as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    # Before anything records, as in `serve`.
+    metrics_process.prepare_directory()
     asyncio.run(migrate_if_needed(settings, migrate=False))
     asyncio.run(check_database_role(settings))
     jobs = startup.Workers(
