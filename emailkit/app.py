@@ -38,6 +38,7 @@ from emailkit.web.events import events_route
 from emailkit.web.export import export_routes
 from emailkit.web.graphql import GraphQLView
 from emailkit.web.health import health_routes
+from emailkit.web.metrics import HttpMetricsMiddleware, metrics_route
 from emailkit.web.persisted import PersistedQueries
 from emailkit.web.proxy import ProxyHeadersMiddleware, TrustedProxies
 from emailkit.web.public import public_routes
@@ -172,6 +173,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         ),
         # The open pixel and click redirect then skip routing and the other middleware (hot path).
         Middleware(TrackingMiddleware, handler=tracking.handler),
+        # Request time and errors by route template; tracking hits, answered above, are counted by kind instead.
+        Middleware(HttpMetricsMiddleware),
         # A request id (and a trace span) for everything else; tracking hits skip it as they skip the rest.
         Middleware(RequestContextMiddleware),
         # Every other route starts outside any workspace (tracking hits only queue, and touch no table).
@@ -200,6 +203,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         events_route(runtime, graphql.auth, admission),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        metrics_route(settings.metrics_token.get_secret_value() if settings.metrics_token else None),
         *tracking.routes,
         *webhooks.routes,
         *export_routes(runtime, api_limiter),

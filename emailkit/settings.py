@@ -176,6 +176,9 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[list[ipaddress.IPv4Network | ipaddress.IPv6Network], NoDecode] = Field(
         default_factory=list
     )
+    # The bearer token GET /metrics wants (API and `emailkit worker --metrics-port`); unset, the route answers
+    # loopback clients only (emailkit/web/metrics.py).
+    metrics_token: SecretStr | None = None
     # Open GraphQL WebSocket connections re-check their API key this often; a revoked key's are closed (4403).
     ws_key_recheck_seconds: float = Field(default=30.0, gt=0, le=3600)
     # An API key, once verified, is trusted this long without a database read (HTTP requests, new WebSocket
@@ -388,7 +391,7 @@ class Settings(BaseSettings):
             return [part.strip().rstrip("/") for part in text.split(",") if part.strip()]
         return value
 
-    @field_validator("secret_key")
+    @field_validator("secret_key", "metrics_token")
     @classmethod
     def _check_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 16:

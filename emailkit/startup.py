@@ -96,23 +96,37 @@ class Workers:
         return f"{self.processes} worker processes x {self.threads} threads"
 
 
-def announce(settings: Settings, *, command: str, workers: Workers, listening: str | None = None) -> None:
+def announce(
+    settings: Settings,
+    *,
+    command: str,
+    workers: Workers,
+    listening: str | None = None,
+    metrics: str | None = None,
+) -> None:
     """Say what the process runs with: the banner's aligned lines on a console, or one structured event,
     the banner's rows as its fields, where every line must be a JSON object (EMAILKIT_LOG_FORMAT=json)."""
     if logconfig.current_format() == "console":
         print(
-            banner(settings, command=command, workers=workers, listening=listening),
+            banner(settings, command=command, workers=workers, listening=listening, metrics=metrics),
             file=sys.stderr,
             flush=True,
         )
         return
-    rows = banner_rows(settings, workers=workers, listening=listening)
+    rows = banner_rows(settings, workers=workers, listening=listening, metrics=metrics)
     fields = {name.lower().replace(" ", "_"): value for name, value in rows}
     structlog.get_logger("emailkit").info("starting", command=command, version=version(), **fields)
 
 
-def banner(settings: Settings, *, command: str, workers: Workers, listening: str | None = None) -> str:
-    rows = banner_rows(settings, workers=workers, listening=listening)
+def banner(
+    settings: Settings,
+    *,
+    command: str,
+    workers: Workers,
+    listening: str | None = None,
+    metrics: str | None = None,
+) -> str:
+    rows = banner_rows(settings, workers=workers, listening=listening, metrics=metrics)
     width = max(len(name) for name, _ in rows)
     lines = [f"emailkit {version()} {command}"]
     lines += [f"  {name:<{width}}  {value}" for name, value in rows]
@@ -120,7 +134,7 @@ def banner(settings: Settings, *, command: str, workers: Workers, listening: str
 
 
 def banner_rows(
-    settings: Settings, *, workers: Workers, listening: str | None = None
+    settings: Settings, *, workers: Workers, listening: str | None = None, metrics: str | None = None
 ) -> list[tuple[str, str]]:
     mode = "embedded" if settings.is_embedded else "production"
     provider: str = settings.provider
@@ -143,6 +157,8 @@ def banner_rows(
         rows.append(("bounces", f"VERP senders at {settings.bounce_domain} (its MX: emailkit bounce-server)"))
     if listening is not None:
         rows.append(("listening", listening))
+    if metrics is not None:
+        rows.append(("metrics", metrics))
     if settings.requires_verified_domains:
         rows.append(("From domains", "verified sending domains only"))
     else:

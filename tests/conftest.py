@@ -37,7 +37,11 @@ os.environ.setdefault("EMAILKIT_REQUIRE_VERIFIED_DOMAINS", "false")
 # Redis never shows them as skipped and CI (which sets the variable) always runs them.
 collect_ignore = (
     ([] if REDIS_URL else ["integration/test_shared_ratelimit.py", "integration/test_log_lines_worker.py"])
-    + ([] if REDIS_URL and PG_URL else ["integration/test_cli_production.py"])
+    + (
+        []
+        if REDIS_URL and PG_URL
+        else ["integration/test_cli_production.py", "integration/test_metrics_processes.py"]
+    )
     + ([] if PG_URL else ["integration/test_migration_pg_trgm.py"])
 )
 # The wraparound and pool restart tests run their own cluster: wherever PostgreSQL is tested and its server

@@ -32,6 +32,7 @@ def serve(
 
     from emailkit import startup
     from emailkit.app import create_app
+    from emailkit.metrics import process as metrics_process
 
     settings = settings_or_exit()
     if workers > 1 and settings.broker_url is None:
@@ -48,6 +49,9 @@ def serve(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     with sock:
+        # Before anything records (the first database connection does): this run's figures, and those of the
+        # processes it starts, go to a directory of its own.
+        metrics_process.prepare_directory()
         check_provider(settings)
         asyncio.run(migrate_if_needed(settings, migrate=migrate))
         asyncio.run(check_database_role(settings))
@@ -105,10 +109,23 @@ def worker(
         int | None,
         typer.Option(min=1, help="Threads per process.", show_default="EMAILKIT_WORKER_THREADS, else 4"),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0, max=65535, help="Serve GET /metrics (every worker process's figures) on this port."
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str,
+        typer.Option(
+            help="Interface for --metrics-port (without EMAILKIT_METRICS_TOKEN: loopback clients only)."
+        ),
+    ] = "127.0.0.1",
 ) -> None:
     """Run jobs from EMAILKIT_BROKER_URL until SIGTERM/SIGINT (in-flight jobs finish first)."""
     from emailkit import startup
     from emailkit.app import build_runtime
+    from emailkit.metrics import process as metrics_process
     from emailkit.tasks.broker.connection import BrokerUnreachable, ping_broker
     from emailkit.tasks.worker import run_workers
 
@@ -126,6 +143,8 @@ def worker(
     except BrokerUnreachable as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    # Before anything records, as in `serve`.
+    metrics_process.prepare_directory()
     asyncio.run(migrate_if_needed(settings, migrate=False))
     asyncio.run(check_database_role(settings))
     jobs = startup.Workers(
@@ -133,8 +152,25 @@ def worker(
         threads or settings.worker_threads,
         in_process=False,
     )
-    startup.announce(settings, command="worker", workers=jobs)
-    code = run_workers(settings, build_runtime, processes=jobs.processes, threads=jobs.threads)
+    server = None
+    if metrics_port is not None:
+        from emailkit.web.metrics import MetricsServer
+
+        try:
+            sock = startup.bind(metrics_host, metrics_port)
+        except startup.PortInUse as exc:
+            typer.echo(f"error: --metrics-port: {exc}", err=True)
+            raise typer.Exit(2) from None
+        token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+        server = MetricsServer(sock, token)
+    startup.announce(settings, command="worker", workers=jobs, metrics=server.url if server else None)
+    if server is not None:
+        server.start()
+    try:
+        code = run_workers(settings, build_runtime, processes=jobs.processes, threads=jobs.threads)
+    finally:
+        if server is not None:
+            server.stop()
     raise typer.Exit(code)
 
 

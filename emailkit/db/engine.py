@@ -18,10 +18,12 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 from sqlalchemy.util.concurrency import await_
 
 from emailkit.db.scope import NO_SCOPE_SETTING, current_scope
 from emailkit.db.session_scope import ScopedSession
+from emailkit.metrics import record as metrics
 
 # The setting the row-level security policies read (migration 0010).
 SCOPE_SETTING = "emailkit.workspace_id"
@@ -79,6 +81,7 @@ def create_engine(
         engine = create_async_engine(url, echo=echo, pool_timeout=pool_timeout)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine.pool, "checkout", _sqlite_writes_begin_immediately)
+        _count_in_use(engine)
         return engine
     # A new connection starts outside any workspace: the policies show it nothing until a scope is set.
     server_settings = {SCOPE_SETTING: NO_SCOPE_SETTING}
@@ -93,10 +96,44 @@ def create_engine(
         max_overflow=pool_size,
         pool_timeout=pool_timeout,
         connect_args=connect_args,
+        poolclass=MeteredPool,
     )
     event.listen(engine.sync_engine.pool, "checkout", _discard_if_closed)
     event.listen(engine.sync_engine.pool, "checkout", _scope_connection)
+    _count_in_use(engine)
     return engine
+
+
+class MeteredPool(AsyncAdaptedQueuePool):
+    """SQLAlchemy's pool for asyncio, counting the checkouts that wait for a connection (none is free and the
+    overflow is used up) in the ``waiting`` gauge."""
+
+    # Its log lines under SQLAlchemy's name for the pool it extends, where logging settings expect them.
+    _sqla_logger_namespace = "sqlalchemy.pool.impl.AsyncAdaptedQueuePool"
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        if self.checkedin() == 0 and -1 < self._max_overflow <= self.overflow():
+            metrics.pool("waiting", 1)
+            try:
+                return super()._do_get()
+            finally:
+                metrics.pool("waiting", -1)
+        return super()._do_get()
+
+
+def _count_in_use(engine: AsyncEngine) -> None:
+    # Last among the checkout listeners: a checkout refused by an earlier one (a closed connection) is not
+    # counted, and so never uncounted either.
+    event.listen(engine.sync_engine.pool, "checkout", _checked_out)
+    event.listen(engine.sync_engine.pool, "checkin", _checked_in)
+
+
+def _checked_out(_dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+    metrics.pool("in_use", 1)
+
+
+def _checked_in(_dbapi_conn: Any, _record: Any) -> None:
+    metrics.pool("in_use", -1)
 
 
 def _scope_connection(dbapi_conn: Any, record: Any, _proxy: Any) -> None:

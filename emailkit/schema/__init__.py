@@ -20,6 +20,7 @@ from emailkit.schema.documents import CheckedDocuments, DocumentCache
 from emailkit.schema.error_policy import ErrorPolicy, UnstorableTextGuard
 from emailkit.schema.mutations import MUTATIONS
 from emailkit.schema.observe import OperationContext
+from emailkit.schema.operation_metrics import OperationMetrics
 from emailkit.schema.queries import QUERIES
 from emailkit.schema.subscriptions import Subscription
 
@@ -47,6 +48,8 @@ def build_schema(limits: SchemaLimits | None = None) -> strawberry.Schema:
     cost_limits = CostLimits(limit=limits.max_cost, max_page_size=limits.max_page_size)
     # Factories, so each operation gets fresh extension instances.
     extensions: list[Callable[[], SchemaExtension]] = [
+        # First, so it sees the errors as the others leave them (emailkit/schema/operation_metrics.py).
+        OperationMetrics,
         lambda: CheckedDocuments(documents, rules, max_tokens=limits.max_tokens),
         lambda: QueryCost(cost_limits),
         lambda: UnstorableTextGuard(documents),

@@ -18,6 +18,7 @@ from emailkit.domain.transactions import ATTEMPTS, run_in_transaction
 from emailkit.domain.validation import unstorable_text
 from emailkit.schema.context import Info
 from emailkit.schema.enums import ErrorCode
+from emailkit.schema.operation_metrics import count_user_errors
 
 R = TypeVar("R")
 
@@ -36,6 +37,7 @@ class MutationWarning:
 
 
 def to_user_errors(exc: DomainError) -> list[UserError]:
+    count_user_errors([e.code for e in exc.errors])
     return [UserError(field=e.field, message=e.message, code=e.code) for e in exc.errors]
 
 
@@ -57,6 +59,7 @@ def text_errors(info: Info, *, exempt: Collection[str] = ()) -> list[UserError]:
             field = path.removeprefix("input.") if name == "input" else path
             if field.split(".")[0].split("[")[0] not in exempt:
                 errors.append(UserError(field=field, message=problem, code=ErrorCode.INVALID_TEXT))
+    count_user_errors([e.code for e in errors])
     return errors
 
 

@@ -33,6 +33,7 @@ from emailkit.tasks.broker.factory import broker_from_settings
 from emailkit.tasks.broker.middleware import RuntimeScope, WorkerRuntime
 from emailkit.tasks.broker.queue import DramatiqJobQueue
 from emailkit.tasks.broker.registry import job_modules
+from emailkit.tasks.queue_depth import QueueDepth
 from emailkit.tasks.ticker import Ticker
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ class EmbeddedWorker:
     def start(self) -> None:
         WorkerRuntime.install(self.broker, self.scope)
         Ticker.install(self.broker, TICK_SECONDS)
+        QueueDepth.install(self.broker)
         _boot(self.broker)
         worker = dramatiq.Worker(
             self.broker, queues=self.queues, worker_threads=self.threads, worker_timeout=self.poll_ms
@@ -202,6 +204,7 @@ def run_worker_process(
     broker = broker_from_settings(settings)
     WorkerRuntime.install(broker, runtime_scope(build, settings, jobs=DramatiqJobQueue(broker)))
     Ticker.install(broker, TICK_SECONDS)
+    QueueDepth.install(broker)
     signals = _Signals(
         "finishing in-flight jobs, then exiting",
         "exiting now; unfinished jobs will be redelivered to other workers",

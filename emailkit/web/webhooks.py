@@ -33,6 +33,7 @@ from emailkit.domain.ports.webhooks import (
     WebhookParser,
 )
 from emailkit.domain.runtime import Runtime
+from emailkit.metrics import record as metrics
 from emailkit.providers.webhooks import WebhookDeps, build_parsers, receive
 from emailkit.settings import Settings
 from emailkit.web.bodylimit import WEBHOOK_BYTES
@@ -161,6 +162,7 @@ class Webhooks:
         except SignatureInvalid as exc:
             client = request.client.host if request.client else "?"
             log.warning("%s webhook from %s refused: %s", name, client, exc)
+            metrics.webhook_signature_failure(name)
             return _error(exc.status_code, str(exc))
         except VerificationUnavailable as exc:
             log.warning("%s webhook could not be verified now: %s", name, exc)
@@ -177,6 +179,8 @@ class Webhooks:
             # Answered with a 500, so the provider will retry: its retry must be accepted.
             await parser.not_stored(request.headers, body)
             raise
+        for event in result.events:
+            metrics.webhook_event(name, event.type.value)
         return JSONResponse(
             {"received": summary.received, "stored": summary.stored, "duplicates": summary.duplicates}
         )

@@ -50,6 +50,7 @@ from emailkit.db.types import NullableJSONDoc, UTCDateTime, utcnow
 from emailkit.domain.automation.definition import Definition
 from emailkit.domain.automation.versions import definitions
 from emailkit.domain.webhooks_out import emitters
+from emailkit.metrics import record as metrics
 
 # Entering writes the webhook events of the entries too: always through the caller's session.
 Bind = AsyncSession
@@ -136,6 +137,7 @@ async def _count_entered(bind: Bind, target: Target, stmt: Any) -> int:
         )
     else:
         entered = int((await bind.execute(stmt)).rowcount or 0)  # type: ignore[attr-defined]
+    metrics.flow_runs("active", entered)
     if entered:
         await bind.execute(
             update(Flow)

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.db.tables.automation import Flow, FlowRun, FlowRunStatus, FlowSegmentMember
 from emailkit.db.types import utcnow
+from emailkit.metrics import record as metrics
 
 EXIT_ERASED = "erased"
 
@@ -43,6 +44,7 @@ async def person_erased(session: AsyncSession, subscriber_id: int, *, reason: st
         .where(FlowSegmentMember.subscriber_id == subscriber_id)
         .execution_options(synchronize_session=False)
     )
+    metrics.flow_runs("exited", sum(active.values()))
     for flow_id, n in active.items():
         await session.execute(
             update(Flow).where(Flow.id == flow_id).values(active=Flow.active - n, exited=Flow.exited + n)

@@ -37,6 +37,7 @@ from emailkit.domain.errors import DomainError, ErrorCode, FieldError, NotFound
 from emailkit.domain.pagination import Page, keyset_page
 from emailkit.domain.validation import check_text, normalize_email, raise_if
 from emailkit.domain.webhooks_out.destinations import DestinationRefused, InvalidUrl, check_endpoint_url
+from emailkit.metrics import record as metrics
 
 MAX_NAME = 255
 
@@ -264,6 +265,7 @@ async def move_flow(session: AsyncSession, flow_id: int, move: str) -> Flow:
             )
         )
         count = ended.rowcount or 0  # type: ignore[attr-defined]
+        metrics.flow_runs("exited", count)
         row.active -= count
         row.exited += count
     await session.flush()

@@ -32,6 +32,7 @@ from emailkit.domain.automation.definition import Definition, Step, StepType
 from emailkit.domain.automation.versions import definitions
 from emailkit.domain.automation.waits import wake_time
 from emailkit.domain.webhooks_out import emitters
+from emailkit.metrics import record as metrics
 
 
 class LeaseLost(Exception):
@@ -443,6 +444,7 @@ async def finish_runs(
     for r in runs:
         r.live = False
         tally.finished(r.flow_id, exit_reason is not None)
+    metrics.flow_runs(status, len(runs))
     workspace = runs[0].workspace_id  # a claim's runs are of one workspace
     if exit_reason is None and await emitters.wanted(session, workspace, "flow.completed"):
         await emitters.flow_runs(

@@ -48,6 +48,7 @@ from emailkit.domain.sending.config import SendingConfig
 from emailkit.domain.sending.ledger import IN_DOUBT_NOTE, Pending
 from emailkit.domain.sending.messages import Compiled, MessageBuilder, MessageSpec
 from emailkit.domain.sending.pipeline import backoff
+from emailkit.metrics import record as metrics
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +116,11 @@ class StepSender:
                         pids = {int(r.delivery_id): r.provider_message_id for r in results if r.ok}
                         rows = [handover.Sent(q.delivery_id, pids[q.delivery_id], q.attempts + 1) for q in ok]
                         await hand.sent(rows, self.clock())
+                        metrics.emails("flow", route.provider_name, "sent", len(rows))
                         sent.extend(ok)
                     failed = [r for r in results if not r.ok]
                     if failed:
-                        await self._record_failures(held, step, by_id, tally, failed)
+                        await self._record_failures(held, step, by_id, tally, failed, route.provider_name)
                     done.update(r.delivery_id for r in results)
 
                 coalescer: Coalescer[SendResult] = Coalescer(flush)
@@ -133,9 +135,10 @@ class StepSender:
                     if part:
                         if route.limiter is not None:
                             await route.limiter.acquire(len(part))
-                        results += await route.send_batch(
-                            part, on_commit=commits.submit, on_result=coalescer.submit
-                        )
+                        with metrics.timed_send(route.provider_name):
+                            results += await route.send_batch(
+                                part, on_commit=commits.submit, on_result=coalescer.submit
+                            )
                     rest = [r for r in results if r.delivery_id not in done]
                     if rest:
                         await flush(rest)
@@ -150,7 +153,7 @@ class StepSender:
                 if str(q.delivery_id) not in done
             ]
             if unsent:
-                await self._record_failures(held, step, by_id, tally, unsent)
+                await self._record_failures(held, step, by_id, tally, unsent, route.provider_name)
 
     async def _build(
         self, compiled: Compiled, queued: Sequence[_Queued]
@@ -223,6 +226,11 @@ class StepSender:
             queued += await _queue(s, held, step, sendable, ledger, tally, now)
             await run_rows.settle(s, held, finishes, tally, now)
             await tally.write(s, held.workspace_id)
+        # Before any sender is chosen for them: counted under the sender "none".
+        metrics.emails("flow", "none", "skipped", len(skips))
+        metrics.emails(
+            "flow", "none", "in_doubt", sum(f.status is FlowStepRunStatus.IN_DOUBT for f in finishes)
+        )
         return queued
 
     async def _wait_for_cap(
@@ -293,7 +301,13 @@ class StepSender:
             await tally.write(s, held.workspace_id)
 
     async def _record_failures(
-        self, held: Held, step: Step, by_id: dict[int, _Queued], tally: Tally, results: list[SendResult]
+        self,
+        held: Held,
+        step: Step,
+        by_id: dict[int, _Queued],
+        tally: Tally,
+        results: list[SendResult],
+        sender: str = "",
     ) -> None:
         now = self.clock()
         finishes: list[Finish] = []
@@ -320,6 +334,8 @@ class StepSender:
             if retry_runs:
                 await run_rows.park(s, held.claim, retry_runs, retry, waiting=False)
             await tally.write(s, held.workspace_id)
+        metrics.emails("flow", sender, "failed", len(finishes))
+        metrics.emails("flow", sender, "deferred", len(retry_runs))
 
 
 async def _deliveries(session: AsyncSession, ids: Sequence[int | None]) -> dict[int, Delivery]:

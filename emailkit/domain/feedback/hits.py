@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from emailkit.domain.feedback import FeedbackPolicy, IncomingEvent, Recorded, pu
 from emailkit.domain.loopthread import LoopThread
 from emailkit.domain.tenancy import scope_of_row
 from emailkit.domain.throttle import CoalescingPublisher
+from emailkit.metrics import record as metrics
 
 log = logging.getLogger("emailkit.tracking")
 
@@ -74,7 +76,12 @@ class HitWriter:
         self.thread = LoopThread("emailkit-tracking-writer")
 
     async def __call__(self, batch: Sequence[Hit]) -> None:
+        started = time.perf_counter()
         recorded = await self.thread.run(self._record(batch))
+        metrics.hit_flush(time.perf_counter() - started)
+        opens = sum(1 for hit in batch if hit[0] is EventType.OPEN)
+        metrics.tracking_hits("open", opens)
+        metrics.tracking_hits("click", len(batch) - opens)
         if self.live is None or self.live_db is None:
             return
         try:

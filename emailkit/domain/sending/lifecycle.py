@@ -40,6 +40,7 @@ from emailkit.domain.sending.config import SendingConfig
 from emailkit.domain.sending.failures import all_failed_reason
 from emailkit.domain.sending.jobs import Jobs
 from emailkit.domain.webhooks_out.emitters import campaign_status as announce
+from emailkit.metrics import record as metrics
 
 S = CampaignStatus
 
@@ -124,6 +125,7 @@ async def start_campaign(
         # An A/B test says it sends the test share first; a local-time campaign, until when it waits.
         row.status_reason = await running_note(session, row, now)
     await session.flush()
+    metrics.campaign_status(row.status)
     await announce(session, campaign_id, S.RUNNING, workspace_id=row.workspace_id)
     if row.status is S.FINISHED:
         await announce(session, campaign_id, S.FINISHED, workspace_id=row.workspace_id)
@@ -166,6 +168,7 @@ async def pause_campaign(session: AsyncSession, campaign_id: int, reason: str = 
     row.status = S.PAUSED
     row.status_reason = reason
     await session.flush()
+    metrics.campaign_status(row.status)
     await announce(session, campaign_id, S.PAUSED, workspace_id=row.workspace_id)
     return row
 
@@ -181,6 +184,7 @@ async def resume_campaign(session: AsyncSession, campaign_id: int) -> tuple[Camp
             update(CampaignBatch).where(CampaignBatch.id.in_(ids)).values(enqueued_at=utcnow())
         )
     await session.flush()
+    metrics.campaign_status(row.status)
     return row, ids
 
 
@@ -197,6 +201,7 @@ async def cancel_campaign(session: AsyncSession, campaign_id: int) -> Campaign:
     row.status_reason = "Cancelled by user"
     row.finished_at = utcnow()
     await session.flush()
+    metrics.campaign_status(row.status)
     return row
 
 
@@ -237,6 +242,7 @@ async def schedule_campaign(
         row.local_send_at = None
         row.send_at = send_at
     await session.flush()
+    metrics.campaign_status(row.status)
     return row
 
 
@@ -249,6 +255,7 @@ async def fail_to_start(session: AsyncSession, campaign_id: int, error: Exceptio
         .values(status=S.FAILED, status_reason=f"Could not start at sendAt: {error}")
     )
     if failed.rowcount:  # type: ignore[attr-defined]
+        metrics.campaign_status(S.FAILED)
         await announce(session, campaign_id, S.FAILED)
 
 
@@ -301,6 +308,7 @@ async def finish_if_complete(session: AsyncSession, campaign_id: int) -> Campaig
         row.status = S.FINISHED
         row.status_reason = None
     await session.flush()
+    metrics.campaign_status(row.status)
     await announce(session, campaign_id, row.status, workspace_id=row.workspace_id)
     return row.status
 
@@ -322,6 +330,7 @@ async def pause_automatically(
         .execution_options(synchronize_session=False)
     )
     if result.rowcount:  # type: ignore[attr-defined]
+        metrics.campaign_status(S.PAUSED)
         await announce(session, campaign_id, S.PAUSED)
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -394,6 +403,7 @@ async def fail(session: AsyncSession, campaign_id: int, reason: str) -> None:
         .values(status=S.FAILED, status_reason=reason, finished_at=utcnow())
     )
     if failed.rowcount:  # type: ignore[attr-defined]
+        metrics.campaign_status(S.FAILED)
         await announce(session, campaign_id, S.FAILED)
 
 
@@ -418,6 +428,7 @@ def reopen_for_retry(row: Campaign, *, failed: int, in_doubt: int) -> None:
     if row.status not in REOPEN_ON_RETRY:
         return
     row.status = S.RUNNING
+    metrics.campaign_status(S.RUNNING)
     row.finished_at = None
     row.status_reason = f"Retrying {failed + in_doubt} failed deliveries" + (
         f" ({in_doubt} of them in doubt)" if in_doubt else ""

@@ -77,6 +77,7 @@ from emailkit.domain.sending.local_time import LocalSchedule
 from emailkit.domain.sending.messages import Compiled, MessageBuilder, test_recipients
 from emailkit.domain.sending.progress import ProgressReporter
 from emailkit.domain.verp import ReturnPaths
+from emailkit.metrics import record as metrics
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +222,8 @@ class CampaignSender:
             async with self.senders.use(compiled.sender_id) as route, self.ledger.lend_connection(batch):
                 if route.sender_id is not None and route.warmup is not None:
                     quota.add(SenderWarmup(route.sender_id, route.warmup))
+                metrics.emails("campaign", route.provider_name, "skipped", outcome.skipped)
+                metrics.emails("campaign", route.provider_name, "in_doubt", outcome.in_doubt)
                 with self.ledger.sending_via(batch, route.provider_name, route.sender_id):
                     stopped, retry_after = await self._send_chunks(batch, compiled, outcome, quota, route)
         except SenderUnusable as exc:
@@ -375,6 +378,7 @@ class CampaignSender:
             # The new owner settles what this worker left SENDING as in doubt; recording it here too
             # would count it twice.
             log.warning("batch %s: taken over by another worker; stopping", batch.id)
+            metrics.batch("lease_lost")
             return None
         rest = [r for r in results if r.delivery_id not in early.recorded]
         campaign = early.campaign
@@ -384,6 +388,10 @@ class CampaignSender:
         tally = early.tally
         outcome.sent += tally.sent
         outcome.failed += tally.failed
+        # Per chunk, not per message: three increments whatever the chunk's size.
+        metrics.emails("campaign", route.provider_name, "sent", tally.sent)
+        metrics.emails("campaign", route.provider_name, "failed", tally.failed)
+        metrics.emails("campaign", route.provider_name, "deferred", len(tally.retry_ids))
         if tally.failed or tally.retry_ids:
             outcome.failures.add(results, pending, tally.retry_ids)
         await self._report(batch.campaign_id, campaign=campaign)
@@ -419,7 +427,8 @@ class CampaignSender:
             part = messages[start : start + step]
             if limiter is not None:
                 await limiter.acquire(len(part))
-            results.extend(await route.send_batch(part, on_commit=on_commit, on_result=early.submit))
+            with metrics.timed_send(route.provider_name):
+                results.extend(await route.send_batch(part, on_commit=on_commit, on_result=early.submit))
         return results
 
     # -- recording ----------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from emailkit.domain.sending.ledger import IN_DOUBT_NOTE
 from emailkit.domain.tokens import TokenSigner
 from emailkit.domain.verp import ReturnPaths, envelope_sender
 from emailkit.domain.webhooks_out import emitters
+from emailkit.metrics import record as metrics
 
 
 class TransientSendFailure(Exception):
@@ -57,7 +58,8 @@ async def send_transactional(runtime: Runtime, delivery_id: int, *, max_attempts
             # The sender it was queued with, on every attempt.
             async with sender_providers(runtime).use(delivery.sender_id) as route:
                 provider_name = route.provider_name
-                [result] = await _hand_over(runtime, route, message)
+                with metrics.timed_send(provider_name):
+                    [result] = await _hand_over(runtime, route, message)
         except _TakenElsewhere:
             return None
         except SenderUnusable as exc:
@@ -65,6 +67,8 @@ async def send_transactional(runtime: Runtime, delivery_id: int, *, max_attempts
     attempts = delivery.attempts + 1
     retry = not result.ok and result.transient and attempts < max_attempts
     await _record(runtime, provider_name, delivery_id, result, attempts=attempts, retry=retry)
+    outcome = "sent" if result.ok else "deferred" if retry else "failed"
+    metrics.emails("transactional", provider_name, outcome)
     if retry:
         raise TransientSendFailure(result.error or "transient failure", result.retry_after)
     return result
@@ -79,6 +83,7 @@ async def _load(
         if delivery is not None and delivery.status is DeliveryStatus.SENDING:
             # The queue hands a job over again only once its worker is gone, which died handing this one over.
             await _settle_in_doubt(runtime, delivery_id)
+            metrics.emails("transactional", delivery.provider or "none", "in_doubt")
             return None
         if (
             delivery is None

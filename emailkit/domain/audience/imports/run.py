@@ -29,6 +29,7 @@ from emailkit.domain.automation import entry as flow_entry
 from emailkit.domain.quotas import ensure_within_subscriber_quota
 from emailkit.domain.throttle import CoalescingPublisher
 from emailkit.domain.webhooks_out.emitters import import_finished
+from emailkit.metrics import record as metrics
 
 PROGRESS_SAVE_SECONDS: Final = 0.5
 
@@ -118,6 +119,8 @@ class Job:
         )
         if not finished.rowcount:  # type: ignore[attr-defined]
             raise Superseded()
+        for outcome in ("inserted", "updated", "skipped", "failed"):
+            metrics.import_rows(outcome, getattr(state, outcome))
         if self.options.get("triggerFlows", True) is not False:
             # Everyone this import subscribed (or confirmed) enters the lists' flows with it, or nobody does.
             await flow_entry.subscribed(

@@ -41,6 +41,7 @@ from emailkit.domain.sending.ledger.protocol import (
     Sent,
 )
 from emailkit.domain.webhooks_out import emitters
+from emailkit.metrics import record as metrics
 
 # Rows a result may still be recorded on: not yet handed over (failed before it) or handed over by this run.
 _UNSETTLED = (DeliveryStatus.QUEUED, DeliveryStatus.SENDING)
@@ -87,28 +88,36 @@ class PortableLedger:
     # -- the claim ----------------------------------------------------------------------------------------
 
     async def claim(self, batch_id: int) -> CampaignBatch | None:
+        """Take a PENDING batch, or one whose worker's lease ran out (taken over): tried in that order, in one
+        transaction, so the metrics can tell the two apart; the second statement runs only when the first
+        took nothing (a redelivered message, a lost lease)."""
         now = utcnow()
         async with self.db.transaction() as s:
-            stmt = (
-                update(CampaignBatch)
-                .where(
-                    CampaignBatch.id == batch_id,
-                    or_(
-                        CampaignBatch.status == BatchStatus.PENDING,
-                        and_(CampaignBatch.status == BatchStatus.RUNNING, CampaignBatch.lease_until < now),
-                    ),
-                    lifecycle.is_running(CampaignBatch.campaign_id),
+            for event, claimable in (
+                ("claimed", CampaignBatch.status == BatchStatus.PENDING),
+                (
+                    "taken_over",
+                    and_(CampaignBatch.status == BatchStatus.RUNNING, CampaignBatch.lease_until < now),
+                ),
+            ):
+                stmt = (
+                    update(CampaignBatch)
+                    .where(
+                        CampaignBatch.id == batch_id,
+                        claimable,
+                        lifecycle.is_running(CampaignBatch.campaign_id),
+                    )
+                    .values(
+                        status=BatchStatus.RUNNING,
+                        lease_until=now + timedelta(seconds=self.lease_seconds),
+                        attempts=CampaignBatch.attempts + 1,
+                    )
+                    .execution_options(synchronize_session=False)
                 )
-                .values(
-                    status=BatchStatus.RUNNING,
-                    lease_until=now + timedelta(seconds=self.lease_seconds),
-                    attempts=CampaignBatch.attempts + 1,
-                )
-                .execution_options(synchronize_session=False)
-            )
-            if (await s.execute(stmt)).rowcount != 1:  # type: ignore[attr-defined]
-                return None
-            return await s.get(CampaignBatch, batch_id)
+                if (await s.execute(stmt)).rowcount == 1:  # type: ignore[attr-defined]
+                    metrics.batch(event)
+                    return await s.get(CampaignBatch, batch_id)
+            return None
 
     def _lease_stmt(self, batch: CampaignBatch) -> Update:
         # Only this claim's lease: a worker presumed dead (cut off, paused) that comes back must not extend
@@ -130,7 +139,7 @@ class PortableLedger:
 
     async def release(self, batch: CampaignBatch, *, done: bool) -> None:
         async with self.db.transaction() as s:
-            await s.execute(
+            result = await s.execute(
                 update(CampaignBatch)
                 .where(
                     CampaignBatch.id == batch.id,
@@ -139,6 +148,8 @@ class PortableLedger:
                 )
                 .values(status=BatchStatus.DONE if done else BatchStatus.PENDING, lease_until=None)
             )
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            metrics.batch("done" if done else "released")
 
     # -- before sending -----------------------------------------------------------------------------------
 
