@@ -190,7 +190,7 @@ def assert_bounded(text: str, routes: list[str]) -> None:
             elif label == "code" and s.family == "emailkit_http_errors":
                 assert 400 <= int(value) < 600
             elif label == "queue":
-                assert re.fullmatch(r"[a-z_]+(\.DQ)?", value), value
+                assert re.fullmatch(r"[a-z0-9_]+(\.DQ)?", value), value
             else:
                 assert value in BOUNDS[label] | {bounds.OTHER}, (s.name, label, value)
     assert seen > 0
