@@ -6,15 +6,13 @@ on these screens, and the screens at 375 px wide. Screenshots go to the artifact
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Page, Route, async_playwright, expect
+from playwright.async_api import Browser, Page, Route, expect
 
-from tests.e2e.browser import CHROMIUM_ARGS
+from tests.e2e.console import UI_TIMEOUT_MS, graphql, new_page, shot_path, sign_in
 from tests.e2e.served import Server
-from tests.e2e.test_console_browser import UI_TIMEOUT_MS, _graphql, _page, _shot_path, _sign_in
 
 pytestmark = pytest.mark.e2e
 
@@ -23,27 +21,14 @@ ON_LIST = 6  # p0..p5 are on the list
 PAGE = 25  # subscribers a page of the console's list
 
 
-@pytest.fixture
-async def chromium_browser(chromium: str) -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        launched = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            await launched.close()
-
-
 async def _seed(server: Server, unlisted: int = 0) -> dict[str, Any]:
     """A list, ten people with a plan and a score, Ada Lovelace, one event of Ada's, and `unlisted` people
     with nothing more than an address."""
-    made = await _graphql(
-        server, server.api_key, 'mutation { createList(input: {name: "Readers"}) { list { id } } }'
-    )
+    made = await graphql(server, 'mutation { createList(input: {name: "Readers"}) { list { id } } }')
     list_id = made["createList"]["list"]["id"]
     # Whoever joins the list enters a flow and waits there a day: a run to see on their page.
-    flow = await _graphql(
+    flow = await graphql(
         server,
-        server.api_key,
         "mutation($i: CreateFlowInput!) { createFlow(input: $i) { flow { id } userErrors { code message } } }",
         {
             "i": {
@@ -54,9 +39,8 @@ async def _seed(server: Server, unlisted: int = 0) -> dict[str, Any]:
         },
     )
     assert flow["createFlow"]["userErrors"] == [], flow
-    published = await _graphql(
+    published = await graphql(
         server,
-        server.api_key,
         "mutation($id: ID!) { publishFlow(input: {id: $id}) { userErrors { code message } } }",
         {"id": flow["createFlow"]["flow"]["id"]},
     )
@@ -80,25 +64,21 @@ async def _seed(server: Server, unlisted: int = 0) -> dict[str, Any]:
     )
     people += [{"email": f"bulk{n}@example.com", "attributes": {}, "listIds": []} for n in range(unlisted)]
     for person in people:
-        data = await _graphql(
+        data = await graphql(
             server,
-            server.api_key,
             "mutation($input: CreateSubscriberInput!) { createSubscriber(input: $input) { userErrors { code } } }",
             {"input": person},
         )
         assert data["createSubscriber"]["userErrors"] == []
-    tracked = await _graphql(
+    tracked = await graphql(
         server,
-        server.api_key,
         'mutation { trackEvent(input: {name: "order.completed", email: "ada@example.com"}) { userErrors { code } } }',
     )
     assert tracked["trackEvent"]["userErrors"] == []
     # Entering the flow happens in the server's background work: wait for Ada's run to be there.
     deadline = asyncio.get_running_loop().time() + UI_TIMEOUT_MS / 1000
     while True:
-        runs = await _graphql(
-            server, server.api_key, '{ subscriber(email: "ada@example.com") { flowRuns { totalCount } } }'
-        )
+        runs = await graphql(server, '{ subscriber(email: "ada@example.com") { flowRuns { totalCount } } }')
         if runs["subscriber"]["flowRuns"]["totalCount"] == 1:
             break
         assert asyncio.get_running_loop().time() < deadline, "Ada never entered the flow"
@@ -115,12 +95,12 @@ async def _no_overflow(page: Page) -> None:
     assert too_wide == [], too_wide
 
 
-async def test_console_subscribers_segments_and_senders(chromium_browser: Browser, server: Server) -> None:
+async def test_console_subscribers_segments_and_senders(browser: Browser, server: Server) -> None:
     seeded = await _seed(server, unlisted=PAGE)
     people: list[dict[str, Any]] = seeded["people"]
     problems: list[str] = []
-    context, page = await _page(chromium_browser, problems)
-    await _sign_in(page, server, server.api_key)
+    context, page = await new_page(browser, problems)
+    await sign_in(page, server, server.api_key)
 
     # Search by name finds Ada, and only her.
     await page.get_by_role("link", name="Subscribers", exact=True).click()
@@ -138,7 +118,7 @@ async def test_console_subscribers_segments_and_senders(chromium_browser: Browse
     await page.get_by_label("Search by email or name").press("Enter")
     await expect(status).to_have_text("1 to 1 of 1", timeout=UI_TIMEOUT_MS)
     await expect(page.locator("table.subscribers tbody tr")).to_have_count(1)
-    await page.screenshot(path=_shot_path("subscribers"))
+    await page.screenshot(path=shot_path("subscribers"))
 
     # Her page: details, her list, and the event her shop reported.
     await page.get_by_role("link", name="ada@example.com").click()
@@ -151,7 +131,7 @@ async def test_console_subscribers_segments_and_senders(chromium_browser: Browse
     await expect(runs).to_contain_text("Welcome (v1)")
     await expect(runs).to_contain_text("ACTIVE")
     await expect(runs).to_contain_text("at pause (WAIT), goes on")
-    await page.screenshot(path=_shot_path("subscriber"), full_page=True)
+    await page.screenshot(path=shot_path("subscriber"), full_page=True)
 
     # The builder: plan = pro AND on Readers AND NOT (email contains "p4"), counted live as it is edited.
     await page.get_by_role("link", name="Segments", exact=True).click()
@@ -184,9 +164,8 @@ async def test_console_subscribers_segments_and_senders(chromium_browser: Browse
     assert len(expected) == 3
     await expect(count).to_have_text(f"{len(expected)} subscribers match", timeout=UI_TIMEOUT_MS)
     # The same filter through the subscribers query: the count is the real number of matches.
-    real = await _graphql(
+    real = await graphql(
         server,
-        server.api_key,
         "query($f: SubscriberFilterInput!) { subscribers(filter: $f) { totalCount } }",
         {
             "f": {
@@ -201,7 +180,7 @@ async def test_console_subscribers_segments_and_senders(chromium_browser: Browse
     assert real["subscribers"]["totalCount"] == len(expected)
     sample = page.get_by_role("list", name="First matches").get_by_role("link")
     assert sorted(await sample.all_inner_texts()) == sorted(p["email"] for p in expected)
-    await page.screenshot(path=_shot_path("segment-builder"), full_page=True)
+    await page.screenshot(path=shot_path("segment-builder"), full_page=True)
 
     # Saved, then read back into the builder from the stored filter: the same count.
     await page.get_by_label("Segment name").fill("Pro readers")
@@ -219,25 +198,24 @@ async def test_console_subscribers_segments_and_senders(chromium_browser: Browse
     # Phone width: the builder and a subscriber's page fit.
     await page.set_viewport_size({"width": 375, "height": 740})
     await _no_overflow(page)
-    await page.screenshot(path=_shot_path("segment-375px"), full_page=True)
+    await page.screenshot(path=shot_path("segment-375px"), full_page=True)
     await page.get_by_role("list", name="First matches").get_by_role("link", name="ada@example.com").click()
     await expect(page.get_by_role("heading", name="ada@example.com")).to_be_visible(timeout=UI_TIMEOUT_MS)
     await _no_overflow(page)
-    await page.screenshot(path=_shot_path("subscriber-375px"), full_page=True)
+    await page.screenshot(path=shot_path("subscriber-375px"), full_page=True)
     await page.set_viewport_size({"width": 1280, "height": 800})
 
     # Senders: the default sender, and what its provider answers to a connection test.
     await page.get_by_role("link", name="Senders", exact=True).click()
     await expect(page.get_by_role("heading", name="Senders")).to_be_visible(timeout=UI_TIMEOUT_MS)
-    default = await _graphql(server, server.api_key, "{ defaultSender { id name type } }")
+    default = await graphql(server, "{ defaultSender { id name type } }")
     sender = default["defaultSender"]
     await page.get_by_role("link", name=sender["name"]).click()
     await expect(page.get_by_role("heading", name=sender["name"])).to_be_visible(timeout=UI_TIMEOUT_MS)
     await expect(page.locator("main .facts")).to_contain_text(sender["type"])
     await page.get_by_role("button", name="Test sender").click()
-    answer = await _graphql(
+    answer = await graphql(
         server,
-        server.api_key,
         "mutation($id: ID!) { testSender(input: {id: $id}) { ok message } }",
         {"id": sender["id"]},
     )
@@ -245,30 +223,26 @@ async def test_console_subscribers_segments_and_senders(chromium_browser: Browse
     await expect(page.locator("main [role=status]")).to_have_text(
         f"{verdict}: {answer['testSender']['message']}", timeout=UI_TIMEOUT_MS
     )
-    await page.screenshot(path=_shot_path("sender"), full_page=True)
+    await page.screenshot(path=shot_path("sender"), full_page=True)
     await context.close()
     assert problems == []
 
 
-async def test_console_viewer_sees_no_action_on_audience_screens(
-    chromium_browser: Browser, server: Server
-) -> None:
+async def test_console_viewer_sees_no_action_on_audience_screens(browser: Browser, server: Server) -> None:
     await _seed(server)
-    made = await _graphql(
+    made = await graphql(
         server,
-        server.api_key,
         "mutation($input: CreateSegmentInput!) { createSegment(input: $input) { userErrors { code } } }",
         {"input": {"name": "Pros", "filter": {"attribute": {"path": "plan", "op": "EQ", "value": "pro"}}}},
     )
     assert made["createSegment"]["userErrors"] == []
-    created = await _graphql(
+    created = await graphql(
         server,
-        server.api_key,
         'mutation { createApiKey(input: {name: "watcher", role: VIEWER}) { key } }',
     )
     problems: list[str] = []
-    context, page = await _page(chromium_browser, problems)
-    await _sign_in(page, server, created["createApiKey"]["key"])
+    context, page = await new_page(browser, problems)
+    await sign_in(page, server, created["createApiKey"]["key"])
     nav = page.get_by_role("navigation", name="Screens")
     await expect(nav.get_by_role("link", name="Subscribers")).to_be_visible()
     await expect(nav.get_by_role("link", name="Senders")).to_have_count(0)
@@ -291,7 +265,7 @@ async def test_console_viewer_sees_no_action_on_audience_screens(
     await expect(page.get_by_label("Segment name")).to_have_count(0)
     for name in ("Save changes", "Save segment", "Delete segment"):
         await expect(page.get_by_role("button", name=name)).to_have_count(0)
-    await page.screenshot(path=_shot_path("viewer-segment"), full_page=True)
+    await page.screenshot(path=shot_path("viewer-segment"), full_page=True)
 
     # The API goes away while the filter is edited: the count says so, with a retry, and the editor stays.
     async def refuse(route: Route) -> None:

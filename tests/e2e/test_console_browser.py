@@ -4,71 +4,16 @@ that sees no action, and the API going away. Screenshots go to the artifacts fol
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
-
-import httpx
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, Route, async_playwright, expect
+from playwright.async_api import Browser, Page, Route, expect
 
-from tests.e2e.browser import CHROMIUM_ARGS
+from tests.e2e.console import UI_TIMEOUT_MS, graphql, new_page, shot_path, sign_in
 from tests.e2e.served import Server
 
 pytestmark = pytest.mark.e2e
 
 
-UI_TIMEOUT_MS = 30_000
-ARTIFACTS = Path(
-    os.environ.get("EMAILKIT_E2E_ARTIFACTS", Path(__file__).resolve().parents[2] / "artifacts" / "e2e")
-)
 RECIPIENTS = 25
-
-
-def _shot_path(name: str) -> str:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    return str(ARTIFACTS / f"console-{name}.png")
-
-
-async def _graphql(server: Server, key: str, query: str, variables: dict[str, Any] | None = None) -> Any:
-    async with httpx.AsyncClient(timeout=30) as http:
-        response = await http.post(
-            f"{server.base_url}/graphql",
-            json={"query": query, "variables": variables or {}},
-            headers={"Authorization": f"Bearer {key}"},
-        )
-    body = response.json()
-    assert "errors" not in body, body
-    return body["data"]
-
-
-@pytest.fixture
-async def browser(chromium: str) -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        launched = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            await launched.close()
-
-
-async def _page(browser: Browser, problems: list[str], **options: Any) -> tuple[BrowserContext, Page]:
-    context = await browser.new_context(**options)
-    page = await context.new_page()
-    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-    page.on(
-        "console",
-        lambda msg: problems.append(msg.text) if "Content Security Policy" in msg.text else None,
-    )
-    return context, page
-
-
-async def _sign_in(page: Page, server: Server, key: str) -> None:
-    await page.goto(server.base_url + "/")
-    await page.get_by_label("API key").fill(key)
-    await page.get_by_role("button", name="Sign in").click()
-    await expect(page.get_by_role("heading", name="Campaigns")).to_be_visible(timeout=UI_TIMEOUT_MS)
 
 
 async def _load_timing(page: Page) -> dict[str, int]:
@@ -84,7 +29,7 @@ async def _load_timing(page: Page) -> dict[str, int]:
 
 async def test_console_campaign_runs_live_and_import(browser: Browser, server: Server) -> None:
     problems: list[str] = []
-    context, page = await _page(browser, problems)
+    context, page = await new_page(browser, problems)
 
     response = await page.goto(server.base_url + "/")
     assert response is not None and response.status == 200
@@ -96,7 +41,7 @@ async def test_console_campaign_runs_live_and_import(browser: Browser, server: S
     await page.reload()
     await expect(page.get_by_label("API key")).to_be_visible(timeout=UI_TIMEOUT_MS)
     print("console reload on loopback (navigation timing, ms):", await _load_timing(page))
-    await page.screenshot(path=_shot_path("sign-in"))
+    await page.screenshot(path=shot_path("sign-in"))
 
     await page.get_by_label("API key").fill(server.api_key)
     await page.get_by_label("API key").press("Enter")
@@ -108,12 +53,11 @@ async def test_console_campaign_runs_live_and_import(browser: Browser, server: S
     await page.get_by_label("List name").fill("Console readers")
     await page.get_by_role("button", name="Create list").click()
     await expect(page.get_by_text("List “Console readers” created.")).to_be_visible(timeout=UI_TIMEOUT_MS)
-    lists = await _graphql(server, server.api_key, "{ lists { edges { node { id name } } } }")
+    lists = await graphql(server, "{ lists { edges { node { id name } } } }")
     list_id = next(e["node"]["id"] for e in lists["lists"]["edges"] if e["node"]["name"] == "Console readers")
     for n in range(RECIPIENTS):
-        data = await _graphql(
+        data = await graphql(
             server,
-            server.api_key,
             "mutation($input: CreateSubscriberInput!) { createSubscriber(input: $input) { userErrors { code } } }",
             {"input": {"email": f"reader{n}@example.com", "listIds": [list_id]}},
         )
@@ -138,13 +82,13 @@ async def test_console_campaign_runs_live_and_import(browser: Browser, server: S
     await expect(sent_rows).to_have_count(RECIPIENTS, timeout=UI_TIMEOUT_MS)
     await expect(page.locator("main .actions button")).to_have_count(0)
     await expect(page.locator(".counter", has_text="Sent")).to_contain_text(str(RECIPIENTS))
-    await page.screenshot(path=_shot_path("campaign"), full_page=True)
+    await page.screenshot(path=shot_path("campaign"), full_page=True)
 
     await page.get_by_role("link", name="Campaigns", exact=True).first.click()
     row = page.locator("table.campaigns tr", has_text="Winter news")
     await expect(row).to_contain_text("FINISHED", timeout=UI_TIMEOUT_MS)
     await expect(row.locator(".pct")).to_have_text("100%")
-    await page.screenshot(path=_shot_path("campaigns"))
+    await page.screenshot(path=shot_path("campaigns"))
 
     # A CSV with one bad address: the rest is imported, the bad row is named.
     await page.get_by_role("link", name="Imports").click()
@@ -163,7 +107,7 @@ async def test_console_campaign_runs_live_and_import(browser: Browser, server: S
     await expect(result).to_contain_text("40 new", timeout=UI_TIMEOUT_MS)
     await expect(result.locator("table.row-errors tbody tr")).to_have_count(1, timeout=UI_TIMEOUT_MS)
     await expect(result.locator("table.row-errors")).to_contain_text("42")
-    await page.screenshot(path=_shot_path("import"), full_page=True)
+    await page.screenshot(path=shot_path("import"), full_page=True)
 
     # A phone's width: nothing wider than the screen.
     await page.set_viewport_size({"width": 375, "height": 740})
@@ -175,7 +119,7 @@ async def test_console_campaign_runs_live_and_import(browser: Browser, server: S
         ".map(e => `${e.tagName}.${e.className}: ${Math.round(e.getBoundingClientRect().right)}`)"
     )
     assert too_wide == [], too_wide
-    await page.screenshot(path=_shot_path("campaigns-375px"))
+    await page.screenshot(path=shot_path("campaigns-375px"))
     await context.close()
     assert problems == []
 
@@ -183,20 +127,17 @@ async def test_console_campaign_runs_live_and_import(browser: Browser, server: S
 async def test_console_viewer_sees_no_action_and_api_down_offers_retry(
     browser: Browser, server: Server
 ) -> None:
-    created = await _graphql(
+    created = await graphql(
         server,
-        server.api_key,
         'mutation { createApiKey(input: {name: "watcher", role: VIEWER}) { key userErrors { code } } }',
     )
     viewer_key = created["createApiKey"]["key"]
-    made = await _graphql(
+    made = await graphql(
         server,
-        server.api_key,
         'mutation { createList(input: {name: "L"}) { list { id } } }',
     )
-    campaign = await _graphql(
+    campaign = await graphql(
         server,
-        server.api_key,
         "mutation($input: CreateCampaignInput!) { createCampaign(input: $input) { campaign { id } userErrors { code } } }",
         {
             "input": {
@@ -212,8 +153,8 @@ async def test_console_viewer_sees_no_action_and_api_down_offers_retry(
     assert campaign["createCampaign"]["userErrors"] == []
 
     problems: list[str] = []
-    context, page = await _page(browser, problems)
-    await _sign_in(page, server, viewer_key)
+    context, page = await new_page(browser, problems)
+    await sign_in(page, server, viewer_key)
     await expect(page.get_by_text("watcher (VIEWER)")).to_be_visible()
     await expect(page.get_by_role("link", name="Draft for viewers")).to_be_visible()
     await expect(page.get_by_role("link", name="New campaign")).to_have_count(0)
@@ -221,7 +162,7 @@ async def test_console_viewer_sees_no_action_and_api_down_offers_retry(
     await expect(page.get_by_role("heading", name="Draft for viewers")).to_be_visible(timeout=UI_TIMEOUT_MS)
     await expect(page.locator("main .actions button")).to_have_count(0)
     await expect(page.get_by_role("button", name="Start")).to_have_count(0)
-    await page.screenshot(path=_shot_path("viewer"))
+    await page.screenshot(path=shot_path("viewer"))
 
     # The API goes away (every connection to /graphql refused): an error with a retry, never a blank page.
     async def refuse(route: Route) -> None:
@@ -231,15 +172,14 @@ async def test_console_viewer_sees_no_action_and_api_down_offers_retry(
     await page.get_by_role("link", name="Campaigns", exact=True).first.click()
     alert = page.get_by_role("alert")
     await expect(alert).to_contain_text("cannot be reached", timeout=UI_TIMEOUT_MS)
-    await page.screenshot(path=_shot_path("api-down"))
+    await page.screenshot(path=shot_path("api-down"))
     await context.unroute("**/graphql", refuse)
     await alert.get_by_role("button", name="Retry").click()
     await expect(page.get_by_role("link", name="Draft for viewers")).to_be_visible(timeout=UI_TIMEOUT_MS)
 
     # The key revoked: HTTP 401 says so, and offers to sign in again.
-    await _graphql(
+    await graphql(
         server,
-        server.api_key,
         "mutation($id: ID!) { revokeApiKey(input: {id: $id}) { userErrors { code } } }",
         {"id": await _key_id(server, "watcher")},
     )
@@ -250,5 +190,5 @@ async def test_console_viewer_sees_no_action_and_api_down_offers_retry(
 
 
 async def _key_id(server: Server, name: str) -> str:
-    keys = await _graphql(server, server.api_key, "{ apiKeys { edges { node { id name } } } }")
+    keys = await graphql(server, "{ apiKeys { edges { node { id name } } } }")
     return str(next(e["node"]["id"] for e in keys["apiKeys"]["edges"] if e["node"]["name"] == name))

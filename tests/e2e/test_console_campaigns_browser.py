@@ -9,67 +9,21 @@ otherwise nothing in the tree is written. Screenshots go to the artifacts folder
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from playwright.async_api import Browser, BrowserContext, Page, expect
 
-from tests.e2e.browser import CHROMIUM_ARGS
+from tests.e2e.console import ROOT, UI_TIMEOUT_MS, graphql, shot_path, until, watched_page
 from tests.e2e.served import Server
 
 pytestmark = pytest.mark.e2e
 
-UI_TIMEOUT_MS = 30_000
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = Path(os.environ.get("EMAILKIT_E2E_ARTIFACTS", ROOT / "artifacts" / "e2e"))
 README_SHOT = ROOT / "docs" / "console.png"
 FIRST_LIST_MARK = "emailkit:campaigns-rendered"
 LOADS = 5
-
-
-def _shot_path(name: str) -> str:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    return str(ARTIFACTS / f"console-{name}.png")
-
-
-async def _graphql(server: Server, query: str, variables: dict[str, Any] | None = None, key: str = "") -> Any:
-    async with httpx.AsyncClient(timeout=30) as http:
-        response = await http.post(
-            f"{server.base_url}/graphql",
-            json={"query": query, "variables": variables or {}},
-            headers={"Authorization": f"Bearer {key or server.api_key}"},
-        )
-    body = response.json()
-    assert "errors" not in body, body
-    return body["data"]
-
-
-async def _until(what: str, check: Any) -> Any:
-    """Poll the API until `check()` returns something truthy (a condition, not a timing)."""
-    deadline = asyncio.get_running_loop().time() + UI_TIMEOUT_MS / 1000
-    while True:
-        value = await check()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
-@pytest.fixture
-async def browser(chromium: str) -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        launched = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 async def _signed_in(
@@ -81,22 +35,16 @@ async def _signed_in(
     await context.add_init_script(
         f"if (window.top === window) window.localStorage.setItem('emailkit.apiKey', {json.dumps(key or server.api_key)})"
     )
-    page = await context.new_page()
-    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-    page.on(
-        "console",
-        lambda msg: problems.append(msg.text) if "Content Security Policy" in msg.text else None,
-    )
-    return context, page
+    return context, await watched_page(context, problems)
 
 
 async def _list_with(server: Server, name: str, emails: list[str]) -> str:
-    made = await _graphql(
+    made = await graphql(
         server, "mutation($n: String!) { createList(input: {name: $n}) { list { id } } }", {"n": name}
     )
     list_id: str = made["createList"]["list"]["id"]
     for email in emails:
-        data = await _graphql(
+        data = await graphql(
             server,
             "mutation($i: CreateSubscriberInput!) { createSubscriber(input: $i) { userErrors { code message } } }",
             {"i": {"email": email, "listIds": [list_id]}},
@@ -106,7 +54,7 @@ async def _list_with(server: Server, name: str, emails: list[str]) -> str:
 
 
 async def _campaign(server: Server, name: str, list_id: str, start: bool = True) -> str:
-    made = await _graphql(
+    made = await graphql(
         server,
         "mutation($i: CreateCampaignInput!) { createCampaign(input: $i) { campaign { id } userErrors { code } } }",
         {
@@ -123,7 +71,7 @@ async def _campaign(server: Server, name: str, list_id: str, start: bool = True)
     assert made["createCampaign"]["userErrors"] == []
     campaign_id: str = made["createCampaign"]["campaign"]["id"]
     if start:
-        started = await _graphql(
+        started = await graphql(
             server,
             "mutation($id: ID!) { startCampaign(input: {id: $id}) { userErrors { code } } }",
             {"id": campaign_id},
@@ -131,12 +79,10 @@ async def _campaign(server: Server, name: str, list_id: str, start: bool = True)
         assert started["startCampaign"]["userErrors"] == []
 
         async def finished() -> bool:
-            d = await _graphql(
-                server, "query($id: ID!) { campaign(id: $id) { status } }", {"id": campaign_id}
-            )
+            d = await graphql(server, "query($id: ID!) { campaign(id: $id) { status } }", {"id": campaign_id})
             return bool(d["campaign"]["status"] == "FINISHED")
 
-        await _until(f"{name} to finish", finished)
+        await until(f"{name} to finish", finished)
     return campaign_id
 
 
@@ -173,7 +119,7 @@ async def test_compose_live_preview_error_line_and_a_campaign_from_the_template(
     await expect(page.locator(".gutter span.bad")).to_have_text(["7"])
     # The old preview stays while the source is broken.
     await expect(preview.get_by_text("What is new this month.")).to_be_visible()
-    await page.screenshot(path=_shot_path("compose-error"), full_page=True)
+    await page.screenshot(path=shot_path("compose-error"), full_page=True)
     # Keyboard: the error's button takes the caret to its line.
     await problem.focus()
     await page.keyboard.press("Enter")
@@ -192,10 +138,10 @@ async def test_compose_live_preview_error_line_and_a_campaign_from_the_template(
     await expect(page.get_by_text("Subject: Spring, ")).to_be_visible()
     await page.get_by_role("button", name="Save template").click()
     await expect(page.get_by_text("Template “Spring letter” saved.")).to_be_visible(timeout=UI_TIMEOUT_MS)
-    saved = await _graphql(server, "{ templates { edges { node { id name format body } } } }")
+    saved = await graphql(server, "{ templates { edges { node { id name format body } } } }")
     template = next(e["node"] for e in saved["templates"]["edges"] if e["node"]["name"] == "Spring letter")
     assert template["format"] == "MJML" and "Spring is here" in template["body"]
-    await page.screenshot(path=_shot_path("compose"), full_page=True)
+    await page.screenshot(path=shot_path("compose"), full_page=True)
 
     # Back into the new-campaign flow with the template chosen.
     await page.get_by_role("link", name="New campaign with this template").click()
@@ -216,7 +162,7 @@ async def test_compose_live_preview_error_line_and_a_campaign_from_the_template(
     await page.goto(f"{server.base_url}/#/compose/{template['id']}")
     await expect(preview.get_by_text("Spring is here")).to_be_visible(timeout=UI_TIMEOUT_MS)
     await _assert_fits(page)
-    await page.screenshot(path=_shot_path("compose-375px"), full_page=True)
+    await page.screenshot(path=shot_path("compose-375px"), full_page=True)
     await context.close()
     assert problems == []
 
@@ -244,14 +190,14 @@ async def test_retry_failed_and_deliveries_by_status(browser: Browser, server: S
     await expect(failed_row).to_contain_text("SMTPUTF8")
     await page.get_by_label("Show deliveries").select_option("SENT")
     await expect(page.locator("table.deliveries tbody tr")).to_have_count(6, timeout=UI_TIMEOUT_MS)
-    await page.screenshot(path=_shot_path("campaign-failed"), full_page=True)
+    await page.screenshot(path=shot_path("campaign-failed"), full_page=True)
 
     await page.get_by_role("button", name="Retry failed").click()
     await expect(page.get_by_text("1 delivery queued again.")).to_be_visible(timeout=UI_TIMEOUT_MS)
 
     # The retried recipient went through the pipeline again (and failed again, for the same reason).
     async def refinished() -> Any:
-        d = await _graphql(
+        d = await graphql(
             server,
             "query($id: ID!) { campaign(id: $id) { status progress { failed sent } deliveries(status: FAILED) { totalCount } } }",
             {"id": campaign_id},
@@ -259,7 +205,7 @@ async def test_retry_failed_and_deliveries_by_status(browser: Browser, server: S
         c = d["campaign"]
         return c if c["status"] == "FINISHED" and c["deliveries"]["totalCount"] == 1 else None
 
-    final = await _until("the retried campaign to finish", refinished)
+    final = await until("the retried campaign to finish", refinished)
     assert final["progress"]["sent"] == 6
     await expect(page.locator("main .status")).to_have_text("FINISHED", timeout=UI_TIMEOUT_MS)
     await expect(page.get_by_role("button", name="Retry failed")).to_be_visible(timeout=UI_TIMEOUT_MS)
@@ -269,7 +215,7 @@ async def test_retry_failed_and_deliveries_by_status(browser: Browser, server: S
     await page.reload()
     await expect(page.get_by_role("heading", name="With a failure")).to_be_visible(timeout=UI_TIMEOUT_MS)
     await _assert_fits(page)
-    await page.screenshot(path=_shot_path("campaign-375px"), full_page=True)
+    await page.screenshot(path=shot_path("campaign-375px"), full_page=True)
     await context.close()
     assert problems == []
 
@@ -285,7 +231,7 @@ async def _assert_fits(page: Page) -> None:
 
 
 async def _flow(server: Server, list_id: str) -> str:
-    made = await _graphql(
+    made = await graphql(
         server,
         "mutation($i: CreateTemplateInput!) { createTemplate(input: $i) { template { id } } }",
         {
@@ -299,7 +245,7 @@ async def _flow(server: Server, list_id: str) -> str:
         },
     )
     template_id = made["createTemplate"]["template"]["id"]
-    created = await _graphql(
+    created = await graphql(
         server,
         "mutation($i: CreateFlowInput!) { createFlow(input: $i) { flow { id } userErrors { code message } } }",
         {
@@ -341,7 +287,7 @@ async def test_flow_detail_live_stats_and_lifecycle(browser: Browser, server: Se
     # People subscribe while the page is open: the counters follow over flowStats, with no reload.
     await page.evaluate("() => { window.__sameDocument = true; }")
     for n in range(3):
-        data = await _graphql(
+        data = await graphql(
             server,
             "mutation($i: CreateSubscriberInput!) { createSubscriber(input: $i) { userErrors { code } } }",
             {"i": {"email": f"new{n}@example.com", "listIds": [list_id]}},
@@ -360,7 +306,7 @@ async def test_flow_detail_live_stats_and_lifecycle(browser: Browser, server: Se
         3, timeout=UI_TIMEOUT_MS
     )
     assert await page.evaluate("() => window.__sameDocument === true"), "the page was reloaded"
-    await page.screenshot(path=_shot_path("flow"), full_page=True)
+    await page.screenshot(path=shot_path("flow"), full_page=True)
 
     await page.get_by_role("button", name="Pause").click()
     await expect(page.locator("main .status")).to_have_text("PAUSED", timeout=UI_TIMEOUT_MS)
@@ -373,17 +319,17 @@ async def test_flow_detail_live_stats_and_lifecycle(browser: Browser, server: Se
         "3", timeout=UI_TIMEOUT_MS
     )
     await expect(page.locator("main .actions button")).to_have_count(0)
-    flow = await _graphql(
+    flow = await graphql(
         server, "query($id: ID!) { flow(id: $id) { status stats { exited } } }", {"id": flow_id}
     )
     assert flow["flow"] == {"status": "ARCHIVED", "stats": {"exited": 3}}
     await page.set_viewport_size({"width": 375, "height": 740})
     await _assert_fits(page)
-    await page.screenshot(path=_shot_path("flow-375px"), full_page=True)
+    await page.screenshot(path=shot_path("flow-375px"), full_page=True)
     await context.close()
 
     # A VIEWER key: the same pages, no action, and no compose.
-    created = await _graphql(
+    created = await graphql(
         server, 'mutation { createApiKey(input: {name: "reader", role: VIEWER}) { key userErrors { code } } }'
     )
     context, page = await _signed_in(browser, server, problems, key=created["createApiKey"]["key"])
@@ -432,13 +378,13 @@ async def test_first_load_figure_and_readme_screenshot(browser: Browser, server:
         figures,
     )
     await expect(page.locator("table.campaigns tbody tr")).to_have_count(3)
-    await page.screenshot(path=_shot_path("first-load"))
+    await page.screenshot(path=shot_path("first-load"))
     # The README's picture: a campaign's page, its counters and chart, at a fixed size and with no focus ring.
     await page.get_by_role("link", name="December newsletter").click()
     await expect(page.locator(".chart .uplot")).to_be_visible(timeout=UI_TIMEOUT_MS)
     await expect(page.locator("table.deliveries tbody tr")).to_have_count(30, timeout=UI_TIMEOUT_MS)
     await page.evaluate("() => document.activeElement && document.activeElement.blur()")
-    await page.screenshot(path=_shot_path("campaign-detail"))
+    await page.screenshot(path=shot_path("campaign-detail"))
     if os.environ.get("EMAILKIT_UPDATE_SCREENSHOT") == "1":
         await page.screenshot(path=str(README_SHOT))
     await context.close()
