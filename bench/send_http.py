@@ -212,6 +212,7 @@ async def run_one(
         await client.post(f"{url}/_reset")
     render_cpu = send_cpu = 0.0
     failed = 0
+    errors: dict[str, str] = {}
     peer_before = process_cpu(peer_pid)
     start = time.perf_counter()
     try:
@@ -224,11 +225,19 @@ async def run_one(
                 results = await provider.send_batch(
                     messages[at : at + step], on_commit=_noop_commit, on_result=_noop_result
                 )
-                failed += sum(1 for r in results if not r.ok)
+                for r in results:
+                    if not r.ok:
+                        failed += 1
+                        # What went wrong, once per kind of error (the pipeline would retry a transient one).
+                        errors.setdefault(
+                            f"{'transient' if r.transient else 'permanent'}: {r.error}", r.delivery_id
+                        )
             send_cpu += time.process_time() - t1
     finally:
         await provider.close()
     wall = time.perf_counter() - start
+    for error in errors:
+        print(f"  {name} {'batched' if batch else 'single'}: failed ({error})", file=sys.stderr, flush=True)
     peer_cpu = process_cpu(peer_pid) - peer_before
     async with httpx.AsyncClient() as client:
         stats = (await client.get(f"{url}/_stats")).json()
