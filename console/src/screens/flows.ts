@@ -205,7 +205,23 @@ export function renderFlow(scr: Shell, id: string): void {
       runsBox,
     );
 
-    let lastEntered = f.stats.entered;
+    let reading = false;
+    let again = false;
+    const refreshRuns = async () => {
+      if (reading) {
+        again = true;
+        return;
+      }
+      reading = true;
+      try {
+        do {
+          again = false;
+          await readRuns();
+        } while (again);
+      } finally {
+        reading = false;
+      }
+    };
     scr.onLeave(
       subscribe<G.FlowStatsLiveSubscription, G.FlowStatsLiveSubscriptionVariables>(
         scr.live(),
@@ -225,11 +241,9 @@ export function renderFlow(scr: Shell, id: string): void {
               if (td) td.textContent = String(step.stats[k]);
             }
           }
-          // New people in the flow: the runs table is read again.
-          if (u.stats.entered !== lastEntered) {
-            lastEntered = u.stats.entered;
-            void readRuns();
-          }
+          // Any change of the counters may be a run moving on (a step sent, a wait begun), not only a new
+          // one: the runs table is read again, one read at a time, and once more after the last change.
+          void refreshRuns();
         },
         (message) => replace(status, h("p", { class: "error", role: "alert" }, message)),
       ),
