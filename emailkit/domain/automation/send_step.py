@@ -135,10 +135,9 @@ class StepSender:
                     if part:
                         if route.limiter is not None:
                             await route.limiter.acquire(len(part))
-                        with metrics.timed_send(route.provider_name):
-                            results += await route.send_batch(
-                                part, on_commit=commits.submit, on_result=coalescer.submit
-                            )
+                        results += await route.send_batch(
+                            part, on_commit=commits.submit, on_result=coalescer.submit
+                        )
                     rest = [r for r in results if r.delivery_id not in done]
                     if rest:
                         await flush(rest)

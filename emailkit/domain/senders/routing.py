@@ -34,6 +34,7 @@ from emailkit.domain.ports.senders import LimiterFactory, ProviderFactory
 from emailkit.domain.sealing import SecretUnreadable
 from emailkit.domain.senders.store import credentials_of
 from emailkit.domain.senders.warmup import WarmupPlan, plan_of
+from emailkit.metrics import record as metrics
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +58,16 @@ class SenderRoute:
         on_commit: CommitHook | None = None,
         on_result: ResultHook | None = None,
     ) -> list[SendResult]:
-        """The provider's ``send_batch`` in a trace span: one per request (up to a few hundred messages),
-        never one per message."""
+        """The provider's ``send_batch``, timed (the send latency metric) and in a trace span: one of each per
+        request (up to a few hundred messages), never one per message."""
         attributes: dict[str, traces.AttributeValue] = {
             "emailkit.provider": self.provider_name,
             "emailkit.messages": len(messages),
         }
-        with traces.span(f"send {self.provider_name}", attributes, kind="client"):
+        with (
+            traces.span(f"send {self.provider_name}", attributes, kind="client"),
+            metrics.timed_send(self.provider_name),
+        ):
             return await self.provider.send_batch(messages, on_commit=on_commit, on_result=on_result)
 
 

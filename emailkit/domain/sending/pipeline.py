@@ -427,8 +427,7 @@ class CampaignSender:
             part = messages[start : start + step]
             if limiter is not None:
                 await limiter.acquire(len(part))
-            with metrics.timed_send(route.provider_name):
-                results.extend(await route.send_batch(part, on_commit=on_commit, on_result=early.submit))
+            results.extend(await route.send_batch(part, on_commit=on_commit, on_result=early.submit))
         return results
 
     # -- recording ----------------------------------------------------------------------------------------

@@ -58,8 +58,7 @@ async def send_transactional(runtime: Runtime, delivery_id: int, *, max_attempts
             # The sender it was queued with, on every attempt.
             async with sender_providers(runtime).use(delivery.sender_id) as route:
                 provider_name = route.provider_name
-                with metrics.timed_send(provider_name):
-                    [result] = await _hand_over(runtime, route, message)
+                [result] = await _hand_over(runtime, route, message)
         except _TakenElsewhere:
             return None
         except SenderUnusable as exc:
