@@ -88,10 +88,11 @@ def flow_runs(status: str, count: int = 1) -> None:
         _child("flow_runs", bounded(status.lower(), FLOW_RUN_STATUSES)).inc(count)
 
 
-def webhook_event(provider: str, kind: str) -> None:
-    _child(
-        "webhook_events", bounded(provider, WEBHOOK_PROVIDERS), bounded(kind.lower(), WEBHOOK_EVENT_TYPES)
-    ).inc()
+def webhook_event(provider: str, kind: str, count: int = 1) -> None:
+    if count:
+        _child(
+            "webhook_events", bounded(provider, WEBHOOK_PROVIDERS), bounded(kind.lower(), WEBHOOK_EVENT_TYPES)
+        ).inc(count)
 
 
 def webhook_signature_failure(provider: str) -> None:

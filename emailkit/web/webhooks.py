@@ -13,6 +13,7 @@ for all of them and stores each event in the workspace of the delivery it is abo
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -179,8 +180,9 @@ class Webhooks:
             # Answered with a 500, so the provider will retry: its retry must be accepted.
             await parser.not_stored(request.headers, body)
             raise
-        for event in result.events:
-            metrics.webhook_event(name, event.type.value)
+        # Per type, not per event: a request may carry a thousand.
+        for kind, count in Counter(event.type.value for event in result.events).items():
+            metrics.webhook_event(name, kind, count)
         return JSONResponse(
             {"received": summary.received, "stored": summary.stored, "duplicates": summary.duplicates}
         )

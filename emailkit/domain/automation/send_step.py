@@ -306,7 +306,7 @@ class StepSender:
         by_id: dict[int, _Queued],
         tally: Tally,
         results: list[SendResult],
-        sender: str = "",
+        sender: str,
     ) -> None:
         now = self.clock()
         finishes: list[Finish] = []
