@@ -68,15 +68,6 @@ export const CREATE_LIST = /* GraphQL */ `
   }
 `;
 
-export const CREATE_CAMPAIGN = /* GraphQL */ `
-  mutation CreateCampaign($input: CreateCampaignInput!) {
-    createCampaign(input: $input) {
-      campaign { id name }
-      userErrors { field message code }
-    }
-  }
-`;
-
 export const START_CAMPAIGN = /* GraphQL */ `
   mutation StartCampaign($input: CampaignIdInput!) {
     startCampaign(input: $input) {
@@ -111,16 +102,6 @@ export const CANCEL_CAMPAIGN = /* GraphQL */ `
   mutation CancelCampaign($input: CampaignIdInput!) {
     cancelCampaign(input: $input) {
       campaign { id status }
-      userErrors { field message code }
-      warnings { code message }
-    }
-  }
-`;
-
-export const RETRY_FAILED = /* GraphQL */ `
-  mutation RetryFailed($input: RetryFailedDeliveriesInput!) {
-    retryFailedDeliveries(input: $input) {
-      retried
       userErrors { field message code }
       warnings { code message }
     }

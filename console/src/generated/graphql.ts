@@ -649,13 +649,6 @@ export type CreateListMutationVariables = Exact<{
 
 export type CreateListMutation = { createList: { list: { id: string, name: string } | null, userErrors: Array<{ field: string | null, message: string, code: UserErrorCode }> } };
 
-export type CreateCampaignMutationVariables = Exact<{
-  input: CreateCampaignInput;
-}>;
-
-
-export type CreateCampaignMutation = { createCampaign: { campaign: { id: string, name: string } | null, userErrors: Array<{ field: string | null, message: string, code: UserErrorCode }> } };
-
 export type StartCampaignMutationVariables = Exact<{
   input: CampaignIdInput;
 }>;
@@ -683,13 +676,6 @@ export type CancelCampaignMutationVariables = Exact<{
 
 
 export type CancelCampaignMutation = { cancelCampaign: { campaign: { id: string, status: CampaignStatus } | null, userErrors: Array<{ field: string | null, message: string, code: UserErrorCode }>, warnings: Array<{ code: UserErrorCode, message: string }> } };
-
-export type RetryFailedMutationVariables = Exact<{
-  input: RetryFailedDeliveriesInput;
-}>;
-
-
-export type RetryFailedMutation = { retryFailedDeliveries: { retried: number, userErrors: Array<{ field: string | null, message: string, code: UserErrorCode }>, warnings: Array<{ code: UserErrorCode, message: string }> } };
 
 export type CampaignProgressLiveSubscriptionVariables = Exact<{
   id: string;

@@ -30,7 +30,7 @@ var e=`
       userErrors { field message code }
     }
   }
-`;var a=`
+`,a=`
   mutation StartCampaign($input: CampaignIdInput!) {
     startCampaign(input: $input) {
       campaign { id status }
@@ -62,7 +62,7 @@ var e=`
       warnings { code message }
     }
   }
-`;var p=`
+`,p=`
   subscription CampaignProgressLive($id: ID!) {
     campaignProgress(id: $id) { status statusReason recipients sent failed skipped inDoubt ratePerSecond etaSeconds }
   }
