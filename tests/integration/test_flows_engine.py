@@ -4,9 +4,10 @@ condition, re-entry, exactly-once after a worker died, and an unsubscribe in the
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, text, update
 
 from emailkit.db.engine import Database
 from emailkit.db.tables.audience import Subscriber, SubscriberStatus
@@ -358,6 +359,41 @@ async def test_the_ticker_claims_no_further_ahead_than_the_outstanding_limit(
     assert [c.runs for c in first] == [2, 2]
     assert held == []
     assert [c.runs for c in again] == [2, 2]
+
+
+@pytest.mark.postgresql_only
+async def test_the_tickers_read_of_due_runs_uses_the_due_index_even_under_a_generic_plan(
+    db: Database,
+) -> None:
+    """The read, exactly as sent, planned generically (as asyncpg's prepared statements end up) with scans left
+    only to indexes, goes through the partial index of due ACTIVE runs: with the status as a bound parameter
+    it could not, and every tick read every run of the table."""
+    lst, _ = await welcome(db)
+    await people(db, lst, "ada")
+    world = FlowWorld(db)
+    statements: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
+        if "FROM flow_runs" in statement and "SKIP LOCKED" in statement:
+            statements.append((statement, parameters))
+
+    from emailkit.db.scope import all_workspaces
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        with all_workspaces():
+            assert await claims.dispatch_due_runs(world.runtime, utcnow(), hold=60)
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
+    (sql, parameters), *_ = statements
+    async with db.engine.begin() as conn:
+        await conn.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
+        await conn.execute(text("SET LOCAL enable_seqscan = off"))
+        await conn.exec_driver_sql("PREPARE due AS " + sql)
+        # EXECUTE takes no bind parameters: the values go in as literals (strings, instants and numbers here).
+        values = ", ".join(str(v) if isinstance(v, int) else f"'{v}'" for v in parameters)
+        plan = "\n".join((await conn.exec_driver_sql(f"EXPLAIN EXECUTE due({values})")).scalars())
+    assert "ix_flow_runs_due" in plan, plan
 
 
 async def test_a_branch_on_whether_the_email_of_a_step_was_opened(db: Database) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -58,6 +58,12 @@ class FlowStepRunStatus(enum.StrEnum):
     FAILED = "FAILED"
     # The worker stopped while handing the message over: never sent again, never counted as sent.
     IN_DOUBT = "IN_DOUBT"
+
+
+# The predicate of ix_flow_runs_due. The ticker's read spells it with this same clause: only a constant inline
+# matches a partial index's predicate under a generic plan (with a bound status, the plan asyncpg's prepared
+# statement settled on read every run of the table at every tick).
+RUN_ACTIVE: Final = text("status = 'ACTIVE'")
 
 
 class Flow(InWorkspace, TimestampMixin, Base):
@@ -129,7 +135,8 @@ class FlowRun(InWorkspace, Base):
     # A WAIT step has started (due_at is then when it ends).
     waiting: Mapped[bool] = mapped_column(nullable=False, default=False)
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    # Claimed by the ticker for one job (claim) and held by a worker until lease_until.
+    # Claimed by the ticker for one job (claim, its row in flow_claims), and the hold the ticker gave it: past
+    # lease_until a run is claimed again once its claim's row is gone (expired, or released).
     claim: Mapped[int | None] = mapped_column(BigInt, nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     # Distinguishes entries under the re-entry policy: '' for ONCE, the trigger occurrence otherwise.
@@ -143,23 +150,29 @@ class FlowRun(InWorkspace, Base):
     __table_args__ = (
         UniqueConstraint("flow_id", "subscriber_id", "entry_key"),
         # The ticker's read: active runs by due time. Finished runs stay out of the index.
-        Index(
-            "ix_flow_runs_due",
-            "due_at",
-            postgresql_where=text("status = 'ACTIVE'"),
-            sqlite_where=text("status = 'ACTIVE'"),
-        ),
+        Index("ix_flow_runs_due", "due_at", postgresql_where=RUN_ACTIVE, sqlite_where=RUN_ACTIVE),
         Index("ix_flow_runs_flow_id_status", "flow_id", "status", "id"),
-        # A claim's runs (taken, renewed, released by claim): only claimed runs are in it.
-        Index(
-            "ix_flow_runs_claim",
-            "claim",
-            postgresql_where=text("claim IS NOT NULL"),
-            sqlite_where=text("claim IS NOT NULL"),
-        ),
-        # Room on each page for a run's next version, so a lease renewal is a HOT update (no index entries).
+        # Room on each page for a run's next version, so a write that changes no indexed column (being claimed,
+        # handed back, moving on to a step due at once) is a HOT update: no index entries. The claim is not
+        # indexed for that reason; a claim's runs are found through its row in flow_claims.
         {**AUTOINCREMENT, "postgresql_with": {"fillfactor": 80}},
     )
+
+
+class FlowClaim(InWorkspace, Base):
+    """A chunk of due runs the ticker handed to one job: the claim number written on the runs, which runs, and
+    until when the worker that took the job holds them (renewed while it works).
+
+    A send step's hand-over locks this one row (FOR SHARE) instead of each of its runs; a takeover deletes the
+    row once its lease has run out, which waits for such a hand-over to commit and makes any later one fail.
+    """
+
+    __tablename__ = "flow_claims"
+
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=False)
+    run_ids: Mapped[list[int]] = mapped_column(JSONDoc, nullable=False)
+    runs: Mapped[int] = mapped_column(Integer, nullable=False)
+    lease_until: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
 
 class FlowStepRun(InWorkspace, Base):
@@ -189,7 +202,8 @@ class FlowStepRun(InWorkspace, Base):
     __table_args__ = (
         UniqueConstraint("run_id", "step_key", "visit"),
         Index("ix_flow_step_runs_delivery_id", "delivery_id"),
-        AUTOINCREMENT,
+        # A started step (a SEND's PENDING row) is settled in place: a HOT update where its page has room.
+        {**AUTOINCREMENT, "postgresql_with": {"fillfactor": 70}},
     )
 
 

@@ -1,10 +1,11 @@
 """Finding due runs and handing them to workers: the ticker's part of automation.
 
 Every tick, runs that are due (``due_at`` reached, read through the partial index of ACTIVE runs), of an ACTIVE
-flow, and held by nobody are claimed in chunks: a claim number and a hold (``lease_until``) are written on them
-and one job per chunk is enqueued with the claim, after the commit. A worker that takes the job renews the
-lease while it works; a job lost with its queue, or a worker that died, simply lets the hold expire, and a later
-tick claims the runs again under a new number, so the old job (if it ever runs) finds nothing of its own.
+flow, and held by nobody are claimed in chunks: a claim row (``flow_claims``: its number, its runs, a hold) is
+written, its number on the runs, and one job per chunk is enqueued with the claim, after the commit. A worker
+that takes the job renews the claim row's lease while it works and deletes it when it hands the runs back. A
+job lost with its queue, or a worker that died, lets the lease run out: a later tick deletes the expired row
+and claims the runs again under a new number, so the old job (if it ever runs) finds nothing of its own.
 Nothing of a waiting run is anywhere but in its row.
 """
 
@@ -16,11 +17,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy import ColumnElement, TextClause, and_, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.db.dialect import dialect_of
-from emailkit.db.tables.automation import Flow, FlowRun, FlowRunStatus, FlowStatus
+from emailkit.db.tables.automation import RUN_ACTIVE, Flow, FlowClaim, FlowRun, FlowStatus
 from emailkit.domain.ports.queue import QueueUnavailable
 from emailkit.domain.runtime import Runtime
 from emailkit.domain.transactions import run_in_transaction
@@ -46,17 +47,25 @@ class Claim:
     runs: int
 
 
-def _due(now: datetime) -> list[ColumnElement[bool]]:
+def _due(now: datetime) -> list[ColumnElement[bool] | TextClause]:
     active_flows = select(Flow.id).where(Flow.status == FlowStatus.ACTIVE)
+    live_claim = select(FlowClaim.id).where(FlowClaim.id == FlowRun.claim)
     return [
-        FlowRun.status == FlowRunStatus.ACTIVE,
+        RUN_ACTIVE,
         FlowRun.due_at <= now,
-        or_(FlowRun.lease_until.is_(None), FlowRun.lease_until < now),
+        # The run's own hold is checked too: a run another ticker has just claimed is re-read by its lock with
+        # that hold in it (a subquery would still see this statement's snapshot, without the new claim's row).
+        or_(FlowRun.claim.is_(None), and_(FlowRun.lease_until < now, ~live_claim.exists())),
         FlowRun.flow_id.in_(active_flows),
     ]
 
 
 async def _claim_chunk(session: AsyncSession, now: datetime, hold: float) -> list[Claim]:
+    # Claims whose lease ran out are dead: their runs may be claimed again. The delete waits for a hand-over
+    # that holds such a row to commit (its message is then SENDING for whoever takes the run next).
+    await session.execute(
+        delete(FlowClaim).where(FlowClaim.lease_until < now).execution_options(synchronize_session=False)
+    )
     stmt = select(FlowRun.id, FlowRun.workspace_id).where(*_due(now)).order_by(FlowRun.due_at).limit(CHUNK)
     if dialect_of(session) == "postgresql":
         # Two tickers (two worker processes) claim different runs instead of queueing on the same rows.
@@ -66,12 +75,18 @@ async def _claim_chunk(session: AsyncSession, now: datetime, hold: float) -> lis
     for run_id, workspace_id in rows:
         by_workspace[int(workspace_id)].append(int(run_id))
     claims = []
+    until = now + timedelta(seconds=hold)
     for workspace_id, ids in sorted(by_workspace.items()):
         number = secrets.randbits(62)
         await session.execute(
+            insert(FlowClaim).values(
+                id=number, workspace_id=workspace_id, run_ids=ids, runs=len(ids), lease_until=until
+            )
+        )
+        await session.execute(
             update(FlowRun)
             .where(FlowRun.id.in_(ids))
-            .values(claim=number, lease_until=now + timedelta(seconds=hold))
+            .values(claim=number, lease_until=until)
             .execution_options(synchronize_session=False)
         )
         claims.append(Claim(workspace_id, number, len(ids)))
@@ -79,12 +94,8 @@ async def _claim_chunk(session: AsyncSession, now: datetime, hold: float) -> lis
 
 
 async def _outstanding(session: AsyncSession, now: datetime) -> int:
-    """Runs under a claim whose hold or lease has not run out (through the partial index of claimed runs)."""
-    stmt = (
-        select(func.count())
-        .select_from(FlowRun)
-        .where(FlowRun.claim.is_not(None), FlowRun.lease_until >= now)
-    )
+    """Runs under a claim whose hold or lease has not run out."""
+    stmt = select(func.coalesce(func.sum(FlowClaim.runs), 0)).where(FlowClaim.lease_until >= now)
     return int(await session.scalar(stmt) or 0)
 
 

@@ -21,36 +21,31 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import BigInteger, select, update
+from sqlalchemy import BigInteger, update
 
 from emailkit.db.dialect import one_of
 from emailkit.db.engine import Database
-from emailkit.db.tables.automation import FlowRun
+from emailkit.db.tables.automation import FlowClaim
 from emailkit.db.tables.sending import Delivery, DeliveryStatus
 from emailkit.db.types import utcnow
 from emailkit.domain.automation.runs import Held, LeaseLost
 from emailkit.domain.sending.ledger import record_sent_statement
 from emailkit.domain.sending.ledger.postgres import driver_connection
 
-# The runs are locked FOR SHARE, so a takeover by the ticker (FOR UPDATE SKIP LOCKED) passes them by until this
-# commit and whoever takes them next sees these deliveries SENDING. The update runs only when every delivery's
-# run is still under the claim; the outer query says how many were (data-modifying CTEs run regardless).
-#
-# The ids drive both parts as a joined array, which only the primary key can serve: with `id = ANY($1)`, the
-# generic plan PostgreSQL settles on after five runs read deliveries through (campaign_id, status, id), every
-# entry of it, once deliveries had grown (a 100k flow stalled with this statement running for minutes).
+# The claim's row is locked (FOR KEY SHARE, which a lease renewal does not wait for): a takeover deletes it
+# once its lease has run out, so the delete waits until this commit and whoever takes the runs next sees these
+# deliveries SENDING; a hand-over after the delete finds no row and marks nothing. The claim's runs are not
+# read: only this worker wrote these deliveries, for runs it held under the claim, and they leave the claim only
+# by its own writes or by that takeover. (Data-modifying CTEs run regardless of the outer query, hence the
+# count in the update's condition.)
 _MARK_SENDING = """
     WITH held AS (
-        SELECT r.id FROM unnest($1::bigint[]) AS v(id)
-            JOIN deliveries AS d ON d.id = v.id
-            JOIN flow_runs AS r ON r.id = d.flow_run_id
-        WHERE d.workspace_id = $3 AND r.claim = $2 AND r.workspace_id = $3
-        FOR SHARE OF r
+        SELECT id FROM flow_claims WHERE id = $2 AND workspace_id = $3 FOR KEY SHARE
     ), marked AS (
         UPDATE deliveries AS d SET status = $4, provider = $5, updated_at = $6
         FROM unnest($1::bigint[]) AS v(id)
         WHERE d.id = v.id AND d.status = ANY($7::text[]) AND d.workspace_id = $3
-            AND (SELECT count(*) FROM held) = cardinality($1::bigint[])
+            AND (SELECT count(*) FROM held) = 1
     )
     SELECT count(*) FROM held
 """
@@ -113,7 +108,7 @@ class _Lent:
                 utcnow(),
                 [DeliveryStatus.QUEUED.value, DeliveryStatus.SENDING.value],
             )
-        if count != len(wanted):
+        if count != 1:
             raise _lost(self._held)
 
     async def sent(self, rows: Sequence[Sent], now: datetime) -> None:
@@ -140,9 +135,7 @@ class _Portable:
         """An id passed again (its hand-over retried on a new connection) is SENDING already, by this worker."""
         ids = sorted({int(d) for d in delivery_ids})
         async with self._db.transaction() as s:
-            theirs = select(Delivery.flow_run_id).where(one_of(s, Delivery.id, ids, BigInteger()))
-            stmt = select(FlowRun.id).where(FlowRun.id.in_(theirs), FlowRun.claim == self._held.claim)
-            if len((await s.execute(stmt)).all()) != len(ids):
+            if await s.get(FlowClaim, self._held.claim) is None:
                 raise _lost(self._held)
             marking: Any = (
                 update(Delivery)

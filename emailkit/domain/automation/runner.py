@@ -96,6 +96,8 @@ class FlowRunner:
             )
         outcome = Outcome(runs=len(held.runs))
         if not held.runs:
+            async with self.db.transaction() as s:
+                await run_rows.end_claim(s, held)
             return outcome
         keeper = asyncio.create_task(self._keep_lease(claim))
         tally = Tally()
@@ -111,7 +113,7 @@ class FlowRunner:
             if self.on_counters is not None and tally.flow_ids:
                 await self.on_counters(tally.flow_ids)
         async with self.db.transaction() as s:
-            await run_rows.release(s, claim)
+            await run_rows.end_claim(s, held)
         return outcome
 
     async def _keep_lease(self, claim: int) -> None:
@@ -119,9 +121,14 @@ class FlowRunner:
             await asyncio.sleep(self.config.lease_seconds / 3)
             try:
                 async with self.db.transaction() as s:
-                    await run_rows.extend(s, claim, utcnow(), self.config.lease_seconds)
+                    renewed = await run_rows.extend(s, claim, utcnow(), self.config.lease_seconds)
             except Exception:
                 log.warning("flow claim %s: lease not renewed", claim, exc_info=True)
+                continue
+            if not renewed:
+                # Claimed again by another worker: its writes fail from now on (LeaseLost); nothing to keep.
+                log.warning("flow claim %s: lease lost", claim)
+                return
 
     async def _rounds(self, held: Held, tally: Tally, outcome: Outcome) -> None:
         seen_flows: set[int] = set()

@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, select, update
+from sqlalchemy import BigInteger, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from emailkit.db.dialect import one_of, upsert
+from emailkit.db.dialect import dialect_of, one_of, upsert
 from emailkit.db.tables.audience import Subscriber, SubscriberStatus
 from emailkit.db.tables.automation import (
     Flow,
+    FlowClaim,
     FlowRun,
     FlowRunStatus,
     FlowStatus,
@@ -27,6 +28,7 @@ from emailkit.db.tables.automation import (
     FlowStepRunStatus,
 )
 from emailkit.domain.audience.timezones import zones_of
+from emailkit.domain.automation import ledger_pg
 from emailkit.domain.automation.counters import Tally
 from emailkit.domain.automation.definition import Definition, Step, StepType
 from emailkit.domain.automation.versions import definitions
@@ -110,13 +112,16 @@ async def take(
     """The claim's runs of ACTIVE flows, with their people, leased to this worker; runs of a flow paused or
     archived since the claim are handed back untouched."""
     held = Held(workspace_id, claim, default_timezone=default_timezone)
-    taken = await session.execute(
-        update(FlowRun)
-        .where(FlowRun.claim == claim, FlowRun.status == FlowRunStatus.ACTIVE)
-        .values(lease_until=now + timedelta(seconds=lease))
-        .execution_options(synchronize_session=False)
-    )
-    if not taken.rowcount:  # type: ignore[attr-defined]
+    taken = (
+        await session.execute(
+            update(FlowClaim)
+            .where(FlowClaim.id == claim)
+            .values(lease_until=now + timedelta(seconds=lease))
+            .returning(FlowClaim.run_ids)
+            .execution_options(synchronize_session=False)
+        )
+    ).scalar_one_or_none()
+    if not taken:  # its lease ran out and it was claimed again, or it was released
         return held
     # Columns, not FlowRun entities: loading 500 ORM objects per claim cost more than the statement.
     stmt = (
@@ -134,7 +139,11 @@ async def take(
             Flow.status,
         )
         .join(Flow, Flow.id == FlowRun.flow_id)
-        .where(FlowRun.claim == claim, FlowRun.status == FlowRunStatus.ACTIVE)
+        .where(
+            one_of(session, FlowRun.id, [int(i) for i in taken], BigInteger()),
+            FlowRun.claim == claim,
+            FlowRun.status == FlowRunStatus.ACTIVE,
+        )
         .order_by(FlowRun.id)
     )
     rows = (await session.execute(stmt)).all()
@@ -188,23 +197,36 @@ async def refresh_people(session: AsyncSession, runs: Sequence[Run]) -> None:
         r.person = people.get(r.subscriber_id) if r.subscriber_id is not None else None
 
 
-async def release(session: AsyncSession, claim: int, run_ids: Sequence[int] | None = None) -> None:
-    """Hand runs back (all of the claim's when no ids are given): a later tick claims them again when due."""
-    stmt = update(FlowRun).where(FlowRun.claim == claim)
-    if run_ids is not None:
-        stmt = stmt.where(FlowRun.id.in_(run_ids))
+async def release(session: AsyncSession, claim: int, run_ids: Sequence[int]) -> None:
+    """Hand runs back: a later tick claims them again when due."""
+    if not run_ids:
+        return
     await session.execute(
-        stmt.values(claim=None, lease_until=None).execution_options(synchronize_session=False)
+        update(FlowRun)
+        .where(one_of(session, FlowRun.id, list(run_ids), BigInteger()), FlowRun.claim == claim)
+        .values(claim=None, lease_until=None)
+        .execution_options(synchronize_session=False)
     )
 
 
-async def extend(session: AsyncSession, claim: int, now: datetime, lease: float) -> None:
+async def end_claim(session: AsyncSession, held: Held) -> None:
+    """The worker is done with the claim: the runs it still holds are handed back and the claim's row goes.
+    (Every other run of the claim left it with the write that parked or finished it.)"""
+    await release(session, held.claim, [r.id for r in held.runs if r.live])
     await session.execute(
-        update(FlowRun)
-        .where(FlowRun.claim == claim)
+        delete(FlowClaim).where(FlowClaim.id == held.claim).execution_options(synchronize_session=False)
+    )
+
+
+async def extend(session: AsyncSession, claim: int, now: datetime, lease: float) -> bool:
+    """Renew the claim's lease; False once it is gone (its lease ran out and it was claimed again)."""
+    result = await session.execute(
+        update(FlowClaim)
+        .where(FlowClaim.id == claim)
         .values(lease_until=now + timedelta(seconds=lease))
         .execution_options(synchronize_session=False)
     )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -245,6 +267,17 @@ async def insert_steps(
     if not runs:
         return {}
     named = deliveries or {}
+    if dialect_of(session) == "postgresql":
+        written = await ledger_pg.insert_steps(
+            session,
+            held.workspace_id,
+            [ledger_pg.StepKey(r.id, r.flow_id, r.step_key, r.visit) for r in runs],
+            [named.get(r.id) for r in runs],
+            FlowStepRunStatus.PENDING.value,
+            detail,
+            now,
+        )
+        return {run_id: StepRow(row_id, named.get(run_id), 0) for row_id, run_id in written}
     rows = [
         {
             "workspace_id": held.workspace_id,
@@ -261,8 +294,7 @@ async def insert_steps(
         for r in runs
     ]
     table = FlowStepRun.__table__
-    # The rows as parameters of one statement (an executemany), not as a VALUES list: SQLAlchemy compiles the
-    # statement once and for all, where a VALUES list of 500 rows was compiled anew at every call.
+    # SQLite: the rows as parameters of one statement (an executemany), compiled once.
     inserted = await session.execute(
         upsert(session)(table)
         .on_conflict_do_nothing(index_elements=["run_id", "step_key", "visit"])
@@ -299,7 +331,35 @@ async def settle(
     """Write each finished step's ledger row and move its run on, in the caller's transaction."""
     if not finishes:
         return
-    workspace = held.workspace_id
+    await _write_outcomes(session, held.workspace_id, finishes, now)
+    for f in finishes:
+        if not f.started:
+            tally.step(f.run.flow_id, f.run.step_key, "entered")
+        tally.step(f.run.flow_id, f.run.step_key, "completed")
+        counted = {
+            FlowStepRunStatus.SENT: "sent",
+            FlowStepRunStatus.SKIPPED: "skipped",
+            FlowStepRunStatus.FAILED: "failed",
+        }
+        name = counted.get(f.status)
+        if name is not None:
+            tally.step(f.run.flow_id, f.run.step_key, name)  # type: ignore[arg-type]
+    await _move(session, held, finishes, tally, now)
+
+
+async def _write_outcomes(
+    session: AsyncSession, workspace: int, finishes: Sequence[Finish], now: datetime
+) -> None:
+    if dialect_of(session) == "postgresql":
+        await ledger_pg.settle_steps(
+            session,
+            workspace,
+            [ledger_pg.StepKey(f.run.id, f.run.flow_id, f.run.step_key, f.run.visit) for f in finishes],
+            [f.status.value for f in finishes],
+            [f.detail for f in finishes],
+            now,
+        )
+        return
     table = FlowStepRun.__table__
     rows = [
         {
@@ -325,21 +385,8 @@ async def settle(
             "finished_at": stmt.excluded.finished_at,
         },
     )
-    # An executemany (compiled once), as in start_steps.
+    # SQLite: an executemany (compiled once).
     await session.execute(stmt, rows)
-    for f in finishes:
-        if not f.started:
-            tally.step(f.run.flow_id, f.run.step_key, "entered")
-        tally.step(f.run.flow_id, f.run.step_key, "completed")
-        counted = {
-            FlowStepRunStatus.SENT: "sent",
-            FlowStepRunStatus.SKIPPED: "skipped",
-            FlowStepRunStatus.FAILED: "failed",
-        }
-        name = counted.get(f.status)
-        if name is not None:
-            tally.step(f.run.flow_id, f.run.step_key, name)  # type: ignore[arg-type]
-    await _move(session, held, finishes, tally, now)
 
 
 async def _move(
@@ -359,11 +406,9 @@ async def _move(
             # the next round): a SEND → WAIT → SEND flow's hot path.
             await wait_at(session, held, step, runs, tally, now, moving=True)
             continue
+        # due_at stays: a live run was due when claimed, and an unchanged due_at keeps the write HOT.
         await _guarded(
-            session,
-            held.claim,
-            runs,
-            {"step_key": key, "visit": FlowRun.visit + 1, "waiting": False, "due_at": now},
+            session, held.claim, runs, {"step_key": key, "visit": FlowRun.visit + 1, "waiting": False}
         )
         for r in runs:
             r.step_key, r.visit, r.waiting = key, r.visit + 1, False

@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from emailkit.db.dialect import dialect_of
 from emailkit.db.engine import Database
 from emailkit.db.tables.audience import MailingList, OptIn, SubscriberStatus, Subscription, SubscriptionStatus
 from emailkit.db.tables.automation import FlowRun, FlowStepRun, FlowStepRunStatus, FlowVersion
@@ -32,7 +33,7 @@ from emailkit.db.tables.senders import Sender
 from emailkit.db.tables.sending import Delivery, DeliveryStatus
 from emailkit.db.types import utcnow
 from emailkit.domain.audience.suppressions import suppressed_among
-from emailkit.domain.automation import handover
+from emailkit.domain.automation import handover, ledger_pg
 from emailkit.domain.automation import runs as run_rows
 from emailkit.domain.automation.config import FlowConfig
 from emailkit.domain.automation.counters import Tally
@@ -467,31 +468,46 @@ async def _queue(
     """A QUEUED delivery per sendable run, named on its ledger row (written here when the step is new)."""
     if not sendable:
         return []
-    rows = [
-        {
-            "workspace_id": held.workspace_id,
-            "campaign_id": None,
-            "subscriber_id": r.person.id if r.person else None,
-            "email": r.person.email if r.person else "",
-            "template_id": step.template_id,
-            "status": DeliveryStatus.QUEUED,
-            "via_list_ids": via,
-            "attempts": 0,
-            "flow_run_id": r.id,
-            "sender_id": step.sender_id,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for r, via in sendable
-    ]
-    deliveries = Delivery.__table__
-    # An executemany (compiled once; a VALUES list of the group's rows was compiled at every call).
-    inserted = (
-        await session.execute(
-            insert(deliveries).returning(deliveries.c.id, deliveries.c.flow_run_id),  # type: ignore[arg-type]
-            rows,
+    if dialect_of(session) == "postgresql":
+        inserted: Sequence[Any] = await ledger_pg.insert_deliveries(
+            session,
+            held.workspace_id,
+            step.template_id,
+            step.sender_id,
+            DeliveryStatus.QUEUED.value,
+            [
+                ledger_pg.NewDelivery(r.id, r.person.id, r.person.email, via)
+                for r, via in sendable
+                if r.person is not None
+            ],
+            now,
         )
-    ).all()
+    else:
+        rows = [
+            {
+                "workspace_id": held.workspace_id,
+                "campaign_id": None,
+                "subscriber_id": r.person.id if r.person else None,
+                "email": r.person.email if r.person else "",
+                "template_id": step.template_id,
+                "status": DeliveryStatus.QUEUED,
+                "via_list_ids": via,
+                "attempts": 0,
+                "flow_run_id": r.id,
+                "sender_id": step.sender_id,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for r, via in sendable
+        ]
+        deliveries = Delivery.__table__
+        # SQLite: an executemany (compiled once).
+        inserted = (
+            await session.execute(
+                insert(deliveries).returning(deliveries.c.id, deliveries.c.flow_run_id),  # type: ignore[arg-type]
+                rows,
+            )
+        ).all()
     by_run = {int(run_id or 0): int(did) for did, run_id in inserted}
     # A new step's ledger row is written with its delivery (no second write to name it); the claim keeps any
     # other worker off these runs, so a row found written meanwhile means the claim was lost.

@@ -1,0 +1,138 @@
+"""The PostgreSQL forms of a flow step's bulk writes: each is one statement over arrays (``unnest``).
+
+Through SQLAlchemy the same writes were an executemany: the step ledger's settle ran as one upsert per run
+(500 executions, each with its own bind, plan and executor start on the server, and a parameter dictionary
+processed per row in the worker). Over arrays the server plans one statement per group and the worker encodes
+a few arrays.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from emailkit.db.dialect import pg_driver
+
+_INSERT_STEPS = """
+    INSERT INTO flow_step_runs
+        (workspace_id, run_id, flow_id, step_key, visit, status, delivery_id, attempts, detail, started_at)
+    SELECT $1, v.run_id, v.flow_id, v.step_key, v.visit, $2, v.delivery_id, 0, $3, $4
+    FROM unnest($5::bigint[], $6::bigint[], $7::text[], $8::int[], $9::bigint[])
+        AS v(run_id, flow_id, step_key, visit, delivery_id)
+    ON CONFLICT (run_id, step_key, visit) DO NOTHING
+    RETURNING id, run_id
+"""
+
+_SETTLE_STEPS = """
+    INSERT INTO flow_step_runs
+        (workspace_id, run_id, flow_id, step_key, visit, status, attempts, detail, started_at, finished_at)
+    SELECT $1, v.run_id, v.flow_id, v.step_key, v.visit, v.status, 0, v.detail, $2, $2
+    FROM unnest($3::bigint[], $4::bigint[], $5::text[], $6::int[], $7::text[], $8::text[])
+        AS v(run_id, flow_id, step_key, visit, status, detail)
+    ON CONFLICT (run_id, step_key, visit) DO UPDATE
+        SET status = excluded.status, detail = excluded.detail, finished_at = excluded.finished_at
+"""
+
+_INSERT_DELIVERIES = """
+    INSERT INTO deliveries
+        (workspace_id, subscriber_id, email, template_id, status, via_list_ids, attempts, flow_run_id,
+         sender_id, created_at, updated_at)
+    SELECT $1, v.subscriber_id, v.email, $2, $3, v.via::jsonb, 0, v.run_id, $4, $5, $5
+    FROM unnest($6::bigint[], $7::text[], $8::text[], $9::bigint[]) AS v(subscriber_id, email, via, run_id)
+    RETURNING id, flow_run_id
+"""
+
+
+@dataclass(frozen=True)
+class StepKey:
+    """A ledger row's identity: the run, its flow, the step and the visit."""
+
+    run_id: int
+    flow_id: int
+    step_key: str
+    visit: int
+
+
+async def insert_steps(
+    session: AsyncSession,
+    workspace_id: int,
+    keys: Sequence[StepKey],
+    deliveries: Sequence[int | None],
+    status: str,
+    detail: str | None,
+    now: datetime,
+) -> list[tuple[int, int]]:
+    """PENDING rows where none exist; returns (row id, run id) of the rows written."""
+    rows = await (await pg_driver(session)).fetch(
+        _INSERT_STEPS,
+        workspace_id,
+        status,
+        detail,
+        now,
+        [k.run_id for k in keys],
+        [k.flow_id for k in keys],
+        [k.step_key for k in keys],
+        [k.visit for k in keys],
+        list(deliveries),
+    )
+    return [(int(r["id"]), int(r["run_id"])) for r in rows]
+
+
+async def settle_steps(
+    session: AsyncSession,
+    workspace_id: int,
+    keys: Sequence[StepKey],
+    statuses: Sequence[str],
+    details: Sequence[str | None],
+    now: datetime,
+) -> None:
+    """Each row's outcome, written over the row the step started or as a new one."""
+    await (await pg_driver(session)).execute(
+        _SETTLE_STEPS,
+        workspace_id,
+        now,
+        [k.run_id for k in keys],
+        [k.flow_id for k in keys],
+        [k.step_key for k in keys],
+        [k.visit for k in keys],
+        list(statuses),
+        list(details),
+    )
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    run_id: int
+    subscriber_id: int | None
+    email: str
+    via_list_ids: list[int]
+
+
+async def insert_deliveries(
+    session: AsyncSession,
+    workspace_id: int,
+    template_id: int | None,
+    sender_id: int | None,
+    status: str,
+    rows: Sequence[NewDelivery],
+    now: datetime,
+) -> list[tuple[int, int]]:
+    """QUEUED deliveries of a SEND step; returns (delivery id, run id) of each."""
+    inserted: list[Any] = await (await pg_driver(session)).fetch(
+        _INSERT_DELIVERIES,
+        workspace_id,
+        template_id,
+        status,
+        sender_id,
+        now,
+        [r.subscriber_id for r in rows],
+        [r.email for r in rows],
+        [json.dumps(r.via_list_ids) for r in rows],
+        [r.run_id for r in rows],
+    )
+    return [(int(r["id"]), int(r["flow_run_id"])) for r in inserted]
