@@ -155,7 +155,7 @@ class FlowRun(InWorkspace, Base):
         # Room on each page for a run's next version, so a write that changes no indexed column (being claimed,
         # handed back, moving on to a step due at once) is a HOT update: no index entries. The claim is not
         # indexed for that reason; a claim's runs are found through its row in flow_claims.
-        {**AUTOINCREMENT, "postgresql_with": {"fillfactor": 80}},
+        {**AUTOINCREMENT, "postgresql_with": {"fillfactor": 50}},
     )
 
 

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 ADVANCE_JOB = "advance_flow_runs"
 # Runs per job: enough that a job's statements each cover many people, few enough that a slow provider holds
 # a small share of the due work.
-CHUNK = 500
+CHUNK = 1000
 # Claimed per tick at most (the rest waits for the next tick, a second later).
 MAX_CHUNKS_PER_TICK = 40
 # Runs claimed and not yet handed back, across workers, beyond which a tick claims nothing more: far more than

@@ -84,7 +84,16 @@ async def lend(db: Database, held: Held, provider_name: str) -> AsyncIterator[Ha
         yield _Portable(db, held, provider_name)
         return
     async with db.engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
-        yield _Lent(await driver_connection(conn), held, provider_name)
+        driver = await driver_connection(conn)
+        # Planned at each call, with the ids in hand and the table's size of the moment. A generic plan is made
+        # once, after five calls, and kept: made while a flow's first deliveries were the table's only rows (no
+        # ANALYZE since, as with autovacuum off), it read the whole deliveries table at every call later on.
+        await driver.execute("SET plan_cache_mode = force_custom_plan")
+        try:
+            yield _Lent(driver, held, provider_name)
+        finally:
+            with contextlib.suppress(Exception):
+                await driver.execute("RESET plan_cache_mode")
 
 
 class _Lent:

@@ -111,7 +111,7 @@ class StepSender:
 
                 async def flush(results: list[SendResult]) -> None:
                     # Sent ones are committed SENT at once (one statement), and settled with their runs once
-                    # per slice; the rare failures are recorded whole, here.
+                    # the group is handed over; the rare failures are recorded whole, here.
                     ok = [by_id[int(r.delivery_id)] for r in results if r.ok]
                     if ok:
                         pids = {int(r.delivery_id): r.provider_message_id for r in results if r.ok}
@@ -142,8 +142,9 @@ class StepSender:
                     rest = [r for r in results if r.delivery_id not in done]
                     if rest:
                         await flush(rest)
-                    await self._settle_sent(held, step, sent, tally)
-                    sent.clear()
+            # The sent runs move on together, once: a SENT delivery whose run a crash left at the step is
+            # settled as sent by whoever takes the run next.
+            await self._settle_sent(held, step, sent, tally)
         except SenderUnusable as exc:
             # Nothing more was handed over: the rest waits and tries again (with backoff) once it is fixed.
             await self._settle_sent(held, step, sent, tally)

@@ -50,11 +50,13 @@ def upgrade() -> None:
         for statement in rls.secure_statements("flow_claims"):
             op.execute(statement)
         op.execute("ALTER TABLE flow_step_runs SET (fillfactor = 70)")
+        op.execute("ALTER TABLE flow_runs SET (fillfactor = 50)")
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute("ALTER TABLE flow_step_runs RESET (fillfactor)")
+        op.execute("ALTER TABLE flow_runs SET (fillfactor = 80)")
     with op.batch_alter_table("flow_runs") as batch_op:
         batch_op.create_index("ix_flow_runs_claim", ["claim"], postgresql_where=CLAIMED, sqlite_where=CLAIMED)
     op.drop_table("flow_claims")
