@@ -3,8 +3,8 @@
 ``mark``: QUEUED → SENDING, committed, only while the claim is held; the provider asks for it right before
 each message's (or request's) final go. ``sent``: SENDING → SENT with the provider's message id, committed as
 each group of results comes back, so a crash leaves in doubt only what was in flight. (The ledger rows, the
-runs' moves and the counters follow once per slice, in ``send_step``: a run whose delivery is SENT and whose
-step is not settled is settled as sent when it is taken again.)
+runs' moves and the counters follow once the group is handed over, in ``send_step``: a run whose delivery is
+SENT and whose step is not settled is settled as sent when it is taken again.)
 
 Through a session each is several round trips (BEGIN, the statements, COMMIT) on a pool checkout that pings the
 server first: on PostgreSQL a send step borrows one connection for its whole hand-over and sends each as one

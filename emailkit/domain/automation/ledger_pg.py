@@ -48,6 +48,13 @@ _INSERT_DELIVERIES = """
 """
 
 
+_EXISTING_STEPS = """
+    SELECT s.id, s.run_id, s.delivery_id, s.attempts
+    FROM unnest($1::bigint[], $2::text[], $3::int[]) AS v(run_id, step_key, visit)
+        JOIN flow_step_runs AS s ON s.run_id = v.run_id AND s.step_key = v.step_key AND s.visit = v.visit
+"""
+
+
 @dataclass(frozen=True)
 class StepKey:
     """A ledger row's identity: the run, its flow, the step and the visit."""
@@ -56,6 +63,32 @@ class StepKey:
     flow_id: int
     step_key: str
     visit: int
+
+
+def _columns(keys: Sequence[StepKey]) -> tuple[list[int], list[int], list[str], list[int]]:
+    """The keys as the four arrays the statements unnest (run, flow, step, visit)."""
+    return (
+        [k.run_id for k in keys],
+        [k.flow_id for k in keys],
+        [k.step_key for k in keys],
+        [k.visit for k in keys],
+    )
+
+
+async def existing_steps(
+    session: AsyncSession, keys: Sequence[StepKey]
+) -> list[tuple[int, int, int | None, int]]:
+    """(row id, run id, delivery id, attempts) of the rows that exist for these keys.
+
+    Planned for this call, as is the rest of the caller's transaction: the ledger grows from nothing as a flow
+    runs, and a generic plan made while it was small (with no ANALYZE since) read the whole table at every
+    step, where the unique index finds each row.
+    """
+    driver = await pg_driver(session)
+    await driver.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+    runs, _flows, steps, visits = _columns(keys)
+    rows = await driver.fetch(_EXISTING_STEPS, runs, steps, visits)
+    return [(int(r["id"]), int(r["run_id"]), r["delivery_id"], int(r["attempts"])) for r in rows]
 
 
 async def insert_steps(
@@ -74,10 +107,7 @@ async def insert_steps(
         status,
         detail,
         now,
-        [k.run_id for k in keys],
-        [k.flow_id for k in keys],
-        [k.step_key for k in keys],
-        [k.visit for k in keys],
+        *_columns(keys),
         list(deliveries),
     )
     return [(int(r["id"]), int(r["run_id"])) for r in rows]
@@ -96,10 +126,7 @@ async def settle_steps(
         _SETTLE_STEPS,
         workspace_id,
         now,
-        [k.run_id for k in keys],
-        [k.flow_id for k in keys],
-        [k.step_key for k in keys],
-        [k.visit for k in keys],
+        *_columns(keys),
         list(statuses),
         list(details),
     )

@@ -308,6 +308,12 @@ async def existing_steps(session: AsyncSession, runs: Sequence[Run]) -> dict[int
     """The ledger rows the runs already have at their current steps (a step retried, or redone after a crash)."""
     if not runs:
         return {}
+    if dialect_of(session) == "postgresql":
+        keys = [ledger_pg.StepKey(r.id, r.flow_id, r.step_key, r.visit) for r in runs]
+        return {
+            run_id: StepRow(row_id, delivery_id, attempts)
+            for row_id, run_id, delivery_id, attempts in await ledger_pg.existing_steps(session, keys)
+        }
     by_id = {r.id: r for r in runs}
     table = FlowStepRun.__table__
     stmt = select(

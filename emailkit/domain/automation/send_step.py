@@ -5,8 +5,8 @@ a person erased, blocklisted, suppressed or no longer subscribed gets nothing an
 the frequency cap waits at the step. The messages are then rendered with the campaign engine's builder and
 handed to the provider, which marks each delivery SENDING (committed, and only while this worker still holds
 the claim) right before its final go; a sent one is committed SENT as its group of results comes back
-(``handover``), and settled with its run's move to the next step once per slice; a failure is recorded with
-its run's move (or retry) at once.
+(``handover``), and the sent runs are settled with their moves to the next step once the whole group is handed
+over; a failure is recorded with its run's move (or retry) at once.
 
 After a crash a delivery is QUEUED (it never went: it is sent now), SENDING (it may have gone: it becomes
 IN_DOUBT and the run goes on without sending it again), SENT with its run still at the step (the run is settled
