@@ -42,7 +42,7 @@ collect_ignore = (
         if REDIS_URL and PG_URL
         else ["integration/test_cli_production.py", "integration/test_metrics_processes.py"]
     )
-    + ([] if PG_URL else ["integration/test_migration_pg_trgm.py"])
+    + ([] if PG_URL else ["integration/test_migration_pg_trgm.py", "integration/test_crash_flows.py"])
 )
 # The wraparound and pool restart tests run their own cluster: wherever PostgreSQL is tested and its server
 # programs are installed, and always in CI (where missing programs are a failure).
