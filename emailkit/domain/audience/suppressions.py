@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from sqlalchemy import exists, func, or_, select
+from sqlalchemy import String, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from emailkit.db.dialect import one_of
 from emailkit.db.tables.audience import Suppression, SuppressionReason
 from emailkit.db.types import utcnow
 from emailkit.domain.errors import DomainError, ErrorCode, FieldError
@@ -40,7 +41,9 @@ async def suppressed_among(session: AsyncSession, emails: Sequence[str]) -> set[
     by_hash = {email_hash(e): e.strip().lower() for e in emails}
     if not by_hash:
         return set()
-    stmt = select(Suppression.email_hash).where(Suppression.email_hash.in_(list(by_hash)))
+    stmt = select(Suppression.email_hash).where(
+        one_of(session, Suppression.email_hash, list(by_hash), String())
+    )
     return {by_hash[h] for h in (await session.execute(stmt)).scalars()}
 
 

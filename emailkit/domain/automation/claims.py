@@ -17,10 +17,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, TextClause, and_, delete, func, insert, or_, select, update
+from sqlalchemy import BigInteger, ColumnElement, TextClause, and_, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from emailkit.db.dialect import dialect_of
+from emailkit.db.dialect import dialect_of, one_of
 from emailkit.db.tables.automation import RUN_ACTIVE, Flow, FlowClaim, FlowRun, FlowStatus
 from emailkit.domain.ports.queue import QueueUnavailable
 from emailkit.domain.runtime import Runtime
@@ -85,7 +85,7 @@ async def _claim_chunk(session: AsyncSession, now: datetime, hold: float) -> lis
         )
         await session.execute(
             update(FlowRun)
-            .where(FlowRun.id.in_(ids))
+            .where(one_of(session, FlowRun.id, ids, BigInteger()))
             .values(claim=number, lease_until=until)
             .execution_options(synchronize_session=False)
         )

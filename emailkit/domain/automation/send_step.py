@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, insert, or_, select, update
+from sqlalchemy import BigInteger, and_, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from emailkit.db.dialect import dialect_of
+from emailkit.db.dialect import dialect_of, one_of
 from emailkit.db.engine import Database
 from emailkit.db.tables.audience import MailingList, OptIn, SubscriberStatus, Subscription, SubscriptionStatus
 from emailkit.db.tables.automation import FlowRun, FlowStepRun, FlowStepRunStatus, FlowVersion
@@ -343,7 +343,9 @@ async def _deliveries(session: AsyncSession, ids: Sequence[int | None]) -> dict[
     wanted = [i for i in ids if i is not None]
     if not wanted:
         return {}
-    rows = (await session.execute(select(Delivery).where(Delivery.id.in_(wanted)))).scalars()
+    rows = (
+        await session.execute(select(Delivery).where(one_of(session, Delivery.id, wanted, BigInteger())))
+    ).scalars()
     return {d.id: d for d in rows}
 
 
@@ -441,7 +443,7 @@ async def _sendable_lists(session: AsyncSession, subscriber_ids: Sequence[int]) 
         select(Subscription.subscriber_id, Subscription.list_id)
         .join(MailingList, MailingList.id == Subscription.list_id)
         .where(
-            Subscription.subscriber_id.in_(subscriber_ids),
+            one_of(session, Subscription.subscriber_id, subscriber_ids, BigInteger()),
             or_(
                 Subscription.status == SubscriptionStatus.CONFIRMED,
                 and_(
