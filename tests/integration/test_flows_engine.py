@@ -11,7 +11,7 @@ from sqlalchemy import event, select, text, update
 
 from emailkit.db.engine import Database
 from emailkit.db.tables.audience import Subscriber, SubscriberStatus
-from emailkit.db.tables.automation import Flow, FlowRunStatus, FlowStepRun, FlowStepStats
+from emailkit.db.tables.automation import Flow, FlowRun, FlowRunStatus, FlowStepRun, FlowStepStats
 from emailkit.db.tables.content import ContentFormat
 from emailkit.db.tables.feedback import EventType
 from emailkit.db.tables.sending import Delivery, DeliveryStatus
@@ -394,6 +394,129 @@ async def test_the_tickers_read_of_due_runs_uses_the_due_index_even_under_a_gene
         values = ", ".join(str(v) if isinstance(v, int) else f"'{v}'" for v in parameters)
         plan = "\n".join((await conn.exec_driver_sql(f"EXPLAIN EXECUTE due({values})")).scalars())
     assert "ix_flow_runs_due" in plan, plan
+
+
+@pytest.mark.postgresql_only
+async def test_the_ticker_walks_the_due_index_in_order_past_claimed_runs_instead_of_sorting_every_due_run(
+    db: Database,
+) -> None:
+    """Thousands of due runs, the earliest of them under a live claim: the read of the next chunk walks the due
+    index in order and stops at the chunk, as the claim's own transaction plans it. Under the workspace policy
+    the planner expected a handful of due runs, and read and sorted all of them at every tick."""
+    from emailkit.db.scope import all_workspaces
+
+    _, flow = await welcome(db)
+    now = utcnow()
+    claimed, unclaimed = 1500, 4500
+    with all_workspaces():
+        async with db.transaction() as s:
+            await s.execute(
+                text(
+                    """
+                    INSERT INTO flow_runs (workspace_id, flow_id, version_id, subscriber_id, status, step_key,
+                        visit, waiting, due_at, claim, lease_until, entry_key, entered_at)
+                    SELECT f.workspace_id, f.id, v.id, n, 'ACTIVE', 'hello', 1, false,
+                        CAST(:now AS timestamptz) - interval '1 hour' + n * interval '1 millisecond',
+                        CASE WHEN n <= :claimed THEN 42 END,
+                        CASE WHEN n <= :claimed THEN CAST(:now AS timestamptz) + interval '1 hour' END, '', :now
+                    FROM flows AS f JOIN flow_versions AS v ON v.flow_id = f.id,
+                        generate_series(1, :total) AS n
+                    WHERE f.id = :flow
+                    """
+                ),
+                {"now": now, "claimed": claimed, "total": claimed + unclaimed, "flow": flow},
+            )
+            await s.execute(
+                text(
+                    "INSERT INTO flow_claims (id, run_ids, runs, lease_until, workspace_id) "
+                    "SELECT 42, '[]', :claimed, CAST(:now AS timestamptz) + interval '1 hour', workspace_id FROM flows WHERE id = :flow"
+                ),
+                {"now": now, "claimed": claimed, "flow": flow},
+            )
+            # As autovacuum would have by then: with these statistics the read was a scan and sort of every run.
+            await s.execute(text("ANALYZE flow_runs, flow_claims, flows"))
+    world = FlowWorld(db)
+    statements: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
+        statements.append((statement, parameters))
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        with all_workspaces():
+            made = await claims.dispatch_due_runs(world.runtime, now, hold=60)
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
+    # The earliest due runs that were free, in order.
+    assert made and made[0].runs == claims.CHUNK
+    async with db.session() as s:
+        first = (
+            (
+                await s.execute(
+                    select(FlowRun.subscriber_id)
+                    .where(FlowRun.claim == made[0].claim)
+                    .order_by(FlowRun.due_at)
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert first == list(range(claimed + 1, claimed + 1 + claims.CHUNK))
+    # The due read as the claim's transaction planned it: the settings it made before it, then the read.
+    due = next(i for i, (sql, _) in enumerate(statements) if "FROM flow_runs" in sql and "SKIP LOCKED" in sql)
+    start = max(i for i, (sql, _) in enumerate(statements[:due]) if "DELETE FROM flow_claims" in sql)
+    with all_workspaces():
+        async with db.engine.begin() as conn:
+            for sql, parameters in statements[start + 1 : due]:
+                await conn.exec_driver_sql(sql, parameters)
+            sql, parameters = statements[due]
+            await conn.exec_driver_sql("PREPARE next_chunk AS " + sql)
+            values = ", ".join(str(v) if isinstance(v, int) else f"'{v}'" for v in parameters)
+            plan = "\n".join((await conn.exec_driver_sql(f"EXPLAIN EXECUTE next_chunk({values})")).scalars())
+            await conn.exec_driver_sql("DEALLOCATE next_chunk")
+    assert "Index Scan using ix_flow_runs_due" in plan, plan
+    assert "Sort" not in plan and "Bitmap" not in plan and "Seq Scan on flow_runs" not in plan, plan
+
+
+@pytest.mark.postgresql_only
+async def test_a_send_groups_read_of_its_ledger_rows_probes_the_unique_index_whatever_the_ledgers_size(
+    db: Database,
+) -> None:
+    """The read a SEND step makes of its group's existing ledger rows, as sent, on a ledger of 60,000 rows with
+    fresh statistics: 1,000 probes of the unique index. As a join, the planner hashed the whole ledger instead
+    (until it held ≈150,000 rows), at every group."""
+    from emailkit.db.dialect import pg_driver
+    from emailkit.db.scope import all_workspaces
+    from emailkit.domain.automation import ledger_pg
+
+    _, flow = await welcome(db)
+    with all_workspaces():
+        async with db.transaction() as s:
+            await s.execute(
+                text(
+                    """
+                    INSERT INTO flow_step_runs (workspace_id, run_id, flow_id, step_key, visit, status, attempts,
+                        started_at)
+                    SELECT f.workspace_id, n, f.id, 'hello', 1, 'SENT', 0, now()
+                    FROM flows AS f, generate_series(1, 60000) AS n WHERE f.id = :flow
+                    """
+                ),
+                {"flow": flow},
+            )
+            await s.execute(text("ANALYZE flow_step_runs"))
+        async with db.transaction() as s:
+            driver = await pg_driver(s)
+            runs = list(range(59_501, 60_501))  # half of them have rows
+            plan = "\n".join(
+                r[0]
+                for r in await driver.fetch(
+                    "EXPLAIN " + ledger_pg._EXISTING_STEPS, runs, ["hello"] * len(runs), [1] * len(runs)
+                )
+            )
+            found = await ledger_pg.existing_steps(s, [ledger_pg.StepKey(r, flow, "hello", 1) for r in runs])
+    assert "Index Scan using uq_flow_step_runs_run_id" in plan, plan
+    assert "Hash" not in plan and "Seq Scan on flow_step_runs" not in plan, plan
+    assert sorted(run for _, run, _, _ in found) == list(range(59_501, 60_001))
 
 
 async def test_a_branch_on_whether_the_email_of_a_step_was_opened(db: Database) -> None:

@@ -17,7 +17,19 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import BigInteger, ColumnElement, TextClause, and_, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    TextClause,
+    and_,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emailkit.db.dialect import dialect_of, one_of
@@ -70,6 +82,14 @@ async def _claim_chunk(session: AsyncSession, now: datetime, hold: float) -> lis
     if dialect_of(session) == "postgresql":
         # Two tickers (two worker processes) claim different runs instead of queueing on the same rows.
         stmt = stmt.with_for_update(skip_locked=True, of=FlowRun)
+        # The due index walked in order, stopping at the chunk: the workspace policy's condition makes the
+        # planner expect a few dozen due runs, and it would otherwise gather every due run (100,000 when a wait
+        # ends for all of them at once) and sort them, at every tick.
+        await session.execute(
+            text(
+                "SELECT set_config('enable_sort', 'off', true), set_config('enable_bitmapscan', 'off', true)"
+            )
+        )
     rows = (await session.execute(stmt)).all()
     by_workspace: dict[int, list[int]] = defaultdict(list)
     for run_id, workspace_id in rows:
