@@ -3,13 +3,16 @@ condition, re-entry, exactly-once after a worker died, and an unsubscribe in the
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import event, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from emailkit.db.dialect import pg_driver
 from emailkit.db.engine import Database
+from emailkit.db.scope import all_workspaces
 from emailkit.db.tables.audience import Subscriber, SubscriberStatus
 from emailkit.db.tables.automation import Flow, FlowRun, FlowRunStatus, FlowStepRun, FlowStepStats
 from emailkit.db.tables.content import ContentFormat
@@ -17,7 +20,7 @@ from emailkit.db.tables.feedback import EventType
 from emailkit.db.tables.sending import Delivery, DeliveryStatus
 from emailkit.db.types import utcnow
 from emailkit.domain.audience import subscribers
-from emailkit.domain.automation import claims
+from emailkit.domain.automation import claims, ledger_pg
 from emailkit.domain.automation.entry import TrackedEvent, events_tracked
 from emailkit.domain.automation.send_step import StepSender
 from emailkit.domain.feedback import IncomingEvent, record_events
@@ -361,6 +364,41 @@ async def test_the_ticker_claims_no_further_ahead_than_the_outstanding_limit(
     assert [c.runs for c in again] == [2, 2]
 
 
+async def _dispatch_recording(
+    db: Database, now: datetime
+) -> tuple[list[claims.Claim], list[tuple[str, Any]]]:
+    """One dispatch of due runs across workspaces, with every statement it sent (and its parameters)."""
+    statements: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
+        statements.append((statement, parameters))
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        with all_workspaces():
+            made = await claims.dispatch_due_runs(FlowWorld(db).runtime, now, hold=60)
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
+    return made, statements
+
+
+def _due_read(statements: list[tuple[str, Any]]) -> int:
+    """Where the ticker's read of due runs stands among `statements`."""
+    return next(
+        i for i, (sql, _) in enumerate(statements) if "FROM flow_runs" in sql and "SKIP LOCKED" in sql
+    )
+
+
+async def _explain_prepared(conn: AsyncConnection, sql: str, parameters: Any) -> str:
+    """The plan of `sql` as a prepared statement executed with `parameters` (on `conn`, in its settings)."""
+    await conn.exec_driver_sql("PREPARE planned AS " + sql)
+    # EXECUTE takes no bind parameters: the values go in as literals (strings, instants and numbers here).
+    values = ", ".join(str(v) if isinstance(v, int) else f"'{v}'" for v in parameters)
+    plan = "\n".join((await conn.exec_driver_sql(f"EXPLAIN EXECUTE planned({values})")).scalars())
+    await conn.exec_driver_sql("DEALLOCATE planned")
+    return plan
+
+
 @pytest.mark.postgresql_only
 async def test_the_tickers_read_of_due_runs_uses_the_due_index_even_under_a_generic_plan(
     db: Database,
@@ -370,29 +408,13 @@ async def test_the_tickers_read_of_due_runs_uses_the_due_index_even_under_a_gene
     it could not, and every tick read every run of the table."""
     lst, _ = await welcome(db)
     await people(db, lst, "ada")
-    world = FlowWorld(db)
-    statements: list[tuple[str, Any]] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
-        if "FROM flow_runs" in statement and "SKIP LOCKED" in statement:
-            statements.append((statement, parameters))
-
-    from emailkit.db.scope import all_workspaces
-
-    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
-    try:
-        with all_workspaces():
-            assert await claims.dispatch_due_runs(world.runtime, utcnow(), hold=60)
-    finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
-    (sql, parameters), *_ = statements
+    made, statements = await _dispatch_recording(db, utcnow())
+    assert made
+    sql, parameters = statements[_due_read(statements)]
     async with db.engine.begin() as conn:
         await conn.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
         await conn.execute(text("SET LOCAL enable_seqscan = off"))
-        await conn.exec_driver_sql("PREPARE due AS " + sql)
-        # EXECUTE takes no bind parameters: the values go in as literals (strings, instants and numbers here).
-        values = ", ".join(str(v) if isinstance(v, int) else f"'{v}'" for v in parameters)
-        plan = "\n".join((await conn.exec_driver_sql(f"EXPLAIN EXECUTE due({values})")).scalars())
+        plan = await _explain_prepared(conn, sql, parameters)
     assert "ix_flow_runs_due" in plan, plan
 
 
@@ -403,8 +425,6 @@ async def test_the_ticker_walks_the_due_index_in_order_past_claimed_runs_instead
     """Thousands of due runs, the earliest of them under a live claim: the read of the next chunk walks the due
     index in order and stops at the chunk, as the claim's own transaction plans it. Under the workspace policy
     the planner expected a handful of due runs, and read and sorted all of them at every tick."""
-    from emailkit.db.scope import all_workspaces
-
     _, flow = await welcome(db)
     now = utcnow()
     claimed, unclaimed = 1500, 4500
@@ -435,18 +455,7 @@ async def test_the_ticker_walks_the_due_index_in_order_past_claimed_runs_instead
             )
             # As autovacuum would have by then: with these statistics the read was a scan and sort of every run.
             await s.execute(text("ANALYZE flow_runs, flow_claims, flows"))
-    world = FlowWorld(db)
-    statements: list[tuple[str, Any]] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
-        statements.append((statement, parameters))
-
-    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
-    try:
-        with all_workspaces():
-            made = await claims.dispatch_due_runs(world.runtime, now, hold=60)
-    finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
+    made, statements = await _dispatch_recording(db, now)
     # The earliest due runs that were free, in order.
     assert made and made[0].runs == claims.CHUNK
     async with db.session() as s:
@@ -463,17 +472,13 @@ async def test_the_ticker_walks_the_due_index_in_order_past_claimed_runs_instead
         )
     assert first == list(range(claimed + 1, claimed + 1 + claims.CHUNK))
     # The due read as the claim's transaction planned it: the settings it made before it, then the read.
-    due = next(i for i, (sql, _) in enumerate(statements) if "FROM flow_runs" in sql and "SKIP LOCKED" in sql)
+    due = _due_read(statements)
     start = max(i for i, (sql, _) in enumerate(statements[:due]) if "DELETE FROM flow_claims" in sql)
     with all_workspaces():
         async with db.engine.begin() as conn:
             for sql, parameters in statements[start + 1 : due]:
                 await conn.exec_driver_sql(sql, parameters)
-            sql, parameters = statements[due]
-            await conn.exec_driver_sql("PREPARE next_chunk AS " + sql)
-            values = ", ".join(str(v) if isinstance(v, int) else f"'{v}'" for v in parameters)
-            plan = "\n".join((await conn.exec_driver_sql(f"EXPLAIN EXECUTE next_chunk({values})")).scalars())
-            await conn.exec_driver_sql("DEALLOCATE next_chunk")
+            plan = await _explain_prepared(conn, *statements[due])
     assert "Index Scan using ix_flow_runs_due" in plan, plan
     assert "Sort" not in plan and "Bitmap" not in plan and "Seq Scan on flow_runs" not in plan, plan
 
@@ -485,10 +490,6 @@ async def test_a_send_groups_read_of_its_ledger_rows_probes_the_unique_index_wha
     """The read a SEND step makes of its group's existing ledger rows, as sent, on a ledger of 60,000 rows with
     fresh statistics: 1,000 probes of the unique index. As a join, the planner hashed the whole ledger instead
     (until it held ≈150,000 rows), at every group."""
-    from emailkit.db.dialect import pg_driver
-    from emailkit.db.scope import all_workspaces
-    from emailkit.domain.automation import ledger_pg
-
     _, flow = await welcome(db)
     with all_workspaces():
         async with db.transaction() as s:
