@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 EXIT_CONDITION = "exit_condition"
 EXIT_STEP = "exit_step"
+# Steps over within the round that changes nobody's row in subscribers.
+_INSTANT = frozenset({StepType.WAIT, StepType.BRANCH, StepType.EXIT})
 
 
 @dataclass
@@ -131,25 +133,29 @@ class FlowRunner:
                 return
 
     async def _rounds(self, held: Held, tally: Tally, outcome: Outcome) -> None:
-        seen_flows: set[int] = set()
-        for round_ in range(self.config.max_rounds):
+        people_read = True  # by `take`, just now
+        for _round in range(self.config.max_rounds):
             live = held.live()
             if not live:
                 return
             outcome.rounds += 1
             async with self.db.transaction() as s:
-                if round_:  # `take` has just read them for the first
+                if not people_read:
                     await run_rows.refresh_people(s, live)
                 await self._leave_early(s, held, live, tally)
                 await tally.write(s, held.workspace_id)
             groups: dict[tuple[int, str], list[Run]] = defaultdict(list)
             for r in held.live():
                 groups[(r.version_id, r.step_key)].append(r)
-                seen_flows.add(r.flow_id)
+            # A round of WAIT, BRANCH and EXIT steps changes no one and is over in moments: the people as read
+            # before it stand for the next round (a wait ending and a SEND: one read of 1,000 people, not two).
+            # An UPDATE changes them; a SEND or a WEBHOOK takes long enough for them to change meanwhile.
+            people_read = True
             for (_, _key), group in sorted(groups.items()):
                 step = group[0].step
                 if step is None:  # a version always has its runs' steps; a mapping could only name real ones
                     continue
+                people_read = people_read and step.type in _INSTANT
                 with structlog.contextvars.bound_contextvars(flow=group[0].flow_id, step=step.key):
                     await self._execute(held, step, group, tally)
 

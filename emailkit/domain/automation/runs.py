@@ -28,7 +28,7 @@ from emailkit.db.tables.automation import (
     FlowStepRunStatus,
 )
 from emailkit.domain.audience.timezones import zones_of
-from emailkit.domain.automation import ledger_pg
+from emailkit.domain.automation import ledger_pg, reads_pg
 from emailkit.domain.automation.counters import Tally
 from emailkit.domain.automation.definition import Definition, Step, StepType
 from emailkit.domain.automation.versions import definitions
@@ -123,7 +123,53 @@ async def take(
     ).scalar_one_or_none()
     if not taken:  # its lease ran out and it was claimed again, or it was released
         return held
-    # Columns, not FlowRun entities: loading 500 ORM objects per claim cost more than the statement.
+    rows = await _claimed_runs(session, [int(i) for i in taken], claim)
+    parsed = await definitions(session, {int(row[3]) for row in rows})
+    stopped = []
+    for (
+        run_id,
+        workspace,
+        flow_id,
+        version_id,
+        subscriber_id,
+        key,
+        visit,
+        waiting,
+        context,
+        name,
+        status,
+    ) in rows:
+        definition = parsed.get(version_id)
+        if status != FlowStatus.ACTIVE or definition is None or key is None:
+            stopped.append(run_id)
+            continue
+        held.runs.append(
+            Run(
+                id=run_id,
+                workspace_id=workspace,
+                flow_id=flow_id,
+                flow_name=name,
+                version_id=version_id,
+                subscriber_id=subscriber_id,
+                step_key=key,
+                visit=visit,
+                waiting=waiting,
+                context=context,
+                definition=definition,
+            )
+        )
+    if stopped:
+        await release(session, claim, stopped)
+    people = await _people(session, [r.subscriber_id for r in held.runs if r.subscriber_id is not None])
+    for r in held.runs:
+        r.person = people.get(r.subscriber_id) if r.subscriber_id is not None else None
+    return held
+
+
+async def _claimed_runs(session: AsyncSession, run_ids: list[int], claim: int) -> Sequence[Sequence[Any]]:
+    """The claim's ACTIVE runs among `run_ids`, as ``reads_pg.claimed_runs`` gives them."""
+    if dialect_of(session) == "postgresql":
+        return await reads_pg.claimed_runs(session, run_ids, claim)
     stmt = (
         select(
             FlowRun.id,
@@ -140,53 +186,29 @@ async def take(
         )
         .join(Flow, Flow.id == FlowRun.flow_id)
         .where(
-            one_of(session, FlowRun.id, [int(i) for i in taken], BigInteger()),
+            one_of(session, FlowRun.id, run_ids, BigInteger()),
             FlowRun.claim == claim,
             FlowRun.status == FlowRunStatus.ACTIVE,
         )
         .order_by(FlowRun.id)
     )
-    rows = (await session.execute(stmt)).all()
-    parsed = await definitions(session, {int(r.version_id) for r in rows})
-    stopped = []
-    for run in rows:
-        definition = parsed.get(run.version_id)
-        name, status = run.name, run.status
-        if status is not FlowStatus.ACTIVE or definition is None or run.step_key is None:
-            stopped.append(run.id)
-            continue
-        held.runs.append(
-            Run(
-                id=run.id,
-                workspace_id=run.workspace_id,
-                flow_id=run.flow_id,
-                flow_name=name,
-                version_id=run.version_id,
-                subscriber_id=run.subscriber_id,
-                step_key=run.step_key,
-                visit=run.visit,
-                waiting=run.waiting,
-                context=run.context,
-                definition=definition,
-            )
-        )
-    if stopped:
-        await release(session, claim, stopped)
-    people = await _people(session, [r.subscriber_id for r in held.runs if r.subscriber_id is not None])
-    for r in held.runs:
-        r.person = people.get(r.subscriber_id) if r.subscriber_id is not None else None
-    return held
+    return (await session.execute(stmt)).all()
 
 
 async def _people(session: AsyncSession, ids: Sequence[int]) -> dict[int, Person]:
     if not ids:
         return {}
-    stmt = select(
-        Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.attributes, Subscriber.status
-    ).where(one_of(session, Subscriber.id, set(ids), BigInteger()))
+    rows: Sequence[Sequence[Any]]
+    if dialect_of(session) == "postgresql":
+        rows = await reads_pg.people(session, list(set(ids)))
+    else:
+        stmt = select(
+            Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.attributes, Subscriber.status
+        ).where(one_of(session, Subscriber.id, set(ids), BigInteger()))
+        rows = (await session.execute(stmt)).all()
     return {
-        int(row.id): Person(int(row.id), row.email, row.name, dict(row.attributes or {}), row.status)
-        for row in (await session.execute(stmt)).all()
+        pid: Person(pid, email, name, dict(attributes or {}), SubscriberStatus(status))
+        for pid, email, name, attributes, status in rows
     }
 
 
