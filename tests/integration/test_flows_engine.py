@@ -4,7 +4,7 @@ condition, re-entry, exactly-once after a worker died, and an unsubscribe in the
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from sqlalchemy import event, select, text, update
@@ -382,6 +382,13 @@ async def _dispatch_recording(
     return made, statements
 
 
+class _AtStep(NamedTuple):
+    id: int
+    flow_id: int
+    step_key: str
+    visit: int
+
+
 def _due_read(statements: list[tuple[str, Any]]) -> int:
     """Where the ticker's read of due runs stands among `statements`."""
     return next(
@@ -522,7 +529,7 @@ async def test_a_send_groups_read_of_its_ledger_rows_probes_the_unique_index_wha
                     "EXPLAIN " + ledger_pg._EXISTING_STEPS, runs, ["hello"] * len(runs), [1] * len(runs)
                 )
             )
-            found = await ledger_pg.existing_steps(s, [ledger_pg.StepKey(r, flow, "hello", 1) for r in runs])
+            found = await ledger_pg.existing_steps(s, [_AtStep(r, flow, "hello", 1) for r in runs])
     assert "Index Scan using uq_flow_step_runs_run_id" in plan, plan
     assert "Hash" not in plan and "Seq Scan on flow_step_runs" not in plan, plan
     assert sorted(run for _, run, _, _ in found) == list(range(59_501, 60_001))

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -62,30 +61,37 @@ _EXISTING_STEPS = """
 """
 
 
-@dataclass(frozen=True)
-class StepKey:
-    """A ledger row's identity: the run, its flow, the step and the visit."""
+class AtStep(Protocol):
+    """A run at a step: what names its ledger row (the run, its flow, the step and the visit)."""
 
-    run_id: int
-    flow_id: int
-    step_key: str
-    visit: int
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def flow_id(self) -> int: ...
+
+    @property
+    def step_key(self) -> str: ...
+
+    @property
+    def visit(self) -> int: ...
 
 
-def _columns(keys: Sequence[StepKey]) -> tuple[list[int], list[int], list[str], list[int]]:
-    """The keys as the four arrays the statements unnest (run, flow, step, visit)."""
+def _columns(runs: Sequence[AtStep]) -> tuple[list[int], list[int], list[str], list[int]]:
+    """The runs' ledger keys as the four arrays the statements unnest (run, flow, step, visit), read off the
+    runs themselves: an object per key cost as much as the arrays."""
     return (
-        [k.run_id for k in keys],
-        [k.flow_id for k in keys],
-        [k.step_key for k in keys],
-        [k.visit for k in keys],
+        [r.id for r in runs],
+        [r.flow_id for r in runs],
+        [r.step_key for r in runs],
+        [r.visit for r in runs],
     )
 
 
 async def existing_steps(
-    session: AsyncSession, keys: Sequence[StepKey]
+    session: AsyncSession, runs: Sequence[AtStep]
 ) -> list[tuple[int, int, int | None, int]]:
-    """(row id, run id, delivery id, attempts) of the rows that exist for these keys.
+    """(row id, run id, delivery id, attempts) of the rows that exist for the runs at their steps.
 
     Planned for this call, as is the rest of the caller's transaction: the ledger grows from nothing as a flow
     runs, and a generic plan made while it was small (with no ANALYZE since) read the whole table at every
@@ -93,15 +99,15 @@ async def existing_steps(
     """
     driver = await pg_driver(session)
     await driver.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-    runs, _flows, steps, visits = _columns(keys)
-    rows = await driver.fetch(_EXISTING_STEPS, runs, steps, visits)
+    ids, _flows, steps, visits = _columns(runs)
+    rows = await driver.fetch(_EXISTING_STEPS, ids, steps, visits)
     return [(int(r["id"]), int(r["run_id"]), r["delivery_id"], int(r["attempts"])) for r in rows]
 
 
 async def insert_steps(
     session: AsyncSession,
     workspace_id: int,
-    keys: Sequence[StepKey],
+    runs: Sequence[AtStep],
     deliveries: Sequence[int | None],
     status: str,
     detail: str | None,
@@ -114,7 +120,7 @@ async def insert_steps(
         status,
         detail,
         now,
-        *_columns(keys),
+        *_columns(runs),
         list(deliveries),
     )
     return [(int(r["id"]), int(r["run_id"])) for r in rows]
@@ -123,7 +129,7 @@ async def insert_steps(
 async def settle_steps(
     session: AsyncSession,
     workspace_id: int,
-    keys: Sequence[StepKey],
+    runs: Sequence[AtStep],
     statuses: Sequence[str],
     details: Sequence[str | None],
     now: datetime,
@@ -133,18 +139,10 @@ async def settle_steps(
         _SETTLE_STEPS,
         workspace_id,
         now,
-        *_columns(keys),
+        *_columns(runs),
         list(statuses),
         list(details),
     )
-
-
-@dataclass(frozen=True)
-class NewDelivery:
-    run_id: int
-    subscriber_id: int | None
-    email: str
-    via_list_ids: list[int]
 
 
 async def insert_deliveries(
@@ -153,10 +151,20 @@ async def insert_deliveries(
     template_id: int | None,
     sender_id: int | None,
     status: str,
-    rows: Sequence[NewDelivery],
+    rows: Sequence[tuple[int, int, str, Sequence[int]]],
     now: datetime,
 ) -> list[tuple[int, int]]:
-    """QUEUED deliveries of a SEND step; returns (delivery id, run id) of each."""
+    """QUEUED deliveries of a SEND step, one per (run id, subscriber id, email, list ids); returns (delivery
+    id, run id) of each."""
+    # A group's people are mostly reached through the same lists: each set encoded once.
+    encoded: dict[tuple[int, ...], str] = {}
+    vias = []
+    for _run, _person, _email, via in rows:
+        key = tuple(via)
+        text = encoded.get(key)
+        if text is None:
+            text = encoded[key] = json.dumps(list(key))
+        vias.append(text)
     inserted: list[Any] = await (await pg_driver(session)).fetch(
         _INSERT_DELIVERIES,
         workspace_id,
@@ -164,9 +172,9 @@ async def insert_deliveries(
         status,
         sender_id,
         now,
-        [r.subscriber_id for r in rows],
-        [r.email for r in rows],
-        [json.dumps(r.via_list_ids) for r in rows],
-        [r.run_id for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        vias,
+        [r[0] for r in rows],
     )
     return [(int(r["id"]), int(r["flow_run_id"])) for r in inserted]

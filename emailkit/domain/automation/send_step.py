@@ -478,11 +478,7 @@ async def _queue(
             step.template_id,
             step.sender_id,
             DeliveryStatus.QUEUED.value,
-            [
-                ledger_pg.NewDelivery(r.id, r.person.id, r.person.email, via)
-                for r, via in sendable
-                if r.person is not None
-            ],
+            [(r.id, r.person.id, r.person.email, via) for r, via in sendable if r.person is not None],
             now,
         )
     else:
