@@ -21,6 +21,7 @@ from emailkit.db.tables.sending import Delivery, DeliveryStatus
 from emailkit.db.types import utcnow
 from emailkit.domain.audience import subscribers
 from emailkit.domain.automation import claims, ledger_pg
+from emailkit.domain.automation import runs as run_rows
 from emailkit.domain.automation.entry import TrackedEvent, events_tracked
 from emailkit.domain.automation.send_step import StepSender
 from emailkit.domain.feedback import IncomingEvent, record_events
@@ -342,26 +343,40 @@ async def test_claims_are_not_taken_twice(db: Database) -> None:
     assert sum(c.runs for c in first) == 3 and second == []
 
 
-async def test_the_ticker_claims_no_further_ahead_than_the_outstanding_limit(
+async def test_the_ticker_keeps_as_many_claims_waiting_as_are_being_worked_on(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Claims wait in the queue up to the number being worked on (at rest, MIN_QUEUED): each worker that takes
+    one makes room for another, however many workers there are; a claim whose hold runs out in the queue no
+    longer counts, and its runs are claimed again."""
     lst, _ = await welcome(db)
-    await people(db, lst, "ada", "bob", "cy", "dee", "eve")
+    await people(db, lst, *[f"p{i}" for i in range(12)])
     monkeypatch.setattr(claims, "CHUNK", 2)
-    monkeypatch.setattr(claims, "MAX_OUTSTANDING", 3)
+    monkeypatch.setattr(claims, "MIN_QUEUED", 1)
     world = FlowWorld(db)
-    from emailkit.db.scope import all_workspaces
+
+    async def tick(at: datetime | None = None) -> list[claims.Claim]:
+        return await claims.dispatch_due_runs(world.runtime, at or utcnow(), hold=60)
+
+    async def take(claim: claims.Claim) -> None:
+        async with db.transaction() as s:
+            held = await run_rows.take(s, claim.workspace_id, claim.claim, utcnow(), 30)
+        assert len(held.runs) == claim.runs
 
     with all_workspaces():
-        first = await claims.dispatch_due_runs(world.runtime, utcnow(), hold=60)
-        # 4 of 5 claimed and held: over the limit, so the next tick waits for them to be handed back.
-        held = await claims.dispatch_due_runs(world.runtime, utcnow(), hold=60)
-        # Their holds run out (a lost job): no longer outstanding, and the runs are claimed again.
-        later = utcnow() + timedelta(seconds=61)
-        again = await claims.dispatch_due_runs(world.runtime, later, hold=60)
-    assert [c.runs for c in first] == [2, 2]
-    assert held == []
-    assert [c.runs for c in again] == [2, 2]
+        first = await tick()
+        waiting = await tick()  # one claim waits, none is worked on: nothing more
+        await take(first[0])
+        second = await tick()  # one worked on, none waiting: one more
+        await take(second[0])
+        third = await tick()  # two worked on: two waiting
+        full = await tick()
+        # Every hold and lease has run out (lost jobs, dead workers): back to one, the runs claimed again.
+        again = await tick(utcnow() + timedelta(seconds=61))
+    assert [c.runs for c in first] == [2] and waiting == []
+    assert [c.runs for c in second] == [2]
+    assert [c.runs for c in third] == [2, 2] and full == []
+    assert [c.runs for c in again] == [2]
 
 
 async def _dispatch_recording(

@@ -173,6 +173,8 @@ class FlowClaim(InWorkspace, Base):
     run_ids: Mapped[list[int]] = mapped_column(JSONDoc, nullable=False)
     runs: Mapped[int] = mapped_column(Integer, nullable=False)
     lease_until: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    # When a worker took the claim's job (None while it waits in the queue).
+    taken_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class FlowStepRun(InWorkspace, Base):

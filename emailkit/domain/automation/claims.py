@@ -46,10 +46,12 @@ ADVANCE_JOB = "advance_flow_runs"
 CHUNK = 1000
 # Claimed per tick at most (the rest waits for the next tick, a second later).
 MAX_CHUNKS_PER_TICK = 40
-# Runs claimed and not yet handed back, across workers, beyond which a tick claims nothing more: far more than
-# the workers can start within a hold, and a claim's hold would run out in the queue, the runs be claimed
-# again, and the first job find nothing left of its own (work and writes for nothing).
-MAX_OUTSTANDING = 16 * CHUNK
+# Claims waiting in the queue (made, not yet taken by a worker), at most: as many as are being worked on, so
+# that each busy worker thread has about one job waiting behind it, whatever the number of workers; and at rest
+# this many, to start as many threads at once. Far more waiting than the workers start within a hold would
+# have holds run out in the queue, the runs be claimed again, and the first jobs find nothing left of their own
+# (work and writes for nothing).
+MIN_QUEUED = 8
 
 
 @dataclass(frozen=True)
@@ -115,10 +117,14 @@ async def _claim_chunk(session: AsyncSession, now: datetime, hold: float) -> lis
     return claims
 
 
-async def _outstanding(session: AsyncSession, now: datetime) -> int:
-    """Runs under a claim whose hold or lease has not run out."""
-    stmt = select(func.coalesce(func.sum(FlowClaim.runs), 0)).where(FlowClaim.lease_until >= now)
-    return int(await session.scalar(stmt) or 0)
+async def _in_flight(session: AsyncSession, now: datetime) -> tuple[int, int]:
+    """Claims whose hold or lease has not run out: (waiting in the queue, taken by a worker)."""
+    stmt = select(
+        func.count().filter(FlowClaim.taken_at.is_(None)),
+        func.count().filter(FlowClaim.taken_at.is_not(None)),
+    ).where(FlowClaim.lease_until >= now)
+    queued, taken = (await session.execute(stmt)).one()
+    return int(queued), int(taken)
 
 
 async def dispatch_due_runs(runtime: Runtime, now: datetime, *, hold: float) -> list[Claim]:
@@ -128,8 +134,8 @@ async def dispatch_due_runs(runtime: Runtime, now: datetime, *, hold: float) -> 
         return []
     made: list[Claim] = []
     async with runtime.db.session() as s:
-        outstanding = await _outstanding(s, now)
-    chunks = min(MAX_CHUNKS_PER_TICK, -(-(MAX_OUTSTANDING - outstanding) // CHUNK))
+        queued, taken = await _in_flight(s, now)
+    chunks = min(MAX_CHUNKS_PER_TICK, max(MIN_QUEUED, taken) - queued)
     for _ in range(chunks):
 
         async def claim(session: AsyncSession) -> list[Claim]:

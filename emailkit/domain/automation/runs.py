@@ -116,7 +116,7 @@ async def take(
         await session.execute(
             update(FlowClaim)
             .where(FlowClaim.id == claim)
-            .values(lease_until=now + timedelta(seconds=lease))
+            .values(lease_until=now + timedelta(seconds=lease), taken_at=now)
             .returning(FlowClaim.run_ids)
             .execution_options(synchronize_session=False)
         )
