@@ -113,15 +113,22 @@ AUDIT = [
 ]
 
 
-async def until(what: str, check: Callable[[], Awaitable[T | None]], *, within: float, logs: str = "") -> T:
-    """Poll `check` until it returns something other than None (or falsy), or fail saying `what`."""
+async def until(
+    what: str,
+    check: Callable[[], Awaitable[T | None]],
+    *,
+    within: float,
+    logs: Callable[[], str] = lambda: "",
+) -> T:
+    """Poll `check` until it returns something other than None (or falsy), or fail saying `what` with the logs
+    as they stand then (read at the failure, not when the wait began)."""
     deadline = time.monotonic() + within
     while True:
         value = await check()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {within:g}s\n{logs}")
+            raise AssertionError(f"{what}: not within {within:g}s\n{logs()}")
         await asyncio.sleep(0.2)
 
 
@@ -494,7 +501,7 @@ async def test_a_worker_host_cut_off_mid_campaign_sends_nothing_twice_and_nothin
     async def both_sending() -> bool:
         return {a.client for a in site.accepted()} >= {cut_mail, kept_mail}
 
-    await until("both worker hosts sending", both_sending, within=WITHIN, logs=site.logs())
+    await until("both worker hosts sending", both_sending, within=WITHIN, logs=site.logs)
 
     # -- the partition --
     site.hosts.cut(CUT)
@@ -514,7 +521,7 @@ async def test_a_worker_host_cut_off_mid_campaign_sends_nothing_twice_and_nothin
         return again if again and set(again) | done == set(held) else None
 
     taken_over = await until(
-        "the cut-off worker's batches taken over", settled, within=WITHIN, logs=site.logs()
+        "the cut-off worker's batches taken over", settled, within=WITHIN, logs=site.logs
     )
     # Necessarily so (the takeover waits for the lease to run out); said to show the partition outlasted it.
     assert time.monotonic() - cut_at > LEASE_SECONDS
@@ -524,7 +531,7 @@ async def test_a_worker_host_cut_off_mid_campaign_sends_nothing_twice_and_nothin
         row = await campaign_row(site.db, campaign_id)
         return row if row.status is CampaignStatus.FINISHED else None
 
-    await until("the campaign finished", finished, within=WITHIN, logs=site.logs())
+    await until("the campaign finished", finished, within=WITHIN, logs=site.logs)
 
     # Both workers stop as an operator would stop them (SIGTERM: in-flight jobs finish first), so that whatever
     # the healed worker still had in flight for the batches it lost has happened before the checks.
