@@ -502,6 +502,26 @@ async def test_a_worker_host_cut_off_mid_campaign_sends_nothing_twice_and_nothin
         return {a.client for a in site.accepted()} >= {cut_mail, kept_mail}
 
     await until("both worker hosts sending", both_sending, within=WITHIN, logs=site.logs)
+    cut_ip = site.hosts.worker_ip(CUT)
+
+    async def cut_host_running_a_batch() -> bool:
+        """The host to be cut off holds a running batch (it claimed it last): cut between two of its batches,
+        it would have nothing to take over, and the wait below could not end. Under load it starts late."""
+        running = {
+            bid
+            for bid, (st, *_) in (await batches(site.db, campaign_id)).items()
+            if st is BatchStatus.RUNNING
+        }
+        claimed_by = {
+            w["row_id"]: host_of(w["client"])
+            for w in await audit(site.admin)
+            if w["tbl"] == "campaign_batches" and w["new_status"] == BatchStatus.RUNNING
+        }
+        return any(claimed_by.get(bid) == cut_ip for bid in running)
+
+    await until(
+        "the host to cut off running a batch", cut_host_running_a_batch, within=WITHIN, logs=site.logs
+    )
 
     # -- the partition --
     site.hosts.cut(CUT)
